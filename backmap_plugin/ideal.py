@@ -1,0 +1,134 @@
+"""The deterministic geometric builder (``--method ideal``).
+
+Backbone from the C-alpha trace with rigid ideal peptide planes
+(:mod:`backmap_plugin.backbone`); side chains from Engh & Huber geometry with
+the most common rotamer of the residue type, switching to another common
+rotamer where that removes overlaps with the backbone and, in a second pass,
+with the side chains chosen for the neighbours. Every residue is built,
+termini and OXT included. It is the baseline the generative model must beat
+and the fallback when no model is available.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import chemistry as chem
+from .backbone import build_backbone
+from .geometry import build_residues, extend_with_context, ideal_internal
+from .rotamers import load_rotamers
+
+#: Rotamers tried per residue (most frequent first).
+MAX_CANDIDATES = 4
+#: Overlap penalty: sum of (OVERLAP_DISTANCE - d)^2 over close atom pairs.
+OVERLAP_DISTANCE = 3.0
+#: Residue pairs whose C-alpha atoms are closer than this are checked.
+NEIGHBOUR_CUTOFF = 14.0
+#: Cost of choosing a less frequent rotamer, per unit of -log(frequency).
+FREQUENCY_WEIGHT = 0.05
+_SIDE = list(range(chem.SLOT_CB + 1, chem.SLOT_OXT))  # rotatable side-chain atoms
+_FIXED = [chem.SLOT_N, chem.SLOT_CA, chem.SLOT_C, chem.SLOT_O, chem.SLOT_CB]
+
+
+def _candidate_internal(res_type: np.ndarray, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Internal coordinates of each residue's candidate rotamers.
+
+    Returns (K, R, N_SLOTS, 3) internal coordinates and (K, R) cost (inf for
+    candidates a residue does not have).
+    """
+    rot = load_rotamers()
+    rt = torch.as_tensor(res_type, device=device)
+    ideal = ideal_internal(rt, dtype)  # (R, S, 3)
+    chi_of = torch.as_tensor(chem.ZMATRIX_CHI[res_type], device=device)  # (R, S)
+    chis = torch.as_tensor(rot.chis[res_type, :MAX_CANDIDATES], dtype=dtype, device=device)
+    freq = torch.as_tensor(rot.freq[res_type, :MAX_CANDIDATES], dtype=dtype, device=device)
+    n_cand = max(1, min(MAX_CANDIDATES, int(rot.count[res_type].max(initial=1))))
+    out, cost = [], []
+    for k in range(n_cand):
+        ic = ideal.clone()
+        chi = chis[:, k] if k < chis.shape[1] else torch.full_like(chis[:, 0], float("nan"))
+        torsion = torch.gather(chi, 1, chi_of.clamp(min=0))
+        ic[..., 2] = torch.where(chi_of >= 0, torsion, ic[..., 2])
+        ic = torch.nan_to_num(ic)  # slots a residue does not have
+        out.append(ic)
+        has = torch.as_tensor(rot.count[res_type] > k, device=device) | (k == 0)
+        f = freq[:, k] if k < freq.shape[1] else torch.zeros_like(freq[:, 0])
+        c = -FREQUENCY_WEIGHT * torch.log(f.clamp(min=1e-3))
+        cost.append(torch.where(has, torch.where(torch.isfinite(c), c, 0.0), float("inf")))
+    return torch.stack(out), torch.stack(cost)
+
+
+def _neighbour_pairs(ca: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residue pairs (i != j) within the cutoff in any frame: (P,), (P,)."""
+    close = (torch.cdist(ca, ca) < NEIGHBOUR_CUTOFF).any(0)
+    close.fill_diagonal_(False)
+    i, j = torch.nonzero(close, as_tuple=True)
+    return i, j
+
+
+def _overlap(side: torch.Tensor, env: torch.Tensor, side_mask, env_mask, pi, pj, n_res) -> torch.Tensor:
+    """Overlap score of every residue's side chain with its neighbours' atoms.
+
+    side (F, K, R, A, 3), env (F, R, B, 3) -> (F, K, R).
+    """
+    a = side[:, :, pi]  # (F, K, P, A, 3)
+    b = env[:, pj][:, None]  # (F, 1, P, B, 3)
+    d = torch.linalg.norm(a[..., :, None, :] - b[..., None, :, :], dim=-1)  # (F,K,P,A,B)
+    pen = torch.relu(OVERLAP_DISTANCE - d) ** 2
+    mask = side_mask[pi][:, :, None] & env_mask[pj][:, None, :]  # (P, A, B)
+    per_pair = (pen * mask).sum((-1, -2))  # (F, K, P)
+    out = torch.zeros(per_pair.shape[:2] + (n_res,), dtype=side.dtype, device=side.device)
+    return out.index_add_(2, pi, per_pair)
+
+
+def build_ideal(ca: torch.Tensor, segment: np.ndarray, res_type: np.ndarray, c_terminal: np.ndarray) -> torch.Tensor:
+    """All heavy atoms from a C-alpha trace by ideal geometry.
+
+    Parameters
+    ----------
+    ca : torch.Tensor
+        (F, R, 3) C-alpha positions, Angstrom.
+    segment : numpy.ndarray
+        (R,) segment index (every segment at least two residues).
+    res_type : numpy.ndarray
+        (R,) residue types.
+    c_terminal : numpy.ndarray
+        (R,) bool, the residue ends a segment (gets OXT).
+
+    Returns
+    -------
+    torch.Tensor
+        (F, R, N_SLOTS, 3) coordinates; slots a residue does not have are
+        zero.
+    """
+    n_res = ca.shape[-2]
+    rt = torch.as_tensor(res_type, device=ca.device)
+    backbone = build_backbone(ca, segment, res_type)  # (F, R, S, 3)
+    ics, cost = _candidate_internal(res_type, ca.dtype, ca.device)  # (K, R, S, 3), (K, R)
+    identity = np.repeat(np.arange(n_res)[:, None], 4, axis=1)
+    ext = extend_with_context(backbone, identity)
+    slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB and s != chem.SLOT_OXT]
+    cand = build_residues(ext[:, None], ics[None], rt, slots=slots)[..., : chem.N_SLOTS, :]  # (F,K,R,S,3)
+
+    exists = torch.as_tensor(chem.SLOT_EXISTS[res_type], device=ca.device)
+    side_mask = exists[:, _SIDE]
+    fixed_mask = exists[:, _FIXED]
+    pi, pj = _neighbour_pairs(ca)
+    side = cand[..., _SIDE, :]
+    score = _overlap(side, backbone[..., _FIXED, :], side_mask, fixed_mask, pi, pj, n_res) + cost
+    choice = score.argmin(1)  # (F, R)
+    frames = torch.arange(ca.shape[0], device=ca.device)[:, None]
+    residues = torch.arange(n_res, device=ca.device)[None, :]
+    chosen = cand[frames, choice, residues]  # (F, R, S, 3)
+    # second pass: against the neighbours' chosen side chains as well
+    score = score + _overlap(side, chosen[..., _SIDE, :], side_mask, side_mask, pi, pj, n_res)
+    choice = score.argmin(1)
+    out = cand[frames, choice, residues]
+
+    oxt_ic = ics[0][None].expand(ca.shape[0], -1, -1, -1)
+    ext = extend_with_context(out, identity)
+    out = build_residues(ext, oxt_ic, rt, slots=(chem.SLOT_OXT,))[..., : chem.N_SLOTS, :]
+    mask = exists.clone()
+    mask[:, chem.SLOT_OXT] = torch.as_tensor(c_terminal, device=ca.device)
+    return out * mask[..., None]

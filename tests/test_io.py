@@ -1,0 +1,462 @@
+"""Tests for backmap_plugin.io on a real NMR ensemble (PDB 1L2Y, 38 models)."""
+
+import gzip
+import os
+from pathlib import Path
+
+import mdtraj as md
+import numpy as np
+import pytest
+
+from backmap_plugin import io as bio
+from backmap_plugin.errors import BackmapInputError
+
+DATA = Path(__file__).resolve().parent / "data"
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data"
+FIXTURE = DATA / "1l2y.pdb.gz"
+
+#: Round-trip tolerance in Angstrom per output format.
+TOLERANCE = {".pdb": 1.5e-3, ".cif": 1.5e-3, ".dcd": 1e-4, ".h5": 1e-4, ".xtc": 1.5e-2}
+
+
+def _read_all(path, **kwargs):
+    """(topology, xyz) of every frame of a file, through open_frames."""
+    source = bio.open_frames(path, **kwargs)
+    return source.topology, np.concatenate([c.xyz for c in source])
+
+
+def _labels(topology):
+    """(chain id, resSeq, residue name, atom name) of every atom."""
+    return [(a.residue.chain.chain_id, a.residue.resSeq, a.residue.name, a.name) for a in topology.atoms]
+
+
+@pytest.fixture(scope="module")
+def l2y():
+    """Topology and all 38 frames (Angstrom) of the fixture."""
+    return _read_all(FIXTURE)
+
+
+def _two_chain_topology(template, chain_ids=("H", "L"), numbers=None):
+    """Copy of ``template`` split into two chains with chosen ids and residue numbers.
+
+    Default numbers cover negative numbers, repeats (written as insertion
+    codes) and numbers above 999.
+    """
+    if numbers is None:
+        numbers = [-2, -1, 0, 1, 82, 82, 82, 100, 100, 101] + list(range(1000, 1010))
+    top = md.Topology()
+    residues = list(template.residues)
+    half = len(residues) // 2
+    for chain_id, block in zip(chain_ids, (residues[:half], residues[half:])):
+        chain = top.add_chain(chain_id)
+        for residue in block:
+            new = top.add_residue(residue.name, chain, resSeq=numbers[residue.index])
+            for atom in residue.atoms:
+                top.add_atom(atom.name, atom.element, new)
+    return top
+
+
+# --------------------------------------------------------------------------- reading
+
+def test_read_fixture_pdb_gz(l2y):
+    top, xyz = l2y
+    assert xyz.dtype == np.float32 and xyz.shape == (38, 154, 3)
+    assert top.n_residues == 20 and [c.chain_id for c in top.chains] == ["A"]
+    assert [r.resSeq for r in top.residues] == list(range(1, 21))
+    # first ATOM record of the file: N ASN A 1 at (-8.901, 4.127, -0.555) Angstrom
+    np.testing.assert_allclose(xyz[0, 0], [-8.901, 4.127, -0.555], atol=1e-4)
+    source = bio.open_frames(str(FIXTURE))
+    assert source.path == str(FIXTURE) and source.n_atoms == 154
+    assert all(chunk.box is None for chunk in source)
+
+
+def test_pdb_chunks_and_stride(l2y):
+    _, xyz = l2y
+    chunks = list(bio.open_frames(FIXTURE, chunk=5, stride=2))
+    assert [c.start for c in chunks] == [0, 5, 10, 15]
+    np.testing.assert_array_equal(np.concatenate([c.xyz for c in chunks]), xyz[::2])
+
+
+@pytest.mark.parametrize("ext", [".dcd", ".h5"])
+def test_chunked_read_matches_whole_read_and_stride(tmp_path, l2y, ext):
+    if ext == ".h5":
+        pytest.importorskip("tables", reason="mdtraj's HDF5 format needs PyTables")
+    top, xyz = l2y
+    path = tmp_path / f"traj{ext}"
+    bio.write_trajectory(path, top, xyz)
+    whole = list(bio.open_frames(path, top=FIXTURE, chunk=1000))
+    assert len(whole) == 1 and whole[0].start == 0
+    np.testing.assert_allclose(whole[0].xyz, xyz, atol=1e-4)
+    chunks = list(bio.open_frames(path, top=FIXTURE, chunk=4, stride=3))
+    assert [c.start for c in chunks] == [0, 4, 8, 12]
+    assert [len(c.xyz) for c in chunks] == [4, 4, 4, 1]
+    assert all(c.xyz.dtype == np.float32 for c in chunks)
+    np.testing.assert_array_equal(np.concatenate([c.xyz for c in chunks]), whole[0].xyz[::3])
+
+
+@pytest.mark.parametrize("ext", [".xtc", ".trr", ".nc"])
+def test_other_trajectory_inputs(tmp_path, l2y, ext):
+    top, xyz = l2y
+    traj = md.Trajectory(xyz[:6] / 10.0, top)
+    path = tmp_path / f"traj{ext}"
+    traj.save(str(path))
+    _, got = _read_all(path, top=FIXTURE, chunk=4)
+    np.testing.assert_allclose(got, xyz[:6], atol=TOLERANCE[".xtc"])
+
+
+def test_gro_input(tmp_path, l2y):
+    top, xyz = l2y
+    md.Trajectory(xyz[:2] / 10.0, top).save_gro(str(tmp_path / "two.gro"))
+    got_top, got = _read_all(tmp_path / "two.gro")
+    assert got_top.n_atoms == 154
+    np.testing.assert_allclose(got, xyz[:2], atol=1e-2)  # GRO stores 0.001 nm
+
+
+def test_box_in_angstrom(tmp_path, l2y):
+    top, xyz = l2y
+    traj = md.Trajectory(xyz[:3] / 10.0, top, unitcell_lengths=np.full((3, 3), 5.0),
+                         unitcell_angles=np.full((3, 3), 90.0))
+    traj.save_dcd(str(tmp_path / "box.dcd"))
+    chunks = list(bio.open_frames(tmp_path / "box.dcd", top=FIXTURE))
+    np.testing.assert_allclose(chunks[0].box, np.full((3, 3), 50.0), atol=1e-4)
+
+
+def test_altlocs_keep_first_and_are_not_duplicates(tmp_path):
+    lines = gzip.open(FIXTURE, "rt").read().split("ENDMDL")[0].splitlines(keepends=True)[1:]
+    out = []
+    for line in lines:
+        if line.startswith("ATOM") and line[12:16].strip() in ("CB", "CG") and line[22:26].strip() == "2":
+            shifted = line[:30] + f"{float(line[30:38]) + 1.0:8.3f}" + line[38:]
+            out.append(line[:16] + "A" + line[17:54] + "  0.60" + line[60:])
+            out.append(shifted[:16] + "B" + shifted[17:54] + "  0.40" + shifted[60:])
+        else:
+            out.append(line)
+    path = tmp_path / "altloc.pdb"
+    path.write_text("".join(out) + "END\n")
+    assert sum(line[16] == "B" for line in out) == 2
+    top, xyz = _read_all(path)
+    _, ref = _read_all(FIXTURE)
+    assert top.n_atoms == 154  # B locations merged, not added
+    np.testing.assert_allclose(xyz[0], ref[0], atol=1e-4)  # A (first listed) kept
+
+
+def test_corpus_three_frame_file():
+    path = CORPUS / "train" / "mdtraj__1vii_3frames.pdb.gz"
+    if not path.exists():
+        pytest.skip("project corpus ../shared/data not available")
+    top, xyz = _read_all(path, chunk=2)
+    assert xyz.shape[0] == 3 and top.residue(0).resSeq == 41
+
+
+def test_corpus_insertion_codes_survive_pdb_and_cif(tmp_path):
+    """mdtraj drops insertion codes; the writers must not merge 82/82A/82B."""
+    path = CORPUS / "train" / "abbench__2DD8_r_b.pdb.gz"
+    if not path.exists():
+        pytest.skip("project corpus ../shared/data not available")
+    top, xyz = _read_all(path)
+    for ext in (".pdb", ".cif"):
+        out = tmp_path / f"ab{ext}"
+        bio.write_trajectory(out, top, np.stack([xyz[0], xyz[0] + 1.0]))
+        got_top, got = _read_all(out)
+        assert _labels(got_top) == _labels(top)
+        np.testing.assert_allclose(got[1], xyz[0] + 1.0, atol=TOLERANCE[ext])
+    original = {line[17:27] for line in gzip.open(path, "rt") if line.startswith("ATOM")}
+    written = {line[17:27] for line in open(tmp_path / "ab.pdb") if line.startswith("ATOM")}
+    assert written == original
+
+
+# --------------------------------------------------------------------------- reading errors
+
+def test_error_missing_file(tmp_path):
+    with pytest.raises(BackmapInputError, match="nothere.pdb.*does not exist"):
+        bio.open_frames(tmp_path / "nothere.pdb")
+
+
+def test_error_empty_file(tmp_path):
+    (tmp_path / "empty.pdb").write_text("")
+    with pytest.raises(BackmapInputError, match="empty.pdb.*empty"):
+        bio.open_frames(tmp_path / "empty.pdb")
+    with gzip.open(tmp_path / "nothing.pdb.gz", "wt") as handle:
+        handle.write("REMARK no coordinates\nEND\n")
+    with pytest.raises(BackmapInputError, match="nothing.pdb.gz: is empty: no ATOM/HETATM records"):
+        bio.open_frames(tmp_path / "nothing.pdb.gz")
+
+
+def test_error_unsupported_extension(tmp_path):
+    (tmp_path / "coords.txt").write_text("1 2 3\n")
+    with pytest.raises(BackmapInputError, match=r"coords.txt.*unsupported.*\.pdb.*\.dcd"):
+        bio.open_frames(tmp_path / "coords.txt")
+
+
+def test_error_upper_case_extension(tmp_path):
+    (tmp_path / "SHOUT.PDB").write_bytes(gzip.open(FIXTURE).read())
+    with pytest.raises(BackmapInputError, match=r"SHOUT.PDB: .*lower-case extension; rename .* \.pdb"):
+        bio.open_frames(tmp_path / "SHOUT.PDB")
+
+
+def test_error_trajectory_without_top(tmp_path, l2y):
+    top, xyz = l2y
+    bio.write_trajectory(tmp_path / "t.dcd", top, xyz[:2])
+    with pytest.raises(BackmapInputError, match="t.dcd.*needs a topology file: pass --top"):
+        bio.open_frames(tmp_path / "t.dcd")
+
+
+def test_error_atom_count_mismatch(tmp_path, l2y):
+    top, xyz = l2y
+    bio.write_trajectory(tmp_path / "t.dcd", top, xyz[:2])
+    sub = top.subset(range(100))
+    bio.write_trajectory(tmp_path / "small.pdb", sub, xyz[0, :100])
+    with pytest.raises(BackmapInputError) as info:
+        bio.open_frames(tmp_path / "t.dcd", top=tmp_path / "small.pdb")
+    message = str(info.value)
+    assert "100" in message and "154" in message and "small.pdb" in message and "t.dcd" in message
+
+
+def test_error_nan_coordinates(tmp_path):
+    lines = gzip.open(FIXTURE, "rt").read().splitlines(keepends=True)
+    models = 0
+    for i, line in enumerate(lines):
+        models += line.startswith("MODEL")
+        if models == 3 and line.startswith("ATOM") and line[12:16] == " CA " and line[22:26] == "   5":
+            lines[i] = line[:30] + "     nan" + line[38:]
+            break
+    (tmp_path / "nan.pdb").write_text("".join(lines))
+    with pytest.raises(BackmapInputError, match=r"nan.pdb: frame 2 .*chain 'A' residue GLN5 atom CA"):
+        bio.open_frames(tmp_path / "nan.pdb")
+
+
+def test_error_nan_in_trajectory_reported_while_iterating(tmp_path, l2y):
+    top, xyz = l2y
+    bad = xyz[:6].copy()
+    bad[4, 10, 1] = np.inf
+    md.formats.DCDTrajectoryFile(str(tmp_path / "bad.dcd"), "w").write(bad)
+    source = bio.open_frames(tmp_path / "bad.dcd", top=FIXTURE, chunk=3, stride=2)
+    with pytest.raises(BackmapInputError, match=r"bad.dcd: frame 2 \(frame 4 of the file, stride 2\).*atom"):
+        list(source)
+
+
+def test_error_unparsable_file_keeps_message(tmp_path):
+    (tmp_path / "junk.dcd").write_bytes(b"this is not a dcd file" * 10)
+    with pytest.raises(BackmapInputError, match="junk.dcd: cannot be read as .dcd: ") as info:
+        bio.open_frames(tmp_path / "junk.dcd", top=FIXTURE)
+    assert info.value.__cause__ is not None
+
+
+def test_error_duplicate_atoms(tmp_path):
+    lines = gzip.open(FIXTURE, "rt").read().split("ENDMDL")[0].splitlines(keepends=True)[1:]
+    ca = next(i for i, line in enumerate(lines) if line[12:16] == " CA " and line[22:26] == "   3")
+    lines.insert(ca + 1, lines[ca])
+    (tmp_path / "dup.pdb").write_text("".join(lines) + "END\n")
+    with pytest.raises(BackmapInputError, match=r"dup.pdb: duplicate atom: chain 'A' residue TYR3 atom CA"):
+        bio.open_frames(tmp_path / "dup.pdb")
+
+
+def test_error_bad_topology_extension_and_chunk(tmp_path, l2y):
+    top, xyz = l2y
+    bio.write_trajectory(tmp_path / "t.dcd", top, xyz[:2])
+    with pytest.raises(BackmapInputError, match="t.dcd: unsupported topology file extension"):
+        bio.open_frames(tmp_path / "t.dcd", top=tmp_path / "t.dcd")
+    with pytest.raises(BackmapInputError, match="chunk must be a positive integer"):
+        bio.open_frames(FIXTURE, chunk=0)
+
+
+# --------------------------------------------------------------------------- writing
+
+@pytest.mark.parametrize("ext", bio.SUPPORTED_OUTPUT)
+def test_round_trip_every_output_format(tmp_path, l2y, ext):
+    if ext == ".h5":
+        pytest.importorskip("tables", reason="mdtraj's HDF5 writer needs PyTables")
+    top, xyz = l2y
+    path = tmp_path / f"out{ext}"
+    with bio.TrajectoryWriter(path, top) as writer:
+        writer.write(xyz[:3])       # streaming: several calls
+        writer.write(xyz[3:5])
+        writer.write(xyz[5])        # a single (n_atoms, 3) frame
+    assert writer.frames_written == 6
+    top_file = FIXTURE if ext in (".dcd", ".xtc") else None
+    got_top, got = _read_all(path, top=top_file)
+    assert got.shape == (6, 154, 3)
+    np.testing.assert_allclose(got, xyz[:6], atol=TOLERANCE[ext])
+    assert _labels(got_top) == _labels(top)
+
+
+@pytest.mark.parametrize("ext", [".pdb", ".cif"])
+def test_chain_ids_and_residue_numbers_preserved(tmp_path, l2y, ext):
+    top, xyz = l2y
+    two = _two_chain_topology(top)
+    path = tmp_path / f"two{ext}"
+    bio.write_trajectory(path, two, xyz[:2])
+    got_top, got = _read_all(path)
+    assert [c.chain_id for c in got_top.chains] == ["H", "L"]
+    assert [r.resSeq for r in got_top.residues] == [r.resSeq for r in two.residues]
+    assert _labels(got_top) == _labels(two)
+    np.testing.assert_allclose(got, xyz[:2], atol=TOLERANCE[ext])
+
+
+def test_pdb_layout_ter_model_end_no_conect(tmp_path, l2y):
+    top, xyz = l2y
+    two = _two_chain_topology(top, chain_ids=("A", "A"))  # two chains sharing one id
+    bio.write_trajectory(tmp_path / "multi.pdb", two, xyz[:3])
+    text = (tmp_path / "multi.pdb").read_text().splitlines()
+    assert sum(line.startswith("MODEL") for line in text) == 3
+    assert sum(line.startswith("ENDMDL") for line in text) == 3
+    assert sum(line.startswith("TER") for line in text) == 6  # each chain ends with TER
+    assert not any(line.startswith("CONECT") for line in text)
+    assert text[-1] == "END"
+    assert all(len(line) == 80 for line in text if line.startswith("ATOM"))
+    assert any(line[17:27] == "TRP A  82A" for line in text)
+    got_top, _ = _read_all(tmp_path / "multi.pdb")
+    assert [c.chain_id for c in got_top.chains] == ["A", "A"]
+    assert _labels(got_top) == _labels(two)
+    # a single frame has no MODEL record
+    bio.write_trajectory(tmp_path / "one.pdb", two, xyz[:1])
+    one = (tmp_path / "one.pdb").read_text().splitlines()
+    assert not any(line.startswith(("MODEL", "ENDMDL")) for line in one) and one[-1] == "END"
+
+
+def test_cif_repeated_chain_ids_keep_chain_boundaries(tmp_path, l2y):
+    top, xyz = l2y
+    two = _two_chain_topology(top, chain_ids=("A", "A"))
+    bio.write_trajectory(tmp_path / "same.cif", two, xyz[:2])
+    got_top, got = _read_all(tmp_path / "same.cif")
+    assert got_top.n_chains == 2 and [c.n_residues for c in got_top.chains] == [10, 10]
+    np.testing.assert_allclose(got, xyz[:2], atol=TOLERANCE[".cif"])
+    rows = [line.split() for line in open(tmp_path / "same.cif") if line.startswith("ATOM")]
+    assert {row[17] for row in rows} == {"A"}  # auth_asym_id keeps the original id
+
+
+def test_cif_fallback_reader_agrees(tmp_path, l2y, monkeypatch):
+    top, xyz = l2y
+    two = _two_chain_topology(top)
+    bio.write_trajectory(tmp_path / "two.cif", two, xyz[:2])
+    ref_top, ref = _read_all(tmp_path / "two.cif")
+    monkeypatch.setattr(bio, "_mdtraj_can_read", lambda ext: False)
+    got_top, got = _read_all(tmp_path / "two.cif")
+    assert _labels(got_top) == _labels(ref_top)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_partial_file_kept_on_exception(tmp_path, l2y):
+    top, xyz = l2y
+    path = tmp_path / "crash.pdb"
+    with pytest.raises(RuntimeError, match="boom"):
+        with bio.TrajectoryWriter(path, top) as writer:
+            writer.write(xyz[:2])
+            raise RuntimeError("boom")
+    assert not path.exists()
+    partial = Path(writer.partial_path)
+    assert partial.exists() and ".partial" in partial.name
+    text = partial.read_text()
+    assert text.count("MODEL") == 2 and text.count("ENDMDL") == 2
+
+
+def test_atomic_replace_on_success(tmp_path, l2y, monkeypatch):
+    top, xyz = l2y
+    path = tmp_path / "final.dcd"
+    path.write_text("old contents")
+    calls = []
+    real_replace = os.replace
+    monkeypatch.setattr(bio.os, "replace", lambda a, b: (calls.append((a, b)), real_replace(a, b)))
+    with bio.TrajectoryWriter(path, top) as writer:
+        writer.write(xyz[:2])
+        assert path.read_text() == "old contents"  # untouched while writing
+        assert os.path.getsize(writer.partial_path) > 0  # flushed after write
+    assert calls == [(writer.partial_path, str(path))]
+    assert not os.path.exists(writer.partial_path)
+    _, got = _read_all(path, top=FIXTURE)
+    np.testing.assert_allclose(got, xyz[:2], atol=1e-4)
+
+
+def test_flush_after_each_write(tmp_path, l2y):
+    top, xyz = l2y
+    with bio.TrajectoryWriter(tmp_path / "live.pdb", top) as writer:
+        writer.write(xyz[:1])
+        assert Path(writer.partial_path).read_text().count("ATOM") == 154
+        writer.write(xyz[1:2])
+        assert Path(writer.partial_path).read_text().count("ATOM") == 308
+
+
+# --------------------------------------------------------------------------- writing errors
+
+def test_error_unsupported_output_extension(tmp_path, l2y):
+    with pytest.raises(BackmapInputError, match=r"out.gro: unsupported output.*\.pdb, \.cif, \.dcd, \.xtc, \.h5"):
+        bio.TrajectoryWriter(tmp_path / "out.gro", l2y[0])
+
+
+def test_error_output_directory_missing(tmp_path, l2y):
+    with pytest.raises(BackmapInputError, match="missing/out.pdb.*does not exist"):
+        bio.TrajectoryWriter(tmp_path / "missing" / "out.pdb", l2y[0])
+    assert not (tmp_path / "missing").exists()
+
+
+def test_error_output_parent_is_a_file(tmp_path, l2y):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(BackmapInputError, match="afile/out.dcd"):
+        bio.TrajectoryWriter(tmp_path / "afile" / "out.dcd", l2y[0])
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user")
+def test_error_output_no_permission(tmp_path, l2y):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(BackmapInputError, match="locked/out.pdb.*permission"):
+            bio.TrajectoryWriter(locked / "out.pdb", l2y[0])
+    finally:
+        locked.chmod(0o700)
+
+
+def test_error_output_no_permission_simulated(tmp_path, l2y, monkeypatch):
+    """Same check as above, runnable as root: the directory reports no write access."""
+    real_access = os.access
+    monkeypatch.setattr(bio.os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))
+    with pytest.raises(BackmapInputError, match="out.pdb.*no permission"):
+        bio.TrajectoryWriter(tmp_path / "out.pdb", l2y[0])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_error_overwrite_false(tmp_path, l2y):
+    (tmp_path / "exists.pdb").write_text("keep me")
+    with pytest.raises(BackmapInputError, match="exists.pdb.*exists"):
+        bio.TrajectoryWriter(tmp_path / "exists.pdb", l2y[0], overwrite=False)
+    assert (tmp_path / "exists.pdb").read_text() == "keep me"
+
+
+def test_error_write_bad_frames(tmp_path, l2y):
+    top, xyz = l2y
+    bad = xyz[:2].copy()
+    bad[1, 7, 0] = np.nan
+    with pytest.raises(BackmapInputError, match=r"frame 1 .*residue ASN1 atom ND2"):
+        with bio.TrajectoryWriter(tmp_path / "nan.xtc", top) as writer:
+            writer.write(bad)
+    with pytest.raises(BackmapInputError, match=r"expected coordinates shaped \(n_frames, 154, 3\)"):
+        bio.write_trajectory(tmp_path / "shape.dcd", top, xyz[:, :100])
+    with pytest.raises(BackmapInputError, match="does not fit the PDB coordinate columns"):
+        bio.write_trajectory(tmp_path / "far.pdb", top, xyz[:1] + 20000.0)
+    with pytest.raises(BackmapInputError, match="chain id 'AB'.*write .cif"):
+        bio.TrajectoryWriter(tmp_path / "long.pdb", _two_chain_topology(top, chain_ids=("AB", "C")))
+
+
+# --------------------------------------------------------------------------- OpenMM
+
+def test_frames_from_openmm_quantity_and_array(l2y):
+    from openmm import unit
+
+    top, xyz = l2y
+    omm_top = top.to_openmm()
+    frame = xyz[0].astype(np.float64)
+    for positions in (
+        frame * unit.angstrom,
+        (frame / 10.0) * unit.nanometer,
+        [unit.Quantity(tuple(p), unit.angstrom).value_in_unit(unit.nanometer) for p in frame] * unit.nanometer,
+        frame / 10.0,  # plain array: nm
+    ):
+        got_top, got = bio.frames_from_openmm(omm_top, positions)
+        assert got.dtype == np.float32 and got.shape == (1, 154, 3)
+        np.testing.assert_allclose(got[0], frame, atol=1e-4)
+        assert _labels(got_top) == _labels(top)
+    _, many = bio.frames_from_openmm(omm_top, xyz[:3] / 10.0)
+    assert many.shape == (3, 154, 3)
+    with pytest.raises(BackmapInputError, match="100 positions for a topology of 154 atoms"):
+        bio.frames_from_openmm(omm_top, frame[:100] * unit.angstrom)
