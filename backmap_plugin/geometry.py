@@ -215,7 +215,7 @@ def build_residues(
         and ``internal``.
     """
     parents, _ = _zmatrix(res_type, ext.dtype)
-    batch = torch.broadcast_shapes(ext.shape[:-2], internal.shape[:-2])
+    batch = torch.Size(np.broadcast_shapes(ext.shape[:-2], internal.shape[:-2]))
     ext = ext.expand(batch + ext.shape[-2:])
     internal = internal.expand(batch + internal.shape[-2:])
     columns = list(ext.unbind(-2))

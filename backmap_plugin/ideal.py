@@ -23,12 +23,11 @@ from .rotamers import load_rotamers
 MAX_CANDIDATES = 4
 #: Overlap penalty: sum of (OVERLAP_DISTANCE - d)^2 over close atom pairs.
 OVERLAP_DISTANCE = 3.0
-#: Residue pairs whose C-alpha atoms are closer than this are checked.
-NEIGHBOUR_CUTOFF = 14.0
 #: Cost of choosing a less frequent rotamer, per unit of -log(frequency).
 FREQUENCY_WEIGHT = 0.05
 _SIDE = list(range(chem.SLOT_CB + 1, chem.SLOT_OXT))  # rotatable side-chain atoms
 _FIXED = [chem.SLOT_N, chem.SLOT_CA, chem.SLOT_C, chem.SLOT_O, chem.SLOT_CB]
+_FIXED_REACH = 2.5  # the backbone atoms and CB lie within this of their CA
 
 
 def _candidate_internal(res_type: np.ndarray, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,27 +58,32 @@ def _candidate_internal(res_type: np.ndarray, dtype, device) -> tuple[torch.Tens
     return torch.stack(out), torch.stack(cost)
 
 
-def _neighbour_pairs(ca: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Residue pairs (i != j) within the cutoff in any frame: (P,), (P,)."""
-    close = (torch.cdist(ca, ca) < NEIGHBOUR_CUTOFF).any(0)
+def _neighbour_pairs(ca: torch.Tensor, owner: torch.Tensor, cutoff: torch.Tensor):
+    """Residue pairs (i, j), i != j, with CA-CA below ``cutoff[i, j]`` in any frame.
+
+    Only residues with ``owner`` True appear as i. Returns two (P,) tensors.
+    """
+    close = (torch.cdist(ca, ca).amin(0) < cutoff) & owner[:, None]
     close.fill_diagonal_(False)
-    i, j = torch.nonzero(close, as_tuple=True)
-    return i, j
+    return torch.nonzero(close, as_tuple=True)
 
 
-def _overlap(side: torch.Tensor, env: torch.Tensor, side_mask, env_mask, pi, pj, n_res) -> torch.Tensor:
+def _overlap(side, env, side_mask, env_mask, pi, pj, n_res, frames_per_batch=8) -> torch.Tensor:
     """Overlap score of every residue's side chain with its neighbours' atoms.
 
-    side (F, K, R, A, 3), env (F, R, B, 3) -> (F, K, R).
+    side (F, K, R, A, 3), env (F, R, B, 3) -> (F, K, R); pairs (pi, pj).
     """
-    a = side[:, :, pi]  # (F, K, P, A, 3)
-    b = env[:, pj][:, None]  # (F, 1, P, B, 3)
-    d = torch.linalg.norm(a[..., :, None, :] - b[..., None, :, :], dim=-1)  # (F,K,P,A,B)
-    pen = torch.relu(OVERLAP_DISTANCE - d) ** 2
-    mask = side_mask[pi][:, :, None] & env_mask[pj][:, None, :]  # (P, A, B)
-    per_pair = (pen * mask).sum((-1, -2))  # (F, K, P)
-    out = torch.zeros(per_pair.shape[:2] + (n_res,), dtype=side.dtype, device=side.device)
-    return out.index_add_(2, pi, per_pair)
+    mask = (side_mask[pi][:, :, None] & env_mask[pj][:, None, :]).to(side.dtype)  # (P, A, B)
+    out = torch.zeros(side.shape[:2] + (n_res,), dtype=side.dtype, device=side.device)
+    if len(pi) == 0:
+        return out
+    for f in range(0, side.shape[0], frames_per_batch):
+        a = side[f : f + frames_per_batch][:, :, pi]  # (f, K, P, A, 3)
+        b = env[f : f + frames_per_batch][:, None, pj]  # (f, 1, P, B, 3)
+        d = torch.cdist(a, b)  # (f, K, P, A, B)
+        per_pair = ((torch.relu(OVERLAP_DISTANCE - d) ** 2) * mask).sum((-1, -2))
+        out[f : f + frames_per_batch].index_add_(2, pi, per_pair)
+    return out
 
 
 def build_ideal(ca: torch.Tensor, segment: np.ndarray, res_type: np.ndarray, c_terminal: np.ndarray) -> torch.Tensor:
@@ -114,14 +118,18 @@ def build_ideal(ca: torch.Tensor, segment: np.ndarray, res_type: np.ndarray, c_t
     exists = torch.as_tensor(chem.SLOT_EXISTS[res_type], device=ca.device)
     side_mask = exists[:, _SIDE]
     fixed_mask = exists[:, _FIXED]
-    pi, pj = _neighbour_pairs(ca)
     side = cand[..., _SIDE, :]
+    # how far each residue's side chain reaches from its CA (over candidates)
+    reach = ((side - ca[:, None, :, None, :]).norm(dim=-1) * side_mask).amax((0, 1, 3))  # (R,)
+    owner = torch.isfinite(cost).sum(0) > 1  # residues with a choice to make
+    pi, pj = _neighbour_pairs(ca, owner, reach[:, None] + _FIXED_REACH + OVERLAP_DISTANCE)
     score = _overlap(side, backbone[..., _FIXED, :], side_mask, fixed_mask, pi, pj, n_res) + cost
     choice = score.argmin(1)  # (F, R)
     frames = torch.arange(ca.shape[0], device=ca.device)[:, None]
     residues = torch.arange(n_res, device=ca.device)[None, :]
     chosen = cand[frames, choice, residues]  # (F, R, S, 3)
     # second pass: against the neighbours' chosen side chains as well
+    pi, pj = _neighbour_pairs(ca, owner, reach[:, None] + reach[None, :] + OVERLAP_DISTANCE)
     score = score + _overlap(side, chosen[..., _SIDE, :], side_mask, side_mask, pi, pj, n_res)
     choice = score.argmin(1)
     out = cand[frames, choice, residues]

@@ -1,0 +1,125 @@
+"""The ideal builder and the backbone from a C-alpha trace, on real structures."""
+
+import importlib.util
+from pathlib import Path
+
+import mdtraj as md
+import numpy as np
+import pytest
+import torch
+
+from backmap_plugin import backbone as bb
+from backmap_plugin import chemistry as chem
+from backmap_plugin import ideal, metrics
+from backmap_plugin.topology import gather_slots, protein_topology, read_residues
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _truth(path, frames=slice(None)):
+    traj = md.load(str(path))[frames]
+    records, _ = read_residues(traj.topology, str(path))
+    slots, present = gather_slots(traj.xyz * 10.0, records)
+    protein = protein_topology(records, slots[0, :, chem.SLOT_CA])
+    return protein, slots, present
+
+
+@pytest.fixture(scope="module")
+def trpcage():
+    return _truth(DATA / "1l2y.pdb.gz", slice(0, 10))
+
+
+def test_backbone_close_to_truth_and_peptide_bonds_ideal(trpcage):
+    protein, slots, present = trpcage
+    ca = torch.as_tensor(slots[..., chem.SLOT_CA, :], dtype=torch.float64)
+    out = bb.build_backbone(ca, protein.segment, protein.res_type).numpy()
+    for slot, limit in ((chem.SLOT_N, 0.5), (chem.SLOT_C, 0.5), (chem.SLOT_O, 1.2)):
+        # interior residues: terminal N / C / O depend on a free psi / phi
+        d = np.linalg.norm(out[:, 1:-1, slot] - slots[:, 1:-1, slot], axis=-1)
+        assert np.sqrt((d**2).mean()) < limit
+    # every residue has N, C, O, first and last included
+    assert np.all(np.linalg.norm(out[:, :, [0, 2, 3]], axis=-1) > 0)
+    cn = np.linalg.norm(out[:, 1:, chem.SLOT_N] - out[:, :-1, chem.SLOT_C], axis=-1)
+    assert np.all(np.abs(cn - chem.BOND_C_N) < 0.1)
+    n_ca = np.linalg.norm(out[:, :, chem.SLOT_N] - out[:, :, chem.SLOT_CA], axis=-1)
+    ca_c = np.linalg.norm(out[:, :, chem.SLOT_C] - out[:, :, chem.SLOT_CA], axis=-1)
+    assert np.all(np.abs(n_ca - chem.BOND_N_CA) < 0.05)
+    assert np.all(np.abs(ca_c - chem.BOND_CA_C) < 0.05)
+
+
+def test_cis_peptide_keeps_bond_lengths():
+    """A CA-CA distance of 2.95 A (cis proline) is built as a cis peptide."""
+    ca = torch.tensor([[0.0, 0.0, 0.0], [3.8, 0.0, 0.0], [5.5, 2.6, 0.0], [9.2, 2.0, 1.0]], dtype=torch.float64)
+    ca[2] = ca[1] + 2.95 * (ca[2] - ca[1]) / torch.linalg.norm(ca[2] - ca[1])
+    out = bb.build_backbone(ca[None], np.zeros(4, int), np.array([chem.RESIDUE_INDEX["ALA"]] * 2 + [chem.RESIDUE_INDEX["PRO"]] * 2))[0]
+    cn = torch.linalg.norm(out[1:, chem.SLOT_N] - out[:-1, chem.SLOT_C], dim=-1)
+    assert torch.all((cn - chem.BOND_C_N).abs() < 0.1), cn
+
+
+def test_two_residue_segment_is_built():
+    ca = torch.tensor([[[0.0, 0.0, 0.0], [3.8, 0.0, 0.0]]])
+    res_type = np.array([chem.RESIDUE_INDEX["GLY"], chem.RESIDUE_INDEX["LYS"]])
+    out = ideal.build_ideal(ca, np.zeros(2, int), res_type, np.array([False, True]))
+    assert torch.isfinite(out).all()
+    built = out[0].norm(dim=-1) > 0
+    assert built[1, chem.SLOT_OXT] and built[0, chem.SLOT_N] and built[1, chem.SLOT_C]
+
+
+def test_ideal_is_chemically_valid_on_real_trace(trpcage):
+    protein, slots, present = trpcage
+    ca = torch.as_tensor(slots[..., chem.SLOT_CA, :])
+    out = ideal.build_ideal(ca, protein.segment, protein.res_type, protein.c_terminal)
+    xyz = protein.scatter(out).numpy()
+    pairs, lengths = protein.bonds()
+    assert metrics.fraction_bonds_off(xyz, pairs, lengths) <= 0.01
+    res, slot = protein.atom_order()
+    idx = {name: np.full(protein.n_residues, -1) for name in ("N", "CA", "C", "CB")}
+    for name, s in (("N", 0), ("CA", 1), ("C", 2), ("CB", 4)):
+        sel = slot == s
+        idx[name][res[sel]] = np.nonzero(sel)[0]
+    assert metrics.count_d_residues(xyz, idx["N"], idx["CA"], idx["C"], idx["CB"]) == 0
+    # every atom of every residue built (no atom left at the origin)
+    assert np.all(np.linalg.norm(xyz, axis=-1) > 1e-3)
+    # CA untouched
+    np.testing.assert_allclose(out[..., chem.SLOT_CA, :].numpy(), slots[..., chem.SLOT_CA, :], atol=1e-5)
+    rmsd = metrics.kabsch_rmsd(out.numpy()[:, present], slots[:, present])
+    assert rmsd.mean() < 2.5
+
+
+def test_rotamer_choice_reduces_overlap(trpcage):
+    """Choosing among rotamers lowers the overlap of the most-common-rotamer build."""
+    protein, slots, _ = trpcage
+    ca = torch.as_tensor(slots[..., chem.SLOT_CA, :])
+    chosen = ideal.build_ideal(ca, protein.segment, protein.res_type, protein.c_terminal)
+    pairs, _ = protein.bonds()
+    saved = ideal.MAX_CANDIDATES
+    try:
+        ideal.MAX_CANDIDATES = 1
+        top = ideal.build_ideal(ca, protein.segment, protein.res_type, protein.c_terminal)
+    finally:
+        ideal.MAX_CANDIDATES = saved
+    near = lambda x: metrics.clashes(protein.scatter(x).numpy(), pairs, cutoff=2.8).sum()  # noqa: E731
+    assert near(chosen) < near(top)
+
+
+def test_deterministic_and_float64(trpcage):
+    protein, slots, _ = trpcage
+    ca = torch.as_tensor(slots[:2, :, chem.SLOT_CA, :])
+    a = ideal.build_ideal(ca, protein.segment, protein.res_type, protein.c_terminal)
+    b = ideal.build_ideal(ca, protein.segment, protein.res_type, protein.c_terminal)
+    c = ideal.build_ideal(ca.double(), protein.segment, protein.res_type, protein.c_terminal)
+    assert torch.equal(a, b)
+    assert c.dtype == torch.float64
+    assert (c.float() - a).abs().max() < 1e-3
+
+
+def test_backbone_table_script_builds_a_table(tmp_path):
+    """The shipped-table recipe runs on a real file and yields a usable table."""
+    spec = importlib.util.spec_from_file_location("bbt", ROOT / "workflows" / "tables" / "build_backbone_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    table = module.build([str(DATA / "1l2y.pdb.gz")], frames=5)
+    assert table["angle"].shape == (bb.N_KEYS,)
+    assert np.isfinite(table["angle"]).all()
+    assert table["count"].sum() > 0
