@@ -43,18 +43,21 @@ def _candidate_internal(res_type: np.ndarray, dtype, device) -> tuple[torch.Tens
     chis = torch.as_tensor(rot.chis[res_type, :MAX_CANDIDATES], dtype=dtype, device=device)
     freq = torch.as_tensor(rot.freq[res_type, :MAX_CANDIDATES], dtype=dtype, device=device)
     n_cand = max(1, min(MAX_CANDIDATES, int(rot.count[res_type].max(initial=1))))
+    is_pro = torch.as_tensor(res_type == chem.RESIDUE_INDEX["PRO"], device=device)
+    pro_cd = chem.RESIDUES["PRO"].atoms.index("CD")
     out, cost = [], []
     for k in range(n_cand):
         ic = ideal.clone()
-        chi = chis[:, k] if k < chis.shape[1] else torch.full_like(chis[:, 0], float("nan"))
-        torsion = torch.gather(chi, 1, chi_of.clamp(min=0))
+        torsion = torch.gather(chis[:, k], 1, chi_of.clamp(min=0))
         ic[..., 2] = torch.where(chi_of >= 0, torsion, ic[..., 2])
+        # the proline ring closes with a CD torsion that follows the pucker
+        pucker = torch.where(chis[:, k, 0] > 0, rot.pro_cd_torsion["endo"], rot.pro_cd_torsion["exo"])
+        ic[:, pro_cd, 2] = torch.where(is_pro, torch.deg2rad(pucker), ic[:, pro_cd, 2])
         ic = torch.nan_to_num(ic)  # slots a residue does not have
         out.append(ic)
         has = torch.as_tensor(rot.count[res_type] > k, device=device) | (k == 0)
-        f = freq[:, k] if k < freq.shape[1] else torch.zeros_like(freq[:, 0])
-        c = -FREQUENCY_WEIGHT * torch.log(f.clamp(min=1e-3))
-        cost.append(torch.where(has, torch.where(torch.isfinite(c), c, 0.0), float("inf")))
+        c = -FREQUENCY_WEIGHT * torch.log(freq[:, k].clamp(min=1e-3))
+        cost.append(torch.where(has, c, float("inf")))
     return torch.stack(out), torch.stack(cost)
 
 

@@ -59,7 +59,7 @@ class RotamerLibrary:
 
 
 def _read_json() -> dict:
-    text = resources.files("backmap_plugin").joinpath("data", "rotamers.json").read_text()
+    text = resources.files("backmap_plugin").joinpath("data").joinpath("rotamers.json").read_text()
     return json.loads(text)
 
 

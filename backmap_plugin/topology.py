@@ -22,7 +22,7 @@ from .errors import BackmapInputError
 #: except for a count in the report.
 _SOLVENT = frozenset(
     {"HOH", "WAT", "SOL", "TIP3", "TIP3P", "TIP4", "SPC", "T3P", "NA", "CL", "K",
-     "MG", "CA2", "ZN", "NA+", "CL-", "SOD", "CLA", "POT", "ION"}
+     "MG", "CA", "CA2", "ZN", "NA+", "CL-", "SOD", "CLA", "POT", "ION", "CAL"}
 )
 
 
@@ -99,15 +99,24 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
     records: list[ResidueRecord] = []
     dropped: dict[str, int] = {}
     renamed: dict[str, str] = {}
+    heavy_atoms = {r.index: [a for a in r.atoms if not _is_hydrogen(a)] for r in topology.residues}
+    # one bead per residue: one-letter residue names are amino acids (CALVADOS 2
+    # style), not ions or nucleotides
+    cg_file = bool(heavy_atoms) and np.median([len(v) for v in heavy_atoms.values()]) <= 1
     for residue in topology.residues:
         chain_id = getattr(residue.chain, "chain_id", None) or ""
         where = f"{source}: chain {chain_id or '?'} residue {residue.name} {residue.resSeq}"
-        name = chem.standard_residue_name(residue.name)
-        heavy = [a for a in residue.atoms if not _is_hydrogen(a)]
-        has_ca = any(a.name.strip().upper() == "CA" for a in heavy)
+        key = residue.name.strip().upper()
+        heavy = heavy_atoms[residue.index]
+        if cg_file and len(key) == 1:
+            name = chem.require_residue_name(key, where)
+        elif key in _SOLVENT or key in chem.CAPS:
+            dropped[key] = dropped.get(key, 0) + 1
+            continue
+        else:
+            name = chem.standard_residue_name(key) if len(key) > 1 else None
         if name is None:
-            key = residue.name.strip().upper()
-            if key in _SOLVENT or key in chem.CAPS or not has_ca:
+            if not any(a.name.strip().upper() == "CA" for a in heavy):
                 dropped[key] = dropped.get(key, 0) + 1
                 continue
             chem.require_residue_name(residue.name, where)  # raises
