@@ -178,7 +178,7 @@ def plane_angle(c: torch.Tensor, ca: torch.Tensor, first: np.ndarray, frame: tor
 
 @functools.lru_cache(maxsize=1)
 def _load_table():
-    path = resources.files("backmap_plugin") / "data" / "backbone.npz"
+    path = resources.files("backmap_plugin") / "tables" / "backbone.npz"
     with resources.as_file(path) as p, np.load(p) as z:
         return {k: z[k] for k in z.files}
 

@@ -1,6 +1,6 @@
 """Side-chain rotamer library derived from the training corpus.
 
-The library (``data/rotamers.json``) is built by
+The library (``tables/rotamers.json``) is built by
 ``workflows/tables/build_rotamers.py`` from the train split of the corpus
 only. Every residue type with chi angles has up to K rotamers: the circular
 mean chi angles of one combination of chi sectors and its frequency. See the
@@ -59,7 +59,7 @@ class RotamerLibrary:
 
 
 def _read_json() -> dict:
-    text = resources.files("backmap_plugin").joinpath("data").joinpath("rotamers.json").read_text()
+    text = resources.files("backmap_plugin").joinpath("tables").joinpath("rotamers.json").read_text()
     return json.loads(text)
 
 

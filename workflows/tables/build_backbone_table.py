@@ -14,7 +14,7 @@ Train data only (``../shared/data/train``); never the test set.
 Usage::
 
     python workflows/tables/build_backbone_table.py --data ../shared/data/train \
-        -o backmap_plugin/data/backbone.npz
+        -o backmap_plugin/tables/backbone.npz
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def main(argv=None):
     parser.add_argument("--data", default=os.path.join(root, "..", "shared", "data", "train"))
     parser.add_argument("--frames", type=int, default=5, help="frames per ensemble file")
     parser.add_argument("--max-files", type=int, default=None)
-    parser.add_argument("-o", "--output", default=os.path.join(root, "backmap_plugin", "data", "backbone.npz"))
+    parser.add_argument("-o", "--output", default=os.path.join(root, "backmap_plugin", "tables", "backbone.npz"))
     args = parser.parse_args(argv)
     files = sorted(glob.glob(os.path.join(args.data, "*.pdb.gz")))[: args.max_files]
     warnings.filterwarnings("ignore", category=UserWarning)

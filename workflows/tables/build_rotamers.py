@@ -56,7 +56,7 @@ Also stored: the median over the corpus of the proline ring torsion
 Usage::
 
     python workflows/tables/build_rotamers.py --data ../shared/data/train \
-        -o backmap_plugin/data/rotamers.json
+        -o backmap_plugin/tables/rotamers.json
 """
 
 from __future__ import annotations
@@ -340,7 +340,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-files", type=int, default=None, help="use only the first N files")
     parser.add_argument("--min-freq", type=float, default=0.02)
     parser.add_argument("--max-rotamers", type=int, default=8)
-    parser.add_argument("-o", "--output", default=os.path.join(ROOT, "backmap_plugin", "data", "rotamers.json"))
+    parser.add_argument("-o", "--output", default=os.path.join(ROOT, "backmap_plugin", "tables", "rotamers.json"))
     args = parser.parse_args(argv)
 
     data = os.path.normpath(args.data)
