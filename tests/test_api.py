@@ -1,0 +1,383 @@
+"""The Python API :func:`backmap_plugin.api.backmap`, end to end on real traces.
+
+Every test reads the written file back (with mdtraj, independently of the
+package's reader) and checks it against the residue-level topology the
+package derives from the input: every frame, every residue, every heavy atom,
+OXT at every chain end, chain ids and residue numbers kept.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+
+import mdtraj as md
+import numpy as np
+import pytest
+
+from backmap_plugin import chemistry as chem
+from backmap_plugin import metrics
+from backmap_plugin.api import BackmapResult, backmap
+from backmap_plugin.topology import ProteinTopology, protein_topology, read_residues
+
+#: Readback tolerance (Angstrom) per output format: PDB/mmCIF store 3
+#: decimals, XTC 1e-3 nm.
+TOLERANCE = {".pdb": 1.5e-3, ".cif": 1.5e-3, ".dcd": 1e-4, ".h5": 1e-4, ".xtc": 1.5e-2}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def ca_only(traj: md.Trajectory) -> md.Trajectory:
+    """The C-alpha atoms of an all-atom trajectory (a CA-only CG trace)."""
+    return traj.atom_slice(traj.topology.select("name CA"))
+
+
+def expected_protein(ca_traj: md.Trajectory, break_distance: float = 4.5) -> ProteinTopology:
+    """Residue-level topology the output must have, from a CA-only trace (frame 0)."""
+    records, _ = read_residues(ca_traj.topology, "expected")
+    return protein_topology(records, ca_traj.xyz[0] * 10.0, break_distance)
+
+
+def read_output(path, protein: ProteinTopology) -> md.Trajectory:
+    """Load a written file with mdtraj (coordinate-only formats get the expected topology)."""
+    path = str(path)
+    if path.endswith((".dcd", ".xtc")):
+        return md.load(path, top=protein.to_mdtraj())
+    return md.load(path)
+
+
+def assert_complete(out: md.Trajectory, protein: ProteinTopology, n_frames: int, chain_ids=None) -> None:
+    """Every frame, residue and heavy atom of ``protein`` is in ``out``, in order.
+
+    Checks residue names and numbers, the atom names of every residue
+    (against :mod:`backmap_plugin.chemistry`, OXT only at segment ends), the
+    atom count of :class:`ProteinTopology`, one output chain per segment with
+    the input chain id, and finite coordinates.
+    """
+    assert out.n_frames == n_frames
+    assert out.n_residues == protein.n_residues
+    assert out.n_atoms == protein.n_atoms
+    residues = list(out.topology.residues)
+    assert [r.resSeq for r in residues] == protein.res_seq.tolist()
+    assert [r.name for r in residues] == list(protein.names)
+    for i, residue in enumerate(residues):
+        names = [a.name for a in residue.atoms]
+        want = list(chem.residue_atom_names(protein.names[i], bool(protein.c_terminal[i])))
+        assert names == want, f"{protein.labels[i]}: atoms {names} != {want}"
+        assert int(protein.slot_mask[i].sum()) == len(names)
+        assert ("OXT" in names) == bool(protein.c_terminal[i])
+    n_segments = int(protein.segment.max()) + 1
+    chains = list(out.topology.chains)
+    assert len(chains) == n_segments
+    for chain in chains:  # each segment ends in OXT, and only there
+        oxt = [r.index for r in chain.residues if any(a.name == "OXT" for a in r.atoms)]
+        assert oxt == [list(chain.residues)[-1].index]
+    if chain_ids is not None:
+        assert [c.chain_id for c in chains] == list(chain_ids)
+    assert np.isfinite(out.xyz).all()
+
+
+def chemistry_report(xyz_angstrom: np.ndarray, protein: ProteinTopology) -> tuple[int, float]:
+    """(number of D residues, fraction of bonds > 0.1 A off ideal) of built coordinates."""
+    pairs, ideal = protein.bonds()
+    index = protein.atom_index
+    n_d = metrics.count_d_residues(
+        xyz_angstrom, index[:, chem.SLOT_N], index[:, chem.SLOT_CA], index[:, chem.SLOT_C], index[:, chem.SLOT_CB]
+    )
+    return n_d, metrics.fraction_bonds_off(xyz_angstrom, pairs, ideal, tol=0.1)
+
+
+def output_ca(out: md.Trajectory) -> np.ndarray:
+    """C-alpha coordinates (Angstrom) of a written file."""
+    return out.xyz[:, out.topology.select("name CA")] * 10.0
+
+
+def residue_coms(traj: md.Trajectory) -> np.ndarray:
+    """(F, R, 3) heavy-atom centre of mass of every residue, OXT excluded, Angstrom."""
+    out = []
+    for residue in traj.topology.residues:
+        atoms = [a for a in residue.atoms if a.name != "OXT" and a.element.symbol != "H"]
+        mass = np.array([a.element.mass for a in atoms])
+        xyz = traj.xyz[:, [a.index for a in atoms]] * 10.0
+        out.append((xyz * mass[None, :, None]).sum(1) / mass.sum())
+    return np.stack(out, axis=1)
+
+
+def first_models(path: Path, n: int, dest: Path) -> Path:
+    """Copy the first ``n`` models of a (gzipped) multi-model PDB to ``dest``."""
+    lines, seen = [], 0
+    with gzip.open(path, "rt") as handle:
+        for line in handle:
+            lines.append(line)
+            if line.startswith("ENDMDL"):
+                seen += 1
+                if seen == n:
+                    break
+    dest.write_text("".join(lines) + "END\n")
+    return dest
+
+
+def write_ca_pair(traj: md.Trajectory, directory: Path, stem: str) -> tuple[Path, Path]:
+    """CA-only DCD + PDB (first frame) of an all-atom trajectory."""
+    ca = ca_only(traj)
+    top, dcd = directory / f"{stem}_ca.pdb", directory / f"{stem}_ca.dcd"
+    ca[0].save_pdb(str(top))
+    ca.save_dcd(str(dcd))
+    return dcd, top
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@pytest.fixture(scope="module")
+def trp(fixture_pdb, tmp_path_factory):
+    """CA-only versions of the 1L2Y ensemble: PDB (frame 0), DCD (38 frames), GRO+XTC."""
+    d = tmp_path_factory.mktemp("trp")
+    aa = md.load(str(fixture_pdb))
+    ca = ca_only(aa)
+    files = {"aa": aa, "ca": ca, "dir": d}
+    files["dcd"], files["pdb"] = write_ca_pair(aa, d, "trp")
+    files["gro"] = d / "trp_ca.gro"
+    files["xtc"] = d / "trp_ca.xtc"
+    ca[0].save_gro(str(files["gro"]))
+    ca[:10].save_xtc(str(files["xtc"]))
+    files["dcd5"] = d / "trp5_ca.dcd"
+    ca[:5].save_dcd(str(files["dcd5"]))
+    files["protein"] = expected_protein(ca)
+    return files
+
+
+@pytest.fixture(scope="module")
+def trp_dcd_out(trp):
+    """The 38-frame CA-only DCD backmapped once to DCD, with its result."""
+    out = trp["dir"] / "trp_aa.dcd"
+    result = backmap(str(trp["dcd"]), str(out), top=str(trp["pdb"]), progress=False)
+    return out, result
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_ca_pdb_every_heavy_atom_and_result(trp, tmp_path):
+    out = tmp_path / "aa.pdb"
+    result = backmap(str(trp["pdb"]), str(out), progress=False)
+    assert isinstance(result, BackmapResult)
+    protein = trp["protein"]
+    assert (result.output, result.n_frames, result.n_samples) == (str(out), 1, 1)
+    assert (result.n_residues, result.n_chains, result.n_segments) == (20, 1, 1)
+    assert result.n_atoms == protein.n_atoms == 154  # 1L2Y: 153 heavy atoms + OXT
+    back = read_output(out, protein)
+    assert_complete(back, protein, 1, chain_ids=["A"])
+    # the C-alpha atoms sit on the beads
+    np.testing.assert_allclose(output_ca(back)[0], trp["ca"].xyz[0] * 10.0, atol=2e-3)
+
+
+def test_ca_dcd_with_pdb_top_every_frame(trp, trp_dcd_out):
+    out, result = trp_dcd_out
+    protein = trp["protein"]
+    assert result.n_frames == 38
+    back = read_output(out, protein)
+    assert_complete(back, protein, 38)
+    np.testing.assert_allclose(output_ca(back), trp["ca"].xyz * 10.0, atol=1e-3)
+
+
+def test_summary_line(trp_dcd_out):
+    out, result = trp_dcd_out
+    line = result.summary()
+    assert "\n" not in line
+    pattern = (
+        r"backmapped 38 frame\(s\) x 1 sample\(s\), 20 residues in 1 chain\(s\) / 1 segment\(s\), "
+        r"154 heavy atoms -> (?P<out>\S+) in [0-9.]+ s \([0-9.]+ ms per structure\)"
+    )
+    match = re.fullmatch(pattern, line)
+    assert match, line
+    assert match["out"] == str(out)
+
+
+def test_ideal_is_chemically_valid_on_fixture(trp, trp_dcd_out):
+    out, _ = trp_dcd_out
+    protein = trp["protein"]
+    back = read_output(out, protein)
+    n_d, off = chemistry_report(back.xyz * 10.0, protein)
+    print(f"1L2Y, 38 frames: {n_d} D residues, {100 * off:.2f} % bonds off > 0.1 A")
+    assert n_d == 0
+    assert off <= 0.01
+
+
+def test_gromacs_xtc_with_gro(trp, tmp_path):
+    """GROMACS input: nm on disk, no chain ids in the .gro."""
+    out = tmp_path / "aa.pdb"
+    result = backmap(str(trp["xtc"]), str(out), top=str(trp["gro"]), progress=False)
+    assert result.n_frames == 10
+    gro_top = md.load(str(trp["gro"])).topology
+    assert not any(c.chain_id for c in gro_top.chains)  # the point of the test
+    protein = trp["protein"]
+    back = md.load(str(out))
+    assert_complete(back, expected_protein(md.load(str(trp["gro"]))), 10)
+    assert [r.resSeq for r in back.topology.residues] == protein.res_seq.tolist()
+    # read as nm and converted: the CAs match the DCD (Angstrom) trace to XTC precision
+    np.testing.assert_allclose(output_ca(back), trp["ca"].xyz[:10] * 10.0, atol=1.5e-2)
+
+
+@pytest.fixture(scope="module")
+def format_reference(trp):
+    """The 5-frame trace backmapped to DCD: the coordinates every format must hold."""
+    out = trp["dir"] / "ref5.dcd"
+    backmap(str(trp["dcd5"]), str(out), top=str(trp["pdb"]), progress=False)
+    return md.load(str(out), top=trp["protein"].to_mdtraj()).xyz * 10.0
+
+
+@pytest.mark.parametrize("ext", [".pdb", ".cif", ".dcd", ".xtc", ".h5"])
+def test_output_format_by_extension(trp, format_reference, tmp_path, ext):
+    out = tmp_path / f"aa{ext}"
+    backmap(str(trp["dcd5"]), str(out), top=str(trp["pdb"]), progress=False)
+    assert out.exists() and not list(tmp_path.glob(".*partial*"))
+    protein = trp["protein"]
+    back = read_output(out, protein)
+    assert_complete(back, protein, 5, chain_ids=["A"] if ext in (".pdb", ".cif", ".h5") else None)
+    np.testing.assert_allclose(back.xyz * 10.0, format_reference, atol=TOLERANCE[ext])
+    if ext == ".pdb":
+        head = out.read_text()
+        assert head.startswith("MODEL") and head.count("ENDMDL") == 5 and "OXT" in head
+    if ext == ".cif":
+        assert out.read_text().startswith("data_")
+
+
+def test_com_mapping_beads_match(fixture_pdb, tmp_path):
+    """COM beads made from the all-atom fixture: the built residues' COMs sit on them."""
+    aa = md.load(str(fixture_pdb))[:5]
+    beads = residue_coms(aa)  # Angstrom
+    top = md.Topology()
+    chain = top.add_chain("A")
+    for residue in aa.topology.residues:
+        bead = top.add_residue(residue.name, chain, resSeq=residue.resSeq)
+        top.add_atom("BB", md.element.carbon, bead)  # any bead name
+    cg = tmp_path / "com.pdb"
+    md.Trajectory(beads / 10.0, top).save_pdb(str(cg))
+    out = tmp_path / "com_aa.pdb"
+    result = backmap(str(cg), str(out), mapping="com", progress=False)
+    assert (result.n_frames, result.n_segments) == (5, 1)
+    back = md.load(str(out))
+    protein = expected_protein(ca_only(aa))
+    assert_complete(back, protein, 5, chain_ids=["A"])
+    deviation = np.linalg.norm(residue_coms(back) - beads, axis=-1)
+    print(f"COM mapping: mean deviation {deviation.mean():.3f} A, max {deviation.max():.3f} A")
+    assert deviation.mean() < 0.5
+    n_d, off = chemistry_report(back.xyz * 10.0, protein)
+    assert n_d == 0 and off <= 0.01
+
+
+def test_all_atom_input_with_ca_mapping(fixture_pdb, trp, tmp_path):
+    out = tmp_path / "aa.h5"
+    result = backmap(str(fixture_pdb), str(out), mapping="ca", progress=False)
+    assert result.n_frames == 38
+    back = md.load(str(out))
+    assert_complete(back, trp["protein"], 38, chain_ids=["A"])
+    np.testing.assert_allclose(output_ca(back), trp["ca"].xyz * 10.0, atol=1e-3)
+
+
+def _two_chain_ca(ca: md.Trajectory, shift_nm: float = 3.0) -> md.Trajectory:
+    """The CA trace twice: chain A as is and chain B shifted by 30 Angstrom."""
+    top = ca.topology.copy()
+    top = top.join(ca.topology)
+    chains = list(top.chains)
+    chains[0].chain_id, chains[1].chain_id = "A", "B"
+    xyz = np.concatenate([ca.xyz, ca.xyz + np.float32(shift_nm)], axis=1)
+    return md.Trajectory(xyz, top)
+
+
+def test_two_chains_kept(trp, tmp_path):
+    two = _two_chain_ca(trp["ca"][:3])
+    cg = tmp_path / "two.pdb"
+    two.save_pdb(str(cg))
+    out = tmp_path / "two_aa.cif"
+    result = backmap(str(cg), str(out), progress=False)
+    assert (result.n_chains, result.n_segments, result.n_residues) == (2, 2, 40)
+    protein = expected_protein(two)
+    back = md.load(str(out))
+    assert_complete(back, protein, 3, chain_ids=["A", "B"])
+    ca = output_ca(back)
+    np.testing.assert_allclose(ca[:, 20:] - ca[:, :20], 30.0, atol=2e-3)
+
+
+def test_two_chains_from_corpus(corpus, tmp_path):
+    path = corpus / "visible_test" / "shiftx2__A007_2D3GB.pdb.gz"
+    if not path.exists():
+        pytest.skip(f"{path} not in the corpus")
+    aa = md.load(str(path))
+    ca = ca_only(aa)
+    cg = tmp_path / "2d3g_ca.pdb"
+    ca.save_pdb(str(cg))
+    out = tmp_path / "2d3g_aa.pdb"
+    result = backmap(str(cg), str(out), progress=False)
+    protein = expected_protein(ca)
+    ids = [c.chain_id for c in ca.topology.chains]
+    assert len(ids) == 2 and result.n_chains == 2
+    back = md.load(str(out))
+    segment_ids = [protein.chain_ids[i] for i in np.unique(protein.segment, return_index=True)[1]]
+    assert_complete(back, protein, 1, chain_ids=segment_ids)
+    assert set(segment_ids) == set(ids)
+
+
+def test_chain_break_gives_two_segments(trp, tmp_path):
+    """Second half of the chain moved 10 A away: two segments, each with its termini."""
+    ca = trp["ca"][:2]
+    xyz = ca.xyz.copy()
+    xyz[:, 10:] += np.float32([1.0, 0.0, 0.0])  # 10 Angstrom
+    cg = tmp_path / "break.pdb"
+    md.Trajectory(xyz, ca.topology).save_pdb(str(cg))
+    out = tmp_path / "break_aa.h5"
+    result = backmap(str(cg), str(out), progress=False)
+    assert (result.n_chains, result.n_segments) == (1, 2)
+    protein = expected_protein(md.Trajectory(xyz, ca.topology))
+    assert protein.segment.tolist() == [0] * 10 + [1] * 10
+    back = md.load(str(out))
+    assert_complete(back, protein, 2, chain_ids=["A", "A"])
+    residues = list(back.topology.residues)
+    assert any(a.name == "OXT" for a in residues[9].atoms) and any(a.name == "OXT" for a in residues[19].atoms)
+    # no peptide bond across the break, in the written topology or in space
+    c9 = next(a for a in residues[9].atoms if a.name == "C")
+    n10 = next(a for a in residues[10].atoms if a.name == "N")
+    bonded = {frozenset((a.index, b.index)) for a, b in back.topology.bonds}
+    assert frozenset((c9.index, n10.index)) not in bonded
+    assert any(a.residue.index == 8 and b.residue.index == 9 for a, b in back.topology.bonds)  # bonds are there
+    assert np.linalg.norm(back.xyz[:, c9.index] - back.xyz[:, n10.index], axis=-1).min() * 10.0 > 5.0
+    n_d, off = chemistry_report(back.xyz * 10.0, protein)
+    assert n_d == 0 and off <= 0.01
+
+
+#: visible_test files (first frames) for the chemistry check on real traces.
+CORPUS_CASES = [
+    ("shiftx2__A001_1KF3A", 1),  # crystal
+    ("mdcath__2hbaA00_320_0_xtc", 20),
+    ("mdatests__adk_oplsaa_xtc", 5),  # adenylate kinase
+]
+
+
+@pytest.mark.parametrize("entry,n_frames", CORPUS_CASES)
+def test_ideal_is_chemically_valid_on_corpus(corpus, tmp_path, entry, n_frames):
+    path = corpus / "visible_test" / f"{entry}.pdb.gz"
+    if not path.exists():
+        pytest.skip(f"{path} not in the corpus")
+    aa = md.load(str(first_models(path, n_frames, tmp_path / "first.pdb")))
+    assert aa.n_frames == n_frames
+    dcd, top = write_ca_pair(aa, tmp_path, entry)
+    out = tmp_path / "aa.dcd"
+    result = backmap(str(dcd), str(out), top=str(top), progress=False)
+    protein = expected_protein(ca_only(aa))
+    assert result.n_frames == n_frames
+    back = read_output(out, protein)
+    assert_complete(back, protein, n_frames)
+    n_d, off = chemistry_report(back.xyz * 10.0, protein)
+    print(f"{entry}: {n_frames} frame(s), {protein.n_residues} residues, {n_d} D, {100 * off:.2f} % bonds off")
+    assert n_d == 0
+    assert off <= 0.01
+
+
+def test_progress_goes_to_stderr_only(trp, tmp_path, capfd):
+    backmap(str(trp["dcd5"]), str(tmp_path / "aa.xtc"), top=str(trp["pdb"]), progress=True)
+    captured = capfd.readouterr()
+    assert "frame" in captured.err and "backmap" in captured.err
+    assert "backmap" not in captured.out and "%" not in captured.out and "frame/s" not in captured.out

@@ -1,0 +1,293 @@
+"""Input that cannot be backmapped: one clear message naming file / frame / chain / residue.
+
+Each case builds a small bad input from the real 1L2Y fixture, checks the
+:class:`BackmapInputError` message, and that nothing was written under the
+output name. The CLI turns these errors into one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import re
+
+import mdtraj as md
+import numpy as np
+import pytest
+
+from backmap_plugin import api
+from backmap_plugin.api import backmap
+from backmap_plugin.cli import main
+from backmap_plugin.errors import BackmapInputError
+
+
+@pytest.fixture(scope="module")
+def aa(fixture_pdb):
+    """The all-atom 1L2Y ensemble (38 frames)."""
+    return md.load(str(fixture_pdb))
+
+
+@pytest.fixture(scope="module")
+def ca(aa):
+    """CA-only trace of 1L2Y (chain A, residues ASN 1 ... SER 20)."""
+    return aa.atom_slice(aa.topology.select("name CA"))
+
+
+@pytest.fixture(scope="module")
+def good(ca, tmp_path_factory):
+    """A valid CA-only PDB (frame 0) and DCD (38 frames)."""
+    d = tmp_path_factory.mktemp("good")
+    pdb, dcd = d / "ca.pdb", d / "ca.dcd"
+    ca[0].save_pdb(str(pdb))
+    ca.save_dcd(str(dcd))
+    return pdb, dcd
+
+
+def fails(tmp_path, input, *, names=(), top=None, **kwargs) -> str:
+    """Run backmap expecting BackmapInputError; check the message names ``names``; return it.
+
+    Also checks that nothing was written under the output name.
+    """
+    out = tmp_path / "out.pdb"
+    with pytest.raises(BackmapInputError) as info:
+        backmap(str(input), str(out), top=None if top is None else str(top), progress=False, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    for name in names:
+        if isinstance(name, re.Pattern):
+            assert name.search(message), f"{name.pattern!r} not in: {message}"
+        else:
+            assert str(name) in message, f"{name!r} not in: {message}"
+    assert not out.exists()
+    return message
+
+
+def ca_topology(names_numbers, chain_breaks=()) -> md.Topology:
+    """A CA-only topology: one chain (new chain before indices in ``chain_breaks``)."""
+    top = md.Topology()
+    chain = top.add_chain("A")
+    for i, (name, number) in enumerate(names_numbers):
+        if i in chain_breaks:
+            chain = top.add_chain(chr(ord("A") + top.n_chains))
+        residue = top.add_residue(name, chain, resSeq=number)
+        top.add_atom("CA", md.element.carbon, residue)
+    return top
+
+
+def residues_of(ca):
+    return [(r.name, r.resSeq) for r in ca.topology.residues]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_missing_input_file(tmp_path):
+    missing = tmp_path / "nowhere_ca.pdb"
+    message = fails(tmp_path, missing, names=[missing])
+    assert "does not exist" in message
+
+
+def test_missing_topology_file(tmp_path, good):
+    missing = tmp_path / "nowhere_top.pdb"
+    message = fails(tmp_path, good[1], top=missing, names=[missing])
+    assert "does not exist" in message
+
+
+def test_dcd_without_topology(tmp_path, good):
+    message = fails(tmp_path, good[1], names=[good[1], "--top"])
+    assert "topology" in message
+
+
+@pytest.mark.parametrize("ext", [".pdb", ".dcd"])
+def test_empty_file(tmp_path, good, ext):
+    empty = tmp_path / f"empty{ext}"
+    empty.write_bytes(b"")
+    message = fails(tmp_path, empty, top=good[0] if ext == ".dcd" else None, names=[empty])
+    assert "empty" in message
+
+
+def test_pdb_without_atoms(tmp_path):
+    blank = tmp_path / "blank.pdb"
+    blank.write_text("REMARK   1 nothing here\nEND\n")
+    message = fails(tmp_path, blank, names=[blank])
+    assert "ATOM" in message or "no atoms" in message or "empty" in message
+
+
+def test_unsupported_input_extension(tmp_path, good):
+    odd = tmp_path / "trace.txt"
+    odd.write_text(good[0].read_text())
+    message = fails(tmp_path, odd, names=[odd])
+    assert "unsupported" in message and ".pdb" in message
+
+
+def test_unsupported_output_extension(tmp_path, good):
+    out = tmp_path / "out.txt"
+    with pytest.raises(BackmapInputError, match=re.escape(str(out))) as info:
+        backmap(str(good[0]), str(out), progress=False)
+    assert "unsupported output" in str(info.value)
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- coordinates
+
+
+def test_atom_count_mismatch(tmp_path, ca, good):
+    top19 = tmp_path / "ca19.pdb"
+    ca[0].atom_slice(range(19)).save_pdb(str(top19))
+    message = fails(tmp_path, good[1], top=top19, names=[top19, good[1], "19", "20"])
+    assert "mismatch" in message
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.parametrize("chunk", [1000, 2])
+def test_non_finite_coordinate_names_frame_and_residue(tmp_path, ca, good, value, chunk):
+    xyz = ca.xyz.copy()
+    xyz[3, 5] = value  # frame 3, residue TRP 6
+    bad = tmp_path / "bad.dcd"
+    md.Trajectory(xyz, ca.topology).save_dcd(str(bad))
+    # with chunk 2, frames 0-2 are built and written before frame 3 is read:
+    # the failed run still leaves nothing under the output name
+    message = fails(tmp_path, bad, top=good[0], chunk=chunk,
+                    names=[bad, "frame 3", re.compile(r"TRP ?6"), "chain 'A'"])
+    assert "non-finite" in message
+
+
+def test_nan_in_a_structure_file(tmp_path, ca):
+    """A PDB cannot hold NaN in its columns; an h5 (topology inside) can."""
+    xyz = ca.xyz[:2].copy()
+    xyz[1, 0, 2] = np.nan
+    bad = tmp_path / "bad.h5"
+    md.Trajectory(xyz, ca.topology).save_hdf5(str(bad))
+    fails(tmp_path, bad, names=[bad, "frame 1", re.compile(r"ASN ?1\b")])
+
+
+@pytest.mark.parametrize("factor,word", [(0.1, "small"), (10.0, "large")])
+def test_coordinates_in_the_wrong_unit(tmp_path, ca, factor, word):
+    wrong = tmp_path / "wrong_unit.pdb"
+    md.Trajectory(ca.xyz[:1] * np.float32(factor), ca.topology).save_pdb(str(wrong))
+    message = fails(tmp_path, wrong, names=[wrong, "frame 0", "ten times"])
+    assert word in message
+
+
+# --------------------------------------------------------------------------- topology
+
+
+def test_all_atom_residue_without_ca(tmp_path, aa):
+    keep = [a.index for a in aa.topology.atoms if not (a.residue.index == 5 and a.name == "CA")]
+    no_ca = tmp_path / "no_ca.pdb"
+    aa[0].atom_slice(keep).save_pdb(str(no_ca))
+    fails(tmp_path, no_ca, names=[no_ca, "chain A", "TRP 6", "CA"])
+
+
+def test_unknown_residue_with_ca(tmp_path, ca):
+    names = residues_of(ca)
+    names[4] = ("XYZ", names[4][1])
+    unknown = tmp_path / "unknown.pdb"
+    md.Trajectory(ca.xyz[:1], ca_topology(names)).save_pdb(str(unknown))
+    message = fails(tmp_path, unknown, names=[unknown, "chain A", "XYZ 5"])
+    assert "unknown residue" in message
+
+
+def test_chain_of_one_residue(tmp_path, ca):
+    one = tmp_path / "one_residue_chain.pdb"
+    md.Trajectory(ca.xyz[:1], ca_topology(residues_of(ca), chain_breaks=(19,))).save_pdb(str(one))
+    message = fails(tmp_path, one, names=[one, "chain B", "SER 20"])
+    assert "one residue" in message
+
+
+def test_duplicate_atoms(tmp_path, ca):
+    top = md.Topology()
+    chain = top.add_chain("A")
+    for i, (name, number) in enumerate(residues_of(ca)):
+        residue = top.add_residue(name, chain, resSeq=number)
+        top.add_atom("CA", md.element.carbon, residue)
+        if i == 7:
+            top.add_atom("CA", md.element.carbon, residue)
+    xyz = np.insert(ca.xyz[:1], 8, ca.xyz[0, 7] + 0.05, axis=1)
+    dup = tmp_path / "duplicate.pdb"
+    md.Trajectory(xyz, top).save_pdb(str(dup))
+    message = fails(tmp_path, dup, names=[dup, "'A'", re.compile(r"LYS ?8"), "CA"])
+    assert "duplicate" in message
+
+
+def test_residue_cut_off_by_breaks_on_both_sides(tmp_path, ca):
+    xyz = ca.xyz[:1].copy()
+    xyz[0, 10:] += np.float32([1.0, 0.0, 0.0])  # break before GLY 11 ...
+    xyz[0, 11:] += np.float32([1.0, 0.0, 0.0])  # ... and after it
+    cut = tmp_path / "cut.pdb"
+    md.Trajectory(xyz, ca.topology).save_pdb(str(cut))
+    message = fails(tmp_path, cut, names=[cut, "frame 0", "chain A", "GLY 11"])
+    assert "--break-distance" in message
+
+
+# --------------------------------------------------------------------------- output
+
+
+def test_unwritable_output_fails_before_any_work(tmp_path, good, monkeypatch):
+    def no_reading(*args, **kwargs):
+        raise AssertionError("input was read before the output path was checked")
+
+    monkeypatch.setattr(api, "open_frames", no_reading)
+    out = tmp_path / "no_such_dir" / "out.pdb"
+    with pytest.raises(BackmapInputError) as info:
+        backmap(str(good[1]), str(out), top=str(good[0]), progress=False)
+    assert str(out) in str(info.value) and "does not exist" in str(info.value)
+    assert not out.parent.exists()
+
+
+def test_failed_run_keeps_an_existing_output_untouched(tmp_path, ca, good):
+    xyz = ca.xyz.copy()
+    xyz[20, 0] = np.nan
+    bad = tmp_path / "bad.dcd"
+    md.Trajectory(xyz, ca.topology).save_dcd(str(bad))
+    out = tmp_path / "out.dcd"
+    out.write_bytes(b"previous result")
+    with pytest.raises(BackmapInputError, match="frame 20"):
+        backmap(str(bad), str(out), top=str(good[0]), chunk=5, progress=False)
+    assert out.read_bytes() == b"previous result"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_error_is_one_line_exit_2(tmp_path, capfd, ca, good):
+    xyz = ca.xyz.copy()
+    xyz[3, 5] = np.nan
+    bad = tmp_path / "bad.dcd"
+    md.Trajectory(xyz, ca.topology).save_dcd(str(bad))
+    out = tmp_path / "out.xtc"
+    status = main(["run", str(bad), "--top", str(good[0]), "-o", str(out), "--chunk", "2", "--quiet"])
+    captured = capfd.readouterr()
+    assert status == 2
+    assert captured.out == ""
+    lines = [line for line in captured.err.splitlines() if not line.startswith("dcdplugin)")]
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("backmap: error: ") and str(bad) in lines[0] and "frame 3" in lines[0]
+    assert "Traceback" not in captured.err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_cli_debug_shows_the_traceback(tmp_path, capfd, where):
+    missing = tmp_path / "missing_ca.pdb"
+    args = ["run", str(missing), "-o", str(tmp_path / "out.pdb")]
+    args = ["--debug"] + args if where == "before" else args + ["--debug"]
+    status = main(args)
+    err = capfd.readouterr().err
+    assert status == 2
+    assert "Traceback (most recent call last)" in err and "BackmapInputError" in err
+    assert err.rstrip().splitlines()[-1] == f"backmap: error: {missing}: input file does not exist"
+
+
+def test_cli_unwritable_output(tmp_path, capfd, good):
+    out = tmp_path / "no_such_dir" / "out.pdb"
+    status = main(["run", str(good[0]), "-o", str(out)])
+    err = capfd.readouterr().err
+    assert status == 2
+    assert err.strip() == f"backmap: error: {out}: cannot write output: directory {out.parent} does not exist"
+
+
+@pytest.mark.parametrize("option,value", [("--samples", "0"), ("--stride", "0"), ("--chunk", "0")])
+def test_cli_bad_option_values(tmp_path, capfd, good, option, value):
+    status = main(["run", str(good[0]), "-o", str(tmp_path / "out.pdb"), option, value])
+    err = capfd.readouterr().err
+    assert status == 2
+    assert err.startswith("backmap: error: ") and err.count("\n") == 1 and "Traceback" not in err

@@ -1,0 +1,200 @@
+"""The ``backmap`` command: ``backmap run`` end to end, options, stdout/stderr, help."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mdtraj as md
+import numpy as np
+import pytest
+
+from backmap_plugin import __version__
+from backmap_plugin import chemistry as chem
+from backmap_plugin.cli import main
+from backmap_plugin.topology import ProteinTopology, protein_topology, read_residues
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLE_PDB = EXAMPLES / "trpcage_ca.pdb"
+EXAMPLE_DCD = EXAMPLES / "trpcage_ca.dcd"
+
+
+def expected_protein(ca_traj: md.Trajectory, break_distance: float = 4.5) -> ProteinTopology:
+    """Residue-level topology the output must have, from a CA-only trace (frame 0)."""
+    records, _ = read_residues(ca_traj.topology, "expected")
+    return protein_topology(records, ca_traj.xyz[0] * 10.0, break_distance)
+
+
+def assert_complete(out: md.Trajectory, protein: ProteinTopology, n_frames: int) -> None:
+    """Every frame, residue (name, number, chain) and heavy atom of ``protein`` is in ``out``."""
+    assert (out.n_frames, out.n_residues, out.n_atoms) == (n_frames, protein.n_residues, protein.n_atoms)
+    residues = list(out.topology.residues)
+    assert [(r.name, r.resSeq) for r in residues] == list(zip(protein.names, protein.res_seq.tolist()))
+    for i, residue in enumerate(residues):
+        want = chem.residue_atom_names(protein.names[i], bool(protein.c_terminal[i]))
+        assert tuple(a.name for a in residue.atoms) == tuple(want), protein.labels[i]
+    assert np.isfinite(out.xyz).all()
+
+
+def run_cli(capfd, *argv) -> tuple[int, str, str]:
+    """``backmap *argv`` in this process; (exit status, stdout, stderr) at file-descriptor level."""
+    status = main([str(a) for a in argv])
+    captured = capfd.readouterr()
+    return status, captured.out, captured.err
+
+
+def ca_xyz(traj: md.Trajectory) -> np.ndarray:
+    """C-alpha coordinates in Angstrom."""
+    return traj.xyz[:, traj.topology.select("name CA")] * 10.0
+
+
+@pytest.fixture(scope="module")
+def example():
+    """The shipped CA-only example: trajectory (38 frames) and expected topology."""
+    traj = md.load(str(EXAMPLE_DCD), top=str(EXAMPLE_PDB))
+    return traj, expected_protein(traj)
+
+
+@pytest.fixture(scope="module")
+def short_dcd(example, tmp_path_factory):
+    """The first 4 frames of the example trajectory."""
+    path = tmp_path_factory.mktemp("short") / "short_ca.dcd"
+    example[0][:4].save_dcd(str(path))
+    return path
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"backmap_plugin {__version__}"
+
+
+def test_run_help_shows_an_example(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "example:" in text
+    assert "backmap run examples/trpcage_ca.pdb -o" in text
+    for option in ("--top", "--mapping", "--samples", "--stride", "--chunk", "--break-distance", "--debug"):
+        assert option in text
+
+
+def test_console_script_end_to_end(tmp_path, example):
+    """The installed ``backmap`` command: summary alone on stdout, progress on stderr."""
+    script = shutil.which("backmap", path=os.path.dirname(sys.executable)) or shutil.which("backmap")
+    if script is None:
+        pytest.skip("the backmap console script is not installed")
+    out = tmp_path / "aa.xtc"
+    proc = subprocess.run(
+        [script, "run", str(EXAMPLE_DCD), "--top", str(EXAMPLE_PDB), "-o", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("backmapped 38 frame(s) x 1 sample(s), 20 residues"), proc.stdout
+    assert lines[0].endswith("ms per structure)") and str(out) in lines[0]
+    assert "backmap:" in proc.stderr and "frame" in proc.stderr  # the progress bar
+    assert "Traceback" not in proc.stderr
+    traj, protein = example
+    assert_complete(md.load(str(out), top=protein.to_mdtraj()), protein, 38)
+
+
+def test_run_ca_pdb(tmp_path, capfd, example):
+    out = tmp_path / "aa.pdb"
+    status, stdout, stderr = run_cli(capfd, "run", EXAMPLE_PDB, "-o", out)
+    assert status == 0
+    assert stdout.count("\n") == 1 and stdout.startswith("backmapped 1 frame(s) x 1 sample(s), 20 residues in 1 chain(s)")
+    assert "backmap" in stderr
+    traj, protein = example
+    back = md.load(str(out))
+    assert_complete(back, protein, 1)
+    assert [c.chain_id for c in back.topology.chains] == ["A"]
+    assert [a.name for a in list(back.topology.residues)[-1].atoms][-1] == "OXT"
+    np.testing.assert_allclose(ca_xyz(back)[0], ca_xyz(md.load(str(EXAMPLE_PDB)))[0], atol=2e-3)
+
+
+def test_run_ca_dcd_with_top_every_frame(tmp_path, capfd, example):
+    out = tmp_path / "aa.pdb"
+    status, stdout, stderr = run_cli(capfd, "run", EXAMPLE_DCD, "--top", EXAMPLE_PDB, "-o", out)
+    assert status == 0
+    # the DCD reader's C-level chatter goes to stderr, not into the summary stream
+    assert stdout.splitlines() == [stdout.strip()] and stdout.startswith("backmapped 38 frame(s)")
+    assert "dcdplugin" not in stdout
+    traj, protein = example
+    back = md.load(str(out))
+    assert_complete(back, protein, 38)
+    np.testing.assert_allclose(ca_xyz(back), ca_xyz(traj), atol=2e-3)
+
+
+def test_quiet_has_no_progress_bar(tmp_path, capfd):
+    status, stdout, stderr = run_cli(capfd, "run", EXAMPLE_PDB, "-o", tmp_path / "aa.pdb", "--quiet")
+    assert status == 0 and stdout.startswith("backmapped")
+    assert "frame/s" not in stderr
+
+
+def test_samples_are_frame_major(tmp_path, capfd, short_dcd, example):
+    one, three = tmp_path / "one.dcd", tmp_path / "three.dcd"
+    assert run_cli(capfd, "run", short_dcd, "--top", EXAMPLE_PDB, "-o", one)[0] == 0
+    status, stdout, _ = run_cli(capfd, "run", short_dcd, "--top", EXAMPLE_PDB, "-o", three, "--samples", "3")
+    assert status == 0 and "backmapped 4 frame(s) x 3 sample(s)" in stdout
+    traj, protein = example
+    top = protein.to_mdtraj()
+    single = md.load(str(one), top=top).xyz
+    multi = md.load(str(three), top=top).xyz
+    assert multi.shape[0] == 12
+    ca_in = ca_xyz(traj[:4])
+    ca_out = multi[:, top.select("name CA")] * 10.0
+    for k in range(12):  # output frames 0, 1, 2 are samples of input frame 0, ...
+        np.testing.assert_allclose(ca_out[k], ca_in[k // 3], atol=1e-3)
+        # the ideal method is deterministic: every sample is the one-sample structure
+        np.testing.assert_allclose(multi[k], single[k // 3], atol=1e-6)
+
+
+def test_stride_and_chunk_give_the_same_structures(tmp_path, capfd, example):
+    big, chunked, every = tmp_path / "big.dcd", tmp_path / "chunked.dcd", tmp_path / "every.dcd"
+    common = (EXAMPLE_DCD, "--top", EXAMPLE_PDB, "--quiet")
+    assert run_cli(capfd, "run", *common, "-o", big, "--stride", "5")[0] == 0
+    status, stdout, _ = run_cli(capfd, "run", *common, "-o", chunked, "--stride", "5", "--chunk", "7")
+    assert status == 0 and "backmapped 8 frame(s)" in stdout  # frames 0, 5, ..., 35
+    assert run_cli(capfd, "run", *common, "-o", every, "--chunk", "3")[0] == 0
+    traj, protein = example
+    top = protein.to_mdtraj()
+    a = md.load(str(big), top=top).xyz
+    b = md.load(str(chunked), top=top).xyz
+    c = md.load(str(every), top=top).xyz
+    assert a.shape[0] == b.shape[0] == 8 and c.shape[0] == 38
+    np.testing.assert_allclose(b, a, atol=1e-5)
+    np.testing.assert_allclose(c[::5], a, atol=1e-5)
+    np.testing.assert_allclose(ca_xyz(md.load(str(big), top=top)), ca_xyz(traj[::5]), atol=1e-3)
+
+
+def test_break_distance_option(tmp_path, capfd, example):
+    traj, _ = example
+    xyz = traj.xyz[:1].copy()
+    xyz[:, 10:] += np.float32([0.8, 0.0, 0.0])  # an 8 Angstrom gap
+    cg = tmp_path / "gap.pdb"
+    md.Trajectory(xyz, traj.topology).save_pdb(str(cg))
+    status, stdout, _ = run_cli(capfd, "run", cg, "-o", tmp_path / "split.pdb")
+    assert status == 0 and "1 chain(s) / 2 segment(s)" in stdout
+    status, stdout, _ = run_cli(capfd, "run", cg, "-o", tmp_path / "joined.pdb", "--break-distance", "20")
+    assert status == 0 and "1 chain(s) / 1 segment(s)" in stdout
+
+
+def test_notes_go_to_stderr(tmp_path, capfd, example):
+    """Dropped residues (water here) are reported on stderr; stdout keeps the summary alone."""
+    traj, _ = example
+    top = traj.topology.copy()
+    water = top.add_residue("HOH", top.add_chain("W"), resSeq=100)
+    top.add_atom("O", md.element.oxygen, water)
+    xyz = np.concatenate([traj.xyz[:1], np.full((1, 1, 3), 5.0, np.float32)], axis=1)
+    cg = tmp_path / "water.pdb"
+    md.Trajectory(xyz, top).save_pdb(str(cg))
+    status, stdout, stderr = run_cli(capfd, "run", cg, "-o", tmp_path / "aa.pdb", "--quiet")
+    assert status == 0
+    assert stdout.startswith("backmapped 1 frame(s) x 1 sample(s), 20 residues in 1 chain(s)")
+    assert "note: dropped 1 non-protein residue(s) HOH" in stderr
