@@ -291,6 +291,7 @@ MODIFIED_PARENTS = {
     "MSE": "MET", "SEP": "SER", "TPO": "THR", "PTR": "TYR", "HYP": "PRO",
     "MLY": "LYS", "CSO": "CYS", "CME": "CYS", "KCX": "LYS", "LLP": "LYS",
     "SME": "MET", "M3L": "LYS", "CSD": "CYS", "MLZ": "LYS", "ALY": "LYS",
+    "LRT": "LYS", "YPL": "CYS",  # retinal-bound lysine, palmitoylated cysteine
 }
 
 #: Capping groups: dropped with a report.

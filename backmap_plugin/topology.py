@@ -72,10 +72,12 @@ def _is_hydrogen(atom: md.core.topology.Atom) -> bool:
 def read_residues(topology: md.Topology, source: str = "") -> tuple[list[ResidueRecord], list[str]]:
     """Normalise the residues of an input topology.
 
-    Protein residues (standard, variant or modified names, one-letter codes)
-    are kept; water, ions, capping groups and any residue that is not an
-    amino acid (no CA and an unknown name) are dropped and reported. An
-    unknown name on a residue that has a CA atom is an error.
+    Protein residues (standard, variant or modified names; one-letter codes
+    in one-bead-per-residue files) are kept; water, ions, capping groups and
+    any residue that is not an amino acid (no CA and an unknown name) are
+    dropped and reported. An unknown name on a residue that has a CA atom is
+    an error, and so is a one-letter name on such a residue in a file with
+    all-atom residues.
 
     Parameters
     ----------
@@ -93,8 +95,8 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
     Raises
     ------
     BackmapInputError
-        Unknown residue name on a residue that has a CA atom, or duplicate
-        atoms in a residue.
+        Unknown (or, outside one-bead-per-residue files, one-letter) residue
+        name on a residue that has a CA atom, or duplicate atoms in a residue.
     """
     records: list[ResidueRecord] = []
     dropped: dict[str, int] = {}
@@ -119,6 +121,12 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
             if not any(a.name.strip().upper() == "CA" for a in heavy):
                 dropped[key] = dropped.get(key, 0) + 1
                 continue
+            if len(key) == 1:  # require_residue_name would accept it
+                raise BackmapInputError(
+                    f"{where}: one-letter residue name '{residue.name}' in a file with "
+                    "all-atom residues; one-letter codes are read only in one-bead-per-residue "
+                    "files: use three-letter names"
+                )
             chem.require_residue_name(residue.name, where)  # raises
         if residue.name.strip().upper() != name and len(residue.name.strip()) > 1:
             renamed[residue.name.strip().upper()] = name
