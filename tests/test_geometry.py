@@ -37,7 +37,6 @@ import torch
 from backmap_plugin import chemistry as chem
 from backmap_plugin import geometry as geo
 from backmap_plugin import topology as tp
-from backmap_plugin.errors import BackmapInputError
 
 #: Largest allowed round-trip error (Angstrom) per dtype.
 TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}
@@ -498,9 +497,6 @@ def test_roundtrip_short_segments_are_invalid(l2y):
     _assert_termini_rebuilt(rt, torch.float64)
 
 
-#: Modified residues of visible_test with a standard parent (see test_roundtrip_corpus).
-_KNOWN_MODIFIED = {"LRT": "LYS", "YPL": "CYS"}
-
 
 def _corpus_params():
     files = sorted(p.name for p in _CORPUS_TEST.glob("*.pdb.gz")) if _CORPUS_TEST.is_dir() else []
@@ -515,15 +511,7 @@ def test_roundtrip_corpus(corpus, name):
     path = corpus / "visible_test" / name
     topology, xyz = load_structure(path)
     for dtype in (torch.float32, torch.float64):
-        try:
-            rt = roundtrip(topology, xyz, dtype)
-        except BackmapInputError as exc:
-            # known gap in the name table: rhodopsin (nglview md_1u19) has
-            # LRT (retinal-bound LYS 296) and YPL (palmitoyl-CYS 322, 323)
-            missing = [k for k in _KNOWN_MODIFIED if chem.standard_residue_name(k) is None]
-            if any(f"unknown residue '{k}'" in str(exc) for k in missing):
-                pytest.xfail(f"chemistry.MODIFIED_PARENTS lacks {', '.join(missing)}")
-            raise
+        rt = roundtrip(topology, xyz, dtype)
         _check_roundtrip(rt, dtype)
         _assert_termini_rebuilt(rt, dtype)
         # exclusions stay rare (crystal structures with truncated side chains)
