@@ -105,8 +105,9 @@ class BeadReader:
 def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame: int = 0) -> None:
     """Reject traces that cannot be backmapped, naming file, frame, chain and residue.
 
-    Checks the unit (bead spacing ten times off), chains of one residue and
-    segments of one residue (isolated by chain breaks).
+    Checks the unit (bead spacing ten times off) and chains of one residue.
+    (A residue isolated by breaks on both sides is built, its backbone
+    oriented by a neighbour of its chain.)
 
     Raises
     ------
@@ -126,18 +127,13 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
                 f"{source}: frame {frame}: median distance between consecutive beads is "
                 f"{median:.2f} Angstrom, expected about 3.8: coordinates look {hint}"
             )
-    _, start, counts = np.unique(seg, return_index=True, return_counts=True)
-    for s, n in zip(start, counts):
-        if n >= 2:
-            continue
-        label = protein.labels[s]
-        chain_size = sum(1 for c in protein.chain_ids if c == protein.chain_ids[s])
-        if chain_size == 1 or (len(protein.chain_ids) == 1):
-            raise BackmapInputError(f"{source}: chain {protein.chain_ids[s] or '?'} has one residue ({label}); a chain needs at least two")
-        raise BackmapInputError(
-            f"{source}: frame {frame}: {label} is cut off from its chain by breaks on both sides "
-            "(bead distances above --break-distance); check the input or raise --break-distance"
-        )
+    chain_ids = np.array(protein.chain_ids)
+    for cid in dict.fromkeys(protein.chain_ids):
+        members = np.nonzero(chain_ids == cid)[0]
+        if len(members) == 1:
+            raise BackmapInputError(
+                f"{source}: chain {cid or '?'} has one residue ({protein.labels[members[0]]}); a chain needs at least two"
+            )
 
 
 #: Fitting a C-alpha trace to non-CA beads: damped fixed-point steps, and
@@ -168,7 +164,7 @@ def _ideal_method(beads: torch.Tensor, protein: ProteinTopology, mapping: Mappin
     The fit keeps, per frame, the structure of the iteration whose beads lie
     closest (mean distance) to the input beads.
     """
-    build = lambda trace: build_ideal(trace, protein.segment, protein.res_type, protein.c_terminal)  # noqa: E731
+    build = lambda trace: build_ideal(trace, protein)  # noqa: E731
     if mapping.bead_is_ca:
         atoms = build(beads)
     else:

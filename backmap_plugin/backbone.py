@@ -188,17 +188,24 @@ def backbone_table() -> dict:
     return _load_table()
 
 
-def build_backbone(ca: torch.Tensor, segment: np.ndarray, res_type: np.ndarray) -> torch.Tensor:
-    """Backbone N, C, O (and OXT) slots for every residue from a C-alpha trace.
+def build_backbone(
+    ca: torch.Tensor, segment: np.ndarray, res_type: np.ndarray, frame_segment: np.ndarray | None = None
+) -> torch.Tensor:
+    """Backbone N, C, O slots for every residue from a C-alpha trace.
 
     Parameters
     ----------
     ca : torch.Tensor
         (..., R, 3) C-alpha positions, Angstrom.
     segment : numpy.ndarray
-        (R,) segment index per residue; every segment needs two residues.
+        (R,) segment index per residue (bonded runs).
     res_type : numpy.ndarray
         (R,) residue types.
+    frame_segment : numpy.ndarray, optional
+        (R,) segments for placing atoms (default ``segment``); every one has
+        at least two residues. Where two consecutive residues share a frame
+        segment but not a segment (a break), the peptide plane orients both
+        residues' backbone but is not stretched to bond them.
 
     Returns
     -------
@@ -207,7 +214,10 @@ def build_backbone(ca: torch.Tensor, segment: np.ndarray, res_type: np.ndarray) 
     """
     table = backbone_table()
     dtype, device = ca.dtype, ca.device
-    first, has_prev, has_next = peptide_neighbours(segment)
+    segment = np.asarray(segment)
+    frame_segment = segment if frame_segment is None else np.asarray(frame_segment)
+    first, has_prev, has_next = peptide_neighbours(frame_segment)
+    bonded = torch.as_tensor(segment[first] == segment[first + 1], device=device)
     frame, key = peptide_frames(ca, first, has_prev, has_next)
     angle = torch.as_tensor(table["angle"], dtype=dtype, device=device)[key]
     f = torch.cos(angle)[..., None] * frame[..., 1, :] + torch.sin(angle)[..., None] * frame[..., 2, :]
@@ -219,9 +229,9 @@ def build_backbone(ca: torch.Tensor, segment: np.ndarray, res_type: np.ndarray) 
     pep = {k: torch.where(cis, CIS_PEPTIDE[k], v)[..., None] for k, v in PEPTIDE.items()}
     # a trace spacing other than the ideal one is shared out along the axis
     # over the three bonds instead of stretching the C-N bond alone
-    scale = length[..., None] / pep["length"]
+    scale = torch.where(bonded[..., None], length[..., None] / pep["length"], 1.0)
     c = p + pep["C_u"] * scale * e1 + pep["C_w"] * f
-    n = p + (pep["length"] + pep["N_u"]) * scale * e1 + pep["N_w"] * f
+    n = q + pep["N_u"] * scale * e1 + pep["N_w"] * f
     o = c + pep["O_u"] * e1 + pep["O_w"] * f
 
     shape = ca.shape[:-1] + (chem.N_SLOTS, 3)
@@ -231,11 +241,10 @@ def build_backbone(ca: torch.Tensor, segment: np.ndarray, res_type: np.ndarray) 
     out[..., ip, chem.SLOT_O, :] = o
     out[..., ip + 1, chem.SLOT_N, :] = n
 
-    segment = np.asarray(segment)
-    starts = np.ones(len(segment), bool)
-    starts[1:] = segment[1:] != segment[:-1]
-    ends = np.ones(len(segment), bool)
-    ends[:-1] = segment[1:] != segment[:-1]
+    starts = np.ones(len(frame_segment), bool)
+    starts[1:] = frame_segment[1:] != frame_segment[:-1]
+    ends = np.ones(len(frame_segment), bool)
+    ends[:-1] = frame_segment[1:] != frame_segment[:-1]
     ideal = torch.as_tensor(chem.ZMATRIX_IDEAL[np.asarray(res_type)], dtype=dtype, device=device)
     nca_c = torch.tensor(math.radians(chem.ANGLE_N_CA_C), dtype=dtype, device=device)
 

@@ -18,6 +18,7 @@ from . import chemistry as chem
 from .backbone import build_backbone
 from .geometry import build_residues, extend_with_context, ideal_internal
 from .rotamers import load_rotamers
+from .topology import ProteinTopology
 
 #: Rotamers tried per residue (most frequent first).
 MAX_CANDIDATES = 4
@@ -89,19 +90,16 @@ def _overlap(side, env, side_mask, env_mask, pi, pj, n_res, frames_per_batch=8) 
     return out
 
 
-def build_ideal(ca: torch.Tensor, segment: np.ndarray, res_type: np.ndarray, c_terminal: np.ndarray) -> torch.Tensor:
+def build_ideal(ca: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
     """All heavy atoms from a C-alpha trace by ideal geometry.
 
     Parameters
     ----------
     ca : torch.Tensor
         (F, R, 3) C-alpha positions, Angstrom.
-    segment : numpy.ndarray
-        (R,) segment index (every segment at least two residues).
-    res_type : numpy.ndarray
-        (R,) residue types.
-    c_terminal : numpy.ndarray
-        (R,) bool, the residue ends a segment (gets OXT).
+    protein : ProteinTopology
+        Residue types, segments (every chain at least two residues) and C
+        termini.
 
     Returns
     -------
@@ -109,9 +107,10 @@ def build_ideal(ca: torch.Tensor, segment: np.ndarray, res_type: np.ndarray, c_t
         (F, R, N_SLOTS, 3) coordinates; slots a residue does not have are
         zero.
     """
+    res_type = protein.res_type
     n_res = ca.shape[-2]
     rt = torch.as_tensor(res_type, device=ca.device)
-    backbone = build_backbone(ca, segment, res_type)  # (F, R, S, 3)
+    backbone = build_backbone(ca, protein.segment, res_type, protein.frame_segment)  # (F, R, S, 3)
     ics, cost = _candidate_internal(res_type, ca.dtype, ca.device)  # (K, R, S, 3), (K, R)
     identity = np.repeat(np.arange(n_res)[:, None], 4, axis=1)
     ext = extend_with_context(backbone, identity)
@@ -141,5 +140,5 @@ def build_ideal(ca: torch.Tensor, segment: np.ndarray, res_type: np.ndarray, c_t
     ext = extend_with_context(out, identity)
     out = build_residues(ext, oxt_ic, rt, slots=(chem.SLOT_OXT,))[..., : chem.N_SLOTS, :]
     mask = exists.clone()
-    mask[:, chem.SLOT_OXT] = torch.as_tensor(c_terminal, device=ca.device)
+    mask[:, chem.SLOT_OXT] = torch.as_tensor(protein.c_terminal, device=ca.device)
     return out * mask[..., None]

@@ -171,6 +171,24 @@ def find_segments(
     return np.cumsum(new) - 1
 
 
+def _frame_segments(segment: np.ndarray, chain_ids: list) -> np.ndarray:
+    """Segments for placing backbone atoms: a one-residue segment joins a neighbour.
+
+    A residue cut off by breaks on both sides has no bonded neighbour to
+    orient its backbone; it borrows the previous (else next) residue of the
+    same chain as a geometric reference. Bonds still follow ``segment``.
+    """
+    frame = segment.copy()
+    _, start, counts = np.unique(segment, return_index=True, return_counts=True)
+    n = len(segment)
+    for s in start[counts == 1]:
+        if s > 0 and chain_ids[s - 1] == chain_ids[s]:
+            frame[s] = frame[s - 1]
+        elif s + 1 < n and chain_ids[s + 1] == chain_ids[s]:
+            frame[s] = frame[s + 1]
+    return np.unique(frame, return_inverse=True)[1].reshape(segment.shape)
+
+
 @dataclass
 class ProteinTopology:
     """Residue-level protein topology and the all-atom layout derived from it.
@@ -185,7 +203,9 @@ class ProteinTopology:
         Residue numbers as in the input.
     segment : numpy.ndarray
         Segment index per residue; a segment is a run of bonded residues,
-        ending in a C terminus (OXT).
+        ending in a C terminus (OXT). ``frame_segment`` (derived) joins
+        one-residue segments to a neighbour of the same chain for placing
+        their backbone.
     labels : list of str, optional
         Location of each residue for messages (default from chain and number).
     """
@@ -208,6 +228,7 @@ class ProteinTopology:
         last = np.ones(len(self.names), bool)
         last[:-1] = self.segment[1:] != self.segment[:-1]
         self.c_terminal = last
+        self.frame_segment = _frame_segments(self.segment, self.chain_ids)
         mask = chem.SLOT_EXISTS[self.res_type].copy()
         mask[:, chem.SLOT_OXT] = last
         self.slot_mask = mask

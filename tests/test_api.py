@@ -381,3 +381,27 @@ def test_progress_goes_to_stderr_only(trp, tmp_path, capfd):
     captured = capfd.readouterr()
     assert "frame" in captured.err and "backmap" in captured.err
     assert "backmap" not in captured.out and "%" not in captured.out and "frame/s" not in captured.out
+
+
+def test_residue_isolated_by_breaks_is_built(tmp_path, fixture_pdb):
+    """GLY 11 cut off by breaks on both sides: built, with its own termini (as PULCHRA does)."""
+    aa = md.load(str(fixture_pdb))
+    ca = aa.atom_slice(aa.topology.select("name CA"))[:2]
+    xyz = ca.xyz.copy()
+    xyz[:, 10:] += np.float32([0.3, 0.0, 0.0])  # nm: break before GLY 11 ...
+    xyz[:, 11:] += np.float32([0.3, 0.0, 0.0])  # ... and after it
+    cut = tmp_path / "cut.pdb"
+    md.Trajectory(xyz, ca.topology).save_pdb(str(cut))
+    out = tmp_path / "out.pdb"
+    result = backmap(str(cut), str(out), progress=False)
+    assert result.n_segments == 3
+    built = md.load(str(out))
+    assert built.n_chains == 3  # one chain per segment
+    gly = [r for r in built.topology.residues if r.resSeq == 11][0]
+    assert sorted(a.name for a in gly.atoms) == ["C", "CA", "N", "O", "OXT"]
+    # its bonds have ideal lengths although no neighbour is bonded
+    x = built.xyz[:, [a.index for a in gly.atoms], :] * 10.0
+    names = [a.name for a in gly.atoms]
+    for a, b, ideal in (("N", "CA", 1.451), ("CA", "C", 1.516), ("C", "O", 1.231), ("C", "OXT", 1.25)):
+        d = np.linalg.norm(x[:, names.index(a)] - x[:, names.index(b)], axis=-1)
+        assert np.all(np.abs(d - ideal) < 0.05), (a, b, d)

@@ -208,16 +208,6 @@ def test_duplicate_atoms(tmp_path, ca):
     assert "duplicate" in message
 
 
-def test_residue_cut_off_by_breaks_on_both_sides(tmp_path, ca):
-    xyz = ca.xyz[:1].copy()
-    xyz[0, 10:] += np.float32([1.0, 0.0, 0.0])  # break before GLY 11 ...
-    xyz[0, 11:] += np.float32([1.0, 0.0, 0.0])  # ... and after it
-    cut = tmp_path / "cut.pdb"
-    md.Trajectory(xyz, ca.topology).save_pdb(str(cut))
-    message = fails(tmp_path, cut, names=[cut, "frame 0", "chain A", "GLY 11"])
-    assert "--break-distance" in message
-
-
 # --------------------------------------------------------------------------- output
 
 

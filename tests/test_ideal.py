@@ -11,7 +11,7 @@ import torch
 from backmap_plugin import backbone as bb
 from backmap_plugin import chemistry as chem
 from backmap_plugin import ideal, metrics
-from backmap_plugin.topology import gather_slots, protein_topology, read_residues
+from backmap_plugin.topology import ProteinTopology, gather_slots, protein_topology, read_residues
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,8 +59,8 @@ def test_cis_peptide_keeps_bond_lengths():
 
 def test_two_residue_segment_is_built():
     ca = torch.tensor([[[0.0, 0.0, 0.0], [3.8, 0.0, 0.0]]])
-    res_type = np.array([chem.RESIDUE_INDEX["GLY"], chem.RESIDUE_INDEX["LYS"]])
-    out = ideal.build_ideal(ca, np.zeros(2, int), res_type, np.array([False, True]))
+    protein = ProteinTopology(["GLY", "LYS"], ["A", "A"], [1, 2], [0, 0])
+    out = ideal.build_ideal(ca, protein)
     assert torch.isfinite(out).all()
     built = out[0].norm(dim=-1) > 0
     assert built[1, chem.SLOT_OXT] and built[0, chem.SLOT_N] and built[1, chem.SLOT_C]
@@ -69,7 +69,7 @@ def test_two_residue_segment_is_built():
 def test_ideal_is_chemically_valid_on_real_trace(trpcage):
     protein, slots, present = trpcage
     ca = torch.as_tensor(slots[..., chem.SLOT_CA, :])
-    out = ideal.build_ideal(ca, protein.segment, protein.res_type, protein.c_terminal)
+    out = ideal.build_ideal(ca, protein)
     xyz = protein.scatter(out).numpy()
     pairs, lengths = protein.bonds()
     assert metrics.fraction_bonds_off(xyz, pairs, lengths) <= 0.01
@@ -91,12 +91,12 @@ def test_rotamer_choice_reduces_overlap(trpcage):
     """Choosing among rotamers lowers the overlap of the most-common-rotamer build."""
     protein, slots, _ = trpcage
     ca = torch.as_tensor(slots[..., chem.SLOT_CA, :])
-    chosen = ideal.build_ideal(ca, protein.segment, protein.res_type, protein.c_terminal)
+    chosen = ideal.build_ideal(ca, protein)
     pairs, _ = protein.bonds()
     saved = ideal.MAX_CANDIDATES
     try:
         ideal.MAX_CANDIDATES = 1
-        top = ideal.build_ideal(ca, protein.segment, protein.res_type, protein.c_terminal)
+        top = ideal.build_ideal(ca, protein)
     finally:
         ideal.MAX_CANDIDATES = saved
     near = lambda x: metrics.clashes(protein.scatter(x).numpy(), pairs, cutoff=2.8).sum()  # noqa: E731
@@ -106,9 +106,9 @@ def test_rotamer_choice_reduces_overlap(trpcage):
 def test_deterministic_and_float64(trpcage):
     protein, slots, _ = trpcage
     ca = torch.as_tensor(slots[:2, :, chem.SLOT_CA, :])
-    a = ideal.build_ideal(ca, protein.segment, protein.res_type, protein.c_terminal)
-    b = ideal.build_ideal(ca, protein.segment, protein.res_type, protein.c_terminal)
-    c = ideal.build_ideal(ca.double(), protein.segment, protein.res_type, protein.c_terminal)
+    a = ideal.build_ideal(ca, protein)
+    b = ideal.build_ideal(ca, protein)
+    c = ideal.build_ideal(ca.double(), protein)
     assert torch.equal(a, b)
     assert c.dtype == torch.float64
     assert (c.float() - a).abs().max() < 1e-3
