@@ -20,7 +20,7 @@ from tqdm import tqdm
 from . import chemistry as chem
 from .errors import BackmapInputError
 from .ideal import build_ideal
-from .io import SUPPORTED_OUTPUT, TrajectoryWriter, open_frames
+from .io import TrajectoryWriter, check_output_path, open_frames
 from .mappings import Mapping, get_mapping
 from .topology import ProteinTopology, ResidueRecord, gather_slots, protein_topology, read_residues
 
@@ -192,22 +192,6 @@ def _ideal_method(beads: torch.Tensor, protein: ProteinTopology, mapping: Mappin
 METHODS = {"ideal": _ideal_method}
 
 
-def _check_output(output: str) -> None:
-    """Fail early (before any input is read) on an output the writer would refuse."""
-    lower = output.lower()
-    if not any(lower.endswith(ext) for ext in SUPPORTED_OUTPUT):
-        raise BackmapInputError(
-            f"{output}: unsupported output file extension; supported: {', '.join(SUPPORTED_OUTPUT)}"
-        )
-    directory = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(directory):
-        raise BackmapInputError(f"{output}: cannot write output: directory {directory} does not exist")
-    if os.path.isdir(output):
-        raise BackmapInputError(f"{output}: cannot write output: it is a directory")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise BackmapInputError(f"{output}: cannot write output: no permission to write in {directory}")
-
-
 @dataclass
 class BackmapResult:
     """What :func:`backmap` did."""
@@ -302,7 +286,7 @@ def backmap(
     if break_distance is None:
         break_distance = BREAK_DISTANCE_CA if mapping.bead_is_ca else BREAK_DISTANCE_OTHER
     dev = select_device(device)
-    _check_output(output)
+    check_output_path(output)
     source = open_frames(input, top=top, chunk=chunk, stride=stride)
     records, report = read_residues(source.topology, input)
     if not records:

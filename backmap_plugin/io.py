@@ -675,13 +675,6 @@ class _MdtrajBackend:
     def __init__(self, partial: str, topology: md.Topology, path: str, ext: str):
         self._ext = ext
         if ext == ".h5":
-            try:
-                import tables  # noqa: F401  (PyTables, needed by mdtraj's HDF5 writer)
-            except ImportError as exc:
-                raise BackmapInputError(
-                    f"{path}: writing .h5 needs the PyTables package ('tables'), which is not installed; "
-                    f"install it or write .dcd/.xtc/.pdb/.cif"
-                ) from exc
             self._file = md.formats.HDF5TrajectoryFile(partial, "w", force_overwrite=True)
             self._file.topology = topology
         elif ext == ".xtc":
@@ -712,6 +705,43 @@ class _MdtrajBackend:
 # ---------------------------------------------------------------------------
 # writing: public API
 # ---------------------------------------------------------------------------
+
+def check_output_path(path, overwrite: bool = True) -> str:
+    """Check that ``path`` can be written as a trajectory, before any work is done.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file.
+    overwrite : bool
+        Whether an existing file may be replaced.
+
+    Returns
+    -------
+    str
+        The output format's extension.
+
+    Raises
+    ------
+    BackmapInputError
+        Unsupported extension, missing directory, a directory in the way,
+        an existing file with ``overwrite=False``, no write permission.
+    """
+    path = os.fspath(path)
+    ext = _match_extension(path, SUPPORTED_OUTPUT)
+    if ext is None:
+        raise BackmapInputError(f"{path}: unsupported output file extension; supported: {', '.join(SUPPORTED_OUTPUT)}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise BackmapInputError(f"{path}: cannot write output: directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise BackmapInputError(f"{path}: cannot write output: it is a directory")
+    if os.path.exists(path) and not overwrite:
+        raise BackmapInputError(f"{path}: output file exists and overwrite=False")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise BackmapInputError(f"{path}: cannot write output: no permission to write in {directory}")
+    return ext
+
 
 class TrajectoryWriter:
     """Stream frames to a structure/trajectory file, replacing it atomically.
@@ -770,20 +800,8 @@ class TrajectoryWriter:
         self.topology = topology
         self.frames_written = 0
         self._backend = None
-        ext = _match_extension(self.path, SUPPORTED_OUTPUT)
-        if ext is None:
-            raise BackmapInputError(
-                f"{self.path}: unsupported output file extension; supported: {', '.join(SUPPORTED_OUTPUT)}"
-            )
+        ext = check_output_path(self.path, overwrite)
         directory = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(directory):
-            raise BackmapInputError(f"{self.path}: cannot write output: directory {directory} does not exist")
-        if os.path.isdir(self.path):
-            raise BackmapInputError(f"{self.path}: cannot write output: it is a directory")
-        if os.path.exists(self.path) and not overwrite:
-            raise BackmapInputError(f"{self.path}: output file exists and overwrite=False")
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise BackmapInputError(f"{self.path}: cannot write output: no permission to write in {directory}")
         self.partial_path = os.path.join(directory, f".{os.path.basename(self.path)}.partial{ext}")
         stale_partial = os.path.exists(self.partial_path)
         try:

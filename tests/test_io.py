@@ -79,8 +79,6 @@ def test_pdb_chunks_and_stride(l2y):
 
 @pytest.mark.parametrize("ext", [".dcd", ".h5"])
 def test_chunked_read_matches_whole_read_and_stride(tmp_path, l2y, ext):
-    if ext == ".h5":
-        pytest.importorskip("tables", reason="mdtraj's HDF5 format needs PyTables")
     top, xyz = l2y
     path = tmp_path / f"traj{ext}"
     bio.write_trajectory(path, top, xyz)
@@ -264,8 +262,6 @@ def test_error_bad_topology_extension_and_chunk(tmp_path, l2y):
 
 @pytest.mark.parametrize("ext", bio.SUPPORTED_OUTPUT)
 def test_round_trip_every_output_format(tmp_path, l2y, ext):
-    if ext == ".h5":
-        pytest.importorskip("tables", reason="mdtraj's HDF5 writer needs PyTables")
     top, xyz = l2y
     path = tmp_path / f"out{ext}"
     with bio.TrajectoryWriter(path, top) as writer:
