@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from . import chemistry as chem
 from .errors import BackmapInputError
-from .ideal import build_ideal
-from .io import TrajectoryWriter, check_output_path, open_frames
+from .ideal import backmap_ideal
+from .io import TrajectoryWriter, check_output_path, frames_from_openmm, open_frames
 from .mappings import Mapping, get_mapping
 from .topology import ProteinTopology, ResidueRecord, gather_slots, protein_topology, read_residues
 
@@ -136,60 +136,10 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
             )
 
 
-#: Fitting a C-alpha trace to non-CA beads: damped fixed-point steps, and
-#: constraint sweeps that keep bonded C-alpha atoms 3.8 Angstrom apart (the
-#: builder's peptide planes assume it; without them ~20 % of bonds come out
-#: off ideal). Undamped steps oscillate as side-chain rotamers flip.
-_FIT_STEPS = 16
-_FIT_DAMPING = 0.5
-_FIT_SWEEPS = 30
-
-
-def _constrain_trace(ca: torch.Tensor, same_segment: torch.Tensor, sweeps: int = _FIT_SWEEPS) -> torch.Tensor:
-    """Move bonded C-alpha atoms (``same_segment``, (R-1,) bool) towards 3.8 Angstrom apart."""
-    ca = ca.clone()
-    weight = same_segment.to(ca.dtype)[None, :, None]
-    for _ in range(sweeps):
-        v = ca[:, 1:] - ca[:, :-1]
-        d = v.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-        corr = 0.5 * (d - chem.BOND_CA_CA_TRANS) / d * v * weight
-        ca[:, :-1] += corr
-        ca[:, 1:] -= corr
-    return ca
-
-
-def _ideal_method(beads: torch.Tensor, protein: ProteinTopology, mapping: Mapping, samples: int, generator) -> torch.Tensor:
-    """Ideal builder; for non-CA mappings the C-alpha trace is fitted so the built beads match.
-
-    The fit keeps, per frame, the structure of the iteration whose beads lie
-    closest (mean distance) to the input beads.
-    """
-    build = lambda trace: build_ideal(trace, protein)  # noqa: E731
-    if mapping.bead_is_ca:
-        atoms = build(beads)
-    else:
-        present = protein.slot_mask.copy()
-        present[:, chem.SLOT_OXT] = False
-        same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=beads.device)
-        ca = _constrain_trace(beads, same)
-        atoms = build(ca)
-        kept = atoms.clone()
-        best = torch.full(beads.shape[:1], float("inf"), dtype=beads.dtype, device=beads.device)
-        for step in range(_FIT_STEPS + 1):
-            deviation = beads - mapping.bead_positions(atoms, present, protein.res_type)
-            mean = deviation.norm(dim=-1).mean(-1)
-            better = mean < best
-            best = torch.where(better, mean, best)
-            kept[better] = atoms[better]
-            if step == _FIT_STEPS:
-                break
-            ca = _constrain_trace(ca + _FIT_DAMPING * deviation, same)
-            atoms = build(ca)
-        atoms = kept
-    return atoms[:, None].expand(-1, samples, -1, -1, -1)
-
-
-METHODS = {"ideal": _ideal_method}
+#: Builders by name: ``method(beads, protein, mapping, samples, seeds)`` with
+#: beads (F, R, 3), ``seeds`` (F,) one random seed per frame; returns
+#: (F, samples, R, N_SLOTS, 3) heavy-atom slots.
+METHODS = {"ideal": backmap_ideal}
 
 
 @dataclass
@@ -216,10 +166,124 @@ class BackmapResult:
         )
 
 
+def _check_options(method: str, samples: int) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
+    if samples < 1:
+        raise ValueError("samples must be at least 1")
+
+
+class Backmapper:
+    """Backmaps the frames of one coarse-grained system.
+
+    The engine behind :func:`backmap`, the OpenMM reporter and the
+    workflows: it reads the CG topology once (names, chains, segments from
+    the first frame), checks it, derives the all-atom topology, and then
+    turns batches of CG frames into all-atom frames.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+        The CG (or all-atom) input topology.
+    first_frame : numpy.ndarray
+        (n_atoms, 3) coordinates of the first frame, Angstrom; used to find
+        chain breaks and to check the input.
+    mapping, method, samples, seed, device, break_distance
+        As in :func:`backmap`.
+    source : str
+        Name of the input for messages (file name).
+    frame : int
+        Index of ``first_frame`` in the input, for messages.
+
+    Attributes
+    ----------
+    protein : ProteinTopology
+        Residue-level topology.
+    topology : mdtraj.Topology
+        The all-atom (heavy-atom) output topology.
+    report : list of str
+        What was dropped or renamed in the input.
+    """
+
+    def __init__(
+        self,
+        topology,
+        first_frame: np.ndarray,
+        mapping: str | Mapping = "ca",
+        method: str = "ideal",
+        samples: int = 1,
+        seed: int = 0,
+        device: str = "auto",
+        break_distance: float | None = None,
+        source: str = "input",
+        frame: int = 0,
+    ):
+        _check_options(method, samples)
+        self.mapping = get_mapping(mapping)
+        if break_distance is None:
+            break_distance = BREAK_DISTANCE_CA if self.mapping.bead_is_ca else BREAK_DISTANCE_OTHER
+        self.method, self.samples, self.seed = method, samples, seed
+        self.device = select_device(device)
+        self.source = source
+        records, self.report = read_residues(topology, source)
+        if not records:
+            raise BackmapInputError(f"{source}: no protein residues found")
+        self._reader = BeadReader(records, self.mapping, source)
+        beads = self._reader.beads(np.asarray(first_frame, dtype=np.float32)[None])[0]
+        self.protein = protein_topology(records, beads, break_distance)
+        check_trace(beads, self.protein, source, frame)
+        self.topology = self.protein.to_mdtraj()
+
+    @classmethod
+    def from_openmm(cls, topology, positions, **kwargs) -> "Backmapper":
+        """Make a Backmapper from an OpenMM ``Topology`` and positions.
+
+        Parameters
+        ----------
+        topology : openmm.app.Topology
+        positions : openmm.unit.Quantity or numpy.ndarray
+            Positions of one frame (a numpy array is taken as nm).
+        **kwargs
+            As for :class:`Backmapper`.
+        """
+        top, xyz = frames_from_openmm(topology, positions)
+        kwargs.setdefault("source", "OpenMM topology")
+        return cls(top, xyz[0], **kwargs)
+
+    @property
+    def n_atoms(self) -> int:
+        """Number of heavy atoms in each output structure."""
+        return self.protein.n_atoms
+
+    def build(self, xyz: np.ndarray, first_index: int = 0) -> np.ndarray:
+        """Backmap a batch of input frames.
+
+        Parameters
+        ----------
+        xyz : numpy.ndarray
+            (F, n_input_atoms, 3) input coordinates, Angstrom.
+        first_index : int
+            Index of the first frame in the whole input: frame ``k`` is
+            seeded with ``(seed, first_index + k)``, so results do not depend
+            on how the input is cut into batches.
+
+        Returns
+        -------
+        numpy.ndarray
+            (F * samples, n_atoms, 3) float32, frame-major (frame 0 samples
+            0..N-1, then frame 1 ...).
+        """
+        beads = torch.as_tensor(self._reader.beads(np.asarray(xyz, dtype=np.float32)), device=self.device)
+        seeds = self.seed * 1_000_003 + first_index + np.arange(len(beads))
+        with torch.no_grad():
+            atoms = METHODS[self.method](beads, self.protein, self.mapping, self.samples, seeds)
+        return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
+
+
 def backmap(
-    input: str,
-    output: str,
-    top: str | None = None,
+    input,
+    output,
+    top=None,
     mapping: str | Mapping = "ca",
     method: str = "ideal",
     samples: int = 1,
@@ -275,42 +339,27 @@ def backmap(
         For input that cannot be backmapped; the message names the file and
         where it applies the frame, chain and residue.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
-    if samples < 1:
-        raise ValueError("samples must be at least 1")
     t0 = time.perf_counter()
+    _check_options(method, samples)
     input, output = os.fspath(input), os.fspath(output)
     top = None if top is None else os.fspath(top)
-    mapping = get_mapping(mapping)
-    if break_distance is None:
-        break_distance = BREAK_DISTANCE_CA if mapping.bead_is_ca else BREAK_DISTANCE_OTHER
-    dev = select_device(device)
     check_output_path(output)
     source = open_frames(input, top=top, chunk=chunk, stride=stride)
-    records, report = read_residues(source.topology, input)
-    if not records:
-        raise BackmapInputError(f"{input}: no protein residues found")
-    reader = BeadReader(records, mapping, input)
-    build = METHODS[method]
-    protein = None
+    engine = None
     writer = None
     n_frames = 0
     bar = tqdm(total=getattr(source, "n_frames", None), unit="frame", file=sys.stderr, disable=not progress, desc="backmap")
     try:
         for frames in source:
-            beads = reader.beads(frames.xyz)
-            if protein is None:
-                protein = protein_topology(records, beads[0], break_distance)
-                check_trace(beads[0], protein, input, frames.start)
-                writer = TrajectoryWriter(output, protein.to_mdtraj())
-            generator = torch.Generator(device=dev).manual_seed(seed + frames.start)
-            with torch.no_grad():
-                atoms = build(torch.as_tensor(beads, device=dev), protein, mapping, samples, generator)
-            xyz = protein.scatter(atoms).reshape(-1, protein.n_atoms, 3)
-            writer.write(xyz.cpu().numpy())
-            n_frames += beads.shape[0]
-            bar.update(beads.shape[0])
+            if engine is None:
+                engine = Backmapper(
+                    source.topology, frames.xyz[0], mapping=mapping, method=method, samples=samples, seed=seed,
+                    device=device, break_distance=break_distance, source=input, frame=frames.start,
+                )
+                writer = TrajectoryWriter(output, engine.topology)
+            writer.write(engine.build(frames.xyz, frames.start))
+            n_frames += frames.xyz.shape[0]
+            bar.update(frames.xyz.shape[0])
     except BaseException:
         if writer is not None:
             writer.__exit__(*sys.exc_info())
@@ -320,6 +369,7 @@ def backmap(
     if writer is None:
         raise BackmapInputError(f"{input}: no frames to backmap")
     writer.close()
+    protein = engine.protein
     return BackmapResult(
         output=output,
         n_frames=n_frames,
@@ -329,5 +379,5 @@ def backmap(
         n_segments=int(protein.segment.max()) + 1,
         n_atoms=protein.n_atoms,
         seconds=time.perf_counter() - t0,
-        report=report,
+        report=engine.report,
     )

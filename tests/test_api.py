@@ -405,3 +405,28 @@ def test_residue_isolated_by_breaks_is_built(tmp_path, fixture_pdb):
     for a, b, ideal in (("N", "CA", 1.451), ("CA", "C", 1.516), ("C", "O", 1.231), ("C", "OXT", 1.25)):
         d = np.linalg.norm(x[:, names.index(a)] - x[:, names.index(b)], axis=-1)
         assert np.all(np.abs(d - ideal) < 0.05), (a, b, d)
+
+
+def test_backmapper_from_openmm_matches_file_path(tmp_path, fixture_pdb):
+    """The engine takes an OpenMM Topology + positions and gives what backmap() writes."""
+    import openmm.app as app
+
+    from backmap_plugin.api import Backmapper
+
+    aa = md.load(str(fixture_pdb))
+    ca = aa.atom_slice(aa.topology.select("name CA"))
+    ca_pdb = tmp_path / "ca.pdb"
+    ca[0].save_pdb(str(ca_pdb))
+    pdb = app.PDBFile(str(ca_pdb))
+    engine = Backmapper.from_openmm(pdb.topology, pdb.positions)
+    assert engine.topology.n_residues == 20 and engine.n_atoms == 154  # heavy atoms, OXT included
+    out = tmp_path / "aa.pdb"
+    backmap(str(ca_pdb), str(out), progress=False)
+    expected = md.load(str(out)).xyz[0] * 10.0
+    xyz = np.array(pdb.getPositions(asNumpy=True)._value)[None] * 10.0
+    np.testing.assert_allclose(engine.build(xyz)[0], expected, atol=2e-3)
+    # batches: the same frames give the same structures however they are cut
+    frames = ca.xyz[:6] * 10.0
+    whole = engine.build(frames)
+    parts = np.concatenate([engine.build(frames[:2], 0), engine.build(frames[2:], 2)])
+    np.testing.assert_array_equal(whole, parts)
