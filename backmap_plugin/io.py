@@ -765,6 +765,10 @@ class TrajectoryWriter:
         disulfide bonds).
     overwrite : bool, optional
         If False, an existing ``path`` is an error.
+    atomic : bool, optional
+        If False, frames go straight to ``path`` (flushed after every
+        write, so a crashed process leaves every written frame readable
+        there); used by the OpenMM reporter, which has no clear end.
 
     Attributes
     ----------
@@ -793,8 +797,9 @@ class TrajectoryWriter:
     ``auth_asym_id`` keeps the originals.
     """
 
-    def __init__(self, path, topology: md.Topology, overwrite: bool = True):
+    def __init__(self, path, topology: md.Topology, overwrite: bool = True, atomic: bool = True):
         self.path = os.fspath(path)
+        self.atomic = atomic
         if not isinstance(topology, md.Topology):
             raise TypeError(f"{self.path}: topology must be an mdtraj.Topology, got {type(topology).__name__}")
         self.topology = topology
@@ -802,7 +807,10 @@ class TrajectoryWriter:
         self._backend = None
         ext = check_output_path(self.path, overwrite)
         directory = os.path.dirname(os.path.abspath(self.path))
-        self.partial_path = os.path.join(directory, f".{os.path.basename(self.path)}.partial{ext}")
+        if atomic:
+            self.partial_path = os.path.join(directory, f".{os.path.basename(self.path)}.partial{ext}")
+        else:
+            self.partial_path = self.path
         stale_partial = os.path.exists(self.partial_path)
         try:
             if ext == ".pdb":
@@ -872,7 +880,8 @@ class TrajectoryWriter:
             self._remove_partial()
             raise BackmapInputError(f"{self.path}: no frames were written")
         backend.finish(self.frames_written)
-        os.replace(self.partial_path, self.path)
+        if self.atomic:
+            os.replace(self.partial_path, self.path)
 
     def abort(self) -> None:
         """Close without moving into place; the partial file is kept."""

@@ -1,0 +1,146 @@
+"""BackmapReporter on real OpenMM CG simulations (Reference platform)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import mdtraj as md
+import numpy as np
+import openmm
+import openmm.app as app
+import pytest
+from openmm import unit
+
+from backmap_plugin.errors import BackmapInputError
+from backmap_plugin.openmm.reporter import BackmapReporter
+
+DATA = Path(__file__).parent / "data"
+
+
+def cg_simulation(extra_ion: bool = False, box: bool = False) -> app.Simulation:
+    """A CA-bead model of trp-cage: harmonic CA-CA bonds, soft repulsion; optional ion and box."""
+    aa = md.load(str(DATA / "1l2y.pdb.gz"))[0]
+    ca = aa.atom_slice(aa.topology.select("name CA"))
+    top = ca.topology.to_openmm()
+    positions = list(ca.xyz[0])
+    system = openmm.System()
+    for _ in range(ca.n_atoms):
+        system.addParticle(110.0)
+    bonds = openmm.HarmonicBondForce()
+    for i in range(ca.n_atoms - 1):
+        bonds.addBond(i, i + 1, 0.38, 8000.0)
+    system.addForce(bonds)
+    if extra_ion:
+        chain = top.addChain("I")
+        residue = top.addResidue("NA", chain)
+        top.addAtom("NA", app.element.sodium, residue)
+        system.addParticle(23.0)
+        positions.append(np.array([3.0, 3.0, 3.0], dtype=np.float32))
+    if box:
+        system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*v) for v in np.eye(3) * 2.5))
+        top.setPeriodicBoxVectors(np.eye(3) * 2.5 * unit.nanometer)
+    integrator = openmm.LangevinMiddleIntegrator(150 * unit.kelvin, 1.0 / unit.picosecond, 0.005 * unit.picoseconds)
+    simulation = app.Simulation(top, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(np.array(positions) * unit.nanometer)
+    return simulation
+
+
+def test_every_reported_frame_is_written_with_all_atoms(tmp_path):
+    simulation = cg_simulation()
+    out, first = tmp_path / "aa.pdb", tmp_path / "first.pdb"
+    with BackmapReporter(str(out), 10, batchFrames=4, firstFrameFile=str(first)) as reporter:
+        simulation.reporters.append(reporter)
+        reporter.reportInitial(simulation)
+        simulation.step(90)
+        assert first.exists()  # written at the first report
+        assert reporter.framesReported == 10 and reporter.framesWritten == 8  # two full batches
+    traj = md.load(str(out))
+    assert traj.n_frames == 10
+    assert traj.n_residues == 20 and traj.n_atoms == 154
+    assert [a.name for a in traj.topology.residue(19).atoms][-1] == "OXT"
+    # the CA atoms follow the CG beads of the run
+    ca = traj.atom_slice(traj.topology.select("name CA")).xyz[-1]
+    beads = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    np.testing.assert_allclose(ca, beads, atol=2e-3)
+    assert md.load(str(first)).n_frames == 1
+
+
+def test_ions_and_periodic_box_are_handled(tmp_path):
+    simulation = cg_simulation(extra_ion=True, box=True)
+    out = tmp_path / "aa.xtc"
+    reporter = BackmapReporter(str(out), 5, batchFrames=3)
+    simulation.reporters.append(reporter)
+    simulation.step(20)
+    reporter.close()
+    reporter.close()  # twice is fine
+    traj = md.load(str(out), top=reporter.topology)
+    assert traj.n_frames == 4 and traj.n_residues == 20  # the ion is not a residue of the output
+
+
+def test_unmappable_topology_fails_at_the_first_report(tmp_path):
+    simulation = cg_simulation()
+    top = simulation.topology
+    residue = list(top.residues())[4]
+    residue.name = "XYZ"
+    reporter = BackmapReporter(str(tmp_path / "aa.pdb"), 5)
+    simulation.reporters.append(reporter)
+    with pytest.raises(BackmapInputError, match="XYZ"):
+        simulation.step(5)
+    assert not (tmp_path / "aa.pdb").exists()
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    simulation = cg_simulation()
+    simulation.reporters.append(BackmapReporter(str(tmp_path / "missing" / "aa.pdb"), 5))
+    with pytest.raises(BackmapInputError, match="does not exist"):
+        simulation.step(5)
+
+
+def test_killed_run_keeps_reported_frames(tmp_path):
+    """SIGKILL mid-run: the frames written so far are on disk and readable."""
+    out = tmp_path / "aa.xtc"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_reporter import cg_simulation
+        from backmap_plugin.openmm.reporter import BackmapReporter
+        simulation = cg_simulation()
+        reporter = BackmapReporter({str(out)!r}, 5, batchFrames=1)
+        simulation.reporters.append(reporter)
+        for block in range(1000):
+            simulation.step(5)
+            print(reporter.framesWritten, flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    written = 0
+    deadline = time.time() + 120
+    while written < 6 and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        written = int(line)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert written >= 6
+    traj = md.load(str(out), top=_topology_of_trpcage(tmp_path))
+    assert traj.n_frames >= written
+    assert np.isfinite(traj.xyz).all()
+
+
+def _topology_of_trpcage(tmp_path):
+    """The all-atom topology the reporter writes for the trp-cage CG model."""
+    from backmap_plugin.api import Backmapper
+
+    simulation = cg_simulation()
+    state = simulation.context.getState(getPositions=True)
+    path = tmp_path / "top.pdb"
+    engine = Backmapper.from_openmm(simulation.topology, state.getPositions(asNumpy=True))
+    md.Trajectory(engine.build(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom)[None]) / 10.0,
+                  engine.topology).save_pdb(str(path))
+    return str(path)
