@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
@@ -188,24 +189,102 @@ def backbone_table() -> dict:
     return _load_table()
 
 
-def build_backbone(
-    ca: torch.Tensor, segment: np.ndarray, res_type: np.ndarray, frame_segment: np.ndarray | None = None
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class BackboneLayout:
+    """Where the peptide units and segment ends of a protein are.
+
+    Attributes
+    ----------
+    first : numpy.ndarray
+        (P,) index of CA(i) of each peptide unit (CA(i+1) is ``first + 1``).
+    has_prev, has_next : numpy.ndarray
+        (P,) bool: CA(i-1) / CA(i+2) exist in the same frame segment.
+    bonded : numpy.ndarray
+        (P,) bool: the unit is a real peptide bond (not across a break).
+    starts, ends : numpy.ndarray
+        Indices of the first / last residue of every frame segment.
+    """
+
+    first: np.ndarray
+    has_prev: np.ndarray
+    has_next: np.ndarray
+    bonded: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+def backbone_layout(segment: np.ndarray, frame_segment: np.ndarray | None = None) -> BackboneLayout:
+    """Peptide units and segment ends of a protein.
+
+    Parameters
+    ----------
+    segment : numpy.ndarray
+        (R,) segment index per residue (bonded runs).
+    frame_segment : numpy.ndarray, optional
+        (R,) segments for placing atoms (default ``segment``); every one has
+        at least two residues. Where two consecutive residues share a frame
+        segment but not a segment (a break), the peptide plane orients both
+        residues' backbone but is not stretched to bond them.
+    """
+    segment = np.asarray(segment)
+    frame_segment = segment if frame_segment is None else np.asarray(frame_segment)
+    first, has_prev, has_next = peptide_neighbours(frame_segment)
+    new = np.ones(len(frame_segment), bool)
+    new[1:] = frame_segment[1:] != frame_segment[:-1]
+    last = np.ones(len(frame_segment), bool)
+    last[:-1] = frame_segment[1:] != frame_segment[:-1]
+    return BackboneLayout(
+        first, has_prev, has_next, segment[first] == segment[first + 1], np.nonzero(new)[0], np.nonzero(last)[0]
+    )
+
+
+def backbone_dofs(slots: torch.Tensor, layout: BackboneLayout) -> dict:
+    """Measure the backbone degrees of freedom that :func:`build_backbone` takes.
+
+    Parameters
+    ----------
+    slots : torch.Tensor
+        (..., R, N_SLOTS, 3) real coordinates (N, CA, C, O used).
+    layout : BackboneLayout
+
+    Returns
+    -------
+    dict
+        ``angle`` (..., P) plane rotations; ``psi_first`` (..., S) at
+        segment starts, ``phi_last`` and ``psi_last`` (..., E) at segment
+        ends (radians; ``psi_last`` from O: dihedral(O, C, CA, N) - pi).
+    """
+    ca = slots[..., chem.SLOT_CA, :]
+    n, c, o = slots[..., chem.SLOT_N, :], slots[..., chem.SLOT_C, :], slots[..., chem.SLOT_O, :]
+    frame, _ = peptide_frames(ca, layout.first, layout.has_prev, layout.has_next)
+    s = torch.as_tensor(layout.starts, device=ca.device)
+    e = torch.as_tensor(layout.ends, device=ca.device)
+    n_res = ca.shape[-2]
+    # (one-residue segments, possible outside a ProteinTopology, give meaningless values)
+    after, before = torch.clamp(s + 1, max=n_res - 1), torch.clamp(e - 1, min=0)
+    return {
+        "angle": plane_angle(c, ca, layout.first, frame),
+        "psi_first": dihedral(n[..., s, :], ca[..., s, :], c[..., s, :], n[..., after, :]),
+        "phi_last": dihedral(c[..., before, :], n[..., e, :], ca[..., e, :], c[..., e, :]),
+        "psi_last": dihedral(o[..., e, :], c[..., e, :], ca[..., e, :], n[..., e, :]) - math.pi,
+    }
+
+
+def build_backbone(ca: torch.Tensor, layout: BackboneLayout, res_type: np.ndarray, dofs: dict | None = None) -> torch.Tensor:
     """Backbone N, C, O slots for every residue from a C-alpha trace.
 
     Parameters
     ----------
     ca : torch.Tensor
         (..., R, 3) C-alpha positions, Angstrom.
-    segment : numpy.ndarray
-        (R,) segment index per residue (bonded runs).
+    layout : BackboneLayout
+        From :func:`backbone_layout`.
     res_type : numpy.ndarray
         (R,) residue types.
-    frame_segment : numpy.ndarray, optional
-        (R,) segments for placing atoms (default ``segment``); every one has
-        at least two residues. Where two consecutive residues share a frame
-        segment but not a segment (a break), the peptide plane orients both
-        residues' backbone but is not stretched to bond them.
+    dofs : dict, optional
+        Degrees of freedom as :func:`backbone_dofs` returns them (a model's
+        prediction); missing entries come from the shipped table.
+        Differentiable in ``ca`` and ``dofs``.
 
     Returns
     -------
@@ -213,13 +292,13 @@ def build_backbone(
         (..., R, N_SLOTS, 3) with N, CA, C, O filled (other slots zero).
     """
     table = backbone_table()
+    dofs = dict(dofs or {})
     dtype, device = ca.dtype, ca.device
-    segment = np.asarray(segment)
-    frame_segment = segment if frame_segment is None else np.asarray(frame_segment)
-    first, has_prev, has_next = peptide_neighbours(frame_segment)
-    bonded = torch.as_tensor(segment[first] == segment[first + 1], device=device)
-    frame, key = peptide_frames(ca, first, has_prev, has_next)
-    angle = torch.as_tensor(table["angle"], dtype=dtype, device=device)[key]
+    first = layout.first
+    frame, key = peptide_frames(ca, first, layout.has_prev, layout.has_next)
+    angle = dofs.get("angle")
+    if angle is None:
+        angle = torch.as_tensor(table["angle"], dtype=dtype, device=device)[key]
     f = torch.cos(angle)[..., None] * frame[..., 1, :] + torch.sin(angle)[..., None] * frame[..., 2, :]
     e1 = frame[..., 0, :]
     ip = torch.as_tensor(first, device=device)
@@ -229,6 +308,7 @@ def build_backbone(
     pep = {k: torch.where(cis, CIS_PEPTIDE[k], v)[..., None] for k, v in PEPTIDE.items()}
     # a trace spacing other than the ideal one is shared out along the axis
     # over the three bonds instead of stretching the C-N bond alone
+    bonded = torch.as_tensor(layout.bonded, device=device)
     scale = torch.where(bonded[..., None], length[..., None] / pep["length"], 1.0)
     c = p + pep["C_u"] * scale * e1 + pep["C_w"] * f
     n = q + pep["N_u"] * scale * e1 + pep["N_w"] * f
@@ -241,32 +321,31 @@ def build_backbone(
     out[..., ip, chem.SLOT_O, :] = o
     out[..., ip + 1, chem.SLOT_N, :] = n
 
-    starts = np.ones(len(frame_segment), bool)
-    starts[1:] = frame_segment[1:] != frame_segment[:-1]
-    ends = np.ones(len(frame_segment), bool)
-    ends[:-1] = frame_segment[1:] != frame_segment[:-1]
     ideal = torch.as_tensor(chem.ZMATRIX_IDEAL[np.asarray(res_type)], dtype=dtype, device=device)
     nca_c = torch.tensor(math.radians(chem.ANGLE_N_CA_C), dtype=dtype, device=device)
 
-    s = torch.as_tensor(np.nonzero(starts)[0], device=device)
+    def torsion(name, count):
+        value = dofs.get(name)
+        if value is None:
+            value = torch.tensor(float(table[name]), dtype=dtype, device=device).expand(count)
+        return value
+
+    s = torch.as_tensor(layout.starts, device=device)
+    e = torch.as_tensor(layout.ends, device=device)
     # N of the first residue: psi = dihedral(N, CA, C, N(i+1)).
     out[..., s, chem.SLOT_N, :] = place_atom(
         out[..., s, chem.SLOT_CA, :], out[..., s, chem.SLOT_C, :], out[..., s + 1, chem.SLOT_N, :],
-        ideal[s, chem.SLOT_N, 0], nca_c.expand(len(s)),
-        torch.tensor(float(table["psi_first"]), dtype=dtype, device=device).expand(len(s)),
+        ideal[s, chem.SLOT_N, 0], nca_c.expand(len(s)), torsion("psi_first", len(s)),
     )
-    e = torch.as_tensor(np.nonzero(ends)[0], device=device)
     # C of the last residue: phi = dihedral(C(i-1), N, CA, C).
     c_last = place_atom(
         out[..., e, chem.SLOT_CA, :], out[..., e, chem.SLOT_N, :], out[..., e - 1, chem.SLOT_C, :],
-        ideal[e, chem.SLOT_C, 0], nca_c.expand(len(e)),
-        torch.tensor(float(table["phi_last"]), dtype=dtype, device=device).expand(len(e)),
+        ideal[e, chem.SLOT_C, 0], nca_c.expand(len(e)), torsion("phi_last", len(e)),
     )
     out[..., e, chem.SLOT_C, :] = c_last
     # O of the last residue in the carboxylate plane: dihedral(O, C, CA, N) = psi + 180.
     out[..., e, chem.SLOT_O, :] = place_atom(
         c_last, out[..., e, chem.SLOT_CA, :], out[..., e, chem.SLOT_N, :],
-        ideal[e, chem.SLOT_O, 0], ideal[e, chem.SLOT_O, 1],
-        torch.tensor(float(table["psi_last"]) + math.pi, dtype=dtype, device=device).expand(len(e)),
+        ideal[e, chem.SLOT_O, 0], ideal[e, chem.SLOT_O, 1], torsion("psi_last", len(e)) + math.pi,
     )
     return out

@@ -111,7 +111,7 @@ def build_ideal(ca: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
     res_type = protein.res_type
     n_res = ca.shape[-2]
     rt = torch.as_tensor(res_type, device=ca.device)
-    backbone = build_backbone(ca, protein.segment, res_type, protein.frame_segment)  # (F, R, S, 3)
+    backbone = build_backbone(ca, protein.backbone_layout, res_type)  # (F, R, S, 3)
     ics, cost = _candidate_internal(res_type, ca.dtype, ca.device)  # (K, R, S, 3), (K, R)
     identity = np.repeat(np.arange(n_res)[:, None], 4, axis=1)
     ext = extend_with_context(backbone, identity)

@@ -16,6 +16,7 @@ import mdtraj as md
 import numpy as np
 
 from . import chemistry as chem
+from .backbone import backbone_layout
 from .errors import BackmapInputError
 
 #: Residue names that are never protein (water, ions): dropped silently
@@ -229,6 +230,7 @@ class ProteinTopology:
         last[:-1] = self.segment[1:] != self.segment[:-1]
         self.c_terminal = last
         self.frame_segment = _frame_segments(self.segment, self.chain_ids)
+        self.backbone_layout = backbone_layout(self.segment, self.frame_segment)
         mask = chem.SLOT_EXISTS[self.res_type].copy()
         mask[:, chem.SLOT_OXT] = last
         self.slot_mask = mask

@@ -32,7 +32,6 @@ from tqdm import tqdm
 from backmap_plugin import backbone as bb
 from backmap_plugin import chemistry as chem
 from backmap_plugin import topology as tp
-from backmap_plugin.geometry import dihedral
 
 MIN_COUNT = 8
 
@@ -54,7 +53,8 @@ def _measure(path: str, frames: int):
     cn = torch.linalg.norm(slots[0, 1:, chem.SLOT_N] - slots[0, :-1, chem.SLOT_C], dim=-1).numpy()
     segment = top.segment.copy()
     segment[1:] += np.cumsum(cn > 2.0)
-    first, has_prev, has_next = bb.peptide_neighbours(segment)
+    layout = bb.backbone_layout(segment)
+    first, has_prev, has_next = layout.first, layout.has_prev, layout.has_next
     if len(first) == 0:
         return None
     ip = torch.as_tensor(first)
@@ -67,17 +67,11 @@ def _measure(path: str, frames: int):
         frame, key = bb.peptide_frames(ca, first, hp, hn)
         angle = bb.plane_angle(c, ca, first, frame)
         out.append((key[trans].numpy(), angle[trans].numpy()))
-    n = slots[..., chem.SLOT_N, :]
-    o = slots[..., chem.SLOT_O, :]
-    starts = np.ones(len(segment), bool)
-    starts[1:] = segment[1:] != segment[:-1]
-    ends = np.ones(len(segment), bool)
-    ends[:-1] = segment[1:] != segment[:-1]
-    s = torch.as_tensor(np.nonzero(starts & ~ends)[0])
-    e = torch.as_tensor(np.nonzero(ends & ~starts)[0])
-    psi_first = dihedral(n[..., s, :], ca[..., s, :], c[..., s, :], n[..., s + 1, :])
-    phi_last = dihedral(c[..., e - 1, :], n[..., e, :], ca[..., e, :], c[..., e, :])
-    psi_last = dihedral(o[..., e, :], c[..., e, :], ca[..., e, :], n[..., e, :]) - np.pi
+    # terminal torsions of segments with at least two residues
+    dofs = bb.backbone_dofs(slots, layout)
+    psi_first = dofs["psi_first"][..., layout.starts != layout.ends]
+    keep_end = layout.ends != layout.starts
+    phi_last, psi_last = dofs["phi_last"][..., keep_end], dofs["psi_last"][..., keep_end]
     return out, psi_first.ravel().numpy(), phi_last.ravel().numpy(), psi_last.ravel().numpy()
 
 
