@@ -32,6 +32,38 @@ _FIXED = [chem.SLOT_N, chem.SLOT_CA, chem.SLOT_C, chem.SLOT_O, chem.SLOT_CB]
 _FIXED_REACH = 2.5  # the backbone atoms and CB lie within this of their CA
 
 
+def side_chain_internal(res_type: np.ndarray, chis: torch.Tensor) -> torch.Tensor:
+    """Internal coordinates of side chains with given chi angles, ideal otherwise.
+
+    Parameters
+    ----------
+    res_type : numpy.ndarray
+        (R,) residue types.
+    chis : torch.Tensor
+        (..., R, 4) chi angles in radians (NaN or anything where absent).
+
+    Returns
+    -------
+    torch.Tensor
+        (..., R, N_SLOTS, 3); the proline CD torsion follows the pucker
+        (sign of chi1) so the ring closes; absent slots hold zeros.
+        Differentiable in ``chis``.
+    """
+    rot = load_rotamers()
+    device, dtype = chis.device, chis.dtype
+    ideal = ideal_internal(torch.as_tensor(res_type, device=device), dtype)  # (R, S, 3)
+    chi_of = torch.as_tensor(chem.ZMATRIX_CHI[res_type], device=device)  # (R, S)
+    index = chi_of.clamp(min=0).expand(chis.shape[:-1] + chi_of.shape[-1:])
+    torsion = torch.where(chi_of >= 0, torch.gather(chis, -1, index), ideal[..., 2])
+    pro = torch.as_tensor(res_type == chem.RESIDUE_INDEX["PRO"], device=device)
+    pucker = torch.where(chis[..., 0] > 0, rot.pro_cd_torsion["endo"], rot.pro_cd_torsion["exo"])
+    pro_cd = chem.RESIDUES["PRO"].atoms.index("CD")
+    cd = torch.where(pro, torch.deg2rad(pucker), torsion[..., pro_cd])
+    torsion = torch.cat([torsion[..., :pro_cd], cd[..., None], torsion[..., pro_cd + 1 :]], -1)
+    ic = torch.stack([ideal[..., 0].expand_as(torsion), ideal[..., 1].expand_as(torsion), torsion], -1)
+    return torch.nan_to_num(ic)
+
+
 def _candidate_internal(res_type: np.ndarray, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Internal coordinates of each residue's candidate rotamers.
 
@@ -39,28 +71,14 @@ def _candidate_internal(res_type: np.ndarray, dtype, device) -> tuple[torch.Tens
     candidates a residue does not have).
     """
     rot = load_rotamers()
-    rt = torch.as_tensor(res_type, device=device)
-    ideal = ideal_internal(rt, dtype)  # (R, S, 3)
-    chi_of = torch.as_tensor(chem.ZMATRIX_CHI[res_type], device=device)  # (R, S)
-    chis = torch.as_tensor(rot.chis[res_type, :MAX_CANDIDATES], dtype=dtype, device=device)
+    chis = torch.as_tensor(rot.chis[res_type, :MAX_CANDIDATES], dtype=dtype, device=device)  # (R, K, 4)
     freq = torch.as_tensor(rot.freq[res_type, :MAX_CANDIDATES], dtype=dtype, device=device)
     n_cand = max(1, min(MAX_CANDIDATES, int(rot.count[res_type].max(initial=1))))
-    is_pro = torch.as_tensor(res_type == chem.RESIDUE_INDEX["PRO"], device=device)
-    pro_cd = chem.RESIDUES["PRO"].atoms.index("CD")
-    out, cost = [], []
-    for k in range(n_cand):
-        ic = ideal.clone()
-        torsion = torch.gather(chis[:, k], 1, chi_of.clamp(min=0))
-        ic[..., 2] = torch.where(chi_of >= 0, torsion, ic[..., 2])
-        # the proline ring closes with a CD torsion that follows the pucker
-        pucker = torch.where(chis[:, k, 0] > 0, rot.pro_cd_torsion["endo"], rot.pro_cd_torsion["exo"])
-        ic[:, pro_cd, 2] = torch.where(is_pro, torch.deg2rad(pucker), ic[:, pro_cd, 2])
-        ic = torch.nan_to_num(ic)  # slots a residue does not have
-        out.append(ic)
-        has = torch.as_tensor(rot.count[res_type] > k, device=device) | (k == 0)
-        c = -FREQUENCY_WEIGHT * torch.log(freq[:, k].clamp(min=1e-3))
-        cost.append(torch.where(has, c, float("inf")))
-    return torch.stack(out), torch.stack(cost)
+    ics = side_chain_internal(res_type, chis[:, :n_cand].transpose(0, 1))  # (K, R, S, 3)
+    k = torch.arange(n_cand, device=device)[:, None]
+    has = (torch.as_tensor(rot.count[res_type], device=device)[None] > k) | (k == 0)
+    cost = -FREQUENCY_WEIGHT * torch.log(freq[:, :n_cand].T.clamp(min=1e-3))
+    return ics, torch.where(has, cost, float("inf"))
 
 
 def _neighbour_pairs(ca: torch.Tensor, owner: torch.Tensor, cutoff: torch.Tensor):

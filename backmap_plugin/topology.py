@@ -172,7 +172,7 @@ def find_segments(
     return np.cumsum(new) - 1
 
 
-def _frame_segments(segment: np.ndarray, chain_ids: list) -> np.ndarray:
+def frame_segments(segment: np.ndarray, chain_ids: list) -> np.ndarray:
     """Segments for placing backbone atoms: a one-residue segment joins a neighbour.
 
     A residue cut off by breaks on both sides has no bonded neighbour to
@@ -229,7 +229,7 @@ class ProteinTopology:
         last = np.ones(len(self.names), bool)
         last[:-1] = self.segment[1:] != self.segment[:-1]
         self.c_terminal = last
-        self.frame_segment = _frame_segments(self.segment, self.chain_ids)
+        self.frame_segment = frame_segments(self.segment, self.chain_ids)
         self.backbone_layout = backbone_layout(self.segment, self.frame_segment)
         mask = chem.SLOT_EXISTS[self.res_type].copy()
         mask[:, chem.SLOT_OXT] = last
