@@ -136,10 +136,20 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
             )
 
 
-#: Builders by name: ``method(beads, protein, mapping, samples, seeds)`` with
-#: beads (F, R, 3), ``seeds`` (F,) one random seed per frame; returns
+#: Builders: ``ideal`` (geometric) and ``model`` (a trained generative model).
+#: A builder is called as ``build(beads, protein, mapping, samples, seeds)``
+#: with beads (F, R, 3) and one random seed per frame, and returns
 #: (F, samples, R, N_SLOTS, 3) heavy-atom slots.
-METHODS = {"ideal": backmap_ideal}
+METHODS = ("ideal", "model")
+
+
+def make_builder(method: str, model: str | None = None, device="cpu", temperature: float = 1.0):
+    """The builder callable of a method (see :data:`METHODS`)."""
+    if method == "ideal":
+        return backmap_ideal
+    from .model.method import ModelMethod
+
+    return ModelMethod(model, device, temperature)
 
 
 @dataclass
@@ -188,7 +198,7 @@ class Backmapper:
     first_frame : numpy.ndarray
         (n_atoms, 3) coordinates of the first frame, Angstrom; used to find
         chain breaks and to check the input.
-    mapping, method, samples, seed, device, break_distance
+    mapping, method, samples, seed, device, break_distance, model, temperature
         As in :func:`backmap`.
     source : str
         Name of the input for messages (file name).
@@ -217,6 +227,8 @@ class Backmapper:
         break_distance: float | None = None,
         source: str = "input",
         frame: int = 0,
+        model: str | None = None,
+        temperature: float = 1.0,
     ):
         _check_options(method, samples)
         self.mapping = get_mapping(mapping)
@@ -225,6 +237,7 @@ class Backmapper:
         self.method, self.samples, self.seed = method, samples, seed
         self.device = select_device(device)
         self.source = source
+        self._build = make_builder(method, model, self.device, temperature)
         records, self.report = read_residues(topology, source)
         if not records:
             raise BackmapInputError(f"{source}: no protein residues found")
@@ -276,7 +289,7 @@ class Backmapper:
         beads = torch.as_tensor(self._reader.beads(np.asarray(xyz, dtype=np.float32)), device=self.device)
         seeds = self.seed * 1_000_003 + first_index + np.arange(len(beads))
         with torch.no_grad():
-            atoms = METHODS[self.method](beads, self.protein, self.mapping, self.samples, seeds)
+            atoms = self._build(beads, self.protein, self.mapping, self.samples, seeds)
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
 
 
@@ -293,6 +306,8 @@ def backmap(
     chunk: int = 1000,
     break_distance: float | None = None,
     progress: bool = True,
+    model: str | None = None,
+    temperature: float = 1.0,
 ) -> BackmapResult:
     """Backmap a coarse-grained trajectory to all heavy atoms.
 
@@ -309,7 +324,8 @@ def backmap(
     mapping : str or Mapping
         ``ca`` (bead at C-alpha) or ``com`` (bead at heavy-atom centre of mass).
     method : str
-        ``ideal`` (deterministic geometric builder).
+        ``ideal`` (deterministic geometric builder) or ``model`` (the
+        generative model).
     samples : int
         Structures written per input frame, frame-major (frame 0 samples
         0..N-1, then frame 1 ...).
@@ -328,6 +344,10 @@ def backmap(
         8.7 apart).
     progress : bool
         Show a progress bar on stderr.
+    model : str, optional
+        Trained model file for ``method='model'`` (default: the shipped one).
+    temperature : float
+        Sampling temperature of the model (0: most likely structure).
 
     Returns
     -------
@@ -355,6 +375,7 @@ def backmap(
                 engine = Backmapper(
                     source.topology, frames.xyz[0], mapping=mapping, method=method, samples=samples, seed=seed,
                     device=device, break_distance=break_distance, source=input, frame=frames.start,
+                    model=model, temperature=temperature,
                 )
                 writer = TrajectoryWriter(output, engine.topology)
             writer.write(engine.build(frames.xyz, frames.start))

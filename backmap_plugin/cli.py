@@ -9,7 +9,10 @@ import sys
 import traceback
 
 from . import __version__
-from .errors import BackmapInputError
+from .data.cli import add_parser as add_data_parser
+from .model.cli import add_parser as add_train_parser
+from .openmm.cli import add_parsers as add_openmm_parsers
+from .openmm.cli import handled_errors
 
 _RUN_EXAMPLE = """example:
   backmap run examples/trpcage_ca.pdb -o trpcage_aa.pdb
@@ -29,7 +32,10 @@ def _add_run(sub) -> None:
     p.add_argument("--top", help="topology file for DCD/XTC/TRR/NetCDF input")
     p.add_argument("-o", "--output", required=True, help="output file: .pdb, .cif, .dcd, .xtc or .h5")
     p.add_argument("--mapping", default="ca", choices=["ca", "com"], help="where the bead sits (default: ca)")
-    p.add_argument("--method", default="ideal", choices=["ideal"], help="builder (default: ideal)")
+    p.add_argument("--method", default="ideal", choices=["ideal", "model"], help="builder (default: ideal)")
+    p.add_argument("--model", help="trained model file for --method model (default: the shipped model)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="model sampling temperature; 0 = most likely structure (default: 1)")
     p.add_argument("--samples", type=int, default=1, help="structures per input frame, frame-major (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -96,6 +102,8 @@ def _run(args) -> int:
             chunk=args.chunk,
             break_distance=args.break_distance,
             progress=not args.quiet,
+            model=args.model,
+            temperature=args.temperature,
         )
     for line in result.report:
         print(f"note: {line}", file=sys.stderr)
@@ -110,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    add_openmm_parsers(sub)
+    add_data_parser(sub)
+    add_train_parser(sub)
     return parser
 
 
@@ -119,7 +130,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (BackmapInputError, ValueError, OSError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, handled_errors()):
+            raise
         if args.debug:
             traceback.print_exc()
         print(f"backmap: error: {exc}", file=sys.stderr)

@@ -242,6 +242,8 @@ def _load_whole(path: str, ext: str) -> md.Trajectory:
     try:
         if ext in _MMCIF and not _mdtraj_can_read(ext):
             return _load_mmcif_with_openmm(path)
+        if ext in (".pdb", ".pdb.gz"):
+            return md.load_pdb(path)  # md.load parses a PDB twice
         return md.load(path)
     except Exception as exc:  # mdtraj raises many types; keep its message
         if ext in (".pdb", ".pdb.gz") and not _pdb_has_atoms(path):

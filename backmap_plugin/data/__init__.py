@@ -1,0 +1,28 @@
+"""Training data: the corpus cache and the cluster-balanced crop sampler.
+
+* :mod:`backmap_plugin.data.cache`: :func:`build_cache` turns structure files
+  into memory-mappable arrays, :func:`open_cache` reads them back.
+* :mod:`backmap_plugin.data.sampler`: :class:`ClusterSampler`,
+  :class:`CropDataset` and :func:`make_loader` make fixed-size, cropped,
+  cluster-balanced training batches.
+* :mod:`backmap_plugin.data.cli`: the ``backmap data build|info`` commands.
+
+Names are imported on first use, so the command line starts without torch.
+"""
+
+_EXPORTS = {
+    "build_cache": "cache", "open_cache": "cache", "Cache": "cache", "CacheEntry": "cache",
+    "EntryArrays": "cache", "process_file": "cache",
+    "ClusterSampler": "sampler", "CropDataset": "sampler", "CropKey": "sampler",
+    "collate_crops": "sampler", "make_loader": "sampler",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        from importlib import import_module
+
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

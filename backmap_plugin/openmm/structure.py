@@ -1,0 +1,363 @@
+"""Reading structures and completing them for amber14 (OpenMM, PDBFixer).
+
+Shared by :mod:`~backmap_plugin.openmm.refine` and
+:mod:`~backmap_plugin.openmm.validate`: read every model of a PDB/mmCIF file,
+add missing heavy atoms with PDBFixer (never whole residues), bond close CYS
+pairs as disulfides and add hydrogens at a given pH, keeping track of which
+atoms came from the input.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import BackmapInputError
+
+__all__ = [
+    "DISULFIDE_CUTOFF",
+    "CompletedStructure",
+    "complete_structure",
+    "create_disulfide_bonds",
+    "heavy_atom_bonds",
+    "is_hydrogen",
+    "positions_to_array",
+    "array_to_positions",
+    "read_structure",
+    "residue_variants",
+]
+
+#: CYS pairs whose SG atoms are closer than this (Angstrom) are bonded.
+DISULFIDE_CUTOFF = 2.5
+
+_WATER = frozenset({"HOH", "WAT", "SOL", "H2O", "TIP3", "TIP3P", "TIP4", "TIP4P", "SPC", "T3P"})
+
+
+def _open_text(path: str):
+    if path.lower().endswith(".gz"):
+        return gzip.open(path, "rt")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def read_structure(path):
+    """Read every model of a PDB or PDBx/mmCIF file (optionally gzipped).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.pdb``, ``.ent``, ``.cif`` or ``.mmcif``, each optionally ``.gz``.
+
+    Returns
+    -------
+    topology : openmm.app.Topology
+        Topology with standard and disulfide bonds (OpenMM's reader).
+    frames : list of openmm.unit.Quantity
+        Positions of each model.
+
+    Raises
+    ------
+    BackmapInputError
+        Missing or unreadable file, unsupported extension, no atoms.
+    """
+    from openmm.app import PDBFile, PDBxFile
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise BackmapInputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise BackmapInputError(f"{path}: is a directory, expected a PDB or mmCIF file")
+    lower = path.lower().removesuffix(".gz")
+    if lower.endswith((".pdb", ".ent")):
+        reader = PDBFile
+    elif lower.endswith((".cif", ".mmcif")):
+        reader = PDBxFile
+    else:
+        raise BackmapInputError(f"{path}: unsupported input extension; use .pdb or .cif (optionally .gz)")
+    try:
+        with _open_text(path) as handle:
+            structure = reader(handle)
+    except BackmapInputError:
+        raise
+    except Exception as exc:  # OpenMM readers raise plain Exception/ValueError/KeyError
+        raise BackmapInputError(f"{path}: cannot read structure: {exc}") from exc
+    if structure.topology.getNumAtoms() == 0:
+        raise BackmapInputError(f"{path}: no atoms")
+    frames = [structure.getPositions(frame=i) for i in range(structure.getNumFrames())]
+    return structure.topology, frames
+
+
+def is_hydrogen(atom) -> bool:
+    """True for an OpenMM atom whose element is hydrogen (or deuterium).
+
+    Parameters
+    ----------
+    atom : openmm.app.topology.Atom
+
+    Returns
+    -------
+    bool
+    """
+    return atom.element is not None and atom.element.symbol in ("H", "D")
+
+
+def positions_to_array(positions) -> np.ndarray:
+    """OpenMM positions as a float64 ``(n_atoms, 3)`` array in nm.
+
+    Parameters
+    ----------
+    positions : openmm.unit.Quantity or array_like
+        A Quantity of any length unit, or plain values in nm.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    from openmm import unit
+
+    if unit.is_quantity(positions):
+        positions = positions.value_in_unit(unit.nanometer)
+    return np.array([[v[0], v[1], v[2]] for v in positions], dtype=np.float64)
+
+
+def array_to_positions(xyz):
+    """A ``(n_atoms, 3)`` array in nm as OpenMM positions (list of Vec3 in nm).
+
+    Parameters
+    ----------
+    xyz : array_like
+
+    Returns
+    -------
+    openmm.unit.Quantity
+    """
+    from openmm import Vec3, unit
+
+    return unit.Quantity([Vec3(*row) for row in np.asarray(xyz, dtype=float).tolist()], unit.nanometer)
+
+
+def create_disulfide_bonds(topology, positions, cutoff: float = DISULFIDE_CUTOFF):
+    """Copy of a topology whose SG-SG bonds are the close CYS pairs only.
+
+    OpenMM's readers bond SG atoms up to 3 Angstrom apart; here a disulfide
+    needs SG-SG below ``cutoff`` (default :data:`DISULFIDE_CUTOFF`). Pairs are
+    bonded closest first, each SG at most once; any other SG-SG bond of the
+    input is dropped.
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+        Input topology (not modified).
+    positions : openmm.unit.Quantity
+        Positions of its atoms.
+    cutoff : float, optional
+        Largest SG-SG distance of a disulfide, Angstrom.
+
+    Returns
+    -------
+    topology : openmm.app.Topology
+        New topology with the same chains, residues, atoms and bonds except
+        SG-SG bonds.
+    n_disulfides : int
+        Number of disulfide bonds made.
+    """
+    from openmm.app import Topology
+
+    xyz = positions_to_array(positions) * 10.0
+    new = Topology()
+    new.setPeriodicBoxVectors(topology.getPeriodicBoxVectors())
+    atoms = {}
+    for chain in topology.chains():
+        new_chain = new.addChain(chain.id)
+        for residue in chain.residues():
+            new_res = new.addResidue(residue.name, new_chain, residue.id, residue.insertionCode)
+            for atom in residue.atoms():
+                atoms[atom.index] = new.addAtom(atom.name, atom.element, new_res, atom.id)
+    for bond in topology.bonds():
+        a, b = bond[0], bond[1]
+        if a.name == "SG" and b.name == "SG":
+            continue
+        new.addBond(atoms[a.index], atoms[b.index], bond.type, bond.order)
+    sg = [a for a in topology.atoms() if a.name == "SG" and a.residue.name in ("CYS", "CYX")]
+    candidates = []
+    for i, a in enumerate(sg):
+        for b in sg[i + 1 :]:
+            d = float(np.linalg.norm(xyz[a.index] - xyz[b.index]))
+            if d < cutoff and a.residue is not b.residue:
+                candidates.append((d, a.index, b.index))
+    used = set()
+    n = 0
+    for _, a, b in sorted(candidates):
+        if a in used or b in used:
+            continue
+        new.addBond(atoms[a], atoms[b])
+        used.update((a, b))
+        n += 1
+    return new, n
+
+
+def residue_variants(topology) -> list:
+    """Protonation variant of each residue, read from its hydrogens.
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+        A topology with hydrogens.
+
+    Returns
+    -------
+    list of str or None
+        One entry per residue for ``Modeller.addHydrogens(variants=...)``:
+        HID/HIE/HIP, CYS/CYX, ASH, GLH, LYN where they apply, None elsewhere.
+    """
+    variants = []
+    for residue in topology.residues():
+        names = {a.name for a in residue.atoms()}
+        variant = None
+        if residue.name in ("HIS", "HID", "HIE", "HIP"):
+            if "HD1" in names and "HE2" in names:
+                variant = "HIP"
+            elif "HD1" in names:
+                variant = "HID"
+            elif "HE2" in names:
+                variant = "HIE"
+        elif residue.name in ("CYS", "CYX"):
+            variant = "CYS" if "HG" in names else "CYX"
+        elif residue.name in ("ASP", "ASH") and ("HD2" in names or "HD1" in names):
+            variant = "ASH"
+        elif residue.name in ("GLU", "GLH") and ("HE2" in names or "HE1" in names):
+            variant = "GLH"
+        elif residue.name in ("LYS", "LYN") and "HZ3" not in names and "HZ1" in names:
+            variant = "LYN"
+        variants.append(variant)
+    return variants
+
+
+@dataclass
+class CompletedStructure:
+    """A structure completed for amber14 by :func:`complete_structure`.
+
+    Attributes
+    ----------
+    topology : openmm.app.Topology
+        All atoms, hydrogens included.
+    positions : openmm.unit.Quantity
+        Their positions.
+    source_index : numpy.ndarray
+        ``(n_atoms,)`` index of each atom in the input topology, -1 for atoms
+        that were added (missing heavy atoms, hydrogens).
+    variants : list
+        Protonation variant per residue (:func:`residue_variants`).
+    n_added_heavy : int
+        Heavy atoms added by PDBFixer.
+    n_disulfides : int
+        Disulfide bonds made.
+    """
+
+    topology: object
+    positions: object
+    source_index: np.ndarray
+    variants: list
+    n_added_heavy: int
+    n_disulfides: int
+
+
+def complete_structure(topology, positions, pH: float = 7.0, variants=None) -> CompletedStructure:
+    """Add missing heavy atoms, disulfides and hydrogens for amber14.
+
+    Hydrogens and water of the input are discarded (and rebuilt: hydrogens
+    at ``pH``). PDBFixer adds missing heavy atoms including terminal OXT;
+    missing residues are never built (``missingResidues = {}``).
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+        Input topology.
+    positions : openmm.unit.Quantity
+        Input positions.
+    pH : float, optional
+        pH for the protonation states.
+    variants : list, optional
+        Protonation variant per residue (from a previous frame) to reproduce
+        the same atoms; chosen at ``pH`` when None.
+
+    Returns
+    -------
+    CompletedStructure
+
+    Raises
+    ------
+    BackmapInputError
+        When PDBFixer cannot complete the structure.
+    """
+    from openmm.app import Modeller, PDBFile
+    from pdbfixer import PDBFixer
+
+    water = [r for r in topology.residues() if r.name in _WATER]
+    original = [a for a in topology.atoms() if not is_hydrogen(a) and a.residue.name not in _WATER]
+    stripped = Modeller(topology, positions)
+    stripped.delete(water + [a for a in topology.atoms() if is_hydrogen(a) and a.residue.name not in _WATER])
+    # atom identity for the restraints: (residue ordinal, atom name) -> input atom index
+    input_keys = {
+        (atom.residue.index, atom.name): original[atom.index].index for atom in stripped.topology.atoms()
+    }
+    text = io.StringIO()
+    PDBFile.writeFile(stripped.topology, stripped.positions, text, keepIds=True)
+    text.seek(0)
+    try:
+        fixer = PDBFixer(pdbfile=text)
+        fixer.findMissingResidues()
+        fixer.missingResidues = {}
+        fixer.findMissingAtoms()
+        fixer.addMissingAtoms()
+    except Exception as exc:  # PDBFixer raises plain Exception
+        raise BackmapInputError(f"PDBFixer could not complete the structure: {exc}") from exc
+    if fixer.topology.getNumResidues() != stripped.topology.getNumResidues():
+        raise BackmapInputError(
+            f"PDBFixer changed the number of residues ({stripped.topology.getNumResidues()} -> "
+            f"{fixer.topology.getNumResidues()})"
+        )
+    heavy_top, n_ss = create_disulfide_bonds(fixer.topology, fixer.positions)
+    n_added_heavy = fixer.topology.getNumAtoms() - stripped.topology.getNumAtoms()
+    modeller = Modeller(heavy_top, fixer.positions)
+    modeller.addHydrogens(pH=pH, variants=None if variants is None else list(variants))
+    source = np.full(modeller.topology.getNumAtoms(), -1, dtype=np.int64)
+    for atom in modeller.topology.atoms():
+        if not is_hydrogen(atom):
+            source[atom.index] = input_keys.get((atom.residue.index, atom.name), -1)
+    return CompletedStructure(
+        topology=modeller.topology,
+        positions=modeller.positions,
+        source_index=source,
+        variants=residue_variants(modeller.topology),
+        n_added_heavy=max(0, n_added_heavy),
+        n_disulfides=n_ss,
+    )
+
+
+def heavy_atom_bonds(topology):
+    """Heavy atoms of a topology and the bonds between them.
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+
+    Returns
+    -------
+    heavy : numpy.ndarray
+        ``(n_heavy,)`` atom indices of the non-hydrogen atoms.
+    bonds : numpy.ndarray
+        ``(n_bonds, 2)`` bonds between heavy atoms, as indices into ``heavy``
+        (the layout :func:`backmap_plugin.metrics.clashes` takes).
+    """
+    heavy = np.array([a.index for a in topology.atoms() if not is_hydrogen(a)], dtype=np.int64)
+    position = np.full(topology.getNumAtoms(), -1, dtype=np.int64)
+    position[heavy] = np.arange(len(heavy))
+    pairs = [(position[b[0].index], position[b[1].index]) for b in topology.bonds()]
+    bonds = np.array([p for p in pairs if p[0] >= 0 and p[1] >= 0], dtype=np.int64).reshape(-1, 2)
+    return heavy, bonds
+
+

@@ -1,0 +1,567 @@
+"""Validation of all-atom protein structures: energy, clashes, geometry, chirality.
+
+Per model of a structure file, :func:`validate_structure` reports
+
+* the potential energy with amber14 (``amber14-all.xml``, vacuum or
+  ``implicit/gbn2.xml``) after adding missing hydrogens at pH 7; NaN (null
+  in JSON) when the structure cannot be parametrised, with the reason;
+* heavy-atom clashes: pairs closer than 2.0 Angstrom that are more than 3
+  bonds apart (:func:`backmap_plugin.metrics.clashes`);
+* an all-atom clashscore in the style of MolProbity: pairs more than 3 bonds
+  apart whose van der Waals spheres overlap by more than 0.4 Angstrom, per
+  1,000 atoms, hydrogens included (Bondi radii; see
+  :data:`~backmap_plugin.openmm.checks.VDW_RADII` and
+  :func:`~backmap_plugin.openmm.checks.all_atom_clashes` for what differs
+  from MolProbity's Probe);
+* bond-length and bond-angle outliers: more than 4 sigma from the Engh &
+  Huber (1991) ideal values of :mod:`backmap_plugin.chemistry`, with one
+  sigma per kind (0.02 Angstrom and 2 degrees,
+  :data:`~backmap_plugin.openmm.checks.BOND_SIGMA` and ``ANGLE_SIGMA``);
+* cis peptides (omega within 30 degrees of 0) before non-proline residues;
+* D-amino acids (negative CA chirality volume,
+  :func:`backmap_plugin.metrics.chirality`);
+* Ramachandran outliers: phi/psi (mdtraj ``compute_phi`` /
+  ``compute_psi``) outside the coarse allowed regions of
+  :data:`~backmap_plugin.openmm.checks.RAMACHANDRAN_REGIONS`;
+* heavy atoms missing against the residue table.
+
+The maths lives in :mod:`~backmap_plugin.openmm.checks` (numpy arrays in
+Angstrom and degrees); :func:`validate_frames` takes an OpenMM topology and
+positions, :func:`validate_structure` a file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import chemistry as chem
+from .. import metrics
+from .checks import (
+    ANGLE_SIGMA,
+    BOND_SIGMA,
+    CIS_CUTOFF,
+    CLASH_OVERLAP,
+    N_SIGMA,
+    POLAR_H_RADIUS,
+    VDW_RADII,
+    all_atom_clashes,
+    angle_values,
+    bond_outliers,
+    deviation_outliers,
+    dihedral_values,
+    ramachandran_outliers,
+)
+from .structure import is_hydrogen, positions_to_array, read_structure
+from .systems import load_force_field
+
+__all__ = [
+    "CLASH_CUTOFF",
+    "FAILING_COUNTS",
+    "PEPTIDE_BOND_MAX",
+    "ValidationResult",
+    "validate_frames",
+    "validate_structure",
+]
+
+#: A C(i)-N(i+1) distance above this (Angstrom) is a chain break, not a bond.
+PEPTIDE_BOND_MAX = 2.0
+#: Heavy-atom clash distance (Angstrom).
+CLASH_CUTOFF = 2.0
+
+
+# ---------------------------------------------------------------- topology tables
+
+
+def _angle_table():
+    """Ideal intra-residue angles per residue: name -> list of (a, b, c, degrees)."""
+    table = {}
+    for name, spec in chem.RESIDUES.items():
+        angles = [("N", "CA", "C", chem.ANGLE_N_CA_C), ("CA", "C", "O", chem.ANGLE_CA_C_O),
+                  ("CA", "C", "OXT", chem.ANGLE_CA_C_OXT)]
+        for atom, a, b, _c, _bond, angle, _torsion in spec.zmatrix:
+            angles.append((atom, a, b, angle))
+        table[name] = angles
+    return table
+
+
+_ANGLES = _angle_table()
+
+
+@dataclass
+class _Tables:
+    """Index tables of one topology for the per-frame checks."""
+
+    heavy: np.ndarray
+    heavy_bonds: np.ndarray
+    bonds: np.ndarray
+    bond_ideal: np.ndarray
+    bond_labels: list
+    angles: np.ndarray
+    angle_ideal: np.ndarray
+    angle_labels: list
+    peptides: np.ndarray  # (n, 4): CA_i, C_i, N_j, CA_j atom indices
+    peptide_next_pro: np.ndarray
+    peptide_labels: list
+    chirality: tuple
+    chirality_labels: list
+    missing: list
+    n_missing: int
+    missing_oxt: list
+    chain_breaks: list
+    residue_names: list
+
+
+def _label(residue) -> str:
+    return f"{residue.chain.id or '?'}:{residue.name}{residue.id}"
+
+
+def _topology_tables(topology, first_xyz) -> _Tables:
+    """Bonds, angles, peptides, chirality atoms and missing atoms of a topology (Angstrom)."""
+    heavy = np.array([a.index for a in topology.atoms() if not is_hydrogen(a)], dtype=np.int64)
+    position = np.full(topology.getNumAtoms(), -1, dtype=np.int64)
+    position[heavy] = np.arange(len(heavy))
+    residues = []
+    for residue in topology.residues():
+        std = chem.standard_residue_name(residue.name)
+        if std is None:
+            continue
+        atoms = {}
+        for atom in residue.atoms():
+            name = chem.standard_atom_name(std, atom.name)
+            if name is not None and not is_hydrogen(atom):
+                atoms[name] = atom.index
+        residues.append((residue, std, atoms))
+    bonds, ideal, blabels = [], [], []
+    angles, aideal, alabels = [], [], []
+    peptides, next_pro, plabels, breaks = [], [], [], []
+    chir = [[], [], [], []]
+    clabels, missing, missing_oxt = [], [], []
+    n_missing = 0
+    for k, (residue, std, atoms) in enumerate(residues):
+        spec = chem.RESIDUES[std]
+        for (a, b), length in zip(spec.bonds, spec.bond_lengths):
+            if a in atoms and b in atoms:
+                bonds.append((atoms[a], atoms[b]))
+                ideal.append(length)
+                blabels.append(f"{_label(residue)} {a}-{b}")
+        if "C" in atoms and "OXT" in atoms:
+            bonds.append((atoms["C"], atoms["OXT"]))
+            ideal.append(chem.BOND_C_OXT)
+            blabels.append(f"{_label(residue)} C-OXT")
+        for a, b, c, angle in _ANGLES[std]:
+            if a in atoms and b in atoms and c in atoms:
+                angles.append((atoms[a], atoms[b], atoms[c]))
+                aideal.append(angle)
+                alabels.append(f"{_label(residue)} {a}-{b}-{c}")
+        if spec.name != "GLY":
+            for slot, name in enumerate(("N", "CA", "C", "CB")):
+                chir[slot].append(atoms.get(name, -1))
+            clabels.append(_label(residue))
+        absent = [a for a in spec.atoms if a not in atoms]
+        n_missing += len(absent)
+        if absent:
+            missing.append(f"{_label(residue)}: {' '.join(absent)}")
+        nxt = residues[k + 1] if k + 1 < len(residues) else None
+        same_chain = nxt is not None and nxt[0].chain is residue.chain
+        if same_chain and "C" in atoms and "N" in nxt[2]:
+            d = float(np.linalg.norm(first_xyz[atoms["C"]] - first_xyz[nxt[2]["N"]]))
+            if d <= PEPTIDE_BOND_MAX:
+                n_atoms = nxt[2]
+                bonds.append((atoms["C"], n_atoms["N"]))
+                ideal.append(chem.BOND_C_N)
+                blabels.append(f"{_label(residue)} C-N (peptide)")
+                if "CA" in atoms and "CA" in n_atoms:
+                    peptides.append((atoms["CA"], atoms["C"], n_atoms["N"], n_atoms["CA"]))
+                    next_pro.append(nxt[1] == "PRO")
+                    plabels.append(f"{_label(residue)}-{_label(nxt[0])}")
+            else:
+                breaks.append(f"{_label(residue)}-{_label(nxt[0])} ({d:.1f} A)")
+        elif not same_chain and "OXT" not in atoms:
+            missing_oxt.append(_label(residue))
+    return _Tables(
+        heavy=heavy,
+        heavy_bonds=np.array(
+            [(position[b[0].index], position[b[1].index]) for b in topology.bonds()
+             if position[b[0].index] >= 0 and position[b[1].index] >= 0],
+            dtype=np.int64).reshape(-1, 2),
+        bonds=np.array(bonds, dtype=np.int64).reshape(-1, 2),
+        bond_ideal=np.array(ideal),
+        bond_labels=blabels,
+        angles=np.array(angles, dtype=np.int64).reshape(-1, 3),
+        angle_ideal=np.array(aideal),
+        angle_labels=alabels,
+        peptides=np.array(peptides, dtype=np.int64).reshape(-1, 4),
+        peptide_next_pro=np.array(next_pro, dtype=bool),
+        peptide_labels=plabels,
+        chirality=tuple(np.array(c, dtype=np.int64) for c in chir),
+        chirality_labels=clabels,
+        missing=missing,
+        n_missing=n_missing,
+        missing_oxt=missing_oxt,
+        chain_breaks=breaks,
+        residue_names=[r[1] for r in residues],
+    )
+
+
+def _peptide_angles(tables):
+    """CA-C-N and C-N-CA angles of every peptide with trans and cis ideals."""
+    p = tables.peptides
+    triples = np.concatenate([p[:, [0, 1, 2]], p[:, [1, 2, 3]]])
+    trans = np.concatenate([np.full(len(p), chem.ANGLE_CA_C_N), np.full(len(p), chem.ANGLE_C_N_CA)])
+    cis = np.concatenate([np.full(len(p), chem.ANGLE_CA_C_N_CIS), np.full(len(p), chem.ANGLE_C_N_CA_CIS)])
+    labels = [f"{x} CA-C-N" for x in tables.peptide_labels] + [f"{x} C-N-CA" for x in tables.peptide_labels]
+    return triples, trans, cis, labels
+
+
+def _rama(topology, xyz_nm, tables):
+    """phi/psi (degrees) per residue with both, their classes and labels (mdtraj)."""
+    import mdtraj as md
+
+    traj = md.Trajectory(xyz_nm, md.Topology.from_openmm(topology))
+    phi_idx, phi = md.compute_phi(traj)
+    psi_idx, psi = md.compute_psi(traj)
+    ang = np.asarray(xyz_nm, dtype=np.float64) * 10.0
+
+    def bonded(idx, first, second):
+        d = np.linalg.norm(ang[0, idx[:, first]] - ang[0, idx[:, second]], axis=-1)
+        return d <= PEPTIDE_BOND_MAX
+
+    phi_ok = bonded(phi_idx, 0, 1)  # C(i-1)-N(i)
+    psi_ok = bonded(psi_idx, 2, 3)  # C(i)-N(i+1)
+    atoms = list(topology.atoms())
+    phi_res = {atoms[int(i)].residue.index: k for k, i in enumerate(phi_idx[:, 1]) if phi_ok[k]}
+    psi_res = {atoms[int(i)].residue.index: k for k, i in enumerate(psi_idx[:, 1]) if psi_ok[k]}
+    both = sorted(set(phi_res) & set(psi_res))
+    residues = list(topology.residues())
+    classes, labels = [], []
+    for r in both:
+        std = chem.standard_residue_name(residues[r].name)
+        classes.append(std if std in ("GLY", "PRO") else "general")
+        labels.append(_label(residues[r]))
+    phi_deg = np.degrees(phi[:, [phi_res[r] for r in both]]) if both else np.zeros((len(xyz_nm), 0))
+    psi_deg = np.degrees(psi[:, [psi_res[r] for r in both]]) if both else np.zeros((len(xyz_nm), 0))
+    return phi_deg, psi_deg, classes, labels
+
+
+def _hbond_kinds(topology):
+    """Per-atom hydrogen-bond role for :func:`all_atom_clashes`."""
+    kinds = np.zeros(topology.getNumAtoms(), dtype=np.int64)
+    carries_h = set()
+    for a, b in topology.bonds():
+        for h, heavy in ((a, b), (b, a)):
+            if is_hydrogen(h) and heavy.element is not None and heavy.element.symbol in ("N", "O", "S"):
+                kinds[h.index] = 1
+                carries_h.add(heavy.index)
+    for atom in topology.atoms():
+        if atom.element is not None and atom.element.symbol in ("N", "O"):
+            kinds[atom.index] = 3 if atom.index in carries_h else 2
+    return kinds
+
+
+def _radii(topology, hbond_kinds):
+    """Van der Waals radius per atom (:data:`VDW_RADII`, polar H :data:`POLAR_H_RADIUS`)."""
+    radii = []
+    for atom in topology.atoms():
+        symbol = atom.element.symbol.upper() if atom.element is not None else "C"
+        radii.append(VDW_RADII.get(symbol, 1.70))
+    radii = np.array(radii)
+    radii[np.asarray(hbond_kinds) == 1] = POLAR_H_RADIUS
+    return radii
+
+
+# ---------------------------------------------------------------- energy
+
+
+def _with_hydrogens(topology, positions):
+    """Add missing hydrogens at pH 7 (Modeller); (topology, positions, error or None)."""
+    from openmm.app import Modeller
+
+    modeller = Modeller(topology, positions)
+    try:
+        modeller.addHydrogens(pH=7.0)
+    except Exception as exc:  # residues without hydrogen definitions
+        return topology, positions, f"cannot add hydrogens: {str(exc).splitlines()[0]}"
+    return modeller.topology, modeller.positions, None
+
+
+class _Energy:
+    """amber14 potential energy; the context is reused while the atoms stay the same."""
+
+    def __init__(self, solvent, platform):
+        self.solvent, self.platform = solvent, platform
+        self.forcefield = None
+        self._key, self._context, self._error = None, None, None
+
+    def __call__(self, topology, positions):
+        """Energy in kJ/mol (NaN when it cannot be computed) and the error message or None."""
+        import openmm
+        from openmm import unit
+        from openmm.app import NoCutoff
+
+        from .platforms import create_context
+
+        key = tuple((a.residue.name, a.name) for a in topology.atoms())
+        if key != self._key:
+            self._key, self._context, self._error = key, None, None
+            try:
+                if self.forcefield is None:
+                    self.forcefield = load_force_field(self.solvent)
+                system = self.forcefield.createSystem(topology, nonbondedMethod=NoCutoff, constraints=None)
+                self._context = create_context(system, openmm.VerletIntegrator(0.001), self.platform)
+            except Exception as exc:  # "No template found ..."
+                self._error = str(exc).splitlines()[0]
+        if self._context is None:
+            return math.nan, self._error
+        self._context.setPositions(positions)
+        energy = self._context.getState(energy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        return energy, None if math.isfinite(energy) else "energy is not finite"
+
+
+# ---------------------------------------------------------------- driver
+
+
+_NOT_COMPUTED = "not computed"
+
+#: Per-frame counts that make a structure fail (``--strict``); a non-finite
+#: energy fails too (unless the energy was not asked for).
+FAILING_COUNTS = (
+    "heavy_clashes",
+    "bond_outliers",
+    "angle_outliers",
+    "cis_non_pro",
+    "d_residues",
+    "ramachandran_outliers",
+    "missing_atoms",
+)
+
+
+@dataclass
+class ValidationResult:
+    """What :func:`validate_structure` found.
+
+    Attributes
+    ----------
+    input : str
+        Input description (file name).
+    frames : list of dict
+        Per-frame figures; see :func:`validate_frames`.
+    settings : dict
+        Thresholds and models used.
+    seconds : float
+        Wall time.
+    """
+
+    input: str
+    frames: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list:
+        """One line per failing check and frame (empty when all pass)."""
+        out = []
+        for f in self.frames:
+            for key in FAILING_COUNTS:
+                if f[key]:
+                    out.append(f"frame {f['frame']}: {key.replace('_', ' ')}: {f[key]}")
+            if f["energy_kj_mol"] is None and f.get("energy_error") != _NOT_COMPUTED:
+                out.append(f"frame {f['frame']}: energy not finite ({f.get('energy_error') or 'NaN'})")
+        return out
+
+    @property
+    def passed(self) -> bool:
+        """No failure in any frame."""
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary (NaN written as null).
+
+        Returns
+        -------
+        dict
+            ``input``, ``settings``, ``n_frames``, ``passed``, ``failures``,
+            ``frames`` and ``seconds``.
+        """
+        return {"input": self.input, "settings": self.settings, "n_frames": len(self.frames),
+                "passed": self.passed, "failures": self.failures, "frames": self.frames,
+                "seconds": self.seconds}
+
+    def table(self, maxRows: int = 50) -> str:
+        """A plain-text table, one row per frame, then the verdict.
+
+        Parameters
+        ----------
+        maxRows : int, optional
+            Largest number of frame rows shown.
+
+        Returns
+        -------
+        str
+        """
+        columns = [("frame", "frame", "{}"), ("energy kJ/mol", "energy_kj_mol", "{:.1f}"),
+                   ("clash", "heavy_clashes", "{}"), ("clashscore", "clashscore", "{:.1f}"),
+                   ("bond>4sd", "bond_outliers", "{}"), ("angle>4sd", "angle_outliers", "{}"),
+                   ("cis-nonPro", "cis_non_pro", "{}"), ("D", "d_residues", "{}"),
+                   ("rama-out", "ramachandran_outliers", "{}"), ("missing", "missing_atoms", "{}")]
+        rows = [[title for title, _, _ in columns]]
+        for f in self.frames[:maxRows]:
+            rows.append(["NaN" if f[key] is None else fmt.format(f[key]) for _, key, fmt in columns])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+        lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+        if len(self.frames) > maxRows:
+            lines.append(f"... {len(self.frames) - maxRows} more frame(s), see --json")
+        failures = self.failures
+        verdict = "PASS" if not failures else f"FAIL ({len(failures)} failing check(s))"
+        lines.append(f"{self.input}: {len(self.frames)} frame(s): {verdict}")
+        lines.extend(f"  {line}" for line in failures[:20])
+        if len(failures) > 20:
+            lines.append(f"  ... {len(failures) - 20} more")
+        return "\n".join(lines)
+
+
+def _names(labels, mask):
+    return [label for label, bad in zip(labels, mask) if bad]
+
+
+def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=True, source="structure"):
+    """Validate models given as an OpenMM topology and positions.
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+        Topology (hydrogens optional).
+    frames : list of openmm.unit.Quantity
+        Positions of each model.
+    solvent : {"gbn2", "obc2", "vacuum"}, optional
+        Implicit solvent for the amber14 energy (default gbn2).
+    platform : str, optional
+        OpenMM platform for the energy (``auto``: CUDA when present, else CPU).
+    energy : bool, optional
+        Compute the energy (NaN otherwise).
+    source : str, optional
+        Name used in the result.
+
+    Returns
+    -------
+    ValidationResult
+        ``frames`` holds one dict per model with ``energy_kj_mol`` (None if
+        not finite) and ``energy_error``, ``heavy_clashes``, ``clashscore``
+        (clashes per 1,000 atoms, hydrogens included) and
+        ``all_atom_clashes``, ``bond_outliers``, ``angle_outliers``,
+        ``cis_non_pro`` and ``cis_pro``, ``d_residues``,
+        ``ramachandran_outliers`` and ``ramachandran_scored``,
+        ``missing_atoms``, ``n_atoms`` / ``n_atoms_with_h``, and ``details``
+        (labels of the offending bonds, angles, peptides and residues).
+    """
+    t0 = time.perf_counter()
+    frames = list(frames)
+    xyz_nm = np.stack([positions_to_array(p) for p in frames])
+    xyz = xyz_nm * 10.0
+    tables = _topology_tables(topology, xyz[0])
+    heavy_clashes = metrics.clashes(xyz[:, tables.heavy], tables.heavy_bonds, cutoff=CLASH_CUTOFF)
+    bond_bad = bond_outliers(xyz, tables.bonds, tables.bond_ideal)
+    omega = dihedral_values(xyz, tables.peptides)
+    cis = np.abs(omega) < CIS_CUTOFF
+    triples, trans_ideal, cis_ideal, pep_labels = _peptide_angles(tables)
+    all_triples = np.concatenate([tables.angles, triples])
+    cis_twice = np.concatenate([cis, cis], axis=1)
+    ideal = np.concatenate(
+        [np.broadcast_to(tables.angle_ideal, (len(xyz), len(tables.angle_ideal))),
+         np.where(cis_twice, cis_ideal, trans_ideal)], axis=1)
+    angle_bad = deviation_outliers(angle_values(xyz, all_triples), ideal, ANGLE_SIGMA)
+    angle_labels = tables.angle_labels + pep_labels
+    chir = metrics.chirality(xyz, *tables.chirality)
+    phi, psi, classes, rama_labels = _rama(topology, xyz_nm, tables)
+    rama_bad = ramachandran_outliers(phi, psi, classes)
+    evaluate = _Energy(solvent, platform)
+    results = []
+    for f, positions in enumerate(frames):
+        top_h, pos_h, error = _with_hydrogens(topology, positions)
+        if error is not None:
+            e = math.nan
+        elif energy:
+            e, error = evaluate(top_h, pos_h)
+        else:
+            e, error = math.nan, _NOT_COMPUTED
+        xyz_h = positions_to_array(pos_h) * 10.0
+        bonds_h = np.array([(b[0].index, b[1].index) for b in top_h.bonds()], dtype=np.int64).reshape(-1, 2)
+        kinds = _hbond_kinds(top_h)
+        n_clash = int(all_atom_clashes(xyz_h, _radii(top_h, kinds), bonds_h, kinds)[0])
+        cis_f, next_pro = cis[f], tables.peptide_next_pro
+        d_mask = chir[f] < 0
+        results.append({
+            "frame": f,
+            "energy_kj_mol": float(e) if math.isfinite(e) else None,
+            "energy_error": error,
+            "heavy_clashes": int(heavy_clashes[f]),
+            "clashscore": 1000.0 * n_clash / max(1, len(xyz_h)),
+            "all_atom_clashes": n_clash,
+            "bond_outliers": int(bond_bad[f].sum()),
+            "angle_outliers": int(angle_bad[f].sum()),
+            "cis_non_pro": int(np.sum(cis_f & ~next_pro)),
+            "cis_pro": int(np.sum(cis_f & next_pro)),
+            "d_residues": int(np.sum(d_mask)),
+            "ramachandran_outliers": int(rama_bad[f].sum()),
+            "ramachandran_scored": int(rama_bad.shape[1]),
+            "missing_atoms": tables.n_missing,
+            "n_atoms": int(len(xyz[f])),
+            "n_atoms_with_h": int(len(xyz_h)),
+            "details": {
+                "bond_outliers": _names(tables.bond_labels, bond_bad[f]),
+                "angle_outliers": _names(angle_labels, angle_bad[f]),
+                "cis_non_pro": _names(tables.peptide_labels, cis_f & ~next_pro),
+                "d_residues": _names(tables.chirality_labels, d_mask),
+                "ramachandran_outliers": _names(rama_labels, rama_bad[f]),
+                "missing_atoms": list(tables.missing),
+                "missing_oxt": list(tables.missing_oxt),
+                "chain_breaks": list(tables.chain_breaks),
+            },
+        })
+    settings = {
+        "force_field": "amber14-all.xml" + ("" if solvent == "vacuum" else f" + implicit/{solvent}.xml"),
+        "heavy_clash_cutoff_angstrom": CLASH_CUTOFF,
+        "clash_overlap_angstrom": CLASH_OVERLAP,
+        "vdw_radii": "Bondi 1964: " + ", ".join(f"{k} {v}" for k, v in VDW_RADII.items())
+        + f"; polar H {POLAR_H_RADIUS}",
+        "bond_sigma_angstrom": BOND_SIGMA,
+        "angle_sigma_degrees": ANGLE_SIGMA,
+        "n_sigma": N_SIGMA,
+        "cis_cutoff_degrees": CIS_CUTOFF,
+        "ramachandran": "coarse boxes, see backmap_plugin.openmm.validate.RAMACHANDRAN_REGIONS",
+    }
+    return ValidationResult(input=source, frames=results, settings=settings, seconds=time.perf_counter() - t0)
+
+
+def validate_structure(input, solvent="gbn2", platform="auto", energy=True):
+    """Validate every model of a PDB or mmCIF file (optionally gzipped).
+
+    Parameters
+    ----------
+    input : str or os.PathLike
+        Structure file.
+    solvent : {"gbn2", "obc2", "vacuum"}, optional
+        Implicit solvent for the amber14 energy (default gbn2).
+    platform : str, optional
+        OpenMM platform for the energy (``auto``: CUDA when present, else CPU).
+    energy : bool, optional
+        Compute the amber14 energy (the slowest check).
+
+    Returns
+    -------
+    ValidationResult
+        See :func:`validate_frames`; ``passed`` / ``failures`` give the
+        verdict used by ``backmap validate --strict``.
+
+    Raises
+    ------
+    BackmapInputError
+        Missing or unreadable file.
+    """
+    input = os.fspath(input)
+    topology, frames = read_structure(input)
+    return validate_frames(topology, frames, solvent=solvent, platform=platform, energy=energy, source=input)

@@ -1,0 +1,229 @@
+"""OpenMM refinement of backmapped structures (real OpenMM, CPU/Reference platform)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mdtraj as md
+import numpy as np
+import pytest
+
+pytest.importorskip("openmm")
+pytest.importorskip("pdbfixer")
+
+from backmap_plugin import metrics  # noqa: E402
+from backmap_plugin.api import backmap  # noqa: E402
+from backmap_plugin.openmm import cli as openmm_cli  # noqa: E402
+from backmap_plugin.openmm.platforms import select_platform  # noqa: E402
+from backmap_plugin.openmm.refine import refine_structure  # noqa: E402
+from backmap_plugin.openmm.structure import create_disulfide_bonds  # noqa: E402
+
+EXAMPLE_CA = Path(__file__).resolve().parents[1] / "examples" / "trpcage_ca.pdb"
+
+
+def _heavy(traj: md.Trajectory) -> md.Trajectory:
+    return traj.atom_slice(traj.topology.select("not element H"))
+
+
+def _heavy_clashes(traj: md.Trajectory) -> np.ndarray:
+    heavy = _heavy(traj)
+    bonds = np.array([[b[0].index, b[1].index] for b in heavy.topology.bonds])
+    return metrics.clashes(heavy.xyz * 10.0, bonds)
+
+
+@pytest.fixture(scope="module")
+def backmapped(tmp_path_factory) -> Path:
+    """The example C-alpha trace backmapped with the ideal builder."""
+    path = tmp_path_factory.mktemp("refine") / "trpcage_aa.pdb"
+    backmap(str(EXAMPLE_CA), str(path), method="ideal", progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def refined(backmapped):
+    """Default refinement (amber14 + GBn2) of the backmapped trp-cage."""
+    output = backmapped.with_name("trpcage_refined.pdb")
+    result = refine_structure(backmapped, output, platform="CPU", progress=False)
+    return backmapped, output, result
+
+
+def test_refine_removes_clashes_and_adds_hydrogens(refined):
+    source, output, result = refined
+    frame = result.frames[0]
+    assert frame["clashes_after"] == 0
+    assert frame["converged"]
+    assert frame["energy_after_finite"]
+    assert frame["energy_after_kj_mol"] < frame["energy_before_kj_mol"]
+    assert frame["energy_after_kj_mol"] < 0.0
+    assert frame["rmsd_shift_angstrom"] < 0.6
+    assert frame["max_bond_strain_angstrom"] < 0.2
+    out = md.load(str(output))
+    n_h = sum(1 for a in out.topology.atoms if a.element.symbol == "H")
+    assert n_h > 100  # 150 hydrogens on trp-cage at pH 7
+    assert _heavy_clashes(out)[0] == 0
+    assert not any(p.name.endswith(".partial.pdb") for p in output.parent.iterdir())
+
+
+def test_refine_json_report_is_consistent(refined):
+    source, output, result = refined
+    report_path = output.with_suffix(".json")
+    assert result.report_path == str(report_path)
+    report = json.loads(report_path.read_text())
+    assert report["all_converged"] is True
+    assert report["settings"]["force_field"] == ["amber14-all.xml", "implicit/gbn2.xml"]
+    assert len(report["frames"]) == 1
+    frame = report["frames"][0]
+    assert frame == result.frames[0]  # JSON floats round-trip exactly
+    # the reported shift matches the files (heavy atoms, same order, no superposition)
+    before = md.load(str(source))
+    after = _heavy(md.load(str(output)))
+    assert after.n_atoms == before.n_atoms
+    rmsd = metrics.rmsd_no_superposition(after.xyz * 10.0, before.xyz * 10.0)[0]
+    assert rmsd == pytest.approx(frame["rmsd_shift_angstrom"], abs=0.01)
+    assert frame["clashes_before"] == _heavy_clashes(before)[0]
+
+
+def _rotate_into_clash(traj: md.Trajectory, residue_index: int) -> tuple[md.Trajectory, int]:
+    """Rotate a side chain about CA-CB to the angle with the most heavy-atom clashes."""
+    residue = traj.topology.residue(residue_index)
+    names = {a.name: a.index for a in residue.atoms}
+    moving = [a.index for a in residue.atoms if a.name not in ("N", "CA", "C", "O", "CB", "OXT")]
+    bonds = np.array([[b[0].index, b[1].index] for b in traj.topology.bonds])
+    x0 = traj.xyz[0].astype(np.float64) * 10.0
+    axis_origin = x0[names["CB"]]
+    k = axis_origin - x0[names["CA"]]
+    k /= np.linalg.norm(k)
+    best, best_xyz = -1, None
+    for angle in np.radians(np.arange(0, 360, 10)):
+        v = x0[moving] - axis_origin
+        rotated = v * np.cos(angle) + np.cross(k, v) * np.sin(angle) + np.outer(v @ k, k) * (1 - np.cos(angle))
+        x = x0.copy()
+        x[moving] = axis_origin + rotated
+        count = metrics.clashes(x, bonds)[0]
+        if count > best:
+            best, best_xyz = count, x
+    out = traj[:1]
+    out.xyz = (best_xyz / 10.0)[None].astype(np.float32)
+    return out, int(best)
+
+
+def test_refine_survives_overlapping_side_chains(backmapped, tmp_path):
+    traj = md.load(str(backmapped))
+    trp = next(r.index for r in traj.topology.residues if r.name == "TRP")
+    clashing, n_clashes = _rotate_into_clash(traj, trp)
+    assert n_clashes >= 15  # the Trp ring sits inside its neighbours
+    source = tmp_path / "clashing.pdb"
+    clashing.save(str(source))
+    result = refine_structure(source, tmp_path / "out.pdb", solvent="vacuum", platform="CPU", progress=False)
+    frame = result.frames[0]
+    assert frame["clashes_before"] == n_clashes
+    assert frame["energy_before_kj_mol"] is None or frame["energy_before_kj_mol"] > 1e6
+    assert frame["energy_after_finite"] and frame["energy_after_kj_mol"] < 0.0
+    assert frame["clashes_after"] == 0
+    assert frame["max_bond_strain_angstrom"] < 0.2  # no bond threaded through a ring
+    assert frame["converged"]
+
+
+def test_non_convergence_is_reported_and_written(backmapped, tmp_path, capsys):
+    output = tmp_path / "limited.pdb"
+    status = openmm_cli.main([
+        "refine", str(backmapped), "-o", str(output), "--steps", "1", "--solvent", "vacuum",
+        "--platform", "CPU", "--quiet",
+    ])
+    assert status == 0
+    captured = capsys.readouterr()
+    assert "warning: frame 0 did not converge" in captured.err
+    assert "iteration limit reached" in captured.err
+    assert output.exists()
+    report = json.loads(output.with_suffix(".json").read_text())
+    frame = report["frames"][0]
+    assert frame["converged"] is False
+    assert frame["hit_iteration_limit"] is True
+    assert report["all_converged"] is False
+    assert md.load(str(output)).n_atoms == frame["n_atoms"]
+
+
+def test_refine_every_model_of_an_ensemble(fixture_pdb, tmp_path):
+    models = md.load(str(fixture_pdb))[:2]
+    source = tmp_path / "two_models.pdb"
+    models.save(str(source))
+    output = tmp_path / "two_refined.pdb"
+    report = tmp_path / "custom_report.json"
+    result = refine_structure(source, output, solvent="vacuum", platform="CPU", report=report, progress=False)
+    assert len(result.frames) == 2
+    assert [f["frame"] for f in result.frames] == [0, 1]
+    assert all(f["converged"] and f["clashes_after"] == 0 for f in result.frames)
+    assert all(f["rmsd_shift_angstrom"] < 0.5 for f in result.frames)
+    text = output.read_text()
+    assert text.count("MODEL") == 2 and text.count("ENDMDL") == 2
+    assert md.load(str(output)).n_frames == 2
+    assert len(json.loads(report.read_text())["frames"]) == 2
+
+
+def test_refine_missing_input_is_one_line_error(tmp_path, capsys):
+    status = openmm_cli.main(["refine", str(tmp_path / "missing.pdb"), "-o", str(tmp_path / "out.pdb")])
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("backmap: error:") and "missing.pdb: no such file" in err[0]
+    assert not (tmp_path / "out.pdb").exists()
+
+
+def test_refine_rejects_bad_output_before_any_work(backmapped, tmp_path, capsys):
+    status = openmm_cli.main(["refine", str(backmapped), "-o", str(tmp_path / "out.txt")])
+    assert status == 2
+    assert "unsupported output file extension" in capsys.readouterr().err
+    status = openmm_cli.main(["refine", str(backmapped), "-o", str(tmp_path / "no" / "out.pdb")])
+    assert status == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_disulfide_bonds_need_sg_closer_than_2_5_angstrom():
+    from openmm import Vec3, unit
+    from openmm.app import Topology, element
+
+    def two_cysteines(distance):
+        top = Topology()
+        chain = top.addChain("A")
+        atoms = []
+        for k in range(2):
+            residue = top.addResidue("CYS", chain, str(k + 1))
+            atoms.append(top.addAtom("CB", element.carbon, residue))
+            atoms.append(top.addAtom("SG", element.sulfur, residue))
+        top.addBond(atoms[0], atoms[1])
+        top.addBond(atoms[2], atoms[3])
+        top.addBond(atoms[1], atoms[3])  # as OpenMM's reader makes it up to 3 Angstrom
+        # CB, SG of residue 1, then CB, SG of residue 2 with the SG atoms `distance` apart
+        xyz = [Vec3(-0.18, 0, 0), Vec3(0, 0, 0), Vec3(distance / 10.0 + 0.18, 0, 0), Vec3(distance / 10.0, 0, 0)]
+        return top, unit.Quantity(xyz, unit.nanometer)
+
+    bonded, n = create_disulfide_bonds(*two_cysteines(2.05))
+    assert n == 1 and sum(1 for b in bonded.bonds() if b[0].name == b[1].name == "SG") == 1
+    loose, n = create_disulfide_bonds(*two_cysteines(2.8))
+    assert n == 0 and sum(1 for b in loose.bonds() if b[0].name == b[1].name == "SG") == 0
+    assert loose.getNumBonds() == 2
+
+
+def test_platform_choice():
+    platform, properties = select_platform("auto")
+    from backmap_plugin.openmm.platforms import available_platforms
+
+    expected = "CUDA" if "CUDA" in available_platforms() else "CPU"
+    assert platform.getName() == expected
+    assert properties == ({"Precision": "mixed"} if expected == "CUDA" else {})
+    assert select_platform("reference")[0].getName() == "Reference"
+    with pytest.raises(ValueError, match="not available"):
+        select_platform("no-such-platform")
+
+
+def test_add_parsers_registers_refine_and_validate():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="backmap")
+    openmm_cli.add_parsers(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["refine", "in.pdb", "-o", "out.pdb", "--restraint-k", "500", "--steps", "10"])
+    assert args.func is not None and args.restraint_k == 500.0 and args.steps == 10
+    assert args.solvent == "gbn2" and args.platform == "auto"
+    args = parser.parse_args(["validate", "in.pdb", "--json", "--strict"])
+    assert args.func is not None and args.json and args.strict
