@@ -1,0 +1,62 @@
+"""The ``model`` method of :func:`backmap_plugin.api.backmap`: sampling a trained model."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import BackmapInputError
+from ..mappings import Mapping
+from ..topology import ProteinTopology
+from . import graph as G
+from .weights import load_model
+
+#: Residue-frames decoded at once (bounds memory).
+RESIDUES_PER_PASS = 20000
+
+
+class ModelMethod:
+    """Backmap with a trained :class:`~backmap_plugin.model.vae.BackmapVAE`.
+
+    Parameters
+    ----------
+    path : str, optional
+        Model file (``model.pt`` with its ``model.json``); default: the
+        shipped model.
+    device : torch.device
+    temperature : float
+        Sampling temperature of the discrete choices; 0 gives the most
+        likely structure of the prior mean (deterministic).
+    """
+
+    def __init__(self, path: str | None, device, temperature: float = 1.0):
+        self.model = load_model(path, device)
+        self.temperature = temperature
+
+    def __call__(self, beads: torch.Tensor, protein: ProteinTopology, mapping: Mapping, samples: int, seeds) -> torch.Tensor:
+        """(F, R, 3) C-alpha beads -> (F, samples, R, N_SLOTS, 3); frame f sample s seeded by (seeds[f], s)."""
+        if not mapping.bead_is_ca:
+            raise BackmapInputError(
+                f"the trained model backmaps C-alpha beads; mapping '{mapping.name}' needs --method ideal"
+            )
+        n_frames, n_res, _ = beads.shape
+        per_pass = max(1, RESIDUES_PER_PASS // n_res)
+        seeds = np.asarray(seeds, dtype=np.int64)
+        out = []
+        for start in range(0, n_frames, per_pass):
+            chunk = beads[start : start + per_pass].float()
+            g = chunk.shape[0]
+            batch = G.make_batch(
+                chunk,
+                np.broadcast_to(protein.res_type, (g, n_res)),
+                np.ones((g, n_res), bool),
+                np.broadcast_to(protein.segment, (g, n_res)),
+            )
+            per_sample = []
+            for s in range(samples):
+                frame_seeds = seeds[start : start + g] * 7919 + s
+                atoms = self.model.sample(batch, frame_seeds, temperature=max(self.temperature, 1e-3),
+                                          mode=self.temperature == 0)
+                per_sample.append(atoms.view(g, n_res, *atoms.shape[1:]))
+            out.append(torch.stack(per_sample, 1))
+        return torch.cat(out).to(beads.dtype)

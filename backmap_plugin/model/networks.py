@@ -1,0 +1,142 @@
+"""Networks: an E(3)-equivariant message-passing net (e3nn) and an invariant one.
+
+Both work on dense residue graphs (:mod:`backmap_plugin.model.graph`).
+:class:`EquivariantNet` takes scalar and vector node features, passes
+messages with tensor products of neighbour features and spherical harmonics
+of the edge vectors, and reads out scalars only (``0e``), which are exactly
+invariant to rotations, translations and reflections of the input.
+:class:`InvariantNet` passes messages between invariant node and edge
+features (distances and neighbour positions in local frames).
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from e3nn.nn import Gate
+from torch import nn
+
+from .graph import N_RBF, SEQ_CLASSES, Neighbours, gather_neighbours
+
+
+def mlp(sizes: list[int], last_activation: bool = False) -> nn.Sequential:
+    """A SiLU multilayer perceptron."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or last_activation:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+def _mean_over_edges(messages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """messages (G, L, K, D), mask (G, L, K) -> (G, L, D) mean over real edges."""
+    weight = mask.to(messages.dtype)[..., None]
+    return (messages * weight).sum(2) / weight.sum(2).clamp(min=1.0)
+
+
+class EquivariantNet(nn.Module):
+    """E(3)-equivariant message passing with an invariant read-out.
+
+    Parameters
+    ----------
+    n_scalars, n_vectors : int
+        Node input features: scalars (``0e``) and vectors (``1o``).
+    n_out : int
+        Invariant outputs per node.
+    scalars, vectors : int
+        Hidden channels of each kind.
+    layers : int
+        Message-passing layers.
+    lmax : int
+        Highest degree of the edge spherical harmonics.
+    """
+
+    def __init__(self, n_scalars: int, n_vectors: int, n_out: int, scalars: int = 16, vectors: int = 4,
+                 layers: int = 2, lmax: int = 1):
+        super().__init__()
+        self.irreps_in = o3.Irreps(f"{n_scalars}x0e + {n_vectors}x1o")
+        self.irreps_hidden = o3.Irreps(f"{scalars}x0e + {vectors}x1o")
+        self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
+        self.embed = o3.Linear(self.irreps_in, self.irreps_hidden)
+        self.seq_embed = nn.Embedding(SEQ_CLASSES, 8)
+        self.gates = nn.ModuleList()
+        self.products = nn.ModuleList()
+        self.radials = nn.ModuleList()
+        self.self_links = nn.ModuleList()
+        for _ in range(layers):
+            gate = Gate(f"{scalars}x0e", [nn.functional.silu], f"{vectors}x0e", [torch.sigmoid], f"{vectors}x1o")
+            product = o3.FullyConnectedTensorProduct(self.irreps_hidden, self.irreps_sh, gate.irreps_in, shared_weights=False)
+            self.gates.append(gate)
+            self.products.append(product)
+            self.radials.append(mlp([N_RBF + 8, 32, product.weight_numel]))
+            self.self_links.append(o3.Linear(self.irreps_hidden, gate.irreps_in))
+        self.readout = o3.Linear(self.irreps_hidden, o3.Irreps(f"{n_out}x0e"))
+
+    def forward(self, scalars: torch.Tensor, vectors: torch.Tensor, nb: Neighbours) -> torch.Tensor:
+        """Invariant node outputs.
+
+        Parameters
+        ----------
+        scalars : torch.Tensor
+            (G, L, n_scalars).
+        vectors : torch.Tensor
+            (G, L, n_vectors, 3) Cartesian vectors.
+        nb : Neighbours
+
+        Returns
+        -------
+        torch.Tensor
+            (G, L, n_out).
+        """
+        # vectors into e3nn's l=1 basis (the same one its spherical harmonics use)
+        v = o3.spherical_harmonics(1, vectors, normalize=False, normalization="norm")
+        h = self.embed(torch.cat([scalars, v.flatten(-2)], -1))
+        unit = torch.where(nb.mask[..., None], nb.vectors, torch.ones_like(nb.vectors))
+        sh = o3.spherical_harmonics(self.irreps_sh, unit, normalize=True, normalization="component")
+        radial_in = torch.cat([nb.features[..., :N_RBF], self.seq_embed(nb.seq_class)], -1)
+        for gate, product, radial, self_link in zip(self.gates, self.products, self.radials, self.self_links):
+            hj = gather_neighbours(h, nb.index)
+            messages = product(hj, sh, radial(radial_in))
+            h = h + gate(self_link(h) + _mean_over_edges(messages, nb.mask))
+        return self.readout(h)
+
+
+class InvariantNet(nn.Module):
+    """Message passing on invariant node and edge features.
+
+    Parameters
+    ----------
+    n_node, n_edge : int
+        Input feature sizes.
+    hidden : int
+        Width.
+    layers : int
+        Message-passing layers.
+    """
+
+    def __init__(self, n_node: int, n_edge: int, hidden: int = 64, layers: int = 3):
+        super().__init__()
+        self.node = mlp([n_node, hidden, hidden])
+        self.seq_embed = nn.Embedding(SEQ_CLASSES, 8)
+        self.edge = mlp([n_edge + 8, hidden, hidden])
+        # message MLP's first layer split into receiver, sender and edge parts
+        # (computed per node, not per edge)
+        self.receivers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
+        self.senders = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(layers))
+        self.edges = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(layers))
+        self.messages = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
+        self.updates = nn.ModuleList(mlp([2 * hidden, hidden, hidden]) for _ in range(layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+
+    def forward(self, nodes: torch.Tensor, nb: Neighbours) -> torch.Tensor:
+        """(G, L, n_node) -> (G, L, hidden)."""
+        h = self.node(nodes)
+        e = self.edge(torch.cat([nb.features, self.seq_embed(nb.seq_class)], -1))
+        for receiver, sender, edge, message, update, norm in zip(
+            self.receivers, self.senders, self.edges, self.messages, self.updates, self.norms
+        ):
+            pre = receiver(h)[:, :, None] + gather_neighbours(sender(h), nb.index) + edge(e)
+            m = message(nn.functional.silu(pre))
+            h = norm(h + update(torch.cat([h, _mean_over_edges(m, nb.mask)], -1)))
+        return h
