@@ -26,10 +26,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import torch
 from scipy.spatial import cKDTree
 
 from .. import chemistry as chem
 from ..errors import BackmapInputError
+from ..geometry import bond_angle, dihedral
 from .hps import load_hps_parameters
 
 __all__ = [
@@ -86,17 +88,12 @@ def native_contacts(heavy_xyz, heavy_residue, chain, cutoff=CONTACT_CUTOFF, min_
     return np.unique(rp[keep], axis=0)
 
 
-def _angle(a, b, c):
-    u, v = a - b, c - b
-    return float(np.arccos(np.clip(np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v)), -1.0, 1.0)))
+def _angle(a, b, c) -> float:
+    return float(bond_angle(*(torch.as_tensor(x, dtype=torch.float64) for x in (a, b, c))))
 
 
-def _dihedral(a, b, c, d):
-    b0, b1, b2 = a - b, c - b, d - c
-    b1 = b1 / np.linalg.norm(b1)
-    v = b0 - np.dot(b0, b1) * b1
-    w = b2 - np.dot(b2, b1) * b1
-    return float(np.arctan2(np.dot(np.cross(b1, v), w), np.dot(v, w)))
+def _dihedral(a, b, c, d) -> float:
+    return float(dihedral(*(torch.as_tensor(x, dtype=torch.float64) for x in (a, b, c, d))))
 
 
 def _read_native(pdbfile):
