@@ -144,3 +144,16 @@ def _topology_of_trpcage(tmp_path):
     md.Trajectory(engine.build(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom)[None]) / 10.0,
                   engine.topology).save_pdb(str(path))
     return str(path)
+
+
+def test_all_atom_simulation_is_refused(tmp_path):
+    pdb = app.PDBFile(str(DATA.parent.parent / "examples" / "trpcage.pdb"))
+    system = openmm.System()
+    for atom in pdb.topology.atoms():
+        system.addParticle(12.0)
+    integrator = openmm.VerletIntegrator(0.001)
+    simulation = app.Simulation(pdb.topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(pdb.positions)
+    simulation.reporters.append(BackmapReporter(str(tmp_path / "aa.pdb"), 1))
+    with pytest.raises(BackmapInputError, match="not coarse-grained"):
+        simulation.step(1)

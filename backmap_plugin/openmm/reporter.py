@@ -8,7 +8,18 @@ import numpy as np
 from openmm import unit
 
 from ..api import Backmapper
+from ..errors import BackmapInputError
 from ..io import TrajectoryWriter
+
+
+def _check_coarse_grained(topology, file) -> None:
+    """Refuse an all-atom simulation: the reporter is for CG runs."""
+    per_residue = sorted(len(list(r.atoms())) for r in topology.residues())
+    if per_residue and per_residue[len(per_residue) // 2] > 1:
+        raise BackmapInputError(
+            f"BackmapReporter({file}): simulation.topology is not coarse-grained (a typical residue has "
+            f"{per_residue[len(per_residue) // 2]} particles); the reporter expects one bead per residue"
+        )
 
 
 class BackmapReporter:
@@ -138,6 +149,7 @@ class BackmapReporter:
         self.report(simulation, simulation.context.getState(getPositions=True, enforcePeriodicBox=False))
 
     def _start(self, topology, first_frame: np.ndarray) -> None:
+        _check_coarse_grained(topology, self._file)
         self._engine = Backmapper.from_openmm(topology, first_frame / 10.0, source=f"BackmapReporter({self._file})",
                                               **self._options)
         if self._firstFrameFile is not None:
