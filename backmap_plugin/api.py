@@ -22,6 +22,7 @@ from .errors import BackmapInputError
 from .ideal import backmap_ideal
 from .io import TrajectoryWriter, check_output_path, frames_from_openmm, open_frames
 from .mappings import Mapping, get_mapping
+from .pbc import make_whole
 from .topology import ProteinTopology, ResidueRecord, gather_slots, protein_topology, read_residues
 
 #: Typical distance of consecutive C-alpha atoms (Angstrom); beads of other
@@ -229,6 +230,7 @@ class Backmapper:
         frame: int = 0,
         model: str | None = None,
         temperature: float = 1.0,
+        box=None,
     ):
         _check_options(method, samples)
         self.mapping = get_mapping(mapping)
@@ -242,7 +244,10 @@ class Backmapper:
         if not records:
             raise BackmapInputError(f"{source}: no protein residues found")
         self._reader = BeadReader(records, self.mapping, source)
-        beads = self._reader.beads(np.asarray(first_frame, dtype=np.float32)[None])[0]
+        self._chain = np.array([r.chain for r in records])
+        self._labels = [r.label() for r in records]
+        self._break_distance = break_distance
+        beads = self._whole(self._reader.beads(np.asarray(first_frame, dtype=np.float32)[None]), box, frame)[0]
         self.protein = protein_topology(records, beads, break_distance)
         check_trace(beads, self.protein, source, frame)
         self.topology = self.protein.to_mdtraj()
@@ -263,12 +268,17 @@ class Backmapper:
         kwargs.setdefault("source", "OpenMM topology")
         return cls(top, xyz[0], **kwargs)
 
+    def _whole(self, beads: np.ndarray, box, first_index: int) -> np.ndarray:
+        """Beads with every chain made whole across the periodic box (see :func:`~backmap_plugin.pbc.make_whole`)."""
+        return make_whole(beads, box, self._chain, max_bond=self._break_distance, labels=self._labels,
+                          first_frame=first_index, source=self.source)
+
     @property
     def n_atoms(self) -> int:
         """Number of heavy atoms in each output structure."""
         return self.protein.n_atoms
 
-    def build(self, xyz: np.ndarray, first_index: int = 0) -> np.ndarray:
+    def build(self, xyz: np.ndarray, first_index: int = 0, box=None) -> np.ndarray:
         """Backmap a batch of input frames.
 
         Parameters
@@ -286,7 +296,8 @@ class Backmapper:
             (F * samples, n_atoms, 3) float32, frame-major (frame 0 samples
             0..N-1, then frame 1 ...).
         """
-        beads = torch.as_tensor(self._reader.beads(np.asarray(xyz, dtype=np.float32)), device=self.device)
+        beads = self._whole(self._reader.beads(np.asarray(xyz, dtype=np.float32)), box, first_index)
+        beads = torch.as_tensor(beads, device=self.device)
         seeds = self.seed * 1_000_003 + first_index + np.arange(len(beads))
         with torch.no_grad():
             atoms = self._build(beads, self.protein, self.mapping, self.samples, seeds)
@@ -375,10 +386,10 @@ def backmap(
                 engine = Backmapper(
                     source.topology, frames.xyz[0], mapping=mapping, method=method, samples=samples, seed=seed,
                     device=device, break_distance=break_distance, source=input, frame=frames.start,
-                    model=model, temperature=temperature,
+                    model=model, temperature=temperature, box=None if frames.box is None else frames.box[0],
                 )
                 writer = TrajectoryWriter(output, engine.topology)
-            writer.write(engine.build(frames.xyz, frames.start))
+            writer.write(engine.build(frames.xyz, frames.start, frames.box))
             n_frames += frames.xyz.shape[0]
             bar.update(frames.xyz.shape[0])
     except BaseException:

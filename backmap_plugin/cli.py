@@ -10,6 +10,7 @@ import traceback
 
 from . import __version__
 from .data.cli import add_parser as add_data_parser
+from .export_cli import add_parser as add_export_parser
 from .model.cli import add_parser as add_train_parser
 from .openmm.cli import add_parsers as add_openmm_parsers
 from .openmm.cli import handled_errors
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     add_openmm_parsers(sub)
+    add_export_parser(sub)
     add_data_parser(sub)
     add_train_parser(sub)
     return parser

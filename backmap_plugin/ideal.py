@@ -126,15 +126,45 @@ def build_ideal(ca: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
         (F, R, N_SLOTS, 3) coordinates; slots a residue does not have are
         zero.
     """
+    backbone = build_backbone(ca, protein.backbone_layout, protein.res_type)  # (F, R, S, 3)
+    ics, cost = _candidate_internal(protein.res_type, ca.dtype, ca.device)  # (K, R, S, 3), (K, R)
+    return place_side_chains(backbone, protein, ics, cost)
+
+
+def place_side_chains(backbone: torch.Tensor, protein: ProteinTopology, ics: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
+    """Choose each residue's side chain among candidates so that overlaps are avoided.
+
+    A candidate's score is its ``cost`` plus its overlap with the backbone
+    (N, CA, C, O, CB) of neighbouring residues; a second pass adds the
+    overlap with the side chains chosen for the neighbours. OXT is built at
+    C termini.
+
+    Parameters
+    ----------
+    backbone : torch.Tensor
+        (F, R, N_SLOTS, 3) with N, CA, C, O placed.
+    protein : ProteinTopology
+    ics : torch.Tensor
+        (K, R, N_SLOTS, 3) or (F, K, R, N_SLOTS, 3) internal coordinates of
+        the candidates (side-chain slots used).
+    cost : torch.Tensor
+        (K, R) or (F, K, R) cost of each candidate (inf: not a candidate).
+
+    Returns
+    -------
+    torch.Tensor
+        (F, R, N_SLOTS, 3); slots a residue does not have are zero.
+    """
+    if ics.dim() == 4:
+        ics, cost = ics[None], cost[None]
     res_type = protein.res_type
+    ca = backbone[..., chem.SLOT_CA, :]
     n_res = ca.shape[-2]
     rt = torch.as_tensor(res_type, device=ca.device)
-    backbone = build_backbone(ca, protein.backbone_layout, res_type)  # (F, R, S, 3)
-    ics, cost = _candidate_internal(res_type, ca.dtype, ca.device)  # (K, R, S, 3), (K, R)
     identity = np.repeat(np.arange(n_res)[:, None], 4, axis=1)
     ext = extend_with_context(backbone, identity)
     slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB and s != chem.SLOT_OXT]
-    cand = build_residues(ext[:, None], ics[None], rt, slots=slots)[..., : chem.N_SLOTS, :]  # (F,K,R,S,3)
+    cand = build_residues(ext[:, None], ics, rt, slots=slots)[..., : chem.N_SLOTS, :]  # (F,K,R,S,3)
 
     exists = torch.as_tensor(chem.SLOT_EXISTS[res_type], device=ca.device)
     side_mask = exists[:, _SIDE]
@@ -142,7 +172,7 @@ def build_ideal(ca: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
     side = cand[..., _SIDE, :]
     # how far each residue's side chain reaches from its CA (over candidates)
     reach = ((side - ca[:, None, :, None, :]).norm(dim=-1) * side_mask).amax((0, 1, 3))  # (R,)
-    owner = torch.isfinite(cost).sum(0) > 1  # residues with a choice to make
+    owner = (torch.isfinite(cost).sum(-2) > 1).any(0)  # residues with a choice to make
     pi, pj = _neighbour_pairs(ca, owner, reach[:, None] + _FIXED_REACH + OVERLAP_DISTANCE)
     score = _overlap(side, backbone[..., _FIXED, :], side_mask, fixed_mask, pi, pj, n_res) + cost
     choice = score.argmin(1)  # (F, R)
@@ -155,7 +185,7 @@ def build_ideal(ca: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
     choice = score.argmin(1)
     out = cand[frames, choice, residues]
 
-    oxt_ic = ics[0][None].expand(ca.shape[0], -1, -1, -1)
+    oxt_ic = ics[:, 0].expand(ca.shape[0], -1, -1, -1)
     ext = extend_with_context(out, identity)
     out = build_residues(ext, oxt_ic, rt, slots=(chem.SLOT_OXT,))[..., : chem.N_SLOTS, :]
     mask = exists.clone()

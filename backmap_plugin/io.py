@@ -146,7 +146,7 @@ def _insertion_codes(chain, path: str) -> list:
     return codes
 
 
-def _generated_chain_id(index: int) -> str:
+def generated_chain_id(index: int) -> str:
     """A, B, ..., Z, AA, AB, ... for chain ``index``."""
     letters = ""
     index += 1
@@ -281,6 +281,73 @@ def _count_trajectory_atoms(path: str, ext: str) -> int:
     return int(xyz.shape[1])
 
 
+#: GROMACS writes residue numbers modulo 100000.
+_GRO_RESIDUE_WRAP = 100000
+
+
+def chain_starts(res_seq) -> np.ndarray:
+    """Where residue numbering restarts: the first residue of each chain.
+
+    Parameters
+    ----------
+    res_seq : array_like of int
+        ``(R,)`` residue numbers in file order.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(R,)`` bool, True for residue 0 and for every residue whose number
+        is not larger than the one before (99999 followed by 0 is the
+        ``.gro`` wrap-around, not a restart).
+    """
+    res_seq = np.asarray(res_seq, dtype=np.int64)
+    starts = np.ones(res_seq.shape, dtype=bool)
+    if len(res_seq) > 1:
+        prev, cur = res_seq[:-1], res_seq[1:]
+        wrapped = (prev == _GRO_RESIDUE_WRAP - 1) & (cur == 0)
+        starts[1:] = (cur <= prev) & ~wrapped
+    return starts
+
+
+def split_chains_by_numbering(topology):
+    """Copy of an mdtraj topology with a new chain wherever residue numbers restart.
+
+    Meant for ``.gro`` topologies (no chain ids: mdtraj reads one chain).
+    Each chain of ``topology`` is split before every residue whose number
+    is not larger than the previous one (:func:`chain_starts`). Chains that
+    had an id keep it for all their pieces; chains without one get
+    generated ids (A, B, ..., Z, AA, ...) in order.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+
+    Returns
+    -------
+    mdtraj.Topology
+        Same atoms (order, names, elements, serials), residues and bonds.
+    """
+    new = md.Topology()
+    atoms = {}
+    n_chains = 0
+    for chain in topology.chains:
+        residues = list(chain.residues)
+        starts = chain_starts([r.resSeq for r in residues])
+        named = bool(chain.chain_id and str(chain.chain_id).strip())
+        new_chain = None
+        for residue, start in zip(residues, starts):
+            if new_chain is None or start:
+                new_chain = new.add_chain(chain_id=chain.chain_id if named else generated_chain_id(n_chains))
+                n_chains += 1
+            new_res = new.add_residue(residue.name, new_chain, resSeq=residue.resSeq, segment_id=residue.segment_id)
+            for atom in residue.atoms:
+                atoms[atom.index] = new.add_atom(atom.name, atom.element, new_res, serial=atom.serial,
+                                                 formal_charge=atom.formal_charge)
+    for bond in topology.bonds:
+        new.add_bond(atoms[bond[0].index], atoms[bond[1].index], type=bond.type, order=bond.order)
+    return new
+
+
 class FrameSource:
     """Frames of a structure or trajectory file, read in bounded chunks.
 
@@ -349,6 +416,8 @@ class FrameSource:
             topology = top_topology
         if n_atoms == 0:
             raise BackmapInputError(f"{self.path}: contains no atoms")
+        if (self.top_path or self.path).lower().endswith(".gro"):
+            topology = split_chains_by_numbering(topology)  # .gro has no chain ids
         _check_duplicate_atoms(topology, self.top_path or self.path)
         self.topology = topology
         self.n_atoms = n_atoms
@@ -516,7 +585,7 @@ class _PdbBackend:
         for chain in topology.chains:
             chain_id = chain.chain_id
             if chain_id is None or chain_id == "":
-                chain_id = _generated_chain_id(chain.index)[-1]
+                chain_id = generated_chain_id(chain.index)[-1]
             if len(chain_id) != 1:
                 raise BackmapInputError(
                     f"{path}: chain id {chain_id!r} (chain #{chain.index}) does not fit the one-character "
@@ -631,7 +700,7 @@ class _CifBackend:
         self._prefix, self._suffix = [], []
         serial = 0
         for chain in topology.chains:
-            label = chain.chain_id if unique else _generated_chain_id(chain.index)
+            label = chain.chain_id if unique else generated_chain_id(chain.index)
             author = chain.chain_id if chain.chain_id and chain.chain_id.strip() else label
             for seq, (residue, code) in enumerate(zip(chain.residues, _insertion_codes(chain, path)), start=1):
                 comp = _cif_token(residue.name)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ..errors import BackmapInputError
+from ..ideal import place_side_chains
 from ..mappings import Mapping
 from ..topology import ProteinTopology
 from . import graph as G
@@ -13,6 +14,10 @@ from .weights import load_model
 
 #: Residue-frames decoded at once (bounds memory).
 RESIDUES_PER_PASS = 20000
+#: Side-chain candidates per residue (drawn from the decoder) among which
+#: overlaps are avoided, and the cost per unit of -log p of a candidate.
+CANDIDATES = 4
+COST_WEIGHT = 0.3
 
 
 class ModelMethod:
@@ -55,8 +60,17 @@ class ModelMethod:
             per_sample = []
             for s in range(samples):
                 frame_seeds = seeds[start : start + g] * 7919 + s
-                atoms = self.model.sample(batch, frame_seeds, temperature=max(self.temperature, 1e-3),
-                                          mode=self.temperature == 0)
-                per_sample.append(atoms.view(g, n_res, *atoms.shape[1:]))
+                backbone, ics, log_p = self.model.sample_candidates(
+                    batch, frame_seeds, temperature=max(self.temperature, 1e-3), mode=self.temperature == 0,
+                    n_candidates=CANDIDATES,
+                )
+                k = ics.shape[0]
+                atoms = place_side_chains(
+                    backbone.view(g, n_res, *backbone.shape[1:]),
+                    protein,
+                    ics.view(k, g, n_res, *ics.shape[2:]).transpose(0, 1),
+                    (-COST_WEIGHT * log_p).view(k, g, n_res).transpose(0, 1),
+                )
+                per_sample.append(atoms)
             out.append(torch.stack(per_sample, 1))
         return torch.cat(out).to(beads.dtype)

@@ -233,11 +233,7 @@ class BackmapVAE(nn.Module):
         slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB]
         rt = torch.as_tensor(batch.flat_res_type, device=beads_flat.device)
         atoms = build_residues(ext, ics, rt, slots=slots)[..., : chem.N_SLOTS, :]
-        exists = torch.as_tensor(chem.SLOT_EXISTS[batch.flat_res_type], device=atoms.device)
-        ends = torch.zeros(batch.n_real, dtype=torch.bool, device=atoms.device)
-        ends[torch.as_tensor(np.nonzero(np.r_[batch.flat_segment[1:] != batch.flat_segment[:-1], True])[0])] = True
-        exists = exists.clone()
-        exists[:, chem.SLOT_OXT] = ends
+        exists = self._atom_mask(batch, atoms.device)
         return atoms * exists[..., None]
 
     # ------------------------------------------------------------------ train
@@ -338,50 +334,92 @@ class BackmapVAE(nn.Module):
 
     # ---------------------------------------------------------------- sample
     @torch.no_grad()
-    def sample(self, batch: G.ResidueBatch, seeds, temperature: float = 1.0, mode: bool = False) -> torch.Tensor:
-        """One all-atom structure per graph.
+    def sample_candidates(self, batch: G.ResidueBatch, seeds, temperature: float = 1.0, mode: bool = False,
+                          n_candidates: int = 4):
+        """Backbone and side-chain candidates of one sample per graph.
 
         Parameters
         ----------
         batch : ResidueBatch
-            One graph per frame (all graphs the same protein).
+            One graph per frame.
         seeds : sequence of int
-            One seed per graph: its latent and its discrete choices depend
-            only on that seed.
+            One seed per graph: its latent and its choices depend only on it.
         temperature : float
-            Scales the logits of the discrete choices (lower: closer to the
-            most likely structure).
+            Scales the logits of the discrete choices.
         mode : bool
             Latent at the prior mean and most likely choices (deterministic).
+        n_candidates : int
+            Side-chain candidates per residue: the rotamers drawn without
+            replacement (Gumbel top-k) from the decoder's distribution.
 
         Returns
         -------
-        torch.Tensor
-            (R, N_SLOTS, 3) heavy atoms of the flat residues.
+        backbone : torch.Tensor
+            (R, N_SLOTS, 3) with N, CA, C, O placed.
+        ics : torch.Tensor
+            (K, R, N_SLOTS, 3) side-chain internal coordinates of the candidates.
+        log_prob : torch.Tensor
+            (K, R) log-probability of each candidate (-inf: not a candidate).
         """
         cond = self.condition(batch)
         mu, log_sigma = self.prior_params(batch, cond)
-        n_graphs, length, _ = mu.shape
+        n_graphs = mu.shape[0]
         sizes = batch.mask.sum(1).tolist()
         counts = {"angle": len(batch.layout.first), "psi_first": len(batch.layout.starts),
-                  "phi_last": len(batch.layout.ends), "psi_last": len(batch.layout.ends), "rotamer": batch.n_real}
+                  "phi_last": len(batch.layout.ends), "psi_last": len(batch.layout.ends)}
         per_graph = {k: v // n_graphs for k, v in counts.items()}
+        k_max = self.config.max_rotamers
         eps = torch.zeros_like(mu)
         uniforms = {k: [] for k in counts}
+        gumbel = []
         for g, seed in enumerate(seeds):
             gen = torch.Generator().manual_seed(int(seed))
             eps[g, : sizes[g]] = torch.randn(sizes[g], mu.shape[-1], generator=gen).to(mu)
             for k in counts:
                 uniforms[k].append(torch.rand(per_graph[k], generator=gen))
+            gumbel.append(-torch.log(-torch.log(torch.rand(sizes[g], k_max, generator=gen).clamp(1e-12, 1 - 1e-7))))
         z = mu if mode else mu + eps * log_sigma.exp()
         out = self.decode(batch, cond, z)
         choices = {}
         for k in counts:
-            logits = out["rotamer_logits"] if k == "rotamer" else out[k][0]
+            logits = out[k][0]
             if mode:
                 choices[k] = logits.argmax(-1)
                 continue
             probs = torch.softmax(logits / temperature, -1)
             u = torch.cat(uniforms[k]).to(probs)[:, None]
             choices[k] = (probs.cumsum(-1) < u).sum(-1).clamp(max=logits.shape[-1] - 1)
-        return self.structure(batch, out, choices, batch.to_flat(batch.beads))
+        dofs = {name: self._angle_value(out[name], choices[name]) for name in counts}
+        backbone = build_backbone(batch.to_flat(batch.beads), batch.layout, batch.flat_res_type, dofs)
+        log_p = torch.log_softmax(out["rotamer_logits"], -1)
+        perturbed = log_p / temperature + (0 if mode else torch.cat(gumbel).to(log_p))
+        k = min(n_candidates, k_max)
+        order = perturbed.topk(k, dim=-1).indices  # (R, K)
+        count = torch.as_tensor(load_rotamers().count[batch.flat_res_type], device=order.device).clamp(min=1)
+        ics, logp = [], []
+        for j in range(k):
+            ics.append(side_chain_internal(batch.flat_res_type, self._chis(out, batch.flat_res_type, order[:, j])))
+            lp = log_p.gather(-1, order[:, j : j + 1])[:, 0]
+            logp.append(torch.where(count > j, lp, torch.full_like(lp, -math.inf)))
+        return backbone, torch.stack(ics), torch.stack(logp)
+
+    @torch.no_grad()
+    def sample(self, batch: G.ResidueBatch, seeds, temperature: float = 1.0, mode: bool = False) -> torch.Tensor:
+        """One all-atom structure per graph, each residue in its first candidate rotamer.
+
+        See :meth:`sample_candidates` for the parameters; returns (R, N_SLOTS, 3).
+        """
+        backbone, ics, _ = self.sample_candidates(batch, seeds, temperature, mode, n_candidates=1)
+        identity = np.repeat(np.arange(batch.n_real)[:, None], 4, axis=1)
+        ext = extend_with_context(backbone, identity)
+        slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB]
+        rt = torch.as_tensor(batch.flat_res_type, device=backbone.device)
+        atoms = build_residues(ext, ics[0], rt, slots=slots)[..., : chem.N_SLOTS, :]
+        return atoms * self._atom_mask(batch, atoms.device)[..., None]
+
+    def _atom_mask(self, batch: G.ResidueBatch, device) -> torch.Tensor:
+        """(R, N_SLOTS) atoms that exist (OXT at segment ends)."""
+        exists = torch.tensor(chem.SLOT_EXISTS[batch.flat_res_type], device=device)
+        ends = np.r_[batch.flat_segment[1:] != batch.flat_segment[:-1], True]
+        exists[:, chem.SLOT_OXT] = torch.as_tensor(ends, device=device)
+        return exists

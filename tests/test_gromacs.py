@@ -1,0 +1,205 @@
+"""GROMACS interoperability: .gro chains, export to GROMACS and OpenMM, ``backmap export``.
+
+The GROMACS checks run the real ``gmx`` (Debian package ``gromacs``, which
+``.ci/run`` installs) and are skipped when it is not on PATH: ``gmx grompp``
+must accept the exported topology and coordinates with a minimal mdp and a
+zero-step ``gmx mdrun`` must run; its bonded energies must equal amber14's in
+OpenMM for the same coordinates.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+
+import mdtraj as md
+import numpy as np
+import pytest
+
+from backmap_plugin.errors import BackmapInputError
+from backmap_plugin.export_cli import main as export_main
+from backmap_plugin.gromacs import export
+from backmap_plugin.io import chain_starts, split_chains_by_numbering
+
+GMX = shutil.which("gmx")
+needs_gmx = pytest.mark.skipif(GMX is None, reason="GROMACS (gmx) is not on PATH; apt-get install gromacs")
+
+#: Zero-step run in a periodic box: vacuum (plain cut-off) or solvated (PME).
+#: Cut-offs of 1 nm stay below half of the exported boxes (>= 2 nm padding).
+MDP = """integrator      = md
+nsteps          = 0
+cutoff-scheme   = Verlet
+pbc             = xyz
+coulombtype     = {coulomb}
+rcoulomb        = 1.0
+rvdw            = 1.0
+constraints     = none
+"""
+
+
+def _gmx(args, cwd):
+    run = subprocess.run([GMX, "-quiet", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"gmx {args[0]} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    return run
+
+
+def _grompp_and_mdrun(out_dir, coulomb="Cut-off") -> dict:
+    """grompp + a zero-step mdrun of an exported directory; returns its energies (kJ/mol) by name."""
+    (out_dir / "run.mdp").write_text(MDP.format(coulomb=coulomb))
+    _gmx(["grompp", "-f", "run.mdp", "-c", "conf.gro", "-p", "topol.top", "-o", "run.tpr"], out_dir)
+    _gmx(["mdrun", "-s", "run.tpr", "-deffnm", "run", "-nt", "1"], out_dir)
+    log = (out_dir / "run.log").read_text()
+    # the energies block: lines of names and lines of values, 15 characters per field
+    block = log.split("   Energies (kJ/mol)\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    energies = {}
+    for names, values in zip(block[0::2], block[1::2]):
+        for k in range(0, len(values), 15):
+            energies[names[k:k + 15].strip()] = float(values[k:k + 15])
+    return energies
+
+
+def _openmm_bonded_energies(out_dir) -> dict:
+    """amber14 bonded energies (kJ/mol) in OpenMM of conf.gro, topology read from topol.top."""
+    import openmm
+    from openmm import app
+
+    gro = app.GromacsGroFile(str(out_dir / "conf.gro"))
+    top = app.GromacsTopFile(str(out_dir / "topol.top"), periodicBoxVectors=gro.getPeriodicBoxVectors())
+    system = app.ForceField("amber14-all.xml").createSystem(top.topology, constraints=None)
+    names = {"HarmonicBondForce": "Bond", "HarmonicAngleForce": "Angle", "PeriodicTorsionForce": "Dihedrals"}
+    for i, force in enumerate(system.getForces()):
+        force.setForceGroup(i)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(gro.getPositions())
+    return {
+        names[type(f).__name__]: context.getState(energy=True, groups={i}).getPotentialEnergy()._value
+        for i, f in enumerate(system.getForces()) if type(f).__name__ in names
+    }
+
+
+# ---------------------------------------------------------------- chains of .gro files
+
+
+def test_chain_starts_from_residue_numbers():
+    assert chain_starts([1, 2, 3, 1, 2, 5, 5, 99998, 99999, 0, 1]).tolist() == [
+        True, False, False, True, False, False, True, False, False, False, False
+    ]
+    assert chain_starts([]).tolist() == []
+
+
+def test_gro_chains_from_numbering_restarts(fixture_pdb, tmp_path):
+    traj = md.load(str(fixture_pdb))[0]
+    ca = traj.atom_slice(traj.topology.select("name CA"))
+    two = md.Trajectory(np.concatenate([ca.xyz, ca.xyz + 3.0], axis=1), ca.topology.join(ca.topology),
+                        unitcell_lengths=[[6.0, 6.0, 6.0]], unitcell_angles=[[90.0, 90.0, 90.0]])
+    two.save_gro(str(tmp_path / "two.gro"))
+    read = md.load(str(tmp_path / "two.gro")).topology
+    assert read.n_chains == 1  # what mdtraj makes of a .gro file
+    split = split_chains_by_numbering(read)
+    assert [c.chain_id for c in split.chains] == ["A", "B"]
+    assert [c.n_residues for c in split.chains] == [20, 20]
+    assert [a.name for a in split.atoms] == [a.name for a in read.atoms]
+    assert [r.resSeq for r in split.residues] == [r.resSeq for r in read.residues]
+    assert split.n_bonds == read.n_bonds
+
+
+# ---------------------------------------------------------------- export
+
+
+@needs_gmx
+def test_export_to_gromacs_runs_in_gromacs(fixture_pdb, tmp_path):
+    result = export(fixture_pdb, tmp_path / "gmx")
+    assert sorted(os.path.basename(f) for f in result.files) == ["conf.gro", "topol.top"]
+    assert result.n_atoms == 304 and result.n_residues == 20 and result.n_waters == 0
+    assert "input has 38 models; exported the first" in result.notes
+    assert min(result.box) > 2.0
+    gromacs = _grompp_and_mdrun(tmp_path / "gmx")
+    assert math.isfinite(gromacs["Potential"])
+    gromacs["Dihedrals"] = gromacs["Proper Dih."] + gromacs["Per. Imp. Dih."]
+    openmm_energies = _openmm_bonded_energies(tmp_path / "gmx")
+    assert sorted(openmm_energies) == ["Angle", "Bond", "Dihedrals"]
+    for term, value in openmm_energies.items():
+        assert gromacs[term] == pytest.approx(value, rel=1e-4, abs=0.05), term
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging directory left
+
+
+@needs_gmx
+def test_export_solvated_to_gromacs_runs_in_gromacs(fixture_pdb, tmp_path):
+    result = export(fixture_pdb, tmp_path / "wet", water="tip3p", padding=0.6)
+    assert result.n_waters > 100
+    assert "[ settles ]" in (tmp_path / "wet" / "topol.top").read_text()
+    assert math.isfinite(_grompp_and_mdrun(tmp_path / "wet", coulomb="PME")["Potential"])
+
+
+def test_export_to_openmm_loads_and_has_finite_energy(fixture_pdb, tmp_path):
+    import openmm
+    from openmm.app import PDBFile
+
+    result = export(fixture_pdb, tmp_path / "omm", to="openmm")
+    names = sorted(os.path.basename(f) for f in result.files)
+    assert names == ["model.pdb", "state.xml", "system.xml"]
+    system = openmm.XmlSerializer.deserialize((tmp_path / "omm" / "system.xml").read_text())
+    state = openmm.XmlSerializer.deserialize((tmp_path / "omm" / "state.xml").read_text())
+    pdb = PDBFile(str(tmp_path / "omm" / "model.pdb"))
+    assert system.getNumParticles() == pdb.topology.getNumAtoms() == result.n_atoms == 304
+    assert any(a.element.symbol == "H" for a in pdb.topology.atoms())
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setState(state)
+    energy = context.getState(energy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+    assert math.isfinite(energy)
+
+    # a structure with hydrogens keeps them
+    again = export(tmp_path / "omm" / "model.pdb", tmp_path / "omm2", to="openmm")
+    assert again.n_atoms == 304 and "input hydrogens kept" in again.notes
+    np.testing.assert_allclose(PDBFile(str(tmp_path / "omm2" / "model.pdb")).getPositions(asNumpy=True)._value,
+                               pdb.getPositions(asNumpy=True)._value, atol=2e-4)
+
+    # ... unless the force field cannot use them (here: OXT missing): then the structure is completed
+    lines = (tmp_path / "omm" / "model.pdb").read_text().splitlines(keepends=True)
+    (tmp_path / "no_oxt.pdb").write_text("".join(line for line in lines if " OXT " not in line))
+    completed = export(tmp_path / "no_oxt.pdb", tmp_path / "omm3", to="openmm")
+    assert completed.n_atoms == 304
+    assert any(n.startswith("input hydrogens dropped and rebuilt") for n in completed.notes)
+    assert "1 missing heavy atom(s) added" in completed.notes
+
+
+def test_existing_output_directory_is_refused(fixture_pdb, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(BackmapInputError, match="output directory exists"):
+        export(fixture_pdb, out, to="openmm")
+    assert os.listdir(out) == ["keep.txt"]
+    export(fixture_pdb, out, to="openmm", overwrite=True)
+    assert sorted(os.listdir(out)) == ["keep.txt", "model.pdb", "state.xml", "system.xml"]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(BackmapInputError, match="not a directory"):
+        export(fixture_pdb, tmp_path / "file", overwrite=True)
+    with pytest.raises(ValueError, match="unknown export target"):
+        export(fixture_pdb, tmp_path / "x", to="amber")
+    with pytest.raises(ValueError, match="unknown water model"):
+        export(fixture_pdb, tmp_path / "x", water="tip9p")
+
+
+# ---------------------------------------------------------------- backmap export
+
+
+def test_cli_errors_are_one_line(fixture_pdb, tmp_path, capsys):
+    assert export_main(["export", str(tmp_path / "missing.pdb"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("backmap: error: ") and "no such file" in err and err.count("\n") == 1
+    (tmp_path / "o").mkdir()
+    assert export_main(["export", str(fixture_pdb), "--to", "openmm", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "output directory exists" in err and "--overwrite" in err and err.count("\n") == 1
+    assert export_main(["export", str(fixture_pdb), "--forcefield", "nope.xml", "-o", str(tmp_path / "p")]) == 2
+    assert "cannot load force field nope.xml" in capsys.readouterr().err
+
+
+def test_cli_exports(fixture_pdb, tmp_path, capsys):
+    rc = export_main(["export", str(fixture_pdb), "--to", "openmm", "-o", str(tmp_path / "o")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and out.startswith("exported 304 atoms") and "note: input has 38 models" in err
+    assert sorted(os.listdir(tmp_path / "o")) == ["model.pdb", "state.xml", "system.xml"]

@@ -1,0 +1,115 @@
+"""Making chains whole across periodic boundaries (backmap_plugin.pbc)."""
+
+from __future__ import annotations
+
+import mdtraj as md
+import numpy as np
+import pytest
+
+from backmap_plugin.errors import BackmapInputError
+from backmap_plugin.pbc import box_around, box_matrices, make_whole, unwrap_needed
+
+#: A triclinic cell (rows are box vectors, GROMACS lower-triangular form), Angstrom.
+TRICLINIC = np.array([[20.0, 0.0, 0.0], [6.0, 19.0, 0.0], [-5.0, 4.0, 18.0]])
+
+
+@pytest.fixture(scope="module")
+def trace(fixture_pdb) -> np.ndarray:
+    """(38, 20, 3) C-alpha trace of 1L2Y (all NMR models), Angstrom."""
+    traj = md.load(str(fixture_pdb))
+    return traj.xyz[:, traj.topology.select("name CA")].astype(np.float64) * 10.0
+
+
+#: Two chains of ten residues each.
+SEGMENT = np.repeat([0, 1], 10)
+
+
+def _wrap(xyz: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Put every bead into the cell spanned by ``vectors`` (rows)."""
+    fractional = xyz @ np.linalg.inv(vectors)
+    return (fractional - np.floor(fractional)) @ vectors
+
+
+def _assert_shifted_by_lattice(result, original, vectors, segment):
+    """Each chain of each frame equals the original moved by one lattice vector."""
+    inverse = np.linalg.inv(vectors)
+    for frame in range(len(original)):
+        for chain in np.unique(segment):
+            shift = result[frame, segment == chain] - original[frame, segment == chain]
+            np.testing.assert_allclose(shift, np.broadcast_to(shift[0], shift.shape), atol=1e-3)
+            counts = shift[0] @ inverse
+            np.testing.assert_allclose(counts, np.round(counts), atol=1e-4)
+
+
+def test_wrapped_orthorhombic_trace_is_whole_again(trace):
+    lengths = np.array([18.0, 16.0, 17.0])
+    wrapped = _wrap(trace, np.diag(lengths)).astype(np.float32)
+    box = np.tile(lengths, (len(trace), 1)).astype(np.float32)
+    assert unwrap_needed(wrapped, box, SEGMENT).all()  # the trace spans more than the box
+    whole = make_whole(wrapped, box, SEGMENT)
+    assert whole.dtype == np.float32 and whole.shape == wrapped.shape
+    bonded = SEGMENT[1:] == SEGMENT[:-1]
+    assert np.linalg.norm(np.diff(whole, axis=1), axis=-1)[:, bonded].max() < 4.5
+    _assert_shifted_by_lattice(whole, trace, np.diag(lengths), SEGMENT)
+    np.testing.assert_allclose(whole[:, [0, 10]], wrapped[:, [0, 10]])  # first bead of each chain stays
+    assert not unwrap_needed(whole, box, SEGMENT).any()
+
+
+def test_wrapped_triclinic_trace_is_whole_again(trace):
+    wrapped = _wrap(trace, TRICLINIC)
+    whole = make_whole(wrapped, np.broadcast_to(TRICLINIC, (len(trace), 3, 3)), SEGMENT)
+    _assert_shifted_by_lattice(whole, trace, TRICLINIC, SEGMENT)
+
+
+def test_no_box_or_unusable_box_leaves_frames_alone(trace):
+    lengths = np.array([18.0, 16.0, 17.0])
+    wrapped = _wrap(trace[:3], np.diag(lengths))
+    np.testing.assert_array_equal(make_whole(wrapped, None, SEGMENT), wrapped)
+    box = np.array([lengths, [0.0, 0.0, 0.0], [np.nan, 1.0, 1.0]])
+    whole = make_whole(wrapped, box, SEGMENT)
+    np.testing.assert_array_equal(whole[1:], wrapped[1:])
+    assert np.linalg.norm(np.diff(whole[0], axis=0), axis=-1)[SEGMENT[1:] == SEGMENT[:-1]].max() < 4.5
+    assert unwrap_needed(wrapped, box, SEGMENT).tolist() == [True, False, False]
+
+
+def test_bond_longer_than_half_the_box_is_an_error(trace):
+    labels = [f"chain A residue {i + 1}" for i in range(20)]
+    beads = trace[:2].copy()
+    beads[1, 12:] += 9.0  # frame 1: a 10+ Angstrom gap after residue 12
+    with pytest.raises(BackmapInputError, match=r"traj\.xtc: frame 6: .*residue 12 and chain A residue 13"):
+        make_whole(beads, [20.0, 20.0, 20.0], np.zeros(20), labels=labels, first_frame=5, source="traj.xtc")
+
+
+def test_max_bond_makes_long_gaps_breaks(trace):
+    lengths = np.array([30.0, 30.0, 30.0])
+    beads = trace[:2].copy()
+    beads[:, 12:] += 17.0  # a real gap (about 27 Angstrom), not a bond
+    wrapped = _wrap(beads, np.diag(lengths))
+    whole = make_whole(wrapped, lengths, np.zeros(20), max_bond=6.0)
+    pieces = np.repeat([0, 1], [12, 8])
+    _assert_shifted_by_lattice(whole, beads, np.diag(lengths), pieces)
+    np.testing.assert_allclose(whole[:, 12], wrapped[:, 12])  # a piece starts where it is
+    assert unwrap_needed(beads, lengths, np.zeros(20)).all()  # the gap's nearest image differs ...
+    assert not unwrap_needed(beads, lengths, np.zeros(20), max_bond=6.0).any()  # ... but it is no bond
+
+
+def test_single_frame_box_and_shapes(trace):
+    box = box_matrices([10.0, 11.0, 12.0], 3)
+    assert box.shape == (3, 3, 3) and np.allclose(box[2], np.diag([10.0, 11.0, 12.0]))
+    assert np.allclose(box_matrices(np.full((3, 3), 5.0), 3), 5.0 * np.eye(3))  # (F, 3) lengths, F = 3
+    with pytest.raises(ValueError, match="box must be shaped"):
+        make_whole(trace[:2], np.ones((3, 3, 3)), SEGMENT)
+    with pytest.raises(ValueError, match="segment must be shaped"):
+        make_whole(trace[:2], [20.0, 20.0, 20.0], SEGMENT[:5])
+    with pytest.raises(ValueError, match="beads must be shaped"):
+        unwrap_needed(trace[0], [20.0, 20.0, 20.0], SEGMENT)
+
+
+def test_box_around_centres_with_padding(trace):
+    centred, box = box_around(trace[0], 10.0)
+    extent = trace[0].max(axis=0) - trace[0].min(axis=0)
+    np.testing.assert_allclose(box, extent + 20.0)
+    np.testing.assert_allclose(centred.min(axis=0), 10.0)
+    np.testing.assert_allclose(box - centred.max(axis=0), 10.0)
+    with pytest.raises(ValueError, match="padding"):
+        box_around(trace[0], -1.0)
