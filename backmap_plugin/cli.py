@@ -13,7 +13,6 @@ from .data.cli import add_parser as add_data_parser
 from .export_cli import add_parser as add_export_parser
 from .model.cli import add_parser as add_train_parser
 from .openmm.cli import add_parsers as add_openmm_parsers
-from .openmm.cli import handled_errors
 
 _RUN_EXAMPLE = """example:
   backmap run examples/trpcage_ca.pdb -o trpcage_aa.pdb
@@ -110,6 +109,17 @@ def _run(args) -> int:
         print(f"note: {line}", file=sys.stderr)
     print(result.summary())
     return 0
+
+
+def handled_errors() -> tuple:
+    """Exception types reported as one line (``backmap: error: ...``): bad
+    input, bad values, files, and OpenMM errors (e.g. a platform that cannot
+    create a context)."""
+    import openmm
+
+    from .errors import BackmapInputError
+
+    return (BackmapInputError, ValueError, OSError, openmm.OpenMMException)
 
 
 def build_parser() -> argparse.ArgumentParser:

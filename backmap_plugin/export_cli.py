@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 
-__all__ = ["add_parser", "build_parser", "main"]
+__all__ = ["add_parser"]
 
 _EXAMPLE = """example:
   backmap refine conf_aa.pdb -o conf_refined.pdb
@@ -68,52 +67,3 @@ def _export(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     print(result.summary())
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A parser with only the ``export`` subcommand.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-    """
-    parser = argparse.ArgumentParser(prog="backmap", description="Export backmapped structures.")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    return parser
-
-
-def main(argv=None) -> int:
-    """Run ``export`` on its own; returns the exit status.
-
-    Parameters
-    ----------
-    argv : list of str, optional
-        Arguments (default ``sys.argv[1:]``), starting with ``export``.
-
-    Returns
-    -------
-    int
-        0 on success, 2 on errors (one line on stderr), 130 when
-        interrupted.
-    """
-    from .openmm.cli import handled_errors
-
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except Exception as exc:
-        if not isinstance(exc, handled_errors()):
-            raise
-        if args.debug:
-            traceback.print_exc()
-        print(f"backmap: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("backmap: interrupted; nothing was moved into the output directory", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

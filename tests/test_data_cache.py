@@ -15,7 +15,7 @@ import torch
 from backmap_plugin import chemistry as chem
 from backmap_plugin import geometry
 from backmap_plugin.data import cache as dc
-from backmap_plugin.data.cli import main as data_main
+from backmap_plugin.cli import main as backmap_main
 
 
 def _build(sources, cache_dir, **kwargs):
@@ -290,7 +290,7 @@ def test_rerun_is_noop_and_changed_file_rebuilt_alone(fixture_pdb, tmp_path, mon
     for name in ("a", "b", "c"):  # three files with different bytes
         _with_remark(fixture_pdb, src / f"{name}.pdb.gz", name)
     cache_dir = tmp_path / "cache"
-    assert data_main(["build", str(src), "-o", str(cache_dir), "--workers", "1", "--quiet"]) == 0
+    assert backmap_main(["data", "build", str(src), "-o", str(cache_dir), "--workers", "1", "--quiet"]) == 0
     first = json.loads((cache_dir / "index.json").read_text())
     capsys.readouterr()
 
@@ -300,7 +300,7 @@ def test_rerun_is_noop_and_changed_file_rebuilt_alone(fixture_pdb, tmp_path, mon
 
     monkeypatch.setattr(dc, "process_file", no_parse)
     os.utime(src / "a.pdb.gz")  # a new mtime alone changes nothing
-    assert data_main(["build", str(src), "-o", str(cache_dir), "--workers", "1", "--quiet"]) == 0
+    assert backmap_main(["data", "build", str(src), "-o", str(cache_dir), "--workers", "1", "--quiet"]) == 0
     assert "up to date" in capsys.readouterr().out
     assert json.loads((cache_dir / "index.json").read_text()) == first
 
@@ -327,7 +327,7 @@ def test_info_output(fixture_pdb, tmp_path, capsys):
     shutil.copy(fixture_pdb, src / "biotite__1l2y.pdb.gz")
     (src / "broken.pdb").write_text("garbage\n")
     _build([src], tmp_path / "cache")
-    assert data_main(["info", str(tmp_path / "cache")]) == 0
+    assert backmap_main(["data", "info", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     assert "entries   1 (files in report: 2, skipped: 1)" in out
     assert "frames    38" in out
@@ -350,4 +350,4 @@ def test_cli_parser_group(tmp_path):
 
 
 def test_missing_source_is_an_error(tmp_path):
-    assert data_main(["build", str(tmp_path / "nope"), "-o", str(tmp_path / "cache"), "--quiet"]) == 2
+    assert backmap_main(["data", "build", str(tmp_path / "nope"), "-o", str(tmp_path / "cache"), "--quiet"]) == 2

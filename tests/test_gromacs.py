@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from backmap_plugin.errors import BackmapInputError
-from backmap_plugin.export_cli import main as export_main
+from backmap_plugin.cli import main as backmap_main
 from backmap_plugin.gromacs import export
 from backmap_plugin.io import chain_starts, split_chains_by_numbering
 
@@ -187,19 +187,19 @@ def test_existing_output_directory_is_refused(fixture_pdb, tmp_path):
 
 
 def test_cli_errors_are_one_line(fixture_pdb, tmp_path, capsys):
-    assert export_main(["export", str(tmp_path / "missing.pdb"), "-o", str(tmp_path / "o")]) == 2
+    assert backmap_main(["export", str(tmp_path / "missing.pdb"), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("backmap: error: ") and "no such file" in err and err.count("\n") == 1
     (tmp_path / "o").mkdir()
-    assert export_main(["export", str(fixture_pdb), "--to", "openmm", "-o", str(tmp_path / "o")]) == 2
+    assert backmap_main(["export", str(fixture_pdb), "--to", "openmm", "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "output directory exists" in err and "--overwrite" in err and err.count("\n") == 1
-    assert export_main(["export", str(fixture_pdb), "--forcefield", "nope.xml", "-o", str(tmp_path / "p")]) == 2
+    assert backmap_main(["export", str(fixture_pdb), "--forcefield", "nope.xml", "-o", str(tmp_path / "p")]) == 2
     assert "cannot load force field nope.xml" in capsys.readouterr().err
 
 
 def test_cli_exports(fixture_pdb, tmp_path, capsys):
-    rc = export_main(["export", str(fixture_pdb), "--to", "openmm", "-o", str(tmp_path / "o")])
+    rc = backmap_main(["export", str(fixture_pdb), "--to", "openmm", "-o", str(tmp_path / "o")])
     out, err = capsys.readouterr()
     assert rc == 0 and out.startswith("exported 304 atoms") and "note: input has 38 models" in err
     assert sorted(os.listdir(tmp_path / "o")) == ["model.pdb", "state.xml", "system.xml"]

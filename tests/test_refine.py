@@ -18,6 +18,7 @@ from backmap_plugin.openmm import cli as openmm_cli  # noqa: E402
 from backmap_plugin.openmm.platforms import select_platform  # noqa: E402
 from backmap_plugin.openmm.refine import refine_structure  # noqa: E402
 from backmap_plugin.openmm.structure import create_disulfide_bonds  # noqa: E402
+from backmap_plugin.cli import main as backmap_main  # noqa: E402
 
 EXAMPLE_CA = Path(__file__).resolve().parents[1] / "examples" / "trpcage_ca.pdb"
 
@@ -127,7 +128,7 @@ def test_refine_survives_overlapping_side_chains(backmapped, tmp_path):
 
 def test_non_convergence_is_reported_and_written(backmapped, tmp_path, capsys):
     output = tmp_path / "limited.pdb"
-    status = openmm_cli.main([
+    status = backmap_main([
         "refine", str(backmapped), "-o", str(output), "--steps", "1", "--solvent", "vacuum",
         "--platform", "CPU", "--quiet",
     ])
@@ -162,7 +163,7 @@ def test_refine_every_model_of_an_ensemble(fixture_pdb, tmp_path):
 
 
 def test_refine_missing_input_is_one_line_error(tmp_path, capsys):
-    status = openmm_cli.main(["refine", str(tmp_path / "missing.pdb"), "-o", str(tmp_path / "out.pdb")])
+    status = backmap_main(["refine", str(tmp_path / "missing.pdb"), "-o", str(tmp_path / "out.pdb")])
     assert status == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
@@ -171,10 +172,10 @@ def test_refine_missing_input_is_one_line_error(tmp_path, capsys):
 
 
 def test_refine_rejects_bad_output_before_any_work(backmapped, tmp_path, capsys):
-    status = openmm_cli.main(["refine", str(backmapped), "-o", str(tmp_path / "out.txt")])
+    status = backmap_main(["refine", str(backmapped), "-o", str(tmp_path / "out.txt")])
     assert status == 2
     assert "unsupported output file extension" in capsys.readouterr().err
-    status = openmm_cli.main(["refine", str(backmapped), "-o", str(tmp_path / "no" / "out.pdb")])
+    status = backmap_main(["refine", str(backmapped), "-o", str(tmp_path / "no" / "out.pdb")])
     assert status == 2
     assert "does not exist" in capsys.readouterr().err
 

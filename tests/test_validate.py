@@ -10,7 +10,6 @@ import pytest
 
 pytest.importorskip("openmm")
 
-from backmap_plugin.openmm import cli as openmm_cli  # noqa: E402
 from backmap_plugin.openmm.checks import (  # noqa: E402
     all_atom_clashes,
     angle_values,
@@ -19,6 +18,7 @@ from backmap_plugin.openmm.checks import (  # noqa: E402
     ramachandran_outliers,
 )
 from backmap_plugin.openmm.validate import validate_structure  # noqa: E402
+from backmap_plugin.cli import main as backmap_main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,9 @@ def test_mirrored_structure_has_d_residues(nmr_models, tmp_path, capsys):
     assert result.frames[0]["d_residues"] == n_chiral
     assert result.frames[0]["ramachandran_outliers"] > 0  # mirrored phi/psi
     assert not result.passed
-    assert openmm_cli.main(["validate", str(mirrored), "--strict", "--no-energy"]) == 1
+    assert backmap_main(["validate", str(mirrored), "--strict", "--no-energy"]) == 1
     assert "d residues" in capsys.readouterr().out
-    assert openmm_cli.main(["validate", str(mirrored), "--no-energy"]) == 0
+    assert backmap_main(["validate", str(mirrored), "--no-energy"]) == 0
 
 
 def test_injected_clash_is_caught(nmr_models, tmp_path, capsys):
@@ -77,14 +77,14 @@ def test_injected_clash_is_caught(nmr_models, tmp_path, capsys):
     traj.xyz[0, a] = traj.xyz[0, b] + 0.12 * direction / np.linalg.norm(direction)  # 1.2 Angstrom away
     clashing = tmp_path / "clash.pdb"
     traj.save(str(clashing))
-    assert openmm_cli.main(["validate", str(clashing), "--json", "--solvent", "vacuum", "--platform", "CPU"]) == 0
+    assert backmap_main(["validate", str(clashing), "--json", "--solvent", "vacuum", "--platform", "CPU"]) == 0
     report = json.loads(capsys.readouterr().out)
     frame = report["frames"][0]
     assert frame["heavy_clashes"] >= 1
     assert frame["all_atom_clashes"] >= 1
     assert report["passed"] is False
     assert any("heavy clashes" in line for line in report["failures"])
-    assert openmm_cli.main(["validate", str(clashing), "--strict", "--no-energy"]) == 1
+    assert backmap_main(["validate", str(clashing), "--strict", "--no-energy"]) == 1
 
 
 def test_missing_atom_is_reported_and_energy_is_nan(nmr_models, tmp_path):
@@ -99,7 +99,7 @@ def test_missing_atom_is_reported_and_energy_is_nan(nmr_models, tmp_path):
 
 
 def test_validate_json_is_strict_json(nmr_models, capsys):
-    assert openmm_cli.main(["validate", str(nmr_models), "--json", "--no-energy", "--strict"]) == 0
+    assert backmap_main(["validate", str(nmr_models), "--json", "--no-energy", "--strict"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_frames"] == 3 and report["passed"] is True
     assert report["frames"][0]["energy_kj_mol"] is None
@@ -107,7 +107,7 @@ def test_validate_json_is_strict_json(nmr_models, capsys):
 
 
 def test_validate_missing_input_is_one_line_error(tmp_path, capsys):
-    assert openmm_cli.main(["validate", str(tmp_path / "nope.pdb")]) == 2
+    assert backmap_main(["validate", str(tmp_path / "nope.pdb")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.pdb: no such file" in err[0]
 

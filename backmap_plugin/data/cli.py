@@ -7,11 +7,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import traceback
 from collections import Counter
 
-from ..errors import BackmapInputError
 
 _BUILD_EXAMPLE = """example:
   backmap data build ../shared/data/train -o cache/train
@@ -153,25 +150,3 @@ def _info(args) -> int:
 
     print("\n".join(info_lines(open_cache(args.cache))))
     return 0
-
-
-def main(argv=None) -> int:
-    """Run ``backmap data`` on its own; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="backmap data", description="Build and inspect the corpus cache.")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    _add_commands(parser.add_subparsers(dest="data_command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (BackmapInputError, ValueError, OSError) as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"backmap: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("backmap: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import traceback
 
-from ..errors import BackmapInputError
 
-__all__ = ["add_parsers", "build_parser", "handled_errors", "main"]
+__all__ = ["add_parsers"]
 
 _REFINE_EXAMPLE = """example:
   backmap run examples/trpcage_ca.pdb -o trpcage_aa.pdb
@@ -140,66 +138,3 @@ def _validate(args) -> int:
     else:
         print(result.table())
     return 1 if args.strict and not result.passed else 0
-
-
-def handled_errors() -> tuple:
-    """Exception types the command reports as one line (``backmap: error: ...``).
-
-    Returns
-    -------
-    tuple of type
-        :class:`~backmap_plugin.errors.BackmapInputError`, ``ValueError``,
-        ``OSError`` and ``openmm.OpenMMException`` (e.g. a platform that
-        cannot create a context).
-    """
-    import openmm
-
-    return (BackmapInputError, ValueError, OSError, openmm.OpenMMException)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A parser with only the ``refine`` and ``validate`` subcommands.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-    """
-    parser = argparse.ArgumentParser(prog="backmap", description="Refine and validate all-atom structures.")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parsers(sub)
-    return parser
-
-
-def main(argv=None) -> int:
-    """Run ``refine`` or ``validate`` on their own; returns the exit status.
-
-    Parameters
-    ----------
-    argv : list of str, optional
-        Arguments (default ``sys.argv[1:]``).
-
-    Returns
-    -------
-    int
-        0 on success, 1 when ``validate --strict`` finds a failure, 2 on
-        errors (one line on stderr), 130 when interrupted.
-    """
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except Exception as exc:
-        if not isinstance(exc, handled_errors()):
-            raise
-        if args.debug:
-            traceback.print_exc()
-        print(f"backmap: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("backmap: interrupted; finished frames kept in the .partial file and the JSON report",
-              file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
