@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 import traceback
 
@@ -51,60 +49,25 @@ def _add_run(sub) -> None:
     p.set_defaults(func=_run)
 
 
-def _flush_c_stdio() -> None:
-    """Flush the C library's stdio buffers (printf output of compiled readers)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError):
-        pass
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """Send file descriptor 1 to stderr for the duration of the block.
-
-    Compiled readers print to the C stdout (mdtraj's DCD plugin writes
-    ``dcdplugin) ...`` lines); stdout is kept for the summary line only.
-    """
-    sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no file descriptor 1
-        yield
-        return
-    _flush_c_stdio()
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        _flush_c_stdio()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _run(args) -> int:
     from .api import backmap
 
-    with _stdout_to_stderr():
-        result = backmap(
-            args.input,
-            args.output,
-            top=args.top,
-            mapping=args.mapping,
-            method=args.method,
-            samples=args.samples,
-            seed=args.seed,
-            device=args.device,
-            stride=args.stride,
-            chunk=args.chunk,
-            break_distance=args.break_distance,
-            progress=not args.quiet,
-            model=args.model,
-            temperature=args.temperature,
-        )
+    result = backmap(
+        args.input,
+        args.output,
+        top=args.top,
+        mapping=args.mapping,
+        method=args.method,
+        samples=args.samples,
+        seed=args.seed,
+        device=args.device,
+        stride=args.stride,
+        chunk=args.chunk,
+        break_distance=args.break_distance,
+        progress=not args.quiet,
+        model=args.model,
+        temperature=args.temperature,
+    )
     for line in result.report:
         print(f"note: {line}", file=sys.stderr)
     print(result.summary())

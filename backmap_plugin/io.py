@@ -22,8 +22,10 @@ repeats in a chain.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 from collections import Counter
 from typing import Iterator, NamedTuple, Optional
 
@@ -268,10 +270,45 @@ def _load_topology(path: str, ext: str) -> md.Topology:
     return _load_whole(path, ext).topology
 
 
+def _flush_c_stdio() -> None:
+    """Flush the C library's stdio buffers (printf output of compiled readers)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def c_stdout_to_stderr():
+    """Send file descriptor 1 to stderr for the duration of the block.
+
+    mdtraj's compiled DCD plugin prints ``dcdplugin) ...`` lines to the C
+    stdout whenever it opens a file; they go to stderr so that stdout stays
+    for the program's own output.
+    """
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1
+        yield
+        return
+    _flush_c_stdio()
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        _flush_c_stdio()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _count_trajectory_atoms(path: str, ext: str) -> int:
     """Number of atoms in the first frame of a coordinate-only trajectory."""
     try:
-        with md.open(path) as handle:
+        with c_stdout_to_stderr(), md.open(path) as handle:
             first = handle.read(n_frames=1)
         xyz = first[0] if isinstance(first, tuple) else first
     except Exception as exc:
@@ -462,7 +499,8 @@ class FrameSource:
         done = 0
         while True:
             try:
-                traj = next(chunks)
+                with c_stdout_to_stderr():  # the first read opens the file
+                    traj = next(chunks)
             except StopIteration:
                 return
             except Exception as exc:
@@ -751,7 +789,8 @@ class _MdtrajBackend:
         elif ext == ".xtc":
             self._file = md.formats.XTCTrajectoryFile(partial, "w", force_overwrite=True)
         else:
-            self._file = md.formats.DCDTrajectoryFile(partial, "w", force_overwrite=True)
+            with c_stdout_to_stderr():
+                self._file = md.formats.DCDTrajectoryFile(partial, "w", force_overwrite=True)
 
     def check(self, xyz, topology, first_frame) -> None:
         """Binary formats have no column limits."""
