@@ -57,6 +57,7 @@ class ModelConfig:
     max_rotamers: int = 8
     chi_offset_max: float = math.radians(40.0)
     free_bits: float = 0.05
+    prior_weight: float = 0.5
     w_angle: float = 1.0
     w_rotamer: float = 1.0
     w_offset: float = 2.0
@@ -238,20 +239,58 @@ class BackmapVAE(nn.Module):
 
     # ------------------------------------------------------------------ train
     def loss(self, batch: G.ResidueBatch, targets: Targets) -> dict:
-        """All loss terms (each a scalar tensor) and their weighted sum ``total``."""
+        """All loss terms (each a scalar tensor) and their weighted sum ``total``.
+
+        The decoder is trained twice per batch: with z from the posterior
+        (the VAE reconstruction) and with z drawn from the prior, which is
+        what sampling uses (the hybrid objective of conditional VAEs, Sohn
+        et al. 2015); without the second term the decoder learns to read the
+        answer from the posterior's z and ignores the CG context. Cartesian
+        and clash terms are computed on the prior-sample structure.
+        """
         c = self.config
         cond = self.condition(batch)
         mu_p, ls_p = self.prior_params(batch, cond)
         mu_q, ls_q = self.posterior_params(batch, cond, targets)
-        z = mu_q + torch.randn_like(mu_q) * ls_q.exp()
-        out = self.decode(batch, cond, z)
         terms = {}
         # exact Gaussian KL(q || p) per residue and dimension, free bits per dimension
         kl = (ls_p - ls_q) + (torch.exp(2 * ls_q) + (mu_q - mu_p) ** 2) / (2 * torch.exp(2 * ls_p)) - 0.5
         kl = batch.to_flat(kl)
         terms["kl"] = kl.sum(-1).mean()
         kl_loss = torch.clamp(kl.mean(0), min=c.free_bits).sum()
-        # backbone degrees of freedom: bin classification + offset
+        posterior = self._choice_terms(self.decode(batch, cond, mu_q + torch.randn_like(mu_q) * ls_q.exp()), batch, targets)
+        out = self.decode(batch, cond, mu_p + torch.randn_like(mu_p) * ls_p.exp())
+        prior = self._choice_terms(out, batch, targets)
+        terms.update({f"{k}": v for k, v in posterior.items()})
+        terms.update({f"prior_{k}": v for k, v in prior.items()})
+        # the structure the decoder's most likely choices build from a prior sample, with the true trace
+        choices = {name: out[name][0].argmax(-1).detach() for name in ("angle",) + TERMINAL}
+        choices["rotamer"] = out["rotamer_logits"].argmax(-1).detach()
+        atoms = self.structure(batch, out, choices, batch.to_flat(batch.beads))
+        truth = targets.slots.to(atoms.dtype)
+        present = targets.present & torch.as_tensor(chem.SLOT_EXISTS[batch.flat_res_type], device=atoms.device)
+        d2 = ((atoms - truth) ** 2).sum(-1)
+        terms["cartesian"] = d2[present].mean()
+        terms["rmsd"] = d2[present].mean().sqrt().detach()
+        terms["clash"] = self.clash_loss(batch, atoms, cond["inv_nb"])
+
+        def choice_loss(t):
+            return (c.w_angle * (t["angle_ce"] + c.w_offset * t["angle_offset"])
+                    + c.w_rotamer * (t["rotamer_ce"] + c.w_offset * t["chi_offset"]))
+
+        terms["total"] = (
+            (1 - c.prior_weight) * choice_loss(posterior)
+            + c.prior_weight * choice_loss(prior)
+            + c.w_kl * kl_loss
+            + c.w_cartesian * terms["cartesian"]
+            + c.w_clash * terms["clash"]
+        )
+        return terms
+
+    def _choice_terms(self, out: dict, batch: G.ResidueBatch, targets: Targets) -> dict:
+        """Classification and offset losses of one decoding, with accuracies."""
+        c = self.config
+        terms = {}
         ce, off = [], []
         for name in ("angle",) + TERMINAL:
             logits, _ = out[name]
@@ -269,30 +308,13 @@ class BackmapVAE(nn.Module):
         terms["angle_offset"] = torch.stack(off).sum() / max(1, n_dof)
         # rotamers: classification + chi offsets of the true rotamer
         rm = targets.rotamer_mask
-        terms["rotamer_ce"] = nn.functional.cross_entropy(out["rotamer_logits"][rm], targets.rotamer[rm]) if rm.any() else z.new_zeros(())
-        terms["rotamer_acc"] = (out["rotamer_logits"].argmax(-1) == targets.rotamer)[rm].float().mean().detach()
+        logits = out["rotamer_logits"]
+        terms["rotamer_ce"] = nn.functional.cross_entropy(logits[rm], targets.rotamer[rm]) if rm.any() else logits.new_zeros(())
+        terms["rotamer_acc"] = (logits.argmax(-1) == targets.rotamer)[rm].float().mean().detach()
         chis = self._chis(out, batch.flat_res_type, targets.rotamer)
         period = chi_periods(batch.flat_res_type, chis.device).to(chis.dtype)
         chi_err = 1 - torch.cos((chis - targets.chi.to(chis.dtype)) * 2 * math.pi / period)
-        terms["chi_offset"] = chi_err[targets.chi_mask].mean() if targets.chi_mask.any() else z.new_zeros(())
-        # the structure the decoder's most likely choices build, with the true trace
-        choices = {name: out[name][0].argmax(-1).detach() for name in ("angle",) + TERMINAL}
-        choices["rotamer"] = out["rotamer_logits"].argmax(-1).detach()
-        beads = batch.to_flat(batch.beads)
-        atoms = self.structure(batch, out, choices, beads)
-        truth = targets.slots.to(atoms.dtype)
-        present = targets.present & torch.as_tensor(chem.SLOT_EXISTS[batch.flat_res_type], device=atoms.device)
-        d2 = ((atoms - truth) ** 2).sum(-1)
-        terms["cartesian"] = d2[present].mean()
-        terms["rmsd"] = d2[present].mean().sqrt().detach()
-        terms["clash"] = self.clash_loss(batch, atoms, cond["inv_nb"])
-        terms["total"] = (
-            c.w_angle * (terms["angle_ce"] + c.w_offset * terms["angle_offset"])
-            + c.w_rotamer * (terms["rotamer_ce"] + c.w_offset * terms["chi_offset"])
-            + c.w_kl * kl_loss
-            + c.w_cartesian * terms["cartesian"]
-            + c.w_clash * terms["clash"]
-        )
+        terms["chi_offset"] = chi_err[targets.chi_mask].mean() if targets.chi_mask.any() else logits.new_zeros(())
         return terms
 
     def clash_loss(self, batch: G.ResidueBatch, atoms: torch.Tensor, nb: G.Neighbours) -> torch.Tensor:
