@@ -157,3 +157,20 @@ def test_all_atom_simulation_is_refused(tmp_path):
     simulation.reporters.append(BackmapReporter(str(tmp_path / "aa.pdb"), 1))
     with pytest.raises(BackmapInputError, match="not coarse-grained"):
         simulation.step(1)
+
+
+def test_refined_frames_have_hydrogens_and_no_clashes(tmp_path):
+    """refine=True: every written structure is completed with H and minimised."""
+    from backmap_plugin import metrics
+
+    simulation = cg_simulation()
+    out = tmp_path / "aa_refined.pdb"
+    with BackmapReporter(str(out), 10, batchFrames=2, refine=True) as reporter:
+        simulation.reporters.append(reporter)
+        simulation.step(20)
+    traj = md.load(str(out))
+    assert traj.n_frames == 2
+    assert any(a.element.symbol == "H" for a in traj.topology.atoms)
+    heavy = traj.atom_slice([a.index for a in traj.topology.atoms if a.element.symbol != "H"])
+    bonds = np.array([[b[0].index, b[1].index] for b in heavy.topology.bonds])
+    assert metrics.clashes(heavy.xyz * 10.0, bonds).sum() == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 
+import mdtraj as md
 import numpy as np
 from openmm import unit
 
@@ -47,7 +48,9 @@ class BackmapReporter:
     model : None
         Reserved for a trained generative model; None uses ``method``.
     refine : bool
-        Reserved for restrained refinement of every frame (not yet available).
+        Add hydrogens and minimise every written structure with amber14 +
+        GBn2 under heavy-atom restraints (:class:`Refiner`); the output then
+        has hydrogens. Much slower than backmapping itself.
     device : str
         ``'auto'``, ``'cpu'`` or ``'cuda'`` for backmapping.
     batchFrames : int
@@ -87,8 +90,6 @@ class BackmapReporter:
     ):
         if model is not None:
             raise ValueError("BackmapReporter: no trained generative model is available yet; use method='ideal'")
-        if refine:
-            raise ValueError("BackmapReporter: refine=True is not available yet; refine afterwards with `backmap refine`")
         if reportInterval < 1 or batchFrames < 1:
             raise ValueError("BackmapReporter: reportInterval and batchFrames must be at least 1")
         self._file = file
@@ -97,6 +98,11 @@ class BackmapReporter:
         self._firstFrameFile = firstFrameFile
         self._options = dict(mapping=mapping, method=method, samples=samples, seed=seed, device=device,
                              break_distance=breakDistance)
+        self._refiner = None
+        if refine:
+            from .refine import Refiner
+
+            self._refiner = Refiner(platform="auto")
         self._engine = None
         self._writer = None
         self._buffer: list[np.ndarray] = []
@@ -152,10 +158,22 @@ class BackmapReporter:
         _check_coarse_grained(topology, self._file)
         self._engine = Backmapper.from_openmm(topology, first_frame / 10.0, source=f"BackmapReporter({self._file})",
                                               **self._options)
+        first_topology, first = self._finish(self._engine.build(first_frame[None])[:1])
         if self._firstFrameFile is not None:
-            with TrajectoryWriter(self._firstFrameFile, self._engine.topology) as first:
-                first.write(self._engine.build(first_frame[None])[:1])
-        self._writer = TrajectoryWriter(self._file, self._engine.topology, atomic=False)
+            with TrajectoryWriter(self._firstFrameFile, first_topology) as writer:
+                writer.write(first)
+        self._writer = TrajectoryWriter(self._file, first_topology, atomic=False)
+
+    def _finish(self, xyz: np.ndarray):
+        """Backmapped heavy atoms -> (mdtraj topology, coordinates) to write; refined if asked."""
+        if self._refiner is None:
+            return self._engine.topology, xyz
+        top = self._engine.topology.to_openmm()
+        frames = []
+        for frame in xyz:
+            refined_top, positions, _ = self._refiner.refine(top, frame / 10.0 * unit.nanometer)
+            frames.append(np.asarray(positions.value_in_unit(unit.angstrom), dtype=np.float32))
+        return md.Topology.from_openmm(refined_top), np.stack(frames)
 
     def flush(self) -> None:
         """Backmap and write the buffered frames now."""
@@ -163,7 +181,7 @@ class BackmapReporter:
             return
         frames = np.stack(self._buffer)
         self._buffer = []
-        self._writer.write(self._engine.build(frames, self._framesWritten))
+        self._writer.write(self._finish(self._engine.build(frames, self._framesWritten))[1])
         self._framesWritten += len(frames)
 
     def close(self) -> None:
