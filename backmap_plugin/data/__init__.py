@@ -5,7 +5,10 @@
 * :mod:`backmap_plugin.data.sampler`: :class:`ClusterSampler`,
   :class:`CropDataset` and :func:`make_loader` make fixed-size, cropped,
   cluster-balanced training batches.
-* :mod:`backmap_plugin.data.cli`: the ``backmap data build|info`` commands.
+* :mod:`backmap_plugin.data.augment`: :func:`run_augmentation` adds
+  out-of-equilibrium (high-temperature MD) frames of cached structures,
+  :func:`append_to_cache` puts them into a cache.
+* :mod:`backmap_plugin.data.cli`: the ``backmap data build|info|augment`` commands.
 
 Names are imported on first use, so the command line starts without torch.
 """
@@ -15,6 +18,7 @@ _EXPORTS = {
     "EntryArrays": "cache", "process_file": "cache",
     "ClusterSampler": "sampler", "CropDataset": "sampler", "CropKey": "sampler",
     "collate_crops": "sampler", "make_loader": "sampler",
+    "run_augmentation": "augment", "append_to_cache": "augment",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -52,6 +52,17 @@ Files without a manifest row are clustered here (see
 ``test`` for entries whose manifest split is ``visible_test`` and otherwise
 ``val`` or ``train`` by a deterministic hash of the cluster id
 (:func:`cluster_split`), so a cluster is never on both sides.
+
+Derived entries (augmentation)
+------------------------------
+A manifest row with a non-empty ``parent`` column (e.g. the ``md-aug``
+frames of :mod:`backmap_plugin.data.augment`) describes data derived from
+the entry of that id. When the parent is in the same build, the derived
+entry takes the parent's ``cluster30`` and split; otherwise its manifest's
+``cluster30`` and ``split`` (``train``, ``val`` or ``test``; the parent's at
+the time it was made) are kept. Derived entries are not counted by the
+big-cluster rule (:data:`BIG_CLUSTER_SHARE`), so adding them never moves
+other entries between splits.
 """
 
 from __future__ import annotations
@@ -612,6 +623,19 @@ def _report_row(entry_id: str, meta: dict) -> dict:
     }
 
 
+def _inherit_from_parents(entries: list, derived: dict, val_fraction: float) -> None:
+    """Cluster and split of derived entries: the parent's, else their manifest's."""
+    by_id = {entry["entry_id"]: entry for k, entry in enumerate(entries) if k not in derived}
+    for k, info in derived.items():
+        entry, parent = entries[k], by_id.get(info["parent"])
+        if parent is not None:
+            entry["cluster30"], entry["split"] = parent["cluster30"], parent["split"]
+        elif info.get("split") in ("train", "val"):
+            entry["split"] = info["split"]
+        elif entry["split"] is None:
+            entry["split"] = cluster_split(entry["cluster30"], val_fraction)
+
+
 def build_cache(
     sources,
     cache_dir,
@@ -690,6 +714,7 @@ def build_cache(
     # index: usable entries with clusters and splits
     manifests: dict = {}
     rows, entries, unclustered = [], [], {}
+    derived: dict = {}  # entry position -> manifest row naming a parent
     for path, digest in hashes.items():
         meta = metas[digest]
         entry_id = entry_id_of(path)
@@ -707,18 +732,22 @@ def build_cache(
         }
         if entry["cluster30"] is None:
             unclustered[str(path)] = meta["chains"]
+        if info and info.get("parent"):
+            derived[len(entries)] = info
         entries.append(entry)
     computed = sequence_clusters(unclustered) if unclustered else {}
     for entry in entries:
         if entry["cluster30"] is None:
             entry["cluster30"] = computed[entry["source"]]
-    sizes = Counter(entry["cluster30"] for entry in entries)
-    for entry in entries:
+    primary = [entry for k, entry in enumerate(entries) if k not in derived]
+    sizes = Counter(entry["cluster30"] for entry in primary)
+    for entry in primary:
         if entry["split"] is None:
             # a family larger than BIG_CLUSTER_SHARE of the entries (antibodies)
             # always trains: held out, it would take a third of the data away
-            big = sizes[entry["cluster30"]] > BIG_CLUSTER_SHARE * len(entries)
+            big = sizes[entry["cluster30"]] > BIG_CLUSTER_SHARE * len(primary)
             entry["split"] = "train" if big else cluster_split(entry["cluster30"], val_fraction)
+    _inherit_from_parents(entries, derived, val_fraction)
     index = {"format": CACHE_FORMAT, "settings": dict(settings, val_fraction=val_fraction),
              "entries": entries}
 

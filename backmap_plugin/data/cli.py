@@ -1,4 +1,4 @@
-"""The ``backmap data`` subcommands: ``build`` and ``info`` of a corpus cache.
+"""The ``backmap data`` subcommands: ``build`` and ``info`` of a corpus cache, ``augment``.
 
 :func:`add_parser` adds the group to the ``backmap`` command's subparsers;
 :func:`main` runs it on its own (``python -m backmap_plugin.data.cli build ...``).
@@ -51,13 +51,63 @@ def _add_info(sub) -> None:
     p.set_defaults(func=_info)
 
 
+_AUGMENT_EXAMPLE = """example:
+  backmap data augment cache/train --config workflows/augment/config.json -o aug/train
+  nice -n 19 backmap data augment cache/train --config workflows/augment/config.json -o aug/train \\
+      --max-residues 150 --max-minutes 20 --platform CPU
+  backmap data augment cache/train --config workflows/augment/config.json -o aug/train --append
+"""
+
+
+def _shard(text: str) -> tuple:
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
+    return k, n
+
+
+def _add_augment(sub) -> None:
+    p = sub.add_parser(
+        "augment",
+        help="out-of-equilibrium frames: high-temperature MD of cached structures",
+        description=(
+            "Heat train-split structures of a cache through a temperature ladder (amber14 + implicit "
+            "solvent, OpenMM) and write heavy-atom frames that 'backmap data build' reads as kind md-aug "
+            "with the parent's cluster and split. Resumable: finished structures are skipped; a failing "
+            "structure is reported in failures.csv and skipped. The recipe: workflows/augment/README.md."
+        ),
+        epilog=_AUGMENT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("cache", metavar="CACHE", help="corpus cache whose structures are augmented")
+    p.add_argument("--config", required=True, help="augmentation recipe (JSON), e.g. workflows/augment/config.json")
+    p.add_argument("-o", "--output", required=True, metavar="AUG_DIR", help="output folder (created; resumable)")
+    p.add_argument("--max-structures", type=int, help="run at most the first N structures of the order")
+    p.add_argument("--max-residues", type=int, help="largest structure (residues); overrides the config")
+    p.add_argument("--max-minutes", type=float, help="start no new structure after this many minutes")
+    p.add_argument("--platform", default="auto", help="OpenMM platform: auto (CUDA, else CPU), CUDA, CPU, Reference")
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
+                   help="run every N-th structure from K (for N processes, e.g. on one GPU)")
+    p.add_argument("--retry-failed", action="store_true", help="run structures that failed before again")
+    p.add_argument("--append", action="store_true",
+                   help="afterwards add the folder's frames to CACHE (rebuilds its index, reuses its entries)")
+    p.add_argument("--workers", type=int, default=2, help="processes parsing files for --append (default: 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
+    p.set_defaults(func=_augment)
+
+
 def _add_commands(sub) -> None:
     _add_build(sub)
     _add_info(sub)
+    _add_augment(sub)
 
 
 def add_parser(subparsers) -> None:
-    """Add the ``data`` subcommand group (``build``, ``info``) to the ``backmap`` command.
+    """Add the ``data`` subcommand group (``build``, ``info``, ``augment``) to the ``backmap`` command.
 
     Parameters
     ----------
@@ -80,16 +130,37 @@ def _build(args) -> int:
         args.sources, args.output, mapping=args.mapping, max_frames=args.max_frames,
         workers=args.workers, val_fraction=args.val_fraction, progress=not args.quiet,
     )
+    print(_build_line(summary))
+    return 0
+
+
+def _build_line(summary: dict) -> str:
+    """One line about a :func:`~backmap_plugin.data.cache.build_cache` summary."""
     if summary["up_to_date"]:
-        print(f"{summary['cache_dir']}: up to date ({summary['entries']} entries)")
-        return 0
+        return f"{summary['cache_dir']}: up to date ({summary['entries']} entries)"
     splits = ", ".join(f"{k} {v}" for k, v in sorted(summary["splits"].items()))
-    print(
+    return (
         f"{summary['cache_dir']}: {summary['files']} files: {summary['built']} parsed, "
         f"{summary['reused']} reused, {summary['skipped']} skipped, {summary['removed']} removed; "
         f"{summary['entries']} entries in {summary['clusters']} clusters ({splits}); "
         f"{summary['seconds']:.1f} s"
     )
+
+
+def _augment(args) -> int:
+    from .augment import append_to_cache, run_augmentation
+
+    summary = run_augmentation(
+        args.cache, args.output, args.config, max_structures=args.max_structures, platform=args.platform,
+        max_residues=args.max_residues, shard=args.shard, retry_failed=args.retry_failed,
+        max_minutes=args.max_minutes, progress=not args.quiet,
+    )
+    print(summary.summary())
+    if args.append:
+        appended = append_to_cache(args.output, args.cache, workers=args.workers, progress=not args.quiet)
+        for path in appended["missing_sources"]:
+            print(f"note: source {path} of the last build no longer exists; dropped from {args.cache}")
+        print(_build_line(appended))
     return 0
 
 

@@ -9,6 +9,9 @@
 * :func:`select_platform` / :func:`create_context`: CUDA when present, else
   CPU.
 * :class:`BackmapReporter`: backmap a running CG simulation as it goes.
+* :mod:`~backmap_plugin.openmm.sampling`: high-temperature Langevin runs of
+  one structure (amber14 + implicit solvent), for the training-data
+  augmentation.
 
 The command-line subcommands live in :mod:`backmap_plugin.openmm.cli`.
 """

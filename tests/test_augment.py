@@ -1,0 +1,163 @@
+"""Out-of-equilibrium augmentation: tiny high-temperature runs of Trp-cage (CPU platform)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from backmap_plugin.cli import main as backmap_main
+from backmap_plugin.data.augment import (
+    AUG_KIND,
+    FRAMES_DIR,
+    LOGS_DIR,
+    augment_id,
+    load_config,
+    read_logs,
+    run_augmentation,
+    select_structures,
+)
+from backmap_plugin.data.cache import build_cache, open_cache
+from backmap_plugin.errors import BackmapInputError
+
+#: Two 0.4 ps stages (200 steps each), one frame per stage.
+TINY = {"temperatures": [400.0, 500.0], "stage_ps": 0.4, "save_ps": 0.4, "timestep_fs": 2.0,
+        "minimize_iterations": 100, "seed": 7, "max_residues": 100}
+PLATFORM = "CPU"
+
+
+def _atom_lines(path, model: int = 1) -> list[str]:
+    """ATOM lines of one model of a gzipped multi-model PDB."""
+    lines, current = [], 0
+    with gzip.open(path, "rt") as handle:
+        for line in handle:
+            if line.startswith("MODEL"):
+                current += 1
+            elif line.startswith("ATOM") and current == model:
+                lines.append(line)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def parents(tmp_path_factory, fixture_pdb):
+    """A cache of three parents in one cluster: Trp-cage 1-12, Trp-cage, and a dimer
+    of Trp-cage with both chains on the same coordinates (cannot be simulated)."""
+    root = tmp_path_factory.mktemp("augment")
+    src = root / "src"
+    src.mkdir()
+    atoms = _atom_lines(fixture_pdb)
+    (src / "trp__short.pdb").write_text("".join(a for a in atoms if int(a[22:26]) <= 12) + "END\n")
+    (src / "trp__full.pdb").write_text("".join(atoms) + "END\n")
+    chain_b = [a[:21] + "B" + a[22:] for a in atoms]
+    (src / "trp__overlap.pdb").write_text("".join(atoms) + "TER\n" + "".join(chain_b) + "END\n")
+    build_cache([src], root / "cache", workers=1, val_fraction=0.0)
+    return root
+
+
+def test_native_obc2_matches_custom_force(fixture_pdb):
+    import openmm
+
+    from backmap_plugin.openmm.sampling import use_native_obc2
+    from backmap_plugin.openmm.structure import complete_structure, read_structure
+    from backmap_plugin.openmm.systems import load_force_field
+
+    topology, frames = read_structure(fixture_pdb)
+    completed = complete_structure(topology, frames[0])
+    system = load_force_field("obc2").createSystem(completed.topology)
+    energies = []
+    for replace in (False, True):
+        if replace:
+            assert use_native_obc2(system)
+            assert any(isinstance(f, openmm.GBSAOBCForce) for f in system.getForces())
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(completed.positions)
+        energies.append(context.getState(getEnergy=True).getPotentialEnergy()._value)
+    assert energies[1] == pytest.approx(energies[0], abs=0.01)
+
+
+def test_config_and_order(parents):
+    config = load_config(TINY)
+    assert config.protocol.n_frames == 2 and config.protocol.steps_per_save == 200
+    with pytest.raises(BackmapInputError, match="unknown"):
+        load_config(dict(TINY, temperature=300))
+    with pytest.raises(BackmapInputError, match="multiple"):
+        load_config(dict(TINY, stage_ps=1.0, save_ps=0.3))
+    cache = open_cache(parents / "cache")
+    order = [e.entry_id for e in select_structures(cache, config)]
+    assert order == ["trp__short", "trp__full", "trp__overlap"]  # smallest first
+    assert [e.entry_id for e in select_structures(cache, config, shard=(1, 2))] == ["trp__full"]
+
+
+def test_inverted_chirality_is_caught(parents):
+    from backmap_plugin.data.augment import _frame_checks, structure_input
+
+    cache = open_cache(parents / "cache")
+    start = structure_input(cache, next(e for e in cache.entries if e.entry_id == "trp__full"))
+    frame = start.protein.scatter(start.reference)
+    rmsd, d_frames, d_start = _frame_checks(start, np.stack([frame, frame * [-1.0, 1.0, 1.0]]))
+    assert d_start == 0 and d_frames[0] == 0
+    assert d_frames[1] == sum(name != "GLY" for name in start.protein.names)  # the mirror image
+    assert rmsd[0] < 1e-3
+
+
+def test_augment_resume_failure_and_append(parents, tmp_path):
+    cache_dir, out = parents / "cache", tmp_path / "aug"
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first(log):
+        raise Interrupt(log["entry_id"])
+
+    # 1. a run interrupted after its first structure keeps that structure
+    with pytest.raises(Interrupt):
+        run_augmentation(cache_dir, out, TINY, platform=PLATFORM, on_structure=stop_after_first)
+    first = out / FRAMES_DIR / f"{augment_id('trp__short')}.pdb.gz"
+    assert first.is_file() and read_logs(out)[augment_id("trp__short")]["status"] == "done"
+    stamp = first.stat().st_mtime_ns
+
+    # 2. the rerun skips it, finishes the rest and reports the system that cannot run
+    summary = run_augmentation(cache_dir, out, TINY, platform=PLATFORM)
+    assert (summary.skipped, summary.done, summary.failed) == (1, 1, 1)
+    assert first.stat().st_mtime_ns == stamp
+    assert [f["entry_id"] for f in summary.failures] == [augment_id("trp__overlap")]
+    assert summary.failures[0]["stage"] in ("minimise", "dynamics")
+    assert "trp__overlap" in (out / "failures.csv").read_text()
+    assert (summary.total_done, summary.total_frames) == (2, 4)
+
+    # logs: finite energies and temperatures for every saved frame
+    log = read_logs(out)[augment_id("trp__full")]
+    assert log["n_frames"] == 2 and [f["temperature_k"] for f in log["frames"]] == [400.0, 500.0]
+    for frame in log["frames"]:
+        assert np.isfinite(frame["potential_kj_mol"]) and 100 < frame["kinetic_temperature_k"] < 1000
+        assert frame["d_residues"] == 0 and frame["ca_rmsd_angstrom"] < 5
+    # output: heavy atoms only, two models, the parent's residues
+    frames = out / log["output"]
+    with gzip.open(frames, "rt") as handle:
+        text = handle.read()
+    assert text.count("MODEL") == 2
+    elements = {line[76:78].strip() for line in text.splitlines() if line.startswith("ATOM")}
+    assert "H" not in elements and {"C", "N", "O"} <= elements
+
+    # 3. nothing left to do; a different recipe is refused
+    again = run_augmentation(cache_dir, out, TINY, platform=PLATFORM)
+    assert (again.skipped, again.done, again.failed) == (3, 0, 0)
+    with pytest.raises(BackmapInputError, match="another recipe"):
+        run_augmentation(cache_dir, out, dict(TINY, seed=8), platform=PLATFORM)
+
+    # 4. appended to the cache: kind md-aug, the parent's cluster and split
+    status = backmap_main(["data", "augment", str(cache_dir), "--config", str(out / "config.json"), "-o", str(out),
+                           "--platform", PLATFORM, "--append", "--quiet", "--workers", "1"])
+    assert status == 0
+    entries = {e.entry_id: e for e in open_cache(cache_dir).entries}
+    assert len(entries) == 5
+    for parent in ("trp__short", "trp__full"):
+        aug = entries[augment_id(parent)]
+        assert aug.kind == AUG_KIND and aug.n_frames == 2
+        assert (aug.cluster30, aug.split) == (entries[parent].cluster30, entries[parent].split)
+    assert json.loads((out / "summary.json").read_text())["total_clusters"] == 1
+    assert not any(p.name.startswith(".") for p in (out / FRAMES_DIR).iterdir())
+    assert sorted(p.name for p in (out / LOGS_DIR).iterdir()) == sorted(
+        f"{augment_id(p)}.json" for p in ("trp__short", "trp__full", "trp__overlap"))
