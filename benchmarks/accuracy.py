@@ -344,11 +344,17 @@ class Tool:
     timed: bool = True
 
 
-def package_tool(method: str) -> Callable[[ToolRequest, Truth], ToolOutput]:
+#: Options of the package's ``model`` method, set from the command line
+#: (``--model``, ``--temperature``).
+MODEL_OPTIONS: dict = {}
+
+
+def package_tool(method: str, options: dict | None = None) -> Callable[[ToolRequest, Truth], ToolOutput]:
     """A tool that runs :func:`backmap_plugin.backmap` with ``method``.
 
     The C-alpha PDB goes in, an all-atom PDB comes out (as with the CLI);
-    the output is read back with mdtraj.
+    the output is read back with mdtraj. ``options`` (read at run time) are
+    passed on to ``backmap``.
     """
 
     def run(request: ToolRequest, truth: Truth) -> ToolOutput:
@@ -365,6 +371,7 @@ def package_tool(method: str) -> Callable[[ToolRequest, Truth], ToolOutput]:
             device=request.device,
             break_distance=BREAK_DISTANCE,
             progress=False,
+            **(options or {}),
         )
         seconds = time.perf_counter() - t0
         traj = md.load(out)
@@ -468,11 +475,10 @@ def run_truth(request: ToolRequest, truth: Truth) -> ToolOutput:
     return ToolOutput(_topology_from_atoms(truth.names, atom_names), xyz, 0.0)
 
 
-#: Tool registry: name -> Tool. A new method of the package (e.g. the
-#: generative model) is one more entry:
-#: ``"model": Tool("model", package_tool("model"), stochastic=True)``.
+#: Tool registry: name -> Tool.
 TOOLS: dict[str, Tool] = {
     "ideal": Tool("ideal", package_tool("ideal")),
+    "model": Tool("model", package_tool("model", MODEL_OPTIONS), stochastic=True),
     "pulchra": Tool("pulchra", run_pulchra),
     "truth": Tool("truth", run_truth, timed=False),
 }
@@ -717,7 +723,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="device for package tools (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="write all numbers (per structure too) to this file")
+    parser.add_argument("--model", default=None, help="model file for the model tool (default: the shipped one)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="model sampling temperature (default: 1)")
     args = parser.parse_args(argv)
+    MODEL_OPTIONS.update(model=args.model, temperature=args.temperature)
 
     names = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in names if t not in TOOLS]

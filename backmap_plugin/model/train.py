@@ -175,6 +175,11 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
 def _log(run_dir: str, name: str, step: int, terms: dict, lr: float) -> None:
     path = os.path.join(run_dir, name)
     row = {"step": step, "lr": lr, **{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}}
+    if os.path.exists(path):
+        with open(path) as f:
+            header = f.readline().strip().split(",")
+        if header != list(row):  # terms changed (a resumed run with other code): keep the old log aside
+            os.replace(path, path.replace(".csv", f".before-{step}.csv"))
     new = not os.path.exists(path)
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(row))
