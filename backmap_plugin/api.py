@@ -144,12 +144,28 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
 METHODS = ("ideal", "model")
 
 
-def make_builder(method: str, model: str | None = None, device="cpu", temperature: float = 1.0):
-    """The builder callable of a method (see :data:`METHODS`)."""
+def default_method(mapping: Mapping, model: str | None = None) -> str:
+    """``model`` for C-alpha beads when a trained model is at hand, else ``ideal``."""
+    from .model.weights import shipped_model_path
+
+    if mapping.bead_is_ca and (model is not None or shipped_model_path() is not None):
+        return "model"
+    return "ideal"
+
+
+def make_builder(method: str, model: str | None = None, device="cpu", temperature: float | None = None,
+                 samples: int = 1):
+    """The builder callable of a method (see :data:`METHODS`).
+
+    ``temperature`` None means 0 (most likely structure) for one sample per
+    frame and 1 (draws from the model) for several.
+    """
     if method == "ideal":
         return backmap_ideal
     from .model.method import ModelMethod
 
+    if temperature is None:
+        temperature = 0.0 if samples == 1 else 1.0
     return ModelMethod(model, device, temperature)
 
 
@@ -177,8 +193,8 @@ class BackmapResult:
         )
 
 
-def _check_options(method: str, samples: int) -> None:
-    if method not in METHODS:
+def _check_options(method: str | None, samples: int) -> None:
+    if method is not None and method not in METHODS:
         raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
     if samples < 1:
         raise ValueError("samples must be at least 1")
@@ -221,7 +237,7 @@ class Backmapper:
         topology,
         first_frame: np.ndarray,
         mapping: str | Mapping = "ca",
-        method: str = "ideal",
+        method: str | None = None,
         samples: int = 1,
         seed: int = 0,
         device: str = "auto",
@@ -229,17 +245,18 @@ class Backmapper:
         source: str = "input",
         frame: int = 0,
         model: str | None = None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         box=None,
     ):
         _check_options(method, samples)
         self.mapping = get_mapping(mapping)
+        method = method or default_method(self.mapping, model)
         if break_distance is None:
             break_distance = BREAK_DISTANCE_CA if self.mapping.bead_is_ca else BREAK_DISTANCE_OTHER
         self.method, self.samples, self.seed = method, samples, seed
         self.device = select_device(device)
         self.source = source
-        self._build = make_builder(method, model, self.device, temperature)
+        self._build = make_builder(method, model, self.device, temperature, samples)
         records, self.report = read_residues(topology, source)
         if not records:
             raise BackmapInputError(f"{source}: no protein residues found")
@@ -309,7 +326,7 @@ def backmap(
     output,
     top=None,
     mapping: str | Mapping = "ca",
-    method: str = "ideal",
+    method: str | None = None,
     samples: int = 1,
     seed: int = 0,
     device: str = "auto",
@@ -318,7 +335,7 @@ def backmap(
     break_distance: float | None = None,
     progress: bool = True,
     model: str | None = None,
-    temperature: float = 1.0,
+    temperature: float | None = None,
 ) -> BackmapResult:
     """Backmap a coarse-grained trajectory to all heavy atoms.
 
@@ -334,9 +351,10 @@ def backmap(
         Topology file for trajectory formats without one (DCD, XTC ...).
     mapping : str or Mapping
         ``ca`` (bead at C-alpha) or ``com`` (bead at heavy-atom centre of mass).
-    method : str
-        ``ideal`` (deterministic geometric builder) or ``model`` (the
-        generative model).
+    method : str, optional
+        ``model`` (the generative model) or ``ideal`` (deterministic
+        geometric builder). Default: ``model`` for C-alpha beads (the
+        package ships trained weights), ``ideal`` for other mappings.
     samples : int
         Structures written per input frame, frame-major (frame 0 samples
         0..N-1, then frame 1 ...).
@@ -357,8 +375,9 @@ def backmap(
         Show a progress bar on stderr.
     model : str, optional
         Trained model file for ``method='model'`` (default: the shipped one).
-    temperature : float
-        Sampling temperature of the model (0: most likely structure).
+    temperature : float, optional
+        Sampling temperature of the model: 0 gives its most likely
+        structure; default 0 for one sample per frame, 1 for several.
 
     Returns
     -------

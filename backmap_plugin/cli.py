@@ -30,10 +30,11 @@ def _add_run(sub) -> None:
     p.add_argument("--top", help="topology file for DCD/XTC/TRR/NetCDF input")
     p.add_argument("-o", "--output", required=True, help="output file: .pdb, .cif, .dcd, .xtc or .h5")
     p.add_argument("--mapping", default="ca", choices=["ca", "com"], help="where the bead sits (default: ca)")
-    p.add_argument("--method", default="ideal", choices=["ideal", "model"], help="builder (default: ideal)")
+    p.add_argument("--method", default=None, choices=["ideal", "model"],
+                   help="builder (default: model for --mapping ca, ideal otherwise)")
     p.add_argument("--model", help="trained model file for --method model (default: the shipped model)")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="model sampling temperature; 0 = most likely structure (default: 1)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="model sampling temperature; 0 = most likely structure (default: 0 for one sample, 1 for several)")
     p.add_argument("--samples", type=int, default=1, help="structures per input frame, frame-major (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")

@@ -429,4 +429,4 @@ def test_backmapper_from_openmm_matches_file_path(tmp_path, fixture_pdb):
     frames = ca.xyz[:6] * 10.0
     whole = engine.build(frames)
     parts = np.concatenate([engine.build(frames[:2], 0), engine.build(frames[2:], 2)])
-    np.testing.assert_array_equal(whole, parts)
+    np.testing.assert_allclose(whole, parts, atol=1e-4)  # same seeds; float32 sums may differ in the last bit

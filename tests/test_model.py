@@ -131,3 +131,27 @@ def test_training_runs_and_resume_equals_uninterrupted(tmp_path):
     loaded = load_model(str(tmp_path / "straight" / "model.pt"))
     assert json.loads((tmp_path / "straight" / "model.json").read_text())["config"]["hidden"] == 16
     assert isinstance(loaded, BackmapVAE)
+
+
+def test_shipped_model_is_the_default_and_valid(tmp_path):
+    """backmap run uses the shipped weights for CA input; samples differ, chemistry holds."""
+    from backmap_plugin.api import backmap
+    from backmap_plugin.model.weights import load_model, shipped_model_path
+
+    assert shipped_model_path() is not None
+    model = load_model()
+    assert model.info["meta"]["step"] > 0 and model.info["config"]["z_dim"] == model.config.z_dim
+    out = tmp_path / "aa.pdb"
+    result = backmap(str(DATA.parent.parent / "examples" / "trpcage_ca.dcd"), str(out),
+                     top=str(DATA.parent.parent / "examples" / "trpcage_ca.pdb"), samples=3, stride=10, progress=False)
+    assert result.n_frames == 4 and result.n_samples == 3
+    traj = md.load(str(out))
+    assert traj.n_frames == 12 and traj.n_atoms == 154
+    records, _ = read_residues(traj.topology, "out")
+    slots, present = gather_slots(traj.xyz * 10.0, records)
+    protein = protein_topology(records, slots[0, :, chem.SLOT_CA])
+    pairs, ideal = protein.bonds()
+    assert present.all() or present[:, : chem.SLOT_OXT].sum() == protein.slot_mask[:, : chem.SLOT_OXT].sum()
+    assert metrics.fraction_bonds_off(traj.xyz * 10.0, pairs, ideal) <= 0.01
+    samples = (traj.xyz * 10.0).reshape(4, 3, traj.n_atoms, 3)
+    assert metrics.sample_diversity(samples) > 0.05  # samples of one frame genuinely differ

@@ -221,7 +221,9 @@ class BackmapVAE(nn.Module):
         pick = rotamer[..., None, None].expand(*rotamer.shape, 1, 4)
         base = torch.gather(lib.expand(rotamer.shape + lib.shape[-2:]), -2, pick)[..., 0, :]
         offset = torch.gather(out["chi_offsets"].expand(rotamer.shape + lib.shape[-2:]), -2, pick)[..., 0, :]
-        return base + offset
+        # proline keeps its library puckers exactly: the ring only closes for them
+        pro = torch.as_tensor(np.asarray(res_type) == chem.RESIDUE_INDEX["PRO"], device=offset.device)
+        return base + torch.where(pro[:, None], torch.zeros_like(offset), offset)
 
     def structure(self, batch: G.ResidueBatch, out: dict, choices: dict, beads_flat: torch.Tensor) -> torch.Tensor:
         """Heavy atoms (R, N_SLOTS, 3) for chosen bins / rotamers."""

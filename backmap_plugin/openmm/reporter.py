@@ -45,8 +45,8 @@ class BackmapReporter:
         ``'ca'`` or ``'com'``: where the beads sit.
     samples : int
         All-atom structures written per CG frame (frame-major).
-    model : None
-        Reserved for a trained generative model; None uses ``method``.
+    model : str, optional
+        Trained model file (default: the shipped model).
     refine : bool
         Add hydrogens and minimise every written structure with amber14 +
         GBn2 under heavy-atom restraints (:class:`Refiner`); the output then
@@ -55,8 +55,8 @@ class BackmapReporter:
         ``'auto'``, ``'cpu'`` or ``'cuda'`` for backmapping.
     batchFrames : int
         CG frames buffered before they are backmapped together.
-    method : str
-        Builder name (``'ideal'``).
+    method : str, optional
+        ``'model'`` or ``'ideal'`` (default: the model for CA beads).
     seed : int
         Random seed; frame k is seeded with (seed, k).
     firstFrameFile : str, optional
@@ -83,13 +83,11 @@ class BackmapReporter:
         refine: bool = False,
         device: str = "auto",
         batchFrames: int = 10,
-        method: str = "ideal",
+        method: str | None = None,
         seed: int = 0,
         firstFrameFile=None,
         breakDistance=None,
     ):
-        if model is not None:
-            raise ValueError("BackmapReporter: no trained generative model is available yet; use method='ideal'")
         if reportInterval < 1 or batchFrames < 1:
             raise ValueError("BackmapReporter: reportInterval and batchFrames must be at least 1")
         self._file = file
@@ -97,7 +95,7 @@ class BackmapReporter:
         self._batchFrames = int(batchFrames)
         self._firstFrameFile = firstFrameFile
         self._options = dict(mapping=mapping, method=method, samples=samples, seed=seed, device=device,
-                             break_distance=breakDistance)
+                             break_distance=breakDistance, model=model)
         self._refiner = None
         if refine:
             from .refine import Refiner
