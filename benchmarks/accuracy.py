@@ -76,11 +76,6 @@ from backmap_plugin.topology import ProteinTopology, gather_slots, protein_topol
 #: every tool that takes one, and used to cut the PULCHRA input.
 BREAK_DISTANCE = 4.5
 
-#: Modified residues of the test set that the package does not know, built
-#: as their parent amino acid here (their extra atoms are not scored):
-#: LRT = lysine carrying retinal, YPL = palmitoylated cysteine (rhodopsin).
-BENCH_PARENTS = {"LRT": "LYS", "YPL": "CYS"}
-
 #: Side-chain slots beyond CB (OXT excluded).
 SIDE_CHAIN_SLOTS = np.arange(chem.SLOT_CB + 1, chem.SLOT_OXT)
 
@@ -158,9 +153,9 @@ def frame_indices(n_frames: int, max_frames: int) -> np.ndarray:
 def load_truth(path: Path, max_frames: int) -> Truth:
     """Read a reference file and make the C-alpha input from it.
 
-    Residues with a name from :data:`BENCH_PARENTS` are renamed to their
-    parent first; residues without a CA atom are left out of input and
-    scoring (noted).
+    Residue names are normalised by the package (modified residues as their
+    parent); residues without a CA atom are left out of input and scoring
+    (noted).
 
     Parameters
     ----------
@@ -176,14 +171,7 @@ def load_truth(path: Path, max_frames: int) -> Truth:
     entry_id = path.name.split(".pdb")[0]
     traj = md.load(str(path))
     traj = traj[frame_indices(traj.n_frames, max_frames)]
-    notes = []
-    for residue in traj.topology.residues:
-        parent = BENCH_PARENTS.get(residue.name.strip().upper())
-        if parent:
-            notes.append(f"{residue.name}{residue.resSeq} built as {parent} (benchmark-local parent)")
-            residue.name = parent
-    records, report = read_residues(traj.topology, entry_id)
-    notes += report
+    records, notes = read_residues(traj.topology, entry_id)
     missing_ca = [r for r in records if "CA" not in r.atoms]
     if missing_ca:
         notes.append("no CA, left out: " + ", ".join(r.label() for r in missing_ca))
