@@ -102,6 +102,7 @@ class BackmapReporter:
 
             self._refiner = Refiner(platform="auto")
         self._engine = None
+        self._openmmTopology = None
         self._writer = None
         self._buffer: list[np.ndarray] = []
         self._framesReported = 0
@@ -166,7 +167,9 @@ class BackmapReporter:
         """Backmapped heavy atoms -> (mdtraj topology, coordinates) to write; refined if asked."""
         if self._refiner is None:
             return self._engine.topology, xyz
-        top = self._engine.topology.to_openmm()
+        if self._openmmTopology is None:  # converted once, reused for every batch
+            self._openmmTopology = self._engine.topology.to_openmm()
+        top = self._openmmTopology
         frames = []
         for frame in xyz:
             refined_top, positions, _ = self._refiner.refine(top, frame / 10.0 * unit.nanometer)
