@@ -24,7 +24,13 @@ setup(
         "tables>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        # plots for ``backmap report``
+        "report": ["matplotlib>=3.7"],
+        # ``workflows/Snakefile`` (Snakemake 8+; cluster executors are Snakemake plugins)
+        "workflow": ["snakemake>=8", "matplotlib>=3.7"],
+        # GROMACS .tpr topologies (read with MDAnalysis)
+        "gromacs": ["MDAnalysis>=2.7"],
+        "test": ["pytest>=7", "matplotlib>=3.7", "snakemake>=8", "MDAnalysis>=2.7"],
     },
     entry_points={"console_scripts": ["backmap=backmap_plugin.cli:main"]},
 )
