@@ -11,6 +11,7 @@ from .data.cli import add_parser as add_data_parser
 from .export_cli import add_parser as add_export_parser
 from .model.cli import add_parser as add_train_parser
 from .openmm.cli import add_parsers as add_openmm_parsers
+from .report_cli import add_parser as add_report_parser
 
 _RUN_EXAMPLE = """example:
   backmap run examples/trpcage_ca.pdb -o trpcage_aa.pdb
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_data_parser(sub)
     add_train_parser(sub)
+    add_report_parser(sub)
     return parser
 
 
