@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from .ideal import backmap_ideal
 from .io import TrajectoryWriter, check_output_path, frames_from_openmm, open_frames
 from .mappings import Mapping, get_mapping
 from .pbc import make_whole
+from .progress import ProgressRecord
 from .topology import ProteinTopology, ResidueRecord, gather_slots, protein_topology, read_residues
 
 #: Typical distance of consecutive C-alpha atoms (Angstrom); beads of other
@@ -171,7 +172,31 @@ def make_builder(method: str, model: str | None = None, device="cpu", temperatur
 
 @dataclass
 class BackmapResult:
-    """What :func:`backmap` did."""
+    """What :func:`backmap` did.
+
+    Attributes
+    ----------
+    output : str
+        The output file.
+    n_frames, n_samples : int
+        Input frames backmapped (after the stride; resumed runs count the
+        frames of the earlier run too) and structures per frame.
+    n_residues, n_chains, n_segments, n_atoms : int
+        Size of each output structure.
+    seconds : float
+        Wall time of this call.
+    report : list of str
+        What was dropped or renamed in the input.
+    method, mapping : str
+        Builder and bead mapping used.
+    seed : int
+    temperature : float or None
+        As passed (None: the method's default).
+    input, top : str or None
+        Input files.
+    resumed_from : int
+        First input frame built by this call (0 unless resumed).
+    """
 
     output: str
     n_frames: int
@@ -182,6 +207,17 @@ class BackmapResult:
     n_atoms: int
     seconds: float
     report: list = field(default_factory=list)
+    method: str = ""
+    mapping: str = ""
+    seed: int = 0
+    temperature: float | None = None
+    input: str | None = None
+    top: str | None = None
+    resumed_from: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary of the fields (what ``backmap run --json`` writes)."""
+        return asdict(self)
 
     def summary(self) -> str:
         """One line for the terminal."""
@@ -190,6 +226,7 @@ class BackmapResult:
             f"backmapped {self.n_frames} frame(s) x {self.n_samples} sample(s), {self.n_residues} residues "
             f"in {self.n_chains} chain(s) / {self.n_segments} segment(s), {self.n_atoms} heavy atoms -> "
             f"{self.output} in {self.seconds:.2f} s ({per:.1f} ms per structure)"
+            + (f"; resumed at frame {self.resumed_from}" if self.resumed_from else "")
         )
 
 
@@ -321,6 +358,46 @@ class Backmapper:
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
 
 
+def _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk, break_distance,
+                  temperature, device) -> dict:
+    """What determines the output of :func:`backmap`: a resumed run must have the same."""
+    from . import __version__
+    from .model.weights import shipped_model_path
+    from .progress import input_fingerprint
+
+    mapping = get_mapping(mapping)
+    method = method or default_method(mapping, model)
+    model_file = None
+    if method == "model":
+        model_file = input_fingerprint(model if model is not None else shipped_model_path())
+    return {
+        "input": input_fingerprint(input), "top": input_fingerprint(top), "mapping": mapping.name,
+        "method": method, "model": model_file, "samples": samples, "seed": seed, "stride": stride,
+        "chunk": chunk, "break_distance": break_distance, "temperature": temperature,
+        "device": select_device(device).type, "version": __version__,
+    }
+
+
+def _start(output: str, record, overwrite: bool, resume: bool):
+    """Where a run starts: ``(first input frame, writer resume state or None)``; refuses to lose work."""
+    if record.exists():
+        if resume:
+            saved = record.load()
+            return saved["frames_done"], saved["writer"]
+        if not overwrite:
+            raise BackmapInputError(
+                f"{output}: an unfinished run of this output was found (progress record {record.path}): "
+                "pass --resume to continue it or --overwrite to start over"
+            )
+        record.remove()
+    elif os.path.exists(output):
+        if resume:
+            raise BackmapInputError(f"{output}: nothing to resume: the output is complete (no progress record)")
+        if not overwrite:
+            raise BackmapInputError(f"{output}: output file exists; pass --overwrite to replace it")
+    return 0, None
+
+
 def backmap(
     input,
     output,
@@ -336,6 +413,8 @@ def backmap(
     progress: bool = True,
     model: str | None = None,
     temperature: float | None = None,
+    overwrite: bool = True,
+    resume: bool = False,
 ) -> BackmapResult:
     """Backmap a coarse-grained trajectory to all heavy atoms.
 
@@ -378,6 +457,15 @@ def backmap(
     temperature : float, optional
         Sampling temperature of the model: 0 gives its most likely
         structure; default 0 for one sample per frame, 1 for several.
+    overwrite : bool
+        Replace an existing output or start an unfinished run over (default,
+        like mdtraj's ``save``; the ``backmap run`` command refuses unless
+        given ``--overwrite``).
+    resume : bool
+        Continue an interrupted run of the same output with the same
+        settings (see :mod:`backmap_plugin.progress`); the result is the
+        file an uninterrupted run would have written, byte for byte. With
+        no unfinished run, start normally.
 
     Returns
     -------
@@ -387,7 +475,18 @@ def backmap(
     ------
     BackmapInputError
         For input that cannot be backmapped; the message names the file and
-        where it applies the frame, chain and residue.
+        where it applies the frame, chain and residue. Also for an existing
+        output without ``overwrite`` / ``resume``.
+    BackmapOutputError
+        When writing fails (disk full ...); the frames finished before are
+        kept in the partial file, and ``resume=True`` continues from there.
+
+    Notes
+    -----
+    While the run goes, finished frames are in a hidden partial file next to
+    the output, with a progress record updated after every chunk; both stay
+    when the run is interrupted or fails, and the output appears (moved into
+    place) only when complete.
     """
     t0 = time.perf_counter()
     _check_options(method, samples)
@@ -395,6 +494,9 @@ def backmap(
     top = None if top is None else os.fspath(top)
     check_output_path(output)
     source = open_frames(input, top=top, chunk=chunk, stride=stride)
+    record = ProgressRecord(output, _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk,
+                                                  break_distance, temperature, device))
+    first_new, writer_state = _start(output, record, overwrite, resume)
     engine = None
     writer = None
     n_frames = 0
@@ -407,10 +509,15 @@ def backmap(
                     device=device, break_distance=break_distance, source=input, frame=frames.start,
                     model=model, temperature=temperature, box=None if frames.box is None else frames.box[0],
                 )
-                writer = TrajectoryWriter(output, engine.topology)
-            writer.write(engine.build(frames.xyz, frames.start, frames.box))
-            n_frames += frames.xyz.shape[0]
-            bar.update(frames.xyz.shape[0])
+                writer = TrajectoryWriter(output, engine.topology, resume=writer_state)
+                first_new = writer.frames_written // samples  # a writer may keep fewer frames than recorded
+            n_frames = frames.start + len(frames.xyz)
+            skip = min(max(first_new - frames.start, 0), len(frames.xyz))
+            if skip < len(frames.xyz):
+                box = None if frames.box is None else frames.box[skip:]
+                writer.write(engine.build(frames.xyz[skip:], frames.start + skip, box))
+                record.save(n_frames, writer.frames_written, writer.state())
+            bar.update(len(frames.xyz))
     except BaseException:
         if writer is not None:
             writer.__exit__(*sys.exc_info())
@@ -420,6 +527,7 @@ def backmap(
     if writer is None:
         raise BackmapInputError(f"{input}: no frames to backmap")
     writer.close()
+    record.remove()
     protein = engine.protein
     return BackmapResult(
         output=output,
@@ -431,4 +539,11 @@ def backmap(
         n_atoms=protein.n_atoms,
         seconds=time.perf_counter() - t0,
         report=engine.report,
+        method=engine.method,
+        mapping=engine.mapping.name,
+        seed=seed,
+        temperature=temperature,
+        input=input,
+        top=top,
+        resumed_from=first_new,
     )

@@ -15,7 +15,8 @@ from .report_cli import add_parser as add_report_parser
 
 _RUN_EXAMPLE = """example:
   backmap run examples/trpcage_ca.pdb -o trpcage_aa.pdb
-  backmap run traj_ca.dcd --top top_ca.pdb -o traj_aa.xtc --stride 10
+  backmap run traj_ca.dcd --top top_ca.pdb -o traj_aa.xtc --stride 10 --json run.json
+  backmap run traj_ca.xtc --top conf_ca.gro -o traj_aa.xtc --resume     # after Ctrl-C or a kill
 """
 
 
@@ -45,6 +46,10 @@ def _add_run(sub) -> None:
         "--break-distance", type=float, default=None,
         help="bead distance in Angstrom that splits a chain into segments (default: 4.5 for ca, 10 for com)",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output (or start an unfinished run over)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of the same command (same output and options)")
+    p.add_argument("--json", metavar="PATH", help="also write the run summary as JSON to PATH")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     # also accepted after the subcommand; SUPPRESS keeps the top-level value otherwise
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
@@ -53,6 +58,7 @@ def _add_run(sub) -> None:
 
 def _run(args) -> int:
     from .api import backmap
+    from .io import write_json
 
     result = backmap(
         args.input,
@@ -69,7 +75,11 @@ def _run(args) -> int:
         progress=not args.quiet,
         model=args.model,
         temperature=args.temperature,
+        overwrite=args.overwrite,
+        resume=args.resume,
     )
+    if args.json:
+        write_json(args.json, result.to_dict())
     for line in result.report:
         print(f"note: {line}", file=sys.stderr)
     print(result.summary())
@@ -116,7 +126,8 @@ def main(argv=None) -> int:
         print(f"backmap: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("backmap: interrupted; finished output kept as a .partial file", file=sys.stderr)
+        print("backmap: interrupted; the finished frames are kept in a hidden .partial file next to the output "
+              "(backmap run: rerun the same command with --resume to continue)", file=sys.stderr)
         return 130
 
 

@@ -7,3 +7,11 @@ class BackmapInputError(ValueError):
     The message always names what is wrong and where: the file, and where it
     applies the frame, chain, residue and atom.
     """
+
+
+class BackmapOutputError(OSError):
+    """Output that cannot be written (disk full, I/O error, lost file).
+
+    The message names the file and how many frames before the failure are
+    kept.
+    """

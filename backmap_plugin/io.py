@@ -23,6 +23,7 @@ repeats in a chain.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
@@ -32,7 +33,7 @@ from typing import Iterator, NamedTuple, Optional
 import mdtraj as md
 import numpy as np
 
-from .errors import BackmapInputError
+from .errors import BackmapInputError, BackmapOutputError
 
 #: Extensions :func:`open_frames` reads (lower case; ``.gz`` only where mdtraj
 #: decompresses it itself).
@@ -66,8 +67,8 @@ class FrameChunk(NamedTuple):
     xyz : numpy.ndarray
         ``float32`` coordinates in Angstrom, shape ``(n, n_atoms, 3)``.
     box : numpy.ndarray or None
-        Unit cell lengths in Angstrom, shape ``(n, 3)``, or None when the
-        file has no unit cell.
+        Periodic box vectors (rows) in Angstrom, shape ``(n, 3, 3)``
+        (triclinic cells kept), or None when the file has no unit cell.
     """
 
     start: int
@@ -385,6 +386,13 @@ def split_chains_by_numbering(topology):
     return new
 
 
+def _box_vectors(traj: md.Trajectory) -> Optional[np.ndarray]:
+    """(F, 3, 3) periodic box vectors (rows, Angstrom) of a trajectory, triclinic included; None without a box."""
+    if traj.unitcell_vectors is None:
+        return None
+    return (traj.unitcell_vectors.astype(np.float64) * 10.0).astype(np.float32)
+
+
 class FrameSource:
     """Frames of a structure or trajectory file, read in bounded chunks.
 
@@ -434,10 +442,7 @@ class FrameSource:
             if traj.n_frames == 0:
                 raise BackmapInputError(f"{self.path}: contains no frames")
             xyz = (traj.xyz[:: self.stride].astype(np.float64) * 10.0).astype(np.float32)
-            box = None
-            if traj.unitcell_lengths is not None:
-                box = (traj.unitcell_lengths[:: self.stride] * 10.0).astype(np.float32)
-            self._whole = (xyz, box)
+            self._whole = (xyz, _box_vectors(traj[:: self.stride]))
         elif self._ext in _NEEDS_TOPOLOGY:
             topology, n_atoms = None, _count_trajectory_atoms(self.path, self._ext)
         else:  # .h5: topology inside, frames streamed
@@ -484,10 +489,7 @@ class FrameSource:
                 piece = traj[first:first + self.chunk]
                 xyz = (piece.xyz.astype(np.float64) * 10.0).astype(np.float32)
                 _check_finite(xyz, self.topology, self.path, start, self.stride)
-                box = None
-                if piece.unitcell_lengths is not None:
-                    box = (piece.unitcell_lengths * 10.0).astype(np.float32)
-                yield FrameChunk(start, xyz, box)
+                yield FrameChunk(start, xyz, _box_vectors(piece))
                 start += piece.n_frames
         if start == 0:
             raise BackmapInputError(f"{self.path}: contains no frames")
@@ -608,12 +610,22 @@ def frames_from_openmm(topology, positions):
 class _PdbBackend:
     """Fixed-column PDB writer: MODEL/ENDMDL, TER at chain ends, END, no CONECT."""
 
-    def __init__(self, partial: str, topology: md.Topology, path: str):
+    def __init__(self, partial: str, topology: md.Topology, path: str, resume=None):
         self._path = path
         self._prefix, self._suffix, self._ter_after = self._atom_fields(topology, path)
-        self._file = open(partial, "w", encoding="ascii", newline="\n")
         self._first_offset = None
         self._first_frame = None
+        # a single kept model would have to be rewritten without MODEL at the end: start over instead
+        if resume is not None and resume["frames"] >= 2:
+            self._file = _reopen_text(partial, resume, "ascii")
+            self.kept = resume["frames"]
+        else:
+            self._file = open(partial, "w", encoding="ascii", newline="\n")
+            self.kept = 0
+
+    def state(self) -> dict:
+        """Where the file is complete (byte offset), for resuming."""
+        return {"offset": self._file.tell()}
 
     @staticmethod
     def _atom_fields(topology, path):
@@ -731,7 +743,7 @@ class _CifBackend:
         "auth_asym_id", "auth_atom_id", "pdbx_PDB_model_num",
     )
 
-    def __init__(self, partial: str, topology: md.Topology, path: str):
+    def __init__(self, partial: str, topology: md.Topology, path: str, resume=None):
         chain_ids = [chain.chain_id for chain in topology.chains]
         usable = all(cid and cid.strip() for cid in chain_ids)
         unique = usable and len(set(chain_ids)) == len(chain_ids)
@@ -751,12 +763,20 @@ class _CifBackend:
                         f"ATOM {serial} {symbol} {name} . {comp} {_cif_token(label)} ? {seq} {icode} "
                     )
                     self._suffix.append(f" 1.00 0.00 {residue.resSeq} {comp} {_cif_token(author)} {name} ")
+        self.kept = 0 if resume is None else resume["frames"]
+        if self.kept:
+            self._file = _reopen_text(partial, resume, "utf-8")
+            return
         block = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path)) or "backmap"
         self._file = open(partial, "w", encoding="utf-8", newline="\n")
         header = [f"data_{block}", "#", f"_entry.id {block}", "#", "loop_"]
         header += [f"_atom_site.{column}" for column in self._COLUMNS]
         self._file.write("\n".join(header) + "\n")
         self._file.flush()
+
+    def state(self) -> dict:
+        """Where the file is complete (byte offset), for resuming."""
+        return {"offset": self._file.tell()}
 
     def check(self, xyz, topology, first_frame) -> None:
         """mmCIF has no column limits."""
@@ -779,18 +799,49 @@ class _CifBackend:
 
 
 class _MdtrajBackend:
-    """DCD (Angstrom), XTC and H5 (nm) through mdtraj's file objects."""
+    """DCD (Angstrom), XTC and H5 (nm) through mdtraj's file objects.
 
-    def __init__(self, partial: str, topology: md.Topology, path: str, ext: str):
+    XTC frames carry their frame index as step and time, so a file does not
+    depend on how its frames were cut into writes. Resuming rewrites the
+    kept frames of the old partial file into a fresh one (mdtraj cannot
+    append to these formats); the values read back are written identically.
+    """
+
+    _CLASSES = {".h5": "HDF5TrajectoryFile", ".xtc": "XTCTrajectoryFile", ".dcd": "DCDTrajectoryFile"}
+
+    def __init__(self, partial: str, topology: md.Topology, path: str, ext: str, resume=None):
         self._ext = ext
+        self._cls = getattr(md.formats, self._CLASSES[ext])
+        kept = None
+        if resume is not None and resume["frames"]:
+            kept = self._read_kept(partial, resume["frames"], path)
+        with c_stdout_to_stderr():
+            self._file = self._cls(partial, "w", force_overwrite=True)
         if ext == ".h5":
-            self._file = md.formats.HDF5TrajectoryFile(partial, "w", force_overwrite=True)
             self._file.topology = topology
-        elif ext == ".xtc":
-            self._file = md.formats.XTCTrajectoryFile(partial, "w", force_overwrite=True)
-        else:
-            with c_stdout_to_stderr():
-                self._file = md.formats.DCDTrajectoryFile(partial, "w", force_overwrite=True)
+        self.kept = 0
+        if kept is not None:
+            self.write(kept, 0)
+            self.kept = len(kept)
+
+    def _read_kept(self, partial: str, n_frames: int, path: str) -> np.ndarray:
+        """The first ``n_frames`` frames (Angstrom) of the old partial file."""
+        try:
+            with c_stdout_to_stderr(), self._cls(partial, "r") as handle:
+                found = handle.read(n_frames=n_frames)
+        except Exception as exc:
+            raise BackmapInputError(f"{path}: cannot resume: partial file {partial} is unreadable: {exc}") from exc
+        xyz = found.coordinates if self._ext == ".h5" else found[0]
+        if xyz is None or len(xyz) < n_frames:
+            raise BackmapInputError(
+                f"{path}: cannot resume: partial file {partial} holds {0 if xyz is None else len(xyz)} complete "
+                f"frame(s), the progress record says {n_frames}; start over with --overwrite"
+            )
+        return xyz if self._ext == ".dcd" else xyz * np.float32(10.0)
+
+    def state(self) -> dict:
+        """Nothing beyond the frame count is needed to resume these formats."""
+        return {}
 
     def check(self, xyz, topology, first_frame) -> None:
         """Binary formats have no column limits."""
@@ -799,7 +850,8 @@ class _MdtrajBackend:
         if self._ext == ".dcd":
             self._file.write(xyz)  # DCD stores Angstrom; mdtraj writes it unbuffered
         elif self._ext == ".xtc":
-            self._file.write(xyz / np.float32(10.0))
+            step = np.arange(first_frame, first_frame + len(xyz), dtype=np.int32)
+            self._file.write(xyz / np.float32(10.0), time=step.astype(np.float32), step=step)
             self._file.flush()
         else:
             self._file.write(coordinates=xyz / np.float32(10.0))
@@ -810,6 +862,37 @@ class _MdtrajBackend:
 
     def abort(self) -> None:
         self._file.close()
+
+
+def _reopen_text(partial: str, resume: dict, encoding: str):
+    """Open a partial text file for appending after its last complete frame (``resume['offset']``)."""
+    offset = resume.get("offset")
+    size = os.path.getsize(partial) if os.path.exists(partial) else None
+    if offset is None or size is None or size < offset:
+        raise BackmapInputError(
+            f"{partial}: cannot resume: the partial file is missing or shorter than the progress record says; "
+            "start over with --overwrite"
+        )
+    handle = open(partial, "r+", encoding=encoding, newline="\n")
+    handle.seek(offset)
+    handle.truncate()
+    return handle
+
+
+def write_json(path, payload) -> None:
+    """Write a JSON file atomically (temporary file, then ``os.replace``); NaN is refused.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    payload : JSON-serialisable object
+    """
+    path = os.fspath(path)
+    partial = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.partial")
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, allow_nan=False)
+        handle.write("\n")
+    os.replace(partial, path)
 
 
 # ---------------------------------------------------------------------------
@@ -879,6 +962,11 @@ class TrajectoryWriter:
         If False, frames go straight to ``path`` (flushed after every
         write, so a crashed process leaves every written frame readable
         there); used by the OpenMM reporter, which has no clear end.
+    resume : dict, optional
+        Continue the partial file of an interrupted writer: the dict
+        :meth:`state` returned after its last complete write. Frames after
+        that point are cut off. :attr:`frames_written` tells how many frames
+        were kept (a PDB file keeping a single model starts over, 0).
 
     Attributes
     ----------
@@ -893,9 +981,10 @@ class TrajectoryWriter:
     ------
     BackmapInputError
         Unsupported extension, unwritable location (missing directory, no
-        permission), existing file with ``overwrite=False``, or a topology the
-        format cannot hold (e.g. a two-character chain id in PDB). Raised
-        here, before any frame is written.
+        permission), existing file with ``overwrite=False``, a topology the
+        format cannot hold (e.g. a two-character chain id in PDB), or a
+        partial file that cannot be resumed. Raised here, before any frame
+        is written.
 
     Notes
     -----
@@ -907,7 +996,8 @@ class TrajectoryWriter:
     ``auth_asym_id`` keeps the originals.
     """
 
-    def __init__(self, path, topology: md.Topology, overwrite: bool = True, atomic: bool = True):
+    def __init__(self, path, topology: md.Topology, overwrite: bool = True, atomic: bool = True,
+                 resume: Optional[dict] = None):
         self.path = os.fspath(path)
         self.atomic = atomic
         if not isinstance(topology, md.Topology):
@@ -924,11 +1014,12 @@ class TrajectoryWriter:
         stale_partial = os.path.exists(self.partial_path)
         try:
             if ext == ".pdb":
-                self._backend = _PdbBackend(self.partial_path, topology, self.path)
+                self._backend = _PdbBackend(self.partial_path, topology, self.path, resume)
             elif ext == ".cif":
-                self._backend = _CifBackend(self.partial_path, topology, self.path)
+                self._backend = _CifBackend(self.partial_path, topology, self.path, resume)
             else:
-                self._backend = _MdtrajBackend(self.partial_path, topology, self.path, ext)
+                self._backend = _MdtrajBackend(self.partial_path, topology, self.path, ext, resume)
+            self.frames_written = self._backend.kept
         except OSError as exc:
             if not stale_partial:
                 self._remove_partial()
@@ -971,8 +1062,34 @@ class TrajectoryWriter:
             )
         _check_finite(xyz, self.topology, self.path, self.frames_written)
         self._backend.check(xyz, self.topology, self.frames_written)
-        self._backend.write(np.ascontiguousarray(xyz), self.frames_written)
+        try:
+            self._backend.write(np.ascontiguousarray(xyz), self.frames_written)
+        except OSError as exc:
+            raise BackmapOutputError(
+                exc.errno,
+                f"{self.path}: writing frame(s) {self.frames_written}-{self.frames_written + len(xyz) - 1} failed: "
+                f"{exc.strerror or exc}; the {self.frames_written} frame(s) written before are kept in "
+                f"{self.partial_path}",
+            ) from exc
         self.frames_written += len(xyz)
+
+    def state(self) -> dict:
+        """What a later writer needs to continue this file (``resume=``).
+
+        Returns
+        -------
+        dict
+            ``frames`` written so far and the format's own position (e.g. the
+            byte offset after the last complete frame of a PDB file).
+
+        Raises
+        ------
+        ValueError
+            The writer is closed.
+        """
+        if self._backend is None:
+            raise ValueError(f"{self.path}: writer is closed")
+        return {"frames": self.frames_written, **self._backend.state()}
 
     def close(self) -> None:
         """Finish the file and move it onto :attr:`path`.

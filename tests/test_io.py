@@ -116,7 +116,19 @@ def test_box_in_angstrom(tmp_path, l2y):
                          unitcell_angles=np.full((3, 3), 90.0))
     traj.save_dcd(str(tmp_path / "box.dcd"))
     chunks = list(bio.open_frames(tmp_path / "box.dcd", top=FIXTURE))
-    np.testing.assert_allclose(chunks[0].box, np.full((3, 3), 50.0), atol=1e-4)
+    np.testing.assert_allclose(chunks[0].box, np.broadcast_to(np.eye(3) * 50.0, (3, 3, 3)), atol=1e-4)
+
+
+def test_triclinic_box_vectors_kept(tmp_path, l2y):
+    """A GROMACS rhombic dodecahedron reaches the reader as its three box vectors, not as lengths."""
+    top, xyz = l2y
+    a = 5.0
+    vectors = np.array([[a, 0, 0], [0, a, 0], [a / 2, a / 2, a * np.sqrt(0.5)]])
+    traj = md.Trajectory(xyz[:2] / 10.0, top)
+    traj.unitcell_vectors = np.broadcast_to(vectors, (2, 3, 3)).astype(np.float32)
+    traj.save_xtc(str(tmp_path / "tric.xtc"))
+    chunks = list(bio.open_frames(tmp_path / "tric.xtc", top=FIXTURE))
+    np.testing.assert_allclose(chunks[0].box, np.broadcast_to(vectors * 10.0, (2, 3, 3)), atol=1e-3)
 
 
 def test_altlocs_keep_first_and_are_not_duplicates(tmp_path):

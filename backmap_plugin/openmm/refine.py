@@ -30,7 +30,6 @@ uses kJ/mol and Angstrom.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -41,6 +40,7 @@ import numpy as np
 
 from .. import metrics
 from ..errors import BackmapInputError
+from ..io import write_json
 from .platforms import create_context
 from .structure import (
     CompletedStructure,
@@ -414,14 +414,6 @@ def _check_outputs(output: str, report: str) -> None:
         raise BackmapInputError(f"{report}: cannot write: it is a directory")
 
 
-def _write_json_atomic(path: str, payload: dict) -> None:
-    partial = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.partial")
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, allow_nan=False)
-        handle.write("\n")
-    os.replace(partial, path)
-
-
 def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, tolerance=10.0, platform="auto",
                      solvent="gbn2", pH=7.0, softCore=True, report=None, progress=True) -> RefinementResult:
     """Refine every model of a backmapped structure file with OpenMM.
@@ -528,7 +520,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
             frame_report = {"frame": index, **frame_report}
             payload["frames"].append(frame_report)
             payload["platform"] = refiner.platformName
-            _write_json_atomic(report, payload)
+            write_json(report, payload)
             bar.update(1)
     except BaseException:
         if writer is not None:
@@ -542,5 +534,5 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     result.seconds = time.perf_counter() - t0
     payload["seconds"] = result.seconds
     payload["all_converged"] = result.all_converged
-    _write_json_atomic(report, payload)
+    write_json(report, payload)
     return result

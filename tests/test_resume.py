@@ -1,0 +1,238 @@
+"""Interrupted runs: finished frames kept, ``--resume`` gives the uninterrupted file byte for byte,
+existing outputs refused without ``--overwrite``, write errors reported with what was kept."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mdtraj as md
+import numpy as np
+import pytest
+
+from backmap_plugin import io as bio
+from backmap_plugin.api import backmap
+from backmap_plugin.cli import main
+from backmap_plugin.errors import BackmapInputError, BackmapOutputError
+from backmap_plugin.progress import record_path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLE_PDB = EXAMPLES / "trpcage_ca.pdb"
+EXAMPLE_DCD = EXAMPLES / "trpcage_ca.dcd"
+CHUNK = 4
+
+
+@pytest.fixture(scope="module")
+def long_dcd(tmp_path_factory) -> Path:
+    """The shipped CA example tiled to 200 frames (with a little noise so frames differ)."""
+    traj = md.load(str(EXAMPLE_DCD), top=str(EXAMPLE_PDB))
+    xyz = np.concatenate([traj.xyz] * 6)[:200]
+    xyz = xyz + np.random.default_rng(0).normal(0.0, 0.005, xyz.shape).astype(np.float32)
+    path = tmp_path_factory.mktemp("long") / "long_ca.dcd"
+    md.Trajectory(xyz, traj.topology).save_dcd(str(path))
+    return path
+
+
+class _Interrupt:
+    """Makes the n-th ``TrajectoryWriter.write`` raise (what Ctrl-C does between two chunks)."""
+
+    def __init__(self, monkeypatch, after_calls: int, exc: BaseException):
+        self.calls, self.after, self.exc = 0, after_calls, exc
+        original = bio.TrajectoryWriter.write
+
+        def write(writer, xyz):
+            self.calls += 1
+            if self.calls > self.after:
+                raise self.exc
+            return original(writer, xyz)
+
+        monkeypatch.setattr(bio.TrajectoryWriter, "write", write)
+
+
+def _content(path: Path) -> bytes:
+    """The bytes of a file; for DCD without the title block, which holds the creation time (and, from the
+    DCD plugin, uninitialised bytes), so two uninterrupted runs differ there too."""
+    data = path.read_bytes()
+    if path.suffix != ".dcd":
+        return data
+    title_end = 92 + 4 + int.from_bytes(data[92:96], sys.byteorder) + 4
+    return data[:92] + data[title_end:]
+
+
+def _run(source, out, **kwargs):
+    top = None if str(source).endswith(".pdb") else str(EXAMPLE_PDB)
+    return backmap(str(source), str(out), top=top, chunk=CHUNK, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("ext", [".pdb", ".xtc", ".dcd", ".cif"])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, ext):
+    """Ctrl-C after 3 chunks, then ``resume=True``: the same bytes as one uninterrupted run (model, 2 samples)."""
+    options = {"samples": 2, "seed": 7, "stride": 3}  # 13 frames: chunks of 4, 4, 4, 1
+    (tmp_path / "whole").mkdir()
+    whole = tmp_path / "whole" / f"out{ext}"  # same name: mmCIF files name their data block after it
+    _run(EXAMPLE_DCD, whole, **options)
+
+    out = tmp_path / f"out{ext}"
+    with monkeypatch.context() as patch:
+        _Interrupt(patch, 3, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            _run(EXAMPLE_DCD, out, **options)
+    assert not out.exists()
+    record = json.loads(Path(record_path(out)).read_text())
+    assert record["frames_done"] == 3 * CHUNK and record["structures_written"] == 3 * CHUNK * 2
+    partial = tmp_path / f".out{ext}.partial{ext}"
+    assert partial.exists()
+
+    result = _run(EXAMPLE_DCD, out, resume=True, **options)
+    assert result.resumed_from == 3 * CHUNK and result.n_frames == 13
+    assert _content(out) == _content(whole)
+    assert not Path(record_path(out)).exists() and not partial.exists()
+
+
+def test_resume_h5_gives_the_same_frames(tmp_path, monkeypatch):
+    whole = tmp_path / "whole.h5"
+    _run(EXAMPLE_DCD, whole)
+    out = tmp_path / "out.h5"
+    with monkeypatch.context() as patch:
+        _Interrupt(patch, 2, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            _run(EXAMPLE_DCD, out)
+    _run(EXAMPLE_DCD, out, resume=True)
+    a, b = md.load(str(whole)), md.load(str(out))
+    assert a.n_frames == b.n_frames == 38
+    np.testing.assert_array_equal(a.xyz, b.xyz)
+
+
+def test_pdb_with_one_kept_frame_starts_over(tmp_path, monkeypatch):
+    """A PDB partial with a single model cannot be continued (MODEL records); the run restarts at frame 0."""
+    whole = tmp_path / "whole.pdb"
+    backmap(str(EXAMPLE_DCD), str(whole), top=str(EXAMPLE_PDB), chunk=1, stride=10, progress=False)
+    out = tmp_path / "out.pdb"
+    with monkeypatch.context() as patch:
+        _Interrupt(patch, 1, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            backmap(str(EXAMPLE_DCD), str(out), top=str(EXAMPLE_PDB), chunk=1, stride=10, progress=False)
+    result = backmap(str(EXAMPLE_DCD), str(out), top=str(EXAMPLE_PDB), chunk=1, stride=10, progress=False,
+                     resume=True)
+    assert result.resumed_from == 0
+    assert out.read_bytes() == whole.read_bytes()
+
+
+def test_resume_refuses_other_settings(tmp_path, monkeypatch):
+    out = tmp_path / "out.xtc"
+    with monkeypatch.context() as patch:
+        _Interrupt(patch, 1, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            _run(EXAMPLE_DCD, out, seed=1)
+    with pytest.raises(BackmapInputError, match="seed = 1.*this one 2"):
+        _run(EXAMPLE_DCD, out, seed=2, resume=True)
+    # without --resume or --overwrite the unfinished run is not thrown away
+    with pytest.raises(BackmapInputError, match="unfinished run.*--resume"):
+        _run(EXAMPLE_DCD, out, seed=1, overwrite=False)
+    # --overwrite starts over
+    result = _run(EXAMPLE_DCD, out, seed=2, overwrite=True)
+    assert result.resumed_from == 0 and result.n_frames == 38
+    assert not Path(record_path(out)).exists()
+
+
+def test_resume_without_unfinished_run(tmp_path):
+    out = tmp_path / "out.pdb"
+    result = _run(EXAMPLE_PDB, out, resume=True)  # nothing to resume: a normal run
+    assert result.resumed_from == 0 and out.exists()
+    with pytest.raises(BackmapInputError, match="nothing to resume"):
+        _run(EXAMPLE_PDB, out, resume=True)
+
+
+def test_cli_refuses_existing_output_unless_overwrite(tmp_path, capfd):
+    out = tmp_path / "out.pdb"
+    out.write_text("previous result\n")
+    status = main(["run", str(EXAMPLE_PDB), "-o", str(out), "--quiet"])
+    err = capfd.readouterr().err
+    assert status == 2 and "exists; pass --overwrite" in err
+    assert out.read_text() == "previous result\n"
+    assert main(["run", str(EXAMPLE_PDB), "-o", str(out), "--quiet", "--overwrite"]) == 0
+    assert md.load(str(out)).n_atoms == 154
+
+
+def test_cli_json_summary(tmp_path, capfd):
+    out, summary = tmp_path / "out.pdb", tmp_path / "run.json"
+    assert main(["run", str(EXAMPLE_DCD), "--top", str(EXAMPLE_PDB), "-o", str(out), "--stride", "10",
+                 "--samples", "2", "--json", str(summary), "--quiet"]) == 0
+    data = json.loads(summary.read_text())
+    assert (data["n_frames"], data["n_samples"], data["n_residues"], data["n_atoms"]) == (4, 2, 20, 154)
+    assert data["method"] == "model" and data["mapping"] == "ca" and data["output"] == str(out)
+    assert md.load(str(out)).n_frames == 8
+
+
+def test_write_error_keeps_finished_frames_and_resumes(tmp_path, monkeypatch):
+    """A full disk (ENOSPC injected into the third write): clear error, finished frames kept, resume completes."""
+    whole = tmp_path / "whole.xtc"
+    _run(EXAMPLE_DCD, whole)
+    out = tmp_path / "out.xtc"
+    with monkeypatch.context() as patch:
+        original = bio._MdtrajBackend.write
+        calls = []
+
+        def write(backend, xyz, first_frame):
+            calls.append(first_frame)
+            if len(calls) == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return original(backend, xyz, first_frame)
+
+        patch.setattr(bio._MdtrajBackend, "write", write)
+        with pytest.raises(BackmapOutputError, match=r"out.xtc: writing frame\(s\) 8-11 failed: No space left.*"
+                                                     r"8 frame\(s\) written before are kept"):
+            _run(EXAMPLE_DCD, out)
+    assert not out.exists()
+    with md.formats.XTCTrajectoryFile(str(tmp_path / ".out.xtc.partial.xtc")) as kept:
+        assert len(kept.read()[0]) == 8
+    _run(EXAMPLE_DCD, out, resume=True)
+    assert out.read_bytes() == whole.read_bytes()
+
+
+def test_cli_write_error_is_one_line(tmp_path, capfd, monkeypatch):
+    original = bio._PdbBackend.write
+
+    def write(backend, xyz, first_frame):
+        if first_frame >= 4:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return original(backend, xyz, first_frame)
+
+    monkeypatch.setattr(bio._PdbBackend, "write", write)
+    out = tmp_path / "out.pdb"
+    status = main(["run", str(EXAMPLE_DCD), "--top", str(EXAMPLE_PDB), "-o", str(out), "--chunk", "4", "--quiet"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err[-1].startswith("backmap: error:") and "Input/output error" in err[-1] and "4 frame(s)" in err[-1]
+    assert not out.exists() and (tmp_path / ".out.pdb.partial.pdb").exists()
+
+
+def test_killed_process_resumes_to_the_same_file(tmp_path, long_dcd):
+    """SIGKILL (no cleanup at all) in the middle of a real ``backmap run``; ``--resume`` completes it identically."""
+    args = [sys.executable, "-m", "backmap_plugin.cli", "run", str(long_dcd), "--top", str(EXAMPLE_PDB),
+            "--chunk", "5", "--method", "ideal", "--quiet"]
+    whole = tmp_path / "whole.xtc"
+    subprocess.run([*args, "-o", str(whole)], check=True, capture_output=True)
+    out = tmp_path / "out.xtc"
+    record = Path(record_path(out))
+    proc = subprocess.Popen([*args, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if record.exists() and json.loads(record.read_text())["frames_done"] >= 20:
+            break
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        pytest.fail("the run finished before it could be killed; make the input longer")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and record.exists()
+    done = subprocess.run([*args, "-o", str(out), "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resumed at frame" in done.stdout
+    assert out.read_bytes() == whole.read_bytes()
