@@ -507,7 +507,7 @@ def backmap(
                 engine = Backmapper(
                     source.topology, frames.xyz[0], mapping=mapping, method=method, samples=samples, seed=seed,
                     device=device, break_distance=break_distance, source=input, frame=frames.start,
-                    model=model, temperature=temperature, box=None if frames.box is None else frames.box[0],
+                    model=model, temperature=temperature, box=None if frames.box is None else frames.box[:1],
                 )
                 writer = TrajectoryWriter(output, engine.topology, resume=writer_state)
                 first_new = writer.frames_written // samples  # a writer may keep fewer frames than recorded

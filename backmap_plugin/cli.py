@@ -29,7 +29,7 @@ def _add_run(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", help="CG input: PDB, mmCIF, GRO, DCD, XTC, TRR, NetCDF, HDF5")
-    p.add_argument("--top", help="topology file for DCD/XTC/TRR/NetCDF input")
+    p.add_argument("--top", help="topology file for DCD/XTC/TRR/NetCDF input: PDB, mmCIF, GRO, H5 or TPR (needs MDAnalysis)")
     p.add_argument("-o", "--output", required=True, help="output file: .pdb, .cif, .dcd, .xtc or .h5")
     p.add_argument("--mapping", default="ca", choices=["ca", "com"], help="where the bead sits (default: ca)")
     p.add_argument("--method", default=None, choices=["ideal", "model"],

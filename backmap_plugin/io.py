@@ -27,6 +27,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections import Counter
 from typing import Iterator, NamedTuple, Optional
 
@@ -48,8 +49,9 @@ SUPPORTED_OUTPUT = (".pdb", ".cif", ".dcd", ".xtc", ".h5")
 #: Input formats that hold coordinates only and need a ``top`` file.
 _NEEDS_TOPOLOGY = (".dcd", ".xtc", ".trr", ".nc", ".netcdf")
 
-#: Input formats that hold a topology and can be passed as ``top``.
-_TOPOLOGY_FORMATS = (".pdb", ".pdb.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz", ".gro", ".h5")
+#: Input formats that hold a topology and can be passed as ``top`` (``.tpr``
+#: through MDAnalysis, an optional dependency).
+_TOPOLOGY_FORMATS = (".pdb", ".pdb.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz", ".gro", ".h5", ".tpr")
 
 #: Small single-structure / ensemble formats that are loaded whole.
 _LOADED_WHOLE = (".pdb", ".pdb.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz", ".gro")
@@ -259,8 +261,51 @@ def _load_whole(path: str, ext: str) -> md.Trajectory:
         raise BackmapInputError(f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}") from exc
 
 
+def _element_or_none(symbol: str):
+    """The mdtraj element of a symbol; None for coarse-grained or unknown types."""
+    try:
+        return md.element.get_by_symbol(symbol.strip().capitalize())
+    except KeyError:
+        return None
+
+
+def _load_tpr_topology(path: str) -> md.Topology:
+    """Topology of a GROMACS run input (.tpr) read with MDAnalysis: one chain per molecule
+    (split further where the molecule's chain ids change)."""
+    try:
+        import MDAnalysis
+    except ImportError as exc:
+        raise BackmapInputError(
+            f"{path}: reading .tpr files needs MDAnalysis: pip install 'backmap_plugin[gromacs]' "
+            "(or pip install MDAnalysis), or pass the .gro file of the run as --top instead"
+        ) from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            atoms = MDAnalysis.Universe(path).atoms
+    except Exception as exc:
+        raise BackmapInputError(f"{path}: cannot be read as .tpr: {type(exc).__name__}: {exc}") from exc
+    molecules = atoms.molnums if hasattr(atoms, "molnums") else np.zeros(len(atoms), dtype=int)
+    chain_ids = atoms.chainIDs if hasattr(atoms, "chainIDs") else np.full(len(atoms), "")
+    elements = atoms.elements if hasattr(atoms, "elements") else np.full(len(atoms), "")
+    topology = md.Topology()
+    chain_key = residue_index = chain = residue = None
+    for i in range(len(atoms)):
+        key = (int(molecules[i]), str(chain_ids[i]))
+        if key != chain_key:
+            chain = topology.add_chain(chain_id=generated_chain_id(topology.n_chains))
+            chain_key, residue_index = key, None
+        if int(atoms.resindices[i]) != residue_index:
+            residue_index = int(atoms.resindices[i])
+            residue = topology.add_residue(str(atoms.resnames[i]), chain, resSeq=int(atoms.resids[i]))
+        topology.add_atom(str(atoms.names[i]), _element_or_none(str(elements[i])), residue, serial=i + 1)
+    return topology
+
+
 def _load_topology(path: str, ext: str) -> md.Topology:
-    """Topology of a structure file (or of an .h5 trajectory)."""
+    """Topology of a structure file (or of an .h5 trajectory, or a .tpr run input)."""
+    if ext == ".tpr":
+        return _load_tpr_topology(path)
     if ext == ".h5":
         try:
             return md.load_topology(path)

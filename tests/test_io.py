@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import sys
 from pathlib import Path
 
 import mdtraj as md
@@ -468,3 +469,35 @@ def test_frames_from_openmm_quantity_and_array(l2y):
     assert many.shape == (3, 154, 3)
     with pytest.raises(BackmapInputError, match="100 positions for a topology of 154 atoms"):
         bio.frames_from_openmm(omm_top, frame[:100] * unit.angstrom)
+
+
+# --------------------------------------------------------------------------- GROMACS .tpr topologies
+
+GMX_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gromacs"
+
+
+def test_tpr_topology_matches_the_gro(tmp_path):
+    """``--top topol.tpr`` (MDAnalysis) gives the chains of the molecules and the same frames as the .gro."""
+    pytest.importorskip("MDAnalysis", reason="the gromacs extra (MDAnalysis) is not installed")
+    tpr = bio.open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=GMX_EXAMPLE / "topol_ca.tpr")
+    gro = bio.open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=GMX_EXAMPLE / "conf_ca.gro")
+    assert [c.chain_id for c in tpr.topology.chains] == ["A", "B"]
+    assert [c.n_residues for c in tpr.topology.chains] == [20, 20]
+    assert [r.name for r in tpr.topology.residues] == [r.name for r in gro.topology.residues]
+    assert {a.name for a in tpr.topology.atoms} == {"CA"} and tpr.topology.atom(0).element.symbol == "C"
+    np.testing.assert_array_equal(next(iter(tpr)).xyz, next(iter(gro)).xyz)
+
+
+def test_tpr_without_mdanalysis_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "MDAnalysis", None)  # import fails as if not installed
+    with pytest.raises(BackmapInputError, match=r"topol_ca.tpr: reading .tpr files needs MDAnalysis: "
+                                                r"pip install 'backmap_plugin\[gromacs\]'"):
+        bio.open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=GMX_EXAMPLE / "topol_ca.tpr")
+
+
+def test_broken_tpr_is_named(tmp_path):
+    pytest.importorskip("MDAnalysis", reason="the gromacs extra (MDAnalysis) is not installed")
+    bad = tmp_path / "broken.tpr"
+    bad.write_bytes((GMX_EXAMPLE / "topol_ca.tpr").read_bytes()[:300])
+    with pytest.raises(BackmapInputError, match="broken.tpr: cannot be read as .tpr"):
+        bio.open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=bad)
