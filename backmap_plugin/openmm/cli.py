@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-
 
 __all__ = ["add_parsers"]
 
@@ -21,7 +21,8 @@ _REFINE_EXAMPLE = """example:
 
 _VALIDATE_EXAMPLE = """example:
   backmap validate trpcage_refined.pdb
-  backmap validate traj_refined.pdb --json > report.json
+  backmap validate traj_refined.pdb -o report.json      # JSON report to a file, table on stdout
+  backmap validate traj_refined.pdb --json              # JSON report on stdout
   backmap validate model.pdb --strict || echo "model has problems"
 """
 
@@ -72,6 +73,9 @@ def _add_validate(sub) -> None:
     )
     p.add_argument("input", help="PDB or mmCIF (optionally .gz), one or more models")
     p.add_argument("--json", action="store_true", help="print the full report as JSON instead of a table")
+    p.add_argument("-o", "--output", default=None,
+                   help="also write the full JSON report to this file (replaced atomically, only when "
+                        "validation finished)")
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 when any check fails (clashes, outliers, D residues, "
                         "missing atoms, cis non-Pro, non-finite energy)")
@@ -128,11 +132,29 @@ def _refine(args) -> int:
     return 0
 
 
+def _check_report_path(path: str, input: str) -> None:
+    """Fail before any work when the JSON report cannot be written at ``path``."""
+    from ..errors import BackmapInputError
+
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise BackmapInputError(f"{path}: cannot write report: directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise BackmapInputError(f"{path}: cannot write report: it is a directory")
+    if os.path.exists(input) and os.path.exists(path) and os.path.samefile(path, input):
+        raise BackmapInputError(f"{path}: the report would overwrite the input structure; choose another path")
+
+
 def _validate(args) -> int:
+    from ..io import write_json
     from .validate import validate_structure
 
+    if args.output is not None:
+        _check_report_path(args.output, args.input)
     result = validate_structure(args.input, solvent=args.solvent, platform=args.platform,
                                 energy=not args.no_energy)
+    if args.output is not None:
+        write_json(args.output, result.to_dict())
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     else:
