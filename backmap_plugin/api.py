@@ -147,11 +147,11 @@ METHODS = ("ideal", "model")
 
 def default_method(mapping: Mapping, model: str | None = None) -> str:
     """``model`` for C-alpha beads when a trained model is at hand, else ``ideal``."""
-    from .model.weights import shipped_model_path
+    if not mapping.bead_is_ca:
+        return "ideal"
+    from .model.weights import shipped_model_path  # imports e3nn: only when a model may be used
 
-    if mapping.bead_is_ca and (model is not None or shipped_model_path() is not None):
-        return "model"
-    return "ideal"
+    return "model" if model is not None or shipped_model_path() is not None else "ideal"
 
 
 def make_builder(method: str, model: str | None = None, device="cpu", temperature: float | None = None,
@@ -362,13 +362,14 @@ def _run_settings(input, top, mapping, method, model, samples, seed, stride, chu
                   temperature, device) -> dict:
     """What determines the output of :func:`backmap`: a resumed run must have the same."""
     from . import __version__
-    from .model.weights import shipped_model_path
     from .progress import input_fingerprint
 
     mapping = get_mapping(mapping)
     method = method or default_method(mapping, model)
     model_file = None
     if method == "model":
+        from .model.weights import shipped_model_path
+
         model_file = input_fingerprint(model if model is not None else shipped_model_path())
     return {
         "input": input_fingerprint(input), "top": input_fingerprint(top), "mapping": mapping.name,

@@ -515,6 +515,22 @@ class FrameSource:
         top = "" if self.top_path is None else f", top={self.top_path!r}"
         return f"FrameSource({self.path!r}{top}, n_atoms={self.n_atoms}, chunk={self.chunk}, stride={self.stride})"
 
+    @property
+    def n_frames(self) -> Optional[int]:
+        """Number of frames that iterating yields (after the stride); None when the file cannot tell
+        without reading it all. Trajectory files are asked for their length (XTC/TRR: a scan of the frame
+        headers), once."""
+        if self._whole is not None:
+            return len(self._whole[0])
+        if not hasattr(self, "_n_frames"):
+            try:
+                with c_stdout_to_stderr(), md.open(self.path) as handle:
+                    total = len(handle)
+                self._n_frames = -(-total // self.stride)
+            except Exception:  # a length is only for the progress bar
+                self._n_frames = None
+        return self._n_frames
+
     def __iter__(self) -> Iterator[FrameChunk]:
         if self._whole is not None:
             xyz, box = self._whole

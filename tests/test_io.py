@@ -501,3 +501,12 @@ def test_broken_tpr_is_named(tmp_path):
     bad.write_bytes((GMX_EXAMPLE / "topol_ca.tpr").read_bytes()[:300])
     with pytest.raises(BackmapInputError, match="broken.tpr: cannot be read as .tpr"):
         bio.open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=bad)
+
+
+@pytest.mark.parametrize("name, top, stride", [("traj_ca.xtc", "conf_ca.gro", 1), ("traj_ca.xtc", "conf_ca.gro", 5),
+                                               ("conf_ca.gro", None, 1)])
+def test_n_frames_is_what_iterating_yields(name, top, stride):
+    """The length behind the progress bar's ETA, without reading the frames."""
+    source = bio.open_frames(GMX_EXAMPLE / name, top=None if top is None else GMX_EXAMPLE / top, chunk=7,
+                             stride=stride)
+    assert source.n_frames == sum(len(c.xyz) for c in source)

@@ -30,9 +30,10 @@ CHUNK = 4
 
 @pytest.fixture(scope="module")
 def long_dcd(tmp_path_factory) -> Path:
-    """The shipped CA example tiled to 200 frames (with a little noise so frames differ)."""
+    """The shipped CA example tiled to 1,500 frames (with a little noise so frames differ): a run that
+    lasts long enough to be stopped in the middle."""
     traj = md.load(str(EXAMPLE_DCD), top=str(EXAMPLE_PDB))
-    xyz = np.concatenate([traj.xyz] * 6)[:200]
+    xyz = np.concatenate([traj.xyz] * 40)[:1500]
     xyz = xyz + np.random.default_rng(0).normal(0.0, 0.005, xyz.shape).astype(np.float32)
     path = tmp_path_factory.mktemp("long") / "long_ca.dcd"
     md.Trajectory(xyz, traj.topology).save_dcd(str(path))
@@ -213,15 +214,17 @@ def test_cli_write_error_is_one_line(tmp_path, capfd, monkeypatch):
     assert not out.exists() and (tmp_path / ".out.pdb.partial.pdb").exists()
 
 
-def test_killed_process_resumes_to_the_same_file(tmp_path, long_dcd):
-    """SIGKILL (no cleanup at all) in the middle of a real ``backmap run``; ``--resume`` completes it identically."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_stopped_process_resumes_to_the_same_file(tmp_path, long_dcd, sig):
+    """Ctrl-C (SIGINT) or SIGKILL (no cleanup at all) in the middle of a real ``backmap run``;
+    ``--resume`` completes it identically."""
     args = [sys.executable, "-m", "backmap_plugin.cli", "run", str(long_dcd), "--top", str(EXAMPLE_PDB),
-            "--chunk", "5", "--method", "ideal", "--quiet"]
+            "--chunk", "10", "--method", "ideal", "--quiet"]
     whole = tmp_path / "whole.xtc"
     subprocess.run([*args, "-o", str(whole)], check=True, capture_output=True)
     out = tmp_path / "out.xtc"
     record = Path(record_path(out))
-    proc = subprocess.Popen([*args, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*args, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if record.exists() and json.loads(record.read_text())["frames_done"] >= 20:
@@ -229,8 +232,10 @@ def test_killed_process_resumes_to_the_same_file(tmp_path, long_dcd):
         time.sleep(0.005)
     if proc.poll() is not None:
         pytest.fail("the run finished before it could be killed; make the input longer")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    err = proc.communicate()[1]
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "rerun the same command with --resume" in err
     assert not out.exists() and record.exists()
     done = subprocess.run([*args, "-o", str(out), "--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
