@@ -84,6 +84,28 @@ def test_run_help_shows_an_example(capsys):
         assert option in text
 
 
+def _subcommands(parser, prefix=("backmap",)):
+    """(command words, parser) of every subcommand, nested groups included."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _subcommands(sub, (*prefix, name))
+
+
+def test_every_subcommand_help_shows_an_example():
+    from backmap_plugin.cli import build_parser
+
+    found = dict(_subcommands(build_parser()))
+    assert {"run", "refine", "validate", "export", "report", "data", "train"} <= {words[1] for words in found}
+    for words, sub in found.items():
+        help_text = sub.format_help()
+        assert "example:" in help_text, " ".join(words)
+        assert " ".join(words) in help_text.split("example:", 1)[1], " ".join(words)
+
+
 def test_console_script_end_to_end(tmp_path, example):
     """The installed ``backmap`` command: summary alone on stdout, progress on stderr."""
     script = shutil.which("backmap", path=os.path.dirname(sys.executable)) or shutil.which("backmap")

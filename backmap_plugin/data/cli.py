@@ -45,6 +45,8 @@ def _add_info(sub) -> None:
         "info",
         help="summarise a corpus cache",
         description="Print entries, frames, residues, clusters and counts per split, source and kind of a cache.",
+        epilog="example:\n  backmap data info cache/train\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("cache", metavar="CACHE", help="cache folder")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
@@ -118,7 +120,9 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "data",
         help="training data: build and inspect the corpus cache",
-        description="Training data: build and inspect the corpus cache.",
+        description="Training data: build and inspect the corpus cache, and widen it with out-of-equilibrium frames.",
+        epilog=_BUILD_EXAMPLE + "  backmap data info cache/train\n" + _AUGMENT_EXAMPLE.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_commands(p.add_subparsers(dest="data_command", required=True))
 
