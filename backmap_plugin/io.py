@@ -940,20 +940,41 @@ def _reopen_text(partial: str, resume: dict, encoding: str):
     return handle
 
 
+def write_text(path, text: str) -> None:
+    """Write a UTF-8 text file atomically.
+
+    The text goes to a hidden temporary file ``.<name>.<pid>.partial`` in
+    the same directory, which is then moved onto ``path`` with
+    ``os.replace``; if writing fails, the temporary file is removed and
+    ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File to write; its directory must exist.
+    text : str
+    """
+    path = os.fspath(path)
+    partial = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.partial")
+    try:
+        with open(partial, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+
+
 def write_json(path, payload) -> None:
-    """Write a JSON file atomically (temporary file, then ``os.replace``); NaN is refused.
+    """Write a JSON file atomically (:func:`write_text`); NaN is refused.
 
     Parameters
     ----------
     path : str or os.PathLike
     payload : JSON-serialisable object
     """
-    path = os.fspath(path)
-    partial = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.partial")
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, allow_nan=False)
-        handle.write("\n")
-    os.replace(partial, path)
+    write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 # ---------------------------------------------------------------------------
