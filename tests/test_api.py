@@ -430,3 +430,27 @@ def test_backmapper_from_openmm_matches_file_path(tmp_path, fixture_pdb):
     whole = engine.build(frames)
     parts = np.concatenate([engine.build(frames[:2], 0), engine.build(frames[2:], 2)])
     np.testing.assert_allclose(whole, parts, atol=1e-4)  # same seeds; float32 sums may differ in the last bit
+
+
+def test_chain_cut_by_a_triclinic_box_is_made_whole(tmp_path, trp):
+    """A C-alpha trace wrapped into a rhombic dodecahedron (as GROMACS writes it) backmaps whole."""
+    ca = md.load(str(trp["pdb"]))
+    a = 2.0  # nm: smaller than the protein, so the chain is cut in several places
+    vectors = np.array([[a, 0, 0], [0, a, 0], [a / 2, a / 2, a * np.sqrt(0.5)]], dtype=np.float32)
+    frac = ca.xyz[0] @ np.linalg.inv(vectors)
+    wrapped = ((frac - np.floor(frac)) @ vectors)[None]
+    assert np.linalg.norm(np.diff(wrapped[0], axis=0), axis=-1).max() > 1.0  # nm: really cut
+    traj = md.Trajectory(wrapped, ca.topology)
+    traj.unitcell_vectors = vectors[None]
+    traj.save_xtc(str(tmp_path / "tric.xtc"))
+    backmap(str(tmp_path / "tric.xtc"), str(tmp_path / "aa.pdb"), top=str(trp["pdb"]), method="ideal",
+            progress=False)
+    out = md.load(str(tmp_path / "aa.pdb"))
+    ca_out = out.xyz[0, out.topology.select("name CA")] * 10.0
+    steps = np.linalg.norm(np.diff(ca_out, axis=0), axis=-1)
+    assert steps.max() < 4.2 and out.n_chains == 1
+    # the same structure as from the unwrapped trace, up to a lattice translation of the whole
+    backmap(str(trp["pdb"]), str(tmp_path / "ref.pdb"), method="ideal", progress=False)
+    ref = md.load(str(tmp_path / "ref.pdb"))
+    shift = (out.xyz[0] - ref.xyz[0]).mean(axis=0)
+    np.testing.assert_allclose(out.xyz[0] - shift, ref.xyz[0], atol=2e-3)
