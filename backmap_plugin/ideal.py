@@ -3,22 +3,26 @@
 Backbone from the C-alpha trace with rigid ideal peptide planes
 (:mod:`backmap_plugin.backbone`); side chains from Engh & Huber geometry with
 the most common rotamer of the residue type, switching to another common
-rotamer where that removes overlaps with the backbone and, in a second pass,
-with the side chains chosen for the neighbours. Every residue is built,
-termini and OXT included. It is the baseline the generative model must beat
+rotamer where that removes overlaps, then turned out of the clashes that
+remain by a few steps on their chi angles (:func:`place_side_chains`, which
+the ``model`` method shares). Every residue is built, termini and OXT
+included. It is the baseline the generative model must beat
 and the fallback when no model is available.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
 from . import chemistry as chem
+from . import relax
 from .backbone import build_backbone
-from .geometry import build_residues, extend_with_context, ideal_internal
-from .rotamers import load_rotamers
+from .geometry import build_residues, ideal_internal
 from .mappings import Mapping
+from .rotamers import load_rotamers
 from .topology import ProteinTopology
 
 #: Rotamers tried per residue (most frequent first).
@@ -27,9 +31,25 @@ MAX_CANDIDATES = 4
 OVERLAP_DISTANCE = 3.0
 #: Cost of choosing a less frequent rotamer, per unit of -log(frequency).
 FREQUENCY_WEIGHT = 0.05
-_SIDE = list(range(chem.SLOT_CB + 1, chem.SLOT_OXT))  # rotatable side-chain atoms
-_FIXED = [chem.SLOT_N, chem.SLOT_CA, chem.SLOT_C, chem.SLOT_O, chem.SLOT_CB]
-_FIXED_REACH = 2.5  # the backbone atoms and CB lie within this of their CA
+#: Rounds of candidate choice in :func:`place_side_chains`, and the overlap
+#: above which a residue's side chain is reconsidered.
+PASSES = 2
+ACTIVE_OVERLAP = 0.5
+#: Candidates are scored only while their cost is below that of the first
+#: candidate plus PRUNE_MARGIN times the first one's overlap.
+PRUNE_MARGIN = 1.0
+#: Clash relief (:func:`backmap_plugin.relax.relieve_clashes`): steps, the
+#: distance below which atom pairs are pushed apart, the chi restraint
+#: (per rad^2), the step size (rad per unit gradient) and the largest turn
+#: per step (rad).
+RELIEF_STEPS = 10
+RELIEF_DISTANCE = 2.8
+RELIEF_RESTRAINT = 1.0
+RELIEF_STEP_SIZE = 0.05
+RELIEF_MAX_TURN = 0.2
+RELIEF_MARGIN = 1.0
+RELIEF_TRIGGER = 2.5
+_BACKBONE_REACH = 2.6  # N, C, O, CB and OXT lie within this of their CA
 
 
 def side_chain_internal(res_type: np.ndarray, chis: torch.Tensor) -> torch.Tensor:
@@ -81,32 +101,31 @@ def _candidate_internal(res_type: np.ndarray, dtype, device) -> tuple[torch.Tens
     return ics, torch.where(has, cost, float("inf"))
 
 
-def _neighbour_pairs(ca: torch.Tensor, owner: torch.Tensor, cutoff: torch.Tensor):
-    """Residue pairs (i, j), i != j, with CA-CA below ``cutoff[i, j]`` in any frame.
+@functools.cache
+def _reach_table() -> torch.Tensor:
+    """(20,) largest distance of any atom of a residue type from its CA, over all chi angles.
 
-    Only residues with ``owner`` True appear as i. Returns two (P,) tensors.
+    Found on a grid of chi2..chi4 (chi1 turns about the CA-CB bond and moves
+    no atom nearer or farther from CA), plus a margin for the grid spacing.
     """
-    close = (torch.cdist(ca, ca).amin(0) < cutoff) & owner[:, None]
-    close.fill_diagonal_(False)
-    return torch.nonzero(close, as_tuple=True)
+    n_types = len(chem.RESIDUE_NAMES)
+    grid = torch.meshgrid(*(torch.linspace(-np.pi, np.pi, n + 1, dtype=torch.float64)[:-1] for n in (1, 24, 12, 12)),
+                          indexing="ij")
+    chis = torch.stack([g.flatten() for g in grid], -1)[:, None].expand(-1, n_types, -1)  # (M, T, 4)
+    res_type = np.arange(n_types)
+    ics = side_chain_internal(res_type, chis)
+    backbone = torch.zeros(1, n_types, chem.N_SLOTS, 3, dtype=torch.float64)
+    backbone[..., chem.SLOT_N, :] = torch.tensor([-0.53, 1.36, 0.0], dtype=torch.float64)
+    backbone[..., chem.SLOT_C, :] = torch.tensor([1.53, 0.0, 0.0], dtype=torch.float64)
+    slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB and s != chem.SLOT_OXT]
+    atoms = build_residues(backbone, ics, torch.as_tensor(res_type), slots=slots)
+    exists = torch.as_tensor(chem.SLOT_EXISTS[res_type])
+    far = (atoms.norm(dim=-1) * exists).amax((0, 2))
+    return torch.clamp(far + 0.3, min=_BACKBONE_REACH).float()
 
 
-def _overlap(side, env, side_mask, env_mask, pi, pj, n_res, frames_per_batch=8) -> torch.Tensor:
-    """Overlap score of every residue's side chain with its neighbours' atoms.
-
-    side (F, K, R, A, 3), env (F, R, B, 3) -> (F, K, R); pairs (pi, pj).
-    """
-    mask = (side_mask[pi][:, :, None] & env_mask[pj][:, None, :]).to(side.dtype)  # (P, A, B)
-    out = torch.zeros(side.shape[:2] + (n_res,), dtype=side.dtype, device=side.device)
-    if len(pi) == 0:
-        return out
-    for f in range(0, side.shape[0], frames_per_batch):
-        a = side[f : f + frames_per_batch][:, :, pi]  # (f, K, P, A, 3)
-        b = env[f : f + frames_per_batch][:, None, pj]  # (f, 1, P, B, 3)
-        d = torch.cdist(a, b)  # (f, K, P, A, B)
-        per_pair = ((torch.relu(OVERLAP_DISTANCE - d) ** 2) * mask).sum((-1, -2))
-        out[f : f + frames_per_batch].index_add_(2, pi, per_pair)
-    return out
+def _reach(device, dtype) -> torch.Tensor:
+    return _reach_table().to(device=device, dtype=dtype)
 
 
 def build_ideal(ca: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
@@ -131,13 +150,32 @@ def build_ideal(ca: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
     return place_side_chains(backbone, protein, ics, cost)
 
 
-def place_side_chains(backbone: torch.Tensor, protein: ProteinTopology, ics: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
-    """Choose each residue's side chain among candidates so that overlaps are avoided.
+def place_side_chains(
+    backbone: torch.Tensor,
+    protein: ProteinTopology,
+    ics: torch.Tensor,
+    cost: torch.Tensor,
+    passes: int | None = None,
+    relief_steps: int | None = None,
+) -> torch.Tensor:
+    """Choose each residue's side chain among candidates so that overlaps are avoided, then relieve clashes.
 
-    A candidate's score is its ``cost`` plus its overlap with the backbone
-    (N, CA, C, O, CB) of neighbouring residues; a second pass adds the
-    overlap with the side chains chosen for the neighbours. OXT is built at
-    C termini.
+    Every residue starts in its first candidate. Overlap is the sum of
+    (OVERLAP_DISTANCE - d)^2 over the atom pairs of a side chain with
+    anything (backbone, CB or side chains of any residue, its own backbone
+    included; pairs more than three bonds apart). The residues whose first
+    candidate overlaps by more than ACTIVE_OVERLAP, or is not their cheapest
+    (candidates drawn at a temperature), choose again: each scores
+    its candidates (those whose cost is below the first one's cost plus
+    PRUNE_MARGIN times its overlap: the others cannot win) against the
+    current structure and takes the one with the lowest overlap plus
+    ``cost``; the others keep their first. Choices are made all at once, so
+    up to ``passes - 1`` more passes let the residues in contact with a
+    side chain that switched choose again, until no choice changes. Then
+    ``relief_steps`` gradient steps on the chi angles of residues still in
+    contact (:func:`backmap_plugin.relax.relieve_clashes`) push apart what
+    the discrete choice left. OXT is built at C termini. Each frame is
+    handled on its own and deterministically.
 
     Parameters
     ----------
@@ -149,48 +187,92 @@ def place_side_chains(backbone: torch.Tensor, protein: ProteinTopology, ics: tor
         the candidates (side-chain slots used).
     cost : torch.Tensor
         (K, R) or (F, K, R) cost of each candidate (inf: not a candidate).
+    passes : int, optional
+        Rounds of candidate choice (0: every residue keeps its first
+        candidate); default :data:`PASSES`.
+    relief_steps : int, optional
+        Gradient steps of the clash relief (0: none); default
+        :data:`RELIEF_STEPS`.
 
     Returns
     -------
     torch.Tensor
         (F, R, N_SLOTS, 3); slots a residue does not have are zero.
     """
+    passes = PASSES if passes is None else passes
+    relief_steps = RELIEF_STEPS if relief_steps is None else relief_steps
     if ics.dim() == 4:
         ics, cost = ics[None], cost[None]
-    res_type = protein.res_type
-    ca = backbone[..., chem.SLOT_CA, :]
-    n_res = ca.shape[-2]
-    rt = torch.as_tensor(res_type, device=ca.device)
-    identity = np.repeat(np.arange(n_res)[:, None], 4, axis=1)
-    ext = extend_with_context(backbone, identity)
-    slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB and s != chem.SLOT_OXT]
-    cand = build_residues(ext[:, None], ics, rt, slots=slots)[..., : chem.N_SLOTS, :]  # (F,K,R,S,3)
+    dev = backbone.device
+    n_frames, n_res = backbone.shape[:2]
+    rt = torch.as_tensor(protein.res_type, device=dev)
+    segment = torch.as_tensor(protein.segment, device=dev)
+    mask = torch.as_tensor(chem.SLOT_EXISTS[protein.res_type], device=dev)
+    mask[:, chem.SLOT_OXT] = torch.as_tensor(protein.c_terminal, device=dev)
+    side_mask = mask[:, relax.SIDE_SLOTS]
+    # side chains and OXT are built from N, CA, C, O and each other: no context slots needed
+    slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB]
+    atoms = build_residues(backbone, ics[:, 0], rt, slots=slots) * mask[..., None]
 
-    exists = torch.as_tensor(chem.SLOT_EXISTS[res_type], device=ca.device)
-    side_mask = exists[:, _SIDE]
-    fixed_mask = exists[:, _FIXED]
-    side = cand[..., _SIDE, :]
-    # how far each residue's side chain reaches from its CA (over candidates)
-    reach = ((side - ca[:, None, :, None, :]).norm(dim=-1) * side_mask).amax((0, 1, 3))  # (R,)
-    owner = (torch.isfinite(cost).sum(-2) > 1).any(0)  # residues with a choice to make
-    pi, pj = _neighbour_pairs(ca, owner, reach[:, None] + _FIXED_REACH + OVERLAP_DISTANCE)
-    score = _overlap(side, backbone[..., _FIXED, :], side_mask, fixed_mask, pi, pj, n_res) + cost
-    choice = score.argmin(1)  # (F, R)
-    frames = torch.arange(ca.shape[0], device=ca.device)[:, None]
-    residues = torch.arange(n_res, device=ca.device)[None, :]
-    chosen = cand[frames, choice, residues]  # (F, R, S, 3)
-    # second pass: against the neighbours' chosen side chains as well
-    pi, pj = _neighbour_pairs(ca, owner, reach[:, None] + reach[None, :] + OVERLAP_DISTANCE)
-    score = score + _overlap(side, chosen[..., _SIDE, :], side_mask, side_mask, pi, pj, n_res)
-    choice = score.argmin(1)
-    out = cand[frames, choice, residues]
-
-    oxt_ic = ics[:, 0].expand(ca.shape[0], -1, -1, -1)
-    ext = extend_with_context(out, identity)
-    out = build_residues(ext, oxt_ic, rt, slots=(chem.SLOT_OXT,))[..., : chem.N_SLOTS, :]
-    mask = exists.clone()
-    mask[:, chem.SLOT_OXT] = torch.as_tensor(protein.c_terminal, device=ca.device)
-    return out * mask[..., None]
+    list_cutoff = max(OVERLAP_DISTANCE, RELIEF_DISTANCE + RELIEF_MARGIN)
+    neighbours = relax.residue_neighbours(backbone[..., chem.SLOT_CA, :], _reach(dev, backbone.dtype)[rt], list_cutoff)
+    side_idx = torch.as_tensor(relax.SIDE_SLOTS, device=dev)
+    choosable = ((torch.isfinite(cost).sum(1) > 1) & side_mask.any(1)).expand(n_frames, -1)  # (F, R)
+    pairs = relax.structure_contacts(atoms, mask, rt, segment, list_cutoff)
+    overlap = relax.overlap_per_residue(pairs, n_frames, n_res, OVERLAP_DISTANCE)
+    dearer = (cost[:, 0] > cost.amin(1)).expand(n_frames, -1)  # first candidate not the cheapest (sampling)
+    frame, residue = torch.nonzero(((overlap > ACTIVE_OVERLAP) | dearer) & choosable, as_tuple=True)
+    changed = torch.zeros(n_frames, n_res, dtype=torch.bool, device=dev)
+    if passes > 0 and len(frame) > 0:
+        # candidates that can beat the first one: cost below its cost plus its overlap
+        source = frame if ics.shape[0] > 1 else torch.zeros_like(frame)
+        cand_cost = cost[source, :, residue]  # (A, K)
+        bound = cand_cost[:, :1] + PRUNE_MARGIN * overlap[frame, residue][:, None]
+        first = torch.arange(cand_cost.shape[1], device=dev) == 0
+        a, k = torch.nonzero(torch.isfinite(cand_cost) & ((cand_cost < bound) | first), as_tuple=True)
+        f, r = frame[a], residue[a]
+        candidates = build_residues(backbone[f, r], ics[source[a], k, r], rt[r],
+                                    slots=slots[:-1])[..., relax.SIDE_SLOTS, :] * side_mask[r][..., None]
+        active = torch.full((n_frames, n_res), -1, dtype=torch.long, device=dev)
+        active[frame, residue] = torch.arange(len(frame), device=dev)
+        choice = torch.zeros(len(frame), dtype=torch.long, device=dev)
+        todo = torch.ones(len(frame), dtype=torch.bool, device=dev)
+        for _ in range(passes):
+            rows = torch.nonzero(todo[a])[:, 0]  # candidates of the residues to (re)score
+            contacts = relax.side_chain_contacts(candidates[rows], side_mask[r[rows]], f[rows], r[rows], atoms, mask,
+                                                 rt, segment, neighbours, OVERLAP_DISTANCE)
+            score = torch.full_like(cand_cost, float("inf"))
+            score[a[rows], k[rows]] = relax.overlap_score(contacts, len(rows), OVERLAP_DISTANCE) + cand_cost[a[rows], k[rows]]
+            best = torch.where(todo, score.argmin(1), choice)
+            switched = best != choice
+            if not switched.any():
+                break
+            choice = best
+            pick = (k == best[a]).nonzero()[:, 0]  # one candidate per residue, in residue order
+            atoms[frame[:, None], residue[:, None], side_idx[None, :]] = candidates[pick]
+            # next pass: the residues in contact with a side chain that switched
+            now = torch.zeros_like(changed)
+            now[frame[switched], residue[switched]] = True
+            query = a[rows][contacts.query]
+            hit = now[contacts.frame, contacts.residue_b] & relax.is_side(contacts.slot_b)
+            touched = switched[query] & (k[rows][contacts.query] == best[query])
+            todo = torch.zeros_like(todo)
+            todo[query[hit]] = True
+            other = active[contacts.frame[touched], contacts.residue_b[touched]]
+            todo[other[other >= 0]] = True
+        changed[frame, residue] = choice != 0
+    if relief_steps > 0:
+        # contacts for the relief: those found before the choice, unless a side chain in them switched
+        stale = (relax.is_side(pairs.slot_a) & changed[pairs.frame, pairs.residue_a]) | (
+            relax.is_side(pairs.slot_b) & changed[pairs.frame, pairs.residue_b])
+        cf, cr = torch.nonzero(changed, as_tuple=True)
+        fresh = relax.side_chain_contacts(atoms[cf, cr][:, relax.SIDE_SLOTS], side_mask[cr], cf, cr, atoms, mask, rt,
+                                          segment, neighbours, list_cutoff)
+        twice = relax.is_side(fresh.slot_b) & changed[fresh.frame, fresh.residue_b] & (fresh.residue_b < fresh.residue_a)
+        pairs = relax.AtomPairs.cat([pairs.select(~stale), fresh.select(~twice)])
+        atoms = relax.relieve_clashes(atoms, mask, rt, segment, relief_steps, RELIEF_DISTANCE, RELIEF_RESTRAINT,
+                                      RELIEF_STEP_SIZE, RELIEF_MAX_TURN, RELIEF_MARGIN, RELIEF_TRIGGER, pairs=pairs)
+    return atoms * mask[..., None]
 
 
 #: Fitting a C-alpha trace to non-CA beads: damped fixed-point steps, and
@@ -239,7 +321,7 @@ def backmap_ideal(beads: torch.Tensor, protein: ProteinTopology, mapping: Mappin
     torch.Tensor
         (F, samples, R, N_SLOTS, 3).
     """
-    build = lambda trace: build_ideal(trace, protein)  # noqa: E731
+    build = lambda trace: build_ideal(trace, protein)
     if mapping.bead_is_ca:
         atoms = build(beads)
     else:

@@ -13,6 +13,13 @@ Groups
 * one group per MD trajectory file (``kind == md`` in the manifest), with at
   most ``--max-frames`` frames, evenly spread over the file.
 
+``--split val`` scores the tuning set instead: the ``train`` files whose
+``cluster30`` cluster the corpus cache (``--cache``) holds out as ``val``
+(clusters the shipped model never trained on). Single-frame files form the
+``crystal`` group; each ensemble is a group of kind ``md`` or ``nmr``; files
+above ``--max-residues`` are left out (noted). Tune on it; keep
+``visible_test`` for the final measurement.
+
 Per structure (one frame of a group) and tool
 ---------------------------------------------
 * ``rmsd_all`` / ``rmsd_sc``: heavy-atom RMSD after optimal superposition
@@ -41,7 +48,7 @@ Aggregation (table and JSON)
   out of the other numbers (``failed`` column).
 * ``crystal (median)``: median over the crystal structures.
 * ``MD (mean of trajectories)``: mean over the MD groups of the group means,
-  so each trajectory weighs the same.
+  so each trajectory weighs the same (``NMR (mean of ensembles)`` alike).
 * Time: the tool's own wall time (file or text in, file or text out; reading
   the output back for scoring is not counted), per structure (frame x
   sample) and per 1,000 residues built. Each tool runs once on a small
@@ -60,9 +67,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import mdtraj as md
 import numpy as np
@@ -70,7 +77,12 @@ from tqdm import tqdm
 
 from backmap_plugin import chemistry as chem
 from backmap_plugin import metrics
-from backmap_plugin.topology import ProteinTopology, gather_slots, protein_topology, read_residues
+from backmap_plugin.topology import (
+    ProteinTopology,
+    gather_slots,
+    protein_topology,
+    read_residues,
+)
 
 #: C-alpha distance (Angstrom) that splits a chain into segments; passed to
 #: every tool that takes one, and used to cut the PULCHRA input.
@@ -204,7 +216,7 @@ class Group:
     """Structures scored together: the crystal set, or one MD trajectory."""
 
     name: str
-    kind: str  # "crystal" or "md"
+    kind: str  # "crystal", "md" or "nmr"
     files: list
 
 
@@ -233,6 +245,46 @@ def discover_groups(data: Path) -> list[Group]:
                 md_groups.append(Group(row["entry_id"], "md", [path]))
     groups = [Group("crystal", "crystal", sorted(crystal))] if crystal else []
     return groups + sorted(md_groups, key=lambda g: g.name)
+
+
+def discover_val_groups(cache: Path, max_residues: int = 0) -> tuple[list[Group], list[str]]:
+    """The tuning set: ``train`` files whose cluster is in the ``val`` split of a corpus cache.
+
+    The cache (``backmap data build``) assigns whole ``cluster30`` clusters
+    to ``train`` or ``val``; the shipped model never trained on ``val``
+    clusters, so they are the set to tune inference on (``visible_test``
+    stays for the final measurement).
+
+    Parameters
+    ----------
+    cache : pathlib.Path
+        Cache folder holding ``index.json``.
+    max_residues : int
+        Entries with more residues are left out (0: keep all).
+
+    Returns
+    -------
+    groups : list of Group
+        ``crystal`` (every single-frame entry) first, then one group per
+        multi-frame entry, of kind ``md`` or ``nmr`` (its manifest kind).
+    notes : list of str
+        Entries left out, and why.
+    """
+    index = json.loads((cache / "index.json").read_text(encoding="utf-8"))
+    crystal, ensembles, notes = [], [], []
+    for entry in index["entries"]:
+        if entry["split"] != "val":
+            continue
+        if max_residues > 0 and entry["n_residues"] > max_residues:
+            notes.append(f"{entry['entry_id']}: {entry['n_residues']} residues > --max-residues, left out")
+            continue
+        path = Path(entry["source"])
+        if entry["n_frames"] == 1:
+            crystal.append(path)
+        else:
+            ensembles.append(Group(entry["entry_id"], "md" if entry["kind"] == "md" else "nmr", [path]))
+    groups = [Group("crystal", "crystal", sorted(crystal))] if crystal else []
+    return groups + sorted(ensembles, key=lambda g: (g.kind, g.name)), notes
 
 
 def select_groups(groups: list[Group], spec: str | None) -> list[Group]:
@@ -418,7 +470,7 @@ def run_pulchra(request: ToolRequest, truth: Truth) -> ToolOutput:
     notes = []
     per_frame = []  # (residue index, atom name) -> xyz, per frame
     out_names = list(names)
-    order: list[dict] = [dict() for _ in names]  # atom names per residue in first-seen order
+    order: list[dict] = [{} for _ in names]  # atom names per residue in first-seen order
     for f, frame_texts in enumerate(texts):
         atoms = {}
         for p, text in enumerate(frame_texts):
@@ -681,7 +733,7 @@ def run_tool(tool: Tool, truth: Truth, args, workdir: str) -> tuple[list[dict], 
         output = tool.run(request, truth)
         frames, notes = score_output(truth, output)
         return frames, output.seconds, output.notes + notes
-    except Exception as exc:  # a tool failing is a result, not a crash of the benchmark
+    except Exception as exc:  # noqa: BLE001  (a tool failing is a result, not a crash of the benchmark)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         failed = [
             {"failed": True, "built": 0.0, "n_residues": truth.n_residues, "d_residues": 0.0} for _ in range(truth.n_frames)
@@ -704,6 +756,13 @@ def main(argv=None) -> int:
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with manifest.csv and visible_test/ (default: %(default)s)")
+    parser.add_argument("--split", choices=("visible_test", "val"), default="visible_test",
+                        help="visible_test (final measurement) or val: the train files of the cache's held-out "
+                             "clusters, the set to tune on (default: %(default)s)")
+    parser.add_argument("--cache", type=Path, default=_REPO / "cache" / "train",
+                        help="corpus cache whose val split --split val uses (default: %(default)s)")
+    parser.add_argument("--max-residues", type=int, default=2000,
+                        help="--split val: leave out entries with more residues; 0 keeps all (default: %(default)s)")
     parser.add_argument("--tools", default="ideal,pulchra,truth", help=f"comma-separated, from: {', '.join(TOOLS)} (default: %(default)s)")
     parser.add_argument("--groups", default=None, help="comma-separated group kinds (crystal, md) or name parts (adk, 1u19); default all")
     parser.add_argument("--max-frames", type=int, default=20, help="frames per MD trajectory, evenly spread; 0 = all (default: %(default)s)")
@@ -721,19 +780,23 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown tool(s) {', '.join(unknown)}; known: {', '.join(TOOLS)}")
     tools = [TOOLS[t] for t in names]
-    groups = select_groups(discover_groups(args.data), args.groups)
+    if args.split == "val":
+        groups, skipped = discover_val_groups(args.cache, args.max_residues)
+    else:
+        groups, skipped = discover_groups(args.data), []
+    groups = select_groups(groups, args.groups)
 
     per_structure: list[dict] = []
     group_rows: dict[str, dict[str, list]] = {}
     group_seconds: dict[tuple[str, str], float] = {}
-    notes: dict[str, list] = {}
+    notes: dict[str, list] = {"tuning set": skipped} if skipped else {}
     t_start = time.perf_counter()
     warmed = False
     jobs = [(g, p) for g in groups for p in g.files]
     bar = tqdm(jobs, desc="benchmark", unit="file", file=sys.stderr)
     for group, path in bar:
         bar.set_postfix_str(path.name.split(".pdb")[0][:30])
-        truth = load_truth(path, args.max_frames if group.kind == "md" else 1)
+        truth = load_truth(path, 1 if group.kind == "crystal" else args.max_frames)
         if truth.notes:
             notes.setdefault(truth.entry_id, []).extend(f"input: {n}" for n in truth.notes)
         with tempfile.TemporaryDirectory(prefix="bench_") as workdir:
@@ -772,9 +835,10 @@ def main(argv=None) -> int:
             s["mean"] = aggregate(rows, secs, samples, tool.timed, how="mean")
             summary["overall"].setdefault("crystal", {})[tool.name] = s
             table_rows.append(("**crystal (median)**", tool.name, s))
-    for tool in tools:
+    ensemble_rows = (("md", "**MD (mean of trajectories)**"), ("nmr", "**NMR (mean of ensembles)**"))
+    for (kind, label), tool in ((k, t) for k in ensemble_rows for t in tools):
         samples = args.samples if tool.stochastic else 1
-        md_groups = [g for g in groups if g.kind == "md"]
+        md_groups = [g for g in groups if g.kind == kind]
         if md_groups:
             means = [summary["groups"][g.name][tool.name] for g in md_groups]
             s = {"structures": sum(m["structures"] for m in means), "failed": sum(m["failed"] for m in means)}
@@ -785,8 +849,8 @@ def main(argv=None) -> int:
             pooled = aggregate(rows, sum(group_seconds[(g.name, tool.name)] for g in md_groups), samples, tool.timed)
             for key in ("seconds", "s_per_structure", "s_per_1000_res"):
                 s[key] = pooled[key]
-            summary["overall"].setdefault("md", {})[tool.name] = s
-            table_rows.append(("**MD (mean of trajectories)**", tool.name, s))
+            summary["overall"].setdefault(kind, {})[tool.name] = s
+            table_rows.append((label, tool.name, s))
 
     elapsed = time.perf_counter() - t_start
     print(markdown_table(table_rows))

@@ -9,7 +9,11 @@ method on each device. Every configuration is run ``--repeats`` times; the
 table gives medians.
 
 Usage: ``python benchmarks/speed.py [--methods ideal,model] [--devices cpu,cuda]
-[--sizes 50,200,1000] [--frames 1,100,1000] [--repeats 3] [--model PATH]``
+[--sizes 50,200,1000] [--frames 1,100,1000] [--repeats 3] [--model PATH]
+[--threads N]``
+
+Absolute times depend on what else runs on the machine: compare methods or
+versions within one run (ratios), not across runs.
 """
 
 from __future__ import annotations
@@ -53,7 +57,10 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", default="1,100,1000")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default=None, help="model file for --methods model (default: shipped)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     sizes = [int(x) for x in args.sizes.split(",")]
     frame_counts = [int(x) for x in args.frames.split(",")]
     print(f"torch threads {torch.get_num_threads()}, devices {args.devices}")

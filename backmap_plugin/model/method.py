@@ -15,8 +15,10 @@ from .weights import load_model
 #: Residue-frames decoded at once (bounds memory).
 RESIDUES_PER_PASS = 20000
 #: Side-chain candidates per residue (drawn from the decoder) among which
-#: overlaps are avoided, and the cost per unit of -log p of a candidate.
-CANDIDATES = 4
+#: overlaps are avoided, and the cost per unit of -log p of a candidate
+#: (see :func:`backmap_plugin.ideal.place_side_chains`, which also relieves
+#: the clashes the choice leaves).
+CANDIDATES = 8
 COST_WEIGHT = 0.3
 
 
@@ -39,14 +41,23 @@ class ModelMethod:
         self.temperature = temperature
 
     def __call__(self, beads: torch.Tensor, protein: ProteinTopology, mapping: Mapping, samples: int, seeds) -> torch.Tensor:
-        """(F, R, 3) C-alpha beads -> (F, samples, R, N_SLOTS, 3); frame f sample s seeded by (seeds[f], s)."""
+        """(F, R, 3) C-alpha beads -> (F, samples, R, N_SLOTS, 3); frame f sample s seeded by (seeds[f], s).
+
+        A frame's structures depend only on its beads and seed, not on the
+        other frames of the call.
+        """
         if not mapping.bead_is_ca:
             raise BackmapInputError(
                 f"the trained model backmaps C-alpha beads; mapping '{mapping.name}' needs --method ideal"
             )
+        with torch.inference_mode():
+            out = self._sample(beads, protein, samples, np.asarray(seeds, dtype=np.int64))
+        return torch.cat(out).to(beads.dtype)
+
+    def _sample(self, beads: torch.Tensor, protein: ProteinTopology, samples: int, seeds: np.ndarray) -> list:
+        """Chunks of (f, samples, R, N_SLOTS, 3), float32."""
         n_frames, n_res, _ = beads.shape
         per_pass = max(1, RESIDUES_PER_PASS // n_res)
-        seeds = np.asarray(seeds, dtype=np.int64)
         out = []
         for start in range(0, n_frames, per_pass):
             chunk = beads[start : start + per_pass].float()
@@ -73,4 +84,4 @@ class ModelMethod:
                 )
                 per_sample.append(atoms)
             out.append(torch.stack(per_sample, 1))
-        return torch.cat(out).to(beads.dtype)
+        return out
