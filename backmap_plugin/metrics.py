@@ -437,8 +437,8 @@ def rmsd_no_superposition(xyz, ref, mask=None):
     return _rms_deviation(x, r)
 
 
-def sample_diversity(samples, mask=None):
-    """Mean pairwise RMSD between samples drawn for the same CG frame.
+def frame_diversity(samples, mask=None) -> np.ndarray:
+    """Mean pairwise RMSD between the samples of each CG frame.
 
     No superposition: all samples of a frame are built on the same
     coarse-grained frame, so they share one coordinate system.
@@ -452,9 +452,9 @@ def sample_diversity(samples, mask=None):
 
     Returns
     -------
-    float
-        Mean over frames of the mean RMSD over distinct sample pairs
-        ``i < j``; 0.0 when ``n_samples == 1``.
+    numpy.ndarray, shape (n_frames,)
+        Mean RMSD over the sample pairs ``i < j`` of each frame, Angstrom;
+        zeros when there is one sample per frame.
     """
     s = np.asarray(samples, dtype=np.float64)
     if s.ndim != 4 or s.shape[-1] != 3:
@@ -463,10 +463,26 @@ def sample_diversity(samples, mask=None):
         )
     n_samples = s.shape[1]
     if n_samples < 2:
-        return 0.0
+        return np.zeros(s.shape[0])
     s = s[:, :, _as_mask(mask, s.shape[2])]
     i_idx, j_idx = np.triu_indices(n_samples, k=1)
     per_pair = np.stack(
         [_rms_deviation(s[:, i], s[:, j]) for i, j in zip(i_idx, j_idx)], axis=1
     )  # (n_frames, n_pairs)
-    return float(np.mean(per_pair))
+    return per_pair.mean(axis=1)
+
+
+def sample_diversity(samples, mask=None):
+    """Mean over frames of :func:`frame_diversity`.
+
+    Parameters
+    ----------
+    samples, mask
+        As for :func:`frame_diversity`.
+
+    Returns
+    -------
+    float
+        0.0 when ``n_samples == 1``.
+    """
+    return float(np.mean(frame_diversity(samples, mask)))

@@ -1,40 +1,16 @@
 """Numerical helpers of the report: pure numpy functions over arrays.
 
-Sample diversity per frame and dihedral-angle histograms; lengths are in
-Angstrom, angles in degrees.
+Dihedral-angle histograms (angles in degrees); sample diversity per frame
+is :func:`backmap_plugin.metrics.frame_diversity`, re-exported here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .. import metrics
+from ..metrics import frame_diversity
 
-
-def frame_diversity(samples, mask=None) -> np.ndarray:
-    """Mean pairwise RMSD between the samples of each frame.
-
-    No superposition: all samples of a frame are built on the same
-    coarse-grained frame, so they share one frame of reference. Each frame
-    is scored with :func:`backmap_plugin.metrics.sample_diversity`.
-
-    Parameters
-    ----------
-    samples : array_like, shape (n_frames, n_samples, n_atoms, 3)
-        Coordinates in Angstrom.
-    mask : array_like of bool, shape (n_atoms,), optional
-        Atoms to score; all atoms when None.
-
-    Returns
-    -------
-    numpy.ndarray, shape (n_frames,)
-        Mean RMSD over the sample pairs ``i < j`` of each frame, Angstrom;
-        zeros when there is one sample per frame.
-    """
-    s = np.asarray(samples, dtype=np.float64)
-    if s.ndim != 4 or s.shape[-1] != 3:
-        raise ValueError(f"samples must be shaped (n_frames, n_samples, n_atoms, 3), got {s.shape}")
-    return np.array([metrics.sample_diversity(s[f : f + 1], mask=mask) for f in range(s.shape[0])])
+__all__ = ["angle_histogram", "frame_diversity", "ramachandran_histogram", "wrap_degrees"]
 
 
 def wrap_degrees(angles) -> np.ndarray:
