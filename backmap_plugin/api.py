@@ -158,7 +158,7 @@ def make_builder(method: str, model: str | None = None, device="cpu", temperatur
                  samples: int = 1):
     """The builder callable of a method (see :data:`METHODS`).
 
-    ``temperature`` None means 0 (most likely structure) for one sample per
+    ``temperature`` None means 0 (one deterministic structure) for one sample per
     frame and 1 (draws from the model) for several.
     """
     if method == "ideal":
@@ -456,8 +456,9 @@ def backmap(
     model : str, optional
         Trained model file for ``method='model'`` (default: the shipped one).
     temperature : float, optional
-        Sampling temperature of the model: 0 gives its most likely
-        structure; default 0 for one sample per frame, 1 for several.
+        Sampling temperature of the model: 0 gives one deterministic
+        structure, the one of least expected error; default 0 for one sample
+        per frame, 1 for several.
     overwrite : bool
         Replace an existing output or start an unfinished run over (default,
         like mdtraj's ``save``; the ``backmap run`` command refuses unless

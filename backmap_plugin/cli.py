@@ -36,7 +36,7 @@ def _add_run(sub) -> None:
                    help="builder (default: model for --mapping ca, ideal otherwise)")
     p.add_argument("--model", help="trained model file for --method model (default: the shipped model)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="model sampling temperature; 0 = most likely structure (default: 0 for one sample, 1 for several)")
+                   help="model sampling temperature; 0 = the deterministic structure of least expected error (default: 0 for one sample, 1 for several)")
     p.add_argument("--samples", type=int, default=1, help="structures per input frame, frame-major (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")

@@ -112,16 +112,47 @@ def _reach_table() -> torch.Tensor:
     grid = torch.meshgrid(*(torch.linspace(-np.pi, np.pi, n + 1, dtype=torch.float64)[:-1] for n in (1, 24, 12, 12)),
                           indexing="ij")
     chis = torch.stack([g.flatten() for g in grid], -1)[:, None].expand(-1, n_types, -1)  # (M, T, 4)
+    atoms = _on_standard_backbone(chis)
+    exists = torch.tensor(chem.SLOT_EXISTS)
+    far = (atoms.norm(dim=-1) * exists).amax((0, 2))
+    return torch.clamp(far + 0.3, min=_BACKBONE_REACH).float()
+
+
+def _on_standard_backbone(chis: torch.Tensor) -> torch.Tensor:
+    """Side chains of every residue type with chi angles ``chis`` (M, T, 4) on one fixed backbone, CA at the origin.
+
+    Returns (M, T, N_SLOTS, 3) float64 coordinates (OXT not built).
+    """
+    n_types = chis.shape[1]
     res_type = np.arange(n_types)
-    ics = side_chain_internal(res_type, chis)
+    ics = side_chain_internal(res_type, chis.to(torch.float64))
     backbone = torch.zeros(1, n_types, chem.N_SLOTS, 3, dtype=torch.float64)
     backbone[..., chem.SLOT_N, :] = torch.tensor([-0.53, 1.36, 0.0], dtype=torch.float64)
     backbone[..., chem.SLOT_C, :] = torch.tensor([1.53, 0.0, 0.0], dtype=torch.float64)
     slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB and s != chem.SLOT_OXT]
-    atoms = build_residues(backbone, ics, torch.as_tensor(res_type), slots=slots)
-    exists = torch.as_tensor(chem.SLOT_EXISTS[res_type])
-    far = (atoms.norm(dim=-1) * exists).amax((0, 2))
-    return torch.clamp(far + 0.3, min=_BACKBONE_REACH).float()
+    return build_residues(backbone, ics, torch.as_tensor(res_type), slots=slots)
+
+
+@functools.cache
+def rotamer_deviation_table() -> torch.Tensor:
+    """Squared deviation between the library rotamers of each residue type.
+
+    Returns
+    -------
+    torch.Tensor
+        (n_types, K, K) float32: the sum over side-chain atoms (beyond CB)
+        of the squared distance (Angstrom^2) between rotamers ``i`` and
+        ``j`` of a type, built on one fixed backbone; K as in
+        :func:`backmap_plugin.rotamers.load_rotamers` (entries of rotamers
+        a type does not have are meaningless).
+    """
+    chis = torch.as_tensor(np.nan_to_num(load_rotamers().chis)).transpose(0, 1)  # (K, T, 4)
+    atoms = _on_standard_backbone(chis)
+    side = torch.tensor(chem.SLOT_EXISTS)  # a copy
+    side[:, : chem.SLOT_CB + 1] = False
+    side[:, chem.SLOT_OXT] = False
+    d2 = ((atoms[:, None] - atoms[None]) ** 2).sum(-1) * side  # (K, K, T, S)
+    return d2.sum(-1).permute(2, 0, 1).float()
 
 
 def _reach(device, dtype) -> torch.Tensor:

@@ -136,3 +136,22 @@ def test_measured_dofs_rebuild_the_real_backbone(trpcage):
         d = torch.linalg.norm(out[..., slot, :] - x[..., slot, :], dim=-1)
         assert d.max() < 0.8, (slot, d.max())  # NMR peptides are not all planar
         assert d.mean() < 0.15
+
+
+def test_rotamer_deviation_table():
+    """Squared side-chain deviation between library rotamers: symmetric, zero on the diagonal and for GLY/ALA."""
+    from backmap_plugin.ideal import rotamer_deviation_table
+    from backmap_plugin.rotamers import load_rotamers
+
+    table = rotamer_deviation_table()
+    count = load_rotamers().count
+    assert table.shape == (len(chem.RESIDUE_NAMES), count.max(), count.max())
+    torch.testing.assert_close(table, table.transpose(1, 2))
+    assert torch.all(torch.diagonal(table, dim1=1, dim2=2) == 0)
+    for name in ("GLY", "ALA"):
+        assert torch.all(table[chem.RESIDUE_INDEX[name]] == 0)
+    lys = chem.RESIDUE_INDEX["LYS"]
+    n = count[lys]
+    off = table[lys, :n, :n][~torch.eye(n, dtype=torch.bool)]
+    # distinct rotamers of lysine's four side-chain atoms beyond CB differ, by at most (2 x reach)^2 each
+    assert torch.all(off > 0.1) and torch.all(off < 4 * (2 * 6.5) ** 2)

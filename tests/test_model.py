@@ -198,3 +198,40 @@ def test_model_method_avoids_clashes(monkeypatch):
     monkeypatch.setattr(ideal, "PASSES", 0)
     monkeypatch.setattr(ideal, "RELIEF_STEPS", 0)
     assert placed <= 1.0 < clashes()
+
+
+def test_mode_is_the_least_risk_choice(model, trpcage):
+    """Temperature 0: candidates in order of expected deviation, the first of least risk; angles at central means."""
+    from backmap_plugin.ideal import rotamer_deviation_table
+    from backmap_plugin.rotamers import load_rotamers
+
+    protein, slots, _ = trpcage
+    batch = _batch(protein, slots[:1, :, chem.SLOT_CA])
+    _, _, log_p, risk = model.sample_candidates(batch, [0], mode=True, n_candidates=8)
+    cond = model.condition(batch)
+    out = model.decode(batch, cond, model.prior_params(batch, cond)[0])
+    probs = torch.softmax(out["rotamer_logits"], -1)
+    table = rotamer_deviation_table().double()[protein.res_type]
+    expected = torch.einsum("ri,rij->rj", probs, table)
+    count = load_rotamers().count[protein.res_type]
+    for r, n in enumerate(count):
+        if n == 0:
+            continue
+        assert torch.isfinite(risk[:n, r]).all() and torch.isinf(risk[n:, r]).all()
+        assert torch.all(risk[1:n, r] >= risk[: n - 1, r])  # ascending
+        torch.testing.assert_close(risk[0, r], expected[r, :n].min())
+        assert torch.isfinite(log_p[:n, r]).all()
+
+
+def test_central_angle_keeps_to_the_mode(model):
+    """Circular mean of the half circle around the most likely bin: one mode is averaged, a far one ignored."""
+    bins = model.config.bins
+    width = 2 * np.pi / bins
+    logits = torch.full((2, bins), -30.0, dtype=torch.float64)
+    logits[0, 10] = logits[0, 11] = 0.0  # two neighbouring bins: the mean lies between them
+    logits[1, 10], logits[1, 28] = 0.0, -0.1  # two opposite modes: the likelier one wins, unaveraged
+    offsets = torch.zeros_like(logits)
+    angle = model._central_angle((logits, offsets))
+    centre = -np.pi + width * (np.arange(bins) + 0.5)
+    assert angle[0].item() == pytest.approx((centre[10] + centre[11]) / 2)
+    assert angle[1].item() == pytest.approx(centre[10])

@@ -15,11 +15,14 @@ from .weights import load_model
 #: Residue-frames decoded at once (bounds memory).
 RESIDUES_PER_PASS = 20000
 #: Side-chain candidates per residue (drawn from the decoder) among which
-#: overlaps are avoided, and the cost per unit of -log p of a candidate
-#: (see :func:`backmap_plugin.ideal.place_side_chains`, which also relieves
-#: the clashes the choice leaves).
+#: overlaps are avoided, and the cost of a candidate: per unit of -log p
+#: when sampling, per Angstrom^2 of its expected deviation (``risk`` of
+#: :meth:`~backmap_plugin.model.vae.BackmapVAE.sample_candidates`) at
+#: temperature 0 (see :func:`backmap_plugin.ideal.place_side_chains`, which
+#: also relieves the clashes the choice leaves).
 CANDIDATES = 8
 COST_WEIGHT = 0.3
+RISK_WEIGHT = 0.02
 
 
 class ModelMethod:
@@ -32,8 +35,9 @@ class ModelMethod:
         shipped model.
     device : torch.device
     temperature : float
-        Sampling temperature of the discrete choices; 0 gives the most
-        likely structure of the prior mean (deterministic).
+        Sampling temperature of the discrete choices; 0 gives one
+        deterministic structure, the one of least expected error (see
+        ``mode`` of :meth:`~backmap_plugin.model.vae.BackmapVAE.sample_candidates`).
     """
 
     def __init__(self, path: str | None, device, temperature: float = 1.0):
@@ -71,16 +75,17 @@ class ModelMethod:
             per_sample = []
             for s in range(samples):
                 frame_seeds = seeds[start : start + g] * 7919 + s
-                backbone, ics, log_p = self.model.sample_candidates(
-                    batch, frame_seeds, temperature=max(self.temperature, 1e-3), mode=self.temperature == 0,
-                    n_candidates=CANDIDATES,
+                mode = self.temperature == 0
+                backbone, ics, log_p, risk = self.model.sample_candidates(
+                    batch, frame_seeds, temperature=max(self.temperature, 1e-3), mode=mode, n_candidates=CANDIDATES,
                 )
                 k = ics.shape[0]
+                cost = RISK_WEIGHT * risk if mode else -COST_WEIGHT * log_p
                 atoms = place_side_chains(
                     backbone.view(g, n_res, *backbone.shape[1:]),
                     protein,
                     ics.view(k, g, n_res, *ics.shape[2:]).transpose(0, 1),
-                    (-COST_WEIGHT * log_p).view(k, g, n_res).transpose(0, 1),
+                    cost.view(k, g, n_res).transpose(0, 1),
                 )
                 per_sample.append(atoms)
             out.append(torch.stack(per_sample, 1))

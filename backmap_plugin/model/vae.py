@@ -27,7 +27,7 @@ from torch import nn
 from .. import chemistry as chem
 from ..backbone import build_backbone
 from ..geometry import build_residues, extend_with_context
-from ..ideal import side_chain_internal
+from ..ideal import rotamer_deviation_table, side_chain_internal
 from ..rotamers import load_rotamers
 from . import graph as G
 from .networks import EquivariantNet, InvariantNet, mlp
@@ -215,6 +215,20 @@ class BackmapVAE(nn.Module):
         centre = bin_centres(self.config.bins, logits.device, logits.dtype)[choice]
         return centre + torch.tanh(offsets.gather(-1, choice[..., None])[..., 0]) * width
 
+    def _central_angle(self, logits_offsets) -> torch.Tensor:
+        """Circular mean of a decoded angle distribution over the half circle centred on its most likely bin.
+
+        The circular mean minimises the expected 1 - cos of the error, i.e.
+        the expected squared displacement of atoms the angle turns; keeping
+        to the half circle of the mode does not average over separate modes.
+        """
+        logits, offsets = logits_offsets
+        width = 2 * math.pi / self.config.bins
+        values = bin_centres(self.config.bins, logits.device, logits.dtype) + torch.tanh(offsets) * width
+        top = values.gather(-1, logits.argmax(-1, keepdim=True))
+        weight = torch.softmax(logits, -1) * (torch.cos(values - top) > 0)
+        return torch.atan2((weight * torch.sin(values)).sum(-1), (weight * torch.cos(values)).sum(-1))
+
     def _chis(self, out: dict, res_type: np.ndarray, rotamer: torch.Tensor) -> torch.Tensor:
         lib = torch.as_tensor(load_rotamers().chis[res_type], device=rotamer.device)  # (R, K, 4)
         lib = torch.nan_to_num(lib).to(out["chi_offsets"].dtype)
@@ -371,10 +385,15 @@ class BackmapVAE(nn.Module):
         temperature : float
             Scales the logits of the discrete choices.
         mode : bool
-            Latent at the prior mean and most likely choices (deterministic).
+            The deterministic structure of least expected error instead of a
+            sample: the latent at the prior mean, every backbone angle at the
+            circular mean of its decoded distribution over the half circle
+            centred on its most likely bin (:meth:`_central_angle`), and the
+            rotamers ordered by ``risk``.
         n_candidates : int
             Side-chain candidates per residue: the rotamers drawn without
-            replacement (Gumbel top-k) from the decoder's distribution.
+            replacement (Gumbel top-k) from the decoder's distribution, or
+            in ``mode`` those of least risk.
 
         Returns
         -------
@@ -384,6 +403,12 @@ class BackmapVAE(nn.Module):
             (K, R, N_SLOTS, 3) side-chain internal coordinates of the candidates.
         log_prob : torch.Tensor
             (K, R) log-probability of each candidate (-inf: not a candidate).
+        risk : torch.Tensor
+            (K, R) expected squared deviation (Angstrom^2, summed over the
+            side-chain atoms) of each candidate from a rotamer drawn from
+            the decoder's distribution (:func:`~backmap_plugin.ideal.rotamer_deviation_table`;
+            inf: not a candidate). The candidate of least risk minimises the
+            expected side-chain RMSD (minimum Bayes risk).
         """
         cond = self.condition(batch)
         mu, log_sigma = self.prior_params(batch, cond)
@@ -404,28 +429,29 @@ class BackmapVAE(nn.Module):
             gumbel.append(-torch.log(-torch.log(torch.rand(sizes[g], k_max, generator=gen).clamp(1e-12, 1 - 1e-7))))
         z = mu if mode else mu + eps * log_sigma.exp()
         out = self.decode(batch, cond, z)
-        choices = {}
+        dofs = {}
         for k in counts:
-            logits = out[k][0]
             if mode:
-                choices[k] = logits.argmax(-1)
+                dofs[k] = self._central_angle(out[k])
                 continue
-            probs = torch.softmax(logits / temperature, -1)
+            probs = torch.softmax(out[k][0] / temperature, -1)
             u = torch.cat(uniforms[k]).to(probs)[:, None]
-            choices[k] = (probs.cumsum(-1) < u).sum(-1).clamp(max=logits.shape[-1] - 1)
-        dofs = {name: self._angle_value(out[name], choices[name]) for name in counts}
+            choice = (probs.cumsum(-1) < u).sum(-1).clamp(max=probs.shape[-1] - 1)
+            dofs[k] = self._angle_value(out[k], choice)
         backbone = build_backbone(batch.to_flat(batch.beads), batch.layout, batch.flat_res_type, dofs)
         log_p = torch.log_softmax(out["rotamer_logits"], -1)
-        perturbed = log_p / temperature + (0 if mode else torch.cat(gumbel).to(log_p))
+        count = torch.as_tensor(load_rotamers().count[batch.flat_res_type], device=log_p.device).clamp(min=1)
+        exists = torch.arange(k_max, device=log_p.device)[None] < count[:, None]  # (R, k_max)
+        deviation = rotamer_deviation_table().to(log_p)[batch.flat_res_type][:, :k_max, :k_max]
+        risk = torch.einsum("ri,rij->rj", log_p.exp(), deviation).masked_fill(~exists, math.inf)
+        key = -risk if mode else log_p / temperature + torch.cat(gumbel).to(log_p)
         k = min(n_candidates, k_max)
-        order = perturbed.topk(k, dim=-1).indices  # (R, K)
-        count = torch.as_tensor(load_rotamers().count[batch.flat_res_type], device=order.device).clamp(min=1)
-        ics, logp = [], []
-        for j in range(k):
-            ics.append(side_chain_internal(batch.flat_res_type, self._chis(out, batch.flat_res_type, order[:, j])))
-            lp = log_p.gather(-1, order[:, j : j + 1])[:, 0]
-            logp.append(torch.where(count > j, lp, torch.full_like(lp, -math.inf)))
-        return backbone, torch.stack(ics), torch.stack(logp)
+        order = key.topk(k, dim=-1).indices  # (R, K)
+        ics = [side_chain_internal(batch.flat_res_type, self._chis(out, batch.flat_res_type, order[:, j]))
+               for j in range(k)]
+        valid = exists.gather(-1, order).T  # (K, R)
+        log_prob = torch.where(valid, log_p.gather(-1, order).T, -math.inf)
+        return backbone, torch.stack(ics), log_prob, torch.where(valid, risk.gather(-1, order).T, math.inf)
 
     @torch.no_grad()
     def sample(self, batch: G.ResidueBatch, seeds, temperature: float = 1.0, mode: bool = False) -> torch.Tensor:
@@ -433,7 +459,7 @@ class BackmapVAE(nn.Module):
 
         See :meth:`sample_candidates` for the parameters; returns (R, N_SLOTS, 3).
         """
-        backbone, ics, _ = self.sample_candidates(batch, seeds, temperature, mode, n_candidates=1)
+        backbone, ics, _, _ = self.sample_candidates(batch, seeds, temperature, mode, n_candidates=1)
         identity = np.repeat(np.arange(batch.n_real)[:, None], 4, axis=1)
         ext = extend_with_context(backbone, identity)
         slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB]
