@@ -7,6 +7,7 @@ import sys
 import traceback
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .data.cli import add_parser as add_data_parser
 from .export_cli import add_parser as add_export_parser
 from .model.cli import add_parser as add_train_parser
@@ -116,6 +117,7 @@ def main(argv=None) -> int:
     """Entry point of the ``backmap`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()
     try:
         return args.func(args)
     except Exception as exc:

@@ -13,7 +13,7 @@ separately (``node_vectors``, ``edge_vectors``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -218,6 +218,12 @@ class Neighbours:
     features: torch.Tensor
     seq_class: torch.Tensor
 
+    def nearest(self, k: int) -> Neighbours:
+        """The ``k`` nearest of these neighbours (they are sorted by distance)."""
+        if k >= self.index.shape[-1]:
+            return self
+        return Neighbours(*(getattr(self, f.name)[:, :, :k] for f in fields(self)))
+
 
 def radial_basis(d: torch.Tensor) -> torch.Tensor:
     """Gaussian radial basis (N_RBF centres on [0, RBF_MAX])."""
@@ -227,14 +233,14 @@ def radial_basis(d: torch.Tensor) -> torch.Tensor:
 
 
 def neighbours(batch: ResidueBatch, frames: torch.Tensor, k: int, cutoff: float) -> Neighbours:
-    """k nearest residues within ``cutoff`` Angstrom (self excluded)."""
+    """k nearest residues within ``cutoff`` Angstrom (self excluded), nearest first."""
     x = batch.beads
     d = torch.cdist(x, x)
     invalid = ~(batch.mask[:, :, None] & batch.mask[:, None, :])
     d = d.masked_fill(invalid, float("inf"))
     d = d + torch.diag_embed(torch.full(d.shape[:2], float("inf"), device=d.device, dtype=d.dtype))
     k = min(k, max(1, x.shape[1] - 1))
-    dist, index = torch.topk(d, k, dim=-1, largest=False)
+    dist, index = torch.topk(d, k, dim=-1, largest=False, sorted=True)
     mask = torch.isfinite(dist) & (dist < cutoff)
     xj = torch.gather(x[:, None].expand(-1, x.shape[1], -1, -1), 2, index[..., None].expand(-1, -1, -1, 3))
     vectors = (xj - x[:, :, None]) * mask[..., None]

@@ -132,11 +132,17 @@ class InvariantNet(nn.Module):
     def forward(self, nodes: torch.Tensor, nb: Neighbours) -> torch.Tensor:
         """(G, L, n_node) -> (G, L, hidden)."""
         h = self.node(nodes)
-        e = self.edge(torch.cat([nb.features, self.seq_embed(nb.seq_class)], -1))
-        for receiver, sender, edge, message, update, norm in zip(
-            self.receivers, self.senders, self.edges, self.messages, self.updates, self.norms
+        # the edge MLP ends in a linear layer and each layer's edge term is linear in its output:
+        # both products fold into one (cheaper per edge, same function)
+        hidden_edge = self.edge[:-1](torch.cat([nb.features, self.seq_embed(nb.seq_class)], -1))
+        last = self.edge[-1]
+        weight = torch.cat([edge.weight @ last.weight for edge in self.edges])
+        bias = torch.cat([edge.weight @ last.bias for edge in self.edges])
+        edge_terms = nn.functional.linear(hidden_edge, weight, bias).split(h.shape[-1], -1)
+        for receiver, sender, edge_term, message, update, norm in zip(
+            self.receivers, self.senders, edge_terms, self.messages, self.updates, self.norms
         ):
-            pre = receiver(h)[:, :, None] + gather_neighbours(sender(h), nb.index) + edge(e)
+            pre = receiver(h)[:, :, None] + gather_neighbours(sender(h), nb.index) + edge_term
             m = message(nn.functional.silu(pre))
             h = norm(h + update(torch.cat([h, _mean_over_edges(m, nb.mask)], -1)))
         return h

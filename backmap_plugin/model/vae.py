@@ -140,11 +140,13 @@ class BackmapVAE(nn.Module):
         c = self.config
         frames = G.local_frames(batch)
         scalars = torch.cat([self.type_embed(batch.res_type), G.node_geometry(batch)], -1)
+        # one neighbour search: the nearest k of the larger list are the nearest k
+        nb = G.neighbours(batch, frames, max(c.k_equivariant, c.k_invariant), c.cutoff)
         return {
             "frames": frames,
             "scalars": scalars,
-            "eq_nb": G.neighbours(batch, frames, c.k_equivariant, c.cutoff),
-            "inv_nb": G.neighbours(batch, frames, c.k_invariant, c.cutoff),
+            "eq_nb": nb.nearest(c.k_equivariant),
+            "inv_nb": nb.nearest(c.k_invariant),
         }
 
     def prior_params(self, batch: G.ResidueBatch, cond: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,6 +232,7 @@ class BackmapVAE(nn.Module):
         return torch.atan2((weight * torch.sin(values)).sum(-1), (weight * torch.cos(values)).sum(-1))
 
     def _chis(self, out: dict, res_type: np.ndarray, rotamer: torch.Tensor) -> torch.Tensor:
+        """Chi angles (..., R, 4) of rotamers ``rotamer`` (..., R): library value plus decoded offset."""
         lib = torch.as_tensor(load_rotamers().chis[res_type], device=rotamer.device)  # (R, K, 4)
         lib = torch.nan_to_num(lib).to(out["chi_offsets"].dtype)
         pick = rotamer[..., None, None].expand(*rotamer.shape, 1, 4)
@@ -447,11 +450,10 @@ class BackmapVAE(nn.Module):
         key = -risk if mode else log_p / temperature + torch.cat(gumbel).to(log_p)
         k = min(n_candidates, k_max)
         order = key.topk(k, dim=-1).indices  # (R, K)
-        ics = [side_chain_internal(batch.flat_res_type, self._chis(out, batch.flat_res_type, order[:, j]))
-               for j in range(k)]
+        ics = side_chain_internal(batch.flat_res_type, self._chis(out, batch.flat_res_type, order.T))
         valid = exists.gather(-1, order).T  # (K, R)
         log_prob = torch.where(valid, log_p.gather(-1, order).T, -math.inf)
-        return backbone, torch.stack(ics), log_prob, torch.where(valid, risk.gather(-1, order).T, math.inf)
+        return backbone, ics, log_prob, torch.where(valid, risk.gather(-1, order).T, math.inf)
 
     @torch.no_grad()
     def sample(self, batch: G.ResidueBatch, seeds, temperature: float = 1.0, mode: bool = False) -> torch.Tensor:
