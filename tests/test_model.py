@@ -235,3 +235,14 @@ def test_central_angle_keeps_to_the_mode(model):
     centre = -np.pi + width * (np.arange(bins) + 0.5)
     assert angle[0].item() == pytest.approx((centre[10] + centre[11]) / 2)
     assert angle[1].item() == pytest.approx(centre[10])
+
+
+def test_nearest_neighbours_of_a_longer_list_equal_a_direct_search(trpcage):
+    """condition() searches once with the larger k; the first k of that list are the k-nearest search."""
+    protein, slots, _ = trpcage
+    batch = _batch(protein, slots[:, :, chem.SLOT_CA])
+    frames = G.local_frames(batch)
+    long, short = G.neighbours(batch, frames, 12, 14.0), G.neighbours(batch, frames, 8, 14.0)
+    for name in ("index", "mask", "vectors", "features", "seq_class"):
+        torch.testing.assert_close(getattr(long.nearest(8), name), getattr(short, name))
+    assert long.nearest(20) is long
