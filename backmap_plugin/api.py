@@ -380,22 +380,30 @@ def _run_settings(input, top, mapping, method, model, samples, seed, stride, chu
 
 
 def _start(output: str, record, overwrite: bool, resume: bool):
-    """Where a run starts: ``(first input frame, writer resume state or None)``; refuses to lose work."""
+    """Where a run starts: ``(first input frame, writer resume state or None)``; refuses to lose work.
+
+    ``resume`` and ``overwrite`` together (for workflows): continue an
+    unfinished run made with the same settings, else start over.
+    """
     if record.exists():
         if resume:
-            saved = record.load()
-            return saved["frames_done"], saved["writer"]
-        if not overwrite:
+            try:
+                saved = record.load()
+            except BackmapInputError:
+                if not overwrite:
+                    raise
+            else:
+                return saved["frames_done"], saved["writer"]
+        elif not overwrite:
             raise BackmapInputError(
                 f"{output}: an unfinished run of this output was found (progress record {record.path}): "
                 "pass --resume to continue it or --overwrite to start over"
             )
         record.remove()
-    elif os.path.exists(output):
+    elif os.path.exists(output) and not overwrite:
         if resume:
             raise BackmapInputError(f"{output}: nothing to resume: the output is complete (no progress record)")
-        if not overwrite:
-            raise BackmapInputError(f"{output}: output file exists; pass --overwrite to replace it")
+        raise BackmapInputError(f"{output}: output file exists; pass --overwrite to replace it")
     return 0, None
 
 
@@ -414,7 +422,7 @@ def backmap(
     progress: bool = True,
     model: str | None = None,
     temperature: float | None = None,
-    overwrite: bool = True,
+    overwrite: bool | None = None,
     resume: bool = False,
 ) -> BackmapResult:
     """Backmap a coarse-grained trajectory to all heavy atoms.
@@ -459,15 +467,17 @@ def backmap(
         Sampling temperature of the model: 0 gives one deterministic
         structure, the one of least expected error; default 0 for one sample
         per frame, 1 for several.
-    overwrite : bool
-        Replace an existing output or start an unfinished run over (default,
-        like mdtraj's ``save``; the ``backmap run`` command refuses unless
-        given ``--overwrite``).
+    overwrite : bool, optional
+        Replace an existing output or start an unfinished run over. Default:
+        True (like mdtraj's ``save``; the ``backmap run`` command refuses
+        unless given ``--overwrite``), False with ``resume``.
     resume : bool
         Continue an interrupted run of the same output with the same
         settings (see :mod:`backmap_plugin.progress`); the result is the
         file an uninterrupted run would have written, byte for byte. With
-        no unfinished run, start normally.
+        no unfinished run, start normally. With ``overwrite=True`` too
+        (as workflows call it): continue where the settings match, else
+        start over, never refuse.
 
     Returns
     -------
@@ -498,7 +508,7 @@ def backmap(
     source = open_frames(input, top=top, chunk=chunk, stride=stride)
     record = ProgressRecord(output, _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk,
                                                   break_distance, temperature, device))
-    first_new, writer_state = _start(output, record, overwrite, resume)
+    first_new, writer_state = _start(output, record, (not resume) if overwrite is None else overwrite, resume)
     engine = None
     writer = None
     n_frames = 0

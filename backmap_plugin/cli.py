@@ -49,7 +49,8 @@ def _add_run(sub) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (or start an unfinished run over)")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run of the same command (same output and options)")
+                   help="continue an interrupted run of the same command (same output and options); "
+                        "with --overwrite: continue if possible, else start over (for workflows)")
     p.add_argument("--json", metavar="PATH", help="also write the run summary as JSON to PATH")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     # also accepted after the subcommand; SUPPRESS keeps the top-level value otherwise

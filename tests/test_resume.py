@@ -150,6 +150,26 @@ def test_resume_without_unfinished_run(tmp_path):
         _run(EXAMPLE_PDB, out, resume=True)
 
 
+def test_resume_with_overwrite_continues_or_starts_over(tmp_path, monkeypatch):
+    """--resume --overwrite (the workflow's call): continue with the same settings, else start over; never refuse."""
+    out = tmp_path / "out.xtc"
+    reference = tmp_path / "reference.xtc"
+    _run(EXAMPLE_DCD, reference, seed=1)
+    for seed in (1, 2):
+        with monkeypatch.context() as patch:
+            _Interrupt(patch, 1, KeyboardInterrupt())
+            with pytest.raises(KeyboardInterrupt):
+                _run(EXAMPLE_DCD, out, seed=1, overwrite=True)
+        result = _run(EXAMPLE_DCD, out, seed=seed, resume=True, overwrite=True)
+        assert result.n_frames == 38 and not Path(record_path(out)).exists()
+        if seed == 1:  # same settings: continued, to the uninterrupted file
+            assert result.resumed_from > 0 and _content(out) == _content(reference)
+        else:  # other settings: started over
+            assert result.resumed_from == 0
+    # a complete output is replaced
+    assert _run(EXAMPLE_DCD, out, seed=2, resume=True, overwrite=True).resumed_from == 0
+
+
 def test_cli_refuses_existing_output_unless_overwrite(tmp_path, capfd):
     out = tmp_path / "out.pdb"
     out.write_text("previous result\n")
