@@ -244,7 +244,10 @@ def test_stopped_process_resumes_to_the_same_file(tmp_path, long_dcd, sig):
     subprocess.run([*args, "-o", str(whole)], check=True, capture_output=True)
     out = tmp_path / "out.xtc"
     record = Path(record_path(out))
-    proc = subprocess.Popen([*args, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # as in a terminal: SIGINT not ignored, even where the test runner was started with it ignored
+    # (a background job of a non-interactive shell), which Python would otherwise keep
+    proc = subprocess.Popen([*args, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if record.exists() and json.loads(record.read_text())["frames_done"] >= 20:
