@@ -246,3 +246,18 @@ def test_nearest_neighbours_of_a_longer_list_equal_a_direct_search(trpcage):
     for name in ("index", "mask", "vectors", "features", "seq_class"):
         torch.testing.assert_close(getattr(long.nearest(8), name), getattr(short, name))
     assert long.nearest(20) is long
+
+
+def test_tensor_products_without_unused_steps_are_unchanged():
+    """Dropping the steps e3nn's generated code never uses leaves the product's result as it was."""
+    from e3nn import o3
+
+    from backmap_plugin.model.networks import _drop_unused_steps
+
+    args = (o3.Irreps("16x0e + 4x1o"), o3.Irreps.spherical_harmonics(1), o3.Irreps("20x0e + 4x1o"))
+    plain, pruned = (o3.FullyConnectedTensorProduct(*args, shared_weights=False) for _ in range(2))
+    _drop_unused_steps(pruned)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(50, 28, generator=gen), torch.randn(50, 4, generator=gen)
+    w = torch.randn(50, plain.weight_numel, generator=gen)
+    assert torch.equal(plain(x, y, w), pruned(x, y, w))
