@@ -12,6 +12,19 @@ FIXTURE_PDB = Path(__file__).resolve().parent / "data" / "1l2y.pdb.gz"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def load_truth(path=FIXTURE_PDB, frames=slice(None)):
+    """A structure file as the tests use it: (ProteinTopology, slots (F, R, N_SLOTS, 3) Angstrom, present mask)."""
+    import mdtraj as md
+
+    from backmap_plugin import chemistry as chem
+    from backmap_plugin.topology import gather_slots, protein_topology, read_residues
+
+    traj = md.load(str(path))[frames]
+    records, _ = read_residues(traj.topology, str(path))
+    slots, present = gather_slots(traj.xyz * 10.0, records)
+    return protein_topology(records, slots[0, :, chem.SLOT_CA]), slots, present
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     """Path of the corpus ``../shared/data``; skips the test when it is absent."""

@@ -3,31 +3,23 @@
 import importlib.util
 from pathlib import Path
 
-import mdtraj as md
 import numpy as np
 import pytest
 import torch
+from conftest import load_truth
 
 from backmap_plugin import backbone as bb
 from backmap_plugin import chemistry as chem
 from backmap_plugin import ideal, metrics
-from backmap_plugin.topology import ProteinTopology, gather_slots, protein_topology, read_residues
+from backmap_plugin.topology import ProteinTopology
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _truth(path, frames=slice(None)):
-    traj = md.load(str(path))[frames]
-    records, _ = read_residues(traj.topology, str(path))
-    slots, present = gather_slots(traj.xyz * 10.0, records)
-    protein = protein_topology(records, slots[0, :, chem.SLOT_CA])
-    return protein, slots, present
-
-
 @pytest.fixture(scope="module")
 def trpcage():
-    return _truth(DATA / "1l2y.pdb.gz", slice(0, 10))
+    return load_truth(DATA / "1l2y.pdb.gz", slice(0, 10))
 
 
 def test_backbone_close_to_truth_and_peptide_bonds_ideal(trpcage):

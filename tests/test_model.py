@@ -8,6 +8,7 @@ import mdtraj as md
 import numpy as np
 import pytest
 import torch
+from conftest import load_truth
 
 from backmap_plugin import chemistry as chem
 from backmap_plugin import metrics
@@ -22,10 +23,7 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture(scope="module")
 def trpcage():
-    traj = md.load(str(DATA / "1l2y.pdb.gz"))[:3]
-    records, _ = read_residues(traj.topology, "1l2y")
-    slots, present = gather_slots(traj.xyz * 10.0, records)
-    protein = protein_topology(records, slots[0, :, chem.SLOT_CA])
+    protein, slots, present = load_truth(DATA / "1l2y.pdb.gz", slice(0, 3))
     return protein, torch.as_tensor(slots, dtype=torch.float64), torch.as_tensor(present)
 
 

@@ -2,26 +2,22 @@
 
 from pathlib import Path
 
-import mdtraj as md
 import numpy as np
 import pytest
 import torch
+from conftest import load_truth
 from scipy.spatial import cKDTree
 
 from backmap_plugin import chemistry as chem
 from backmap_plugin import ideal, metrics, relax
 from backmap_plugin.geometry import build_residues, chi_angles
-from backmap_plugin.topology import gather_slots, protein_topology, read_residues
 
 DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
 def trpcage():
-    traj = md.load(str(DATA / "1l2y.pdb.gz"))[:4]
-    records, _ = read_residues(traj.topology, "1l2y")
-    slots, _ = gather_slots(traj.xyz * 10.0, records)
-    protein = protein_topology(records, slots[0, :, chem.SLOT_CA])
+    protein, slots, _ = load_truth(DATA / "1l2y.pdb.gz", slice(0, 4))
     x = torch.as_tensor(np.nan_to_num(slots), dtype=torch.float64) * torch.as_tensor(protein.slot_mask)[..., None]
     return protein, x
 
