@@ -161,3 +161,23 @@ def test_augment_resume_failure_and_append(parents, tmp_path):
     assert not any(p.name.startswith(".") for p in (out / FRAMES_DIR).iterdir())
     assert sorted(p.name for p in (out / LOGS_DIR).iterdir()) == sorted(
         f"{augment_id(p)}.json" for p in ("trp__short", "trp__full", "trp__overlap"))
+
+
+def test_shards_share_one_folder(parents, tmp_path):
+    """Two shards running side by side in one folder: the manifest lists both shards' structures."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "aug"
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    command = [sys.executable, "-c", "import sys; from backmap_plugin.cli import main; sys.exit(main())",
+               "data", "augment", str(parents / "cache"), "--config", str(config), "-o", str(out),
+               "--platform", PLATFORM, "--quiet"]
+    shards = [subprocess.Popen(command + ["--shard", f"{k}/2"], stderr=subprocess.PIPE, text=True) for k in (0, 1)]
+    for shard in shards:
+        assert shard.wait(timeout=300) == 0, shard.stderr.read()
+    manifest = (out / "manifest.csv").read_text()
+    assert augment_id("trp__short") in manifest and augment_id("trp__full") in manifest
+    assert augment_id("trp__overlap") in (out / "failures.csv").read_text()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]

@@ -369,7 +369,7 @@ def _frame_checks(start: StructureInput, frames: np.ndarray) -> tuple:
 
 
 def _write_csv(path: Path, columns: tuple, rows: list) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # shards of one folder write side by side
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -677,8 +677,7 @@ def run_augmentation(cache_dir, out_dir, config, max_structures: int | None = No
             bar.set_postfix_str(f"{entry.entry_id} ({entry.n_residues} res)")
             log = _augment_one(cache, entry, config, out_dir, platform)
             _write_json(out_dir / LOGS_DIR / f"{log['entry_id']}.json", log)
-            logs[log["entry_id"]] = log
-            write_manifest(out_dir, logs)
+            write_manifest(out_dir)  # from the folder: other shards' structures too
             if log["status"] == "done":
                 summary.done += 1
                 summary.frames += log["n_frames"]
@@ -694,6 +693,7 @@ def run_augmentation(cache_dir, out_dir, config, max_structures: int | None = No
     finally:
         bar.close()
         summary.wall_seconds = time.perf_counter() - started
+        logs = read_logs(out_dir)
         done = [log for log in logs.values() if _is_done(out_dir, log)]
         summary.total_done = len(done)
         summary.total_failed = sum(log.get("status") == "failed" for log in logs.values())
