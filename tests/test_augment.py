@@ -181,3 +181,18 @@ def test_shards_share_one_folder(parents, tmp_path):
     assert augment_id("trp__short") in manifest and augment_id("trp__full") in manifest
     assert augment_id("trp__overlap") in (out / "failures.csv").read_text()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_append_simulates_nothing(parents, tmp_path):
+    """``--append`` adds the frames already made and starts no structure of its own."""
+    import shutil
+
+    cache_dir, out = tmp_path / "cache", tmp_path / "aug"
+    shutil.copytree(parents / "cache", cache_dir)
+    run_augmentation(cache_dir, out, TINY, platform=PLATFORM, max_structures=1)
+    status = backmap_main(["data", "augment", str(cache_dir), "--config", str(out / "config.json"), "-o", str(out),
+                           "--platform", PLATFORM, "--append", "--quiet", "--workers", "1"])
+    assert status == 0
+    assert list(read_logs(out)) == [augment_id("trp__short")]
+    kinds = [e.kind for e in open_cache(cache_dir).entries]
+    assert kinds.count(AUG_KIND) == 1 and len(kinds) == 4

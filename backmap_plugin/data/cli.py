@@ -95,7 +95,8 @@ def _add_augment(sub) -> None:
                    help="run every N-th structure from K (for N processes, e.g. on one GPU)")
     p.add_argument("--retry-failed", action="store_true", help="run structures that failed before again")
     p.add_argument("--append", action="store_true",
-                   help="afterwards add the folder's frames to CACHE (rebuilds its index, reuses its entries)")
+                   help="simulate nothing: add the frames already in the folder to CACHE "
+                        "(rebuilds its index, reuses its entries)")
     p.add_argument("--workers", type=int, default=2, help="processes parsing files for --append (default: 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
@@ -154,17 +155,18 @@ def _build_line(summary: dict) -> str:
 def _augment(args) -> int:
     from .augment import append_to_cache, run_augmentation
 
+    if args.append:  # the frames are often made elsewhere (a GPU machine): adding them runs no MD here
+        appended = append_to_cache(args.output, args.cache, workers=args.workers, progress=not args.quiet)
+        for path in appended["missing_sources"]:
+            print(f"note: source {path} of the last build no longer exists; dropped from {args.cache}")
+        print(_build_line(appended))
+        return 0
     summary = run_augmentation(
         args.cache, args.output, args.config, max_structures=args.max_structures, platform=args.platform,
         max_residues=args.max_residues, shard=args.shard, retry_failed=args.retry_failed,
         max_minutes=args.max_minutes, progress=not args.quiet,
     )
     print(summary.summary())
-    if args.append:
-        appended = append_to_cache(args.output, args.cache, workers=args.workers, progress=not args.quiet)
-        for path in appended["missing_sources"]:
-            print(f"note: source {path} of the last build no longer exists; dropped from {args.cache}")
-        print(_build_line(appended))
     return 0
 
 
