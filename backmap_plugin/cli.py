@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What Ctrl-C leaves behind, per command (``data`` and ``train`` keep finished work; others just stop).
+_AFTER_INTERRUPT = {
+    "run": "the finished frames are kept in a hidden .partial file next to the output; "
+           "rerun the same command with --resume to continue",
+    "data": "finished files and structures are kept; rerun the same command to continue",
+    "train": "the last checkpoint is kept; rerun the same command with --resume to continue",
+}
+
+
 def main(argv=None) -> int:
     """Entry point of the ``backmap`` command; returns the exit status."""
     parser = build_parser()
@@ -129,8 +138,8 @@ def main(argv=None) -> int:
         print(f"backmap: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("backmap: interrupted; the finished frames are kept in a hidden .partial file next to the output "
-              "(backmap run: rerun the same command with --resume to continue)", file=sys.stderr)
+        after = _AFTER_INTERRUPT.get(args.command)
+        print("backmap: interrupted" + (f"; {after}" if after else ""), file=sys.stderr)
         return 130
 
 

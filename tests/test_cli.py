@@ -221,3 +221,23 @@ def test_notes_go_to_stderr(tmp_path, capfd, example):
     assert status == 0
     assert stdout.startswith("backmapped 1 frame(s) x 1 sample(s), 20 residues in 1 chain(s)")
     assert "note: dropped 1 non-protein residue(s) HOH" in stderr
+
+
+@pytest.mark.parametrize("argv, kept", [
+    (["data", "augment", "cache", "--config", "c.json", "-o", "aug"], "finished files and structures are kept"),
+    (["export", "in.pdb", "-o", "out.gro"], None),
+])
+def test_interrupt_says_what_is_kept(monkeypatch, capsys, argv, kept):
+    """Ctrl-C: exit status 130 and a line about what the interrupted command keeps (nothing claimed for others)."""
+    import backmap_plugin.data.augment as augment
+    import backmap_plugin.export_cli as export_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(augment, "run_augmentation", interrupted)
+    monkeypatch.setattr(export_cli, "_export", interrupted)
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("backmap: interrupted")
+    assert (kept in err) if kept else err == "backmap: interrupted"
