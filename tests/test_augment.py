@@ -171,8 +171,7 @@ def test_shards_share_one_folder(parents, tmp_path):
     out = tmp_path / "aug"
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY))
-    command = [sys.executable, "-c", "import sys; from backmap_plugin.cli import main; sys.exit(main())",
-               "data", "augment", str(parents / "cache"), "--config", str(config), "-o", str(out),
+    command = [sys.executable, "-m", "backmap_plugin.cli", "data", "augment", str(parents / "cache"), "--config", str(config), "-o", str(out),
                "--platform", PLATFORM, "--quiet"]
     shards = [subprocess.Popen(command + ["--shard", f"{k}/2"], stderr=subprocess.PIPE, text=True) for k in (0, 1)]
     for shard in shards:

@@ -45,7 +45,6 @@ only the structure in progress.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import json
@@ -63,7 +62,7 @@ import numpy as np
 
 from .. import chemistry as chem
 from ..errors import BackmapInputError
-from .cache import _write_json
+from .cache import _temporary, _write_csv, _write_json
 
 __all__ = [
     "AUG_KIND",
@@ -368,15 +367,6 @@ def _frame_checks(start: StructureInput, frames: np.ndarray) -> tuple:
 # --------------------------------------------------------------------------
 
 
-def _write_csv(path: Path, columns: tuple, rows: list) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # shards of one folder write side by side
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def _write_frames(path: Path, topology, xyz: np.ndarray) -> None:
     """Multi-model PDB, gzipped, moved into place in one step."""
     from ..io import write_trajectory
@@ -384,7 +374,7 @@ def _write_frames(path: Path, topology, xyz: np.ndarray) -> None:
     with tempfile.TemporaryDirectory(prefix="backmap-augment-") as staging:
         plain = os.path.join(staging, "frames.pdb")
         write_trajectory(plain, topology, xyz)
-        packed = path.with_name(f".{path.name}.tmp")
+        packed = _temporary(path)
         with open(plain, "rb") as source, gzip.open(packed, "wb", compresslevel=6) as target:
             shutil.copyfileobj(source, target)
     os.replace(packed, path)

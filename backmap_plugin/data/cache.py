@@ -593,17 +593,27 @@ def cluster_split(cluster: str, val_fraction: float) -> str:
 # --------------------------------------------------------------------------
 
 
-def _write_report(cache_dir: Path, rows: list[dict]) -> None:
-    tmp = cache_dir / f".{REPORT_FILE}.tmp"
+def _temporary(path: Path) -> Path:
+    """Hidden file beside ``path`` to write before moving it into place; one per process, so processes
+    sharing a folder (augmentation shards) never share one."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _write_csv(path: Path, columns, rows: list) -> None:
+    tmp = _temporary(path)
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=REPORT_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, cache_dir / REPORT_FILE)
+    os.replace(tmp, path)
+
+
+def _write_report(cache_dir: Path, rows: list[dict]) -> None:
+    _write_csv(cache_dir / REPORT_FILE, REPORT_COLUMNS, rows)
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # processes sharing a folder never share a temporary
+    tmp = _temporary(path)
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=1)
     os.replace(tmp, path)
