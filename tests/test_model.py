@@ -131,6 +131,24 @@ def test_training_runs_and_resume_equals_uninterrupted(tmp_path):
     assert isinstance(loaded, BackmapVAE)
 
 
+def test_warm_start_copies_the_matching_tensors_of_a_shallower_model():
+    from backmap_plugin.model.train import warm_start
+    from backmap_plugin.model.weights import shipped_model_path
+
+    path = shipped_model_path()
+    config = json.loads(Path(path).with_suffix(".json").read_text())["config"]
+    deeper = BackmapVAE(ModelConfig(**dict(config, prior_layers=config["prior_layers"] + 1)))
+    fresh = {k: v.clone() for k, v in deeper.state_dict().items()}
+    copied = warm_start(deeper, path)
+    source = torch.load(path, weights_only=True)
+    assert copied == sorted(source)
+    state = deeper.state_dict()
+    for key, value in state.items():
+        torch.testing.assert_close(value, source[key] if key in source else fresh[key])
+    new_layer = [k for k in state if k.startswith(f"prior.products.{config['prior_layers']}.")]
+    assert new_layer and not set(new_layer) & set(copied)
+
+
 def test_shipped_model_is_the_default_and_valid(tmp_path):
     """backmap run uses the shipped weights for CA input; samples differ, chemistry holds."""
     from backmap_plugin.api import backmap

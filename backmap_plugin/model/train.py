@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -48,6 +49,11 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 2
     model: dict = field(default_factory=dict)
+    #: Model file (``model.pt``) to start from: its parameters whose names
+    #: and shapes match are copied, the others keep their fresh
+    #: initialisation (a deeper network warm-starts from a shallower one).
+    #: Ignored when resuming.
+    init: str | None = None
 
 
 def load_config(path: str | None) -> TrainConfig:
@@ -125,6 +131,9 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
         sched.load_state_dict(state["scheduler"])
         step, best = state["step"], state["best"]
         torch.set_rng_state(state["rng"])
+    elif cfg.init:
+        copied = warm_start(model, cfg.init)
+        print(f"init: {len(copied)} of {len(model.state_dict())} tensors from {cfg.init}", file=sys.stderr)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(asdict(cfg), f, indent=1)
     summary = {
@@ -170,6 +179,18 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "step": step, "best": best, "rng": torch.get_rng_state()}, ckpt_path)
     return last_val
+
+
+def warm_start(model: BackmapVAE, path: str) -> list[str]:
+    """Copy the parameters of the model file ``path`` whose names and shapes match ``model``'s.
+
+    Returns the names copied.
+    """
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    match = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(match, strict=False)
+    return sorted(match)
 
 
 def _log(run_dir: str, name: str, step: int, terms: dict, lr: float) -> None:
