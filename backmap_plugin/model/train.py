@@ -171,14 +171,18 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
                     save_model(model, os.path.join(run_dir, "model.pt"),
                                {"step": step, "validation": last_val, "data": summary})
             if step % cfg.checkpoint_every == 0 or step >= cfg.steps:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "step": step, "best": best, "rng": torch.get_rng_state()}, ckpt_path)
+                _save_checkpoint(ckpt_path, model, opt, sched, step, best)
             if step >= cfg.steps or (time.time() - t0) / 60 >= cfg.max_minutes:
                 break
     bar.close()
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "step": step, "best": best, "rng": torch.get_rng_state()}, ckpt_path)
+    _save_checkpoint(ckpt_path, model, opt, sched, step, best)
     return last_val
+
+
+def _save_checkpoint(path: str, model, opt, sched, step: int, best: float) -> None:
+    """Everything :func:`train` needs to resume (``resume=True``)."""
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "step": step, "best": best, "rng": torch.get_rng_state()}, path)
 
 
 def warm_start(model: BackmapVAE, path: str) -> list[str]:
