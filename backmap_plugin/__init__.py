@@ -3,19 +3,30 @@
 The package's one internal length unit is the Angstrom; readers and writers
 convert at the file boundary (mdtraj and OpenMM use nm). Angles are radians
 inside the code.
+
+The public names below are imported on first use, so ``import
+backmap_plugin`` (and the ``backmap`` command's start) loads no heavy
+library. The layers of the package are described in ARCHITECTURE.md.
 """
 
 __version__ = "0.1.0"
 
-from .errors import BackmapInputError  # noqa: E402
+#: public name -> module that defines it
+_EXPORTS = {
+    "backmap": "backmap_plugin.api",
+    "Backmapper": "backmap_plugin.api",
+    "BackmapResult": "backmap_plugin.api",
+    "BackmapReporter": "backmap_plugin.reporter",
+    "BackmapInputError": "backmap_plugin.core.errors",
+    "run_pipeline": "backmap_plugin.pipeline",
+}
 
-__all__ = ["BackmapInputError", "__version__", "backmap"]
+__all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name):
-    # the API pulls in torch and mdtraj: import it on first use
-    if name == "backmap":
-        from .api import backmap
+    if name in _EXPORTS:
+        from importlib import import_module
 
-        return backmap
-    raise AttributeError(name)
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,14 +17,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import chemistry as chem
-from .errors import BackmapInputError
-from .ideal import backmap_ideal
-from .io import TrajectoryWriter, check_output_path, frames_from_openmm, open_frames
-from .mappings import Mapping, get_mapping
-from .pbc import make_whole
-from .progress import ProgressRecord
-from .topology import ProteinTopology, ResidueRecord, gather_slots, protein_topology, read_residues
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.device import select_device
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.build.ideal import backmap_ideal
+from backmap_plugin.io.legacy import TrajectoryWriter, check_output_path, frames_from_openmm, open_frames
+from backmap_plugin.core.mappings import Mapping, get_mapping
+from backmap_plugin.core.pbc import make_whole
+from backmap_plugin.io.progress import ProgressRecord
+from backmap_plugin.core.topology import ProteinTopology, ResidueRecord, gather_slots, protein_topology, read_residues
 
 #: Typical distance of consecutive C-alpha atoms (Angstrom); beads of other
 #: mappings are spaced similarly.
@@ -36,23 +37,6 @@ _BEAD_SPACING_RANGE = (2.0, 8.0)
 #: needs a much larger threshold or every long side chain splits the chain.
 BREAK_DISTANCE_CA = 4.5
 BREAK_DISTANCE_OTHER = 10.0
-
-
-def select_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise as given.
-
-    Raises
-    ------
-    ValueError
-        When CUDA is asked for but not available.
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
-    return torch.device(device)
 
 
 class BeadReader:
@@ -149,7 +133,7 @@ def default_method(mapping: Mapping, model: str | None = None) -> str:
     """``model`` for C-alpha beads when a trained model is at hand, else ``ideal``."""
     if not mapping.bead_is_ca:
         return "ideal"
-    from .model.weights import shipped_model_path  # imports e3nn: only when a model may be used
+    from backmap_plugin.model.weights import shipped_model_path    # imports e3nn: only when a model may be used
 
     return "model" if model is not None or shipped_model_path() is not None else "ideal"
 
@@ -163,7 +147,7 @@ def make_builder(method: str, model: str | None = None, device="cpu", temperatur
     """
     if method == "ideal":
         return backmap_ideal
-    from .model.method import ModelMethod
+    from backmap_plugin.model.method import ModelMethod
 
     if temperature is None:
         temperature = 0.0 if samples == 1 else 1.0
@@ -323,7 +307,7 @@ class Backmapper:
         return cls(top, xyz[0], **kwargs)
 
     def _whole(self, beads: np.ndarray, box, first_index: int) -> np.ndarray:
-        """Beads with every chain made whole across the periodic box (see :func:`~backmap_plugin.pbc.make_whole`)."""
+        """Beads with every chain made whole across the periodic box (see :func:`~backmap_plugin.core.pbc.make_whole`)."""
         return make_whole(beads, box, self._chain, max_bond=self._break_distance, labels=self._labels,
                           first_frame=first_index, source=self.source)
 
@@ -361,14 +345,14 @@ class Backmapper:
 def _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk, break_distance,
                   temperature, device) -> dict:
     """What determines the output of :func:`backmap`: a resumed run must have the same."""
-    from . import __version__
-    from .progress import input_fingerprint
+    from backmap_plugin import __version__
+    from backmap_plugin.io.progress import input_fingerprint
 
     mapping = get_mapping(mapping)
     method = method or default_method(mapping, model)
     model_file = None
     if method == "model":
-        from .model.weights import shipped_model_path
+        from backmap_plugin.model.weights import shipped_model_path
 
         model_file = input_fingerprint(model if model is not None else shipped_model_path())
     return {
@@ -431,7 +415,7 @@ def backmap(
     ----------
     input : str or os.PathLike
         CG (one bead per residue) or all-atom structure / trajectory; any
-        format of :mod:`backmap_plugin.io`.
+        format of :mod:`backmap_plugin.io.legacy`.
     output : str or os.PathLike
         Output file; format by extension (.pdb, .cif, .dcd, .xtc, .h5).
         Written to a temporary file and moved into place when complete.
@@ -473,7 +457,7 @@ def backmap(
         unless given ``--overwrite``), False with ``resume``.
     resume : bool
         Continue an interrupted run of the same output with the same
-        settings (see :mod:`backmap_plugin.progress`); the result is the
+        settings (see :mod:`backmap_plugin.io.progress`); the result is the
         file an uninterrupted run would have written, byte for byte. With
         no unfinished run, start normally. With ``overwrite=True`` too
         (as workflows call it): continue where the settings match, else

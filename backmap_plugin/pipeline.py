@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
-from .errors import BackmapInputError
+from backmap_plugin.core.errors import BackmapInputError
 
 __all__ = ["RUN_FILES", "PipelineResult", "run_pipeline"]
 
@@ -116,7 +116,7 @@ def _prepare_run_dir(run_dir: str, overwrite: bool) -> None:
 
 def _check_options(samples: int, stride: int, refine_steps: int, solvent: str) -> None:
     """Reject bad values before any work is done."""
-    from .openmm.systems import SOLVENTS
+    from backmap_plugin.openmm.systems import SOLVENTS
 
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
@@ -225,8 +225,8 @@ def run_pipeline(
         When a requested step cannot run (the report without matplotlib);
         the reason is also in :attr:`PipelineResult.skipped`.
     """
-    from .api import backmap
-    from .io import write_json
+    from backmap_plugin.api import backmap
+    from backmap_plugin.io.legacy import write_json
 
     t0 = time.perf_counter()
     _check_options(samples, stride, refine_steps, solvent)
@@ -255,7 +255,7 @@ def run_pipeline(
 
     structures = {"backmapped": paths["backmapped"]}
     if refine:
-        from .openmm.refine import refine_structure
+        from backmap_plugin.openmm.refine import refine_structure
 
         _say(progress, f"refine -> {paths['refined']}")
         result.refine = refine_structure(paths["backmapped"], paths["refined"], restraintK=restraint_k,
@@ -265,7 +265,7 @@ def run_pipeline(
         structures["refined"] = paths["refined"]
 
     if validate:
-        from .openmm.validate import validate_structure
+        from backmap_plugin.openmm.validate import validate_structure
 
         for name, path in structures.items():
             key = f"validate_{name}"
@@ -276,7 +276,7 @@ def run_pipeline(
             result.files[key] = paths[key]
 
     if report:
-        from .report import write_report
+        from backmap_plugin.report import write_report
 
         _say(progress, f"report -> {paths['report']}")
         write_report(run_dir, paths["report"])

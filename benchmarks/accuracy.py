@@ -3,7 +3,7 @@
 Every tool in the registry (:data:`TOOLS`) gets the same C-alpha-only input
 made from a reference structure of ``visible_test`` and rebuilds all heavy
 atoms; every output is scored against the reference by the one scoring code
-of the package (:mod:`backmap_plugin.metrics`). Measurement only: nothing
+of the package (:mod:`backmap_plugin.core.metrics`). Measurement only: nothing
 here is tuned on the test set.
 
 Groups
@@ -23,14 +23,14 @@ above ``--max-residues`` are left out (noted). Tune on it; keep
 Per structure (one frame of a group) and tool
 ---------------------------------------------
 * ``rmsd_all`` / ``rmsd_sc``: heavy-atom RMSD after optimal superposition
-  (:func:`~backmap_plugin.metrics.kabsch_rmsd`) over the atoms present both in
+  (:func:`~backmap_plugin.core.metrics.kabsch_rmsd`) over the atoms present both in
   the truth and in the output; ``sc`` = side-chain atoms beyond CB. Fit and
   score use the same atoms.
 * ``bonds_off``: fraction of the output's bonds whose length is more than
   0.1 A off the ideal (Engh & Huber) length of
-  :meth:`~backmap_plugin.topology.ProteinTopology.bonds`, the same table for
+  :meth:`~backmap_plugin.core.topology.ProteinTopology.bonds`, the same table for
   every tool. The topology is made from the output's residue names
-  (normalised by :func:`~backmap_plugin.topology.read_residues`) and the
+  (normalised by :func:`~backmap_plugin.core.topology.read_residues`) and the
   chain segments of the input trace.
 * ``clashes``: heavy-atom pairs closer than 2.0 A and more than three bonds
   apart, per 100 residues, with the output's bonds.
@@ -75,9 +75,9 @@ import mdtraj as md
 import numpy as np
 from tqdm import tqdm
 
-from backmap_plugin import chemistry as chem
-from backmap_plugin import metrics
-from backmap_plugin.topology import (
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import metrics
+from backmap_plugin.core.topology import (
     ProteinTopology,
     gather_slots,
     protein_topology,

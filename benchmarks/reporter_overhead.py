@@ -20,7 +20,7 @@ import openmm
 from openmm import app, unit
 
 from backmap_plugin.force_fields import create_hps_system
-from backmap_plugin.openmm import BackmapReporter
+from backmap_plugin import BackmapReporter
 
 SEQUENCE = ("MDVFMKGLSKAKEGVVAAAEKTKQGVAEAAGKTKEGVLYVGSKTKEGVVHGVATVAEKTKEQVTNVGGAVVTGVTAVAQKTVEGAGSIAAATGFVKKDQ")[:100]
 

@@ -6,7 +6,7 @@ For chains of 50, 200 and 1,000 residues and trajectories of 1, 100 and
 0.3 Angstrom of noise per frame), then backmapped through
 :func:`backmap_plugin.api.backmap` (read, backmap, write XTC) with each
 method on each device, with the memory allocator set as the ``backmap``
-command sets it (:mod:`backmap_plugin.allocator`). Every configuration is run ``--repeats`` times; the
+command sets it (:mod:`backmap_plugin.core.allocator`). Every configuration is run ``--repeats`` times; the
 table gives medians.
 
 Usage: ``python benchmarks/speed.py [--methods ideal,model] [--devices cpu,cuda]
@@ -29,7 +29,7 @@ import mdtraj as md
 import numpy as np
 import torch
 
-from backmap_plugin.allocator import keep_freed_memory
+from backmap_plugin.core.allocator import keep_freed_memory
 from backmap_plugin.api import backmap
 from backmap_plugin.force_fields import create_hps_system
 
@@ -61,7 +61,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default=None, help="model file for --methods model (default: shipped)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
-    keep_freed_memory()  # as the backmap command does (backmap_plugin.allocator)
+    keep_freed_memory()  # as the backmap command does (backmap_plugin.core.allocator)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     sizes = [int(x) for x in args.sizes.split(",")]

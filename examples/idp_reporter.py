@@ -14,7 +14,8 @@ import openmm
 from openmm import app, unit
 
 from backmap_plugin.force_fields import create_hps_system
-from backmap_plugin.openmm import BackmapReporter, refine_structure, validate_structure
+from backmap_plugin import BackmapReporter
+from backmap_plugin.openmm import refine_structure, validate_structure
 
 SEQUENCE = "MDVFMKGLSKAKEGVVAAAEKTKQGVAEAAGKTKEGVLYV"
 

@@ -16,8 +16,8 @@ def load_truth(path=FIXTURE_PDB, frames=slice(None)):
     """A structure file as the tests use it: (ProteinTopology, slots (F, R, N_SLOTS, 3) Angstrom, present mask)."""
     import mdtraj as md
 
-    from backmap_plugin import chemistry as chem
-    from backmap_plugin.topology import gather_slots, protein_topology, read_residues
+    from backmap_plugin.core import chemistry as chem
+    from backmap_plugin.core.topology import gather_slots, protein_topology, read_residues
 
     traj = md.load(str(path))[frames]
     records, _ = read_residues(traj.topology, str(path))

@@ -5,12 +5,12 @@ import sys
 
 import pytest
 
-from backmap_plugin import allocator
+from backmap_plugin.core import allocator
 
 _PROBE = """
 import resource, sys
 import torch
-from backmap_plugin.allocator import keep_freed_memory
+from backmap_plugin.core.allocator import keep_freed_memory
 torch.set_num_threads(1)
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
 x = torch.ones(1 << 23)  # 32 MiB
@@ -47,7 +47,7 @@ def test_keep_freed_memory_reuses_large_blocks():
 
 def test_cli_sets_the_allocator(monkeypatch):
     """``backmap`` applies the setting before running a subcommand."""
-    from backmap_plugin import cli
+    from backmap_plugin.cli import command as cli
 
     calls = []
     monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True))

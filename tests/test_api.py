@@ -16,10 +16,10 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from backmap_plugin import chemistry as chem
-from backmap_plugin import metrics
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import metrics
 from backmap_plugin.api import BackmapResult, backmap
-from backmap_plugin.topology import ProteinTopology, protein_topology, read_residues
+from backmap_plugin.core.topology import ProteinTopology, protein_topology, read_residues
 
 #: Readback tolerance (Angstrom) per output format: PDB/mmCIF store 3
 #: decimals, XTC 1e-3 nm.
@@ -52,7 +52,7 @@ def assert_complete(out: md.Trajectory, protein: ProteinTopology, n_frames: int,
     """Every frame, residue and heavy atom of ``protein`` is in ``out``, in order.
 
     Checks residue names and numbers, the atom names of every residue
-    (against :mod:`backmap_plugin.chemistry`, OXT only at segment ends), the
+    (against :mod:`backmap_plugin.core.chemistry`, OXT only at segment ends), the
     atom count of :class:`ProteinTopology`, one output chain per segment with
     the input chain id, and finite coordinates.
     """

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from backmap_plugin.cli import main as backmap_main
-from backmap_plugin.data.augment import (
+from backmap_plugin.cli.command import main as backmap_main
+from backmap_plugin.training.augment import (
     AUG_KIND,
     FRAMES_DIR,
     LOGS_DIR,
@@ -19,8 +19,8 @@ from backmap_plugin.data.augment import (
     run_augmentation,
     select_structures,
 )
-from backmap_plugin.data.cache import build_cache, open_cache
-from backmap_plugin.errors import BackmapInputError
+from backmap_plugin.training.cache import build_cache, open_cache
+from backmap_plugin.core.errors import BackmapInputError
 
 #: Two 0.4 ps stages (200 steps each), one frame per stage.
 TINY = {"temperatures": [400.0, 500.0], "stage_ps": 0.4, "save_ps": 0.4, "timestep_fs": 2.0,
@@ -91,7 +91,7 @@ def test_config_and_order(parents):
 
 
 def test_inverted_chirality_is_caught(parents):
-    from backmap_plugin.data.augment import _frame_checks, structure_input
+    from backmap_plugin.training.augment import _frame_checks, structure_input
 
     cache = open_cache(parents / "cache")
     start = structure_input(cache, next(e for e in cache.entries if e.entry_id == "trp__full"))

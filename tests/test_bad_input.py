@@ -15,8 +15,8 @@ import pytest
 
 from backmap_plugin import api
 from backmap_plugin.api import backmap
-from backmap_plugin.cli import main
-from backmap_plugin.errors import BackmapInputError
+from backmap_plugin.cli.command import main
+from backmap_plugin.core.errors import BackmapInputError
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Tests of the residue table, name normalisation, ideal geometry and the rotamer library.
 
-The residue table (:mod:`backmap_plugin.chemistry`) is checked against
+The residue table (:mod:`backmap_plugin.core.chemistry`) is checked against
 OpenMM's amber14 templates and against the geometry of real structures of the
 corpus (train split only); name normalisation on strings, on a synthetic
 topology and on real files written by CHARMM, Amber and with selenomethionine.
@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from backmap_plugin import chemistry as chem
-from backmap_plugin import geometry as geo
-from backmap_plugin import topology as tp
-from backmap_plugin.errors import BackmapInputError
-from backmap_plugin.rotamers import load_rotamers
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import geometry as geo
+from backmap_plugin.core import topology as tp
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.build.rotamers import load_rotamers
 
 openmm = pytest.importorskip("openmm")
 from openmm import app, unit  # noqa: E402

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from backmap_plugin import __version__
-from backmap_plugin import chemistry as chem
-from backmap_plugin.cli import main
-from backmap_plugin.topology import ProteinTopology, protein_topology, read_residues
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.cli.command import main
+from backmap_plugin.core.topology import ProteinTopology, protein_topology, read_residues
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 EXAMPLE_PDB = EXAMPLES / "trpcage_ca.pdb"
@@ -96,7 +96,7 @@ def _subcommands(parser, prefix=("backmap",)):
 
 
 def test_every_subcommand_help_shows_an_example():
-    from backmap_plugin.cli import build_parser
+    from backmap_plugin.cli.command import build_parser
 
     found = dict(_subcommands(build_parser()))
     assert {"run", "refine", "validate", "export", "report", "data", "train"} <= {words[1] for words in found}
@@ -229,8 +229,8 @@ def test_notes_go_to_stderr(tmp_path, capfd, example):
 ])
 def test_interrupt_says_what_is_kept(monkeypatch, capsys, argv, kept):
     """Ctrl-C: exit status 130 and a line about what the interrupted command keeps (nothing claimed for others)."""
-    import backmap_plugin.data.augment as augment
-    import backmap_plugin.export_cli as export_cli
+    import backmap_plugin.training.augment as augment
+    import backmap_plugin.cli.export as export_cli
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

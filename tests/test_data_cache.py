@@ -1,4 +1,4 @@
-"""Tests for the corpus cache (backmap_plugin.data.cache / data.cli) on real structures."""
+"""Tests for the corpus cache (backmap_plugin.training.cache / data.cli) on real structures."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from backmap_plugin import chemistry as chem
-from backmap_plugin import geometry
-from backmap_plugin.data import cache as dc
-from backmap_plugin.cli import main as backmap_main
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import geometry
+from backmap_plugin.training import cache as dc
+from backmap_plugin.cli.command import main as backmap_main
 
 
 def _build(sources, cache_dir, **kwargs):
@@ -339,7 +339,7 @@ def test_info_output(fixture_pdb, tmp_path, capsys):
 def test_cli_parser_group(tmp_path):
     import argparse
 
-    from backmap_plugin.data.cli import add_parser
+    from backmap_plugin.cli.data import add_parser
 
     parser = argparse.ArgumentParser(prog="backmap")
     add_parser(parser.add_subparsers(dest="command", required=True))

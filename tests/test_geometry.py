@@ -1,9 +1,9 @@
-"""Tests of the torch internal-coordinate geometry (:mod:`backmap_plugin.geometry`).
+"""Tests of the torch internal-coordinate geometry (:mod:`backmap_plugin.core.geometry`).
 
 The central test is the round trip on real structures: heavy atoms are put in
-residue slots (:func:`~backmap_plugin.topology.gather_slots`), converted to
-internal coordinates (:func:`~backmap_plugin.geometry.cartesian_to_internal`)
-and rebuilt by :func:`~backmap_plugin.geometry.build_residues` from nothing but
+residue slots (:func:`~backmap_plugin.core.topology.gather_slots`), converted to
+internal coordinates (:func:`~backmap_plugin.core.geometry.cartesian_to_internal`)
+and rebuilt by :func:`~backmap_plugin.core.geometry.build_residues` from nothing but
 the C-alpha atoms and the context C-alpha slots; every heavy atom that the
 input has must come back. It runs on the shipped fixture (1L2Y, 38 models)
 always and on every frame of every file of the corpus's ``visible_test`` split
@@ -16,7 +16,7 @@ Atoms left out of the comparison (counted in :class:`RoundTrip`):
   parent, a parent's parent ... or a context C-alpha), e.g. the side chain
   beyond a truncated CB of a crystal structure;
 - atoms of residues in segments shorter than three residues (``valid`` is
-  False in :func:`~backmap_plugin.geometry.context_indices`).
+  False in :func:`~backmap_plugin.core.geometry.context_indices`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import numpy as np
 import pytest
 import torch
 
-from backmap_plugin import chemistry as chem
-from backmap_plugin import geometry as geo
-from backmap_plugin import topology as tp
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import geometry as geo
+from backmap_plugin.core import topology as tp
 
 #: Largest allowed round-trip error (Angstrom) per dtype.
 TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}
@@ -109,7 +109,7 @@ def buildable_slots(present: np.ndarray, refs: np.ndarray, res_type: np.ndarray)
     present : numpy.ndarray
         (R, N_SLOTS) bool, the atom is in the input.
     refs : numpy.ndarray
-        (R, 4) context residues from :func:`~backmap_plugin.geometry.context_indices`.
+        (R, 4) context residues from :func:`~backmap_plugin.core.geometry.context_indices`.
     res_type : numpy.ndarray
         (R,) residue types.
 
@@ -194,14 +194,14 @@ def roundtrip(
     Parameters
     ----------
     topology : mdtraj.Topology
-        Input topology (read with :func:`~backmap_plugin.topology.read_residues`).
+        Input topology (read with :func:`~backmap_plugin.core.topology.read_residues`).
     xyz : numpy.ndarray
         (F, n_atoms, 3) coordinates, Angstrom.
     dtype : torch.dtype
         Precision of the whole computation.
     device : str or torch.device
     break_distance : float
-        Chain-break distance for :func:`~backmap_plugin.topology.find_segments`.
+        Chain-break distance for :func:`~backmap_plugin.core.topology.find_segments`.
 
     Returns
     -------

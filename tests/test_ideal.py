@@ -8,10 +8,12 @@ import pytest
 import torch
 from conftest import load_truth
 
-from backmap_plugin import backbone as bb
-from backmap_plugin import chemistry as chem
-from backmap_plugin import ideal, metrics
-from backmap_plugin.topology import ProteinTopology
+from backmap_plugin.build import backbone as bb
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.build import ideal
+from backmap_plugin.core import metrics
+from backmap_plugin.core import topology as tp
+from backmap_plugin.core.topology import ProteinTopology
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +47,7 @@ def test_cis_peptide_keeps_bond_lengths():
     ca = torch.tensor([[0.0, 0.0, 0.0], [3.8, 0.0, 0.0], [5.5, 2.6, 0.0], [9.2, 2.0, 1.0]], dtype=torch.float64)
     ca[2] = ca[1] + 2.95 * (ca[2] - ca[1]) / torch.linalg.norm(ca[2] - ca[1])
     res_type = np.array([chem.RESIDUE_INDEX["ALA"]] * 2 + [chem.RESIDUE_INDEX["PRO"]] * 2)
-    out = bb.build_backbone(ca[None], bb.backbone_layout(np.zeros(4, int)), res_type)[0]
+    out = bb.build_backbone(ca[None], tp.backbone_layout(np.zeros(4, int)), res_type)[0]
     cn = torch.linalg.norm(out[1:, chem.SLOT_N] - out[:-1, chem.SLOT_C], dim=-1)
     assert torch.all((cn - chem.BOND_C_N).abs() < 0.1), cn
 
@@ -132,8 +134,8 @@ def test_measured_dofs_rebuild_the_real_backbone(trpcage):
 
 def test_rotamer_deviation_table():
     """Squared side-chain deviation between library rotamers: symmetric, zero on the diagonal and for GLY/ALA."""
-    from backmap_plugin.ideal import rotamer_deviation_table
-    from backmap_plugin.rotamers import load_rotamers
+    from backmap_plugin.build.ideal import rotamer_deviation_table
+    from backmap_plugin.build.rotamers import load_rotamers
 
     table = rotamer_deviation_table()
     count = load_rotamers().count

@@ -1,4 +1,4 @@
-"""Tests for backmap_plugin.io on a real NMR ensemble (PDB 1L2Y, 38 models)."""
+"""Tests for backmap_plugin.io.legacy on a real NMR ensemble (PDB 1L2Y, 38 models)."""
 
 import gzip
 import os
@@ -9,8 +9,8 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from backmap_plugin import io as bio
-from backmap_plugin.errors import BackmapInputError
+from backmap_plugin.io import legacy as bio
+from backmap_plugin.core.errors import BackmapInputError
 
 DATA = Path(__file__).resolve().parent / "data"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -1,4 +1,4 @@
-"""Tests of the CG mappings (:mod:`backmap_plugin.mappings`) on the real 1L2Y ensemble.
+"""Tests of the CG mappings (:mod:`backmap_plugin.core.mappings`) on the real 1L2Y ensemble.
 
 Beads are checked against mdtraj: the C-alpha positions for ``ca`` and
 ``mdtraj.compute_center_of_mass`` over each residue's heavy atoms (OXT
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from backmap_plugin import chemistry as chem
-from backmap_plugin import mappings as mp
-from backmap_plugin import topology as tp
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import mappings as mp
+from backmap_plugin.core import topology as tp
 
 
 @pytest.fixture(scope="module")

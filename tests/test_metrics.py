@@ -1,4 +1,4 @@
-"""Tests for backmap_plugin.metrics on a real heavy-atom protein (PDB 1L2Y)."""
+"""Tests for backmap_plugin.core.metrics on a real heavy-atom protein (PDB 1L2Y)."""
 
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.sparse.csgraph import shortest_path
 
-from backmap_plugin import metrics
+from backmap_plugin.core import metrics
 
 DATA = Path(__file__).resolve().parent / "data"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -10,13 +10,13 @@ import pytest
 import torch
 from conftest import load_truth
 
-from backmap_plugin import chemistry as chem
-from backmap_plugin import metrics
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import metrics
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.targets import measure
 from backmap_plugin.model.testing import assert_invariant
 from backmap_plugin.model.vae import BackmapVAE, ModelConfig
-from backmap_plugin.topology import gather_slots, protein_topology, read_residues
+from backmap_plugin.core.topology import gather_slots, protein_topology, read_residues
 
 DATA = Path(__file__).parent / "data"
 
@@ -105,8 +105,8 @@ def test_sampling_is_seeded_per_frame(model, trpcage):
 
 
 def test_training_runs_and_resume_equals_uninterrupted(tmp_path):
-    from backmap_plugin.data.cache import build_cache
-    from backmap_plugin.model.train import TrainConfig, train
+    from backmap_plugin.training.cache import build_cache
+    from backmap_plugin.training.train import TrainConfig, train
     from backmap_plugin.model.weights import load_model
 
     src = tmp_path / "src"
@@ -132,7 +132,7 @@ def test_training_runs_and_resume_equals_uninterrupted(tmp_path):
 
 
 def test_warm_start_copies_the_matching_tensors_of_a_shallower_model():
-    from backmap_plugin.model.train import warm_start
+    from backmap_plugin.training.train import warm_start
     from backmap_plugin.model.weights import shipped_model_path
 
     path = shipped_model_path()
@@ -175,7 +175,7 @@ def test_shipped_model_is_the_default_and_valid(tmp_path):
 
 def test_model_method_frames_are_independent_and_seeded(trpcage):
     """A frame's structures depend only on its beads and seed; temperature 0 ignores the seed."""
-    from backmap_plugin.mappings import get_mapping
+    from backmap_plugin.core.mappings import get_mapping
     from backmap_plugin.model.method import ModelMethod
 
     protein, slots, _ = trpcage
@@ -196,8 +196,8 @@ def test_model_method_frames_are_independent_and_seeded(trpcage):
 def test_model_method_avoids_clashes(monkeypatch):
     """Shipped model on the 38 NMR frames of 1L2Y: at most 2 clashes per 100 residues (1.4 with the two-layer
     prior, 1.6 and 0.5 with earlier weights), 30-47 without the overlap-aware choice and the chi relief."""
-    from backmap_plugin import ideal
-    from backmap_plugin.mappings import get_mapping
+    from backmap_plugin.build import ideal
+    from backmap_plugin.core.mappings import get_mapping
     from backmap_plugin.model.method import ModelMethod
 
     traj = md.load(str(DATA / "1l2y.pdb.gz"))
@@ -221,8 +221,8 @@ def test_model_method_avoids_clashes(monkeypatch):
 
 def test_mode_is_the_least_risk_choice(model, trpcage):
     """Temperature 0: candidates in order of expected deviation, the first of least risk; angles at central means."""
-    from backmap_plugin.ideal import rotamer_deviation_table
-    from backmap_plugin.rotamers import load_rotamers
+    from backmap_plugin.build.ideal import rotamer_deviation_table
+    from backmap_plugin.build.rotamers import load_rotamers
 
     protein, slots, _ = trpcage
     batch = _batch(protein, slots[:1, :, chem.SLOT_CA])

@@ -1,4 +1,4 @@
-"""Making chains whole across periodic boundaries (backmap_plugin.pbc)."""
+"""Making chains whole across periodic boundaries (backmap_plugin.core.pbc)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from backmap_plugin.errors import BackmapInputError
-from backmap_plugin.pbc import box_around, box_matrices, make_whole, unwrap_needed
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.pbc import box_around, box_matrices, make_whole, unwrap_needed
 
 #: A triclinic cell (rows are box vectors, GROMACS lower-triangular form), Angstrom.
 TRICLINIC = np.array([[20.0, 0.0, 0.0], [6.0, 19.0, 0.0], [-5.0, 4.0, 18.0]])

@@ -22,8 +22,8 @@ import pytest
 pytest.importorskip("openmm")
 pytest.importorskip("pdbfixer")
 
-from backmap_plugin.cli import main as backmap_main
-from backmap_plugin.errors import BackmapInputError
+from backmap_plugin.cli.command import main as backmap_main
+from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.pipeline import RUN_FILES, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,13 +12,13 @@ import pytest
 pytest.importorskip("openmm")
 pytest.importorskip("pdbfixer")
 
-from backmap_plugin import metrics  # noqa: E402
-from backmap_plugin.api import backmap  # noqa: E402
-from backmap_plugin.openmm import cli as openmm_cli  # noqa: E402
-from backmap_plugin.openmm.platforms import select_platform  # noqa: E402
-from backmap_plugin.openmm.refine import refine_structure  # noqa: E402
-from backmap_plugin.openmm.structure import create_disulfide_bonds  # noqa: E402
-from backmap_plugin.cli import main as backmap_main  # noqa: E402
+from backmap_plugin.core import metrics  # noqa: E402
+from backmap_plugin.api import backmap    # noqa: E402
+from backmap_plugin.cli import openmm as openmm_cli    # noqa: E402
+from backmap_plugin.openmm.platforms import select_platform    # noqa: E402
+from backmap_plugin.openmm.refine import refine_structure    # noqa: E402
+from backmap_plugin.openmm.structure import create_disulfide_bonds    # noqa: E402
+from backmap_plugin.cli.command import main as backmap_main    # noqa: E402
 
 EXAMPLE_CA = Path(__file__).resolve().parents[1] / "examples" / "trpcage_ca.pdb"
 

@@ -1,4 +1,4 @@
-"""Side-chain contacts and clash relief (backmap_plugin.relax), and the side-chain placement built on them."""
+"""Side-chain contacts and clash relief (backmap_plugin.build.relax), and the side-chain placement built on them."""
 
 from pathlib import Path
 
@@ -8,9 +8,10 @@ import torch
 from conftest import load_truth
 from scipy.spatial import cKDTree
 
-from backmap_plugin import chemistry as chem
-from backmap_plugin import ideal, metrics, relax
-from backmap_plugin.geometry import build_residues, chi_angles
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.build import ideal, relax
+from backmap_plugin.core import metrics
+from backmap_plugin.core.geometry import build_residues, chi_angles
 
 DATA = Path(__file__).parent / "data"
 

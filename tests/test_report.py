@@ -25,8 +25,8 @@ pytest.importorskip("pdbfixer")
 
 from backmap_plugin import report
 from backmap_plugin.api import backmap
-from backmap_plugin.cli import main as backmap_main
-from backmap_plugin.errors import BackmapInputError
+from backmap_plugin.cli.command import main as backmap_main
+from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.openmm.refine import refine_structure
 from backmap_plugin.openmm.validate import validate_structure
 

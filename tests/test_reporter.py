@@ -15,8 +15,8 @@ import openmm.app as app
 import pytest
 from openmm import unit
 
-from backmap_plugin.errors import BackmapInputError
-from backmap_plugin.openmm.reporter import BackmapReporter
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.reporter import BackmapReporter
 
 DATA = Path(__file__).parent / "data"
 
@@ -108,7 +108,7 @@ def test_killed_run_keeps_reported_frames(tmp_path):
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_reporter import cg_simulation
-        from backmap_plugin.openmm.reporter import BackmapReporter
+        from backmap_plugin.reporter import BackmapReporter
         simulation = cg_simulation()
         reporter = BackmapReporter({str(out)!r}, 5, batchFrames=1)
         simulation.reporters.append(reporter)
@@ -161,7 +161,7 @@ def test_all_atom_simulation_is_refused(tmp_path):
 
 def test_refined_frames_have_hydrogens_and_no_clashes(tmp_path):
     """refine=True: every written structure is completed with H and minimised."""
-    from backmap_plugin import metrics
+    from backmap_plugin.core import metrics
 
     simulation = cg_simulation()
     out = tmp_path / "aa_refined.pdb"

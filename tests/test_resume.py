@@ -16,11 +16,11 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from backmap_plugin import io as bio
+from backmap_plugin.io import legacy as bio
 from backmap_plugin.api import backmap
-from backmap_plugin.cli import main
-from backmap_plugin.errors import BackmapInputError, BackmapOutputError
-from backmap_plugin.progress import record_path
+from backmap_plugin.cli.command import main
+from backmap_plugin.core.errors import BackmapInputError, BackmapOutputError
+from backmap_plugin.io.progress import record_path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 EXAMPLE_PDB = EXAMPLES / "trpcage_ca.pdb"

@@ -1,4 +1,4 @@
-"""Tests for the cluster-balanced crop sampler (backmap_plugin.data.sampler) on real corpus entries."""
+"""Tests for the cluster-balanced crop sampler (backmap_plugin.training.sampler) on real corpus entries."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from backmap_plugin import chemistry as chem
-from backmap_plugin import geometry
-from backmap_plugin.data.cache import build_cache, open_cache
-from backmap_plugin.data.sampler import (
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import geometry
+from backmap_plugin.training.cache import build_cache, open_cache
+from backmap_plugin.training.sampler import (
     ClusterSampler,
     CropDataset,
     CropKey,

@@ -1,4 +1,4 @@
-"""Tests of the residue-level topology (:mod:`backmap_plugin.topology`).
+"""Tests of the residue-level topology (:mod:`backmap_plugin.core.topology`).
 
 Structures are real: the shipped 1L2Y ensemble, rearranged into a two-chain
 PDB file with a chain break (model 1 as chain H, model 2 moved 40 Angstrom
@@ -15,9 +15,9 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from backmap_plugin import chemistry as chem
-from backmap_plugin import topology as tp
-from backmap_plugin.errors import BackmapInputError
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import topology as tp
+from backmap_plugin.core.errors import BackmapInputError
 
 #: Residue (0-based index in chain L) removed to make a chain break.
 _GAP = 10

@@ -10,15 +10,15 @@ import pytest
 
 pytest.importorskip("openmm")
 
-from backmap_plugin.openmm.checks import (  # noqa: E402
+from backmap_plugin.core.checks import (  # noqa: E402
     all_atom_clashes,
     angle_values,
     bond_outliers,
     dihedral_values,
     ramachandran_outliers,
 )
-from backmap_plugin.openmm.validate import validate_structure  # noqa: E402
-from backmap_plugin.cli import main as backmap_main  # noqa: E402
+from backmap_plugin.openmm.validate import validate_structure    # noqa: E402
+from backmap_plugin.cli.command import main as backmap_main    # noqa: E402
 
 
 @pytest.fixture(scope="module")

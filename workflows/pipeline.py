@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run the pipeline for the command line ``argv``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from backmap_plugin.cli import handled_errors
+    from backmap_plugin.cli.command import handled_errors
     from backmap_plugin.pipeline import run_pipeline
 
     try:

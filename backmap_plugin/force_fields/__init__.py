@@ -12,7 +12,7 @@ element carbon, three-letter names), so their trajectories backmap as they
 are.
 """
 
-from .go import GO_FORCE_GROUPS, create_go_system
-from .hps import HPS_FORCE_GROUPS, create_hps_system, load_hps_parameters
+from backmap_plugin.force_fields.go import GO_FORCE_GROUPS, create_go_system
+from backmap_plugin.force_fields.hps import HPS_FORCE_GROUPS, create_hps_system, load_hps_parameters
 
 __all__ = ["GO_FORCE_GROUPS", "HPS_FORCE_GROUPS", "create_go_system", "create_hps_system", "load_hps_parameters"]

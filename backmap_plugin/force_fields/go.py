@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from .. import chemistry as chem
-from ..errors import BackmapInputError
-from ..geometry import bond_angle, dihedral
-from .hps import load_hps_parameters
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.geometry import bond_angle, dihedral
+from backmap_plugin.force_fields.hps import load_hps_parameters
 
 __all__ = [
     "BREAK_DISTANCE",

@@ -18,9 +18,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from ..backbone import BackboneLayout, backbone_layout
-from ..geometry import bond_angle, dihedral
-from ..topology import frame_segments
+from backmap_plugin.core.topology import BackboneLayout, backbone_layout
+from backmap_plugin.core.geometry import bond_angle, dihedral
+from backmap_plugin.core.topology import frame_segments
 
 N_RBF = 16
 RBF_MAX = 16.0

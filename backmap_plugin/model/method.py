@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import BackmapInputError
-from ..ideal import place_side_chains
-from ..mappings import Mapping
-from ..topology import ProteinTopology
-from . import graph as G
-from .weights import load_model
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.build.ideal import place_side_chains
+from backmap_plugin.core.mappings import Mapping
+from backmap_plugin.core.topology import ProteinTopology
+from backmap_plugin.model import graph as G
+from backmap_plugin.model.weights import load_model
 
 #: Residue-frames decoded at once (bounds memory).
 RESIDUES_PER_PASS = 20000
@@ -18,7 +18,7 @@ RESIDUES_PER_PASS = 20000
 #: overlaps are avoided, and the cost of a candidate: per unit of -log p
 #: when sampling, per Angstrom^2 of its expected deviation (``risk`` of
 #: :meth:`~backmap_plugin.model.vae.BackmapVAE.sample_candidates`) at
-#: temperature 0 (see :func:`backmap_plugin.ideal.place_side_chains`, which
+#: temperature 0 (see :func:`backmap_plugin.build.ideal.place_side_chains`, which
 #: also relieves the clashes the choice leaves).
 CANDIDATES = 8
 COST_WEIGHT = 0.3

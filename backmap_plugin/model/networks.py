@@ -16,7 +16,7 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
-from .graph import N_RBF, SEQ_CLASSES, Neighbours, gather_neighbours
+from backmap_plugin.model.graph import N_RBF, SEQ_CLASSES, Neighbours, gather_neighbours
 
 
 def mlp(sizes: list[int], last_activation: bool = False) -> nn.Sequential:

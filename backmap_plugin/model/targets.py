@@ -2,7 +2,7 @@
 
 The model predicts, per peptide unit, the rotation of the rigid peptide plane
 about the CA-CA axis; per segment end the free terminal torsions; and per
-residue a rotamer of the library (:mod:`backmap_plugin.rotamers`) plus chi
+residue a rotamer of the library (:mod:`backmap_plugin.build.rotamers`) plus chi
 offsets. This module measures all of them on real structures (with masks for
 what cannot be measured) and puts chemically equivalent atoms (OD1/OD2,
 CD1/CD2 ...) in the labelling the rotamer library uses.
@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import chemistry as chem
-from ..backbone import BackboneLayout, backbone_dofs
-from ..geometry import chi_angles, dihedral
-from ..rotamers import load_rotamers
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.build.backbone import backbone_dofs
+from backmap_plugin.core.topology import BackboneLayout
+from backmap_plugin.core.geometry import chi_angles, dihedral
+from backmap_plugin.build.rotamers import load_rotamers
 
 
 def _symmetric_swaps() -> list[tuple[int, int, list[tuple[int, int]], int]]:

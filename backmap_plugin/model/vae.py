@@ -24,14 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import chemistry as chem
-from ..backbone import build_backbone
-from ..geometry import build_residues, extend_with_context
-from ..ideal import rotamer_deviation_table, side_chain_internal
-from ..rotamers import load_rotamers
-from . import graph as G
-from .networks import EquivariantNet, InvariantNet, mlp
-from .targets import Targets, chi_periods
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.build.backbone import build_backbone
+from backmap_plugin.core.geometry import build_residues, extend_with_context
+from backmap_plugin.build.ideal import rotamer_deviation_table, side_chain_internal
+from backmap_plugin.build.rotamers import load_rotamers
+from backmap_plugin.model import graph as G
+from backmap_plugin.model.networks import EquivariantNet, InvariantNet, mlp
+from backmap_plugin.model.targets import Targets, chi_periods
 
 TERMINAL = ("psi_first", "phi_last", "psi_last")
 ENCODER_SCALARS = 18
@@ -409,7 +409,7 @@ class BackmapVAE(nn.Module):
         risk : torch.Tensor
             (K, R) expected squared deviation (Angstrom^2, summed over the
             side-chain atoms) of each candidate from a rotamer drawn from
-            the decoder's distribution (:func:`~backmap_plugin.ideal.rotamer_deviation_table`;
+            the decoder's distribution (:func:`~backmap_plugin.build.ideal.rotamer_deviation_table`;
             inf: not a candidate). The candidate of least risk minimises the
             expected side-chain RMSD (minimum Bayes risk).
         """

@@ -14,8 +14,8 @@ from importlib import resources
 
 import torch
 
-from .. import __version__
-from .vae import BackmapVAE, ModelConfig
+from backmap_plugin import __version__
+from backmap_plugin.model.vae import BackmapVAE, ModelConfig
 
 
 def _json_path(path: str) -> str:

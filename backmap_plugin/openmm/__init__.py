@@ -8,39 +8,29 @@
   missing atoms.
 * :func:`select_platform` / :func:`create_context`: CUDA when present, else
   CPU.
-* :class:`BackmapReporter`: backmap a running CG simulation as it goes.
 * :mod:`~backmap_plugin.openmm.sampling`: high-temperature Langevin runs of
   one structure (amber14 + implicit solvent), for the training-data
   augmentation.
 
-The command-line subcommands live in :mod:`backmap_plugin.openmm.cli`.
+Layer 3 (engine): imports only core, io, build and model. The reporter that
+attaches to a running simulation is :class:`backmap_plugin.BackmapReporter`;
+the subcommands are in :mod:`backmap_plugin.cli`.
 """
 
-from .platforms import available_platforms, create_context, select_platform
-from .refine import RefinementResult, Refiner, refine_structure
-from .structure import complete_structure, read_structure
-from .validate import ValidationResult, validate_frames, validate_structure
+#: public name -> submodule that defines it (imported on first use: OpenMM is heavy)
+_EXPORTS = {
+    "available_platforms": "platforms", "create_context": "platforms", "select_platform": "platforms",
+    "RefinementResult": "refine", "Refiner": "refine", "refine_structure": "refine",
+    "complete_structure": "structure", "read_structure": "structure",
+    "ValidationResult": "validate", "validate_frames": "validate", "validate_structure": "validate",
+}
 
-__all__ = [
-    "BackmapReporter",
-    "RefinementResult",
-    "Refiner",
-    "ValidationResult",
-    "available_platforms",
-    "complete_structure",
-    "create_context",
-    "read_structure",
-    "refine_structure",
-    "select_platform",
-    "validate_frames",
-    "validate_structure",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
-    # the reporter pulls in torch: import it on first use
-    if name == "BackmapReporter":
-        from .reporter import BackmapReporter
+    if name in _EXPORTS:
+        from importlib import import_module
 
-        return BackmapReporter
-    raise AttributeError(name)
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import metrics
-from ..errors import BackmapInputError
-from ..io import write_json
-from .platforms import create_context
-from .structure import (
+from backmap_plugin.core import metrics
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.legacy import write_json
+from backmap_plugin.openmm.platforms import create_context
+from backmap_plugin.openmm.structure import (
     CompletedStructure,
     array_to_positions,
     complete_structure,
@@ -50,7 +50,7 @@ from .structure import (
     positions_to_array,
     read_structure,
 )
-from .systems import RESTRAINT_GROUP, SOLVENTS, add_position_restraints, load_force_field, soft_core_system
+from backmap_plugin.openmm.systems import RESTRAINT_GROUP, SOLVENTS, add_position_restraints, load_force_field, soft_core_system
 
 __all__ = ["BOND_STRAIN_LIMIT", "CLASH_CUTOFF", "RefinementResult", "Refiner", "refine_structure"]
 
@@ -402,7 +402,7 @@ def _default_report_path(output: str) -> str:
 
 def _check_outputs(output: str, report: str) -> None:
     """Fail before any work on outputs that cannot be written."""
-    from ..io import check_output_path
+    from backmap_plugin.io.legacy import check_output_path
 
     check_output_path(output)
     if os.path.abspath(report) == os.path.abspath(output):
@@ -472,7 +472,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     ``rmsd_shift_angstrom`` and ``max_shift_angstrom`` (input heavy atoms,
     no superposition), ``clashes_before`` / ``clashes_after`` (heavy atoms
     closer than 2.0 Angstrom and more than 3 bonds apart,
-    :func:`backmap_plugin.metrics.clashes`), ``iterations`` per stage,
+    :func:`backmap_plugin.core.metrics.clashes`), ``iterations`` per stage,
     ``max_bond_strain_angstrom`` (largest deviation of a bond from its
     amber14 length), ``route`` (``soft_core`` or ``direct``) and
     ``routes_tried``, ``rms_force_kj_mol_nm``, ``hit_iteration_limit``,
@@ -485,7 +485,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     import mdtraj as md
     from tqdm import tqdm
 
-    from ..io import TrajectoryWriter
+    from backmap_plugin.io.legacy import TrajectoryWriter
 
     t0 = time.perf_counter()
     input, output = os.fspath(input), os.fspath(output)

@@ -1,7 +1,7 @@
 """High-temperature Langevin sampling of one protein (amber14 + implicit solvent).
 
 Used by the out-of-equilibrium data augmentation
-(:mod:`backmap_plugin.data.augment`): a structure is completed for amber14
+(:mod:`backmap_plugin.training.augment`): a structure is completed for amber14
 (:func:`~backmap_plugin.openmm.structure.complete_structure`: missing heavy
 atoms, disulfides, hydrogens; no loops), minimised, and then heated through a
 ladder of temperatures in one continuous Langevin trajectory, saving a frame
@@ -40,10 +40,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import BackmapInputError
-from .platforms import create_context
-from .structure import complete_structure
-from .systems import SOLVENTS, load_force_field, soft_core_system
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.openmm.platforms import create_context
+from backmap_plugin.openmm.structure import complete_structure
+from backmap_plugin.openmm.systems import SOLVENTS, load_force_field, soft_core_system
 
 __all__ = [
     "SamplingError",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BackmapInputError
+from backmap_plugin.core.errors import BackmapInputError
 
 __all__ = [
     "DISULFIDE_CUTOFF",
@@ -351,7 +351,7 @@ def heavy_atom_bonds(topology):
         ``(n_heavy,)`` atom indices of the non-hydrogen atoms.
     bonds : numpy.ndarray
         ``(n_bonds, 2)`` bonds between heavy atoms, as indices into ``heavy``
-        (the layout :func:`backmap_plugin.metrics.clashes` takes).
+        (the layout :func:`backmap_plugin.core.metrics.clashes` takes).
     """
     heavy = np.array([a.index for a in topology.atoms() if not is_hydrogen(a)], dtype=np.int64)
     position = np.full(topology.getNumAtoms(), -1, dtype=np.int64)

@@ -10,7 +10,7 @@ import copy
 
 import numpy as np
 
-from .structure import positions_to_array
+from backmap_plugin.openmm.structure import positions_to_array
 
 __all__ = [
     "RESTRAINT_GROUP",

@@ -6,26 +6,26 @@ Per model of a structure file, :func:`validate_structure` reports
   ``implicit/gbn2.xml``) after adding missing hydrogens at pH 7; NaN (null
   in JSON) when the structure cannot be parametrised, with the reason;
 * heavy-atom clashes: pairs closer than 2.0 Angstrom that are more than 3
-  bonds apart (:func:`backmap_plugin.metrics.clashes`);
+  bonds apart (:func:`backmap_plugin.core.metrics.clashes`);
 * an all-atom clashscore in the style of MolProbity: pairs more than 3 bonds
   apart whose van der Waals spheres overlap by more than 0.4 Angstrom, per
   1,000 atoms, hydrogens included (Bondi radii; see
-  :data:`~backmap_plugin.openmm.checks.VDW_RADII` and
-  :func:`~backmap_plugin.openmm.checks.all_atom_clashes` for what differs
+  :data:`~backmap_plugin.core.checks.VDW_RADII` and
+  :func:`~backmap_plugin.core.checks.all_atom_clashes` for what differs
   from MolProbity's Probe);
 * bond-length and bond-angle outliers: more than 4 sigma from the Engh &
-  Huber (1991) ideal values of :mod:`backmap_plugin.chemistry`, with one
+  Huber (1991) ideal values of :mod:`backmap_plugin.core.chemistry`, with one
   sigma per kind (0.02 Angstrom and 2 degrees,
-  :data:`~backmap_plugin.openmm.checks.BOND_SIGMA` and ``ANGLE_SIGMA``);
+  :data:`~backmap_plugin.core.checks.BOND_SIGMA` and ``ANGLE_SIGMA``);
 * cis peptides (omega within 30 degrees of 0) before non-proline residues;
 * D-amino acids (negative CA chirality volume,
-  :func:`backmap_plugin.metrics.chirality`);
+  :func:`backmap_plugin.core.metrics.chirality`);
 * Ramachandran outliers: phi/psi (mdtraj ``compute_phi`` /
   ``compute_psi``) outside the coarse allowed regions of
-  :data:`~backmap_plugin.openmm.checks.RAMACHANDRAN_REGIONS`;
+  :data:`~backmap_plugin.core.checks.RAMACHANDRAN_REGIONS`;
 * heavy atoms missing against the residue table.
 
-The maths lives in :mod:`~backmap_plugin.openmm.checks` (numpy arrays in
+The maths lives in :mod:`~backmap_plugin.core.checks` (numpy arrays in
 Angstrom and degrees); :func:`validate_frames` takes an OpenMM topology and
 positions, :func:`validate_structure` a file.
 """
@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import chemistry as chem
-from .. import metrics
-from .checks import (
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import metrics
+from backmap_plugin.core.checks import (
     ANGLE_SIGMA,
     BOND_SIGMA,
     CIS_CUTOFF,
@@ -56,8 +56,8 @@ from .checks import (
     dihedral_values,
     ramachandran_outliers,
 )
-from .structure import is_hydrogen, positions_to_array, read_structure
-from .systems import load_force_field
+from backmap_plugin.openmm.structure import is_hydrogen, positions_to_array, read_structure
+from backmap_plugin.openmm.systems import load_force_field
 
 __all__ = [
     "CLASH_CUTOFF",
@@ -303,7 +303,7 @@ class _Energy:
         from openmm import unit
         from openmm.app import NoCutoff
 
-        from .platforms import create_context
+        from backmap_plugin.openmm.platforms import create_context
 
         key = tuple((a.residue.name, a.name) for a in topology.atoms())
         if key != self._key:

@@ -28,12 +28,12 @@ html
     The HTML page and :func:`write_report`.
 """
 
-from .html import MAX_TABLE_ROWS as MAX_TABLE_ROWS
-from .html import write_report
-from .numeric import angle_histogram, frame_diversity, ramachandran_histogram
-from .plots import MAX_SCATTER_POINTS as MAX_SCATTER_POINTS
-from .summary import FILES, SUMMARY_NAME, summarize, summary_line, write_summary
-from .summary import SUMMARY_FORMAT as SUMMARY_FORMAT
+from backmap_plugin.report.html import MAX_TABLE_ROWS as MAX_TABLE_ROWS
+from backmap_plugin.report.html import write_report
+from backmap_plugin.report.numeric import angle_histogram, frame_diversity, ramachandran_histogram
+from backmap_plugin.report.plots import MAX_SCATTER_POINTS as MAX_SCATTER_POINTS
+from backmap_plugin.report.summary import FILES, SUMMARY_NAME, summarize, summary_line, write_summary
+from backmap_plugin.report.summary import SUMMARY_FORMAT as SUMMARY_FORMAT
 
 __all__ = [
     "FILES",

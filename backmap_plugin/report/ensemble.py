@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import chemistry as chem
-from ..errors import BackmapInputError
-from .numeric import bonded_dihedrals
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.report.numeric import bonded_dihedrals
 
 
 @dataclass
@@ -31,7 +31,7 @@ def _ramachandran(traj) -> tuple:
     """phi and psi (degrees) of residues that have both, NaN across chain breaks."""
     import mdtraj as md
 
-    from ..openmm.validate import PEPTIDE_BOND_MAX
+    from backmap_plugin.openmm.validate import PEPTIDE_BOND_MAX
 
     xyz = traj.xyz.astype(np.float64) * 10.0
     phi_idx, phi = md.compute_phi(traj)
@@ -51,8 +51,8 @@ def _chi_by_residue(traj, path: str) -> dict:
     """chi1 and chi2 (degrees) per residue type, residues with every atom of those chis."""
     import torch
 
-    from ..geometry import chi_angles
-    from ..topology import gather_slots, read_residues
+    from backmap_plugin.core.geometry import chi_angles
+    from backmap_plugin.core.topology import gather_slots, read_residues
 
     records, _ = read_residues(traj.topology, path)
     if not records:

@@ -10,16 +10,16 @@ import html
 import math
 import os
 
-from ..errors import BackmapInputError
-from .ensemble import Ensemble
-from .plots import (
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.report.ensemble import Ensemble
+from backmap_plugin.report.plots import (
     plot_chi,
     plot_diversity,
     plot_ramachandran,
     plot_refinement,
     require_matplotlib,
 )
-from .summary import FILES, VALIDATION_COLUMNS, collect, dump_summary
+from backmap_plugin.report.summary import FILES, VALIDATION_COLUMNS, collect, dump_summary
 
 #: Largest number of structure rows in the HTML validation table.
 MAX_TABLE_ROWS = 500
@@ -211,7 +211,7 @@ def write_report(run_dir, output_html) -> str:
     ImportError
         matplotlib is not installed (``pip install backmap_plugin[report]``).
     """
-    from ..io import write_text  # mdtraj behind it: imported on first use
+    from backmap_plugin.io.legacy import write_text    # mdtraj behind it: imported on first use
 
     output_html = os.fspath(output_html)
     directory = os.path.dirname(os.path.abspath(output_html))

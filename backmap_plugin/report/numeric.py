@@ -1,14 +1,14 @@
 """Numerical helpers of the report: pure numpy functions over arrays.
 
 Dihedral-angle histograms (angles in degrees); sample diversity per frame
-is :func:`backmap_plugin.metrics.frame_diversity`, re-exported here.
+is :func:`backmap_plugin.core.metrics.frame_diversity`, re-exported here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import frame_diversity
+from backmap_plugin.core.metrics import frame_diversity
 
 __all__ = ["angle_histogram", "frame_diversity", "ramachandran_histogram", "wrap_degrees"]
 

@@ -14,7 +14,7 @@ from io import BytesIO
 
 import numpy as np
 
-from .numeric import angle_histogram, ramachandran_histogram, wrap_degrees
+from backmap_plugin.report.numeric import angle_histogram, ramachandran_histogram, wrap_degrees
 
 #: Most points drawn individually on top of the Ramachandran histogram.
 MAX_SCATTER_POINTS = 5000

@@ -27,9 +27,9 @@ import os
 
 import numpy as np
 
-from ..errors import BackmapInputError
-from .ensemble import Ensemble, load_ensemble
-from .numeric import frame_diversity
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.report.ensemble import Ensemble, load_ensemble
+from backmap_plugin.report.numeric import frame_diversity
 
 #: File names of a run directory, by role.
 FILES = {
@@ -140,7 +140,7 @@ def _refinement(data: dict, path: str, n_samples: int, n_models: int) -> dict:
 
 def _failed_checks(data: dict, frame: dict) -> list:
     """Names of the failing checks of one structure (the verdict of ``backmap validate``)."""
-    from ..openmm.validate import ValidationResult
+    from backmap_plugin.openmm.validate import ValidationResult
 
     names = []
     for line in ValidationResult(input=str(data.get("input", "")), frames=[frame]).failures:
@@ -335,7 +335,7 @@ def dump_summary(summary: dict) -> str:
     str
         Path of the summary file.
     """
-    from ..io import write_json  # mdtraj behind it: imported on first use
+    from backmap_plugin.io.legacy import write_json    # mdtraj behind it: imported on first use
 
     path = os.path.join(summary["run_dir"], SUMMARY_NAME)
     write_json(path, summary)

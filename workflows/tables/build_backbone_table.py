@@ -1,4 +1,4 @@
-"""Derive the peptide-plane table of :mod:`backmap_plugin.backbone` from the training corpus.
+"""Derive the peptide-plane table of :mod:`backmap_plugin.build.backbone` from the training corpus.
 
 For every trans peptide of every training structure (first frame of each
 file; up to ``--frames`` frames of ensembles) the plane rotation about the
@@ -14,7 +14,7 @@ Train data only (``../shared/data/train``); never the test set.
 Usage::
 
     python workflows/tables/build_backbone_table.py --data ../shared/data/train \
-        -o backmap_plugin/tables/backbone.npz
+        -o backmap_plugin/build/tables/backbone.npz
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from backmap_plugin import backbone as bb
-from backmap_plugin import chemistry as chem
-from backmap_plugin import topology as tp
+from backmap_plugin.build import backbone as bb
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import topology as tp
 
 MIN_COUNT = 8
 
@@ -53,7 +53,7 @@ def _measure(path: str, frames: int):
     cn = torch.linalg.norm(slots[0, 1:, chem.SLOT_N] - slots[0, :-1, chem.SLOT_C], dim=-1).numpy()
     segment = top.segment.copy()
     segment[1:] += np.cumsum(cn > 2.0)
-    layout = bb.backbone_layout(segment)
+    layout = tp.backbone_layout(segment)
     first, has_prev, has_next = layout.first, layout.has_prev, layout.has_next
     if len(first) == 0:
         return None

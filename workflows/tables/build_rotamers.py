@@ -1,11 +1,11 @@
-"""Derive the side-chain rotamer library of :mod:`backmap_plugin.rotamers` from the training corpus.
+"""Derive the side-chain rotamer library of :mod:`backmap_plugin.build.rotamers` from the training corpus.
 
 Only the train split is read (default ``../shared/data/train`` relative to
 the repository root); the visible test set is never touched. Of every file
 the first frame is used. Residue names are normalised with
-:func:`backmap_plugin.topology.read_residues`, atoms arranged in slots with
-:func:`~backmap_plugin.topology.gather_slots` and the chi angles measured with
-:func:`backmap_plugin.geometry.chi_angles`. A residue missing any atom of any
+:func:`backmap_plugin.core.topology.read_residues`, atoms arranged in slots with
+:func:`~backmap_plugin.core.topology.gather_slots` and the chi angles measured with
+:func:`backmap_plugin.core.geometry.chi_angles`. A residue missing any atom of any
 of its chi angles is left out. Files that fail to load or to normalise (e.g.
 an unknown modified residue) are skipped and counted.
 
@@ -56,7 +56,7 @@ Also stored: the median over the corpus of the proline ring torsion
 Usage::
 
     python workflows/tables/build_rotamers.py --data ../shared/data/train \
-        -o backmap_plugin/tables/rotamers.json
+        -o backmap_plugin/build/tables/rotamers.json
 """
 
 from __future__ import annotations
@@ -74,9 +74,9 @@ import mdtraj as md
 import numpy as np
 import torch
 
-from backmap_plugin import chemistry as chem
-from backmap_plugin import geometry as geo
-from backmap_plugin import topology as tp
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import geometry as geo
+from backmap_plugin.core import topology as tp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,0 +1,377 @@
+"""The deterministic geometric builder (``--method ideal``).
+
+Backbone from the C-alpha trace with rigid ideal peptide planes
+(:mod:`backmap_plugin.build.backbone`); side chains from Engh & Huber geometry with
+the most common rotamer of the residue type, switching to another common
+rotamer where that removes overlaps, then turned out of the clashes that
+remain by a few steps on their chi angles (:func:`place_side_chains`, which
+the ``model`` method shares). Every residue is built, termini and OXT
+included. It is the baseline the generative model must beat
+and the fallback when no model is available.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.build import relax
+from backmap_plugin.build.backbone import build_backbone
+from backmap_plugin.core.geometry import build_residues, ideal_internal
+from backmap_plugin.core.mappings import Mapping
+from backmap_plugin.build.rotamers import load_rotamers
+from backmap_plugin.core.topology import ProteinTopology
+
+#: Rotamers tried per residue (most frequent first).
+MAX_CANDIDATES = 4
+#: Overlap penalty: sum of (OVERLAP_DISTANCE - d)^2 over close atom pairs.
+OVERLAP_DISTANCE = 3.0
+#: Cost of choosing a less frequent rotamer, per unit of -log(frequency).
+FREQUENCY_WEIGHT = 0.05
+#: Rounds of candidate choice in :func:`place_side_chains`, and the overlap
+#: above which a residue's side chain is reconsidered.
+PASSES = 2
+ACTIVE_OVERLAP = 0.5
+#: Candidates are scored only while their cost is below that of the first
+#: candidate plus PRUNE_MARGIN times the first one's overlap.
+PRUNE_MARGIN = 1.0
+#: Clash relief (:func:`backmap_plugin.build.relax.relieve_clashes`): steps, the
+#: distance below which atom pairs are pushed apart, the chi restraint
+#: (per rad^2), the step size (rad per unit gradient) and the largest turn
+#: per step (rad).
+RELIEF_STEPS = 10
+RELIEF_DISTANCE = 2.8
+RELIEF_RESTRAINT = 1.0
+RELIEF_STEP_SIZE = 0.05
+RELIEF_MAX_TURN = 0.2
+RELIEF_MARGIN = 1.0
+RELIEF_TRIGGER = 2.5
+_BACKBONE_REACH = 2.6  # N, C, O, CB and OXT lie within this of their CA
+
+
+def side_chain_internal(res_type: np.ndarray, chis: torch.Tensor) -> torch.Tensor:
+    """Internal coordinates of side chains with given chi angles, ideal otherwise.
+
+    Parameters
+    ----------
+    res_type : numpy.ndarray
+        (R,) residue types.
+    chis : torch.Tensor
+        (..., R, 4) chi angles in radians (NaN or anything where absent).
+
+    Returns
+    -------
+    torch.Tensor
+        (..., R, N_SLOTS, 3); the proline CD torsion follows the pucker
+        (sign of chi1) so the ring closes; absent slots hold zeros.
+        Differentiable in ``chis``.
+    """
+    rot = load_rotamers()
+    device, dtype = chis.device, chis.dtype
+    ideal = ideal_internal(torch.as_tensor(res_type, device=device), dtype)  # (R, S, 3)
+    chi_of = torch.as_tensor(chem.ZMATRIX_CHI[res_type], device=device)  # (R, S)
+    index = chi_of.clamp(min=0).expand(chis.shape[:-1] + chi_of.shape[-1:])
+    torsion = torch.where(chi_of >= 0, torch.gather(chis, -1, index), ideal[..., 2])
+    pro = torch.as_tensor(res_type == chem.RESIDUE_INDEX["PRO"], device=device)
+    pucker = torch.where(chis[..., 0] > 0, rot.pro_cd_torsion["endo"], rot.pro_cd_torsion["exo"])
+    pro_cd = chem.RESIDUES["PRO"].atoms.index("CD")
+    cd = torch.where(pro, torch.deg2rad(pucker), torsion[..., pro_cd])
+    torsion = torch.cat([torsion[..., :pro_cd], cd[..., None], torsion[..., pro_cd + 1 :]], -1)
+    ic = torch.stack([ideal[..., 0].expand_as(torsion), ideal[..., 1].expand_as(torsion), torsion], -1)
+    return torch.nan_to_num(ic)
+
+
+def _candidate_internal(res_type: np.ndarray, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Internal coordinates of each residue's candidate rotamers.
+
+    Returns (K, R, N_SLOTS, 3) internal coordinates and (K, R) cost (inf for
+    candidates a residue does not have).
+    """
+    rot = load_rotamers()
+    chis = torch.as_tensor(rot.chis[res_type, :MAX_CANDIDATES], dtype=dtype, device=device)  # (R, K, 4)
+    freq = torch.as_tensor(rot.freq[res_type, :MAX_CANDIDATES], dtype=dtype, device=device)
+    n_cand = max(1, min(MAX_CANDIDATES, int(rot.count[res_type].max(initial=1))))
+    ics = side_chain_internal(res_type, chis[:, :n_cand].transpose(0, 1))  # (K, R, S, 3)
+    k = torch.arange(n_cand, device=device)[:, None]
+    has = (torch.as_tensor(rot.count[res_type], device=device)[None] > k) | (k == 0)
+    cost = -FREQUENCY_WEIGHT * torch.log(freq[:, :n_cand].T.clamp(min=1e-3))
+    return ics, torch.where(has, cost, float("inf"))
+
+
+@functools.cache
+def _reach_table() -> torch.Tensor:
+    """(20,) largest distance of any atom of a residue type from its CA, over all chi angles.
+
+    Found on a grid of chi2..chi4 (chi1 turns about the CA-CB bond and moves
+    no atom nearer or farther from CA), plus a margin for the grid spacing.
+    """
+    n_types = len(chem.RESIDUE_NAMES)
+    grid = torch.meshgrid(*(torch.linspace(-np.pi, np.pi, n + 1, dtype=torch.float64)[:-1] for n in (1, 24, 12, 12)),
+                          indexing="ij")
+    chis = torch.stack([g.flatten() for g in grid], -1)[:, None].expand(-1, n_types, -1)  # (M, T, 4)
+    atoms = _on_standard_backbone(chis)
+    exists = torch.tensor(chem.SLOT_EXISTS)
+    far = (atoms.norm(dim=-1) * exists).amax((0, 2))
+    return torch.clamp(far + 0.3, min=_BACKBONE_REACH).float()
+
+
+def _on_standard_backbone(chis: torch.Tensor) -> torch.Tensor:
+    """Side chains of every residue type with chi angles ``chis`` (M, T, 4) on one fixed backbone, CA at the origin.
+
+    Returns (M, T, N_SLOTS, 3) float64 coordinates (OXT not built).
+    """
+    n_types = chis.shape[1]
+    res_type = np.arange(n_types)
+    ics = side_chain_internal(res_type, chis.to(torch.float64))
+    backbone = torch.zeros(1, n_types, chem.N_SLOTS, 3, dtype=torch.float64)
+    backbone[..., chem.SLOT_N, :] = torch.tensor([-0.53, 1.36, 0.0], dtype=torch.float64)
+    backbone[..., chem.SLOT_C, :] = torch.tensor([1.53, 0.0, 0.0], dtype=torch.float64)
+    slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB and s != chem.SLOT_OXT]
+    return build_residues(backbone, ics, torch.as_tensor(res_type), slots=slots)
+
+
+@functools.cache
+def rotamer_deviation_table() -> torch.Tensor:
+    """Squared deviation between the library rotamers of each residue type.
+
+    Returns
+    -------
+    torch.Tensor
+        (n_types, K, K) float32: the sum over side-chain atoms (beyond CB)
+        of the squared distance (Angstrom^2) between rotamers ``i`` and
+        ``j`` of a type, built on one fixed backbone; K as in
+        :func:`backmap_plugin.build.rotamers.load_rotamers` (entries of rotamers
+        a type does not have are meaningless).
+    """
+    chis = torch.as_tensor(np.nan_to_num(load_rotamers().chis)).transpose(0, 1)  # (K, T, 4)
+    atoms = _on_standard_backbone(chis)
+    side = torch.tensor(chem.SLOT_EXISTS)  # a copy
+    side[:, : chem.SLOT_CB + 1] = False
+    side[:, chem.SLOT_OXT] = False
+    d2 = ((atoms[:, None] - atoms[None]) ** 2).sum(-1) * side  # (K, K, T, S)
+    return d2.sum(-1).permute(2, 0, 1).float()
+
+
+def _reach(device, dtype) -> torch.Tensor:
+    return _reach_table().to(device=device, dtype=dtype)
+
+
+def build_ideal(ca: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
+    """All heavy atoms from a C-alpha trace by ideal geometry.
+
+    Parameters
+    ----------
+    ca : torch.Tensor
+        (F, R, 3) C-alpha positions, Angstrom.
+    protein : ProteinTopology
+        Residue types, segments (every chain at least two residues) and C
+        termini.
+
+    Returns
+    -------
+    torch.Tensor
+        (F, R, N_SLOTS, 3) coordinates; slots a residue does not have are
+        zero.
+    """
+    backbone = build_backbone(ca, protein.backbone_layout, protein.res_type)  # (F, R, S, 3)
+    ics, cost = _candidate_internal(protein.res_type, ca.dtype, ca.device)  # (K, R, S, 3), (K, R)
+    return place_side_chains(backbone, protein, ics, cost)
+
+
+def place_side_chains(
+    backbone: torch.Tensor,
+    protein: ProteinTopology,
+    ics: torch.Tensor,
+    cost: torch.Tensor,
+    passes: int | None = None,
+    relief_steps: int | None = None,
+) -> torch.Tensor:
+    """Choose each residue's side chain among candidates so that overlaps are avoided, then relieve clashes.
+
+    Every residue starts in its first candidate. Overlap is the sum of
+    (OVERLAP_DISTANCE - d)^2 over the atom pairs of a side chain with
+    anything (backbone, CB or side chains of any residue, its own backbone
+    included; pairs more than three bonds apart). The residues whose first
+    candidate overlaps by more than ACTIVE_OVERLAP, or is not their cheapest
+    (candidates drawn at a temperature), choose again: each scores
+    its candidates (those whose cost is below the first one's cost plus
+    PRUNE_MARGIN times its overlap: the others cannot win) against the
+    current structure and takes the one with the lowest overlap plus
+    ``cost``; the others keep their first. Choices are made all at once, so
+    up to ``passes - 1`` more passes let the residues in contact with a
+    side chain that switched choose again, until no choice changes. Then
+    ``relief_steps`` gradient steps on the chi angles of residues still in
+    contact (:func:`backmap_plugin.build.relax.relieve_clashes`) push apart what
+    the discrete choice left. OXT is built at C termini. Each frame is
+    handled on its own and deterministically.
+
+    Parameters
+    ----------
+    backbone : torch.Tensor
+        (F, R, N_SLOTS, 3) with N, CA, C, O placed.
+    protein : ProteinTopology
+    ics : torch.Tensor
+        (K, R, N_SLOTS, 3) or (F, K, R, N_SLOTS, 3) internal coordinates of
+        the candidates (side-chain slots used).
+    cost : torch.Tensor
+        (K, R) or (F, K, R) cost of each candidate (inf: not a candidate).
+    passes : int, optional
+        Rounds of candidate choice (0: every residue keeps its first
+        candidate); default :data:`PASSES`.
+    relief_steps : int, optional
+        Gradient steps of the clash relief (0: none); default
+        :data:`RELIEF_STEPS`.
+
+    Returns
+    -------
+    torch.Tensor
+        (F, R, N_SLOTS, 3); slots a residue does not have are zero.
+    """
+    passes = PASSES if passes is None else passes
+    relief_steps = RELIEF_STEPS if relief_steps is None else relief_steps
+    if ics.dim() == 4:
+        ics, cost = ics[None], cost[None]
+    dev = backbone.device
+    n_frames, n_res = backbone.shape[:2]
+    rt = torch.as_tensor(protein.res_type, device=dev)
+    segment = torch.as_tensor(protein.segment, device=dev)
+    mask = torch.as_tensor(chem.SLOT_EXISTS[protein.res_type], device=dev)
+    mask[:, chem.SLOT_OXT] = torch.as_tensor(protein.c_terminal, device=dev)
+    side_mask = mask[:, relax.SIDE_SLOTS]
+    # side chains and OXT are built from N, CA, C, O and each other: no context slots needed
+    slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB]
+    atoms = build_residues(backbone, ics[:, 0], rt, slots=slots) * mask[..., None]
+
+    list_cutoff = max(OVERLAP_DISTANCE, RELIEF_DISTANCE + RELIEF_MARGIN)
+    neighbours = relax.residue_neighbours(backbone[..., chem.SLOT_CA, :], _reach(dev, backbone.dtype)[rt], list_cutoff)
+    side_idx = torch.as_tensor(relax.SIDE_SLOTS, device=dev)
+    choosable = ((torch.isfinite(cost).sum(1) > 1) & side_mask.any(1)).expand(n_frames, -1)  # (F, R)
+    pairs = relax.structure_contacts(atoms, mask, rt, segment, list_cutoff)
+    overlap = relax.overlap_per_residue(pairs, n_frames, n_res, OVERLAP_DISTANCE)
+    dearer = (cost[:, 0] > cost.amin(1)).expand(n_frames, -1)  # first candidate not the cheapest (sampling)
+    frame, residue = torch.nonzero(((overlap > ACTIVE_OVERLAP) | dearer) & choosable, as_tuple=True)
+    changed = torch.zeros(n_frames, n_res, dtype=torch.bool, device=dev)
+    if passes > 0 and len(frame) > 0:
+        # candidates that can beat the first one: cost below its cost plus its overlap
+        source = frame if ics.shape[0] > 1 else torch.zeros_like(frame)
+        cand_cost = cost[source, :, residue]  # (A, K)
+        bound = cand_cost[:, :1] + PRUNE_MARGIN * overlap[frame, residue][:, None]
+        first = torch.arange(cand_cost.shape[1], device=dev) == 0
+        a, k = torch.nonzero(torch.isfinite(cand_cost) & ((cand_cost < bound) | first), as_tuple=True)
+        f, r = frame[a], residue[a]
+        candidates = build_residues(backbone[f, r], ics[source[a], k, r], rt[r],
+                                    slots=slots[:-1])[..., relax.SIDE_SLOTS, :] * side_mask[r][..., None]
+        active = torch.full((n_frames, n_res), -1, dtype=torch.long, device=dev)
+        active[frame, residue] = torch.arange(len(frame), device=dev)
+        choice = torch.zeros(len(frame), dtype=torch.long, device=dev)
+        todo = torch.ones(len(frame), dtype=torch.bool, device=dev)
+        for _ in range(passes):
+            rows = torch.nonzero(todo[a])[:, 0]  # candidates of the residues to (re)score
+            contacts = relax.side_chain_contacts(candidates[rows], side_mask[r[rows]], f[rows], r[rows], atoms, mask,
+                                                 rt, segment, neighbours, OVERLAP_DISTANCE)
+            score = torch.full_like(cand_cost, float("inf"))
+            score[a[rows], k[rows]] = relax.overlap_score(contacts, len(rows), OVERLAP_DISTANCE) + cand_cost[a[rows], k[rows]]
+            best = torch.where(todo, score.argmin(1), choice)
+            switched = best != choice
+            if not switched.any():
+                break
+            choice = best
+            pick = (k == best[a]).nonzero()[:, 0]  # one candidate per residue, in residue order
+            atoms[frame[:, None], residue[:, None], side_idx[None, :]] = candidates[pick]
+            # next pass: the residues in contact with a side chain that switched
+            now = torch.zeros_like(changed)
+            now[frame[switched], residue[switched]] = True
+            query = a[rows][contacts.query]
+            hit = now[contacts.frame, contacts.residue_b] & relax.is_side(contacts.slot_b)
+            touched = switched[query] & (k[rows][contacts.query] == best[query])
+            todo = torch.zeros_like(todo)
+            todo[query[hit]] = True
+            other = active[contacts.frame[touched], contacts.residue_b[touched]]
+            todo[other[other >= 0]] = True
+        changed[frame, residue] = choice != 0
+    if relief_steps > 0:
+        # contacts for the relief: those found before the choice, unless a side chain in them switched
+        stale = (relax.is_side(pairs.slot_a) & changed[pairs.frame, pairs.residue_a]) | (
+            relax.is_side(pairs.slot_b) & changed[pairs.frame, pairs.residue_b])
+        cf, cr = torch.nonzero(changed, as_tuple=True)
+        fresh = relax.side_chain_contacts(atoms[cf, cr][:, relax.SIDE_SLOTS], side_mask[cr], cf, cr, atoms, mask, rt,
+                                          segment, neighbours, list_cutoff)
+        twice = relax.is_side(fresh.slot_b) & changed[fresh.frame, fresh.residue_b] & (fresh.residue_b < fresh.residue_a)
+        pairs = relax.AtomPairs.cat([pairs.select(~stale), fresh.select(~twice)])
+        atoms = relax.relieve_clashes(atoms, mask, rt, segment, relief_steps, RELIEF_DISTANCE, RELIEF_RESTRAINT,
+                                      RELIEF_STEP_SIZE, RELIEF_MAX_TURN, RELIEF_MARGIN, RELIEF_TRIGGER, pairs=pairs)
+    return atoms * mask[..., None]
+
+
+#: Fitting a C-alpha trace to non-CA beads: damped fixed-point steps, and
+#: constraint sweeps that keep bonded C-alpha atoms 3.8 Angstrom apart (the
+#: builder's peptide planes assume it; without them ~20 % of bonds come out
+#: off ideal). Undamped steps oscillate as side-chain rotamers flip.
+_FIT_STEPS = 16
+_FIT_DAMPING = 0.5
+_FIT_SWEEPS = 30
+
+
+def _constrain_trace(ca: torch.Tensor, same_segment: torch.Tensor, sweeps: int = _FIT_SWEEPS) -> torch.Tensor:
+    """Move bonded C-alpha atoms (``same_segment``, (R-1,) bool) towards 3.8 Angstrom apart."""
+    ca = ca.clone()
+    weight = same_segment.to(ca.dtype)[None, :, None]
+    for _ in range(sweeps):
+        v = ca[:, 1:] - ca[:, :-1]
+        d = v.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+        corr = 0.5 * (d - chem.BOND_CA_CA_TRANS) / d * v * weight
+        ca[:, :-1] += corr
+        ca[:, 1:] -= corr
+    return ca
+
+
+def backmap_ideal(beads: torch.Tensor, protein: ProteinTopology, mapping: Mapping, samples: int, seeds=None) -> torch.Tensor:
+    """The ``ideal`` method: all heavy atoms from one bead per residue.
+
+    For C-alpha beads this is :func:`build_ideal`. For other mappings the
+    C-alpha trace is fitted so that the built structure's beads match the
+    input: damped fixed-point steps, keeping per frame the iteration whose
+    beads lie closest (mean distance) to the input.
+
+    Parameters
+    ----------
+    beads : torch.Tensor
+        (F, R, 3) bead positions, Angstrom.
+    protein : ProteinTopology
+    mapping : Mapping
+    samples : int
+        Copies per frame (the method is deterministic).
+    seeds : array, optional
+        Per-frame seeds (unused: deterministic).
+
+    Returns
+    -------
+    torch.Tensor
+        (F, samples, R, N_SLOTS, 3).
+    """
+    build = lambda trace: build_ideal(trace, protein)
+    if mapping.bead_is_ca:
+        atoms = build(beads)
+    else:
+        present = protein.slot_mask.copy()
+        present[:, chem.SLOT_OXT] = False
+        same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=beads.device)
+        ca = _constrain_trace(beads, same)
+        atoms = build(ca)
+        kept = atoms.clone()
+        best = torch.full(beads.shape[:1], float("inf"), dtype=beads.dtype, device=beads.device)
+        for step in range(_FIT_STEPS + 1):
+            deviation = beads - mapping.bead_positions(atoms, present, protein.res_type)
+            mean = deviation.norm(dim=-1).mean(-1)
+            better = mean < best
+            best = torch.where(better, mean, best)
+            kept[better] = atoms[better]
+            if step == _FIT_STEPS:
+                break
+            ca = _constrain_trace(ca + _FIT_DAMPING * deviation, same)
+            atoms = build(ca)
+        atoms = kept
+    return atoms[:, None].expand(-1, samples, -1, -1, -1)

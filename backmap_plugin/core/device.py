@@ -1,0 +1,32 @@
+"""Where tensors live: the torch device a run uses."""
+
+from __future__ import annotations
+
+
+def select_device(device="auto"):
+    """The torch device for ``device``.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"`` (CUDA when torch sees a GPU, else CPU), ``"cpu"``,
+        ``"cuda"``/``"cuda:N"``, or a :class:`torch.device` (returned as is).
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        When CUDA is asked for but not available.
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+    return torch.device(device)

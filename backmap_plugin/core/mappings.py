@@ -1,0 +1,116 @@
+"""Coarse-grained mappings: where each residue's bead sits.
+
+A mapping turns all-atom residues into bead positions (used to make
+training data, and to accept all-atom input) and names the CG topology it
+expects: one bead per residue, identified by residue name, chain and number.
+Adding a mapping is one subclass of :class:`Mapping` registered in
+:data:`MAPPINGS`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from backmap_plugin.core import chemistry as chem
+
+_MASS = {"C": 12.011, "N": 14.007, "O": 15.999, "S": 32.06}
+
+
+def _slot_masses() -> np.ndarray:
+    masses = np.zeros((len(chem.RESIDUE_NAMES), chem.N_SLOTS))
+    for t, name in enumerate(chem.RESIDUE_NAMES):
+        for s, element in enumerate(chem.RESIDUES[name].elements):
+            masses[t, s] = _MASS[element]
+    return masses
+
+
+SLOT_MASSES = _slot_masses()
+"""(20, N_SLOTS) heavy-atom masses in slot order; OXT (not part of a bead) is 0."""
+
+
+class Mapping:
+    """Base class of CG mappings (one bead per residue).
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``--mapping``).
+    bead_name : str
+        Atom name of the bead in the CG topology this mapping writes.
+    """
+
+    name = ""
+    bead_name = "CA"
+    #: True when the bead is the C-alpha itself (builders need no fitting).
+    bead_is_ca = False
+
+    def bead_positions(self, slots, present, res_type):
+        """Bead positions from residue atom slots.
+
+        Parameters
+        ----------
+        slots : numpy.ndarray or torch.Tensor
+            (..., R, N_SLOTS, 3) heavy-atom coordinates.
+        present : array
+            (R, N_SLOTS) bool, the atom exists.
+        res_type : array
+            (R,) residue types.
+
+        Returns
+        -------
+        Same type as ``slots``, shape (..., R, 3).
+        """
+        raise NotImplementedError
+
+    def required_atoms(self) -> tuple[str, ...]:
+        """Atoms an all-atom residue needs for its bead to be defined."""
+        return ()
+
+
+class CAMapping(Mapping):
+    """Bead at the C-alpha atom."""
+
+    name = "ca"
+    bead_is_ca = True
+
+    def bead_positions(self, slots, present, res_type):  # noqa: D102
+        return slots[..., chem.SLOT_CA, :]
+
+    def required_atoms(self):  # noqa: D102
+        return ("CA",)
+
+
+class COMMapping(Mapping):
+    """Bead at the centre of mass of the residue's heavy atoms (OXT excluded)."""
+
+    name = "com"
+
+    def bead_positions(self, slots, present, res_type):  # noqa: D102
+        weights = SLOT_MASSES[np.asarray(res_type)] * np.asarray(present)
+        weights = weights / weights.sum(-1, keepdims=True)
+        if isinstance(slots, torch.Tensor):
+            weights = torch.as_tensor(weights, dtype=slots.dtype, device=slots.device)
+        return (slots * weights[..., None]).sum(-2)
+
+    def required_atoms(self):  # noqa: D102
+        return ("CA",)
+
+
+MAPPINGS = {m.name: m for m in (CAMapping(), COMMapping())}
+
+
+def get_mapping(name: str | Mapping) -> Mapping:
+    """Look up a mapping by name (or pass an instance through).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, listing the known ones.
+    """
+    if isinstance(name, Mapping):
+        return name
+    try:
+        return MAPPINGS[name]
+    except KeyError:
+        raise ValueError(f"unknown mapping '{name}'; known: {', '.join(MAPPINGS)}") from None

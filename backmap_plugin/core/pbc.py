@@ -1,0 +1,318 @@
+"""Making chains whole across periodic boundaries (pure numpy).
+
+Periodic simulations (GROMACS XTC frames, CALVADOS DCD files) often store
+each bead wrapped into the unit cell, so a chain that crosses the cell
+boundary appears cut in two, with one "bond" as long as the box. Backmapping
+needs every chain in one piece: :func:`make_whole` moves each bead by whole
+box vectors so that it lies at the nearest periodic image of the bead before
+it in the same chain (the first bead of every chain stays where it is).
+:func:`unwrap_needed` tells, per frame, whether that changes anything, and
+:func:`box_around` makes a rectangular box around a structure (for writing
+a periodic file such as a GROMACS ``.gro``).
+
+Boxes are given per frame, in Angstrom, either as three orthorhombic edge
+lengths ``(F, 3)`` or as box vectors ``(F, 3, 3)`` (one vector per row, as
+``mdtraj.Trajectory.unitcell_vectors`` and GROMACS store them) for
+triclinic cells. A frame whose box is missing (None), zero or not finite is
+left as it is.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from backmap_plugin.core.errors import BackmapInputError
+
+__all__ = ["bond_images", "box_around", "box_matrices", "make_whole", "unwrap_needed"]
+
+#: Neighbouring lattice translations searched for the nearest image in a
+#: triclinic cell, after the shift by rounded fractional coordinates.
+_NEIGHBOURS = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.float64)
+
+
+def box_matrices(box, n_frames: int) -> np.ndarray | None:
+    """Per-frame box vectors (rows) from edge lengths or box vectors.
+
+    Parameters
+    ----------
+    box : array_like or None
+        ``(F, 3)`` orthorhombic edge lengths, ``(F, 3, 3)`` box vectors (one
+        vector per row), ``(3,)`` edge lengths used for every frame, or None
+        for no box.
+    n_frames : int
+        Number of frames ``F``.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``(F, 3, 3)`` float64 box vectors, rows of zeros for frames without a
+        usable box (zero, negative or non-finite lengths, zero volume); None
+        when ``box`` is None.
+
+    Raises
+    ------
+    ValueError
+        For a box of any other shape.
+    """
+    if box is None:
+        return None
+    box = np.asarray(box, dtype=np.float64)
+    if box.shape == (3,):
+        box = np.broadcast_to(box, (n_frames, 3))
+    if box.shape == (n_frames, 3):
+        vectors = box[:, :, None] * np.eye(3)
+    elif box.shape == (n_frames, 3, 3):
+        vectors = box.copy()
+    else:
+        raise ValueError(
+            f"box must be shaped (3,) or ({n_frames}, 3) (edge lengths) or ({n_frames}, 3, 3) (box vectors), "
+            f"got {box.shape}"
+        )
+    with np.errstate(invalid="ignore"):
+        volume = np.abs(np.linalg.det(np.where(np.isfinite(vectors), vectors, 0.0)))
+    usable = np.isfinite(vectors).all(axis=(1, 2)) & (volume > 1e-6)
+    if box.ndim == 2:
+        usable &= (box > 0).all(axis=1)
+    vectors[~usable] = 0.0
+    return vectors
+
+
+def _half_widths(vectors: np.ndarray) -> np.ndarray:
+    """Half the smallest distance between opposite faces of each cell, (F,)."""
+    volume = np.abs(np.linalg.det(vectors))
+    cross = np.stack([np.cross(vectors[:, 1], vectors[:, 2]),
+                      np.cross(vectors[:, 2], vectors[:, 0]),
+                      np.cross(vectors[:, 0], vectors[:, 1])], axis=1)
+    area = np.linalg.norm(cross, axis=-1).max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(area > 0, 0.5 * volume / np.where(area > 0, area, 1.0), 0.0)
+
+
+def _is_orthorhombic(vectors: np.ndarray) -> bool:
+    off = vectors - vectors * np.eye(3)
+    return bool(np.all(off == 0.0))
+
+
+def bond_images(delta: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Lattice shifts that bring bond vectors to their nearest periodic image.
+
+    Parameters
+    ----------
+    delta : numpy.ndarray
+        ``(F, P, 3)`` bond vectors (position of a bead minus that of its
+        predecessor), Angstrom.
+    vectors : numpy.ndarray
+        ``(F, 3, 3)`` box vectors per frame (rows; from :func:`box_matrices`).
+        Frames whose box is all zeros get no shift.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(F, P, 3)`` float64 integer counts ``n`` of box vectors such that
+        ``delta + n @ vectors`` is the shortest image of each bond.
+    """
+    delta = np.asarray(delta, dtype=np.float64)
+    usable = np.abs(np.linalg.det(vectors)) > 0
+    inverse = np.zeros_like(vectors)
+    inverse[usable] = np.linalg.inv(vectors[usable])
+    counts = -np.round(delta @ inverse)
+    if _is_orthorhombic(vectors):  # rounding fractional coordinates is exact
+        return counts + 0.0
+    # triclinic: the nearest image is within one lattice step of the rounded one
+    shifted = delta + counts @ vectors
+    best = np.zeros_like(counts)
+    best_norm = np.einsum("fpi,fpi->fp", shifted, shifted)
+    for step in _NEIGHBOURS:
+        if not step.any():
+            continue
+        candidate = shifted + (step @ vectors)[:, None, :]
+        norm = np.einsum("fpi,fpi->fp", candidate, candidate)
+        better = norm < best_norm - 1e-9
+        best[better] = step
+        best_norm = np.where(better, norm, best_norm)
+    best[~usable] = 0.0
+    return counts + best + 0.0
+
+
+def _bonds(segment, n_beads: int) -> np.ndarray:
+    """Boolean (R-1,): bead i+1 continues the chain of bead i."""
+    segment = np.asarray(segment)
+    if segment.shape != (n_beads,):
+        raise ValueError(f"segment must be shaped ({n_beads},), got {segment.shape}")
+    return segment[1:] == segment[:-1]
+
+
+def _check_beads(beads) -> np.ndarray:
+    beads = np.asarray(beads)
+    if beads.ndim != 3 or beads.shape[-1] != 3:
+        raise ValueError(f"beads must be shaped (n_frames, n_beads, 3), got {beads.shape}")
+    return beads
+
+
+def _bond_shifts(beads: np.ndarray, box, segment, max_bond):
+    """Bonds of the chains and their lattice shifts to the nearest image.
+
+    Returns None when there is nothing to unwrap (no box, no bond); else
+    ``(pairs, counts, length, half, vectors)``: bond ``k`` joins beads
+    ``pairs[k]`` and ``pairs[k] + 1``; ``counts`` (F, P, 3) box-vector
+    counts (zero for chain breaks longer than ``max_bond``), ``length``
+    (F, P) nearest-image bond lengths, ``half`` (F, 1) half the smallest
+    cell width (0 without a usable box).
+    """
+    vectors = box_matrices(box, beads.shape[0])
+    bonded = _bonds(segment, beads.shape[1])
+    if vectors is None or not bonded.any():
+        return None
+    pairs = np.nonzero(bonded)[0]
+    delta = np.diff(beads.astype(np.float64), axis=1)[:, pairs]
+    counts = bond_images(delta, vectors)
+    length = np.linalg.norm(delta + counts @ vectors, axis=-1)
+    if max_bond is not None:
+        counts[length > max_bond] = 0.0
+    return pairs, counts, length, _half_widths(vectors)[:, None], vectors
+
+
+def unwrap_needed(beads, box, segment, max_bond: float | None = None) -> np.ndarray:
+    """Which frames have a chain cut by the periodic boundary.
+
+    Parameters
+    ----------
+    beads : array_like
+        ``(F, R, 3)`` bead positions, Angstrom.
+    box : array_like or None
+        Box per frame (see :func:`box_matrices`), Angstrom.
+    segment : array_like
+        ``(R,)`` chain (or segment) id of each bead; consecutive beads with
+        the same id are bonded.
+    max_bond : float, optional
+        As for :func:`make_whole`: longer nearest-image distances are chain
+        breaks, not bonds.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(F,)`` bool: True where :func:`make_whole` would move a bead.
+    """
+    beads = _check_beads(beads)
+    found = _bond_shifts(beads, box, segment, max_bond)
+    if found is None:
+        return np.zeros(beads.shape[0], dtype=bool)
+    return found[1].any(axis=(1, 2))
+
+
+def make_whole(beads, box, segment, max_bond: float | None = None, labels=None,
+               first_frame: int = 0, source: str = "input") -> np.ndarray:
+    """Unwrap chains split by the periodic boundary.
+
+    Every bead is moved by whole box vectors to the periodic image nearest
+    to the (already moved) bead before it in the same chain; the first bead
+    of each chain stays where it is, so every chain as a whole may still sit
+    anywhere in (or around) the cell.
+
+    Parameters
+    ----------
+    beads : array_like
+        ``(F, R, 3)`` bead positions, Angstrom.
+    box : array_like or None
+        ``(F, 3)`` orthorhombic edge lengths, ``(F, 3, 3)`` box vectors
+        (rows) or ``(3,)`` lengths for every frame, Angstrom; None (no box)
+        returns the beads unchanged. Frames whose box is zero or not finite
+        are left as they are.
+    segment : array_like
+        ``(R,)`` chain (or segment) id of each bead; consecutive beads with
+        the same id are bonded.
+    max_bond : float, optional
+        Longest bond (Angstrom). A pair of consecutive beads farther apart
+        than this at their nearest image is a chain break: the bead after it
+        starts a new piece that is unwrapped on its own (its first bead
+        stays). None (default): every consecutive pair of a chain is bonded.
+    labels : sequence of str, optional
+        ``(R,)`` description of each bead (e.g. ``chain A residue LYS 12``)
+        for error messages; bead indices are used when None.
+    first_frame : int, optional
+        Index of the first frame in the whole input, for error messages.
+    source : str, optional
+        Name of the input, for error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        Unwrapped positions, same shape and dtype as ``beads`` (a copy).
+
+    Raises
+    ------
+    BackmapInputError
+        When a bond is at least half the box width long even at its nearest
+        image (the periodic image it belongs to is ambiguous); the message
+        names the input, frame and both residues. With ``max_bond`` this
+        happens only when the box is narrower than twice ``max_bond``.
+    ValueError
+        For arrays of the wrong shape.
+    """
+    beads = _check_beads(beads)
+    out = beads.copy()
+    found = _bond_shifts(beads, box, segment, max_bond)
+    if found is None:
+        return out
+    pairs, counts, length, half, vectors = found
+    broken = length > max_bond if max_bond is not None else np.zeros(length.shape, dtype=bool)
+    ambiguous = (half > 0) & ~broken & (length >= half)
+    if ambiguous.any():
+        frame, k = (int(i) for i in np.argwhere(ambiguous)[0])
+        i = int(pairs[k])
+        names = labels if labels is not None else [f"bead {n}" for n in range(beads.shape[1])]
+        raise BackmapInputError(
+            f"{source}: frame {first_frame + frame}: cannot make the chain whole: {names[i]} and {names[i + 1]} "
+            f"are {length[frame, k]:.1f} Angstrom apart even at their nearest periodic image, at least half "
+            f"the box width ({half[frame, 0]:.1f} Angstrom), so the image they belong to is ambiguous: either "
+            "the box is too small or the two are not bonded (then put them in different chains: chain ids, "
+            "or residue numbers that restart at each molecule in a .gro file)"
+        )
+    # cumulative shift along each piece; a new chain or a break starts a piece
+    step = np.zeros((beads.shape[0], beads.shape[1], 3))
+    step[:, pairs + 1] = counts
+    total = np.cumsum(step, axis=1)
+    starts = np.ones(beads.shape[:2], dtype=bool)
+    starts[:, pairs + 1] = broken
+    first = np.maximum.accumulate(np.where(starts, np.arange(beads.shape[1]), 0), axis=1)
+    total -= np.take_along_axis(total, first[:, :, None], axis=1)
+    out[...] = (beads.astype(np.float64) + total @ vectors).astype(beads.dtype)
+    return out
+
+
+def box_around(xyz, padding: float):
+    """A rectangular box around a structure, with the structure centred in it.
+
+    Parameters
+    ----------
+    xyz : array_like
+        ``(n_atoms, 3)`` positions (any length unit).
+    padding : float
+        Space between the structure's extent and each face of the box (same
+        unit), so periodic images are at least ``2 * padding`` apart.
+
+    Returns
+    -------
+    centred : numpy.ndarray
+        ``(n_atoms, 3)`` float64 positions moved so that the structure's
+        bounding box is centred in the box (all coordinates in ``[0, box)``).
+    box : numpy.ndarray
+        ``(3,)`` edge lengths: extent plus ``2 * padding`` in each direction.
+
+    Raises
+    ------
+    ValueError
+        For a negative padding, no atoms or non-finite positions.
+    """
+    xyz = np.asarray(xyz, dtype=np.float64)
+    if padding < 0:
+        raise ValueError(f"padding must not be negative, got {padding}")
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or len(xyz) == 0:
+        raise ValueError(f"xyz must be shaped (n_atoms, 3) with at least one atom, got {xyz.shape}")
+    if not np.isfinite(xyz).all():
+        raise ValueError("positions are not all finite")
+    low, high = xyz.min(axis=0), xyz.max(axis=0)
+    box = high - low + 2.0 * padding
+    return xyz - low + padding, box

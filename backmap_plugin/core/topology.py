@@ -1,0 +1,444 @@
+"""Protein topology at residue level: names, chains, segments and atom slots.
+
+:class:`ResidueRecord` is one residue of an input file after name
+normalisation; :func:`read_residues` makes them from an ``mdtraj.Topology``
+and reports what it drops. :class:`ProteinTopology` is the residue-level
+description that every builder works on: residue types, chains, segments
+(a chain split at chain breaks), and the all-atom layout derived from it
+alone (no template file), with the mdtraj topology to write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mdtraj as md
+import numpy as np
+
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.errors import BackmapInputError
+
+#: Residue names that are never protein (water, ions): dropped silently
+#: except for a count in the report.
+_SOLVENT = frozenset(
+    {"HOH", "WAT", "SOL", "TIP3", "TIP3P", "TIP4", "SPC", "T3P", "NA", "CL", "K",
+     "MG", "CA", "CA2", "ZN", "NA+", "CL-", "SOD", "CLA", "POT", "ION", "CAL"}
+)
+
+
+def peptide_neighbours(segment: np.ndarray):
+    """Peptide units of a trace and which C-alpha neighbours they have.
+
+    Parameters
+    ----------
+    segment : numpy.ndarray
+        (R,) segment index per residue.
+
+    Returns
+    -------
+    first : numpy.ndarray
+        (P,) index of CA(i) of each peptide (CA(i+1) is ``first + 1``).
+    has_prev, has_next : numpy.ndarray
+        (P,) bool: CA(i-1) / CA(i+2) exist in the same segment.
+    """
+    segment = np.asarray(segment)
+    n = len(segment)
+    first = np.nonzero(segment[1:] == segment[:-1])[0]
+    has_prev = np.zeros(len(first), bool)
+    has_next = np.zeros(len(first), bool)
+    ok = first >= 1
+    has_prev[ok] = segment[first[ok] - 1] == segment[first[ok]]
+    ok = first + 2 < n
+    has_next[ok] = segment[first[ok] + 2] == segment[first[ok]]
+    return first, has_prev, has_next
+
+
+@dataclass(frozen=True)
+class BackboneLayout:
+    """Where the peptide units and segment ends of a protein are.
+
+    Attributes
+    ----------
+    first : numpy.ndarray
+        (P,) index of CA(i) of each peptide unit (CA(i+1) is ``first + 1``).
+    has_prev, has_next : numpy.ndarray
+        (P,) bool: CA(i-1) / CA(i+2) exist in the same frame segment.
+    bonded : numpy.ndarray
+        (P,) bool: the unit is a real peptide bond (not across a break).
+    starts, ends : numpy.ndarray
+        Indices of the first / last residue of every frame segment.
+    """
+
+    first: np.ndarray
+    has_prev: np.ndarray
+    has_next: np.ndarray
+    bonded: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+def backbone_layout(segment: np.ndarray, frame_segment: np.ndarray | None = None) -> BackboneLayout:
+    """Peptide units and segment ends of a protein.
+
+    Parameters
+    ----------
+    segment : numpy.ndarray
+        (R,) segment index per residue (bonded runs).
+    frame_segment : numpy.ndarray, optional
+        (R,) segments for placing atoms (default ``segment``); every one has
+        at least two residues. Where two consecutive residues share a frame
+        segment but not a segment (a break), the peptide plane orients both
+        residues' backbone but is not stretched to bond them.
+    """
+    segment = np.asarray(segment)
+    frame_segment = segment if frame_segment is None else np.asarray(frame_segment)
+    first, has_prev, has_next = peptide_neighbours(frame_segment)
+    new = np.ones(len(frame_segment), bool)
+    new[1:] = frame_segment[1:] != frame_segment[:-1]
+    last = np.ones(len(frame_segment), bool)
+    last[:-1] = frame_segment[1:] != frame_segment[:-1]
+    return BackboneLayout(
+        first, has_prev, has_next, segment[first] == segment[first + 1], np.nonzero(new)[0], np.nonzero(last)[0]
+    )
+
+
+@dataclass
+class ResidueRecord:
+    """One residue of an input topology, with standard names.
+
+    Attributes
+    ----------
+    chain : int
+        Index of the input chain.
+    chain_id : str
+        Chain identifier as written in the input.
+    res_seq : int
+        Residue number as written in the input.
+    input_name : str
+        Residue name as written in the input.
+    name : str
+        Standard three-letter name.
+    atoms : dict
+        Standard heavy-atom name -> atom index in the input topology.
+    other_atoms : list of int
+        Input atom indices of atoms that are not standard heavy atoms
+        (hydrogens excluded), e.g. the single bead of a CG residue.
+    """
+
+    chain: int
+    chain_id: str
+    res_seq: int
+    input_name: str
+    name: str
+    atoms: dict = field(default_factory=dict)
+    other_atoms: list = field(default_factory=list)
+
+    def label(self) -> str:
+        """Human-readable location: ``chain A residue LYS 12``."""
+        return f"chain {self.chain_id or '?'} residue {self.input_name} {self.res_seq}"
+
+
+def _is_hydrogen(atom: md.core.topology.Atom) -> bool:
+    if atom.element is not None and atom.element.symbol in ("H", "D"):
+        return True
+    name = atom.name.lstrip("0123456789")
+    return name.startswith("H") and atom.element is None
+
+
+def read_residues(topology: md.Topology, source: str = "") -> tuple[list[ResidueRecord], list[str]]:
+    """Normalise the residues of an input topology.
+
+    Protein residues (standard, variant or modified names; one-letter codes
+    in one-bead-per-residue files) are kept; water, ions, capping groups and
+    any residue that is not an amino acid (no CA and an unknown name) are
+    dropped and reported. An unknown name on a residue that has a CA atom is
+    an error, and so is a one-letter name on such a residue in a file with
+    all-atom residues.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+        Input topology (all-atom or coarse-grained).
+    source : str
+        File name for messages.
+
+    Returns
+    -------
+    records : list of ResidueRecord
+    report : list of str
+        One line per dropped residue kind or renamed residue.
+
+    Raises
+    ------
+    BackmapInputError
+        Unknown (or, outside one-bead-per-residue files, one-letter) residue
+        name on a residue that has a CA atom, or duplicate atoms in a residue.
+    """
+    records: list[ResidueRecord] = []
+    dropped: dict[str, int] = {}
+    renamed: dict[str, str] = {}
+    heavy_atoms = {r.index: [a for a in r.atoms if not _is_hydrogen(a)] for r in topology.residues}
+    # one bead per residue: one-letter residue names are amino acids (CALVADOS 2
+    # style), not ions or nucleotides
+    cg_file = bool(heavy_atoms) and np.median([len(v) for v in heavy_atoms.values()]) <= 1
+    for residue in topology.residues:
+        chain_id = getattr(residue.chain, "chain_id", None) or ""
+        where = f"{source}: chain {chain_id or '?'} residue {residue.name} {residue.resSeq}"
+        key = residue.name.strip().upper()
+        heavy = heavy_atoms[residue.index]
+        if cg_file and len(key) == 1:
+            name = chem.require_residue_name(key, where)
+        elif key in _SOLVENT or key in chem.CAPS:
+            dropped[key] = dropped.get(key, 0) + 1
+            continue
+        else:
+            name = chem.standard_residue_name(key) if len(key) > 1 else None
+        if name is None:
+            if not any(a.name.strip().upper() == "CA" for a in heavy):
+                dropped[key] = dropped.get(key, 0) + 1
+                continue
+            if len(key) == 1:  # require_residue_name would accept it
+                raise BackmapInputError(
+                    f"{where}: one-letter residue name '{residue.name}' in a file with "
+                    "all-atom residues; one-letter codes are read only in one-bead-per-residue "
+                    "files: use three-letter names"
+                )
+            chem.require_residue_name(residue.name, where)  # raises
+        if residue.name.strip().upper() != name and len(residue.name.strip()) > 1:
+            renamed[residue.name.strip().upper()] = name
+        rec = ResidueRecord(residue.chain.index, chain_id, residue.resSeq, residue.name, name)
+        for atom in heavy:
+            std = chem.standard_atom_name(name, atom.name)
+            if std is None:
+                rec.other_atoms.append(atom.index)
+            elif std in rec.atoms:
+                raise BackmapInputError(f"{where}: duplicate atom {atom.name}")
+            else:
+                rec.atoms[std] = atom.index
+        records.append(rec)
+    report = [f"dropped {n} non-protein residue(s) {k}" for k, n in sorted(dropped.items())]
+    report += [f"renamed {k} -> {v}" for k, v in sorted(renamed.items())]
+    return records, report
+
+
+def find_segments(
+    chain: np.ndarray, ca_xyz: np.ndarray, break_distance: float = 4.5
+) -> np.ndarray:
+    """Split chains into segments at chain breaks.
+
+    Parameters
+    ----------
+    chain : numpy.ndarray
+        (R,) chain index per residue (residues of a chain consecutive).
+    ca_xyz : numpy.ndarray
+        (R, 3) C-alpha (or bead) positions of one frame, Angstrom.
+    break_distance : float
+        A CA-CA distance above this (Angstrom) starts a new segment.
+
+    Returns
+    -------
+    numpy.ndarray
+        (R,) segment index per residue, counting from 0.
+    """
+    chain = np.asarray(chain)
+    gap = np.linalg.norm(np.diff(ca_xyz, axis=0), axis=-1) > break_distance
+    new = np.ones(len(chain), bool)
+    new[1:] = (chain[1:] != chain[:-1]) | gap
+    return np.cumsum(new) - 1
+
+
+def frame_segments(segment: np.ndarray, chain_ids: list) -> np.ndarray:
+    """Segments for placing backbone atoms: a one-residue segment joins a neighbour.
+
+    A residue cut off by breaks on both sides has no bonded neighbour to
+    orient its backbone; it borrows the previous (else next) residue of the
+    same chain as a geometric reference. Bonds still follow ``segment``.
+    """
+    frame = segment.copy()
+    _, start, counts = np.unique(segment, return_index=True, return_counts=True)
+    n = len(segment)
+    for s in start[counts == 1]:
+        if s > 0 and chain_ids[s - 1] == chain_ids[s]:
+            frame[s] = frame[s - 1]
+        elif s + 1 < n and chain_ids[s + 1] == chain_ids[s]:
+            frame[s] = frame[s + 1]
+    return np.unique(frame, return_inverse=True)[1].reshape(segment.shape)
+
+
+@dataclass
+class ProteinTopology:
+    """Residue-level protein topology and the all-atom layout derived from it.
+
+    Parameters
+    ----------
+    names : list of str
+        Standard residue names.
+    chain_ids : list of str
+        Chain identifier per residue (as in the input).
+    res_seq : numpy.ndarray
+        Residue numbers as in the input.
+    segment : numpy.ndarray
+        Segment index per residue; a segment is a run of bonded residues,
+        ending in a C terminus (OXT). ``frame_segment`` (derived) joins
+        one-residue segments to a neighbour of the same chain for placing
+        their backbone.
+    labels : list of str, optional
+        Location of each residue for messages (default from chain and number).
+    """
+
+    names: list
+    chain_ids: list
+    res_seq: np.ndarray
+    segment: np.ndarray
+    labels: list = None
+
+    def __post_init__(self):
+        self.res_seq = np.asarray(self.res_seq, dtype=np.int64)
+        self.segment = np.asarray(self.segment, dtype=np.int64)
+        if self.labels is None:
+            self.labels = [
+                f"chain {c or '?'} residue {n} {s}"
+                for c, n, s in zip(self.chain_ids, self.names, self.res_seq)
+            ]
+        self.res_type = np.array([chem.RESIDUE_INDEX[n] for n in self.names], dtype=np.int64)
+        last = np.ones(len(self.names), bool)
+        last[:-1] = self.segment[1:] != self.segment[:-1]
+        self.c_terminal = last
+        self.frame_segment = frame_segments(self.segment, self.chain_ids)
+        self.backbone_layout = backbone_layout(self.segment, self.frame_segment)
+        mask = chem.SLOT_EXISTS[self.res_type].copy()
+        mask[:, chem.SLOT_OXT] = last
+        self.slot_mask = mask
+        index = np.full(mask.shape, -1, dtype=np.int64)
+        index[mask] = np.arange(mask.sum())
+        self.atom_index = index
+
+    @property
+    def n_residues(self) -> int:
+        """Number of residues."""
+        return len(self.names)
+
+    @property
+    def n_atoms(self) -> int:
+        """Number of heavy atoms in the all-atom model."""
+        return int(self.slot_mask.sum())
+
+    def atom_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """(residue, slot) of every all-atom atom, in output order.
+
+        Output order inside a residue follows the slots except that OXT
+        comes last, which is the slot order already.
+        """
+        res, slot = np.nonzero(self.slot_mask)
+        return res, slot
+
+    def to_mdtraj(self) -> md.Topology:
+        """The all-atom heavy-atom topology, one chain per segment.
+
+        Chains keep the input chain identifiers (a chain split by a break
+        becomes several chains with the same identifier, each ending in TER)
+        and residues keep their numbers. Bonds include peptide bonds inside
+        segments.
+        """
+        top = md.Topology()
+        chain = None
+        for i, name in enumerate(self.names):
+            if i == 0 or self.segment[i] != self.segment[i - 1]:
+                chain = top.add_chain(chain_id=self.chain_ids[i])
+            residue = top.add_residue(name, chain, resSeq=int(self.res_seq[i]))
+            for atom in chem.residue_atom_names(name, bool(self.c_terminal[i])):
+                top.add_atom(atom, md.element.get_by_symbol(chem.element_of(name, atom)), residue)
+        atoms = list(top.atoms)
+        for a, b in self.bonds()[0]:
+            top.add_bond(atoms[a], atoms[b])
+        return top
+
+    def scatter(self, slots):
+        """Residue slot array (..., R, N_SLOTS, 3) -> atom array (..., n_atoms, 3).
+
+        Works on numpy arrays and torch tensors.
+        """
+        res, slot = self.atom_order()
+        return slots[..., res, slot, :]
+
+    def bonds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bonds of the all-atom model and their ideal lengths.
+
+        Returns
+        -------
+        pairs : numpy.ndarray
+            (n_bonds, 2) atom indices (intra-residue, OXT and peptide bonds
+            inside segments).
+        ideal : numpy.ndarray
+            (n_bonds,) Engh & Huber lengths, Angstrom.
+        """
+        pairs, ideal = [], []
+        for i, name in enumerate(self.names):
+            spec = chem.RESIDUES[name]
+            index = self.atom_index[i]
+            for (a, b), length in zip(spec.bonds, spec.bond_lengths):
+                pairs.append((index[spec.atoms.index(a)], index[spec.atoms.index(b)]))
+                ideal.append(length)
+            if self.c_terminal[i]:
+                pairs.append((index[chem.SLOT_C], index[chem.SLOT_OXT]))
+                ideal.append(chem.BOND_C_OXT)
+            else:
+                pairs.append((index[chem.SLOT_C], self.atom_index[i + 1, chem.SLOT_N]))
+                ideal.append(chem.BOND_C_N)
+        return np.array(pairs, dtype=np.int64), np.array(ideal)
+
+
+def protein_topology(
+    records: list[ResidueRecord], ca_xyz: np.ndarray, break_distance: float = 4.5
+) -> ProteinTopology:
+    """Make a :class:`ProteinTopology` from normalised residues.
+
+    Parameters
+    ----------
+    records : list of ResidueRecord
+    ca_xyz : numpy.ndarray
+        (R, 3) bead / C-alpha positions of one frame (Angstrom), used to
+        find chain breaks.
+    break_distance : float
+        Chain-break threshold (Angstrom).
+    """
+    chain = np.array([r.chain for r in records])
+    segment = find_segments(chain, ca_xyz, break_distance)
+    return ProteinTopology(
+        names=[r.name for r in records],
+        chain_ids=[r.chain_id for r in records],
+        res_seq=np.array([r.res_seq for r in records]),
+        segment=segment,
+        labels=[r.label() for r in records],
+    )
+
+
+def gather_slots(xyz: np.ndarray, records: list[ResidueRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """Arrange the heavy atoms of an all-atom input in residue slots.
+
+    Parameters
+    ----------
+    xyz : numpy.ndarray
+        (F, n_atoms, 3) input coordinates.
+    records : list of ResidueRecord
+        Residues of the input (from :func:`read_residues`).
+
+    Returns
+    -------
+    slots : numpy.ndarray
+        (F, R, N_SLOTS, 3) coordinates, zero where absent.
+    present : numpy.ndarray
+        (R, N_SLOTS) bool, the atom exists in the input.
+    """
+    n_res = len(records)
+    index = np.zeros((n_res, chem.N_SLOTS), dtype=np.int64)
+    present = np.zeros((n_res, chem.N_SLOTS), dtype=bool)
+    for i, rec in enumerate(records):
+        spec = chem.RESIDUES[rec.name]
+        for atom, idx in rec.atoms.items():
+            s = chem.SLOT_OXT if atom == "OXT" else spec.atoms.index(atom)
+            index[i, s] = idx
+            present[i, s] = True
+    slots = xyz[:, index.ravel(), :].reshape(xyz.shape[0], n_res, chem.N_SLOTS, 3)
+    slots = np.where(present[None, :, :, None], slots, 0.0).astype(xyz.dtype)
+    return slots, present

@@ -1,0 +1,350 @@
+"""GROMACS interoperability: export to GROMACS/OpenMM.
+
+(Chains of ``.gro`` topologies are inferred on reading, see
+:func:`backmap_plugin.io.legacy.split_chains_by_numbering`.)
+
+* :func:`export`: a backmapped structure (heavy atoms as ``backmap run``
+  writes it, or with hydrogens as ``backmap refine`` writes it) as a
+  ready-to-use simulation system: amber14 (``amber14-all.xml``) applied with
+  OpenMM, then either ``topol.top`` + ``conf.gro`` for GROMACS (converted by
+  ParmEd) or ``system.xml`` + ``state.xml`` + ``model.pdb`` for OpenMM.
+
+Preparation: an input without hydrogens is completed as for ``backmap
+refine`` (PDBFixer adds missing heavy atoms such as OXT, close CYS pairs
+become disulfides, hydrogens are added at the given pH); an input with
+hydrogens keeps them (missing ones are added, disulfides made). Water,
+where asked for, is added with ``Modeller.addSolvent`` (cubic box as wide
+as the structure's diameter plus ``2 * padding``, neutralised with Na+/Cl-).
+
+Box and cut-offs. Without water the structure is centred in a rectangular
+box with ``padding`` (default 1 nm) on each side. With or without water,
+periodic images of the structure are at least ``2 * padding`` (2 nm) apart.
+Without water ``system.xml`` has no cut-off (``NoCutoff``) and the
+GROMACS files suit a periodic vacuum run with a cut-off below
+``2 * padding`` (``cutoff-scheme = Verlet``, ``pbc = xyz``, ``coulombtype =
+Cut-off`` or ``PME``, ``rcoulomb = rvdw = 1.0``). With water, ``system.xml``
+uses PME with a 1 nm cut-off, and GROMACS runs want ``coulombtype = PME``,
+``rcoulomb = rvdw = 1.0``, ``DispCorr = EnerPres``. ``system.xml`` constrains
+bonds to hydrogen and keeps water rigid (ready for 2 fs steps); ``topol.top``
+holds every bond with its force constant (choose ``constraints = h-bonds``
+in the mdp) and ``[ settles ]`` for water.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.openmm.structure import (
+    array_to_positions,
+    complete_structure,
+    create_disulfide_bonds,
+    is_hydrogen,
+    positions_to_array,
+    read_structure,
+    residue_variants,
+)
+from backmap_plugin.core.pbc import box_around
+
+__all__ = [
+    "DEFAULT_PADDING",
+    "EXPORT_FILES",
+    "PME_CUTOFF",
+    "WATER_MODELS",
+    "ExportResult",
+    "export",
+]
+
+#: Files written by :func:`export` for each target.
+EXPORT_FILES = {"gromacs": ("topol.top", "conf.gro"), "openmm": ("system.xml", "state.xml", "model.pdb")}
+#: Water models :func:`export` can add: force-field file (used with
+#: ``amber14-all.xml``) and the geometry ``Modeller.addSolvent`` builds.
+WATER_MODELS = {
+    "tip3p": ("amber14/tip3p.xml", "tip3p"),
+    "tip3pfb": ("amber14/tip3pfb.xml", "tip3p"),
+    "opc3": ("amber14/opc3.xml", "tip3p"),
+    "spce": ("amber14/spce.xml", "spce"),
+}
+#: Space between the structure and the box faces (nm).
+DEFAULT_PADDING = 1.0
+#: Real-space cut-off of the PME system written with water (nm).
+PME_CUTOFF = 1.0
+# ---------------------------------------------------------------- export
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote.
+
+    Attributes
+    ----------
+    out_dir : str
+        Output directory.
+    to : str
+        ``gromacs`` or ``openmm``.
+    files : list of str
+        Paths of the written files.
+    n_atoms, n_residues, n_chains : int
+        Size of the exported system (hydrogens, water and ions included).
+    n_waters : int
+        Water molecules added.
+    n_disulfides : int
+        Disulfide bonds.
+    box : tuple of float
+        Box edge lengths, nm.
+    notes : list of str
+        What was done to the input (hydrogens, models ignored ...).
+    """
+
+    out_dir: str
+    to: str
+    files: list
+    n_atoms: int
+    n_residues: int
+    n_chains: int
+    n_waters: int
+    n_disulfides: int
+    box: tuple
+    notes: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        water = f", {self.n_waters} waters" if self.n_waters else ", vacuum"
+        box = " x ".join(f"{v:.2f}" for v in self.box)
+        return (
+            f"exported {self.n_atoms} atoms ({self.n_residues} residues in {self.n_chains} chain(s){water}, "
+            f"box {box} nm) for {self.to} -> {self.out_dir}: {', '.join(os.path.basename(f) for f in self.files)}"
+        )
+
+
+def _force_field(forcefield, water):
+    from openmm.app import ForceField
+
+    files = [forcefield] if isinstance(forcefield, (str, os.PathLike)) else list(forcefield)
+    files = [os.fspath(f) for f in files]
+    if water is not None:
+        if water not in WATER_MODELS:
+            raise ValueError(f"unknown water model '{water}'; choose one of {', '.join(WATER_MODELS)} or None")
+        files.append(WATER_MODELS[water][0])
+    try:
+        return ForceField(*files)
+    except Exception as exc:  # ValueError / FileNotFoundError / parse errors
+        raise BackmapInputError(f"cannot load force field {', '.join(files)}: {exc}") from exc
+
+
+def _create_system(forcefield, topology, periodic: bool, flexible: bool):
+    """amber14 system; ``flexible``: no constraints (every bond kept for ParmEd)."""
+    from openmm import unit
+    from openmm.app import PME, HBonds, NoCutoff
+
+    options = {"nonbondedMethod": PME, "nonbondedCutoff": PME_CUTOFF * unit.nanometer} if periodic else {
+        "nonbondedMethod": NoCutoff}
+    if flexible:
+        options.update(constraints=None, rigidWater=False)
+    else:
+        options.update(constraints=HBonds, rigidWater=True)
+    try:
+        return forcefield.createSystem(topology, **options)
+    except Exception as exc:  # "No template found for residue ..."
+        raise BackmapInputError(f"the force field cannot parametrise the structure: {exc}") from exc
+
+
+def _with_hydrogens(topology, positions, forcefield, pH: float):
+    """Topology and positions ready for the force field, and notes.
+
+    Input hydrogens are kept when the force field then matches every
+    residue; otherwise the structure is completed from its heavy atoms.
+    """
+    from openmm.app import Modeller
+
+    notes = []
+    if any(is_hydrogen(a) for a in topology.atoms()):
+        bonded, n_ss = create_disulfide_bonds(topology, positions)
+        modeller = Modeller(bonded, positions)
+        n_before = modeller.topology.getNumAtoms()
+        modeller.addHydrogens(pH=pH, variants=residue_variants(bonded))
+        unmatched = forcefield.getUnmatchedResidues(modeller.topology)
+        if not unmatched:
+            added = modeller.topology.getNumAtoms() - n_before
+            notes.append("input hydrogens kept" + (f", {added} missing added" if added else ""))
+            return modeller.topology, modeller.positions, n_ss, notes
+        first = unmatched[0]
+        notes.append(
+            f"input hydrogens dropped and rebuilt at pH {pH:g} (no force-field template matched "
+            f"{len(unmatched)} residue(s) as given, e.g. {first.name} {first.id} of chain {first.chain.id})"
+        )
+    else:
+        notes.append(f"hydrogens added at pH {pH:g}")
+    completed = complete_structure(topology, positions, pH=pH)
+    if completed.n_added_heavy:
+        notes.append(f"{completed.n_added_heavy} missing heavy atom(s) added")
+    return completed.topology, completed.positions, completed.n_disulfides, notes
+
+
+def _check_out_dir(out_dir: str, overwrite: bool) -> None:
+    """Refuse an existing (unless ``overwrite``) or unwritable output directory."""
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise BackmapInputError(f"{out_dir}: exists and is not a directory")
+    if os.path.isdir(out_dir) and not overwrite:
+        raise BackmapInputError(
+            f"{out_dir}: output directory exists; pass overwrite=True (--overwrite) to replace its files"
+        )
+    if not os.path.isdir(parent):
+        raise BackmapInputError(f"{out_dir}: cannot write output: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BackmapInputError(f"{out_dir}: cannot write output: no permission to write in {parent}")
+
+
+def _staging_dir(out_dir: str) -> str:
+    """An empty hidden directory next to ``out_dir`` for the files being written."""
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    return tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.partial-", dir=parent)
+
+
+def _move_into_place(staging: str, out_dir: str) -> list:
+    names = sorted(os.listdir(staging))
+    if not os.path.isdir(out_dir):
+        os.rename(staging, out_dir)
+    else:
+        for name in names:
+            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+        os.rmdir(staging)
+    return [os.path.join(out_dir, name) for name in names]
+
+
+def _write_gromacs(staging, topology, system, positions, box) -> None:
+    import parmed
+
+    xyz = positions_to_array(positions) * 10.0
+    try:
+        structure = parmed.openmm.load_topology(topology, system, xyz=xyz)
+        # ParmEd drops the box of a non-periodic (vacuum) system: set it here
+        structure.box = np.array([*(10.0 * np.asarray(box)).tolist(), 90.0, 90.0, 90.0])
+        structure.save(os.path.join(staging, "topol.top"), format="gromacs")
+        structure.save(os.path.join(staging, "conf.gro"), format="gro")
+    except Exception as exc:  # ParmEd raises many types
+        raise BackmapInputError(f"ParmEd could not convert the system to GROMACS: {type(exc).__name__}: {exc}") from exc
+
+
+def _write_openmm(staging, topology, system, positions) -> None:
+    import openmm
+    from openmm.app import PDBFile
+
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    state = context.getState(positions=True, velocities=True)
+    for name, obj in (("system.xml", system), ("state.xml", state)):
+        with open(os.path.join(staging, name), "w", encoding="utf-8") as handle:
+            handle.write(openmm.XmlSerializer.serialize(obj))
+    with open(os.path.join(staging, "model.pdb"), "w", encoding="utf-8") as handle:
+        PDBFile.writeFile(topology, positions, handle, keepIds=True)
+
+
+def export(input_pdb, out_dir, to: str = "gromacs", forcefield="amber14-all.xml", water: str | None = None,
+           overwrite: bool = False, pH: float = 7.0, padding: float = DEFAULT_PADDING) -> ExportResult:
+    """Write a backmapped structure as a GROMACS or OpenMM simulation system.
+
+    Parameters
+    ----------
+    input_pdb : str or os.PathLike
+        PDB or mmCIF (optionally ``.gz``); heavy atoms only or with
+        hydrogens. Only the first model is exported.
+    out_dir : str or os.PathLike
+        Output directory, created. Files are written to a hidden directory
+        next to it and moved in when all are complete.
+    to : {"gromacs", "openmm"}
+        ``gromacs``: ``topol.top`` + ``conf.gro``; ``openmm``:
+        ``system.xml`` + ``state.xml`` (serialized ``openmm.System`` and
+        ``openmm.State``) + ``model.pdb`` (topology with hydrogens).
+    forcefield : str or sequence of str
+        OpenMM force-field file(s) (default ``amber14-all.xml``).
+    water : str, optional
+        Solvate with this water model (:data:`WATER_MODELS`: ``tip3p``,
+        ``tip3pfb``, ``opc3``, ``spce``) and neutralise with Na+/Cl-; None
+        (default) exports the structure in vacuum.
+    overwrite : bool
+        Replace the files of an existing ``out_dir`` (other files in it are
+        kept); otherwise an existing ``out_dir`` is an error.
+    pH : float
+        pH for the hydrogens added.
+    padding : float
+        nm. Without water: space between the structure and each box face.
+        In both cases periodic images of the structure are at least
+        ``2 * padding`` apart.
+
+    Returns
+    -------
+    ExportResult
+
+    Raises
+    ------
+    BackmapInputError
+        Unreadable input, existing or unwritable ``out_dir``, a structure the
+        force field cannot parametrise, a failed conversion.
+    ValueError
+        Unknown ``to`` or ``water``, negative ``padding``.
+
+    Notes
+    -----
+    See the module documentation for the cut-offs and the mdp settings the
+    GROMACS files are meant for.
+    """
+    from openmm import unit
+    from openmm.app import Modeller
+
+    if to not in EXPORT_FILES:
+        raise ValueError(f"unknown export target '{to}'; choose one of {', '.join(EXPORT_FILES)}")
+    if padding < 0:
+        raise ValueError(f"padding must not be negative, got {padding}")
+    input_pdb, out_dir = os.fspath(input_pdb), os.fspath(out_dir)
+    _check_out_dir(out_dir, overwrite)
+    topology, frames = read_structure(input_pdb)
+    ff = _force_field(forcefield, water)
+    topology, positions, n_ss, notes = _with_hydrogens(topology, frames[0], ff, pH)
+    if len(frames) > 1:
+        notes.append(f"input has {len(frames)} models; exported the first")
+    xyz, box = box_around(positions_to_array(positions), padding)
+    topology.setPeriodicBoxVectors(np.diag(box) * unit.nanometer)
+    positions = array_to_positions(xyz)
+    n_waters = 0
+    if water is not None:
+        modeller = Modeller(topology, positions)
+        n_before = modeller.topology.getNumResidues()
+        # OpenMM's padding is the smallest distance between periodic images of
+        # the solute (box width = its diameter + padding): 2 * padding matches
+        # the vacuum box
+        modeller.addSolvent(ff, model=WATER_MODELS[water][1], padding=2.0 * padding * unit.nanometer,
+                            neutralize=True)
+        topology, positions = modeller.topology, modeller.positions
+        n_waters = sum(1 for r in topology.residues() if r.index >= n_before and r.name == "HOH")
+        box = np.diag(positions_to_array(topology.getPeriodicBoxVectors()))
+    system = _create_system(ff, topology, periodic=water is not None, flexible=to == "gromacs")
+    _check_out_dir(out_dir, overwrite)  # again: it may have appeared meanwhile
+    staging = _staging_dir(out_dir)
+    try:
+        if to == "gromacs":
+            _write_gromacs(staging, topology, system, positions, box)
+        else:
+            _write_openmm(staging, topology, system, positions)
+        files = _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(
+        out_dir=out_dir,
+        to=to,
+        files=files,
+        n_atoms=topology.getNumAtoms(),
+        n_residues=topology.getNumResidues(),
+        n_chains=topology.getNumChains(),
+        n_waters=n_waters,
+        n_disulfides=n_ss,
+        box=tuple(float(v) for v in box),
+        notes=notes,
+    )

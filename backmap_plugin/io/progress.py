@@ -1,0 +1,119 @@
+"""The progress record of an unfinished run, for ``backmap run --resume``.
+
+While :func:`backmap_plugin.api.backmap` streams frames into the partial
+output file (see :class:`backmap_plugin.io.legacy.TrajectoryWriter`), it keeps a
+small JSON record next to it, ``.<output name>.progress.json``, rewritten
+atomically after every chunk: the settings of the run, how many input
+frames are done and how far the partial file is complete. A run that was
+interrupted (Ctrl-C, a kill, a full disk) leaves both; resuming checks that
+the settings are the same, cuts the partial file back to the last complete
+chunk and continues from the next input frame. The record is removed when
+the output is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.legacy import write_json
+
+#: Format tag written into every record.
+RECORD_FORMAT = "backmap-progress/1"
+
+
+def record_path(output) -> str:
+    """Path of the progress record of ``output`` (hidden file in its directory)."""
+    output = os.path.abspath(os.fspath(output))
+    return os.path.join(os.path.dirname(output), f".{os.path.basename(output)}.progress.json")
+
+
+def input_fingerprint(path) -> dict | None:
+    """Size and modification time (ns) of an input file, to notice a changed input; None for no file."""
+    if path is None:
+        return None
+    stat = os.stat(path)
+    return {"path": os.path.abspath(os.fspath(path)), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+class ProgressRecord:
+    """Read, check and write the progress record of one output file.
+
+    Parameters
+    ----------
+    output : str or os.PathLike
+        The final output file of the run.
+    settings : dict
+        JSON-ready description of everything that determines the output
+        (inputs, method, seed, chunking ...); a record is resumed only when
+        its settings are equal.
+
+    Attributes
+    ----------
+    path : str
+        The record file.
+    """
+
+    def __init__(self, output, settings: dict):
+        self.output = os.fspath(output)
+        self.path = record_path(output)
+        self.settings = settings
+
+    def exists(self) -> bool:
+        """Whether an earlier run left a record."""
+        return os.path.exists(self.path)
+
+    def load(self) -> dict:
+        """The saved record, checked against this run's settings.
+
+        Returns
+        -------
+        dict
+            ``frames_done`` (input frames finished), ``structures_written``
+            and ``writer`` (the writer's resume state).
+
+        Raises
+        ------
+        BackmapInputError
+            Unreadable record, or one made with other settings (names the
+            first setting that differs).
+        """
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                saved = json.load(handle)
+            if saved.get("format") != RECORD_FORMAT:
+                raise ValueError(f"format {saved.get('format')!r}, expected {RECORD_FORMAT!r}")
+            missing = {"frames_done", "writer"} - set(saved)
+            if missing:
+                raise KeyError(", ".join(sorted(missing)))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BackmapInputError(
+                f"{self.output}: cannot resume: progress record {self.path} is unreadable ({exc}); "
+                "start over with --overwrite"
+            ) from exc
+        old = saved.get("settings", {})
+        for key in sorted(set(old) | set(self.settings)):
+            if old.get(key) != self.settings.get(key):
+                raise BackmapInputError(
+                    f"{self.output}: cannot resume: the unfinished run used {key} = {old.get(key)!r}, "
+                    f"this one {self.settings.get(key)!r}; rerun with the same settings or start over with --overwrite"
+                )
+        return saved
+
+    def save(self, frames_done: int, structures_written: int, writer_state: dict) -> None:
+        """Write the record atomically (temporary file + ``os.replace``)."""
+        payload = {
+            "format": RECORD_FORMAT,
+            "output": os.path.basename(self.output),
+            "settings": self.settings,
+            "frames_done": int(frames_done),
+            "structures_written": int(structures_written),
+            "writer": writer_state,
+        }
+        write_json(self.path, payload)
+
+    def remove(self) -> None:
+        """Delete the record (the output is complete)."""
+        if os.path.exists(self.path):
+            os.remove(self.path)

@@ -1,0 +1,209 @@
+"""BackmapReporter: write an all-atom trajectory while a CG simulation runs."""
+
+from __future__ import annotations
+
+import weakref
+
+import mdtraj as md
+import numpy as np
+from openmm import unit
+
+from backmap_plugin.api import Backmapper
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.legacy import TrajectoryWriter
+
+
+def _check_coarse_grained(topology, file) -> None:
+    """Refuse an all-atom simulation: the reporter is for CG runs."""
+    per_residue = sorted(len(list(r.atoms())) for r in topology.residues())
+    if per_residue and per_residue[len(per_residue) // 2] > 1:
+        raise BackmapInputError(
+            f"BackmapReporter({file}): simulation.topology is not coarse-grained (a typical residue has "
+            f"{per_residue[len(per_residue) // 2]} particles); the reporter expects one bead per residue"
+        )
+
+
+class BackmapReporter:
+    """An OpenMM reporter that backmaps CG frames to all heavy atoms as the run goes.
+
+    Append it to ``simulation.reporters`` like ``DCDReporter``. On its first
+    report it derives the all-atom topology from ``simulation.topology`` (one
+    bead per residue, at the CA or the residue centre of mass, named by
+    residue; ions, walls and other non-protein particles are ignored) and
+    checks it: a topology it cannot map raises a clear error there, not at
+    the end. Frames are buffered and backmapped in batches of
+    ``batchFrames``; every batch is written and flushed at once, and the rest
+    on :meth:`close`, on leaving a ``with`` block and at interpreter exit.
+
+    Parameters
+    ----------
+    file : str
+        Output file; format by extension: .pdb, .dcd, .xtc, .h5 (or .cif).
+    reportInterval : int
+        Steps between reports.
+    mapping : str
+        ``'ca'`` or ``'com'``: where the beads sit.
+    samples : int
+        All-atom structures written per CG frame (frame-major).
+    model : str, optional
+        Trained model file (default: the shipped model).
+    refine : bool
+        Add hydrogens and minimise every written structure with amber14 +
+        GBn2 under heavy-atom restraints (:class:`Refiner`); the output then
+        has hydrogens. Much slower than backmapping itself.
+    device : str
+        ``'auto'``, ``'cpu'`` or ``'cuda'`` for backmapping.
+    batchFrames : int
+        CG frames buffered before they are backmapped together.
+    method : str, optional
+        ``'model'`` or ``'ideal'`` (default: the model for CA beads).
+    seed : int
+        Random seed; frame k is seeded with (seed, k).
+    firstFrameFile : str, optional
+        Also write the first reported frame's all-atom model to this PDB
+        right away, so the mapping can be checked while the run goes on.
+    breakDistance : float, optional
+        Bead distance (Angstrom) that splits a chain; default by mapping.
+
+    Examples
+    --------
+    >>> reporter = BackmapReporter("aa.xtc", 1000, firstFrameFile="first_aa.pdb")  # doctest: +SKIP
+    >>> simulation.reporters.append(reporter)  # doctest: +SKIP
+    >>> simulation.step(100000)  # doctest: +SKIP
+    >>> reporter.close()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        file,
+        reportInterval: int,
+        mapping: str = "ca",
+        samples: int = 1,
+        model=None,
+        refine: bool = False,
+        device: str = "auto",
+        batchFrames: int = 10,
+        method: str | None = None,
+        seed: int = 0,
+        firstFrameFile=None,
+        breakDistance=None,
+    ):
+        if reportInterval < 1 or batchFrames < 1:
+            raise ValueError("BackmapReporter: reportInterval and batchFrames must be at least 1")
+        self._file = file
+        self._reportInterval = int(reportInterval)
+        self._batchFrames = int(batchFrames)
+        self._firstFrameFile = firstFrameFile
+        self._options = dict(mapping=mapping, method=method, samples=samples, seed=seed, device=device,
+                             break_distance=breakDistance, model=model)
+        self._refiner = None
+        if refine:
+            from backmap_plugin.openmm.refine import Refiner
+
+            self._refiner = Refiner(platform="auto")
+        self._engine = None
+        self._openmmTopology = None
+        self._writer = None
+        self._buffer: list[np.ndarray] = []
+        self._framesReported = 0
+        self._framesWritten = 0
+        # flush at interpreter exit (finalize runs its callbacks then) without
+        # keeping the reporter alive
+        weakref.finalize(self, BackmapReporter._flush_at_exit, weakref.ref(self))
+
+    @staticmethod
+    def _flush_at_exit(ref) -> None:
+        reporter = ref()
+        if reporter is not None:
+            reporter.close()
+
+    @property
+    def framesReported(self) -> int:
+        """CG frames reported so far."""
+        return self._framesReported
+
+    @property
+    def framesWritten(self) -> int:
+        """CG frames backmapped and on disk so far."""
+        return self._framesWritten
+
+    @property
+    def topology(self):
+        """The all-atom mdtraj topology (after the first report), else None."""
+        return None if self._engine is None else self._engine.topology
+
+    def describeNextReport(self, simulation) -> dict:
+        """Ask for positions, unwrapped (molecules whole), at the next report step."""
+        steps = self._reportInterval - simulation.currentStep % self._reportInterval
+        return {"steps": steps, "periodic": False, "include": ["positions"]}
+
+    def report(self, simulation, state) -> None:
+        """Buffer one frame; backmap and write when a batch is full."""
+        if self._writer is None and self._engine is not None:
+            raise ValueError(f"BackmapReporter({self._file!r}) is closed")
+        xyz = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float32)
+        if self._engine is None:
+            self._start(simulation.topology, xyz)
+        self._buffer.append(xyz)
+        self._framesReported += 1
+        if len(self._buffer) >= self._batchFrames:
+            self.flush()
+
+    def reportInitial(self, simulation) -> None:
+        """Report the current state now (OpenMM never reports step 0)."""
+        self.report(simulation, simulation.context.getState(getPositions=True, enforcePeriodicBox=False))
+
+    def _start(self, topology, first_frame: np.ndarray) -> None:
+        _check_coarse_grained(topology, self._file)
+        self._engine = Backmapper.from_openmm(topology, first_frame / 10.0, source=f"BackmapReporter({self._file})",
+                                              **self._options)
+        first_topology, first = self._finish(self._engine.build(first_frame[None])[:1])
+        if self._firstFrameFile is not None:
+            with TrajectoryWriter(self._firstFrameFile, first_topology) as writer:
+                writer.write(first)
+        self._writer = TrajectoryWriter(self._file, first_topology, atomic=False)
+
+    def _finish(self, xyz: np.ndarray):
+        """Backmapped heavy atoms -> (mdtraj topology, coordinates) to write; refined if asked."""
+        if self._refiner is None:
+            return self._engine.topology, xyz
+        if self._openmmTopology is None:  # converted once, reused for every batch
+            self._openmmTopology = self._engine.topology.to_openmm()
+        top = self._openmmTopology
+        frames = []
+        for frame in xyz:
+            refined_top, positions, _ = self._refiner.refine(top, frame / 10.0 * unit.nanometer)
+            frames.append(np.asarray(positions.value_in_unit(unit.angstrom), dtype=np.float32))
+        return md.Topology.from_openmm(refined_top), np.stack(frames)
+
+    def flush(self) -> None:
+        """Backmap and write the buffered frames now."""
+        if not self._buffer or self._writer is None:
+            return
+        frames = np.stack(self._buffer)
+        self._buffer = []
+        self._writer.write(self._finish(self._engine.build(frames, self._framesWritten))[1])
+        self._framesWritten += len(frames)
+
+    def close(self) -> None:
+        """Write what is buffered and close the file (safe to call twice)."""
+        if self._writer is None:
+            return
+        try:
+            self.flush()
+        finally:
+            writer, self._writer = self._writer, None
+            writer.close()
+
+    def __enter__(self) -> "BackmapReporter":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # never raise from a destructor
+            pass

@@ -1,0 +1,213 @@
+"""Training: ``backmap train --config CONFIG -o RUN_DIR``.
+
+Cluster-uniform batches from a corpus cache (:mod:`backmap_plugin.training`),
+validation on held-out clusters, CSV logs of every loss term, checkpoints
+that resume, seed control, CPU or CUDA. The best model (lowest validation
+loss) is kept as ``RUN_DIR/model.pt`` + ``RUN_DIR/model.json``, the format
+the package ships its weights in.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from backmap_plugin.training.cache import open_cache
+from backmap_plugin.training.sampler import make_loader
+from backmap_plugin.model import graph as G
+from backmap_plugin.model.targets import measure
+from backmap_plugin.model.vae import BackmapVAE, ModelConfig
+from backmap_plugin.model.weights import save_model
+
+
+@dataclass
+class TrainConfig:
+    """What and how to train (JSON file keys; ``model`` holds ModelConfig keys)."""
+
+    cache: str = "cache/train"
+    batch_size: int = 8
+    crop: int = 128
+    spatial_prob: float = 0.5
+    bead_noise: float = 0.05
+    lr: float = 1e-3
+    steps: int = 20000
+    max_minutes: float = 120.0
+    validate_every: int = 250
+    validation_batches: int = 12
+    checkpoint_every: int = 250
+    lr_factor: float = 0.3
+    lr_patience: int = 4
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 2
+    model: dict = field(default_factory=dict)
+    #: Model file (``model.pt``) to start from: its parameters whose names
+    #: and shapes match are copied, the others keep their fresh
+    #: initialisation (a deeper network warm-starts from a shallower one).
+    #: Ignored when resuming.
+    init: str | None = None
+
+
+def load_config(path: str | None) -> TrainConfig:
+    """Read a JSON training config (missing keys take defaults)."""
+    if path is None:
+        return TrainConfig()
+    with open(path) as f:
+        data = json.load(f)
+    unknown = set(data) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
+    return TrainConfig(**data)
+
+
+def batch_terms(model: BackmapVAE, raw: dict, device: torch.device) -> dict:
+    """Loss terms of one collated batch from the sampler."""
+    batch = G.make_batch(raw["beads"].float().to(device), raw["res_type"], raw["residue_mask"], raw["segment"])
+    xyz = batch.to_flat(raw["xyz"].to(device).double())
+    present = batch.to_flat(raw["present"].to(device))
+    targets = measure(xyz, present, batch.flat_res_type, batch.layout)
+    return model.loss(batch, targets)
+
+
+def _batches(cache, cfg: TrainConfig, split: str, seed: int, epoch_size: int):
+    return make_loader(cache, split=split, batch_size=cfg.batch_size, crop=cfg.crop, spatial_prob=cfg.spatial_prob,
+                       bead_noise=cfg.bead_noise if split == "train" else 0.0, epoch_size=epoch_size, seed=seed)
+
+
+def validate(model: BackmapVAE, cache, cfg: TrainConfig, device) -> dict:
+    """Mean loss terms over fixed validation batches (held-out clusters)."""
+    model.eval()
+    sums: dict = {}
+    n = 0
+    with torch.no_grad():
+        for raw in _batches(cache, cfg, "val", seed=12345, epoch_size=cfg.validation_batches * cfg.batch_size):
+            for k, v in batch_terms(model, raw, device).items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n += 1
+    model.train()
+    return {k: v / max(1, n) for k, v in sums.items()}
+
+
+def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) a model; returns the last validation terms.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    run_dir : str
+        Output folder: ``checkpoint.pt``, ``train.csv``, ``val.csv``,
+        ``model.pt`` / ``model.json`` (best so far), ``config.json``.
+    resume : bool
+        Continue from ``run_dir/checkpoint.pt``.
+    progress : bool
+        Progress bar on stderr.
+    """
+    from backmap_plugin.core.device import select_device
+
+    os.makedirs(run_dir, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = select_device(cfg.device)
+    cache = open_cache(cfg.cache)
+    model = BackmapVAE(ModelConfig(**cfg.model)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience)
+    step, best = 0, math.inf
+    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    if resume:
+        if not os.path.exists(ckpt_path):
+            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume from")
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, best = state["step"], state["best"]
+        torch.set_rng_state(state["rng"])
+    elif cfg.init:
+        copied = warm_start(model, cfg.init)
+        print(f"init: {len(copied)} of {len(model.state_dict())} tensors from {cfg.init}", file=sys.stderr)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(asdict(cfg), f, indent=1)
+    summary = {
+        "cache": os.path.abspath(cfg.cache), "entries": len(cache.entries),
+        "train_entries": len(cache.select("train")), "val_entries": len(cache.select("val")),
+    }
+    t0 = time.time()
+    # each block of batches has its own sampler seed, so a resumed run draws
+    # what the uninterrupted run would have drawn from there on
+    block = cfg.validate_every
+    last_val: dict = {}
+    bar = tqdm(total=cfg.steps, initial=step, unit="step", disable=not progress, desc="train")
+    while step < cfg.steps and (time.time() - t0) / 60 < cfg.max_minutes:
+        loader = _batches(cache, cfg, "train", seed=cfg.seed * 100003 + step // block, epoch_size=block * cfg.batch_size)
+        for i, raw in enumerate(loader):
+            if i < step % block:
+                continue
+            terms = batch_terms(model, raw, device)
+            opt.zero_grad()
+            terms["total"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            step += 1
+            bar.update(1)
+            _log(run_dir, "train.csv", step, terms, opt.param_groups[0]["lr"])
+            if step % cfg.validate_every == 0:
+                if summary["val_entries"]:
+                    last_val = validate(model, cache, cfg, device)
+                    _log(run_dir, "val.csv", step, last_val, opt.param_groups[0]["lr"])
+                    sched.step(last_val["total"])
+                    bar.set_postfix(val=f"{last_val['total']:.3f}", rmsd=f"{last_val['rmsd']:.2f}")
+                # without a validation split the latest model is kept
+                if not summary["val_entries"] or last_val["total"] < best:
+                    best = last_val.get("total", best)
+                    save_model(model, os.path.join(run_dir, "model.pt"),
+                               {"step": step, "validation": last_val, "data": summary})
+            if step % cfg.checkpoint_every == 0 or step >= cfg.steps:
+                _save_checkpoint(ckpt_path, model, opt, sched, step, best)
+            if step >= cfg.steps or (time.time() - t0) / 60 >= cfg.max_minutes:
+                break
+    bar.close()
+    _save_checkpoint(ckpt_path, model, opt, sched, step, best)
+    return last_val
+
+
+def _save_checkpoint(path: str, model, opt, sched, step: int, best: float) -> None:
+    """Everything :func:`train` needs to resume (``resume=True``)."""
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "step": step, "best": best, "rng": torch.get_rng_state()}, path)
+
+
+def warm_start(model: BackmapVAE, path: str) -> list[str]:
+    """Copy the parameters of the model file ``path`` whose names and shapes match ``model``'s.
+
+    Returns the names copied.
+    """
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    match = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(match, strict=False)
+    return sorted(match)
+
+
+def _log(run_dir: str, name: str, step: int, terms: dict, lr: float) -> None:
+    path = os.path.join(run_dir, name)
+    row = {"step": step, "lr": lr, **{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}}
+    if os.path.exists(path):
+        with open(path) as f:
+            header = f.readline().strip().split(",")
+        if header != list(row):  # terms changed (a resumed run with other code): keep the old log aside
+            os.replace(path, path.replace(".csv", f".before-{step}.csv"))
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)

@@ -1,0 +1,122 @@
+"""The package's layers (ARCHITECTURE.md): imports run downward only, every
+module is placed and described, and the command starts without heavy
+libraries."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "backmap_plugin"
+
+#: unit (first name below ``backmap_plugin``) -> layer; a unit imports from
+#: itself or from units of lower layers only
+LAYERS = {
+    "core": 0,
+    "io": 1, "build": 1,
+    "model": 2,
+    "openmm": 3, "force_fields": 3,
+    "gromacs": 4,
+    "training": 5,
+    "api": 6, "report": 6,
+    "pipeline": 7, "reporter": 7,
+    "cli": 8,
+}
+
+#: libraries that ``backmap --help`` must not load (each costs 0.1-1 s)
+HEAVY = ("torch", "e3nn", "mdtraj", "openmm", "scipy", "matplotlib", "numpy", "parmed", "pdbfixer", "MDAnalysis")
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        yield path, parts
+
+
+def _imported(path: Path, parts: tuple) -> list[tuple[int, str, tuple]]:
+    """(line, imported module under backmap_plugin, names) for every import, nested ones included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+    if parts[-1] == "__init__":
+        package = parts[:-1]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "backmap_plugin":
+                    found.append((node.lineno, alias.name, ()))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(package[: len(package) - (node.level - 1)])
+                module = ".".join(["backmap_plugin", *base] + ([node.module] if node.module else []))
+            elif node.module and node.module.split(".")[0] == "backmap_plugin":
+                module = node.module
+            else:
+                continue
+            found.append((node.lineno, module, tuple(a.name for a in node.names)))
+    return found
+
+
+def test_every_module_belongs_to_a_layer():
+    units = {parts[0] for _, parts in _modules() if parts != ("__init__",)}
+    assert units <= set(LAYERS), f"place these in LAYERS and ARCHITECTURE.md: {sorted(units - set(LAYERS))}"
+
+
+def test_imports_run_downward_only():
+    upward = []
+    for path, parts in _modules():
+        if parts == ("__init__",):
+            continue  # the package's lazy export table names the public API of every layer
+        unit = parts[0]
+        for line, module, names in _imported(path, parts):
+            target = module.split(".")[1:]
+            if not target:
+                # ``from backmap_plugin import X``: only the version is allowed (X is a module otherwise)
+                if set(names) != {"__version__"}:
+                    upward.append(f"{path.relative_to(ROOT)}:{line} imports {names} from the package root")
+                continue
+            other = target[0]
+            if other != unit and LAYERS[other] >= LAYERS[unit]:
+                upward.append(f"{path.relative_to(ROOT)}:{line} ({unit}, layer {LAYERS[unit]}) "
+                              f"imports {module} ({other}, layer {LAYERS[other]})")
+    assert not upward, "imports that do not run downward:\n" + "\n".join(upward)
+
+
+def test_the_check_sees_an_upward_import(tmp_path):
+    """The walker finds nested and relative imports (a check that could not fail would be no check)."""
+    module = tmp_path / "ideal.py"
+    module.write_text("def f():\n    from ..api import backmap\n    import backmap_plugin.cli.command\n")
+    found = _imported(module, ("build", "ideal"))
+    assert [m for _, m, _ in found] == ["backmap_plugin.api", "backmap_plugin.cli.command"]
+
+
+def test_architecture_describes_every_module():
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    missing = []
+    for path, parts in _modules():
+        if parts[-1] in ("__init__", "__main__"):
+            continue
+        if "/".join(parts) + ".py" not in text:
+            missing.append("/".join(parts) + ".py")
+    assert not missing, f"ARCHITECTURE.md does not describe: {missing}"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["refine", "--help"], ["train", "--help"]])
+def test_help_loads_no_heavy_library(argv):
+    code = (
+        "import json, sys\n"
+        "from backmap_plugin.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stderr.strip().splitlines()[-1]) == []
