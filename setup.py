@@ -13,6 +13,7 @@ setup(
     package_data={"backmap_plugin": ["build/tables/*.npz", "build/tables/*.json", "weights/*", "force_fields/*.csv"]},
     install_requires=[
         "numpy>=1.24",
+        "scipy>=1.10",
         "torch>=2.1",
         "e3nn>=0.5",
         "openmm>=8.2",

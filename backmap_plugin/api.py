@@ -11,21 +11,26 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from backmap_plugin import __version__
+from backmap_plugin.build.ideal import backmap_ideal
 from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.beads import MIN_BEAD_DISTANCE, first_close_pair, first_non_finite
 from backmap_plugin.core.device import select_device
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.build.ideal import backmap_ideal
-from backmap_plugin.io.legacy import TrajectoryWriter, check_output_path, frames_from_openmm, open_frames
 from backmap_plugin.core.mappings import Mapping, get_mapping
 from backmap_plugin.core.pbc import make_whole
-from backmap_plugin.io.progress import ProgressRecord
 from backmap_plugin.core.topology import ProteinTopology, ResidueRecord, gather_slots, protein_topology, read_residues
+from backmap_plugin.io.frames import frames_from_openmm, open_frames
+from backmap_plugin.io.paths import check_output_path
+from backmap_plugin.io.progress import ProgressRecord
+from backmap_plugin.io.trajectory import TrajectoryWriter
 
 #: Typical distance of consecutive C-alpha atoms (Angstrom); beads of other
 #: mappings are spaced similarly.
@@ -46,6 +51,11 @@ class BeadReader:
     it is; a residue with atoms named like an all-atom residue is mapped to
     its bead by the mapping (so all-atom input can be backmapped too).
 
+    A C-alpha mapping (``ca``) takes single beads only when they are named
+    CA: a trace of beads named otherwise (CB, BB, SC ...) sits elsewhere in
+    the residue, most likely at its centre of mass, and is refused with the
+    names found. Other mappings (``com``) take any bead name.
+
     Parameters
     ----------
     records : list of ResidueRecord
@@ -53,9 +63,19 @@ class BeadReader:
     mapping : Mapping
     source : str
         File name for messages.
+    atom_names : list of str, optional
+        Atom names of the input topology as written (by atom index), for
+        messages; standard names are used where not given.
+
+    Raises
+    ------
+    BackmapInputError
+        An all-atom residue lacks the atoms the mapping needs, or a C-alpha
+        mapping is given beads that are not named CA.
     """
 
-    def __init__(self, records: list[ResidueRecord], mapping: Mapping, source: str):
+    def __init__(self, records: list[ResidueRecord], mapping: Mapping, source: str,
+                 atom_names: list[str] | None = None):
         self.records = records
         self.mapping = mapping
         bead_index = np.full(len(records), -1, dtype=np.int64)
@@ -72,12 +92,48 @@ class BeadReader:
                     f"(atoms: {names}); mapping '{mapping.name}' needs one bead per residue "
                     "or an all-atom residue with a CA"
                 )
+        if mapping.bead_is_ca:
+            self._check_bead_names(records, bead_index, source, atom_names)
         self.bead_index = bead_index
         self.all_atom = np.nonzero(bead_index < 0)[0]
         self.res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
 
+    @staticmethod
+    def _check_bead_names(records, bead_index: np.ndarray, source: str, atom_names) -> None:
+        """Refuse single beads not named CA (a C-alpha mapping needs C-alpha beads)."""
+        single = np.nonzero(bead_index >= 0)[0]
+        not_ca = [i for i in single if records[i].atoms.get("CA") != bead_index[i]]
+        if not not_ca:
+            return
+
+        def name(i):
+            if atom_names is not None:
+                return atom_names[bead_index[i]].strip() or "''"
+            return next((n for n, a in records[i].atoms.items() if a == bead_index[i]), "?")
+
+        counts = Counter(name(i) for i in single)
+        found = ", ".join(f"{n} ({k} of {len(single)})" for n, k in counts.most_common())
+        raise BackmapInputError(
+            f"{source}: beads are named {found}; the first not named CA is {records[not_ca[0]].label()}; a C-alpha trace "
+            "(mapping 'ca', the default) has beads named CA: pass --mapping com if the beads sit at residue "
+            "centres of mass, or name them CA if they sit at the C-alpha atoms"
+        )
+
     def beads(self, xyz: np.ndarray) -> np.ndarray:
-        """(F, n_atoms, 3) input coordinates -> (F, R, 3) bead positions."""
+        """Bead positions of input frames.
+
+        Parameters
+        ----------
+        xyz : numpy.ndarray
+            (F, n_atoms, 3) input coordinates, Angstrom.
+
+        Returns
+        -------
+        numpy.ndarray
+            (F, R, 3) float32 bead positions: single beads as they are,
+            all-atom residues through the mapping. Not checked here (see
+            :func:`check_beads`).
+        """
         out = np.empty((xyz.shape[0], len(self.records), 3), dtype=np.float32)
         cg = self.bead_index >= 0
         out[:, cg] = xyz[:, self.bead_index[cg]]
@@ -88,17 +144,83 @@ class BeadReader:
         return out
 
 
+def _check_finite_beads(beads: np.ndarray, labels: list, source: str, first_frame: int) -> None:
+    """Raise at the first NaN / infinite bead (see :func:`check_beads`)."""
+    found = first_non_finite(beads)
+    if found is not None:
+        frame, r = found
+        position = ", ".join(f"{v:g}" for v in np.asarray(beads[frame, r], dtype=np.float64))
+        raise BackmapInputError(
+            f"{source}: frame {first_frame + frame}: the bead of {labels[r]} is not finite "
+            f"({position}): NaN or infinite coordinates (did the simulation blow up?)"
+        )
+
+
+def _check_close_beads(beads: np.ndarray, protein: ProteinTopology, source: str, first_frame: int) -> None:
+    """Raise at the first pair of beads closer than :data:`MIN_BEAD_DISTANCE` (see :func:`check_beads`)."""
+    found = first_close_pair(beads, MIN_BEAD_DISTANCE)
+    if found is not None:
+        frame, i, j, distance = found
+        consecutive = j == i + 1 and protein.chain_ids[i] == protein.chain_ids[j]
+        raise BackmapInputError(
+            f"{source}: frame {first_frame + frame}: the beads of {protein.labels[i]} and {protein.labels[j]}"
+            f"{' (consecutive)' if consecutive else ''} are {distance:.2f} Angstrom apart; no two beads of a "
+            f"protein can be closer than {MIN_BEAD_DISTANCE:g} Angstrom: duplicated or collapsed coordinates"
+        )
+
+
+def check_beads(beads: np.ndarray, protein: ProteinTopology, source: str, first_frame: int = 0) -> None:
+    """Reject frames with non-finite or coincident beads, naming file, frame, chain and residues.
+
+    Called on every chunk of frames before anything of it is built, so a bad
+    frame stops a run with a message about the input rather than a NaN error
+    about the output.
+
+    Parameters
+    ----------
+    beads : numpy.ndarray
+        (F, R, 3) bead positions, Angstrom (chains made whole).
+    protein : ProteinTopology
+        Residue-level topology; its ``labels`` name the residues.
+    source : str
+        Name of the input for messages.
+    first_frame : int
+        Index of ``beads[0]`` in the whole input.
+
+    Raises
+    ------
+    BackmapInputError
+        A bead with a NaN or infinite coordinate, or two beads (consecutive
+        or not, of one chain or two) closer than :data:`MIN_BEAD_DISTANCE`.
+    """
+    _check_finite_beads(beads, protein.labels, source, first_frame)
+    _check_close_beads(beads, protein, source, first_frame)
+
+
 def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame: int = 0) -> None:
     """Reject traces that cannot be backmapped, naming file, frame, chain and residue.
 
-    Checks the unit (bead spacing ten times off) and chains of one residue.
-    (A residue isolated by breaks on both sides is built, its backbone
-    oriented by a neighbour of its chain.)
+    Checks, on one frame, non-finite beads, the unit (bead spacing ten times
+    off), chains of one residue, and beads closer than
+    :data:`MIN_BEAD_DISTANCE` (after the unit, so a trace in nm is called
+    that). A residue isolated by breaks on both sides is built, its
+    backbone oriented by a neighbour of its chain.
+
+    Parameters
+    ----------
+    beads : numpy.ndarray
+        (R, 3) bead positions of one frame, Angstrom.
+    protein : ProteinTopology
+    source : str
+        Name of the input for messages.
+    frame : int
+        Index of the frame in the input, for messages.
 
     Raises
     ------
     BackmapInputError
     """
+    _check_finite_beads(beads[None], protein.labels, source, frame)
     seg = protein.segment
     chain_change = np.array(protein.chain_ids[1:]) != np.array(protein.chain_ids[:-1])
     same_seg = seg[1:] == seg[:-1]
@@ -120,6 +242,7 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
             raise BackmapInputError(
                 f"{source}: chain {cid or '?'} has one residue ({protein.labels[members[0]]}); a chain needs at least two"
             )
+    _check_close_beads(beads[None], protein, source, frame)
 
 
 #: Builders: ``ideal`` (geometric) and ``model`` (a trained generative model).
@@ -133,7 +256,7 @@ def default_method(mapping: Mapping, model: str | None = None) -> str:
     """``model`` for C-alpha beads when a trained model is at hand, else ``ideal``."""
     if not mapping.bead_is_ca:
         return "ideal"
-    from backmap_plugin.model.weights import shipped_model_path    # imports e3nn: only when a model may be used
+    from backmap_plugin.model.weights import shipped_model_path  # imports e3nn: only when a model may be used
 
     return "model" if model is not None or shipped_model_path() is not None else "ideal"
 
@@ -180,6 +303,12 @@ class BackmapResult:
         Input files.
     resumed_from : int
         First input frame built by this call (0 unless resumed).
+    model : str or None
+        Weights file of the ``model`` method (None for ``ideal``).
+    device : str
+        Torch device type the structures were built on (``cpu``, ``cuda``).
+    version : str
+        backmap_plugin version.
     """
 
     output: str
@@ -198,6 +327,9 @@ class BackmapResult:
     input: str | None = None
     top: str | None = None
     resumed_from: int = 0
+    model: str | None = None
+    device: str = ""
+    version: str = ""
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary of the fields (what ``backmap run --json`` writes)."""
@@ -281,11 +413,13 @@ class Backmapper:
         records, self.report = read_residues(topology, source)
         if not records:
             raise BackmapInputError(f"{source}: no protein residues found")
-        self._reader = BeadReader(records, self.mapping, source)
+        self._reader = BeadReader(records, self.mapping, source, [a.name for a in topology.atoms])
         self._chain = np.array([r.chain for r in records])
         self._labels = [r.label() for r in records]
         self._break_distance = break_distance
-        beads = self._whole(self._reader.beads(np.asarray(first_frame, dtype=np.float32)[None]), box, frame)[0]
+        beads = self._reader.beads(np.asarray(first_frame, dtype=np.float32)[None])
+        _check_finite_beads(beads, self._labels, source, frame)
+        beads = self._whole(beads, box, frame)[0]
         self.protein = protein_topology(records, beads, break_distance)
         check_trace(beads, self.protein, source, frame)
         self.topology = self.protein.to_mdtraj()
@@ -302,8 +436,8 @@ class Backmapper:
         **kwargs
             As for :class:`Backmapper`.
         """
-        top, xyz = frames_from_openmm(topology, positions)
         kwargs.setdefault("source", "OpenMM topology")
+        top, xyz = frames_from_openmm(topology, positions, source=kwargs["source"])
         return cls(top, xyz[0], **kwargs)
 
     def _whole(self, beads: np.ndarray, box, first_index: int) -> np.ndarray:
@@ -328,13 +462,26 @@ class Backmapper:
             seeded with ``(seed, first_index + k)``, so results do not depend
             on how the input is cut into batches.
 
+        box : numpy.ndarray, optional
+            Periodic box of each frame (see :func:`~backmap_plugin.core.pbc.make_whole`).
+
         Returns
         -------
         numpy.ndarray
             (F * samples, n_atoms, 3) float32, frame-major (frame 0 samples
             0..N-1, then frame 1 ...).
+
+        Raises
+        ------
+        BackmapInputError
+            A frame with non-finite or coincident beads (:func:`check_beads`),
+            before anything is built; the message names the input, the frame
+            (``first_index`` + its place in the batch), chain and residues.
         """
-        beads = self._whole(self._reader.beads(np.asarray(xyz, dtype=np.float32)), box, first_index)
+        beads = self._reader.beads(np.asarray(xyz, dtype=np.float32))
+        _check_finite_beads(beads, self._labels, self.source, first_index)  # before unwrapping them
+        beads = self._whole(beads, box, first_index)
+        check_beads(beads, self.protein, self.source, first_index)
         beads = torch.as_tensor(beads, device=self.device)
         seeds = self.seed * 1_000_003 + first_index + np.arange(len(beads))
         with torch.no_grad():
@@ -342,19 +489,22 @@ class Backmapper:
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
 
 
+def _model_file(model: str | None) -> str | None:
+    """The weights file the ``model`` method uses: ``model``, else the shipped one."""
+    from backmap_plugin.model.weights import shipped_model_path
+
+    path = model if model is not None else shipped_model_path()
+    return None if path is None else str(path)
+
+
 def _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk, break_distance,
                   temperature, device) -> dict:
     """What determines the output of :func:`backmap`: a resumed run must have the same."""
-    from backmap_plugin import __version__
     from backmap_plugin.io.progress import input_fingerprint
 
     mapping = get_mapping(mapping)
     method = method or default_method(mapping, model)
-    model_file = None
-    if method == "model":
-        from backmap_plugin.model.weights import shipped_model_path
-
-        model_file = input_fingerprint(model if model is not None else shipped_model_path())
+    model_file = input_fingerprint(_model_file(model)) if method == "model" else None
     return {
         "input": input_fingerprint(input), "top": input_fingerprint(top), "mapping": mapping.name,
         "method": method, "model": model_file, "samples": samples, "seed": seed, "stride": stride,
@@ -391,6 +541,24 @@ def _start(output: str, record, overwrite: bool, resume: bool):
     return 0, None
 
 
+def _after_failure(writer, record, samples: int, fresh: bool) -> str:
+    """Tidy up after a failed run; say what was kept for ``--resume`` ('' when nothing).
+
+    A fresh run that wrote no frame leaves nothing behind: its empty partial
+    file is removed (it has no progress record). Otherwise the partial file
+    and the progress record of the finished frames stay.
+    """
+    if fresh and writer.frames_written == 0 and not record.exists():
+        if os.path.exists(writer.partial_path):
+            os.remove(writer.partial_path)
+        return ""
+    if writer.frames_written == 0:
+        return ""
+    done = writer.frames_written // samples
+    return (f"the {done} frame(s) finished before were kept in {writer.partial_path} "
+            f"(progress record {record.path})")
+
+
 def backmap(
     input,
     output,
@@ -415,7 +583,7 @@ def backmap(
     ----------
     input : str or os.PathLike
         CG (one bead per residue) or all-atom structure / trajectory; any
-        format of :mod:`backmap_plugin.io.legacy`.
+        format of :mod:`backmap_plugin.io.frames`.
     output : str or os.PathLike
         Output file; format by extension (.pdb, .cif, .dcd, .xtc, .h5).
         Written to a temporary file and moved into place when complete.
@@ -514,9 +682,12 @@ def backmap(
                 writer.write(engine.build(frames.xyz[skip:], frames.start + skip, box))
                 record.save(n_frames, writer.frames_written, writer.state())
             bar.update(len(frames.xyz))
-    except BaseException:
+    except BaseException as exc:
         if writer is not None:
             writer.__exit__(*sys.exc_info())
+            kept = _after_failure(writer, record, samples, fresh=writer_state is None)
+            if kept and isinstance(exc, BackmapInputError):
+                raise BackmapInputError(f"{exc}; {kept}") from exc
         raise
     finally:
         bar.close()
@@ -542,4 +713,7 @@ def backmap(
         input=input,
         top=top,
         resumed_from=first_new,
+        model=_model_file(model) if engine.method == "model" else None,
+        device=engine.device.type,
+        version=__version__,
     )

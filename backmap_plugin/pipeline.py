@@ -226,7 +226,7 @@ def run_pipeline(
         the reason is also in :attr:`PipelineResult.skipped`.
     """
     from backmap_plugin.api import backmap
-    from backmap_plugin.io.legacy import write_json
+    from backmap_plugin.io.atomic import write_json
 
     t0 = time.perf_counter()
     _check_options(samples, stride, refine_steps, solvent)

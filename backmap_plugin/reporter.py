@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import weakref
 
 import mdtraj as md
@@ -10,7 +11,7 @@ from openmm import unit
 
 from backmap_plugin.api import Backmapper
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io.legacy import TrajectoryWriter
+from backmap_plugin.io.trajectory import TrajectoryWriter
 
 
 def _check_coarse_grained(topology, file) -> None:
@@ -177,13 +178,38 @@ class BackmapReporter:
         return md.Topology.from_openmm(refined_top), np.stack(frames)
 
     def flush(self) -> None:
-        """Backmap and write the buffered frames now."""
+        """Backmap and write the buffered frames now.
+
+        Raises
+        ------
+        BackmapInputError
+            A buffered frame has non-finite or coincident beads (the message
+            names the frame by its report index, 0 for the first report).
+            Nothing of the batch is written, and the reporter is closed: the
+            output keeps the frames written before (or is removed when there
+            are none), and later reports raise ``ValueError``.
+        """
         if not self._buffer or self._writer is None:
             return
         frames = np.stack(self._buffer)
         self._buffer = []
-        self._writer.write(self._finish(self._engine.build(frames, self._framesWritten))[1])
+        try:
+            built = self._engine.build(frames, self._framesWritten)
+        except BackmapInputError as exc:
+            raise BackmapInputError(f"{exc}; {self._close_after_bad_frame()}") from exc
+        self._writer.write(self._finish(built)[1])
         self._framesWritten += len(frames)
+
+    def _close_after_bad_frame(self) -> str:
+        """Close the output after a bad frame; say what it keeps."""
+        writer, self._writer = self._writer, None
+        if self._framesWritten:
+            writer.close()
+            return f"the reporter is closed; the {self._framesWritten} frame(s) written before are kept in {self._file}"
+        writer.abort()
+        if os.path.exists(writer.path):
+            os.remove(writer.path)
+        return f"the reporter is closed; nothing was written to {self._file}"
 
     def close(self) -> None:
         """Write what is buffered and close the file (safe to call twice)."""

@@ -19,8 +19,8 @@ import time
 import openmm
 from openmm import app, unit
 
-from backmap_plugin.force_fields import create_hps_system
 from backmap_plugin import BackmapReporter
+from backmap_plugin.force_fields import create_hps_system
 
 SEQUENCE = ("MDVFMKGLSKAKEGVVAAAEKTKQGVAEAAGKTKEGVLYVGSKTKEGVVHGVATVAEKTKEQVTNVGGAVVTGVTAVAQKTVEGAGSIAAATGFVKKDQ")[:100]
 

@@ -29,8 +29,8 @@ import mdtraj as md
 import numpy as np
 import torch
 
-from backmap_plugin.core.allocator import keep_freed_memory
 from backmap_plugin.api import backmap
+from backmap_plugin.core.allocator import keep_freed_memory
 from backmap_plugin.force_fields import create_hps_system
 
 _SEQUENCE = "MDVFMKGLSKAKEGVVAAAEKTKQGVAEAAGKTKEGVLYVGSKTKEGVVHGVATVAEKTKEQVTNVGGAVVTGVTAVAQKTVEGAGSIAAATGFVKKDQ"

@@ -13,8 +13,8 @@ import mdtraj as md
 import openmm
 from openmm import app, unit
 
-from backmap_plugin.force_fields import create_hps_system
 from backmap_plugin import BackmapReporter
+from backmap_plugin.force_fields import create_hps_system
 from backmap_plugin.openmm import refine_structure, validate_structure
 
 SEQUENCE = "MDVFMKGLSKAKEGVVAAAEKTKQGVAEAAGKTKEGVLYV"

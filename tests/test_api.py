@@ -16,9 +16,9 @@ import mdtraj as md
 import numpy as np
 import pytest
 
+from backmap_plugin.api import BackmapResult, backmap
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import metrics
-from backmap_plugin.api import BackmapResult, backmap
 from backmap_plugin.core.topology import ProteinTopology, protein_topology, read_residues
 
 #: Readback tolerance (Angstrom) per output format: PDB/mmCIF store 3

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from backmap_plugin.cli.command import main as backmap_main
+from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.training.augment import (
     AUG_KIND,
     FRAMES_DIR,
@@ -20,7 +21,6 @@ from backmap_plugin.training.augment import (
     select_structures,
 )
 from backmap_plugin.training.cache import build_cache, open_cache
-from backmap_plugin.core.errors import BackmapInputError
 
 #: Two 0.4 ps stages (200 steps each), one frame per stage.
 TINY = {"temperatures": [400.0, 500.0], "stage_ps": 0.4, "save_ps": 0.4, "timestep_fs": 2.0,
@@ -130,9 +130,14 @@ def test_augment_resume_failure_and_append(parents, tmp_path):
     # logs: finite energies and temperatures for every saved frame
     log = read_logs(out)[augment_id("trp__full")]
     assert log["n_frames"] == 2 and [f["temperature_k"] for f in log["frames"]] == [400.0, 500.0]
+    # 0.4 ps per stage is too short to equilibrate: the kinetic temperature was measured at 0.66-0.71 of the
+    # target (263-270 K at 400 K, 339-348 K at 500 K; CPU runs are not bit-reproducible); a thermostat 20 %
+    # off, or a wrong unit, falls outside these bounds
     for frame in log["frames"]:
-        assert np.isfinite(frame["potential_kj_mol"]) and 100 < frame["kinetic_temperature_k"] < 1000
-        assert frame["d_residues"] == 0 and frame["ca_rmsd_angstrom"] < 5
+        ratio = frame["kinetic_temperature_k"] / frame["temperature_k"]
+        assert np.isfinite(frame["potential_kj_mol"]) and 0.55 < ratio < 0.85, ratio
+        assert frame["d_residues"] == 0 and frame["ca_rmsd_angstrom"] < 1.6  # measured 0.50-0.67 A
+    assert log["frames"][0]["kinetic_temperature_k"] < log["frames"][1]["kinetic_temperature_k"]
     # output: heavy atoms only, two models, the parent's residues
     frames = out / log["output"]
     with gzip.open(frames, "rt") as handle:

@@ -281,3 +281,170 @@ def test_cli_bad_option_values(tmp_path, capfd, good, option, value):
     err = capfd.readouterr().err
     assert status == 2
     assert err.startswith("backmap: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- bead names and positions
+
+
+def _renamed(ca, tmp_path, names, name="beads.pdb"):
+    """Frame 0 of the CA trace with its beads renamed (``names``: one per bead)."""
+    top = ca.topology.copy()
+    for atom, new in zip(top.atoms, names):
+        atom.name = new
+    path = tmp_path / name
+    md.Trajectory(ca.xyz[:1], top).save_pdb(str(path))
+    return path
+
+
+def _leftovers(tmp_path) -> list:
+    """Hidden files (partial output, progress record) in ``tmp_path``."""
+    return sorted(p.name for p in tmp_path.glob(".*"))
+
+
+def test_trace_of_cb_beads_is_refused_with_the_names(tmp_path, ca):
+    cb = _renamed(ca, tmp_path, ["CB"] * 20)
+    message = fails(tmp_path, cb, names=[cb, "beads are named CB (20 of 20)", "named CA", "--mapping com"])
+    assert message.startswith(f"{cb}: ")
+    assert _leftovers(tmp_path) == []
+
+
+def test_mixed_bead_names_are_all_listed(tmp_path, ca):
+    mixed = _renamed(ca, tmp_path, ["CA"] * 17 + ["SC1"] * 3)
+    fails(tmp_path, mixed, names=[mixed, "CA (17 of 20)", "SC1 (3 of 20)", "the first not named CA is chain A residue PRO 18"])
+
+
+def test_trace_of_cb_beads_with_com_mapping(tmp_path, ca, capfd):
+    """The same file is taken with ``--mapping com`` (any bead name), through the real CLI."""
+    cb = _renamed(ca, tmp_path, ["CB"] * 20)
+    out = tmp_path / "com.pdb"
+    assert main(["run", str(cb), "-o", str(out), "--quiet"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith(f"backmap: error: {cb}: beads are named CB (20 of 20)") and err.count("\n") == 1
+    assert not out.exists()
+    assert main(["run", str(cb), "-o", str(out), "--mapping", "com", "--quiet"]) == 0
+    assert md.load(str(out)).n_atoms == 154
+
+
+def test_ca_beads_of_any_case_and_the_example_still_run(tmp_path, ca):
+    lower = _renamed(ca, tmp_path, [" ca "] * 20, name="lower.pdb")  # PDB columns; mdtraj strips them
+    assert backmap(str(lower), str(tmp_path / "a.pdb"), method="ideal", progress=False).n_frames == 1
+
+
+@pytest.mark.parametrize("ext,chunk", [(".pdb", 1000), (".dcd", 1000), (".dcd", 2)])
+def test_coincident_consecutive_beads(tmp_path, ca, good, ext, chunk):
+    """Frame 1 has LYS 8 on top of ASP 9. It is in the first chunk: nothing is left behind,
+    not even a hidden partial file or progress record; with chunk 2 it is read before anything
+    was built but after the writer started."""
+    xyz = ca.xyz[:4].copy()
+    xyz[1, 8] = xyz[1, 7]
+    bad = tmp_path / f"coincident{ext}"
+    traj = md.Trajectory(xyz, ca.topology)
+    traj.save_pdb(str(bad)) if ext == ".pdb" else traj.save_dcd(str(bad))
+    message = fails(tmp_path, bad, top=None if ext == ".pdb" else good[0], chunk=chunk, method="ideal",
+                    names=[bad, "frame 1:", "chain A residue LYS 8", "chain A residue ASP 9", "(consecutive)",
+                           "0.00 Angstrom apart", "0.5 Angstrom"])
+    assert "NaN" not in message and "out.pdb" not in message  # the old error: NaN ... in the output file
+    assert _leftovers(tmp_path) == []
+
+
+def test_close_beads_far_apart_in_the_chain_in_a_later_chunk(tmp_path, ca, good):
+    """Frame 5 has ASP 9 0.3 A from ARG 16; chunks of 2: frames 0-3 are finished and kept for
+    ``--resume`` (the promise of never losing finished output), and the message says so."""
+    xyz = ca.xyz[:8].copy()
+    xyz[5, 8] = xyz[5, 15] + np.float32([0.03, 0.0, 0.0])  # nm
+    bad = tmp_path / "close.dcd"
+    md.Trajectory(xyz, ca.topology).save_dcd(str(bad))
+    message = fails(tmp_path, bad, top=good[0], chunk=2, method="ideal",
+                    names=[bad, "frame 5:", "chain A residue ASP 9 and chain A residue ARG 16 are 0.30 Angstrom",
+                           "the 4 frame(s) finished before were kept in", ".out.pdb.partial.pdb"])
+    assert "(consecutive)" not in message
+    assert _leftovers(tmp_path) == [".out.pdb.partial.pdb", ".out.pdb.progress.json"]
+
+
+def test_coincident_beads_of_all_atom_residues(tmp_path, aa):
+    """All-atom input: the beads come through the mapping (the CA), and are checked too."""
+    traj = aa[:3]
+    xyz = traj.xyz.copy()
+    ca_index = {r.index: next(a.index for a in r.atoms if a.name == "CA") for r in traj.topology.residues}
+    atoms9 = [a.index for a in traj.topology.residue(8).atoms]
+    xyz[2, atoms9] += xyz[2, ca_index[7]] - xyz[2, ca_index[8]]  # ASP 9 moved onto LYS 8's CA
+    bad = tmp_path / "all_atom.h5"
+    md.Trajectory(xyz, traj.topology).save_hdf5(str(bad))
+    fails(tmp_path, bad, method="ideal", names=[bad, "frame 2:", "LYS 8", "ASP 9", "0.00 Angstrom apart"])
+    assert _leftovers(tmp_path) == []
+
+
+def test_nan_in_frame_3_of_a_trajectory_leaves_nothing(tmp_path, ca):
+    xyz = ca.xyz[:6].copy()
+    xyz[3, 11] = np.nan
+    bad = tmp_path / "nan.h5"  # an XTC cannot hold NaN
+    md.Trajectory(xyz, ca.topology).save_hdf5(str(bad))
+    message = fails(tmp_path, bad, method="ideal",
+                    names=[bad, "frame 3", "chain 'A'", re.compile(r"PRO ?12")])
+    assert "non-finite" in message
+    assert _leftovers(tmp_path) == []
+
+
+def test_bead_checks_name_frame_chain_and_residues(ca):
+    """The checks on the bead array (what the OpenMM reporter and all-atom input rely on)."""
+    from backmap_plugin.core.beads import first_close_pair, first_non_finite
+    from backmap_plugin.core.topology import protein_topology, read_residues
+
+    beads = np.repeat(ca.xyz[:1] * 10.0, 3, axis=0)
+    assert first_non_finite(beads) is None and first_close_pair(beads) is None
+    records, _ = read_residues(ca.topology, "trace.pdb")
+    protein = protein_topology(records, beads[0])
+    beads[2, 4, 1] = np.inf
+    beads[2, 6] = beads[2, 1] + 0.2
+    assert first_non_finite(beads) == (2, 4)
+    with pytest.raises(BackmapInputError, match=r"^trace.pdb: frame 12: the bead of chain A residue GLN 5 is not finite"):
+        api.check_beads(beads, protein, "trace.pdb", first_frame=10)
+    beads[2, 4, 1] = 0.0
+    frame, i, j, distance = first_close_pair(beads)
+    assert (frame, i, j) == (2, 1, 6) and distance == pytest.approx(0.2 * np.sqrt(3), abs=1e-4)
+    with pytest.raises(BackmapInputError, match=r"frame 12: the beads of chain A residue LEU 2 and chain A residue "
+                                                r"LEU 7 are 0.35 Angstrom apart"):
+        api.check_beads(beads, protein, "trace.pdb", first_frame=10)
+
+
+class _State:
+    def __init__(self, xyz_nm):
+        from openmm import unit
+
+        self._positions = xyz_nm * unit.nanometer
+
+    def getPositions(self, asNumpy=False):
+        return self._positions
+
+
+class _Simulation:
+    def __init__(self, topology):
+        self.topology = topology
+        self.currentStep = 0
+
+
+@pytest.mark.parametrize("bad_frame", [1, 3])
+def test_reporter_stops_at_a_bad_frame_and_keeps_a_consistent_file(tmp_path, ca, bad_frame):
+    """Report 1 (first batch) or 3 (second batch of 2) has coincident beads: the message names the report;
+    the file keeps the batches before it, complete (or does not exist), and the reporter is closed."""
+    from backmap_plugin.reporter import BackmapReporter
+
+    out = tmp_path / "aa.pdb"
+    simulation = _Simulation(ca.topology.to_openmm())
+    reporter = BackmapReporter(str(out), 10, batchFrames=2, method="ideal")
+    frames = np.repeat(ca.xyz[:1], 6, axis=0)
+    frames[bad_frame, 8] = frames[bad_frame, 7]
+    with pytest.raises(BackmapInputError) as info:
+        for xyz in frames:
+            reporter.report(simulation, _State(xyz))
+    message = str(info.value)
+    assert message.startswith(f"BackmapReporter({out}): frame {bad_frame}: the beads of chain A residue LYS 8")
+    if bad_frame == 1:
+        assert message.endswith(f"the reporter is closed; nothing was written to {out}")
+        assert not out.exists()
+    else:
+        assert message.endswith(f"the reporter is closed; the 2 frame(s) written before are kept in {out}")
+        assert md.load(str(out)).n_frames == 2
+    with pytest.raises(ValueError, match="closed"):
+        reporter.report(simulation, _State(frames[0]))
+    reporter.close()

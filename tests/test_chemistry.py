@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
+from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import geometry as geo
 from backmap_plugin.core import topology as tp
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.build.rotamers import load_rotamers
 
 openmm = pytest.importorskip("openmm")
 from openmm import app, unit  # noqa: E402

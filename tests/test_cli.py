@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from backmap_plugin import __version__
-from backmap_plugin.core import chemistry as chem
 from backmap_plugin.cli.command import main
+from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.topology import ProteinTopology, protein_topology, read_residues
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -229,14 +229,14 @@ def test_notes_go_to_stderr(tmp_path, capfd, example):
 ])
 def test_interrupt_says_what_is_kept(monkeypatch, capsys, argv, kept):
     """Ctrl-C: exit status 130 and a line about what the interrupted command keeps (nothing claimed for others)."""
-    import backmap_plugin.training.augment as augment
     import backmap_plugin.cli.export as export_cli
+    import backmap_plugin.training.augment as augment
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(augment, "run_augmentation", interrupted)
-    monkeypatch.setattr(export_cli, "_export", interrupted)
+    monkeypatch.setattr(export_cli, "run", interrupted)
     assert main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("backmap: interrupted")

@@ -12,10 +12,10 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from backmap_plugin.cli.command import main as backmap_main
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import geometry
 from backmap_plugin.training import cache as dc
-from backmap_plugin.cli.command import main as backmap_main
 
 
 def _build(sources, cache_dir, **kwargs):

@@ -12,8 +12,8 @@ openmm = pytest.importorskip("openmm")
 from openmm import unit  # noqa: E402
 from openmm.app import PDBFile  # noqa: E402
 
+from backmap_plugin.api import backmap  # noqa: E402
 from backmap_plugin.core import chemistry as chem  # noqa: E402
-from backmap_plugin.api import backmap    # noqa: E402
 from backmap_plugin.force_fields import (  # noqa: E402
     GO_FORCE_GROUPS,
     HPS_FORCE_GROUPS,
@@ -21,7 +21,7 @@ from backmap_plugin.force_fields import (  # noqa: E402
     create_hps_system,
     load_hps_parameters,
 )
-from backmap_plugin.force_fields.hps import debye_huckel_parameters, water_relative_permittivity    # noqa: E402
+from backmap_plugin.force_fields.hps import debye_huckel_parameters, water_relative_permittivity  # noqa: E402
 
 
 def _context(system, positions, platform="Reference"):

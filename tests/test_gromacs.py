@@ -18,10 +18,10 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.cli.command import main as backmap_main
+from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.gromacs.export import export
-from backmap_plugin.io.legacy import chain_starts, split_chains_by_numbering
+from backmap_plugin.io.chains import chain_starts, split_chains_by_numbering
 
 GMX = shutil.which("gmx")
 needs_gmx = pytest.mark.skipif(GMX is None, reason="GROMACS (gmx) is not on PATH; apt-get install gromacs")

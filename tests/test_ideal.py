@@ -9,8 +9,8 @@ import torch
 from conftest import load_truth
 
 from backmap_plugin.build import backbone as bb
-from backmap_plugin.core import chemistry as chem
 from backmap_plugin.build import ideal
+from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import metrics
 from backmap_plugin.core import topology as tp
 from backmap_plugin.core.topology import ProteinTopology
@@ -28,7 +28,8 @@ def test_backbone_close_to_truth_and_peptide_bonds_ideal(trpcage):
     protein, slots, present = trpcage
     ca = torch.as_tensor(slots[..., chem.SLOT_CA, :], dtype=torch.float64)
     out = bb.build_backbone(ca, protein.backbone_layout, protein.res_type).numpy()
-    for slot, limit in ((chem.SLOT_N, 0.5), (chem.SLOT_C, 0.5), (chem.SLOT_O, 1.2)):
+    # measured RMS deviations 0.22 (N), 0.28 (C), 0.92 (O) A on the first 10 NMR models
+    for slot, limit in ((chem.SLOT_N, 0.26), (chem.SLOT_C, 0.33), (chem.SLOT_O, 1.05)):
         # interior residues: terminal N / C / O depend on a free psi / phi
         d = np.linalg.norm(out[:, 1:-1, slot] - slots[:, 1:-1, slot], axis=-1)
         assert np.sqrt((d**2).mean()) < limit
@@ -79,7 +80,7 @@ def test_ideal_is_chemically_valid_on_real_trace(trpcage):
     # CA untouched
     np.testing.assert_allclose(out[..., chem.SLOT_CA, :].numpy(), slots[..., chem.SLOT_CA, :], atol=1e-5)
     rmsd = metrics.kabsch_rmsd(out.numpy()[:, present], slots[:, present])
-    assert rmsd.mean() < 2.5
+    assert rmsd.mean() < 1.8  # measured 1.61 A (heavy atoms, first 10 NMR models)
 
 
 def test_rotamer_choice_reduces_overlap(trpcage):
@@ -126,10 +127,11 @@ def test_measured_dofs_rebuild_the_real_backbone(trpcage):
     x = torch.as_tensor(slots, dtype=torch.float64)
     dofs = bb.backbone_dofs(x, protein.backbone_layout)
     out = bb.build_backbone(x[..., chem.SLOT_CA, :], protein.backbone_layout, protein.res_type, dofs)
-    for slot in (chem.SLOT_N, chem.SLOT_C, chem.SLOT_O):
+    # measured max / mean 0.21 / 0.077 (N), 0.40 / 0.034 (C), 0.59 / 0.108 (O) A: NMR peptides are not all planar
+    for slot, top, mean in ((chem.SLOT_N, 0.25, 0.09), (chem.SLOT_C, 0.47, 0.04), (chem.SLOT_O, 0.68, 0.125)):
         d = torch.linalg.norm(out[..., slot, :] - x[..., slot, :], dim=-1)
-        assert d.max() < 0.8, (slot, d.max())  # NMR peptides are not all planar
-        assert d.mean() < 0.15
+        assert d.max() < top, (slot, d.max())
+        assert d.mean() < mean, (slot, d.mean())
 
 
 def test_rotamer_deviation_table():

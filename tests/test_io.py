@@ -1,4 +1,5 @@
-"""Tests for backmap_plugin.io.legacy on a real NMR ensemble (PDB 1L2Y, 38 models)."""
+"""Tests for the readers and writers of backmap_plugin.io on a real NMR ensemble (PDB 1L2Y, 38 models),
+and for the atomic-write helper."""
 
 import gzip
 import os
@@ -9,8 +10,11 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from backmap_plugin.io import legacy as bio
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io import atomic, loaders
+from backmap_plugin.io.frames import frames_from_openmm, open_frames
+from backmap_plugin.io.paths import SUPPORTED_OUTPUT
+from backmap_plugin.io.trajectory import TrajectoryWriter, write_trajectory
 
 DATA = Path(__file__).resolve().parent / "data"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -22,7 +26,7 @@ TOLERANCE = {".pdb": 1.5e-3, ".cif": 1.5e-3, ".dcd": 1e-4, ".h5": 1e-4, ".xtc": 
 
 def _read_all(path, **kwargs):
     """(topology, xyz) of every frame of a file, through open_frames."""
-    source = bio.open_frames(path, **kwargs)
+    source = open_frames(path, **kwargs)
     return source.topology, np.concatenate([c.xyz for c in source])
 
 
@@ -66,14 +70,14 @@ def test_read_fixture_pdb_gz(l2y):
     assert [r.resSeq for r in top.residues] == list(range(1, 21))
     # first ATOM record of the file: N ASN A 1 at (-8.901, 4.127, -0.555) Angstrom
     np.testing.assert_allclose(xyz[0, 0], [-8.901, 4.127, -0.555], atol=1e-4)
-    source = bio.open_frames(str(FIXTURE))
+    source = open_frames(str(FIXTURE))
     assert source.path == str(FIXTURE) and source.n_atoms == 154
     assert all(chunk.box is None for chunk in source)
 
 
 def test_pdb_chunks_and_stride(l2y):
     _, xyz = l2y
-    chunks = list(bio.open_frames(FIXTURE, chunk=5, stride=2))
+    chunks = list(open_frames(FIXTURE, chunk=5, stride=2))
     assert [c.start for c in chunks] == [0, 5, 10, 15]
     np.testing.assert_array_equal(np.concatenate([c.xyz for c in chunks]), xyz[::2])
 
@@ -82,11 +86,11 @@ def test_pdb_chunks_and_stride(l2y):
 def test_chunked_read_matches_whole_read_and_stride(tmp_path, l2y, ext):
     top, xyz = l2y
     path = tmp_path / f"traj{ext}"
-    bio.write_trajectory(path, top, xyz)
-    whole = list(bio.open_frames(path, top=FIXTURE, chunk=1000))
+    write_trajectory(path, top, xyz)
+    whole = list(open_frames(path, top=FIXTURE, chunk=1000))
     assert len(whole) == 1 and whole[0].start == 0
     np.testing.assert_allclose(whole[0].xyz, xyz, atol=1e-4)
-    chunks = list(bio.open_frames(path, top=FIXTURE, chunk=4, stride=3))
+    chunks = list(open_frames(path, top=FIXTURE, chunk=4, stride=3))
     assert [c.start for c in chunks] == [0, 4, 8, 12]
     assert [len(c.xyz) for c in chunks] == [4, 4, 4, 1]
     assert all(c.xyz.dtype == np.float32 for c in chunks)
@@ -116,7 +120,7 @@ def test_box_in_angstrom(tmp_path, l2y):
     traj = md.Trajectory(xyz[:3] / 10.0, top, unitcell_lengths=np.full((3, 3), 5.0),
                          unitcell_angles=np.full((3, 3), 90.0))
     traj.save_dcd(str(tmp_path / "box.dcd"))
-    chunks = list(bio.open_frames(tmp_path / "box.dcd", top=FIXTURE))
+    chunks = list(open_frames(tmp_path / "box.dcd", top=FIXTURE))
     np.testing.assert_allclose(chunks[0].box, np.broadcast_to(np.eye(3) * 50.0, (3, 3, 3)), atol=1e-4)
 
 
@@ -128,7 +132,7 @@ def test_triclinic_box_vectors_kept(tmp_path, l2y):
     traj = md.Trajectory(xyz[:2] / 10.0, top)
     traj.unitcell_vectors = np.broadcast_to(vectors, (2, 3, 3)).astype(np.float32)
     traj.save_xtc(str(tmp_path / "tric.xtc"))
-    chunks = list(bio.open_frames(tmp_path / "tric.xtc", top=FIXTURE))
+    chunks = list(open_frames(tmp_path / "tric.xtc", top=FIXTURE))
     np.testing.assert_allclose(chunks[0].box, np.broadcast_to(vectors * 10.0, (2, 3, 3)), atol=1e-3)
 
 
@@ -167,7 +171,7 @@ def test_corpus_insertion_codes_survive_pdb_and_cif(tmp_path):
     top, xyz = _read_all(path)
     for ext in (".pdb", ".cif"):
         out = tmp_path / f"ab{ext}"
-        bio.write_trajectory(out, top, np.stack([xyz[0], xyz[0] + 1.0]))
+        write_trajectory(out, top, np.stack([xyz[0], xyz[0] + 1.0]))
         got_top, got = _read_all(out)
         assert _labels(got_top) == _labels(top)
         np.testing.assert_allclose(got[1], xyz[0] + 1.0, atol=TOLERANCE[ext])
@@ -180,45 +184,45 @@ def test_corpus_insertion_codes_survive_pdb_and_cif(tmp_path):
 
 def test_error_missing_file(tmp_path):
     with pytest.raises(BackmapInputError, match="nothere.pdb.*does not exist"):
-        bio.open_frames(tmp_path / "nothere.pdb")
+        open_frames(tmp_path / "nothere.pdb")
 
 
 def test_error_empty_file(tmp_path):
     (tmp_path / "empty.pdb").write_text("")
     with pytest.raises(BackmapInputError, match="empty.pdb.*empty"):
-        bio.open_frames(tmp_path / "empty.pdb")
+        open_frames(tmp_path / "empty.pdb")
     with gzip.open(tmp_path / "nothing.pdb.gz", "wt") as handle:
         handle.write("REMARK no coordinates\nEND\n")
     with pytest.raises(BackmapInputError, match="nothing.pdb.gz: is empty: no ATOM/HETATM records"):
-        bio.open_frames(tmp_path / "nothing.pdb.gz")
+        open_frames(tmp_path / "nothing.pdb.gz")
 
 
 def test_error_unsupported_extension(tmp_path):
     (tmp_path / "coords.txt").write_text("1 2 3\n")
     with pytest.raises(BackmapInputError, match=r"coords.txt.*unsupported.*\.pdb.*\.dcd"):
-        bio.open_frames(tmp_path / "coords.txt")
+        open_frames(tmp_path / "coords.txt")
 
 
 def test_error_upper_case_extension(tmp_path):
     (tmp_path / "SHOUT.PDB").write_bytes(gzip.open(FIXTURE).read())
     with pytest.raises(BackmapInputError, match=r"SHOUT.PDB: .*lower-case extension; rename .* \.pdb"):
-        bio.open_frames(tmp_path / "SHOUT.PDB")
+        open_frames(tmp_path / "SHOUT.PDB")
 
 
 def test_error_trajectory_without_top(tmp_path, l2y):
     top, xyz = l2y
-    bio.write_trajectory(tmp_path / "t.dcd", top, xyz[:2])
+    write_trajectory(tmp_path / "t.dcd", top, xyz[:2])
     with pytest.raises(BackmapInputError, match="t.dcd.*needs a topology file: pass --top"):
-        bio.open_frames(tmp_path / "t.dcd")
+        open_frames(tmp_path / "t.dcd")
 
 
 def test_error_atom_count_mismatch(tmp_path, l2y):
     top, xyz = l2y
-    bio.write_trajectory(tmp_path / "t.dcd", top, xyz[:2])
+    write_trajectory(tmp_path / "t.dcd", top, xyz[:2])
     sub = top.subset(range(100))
-    bio.write_trajectory(tmp_path / "small.pdb", sub, xyz[0, :100])
+    write_trajectory(tmp_path / "small.pdb", sub, xyz[0, :100])
     with pytest.raises(BackmapInputError) as info:
-        bio.open_frames(tmp_path / "t.dcd", top=tmp_path / "small.pdb")
+        open_frames(tmp_path / "t.dcd", top=tmp_path / "small.pdb")
     message = str(info.value)
     assert "100" in message and "154" in message and "small.pdb" in message and "t.dcd" in message
 
@@ -233,7 +237,7 @@ def test_error_nan_coordinates(tmp_path):
             break
     (tmp_path / "nan.pdb").write_text("".join(lines))
     with pytest.raises(BackmapInputError, match=r"nan.pdb: frame 2 .*chain 'A' residue GLN5 atom CA"):
-        bio.open_frames(tmp_path / "nan.pdb")
+        open_frames(tmp_path / "nan.pdb")
 
 
 def test_error_nan_in_trajectory_reported_while_iterating(tmp_path, l2y):
@@ -241,7 +245,7 @@ def test_error_nan_in_trajectory_reported_while_iterating(tmp_path, l2y):
     bad = xyz[:6].copy()
     bad[4, 10, 1] = np.inf
     md.formats.DCDTrajectoryFile(str(tmp_path / "bad.dcd"), "w").write(bad)
-    source = bio.open_frames(tmp_path / "bad.dcd", top=FIXTURE, chunk=3, stride=2)
+    source = open_frames(tmp_path / "bad.dcd", top=FIXTURE, chunk=3, stride=2)
     with pytest.raises(BackmapInputError, match=r"bad.dcd: frame 2 \(frame 4 of the file, stride 2\).*atom"):
         list(source)
 
@@ -249,7 +253,7 @@ def test_error_nan_in_trajectory_reported_while_iterating(tmp_path, l2y):
 def test_error_unparsable_file_keeps_message(tmp_path):
     (tmp_path / "junk.dcd").write_bytes(b"this is not a dcd file" * 10)
     with pytest.raises(BackmapInputError, match="junk.dcd: cannot be read as .dcd: ") as info:
-        bio.open_frames(tmp_path / "junk.dcd", top=FIXTURE)
+        open_frames(tmp_path / "junk.dcd", top=FIXTURE)
     assert info.value.__cause__ is not None
 
 
@@ -259,25 +263,25 @@ def test_error_duplicate_atoms(tmp_path):
     lines.insert(ca + 1, lines[ca])
     (tmp_path / "dup.pdb").write_text("".join(lines) + "END\n")
     with pytest.raises(BackmapInputError, match=r"dup.pdb: duplicate atom: chain 'A' residue TYR3 atom CA"):
-        bio.open_frames(tmp_path / "dup.pdb")
+        open_frames(tmp_path / "dup.pdb")
 
 
 def test_error_bad_topology_extension_and_chunk(tmp_path, l2y):
     top, xyz = l2y
-    bio.write_trajectory(tmp_path / "t.dcd", top, xyz[:2])
+    write_trajectory(tmp_path / "t.dcd", top, xyz[:2])
     with pytest.raises(BackmapInputError, match="t.dcd: unsupported topology file extension"):
-        bio.open_frames(tmp_path / "t.dcd", top=tmp_path / "t.dcd")
+        open_frames(tmp_path / "t.dcd", top=tmp_path / "t.dcd")
     with pytest.raises(BackmapInputError, match="chunk must be a positive integer"):
-        bio.open_frames(FIXTURE, chunk=0)
+        open_frames(FIXTURE, chunk=0)
 
 
 # --------------------------------------------------------------------------- writing
 
-@pytest.mark.parametrize("ext", bio.SUPPORTED_OUTPUT)
+@pytest.mark.parametrize("ext", SUPPORTED_OUTPUT)
 def test_round_trip_every_output_format(tmp_path, l2y, ext):
     top, xyz = l2y
     path = tmp_path / f"out{ext}"
-    with bio.TrajectoryWriter(path, top) as writer:
+    with TrajectoryWriter(path, top) as writer:
         writer.write(xyz[:3])       # streaming: several calls
         writer.write(xyz[3:5])
         writer.write(xyz[5])        # a single (n_atoms, 3) frame
@@ -294,7 +298,7 @@ def test_chain_ids_and_residue_numbers_preserved(tmp_path, l2y, ext):
     top, xyz = l2y
     two = _two_chain_topology(top)
     path = tmp_path / f"two{ext}"
-    bio.write_trajectory(path, two, xyz[:2])
+    write_trajectory(path, two, xyz[:2])
     got_top, got = _read_all(path)
     assert [c.chain_id for c in got_top.chains] == ["H", "L"]
     assert [r.resSeq for r in got_top.residues] == [r.resSeq for r in two.residues]
@@ -305,7 +309,7 @@ def test_chain_ids_and_residue_numbers_preserved(tmp_path, l2y, ext):
 def test_pdb_layout_ter_model_end_no_conect(tmp_path, l2y):
     top, xyz = l2y
     two = _two_chain_topology(top, chain_ids=("A", "A"))  # two chains sharing one id
-    bio.write_trajectory(tmp_path / "multi.pdb", two, xyz[:3])
+    write_trajectory(tmp_path / "multi.pdb", two, xyz[:3])
     text = (tmp_path / "multi.pdb").read_text().splitlines()
     assert sum(line.startswith("MODEL") for line in text) == 3
     assert sum(line.startswith("ENDMDL") for line in text) == 3
@@ -318,7 +322,7 @@ def test_pdb_layout_ter_model_end_no_conect(tmp_path, l2y):
     assert [c.chain_id for c in got_top.chains] == ["A", "A"]
     assert _labels(got_top) == _labels(two)
     # a single frame has no MODEL record
-    bio.write_trajectory(tmp_path / "one.pdb", two, xyz[:1])
+    write_trajectory(tmp_path / "one.pdb", two, xyz[:1])
     one = (tmp_path / "one.pdb").read_text().splitlines()
     assert not any(line.startswith(("MODEL", "ENDMDL")) for line in one) and one[-1] == "END"
 
@@ -326,7 +330,7 @@ def test_pdb_layout_ter_model_end_no_conect(tmp_path, l2y):
 def test_cif_repeated_chain_ids_keep_chain_boundaries(tmp_path, l2y):
     top, xyz = l2y
     two = _two_chain_topology(top, chain_ids=("A", "A"))
-    bio.write_trajectory(tmp_path / "same.cif", two, xyz[:2])
+    write_trajectory(tmp_path / "same.cif", two, xyz[:2])
     got_top, got = _read_all(tmp_path / "same.cif")
     assert got_top.n_chains == 2 and [c.n_residues for c in got_top.chains] == [10, 10]
     np.testing.assert_allclose(got, xyz[:2], atol=TOLERANCE[".cif"])
@@ -337,9 +341,9 @@ def test_cif_repeated_chain_ids_keep_chain_boundaries(tmp_path, l2y):
 def test_cif_fallback_reader_agrees(tmp_path, l2y, monkeypatch):
     top, xyz = l2y
     two = _two_chain_topology(top)
-    bio.write_trajectory(tmp_path / "two.cif", two, xyz[:2])
+    write_trajectory(tmp_path / "two.cif", two, xyz[:2])
     ref_top, ref = _read_all(tmp_path / "two.cif")
-    monkeypatch.setattr(bio, "_mdtraj_can_read", lambda ext: False)
+    monkeypatch.setattr(loaders, "_mdtraj_can_read", lambda ext: False)
     got_top, got = _read_all(tmp_path / "two.cif")
     assert _labels(got_top) == _labels(ref_top)
     np.testing.assert_allclose(got, ref, atol=1e-5)
@@ -349,7 +353,7 @@ def test_partial_file_kept_on_exception(tmp_path, l2y):
     top, xyz = l2y
     path = tmp_path / "crash.pdb"
     with pytest.raises(RuntimeError, match="boom"):
-        with bio.TrajectoryWriter(path, top) as writer:
+        with TrajectoryWriter(path, top) as writer:
             writer.write(xyz[:2])
             raise RuntimeError("boom")
     assert not path.exists()
@@ -365,8 +369,8 @@ def test_atomic_replace_on_success(tmp_path, l2y, monkeypatch):
     path.write_text("old contents")
     calls = []
     real_replace = os.replace
-    monkeypatch.setattr(bio.os, "replace", lambda a, b: (calls.append((a, b)), real_replace(a, b)))
-    with bio.TrajectoryWriter(path, top) as writer:
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append((a, b)), real_replace(a, b)))
+    with TrajectoryWriter(path, top) as writer:
         writer.write(xyz[:2])
         assert path.read_text() == "old contents"  # untouched while writing
         assert os.path.getsize(writer.partial_path) > 0  # flushed after write
@@ -378,7 +382,7 @@ def test_atomic_replace_on_success(tmp_path, l2y, monkeypatch):
 
 def test_flush_after_each_write(tmp_path, l2y):
     top, xyz = l2y
-    with bio.TrajectoryWriter(tmp_path / "live.pdb", top) as writer:
+    with TrajectoryWriter(tmp_path / "live.pdb", top) as writer:
         writer.write(xyz[:1])
         assert Path(writer.partial_path).read_text().count("ATOM") == 154
         writer.write(xyz[1:2])
@@ -389,19 +393,19 @@ def test_flush_after_each_write(tmp_path, l2y):
 
 def test_error_unsupported_output_extension(tmp_path, l2y):
     with pytest.raises(BackmapInputError, match=r"out.gro: unsupported output.*\.pdb, \.cif, \.dcd, \.xtc, \.h5"):
-        bio.TrajectoryWriter(tmp_path / "out.gro", l2y[0])
+        TrajectoryWriter(tmp_path / "out.gro", l2y[0])
 
 
 def test_error_output_directory_missing(tmp_path, l2y):
     with pytest.raises(BackmapInputError, match="missing/out.pdb.*does not exist"):
-        bio.TrajectoryWriter(tmp_path / "missing" / "out.pdb", l2y[0])
+        TrajectoryWriter(tmp_path / "missing" / "out.pdb", l2y[0])
     assert not (tmp_path / "missing").exists()
 
 
 def test_error_output_parent_is_a_file(tmp_path, l2y):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(BackmapInputError, match="afile/out.dcd"):
-        bio.TrajectoryWriter(tmp_path / "afile" / "out.dcd", l2y[0])
+        TrajectoryWriter(tmp_path / "afile" / "out.dcd", l2y[0])
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user")
@@ -411,7 +415,7 @@ def test_error_output_no_permission(tmp_path, l2y):
     locked.chmod(0o500)
     try:
         with pytest.raises(BackmapInputError, match="locked/out.pdb.*permission"):
-            bio.TrajectoryWriter(locked / "out.pdb", l2y[0])
+            TrajectoryWriter(locked / "out.pdb", l2y[0])
     finally:
         locked.chmod(0o700)
 
@@ -419,16 +423,16 @@ def test_error_output_no_permission(tmp_path, l2y):
 def test_error_output_no_permission_simulated(tmp_path, l2y, monkeypatch):
     """Same check as above, runnable as root: the directory reports no write access."""
     real_access = os.access
-    monkeypatch.setattr(bio.os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))
     with pytest.raises(BackmapInputError, match="out.pdb.*no permission"):
-        bio.TrajectoryWriter(tmp_path / "out.pdb", l2y[0])
+        TrajectoryWriter(tmp_path / "out.pdb", l2y[0])
     assert list(tmp_path.iterdir()) == []
 
 
 def test_error_overwrite_false(tmp_path, l2y):
     (tmp_path / "exists.pdb").write_text("keep me")
     with pytest.raises(BackmapInputError, match="exists.pdb.*exists"):
-        bio.TrajectoryWriter(tmp_path / "exists.pdb", l2y[0], overwrite=False)
+        TrajectoryWriter(tmp_path / "exists.pdb", l2y[0], overwrite=False)
     assert (tmp_path / "exists.pdb").read_text() == "keep me"
 
 
@@ -437,14 +441,116 @@ def test_error_write_bad_frames(tmp_path, l2y):
     bad = xyz[:2].copy()
     bad[1, 7, 0] = np.nan
     with pytest.raises(BackmapInputError, match=r"frame 1 .*residue ASN1 atom ND2"):
-        with bio.TrajectoryWriter(tmp_path / "nan.xtc", top) as writer:
+        with TrajectoryWriter(tmp_path / "nan.xtc", top) as writer:
             writer.write(bad)
     with pytest.raises(BackmapInputError, match=r"expected coordinates shaped \(n_frames, 154, 3\)"):
-        bio.write_trajectory(tmp_path / "shape.dcd", top, xyz[:, :100])
+        write_trajectory(tmp_path / "shape.dcd", top, xyz[:, :100])
     with pytest.raises(BackmapInputError, match="does not fit the PDB coordinate columns"):
-        bio.write_trajectory(tmp_path / "far.pdb", top, xyz[:1] + 20000.0)
+        write_trajectory(tmp_path / "far.pdb", top, xyz[:1] + 20000.0)
     with pytest.raises(BackmapInputError, match="chain id 'AB'.*write .cif"):
-        bio.TrajectoryWriter(tmp_path / "long.pdb", _two_chain_topology(top, chain_ids=("AB", "C")))
+        TrajectoryWriter(tmp_path / "long.pdb", _two_chain_topology(top, chain_ids=("AB", "C")))
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+def _fsynced(monkeypatch):
+    """Record the paths whose data ``os.fsync`` flushed."""
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else fd)
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_atomic_write_replaces_whole_file_after_fsync(tmp_path, monkeypatch):
+    target = tmp_path / "table.csv"
+    target.write_text("old\n")
+    synced = _fsynced(monkeypatch)
+    with atomic.atomic_write(target, newline="") as handle:
+        handle.write("a,b\r\n1,2\r\n")
+        temporary = handle.name
+        assert os.path.dirname(temporary) == str(tmp_path)  # same folder: os.replace is atomic
+        assert target.read_text() == "old\n"  # untouched while writing
+    assert target.read_bytes() == b"a,b\r\n1,2\r\n"
+    assert synced and synced[-1] in (temporary, str(target))  # synced before the move
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+
+
+def test_atomic_write_failure_keeps_target_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "report.json"
+    target.write_text("keep me")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic.atomic_write(target) as handle:
+            handle.write("half a fi")
+            raise RuntimeError("boom")
+    assert target.read_text() == "keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_atomic_write_failure_before_any_file_existed(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.atomic_write(tmp_path / "new.bin", "wb") as handle:
+            handle.write(b"\x00" * 10)
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_commit_failure_removes_temporary(tmp_path):
+    """A failing move (e.g. a directory in the way) leaves no temporary file behind."""
+    (tmp_path / "out.json").mkdir()
+    with pytest.raises(OSError):
+        atomic.write_json(tmp_path / "out.json", {"a": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_write_json_refuses_nan_and_keeps_target(tmp_path):
+    target = tmp_path / "summary.json"
+    atomic.write_json(target, {"a": 1.5, "b": [1, 2]})
+    assert target.read_text() == '{\n  "a": 1.5,\n  "b": [\n    1,\n    2\n  ]\n}\n'
+    with pytest.raises(ValueError):
+        atomic.write_json(target, {"a": float("nan")})
+    assert target.read_text().startswith('{\n  "a": 1.5')
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_atomic_path_for_writers_that_open_by_name(tmp_path, monkeypatch):
+    synced = _fsynced(monkeypatch)
+    target = tmp_path / "model.pt"
+    with atomic.atomic_path(target, temporary=tmp_path / "model.pt.tmp") as name:
+        assert name == str(tmp_path / "model.pt.tmp")
+        Path(name).write_bytes(b"weights")
+    assert target.read_bytes() == b"weights" and synced
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_atomic_write_refuses_append_mode(tmp_path):
+    with pytest.raises(ValueError, match="mode"):
+        with atomic.atomic_write(tmp_path / "log.txt", "a"):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_trajectory_writer_syncs_before_the_move(tmp_path, l2y, monkeypatch):
+    top, xyz = l2y
+    synced = _fsynced(monkeypatch)
+    with TrajectoryWriter(tmp_path / "out.pdb", top) as writer:
+        writer.write(xyz[:2])
+        assert not synced
+    assert synced
+    assert [p.name for p in tmp_path.iterdir()] == ["out.pdb"]
+
+
+def test_importing_atomic_loads_no_numerical_library():
+    import subprocess
+
+    code = ("import sys, backmap_plugin.io.atomic, backmap_plugin.io.paths\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'mdtraj', 'torch', 'openmm'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # --------------------------------------------------------------------------- OpenMM
@@ -461,14 +567,14 @@ def test_frames_from_openmm_quantity_and_array(l2y):
         [unit.Quantity(tuple(p), unit.angstrom).value_in_unit(unit.nanometer) for p in frame] * unit.nanometer,
         frame / 10.0,  # plain array: nm
     ):
-        got_top, got = bio.frames_from_openmm(omm_top, positions)
+        got_top, got = frames_from_openmm(omm_top, positions)
         assert got.dtype == np.float32 and got.shape == (1, 154, 3)
         np.testing.assert_allclose(got[0], frame, atol=1e-4)
         assert _labels(got_top) == _labels(top)
-    _, many = bio.frames_from_openmm(omm_top, xyz[:3] / 10.0)
+    _, many = frames_from_openmm(omm_top, xyz[:3] / 10.0)
     assert many.shape == (3, 154, 3)
     with pytest.raises(BackmapInputError, match="100 positions for a topology of 154 atoms"):
-        bio.frames_from_openmm(omm_top, frame[:100] * unit.angstrom)
+        frames_from_openmm(omm_top, frame[:100] * unit.angstrom)
 
 
 # --------------------------------------------------------------------------- GROMACS .tpr topologies
@@ -479,8 +585,8 @@ GMX_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gromacs"
 def test_tpr_topology_matches_the_gro(tmp_path):
     """``--top topol.tpr`` (MDAnalysis) gives the chains of the molecules and the same frames as the .gro."""
     pytest.importorskip("MDAnalysis", reason="the gromacs extra (MDAnalysis) is not installed")
-    tpr = bio.open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=GMX_EXAMPLE / "topol_ca.tpr")
-    gro = bio.open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=GMX_EXAMPLE / "conf_ca.gro")
+    tpr = open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=GMX_EXAMPLE / "topol_ca.tpr")
+    gro = open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=GMX_EXAMPLE / "conf_ca.gro")
     assert [c.chain_id for c in tpr.topology.chains] == ["A", "B"]
     assert [c.n_residues for c in tpr.topology.chains] == [20, 20]
     assert [r.name for r in tpr.topology.residues] == [r.name for r in gro.topology.residues]
@@ -492,7 +598,7 @@ def test_tpr_without_mdanalysis_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "MDAnalysis", None)  # import fails as if not installed
     with pytest.raises(BackmapInputError, match=r"topol_ca.tpr: reading .tpr files needs MDAnalysis: "
                                                 r"pip install 'backmap_plugin\[gromacs\]'"):
-        bio.open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=GMX_EXAMPLE / "topol_ca.tpr")
+        open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=GMX_EXAMPLE / "topol_ca.tpr")
 
 
 def test_broken_tpr_is_named(tmp_path):
@@ -500,13 +606,13 @@ def test_broken_tpr_is_named(tmp_path):
     bad = tmp_path / "broken.tpr"
     bad.write_bytes((GMX_EXAMPLE / "topol_ca.tpr").read_bytes()[:300])
     with pytest.raises(BackmapInputError, match="broken.tpr: cannot be read as .tpr"):
-        bio.open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=bad)
+        open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=bad)
 
 
 @pytest.mark.parametrize("name, top, stride", [("traj_ca.xtc", "conf_ca.gro", 1), ("traj_ca.xtc", "conf_ca.gro", 5),
                                                ("conf_ca.gro", None, 1)])
 def test_n_frames_is_what_iterating_yields(name, top, stride):
     """The length behind the progress bar's ETA, without reading the frames."""
-    source = bio.open_frames(GMX_EXAMPLE / name, top=None if top is None else GMX_EXAMPLE / top, chunk=7,
-                             stride=stride)
+    source = open_frames(GMX_EXAMPLE / name, top=None if top is None else GMX_EXAMPLE / top, chunk=7,
+                         stride=stride)
     assert source.n_frames == sum(len(c.xyz) for c in source)

@@ -12,11 +12,11 @@ from conftest import load_truth
 
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import metrics
+from backmap_plugin.core.topology import gather_slots, protein_topology, read_residues
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.targets import measure
 from backmap_plugin.model.testing import assert_invariant
 from backmap_plugin.model.vae import BackmapVAE, ModelConfig
-from backmap_plugin.core.topology import gather_slots, protein_topology, read_residues
 
 DATA = Path(__file__).parent / "data"
 
@@ -105,9 +105,9 @@ def test_sampling_is_seeded_per_frame(model, trpcage):
 
 
 def test_training_runs_and_resume_equals_uninterrupted(tmp_path):
+    from backmap_plugin.model.weights import load_model
     from backmap_plugin.training.cache import build_cache
     from backmap_plugin.training.train import TrainConfig, train
-    from backmap_plugin.model.weights import load_model
 
     src = tmp_path / "src"
     src.mkdir()
@@ -132,8 +132,8 @@ def test_training_runs_and_resume_equals_uninterrupted(tmp_path):
 
 
 def test_warm_start_copies_the_matching_tensors_of_a_shallower_model():
-    from backmap_plugin.training.train import warm_start
     from backmap_plugin.model.weights import shipped_model_path
+    from backmap_plugin.training.train import warm_start
 
     path = shipped_model_path()
     config = json.loads(Path(path).with_suffix(".json").read_text())["config"]
@@ -171,6 +171,36 @@ def test_shipped_model_is_the_default_and_valid(tmp_path):
     assert metrics.fraction_bonds_off(traj.xyz * 10.0, pairs, ideal) <= 0.01
     samples = (traj.xyz * 10.0).reshape(4, 3, traj.n_atoms, 3)
     assert metrics.sample_diversity(samples) > 0.05  # samples of one frame genuinely differ
+
+
+def test_built_model_cache_gives_the_same_structures(tmp_path, monkeypatch, trpcage):
+    """The first load keeps the built model in the cache folder; a load from it builds the same structures,
+    an unreadable entry is rebuilt, and BACKMAP_CACHE_DIR="" switches the cache off."""
+    from backmap_plugin.core.mappings import get_mapping
+    from backmap_plugin.model import weights
+    from backmap_plugin.model.method import ModelMethod
+
+    protein, slots, _ = trpcage
+    ca, mapping, seeds = slots[..., chem.SLOT_CA, :].float(), get_mapping("ca"), np.array([1, 2, 3])
+
+    def structures():
+        weights._load.cache_clear()
+        return ModelMethod(None, "cpu", temperature=0.0)(ca, protein, mapping, 1, seeds)
+
+    monkeypatch.setenv("BACKMAP_CACHE_DIR", "")
+    assert weights.model_cache_dir() is None
+    built = structures()
+    monkeypatch.setenv("BACKMAP_CACHE_DIR", str(tmp_path))
+    assert torch.equal(structures(), built)  # built again, and kept
+    (entry,) = tmp_path.glob("model-*.pt")
+    read = weights._read_cached(str(entry))
+    assert isinstance(read, BackmapVAE)
+    assert torch.equal(structures(), built)  # from the cache
+    entry.write_bytes(b"not a pickle")
+    assert weights._read_cached(str(entry)) is None
+    assert torch.equal(structures(), built)  # rebuilt and rewritten
+    assert weights._read_cached(str(entry)) is not None
+    weights._load.cache_clear()
 
 
 def test_model_method_frames_are_independent_and_seeded(trpcage):

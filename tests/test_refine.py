@@ -12,13 +12,14 @@ import pytest
 pytest.importorskip("openmm")
 pytest.importorskip("pdbfixer")
 
+from backmap_plugin.api import backmap  # noqa: E402
+from backmap_plugin.cli import refine as refine_cli  # noqa: E402
+from backmap_plugin.cli import validate as validate_cli
+from backmap_plugin.cli.command import main as backmap_main  # noqa: E402
 from backmap_plugin.core import metrics  # noqa: E402
-from backmap_plugin.api import backmap    # noqa: E402
-from backmap_plugin.cli import openmm as openmm_cli    # noqa: E402
-from backmap_plugin.openmm.platforms import select_platform    # noqa: E402
-from backmap_plugin.openmm.refine import refine_structure    # noqa: E402
-from backmap_plugin.openmm.structure import create_disulfide_bonds    # noqa: E402
-from backmap_plugin.cli.command import main as backmap_main    # noqa: E402
+from backmap_plugin.openmm.platforms import select_platform  # noqa: E402
+from backmap_plugin.openmm.refine import refine_structure  # noqa: E402
+from backmap_plugin.openmm.structure import create_disulfide_bonds  # noqa: E402
 
 EXAMPLE_CA = Path(__file__).resolve().parents[1] / "examples" / "trpcage_ca.pdb"
 
@@ -218,13 +219,15 @@ def test_platform_choice():
         select_platform("no-such-platform")
 
 
-def test_add_parsers_registers_refine_and_validate():
+def test_add_parser_registers_refine_and_validate():
     import argparse
 
     parser = argparse.ArgumentParser(prog="backmap")
-    openmm_cli.add_parsers(parser.add_subparsers(dest="command"))
+    subparsers = parser.add_subparsers(dest="command")
+    refine_cli.add_parser(subparsers)
+    validate_cli.add_parser(subparsers)
     args = parser.parse_args(["refine", "in.pdb", "-o", "out.pdb", "--restraint-k", "500", "--steps", "10"])
-    assert args.func is not None and args.restraint_k == 500.0 and args.steps == 10
+    assert args.func is refine_cli.run and args.restraint_k == 500.0 and args.steps == 10
     assert args.solvent == "gbn2" and args.platform == "auto"
     args = parser.parse_args(["validate", "in.pdb", "--json", "--strict"])
-    assert args.func is not None and args.json and args.strict
+    assert args.func is validate_cli.run and args.json and args.strict

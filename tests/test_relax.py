@@ -8,8 +8,8 @@ import torch
 from conftest import load_truth
 from scipy.spatial import cKDTree
 
-from backmap_plugin.core import chemistry as chem
 from backmap_plugin.build import ideal, relax
+from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import metrics
 from backmap_plugin.core.geometry import build_residues, chi_angles
 

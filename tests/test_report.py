@@ -135,6 +135,96 @@ def test_report_is_self_contained(run_dir, cli_report):
     assert "without superposition" in page
 
 
+def _section(page: str, title: str) -> str:
+    start = page.index(f"<h2>{title}</h2>")
+    end = page.find("<h2>", start + 1)
+    return page[start:end if end > 0 else len(page)]
+
+
+def test_report_starts_with_the_settings(run_dir, cli_report):
+    page = cli_report[1].read_text()
+    assert re.findall(r"<h2>([^<]*)</h2>", page)[0] == "Settings"
+    settings = _section(page, "Settings")
+    info = json.loads((run_dir / "backmap.json").read_text())
+    refined = json.loads((run_dir / "refined.json").read_text())
+    for label, value in (("input", info["input"]), ("topology", info["top"]), ("mapping", "ca"),
+                         ("method", "model"), ("samples per frame", "2"), ("seed", "0"),
+                         ("temperature", "method default"), ("max iterations", "20"),
+                         ("OpenMM platform", "CPU"), ("force field", "amber14-all.xml")):
+        assert re.search(rf"<th>{re.escape(label)}</th><td>{re.escape(value)}", settings), label
+    assert refined["settings"]["max_iterations"] == 20
+    # backmap run --json records the weights, device and version (the shipped model, on the CPU here)
+    assert info["model"].endswith("model.pt") and info["device"] == "cpu" and info["version"]
+    for label, value in (("model weights", info["model"]), ("device", "cpu"),
+                         ("backmap_plugin version", info["version"])):
+        assert f"<th>{label}</th><td>{value}</td>" in settings
+    assert "Report made with backmap_plugin " in settings
+
+
+def test_settings_read_when_recorded(run_dir, tmp_path):
+    recorded = _copy(run_dir, tmp_path / "recorded", REQUIRED)
+    info = json.loads((recorded / "backmap.json").read_text())
+    extra = {"model": "weights/v2.pt", "device": "cuda", "version": "9.9.9", "temperature": 0.5}
+    (recorded / "backmap.json").write_text(json.dumps({**info, **extra}))
+    summary = report.summarize(recorded)
+    assert {k: summary["backmap"][k] for k in extra} == extra
+    settings = _section(Path(report.write_report(recorded, recorded / "r.html")).read_text(), "Settings")
+    for label, value in (("model weights", "weights/v2.pt"), ("device", "cuda"),
+                         ("backmap_plugin version", "9.9.9"), ("temperature", "0.5")):
+        assert f"<th>{label}</th><td>{value}</td>" in settings
+    assert "No refined.json: not refined." in settings
+    # what an older backmap.json does not record is said so, not left out
+    for key in ("model", "device", "version"):
+        info.pop(key, None)
+    (recorded / "backmap.json").write_text(json.dumps(info))
+    settings = _section(Path(report.write_report(recorded, recorded / "r.html")).read_text(), "Settings")
+    for label in ("model weights", "device", "backmap_plugin version"):
+        assert f"<th>{label}</th><td>not recorded in backmap.json</td>" in settings
+
+
+def test_validation_table_fits_the_page(cli_report):
+    page = cli_report[1].read_text()
+    css = re.search(r"<style>(.*)</style>", page, re.S).group(1)
+    assert re.search(r"table\.validation \{[^}]*table-layout: fixed;[^}]*width: 100%", css)
+    assert re.search(r"div\.table-wrap \{[^}]*overflow-x: auto", css)
+    table = re.search(r'<table id="validation" class="validation">(.*?)</table>', page, re.S).group(1)
+    # stages stacked as rows, not side by side: one header row of 14 columns whose widths add up to 100 %
+    assert len(re.findall(r"<tr>", table.split("<tbody>")[0])) == 1
+    headers = re.findall(r"<th>", table)
+    widths = [float(w) for w in re.findall(r'<col style="width:([0-9.]+)%">', table)]
+    assert len(headers) == len(widths) == 14 and sum(widths) == pytest.approx(100.0)
+    assert len(re.findall(r'<tr data-stage="refined">', table)) == 4
+    assert "energy (kJ/mol)" in table
+
+
+def test_energy_axes_are_linear_in_kj_mol():
+    from backmap_plugin.report.plots import refinement_figure
+
+    before = [4270.0, 4766.0, 1.0e6, 3924.0]
+    after = [-2661.0, -2675.0, -2646.0, -2673.0]
+    models = [{"model": k, "clashes_before": int(b > 1e5), "clashes_after": 0, "energy_before_kj_mol": b,
+               "energy_after_kj_mol": a} for k, (b, a) in enumerate(zip(before, after))]
+    fig = refinement_figure({"models": models})
+    clash, ax_before, ax_after = fig.axes
+    for ax, values in ((ax_before, before), (ax_after, after)):
+        assert ax.get_yscale() == "linear"
+        assert "kJ/mol" in ax.get_ylabel()
+    low, high = ax_before.get_ylim()
+    assert low < 3924.0 and 4766.0 < high < 1.0e4  # the 1e6 outlier does not flatten the others
+    assert any("1,000,000" in t.get_text() for t in ax_before.texts)  # ... it is written out instead
+    low, high = ax_after.get_ylim()
+    assert low < -2675.0 and -2646.0 < high and high - low < 100.0  # the spread after refinement is readable
+
+
+def test_bulk_range():
+    (low, high), outside = report.bulk_range([4270.0, 4766.0, 1.0e6, 3924.0, np.nan])
+    assert outside.tolist() == [False, False, True, False, False]
+    assert 3800.0 < low < 3924.0 and 4766.0 < high < 4900.0
+    (low, high), outside = report.bulk_range([-2660.0, -2660.0, -2660.0, -2500.0])
+    assert not outside.any() and low < -2660.0 and high > -2500.0  # near-equal values stay together
+    assert report.bulk_range([np.nan])[0] == (-1.0, 1.0)
+
+
 def test_report_without_refinement(run_dir, tmp_path):
     partial = _copy(run_dir, tmp_path / "norefine", REQUIRED + ("validate_backmapped.json",))
     summary = report.summarize(partial)

@@ -16,11 +16,13 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from backmap_plugin.io import legacy as bio
 from backmap_plugin.api import backmap
 from backmap_plugin.cli.command import main
 from backmap_plugin.core.errors import BackmapInputError, BackmapOutputError
+from backmap_plugin.io.mdtraj_formats import MdtrajBackend
+from backmap_plugin.io.pdb import PdbBackend
 from backmap_plugin.io.progress import record_path
+from backmap_plugin.io.trajectory import TrajectoryWriter
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 EXAMPLE_PDB = EXAMPLES / "trpcage_ca.pdb"
@@ -45,7 +47,7 @@ class _Interrupt:
 
     def __init__(self, monkeypatch, after_calls: int, exc: BaseException):
         self.calls, self.after, self.exc = 0, after_calls, exc
-        original = bio.TrajectoryWriter.write
+        original = TrajectoryWriter.write
 
         def write(writer, xyz):
             self.calls += 1
@@ -53,7 +55,7 @@ class _Interrupt:
                 raise self.exc
             return original(writer, xyz)
 
-        monkeypatch.setattr(bio.TrajectoryWriter, "write", write)
+        monkeypatch.setattr(TrajectoryWriter, "write", write)
 
 
 def _content(path: Path) -> bytes:
@@ -197,7 +199,7 @@ def test_write_error_keeps_finished_frames_and_resumes(tmp_path, monkeypatch):
     _run(EXAMPLE_DCD, whole)
     out = tmp_path / "out.xtc"
     with monkeypatch.context() as patch:
-        original = bio._MdtrajBackend.write
+        original = MdtrajBackend.write
         calls = []
 
         def write(backend, xyz, first_frame):
@@ -206,7 +208,7 @@ def test_write_error_keeps_finished_frames_and_resumes(tmp_path, monkeypatch):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return original(backend, xyz, first_frame)
 
-        patch.setattr(bio._MdtrajBackend, "write", write)
+        patch.setattr(MdtrajBackend, "write", write)
         with pytest.raises(BackmapOutputError, match=r"out.xtc: writing frame\(s\) 8-11 failed: No space left.*"
                                                      r"8 frame\(s\) written before are kept"):
             _run(EXAMPLE_DCD, out)
@@ -218,14 +220,14 @@ def test_write_error_keeps_finished_frames_and_resumes(tmp_path, monkeypatch):
 
 
 def test_cli_write_error_is_one_line(tmp_path, capfd, monkeypatch):
-    original = bio._PdbBackend.write
+    original = PdbBackend.write
 
     def write(backend, xyz, first_frame):
         if first_frame >= 4:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         return original(backend, xyz, first_frame)
 
-    monkeypatch.setattr(bio._PdbBackend, "write", write)
+    monkeypatch.setattr(PdbBackend, "write", write)
     out = tmp_path / "out.pdb"
     status = main(["run", str(EXAMPLE_DCD), "--top", str(EXAMPLE_PDB), "-o", str(out), "--chunk", "4", "--quiet"])
     err = capfd.readouterr().err.strip().splitlines()

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("openmm")
 
+from backmap_plugin.cli.command import main as backmap_main  # noqa: E402
 from backmap_plugin.core.checks import (  # noqa: E402
     all_atom_clashes,
     angle_values,
@@ -17,8 +18,7 @@ from backmap_plugin.core.checks import (  # noqa: E402
     dihedral_values,
     ramachandran_outliers,
 )
-from backmap_plugin.openmm.validate import validate_structure    # noqa: E402
-from backmap_plugin.cli.command import main as backmap_main    # noqa: E402
+from backmap_plugin.openmm.validate import validate_structure  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,8 @@ def test_real_nmr_structure_is_clean(nmr_result):
         assert frame["ramachandran_scored"] == 18  # 20 residues minus the two chain ends
         assert frame["energy_kj_mol"] is not None and np.isfinite(frame["energy_kj_mol"])
         assert frame["n_atoms"] == 154 and frame["n_atoms_with_h"] == 304
-        assert 0.0 <= frame["clashscore"] < 40.0
+        # measured 3.3, 0.0, 6.6 (one clash adds 3.3 per 304 atoms): a third clash in any model fails
+        assert 0.0 <= frame["clashscore"] < 8.0
         assert frame["details"]["missing_oxt"] == [] and frame["details"]["chain_breaks"] == []
     assert nmr_result.passed and nmr_result.failures == []
     assert "PASS" in nmr_result.table()

@@ -1,9 +1,12 @@
 """The ``backmap`` command: one module per subcommand over the Python API.
 
-Importing this package (and asking for ``--help``) loads no heavy library;
-each subcommand imports what it needs when it runs.
+``command.py`` holds the top-level parser and :func:`main`; ``run.py``,
+``refine.py``, ``validate.py``, ``export.py``, ``report.py``, ``data.py``
+and ``train.py`` one subcommand (group) each; ``options.py`` the options
+they share. Importing this package (and asking for ``--help``) loads no
+heavy library; each subcommand imports what it needs when it runs.
 """
 
-from backmap_plugin.cli.command import build_parser, handled_errors, main
+from backmap_plugin.cli.command import build_parser, call, handled_errors, main
 
-__all__ = ["build_parser", "handled_errors", "main"]
+__all__ = ["build_parser", "call", "handled_errors", "main"]

@@ -1,13 +1,19 @@
-"""The ``backmap data`` subcommands: ``build`` and ``info`` of a corpus cache, ``augment``.
+"""``backmap data``: ``build`` and ``info`` of a corpus cache, ``augment``.
 
 :func:`add_parser` adds the group to the ``backmap`` command's subparsers;
-:func:`main` runs it on its own (``python -m backmap_plugin.cli.data build ...``).
+:func:`run_build`, :func:`run_info` and :func:`run_augment` run its
+subcommands (thin layers over :mod:`backmap_plugin.training.cache` and
+:mod:`backmap_plugin.training.augment`).
 """
 
 from __future__ import annotations
 
 import argparse
 from collections import Counter
+
+from backmap_plugin.cli import options
+
+__all__ = ["add_parser", "info_lines", "run_augment", "run_build", "run_info"]
 
 
 _BUILD_EXAMPLE = """example:
@@ -17,8 +23,8 @@ _BUILD_EXAMPLE = """example:
 
 
 def _add_build(sub) -> None:
-    p = sub.add_parser(
-        "build",
+    p = options.add_command(
+        sub, "build",
         help="build or update a corpus cache from structure files",
         description=(
             "Read structure files (PDB/mmCIF, gzipped or not; multi-model files are ensembles), "
@@ -26,31 +32,29 @@ def _add_build(sub) -> None:
             "are parsed; report.csv lists every file and why a file was skipped."
         ),
         epilog=_BUILD_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("sources", nargs="+", metavar="SRC", help="structure files or folders (searched recursively)")
-    p.add_argument("-o", "--output", required=True, metavar="CACHE", help="cache folder")
-    p.add_argument("--mapping", default="ca", choices=["ca", "com"], help="where the stored beads sit (default: ca)")
+    options.add_output(p, "cache folder", metavar="CACHE")
+    options.add_mapping(p)
     p.add_argument("--max-frames", type=int, default=50, help="frames kept per file, evenly spaced (default: 50)")
     p.add_argument("--workers", type=int, default=2, help="parallel processes (default: 2)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction of clusters in the validation split (default: 0.1)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
-    p.set_defaults(func=_build)
+    options.add_quiet(p)
+    options.add_debug(p)
+    p.set_defaults(func=run_build)
 
 
 def _add_info(sub) -> None:
-    p = sub.add_parser(
-        "info",
+    p = options.add_command(
+        sub, "info",
         help="summarise a corpus cache",
         description="Print entries, frames, residues, clusters and counts per split, source and kind of a cache.",
         epilog="example:\n  backmap data info cache/train\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("cache", metavar="CACHE", help="cache folder")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
-    p.set_defaults(func=_info)
+    options.add_debug(p)
+    p.set_defaults(func=run_info)
 
 
 _AUGMENT_EXAMPLE = """example:
@@ -72,8 +76,8 @@ def _shard(text: str) -> tuple:
 
 
 def _add_augment(sub) -> None:
-    p = sub.add_parser(
-        "augment",
+    p = options.add_command(
+        sub, "augment",
         help="out-of-equilibrium frames: high-temperature MD of cached structures",
         description=(
             "Heat train-split structures of a cache through a temperature ladder (amber14 + implicit "
@@ -82,15 +86,14 @@ def _add_augment(sub) -> None:
             "structure is reported in failures.csv and skipped. The recipe: workflows/augment/README.md."
         ),
         epilog=_AUGMENT_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("cache", metavar="CACHE", help="corpus cache whose structures are augmented")
     p.add_argument("--config", required=True, help="augmentation recipe (JSON), e.g. workflows/augment/config.json")
-    p.add_argument("-o", "--output", required=True, metavar="AUG_DIR", help="output folder (created; resumable)")
+    options.add_output(p, "output folder (created; resumable)", metavar="AUG_DIR")
     p.add_argument("--max-structures", type=int, help="run at most the first N structures of the order")
     p.add_argument("--max-residues", type=int, help="largest structure (residues); overrides the config")
     p.add_argument("--max-minutes", type=float, help="start no new structure after this many minutes")
-    p.add_argument("--platform", default="auto", help="OpenMM platform: auto (CUDA, else CPU), CUDA, CPU, Reference")
+    options.add_platform(p)
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
                    help="run every N-th structure from K (for N processes, e.g. on one GPU)")
     p.add_argument("--retry-failed", action="store_true", help="run structures that failed before again")
@@ -98,9 +101,9 @@ def _add_augment(sub) -> None:
                    help="simulate nothing: add the frames already in the folder to CACHE "
                         "(rebuilds its index, reuses its entries)")
     p.add_argument("--workers", type=int, default=2, help="processes parsing files for --append (default: 2)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
-    p.set_defaults(func=_augment)
+    options.add_quiet(p)
+    options.add_debug(p)
+    p.set_defaults(func=run_augment)
 
 
 def _add_commands(sub) -> None:
@@ -118,17 +121,28 @@ def add_parser(subparsers) -> None:
         From ``ArgumentParser.add_subparsers``; each subcommand sets
         ``func`` taking the parsed namespace and returning the exit status.
     """
-    p = subparsers.add_parser(
-        "data",
+    p = options.add_command(
+        subparsers, "data",
         help="training data: build and inspect the corpus cache",
         description="Training data: build and inspect the corpus cache, and widen it with out-of-equilibrium frames.",
         epilog=_BUILD_EXAMPLE + "  backmap data info cache/train\n" + _AUGMENT_EXAMPLE.split("\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_commands(p.add_subparsers(dest="data_command", required=True))
 
 
-def _build(args) -> int:
+def run_build(args) -> int:
+    """Build or update the cache ``args.output`` from ``args.sources``; print one line about it.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed by the ``data build`` parser of :func:`add_parser`.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from backmap_plugin.training.cache import build_cache
 
     summary = build_cache(
@@ -152,7 +166,19 @@ def _build_line(summary: dict) -> str:
     )
 
 
-def _augment(args) -> int:
+def run_augment(args) -> int:
+    """Augment the cache ``args.cache`` into ``args.output`` (or, with ``--append``, add those frames to it).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed by the ``data augment`` parser of :func:`add_parser`.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from backmap_plugin.training.augment import append_to_cache, run_augmentation
 
     if args.append:  # the frames are often made elsewhere (a GPU machine): adding them runs no MD here
@@ -222,7 +248,19 @@ def info_lines(cache) -> list[str]:
     return lines
 
 
-def _info(args) -> int:
+def run_info(args) -> int:
+    """Print the summary of the cache ``args.cache`` (:func:`info_lines`).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed by the ``data info`` parser of :func:`add_parser`.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from backmap_plugin.training.cache import open_cache
 
     print("\n".join(info_lines(open_cache(args.cache))))

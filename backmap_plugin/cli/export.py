@@ -1,15 +1,18 @@
-"""The ``export`` subcommand: a backmapped structure as a GROMACS or OpenMM system.
+"""``backmap export``: a backmapped structure as a GROMACS or OpenMM system.
 
-:func:`add_parser` adds it to the ``backmap`` command's subparsers;
-:func:`main` runs it on its own (``python -m backmap_plugin.cli.export``).
+A thin layer over :func:`backmap_plugin.gromacs.export.export`; its choices
+and defaults come from :mod:`backmap_plugin.gromacs.defaults`, which imports
+nothing.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-__all__ = ["add_parser"]
+from backmap_plugin.cli import options
+from backmap_plugin.gromacs.defaults import DEFAULT_PADDING, WATER_MODELS
+
+__all__ = ["add_parser", "run"]
 
 _EXAMPLE = """example:
   backmap refine conf_aa.pdb -o conf_refined.pdb
@@ -25,14 +28,11 @@ def add_parser(subparsers) -> None:
     Parameters
     ----------
     subparsers : argparse._SubParsersAction
-        The object returned by ``parser.add_subparsers()``. The subcommand
-        sets ``func``: call ``args.func(args)`` to run it and get the exit
-        status.
+        From ``ArgumentParser.add_subparsers``. The subcommand sets ``func``
+        (:func:`run`): call ``args.func(args)`` to run it and get the exit status.
     """
-    from backmap_plugin.gromacs.export import DEFAULT_PADDING, WATER_MODELS
-
-    p = subparsers.add_parser(
-        "export",
+    p = options.add_command(
+        subparsers, "export",
         help="write a backmapped structure as a GROMACS (topol.top + conf.gro) or OpenMM system",
         description=(
             "Add hydrogens (pH 7, disulfides; hydrogens of the input are kept), apply amber14 with OpenMM and "
@@ -41,24 +41,35 @@ def add_parser(subparsers) -> None:
             "of the input is exported."
         ),
         epilog=_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", help="heavy-atom (or all-atom) PDB or mmCIF, optionally .gz")
     p.add_argument("--to", default="gromacs", choices=["gromacs", "openmm"], help="target (default: gromacs)")
-    p.add_argument("-o", "--output", required=True, help="output directory (must not exist unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace the files of an existing output directory")
+    options.add_output(p, "output directory (must not exist unless --overwrite)")
+    options.add_overwrite(p, "replace the files of an existing output directory")
     p.add_argument("--forcefield", nargs="+", default=["amber14-all.xml"], metavar="XML",
                    help="OpenMM force-field file(s) (default: amber14-all.xml)")
     p.add_argument("--water", default=None, choices=sorted(WATER_MODELS),
                    help="solvate with this water model and neutralise (default: vacuum)")
     p.add_argument("--padding", type=float, default=DEFAULT_PADDING,
                    help=f"space between the structure and the box faces in nm (default: {DEFAULT_PADDING:g})")
-    p.add_argument("--ph", type=float, default=7.0, help="pH for the hydrogens added (default: 7.0)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
-    p.set_defaults(func=_export)
+    options.add_ph(p)
+    options.add_debug(p)
+    p.set_defaults(func=run)
 
 
-def _export(args) -> int:
+def run(args) -> int:
+    """Export ``args.input`` into the folder ``args.output``; print the notes (stderr) and a summary (stdout).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed by the parser of :func:`add_parser`.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from backmap_plugin.gromacs.export import export
 
     result = export(args.input, args.output, to=args.to, forcefield=args.forcefield, water=args.water,

@@ -1,16 +1,17 @@
-"""The ``report`` subcommand: summary.json and an HTML page for one run directory.
+"""``backmap report``: summary.json and an HTML page for one run directory.
 
-:func:`add_parser` adds it to the ``backmap`` command's subparsers.
+A thin layer over :func:`backmap_plugin.report.write_report`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
-__all__ = ["add_parser"]
+from backmap_plugin.cli import options
+
+__all__ = ["add_parser", "run"]
 
 _EXAMPLE = """example:
   backmap run traj_ca.dcd --top top_ca.pdb --samples 4 -o run/backmapped.pdb --json run/backmap.json
@@ -27,12 +28,11 @@ def add_parser(subparsers) -> None:
     Parameters
     ----------
     subparsers : argparse._SubParsersAction
-        The object returned by ``parser.add_subparsers()``. The subcommand
-        sets ``func``: call ``args.func(args)`` to run it and get the exit
-        status.
+        From ``ArgumentParser.add_subparsers``. The subcommand sets ``func``
+        (:func:`run`): call ``args.func(args)`` to run it and get the exit status.
     """
-    p = subparsers.add_parser(
-        "report",
+    p = options.add_command(
+        subparsers, "report",
         help="write summary.json and a self-contained HTML report of a run directory",
         description=(
             "Read the files of a run directory (backmapped.pdb and backmap.json required; refined.json, "
@@ -42,15 +42,28 @@ def add_parser(subparsers) -> None:
             "Needs matplotlib (pip install backmap_plugin[report])."
         ),
         epilog=_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="directory with backmapped.pdb, backmap.json and friends")
-    p.add_argument("-o", "--output", default=None, help="HTML file to write (default: RUN_DIR/report.html)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
-    p.set_defaults(func=_report)
+    options.add_output(p, "HTML file to write (default: RUN_DIR/report.html)", required=False)
+    options.add_debug(p)
+    p.set_defaults(func=run)
 
 
-def _report(args) -> int:
+def run(args) -> int:
+    """Write ``RUN_DIR/summary.json`` and the HTML report; print one line about the run.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed by the parser of :func:`add_parser`.
+
+    Returns
+    -------
+    int
+        The exit status: 0, or 2 when matplotlib is missing (one line,
+        like the errors of :func:`backmap_plugin.cli.command.handled_errors`;
+        the traceback with ``--debug``).
+    """
     from backmap_plugin.report import SUMMARY_NAME, summary_line, write_report
 
     output = args.output or os.path.join(args.run_dir, "report.html")

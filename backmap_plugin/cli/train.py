@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
+from backmap_plugin.cli import options
+
+__all__ = ["add_parser", "run"]
 
 _EXAMPLE = """example:
   backmap data build ../shared/data/train -o cache/train
@@ -12,23 +14,44 @@ _EXAMPLE = """example:
 
 
 def add_parser(subparsers) -> None:
-    """Add the ``train`` subcommand."""
-    p = subparsers.add_parser(
-        "train", help="train a backmapping model on a corpus cache",
+    """Add the ``train`` subcommand.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        From ``ArgumentParser.add_subparsers``. The subcommand sets ``func``
+        (:func:`run`): call ``args.func(args)`` to run it and get the exit status.
+    """
+    p = options.add_command(
+        subparsers, "train", help="train a backmapping model on a corpus cache",
         description="Train the generative backmapping model on a corpus cache (see `backmap data build`).",
-        epilog=_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EXAMPLE,
     )
     p.add_argument("--config", help="JSON training config (default: built-in defaults)")
-    p.add_argument("-o", "--output", required=True, help="run folder: checkpoints, CSV logs, model.pt/model.json")
+    options.add_output(p, "run folder: checkpoints, CSV logs, model.pt/model.json")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     p.add_argument("--steps", type=int, help="override the number of steps")
     p.add_argument("--max-minutes", type=float, help="override the wall-time limit")
-    p.add_argument("--device", help="override the device (auto, cpu, cuda)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_train)
+    options.add_device(p, override=True)
+    options.add_quiet(p)
+    options.add_debug(p)
+    p.set_defaults(func=run)
 
 
-def _train(args) -> int:
+def run(args) -> int:
+    """Train a model into the folder ``args.output``; print the validation figures and the model's path.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed by the parser of :func:`add_parser`; ``--steps``,
+        ``--max-minutes`` and ``--device`` override the configuration.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from backmap_plugin.training.train import load_config, train
 
     cfg = load_config(args.config)

@@ -34,7 +34,6 @@ from importlib import resources
 
 import numpy as np
 
-
 __all__ = [
     "AH_CUTOFF",
     "AH_EPSILON",

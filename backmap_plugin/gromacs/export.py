@@ -1,7 +1,7 @@
 """GROMACS interoperability: export to GROMACS/OpenMM.
 
 (Chains of ``.gro`` topologies are inferred on reading, see
-:func:`backmap_plugin.io.legacy.split_chains_by_numbering`.)
+:func:`backmap_plugin.io.chains.split_chains_by_numbering`.)
 
 * :func:`export`: a backmapped structure (heavy atoms as ``backmap run``
   writes it, or with hydrogens as ``backmap refine`` writes it) as a
@@ -40,6 +40,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.pbc import box_around
+from backmap_plugin.gromacs.defaults import DEFAULT_PADDING, EXPORT_FILES, PME_CUTOFF, WATER_MODELS
+from backmap_plugin.io.atomic import atomic_write, write_text
 from backmap_plugin.openmm.structure import (
     array_to_positions,
     complete_structure,
@@ -49,7 +52,6 @@ from backmap_plugin.openmm.structure import (
     read_structure,
     residue_variants,
 )
-from backmap_plugin.core.pbc import box_around
 
 __all__ = [
     "DEFAULT_PADDING",
@@ -60,20 +62,6 @@ __all__ = [
     "export",
 ]
 
-#: Files written by :func:`export` for each target.
-EXPORT_FILES = {"gromacs": ("topol.top", "conf.gro"), "openmm": ("system.xml", "state.xml", "model.pdb")}
-#: Water models :func:`export` can add: force-field file (used with
-#: ``amber14-all.xml``) and the geometry ``Modeller.addSolvent`` builds.
-WATER_MODELS = {
-    "tip3p": ("amber14/tip3p.xml", "tip3p"),
-    "tip3pfb": ("amber14/tip3pfb.xml", "tip3p"),
-    "opc3": ("amber14/opc3.xml", "tip3p"),
-    "spce": ("amber14/spce.xml", "spce"),
-}
-#: Space between the structure and the box faces (nm).
-DEFAULT_PADDING = 1.0
-#: Real-space cut-off of the PME system written with water (nm).
-PME_CUTOFF = 1.0
 # ---------------------------------------------------------------- export
 
 
@@ -240,9 +228,8 @@ def _write_openmm(staging, topology, system, positions) -> None:
     context.setPositions(positions)
     state = context.getState(positions=True, velocities=True)
     for name, obj in (("system.xml", system), ("state.xml", state)):
-        with open(os.path.join(staging, name), "w", encoding="utf-8") as handle:
-            handle.write(openmm.XmlSerializer.serialize(obj))
-    with open(os.path.join(staging, "model.pdb"), "w", encoding="utf-8") as handle:
+        write_text(os.path.join(staging, name), openmm.XmlSerializer.serialize(obj))
+    with atomic_write(os.path.join(staging, "model.pdb")) as handle:
         PDBFile.writeFile(topology, positions, handle, keepIds=True)
 
 

@@ -1,7 +1,7 @@
 """The progress record of an unfinished run, for ``backmap run --resume``.
 
 While :func:`backmap_plugin.api.backmap` streams frames into the partial
-output file (see :class:`backmap_plugin.io.legacy.TrajectoryWriter`), it keeps a
+output file (see :class:`backmap_plugin.io.trajectory.TrajectoryWriter`), it keeps a
 small JSON record next to it, ``.<output name>.progress.json``, rewritten
 atomically after every chunk: the settings of the run, how many input
 frames are done and how far the partial file is complete. A run that was
@@ -17,7 +17,7 @@ import json
 import os
 
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io.legacy import write_json
+from backmap_plugin.io.atomic import write_json
 
 #: Format tag written into every record.
 RECORD_FORMAT = "backmap-progress/1"
@@ -102,7 +102,17 @@ class ProgressRecord:
         return saved
 
     def save(self, frames_done: int, structures_written: int, writer_state: dict) -> None:
-        """Write the record atomically (temporary file + ``os.replace``)."""
+        """Write the record atomically (:func:`backmap_plugin.io.atomic.write_json`).
+
+        Parameters
+        ----------
+        frames_done : int
+            Input frames finished.
+        structures_written : int
+            Structures in the partial output.
+        writer_state : dict
+            :meth:`backmap_plugin.io.trajectory.TrajectoryWriter.state`.
+        """
         payload = {
             "format": RECORD_FORMAT,
             "output": os.path.basename(self.output),

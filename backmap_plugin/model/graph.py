@@ -18,9 +18,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from backmap_plugin.core.topology import BackboneLayout, backbone_layout
 from backmap_plugin.core.geometry import bond_angle, dihedral
-from backmap_plugin.core.topology import frame_segments
+from backmap_plugin.core.topology import BackboneLayout, backbone_layout, frame_segments
 
 N_RBF = 16
 RBF_MAX = 16.0

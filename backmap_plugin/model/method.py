@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.build.ideal import place_side_chains
+from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.mappings import Mapping
 from backmap_plugin.core.topology import ProteinTopology
 from backmap_plugin.model import graph as G

@@ -11,12 +11,39 @@ features (distances and neighbour positions in local frames).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
-from e3nn import o3
-from e3nn.nn import Gate
 from torch import nn
 
 from backmap_plugin.model.graph import N_RBF, SEQ_CLASSES, Neighbours, gather_neighbours
+
+
+@contextlib.contextmanager
+def _compiler_disable_as_identity():
+    """Let ``torch.compiler.disable`` return its function unchanged for a while.
+
+    e3nn decorates a function with it when ``e3nn.o3`` is imported, and the
+    real decorator imports ``torch._dynamo``: about 1.5 s, most of the
+    ``backmap`` command's start-up. The decorator only matters under
+    ``torch.compile``, which this package never uses, so the identity
+    changes nothing in eager execution.
+    """
+    original = torch.compiler.disable
+
+    def identity(fn=None, *args, **kwargs):
+        return fn if fn is not None else (lambda f: f)
+
+    torch.compiler.disable = identity
+    try:
+        yield
+    finally:
+        torch.compiler.disable = original
+
+
+with _compiler_disable_as_identity():
+    from e3nn import o3
+    from e3nn.nn import Gate
 
 
 def mlp(sizes: list[int], last_activation: bool = False) -> nn.Sequential:

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backmap_plugin.core import chemistry as chem
 from backmap_plugin.build.backbone import backbone_dofs
-from backmap_plugin.core.topology import BackboneLayout
-from backmap_plugin.core.geometry import chi_angles, dihedral
 from backmap_plugin.build.rotamers import load_rotamers
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.geometry import chi_angles, dihedral
+from backmap_plugin.core.topology import BackboneLayout
 
 
 def _symmetric_swaps() -> list[tuple[int, int, list[tuple[int, int]], int]]:

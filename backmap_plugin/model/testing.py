@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from e3nn import o3
+
+from backmap_plugin.model.networks import o3  # e3nn, imported the way the package does
 
 
 def random_rigid_motion(dtype=torch.float64):

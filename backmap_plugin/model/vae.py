@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from backmap_plugin.core import chemistry as chem
 from backmap_plugin.build.backbone import build_backbone
-from backmap_plugin.core.geometry import build_residues, extend_with_context
 from backmap_plugin.build.ideal import rotamer_deviation_table, side_chain_internal
 from backmap_plugin.build.rotamers import load_rotamers
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.geometry import build_residues, extend_with_context
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.networks import EquivariantNet, InvariantNet, mlp
 from backmap_plugin.model.targets import Targets, chi_periods

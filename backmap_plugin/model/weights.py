@@ -3,18 +3,30 @@
 The package ships its trained model as ``backmap_plugin/weights/model.pt``
 and ``model.json``; any other model saved by :func:`save_model` (for
 example ``RUN_DIR/model.pt`` from ``backmap train``) loads the same way.
+
+Building the network from its config costs about 0.7 s (e3nn generates and
+compiles the code of every tensor product), most of a ``backmap run``'s
+fixed cost. So the first load of a weights file also keeps the built model,
+pickled, in a per-user cache folder (:func:`model_cache_dir`); later loads
+unpickle it (about 0.1 s). The cache entry's name is a hash of the weights,
+their config and the versions of Python, torch, e3nn and this package, so a
+changed file or library never meets a stale entry; an entry that cannot be
+read is rebuilt, and a cache folder that cannot be written is skipped.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
+import sys
 from importlib import resources
 
 import torch
 
 from backmap_plugin import __version__
+from backmap_plugin.io.atomic import atomic_path, atomic_write
 from backmap_plugin.model.vae import BackmapVAE, ModelConfig
 
 
@@ -25,6 +37,8 @@ def _json_path(path: str) -> str:
 def save_model(model: BackmapVAE, path: str, meta: dict | None = None) -> None:
     """Write ``path`` (state_dict) and the JSON config beside it (same stem, ``.json``).
 
+    Each file is written atomically (:mod:`backmap_plugin.io.atomic`).
+
     Parameters
     ----------
     model : BackmapVAE
@@ -33,13 +47,12 @@ def save_model(model: BackmapVAE, path: str, meta: dict | None = None) -> None:
     meta : dict, optional
         Training summary to record (data, step, validation figures).
     """
-    tmp = path + ".tmp"
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    # torch.save names the archive inside the file after the file's name: "<name>.tmp" keeps it "<name>"
+    with atomic_path(path, temporary=path + ".tmp") as tmp:
+        torch.save(model.state_dict(), tmp)
     info = {"config": model.config.to_dict(), "code_version": __version__, "meta": meta or {}}
-    with open(_json_path(path) + ".tmp", "w") as f:
+    with atomic_write(_json_path(path)) as f:
         json.dump(info, f, indent=1, default=float)
-    os.replace(_json_path(path) + ".tmp", _json_path(path))
 
 
 def shipped_model_path() -> str | None:
@@ -48,12 +61,68 @@ def shipped_model_path() -> str | None:
     return str(path) if path.is_file() else None
 
 
+def model_cache_dir() -> str | None:
+    """Folder of the built-model cache, or None when it is switched off.
+
+    ``$BACKMAP_CACHE_DIR`` when set (empty: no cache), else
+    ``$XDG_CACHE_HOME/backmap_plugin``, else ``~/.cache/backmap_plugin``.
+    """
+    chosen = os.environ.get("BACKMAP_CACHE_DIR")
+    if chosen is not None:
+        return chosen or None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "backmap_plugin")
+
+
+def _cache_file(path: str, config_text: str) -> str | None:
+    """The cache entry of a weights file: named by a hash of everything that shapes the built model."""
+    folder = model_cache_dir()
+    if folder is None:
+        return None
+    import e3nn
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read())
+    for part in (config_text, sys.version, torch.__version__, e3nn.__version__, __version__):
+        digest.update(b"\0" + part.encode())
+    return os.path.join(folder, f"model-{digest.hexdigest()[:32]}.pt")
+
+
+def _read_cached(cached: str | None) -> BackmapVAE | None:
+    """The built model kept in ``cached``, or None (absent or unreadable: built again)."""
+    if cached is None or not os.path.exists(cached):
+        return None
+    try:
+        model = torch.load(cached, map_location="cpu", weights_only=False)  # written by _keep_built, below
+    except Exception:  # noqa: BLE001 - any unreadable entry is rebuilt and rewritten
+        return None
+    return model if isinstance(model, BackmapVAE) else None
+
+
+def _keep_built(model: BackmapVAE, cached: str | None) -> None:
+    """Keep a built model in the cache; a folder that cannot be written is skipped."""
+    if cached is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        with atomic_path(cached) as tmp:
+            torch.save(model, tmp)
+    except OSError:
+        pass
+
+
 @functools.lru_cache(maxsize=4)
 def _load(path: str, device: str) -> BackmapVAE:
     with open(_json_path(path)) as f:
-        info = json.load(f)
-    model = BackmapVAE(ModelConfig(**info["config"]))
-    model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        config_text = f.read()
+    info = json.loads(config_text)
+    cached = _cache_file(path, config_text)
+    model = _read_cached(cached)
+    if model is None:
+        model = BackmapVAE(ModelConfig(**info["config"]))
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        _keep_built(model, cached)
     model.info = info
     return model.to(device).eval()
 

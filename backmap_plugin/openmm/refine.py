@@ -1,6 +1,11 @@
 """Restrained energy minimisation of backmapped structures with OpenMM.
 
-The recipe (see ``docs/ECOSYSTEM.md``, "Refinement recipe"):
+The recipe, built from OpenMM's documented pieces (OpenMM User Guide,
+"Running Simulations": force fields incl. ``amber14-all.xml`` with the
+``implicit/gbn2.xml`` GBn2 implicit solvent, ``Modeller.addHydrogens``,
+``LocalEnergyMinimizer``; PDBFixer's documentation for completing
+structures; https://docs.openmm.org/latest/userguide/). The soft-core stage
+(2) and the strained-bond check (4) are this package's own additions:
 
 1. *Complete* the heavy-atom structure: PDBFixer adds missing heavy atoms
    (no loops are built), disulfide bonds are made between CYS SG atoms
@@ -40,7 +45,7 @@ import numpy as np
 
 from backmap_plugin.core import metrics
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io.legacy import write_json
+from backmap_plugin.io.atomic import write_json
 from backmap_plugin.openmm.platforms import create_context
 from backmap_plugin.openmm.structure import (
     CompletedStructure,
@@ -50,7 +55,13 @@ from backmap_plugin.openmm.structure import (
     positions_to_array,
     read_structure,
 )
-from backmap_plugin.openmm.systems import RESTRAINT_GROUP, SOLVENTS, add_position_restraints, load_force_field, soft_core_system
+from backmap_plugin.openmm.systems import (
+    RESTRAINT_GROUP,
+    SOLVENTS,
+    add_position_restraints,
+    load_force_field,
+    soft_core_system,
+)
 
 __all__ = ["BOND_STRAIN_LIMIT", "CLASH_CUTOFF", "RefinementResult", "Refiner", "refine_structure"]
 
@@ -402,7 +413,7 @@ def _default_report_path(output: str) -> str:
 
 def _check_outputs(output: str, report: str) -> None:
     """Fail before any work on outputs that cannot be written."""
-    from backmap_plugin.io.legacy import check_output_path
+    from backmap_plugin.io.paths import check_output_path
 
     check_output_path(output)
     if os.path.abspath(report) == os.path.abspath(output):
@@ -485,7 +496,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     import mdtraj as md
     from tqdm import tqdm
 
-    from backmap_plugin.io.legacy import TrajectoryWriter
+    from backmap_plugin.io.trajectory import TrajectoryWriter
 
     t0 = time.perf_counter()
     input, output = os.fspath(input), os.fspath(output)

@@ -21,7 +21,7 @@ summary
 ensemble
     Coordinates and dihedral angles of ``backmapped.pdb``.
 numeric
-    Pure numpy helpers: sample diversity, angle histograms.
+    Pure numpy helpers: sample diversity, angle histograms, plot ranges.
 plots
     matplotlib figures as base64 PNG (matplotlib imported on first use).
 html
@@ -30,7 +30,7 @@ html
 
 from backmap_plugin.report.html import MAX_TABLE_ROWS as MAX_TABLE_ROWS
 from backmap_plugin.report.html import write_report
-from backmap_plugin.report.numeric import angle_histogram, frame_diversity, ramachandran_histogram
+from backmap_plugin.report.numeric import angle_histogram, bulk_range, frame_diversity, ramachandran_histogram
 from backmap_plugin.report.plots import MAX_SCATTER_POINTS as MAX_SCATTER_POINTS
 from backmap_plugin.report.summary import FILES, SUMMARY_NAME, summarize, summary_line, write_summary
 from backmap_plugin.report.summary import SUMMARY_FORMAT as SUMMARY_FORMAT
@@ -39,6 +39,7 @@ __all__ = [
     "FILES",
     "SUMMARY_NAME",
     "angle_histogram",
+    "bulk_range",
     "frame_diversity",
     "ramachandran_histogram",
     "summarize",

@@ -33,6 +33,18 @@ td.fail { background: #fbe3e3; }
 td.pass { background: #e3f5e3; }
 img { max-width: 100%; }
 p.note { color: #555; }
+div.settings { display: flex; flex-wrap: wrap; gap: 0 2em; align-items: flex-start; }
+div.settings h3 { font-size: 1em; margin: 0.5em 0 0 0; }
+table.kv th, table.kv td { text-align: left; }
+table.kv td { max-width: 40em; overflow-wrap: anywhere; }
+div.table-wrap { max-width: 100%; overflow-x: auto; }
+table.validation { table-layout: fixed; width: 100%; font-size: 0.85em; }
+table.validation th { vertical-align: bottom; white-space: normal; overflow-wrap: anywhere; hyphens: auto;
+                      font-weight: 600; padding: 0.2em 0.25em; text-align: center; }
+table.validation td { overflow-wrap: anywhere; padding: 0.15em 0.3em; }
+table.validation td.stage, table.validation td.verdict { text-align: left; }
+table.validation tr.first td { border-top: 2px solid #888; }
+@media (max-width: 50em) { body { margin: 0.5em; } table.validation { font-size: 0.75em; } }
 """
 
 
@@ -52,30 +64,119 @@ def _fmt(value, fmt: str = "{}") -> str:
     return fmt.format(value)
 
 
+def _kv_table(rows) -> str:
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+def _report_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("backmap_plugin")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+#: Readable names (with units) of the refinement settings ``refined.json`` records.
+_REFINE_LABELS = {
+    "force_field": "force field",
+    "restraint_k_kj_mol_nm2": "restraint k (kJ/mol/nm\u00b2)",
+    "tolerance_kj_mol_nm": "tolerance (kJ/mol/nm)",
+    "max_iterations": "max iterations",
+    "soft_core": "soft-core stage",
+    "pH": "pH (hydrogens)",
+    "clash_cutoff_angstrom": "clash cutoff (A)",
+}
+_NOT_RECORDED = "not recorded in backmap.json"
+
+
+def _setting(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " + ".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return _fmt(value)
+
+
+def _settings_section(summary: dict) -> str:
+    """The settings of the run: backmapping (backmap.json) and refinement (refined.json)."""
+    info = summary["backmap"]
+    method = info.get("method")
+    model = info.get("model")
+    if model is None:
+        model = "-" if method not in (None, "model") else _NOT_RECORDED
+    temperature = info.get("temperature")
+    backmap_rows = [
+        ("input", _fmt(info.get("input"))),
+        ("topology", _fmt(info.get("top"))),
+        ("mapping", _fmt(info.get("mapping"))),
+        ("method", _fmt(method)),
+        ("model weights", model),
+        ("samples per frame", _fmt(summary["n_samples"])),
+        ("seed", _fmt(info.get("seed"))),
+        ("temperature", "method default" if temperature is None else _fmt(temperature)),
+        ("device", _fmt(info.get("device")) if info.get("device") is not None else _NOT_RECORDED),
+        ("backmap_plugin version",
+         _fmt(info.get("version")) if info.get("version") is not None else _NOT_RECORDED),
+    ]
+    out = '<div class="settings" id="settings">'
+    out += f"<div><h3>Backmapping (backmap.json)</h3>{_kv_table(backmap_rows)}</div>"
+    ref = summary["refinement"]
+    if ref is not None:
+        settings = dict(ref.get("settings") or {})
+        rows = [(_REFINE_LABELS.get(key, key.replace("_", " ")), _setting(value)) for key, value in settings.items()]
+        rows.append(("OpenMM platform", _fmt(ref.get("platform"))))
+        out += f"<div><h3>Refinement (refined.json)</h3>{_kv_table(rows)}</div>"
+    else:
+        out += '<div><h3>Refinement</h3><p class="note">No refined.json: not refined.</p></div>'
+    validation = next((v for v in summary["validation"].values() if v is not None), None)
+    if validation is not None and validation.get("settings"):
+        keep = ("force_field", "heavy_clash_cutoff_angstrom", "n_sigma")
+        labels = {"force_field": "force field", "heavy_clash_cutoff_angstrom": "heavy clash cutoff (A)",
+                  "n_sigma": "outlier threshold (sd)"}
+        rows = [(labels[k], _setting(validation["settings"][k])) for k in keep if k in validation["settings"]]
+        if rows:
+            out += f"<div><h3>Validation</h3>{_kv_table(rows)}</div>"
+    out += "</div>"
+    return out + f'<p class="note">Report made with backmap_plugin {_e(_report_version())}.</p>'
+
+
 def _overview(summary: dict) -> str:
     info = summary["backmap"]
     times = summary["timings_seconds"]
     rows = [
         ("system", summary["system"]),
-        ("input", info.get("input")),
         ("frames x samples", f"{summary['n_frames']} x {summary['n_samples']} = {summary['n_models']} structure(s)"),
         ("residues / chains / segments",
          f"{_fmt(summary['n_residues'])} / {_fmt(summary['n_chains'])} / {_fmt(summary['n_segments'])}"),
         ("heavy atoms", _fmt(summary["n_atoms"])),
-        ("method / mapping", f"{_fmt(info.get('method'))} / {_fmt(info.get('mapping'))}"),
-        ("seed / temperature", f"{_fmt(info.get('seed'))} / {_fmt(info.get('temperature'))}"),
     ]
     for step, seconds in times.items():
         rows.append((f"time: {step.replace('_', ' ')}", "-" if seconds is None else f"{seconds:.1f} s"))
-    body = "".join(f'<tr><th style="text-align:left">{_e(k)}</th><td style="text-align:left">{_e(v)}</td></tr>'
-                   for k, v in rows)
     notes = "".join(f"<li>{_e(n)}</li>" for n in info.get("report") or [])
     files = "".join(f"<li>{_e(FILES[role])}: {'present' if path else 'missing'}</li>"
                     for role, path in summary["files"].items())
-    out = f"<table>{body}</table>"
+    out = _kv_table(rows)
     if notes:
         out += f"<p>Notes of the backmapping:</p><ul>{notes}</ul>"
     return out + f"<p>Files in {_e(summary['run_dir'])}:</p><ul>{files}</ul>"
+
+
+def _energy_line(models: list) -> str:
+    """Median amber14 energies before and after refinement, in kJ/mol, as a sentence."""
+    parts = []
+    for key in ("before", "after"):
+        values = [m[f"energy_{key}_kj_mol"] for m in models if m[f"energy_{key}_kj_mol"] is not None]
+        if values:
+            values.sort()
+            mid = len(values) // 2
+            median = values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+            parts.append(f"{key} refinement median {median:.0f} kJ/mol (range {values[0]:.0f} to {values[-1]:.0f})")
+    if not parts:
+        return ""
+    return (f"<p>amber14 energy per structure: {_e('; '.join(parts))}. Each energy panel has its own linear "
+            "axis; values far off the others are red triangles at the panel edge, with their value.</p>")
 
 
 def _refinement_section(summary: dict) -> str:
@@ -87,6 +188,7 @@ def _refinement_section(summary: dict) -> str:
             f"heavy-atom clashes (pairs closer than 2.0 A, more than 3 bonds apart) "
             f"{ref['clashes_before_total']} before, {ref['clashes_after_total']} after. "
             "The energy before refinement includes the freshly built, unminimised hydrogens.</p>")
+    text += _energy_line(ref["models"])
     text += "".join(f'<p class="note">{_e(n)}</p>' for n in ref["notes"])
     if not ref["models"]:
         return text
@@ -131,36 +233,41 @@ def _validation_section(summary: dict) -> str:
     text = ""
     for which, v in summary["validation"].items():
         if v is None:
-            text += f'<p class="note">validate_{which}.json not found: no {which} columns.</p>'
+            text += f'<p class="note">validate_{which}.json not found: no {which} rows.</p>'
         else:
             text += f"<p>{_e(which)}: {_e(_verdict(v))}.</p>"
             text += "".join(f'<p class="note">{_e(n)}</p>' for n in v["notes"])
-    labels = [which for which, _ in present]
-    head1 = "<tr><th rowspan=2>structure</th><th rowspan=2>frame</th><th rowspan=2>sample</th>"
-    head1 += "".join(f"<th colspan={len(labels)}>{_e(title)}</th>" for title, _, _ in VALIDATION_COLUMNS)
-    head1 += f"<th colspan={len(labels)}>verdict</th></tr>"
-    head2 = "<tr>" + "".join(f"<th>{_e(w)}</th>" for _ in range(len(VALIDATION_COLUMNS) + 1) for w in labels)
-    head2 += "</tr>"
-    by_model = [{m["model"]: m for m in v["models"]} for _, v in present]
-    models = sorted(set().union(*by_model))
+    by_stage = [(which, {m["model"]: m for m in v["models"]}) for which, v in present]
+    models = sorted(set().union(*(t for _, t in by_stage)))
+    # one row per structure and stage (stages stacked, not side by side): 14 columns that fit the page
+    widths = ["6%", "5%", "5%", "9%", "9%"] + ["6%"] * (len(VALIDATION_COLUMNS) - 1) + ["18%"]
+    cols = "<colgroup>" + "".join(f'<col style="width:{w}">' for w in widths) + "</colgroup>"
+    head = ("<tr><th>struc\u00adture</th><th>frame</th><th>sample</th><th>stage</th>"
+            + "".join(f"<th>{_e(title)}</th>" for title, _, _ in VALIDATION_COLUMNS)
+            + "<th>verdict</th></tr>")
     rows = []
     for model in models[:MAX_TABLE_ROWS]:
-        first = next(t[model] for t in by_model if model in t)
-        cells = [str(model), str(first["frame"]), str(first["sample"])]
-        for _, key, fmt in VALIDATION_COLUMNS:
-            cells += [_fmt(t[model][key], fmt) if model in t else "-" for t in by_model]
-        verdicts = []
-        for t in by_model:
+        first = next(t[model] for _, t in by_stage if model in t)
+        span = f' rowspan="{len(by_stage)}"' if len(by_stage) > 1 else ""
+        lead = "".join(f"<td{span}>{_e(c)}</td>" for c in (model, first["frame"], first["sample"]))
+        for k, (which, t) in enumerate(by_stage):
             m = t.get(model)
+            cells = [f'<td class="stage">{_e(which)}</td>']
             if m is None:
-                verdicts.append("<td>-</td>")
-            elif m["passed"]:
-                verdicts.append('<td class="pass">pass</td>')
+                cells += ["<td>-</td>"] * len(VALIDATION_COLUMNS) + ['<td class="verdict">-</td>']
             else:
-                verdicts.append(f'<td class="fail">{_e(", ".join(m["failed"]))}</td>')
-        rows.append(f'<tr data-model="{model}">' + "".join(f"<td>{_e(c)}</td>" for c in cells)
-                    + "".join(verdicts) + "</tr>")
-    table = f'<table id="validation">{head1}{head2}{"".join(rows)}</table>'
+                failed = set(m["failed"])
+                for _, key, fmt in VALIDATION_COLUMNS:
+                    bad = key.replace("_", " ") in failed or (key == "energy_kj_mol" and "energy not finite" in failed)
+                    cells.append(('<td class="fail">' if bad else "<td>") + f"{_e(_fmt(m[key], fmt))}</td>")
+                cells.append('<td class="verdict pass">pass</td>' if m["passed"] else
+                             f'<td class="verdict fail">{_e(", ".join(m["failed"]))}</td>')
+            if k == 0:
+                rows.append(f'<tr data-model="{model}" class="first">{lead}{"".join(cells)}</tr>')
+            else:
+                rows.append(f'<tr data-stage="{_e(which)}">{"".join(cells)}</tr>')
+    table = (f'<div class="table-wrap"><table id="validation" class="validation">{cols}'
+             f'<thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>')
     if len(models) > MAX_TABLE_ROWS:
         table += f'<p class="note">... {len(models) - MAX_TABLE_ROWS} more structure(s) in summary.json.</p>'
     return text + table
@@ -169,6 +276,7 @@ def _validation_section(summary: dict) -> str:
 def _render_html(summary: dict, ensemble: Ensemble) -> str:
     """The HTML page of a summary; the plots also need the ensemble's angles."""
     sections = [
+        ("Settings", _settings_section(summary)),
         ("Run", _overview(summary)),
         ("Refinement: clashes and energy", _refinement_section(summary)),
         ("Ramachandran plot (backmapped)", _ramachandran_section(summary, ensemble)),
@@ -185,8 +293,9 @@ def _render_html(summary: dict, ensemble: Ensemble) -> str:
 def write_report(run_dir, output_html) -> str:
     """Write ``RUN_DIR/summary.json`` and a self-contained HTML report.
 
-    The page has the run overview, per-structure heavy-atom clashes and
-    energy before/after refinement, a Ramachandran plot and chi1/chi2
+    The page has the run's settings (backmap.json, refined.json), the run
+    overview, per-structure heavy-atom clashes and energy before/after
+    refinement (linear kJ/mol axes), a Ramachandran plot and chi1/chi2
     distributions per residue type of the backmapped ensemble, the sample
     diversity and the validation table (before vs after refinement). Plots
     are PNG images embedded as base64 (no external files); sections whose
@@ -211,7 +320,7 @@ def write_report(run_dir, output_html) -> str:
     ImportError
         matplotlib is not installed (``pip install backmap_plugin[report]``).
     """
-    from backmap_plugin.io.legacy import write_text    # mdtraj behind it: imported on first use
+    from backmap_plugin.io.atomic import write_text
 
     output_html = os.fspath(output_html)
     directory = os.path.dirname(os.path.abspath(output_html))

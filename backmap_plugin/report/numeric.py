@@ -1,7 +1,9 @@
 """Numerical helpers of the report: pure numpy functions over arrays.
 
-Dihedral-angle histograms (angles in degrees); sample diversity per frame
-is :func:`backmap_plugin.core.metrics.frame_diversity`, re-exported here.
+Dihedral-angle histograms (angles in degrees), axis ranges that keep a few
+far-off values from flattening a plot (:func:`bulk_range`); sample
+diversity per frame is :func:`backmap_plugin.core.metrics.frame_diversity`,
+re-exported here.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import numpy as np
 
 from backmap_plugin.core.metrics import frame_diversity
 
-__all__ = ["angle_histogram", "frame_diversity", "ramachandran_histogram", "wrap_degrees"]
+__all__ = ["angle_histogram", "bulk_range", "frame_diversity", "ramachandran_histogram", "wrap_degrees"]
 
 
 def wrap_degrees(angles) -> np.ndarray:
@@ -108,3 +110,48 @@ def bonded_dihedrals(xyz, quads, pair, max_distance: float) -> np.ndarray:
         return np.zeros((len(xyz), 0), dtype=bool)
     a, b = quads[:, pair[0]], quads[:, pair[1]]
     return np.linalg.norm(xyz[:, a] - xyz[:, b], axis=-1) <= max_distance
+
+
+def bulk_range(values, k: float = 5.0, pad: float = 0.08) -> tuple:
+    """Linear axis limits that hold the bulk of the values, and the values left outside.
+
+    A freshly backmapped structure with one overlapping atom pair can have an
+    amber14 energy of 1e6 kJ/mol while the others sit near 4e3 kJ/mol; on one
+    linear axis that single value flattens all others. Values more than
+    ``k`` robust standard deviations (1.4826 x the median absolute
+    deviation) from the median are *outliers*: the limits are set by the
+    rest, and a plot marks the outliers at the edge with their value written
+    out. The median and its deviation are not moved by a few far values,
+    even among four. The deviation is taken as at least 25 % of the
+    median's magnitude (and at least 1), so nearly equal values are never
+    split into bulk and outliers.
+
+    Parameters
+    ----------
+    values : array_like
+        Any shape; NaN and infinite values are ignored (never outliers).
+    k : float
+        Largest distance from the median, in robust standard deviations.
+    pad : float
+        Margin added on either side, as a fraction of the bulk's span.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+        Axis limits, ``low < high``; ``(-1.0, 1.0)`` without a finite value.
+    outside : numpy.ndarray of bool
+        Same shape as ``values``: True where a finite value lies outside
+        ``[low, high]``.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    if not finite.any():
+        return (-1.0, 1.0), np.zeros(v.shape, dtype=bool)
+    x = v[finite]
+    median = float(np.median(x))
+    scale = max(1.4826 * float(np.median(np.abs(x - median))), 0.25 * abs(median), 1.0)
+    with np.errstate(invalid="ignore"):
+        inside = finite & (np.abs(v - median) <= k * scale)
+    lo, hi = float(v[inside].min()), float(v[inside].max())
+    margin = pad * max(hi - lo, 0.02 * abs(median), 1.0)
+    return (float(lo - margin), float(hi + margin)), finite & ~inside

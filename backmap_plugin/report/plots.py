@@ -14,7 +14,7 @@ from io import BytesIO
 
 import numpy as np
 
-from backmap_plugin.report.numeric import angle_histogram, ramachandran_histogram, wrap_degrees
+from backmap_plugin.report.numeric import angle_histogram, bulk_range, ramachandran_histogram, wrap_degrees
 
 #: Most points drawn individually on top of the Ramachandran histogram.
 MAX_SCATTER_POINTS = 5000
@@ -69,8 +69,61 @@ def _nan(values) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values])
 
 
+def _energy_panel(ax, x, energies, title: str, color: str) -> None:
+    """One stage's energies on a linear axis; values off the bulk drawn at the edge with their value."""
+    from matplotlib.ticker import ScalarFormatter
+
+    (low, high), outside = bulk_range(energies)
+    inside = np.isfinite(energies) & ~outside
+    ax.plot(x, np.where(inside, energies, np.nan), marker="o", ms=4, lw=0.8, color=color)
+    ax.set_ylim(low, high)
+    for xi, value in zip(x[outside], energies[outside]):
+        edge, marker, va = (high, "^", "top") if value > high else (low, "v", "bottom")
+        ax.plot([xi], [edge], marker=marker, ms=8, color="tab:red", clip_on=False, zorder=3)
+        ax.annotate(f"{value:,.0f}", (xi, edge), xytext=(6, -3 if va == "top" else 3), textcoords="offset points",
+                    fontsize=7, color="tab:red", va=va)
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    ax.yaxis.set_major_formatter(formatter)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel("amber14 energy (kJ/mol)")
+    if not np.isfinite(energies).any():
+        ax.text(0.5, 0.5, "no finite energy", transform=ax.transAxes, ha="center", va="center", color="0.4")
+
+
+def refinement_figure(refinement: dict):
+    """The matplotlib Figure of :func:`plot_refinement` (axes: clashes, energy before, energy after)."""
+    models = refinement["models"]
+    x = np.array([m["model"] for m in models])
+    fig = _new_figure(11.0, 3.6)
+    ax_clash, ax_before, ax_after = fig.subplots(1, 3)
+    for key, marker, label in (("before", "o", "before refinement"), ("after", "s", "after refinement")):
+        ax_clash.plot(x, _nan(m[f"clashes_{key}"] for m in models), marker=marker, ms=4, lw=0.8, label=label)
+    ax_clash.set_ylabel("heavy-atom clashes")
+    ax_clash.set_title("clashes (< 2.0 A)", fontsize=10)
+    ax_clash.legend(fontsize=8)
+    _integer_axis(ax_clash.yaxis)
+    _energy_panel(ax_before, x, _nan(m["energy_before_kj_mol"] for m in models),
+                  "energy before refinement", "tab:blue")
+    _energy_panel(ax_after, x, _nan(m["energy_after_kj_mol"] for m in models),
+                  "energy after refinement", "tab:orange")
+    for ax in (ax_clash, ax_before, ax_after):
+        _integer_axis(ax.xaxis)
+        ax.set_xlabel("structure (frame x samples + sample)")
+        ax.grid(alpha=0.3)
+    return fig
+
+
 def plot_refinement(refinement: dict) -> str:
     """Heavy-atom clashes and energy of each structure before and after refinement.
+
+    Three panels: clashes (before and after), the energy before refinement
+    and the energy after it, each energy on its own linear axis in kJ/mol:
+    the two differ by thousands of kJ/mol, and a shared (or symlog) axis
+    hides the spread between structures. Values far off the others (a
+    structure with an overlapping atom pair before refinement, say) do not
+    set the axis (:func:`~.numeric.bulk_range`); they are drawn as red
+    triangles at the edge with their value written beside them.
 
     Parameters
     ----------
@@ -82,25 +135,7 @@ def plot_refinement(refinement: dict) -> str:
     str
         PNG image, base64-encoded.
     """
-    models = refinement["models"]
-    x = np.array([m["model"] for m in models])
-    fig = _new_figure(10.0, 3.6)
-    ax_clash, ax_energy = fig.subplots(1, 2)
-    for key, marker, label in (("before", "o", "before refinement"), ("after", "s", "after refinement")):
-        ax_clash.plot(x, _nan(m[f"clashes_{key}"] for m in models), marker=marker, ms=4, label=label)
-        ax_energy.plot(x, _nan(m[f"energy_{key}_kj_mol"] for m in models), marker=marker, ms=4, label=label)
-    ax_clash.set_ylabel("heavy-atom clashes")
-    ax_energy.set_ylabel("amber14 energy (kJ/mol)")
-    energies = _nan([m["energy_before_kj_mol"] for m in models] + [m["energy_after_kj_mol"] for m in models])
-    if np.any(np.isfinite(energies)) and np.nanmax(np.abs(energies)) > 1e5:
-        ax_energy.set_yscale("symlog", linthresh=1e3)
-    _integer_axis(ax_clash.yaxis)
-    for ax in (ax_clash, ax_energy):
-        _integer_axis(ax.xaxis)
-        ax.set_xlabel("structure (frame x samples + sample)")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    return _png_base64(fig)
+    return _png_base64(refinement_figure(refinement))
 
 
 def plot_ramachandran(phi, psi) -> str:

@@ -50,16 +50,21 @@ _DIVERSITY_NOTE = (
 )
 #: Validation columns of the table: (title, key in the validate JSON frames, format).
 VALIDATION_COLUMNS = (
-    ("energy kJ/mol", "energy_kj_mol", "{:.1f}"),
+    ("energy (kJ/mol)", "energy_kj_mol", "{:.1f}"),
     ("heavy clashes", "heavy_clashes", "{}"),
-    ("clashscore", "clashscore", "{:.1f}"),
-    ("bond > 4 sd", "bond_outliers", "{}"),
-    ("angle > 4 sd", "angle_outliers", "{}"),
+    ("clash\u00adscore", "clashscore", "{:.1f}"),
+    ("bonds > 4 sd", "bond_outliers", "{}"),
+    ("angles > 4 sd", "angle_outliers", "{}"),
     ("cis non-Pro", "cis_non_pro", "{}"),
-    ("D residues", "d_residues", "{}"),
-    ("Rama outliers", "ramachandran_outliers", "{}"),
+    ("D-residues", "d_residues", "{}"),
+    ("Rama. outliers", "ramachandran_outliers", "{}"),
     ("missing atoms", "missing_atoms", "{}"),
 )
+
+
+#: Settings of ``backmap run`` read from backmap.json into the summary's ``backmap`` entry
+#: (None where the file does not record one; ``model``, ``device`` and ``version`` are read when present).
+BACKMAP_SETTINGS = ("input", "top", "mapping", "method", "model", "seed", "temperature", "device", "version")
 
 
 def _path(run_dir: str, role: str) -> str:
@@ -241,8 +246,7 @@ def collect(run_dir) -> tuple:
         "n_chains": info.get("n_chains"),
         "n_segments": info.get("n_segments"),
         "n_atoms": info.get("n_atoms", int(ensemble.xyz.shape[1])),
-        "backmap": {key: info.get(key) for key in
-                    ("input", "top", "method", "mapping", "seed", "temperature", "report")},
+        "backmap": {key: info.get(key) for key in BACKMAP_SETTINGS + ("report",)},
         "timings_seconds": {
             "backmap": _number(info.get("seconds")),
             "refine": refinement["seconds"] if refinement else None,
@@ -335,7 +339,7 @@ def dump_summary(summary: dict) -> str:
     str
         Path of the summary file.
     """
-    from backmap_plugin.io.legacy import write_json    # mdtraj behind it: imported on first use
+    from backmap_plugin.io.atomic import write_json
 
     path = os.path.join(summary["run_dir"], SUMMARY_NAME)
     write_json(path, summary)

@@ -62,7 +62,8 @@ import numpy as np
 
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.training.cache import _temporary, _write_csv, _write_json
+from backmap_plugin.io.atomic import atomic_write
+from backmap_plugin.training.cache import _write_csv, _write_json
 
 __all__ = [
     "AUG_KIND",
@@ -295,9 +296,9 @@ def structure_input(cache, entry, frame: int = 0) -> StructureInput:
     BackmapInputError
         Fewer than two residues left.
     """
-    from backmap_plugin.io.legacy import generated_chain_id
-    from backmap_plugin.openmm.structure import array_to_positions
     from backmap_plugin.core.topology import ProteinTopology
+    from backmap_plugin.io.chains import generated_chain_id
+    from backmap_plugin.openmm.structure import array_to_positions
 
     arrays = cache.load(entry)
     frame = min(int(frame), arrays.xyz.shape[0] - 1)
@@ -369,15 +370,14 @@ def _frame_checks(start: StructureInput, frames: np.ndarray) -> tuple:
 
 def _write_frames(path: Path, topology, xyz: np.ndarray) -> None:
     """Multi-model PDB, gzipped, moved into place in one step."""
-    from backmap_plugin.io.legacy import write_trajectory
+    from backmap_plugin.io.trajectory import write_trajectory
 
     with tempfile.TemporaryDirectory(prefix="backmap-augment-") as staging:
         plain = os.path.join(staging, "frames.pdb")
         write_trajectory(plain, topology, xyz)
-        packed = _temporary(path)
-        with open(plain, "rb") as source, gzip.open(packed, "wb", compresslevel=6) as target:
+        with open(plain, "rb") as source, atomic_write(path, "wb") as packed, \
+                gzip.GzipFile(fileobj=packed, mode="wb", compresslevel=6) as target:
             shutil.copyfileobj(source, target)
-    os.replace(packed, path)
 
 
 def _finite(value):

@@ -83,6 +83,7 @@ import numpy as np
 
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.atomic import atomic_write
 
 #: Version of the on-disk format; part of every entry hash.
 CACHE_FORMAT = 1
@@ -234,8 +235,8 @@ def _read_file(path: str, max_frames: int):
         Residues dropped as unknown amino acids.
     n_file_frames : int
     """
-    from backmap_plugin.io.legacy import open_frames
     from backmap_plugin.core.topology import read_residues
+    from backmap_plugin.io.frames import open_frames
 
     try:
         with warnings.catch_warnings():
@@ -460,8 +461,9 @@ def _build_entry(task) -> dict:
     tmp.mkdir(parents=True)
     if arrays is not None:
         for name in _ARRAY_NAMES:
-            np.save(tmp / f"{name}.npy", getattr(arrays, name))
-    with open(tmp / _META_FILE, "w", encoding="utf-8") as handle:
+            with atomic_write(tmp / f"{name}.npy", "wb") as handle:  # synced before the folder moves
+                np.save(handle, getattr(arrays, name))
+    with atomic_write(tmp / _META_FILE) as handle:
         json.dump(meta, handle)
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(tmp, directory)
@@ -593,19 +595,12 @@ def cluster_split(cluster: str, val_fraction: float) -> str:
 # --------------------------------------------------------------------------
 
 
-def _temporary(path: Path) -> Path:
-    """Hidden file beside ``path`` to write before moving it into place; one per process, so processes
-    sharing a folder (augmentation shards) never share one."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def _write_csv(path: Path, columns, rows: list) -> None:
-    tmp = _temporary(path)
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    """Write a CSV table atomically (:func:`backmap_plugin.io.atomic.atomic_write`)."""
+    with atomic_write(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _write_report(cache_dir: Path, rows: list[dict]) -> None:
@@ -613,10 +608,9 @@ def _write_report(cache_dir: Path, rows: list[dict]) -> None:
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = _temporary(path)
-    with open(tmp, "w", encoding="utf-8") as handle:
+    """Write compact JSON (indent 1) atomically (:func:`backmap_plugin.io.atomic.atomic_write`)."""
+    with atomic_write(path) as handle:
         json.dump(data, handle, indent=1)
-    os.replace(tmp, path)
 
 
 def _report_row(entry_id: str, meta: dict) -> dict:

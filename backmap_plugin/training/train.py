@@ -20,12 +20,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
-from backmap_plugin.training.cache import open_cache
-from backmap_plugin.training.sampler import make_loader
+from backmap_plugin.io.atomic import atomic_path, atomic_write
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.targets import measure
 from backmap_plugin.model.vae import BackmapVAE, ModelConfig
 from backmap_plugin.model.weights import save_model
+from backmap_plugin.training.cache import open_cache
+from backmap_plugin.training.sampler import make_loader
 
 
 @dataclass
@@ -134,7 +135,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
     elif cfg.init:
         copied = warm_start(model, cfg.init)
         print(f"init: {len(copied)} of {len(model.state_dict())} tensors from {cfg.init}", file=sys.stderr)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
+    with atomic_write(os.path.join(run_dir, "config.json")) as f:
         json.dump(asdict(cfg), f, indent=1)
     summary = {
         "cache": os.path.abspath(cfg.cache), "entries": len(cache.entries),
@@ -180,9 +181,11 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
 
 
 def _save_checkpoint(path: str, model, opt, sched, step: int, best: float) -> None:
-    """Everything :func:`train` needs to resume (``resume=True``)."""
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "step": step, "best": best, "rng": torch.get_rng_state()}, path)
+    """Everything :func:`train` needs to resume (``resume=True``), written atomically."""
+    # torch.save names the archive inside after the file: "<stem>.tmp" keeps the name "<stem>"
+    with atomic_path(path, temporary=os.path.splitext(path)[0] + ".tmp") as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "step": step, "best": best, "rng": torch.get_rng_state()}, tmp)
 
 
 def warm_start(model: BackmapVAE, path: str) -> list[str]:

@@ -1,0 +1,229 @@
+"""Options that several subcommands (and ``workflows/pipeline.py``) share, declared once.
+
+Each ``add_*`` function adds one option (or one fixed group) to an
+:class:`argparse.ArgumentParser`; its flag, type, default and help are
+written here only. The module imports nothing heavy: building every parser
+of the ``backmap`` command costs no numpy, torch or OpenMM.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = [
+    "add_backmap_options",
+    "add_command",
+    "add_debug",
+    "add_device",
+    "add_mapping",
+    "add_minimiser",
+    "add_output",
+    "add_overwrite",
+    "add_ph",
+    "add_platform",
+    "add_quiet",
+    "add_solvent",
+    "add_top",
+]
+
+#: Implicit solvents of the amber14 systems (refine, validate, the pipeline).
+SOLVENTS = ("gbn2", "obc2", "vacuum")
+
+
+def add_command(subparsers, name: str, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """Add one subcommand whose help ends with its example lines, kept as written.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        From ``ArgumentParser.add_subparsers``.
+    name, help, description : str
+        The subcommand's name, its line in the parent's help and its description.
+    epilog : str
+        The ``example:`` block shown after the options (line breaks kept).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The subcommand's parser.
+    """
+    return subparsers.add_parser(name, help=help, description=description, epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_debug(parser: argparse.ArgumentParser, top_level: bool = False) -> None:
+    """Add ``--debug``: the full traceback on errors.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    top_level : bool
+        True for the top-level parser (``backmap --debug run ...``), whose
+        default is False. A subcommand's flag (``backmap run ... --debug``)
+        has no default, so that it keeps the top-level value when absent.
+    """
+    default = False if top_level else argparse.SUPPRESS
+    parser.add_argument("--debug", action="store_true", default=default, help="show the full traceback on errors")
+
+
+def add_quiet(parser: argparse.ArgumentParser, help: str = "no progress bar") -> None:
+    """Add ``--quiet``: no progress output (``args.quiet``; callers pass ``progress=not args.quiet``).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    help : str
+        The help line.
+    """
+    parser.add_argument("--quiet", action="store_true", help=help)
+
+
+def add_overwrite(parser: argparse.ArgumentParser, help: str) -> None:
+    """Add ``--overwrite``: replace what an earlier run left at the output.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    help : str
+        What is replaced, in the subcommand's words.
+    """
+    parser.add_argument("--overwrite", action="store_true", help=help)
+
+
+def add_output(parser: argparse.ArgumentParser, help: str, required: bool = True, metavar: str | None = None) -> None:
+    """Add ``-o/--output`` (``args.output``): where the subcommand writes.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    help : str
+        What the output is (file, folder, format).
+    required : bool
+        Whether the option must be given; an optional one defaults to None.
+    metavar : str, optional
+        The placeholder in the usage line (default: ``OUTPUT``).
+    """
+    parser.add_argument("-o", "--output", required=required, default=None, metavar=metavar, help=help)
+
+
+def add_device(parser: argparse.ArgumentParser, override: bool = False) -> None:
+    """Add ``--device``: the torch device (``auto``, ``cpu``, ``cuda``).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    override : bool
+        False: default ``auto``. True: default None, overriding a
+        configuration's device when given (``backmap train``).
+    """
+    if override:
+        parser.add_argument("--device", help="override the device (auto, cpu, cuda)")
+    else:
+        parser.add_argument("--device", default="auto", help="torch device: auto, cpu or cuda (default: auto)")
+
+
+def add_platform(parser: argparse.ArgumentParser) -> None:
+    """Add ``--platform``: the OpenMM platform (default ``auto``).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    """
+    parser.add_argument("--platform", default="auto",
+                        help="OpenMM platform: auto (CUDA if present, else CPU), CUDA, CPU, Reference, OpenCL")
+
+
+def add_solvent(parser: argparse.ArgumentParser) -> None:
+    """Add ``--solvent``: the implicit solvent used with amber14 (default ``gbn2``).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    """
+    parser.add_argument("--solvent", default="gbn2", choices=list(SOLVENTS),
+                        help="implicit solvent with amber14 (default: gbn2)")
+
+
+def add_ph(parser: argparse.ArgumentParser) -> None:
+    """Add ``--ph`` (``args.ph``): the pH at which hydrogens are added (default 7).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    """
+    parser.add_argument("--ph", type=float, default=7.0, help="pH for the hydrogens added (default: 7.0)")
+
+
+def add_mapping(parser: argparse.ArgumentParser) -> None:
+    """Add ``--mapping``: where a residue's bead sits, ``ca`` (default) or ``com``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    """
+    parser.add_argument("--mapping", default="ca", choices=["ca", "com"], help="where the bead sits (default: ca)")
+
+
+def add_top(parser: argparse.ArgumentParser) -> None:
+    """Add ``--top``: the topology of a coordinates-only trajectory.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    """
+    parser.add_argument(
+        "--top", help="topology file for DCD/XTC/TRR/NetCDF input: PDB, mmCIF, GRO, H5 or TPR (needs MDAnalysis)")
+
+
+def add_backmap_options(parser: argparse.ArgumentParser, after_method=None) -> None:
+    """Add the options of :func:`backmap_plugin.api.backmap` shared by ``backmap run`` and the pipeline.
+
+    In this order: ``--mapping``, ``--method``, (``after_method``),
+    ``--temperature``, ``--samples``, ``--seed``, ``--device``, ``--stride``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    after_method : callable, optional
+        Called with ``parser`` right after ``--method``, for options of one
+        caller that belong there in its help (``backmap run --model``).
+    """
+    add_mapping(parser)
+    parser.add_argument("--method", default=None, choices=["ideal", "model"],
+                        help="builder (default: model for --mapping ca, ideal otherwise)")
+    if after_method is not None:
+        after_method(parser)
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="model sampling temperature; 0 = the deterministic structure of least expected error "
+                             "(default: 0 for one sample, 1 for several)")
+    parser.add_argument("--samples", type=int, default=1, help="structures per input frame, frame-major (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_device(parser)
+    parser.add_argument("--stride", type=int, default=1, help="use every K-th frame (default: 1)")
+
+
+def add_minimiser(parser: argparse.ArgumentParser) -> None:
+    """Add the refinement's minimiser options: ``--restraint-k``, ``--steps``, ``--tolerance``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    """
+    parser.add_argument("--restraint-k", type=float, default=1000.0,
+                        help="heavy-atom restraint constant in kJ/mol/nm^2 (default: 1000)")
+    parser.add_argument("--steps", type=int, default=5000,
+                        help="maximum minimiser iterations per stage, 0 for no limit (default: 5000)")
+    parser.add_argument("--tolerance", type=float, default=10.0,
+                        help="minimiser tolerance, RMS force in kJ/mol/nm (default: 10)")

@@ -1,0 +1,95 @@
+"""``backmap run``: a thin layer over :func:`backmap_plugin.api.backmap`."""
+
+from __future__ import annotations
+
+import sys
+
+from backmap_plugin.cli import options
+
+__all__ = ["add_parser", "run"]
+
+_EXAMPLE = """example:
+  backmap run examples/trpcage_ca.pdb -o trpcage_aa.pdb
+  backmap run traj_ca.dcd --top top_ca.pdb -o traj_aa.xtc --stride 10 --json run.json
+  backmap run traj_ca.xtc --top conf_ca.gro -o traj_aa.xtc --resume     # after Ctrl-C or a kill
+"""
+
+
+def _add_model(parser) -> None:
+    parser.add_argument("--model", help="trained model file for --method model (default: the shipped model)")
+
+
+def add_parser(subparsers) -> None:
+    """Add the ``run`` subcommand.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        From ``ArgumentParser.add_subparsers``. The subcommand sets ``func``
+        (:func:`run`): call ``args.func(args)`` to run it and get the exit status.
+    """
+    p = options.add_command(
+        subparsers, "run",
+        help="backmap a CG structure or trajectory to all heavy atoms",
+        description="Backmap a coarse-grained (one bead per residue) structure or trajectory to all heavy atoms.",
+        epilog=_EXAMPLE,
+    )
+    p.add_argument("input", help="CG input: PDB, mmCIF, GRO, DCD, XTC, TRR, NetCDF, HDF5")
+    options.add_top(p)
+    options.add_output(p, "output file: .pdb, .cif, .dcd, .xtc or .h5")
+    options.add_backmap_options(p, after_method=_add_model)
+    p.add_argument("--chunk", type=int, default=1000, help="frames processed at a time (default: 1000)")
+    p.add_argument(
+        "--break-distance", type=float, default=None,
+        help="bead distance in Angstrom that splits a chain into segments (default: 4.5 for ca, 10 for com)",
+    )
+    options.add_overwrite(p, "replace an existing output (or start an unfinished run over)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of the same command (same output and options); "
+                        "with --overwrite: continue if possible, else start over (for workflows)")
+    p.add_argument("--json", metavar="PATH", help="also write the run summary as JSON to PATH")
+    options.add_quiet(p)
+    options.add_debug(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Backmap ``args.input`` to ``args.output``; print the notes (stderr) and the summary line (stdout).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed by the parser of :func:`add_parser`.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
+    from backmap_plugin.api import backmap
+    from backmap_plugin.io.atomic import write_json
+
+    result = backmap(
+        args.input,
+        args.output,
+        top=args.top,
+        mapping=args.mapping,
+        method=args.method,
+        samples=args.samples,
+        seed=args.seed,
+        device=args.device,
+        stride=args.stride,
+        chunk=args.chunk,
+        break_distance=args.break_distance,
+        progress=not args.quiet,
+        model=args.model,
+        temperature=args.temperature,
+        overwrite=args.overwrite,
+        resume=args.resume,
+    )
+    if args.json:
+        write_json(args.json, result.to_dict())
+    for line in result.report:
+        print(f"note: {line}", file=sys.stderr)
+    print(result.summary())
+    return 0

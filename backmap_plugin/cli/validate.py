@@ -1,0 +1,92 @@
+"""``backmap validate``: a thin layer over :func:`backmap_plugin.openmm.validate.validate_structure`."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from backmap_plugin.cli import options
+
+__all__ = ["add_parser", "run"]
+
+_EXAMPLE = """example:
+  backmap validate trpcage_refined.pdb
+  backmap validate traj_refined.pdb -o report.json      # JSON report to a file, table on stdout
+  backmap validate traj_refined.pdb --json              # JSON report on stdout
+  backmap validate model.pdb --strict || echo "model has problems"
+"""
+
+
+def add_parser(subparsers) -> None:
+    """Add the ``validate`` subcommand.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        From ``ArgumentParser.add_subparsers``. The subcommand sets ``func``
+        (:func:`run`): call ``args.func(args)`` to run it and get the exit status.
+    """
+    p = options.add_command(
+        subparsers, "validate",
+        help="check an all-atom structure: energy, clashes, geometry, chirality, Ramachandran",
+        description=(
+            "Per model: amber14 energy (hydrogens added if absent), heavy-atom clashes, all-atom clashscore, "
+            "bond/angle outliers (> 4 sigma from Engh & Huber), cis non-proline peptides, D-amino acids, "
+            "Ramachandran outliers and missing heavy atoms."
+        ),
+        epilog=_EXAMPLE,
+    )
+    p.add_argument("input", help="PDB or mmCIF (optionally .gz), one or more models")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON instead of a table")
+    options.add_output(p, "also write the full JSON report to this file (replaced atomically, only when "
+                          "validation finished)", required=False)
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when any check fails (clashes, outliers, D residues, "
+                        "missing atoms, cis non-Pro, non-finite energy)")
+    options.add_solvent(p)
+    options.add_platform(p)
+    p.add_argument("--no-energy", action="store_true", help="skip the energy (fastest)")
+    options.add_debug(p)
+    p.set_defaults(func=run)
+
+
+def _check_report_path(path: str, input: str) -> None:
+    """Fail before any work when the JSON report cannot be written at ``path``."""
+    from backmap_plugin.core.errors import BackmapInputError
+
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise BackmapInputError(f"{path}: cannot write report: directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise BackmapInputError(f"{path}: cannot write report: it is a directory")
+    if os.path.exists(input) and os.path.exists(path) and os.path.samefile(path, input):
+        raise BackmapInputError(f"{path}: the report would overwrite the input structure; choose another path")
+
+
+def run(args) -> int:
+    """Validate ``args.input``; print a table or the JSON report, write it to ``args.output`` if given.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed by the parser of :func:`add_parser`.
+
+    Returns
+    -------
+    int
+        The exit status: 1 with ``--strict`` when a check failed, else 0.
+    """
+    from backmap_plugin.io.atomic import write_json
+    from backmap_plugin.openmm.validate import validate_structure
+
+    if args.output is not None:
+        _check_report_path(args.output, args.input)
+    result = validate_structure(args.input, solvent=args.solvent, platform=args.platform,
+                                energy=not args.no_energy)
+    if args.output is not None:
+        write_json(args.output, result.to_dict())
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    else:
+        print(result.table())
+    return 1 if args.strict and not result.passed else 0

@@ -1,0 +1,111 @@
+"""Atoms in messages and checks of what is read or written: atom descriptions,
+element symbols, finite coordinates, duplicate atoms."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import mdtraj as md
+import numpy as np
+
+from backmap_plugin.core.errors import BackmapInputError
+
+
+def describe_atom(atom) -> str:
+    """Chain id, residue name+number and atom name of an mdtraj atom, for messages.
+
+    Parameters
+    ----------
+    atom : mdtraj.core.topology.Atom
+        The atom.
+
+    Returns
+    -------
+    str
+        E.g. ``chain 'A' residue ALA12 atom CB`` (``chain #0`` without an id).
+    """
+    residue = atom.residue
+    chain_id = residue.chain.chain_id
+    chain = repr(chain_id) if chain_id else f"#{residue.chain.index}"
+    return f"chain {chain} residue {residue.name}{residue.resSeq} atom {atom.name}"
+
+
+def element_symbol(atom) -> str:
+    """Element symbol of an mdtraj atom.
+
+    Parameters
+    ----------
+    atom : mdtraj.core.topology.Atom
+        The atom.
+
+    Returns
+    -------
+    str
+        The symbol, ``''`` for no element or a virtual site.
+    """
+    element = atom.element
+    if element is None or element is md.element.virtual:
+        return ""
+    return element.symbol
+
+
+def check_finite(xyz: np.ndarray, topology, path: str, first_frame: int, stride: int = 1) -> None:
+    """Raise at the first NaN/inf coordinate, if any.
+
+    Parameters
+    ----------
+    xyz : numpy.ndarray
+        ``(n, n_atoms, 3)`` coordinates.
+    topology : mdtraj.Topology
+        Their topology, to name the atom.
+    path : str
+        The file (or source), for the message.
+    first_frame : int
+        Frame number of ``xyz[0]``.
+    stride : int, optional
+        Read stride, to name the frame of the file too.
+
+    Raises
+    ------
+    BackmapInputError
+        A coordinate is not finite.
+    """
+    bad = ~np.isfinite(xyz).all(axis=2)
+    if not bad.any():
+        return
+    frame, atom_index = (int(i) for i in np.argwhere(bad)[0])
+    frame += first_frame
+    where = f"frame {frame}"
+    if stride != 1:
+        where += f" (frame {frame * stride} of the file, stride {stride})"
+    raise BackmapInputError(
+        f"{path}: {where} has a non-finite coordinate {xyz[frame - first_frame, atom_index].tolist()} "
+        f"for {describe_atom(topology.atom(atom_index))}"
+    )
+
+
+def check_duplicate_atoms(topology, path: str) -> None:
+    """Raise if one residue holds two atoms of the same name.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+        The topology read.
+    path : str
+        Its file, for the message.
+
+    Raises
+    ------
+    BackmapInputError
+        A residue has two atoms of one name.
+    """
+    for residue in topology.residues:
+        counts = Counter(atom.name for atom in residue.atoms)
+        twice = [name for name, n in counts.items() if n > 1]
+        if twice:
+            atom = next(a for a in residue.atoms if a.name == twice[0])
+            raise BackmapInputError(
+                f"{path}: duplicate atom: {describe_atom(atom)} appears {counts[twice[0]]} times in "
+                f"one residue (alternate locations are merged on reading, so this is the same atom "
+                f"listed twice, or two residues with the same number and name next to each other)"
+            )

@@ -1,0 +1,123 @@
+"""The mmCIF writer of :class:`backmap_plugin.io.trajectory.TrajectoryWriter`.
+
+Written here rather than by OpenMM, whose mmCIF writer puts author residue
+numbers into ``label_seq_id``, which makes multi-model files unreadable when
+a number repeats in a chain.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Optional
+
+import mdtraj as md
+import numpy as np
+
+from backmap_plugin.io.atoms import element_symbol
+from backmap_plugin.io.chains import generated_chain_id, insertion_codes
+from backmap_plugin.io.text_output import TextBackend, open_partial_text
+
+
+def cif_token(value: str) -> str:
+    """Quote a value for an mmCIF loop when needed.
+
+    Parameters
+    ----------
+    value : str
+        A name or id.
+
+    Returns
+    -------
+    str
+        ``?`` for an empty value; the value in quotes when it holds white
+        space, starts with a reserved character or is ``.`` or ``?``; else
+        the value itself.
+    """
+    if value == "":
+        return "?"
+    if re.search(r"\s", value) or value[0] in "_#$;[]'\"" or value in (".", "?"):
+        return f'"{value}"' if "'" in value else f"'{value}'"
+    return value
+
+
+class CifBackend(TextBackend):
+    """Minimal mmCIF writer: one ``atom_site`` loop, one model per frame.
+
+    ``label_asym_id``/``label_seq_id`` are unique per chain/residue (as the
+    format requires) while ``auth_asym_id``/``auth_seq_id`` and
+    ``pdbx_PDB_ins_code`` keep the topology's chain ids and residue numbers.
+
+    Parameters
+    ----------
+    partial : str
+        The file to write frames into.
+    topology : mdtraj.Topology
+        Topology of every frame.
+    path : str
+        The final output (names the data block), for messages.
+    resume : dict, optional
+        State of an interrupted writer to continue (:meth:`state` plus
+        ``frames``).
+
+    Attributes
+    ----------
+    kept : int
+        Frames kept from the resumed file.
+    """
+
+    _COLUMNS = (
+        "group_PDB", "id", "type_symbol", "label_atom_id", "label_alt_id", "label_comp_id",
+        "label_asym_id", "label_entity_id", "label_seq_id", "pdbx_PDB_ins_code", "Cartn_x",
+        "Cartn_y", "Cartn_z", "occupancy", "B_iso_or_equiv", "auth_seq_id", "auth_comp_id",
+        "auth_asym_id", "auth_atom_id", "pdbx_PDB_model_num",
+    )
+
+    def __init__(self, partial: str, topology: md.Topology, path: str, resume: Optional[dict] = None):
+        chain_ids = [chain.chain_id for chain in topology.chains]
+        usable = all(cid and cid.strip() for cid in chain_ids)
+        unique = usable and len(set(chain_ids)) == len(chain_ids)
+        self._prefix, self._suffix = [], []
+        serial = 0
+        for chain in topology.chains:
+            label = chain.chain_id if unique else generated_chain_id(chain.index)
+            author = chain.chain_id if chain.chain_id and chain.chain_id.strip() else label
+            for seq, (residue, code) in enumerate(zip(chain.residues, insertion_codes(chain, path)), start=1):
+                comp = cif_token(residue.name)
+                icode = "?" if code == " " else code
+                for atom in residue.atoms:
+                    serial += 1
+                    name = cif_token(atom.name)
+                    symbol = element_symbol(atom) or "?"
+                    self._prefix.append(
+                        f"ATOM {serial} {symbol} {name} . {comp} {cif_token(label)} ? {seq} {icode} "
+                    )
+                    self._suffix.append(f" 1.00 0.00 {residue.resSeq} {comp} {cif_token(author)} {name} ")
+        self.kept = 0 if resume is None else resume["frames"]
+        if self.kept:
+            self._file = open_partial_text(partial, "utf-8", resume)
+            return
+        block = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path)) or "backmap"
+        self._file = open_partial_text(partial, "utf-8")
+        header = [f"data_{block}", "#", f"_entry.id {block}", "#", "loop_"]
+        header += [f"_atom_site.{column}" for column in self._COLUMNS]
+        self._file.write("\n".join(header) + "\n")
+        self._file.flush()
+
+    def check(self, xyz, topology, first_frame) -> None:
+        """mmCIF has no column limits."""
+
+    def write(self, xyz: np.ndarray, first_frame: int) -> None:
+        """Append frames ``first_frame, ...`` (Angstrom), one model each, and flush."""
+        for k, frame in enumerate(xyz):
+            model = first_frame + k + 1
+            self._file.write("".join(
+                f"{self._prefix[i]}{x:.3f} {y:.3f} {z:.3f}{self._suffix[i]}{model}\n"
+                for i, (x, y, z) in enumerate(frame.tolist())
+            ))
+        self._file.flush()
+
+    def finish(self, n_frames: int) -> None:
+        """Close the ``atom_site`` loop and the file."""
+        self._file.write("#\n")
+        self._file.close()

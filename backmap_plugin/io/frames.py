@@ -1,0 +1,278 @@
+"""Reading frames: coarse-grained structures and trajectories in bounded chunks
+(:func:`open_frames`), and OpenMM positions (:func:`frames_from_openmm`).
+
+Inside the package every length is in Angstrom; mdtraj and OpenMM work in
+nm, so coordinates are converted here (x10 on read). Coordinates are always
+numpy ``float32`` arrays shaped ``(n_frames, n_atoms, 3)`` and topologies
+are ``mdtraj.Topology`` objects. :func:`open_frames` checks the file and its
+topology up front and then yields bounded chunks of frames.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, NamedTuple, Optional
+
+import mdtraj as md
+import numpy as np
+
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.atoms import check_duplicate_atoms, check_finite
+from backmap_plugin.io.c_stdout import c_stdout_to_stderr
+from backmap_plugin.io.chains import split_chains_by_numbering
+from backmap_plugin.io.loaders import box_vectors, count_trajectory_atoms, load_topology, load_whole
+from backmap_plugin.io.paths import (
+    LOADED_WHOLE,
+    NEEDS_TOPOLOGY,
+    SUPPORTED_INPUT,
+    TOPOLOGY_FORMATS,
+    check_input_file,
+)
+
+
+class FrameChunk(NamedTuple):
+    """A block of consecutive (strided) frames.
+
+    Attributes
+    ----------
+    start : int
+        Index, in the strided frame numbering, of the first frame here.
+    xyz : numpy.ndarray
+        ``float32`` coordinates in Angstrom, shape ``(n, n_atoms, 3)``.
+    box : numpy.ndarray or None
+        Periodic box vectors (rows) in Angstrom, shape ``(n, 3, 3)``
+        (triclinic cells kept), or None when the file has no unit cell.
+    """
+
+    start: int
+    xyz: np.ndarray
+    box: Optional[np.ndarray]
+
+
+class FrameSource:
+    """Frames of a structure or trajectory file, read in bounded chunks.
+
+    Made by :func:`open_frames`, which checks the file, its topology, atom
+    counts and duplicate atoms up front. Iterating (any number of times)
+    yields :class:`FrameChunk` items; trajectories are read with
+    ``mdtraj.iterload`` so at most ``chunk`` frames are in memory, while
+    PDB/mmCIF/GRO files are loaded whole once.
+
+    Attributes
+    ----------
+    path : str
+        The coordinate file.
+    top_path : str or None
+        The topology file, if one was given.
+    topology : mdtraj.Topology
+        Topology of the frames, names as read by mdtraj.
+    n_atoms : int
+        Number of atoms per frame.
+    chunk, stride : int
+        Frames per chunk, and the read stride.
+    """
+
+    def __init__(self, path, top=None, chunk: int = 1000, stride: int = 1):
+        self.path = os.fspath(path)
+        self.top_path = None if top is None else os.fspath(top)
+        for name, value in (("chunk", chunk), ("stride", stride)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise BackmapInputError(f"{self.path}: {name} must be a positive integer, got {value!r}")
+        self.chunk = int(chunk)
+        self.stride = int(stride)
+        self._ext = check_input_file(self.path, SUPPORTED_INPUT, "input")
+        if self._ext in NEEDS_TOPOLOGY and self.top_path is None:
+            raise BackmapInputError(
+                f"{self.path}: {self._ext} files hold coordinates only, so this needs a topology file: "
+                f"pass --top (one of {', '.join(TOPOLOGY_FORMATS)})"
+            )
+        top_topology = None
+        if self.top_path is not None:
+            top_ext = check_input_file(self.top_path, TOPOLOGY_FORMATS, "topology")
+            top_topology = load_topology(self.top_path, top_ext)
+
+        self._whole = None  # (xyz in Angstrom, box in Angstrom or None), strided
+        if self._ext in LOADED_WHOLE:
+            traj = load_whole(self.path, self._ext)
+            topology, n_atoms = traj.topology, traj.n_atoms
+            if traj.n_frames == 0:
+                raise BackmapInputError(f"{self.path}: contains no frames")
+            xyz = (traj.xyz[:: self.stride].astype(np.float64) * 10.0).astype(np.float32)
+            self._whole = (xyz, box_vectors(traj[:: self.stride]))
+        elif self._ext in NEEDS_TOPOLOGY:
+            topology, n_atoms = None, count_trajectory_atoms(self.path, self._ext)
+        else:  # .h5: topology inside, frames streamed
+            topology = load_topology(self.path, self._ext)
+            n_atoms = topology.n_atoms
+
+        if top_topology is not None:
+            if top_topology.n_atoms != n_atoms:
+                raise BackmapInputError(
+                    f"atom count mismatch: topology {self.top_path} has {top_topology.n_atoms} atoms "
+                    f"but coordinates {self.path} have {n_atoms}"
+                )
+            topology = top_topology
+        if n_atoms == 0:
+            raise BackmapInputError(f"{self.path}: contains no atoms")
+        if (self.top_path or self.path).lower().endswith(".gro"):
+            topology = split_chains_by_numbering(topology)  # .gro has no chain ids
+        check_duplicate_atoms(topology, self.top_path or self.path)
+        self.topology = topology
+        self.n_atoms = n_atoms
+        if self._whole is not None:
+            check_finite(self._whole[0], topology, self.path, 0, self.stride)
+
+    def __repr__(self) -> str:
+        top = "" if self.top_path is None else f", top={self.top_path!r}"
+        return f"FrameSource({self.path!r}{top}, n_atoms={self.n_atoms}, chunk={self.chunk}, stride={self.stride})"
+
+    @property
+    def n_frames(self) -> Optional[int]:
+        """Number of frames that iterating yields (after the stride); None when the file cannot tell
+        without reading it all. Trajectory files are asked for their length (XTC/TRR: a scan of the frame
+        headers), once."""
+        if self._whole is not None:
+            return len(self._whole[0])
+        if not hasattr(self, "_n_frames"):
+            try:
+                with c_stdout_to_stderr(), md.open(self.path) as handle:
+                    total = len(handle)
+                self._n_frames = -(-total // self.stride)
+            except Exception:  # a length is only for the progress bar
+                self._n_frames = None
+        return self._n_frames
+
+    def __iter__(self) -> Iterator[FrameChunk]:
+        if self._whole is not None:
+            xyz, box = self._whole
+            for start in range(0, len(xyz), self.chunk):
+                stop = start + self.chunk
+                yield FrameChunk(start, xyz[start:stop].copy(), None if box is None else box[start:stop].copy())
+            return
+        yield from self._iter_streamed()
+
+    def _iter_streamed(self) -> Iterator[FrameChunk]:
+        # mdtraj's HDF5 reader counts ``n_frames`` in file frames, so with a
+        # stride each chunk must span a multiple of it to keep the phase.
+        per_read = self.chunk * self.stride if self._ext == ".h5" else self.chunk
+        start = 0
+        for traj in self._iterload(per_read):
+            for first in range(0, traj.n_frames, self.chunk):
+                piece = traj[first:first + self.chunk]
+                xyz = (piece.xyz.astype(np.float64) * 10.0).astype(np.float32)
+                check_finite(xyz, self.topology, self.path, start, self.stride)
+                yield FrameChunk(start, xyz, box_vectors(piece))
+                start += piece.n_frames
+        if start == 0:
+            raise BackmapInputError(f"{self.path}: contains no frames")
+
+    def _iterload(self, per_read: int) -> Iterator[md.Trajectory]:
+        """``mdtraj.iterload`` with its exceptions wrapped."""
+        chunks = md.iterload(self.path, chunk=per_read, stride=self.stride,
+                             top=self.topology if self._ext in NEEDS_TOPOLOGY else None)
+        done = 0
+        while True:
+            try:
+                with c_stdout_to_stderr():  # the first read opens the file
+                    traj = next(chunks)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise BackmapInputError(
+                    f"{self.path}: cannot be read as {self._ext} (near frame {done}): "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if traj.n_frames == 0:
+                return
+            done += traj.n_frames
+            yield traj
+
+
+def open_frames(path, top=None, chunk: int = 1000, stride: int = 1) -> FrameSource:
+    """Open a structure or trajectory file for chunked reading.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Coordinate file; its extension must be in :data:`~backmap_plugin.io.paths.SUPPORTED_INPUT`.
+    top : str or os.PathLike, optional
+        Topology file (PDB, mmCIF, GRO or H5). Required for ``.dcd``,
+        ``.xtc``, ``.trr``, ``.nc`` and ``.netcdf``; if given for a format
+        that has its own topology, it replaces that topology (atom counts
+        must match).
+    chunk : int, optional
+        Maximum number of frames per yielded chunk (bounds memory).
+    stride : int, optional
+        Read every ``stride``-th frame.
+
+    Returns
+    -------
+    FrameSource
+        Iterable of :class:`FrameChunk` with ``float32`` Angstrom
+        coordinates.
+
+    Raises
+    ------
+    BackmapInputError
+        Missing, empty or unparsable file; unsupported extension; missing
+        topology; atom-count mismatch; duplicate atoms; NaN/inf coordinates
+        (the latter for trajectories only while iterating).
+
+    Notes
+    -----
+    PDB files are read with mdtraj's defaults, which include its standard
+    name replacements (e.g. HSD/HIE -> HIS, CYX -> CYS, ILE CD -> CD1,
+    OT1 -> O); mmCIF readers apply the same table. For alternate locations
+    the first one listed in the file is kept.
+    """
+    return FrameSource(path, top=top, chunk=chunk, stride=stride)
+
+
+def frames_from_openmm(topology, positions, source: str = "OpenMM positions"):
+    """Convert an OpenMM topology and positions to the package's conventions.
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology or mdtraj.Topology
+        The system's topology.
+    positions : openmm.unit.Quantity or array_like
+        Shape ``(n_atoms, 3)`` or ``(n_frames, n_atoms, 3)``. A Quantity may
+        use any length unit; a plain array (or list of ``Vec3``) is taken to
+        be in **nm**, OpenMM's unit.
+    source : str
+        What to call the positions in messages (e.g. the reporter's file).
+
+    Returns
+    -------
+    topology : mdtraj.Topology
+    xyz : numpy.ndarray
+        ``float32`` coordinates in Angstrom, shape ``(n_frames, n_atoms, 3)``.
+
+    Raises
+    ------
+    BackmapInputError
+        Wrong shape, atom-count mismatch or non-finite positions.
+    """
+    from openmm import unit
+
+    if not isinstance(topology, md.Topology):
+        topology = md.Topology.from_openmm(topology)
+    if unit.is_quantity(positions):
+        values = positions.value_in_unit(unit.angstrom)
+        xyz = np.asarray([tuple(v) for v in values] if isinstance(values, list) else values, dtype=np.float64)
+    else:
+        xyz = np.asarray(positions, dtype=np.float64) * 10.0
+    if xyz.ndim == 2:
+        xyz = xyz[np.newaxis]
+    if xyz.ndim != 3 or xyz.shape[2] != 3:
+        raise BackmapInputError(
+            f"{source}: expected shape (n_atoms, 3) or (n_frames, n_atoms, 3), got {xyz.shape}"
+        )
+    if xyz.shape[1] != topology.n_atoms:
+        raise BackmapInputError(
+            f"{source}: {xyz.shape[1]} positions for a topology of {topology.n_atoms} atoms"
+        )
+    xyz = xyz.astype(np.float32)
+    check_finite(xyz, topology, source, 0)
+    return topology, xyz
+

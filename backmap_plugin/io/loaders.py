@@ -1,0 +1,179 @@
+"""Loading with mdtraj: whole structure files (OpenMM for mmCIF files mdtraj
+cannot read), topologies, the atom count of a trajectory, box vectors."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import mdtraj as md
+import numpy as np
+
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.c_stdout import c_stdout_to_stderr
+from backmap_plugin.io.paths import MMCIF
+from backmap_plugin.io.tpr import load_tpr_topology
+
+
+def _mdtraj_can_read(ext: str) -> bool:
+    """Whether the installed mdtraj has a loader for ``ext``."""
+    return ext in md.formats.registry.FormatRegistry.loaders
+
+
+def _load_mmcif_with_openmm(path: str) -> md.Trajectory:
+    """Load every model of an mmCIF file with OpenMM's reader."""
+    import gzip
+
+    from openmm import unit
+    from openmm.app import PDBxFile
+
+    if path.lower().endswith(".gz"):
+        with gzip.open(path, "rt") as handle:
+            pdbx = PDBxFile(handle)
+    else:
+        pdbx = PDBxFile(path)
+    topology = md.Topology.from_openmm(pdbx.topology)
+    xyz = np.array(
+        [pdbx.getPositions(asNumpy=True, frame=i).value_in_unit(unit.nanometer)
+         for i in range(pdbx.getNumFrames())],
+        dtype=np.float32,
+    )
+    lengths = angles = None
+    cell = pdbx.topology.getUnitCellDimensions()
+    if cell is not None:
+        lengths = np.tile(cell.value_in_unit(unit.nanometer), (len(xyz), 1))
+        angles = np.full((len(xyz), 3), 90.0)
+    return md.Trajectory(xyz, topology, unitcell_lengths=lengths, unitcell_angles=angles)
+
+
+def _pdb_has_atoms(path: str) -> bool:
+    """Whether a (possibly gzipped) PDB file has an ATOM or HETATM record."""
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt", errors="replace") as handle:
+            return any(line.startswith(("ATOM", "HETATM")) for line in handle)
+    except OSError:
+        return True  # unreadable: let the parser's own message through
+
+
+def load_whole(path: str, ext: str) -> md.Trajectory:
+    """Load a whole structure file with mdtraj (OpenMM for mmCIF if needed).
+
+    mdtraj's mmCIF reader keys atoms of later models by author residue
+    number without insertion code, so it rejects multi-model files where a
+    number repeats in a chain; OpenMM's reader (keyed by ``label_seq_id``)
+    reads them, so it is tried when mdtraj fails.
+
+    Parameters
+    ----------
+    path : str
+        A PDB, mmCIF or GRO file (gzipped where the extension says so).
+    ext : str
+        Its extension, from :func:`backmap_plugin.io.paths.check_input_file`.
+
+    Returns
+    -------
+    mdtraj.Trajectory
+        Every model of the file (nm, as mdtraj keeps them).
+
+    Raises
+    ------
+    BackmapInputError
+        The file has no atoms or cannot be parsed.
+    """
+    try:
+        if ext in MMCIF and not _mdtraj_can_read(ext):
+            return _load_mmcif_with_openmm(path)
+        if ext in (".pdb", ".pdb.gz"):
+            return md.load_pdb(path)  # md.load parses a PDB twice
+        return md.load(path)
+    except Exception as exc:  # mdtraj raises many types; keep its message
+        if ext in (".pdb", ".pdb.gz") and not _pdb_has_atoms(path):
+            raise BackmapInputError(f"{path}: is empty: no ATOM/HETATM records") from exc
+        if ext in MMCIF:
+            try:
+                return _load_mmcif_with_openmm(path)
+            except Exception:
+                pass
+        raise BackmapInputError(f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}") from exc
+
+
+def load_topology(path: str, ext: str) -> md.Topology:
+    """Topology of a structure file (or of an .h5 trajectory, or a .tpr run input).
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    ext : str
+        Its extension (one of
+        :data:`backmap_plugin.io.paths.TOPOLOGY_FORMATS`).
+
+    Returns
+    -------
+    mdtraj.Topology
+
+    Raises
+    ------
+    BackmapInputError
+        The file cannot be read.
+    """
+    if ext == ".tpr":
+        return load_tpr_topology(path)
+    if ext == ".h5":
+        try:
+            return md.load_topology(path)
+        except Exception as exc:
+            raise BackmapInputError(
+                f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}"
+            ) from exc
+    return load_whole(path, ext).topology
+
+
+def count_trajectory_atoms(path: str, ext: str) -> int:
+    """Number of atoms in the first frame of a coordinate-only trajectory.
+
+    Parameters
+    ----------
+    path : str
+        A DCD, XTC, TRR or NetCDF file.
+    ext : str
+        Its extension, for messages.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    BackmapInputError
+        The file cannot be read or has no frames.
+    """
+    try:
+        with c_stdout_to_stderr(), md.open(path) as handle:
+            first = handle.read(n_frames=1)
+        xyz = first[0] if isinstance(first, tuple) else first
+    except Exception as exc:
+        raise BackmapInputError(f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}") from exc
+    if xyz is None or len(xyz) == 0:
+        raise BackmapInputError(f"{path}: contains no frames")
+    return int(xyz.shape[1])
+
+
+def box_vectors(traj: md.Trajectory) -> Optional[np.ndarray]:
+    """Periodic box vectors of a trajectory in Angstrom, triclinic cells included.
+
+    Parameters
+    ----------
+    traj : mdtraj.Trajectory
+        Frames read by mdtraj.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``(F, 3, 3)`` ``float32`` box vectors (rows); None without a box.
+    """
+    if traj.unitcell_vectors is None:
+        return None
+    return (traj.unitcell_vectors.astype(np.float64) * 10.0).astype(np.float32)

@@ -1,0 +1,99 @@
+"""The DCD, XTC and HDF5 writer of :class:`backmap_plugin.io.trajectory.TrajectoryWriter`,
+through mdtraj's file objects (DCD stores Angstrom, XTC and H5 nm)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import mdtraj as md
+import numpy as np
+
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.c_stdout import c_stdout_to_stderr
+
+
+class MdtrajBackend:
+    """DCD (Angstrom), XTC and H5 (nm) through mdtraj's file objects.
+
+    XTC frames carry their frame index as step and time, so a file does not
+    depend on how its frames were cut into writes. Resuming rewrites the
+    kept frames of the old partial file into a fresh one (mdtraj cannot
+    append to these formats); the values read back are written identically.
+
+    Parameters
+    ----------
+    partial : str
+        The file to write frames into.
+    topology : mdtraj.Topology
+        Topology of every frame (stored in H5 files).
+    path : str
+        The final output, for messages.
+    ext : {".dcd", ".xtc", ".h5"}
+        The format.
+    resume : dict, optional
+        State of an interrupted writer to continue (``frames``).
+
+    Attributes
+    ----------
+    kept : int
+        Frames kept from the resumed file.
+    """
+
+    _CLASSES = {".h5": "HDF5TrajectoryFile", ".xtc": "XTCTrajectoryFile", ".dcd": "DCDTrajectoryFile"}
+
+    def __init__(self, partial: str, topology: md.Topology, path: str, ext: str, resume: Optional[dict] = None):
+        self._ext = ext
+        self._cls = getattr(md.formats, self._CLASSES[ext])
+        kept = None
+        if resume is not None and resume["frames"]:
+            kept = self._read_kept(partial, resume["frames"], path)
+        with c_stdout_to_stderr():
+            self._file = self._cls(partial, "w", force_overwrite=True)
+        if ext == ".h5":
+            self._file.topology = topology
+        self.kept = 0
+        if kept is not None:
+            self.write(kept, 0)
+            self.kept = len(kept)
+
+    def _read_kept(self, partial: str, n_frames: int, path: str) -> np.ndarray:
+        """The first ``n_frames`` frames (Angstrom) of the old partial file."""
+        try:
+            with c_stdout_to_stderr(), self._cls(partial, "r") as handle:
+                found = handle.read(n_frames=n_frames)
+        except Exception as exc:
+            raise BackmapInputError(f"{path}: cannot resume: partial file {partial} is unreadable: {exc}") from exc
+        xyz = found.coordinates if self._ext == ".h5" else found[0]
+        if xyz is None or len(xyz) < n_frames:
+            raise BackmapInputError(
+                f"{path}: cannot resume: partial file {partial} holds {0 if xyz is None else len(xyz)} complete "
+                f"frame(s), the progress record says {n_frames}; start over with --overwrite"
+            )
+        return xyz if self._ext == ".dcd" else xyz * np.float32(10.0)
+
+    def state(self) -> dict:
+        """Nothing beyond the frame count is needed to resume these formats."""
+        return {}
+
+    def check(self, xyz, topology, first_frame) -> None:
+        """Binary formats have no column limits."""
+
+    def write(self, xyz: np.ndarray, first_frame: int) -> None:
+        """Append frames ``first_frame, ...`` (Angstrom) and flush."""
+        if self._ext == ".dcd":
+            self._file.write(xyz)  # DCD stores Angstrom; mdtraj writes it unbuffered
+        elif self._ext == ".xtc":
+            step = np.arange(first_frame, first_frame + len(xyz), dtype=np.int32)
+            self._file.write(xyz / np.float32(10.0), time=step.astype(np.float32), step=step)
+            self._file.flush()
+        else:
+            self._file.write(coordinates=xyz / np.float32(10.0))
+            self._file.flush()
+
+    def finish(self, n_frames: int) -> None:
+        """Close the file (nothing to add at the end)."""
+        self._file.close()
+
+    def abort(self) -> None:
+        """Close the partial file as it is."""
+        self._file.close()

@@ -1,0 +1,134 @@
+"""File names: the formats read and written, and checks of input and output paths.
+
+The format of a file is chosen by its extension. These checks run before
+any work is done, so a wrong name fails at once with a clear message.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from backmap_plugin.core.errors import BackmapInputError
+
+#: Extensions :func:`backmap_plugin.io.frames.open_frames` reads (lower case;
+#: ``.gz`` only where mdtraj decompresses it itself).
+SUPPORTED_INPUT = (
+    ".pdb", ".pdb.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz", ".gro", ".h5",
+    ".dcd", ".xtc", ".trr", ".nc", ".netcdf",
+)
+
+#: Extensions :class:`backmap_plugin.io.trajectory.TrajectoryWriter` writes.
+SUPPORTED_OUTPUT = (".pdb", ".cif", ".dcd", ".xtc", ".h5")
+
+#: Input formats that hold coordinates only and need a ``top`` file.
+NEEDS_TOPOLOGY = (".dcd", ".xtc", ".trr", ".nc", ".netcdf")
+
+#: Input formats that hold a topology and can be passed as ``top`` (``.tpr``
+#: through MDAnalysis, an optional dependency).
+TOPOLOGY_FORMATS = (".pdb", ".pdb.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz", ".gro", ".h5", ".tpr")
+
+#: Small single-structure / ensemble formats that are loaded whole.
+LOADED_WHOLE = (".pdb", ".pdb.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz", ".gro")
+
+#: mmCIF extensions.
+MMCIF = (".cif", ".cif.gz", ".mmcif", ".mmcif.gz")
+
+
+def match_extension(path: str, choices: tuple) -> Optional[str]:
+    """The longest extension in ``choices`` that ``path`` ends with (any case).
+
+    Parameters
+    ----------
+    path : str
+        A file name.
+    choices : tuple of str
+        Lower-case extensions, dot included.
+
+    Returns
+    -------
+    str or None
+        The matching extension, None when none matches.
+    """
+    lower = path.lower()
+    hits = [ext for ext in choices if lower.endswith(ext)]
+    return max(hits, key=len) if hits else None
+
+
+def check_input_file(path: str, choices: tuple, role: str) -> str:
+    """Check that a file exists, is non-empty and has an extension in ``choices``.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    choices : tuple of str
+        Extensions accepted.
+    role : str
+        What the file is (``"input"``, ``"topology"``), for messages.
+
+    Returns
+    -------
+    str
+        The file's extension.
+
+    Raises
+    ------
+    BackmapInputError
+        Missing file, a directory, an unsupported or upper-case extension,
+        an empty file.
+    """
+    if not os.path.exists(path):
+        raise BackmapInputError(f"{path}: {role} file does not exist")
+    if os.path.isdir(path):
+        raise BackmapInputError(f"{path}: {role} file is a directory")
+    ext = match_extension(path, choices)
+    if ext is None:
+        raise BackmapInputError(
+            f"{path}: unsupported {role} file extension; supported: {', '.join(choices)}"
+        )
+    if not path.endswith(ext):
+        raise BackmapInputError(
+            f"{path}: mdtraj picks the format by the exact, lower-case extension; rename the file to end in {ext}"
+        )
+    if os.path.getsize(path) == 0:
+        raise BackmapInputError(f"{path}: {role} file is empty")
+    return ext
+
+
+def check_output_path(path, overwrite: bool = True) -> str:
+    """Check that ``path`` can be written as a trajectory, before any work is done.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file.
+    overwrite : bool
+        Whether an existing file may be replaced.
+
+    Returns
+    -------
+    str
+        The output format's extension.
+
+    Raises
+    ------
+    BackmapInputError
+        Unsupported extension, missing directory, a directory in the way,
+        an existing file with ``overwrite=False``, no write permission.
+    """
+    path = os.fspath(path)
+    ext = match_extension(path, SUPPORTED_OUTPUT)
+    if ext is None:
+        raise BackmapInputError(f"{path}: unsupported output file extension; supported: {', '.join(SUPPORTED_OUTPUT)}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise BackmapInputError(f"{path}: cannot write output: directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise BackmapInputError(f"{path}: cannot write output: it is a directory")
+    if os.path.exists(path) and not overwrite:
+        raise BackmapInputError(f"{path}: output file exists and overwrite=False")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise BackmapInputError(f"{path}: cannot write output: no permission to write in {directory}")
+    return ext

@@ -1,0 +1,145 @@
+"""The PDB writer of :class:`backmap_plugin.io.trajectory.TrajectoryWriter`.
+
+Fixed-column records: MODEL/ENDMDL (only for more than one frame), TER at
+every chain end, END, no CONECT. Written here rather than by mdtraj/OpenMM,
+because those drop insertion codes (residues 82, 82A and 82B then merge into
+one residue on reading), and mdtraj writes negative residue numbers modulo
+10000 and CONECT records that can point at the wrong atoms.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import mdtraj as md
+import numpy as np
+
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.atoms import describe_atom, element_symbol
+from backmap_plugin.io.chains import generated_chain_id, insertion_codes
+from backmap_plugin.io.text_output import TextBackend, open_partial_text
+
+
+class PdbBackend(TextBackend):
+    """Fixed-column PDB writer: MODEL/ENDMDL, TER at chain ends, END, no CONECT.
+
+    Parameters
+    ----------
+    partial : str
+        The file to write frames into.
+    topology : mdtraj.Topology
+        Topology of every frame.
+    path : str
+        The final output, for messages.
+    resume : dict, optional
+        State of an interrupted writer to continue (:meth:`state` plus
+        ``frames``); a single kept model starts over.
+
+    Attributes
+    ----------
+    kept : int
+        Frames kept from the resumed file.
+    """
+
+    def __init__(self, partial: str, topology: md.Topology, path: str, resume: Optional[dict] = None):
+        self._path = path
+        self._prefix, self._suffix, self._ter_after = self._atom_fields(topology, path)
+        self._first_offset = None
+        self._first_frame = None
+        # a single kept model would have to be rewritten without MODEL at the end: start over instead
+        if resume is not None and resume["frames"] >= 2:
+            self._file = open_partial_text(partial, "ascii", resume)
+            self.kept = resume["frames"]
+        else:
+            self._file = open_partial_text(partial, "ascii")
+            self.kept = 0
+
+    @staticmethod
+    def _atom_fields(topology, path):
+        """Columns 1-30 and 55-80 of every ATOM line, and the TER lines."""
+        prefix, suffix, ter_after = [], [], {}
+        serial = 0
+        for chain in topology.chains:
+            chain_id = chain.chain_id
+            if chain_id is None or chain_id == "":
+                chain_id = generated_chain_id(chain.index)[-1]
+            if len(chain_id) != 1:
+                raise BackmapInputError(
+                    f"{path}: chain id {chain_id!r} (chain #{chain.index}) does not fit the one-character "
+                    f"PDB chain column; write .cif instead"
+                )
+            codes = insertion_codes(chain, path)
+            last_atom = None
+            for residue, code in zip(chain.residues, codes):
+                name = residue.name
+                if len(name) > 4:
+                    raise BackmapInputError(
+                        f"{path}: residue name {name!r} (chain {chain_id!r} residue {residue.resSeq}) is "
+                        f"longer than the 4 characters PDB allows; write .cif instead"
+                    )
+                res_field = f"{name:>3} " if len(name) <= 3 else name
+                number = residue.resSeq if -999 <= residue.resSeq <= 9999 else residue.resSeq % 10000
+                for atom in residue.atoms:
+                    serial += 1
+                    symbol = element_symbol(atom)
+                    if len(atom.name) > 4:
+                        raise BackmapInputError(
+                            f"{path}: atom name {atom.name!r} ({describe_atom(atom)}) is longer than the "
+                            f"4 characters PDB allows; write .cif instead"
+                        )
+                    if len(atom.name) < 4 and atom.name[:1].isalpha() and len(symbol) < 2:
+                        atom_field = f" {atom.name:<3}"
+                    else:
+                        atom_field = f"{atom.name:<4}"
+                    charge = getattr(atom, "formal_charge", None)
+                    charge_field = f"{abs(charge)}{'-' if charge < 0 else '+'}" if charge else "  "
+                    segment = (residue.segment_id or "")[:4]
+                    prefix.append(
+                        f"ATOM  {serial % 100000:5d} {atom_field} {res_field}{chain_id}{number:4d}{code}   "
+                    )
+                    suffix.append(f"  1.00  0.00      {segment:<4}{symbol.upper():>2}{charge_field}\n")
+                    last_atom = len(prefix) - 1
+                    last = (res_field, number, code)
+            if last_atom is not None:
+                serial += 1
+                res_field, number, code = last
+                ter_after[last_atom] = f"TER   {serial % 100000:5d}      {res_field}{chain_id}{number:4d}{code}\n"
+        return prefix, suffix, ter_after
+
+    def check(self, xyz: np.ndarray, topology, first_frame: int) -> None:
+        """Coordinates must fit the 8.3f columns."""
+        bad = (xyz <= -999.9995) | (xyz >= 9999.9995)
+        if bad.any():
+            frame, atom_index, _ = (int(i) for i in np.argwhere(bad)[0])
+            raise BackmapInputError(
+                f"{self._path}: frame {first_frame + frame} coordinate {xyz[frame, atom_index].tolist()} of "
+                f"{describe_atom(topology.atom(atom_index))} does not fit the PDB coordinate columns "
+                f"(-999.999 to 9999.999 Angstrom); write .cif, .dcd or .xtc instead"
+            )
+
+    def _model_text(self, frame: np.ndarray) -> str:
+        lines = []
+        for i, (x, y, z) in enumerate(frame.tolist()):
+            lines.append(f"{self._prefix[i]}{x:8.3f}{y:8.3f}{z:8.3f}{self._suffix[i]}")
+            if i in self._ter_after:
+                lines.append(self._ter_after[i])
+        return "".join(lines)
+
+    def write(self, xyz: np.ndarray, first_frame: int) -> None:
+        """Append frames ``first_frame, ...`` (Angstrom), each a MODEL, and flush."""
+        for k, frame in enumerate(xyz):
+            index = first_frame + k
+            if index == 0:
+                self._first_offset = self._file.tell()
+                self._first_frame = frame.copy()
+            self._file.write(f"MODEL     {index % 9999 + 1:4d}\n{self._model_text(frame)}ENDMDL\n")
+        self._file.flush()
+
+    def finish(self, n_frames: int) -> None:
+        """Write END (dropping MODEL/ENDMDL of a single frame) and close the file."""
+        if n_frames == 1:  # a single structure has no MODEL record
+            self._file.seek(self._first_offset)
+            self._file.truncate()
+            self._file.write(self._model_text(self._first_frame))
+        self._file.write("END\n")
+        self._file.close()

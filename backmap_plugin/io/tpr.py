@@ -1,0 +1,72 @@
+"""The topology of a GROMACS run input (``.tpr``), read with MDAnalysis (an
+optional dependency, imported on use)."""
+
+from __future__ import annotations
+
+import warnings
+
+import mdtraj as md
+import numpy as np
+
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.chains import generated_chain_id
+
+
+def _element_or_none(symbol: str):
+    """The mdtraj element of a symbol; None for coarse-grained or unknown types."""
+    try:
+        return md.element.get_by_symbol(symbol.strip().capitalize())
+    except KeyError:
+        return None
+
+
+def load_tpr_topology(path: str) -> md.Topology:
+    """Topology of a GROMACS run input (.tpr) read with MDAnalysis.
+
+    One chain per molecule, split further where the molecule's chain ids
+    change; chains get generated ids (A, B, ...).
+
+    Parameters
+    ----------
+    path : str
+        The ``.tpr`` file.
+
+    Returns
+    -------
+    mdtraj.Topology
+        Atoms with their names, residue names and numbers; elements where
+        the file has known ones.
+
+    Raises
+    ------
+    BackmapInputError
+        MDAnalysis is not installed, or cannot read the file.
+    """
+    try:
+        import MDAnalysis
+    except ImportError as exc:
+        raise BackmapInputError(
+            f"{path}: reading .tpr files needs MDAnalysis: pip install 'backmap_plugin[gromacs]' "
+            "(or pip install MDAnalysis), or pass the .gro file of the run as --top instead"
+        ) from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            atoms = MDAnalysis.Universe(path).atoms
+    except Exception as exc:
+        raise BackmapInputError(f"{path}: cannot be read as .tpr: {type(exc).__name__}: {exc}") from exc
+    molecules = atoms.molnums if hasattr(atoms, "molnums") else np.zeros(len(atoms), dtype=int)
+    chain_ids = atoms.chainIDs if hasattr(atoms, "chainIDs") else np.full(len(atoms), "")
+    elements = atoms.elements if hasattr(atoms, "elements") else np.full(len(atoms), "")
+    topology = md.Topology()
+    chain_key = residue_index = chain = residue = None
+    for i in range(len(atoms)):
+        key = (int(molecules[i]), str(chain_ids[i]))
+        if key != chain_key:
+            chain = topology.add_chain(chain_id=generated_chain_id(topology.n_chains))
+            chain_key, residue_index = key, None
+        if int(atoms.resindices[i]) != residue_index:
+            residue_index = int(atoms.resindices[i])
+            residue = topology.add_residue(str(atoms.resnames[i]), chain, resSeq=int(atoms.resids[i]))
+        topology.add_atom(str(atoms.names[i]), _element_or_none(str(elements[i])), residue, serial=i + 1)
+    return topology
