@@ -33,5 +33,5 @@ setup(
         "gromacs": ["MDAnalysis>=2.7"],
         "test": ["pytest>=7", "matplotlib>=3.7", "snakemake>=8", "MDAnalysis>=2.7"],
     },
-    entry_points={"console_scripts": ["backmap=backmap_plugin.cli:main"]},
+    entry_points={"console_scripts": ["backmap=backmap_plugin.cli:console_main"]},
 )

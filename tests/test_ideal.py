@@ -151,3 +151,8 @@ def test_rotamer_deviation_table():
     off = table[lys, :n, :n][~torch.eye(n, dtype=torch.bool)]
     # distinct rotamers of lysine's four side-chain atoms beyond CB differ, by at most (2 x reach)^2 each
     assert torch.all(off > 0.1) and torch.all(off < 4 * (2 * 6.5) ** 2)
+
+
+def test_reach_table_is_what_the_grid_search_derives():
+    """ideal.REACH (shipped numbers, so no process repeats a 0.2 s search) equals its derivation."""
+    assert torch.equal(ideal._reach_table(), ideal.derive_reach())

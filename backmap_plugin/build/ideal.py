@@ -101,12 +101,39 @@ def _candidate_internal(res_type: np.ndarray, dtype, device) -> tuple[torch.Tens
     return ics, torch.where(has, cost, float("inf"))
 
 
-@functools.cache
-def _reach_table() -> torch.Tensor:
-    """(20,) largest distance of any atom of a residue type from its CA, over all chi angles.
+#: Largest distance (Angstrom) of any atom of a residue type from its CA, over all chi angles, plus
+#: 0.3 for the grid spacing, at least the backbone's reach: what :func:`derive_reach` computes (a 0.2 s
+#: grid search that every process would repeat; tests check that the two agree).
+REACH = {
+    'ALA': 2.5999999046325684,
+    'ARG': 7.614047050476074,
+    'ASN': 4.045735836029053,
+    'ASP': 3.985842704772949,
+    'CYS': 3.1098499298095703,
+    'GLN': 5.274022579193115,
+    'GLU': 5.229616641998291,
+    'GLY': 2.5999999046325684,
+    'HIS': 5.012315273284912,
+    'ILE': 4.194155216217041,
+    'LEU': 4.217502117156982,
+    'LYS': 6.6535139083862305,
+    'MET': 5.628072261810303,
+    'PHE': 5.396975517272949,
+    'PRO': 2.7312662601470947,
+    'SER': 2.7309961318969727,
+    'THR': 2.81508469581604,
+    'TRP': 6.992961406707764,
+    'TYR': 6.746281623840332,
+    'VAL': 2.81508469581604,
+}
 
-    Found on a grid of chi2..chi4 (chi1 turns about the CA-CB bond and moves
-    no atom nearer or farther from CA), plus a margin for the grid spacing.
+
+def derive_reach() -> torch.Tensor:
+    """Derive :data:`REACH`: (20,) float32 reach of every residue type, in ``chem.RESIDUE_NAMES`` order.
+
+    The largest distance of any atom from CA is found on a grid of
+    chi2..chi4 (chi1 turns about the CA-CB bond and moves no atom nearer or
+    farther from CA), plus a margin for the grid spacing.
     """
     n_types = len(chem.RESIDUE_NAMES)
     grid = torch.meshgrid(*(torch.linspace(-np.pi, np.pi, n + 1, dtype=torch.float64)[:-1] for n in (1, 24, 12, 12)),
@@ -116,6 +143,11 @@ def _reach_table() -> torch.Tensor:
     exists = torch.tensor(chem.SLOT_EXISTS)
     far = (atoms.norm(dim=-1) * exists).amax((0, 2))
     return torch.clamp(far + 0.3, min=_BACKBONE_REACH).float()
+
+
+@functools.cache
+def _reach_table() -> torch.Tensor:
+    return torch.tensor([REACH[name] for name in chem.RESIDUE_NAMES], dtype=torch.float32)
 
 
 def _on_standard_backbone(chis: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,6 @@ they share. Importing this package (and asking for ``--help``) loads no
 heavy library; each subcommand imports what it needs when it runs.
 """
 
-from backmap_plugin.cli.command import build_parser, call, handled_errors, main
+from backmap_plugin.cli.command import build_parser, call, console_main, handled_errors, main
 
-__all__ = ["build_parser", "call", "handled_errors", "main"]
+__all__ = ["build_parser", "call", "console_main", "handled_errors", "main"]

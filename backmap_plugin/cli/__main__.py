@@ -1,7 +1,5 @@
 """``python -m backmap_plugin.cli``: the ``backmap`` command."""
 
-import sys
+from backmap_plugin.cli.command import console_main
 
-from backmap_plugin.cli.command import main
-
-sys.exit(main())
+console_main()

@@ -16,11 +16,13 @@ read is rebuilt, and a cache folder that cannot be written is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import sys
+import types
 from importlib import resources
 
 import torch
@@ -89,12 +91,40 @@ def _cache_file(path: str, config_text: str) -> str | None:
     return os.path.join(folder, f"model-{digest.hexdigest()[:32]}.pt")
 
 
+@contextlib.contextmanager
+def _no_dynamo_import():
+    """Answer e3nn's one look-up of ``torch._dynamo`` while a built model is unpickled.
+
+    Unpickling e3nn's generated modules checks ``isinstance(module,
+    (fx.GraphModule, torch._dynamo.OptimizedModule))``, and touching
+    ``torch._dynamo`` imports it (about 1 s). A module pickled by this file
+    is never a ``torch.compile`` result, so while ``torch._dynamo`` is not
+    imported a stand-in class that nothing is an instance of answers the
+    look-up; it is removed afterwards (``torch._dynamo`` then imports as
+    usual when something needs it).
+    """
+    if "torch._dynamo" in sys.modules:
+        yield
+        return
+
+    class _NeverCompiled:
+        pass
+
+    torch._dynamo = types.SimpleNamespace(OptimizedModule=_NeverCompiled)
+    try:
+        yield
+    finally:
+        if isinstance(getattr(torch, "_dynamo", None), types.SimpleNamespace):
+            del torch._dynamo
+
+
 def _read_cached(cached: str | None) -> BackmapVAE | None:
     """The built model kept in ``cached``, or None (absent or unreadable: built again)."""
     if cached is None or not os.path.exists(cached):
         return None
     try:
-        model = torch.load(cached, map_location="cpu", weights_only=False)  # written by _keep_built, below
+        with _no_dynamo_import():
+            model = torch.load(cached, map_location="cpu", weights_only=False)  # written by _keep_built, below
     except Exception:  # noqa: BLE001 - any unreadable entry is rebuilt and rewritten
         return None
     return model if isinstance(model, BackmapVAE) else None
