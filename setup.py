@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["backmap_plugin", "backmap_plugin.*"]),
-    package_data={"backmap_plugin": ["build/tables/*.npz", "build/tables/*.json", "weights/*", "force_fields/*.csv"]},
+    package_data={"backmap_plugin": ["build/tables/*.npz", "build/tables/*.json", "core/tables/*.npz", "core/tables/*.json", "weights/*", "force_fields/*.csv"]},
     install_requires=[
         "numpy>=1.24",
         "scipy>=1.10",

@@ -188,13 +188,19 @@ def test_validation_table_fits_the_page(cli_report):
     assert re.search(r"table\.validation \{[^}]*table-layout: fixed;[^}]*width: 100%", css)
     assert re.search(r"div\.table-wrap \{[^}]*overflow-x: auto", css)
     table = re.search(r'<table id="validation" class="validation">(.*?)</table>', page, re.S).group(1)
-    # stages stacked as rows, not side by side: one header row of 14 columns whose widths add up to 100 %
+    # stages stacked as rows, not side by side: one header row of 18 columns whose widths add up to 100 %
     assert len(re.findall(r"<tr>", table.split("<tbody>")[0])) == 1
     headers = re.findall(r"<th>", table)
     widths = [float(w) for w in re.findall(r'<col style="width:([0-9.]+)%">', table)]
-    assert len(headers) == len(widths) == 14 and sum(widths) == pytest.approx(100.0)
+    assert len(headers) == len(widths) == 18 and sum(widths) == pytest.approx(100.0)
+    assert min(widths) >= 4.0
     assert len(re.findall(r'<tr data-stage="refined">', table)) == 4
-    assert "energy (kJ/mol)" in table
+    for title in ("energy (kJ/mol)", "Rama. favoured %", "Rama. outliers", "rotamer outliers %",
+                  "C\u03b2 dev. &gt; 0.25 \u00c5", "twisted pep\u00adtides", "clash\u00adscore"):
+        assert f"<th>{title}</th>" in table, title
+    # every structure row carries a Ramachandran favoured percentage (20-residue trp-cage: 18 scored)
+    favoured = re.findall(r'<td class="stage">refined</td>(?:<td[^>]*>[^<]*</td>){8}<td>([0-9.]+)</td>', table)
+    assert len(favoured) == 4 and all(0.0 <= float(x) <= 100.0 for x in favoured)
 
 
 def test_energy_axes_are_linear_in_kj_mol():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import mdtraj as md
 import numpy as np
@@ -11,13 +12,19 @@ import pytest
 pytest.importorskip("openmm")
 
 from backmap_plugin.cli.command import main as backmap_main  # noqa: E402
+from backmap_plugin.core import ramachandran as rama  # noqa: E402
+from backmap_plugin.core import rotamer_density  # noqa: E402
 from backmap_plugin.core.checks import (  # noqa: E402
+    CBETA_DEVIATION,
     all_atom_clashes,
     angle_values,
     bond_outliers,
+    cbeta_deviations,
     dihedral_values,
-    ramachandran_outliers,
+    ideal_cbeta,
+    peptide_conformations,
 )
+from backmap_plugin.core.dihedral_density import ALLOWED, FAVOURED, OUTLIER  # noqa: E402
 from backmap_plugin.openmm.validate import validate_structure  # noqa: E402
 
 
@@ -45,9 +52,13 @@ def test_real_nmr_structure_is_clean(nmr_result):
         assert frame["angle_outliers"] == 0
         assert frame["ramachandran_outliers"] == 0
         assert frame["ramachandran_scored"] == 18  # 20 residues minus the two chain ends
+        assert frame["ramachandran_favoured"] + frame["ramachandran_allowed"] == 18
+        assert frame["cbeta_deviations"] == 0 and frame["cbeta_scored"] == 17  # 3 glycines
+        assert frame["twisted_peptides"] == 0 and frame["cis_pro"] == 0 and frame["peptides_scored"] == 19
+        assert frame["rotamer_scored"] == 17  # every residue but the 3 glycines
         assert frame["energy_kj_mol"] is not None and np.isfinite(frame["energy_kj_mol"])
         assert frame["n_atoms"] == 154 and frame["n_atoms_with_h"] == 304
-        # measured 3.3, 0.0, 6.6 (one clash adds 3.3 per 304 atoms): a third clash in any model fails
+        # measured 0.0 in all three with Probe radii (one clash adds 3.3 per 304 atoms): a third clash fails
         assert 0.0 <= frame["clashscore"] < 8.0
         assert frame["details"]["missing_oxt"] == [] and frame["details"]["chain_breaks"] == []
     assert nmr_result.passed and nmr_result.failures == []
@@ -104,7 +115,7 @@ def test_validate_json_is_strict_json(nmr_models, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["n_frames"] == 3 and report["passed"] is True
     assert report["frames"][0]["energy_kj_mol"] is None
-    assert "Bondi" in report["settings"]["vdw_radii"]
+    assert "Probe" in report["settings"]["vdw_radii"]
 
 
 def test_validate_missing_input_is_one_line_error(tmp_path, capsys):
@@ -127,11 +138,180 @@ def test_angle_dihedral_and_bond_outliers():
     assert bad.tolist() == [[False, True]]  # 0.05 < 0.08 <= 0.09
 
 
-def test_ramachandran_regions():
-    phi = [[-63.0, -120.0, 60.0, 60.0, 80.0, -60.0, 0.0]]
-    psi = [[-43.0, 130.0, 40.0, -120.0, 180.0, 140.0, 0.0]]
-    classes = ["general", "general", "general", "general", "GLY", "PRO", "GLY"]
-    assert ramachandran_outliers(phi, psi, classes).tolist() == [[False, False, False, True, False, False, True]]
+def test_ramachandran_classes_use_their_own_tables():
+    # values read off the shipped table (workflows/tables/build_ramachandran.py), each far from a contour
+    phi = [-63.0, -120.0, 0.0, -160.0, 80.0, 0.0, -60.0, 60.0, -90.0, -90.0, 60.0, -75.0]
+    psi = [-43.0, 130.0, 0.0, -60.0, 0.0, 180.0, 140.0, 60.0, 0.0, 0.0, 45.0, 150.0]
+    classes = ["general", "general", "general", "general", "glycine", "glycine", "trans-proline",
+               "trans-proline", "pre-proline", "general", "general", "cis-proline"]
+    grades = rama.classify(phi, psi, classes).tolist()
+    assert grades == [FAVOURED, FAVOURED, OUTLIER, OUTLIER, FAVOURED, OUTLIER, FAVOURED, OUTLIER, OUTLIER,
+                      FAVOURED, FAVOURED, FAVOURED]
+    # the left-handed helix: favoured for a general residue and glycine, outlier for proline
+    assert rama.classify([60.0] * 2, [45.0] * 2, ["glycine", "trans-proline"]).tolist() == [FAVOURED, OUTLIER]
+    assert ALLOWED not in grades  # cases on the 98-99.95 % rim are left out on purpose
+
+
+def test_ramachandran_classes_of_a_sequence():
+    names = ["ALA", "GLY", "SER", "PRO", "PRO", "GLY", "PRO", "VAL"]
+    bonded = [True] * 7 + [False]
+    omega = [np.nan, 180.0, 180.0, 179.0, -5.0, 180.0, 175.0, 180.0]
+    assert rama.residue_classes(names, bonded, omega) == [
+        "general", "glycine", "pre-proline", "trans-proline", "cis-proline", "glycine", "trans-proline", "general"]
+    # no bond to the proline (chain break): not pre-proline
+    assert rama.residue_classes(["ALA", "PRO"], [False, False], [np.nan, np.nan])[0] == "general"
+
+
+def test_helix_of_a_real_structure_is_favoured(nmr_models):
+    """Trp-cage (1L2Y) residues 2-8 form an alpha helix: favoured."""
+    traj = md.load(str(nmr_models))[:1]
+    _, phi = md.compute_phi(traj)  # residues 2-20
+    _, psi = md.compute_psi(traj)  # residues 1-19
+    grades = rama.classify(np.degrees(phi[0, 0:6]), np.degrees(psi[0, 1:7]), ["general"] * 6)  # residues 2-7
+    assert (grades == FAVOURED).all()
+
+
+def _table_checks(info, n_grids, grids):
+    assert info["split"] == "train" and "crystal" in info["source"]
+    assert info["n_files"] == len(info["files"]) > 500
+    assert not any("visible_test" in f or f.startswith("shiftx2__") for f in info["files"])
+    for key in ("date", "kernel", "levels", "weighting", "made_by", "max_b_factor"):
+        assert info[key]
+    assert len(grids) == n_grids
+
+
+def test_ramachandran_table_ships_with_provenance():
+    grids, info = rama.load_table()
+    _table_checks(info, 5, grids)
+    assert set(info["class_of_table"]) == set(rama.CLASSES)
+    assert info["grid"]["shape"] == [180, 180] and info["grid"]["cell_deg"] == 2.0
+    for name, entry in info["tables"].items():
+        assert grids[name].shape == (180, 180)
+        assert entry["n_residues"] >= 1000 and entry["weighted_residues"] > 0 and entry["sigma_deg"] > 0
+        assert entry["favoured_level"] > entry["allowed_level"]
+    assert info["tables"]["general"]["n_residues"] > 100000
+    files = [os.path.join(rama.TABLE_DIR, f) for f in ("ramachandran.npz", "ramachandran.json")]
+    assert sum(os.path.getsize(f) for f in files) < 400_000
+
+
+def test_rotamer_table_ships_with_provenance():
+    grids, info = rotamer_density.load_table()
+    _table_checks(info, 18, grids)  # the 20 amino acids but GLY and ALA
+    for name, entry in info["residues"].items():
+        assert grids[name].shape == tuple(entry["shape"]) and len(entry["period"]) == grids[name].ndim
+        assert entry["n_residues"] >= 500
+        assert entry["favoured_level"] > entry["outlier_level"]
+    assert info["residues"]["PHE"]["period"] == [360.0, 180.0]
+    assert info["residues"]["SER"]["chis"] == ["chi1"]
+
+
+def test_rotamer_outlier_on_a_wrong_chi(nmr_models, tmp_path):
+    # LEU mt (chi1 -65, chi2 175) is the common rotamer; eclipsed chi1 = 0 is not one
+    grades = rotamer_density.classify_rotamers(["LEU", "LEU", "SER", "SER"],
+                                               [[-65.0, 175.0], [0.0, 175.0], [62.0, 0.0], [120.0, 0.0]])
+    assert grades.tolist() == [FAVOURED, OUTLIER, FAVOURED, OUTLIER]
+    # on a real structure: turn the side chain of LEU2 about CA-CB to chi1 = 0
+    traj = md.load(str(nmr_models))[:1]
+    top = traj.topology
+    before = validate_structure(nmr_models, energy=False).frames[0]
+    n, ca, cb, cg = (top.select(f"resid 1 and name {a}")[0] for a in ("N", "CA", "CB", "CG"))
+    side = top.select("resid 1 and name CG CD1 CD2")
+    xyz = traj.xyz[0].astype(np.float64)
+    chi1 = dihedral_values(xyz, [[n, ca, cb, cg]])[0, 0]
+    axis = (xyz[cb] - xyz[ca]) / np.linalg.norm(xyz[cb] - xyz[ca])
+    turn = np.radians(-chi1)
+    rel = xyz[side] - xyz[cb]
+    rotated = (rel * np.cos(turn) + np.cross(axis, rel) * np.sin(turn)
+               + np.outer(rel @ axis, axis) * (1.0 - np.cos(turn)))
+    traj.xyz[0, side] = (xyz[cb] + rotated).astype(np.float32)
+    assert abs(dihedral_values(traj.xyz[0] * 10.0, [[n, ca, cb, cg]])[0, 0]) < 0.5
+    path = tmp_path / "wrong_chi.pdb"
+    traj.save(str(path))
+    after = validate_structure(path, energy=False).frames[0]
+    assert "A:LEU2" not in before["details"]["rotamer_outliers"]
+    assert "A:LEU2" in after["details"]["rotamer_outliers"]
+    assert after["rotamer_outliers"] == before["rotamer_outliers"] + 1
+
+
+def test_cbeta_deviation():
+    # an ideal residue built from the residue table: no deviation; its CB moved by 0.5 A: flagged
+    n, ca, c = np.array([1.458, 0.0, 0.0]), np.zeros(3), np.array([-0.551, 1.422, 0.0])
+    cb = ideal_cbeta(n, ca, c, 1.530, 110.5, -122.6)
+    xyz = np.stack([n, ca, c, cb, cb + [0.0, 0.0, 0.5], cb + [0.0, 0.2, 0.0]])
+    dev = cbeta_deviations(xyz, [0, 0, 0], [1, 1, 1], [2, 2, 2], [3, 4, 5], [1.53] * 3, [110.5] * 3, [-122.6] * 3)
+    assert dev[0] == pytest.approx([0.0, 0.5, 0.2], abs=1e-6)
+    assert (dev[0] > CBETA_DEVIATION).tolist() == [False, True, False]
+    # a strained N-CA-C angle moves the two placements in opposite directions: their mean stays close
+    wide_c = np.array([-0.74, 1.33, 0.0])  # N-CA-C about 119 degrees
+    assert np.linalg.norm(ideal_cbeta(n, ca, wide_c, 1.53, 110.5, -122.6) - cb) < 0.1
+
+
+def test_cbeta_moved_in_a_real_structure_is_flagged(nmr_models, tmp_path):
+    traj = md.load(str(nmr_models))[:1]
+    cb = traj.topology.select("resid 3 and name CB")[0]  # ILE4
+    traj.xyz[0, cb] += np.array([0.05, 0.0, 0.0], dtype=np.float32)  # 0.5 Angstrom
+    path = tmp_path / "cb.pdb"
+    traj.save(str(path))
+    frame = validate_structure(path, energy=False).frames[0]
+    assert frame["cbeta_deviations"] == 1
+    assert frame["details"]["cbeta_deviations"][0].startswith("A:ILE4 (0.")
+
+
+def test_cis_and_twisted_peptides():
+    cis, twisted = peptide_conformations([180.0, -178.0, 0.0, 25.0, -35.0, 90.0, 149.0, 155.0])
+    assert cis.tolist() == [False, False, True, True, False, False, False, False]
+    assert twisted.tolist() == [False, False, False, False, True, True, True, False]
+
+
+def test_twisted_peptide_in_a_real_structure(nmr_models, tmp_path):
+    """Turn residues 11-20 of trp-cage about the GLY10-GLY11 C-N bond: omega 180 -> 90."""
+    traj = md.load(str(nmr_models))[:1]
+    top = traj.topology
+    c = top.select("resid 9 and name C")[0]
+    n = top.select("resid 10 and name N")[0]
+    moving = np.array([a.index for a in top.atoms if a.residue.index >= 10 and a.index != n])
+    xyz = traj.xyz[0].astype(np.float64) * 10.0
+    axis = (xyz[n] - xyz[c]) / np.linalg.norm(xyz[n] - xyz[c])
+    turn = np.radians(90.0)
+    rel = xyz[moving] - xyz[n]
+    xyz[moving] = xyz[n] + (rel * np.cos(turn) + np.cross(axis, rel) * np.sin(turn)
+                            + np.outer(rel @ axis, axis) * (1.0 - np.cos(turn)))
+    traj.xyz[0] = (xyz / 10.0).astype(np.float32)
+    path = tmp_path / "twisted.pdb"
+    traj.save(str(path))
+    frame = validate_structure(path, energy=False).frames[0]
+    assert frame["twisted_peptides"] == 1 and frame["cis_non_pro"] == 0
+    assert frame["details"]["twisted_peptides"][0].startswith("A:GLY10-A:GLY11")
+
+
+def test_reference_shows_both_structures(nmr_models, fixture_pdb, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert backmap_main(["validate", str(nmr_models), "--reference", str(fixture_pdb), "--no-energy",
+                         "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    header = next(line for line in text.splitlines() if line.startswith("figure"))
+    assert "1l2y_3.pdb (3 frame(s))" in header and "1l2y.pdb.gz (38 frame(s))" in header
+    for label in ("clashscore (all atoms, per 1,000)", "Ramachandran favoured %", "Ramachandran outliers %",
+                  "rotamer outliers %", "C-beta deviations > 0.25 A", "cis peptides, Pro", "twisted peptides",
+                  "D residues (CA chirality)", "bond outliers > 4 sd", "angle outliers > 4 sd"):
+        row = next(line for line in text.splitlines() if line.startswith(label))
+        assert len(row[len(label):].split()) == 2, row  # one value per structure
+    report = json.loads(out.read_text())
+    assert report["reference"]["n_frames"] == 38 and report["summary"]["n_frames"] == 3
+    assert report["summary"]["ramachandran_scored"] == 18.0
+    assert report["reference"]["summary"]["cbeta_deviations"] == 0.0
+    assert backmap_main(["validate", str(nmr_models), "--reference", str(tmp_path / "nope.pdb")]) == 2
+    assert "nope.pdb: no such file" in capsys.readouterr().err
+
+
+def test_train_crystal_structure_scores_like_molprobity(corpus):
+    """A crystal structure of the train split (1TG0, skipped without the corpus): most residues favoured."""
+    path = corpus / "train" / "bioemu__1TG0.pdb.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} not in the corpus")
+    frame = validate_structure(path, energy=False).frames[0]
+    # measured: 61 of 62 favoured, no outlier
+    assert frame["ramachandran_favoured_pct"] > 95.0 and frame["ramachandran_outliers"] == 0
 
 
 def test_all_atom_clashes_spare_hydrogen_bonds():

@@ -41,6 +41,9 @@ def add_parser(subparsers) -> None:
     options.add_solvent(p)
     options.add_ph(p)
     p.add_argument("--no-soft-core", action="store_true", help="skip the soft-core clash-removal stage")
+    p.add_argument("--complete-every-frame", action="store_true",
+                   help="run PDBFixer and add hydrogens on every model (default: on the first model only; later "
+                        "models get its hydrogens placed by their own heavy atoms)")
     p.add_argument("--report", default=None, help="JSON report path (default: OUTPUT with extension .json)")
     options.add_quiet(p)
     options.add_debug(p)
@@ -74,6 +77,7 @@ def run(args) -> int:
         softCore=not args.no_soft_core,
         report=args.report,
         progress=not args.quiet,
+        template=not args.complete_every_frame,
     )
     for frame in result.frames:
         if not frame["converged"]:

@@ -14,6 +14,7 @@ _EXAMPLE = """example:
   backmap validate traj_refined.pdb -o report.json      # JSON report to a file, table on stdout
   backmap validate traj_refined.pdb --json              # JSON report on stdout
   backmap validate model.pdb --strict || echo "model has problems"
+  backmap validate refined.pdb --reference experimental.pdb   # the figures of both, side by side
 """
 
 
@@ -31,13 +32,18 @@ def add_parser(subparsers) -> None:
         help="check an all-atom structure: energy, clashes, geometry, chirality, Ramachandran",
         description=(
             "Per model: amber14 energy (hydrogens added if absent), heavy-atom clashes, all-atom clashscore, "
-            "bond/angle outliers (> 4 sigma from Engh & Huber), cis non-proline peptides, D-amino acids, "
-            "Ramachandran outliers and missing heavy atoms."
+            "bond/angle outliers (> 4 sigma from Engh & Huber), cis and twisted peptides, D-amino acids, "
+            "Ramachandran favoured/allowed/outliers and rotamer outliers (contours from the corpus's crystal "
+            "structures), C-beta deviations > 0.25 A and missing heavy atoms; then the MolProbity-style "
+            "summary (mean over models)."
         ),
         epilog=_EXAMPLE,
     )
     p.add_argument("input", help="PDB or mmCIF (optionally .gz), one or more models")
     p.add_argument("--json", action="store_true", help="print the full report as JSON instead of a table")
+    p.add_argument("--reference", metavar="REF",
+                   help="also validate this structure (e.g. the experimental one) and show its summary figures "
+                        "beside the input's; in the JSON report under 'reference'")
     options.add_output(p, "also write the full JSON report to this file (replaced atomically, only when "
                           "validation finished)", required=False)
     p.add_argument("--strict", action="store_true",
@@ -81,12 +87,23 @@ def run(args) -> int:
 
     if args.output is not None:
         _check_report_path(args.output, args.input)
+    if args.reference is not None and not os.path.isfile(args.reference):
+        from backmap_plugin.core.errors import BackmapInputError
+
+        raise BackmapInputError(f"{args.reference}: no such file (--reference)")
     result = validate_structure(args.input, solvent=args.solvent, platform=args.platform,
                                 energy=not args.no_energy)
+    reference = None
+    if args.reference is not None:
+        reference = validate_structure(args.reference, solvent=args.solvent, platform=args.platform,
+                                       energy=not args.no_energy)
+    report = result.to_dict()
+    if reference is not None:
+        report["reference"] = reference.to_dict()
     if args.output is not None:
-        write_json(args.output, result.to_dict())
+        write_json(args.output, report)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        print(json.dumps(report, indent=2, allow_nan=False))
     else:
-        print(result.table())
+        print(result.table(reference=reference))
     return 1 if args.strict and not result.passed else 0

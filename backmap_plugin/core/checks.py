@@ -2,7 +2,10 @@
 
 The maths behind :mod:`~backmap_plugin.openmm.validate`: deviations from
 ideal bond lengths and angles, bond and dihedral angles, all-atom van der
-Waals overlaps with hydrogen-bond pairs spared, and Ramachandran regions.
+Waals overlaps with hydrogen-bond pairs spared, ideal C-beta positions and
+their deviations, cis and twisted peptides. The Ramachandran and rotamer
+checks are in :mod:`~backmap_plugin.core.ramachandran` and
+:mod:`~backmap_plugin.core.rotamer_density`.
 Inputs are numpy arrays; nothing here knows about files or OpenMM.
 """
 
@@ -16,19 +19,23 @@ from backmap_plugin.core import metrics
 __all__ = [
     "ANGLE_SIGMA",
     "BOND_SIGMA",
+    "CARBONYL_C_RADIUS",
+    "CBETA_DEVIATION",
     "CIS_CUTOFF",
     "CLASH_OVERLAP",
     "HBOND_MIN_DISTANCE",
     "N_SIGMA",
     "POLAR_H_RADIUS",
-    "RAMACHANDRAN_REGIONS",
+    "TWIST_CUTOFF",
     "VDW_RADII",
     "all_atom_clashes",
     "angle_values",
     "bond_outliers",
+    "cbeta_deviations",
     "deviation_outliers",
     "dihedral_values",
-    "ramachandran_outliers",
+    "ideal_cbeta",
+    "peptide_conformations",
 ]
 
 #: Sigma of bond lengths (Angstrom) and angles (degrees) used for the 4-sigma
@@ -42,46 +49,33 @@ ANGLE_SIGMA = 2.0
 N_SIGMA = 4.0
 #: |omega| below this (degrees) is a cis peptide.
 CIS_CUTOFF = 30.0
-#: All-atom clash: van der Waals overlap above this (Angstrom).
+#: All-atom clash: van der Waals overlap of at least this (Angstrom), MolProbity's "serious" overlap.
 CLASH_OVERLAP = 0.4
-#: Van der Waals radii (Angstrom) of Bondi, J. Phys. Chem. 68, 441 (1964),
-#: except polar hydrogens (bonded to N, O or S): :data:`POLAR_H_RADIUS`.
-#: MolProbity's Probe uses its own, atom-type dependent radii (e.g. carbonyl
-#: C 1.65, nonpolar H 1.17), so clashscores here are comparable between our
-#: structures but not identical to MolProbity's.
-VDW_RADII = {"H": 1.20, "C": 1.70, "N": 1.55, "O": 1.52, "S": 1.80, "SE": 1.90}
-#: Radius of polar hydrogens, the reduced value Probe uses for them (Word et
-#: al., J. Mol. Biol. 285, 1711 (1999)).
+#: Van der Waals radii (Angstrom) of MolProbity's Probe for explicit
+#: hydrogens (Word et al., J. Mol. Biol. 285, 1711 (1999)): nonpolar H 1.17,
+#: C 1.75, N 1.55, O 1.40, S 1.80; carbonyl carbons
+#: :data:`CARBONYL_C_RADIUS`, polar hydrogens :data:`POLAR_H_RADIUS`; Se
+#: (selenomethionine) Bondi's 1.90. Differences from MolProbity's clashscore
+#: remain: hydrogens are placed by OpenMM at nuclear distances (Reduce
+#: places them at electron-cloud distances, about 0.1 Angstrom shorter, and
+#: optimises OH/NH3+ rotations and Asn/Gln/His flips), and Probe's dot
+#: surfaces are replaced by a pair count.
+VDW_RADII = {"H": 1.17, "C": 1.75, "N": 1.55, "O": 1.40, "S": 1.80, "SE": 1.90}
+#: Radius of carbon atoms with a double-bonded oxygen (an O with one bond):
+#: backbone C, Asp CG, Glu CD, Asn CG, Gln CD.
+CARBONYL_C_RADIUS = 1.65
+#: Radius of polar hydrogens (bonded to N, O or S), the reduced value Probe uses for them.
 POLAR_H_RADIUS = 1.00
 #: Hydrogen-bond pairs (a hydrogen bonded to N/O/S with an N or O atom; two
 #: N/O atoms one of which carries a hydrogen) count as clashes only below
 #: these distances (Angstrom), since their overlap is the hydrogen bond.
 HBOND_MIN_DISTANCE = {"H": 1.5, "heavy": 2.5}
-#: Allowed Ramachandran regions as (phi_min, phi_max, psi_min, psi_max)
-#: boxes in degrees, per residue class. A coarse, documented approximation
-#: of the allowed (99.95%) contours of Lovell et al., Proteins 50, 437
-#: (2003): beta/PPII and alpha-R/bridge regions at negative phi, the
-#: left-handed helix for non-proline residues, proline limited to phi in
-#: [-110, -35], glycine everywhere except |phi| < 40. Not MolProbity's
-#: contours: expect a few differences near region borders. Residues without both
-#: phi and psi (chain ends, breaks) are not scored.
-RAMACHANDRAN_REGIONS = {
-    "general": (
-        (-180.0, -40.0, 90.0, 180.0),    # beta, PPII
-        (-180.0, -40.0, -180.0, -150.0),  # beta wrapping through psi = 180
-        (-180.0, -25.0, -125.0, 90.0),   # alpha-R, bridge
-        (25.0, 110.0, -60.0, 100.0),      # alpha-L, gamma
-    ),
-    "PRO": (
-        (-110.0, -35.0, 90.0, 180.0),
-        (-110.0, -35.0, -180.0, -150.0),
-        (-110.0, -35.0, -70.0, 90.0),
-    ),
-    "GLY": (
-        (-180.0, -40.0, -180.0, 180.0),
-        (40.0, 180.0, -180.0, 180.0),
-    ),
-}
+#: A C-beta farther than this (Angstrom) from its ideal position is a
+#: C-beta deviation (Lovell et al., Proteins 50, 437 (2003)).
+CBETA_DEVIATION = 0.25
+#: |omega| from this up to 180 minus it (degrees) is a twisted peptide
+#: (MolProbity: more than 30 degrees from planar, neither cis nor trans).
+TWIST_CUTOFF = 30.0
 
 
 def _frames(xyz) -> np.ndarray:
@@ -157,7 +151,7 @@ def angle_values(xyz, triples):
 
 
 def all_atom_clashes(xyz, radii, bonds, hbond_kind=None, overlap=CLASH_OVERLAP, max_sep=3):
-    """Atom pairs whose van der Waals spheres overlap by more than ``overlap``.
+    """Atom pairs whose van der Waals spheres overlap by ``overlap`` or more.
 
     Pairs at most ``max_sep`` bonds apart are not counted. Hydrogen-bond
     pairs (``hbond_kind``) count only when closer than
@@ -176,7 +170,7 @@ def all_atom_clashes(xyz, radii, bonds, hbond_kind=None, overlap=CLASH_OVERLAP, 
         for N/O atoms that carry a hydrogen (donors, also acceptors), 0
         otherwise. None treats no pair as a hydrogen bond.
     overlap : float, optional
-        Overlap in Angstrom above which (strictly) a pair clashes.
+        Overlap in Angstrom from which a pair clashes.
     max_sep : int, optional
         Bond separation up to which pairs are excluded.
 
@@ -201,7 +195,7 @@ def all_atom_clashes(xyz, radii, bonds, hbond_kind=None, overlap=CLASH_OVERLAP, 
         pairs = pairs[~np.isin(pairs[:, 0] * n + pairs[:, 1], excl_codes)]
         i, j = pairs[:, 0], pairs[:, 1]
         d = np.linalg.norm(x[f, i] - x[f, j], axis=1)
-        clash = r[i] + r[j] - d > overlap
+        clash = r[i] + r[j] - d >= overlap
         ki, kj = kind[i], kind[j]
         h_pair = ((ki == 1) & (kj >= 2)) | ((kj == 1) & (ki >= 2))
         heavy_pair = (ki >= 2) & (kj >= 2) & ((ki == 3) | (kj == 3))
@@ -211,35 +205,93 @@ def all_atom_clashes(xyz, radii, bonds, hbond_kind=None, overlap=CLASH_OVERLAP, 
     return counts
 
 
-def _in_boxes(phi, psi, boxes):
-    inside = np.zeros(np.shape(phi), dtype=bool)
-    for lo_phi, hi_phi, lo_psi, hi_psi in boxes:
-        inside |= (phi >= lo_phi) & (phi <= hi_phi) & (psi >= lo_psi) & (psi <= hi_psi)
-    return inside
+def ideal_cbeta(n, ca, c, bond, angle, torsion):
+    """Ideal C-beta positions from the backbone N, CA and C.
 
-
-def ramachandran_outliers(phi, psi, residue_class):
-    """Which (phi, psi) pairs lie outside :data:`RAMACHANDRAN_REGIONS`.
+    The average of two placements (as MolProbity's ideal C-beta): from N
+    with the N-CA-CB angle and the CB-CA-N-C torsion of the residue table,
+    and from C with the C-CA-CB angle and CB-CA-C-N torsion that the same
+    ideal tetrahedron has when N-CA-C is the ideal
+    :data:`~backmap_plugin.core.chemistry.ANGLE_N_CA_C`. Averaging cancels
+    most of the shift a strained N-CA-C angle gives each placement alone.
 
     Parameters
     ----------
-    phi, psi : array_like, shape (n_frames, n_res)
-        Backbone dihedrals in degrees, in [-180, 180].
-    residue_class : sequence of str, length n_res
-        ``"GLY"``, ``"PRO"`` or ``"general"`` per residue.
+    n, ca, c : array_like, shape (..., 3)
+        Backbone atoms in Angstrom.
+    bond : array_like, shape (...)
+        CA-CB length in Angstrom.
+    angle, torsion : array_like, shape (...)
+        N-CA-CB angle and CB-CA-N-C torsion in degrees (Engh & Huber, the
+        Z-matrix row of CB in :data:`backmap_plugin.core.chemistry.RESIDUES`).
 
     Returns
     -------
-    numpy.ndarray of bool, shape (n_frames, n_res)
+    numpy.ndarray, shape (..., 3)
     """
-    phi = np.atleast_2d(np.asarray(phi, dtype=np.float64))
-    psi = np.atleast_2d(np.asarray(psi, dtype=np.float64))
-    allowed = np.zeros(phi.shape, dtype=bool)
-    classes = np.asarray(residue_class)
-    for name, boxes in RAMACHANDRAN_REGIONS.items():
-        cols = classes == name
-        allowed[:, cols] = _in_boxes(phi[:, cols], psi[:, cols], boxes)
-    return ~allowed
+    import torch
+
+    from backmap_plugin.core import chemistry as chem
+    from backmap_plugin.core import geometry as geo
+
+    def t(x):
+        return torch.as_tensor(np.asarray(x, dtype=np.float64))
+
+    n, ca, c, bond = t(n), t(ca), t(c), t(bond)
+    angle, torsion = torch.deg2rad(t(angle)), torch.deg2rad(t(torsion))
+    # the C-side angle and torsion of the same ideal tetrahedron
+    zero = torch.zeros(angle.shape + (3,), dtype=torch.float64)
+    ideal_ca = zero + torch.tensor([0.0, 0.0, 0.0], dtype=torch.float64)
+    ideal_n = zero + torch.tensor([chem.BOND_N_CA, 0.0, 0.0], dtype=torch.float64)
+    tau = np.deg2rad(chem.ANGLE_N_CA_C)
+    ideal_c = zero + torch.tensor([chem.BOND_CA_C * np.cos(tau), chem.BOND_CA_C * np.sin(tau), 0.0],
+                                  dtype=torch.float64)
+    ideal_cb = geo.place_atom(ideal_ca, ideal_n, ideal_c, bond, angle, torsion)
+    angle_c = geo.bond_angle(ideal_cb, ideal_ca, ideal_c)
+    torsion_c = geo.dihedral(ideal_cb, ideal_ca, ideal_c, ideal_n)
+    from_n = geo.place_atom(ca, n, c, bond, angle, torsion)
+    from_c = geo.place_atom(ca, c, n, bond, angle_c, torsion_c)
+    return (0.5 * (from_n + from_c)).numpy()
+
+
+def cbeta_deviations(xyz, n_idx, ca_idx, c_idx, cb_idx, bond, angle, torsion):
+    """Distance of every C-beta from its ideal position (:func:`ideal_cbeta`).
+
+    Parameters
+    ----------
+    xyz : array_like, shape (n_frames, n_atoms, 3) or (n_atoms, 3)
+        Coordinates in Angstrom.
+    n_idx, ca_idx, c_idx, cb_idx : array_like of int, shape (n,)
+        Atom indices per residue.
+    bond, angle, torsion : array_like, shape (n,)
+        Ideal CA-CB length, N-CA-CB angle and CB-CA-N-C torsion (degrees).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_frames, n)
+        Angstrom; compare with :data:`CBETA_DEVIATION`.
+    """
+    x = _frames(xyz)
+    ideal = ideal_cbeta(x[:, n_idx], x[:, ca_idx], x[:, c_idx], bond, angle, torsion)
+    return np.linalg.norm(x[:, cb_idx] - ideal, axis=-1)
+
+
+def peptide_conformations(omega):
+    """Cis and twisted peptides from omega angles.
+
+    Parameters
+    ----------
+    omega : array_like
+        Omega (CA-C-N-CA) in degrees, in [-180, 180].
+
+    Returns
+    -------
+    cis, twisted : numpy.ndarray of bool
+        ``|omega| <`` :data:`CIS_CUTOFF`; ``|omega|`` within
+        [:data:`TWIST_CUTOFF`, 180 - :data:`TWIST_CUTOFF`].
+    """
+    a = np.abs(np.asarray(omega, dtype=np.float64))
+    return a < CIS_CUTOFF, (a >= TWIST_CUTOFF) & (a <= 180.0 - TWIST_CUTOFF)
 
 
 def dihedral_values(xyz, quads):

@@ -48,6 +48,7 @@ from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.atomic import write_json
 from backmap_plugin.openmm.platforms import create_context
 from backmap_plugin.openmm.structure import (
+    AtomTemplate,
     CompletedStructure,
     array_to_positions,
     complete_structure,
@@ -127,7 +128,12 @@ class Refiner:
     Systems and contexts are built for the first frame and reused while the
     completed topology stays the same (protonation variants of the first
     frame are kept for all later frames, so a trajectory gives identical
-    atoms in every frame).
+    atoms in every frame). With ``template`` on, only the first frame of an
+    input topology is completed by PDBFixer and ``Modeller.addHydrogens``;
+    later frames of the same input atoms get the first frame's added atoms
+    (hydrogens, missing heavy atoms) placed by its refined local geometry
+    (:class:`~backmap_plugin.openmm.structure.AtomTemplate`), so their
+    atoms, disulfides and protonation are those of the first frame.
 
     Parameters
     ----------
@@ -147,10 +153,18 @@ class Refiner:
         pH for the protonation states (default 7.0).
     softCore : bool, optional
         Run the soft-core clash-removal stage first (default True).
+    template : bool, optional
+        Place the added atoms of later frames from the first refined frame
+        instead of completing every frame anew (default True).
+
+    Attributes
+    ----------
+    buildCount : int
+        Number of times the OpenMM Systems and Contexts were built.
     """
 
     def __init__(self, restraintK=1000.0, solvent="gbn2", tolerance=10.0, maxIterations=5000,
-                 platform="auto", pH=7.0, softCore=True):
+                 platform="auto", pH=7.0, softCore=True, template=True):
         from openmm import unit
 
         if unit.is_quantity(restraintK):
@@ -170,6 +184,9 @@ class Refiner:
         self.platform = platform
         self.pH = pH
         self.softCore = softCore
+        self.template = template
+        self.buildCount = 0
+        self._template, self._input_key = None, None
         self.forcefield = load_force_field(solvent)
         self.variants = None
         self._key = None
@@ -198,6 +215,7 @@ class Refiner:
         self._contexts, self._restraints, self._restrained = contexts, forces, restrained
         self._bond_table = _bond_table(system)
         self.system = system
+        self.buildCount += 1
 
     def _set_reference(self, positions) -> None:
         xyz = positions_to_array(positions)
@@ -217,13 +235,13 @@ class Refiner:
         restraint = context.getState(energy=True, groups={RESTRAINT_GROUP}).getPotentialEnergy()
         return energy.value_in_unit(unit.kilojoule_per_mole), restraint.value_in_unit(unit.kilojoule_per_mole)
 
-    def _minimize(self, context, positions):
+    def _minimize(self, context, positions, tolerance):
         import openmm
         from openmm import unit
 
         context.setPositions(positions)
         counter = _iteration_counter()
-        openmm.LocalEnergyMinimizer.minimize(context, self.tolerance, self.maxIterations, counter)
+        openmm.LocalEnergyMinimizer.minimize(context, tolerance, self.maxIterations, counter)
         state = context.getState(positions=True, forces=True)
         forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
         rms = float(np.sqrt(np.mean(np.asarray(forces) ** 2)))
@@ -234,8 +252,8 @@ class Refiner:
         current = array_to_positions(_separate_coincident(start))
         iterations = {}
         if soft:
-            current, iterations["soft_core"], _ = self._minimize(self._contexts["soft"], current)
-        current, iterations["minimization"], rms = self._minimize(self._contexts["real"], current)
+            current, iterations["soft_core"], _ = self._minimize(self._contexts["soft"], current, self.tolerance)
+        current, iterations["minimization"], rms = self._minimize(self._contexts["real"], current, self.tolerance)
         xyz = positions_to_array(current)
         finite = bool(np.all(np.isfinite(xyz)))
         energy, restraint = self._energies(current) if finite else (math.nan, math.nan)
@@ -271,7 +289,11 @@ class Refiner:
             Figures of this frame (see :func:`refine_structure`).
         """
         t0 = time.perf_counter()
-        completed = complete_structure(topology, positions, pH=self.pH, variants=self.variants)
+        input_key = tuple((a.residue.name, a.name) for a in topology.atoms())
+        if self._template is not None and input_key == self._input_key:
+            completed = self._template.complete(positions)
+        else:
+            completed = complete_structure(topology, positions, pH=self.pH, variants=self.variants)
         if self.variants is None:
             self.variants = completed.variants
         restrained = np.nonzero(completed.source_index >= 0)[0]
@@ -322,6 +344,8 @@ class Refiner:
             "platform": self.platformName,
             "seconds": time.perf_counter() - t0,
         }
+        if self.template and self._template is None:
+            self._template, self._input_key = AtomTemplate(completed, end, self._bond_table), input_key
         if not finite_xyz:
             report["note"] = "minimisation gave non-finite coordinates; the completed input was written instead"
         return completed.topology, array_to_positions(end), report
@@ -426,7 +450,8 @@ def _check_outputs(output: str, report: str) -> None:
 
 
 def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, tolerance=10.0, platform="auto",
-                     solvent="gbn2", pH=7.0, softCore=True, report=None, progress=True) -> RefinementResult:
+                     solvent="gbn2", pH=7.0, softCore=True, report=None, progress=True,
+                     template=True) -> RefinementResult:
     """Refine every model of a backmapped structure file with OpenMM.
 
     Each model is completed (missing heavy atoms, disulfides, hydrogens),
@@ -464,6 +489,10 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
         by ``.json``.
     progress : bool, optional
         Progress bar on stderr.
+    template : bool, optional
+        Complete the first model only (PDBFixer, hydrogens) and place the
+        added atoms of the later models from the refined first one
+        (default True); False completes every model anew.
 
     Returns
     -------
@@ -504,7 +533,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     _check_outputs(output, report)
     topology, frames = read_structure(input)
     refiner = Refiner(restraintK=restraintK, solvent=solvent, tolerance=tolerance, maxIterations=maxIterations,
-                      platform=platform, pH=pH, softCore=softCore)
+                      platform=platform, pH=pH, softCore=softCore, template=template)
     payload = {
         "input": input,
         "output": output,
@@ -514,6 +543,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
             "tolerance_kj_mol_nm": refiner.tolerance,
             "max_iterations": refiner.maxIterations,
             "soft_core": softCore,
+            "template": template,
             "pH": pH,
             "clash_cutoff_angstrom": CLASH_CUTOFF,
         },

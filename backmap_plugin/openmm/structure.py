@@ -20,6 +20,7 @@ from backmap_plugin.core.errors import BackmapInputError
 
 __all__ = [
     "DISULFIDE_CUTOFF",
+    "AtomTemplate",
     "CompletedStructure",
     "complete_structure",
     "create_disulfide_bonds",
@@ -336,6 +337,131 @@ def complete_structure(topology, positions, pH: float = 7.0, variants=None) -> C
         n_added_heavy=max(0, n_added_heavy),
         n_disulfides=n_ss,
     )
+
+
+class AtomTemplate:
+    """Completion of later frames by copying the added atoms of a template frame.
+
+    The atoms a completion added (hydrogens, missing heavy atoms) are placed
+    in a new frame by the local geometry of the template: each one keeps its
+    bond vector to an anchor atom (a bonded atom placed before it), turned by
+    the rotation that best maps the anchor's neighbourhood (its bonded atoms,
+    and theirs when it has only one) from the template onto the new frame
+    (Kabsch, about the anchor). Bond lengths to the anchors are those of the
+    template, or ``bondLengths`` where given; atoms, names, order, protonation and disulfides are
+    those of the template frame, so every frame of a trajectory has the
+    same topology and one OpenMM System serves them all.
+
+    Parameters
+    ----------
+    completed : CompletedStructure
+        The template frame's completion (:func:`complete_structure`).
+    positions : openmm.unit.Quantity or array_like, optional
+        Template positions of ``completed.topology`` (e.g. the refined first
+        frame, nm); default ``completed.positions``.
+    bondLengths : tuple of numpy.ndarray, optional
+        ``(pairs, lengths)``: ``(n, 2)`` atom indices and their bond lengths
+        (nm), e.g. the force field's; an added atom bonded to its anchor by
+        one of these pairs is placed at that distance.
+
+    Raises
+    ------
+    ValueError
+        When an added atom has no bonded atom to anchor it (cannot happen
+        for a protein whose atoms are all bonded).
+    """
+
+    def __init__(self, completed: CompletedStructure, positions=None, bondLengths=None):
+        self.completed = completed
+        self.xyz = positions_to_array(completed.positions if positions is None else positions)
+        n = completed.topology.getNumAtoms()
+        neighbours = [[] for _ in range(n)]
+        for bond in completed.topology.bonds():
+            neighbours[bond[0].index].append(bond[1].index)
+            neighbours[bond[1].index].append(bond[0].index)
+        placed = completed.source_index >= 0
+        self.levels = []  # per level: (atoms, anchors, (group, reference) rows)
+        todo = [i for i in range(n) if not placed[i]]
+        while todo:
+            atoms, anchors, rows = [], [], []
+            for i in todo:
+                anchor = next((a for a in neighbours[i] if placed[a]), None)
+                if anchor is None:
+                    continue
+                refs = [a for a in neighbours[anchor] if placed[a]]
+                if len(refs) < 2:
+                    refs += [b for a in refs for b in neighbours[a] if placed[b] and b != anchor]
+                atoms.append(i)
+                anchors.append(anchor)
+                rows.extend((len(atoms) - 1, r) for r in refs)
+            if not atoms:
+                raise ValueError(f"atom {todo[0]} of the template has no placed bonded atom to anchor it")
+            self.levels.append((np.array(atoms), np.array(anchors), np.array(rows, dtype=np.int64).reshape(-1, 2)))
+            placed[atoms] = True
+            todo = [i for i in todo if not placed[i]]
+        lengths = {}
+        if bondLengths is not None:
+            for (i, j), length in zip(np.asarray(bondLengths[0]).tolist(), np.asarray(bondLengths[1]).tolist()):
+                lengths[(i, j)] = lengths[(j, i)] = length
+        self.bonds = []  # per level: template vectors anchor -> atom
+        for atoms, anchors, _ in self.levels:
+            bond = self.xyz[atoms] - self.xyz[anchors]
+            wanted = np.array([lengths.get(pair, np.nan) for pair in zip(atoms.tolist(), anchors.tolist())])
+            scale = np.where(np.isnan(wanted), 1.0, wanted / np.linalg.norm(bond, axis=1))
+            self.bonds.append(bond * scale[:, None])
+
+    def place(self, xyz) -> np.ndarray:
+        """All-atom coordinates (nm) of a frame whose input atoms are known.
+
+        Parameters
+        ----------
+        xyz : numpy.ndarray
+            ``(n_atoms, 3)`` coordinates of the completed topology (nm); rows
+            of atoms that came from the input are used, the others are
+            overwritten.
+
+        Returns
+        -------
+        numpy.ndarray
+            A copy with every added atom placed.
+        """
+        out = np.array(xyz, dtype=np.float64)
+        for (atoms, anchors, rows), bond in zip(self.levels, self.bonds):
+            group, refs = rows[:, 0], rows[:, 1]
+            p = self.xyz[refs] - self.xyz[anchors[group]]
+            q = out[refs] - out[anchors[group]]
+            h = np.zeros((len(atoms), 3, 3))
+            np.add.at(h, group, p[:, :, None] * q[:, None, :])
+            u, _, vt = np.linalg.svd(h)
+            d = np.sign(np.linalg.det(np.matmul(u, vt)))
+            u[:, :, 2] *= d[:, None]
+            rotation = np.matmul(u, vt)  # row vectors: p @ rotation ~ q
+            out[atoms] = out[anchors] + np.einsum("ni,nij->nj", bond, rotation)
+        return out
+
+    def complete(self, positions) -> CompletedStructure:
+        """The completion of a frame of the template's input topology.
+
+        Parameters
+        ----------
+        positions : openmm.unit.Quantity or array_like
+            Positions of the input topology the template was completed from
+            (nm when plain numbers).
+
+        Returns
+        -------
+        CompletedStructure
+            Same topology, source indices, variants and counts as the
+            template; positions of this frame.
+        """
+        source = self.completed.source_index
+        frame = positions_to_array(positions)
+        xyz = np.zeros((len(source), 3))
+        xyz[source >= 0] = frame[source[source >= 0]]
+        t = self.completed
+        return CompletedStructure(topology=t.topology, positions=array_to_positions(self.place(xyz)),
+                                  source_index=source, variants=t.variants, n_added_heavy=t.n_added_heavy,
+                                  n_disulfides=t.n_disulfides)
 
 
 def heavy_atom_bonds(topology):

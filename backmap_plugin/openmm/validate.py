@@ -8,8 +8,8 @@ Per model of a structure file, :func:`validate_structure` reports
 * heavy-atom clashes: pairs closer than 2.0 Angstrom that are more than 3
   bonds apart (:func:`backmap_plugin.core.metrics.clashes`);
 * an all-atom clashscore in the style of MolProbity: pairs more than 3 bonds
-  apart whose van der Waals spheres overlap by more than 0.4 Angstrom, per
-  1,000 atoms, hydrogens included (Bondi radii; see
+  apart whose van der Waals spheres overlap by 0.4 Angstrom or more, per
+  1,000 atoms, hydrogens included (Probe's radii; see
   :data:`~backmap_plugin.core.checks.VDW_RADII` and
   :func:`~backmap_plugin.core.checks.all_atom_clashes` for what differs
   from MolProbity's Probe);
@@ -17,13 +17,27 @@ Per model of a structure file, :func:`validate_structure` reports
   Huber (1991) ideal values of :mod:`backmap_plugin.core.chemistry`, with one
   sigma per kind (0.02 Angstrom and 2 degrees,
   :data:`~backmap_plugin.core.checks.BOND_SIGMA` and ``ANGLE_SIGMA``);
-* cis peptides (omega within 30 degrees of 0) before non-proline residues;
+* cis peptides (omega within 30 degrees of 0) before non-proline residues
+  and before prolines (counted apart), twisted peptides (omega 30 to 150
+  degrees from 0, :func:`~backmap_plugin.core.checks.peptide_conformations`);
 * D-amino acids (negative CA chirality volume,
   :func:`backmap_plugin.core.metrics.chirality`);
-* Ramachandran outliers: phi/psi (mdtraj ``compute_phi`` /
-  ``compute_psi``) outside the coarse allowed regions of
-  :data:`~backmap_plugin.core.checks.RAMACHANDRAN_REGIONS`;
+* Ramachandran favoured / allowed / outliers against the corpus-derived
+  contours of :mod:`backmap_plugin.core.ramachandran` (98 % and 99.95 %,
+  classes general, glycine, proline, pre-proline);
+* rotamer outliers: chi1/chi2 below the 0.3 % level of the corpus-derived
+  densities of :mod:`backmap_plugin.core.rotamer_density`;
+* C-beta deviations: C-beta more than 0.25 Angstrom from its ideal position
+  (:func:`~backmap_plugin.core.checks.cbeta_deviations`);
 * heavy atoms missing against the residue table.
+
+Bond/angle outliers, heavy clashes, cis non-Pro peptides, D residues,
+Ramachandran outliers and missing atoms make a structure fail
+(:data:`FAILING_COUNTS`, ``backmap validate --strict``); rotamer outliers,
+C-beta deviations, twisted peptides and the clashscore are reported only.
+:meth:`ValidationResult.summary` gives the figures MolProbity reports, over
+all frames; :meth:`ValidationResult.compare` sets two structures side by
+side (``backmap validate --reference``).
 
 The maths lives in :mod:`~backmap_plugin.core.checks` (numpy arrays in
 Angstrom and degrees); :func:`validate_frames` takes an OpenMM topology and
@@ -41,21 +55,29 @@ import numpy as np
 
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import metrics
+from backmap_plugin.core import ramachandran as rama
+from backmap_plugin.core import rotamer_density as rotamers
 from backmap_plugin.core.checks import (
     ANGLE_SIGMA,
     BOND_SIGMA,
+    CARBONYL_C_RADIUS,
+    CBETA_DEVIATION,
     CIS_CUTOFF,
     CLASH_OVERLAP,
     N_SIGMA,
     POLAR_H_RADIUS,
+    TWIST_CUTOFF,
     VDW_RADII,
     all_atom_clashes,
     angle_values,
     bond_outliers,
+    cbeta_deviations,
     deviation_outliers,
     dihedral_values,
-    ramachandran_outliers,
+    peptide_conformations,
 )
+from backmap_plugin.core.dihedral_density import ALLOWED, FAVOURED, OUTLIER
+from backmap_plugin.core.ramachandran import PEPTIDE_BOND_MAX
 from backmap_plugin.openmm.structure import is_hydrogen, positions_to_array, read_structure
 from backmap_plugin.openmm.systems import load_force_field
 
@@ -63,13 +85,12 @@ __all__ = [
     "CLASH_CUTOFF",
     "FAILING_COUNTS",
     "PEPTIDE_BOND_MAX",
+    "SUMMARY_FIGURES",
     "ValidationResult",
     "validate_frames",
     "validate_structure",
 ]
 
-#: A C(i)-N(i+1) distance above this (Angstrom) is a chain break, not a bond.
-PEPTIDE_BOND_MAX = 2.0
 #: Heavy-atom clash distance (Angstrom).
 CLASH_CUTOFF = 2.0
 
@@ -114,6 +135,44 @@ class _Tables:
     missing_oxt: list
     chain_breaks: list
     residue_names: list
+    bonded_next: np.ndarray  # per residue: peptide-bonded to the next one
+    omega_before: np.ndarray  # (n_residues, 4) omega before every residue (-1 rows: none)
+    rama_index: np.ndarray  # residues with phi and psi
+    phi: np.ndarray  # (n, 4) atom quadruples of those residues
+    psi: np.ndarray
+    rama_labels: list
+    cbeta: tuple  # N, CA, C, CB indices and ideal bond, angle, torsion
+    cbeta_labels: list
+    chis: np.ndarray  # (n, 2, 4) chi1 and chi2 quadruples (chi1 twice for one-chi residues)
+    chi_names: list
+    chi_labels: list
+
+
+#: Atoms without any bond in the topology (residues OpenMM has no template
+#: for, e.g. selenomethionine MSE) are bonded to every atom closer than this
+#: (Angstrom), so that their bonds do not count as clashes.
+GUESSED_BOND_MAX = 2.1
+
+
+def _bonds(topology, xyz):
+    """Bonds of a topology as (n, 2) atom indices, plus guessed bonds of unbonded atoms.
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+        Topology.
+    xyz : numpy.ndarray, shape (n_atoms, 3)
+        Coordinates in Angstrom (one frame), for :data:`GUESSED_BOND_MAX`.
+    """
+    from scipy.spatial import cKDTree
+
+    bonds = np.array([(b[0].index, b[1].index) for b in topology.bonds()], dtype=np.int64).reshape(-1, 2)
+    unbonded = np.setdiff1d(np.arange(topology.getNumAtoms()), bonds.ravel())
+    if len(unbonded) == 0:
+        return bonds
+    near = cKDTree(xyz).query_ball_point(xyz[unbonded], GUESSED_BOND_MAX)
+    guessed = [(int(i), int(j)) for i, js in zip(unbonded, near) for j in js if j != i]
+    return np.concatenate([bonds, np.array(guessed, dtype=np.int64).reshape(-1, 2)])
 
 
 def _label(residue) -> str:
@@ -141,7 +200,9 @@ def _topology_tables(topology, first_xyz) -> _Tables:
     peptides, next_pro, plabels, breaks = [], [], [], []
     chir = [[], [], [], []]
     clabels, missing, missing_oxt = [], [], []
+    cbeta, cbeta_labels, chis, chi_names, chi_labels = [], [], [], [], []
     n_missing = 0
+    bonded_next = rama.peptide_bonds([r[2] for r in residues], [r[0].chain for r in residues], first_xyz)
     for k, (residue, std, atoms) in enumerate(residues):
         spec = chem.RESIDUES[std]
         for (a, b), length in zip(spec.bonds, spec.bond_lengths):
@@ -162,6 +223,15 @@ def _topology_tables(topology, first_xyz) -> _Tables:
             for slot, name in enumerate(("N", "CA", "C", "CB")):
                 chir[slot].append(atoms.get(name, -1))
             clabels.append(_label(residue))
+            if all(name in atoms for name in ("N", "CA", "C", "CB")):
+                _cb, _a, _b, _c, bond, angle, torsion = spec.zmatrix[0]
+                cbeta.append((atoms["N"], atoms["CA"], atoms["C"], atoms["CB"], bond, angle, torsion))
+                cbeta_labels.append(_label(residue))
+        quads = rotamers.chi_atoms(std, atoms) if rotamers.chi_axes(std) else None
+        if quads is not None:
+            chis.append((quads + quads)[:2])
+            chi_names.append(std)
+            chi_labels.append(_label(residue))
         absent = [a for a in spec.atoms if a not in atoms]
         n_missing += len(absent)
         if absent:
@@ -169,8 +239,7 @@ def _topology_tables(topology, first_xyz) -> _Tables:
         nxt = residues[k + 1] if k + 1 < len(residues) else None
         same_chain = nxt is not None and nxt[0].chain is residue.chain
         if same_chain and "C" in atoms and "N" in nxt[2]:
-            d = float(np.linalg.norm(first_xyz[atoms["C"]] - first_xyz[nxt[2]["N"]]))
-            if d <= PEPTIDE_BOND_MAX:
+            if bonded_next[k]:
                 n_atoms = nxt[2]
                 bonds.append((atoms["C"], n_atoms["N"]))
                 ideal.append(chem.BOND_C_N)
@@ -180,14 +249,18 @@ def _topology_tables(topology, first_xyz) -> _Tables:
                     next_pro.append(nxt[1] == "PRO")
                     plabels.append(f"{_label(residue)}-{_label(nxt[0])}")
             else:
+                d = float(np.linalg.norm(first_xyz[atoms["C"]] - first_xyz[nxt[2]["N"]]))
                 breaks.append(f"{_label(residue)}-{_label(nxt[0])} ({d:.1f} A)")
         elif not same_chain and "OXT" not in atoms:
             missing_oxt.append(_label(residue))
+    phi, psi, omega = rama.backbone_dihedral_atoms([r[2] for r in residues], bonded_next)
+    scored = np.nonzero((phi[:, 0] >= 0) & (psi[:, 0] >= 0))[0]
+    cbeta_arr = np.array(cbeta, dtype=np.float64).reshape(-1, 7)
     return _Tables(
         heavy=heavy,
         heavy_bonds=np.array(
-            [(position[b[0].index], position[b[1].index]) for b in topology.bonds()
-             if position[b[0].index] >= 0 and position[b[1].index] >= 0],
+            [(position[i], position[j]) for i, j in _bonds(topology, first_xyz)
+             if position[i] >= 0 and position[j] >= 0],
             dtype=np.int64).reshape(-1, 2),
         bonds=np.array(bonds, dtype=np.int64).reshape(-1, 2),
         bond_ideal=np.array(ideal),
@@ -205,6 +278,17 @@ def _topology_tables(topology, first_xyz) -> _Tables:
         missing_oxt=missing_oxt,
         chain_breaks=breaks,
         residue_names=[r[1] for r in residues],
+        bonded_next=bonded_next,
+        omega_before=omega,
+        rama_index=scored,
+        phi=phi[scored],
+        psi=psi[scored],
+        rama_labels=[_label(residues[i][0]) for i in scored],
+        cbeta=tuple(cbeta_arr[:, j].astype(np.int64) for j in range(4)) + tuple(cbeta_arr[:, j] for j in range(4, 7)),
+        cbeta_labels=cbeta_labels,
+        chis=np.array(chis, dtype=np.int64).reshape(-1, 2, 4),
+        chi_names=chi_names,
+        chi_labels=chi_labels,
     )
 
 
@@ -218,34 +302,22 @@ def _peptide_angles(tables):
     return triples, trans, cis, labels
 
 
-def _rama(topology, xyz_nm, tables):
-    """phi/psi (degrees) per residue with both, their classes and labels (mdtraj)."""
-    import mdtraj as md
-
-    traj = md.Trajectory(xyz_nm, md.Topology.from_openmm(topology))
-    phi_idx, phi = md.compute_phi(traj)
-    psi_idx, psi = md.compute_psi(traj)
-    ang = np.asarray(xyz_nm, dtype=np.float64) * 10.0
-
-    def bonded(idx, first, second):
-        d = np.linalg.norm(ang[0, idx[:, first]] - ang[0, idx[:, second]], axis=-1)
-        return d <= PEPTIDE_BOND_MAX
-
-    phi_ok = bonded(phi_idx, 0, 1)  # C(i-1)-N(i)
-    psi_ok = bonded(psi_idx, 2, 3)  # C(i)-N(i+1)
-    atoms = list(topology.atoms())
-    phi_res = {atoms[int(i)].residue.index: k for k, i in enumerate(phi_idx[:, 1]) if phi_ok[k]}
-    psi_res = {atoms[int(i)].residue.index: k for k, i in enumerate(psi_idx[:, 1]) if psi_ok[k]}
-    both = sorted(set(phi_res) & set(psi_res))
-    residues = list(topology.residues())
-    classes, labels = [], []
-    for r in both:
-        std = chem.standard_residue_name(residues[r].name)
-        classes.append(std if std in ("GLY", "PRO") else "general")
-        labels.append(_label(residues[r]))
-    phi_deg = np.degrees(phi[:, [phi_res[r] for r in both]]) if both else np.zeros((len(xyz_nm), 0))
-    psi_deg = np.degrees(psi[:, [psi_res[r] for r in both]]) if both else np.zeros((len(xyz_nm), 0))
-    return phi_deg, psi_deg, classes, labels
+def _rama_grades(xyz, tables):
+    """Ramachandran grade (favoured / allowed / outlier) of every scored residue, per frame."""
+    n_frames, n = len(xyz), len(tables.phi)
+    if n == 0:
+        return np.zeros((n_frames, 0), dtype=np.int8)
+    phi = dihedral_values(xyz, tables.phi)
+    psi = dihedral_values(xyz, tables.psi)
+    has_omega = tables.omega_before[:, 0] >= 0
+    omega = np.full((n_frames, len(has_omega)), np.nan)
+    omega[:, has_omega] = dihedral_values(xyz, tables.omega_before[has_omega])
+    # the class can change between frames only for prolines (cis / trans)
+    grades = np.empty((n_frames, n), dtype=np.int8)
+    for f in range(n_frames):
+        classes = rama.residue_classes(tables.residue_names, tables.bonded_next, omega[f])
+        grades[f] = rama.classify(phi[f], psi[f], [classes[i] for i in tables.rama_index])
+    return grades
 
 
 def _hbond_kinds(topology):
@@ -263,14 +335,19 @@ def _hbond_kinds(topology):
     return kinds
 
 
-def _radii(topology, hbond_kinds):
-    """Van der Waals radius per atom (:data:`VDW_RADII`, polar H :data:`POLAR_H_RADIUS`)."""
+def _radii(topology, hbond_kinds, bonds):
+    """Van der Waals radius per atom (:data:`VDW_RADII`, polar H :data:`POLAR_H_RADIUS`, carbonyl C)."""
     radii = []
     for atom in topology.atoms():
         symbol = atom.element.symbol.upper() if atom.element is not None else "C"
         radii.append(VDW_RADII.get(symbol, 1.70))
     radii = np.array(radii)
     radii[np.asarray(hbond_kinds) == 1] = POLAR_H_RADIUS
+    oxygen = np.array([a.element is not None and a.element.symbol == "O" for a in topology.atoms()])
+    carbon = np.array([a.element is not None and a.element.symbol == "C" for a in topology.atoms()])
+    terminal_o = oxygen & (np.bincount(bonds.ravel(), minlength=len(radii)) == 1)
+    for a, b in ((bonds[:, 0], bonds[:, 1]), (bonds[:, 1], bonds[:, 0])):
+        radii[a[carbon[a] & terminal_o[b]]] = CARBONYL_C_RADIUS
     return radii
 
 
@@ -339,6 +416,46 @@ FAILING_COUNTS = (
     "missing_atoms",
 )
 
+#: The figures of :meth:`ValidationResult.summary` (the ones MolProbity
+#: reports, then the rest): (label, key in the frame dicts, format).
+#: Counts (format None) are written without decimals when whole (one
+#: frame), else with one (a mean over frames).
+SUMMARY_FIGURES = (
+    ("clashscore (all atoms, per 1,000)", "clashscore", "{:.2f}"),
+    ("Ramachandran favoured %", "ramachandran_favoured_pct", "{:.2f}"),
+    ("Ramachandran outliers %", "ramachandran_outliers_pct", "{:.2f}"),
+    ("Ramachandran outliers", "ramachandran_outliers", None),
+    ("Ramachandran residues scored", "ramachandran_scored", None),
+    ("rotamer outliers %", "rotamer_outliers_pct", "{:.2f}"),
+    ("rotamer outliers", "rotamer_outliers", None),
+    ("C-beta deviations > 0.25 A", "cbeta_deviations", None),
+    ("cis peptides, non-Pro", "cis_non_pro", None),
+    ("cis peptides, Pro", "cis_pro", None),
+    ("twisted peptides", "twisted_peptides", None),
+    ("D residues (CA chirality)", "d_residues", None),
+    ("bond outliers > 4 sd", "bond_outliers", None),
+    ("angle outliers > 4 sd", "angle_outliers", None),
+    ("heavy-atom clashes < 2 A", "heavy_clashes", None),
+    ("missing heavy atoms", "missing_atoms", None),
+    ("energy kJ/mol", "energy_kj_mol", "{:.1f}"),
+)
+
+
+def _figure(value, fmt):
+    """A summary figure as text (:data:`SUMMARY_FIGURES`), None as '-'."""
+    if value is None:
+        return "-"
+    if fmt is None:
+        return f"{int(value)}" if float(value).is_integer() else f"{value:.1f}"
+    return fmt.format(value)
+
+
+def _text_table(rows, left=1):
+    """Rows of cells as aligned text (the first ``left`` columns left-aligned)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) if i < left else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            for row in rows]
+
 
 @dataclass
 class ValidationResult:
@@ -388,16 +505,55 @@ class ValidationResult:
             ``frames`` and ``seconds``.
         """
         return {"input": self.input, "settings": self.settings, "n_frames": len(self.frames),
-                "passed": self.passed, "failures": self.failures, "frames": self.frames,
-                "seconds": self.seconds}
+                "passed": self.passed, "failures": self.failures, "summary": self.summary(),
+                "frames": self.frames, "seconds": self.seconds}
 
-    def table(self, maxRows: int = 50) -> str:
-        """A plain-text table, one row per frame, then the verdict.
+    def summary(self) -> dict:
+        """The :data:`SUMMARY_FIGURES` over all frames: the mean of each (None where no frame has it).
+
+        Returns
+        -------
+        dict
+            Key (as in the frame dicts) -> float or None, plus ``n_frames``.
+        """
+        out = {"n_frames": len(self.frames)}
+        for _, key, _ in SUMMARY_FIGURES:
+            values = [f[key] for f in self.frames if f.get(key) is not None]
+            out[key] = float(np.mean(values)) if values else None
+        return out
+
+    def compare(self, reference: ValidationResult | None = None) -> str:
+        """The summary figures as a text table, beside those of a reference structure.
+
+        Parameters
+        ----------
+        reference : ValidationResult, optional
+            Validation of the reference (e.g. the experimental structure).
+
+        Returns
+        -------
+        str
+            One row per figure; columns: this structure (mean over its
+            frames) and, when given, the reference.
+        """
+        results = [self] + ([reference] if reference is not None else [])
+        head = ["figure"] + [f"{os.path.basename(r.input)} ({len(r.frames)} frame(s))"
+                             if len(r.frames) > 1 else os.path.basename(r.input) for r in results]
+        rows = [head]
+        summaries = [r.summary() for r in results]
+        for label, key, fmt in SUMMARY_FIGURES:
+            rows.append([label] + [_figure(s[key], fmt) for s in summaries])
+        return "\n".join(_text_table(rows))
+
+    def table(self, maxRows: int = 50, reference: ValidationResult | None = None) -> str:
+        """A plain-text table, one row per frame, the summary figures, then the verdict.
 
         Parameters
         ----------
         maxRows : int, optional
             Largest number of frame rows shown.
+        reference : ValidationResult, optional
+            Shown beside the summary figures (:meth:`compare`).
 
         Returns
         -------
@@ -406,15 +562,21 @@ class ValidationResult:
         columns = [("frame", "frame", "{}"), ("energy kJ/mol", "energy_kj_mol", "{:.1f}"),
                    ("clash", "heavy_clashes", "{}"), ("clashscore", "clashscore", "{:.1f}"),
                    ("bond>4sd", "bond_outliers", "{}"), ("angle>4sd", "angle_outliers", "{}"),
-                   ("cis-nonPro", "cis_non_pro", "{}"), ("D", "d_residues", "{}"),
-                   ("rama-out", "ramachandran_outliers", "{}"), ("missing", "missing_atoms", "{}")]
+                   ("cis-nonPro", "cis_non_pro", "{}"), ("twisted", "twisted_peptides", "{}"),
+                   ("D", "d_residues", "{}"), ("rama-fav%", "ramachandran_favoured_pct", "{:.1f}"),
+                   ("rama-out", "ramachandran_outliers", "{}"), ("rota-out%", "rotamer_outliers_pct", "{:.1f}"),
+                   ("CB>0.25", "cbeta_deviations", "{}"), ("missing", "missing_atoms", "{}")]
         rows = [[title for title, _, _ in columns]]
         for f in self.frames[:maxRows]:
-            rows.append(["NaN" if f[key] is None else fmt.format(f[key]) for _, key, fmt in columns])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
-        lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+            rows.append(["NaN" if f.get(key) is None else fmt.format(f[key]) for _, key, fmt in columns])
+        lines = _text_table(rows, left=0)
         if len(self.frames) > maxRows:
             lines.append(f"... {len(self.frames) - maxRows} more frame(s), see --json")
+        lines.append("")
+        lines.append(("summary (mean over frames)" if len(self.frames) > 1 else "summary")
+                     + (" beside the reference" if reference is not None else "") + ":")
+        lines.append(self.compare(reference))
+        lines.append("")
         failures = self.failures
         verdict = "PASS" if not failures else f"FAIL ({len(failures)} failing check(s))"
         lines.append(f"{self.input}: {len(self.frames)} frame(s): {verdict}")
@@ -426,6 +588,15 @@ class ValidationResult:
 
 def _names(labels, mask):
     return [label for label, bad in zip(labels, mask) if bad]
+
+
+def _percent(count, total):
+    return 100.0 * count / total if total else None
+
+
+def _table_note(what, info, levels):
+    return (f"{what} table of backmap_plugin/core/tables ({info['n_files']} crystal structures of the corpus "
+            f"train split, {info['date']}): {levels}")
 
 
 def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=True, source="structure"):
@@ -453,10 +624,15 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
         not finite) and ``energy_error``, ``heavy_clashes``, ``clashscore``
         (clashes per 1,000 atoms, hydrogens included) and
         ``all_atom_clashes``, ``bond_outliers``, ``angle_outliers``,
-        ``cis_non_pro`` and ``cis_pro``, ``d_residues``,
-        ``ramachandran_outliers`` and ``ramachandran_scored``,
+        ``cis_non_pro`` and ``cis_pro``, ``twisted_peptides`` (of
+        ``peptides_scored``), ``d_residues``, ``ramachandran_favoured`` /
+        ``_allowed`` / ``_outliers`` (of ``ramachandran_scored``) and
+        ``ramachandran_favoured_pct`` / ``_outliers_pct``,
+        ``rotamer_outliers`` (of ``rotamer_scored``) and
+        ``rotamer_outliers_pct``, ``cbeta_deviations`` (of ``cbeta_scored``),
         ``missing_atoms``, ``n_atoms`` / ``n_atoms_with_h``, and ``details``
         (labels of the offending bonds, angles, peptides and residues).
+        Percentages are None when nothing was scored.
     """
     t0 = time.perf_counter()
     frames = list(frames)
@@ -466,7 +642,7 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
     heavy_clashes = metrics.clashes(xyz[:, tables.heavy], tables.heavy_bonds, cutoff=CLASH_CUTOFF)
     bond_bad = bond_outliers(xyz, tables.bonds, tables.bond_ideal)
     omega = dihedral_values(xyz, tables.peptides)
-    cis = np.abs(omega) < CIS_CUTOFF
+    cis, twisted = peptide_conformations(omega)
     triples, trans_ideal, cis_ideal, pep_labels = _peptide_angles(tables)
     all_triples = np.concatenate([tables.angles, triples])
     cis_twice = np.concatenate([cis, cis], axis=1)
@@ -476,8 +652,14 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
     angle_bad = deviation_outliers(angle_values(xyz, all_triples), ideal, ANGLE_SIGMA)
     angle_labels = tables.angle_labels + pep_labels
     chir = metrics.chirality(xyz, *tables.chirality)
-    phi, psi, classes, rama_labels = _rama(topology, xyz_nm, tables)
-    rama_bad = ramachandran_outliers(phi, psi, classes)
+    rama_grade = _rama_grades(xyz, tables)
+    cb_dev = cbeta_deviations(xyz, *tables.cbeta)
+    cb_bad = cb_dev > CBETA_DEVIATION
+    if len(tables.chi_names):
+        chi = dihedral_values(xyz, tables.chis.reshape(-1, 4)).reshape(len(xyz), -1, 2)
+        rot_bad = rotamers.classify_rotamers(tables.chi_names, chi) == OUTLIER
+    else:
+        rot_bad = np.zeros((len(xyz), 0), dtype=bool)
     evaluate = _Energy(solvent, platform)
     results = []
     for f, positions in enumerate(frames):
@@ -489,11 +671,15 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
         else:
             e, error = math.nan, _NOT_COMPUTED
         xyz_h = positions_to_array(pos_h) * 10.0
-        bonds_h = np.array([(b[0].index, b[1].index) for b in top_h.bonds()], dtype=np.int64).reshape(-1, 2)
+        bonds_h = _bonds(top_h, xyz_h)
         kinds = _hbond_kinds(top_h)
-        n_clash = int(all_atom_clashes(xyz_h, _radii(top_h, kinds), bonds_h, kinds)[0])
+        n_clash = int(all_atom_clashes(xyz_h, _radii(top_h, kinds, bonds_h), bonds_h, kinds)[0])
         cis_f, next_pro = cis[f], tables.peptide_next_pro
         d_mask = chir[f] < 0
+        n_rama = rama_grade.shape[1]
+        n_favoured = int(np.sum(rama_grade[f] == FAVOURED))
+        n_allowed = int(np.sum(rama_grade[f] == ALLOWED))
+        rama_bad = rama_grade[f] == OUTLIER
         results.append({
             "frame": f,
             "energy_kj_mol": float(e) if math.isfinite(e) else None,
@@ -505,9 +691,20 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
             "angle_outliers": int(angle_bad[f].sum()),
             "cis_non_pro": int(np.sum(cis_f & ~next_pro)),
             "cis_pro": int(np.sum(cis_f & next_pro)),
+            "twisted_peptides": int(np.sum(twisted[f])),
+            "peptides_scored": int(cis.shape[1]),
             "d_residues": int(np.sum(d_mask)),
-            "ramachandran_outliers": int(rama_bad[f].sum()),
-            "ramachandran_scored": int(rama_bad.shape[1]),
+            "ramachandran_favoured": n_favoured,
+            "ramachandran_allowed": n_allowed,
+            "ramachandran_outliers": int(rama_bad.sum()),
+            "ramachandran_scored": int(n_rama),
+            "ramachandran_favoured_pct": _percent(n_favoured, n_rama),
+            "ramachandran_outliers_pct": _percent(int(rama_bad.sum()), n_rama),
+            "rotamer_outliers": int(rot_bad[f].sum()),
+            "rotamer_scored": int(rot_bad.shape[1]),
+            "rotamer_outliers_pct": _percent(int(rot_bad[f].sum()), rot_bad.shape[1]),
+            "cbeta_deviations": int(cb_bad[f].sum()),
+            "cbeta_scored": int(cb_bad.shape[1]),
             "missing_atoms": tables.n_missing,
             "n_atoms": int(len(xyz[f])),
             "n_atoms_with_h": int(len(xyz_h)),
@@ -515,8 +712,14 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
                 "bond_outliers": _names(tables.bond_labels, bond_bad[f]),
                 "angle_outliers": _names(angle_labels, angle_bad[f]),
                 "cis_non_pro": _names(tables.peptide_labels, cis_f & ~next_pro),
+                "cis_pro": _names(tables.peptide_labels, cis_f & next_pro),
+                "twisted_peptides": [f"{label} ({w:.0f} deg)" for label, w, bad in
+                                     zip(tables.peptide_labels, omega[f], twisted[f]) if bad],
                 "d_residues": _names(tables.chirality_labels, d_mask),
-                "ramachandran_outliers": _names(rama_labels, rama_bad[f]),
+                "ramachandran_outliers": _names(tables.rama_labels, rama_bad),
+                "rotamer_outliers": _names(tables.chi_labels, rot_bad[f]),
+                "cbeta_deviations": [f"{label} ({d:.2f} A)" for label, d, bad in
+                                     zip(tables.cbeta_labels, cb_dev[f], cb_bad[f]) if bad],
                 "missing_atoms": list(tables.missing),
                 "missing_oxt": list(tables.missing_oxt),
                 "chain_breaks": list(tables.chain_breaks),
@@ -526,13 +729,18 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
         "force_field": "amber14-all.xml" + ("" if solvent == "vacuum" else f" + implicit/{solvent}.xml"),
         "heavy_clash_cutoff_angstrom": CLASH_CUTOFF,
         "clash_overlap_angstrom": CLASH_OVERLAP,
-        "vdw_radii": "Bondi 1964: " + ", ".join(f"{k} {v}" for k, v in VDW_RADII.items())
-        + f"; polar H {POLAR_H_RADIUS}",
+        "vdw_radii": "Probe (Word et al. 1999): " + ", ".join(f"{k} {v}" for k, v in VDW_RADII.items())
+        + f"; polar H {POLAR_H_RADIUS}; carbonyl C {CARBONYL_C_RADIUS}",
         "bond_sigma_angstrom": BOND_SIGMA,
         "angle_sigma_degrees": ANGLE_SIGMA,
         "n_sigma": N_SIGMA,
         "cis_cutoff_degrees": CIS_CUTOFF,
-        "ramachandran": "coarse boxes, see backmap_plugin.openmm.validate.RAMACHANDRAN_REGIONS",
+        "twist_cutoff_degrees": TWIST_CUTOFF,
+        "cbeta_deviation_angstrom": CBETA_DEVIATION,
+        "ramachandran": _table_note("Ramachandran", rama.load_table()[1],
+                                    "favoured 98 %, allowed 99.95 % of the reference residues"),
+        "rotamers": _table_note("rotamer", rotamers.load_table()[1],
+                                "chi1/chi2 densities; outlier below the level 99.7 % of the reference reach"),
     }
     return ValidationResult(input=source, frames=results, settings=settings, seconds=time.perf_counter() - t0)
 

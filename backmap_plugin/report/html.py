@@ -38,7 +38,7 @@ div.settings h3 { font-size: 1em; margin: 0.5em 0 0 0; }
 table.kv th, table.kv td { text-align: left; }
 table.kv td { max-width: 40em; overflow-wrap: anywhere; }
 div.table-wrap { max-width: 100%; overflow-x: auto; }
-table.validation { table-layout: fixed; width: 100%; font-size: 0.85em; }
+table.validation { table-layout: fixed; width: 100%; font-size: 0.8em; }
 table.validation th { vertical-align: bottom; white-space: normal; overflow-wrap: anywhere; hyphens: auto;
                       font-weight: 600; padding: 0.2em 0.25em; text-align: center; }
 table.validation td { overflow-wrap: anywhere; padding: 0.15em 0.3em; }
@@ -132,9 +132,10 @@ def _settings_section(summary: dict) -> str:
         out += '<div><h3>Refinement</h3><p class="note">No refined.json: not refined.</p></div>'
     validation = next((v for v in summary["validation"].values() if v is not None), None)
     if validation is not None and validation.get("settings"):
-        keep = ("force_field", "heavy_clash_cutoff_angstrom", "n_sigma")
+        keep = ("force_field", "heavy_clash_cutoff_angstrom", "n_sigma", "ramachandran", "rotamers")
         labels = {"force_field": "force field", "heavy_clash_cutoff_angstrom": "heavy clash cutoff (A)",
-                  "n_sigma": "outlier threshold (sd)"}
+                  "n_sigma": "outlier threshold (sd)", "ramachandran": "Ramachandran contours",
+                  "rotamers": "rotamer outliers"}
         rows = [(labels[k], _setting(validation["settings"][k])) for k in keep if k in validation["settings"]]
         if rows:
             out += f"<div><h3>Validation</h3>{_kv_table(rows)}</div>"
@@ -239,8 +240,11 @@ def _validation_section(summary: dict) -> str:
             text += "".join(f'<p class="note">{_e(n)}</p>' for n in v["notes"])
     by_stage = [(which, {m["model"]: m for m in v["models"]}) for which, v in present]
     models = sorted(set().union(*(t for _, t in by_stage)))
-    # one row per structure and stage (stages stacked, not side by side): 14 columns that fit the page
-    widths = ["6%", "5%", "5%", "9%", "9%"] + ["6%"] * (len(VALIDATION_COLUMNS) - 1) + ["18%"]
+    # one row per structure and stage (stages stacked, not side by side): 18 columns that fit the page
+    # (structure, frame, sample, stage, energy, the other figures, verdict)
+    widths = [5.0, 4.0, 4.0, 7.0, 7.0] + [5.0] * (len(VALIDATION_COLUMNS) - 1)
+    widths.append(100.0 - sum(widths))
+    widths = [f"{w:g}%" for w in widths]
     cols = "<colgroup>" + "".join(f'<col style="width:{w}">' for w in widths) + "</colgroup>"
     head = ("<tr><th>struc\u00adture</th><th>frame</th><th>sample</th><th>stage</th>"
             + "".join(f"<th>{_e(title)}</th>" for title, _, _ in VALIDATION_COLUMNS)

@@ -56,10 +56,16 @@ VALIDATION_COLUMNS = (
     ("bonds > 4 sd", "bond_outliers", "{}"),
     ("angles > 4 sd", "angle_outliers", "{}"),
     ("cis non-Pro", "cis_non_pro", "{}"),
+    ("twisted pep\u00adtides", "twisted_peptides", "{}"),
     ("D-residues", "d_residues", "{}"),
+    ("Rama. favoured %", "ramachandran_favoured_pct", "{:.1f}"),
     ("Rama. outliers", "ramachandran_outliers", "{}"),
+    ("rotamer outliers %", "rotamer_outliers_pct", "{:.1f}"),
+    ("C\u03b2 dev. > 0.25 \u00c5", "cbeta_deviations", "{}"),
     ("missing atoms", "missing_atoms", "{}"),
 )
+#: Keys of :data:`VALIDATION_COLUMNS` that hold floats (NaN read as None).
+_FLOAT_KEYS = ("energy_kj_mol", "clashscore", "ramachandran_favoured_pct", "rotamer_outliers_pct")
 
 
 #: Settings of ``backmap run`` read from backmap.json into the summary's ``backmap`` entry
@@ -168,7 +174,7 @@ def _validation(data: dict, path: str, n_samples: int, n_models: int) -> dict:
             failing[name] = failing.get(name, 0) + 1
         row = {**_model_index(int(f.get("frame", k)), n_samples), "passed": not failed, "failed": failed}
         for _, key, _ in VALIDATION_COLUMNS:
-            row[key] = _number(f.get(key)) if key in ("energy_kj_mol", "clashscore") else f.get(key)
+            row[key] = _number(f.get(key)) if key in _FLOAT_KEYS else f.get(key)
         models.append(row)
     notes = []
     if len(models) != n_models:
