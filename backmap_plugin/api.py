@@ -51,10 +51,12 @@ class BeadReader:
     it is; a residue with atoms named like an all-atom residue is mapped to
     its bead by the mapping (so all-atom input can be backmapped too).
 
-    A C-alpha mapping (``ca``) takes single beads only when they are named
-    CA: a trace of beads named otherwise (CB, BB, SC ...) sits elsewhere in
-    the residue, most likely at its centre of mass, and is refused with the
-    names found. Other mappings (``com``) take any bead name.
+    A C-alpha mapping (``ca``) takes a CG file (every residue one bead)
+    only when its beads are named CA: a trace of beads named otherwise (CB,
+    BB, SC ...) sits elsewhere in the residue, most likely at its centre of
+    mass, and is refused with the names found. Other mappings (``com``)
+    take any bead name. In an all-atom file, a truncated residue left with
+    one atom (say a C-terminal N) still stands for its bead.
 
     Parameters
     ----------
@@ -92,7 +94,7 @@ class BeadReader:
                     f"(atoms: {names}); mapping '{mapping.name}' needs one bead per residue "
                     "or an all-atom residue with a CA"
                 )
-        if mapping.bead_is_ca:
+        if mapping.bead_is_ca and (bead_index >= 0).all():
             self._check_bead_names(records, bead_index, source, atom_names)
         self.bead_index = bead_index
         self.all_atom = np.nonzero(bead_index < 0)[0]

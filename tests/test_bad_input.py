@@ -448,3 +448,17 @@ def test_reporter_stops_at_a_bad_frame_and_keeps_a_consistent_file(tmp_path, ca,
     with pytest.raises(ValueError, match="closed"):
         reporter.report(simulation, _State(frames[0]))
     reporter.close()
+
+
+def test_all_atom_file_with_a_one_atom_residue_is_still_read(tmp_path):
+    """Real crystal files end with truncated residues (1SNM's GLU 142 keeps only N): the CA-name check of
+    CG traces does not refuse an all-atom file for that."""
+    from conftest import FIXTURE_PDB
+
+    traj = md.load(str(FIXTURE_PDB))[0]
+    last = list(traj.topology.residues)[-1]
+    keep = [a.index for a in traj.topology.atoms if a.residue.index != last.index or a.name == "N"]
+    path = tmp_path / "truncated.pdb"
+    traj.atom_slice(keep).save_pdb(str(path))
+    result = backmap(str(path), str(tmp_path / "out.pdb"), progress=False)
+    assert result.n_residues == 20
