@@ -33,7 +33,8 @@ import time
 import mdtraj as md
 import numpy as np
 
-DATA = os.environ.get("BACKMAP_DATA", "/work/shared/data")
+#: The corpus, next to the repository (``../shared/data``), or ``$BACKMAP_DATA``.
+DATA = os.environ.get("BACKMAP_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
 BACKMAP = os.path.join(os.path.dirname(sys.executable), "backmap")
 N_FRAMES = 20
 
