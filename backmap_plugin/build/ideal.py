@@ -19,7 +19,7 @@ import torch
 
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.build import relax
-from backmap_plugin.build.backbone import build_backbone
+from backmap_plugin.build.backbone import build_backbone, fit_backbone
 from backmap_plugin.core.geometry import build_residues, ideal_internal
 from backmap_plugin.core.mappings import Mapping
 from backmap_plugin.build.rotamers import load_rotamers
@@ -208,7 +208,7 @@ def build_ideal(ca: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
         (F, R, N_SLOTS, 3) coordinates; slots a residue does not have are
         zero.
     """
-    backbone = build_backbone(ca, protein.backbone_layout, protein.res_type)  # (F, R, S, 3)
+    backbone = fit_backbone(build_backbone(ca, protein.backbone_layout, protein.res_type), protein.backbone_layout)
     ics, cost = _candidate_internal(protein.res_type, ca.dtype, ca.device)  # (K, R, S, 3), (K, R)
     return place_side_chains(backbone, protein, ics, cost)
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from backmap_plugin.build.backbone import build_backbone
+from backmap_plugin.build.backbone import build_backbone, fit_backbone
 from backmap_plugin.build.ideal import rotamer_deviation_table, side_chain_internal
 from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
@@ -441,7 +441,8 @@ class BackmapVAE(nn.Module):
             u = torch.cat(uniforms[k]).to(probs)[:, None]
             choice = (probs.cumsum(-1) < u).sum(-1).clamp(max=probs.shape[-1] - 1)
             dofs[k] = self._angle_value(out[k], choice)
-        backbone = build_backbone(batch.to_flat(batch.beads), batch.layout, batch.flat_res_type, dofs)
+        backbone = fit_backbone(build_backbone(batch.to_flat(batch.beads), batch.layout, batch.flat_res_type, dofs),
+                                batch.layout)
         log_p = torch.log_softmax(out["rotamer_logits"], -1)
         count = torch.as_tensor(load_rotamers().count[batch.flat_res_type], device=log_p.device).clamp(min=1)
         exists = torch.arange(k_max, device=log_p.device)[None] < count[:, None]  # (R, k_max)
