@@ -483,7 +483,7 @@ class Backmapper:
         beads = self._reader.beads(np.asarray(xyz, dtype=np.float32))
         _check_finite_beads(beads, self._labels, self.source, first_index)  # before unwrapping them
         beads = self._whole(beads, box, first_index)
-        check_beads(beads, self.protein, self.source, first_index)
+        _check_close_beads(beads, self.protein, self.source, first_index)
         beads = torch.as_tensor(beads, device=self.device)
         seeds = self.seed * 1_000_003 + first_index + np.arange(len(beads))
         with torch.no_grad():

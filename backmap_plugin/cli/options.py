@@ -185,25 +185,24 @@ def add_top(parser: argparse.ArgumentParser) -> None:
         "--top", help="topology file for DCD/XTC/TRR/NetCDF input: PDB, mmCIF, GRO, H5 or TPR (needs MDAnalysis)")
 
 
-def add_backmap_options(parser: argparse.ArgumentParser, after_method=None) -> None:
+def add_backmap_options(parser: argparse.ArgumentParser, model: bool = False) -> None:
     """Add the options of :func:`backmap_plugin.api.backmap` shared by ``backmap run`` and the pipeline.
 
-    In this order: ``--mapping``, ``--method``, (``after_method``),
+    In this order: ``--mapping``, ``--method``, (``--model``),
     ``--temperature``, ``--samples``, ``--seed``, ``--device``, ``--stride``.
 
     Parameters
     ----------
     parser : argparse.ArgumentParser
         The parser to extend.
-    after_method : callable, optional
-        Called with ``parser`` right after ``--method``, for options of one
-        caller that belong there in its help (``backmap run --model``).
+    model : bool, optional
+        Also ``--model`` (a trained model file), as ``backmap run`` takes it.
     """
     add_mapping(parser)
     parser.add_argument("--method", default=None, choices=["ideal", "model"],
                         help="builder (default: model for --mapping ca, ideal otherwise)")
-    if after_method is not None:
-        after_method(parser)
+    if model:
+        parser.add_argument("--model", help="trained model file for --method model (default: the shipped model)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="model sampling temperature; 0 = the deterministic structure of least expected error "
                              "(default: 0 for one sample, 1 for several)")

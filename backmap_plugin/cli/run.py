@@ -15,10 +15,6 @@ _EXAMPLE = """example:
 """
 
 
-def _add_model(parser) -> None:
-    parser.add_argument("--model", help="trained model file for --method model (default: the shipped model)")
-
-
 def add_parser(subparsers) -> None:
     """Add the ``run`` subcommand.
 
@@ -37,7 +33,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("input", help="CG input: PDB, mmCIF, GRO, DCD, XTC, TRR, NetCDF, HDF5")
     options.add_top(p)
     options.add_output(p, "output file: .pdb, .cif, .dcd, .xtc or .h5")
-    options.add_backmap_options(p, after_method=_add_model)
+    options.add_backmap_options(p, model=True)
     p.add_argument("--chunk", type=int, default=1000, help="frames processed at a time (default: 1000)")
     p.add_argument(
         "--break-distance", type=float, default=None,

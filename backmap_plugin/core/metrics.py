@@ -374,18 +374,26 @@ def clashes_per_100_residues(xyz, bonds, n_residues, cutoff=2.0, max_sep=3):
 # ---------------------------------------------------------------- RMSD
 
 
+def kabsch_rotation_of(h):
+    """Proper rotations ``R`` (..., 3, 3) from covariance matrices ``h = sum p^T q`` (..., 3, 3).
+
+    ``R`` minimises ``|p @ R - q|`` over proper rotations (no reflection)
+    for the centred point sets that ``h`` sums over.
+    """
+    u, _, vt = np.linalg.svd(h)
+    sign = np.sign(np.linalg.det(u @ vt))
+    sign[sign == 0] = 1.0
+    u = u.copy()
+    u[..., :, -1] *= sign[..., None]  # no reflection
+    return u @ vt
+
+
 def _kabsch_rotation(p, q):
     """Proper rotations ``R`` (n_frames, 3, 3) minimising ``|p @ R - q|``.
 
     ``p`` and ``q`` are centred ``(n_frames, n, 3)`` arrays.
     """
-    h = np.einsum("fni,fnj->fij", p, q)
-    u, _, vt = np.linalg.svd(h)
-    sign = np.sign(np.linalg.det(u @ vt))
-    sign[sign == 0] = 1.0
-    u = u.copy()
-    u[:, :, -1] *= sign[:, None]  # no reflection
-    return u @ vt
+    return kabsch_rotation_of(np.einsum("fni,fnj->fij", p, q))
 
 
 def kabsch_rmsd(xyz, ref, mask=None):

@@ -235,13 +235,13 @@ class Refiner:
         restraint = context.getState(energy=True, groups={RESTRAINT_GROUP}).getPotentialEnergy()
         return energy.value_in_unit(unit.kilojoule_per_mole), restraint.value_in_unit(unit.kilojoule_per_mole)
 
-    def _minimize(self, context, positions, tolerance):
+    def _minimize(self, context, positions):
         import openmm
         from openmm import unit
 
         context.setPositions(positions)
         counter = _iteration_counter()
-        openmm.LocalEnergyMinimizer.minimize(context, tolerance, self.maxIterations, counter)
+        openmm.LocalEnergyMinimizer.minimize(context, self.tolerance, self.maxIterations, counter)
         state = context.getState(positions=True, forces=True)
         forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
         rms = float(np.sqrt(np.mean(np.asarray(forces) ** 2)))
@@ -252,8 +252,8 @@ class Refiner:
         current = array_to_positions(_separate_coincident(start))
         iterations = {}
         if soft:
-            current, iterations["soft_core"], _ = self._minimize(self._contexts["soft"], current, self.tolerance)
-        current, iterations["minimization"], rms = self._minimize(self._contexts["real"], current, self.tolerance)
+            current, iterations["soft_core"], _ = self._minimize(self._contexts["soft"], current)
+        current, iterations["minimization"], rms = self._minimize(self._contexts["real"], current)
         xyz = positions_to_array(current)
         finite = bool(np.all(np.isfinite(xyz)))
         energy, restraint = self._energies(current) if finite else (math.nan, math.nan)

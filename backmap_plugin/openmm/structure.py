@@ -425,6 +425,8 @@ class AtomTemplate:
         numpy.ndarray
             A copy with every added atom placed.
         """
+        from backmap_plugin.core.metrics import kabsch_rotation_of
+
         out = np.array(xyz, dtype=np.float64)
         for (atoms, anchors, rows), bond in zip(self.levels, self.bonds):
             group, refs = rows[:, 0], rows[:, 1]
@@ -432,10 +434,7 @@ class AtomTemplate:
             q = out[refs] - out[anchors[group]]
             h = np.zeros((len(atoms), 3, 3))
             np.add.at(h, group, p[:, :, None] * q[:, None, :])
-            u, _, vt = np.linalg.svd(h)
-            d = np.sign(np.linalg.det(np.matmul(u, vt)))
-            u[:, :, 2] *= d[:, None]
-            rotation = np.matmul(u, vt)  # row vectors: p @ rotation ~ q
+            rotation = kabsch_rotation_of(h)  # row vectors: p @ rotation ~ q
             out[atoms] = out[anchors] + np.einsum("ni,nij->nj", bond, rotation)
         return out
 
