@@ -31,7 +31,8 @@ setup(
         "workflow": ["snakemake>=8", "matplotlib>=3.7"],
         # GROMACS .tpr topologies (read with MDAnalysis)
         "gromacs": ["MDAnalysis>=2.7"],
-        "test": ["pytest>=7", "matplotlib>=3.7", "snakemake>=8", "MDAnalysis>=2.7"],
+        # vermouth: the Martini 3 mapping files (tests/test_martini3_table.py; skipped without it)
+        "test": ["pytest>=7", "matplotlib>=3.7", "snakemake>=8", "MDAnalysis>=2.7", "vermouth>=0.15"],
     },
     entry_points={"console_scripts": ["backmap=backmap_plugin.cli:console_main"]},
 )

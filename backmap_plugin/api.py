@@ -24,7 +24,8 @@ from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.beads import MIN_BEAD_DISTANCE, first_close_pair, first_non_finite
 from backmap_plugin.core.device import select_device
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.core.mappings import Mapping, get_mapping
+from backmap_plugin.core.detect import decide_mapping
+from backmap_plugin.core.mappings import COMMapping, Mapping, get_mapping
 from backmap_plugin.core.pbc import make_whole
 from backmap_plugin.core.topology import ProteinTopology, ResidueRecord, gather_slots, protein_topology, read_residues
 from backmap_plugin.io.frames import frames_from_openmm, open_frames
@@ -146,6 +147,80 @@ class BeadReader:
         return out
 
 
+#: Bead names of Martini force fields (backbone and side-chain beads).
+_MARTINI_NAMES = {"BB", "SC1", "SC2", "SC3", "SC4", "SC5"}
+
+
+def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_names: list[str], first_frame: np.ndarray,
+                    box, source: str, frame: int = 0) -> tuple[Mapping, str]:
+    """The mapping of an input: the one given, or for ``auto`` the one its beads show.
+
+    ``auto`` reads all-atom input (no residue of one bead) through the
+    C-alpha mapping, refuses Martini beads (named BB, SC1 ...) with a clear
+    message, and decides a one-bead-per-residue trace from its geometry
+    (:func:`backmap_plugin.core.detect.decide_mapping`): C-alpha beads,
+    residue centres of mass, or centres of mass with C-alpha regions
+    (CALVADOS 3 domains and linkers).
+
+    Parameters
+    ----------
+    mapping : str or Mapping
+        ``auto``, a mapping name or instance.
+    records : list of ResidueRecord
+    atom_names : list of str
+        Input atom names by index.
+    first_frame : numpy.ndarray
+        (n_atoms, 3) coordinates, Angstrom.
+    box : numpy.ndarray or None
+        Periodic box of the frame, (1, 3, 3) or None.
+    source : str
+        Input name for messages.
+    frame : int
+        Index of the frame in the input.
+
+    Returns
+    -------
+    mapping : Mapping
+    evidence : str
+        What was decided and why ('' when the mapping was given).
+
+    Raises
+    ------
+    BackmapInputError
+        Martini beads, or a trace whose geometry cannot tell (the message
+        names the ``--mapping`` to pass).
+    """
+    if not (isinstance(mapping, str) and mapping == "auto"):
+        return get_mapping(mapping), ""
+    names = {atom_names[a].strip().upper() for r in records for a in list(r.atoms.values()) + r.other_atoms}
+    if "BB" in names and names <= _MARTINI_NAMES | {"CA"}:
+        raise BackmapInputError(
+            f"{source}: the beads are named {', '.join(sorted(names))}: Martini beads; Martini input is not "
+            "supported yet (one bead per residue: C-alpha traces and residue centres of mass)"
+        )
+    single = [len(r.atoms) + len(r.other_atoms) == 1 for r in records]
+    if not all(single):
+        return get_mapping("ca"), "all-atom residues: beads at their C-alpha atoms"
+    reader = BeadReader(records, get_mapping("com"), source, atom_names)
+    chain = np.array([r.chain for r in records])
+    beads = reader.beads(np.asarray(first_frame, dtype=np.float32)[None])
+    labels = [r.label() for r in records]
+    _check_finite_beads(beads, labels, source, frame)
+    beads = make_whole(beads, box, chain, max_bond=BREAK_DISTANCE_OTHER, labels=labels, first_frame=frame,
+                       source=source)[0]
+    same_chain = chain[1:] == chain[:-1]
+    if same_chain.any():
+        spacing = float(np.median(np.linalg.norm(np.diff(beads, axis=0), axis=-1)[same_chain]))
+        if not _BEAD_SPACING_RANGE[0] <= spacing <= _BEAD_SPACING_RANGE[1]:
+            return get_mapping("ca"), ""  # a unit error: check_trace says so
+    decision = decide_mapping(beads, reader.res_type, chain, [r.chain_id for r in records],
+                              [r.res_seq for r in records], source=f"{source}: frame {frame}",
+                              max_bond=BREAK_DISTANCE_OTHER)
+    if decision.name == "ca":
+        return get_mapping("ca"), decision.evidence
+    return COMMapping(decision.ca_residues), decision.evidence
+
+
 def _check_finite_beads(beads: np.ndarray, labels: list, source: str, first_frame: int) -> None:
     """Raise at the first NaN / infinite bead (see :func:`check_beads`)."""
     found = first_non_finite(beads)
@@ -254,21 +329,25 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
 METHODS = ("ideal", "model")
 
 
+def model_beads(mapping: Mapping) -> str:
+    """The kind of model a mapping's beads need: ``ca`` (C-alpha trace) or ``com`` (centres of mass, mixed)."""
+    return "ca" if mapping.bead_is_ca else "com"
+
+
 def default_method(mapping: Mapping, model: str | None = None) -> str:
-    """``model`` for C-alpha beads when a trained model is at hand, else ``ideal``."""
-    if not mapping.bead_is_ca:
-        return "ideal"
+    """``model`` when a model is given or the package ships one for the mapping's beads, else ``ideal``."""
     from backmap_plugin.model.weights import shipped_model_path  # imports e3nn: only when a model may be used
 
-    return "model" if model is not None or shipped_model_path() is not None else "ideal"
+    return "model" if model is not None or shipped_model_path(model_beads(mapping)) is not None else "ideal"
 
 
 def make_builder(method: str, model: str | None = None, device="cpu", temperature: float | None = None,
-                 samples: int = 1):
+                 samples: int = 1, mapping: Mapping | None = None):
     """The builder callable of a method (see :data:`METHODS`).
 
     ``temperature`` None means 0 (one deterministic structure) for one sample per
-    frame and 1 (draws from the model) for several.
+    frame and 1 (draws from the model) for several. ``model`` None takes the
+    shipped model for ``mapping``'s beads.
     """
     if method == "ideal":
         return backmap_ideal
@@ -276,7 +355,7 @@ def make_builder(method: str, model: str | None = None, device="cpu", temperatur
 
     if temperature is None:
         temperature = 0.0 if samples == 1 else 1.0
-    return ModelMethod(model, device, temperature)
+    return ModelMethod(_model_file(model, mapping), device, temperature)
 
 
 @dataclass
@@ -298,6 +377,8 @@ class BackmapResult:
         What was dropped or renamed in the input.
     method, mapping : str
         Builder and bead mapping used.
+    mapping_evidence : str
+        For ``mapping='auto'``: what the input's beads showed (one sentence).
     seed : int
     temperature : float or None
         As passed (None: the method's default).
@@ -324,6 +405,7 @@ class BackmapResult:
     report: list = field(default_factory=list)
     method: str = ""
     mapping: str = ""
+    mapping_evidence: str = ""
     seed: int = 0
     temperature: float | None = None
     input: str | None = None
@@ -391,7 +473,7 @@ class Backmapper:
         self,
         topology,
         first_frame: np.ndarray,
-        mapping: str | Mapping = "ca",
+        mapping: str | Mapping = "auto",
         method: str | None = None,
         samples: int = 1,
         seed: int = 0,
@@ -404,18 +486,20 @@ class Backmapper:
         box=None,
     ):
         _check_options(method, samples)
-        self.mapping = get_mapping(mapping)
+        records, self.report = read_residues(topology, source)
+        if not records:
+            raise BackmapInputError(f"{source}: no protein residues found")
+        atom_names = [a.name for a in topology.atoms]
+        self.mapping, self.mapping_evidence = resolve_mapping(mapping, records, atom_names, first_frame, box, source,
+                                                              frame)
         method = method or default_method(self.mapping, model)
         if break_distance is None:
             break_distance = BREAK_DISTANCE_CA if self.mapping.bead_is_ca else BREAK_DISTANCE_OTHER
         self.method, self.samples, self.seed = method, samples, seed
         self.device = select_device(device)
         self.source = source
-        self._build = make_builder(method, model, self.device, temperature, samples)
-        records, self.report = read_residues(topology, source)
-        if not records:
-            raise BackmapInputError(f"{source}: no protein residues found")
-        self._reader = BeadReader(records, self.mapping, source, [a.name for a in topology.atoms])
+        self._build = make_builder(method, model, self.device, temperature, samples, self.mapping)
+        self._reader = BeadReader(records, self.mapping, source, atom_names)
         self._chain = np.array([r.chain for r in records])
         self._labels = [r.label() for r in records]
         self._break_distance = break_distance
@@ -491,11 +575,11 @@ class Backmapper:
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
 
 
-def _model_file(model: str | None) -> str | None:
-    """The weights file the ``model`` method uses: ``model``, else the shipped one."""
+def _model_file(model: str | None, mapping: Mapping | None = None) -> str | None:
+    """The weights file the ``model`` method uses: ``model``, else the shipped one for the mapping's beads."""
     from backmap_plugin.model.weights import shipped_model_path
 
-    path = model if model is not None else shipped_model_path()
+    path = model if model is not None else shipped_model_path(model_beads(mapping or get_mapping("ca")))
     return None if path is None else str(path)
 
 
@@ -504,11 +588,16 @@ def _run_settings(input, top, mapping, method, model, samples, seed, stride, chu
     """What determines the output of :func:`backmap`: a resumed run must have the same."""
     from backmap_plugin.io.progress import input_fingerprint
 
-    mapping = get_mapping(mapping)
-    method = method or default_method(mapping, model)
-    model_file = input_fingerprint(_model_file(model)) if method == "model" else None
+    if isinstance(mapping, str) and mapping == "auto":
+        # decided from the input, which the fingerprint pins; so are the method and model it implies
+        name, model_file = "auto", input_fingerprint(model)
+    else:
+        mapping = get_mapping(mapping)
+        name = mapping.name
+        method = method or default_method(mapping, model)
+        model_file = input_fingerprint(_model_file(model, mapping)) if method == "model" else None
     return {
-        "input": input_fingerprint(input), "top": input_fingerprint(top), "mapping": mapping.name,
+        "input": input_fingerprint(input), "top": input_fingerprint(top), "mapping": name,
         "method": method, "model": model_file, "samples": samples, "seed": seed, "stride": stride,
         "chunk": chunk, "break_distance": break_distance, "temperature": temperature,
         "device": select_device(device).type, "version": __version__,
@@ -565,7 +654,7 @@ def backmap(
     input,
     output,
     top=None,
-    mapping: str | Mapping = "ca",
+    mapping: str | Mapping = "auto",
     method: str | None = None,
     samples: int = 1,
     seed: int = 0,
@@ -592,11 +681,14 @@ def backmap(
     top : str or os.PathLike, optional
         Topology file for trajectory formats without one (DCD, XTC ...).
     mapping : str or Mapping
-        ``ca`` (bead at C-alpha) or ``com`` (bead at heavy-atom centre of mass).
+        ``auto`` (decided from the input's bead names and geometry, see
+        :func:`resolve_mapping`; the decision and its evidence are in the
+        result), ``ca`` (bead at C-alpha) or ``com`` (bead at heavy-atom
+        centre of mass).
     method : str, optional
         ``model`` (the generative model) or ``ideal`` (deterministic
-        geometric builder). Default: ``model`` for C-alpha beads (the
-        package ships trained weights), ``ideal`` for other mappings.
+        geometric builder). Default: ``model`` when the package ships a
+        model for the mapping's beads, else ``ideal``.
     samples : int
         Structures written per input frame, frame-major (frame 0 samples
         0..N-1, then frame 1 ...).
@@ -710,12 +802,13 @@ def backmap(
         report=engine.report,
         method=engine.method,
         mapping=engine.mapping.name,
+        mapping_evidence=engine.mapping_evidence,
         seed=seed,
         temperature=temperature,
         input=input,
         top=top,
         resumed_from=first_new,
-        model=_model_file(model) if engine.method == "model" else None,
+        model=_model_file(model, engine.mapping) if engine.method == "model" else None,
         device=engine.device.type,
         version=__version__,
     )

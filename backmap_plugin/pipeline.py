@@ -140,7 +140,7 @@ def run_pipeline(
     samples: int = 1,
     stride: int = 1,
     seed: int = 0,
-    mapping: str = "ca",
+    mapping: str = "auto",
     method: str | None = None,
     temperature: float | None = None,
     device: str = "auto",

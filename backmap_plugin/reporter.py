@@ -43,7 +43,9 @@ class BackmapReporter:
     reportInterval : int
         Steps between reports.
     mapping : str
-        ``'ca'`` or ``'com'``: where the beads sit.
+        ``'auto'`` (decided from the first frame's bead names and
+        distances; the decision is in ``mappingEvidence``), ``'ca'`` or
+        ``'com'``: where the beads sit.
     samples : int
         All-atom structures written per CG frame (frame-major).
     model : str, optional
@@ -78,7 +80,7 @@ class BackmapReporter:
         self,
         file,
         reportInterval: int,
-        mapping: str = "ca",
+        mapping: str = "auto",
         samples: int = 1,
         model=None,
         refine: bool = False,
@@ -127,6 +129,11 @@ class BackmapReporter:
     def framesWritten(self) -> int:
         """CG frames backmapped and on disk so far."""
         return self._framesWritten
+
+    @property
+    def mappingEvidence(self) -> str:
+        """What ``mapping='auto'`` decided from the first frame, and why ('' before it or when given)."""
+        return "" if self._engine is None else self._engine.mapping_evidence
 
     @property
     def topology(self):

@@ -88,6 +88,11 @@ from backmap_plugin.core.topology import (
 #: every tool that takes one, and used to cut the PULCHRA input.
 BREAK_DISTANCE = 4.5
 
+#: What the input beads are (``--beads``): ``ca`` (C-alpha atoms) or ``com``
+#: (residue heavy-atom centres of mass, still named CA as CALVADOS writes
+#: them; package tools are told ``mapping='com'``, break distance 10 A).
+BEADS = {"kind": "ca"}
+
 #: Side-chain slots beyond CB (OXT excluded).
 SIDE_CHAIN_SLOTS = np.arange(chem.SLOT_CB + 1, chem.SLOT_OXT)
 
@@ -199,6 +204,9 @@ def load_truth(path: Path, max_frames: int) -> Truth:
         residue.name = rec.name
         residue.resSeq = i + 1  # unique numbers: no insertion codes, no repeats across chains
     segment = protein_topology(records, slots[0, :, chem.SLOT_CA], BREAK_DISTANCE).segment
+    if BEADS["kind"] == "com":
+        res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
+        ca.xyz = (bead_positions(slots, present, res_type) / 10.0).astype(np.float32)
     return Truth(
         entry_id=entry_id,
         names=[r.name for r in records],
@@ -402,14 +410,16 @@ def package_tool(method: str, options: dict | None = None) -> Callable[[ToolRequ
 
         out = os.path.join(request.workdir, f"{method}.pdb")
         t0 = time.perf_counter()
+        com = BEADS["kind"] == "com"
         result = backmap(
             request.ca_pdb,
             out,
             method=method,
+            mapping=BEADS["kind"],
             samples=request.samples,
             seed=request.seed,
             device=request.device,
-            break_distance=BREAK_DISTANCE,
+            break_distance=10.0 if com else BREAK_DISTANCE,
             progress=False,
             **(options or {}),
         )
@@ -527,6 +537,15 @@ TOOLS: dict[str, Tool] = {
 # ---------------------------------------------------------------- scoring
 
 
+def bead_positions(slots: np.ndarray, present: np.ndarray, res_type: np.ndarray) -> np.ndarray:
+    """(..., R, 3) beads of the ``--beads`` kind from heavy atoms in slots (OXT not part of a bead)."""
+    from backmap_plugin.core.mappings import get_mapping
+
+    present = present.copy()
+    present[:, chem.SLOT_OXT] = False
+    return get_mapping(BEADS["kind"]).bead_positions(slots, present, res_type)
+
+
 def _nan_mean(values) -> float:
     """Mean of the finite values, NaN when there are none."""
     arr = np.asarray([v for v in values if v is not None], dtype=np.float64)
@@ -595,8 +614,11 @@ def score_output(truth: Truth, output: ToolOutput) -> tuple[list[dict], list[str
     truth_atoms = truth.present.copy()
 
     frames = []
+    input_beads = truth.ca.xyz.astype(np.float64) * 10.0
+    out_types = np.array([chem.RESIDUE_INDEX[n] for n in out_names])
     for f in range(n_frames):
-        acc: dict[str, list] = {k: [] for k in ("rmsd_all", "rmsd_sc", "bonds_off", "clashes", "d_residues", "built")}
+        acc: dict[str, list] = {k: [] for k in ("rmsd_all", "rmsd_sc", "bonds_off", "clashes", "d_residues", "built",
+                                                "bead_rmsd")}
         finite_all = np.ones((truth.n_residues, chem.N_SLOTS), bool)
         for s in range(n_samples):
             x = slots[f, s]
@@ -624,6 +646,10 @@ def score_output(truth: Truth, output: ToolOutput) -> tuple[list[dict], list[str
             )
             built = np.all(finite | ~truth_atoms, axis=1) & same_type
             acc["built"].append(100.0 * float(built.mean()))
+            whole = np.all(finite[:, : chem.SLOT_OXT] | ~present[:, : chem.SLOT_OXT], axis=1) & finite[:, chem.SLOT_CA]
+            beads = bead_positions(np.nan_to_num(x), present & finite, out_types)
+            miss = np.linalg.norm(beads - input_beads[f], axis=-1)[whole]
+            acc["bead_rmsd"].append(float(np.sqrt((miss**2).mean())) if miss.size else math.nan)
         common_all = comparable & finite_all
         if n_samples > 1 and common_all.any():
             diversity = metrics.sample_diversity(slots[f][:, common_all][None])
@@ -640,7 +666,7 @@ def score_output(truth: Truth, output: ToolOutput) -> tuple[list[dict], list[str
 # ---------------------------------------------------------------- aggregation
 
 #: Per-structure metrics averaged in group rows.
-METRICS = ("rmsd_all", "rmsd_sc", "bonds_off", "clashes", "built", "diversity")
+METRICS = ("rmsd_all", "rmsd_sc", "bonds_off", "clashes", "built", "diversity", "bead_rmsd")
 
 
 def aggregate(structures: list[dict], seconds: float, n_samples: int, timed: bool, how: str = "mean") -> dict:
@@ -687,15 +713,17 @@ def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
     """The result table, one line per (group, tool)."""
     head = (
         "| group | tool | structures | failed | RMSD all (A) | RMSD side chain (A) | bonds off (%) | "
-        "clashes /100 res | D residues | residues built (%) | diversity (A) | s / structure | s / 1000 res |"
+        "clashes /100 res | D residues | residues built (%) | diversity (A) | bead RMSD (A) | s / structure | "
+        "s / 1000 res |"
     )
-    lines = [head, "|" + "---|" * 13]
+    lines = [head, "|" + "---|" * 14]
     for group, tool, s in rows:
         time_digits = 4 if math.isfinite(s["s_per_structure"]) and s["s_per_structure"] < 0.1 else 3
         lines.append(
             f"| {group} | {tool} | {s['structures']} | {s['failed']} | {_fmt(s['rmsd_all'])} | {_fmt(s['rmsd_sc'])} | "
             f"{_fmt(s['bonds_off'], 2, pct=True)} | {_fmt(s['clashes'], 1)} | {int(s['d_residues'])} | "
-            f"{_fmt(s['built'], 1)} | {_fmt(s['diversity'])} | {_fmt(s['s_per_structure'], time_digits)} | "
+            f"{_fmt(s['built'], 1)} | {_fmt(s['diversity'])} | {_fmt(s['bead_rmsd'])} | "
+            f"{_fmt(s['s_per_structure'], time_digits)} | "
             f"{_fmt(s['s_per_1000_res'], 3)} |"
         )
     return "\n".join(lines)
@@ -769,11 +797,14 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=4, help="samples per frame for stochastic tools (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="device for package tools (default: %(default)s)")
+    parser.add_argument("--beads", choices=("ca", "com"), default="ca",
+                        help="input beads: C-alpha atoms (default) or residue centres of mass (package tools only)")
     parser.add_argument("--json", type=Path, default=None, help="write all numbers (per structure too) to this file")
     parser.add_argument("--model", default=None, help="model file for the model tool (default: the shipped one)")
     parser.add_argument("--temperature", type=float, default=1.0, help="model sampling temperature (default: 1)")
     args = parser.parse_args(argv)
     MODEL_OPTIONS.update(model=args.model, temperature=args.temperature)
+    BEADS["kind"] = args.beads
 
     names = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in names if t not in TOOLS]

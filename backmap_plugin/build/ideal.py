@@ -347,8 +347,8 @@ _FIT_DAMPING = 0.5
 _FIT_SWEEPS = 30
 
 
-def _constrain_trace(ca: torch.Tensor, same_segment: torch.Tensor, sweeps: int = _FIT_SWEEPS) -> torch.Tensor:
-    """Move bonded C-alpha atoms (``same_segment``, (R-1,) bool) towards 3.8 Angstrom apart."""
+def constrain_trace(ca: torch.Tensor, same_segment: torch.Tensor, sweeps: int = _FIT_SWEEPS) -> torch.Tensor:
+    """Move bonded C-alpha atoms (``same_segment``, (R-1,) bool) of (F, R, 3) traces towards 3.8 Angstrom apart."""
     ca = ca.clone()
     weight = same_segment.to(ca.dtype)[None, :, None]
     for _ in range(sweeps):
@@ -391,7 +391,7 @@ def backmap_ideal(beads: torch.Tensor, protein: ProteinTopology, mapping: Mappin
         present = protein.slot_mask.copy()
         present[:, chem.SLOT_OXT] = False
         same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=beads.device)
-        ca = _constrain_trace(beads, same)
+        ca = constrain_trace(beads, same)
         atoms = build(ca)
         kept = atoms.clone()
         best = torch.full(beads.shape[:1], float("inf"), dtype=beads.dtype, device=beads.device)
@@ -403,7 +403,7 @@ def backmap_ideal(beads: torch.Tensor, protein: ProteinTopology, mapping: Mappin
             kept[better] = atoms[better]
             if step == _FIT_STEPS:
                 break
-            ca = _constrain_trace(ca + _FIT_DAMPING * deviation, same)
+            ca = constrain_trace(ca + _FIT_DAMPING * deviation, same)
             atoms = build(ca)
         atoms = kept
     return atoms[:, None].expand(-1, samples, -1, -1, -1)

@@ -35,7 +35,7 @@ def _add_build(sub) -> None:
     )
     p.add_argument("sources", nargs="+", metavar="SRC", help="structure files or folders (searched recursively)")
     options.add_output(p, "cache folder", metavar="CACHE")
-    options.add_mapping(p)
+    options.add_mapping(p, auto=False)
     p.add_argument("--max-frames", type=int, default=50, help="frames kept per file, evenly spaced (default: 50)")
     p.add_argument("--workers", type=int, default=2, help="parallel processes (default: 2)")
     p.add_argument("--val-fraction", type=float, default=0.1,

@@ -162,15 +162,24 @@ def add_ph(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ph", type=float, default=7.0, help="pH for the hydrogens added (default: 7.0)")
 
 
-def add_mapping(parser: argparse.ArgumentParser) -> None:
-    """Add ``--mapping``: where a residue's bead sits, ``ca`` (default) or ``com``.
+def add_mapping(parser: argparse.ArgumentParser, auto: bool = True) -> None:
+    """Add ``--mapping``: where a residue's bead sits: ``auto`` (default), ``ca`` or ``com``.
 
     Parameters
     ----------
     parser : argparse.ArgumentParser
         The parser to extend.
+    auto : bool
+        Offer ``auto`` (decided from the input) as the default; otherwise
+        (making training data from all-atom files) the default is ``ca``.
     """
-    parser.add_argument("--mapping", default="ca", choices=["ca", "com"], help="where the bead sits (default: ca)")
+    if auto:
+        parser.add_argument("--mapping", default="auto", choices=["auto", "ca", "com"],
+                            help="where the beads sit: auto (default: decided from bead names and distances, "
+                                 "and said), ca (C-alpha atoms) or com (residue centres of mass)")
+    else:
+        parser.add_argument("--mapping", default="ca", choices=["ca", "com"],
+                            help="where the beads sit (default: ca)")
 
 
 def add_top(parser: argparse.ArgumentParser) -> None:

@@ -85,6 +85,8 @@ def run(args) -> int:
     )
     if args.json:
         write_json(args.json, result.to_dict())
+    if result.mapping_evidence:
+        print(f"mapping: {result.mapping_evidence}", file=sys.stderr)
     for line in result.report:
         print(f"note: {line}", file=sys.stderr)
     print(result.summary())

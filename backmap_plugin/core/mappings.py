@@ -67,6 +67,10 @@ class Mapping:
         """Atoms an all-atom residue needs for its bead to be defined."""
         return ()
 
+    def is_ca(self, n_residues: int) -> np.ndarray:
+        """(R,) bool: the residues whose bead is their C-alpha atom."""
+        return np.full(n_residues, self.bead_is_ca)
+
 
 class CAMapping(Mapping):
     """Bead at the C-alpha atom."""
@@ -82,13 +86,34 @@ class CAMapping(Mapping):
 
 
 class COMMapping(Mapping):
-    """Bead at the centre of mass of the residue's heavy atoms (OXT excluded)."""
+    """Bead at the centre of mass of the residue's heavy atoms (OXT excluded).
+
+    Parameters
+    ----------
+    ca_residues : array of bool, optional
+        (R,) residues whose bead is their C-alpha instead (the beads of
+        CALVADOS 3 linkers and tails, 3.8 Angstrom apart, between folded
+        domains of centre-of-mass beads). None: every bead a centre of mass.
+    """
 
     name = "com"
+
+    def __init__(self, ca_residues=None):
+        self.ca_residues = None if ca_residues is None or not np.any(ca_residues) else np.asarray(ca_residues, bool)
+
+    def is_ca(self, n_residues: int) -> np.ndarray:  # noqa: D102
+        if self.ca_residues is None:
+            return np.zeros(n_residues, bool)
+        if len(self.ca_residues) != n_residues:
+            raise ValueError(f"mapping has {len(self.ca_residues)} residues, the structure {n_residues}")
+        return self.ca_residues
 
     def bead_positions(self, slots, present, res_type):  # noqa: D102
         weights = SLOT_MASSES[np.asarray(res_type)] * np.asarray(present)
         weights = weights / weights.sum(-1, keepdims=True)
+        ca = self.is_ca(weights.shape[-2]) if self.ca_residues is not None else None
+        if ca is not None:
+            weights = np.where(ca[:, None], np.eye(chem.N_SLOTS)[chem.SLOT_CA], weights)
         if isinstance(slots, torch.Tensor):
             weights = torch.as_tensor(weights, dtype=slots.dtype, device=slots.device)
         return (slots * weights[..., None]).sum(-2)

@@ -23,6 +23,11 @@ Bonded pairs are excluded from both pair terms. Parameters (lambda, sigma,
 charge, mass) are the CALVADOS 2 values (Tesei & Lindorff-Larsen, Open
 Research Europe 2, 94 (2022)) in ``hps_parameters.csv``; the N- and
 C-terminal residues carry an extra +1 and -1 charge, as in CALVADOS.
+
+The force builders (:func:`harmonic_bond_force`, :func:`ashbaugh_hatch_force`,
+:func:`debye_huckel_force`), :func:`periodic_box_vectors`,
+:func:`read_parameter_table` and :func:`cg_topology` are shared with
+:mod:`.calvados3`.
 """
 
 from __future__ import annotations
@@ -43,12 +48,17 @@ __all__ = [
     "HPS_FORCE_GROUPS",
     "ResidueParameters",
     "ashbaugh_hatch_energy",
+    "ashbaugh_hatch_force",
     "cg_topology",
     "create_hps_system",
     "debye_huckel_energy",
+    "debye_huckel_force",
     "debye_huckel_parameters",
+    "harmonic_bond_force",
     "load_hps_parameters",
+    "periodic_box_vectors",
     "random_coil",
+    "read_parameter_table",
     "water_relative_permittivity",
 ]
 
@@ -96,6 +106,40 @@ class ResidueParameters:
     charge: float
 
 
+def read_parameter_table(path=None, packaged="hps_parameters.csv") -> dict:
+    """Read per-residue parameters from a CSV file or a packaged table.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        CSV with columns ``one, three, mass, lambda, sigma, charge`` (other
+        columns are ignored); lines starting with ``#`` are comments.
+    packaged : str, optional
+        File name of the table in this package read when ``path`` is None.
+
+    Returns
+    -------
+    dict
+        One-letter code -> :class:`ResidueParameters`.
+    """
+    if path is None:
+        text = resources.files(__package__).joinpath(packaged).read_text(encoding="utf-8")
+    else:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    rows = csv.DictReader(line for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    table = {}
+    for row in rows:
+        table[row["one"].strip().upper()] = ResidueParameters(
+            three=row["three"].strip().upper(),
+            mass=float(row["mass"]),
+            lambda_=float(row["lambda"]),
+            sigma=float(row["sigma"]),
+            charge=float(row["charge"]),
+        )
+    return table
+
+
 def load_hps_parameters(path=None) -> dict:
     """Read per-residue parameters from a CSV file.
 
@@ -111,22 +155,7 @@ def load_hps_parameters(path=None) -> dict:
     dict
         One-letter code -> :class:`ResidueParameters`.
     """
-    if path is None:
-        text = resources.files(__package__).joinpath("hps_parameters.csv").read_text(encoding="utf-8")
-    else:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    rows = csv.DictReader(line for line in text.splitlines() if line.strip() and not line.startswith("#"))
-    table = {}
-    for row in rows:
-        table[row["one"].strip().upper()] = ResidueParameters(
-            three=row["three"].strip().upper(),
-            mass=float(row["mass"]),
-            lambda_=float(row["lambda"]),
-            sigma=float(row["sigma"]),
-            charge=float(row["charge"]),
-        )
-    return table
+    return read_parameter_table(path, "hps_parameters.csv")
 
 
 def water_relative_permittivity(temperature: float) -> float:
@@ -281,7 +310,7 @@ def _zigzag(n, bond, min_distance):
     return xyz - xyz.mean(axis=0)
 
 
-def cg_topology(names, chain_id="A", first_id=1):
+def cg_topology(names, chain_id="A", first_id=1, chain_ids=None, residue_ids=None, chain_index=None):
     """CA-only OpenMM topology: one residue per bead, atom ``CA`` (carbon).
 
     Parameters
@@ -289,25 +318,43 @@ def cg_topology(names, chain_id="A", first_id=1):
     names : sequence of str
         Three-letter residue names.
     chain_id : str, optional
-        Chain identifier.
+        Chain identifier of every bead (when ``chain_ids`` is None).
     first_id : int, optional
-        Number of the first residue.
+        Number of the first residue (when ``residue_ids`` is None).
+    chain_ids : sequence of str, optional
+        Chain identifier of each bead.
+    residue_ids : sequence of str or int, optional
+        Residue number of each bead.
+    chain_index : sequence of int, optional
+        Chain of each bead: a new chain starts wherever it changes (default:
+        wherever the chain identifier changes).
 
     Returns
     -------
     openmm.app.Topology
-        One chain; consecutive beads bonded.
+        Consecutive beads of a chain bonded.
     """
     from openmm.app import Topology, element
 
+    n = len(names)
+    chain_ids = [chain_id] * n if chain_ids is None else list(chain_ids)
+    residue_ids = [first_id + k for k in range(n)] if residue_ids is None else list(residue_ids)
+    chain_index = chain_ids if chain_index is None else list(chain_index)
+    if not len(chain_ids) == len(residue_ids) == len(chain_index) == n:
+        raise ValueError(f"{n} names but {len(chain_ids)} chain ids, {len(residue_ids)} residue ids "
+                         f"and {len(chain_index)} chain indices")
     top = Topology()
-    chain = top.addChain(chain_id)
-    atoms = []
+    chain = None
+    previous = None
     for k, name in enumerate(names):
-        residue = top.addResidue(name, chain, str(first_id + k))
-        atoms.append(top.addAtom("CA", element.carbon, residue))
-    for a, b in zip(atoms[:-1], atoms[1:]):
-        top.addBond(a, b)
+        if chain is None or chain_index[k] != chain_index[k - 1]:
+            chain = top.addChain(chain_ids[k])
+            previous = None
+        residue = top.addResidue(name, chain, str(residue_ids[k]))
+        atom = top.addAtom("CA", element.carbon, residue)
+        if previous is not None:
+            top.addBond(previous, atom)
+        previous = atom
     return top
 
 
@@ -330,6 +377,144 @@ def _box_vectors(box):
     if arr.shape != (3, 3):
         raise ValueError(f"box must be an edge length, three edge lengths or 3x3 vectors (nm), got shape {arr.shape}")
     return [Vec3(*row) * unit.nanometer for row in arr.tolist()]
+
+
+def periodic_box_vectors(box, cutoff=DH_CUTOFF):
+    """Periodic box vectors of a CG system, checked against the pair cutoff.
+
+    Parameters
+    ----------
+    box : float, sequence or openmm.unit.Quantity or None
+        An edge length, three edge lengths or three vectors (nm); None for
+        a non-periodic system.
+    cutoff : float, optional
+        Longest pair cutoff (nm): every edge must be at least twice as long.
+
+    Returns
+    -------
+    list of openmm.Vec3 quantities, or None
+        None when ``box`` is None.
+    """
+    from openmm import unit
+
+    if box is None:
+        return None
+    vectors = _box_vectors(box)
+    shortest = min(v[k].value_in_unit(unit.nanometer) for k, v in enumerate(vectors))
+    if shortest < 2 * cutoff:
+        raise ValueError(
+            f"periodic box edge {shortest:.2f} nm is shorter than twice the {cutoff} nm Debye-Hueckel cutoff"
+        )
+    return vectors
+
+
+def _pair_method(periodic):
+    import openmm
+
+    return openmm.CustomNonbondedForce.CutoffPeriodic if periodic else openmm.CustomNonbondedForce.CutoffNonPeriodic
+
+
+def harmonic_bond_force(pairs, lengths, k, periodic=False, name="HPSBonds"):
+    """Harmonic bonds ``0.5*k*(r - b)^2`` between bead pairs.
+
+    Parameters
+    ----------
+    pairs : sequence of (int, int)
+        Bead indices.
+    lengths : float or sequence of float
+        Rest length of every pair, or one for all (nm).
+    k : float
+        Force constant, kJ/mol/nm^2.
+    periodic : bool, optional
+        Use the minimum image.
+    name : str, optional
+        Force name.
+
+    Returns
+    -------
+    openmm.HarmonicBondForce
+    """
+    import openmm
+
+    lengths = np.broadcast_to(np.asarray(lengths, dtype=np.float64), (len(pairs),))
+    force = openmm.HarmonicBondForce()
+    force.setName(name)
+    for (i, j), b in zip(pairs, lengths.tolist(), strict=True):
+        force.addBond(int(i), int(j), b, float(k))
+    force.setUsesPeriodicBoundaryConditions(bool(periodic))
+    return force
+
+
+def ashbaugh_hatch_force(sigmas, lambdas, periodic=False, epsilon=AH_EPSILON, cutoff=AH_CUTOFF):
+    """Ashbaugh-Hatch pair force (see :func:`ashbaugh_hatch_energy`), one particle per bead.
+
+    Parameters
+    ----------
+    sigmas, lambdas : sequence of float
+        Per-bead diameter (nm) and stickiness; pairs take arithmetic means.
+    periodic : bool, optional
+        Periodic cutoff (else non-periodic).
+    epsilon : float, optional
+        kJ/mol.
+    cutoff : float, optional
+        nm.
+
+    Returns
+    -------
+    openmm.CustomNonbondedForce
+        No exclusions yet.
+    """
+    import openmm
+
+    ah = openmm.CustomNonbondedForce(
+        "eps*select(step(r - 2^(1/6)*s), 4*l*(lj - shift), 4*(lj - l*shift) + 1 - l);"
+        "lj = (s/r)^12 - (s/r)^6; shift = (s/rc)^12 - (s/rc)^6;"
+        "s = 0.5*(s1 + s2); l = 0.5*(l1 + l2)"
+    )
+    ah.setName("AshbaughHatch")
+    ah.addGlobalParameter("eps", float(epsilon))
+    ah.addGlobalParameter("rc", float(cutoff))
+    ah.addPerParticleParameter("s")
+    ah.addPerParticleParameter("l")
+    for s, lam in zip(sigmas, lambdas, strict=True):
+        ah.addParticle([float(s), float(lam)])
+    ah.setCutoffDistance(float(cutoff))
+    ah.setNonbondedMethod(_pair_method(periodic))
+    return ah
+
+
+def debye_huckel_force(charges, prefactor, kappa, periodic=False, cutoff=DH_CUTOFF):
+    """Shifted Debye-Hueckel pair force (see :func:`debye_huckel_energy`), one particle per bead.
+
+    Parameters
+    ----------
+    charges : sequence of float
+        Per-bead charge, elementary charges.
+    prefactor, kappa : float
+        From :func:`debye_huckel_parameters`.
+    periodic : bool, optional
+        Periodic cutoff (else non-periodic).
+    cutoff : float, optional
+        nm.
+
+    Returns
+    -------
+    openmm.CustomNonbondedForce
+        No exclusions yet.
+    """
+    import openmm
+
+    dh = openmm.CustomNonbondedForce("A*q1*q2*(exp(-kappa*r)/r - exp(-kappa*rcdh)/rcdh)")
+    dh.setName("DebyeHueckel")
+    dh.addGlobalParameter("A", float(prefactor))
+    dh.addGlobalParameter("kappa", float(kappa))
+    dh.addGlobalParameter("rcdh", float(cutoff))
+    dh.addPerParticleParameter("q")
+    for q in charges:
+        dh.addParticle([float(q)])
+    dh.setCutoffDistance(float(cutoff))
+    dh.setNonbondedMethod(_pair_method(periodic))
+    return dh
 
 
 def _sequence_letters(sequence, table):
@@ -393,51 +578,16 @@ def create_hps_system(sequence, ionicStrength=0.15, temperature=298.0, box=None,
     system = openmm.System()
     for p in params:
         system.addParticle(p.mass)
-    periodic = box is not None
+    vectors = periodic_box_vectors(box)
+    periodic = vectors is not None
     if periodic:
-        vectors = _box_vectors(box)
-        shortest = min(v[k].value_in_unit(unit.nanometer) for k, v in enumerate(vectors))
-        if shortest < 2 * DH_CUTOFF:
-            raise ValueError(
-                f"periodic box edge {shortest:.2f} nm is shorter than twice the {DH_CUTOFF} nm "
-                "Debye-Hueckel cutoff"
-            )
         system.setDefaultPeriodicBoxVectors(*vectors)
-    method = openmm.CustomNonbondedForce.CutoffPeriodic if periodic else openmm.CustomNonbondedForce.CutoffNonPeriodic
 
-    bonds = openmm.HarmonicBondForce()
-    bonds.setName("HPSBonds")
     pairs = [(i, i + 1) for i in range(len(params) - 1)]
-    for i, j in pairs:
-        bonds.addBond(i, j, BOND_LENGTH, BOND_K)
-    bonds.setUsesPeriodicBoundaryConditions(periodic)
-
-    ah = openmm.CustomNonbondedForce(
-        "eps*select(step(r - 2^(1/6)*s), 4*l*(lj - shift), 4*(lj - l*shift) + 1 - l);"
-        "lj = (s/r)^12 - (s/r)^6; shift = (s/rc)^12 - (s/rc)^6;"
-        "s = 0.5*(s1 + s2); l = 0.5*(l1 + l2)"
-    )
-    ah.setName("AshbaughHatch")
-    ah.addGlobalParameter("eps", AH_EPSILON)
-    ah.addGlobalParameter("rc", AH_CUTOFF)
-    ah.addPerParticleParameter("s")
-    ah.addPerParticleParameter("l")
-    for p in params:
-        ah.addParticle([p.sigma, p.lambda_])
-    ah.setCutoffDistance(AH_CUTOFF)
-
-    dh = openmm.CustomNonbondedForce("A*q1*q2*(exp(-kappa*r)/r - exp(-kappa*rcdh)/rcdh)")
-    dh.setName("DebyeHueckel")
-    dh.addGlobalParameter("A", prefactor)
-    dh.addGlobalParameter("kappa", kappa)
-    dh.addGlobalParameter("rcdh", DH_CUTOFF)
-    dh.addPerParticleParameter("q")
-    for q in charges:
-        dh.addParticle([float(q)])
-    dh.setCutoffDistance(DH_CUTOFF)
-
+    bonds = harmonic_bond_force(pairs, BOND_LENGTH, BOND_K, periodic, name="HPSBonds")
+    ah = ashbaugh_hatch_force([p.sigma for p in params], [p.lambda_ for p in params], periodic)
+    dh = debye_huckel_force(charges, prefactor, kappa, periodic)
     for force in (ah, dh):
-        force.setNonbondedMethod(method)
         force.createExclusionsFromBonds(pairs, 1)
     for force, group in ((bonds, "bonds"), (ah, "ashbaugh_hatch"), (dh, "debye_huckel")):
         force.setForceGroup(HPS_FORCE_GROUPS[group])
@@ -449,4 +599,3 @@ def create_hps_system(sequence, ionicStrength=0.15, temperature=298.0, box=None,
     xyz = random_coil(len(params), seed=seed)
     positions = unit.Quantity([openmm.Vec3(*row) for row in xyz.tolist()], unit.nanometer)
     return topology, system, positions
-

@@ -25,6 +25,7 @@ N_RBF = 16
 RBF_MAX = 16.0
 SEQ_CLASSES = 11  # |i-j| = 1..4 either direction (8), farther same segment, other segment, self
 NODE_GEOMETRY = 12
+BEAD_FEATURES = 5
 
 
 @dataclass
@@ -45,6 +46,10 @@ class ResidueBatch:
         (R,) over the real residues in (g, i) order.
     layout : BackboneLayout
         Peptide units and segment ends of the flat residues.
+    bead_features : torch.Tensor or None
+        (G, L, BEAD_FEATURES) where the CG beads sit relative to the C-alpha
+        trace (:func:`bead_features`), for models that read beads other than
+        C-alpha atoms; None for C-alpha beads.
     """
 
     beads: torch.Tensor
@@ -54,6 +59,7 @@ class ResidueBatch:
     flat_res_type: np.ndarray
     flat_segment: np.ndarray
     layout: BackboneLayout
+    bead_features: torch.Tensor | None = None
 
     @property
     def n_real(self) -> int:
@@ -270,3 +276,26 @@ def frame_vectors(frames: torch.Tensor) -> torch.Tensor:
 def wrap(angle: torch.Tensor, period: float | torch.Tensor = 2 * math.pi) -> torch.Tensor:
     """Wrap angles to [-period/2, period/2)."""
     return torch.remainder(angle + period / 2, period) - period / 2
+
+
+def bead_features(batch: ResidueBatch, beads: torch.Tensor, is_com: torch.Tensor) -> torch.Tensor:
+    """Where each CG bead sits relative to its residue's C-alpha: (G, L, BEAD_FEATURES), invariant.
+
+    The flag of a centre-of-mass bead, and for those the bead's offset from
+    the C-alpha in the residue's local frame (:func:`local_frames` of the
+    trace in ``batch``) and its length, in units of 3 Angstrom; zeros for
+    C-alpha beads and padding.
+
+    Parameters
+    ----------
+    batch : ResidueBatch
+        The C-alpha trace.
+    beads : torch.Tensor
+        (G, L, 3) CG bead positions.
+    is_com : torch.Tensor
+        (G, L) bool, the bead is not the C-alpha.
+    """
+    frames = local_frames(batch)
+    flag = (is_com & batch.mask).to(beads.dtype)[..., None]
+    offset = torch.einsum("glc,gldc->gld", beads - batch.beads, frames) / 3.0
+    return torch.cat([flag, offset, offset.norm(dim=-1, keepdim=True)], -1) * flag

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backmap_plugin.build.ideal import place_side_chains
+from backmap_plugin.build.ideal import constrain_trace, place_side_chains
+from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.core.mappings import Mapping
+from backmap_plugin.core.geometry import build_residues
+from backmap_plugin.core.mappings import SLOT_MASSES, Mapping
 from backmap_plugin.core.topology import ProteinTopology
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.weights import load_model
@@ -23,6 +25,12 @@ RESIDUES_PER_PASS = 20000
 CANDIDATES = 8
 COST_WEIGHT = 0.3
 RISK_WEIGHT = 0.02
+#: Centre-of-mass models: cost of a side-chain candidate per Angstrom^2 by
+#: which the residue's centre of mass misses its bead, and the rounds in
+#: which the C-alpha trace is moved by what the built structure's beads miss
+#: (then rebuilt; the round whose beads lie closest is kept).
+BEAD_WEIGHT = 1.0
+BEAD_ROUNDS = 2
 
 
 class ModelMethod:
@@ -42,6 +50,7 @@ class ModelMethod:
 
     def __init__(self, path: str | None, device, temperature: float = 1.0):
         self.model = load_model(path, device)
+        self.path = path or "(shipped)"
         self.temperature = temperature
 
     def __call__(self, beads: torch.Tensor, protein: ProteinTopology, mapping: Mapping, samples: int, seeds) -> torch.Tensor:
@@ -50,13 +59,78 @@ class ModelMethod:
         A frame's structures depend only on its beads and seed, not on the
         other frames of the call.
         """
-        if not mapping.bead_is_ca:
+        reads_com = self.model.config.mapping == "com"
+        if not mapping.bead_is_ca and not reads_com:
             raise BackmapInputError(
-                f"the trained model backmaps C-alpha beads; mapping '{mapping.name}' needs --method ideal"
+                f"the model {self.path} reads C-alpha beads; beads at residue centres of mass need a "
+                "centre-of-mass model (the shipped one unless --model is given) or --method ideal"
             )
         with torch.inference_mode():
-            out = self._sample(beads, protein, samples, np.asarray(seeds, dtype=np.int64))
+            if reads_com:
+                out = self._sample_com(beads, protein, mapping, samples, np.asarray(seeds, dtype=np.int64))
+            else:
+                out = self._sample(beads, protein, samples, np.asarray(seeds, dtype=np.int64))
         return torch.cat(out).to(beads.dtype)
+
+    def _candidates(self, batch: G.ResidueBatch, frame_seeds: np.ndarray):
+        """Backbone (g, R, S, 3), side-chain candidates (g, K, R, S, 3) and their cost (g, K, R) of one sample."""
+        g, n_res = batch.mask.shape
+        mode = self.temperature == 0
+        backbone, ics, log_p, risk = self.model.sample_candidates(
+            batch, frame_seeds, temperature=max(self.temperature, 1e-3), mode=mode, n_candidates=CANDIDATES,
+        )
+        k = ics.shape[0]
+        cost = RISK_WEIGHT * risk if mode else -COST_WEIGHT * log_p
+        return (backbone.view(g, n_res, *backbone.shape[1:]), ics.view(k, g, n_res, *ics.shape[2:]).transpose(0, 1),
+                cost.view(k, g, n_res).transpose(0, 1))
+
+    def _sample_com(self, beads: torch.Tensor, protein: ProteinTopology, mapping: Mapping, samples: int,
+                    seeds: np.ndarray) -> list:
+        """Chunks of (f, samples, R, N_SLOTS, 3) from beads that are (mostly) not C-alpha atoms.
+
+        The locator finds the C-alpha trace (kept 3.8 Angstrom apart); the
+        decoder reads it with the beads' offsets; side-chain candidates pay
+        for missing their residue's bead (:data:`BEAD_WEIGHT`); then for
+        :data:`BEAD_ROUNDS` rounds the trace moves by what the structure's
+        beads miss and is rebuilt, keeping per frame the round closest to
+        the beads.
+        """
+        n_frames, n_res, _ = beads.shape
+        per_pass = max(1, RESIDUES_PER_PASS // n_res)
+        dev = beads.device
+        is_com = torch.as_tensor(~mapping.is_ca(n_res), device=dev)
+        same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev)
+        present = protein.slot_mask.copy()
+        present[:, chem.SLOT_OXT] = False
+        out = []
+        for start in range(0, n_frames, per_pass):
+            chunk = beads[start : start + per_pass].float()
+            g = chunk.shape[0]
+            dense = [np.broadcast_to(a, (g, n_res)) for a in (protein.res_type, np.ones(n_res, bool), protein.segment)]
+            com = is_com.expand(g, -1)
+            trace = constrain_trace(self.model.locator(G.make_batch(chunk, *dense), com), same)
+            per_sample = []
+            for s in range(samples):
+                frame_seeds = seeds[start : start + g] * 7919 + s
+                ca = trace
+                best = torch.full((g,), float("inf"), device=dev)
+                kept = None
+                for fit_round in range(BEAD_ROUNDS + 1):
+                    batch = G.make_batch(ca, *dense)
+                    batch.bead_features = G.bead_features(batch, chunk, com)
+                    backbone, ics, cost = self._candidates(batch, frame_seeds)
+                    cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, chunk, com)
+                    atoms = place_side_chains(backbone, protein, ics, cost)
+                    miss = (chunk - mapping.bead_positions(atoms, present, protein.res_type)) * com[..., None]
+                    mean = miss.norm(dim=-1).mean(-1)
+                    better = mean < best
+                    best = torch.where(better, mean, best)
+                    kept = atoms if kept is None else torch.where(better[:, None, None, None], atoms, kept)
+                    if fit_round < BEAD_ROUNDS:
+                        ca = constrain_trace(ca + miss, same)
+                per_sample.append(kept)
+            out.append(torch.stack(per_sample, 1))
+        return out
 
     def _sample(self, beads: torch.Tensor, protein: ProteinTopology, samples: int, seeds: np.ndarray) -> list:
         """Chunks of (f, samples, R, N_SLOTS, 3), float32."""
@@ -74,19 +148,35 @@ class ModelMethod:
             )
             per_sample = []
             for s in range(samples):
-                frame_seeds = seeds[start : start + g] * 7919 + s
-                mode = self.temperature == 0
-                backbone, ics, log_p, risk = self.model.sample_candidates(
-                    batch, frame_seeds, temperature=max(self.temperature, 1e-3), mode=mode, n_candidates=CANDIDATES,
-                )
-                k = ics.shape[0]
-                cost = RISK_WEIGHT * risk if mode else -COST_WEIGHT * log_p
-                atoms = place_side_chains(
-                    backbone.view(g, n_res, *backbone.shape[1:]),
-                    protein,
-                    ics.view(k, g, n_res, *ics.shape[2:]).transpose(0, 1),
-                    cost.view(k, g, n_res).transpose(0, 1),
-                )
-                per_sample.append(atoms)
+                backbone, ics, cost = self._candidates(batch, seeds[start : start + g] * 7919 + s)
+                per_sample.append(place_side_chains(backbone, protein, ics, cost))
             out.append(torch.stack(per_sample, 1))
         return out
+
+
+def candidate_bead_miss(backbone: torch.Tensor, ics: torch.Tensor, protein: ProteinTopology, beads: torch.Tensor,
+                        is_com: torch.Tensor) -> torch.Tensor:
+    """Squared distance (g, K, R) by which each side-chain candidate's residue centre of mass misses its bead.
+
+    Parameters
+    ----------
+    backbone : torch.Tensor
+        (g, R, N_SLOTS, 3) with N, CA, C, O placed.
+    ics : torch.Tensor
+        (g, K, R, N_SLOTS, 3) candidates' internal coordinates.
+    protein : ProteinTopology
+    beads : torch.Tensor
+        (g, R, 3) bead positions.
+    is_com : torch.Tensor
+        (g, R) bool, the bead is a centre of mass (C-alpha beads cost 0).
+    """
+    g, k, n_res = ics.shape[:3]
+    rt = torch.as_tensor(protein.res_type, device=backbone.device)
+    slots = [s for s in chem.BUILD_ORDER if chem.SLOT_CB <= s < chem.SLOT_OXT]
+    context = backbone[:, None].expand(-1, k, -1, -1, -1).reshape(g * k, n_res, *backbone.shape[2:])
+    atoms = build_residues(context, ics.reshape(g * k, n_res, *ics.shape[3:]), rt, slots=slots)[..., : chem.N_SLOTS, :]
+    weights = SLOT_MASSES[protein.res_type] * protein.slot_mask
+    weights[:, chem.SLOT_OXT] = 0.0
+    weights = torch.as_tensor(weights / weights.sum(-1, keepdims=True), dtype=atoms.dtype, device=atoms.device)
+    centre = (atoms * weights[..., None]).sum(-2).view(g, k, n_res, 3)
+    return ((centre - beads[:, None]) ** 2).sum(-1) * is_com[:, None]

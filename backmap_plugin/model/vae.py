@@ -30,6 +30,7 @@ from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, extend_with_context
 from backmap_plugin.model import graph as G
+from backmap_plugin.model.locator import BeadLocator
 from backmap_plugin.model.networks import EquivariantNet, InvariantNet, mlp
 from backmap_plugin.model.targets import Targets, chi_periods
 
@@ -65,6 +66,15 @@ class ModelConfig:
     w_cartesian: float = 0.2
     w_clash: float = 1.0
     clash_distance: float = 2.7
+    #: Beads the model reads: ``ca`` (C-alpha trace) or ``com`` (residue
+    #: centres of mass, with C-alpha beads where the mapping says so; a
+    #: :class:`~backmap_plugin.model.locator.BeadLocator` finds the C-alpha
+    #: trace and the beads' offsets from it are input features).
+    mapping: str = "ca"
+    locator_scalars: int = 32
+    locator_vectors: int = 8
+    locator_layers: int = 3
+    w_locate: float = 1.0
 
     def to_dict(self) -> dict:
         """Plain dict (for JSON)."""
@@ -133,13 +143,28 @@ class BackmapVAE(nn.Module):
         self.peptide_head = mlp([2 * c.hidden, c.hidden, 2 * c.bins])
         self.terminal_head = mlp([c.hidden, c.hidden, len(TERMINAL) * 2 * c.bins])
         self.rotamer_head = mlp([c.hidden, c.hidden, c.max_rotamers * 5])
+        if c.mapping not in ("ca", "com"):
+            raise ValueError(f"model mapping must be 'ca' or 'com', got {c.mapping!r}")
+        if c.mapping == "com":
+            self.locator = BeadLocator(c.type_dim, c.locator_scalars, c.locator_vectors, c.locator_layers,
+                                       c.k_invariant, c.cutoff)
+            # bead features enter beside the residue type; zero at first, so a
+            # warm start from a C-alpha model begins as that model
+            self.bead_embed = nn.Linear(G.BEAD_FEATURES, c.type_dim)
+            nn.init.zeros_(self.bead_embed.weight)
+            nn.init.zeros_(self.bead_embed.bias)
 
     # ------------------------------------------------------------------ parts
     def condition(self, batch: G.ResidueBatch) -> dict:
         """CG features shared by prior, encoder and decoder."""
         c = self.config
         frames = G.local_frames(batch)
-        scalars = torch.cat([self.type_embed(batch.res_type), G.node_geometry(batch)], -1)
+        types = self.type_embed(batch.res_type)
+        if c.mapping == "com":
+            if batch.bead_features is None:
+                raise ValueError("a centre-of-mass model needs the batch's bead_features")
+            types = types + self.bead_embed(batch.bead_features)
+        scalars = torch.cat([types, G.node_geometry(batch)], -1)
         # one neighbour search: the nearest k of the larger list are the nearest k
         nb = G.neighbours(batch, frames, max(c.k_equivariant, c.k_invariant), c.cutoff)
         return {

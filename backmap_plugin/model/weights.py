@@ -57,9 +57,13 @@ def save_model(model: BackmapVAE, path: str, meta: dict | None = None) -> None:
         json.dump(info, f, indent=1, default=float)
 
 
-def shipped_model_path() -> str | None:
-    """Path of the shipped weights, or None when the package has none."""
-    path = resources.files("backmap_plugin") / "weights" / "model.pt"
+#: Shipped weights file per kind of bead the model reads.
+SHIPPED_MODELS = {"ca": "model.pt", "com": "model_com.pt"}
+
+
+def shipped_model_path(beads: str = "ca") -> str | None:
+    """Path of the shipped weights for ``beads`` (``ca`` or ``com``), or None when the package has none."""
+    path = resources.files("backmap_plugin") / "weights" / SHIPPED_MODELS[beads]
     return str(path) if path.is_file() else None
 
 

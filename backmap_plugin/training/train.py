@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
+from backmap_plugin.core import chemistry as chem
 from backmap_plugin.io.atomic import atomic_path, atomic_write
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.targets import measure
@@ -55,6 +56,15 @@ class TrainConfig:
     #: initialisation (a deeper network warm-starts from a shallower one).
     #: Ignored when resuming.
     init: str | None = None
+    #: Centre-of-mass models (``model.mapping`` = ``com``): steps during
+    #: which the decoder reads the true C-alpha trace (plus noise of
+    #: ``com_trace_noise`` Angstrom) while the locator learns; afterwards it
+    #: reads the located trace, as in use.
+    locator_warmup: int = 500
+    com_trace_noise: float = 0.3
+    #: Fraction of crops with C-alpha beads in some regions (CALVADOS 3
+    #: linkers), the others all centres of mass.
+    mixed_fraction: float = 0.4
 
 
 def load_config(path: str | None) -> TrainConfig:
@@ -69,13 +79,84 @@ def load_config(path: str | None) -> TrainConfig:
     return TrainConfig(**data)
 
 
-def batch_terms(model: BackmapVAE, raw: dict, device: torch.device) -> dict:
-    """Loss terms of one collated batch from the sampler."""
-    batch = G.make_batch(raw["beads"].float().to(device), raw["res_type"], raw["residue_mask"], raw["segment"])
-    xyz = batch.to_flat(raw["xyz"].to(device).double())
+def com_training_beads(raw: dict, mixed_fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre-of-mass beads of a collated batch, with C-alpha regions in some crops.
+
+    In a fraction ``mixed_fraction`` of the crops 1-3 stretches of 4-30
+    residues keep C-alpha beads (as CALVADOS 3 linkers do); every other
+    bead is its residue's heavy-atom centre of mass
+    (:class:`~backmap_plugin.core.mappings.COMMapping`, the mapping used in
+    production). Gaussian noise of 0.05 Angstrom (centres of mass) and 0.15
+    (C-alpha beads: CALVADOS bonds spread about 0.17) is added.
+
+    Returns
+    -------
+    beads : torch.Tensor
+        (B, L, 3) float32, zero on padding.
+    is_com : torch.Tensor
+        (B, L) bool.
+    """
+    from backmap_plugin.core.mappings import COMMapping
+
+    xyz, present, mask = raw["xyz"].float(), raw["present"], raw["residue_mask"]
+    n_crops, length = mask.shape
+    is_com = mask.clone()
+    for b in range(n_crops):
+        if torch.rand((), generator=generator) >= mixed_fraction:
+            continue
+        n = int(mask[b].sum())
+        for _ in range(int(torch.randint(1, 4, (), generator=generator))):
+            size = int(torch.randint(4, 31, (), generator=generator))
+            start = int(torch.randint(0, max(1, n - size + 1), (), generator=generator))
+            is_com[b, start : start + size] = False
+    safe_present = present | ~mask[..., None]  # padding: any weights, masked below
+    com = COMMapping().bead_positions(xyz, safe_present.numpy(), raw["res_type"].numpy())
+    ca = xyz[..., chem.SLOT_CA, :]
+    sigma = torch.where(is_com, 0.05, 0.15)[..., None]
+    noise = torch.randn(xyz.shape[:2] + (3,), generator=generator) * sigma
+    beads = (torch.where(is_com[..., None], com, ca) + noise) * mask[..., None]
+    return beads, is_com
+
+
+def batch_terms(model: BackmapVAE, raw: dict, device: torch.device, located: bool = True,
+                generator: torch.Generator | None = None, cfg: TrainConfig | None = None) -> dict:
+    """Loss terms of one collated batch from the sampler.
+
+    For a centre-of-mass model the beads are made from the atoms
+    (:func:`com_training_beads`), the locator's C-alpha error is the
+    ``locate`` term, and the decoder reads the located trace (``located``)
+    or the true one plus noise.
+    """
+    mask = raw["residue_mask"]
+    xyz_dense = raw["xyz"].to(device)
+    if model.config.mapping == "com":
+        cfg = cfg or TrainConfig()
+        generator = generator or torch.Generator().manual_seed(0)
+        beads, is_com = com_training_beads(raw, cfg.mixed_fraction, generator)
+        beads, is_com = beads.to(device), is_com.to(device)
+        cg = G.make_batch(beads, raw["res_type"], mask, raw["segment"])
+        located_ca = model.locator(cg, is_com)
+        true_ca = xyz_dense[..., chem.SLOT_CA, :].float()
+        err = ((located_ca - true_ca) ** 2).sum(-1)[is_com & mask.to(device)]
+        if located:
+            trace = located_ca.detach()
+        else:
+            noise = torch.randn(true_ca.shape, generator=generator).to(device) * cfg.com_trace_noise
+            trace = torch.where(is_com[..., None], true_ca + noise, true_ca)
+        batch = G.make_batch(trace, raw["res_type"], mask, raw["segment"])
+        batch.bead_features = G.bead_features(batch, beads, is_com)
+    else:
+        batch = G.make_batch(raw["beads"].float().to(device), raw["res_type"], mask, raw["segment"])
+    xyz = batch.to_flat(xyz_dense.double())
     present = batch.to_flat(raw["present"].to(device))
     targets = measure(xyz, present, batch.flat_res_type, batch.layout)
-    return model.loss(batch, targets)
+    terms = model.loss(batch, targets)
+    if model.config.mapping == "com":
+        locate = err.mean() if err.numel() else err.new_zeros(())
+        terms["locate"] = locate
+        terms["locate_rmsd"] = locate.sqrt().detach()
+        terms["total"] = terms["total"] + model.config.w_locate * locate
+    return terms
 
 
 def _batches(cache, cfg: TrainConfig, split: str, seed: int, epoch_size: int):
@@ -88,9 +169,10 @@ def validate(model: BackmapVAE, cache, cfg: TrainConfig, device) -> dict:
     model.eval()
     sums: dict = {}
     n = 0
+    generator = torch.Generator().manual_seed(12345)
     with torch.no_grad():
         for raw in _batches(cache, cfg, "val", seed=12345, epoch_size=cfg.validation_batches * cfg.batch_size):
-            for k, v in batch_terms(model, raw, device).items():
+            for k, v in batch_terms(model, raw, device, generator=generator, cfg=cfg).items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             n += 1
     model.train()
@@ -152,7 +234,8 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
         for i, raw in enumerate(loader):
             if i < step % block:
                 continue
-            terms = batch_terms(model, raw, device)
+            generator = torch.Generator().manual_seed(cfg.seed * 1000003 + step)
+            terms = batch_terms(model, raw, device, located=step >= cfg.locator_warmup, generator=generator, cfg=cfg)
             opt.zero_grad()
             terms["total"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
