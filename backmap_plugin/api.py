@@ -22,9 +22,9 @@ from backmap_plugin import __version__
 from backmap_plugin.build.ideal import backmap_ideal
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.beads import MIN_BEAD_DISTANCE, first_close_pair, first_non_finite
+from backmap_plugin.core.detect import decide_mapping
 from backmap_plugin.core.device import select_device
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.core.detect import decide_mapping
 from backmap_plugin.core.mappings import COMMapping, Mapping, get_mapping
 from backmap_plugin.core.pbc import make_whole
 from backmap_plugin.core.topology import ProteinTopology, ResidueRecord, gather_slots, protein_topology, read_residues
@@ -147,6 +147,20 @@ class BeadReader:
         return out
 
 
+def _reads_martini(mapping, topology, source: str) -> bool:
+    """Whether the input is read as Martini 3 beads: ``auto`` or ``martini3`` and Martini protein beads present."""
+    name = mapping.name if isinstance(mapping, Mapping) else mapping
+    if name not in ("auto", "martini3"):
+        return False
+    from backmap_plugin.io.martini import has_martini_beads
+
+    if has_martini_beads(topology):
+        return True
+    if name == "martini3":
+        raise BackmapInputError(f"{source}: no Martini protein beads (atoms named BB in amino-acid residues)")
+    return False
+
+
 #: Bead names of Martini force fields (backbone and side-chain beads).
 _MARTINI_NAMES = {"BB", "SC1", "SC2", "SC3", "SC4", "SC5"}
 
@@ -195,8 +209,8 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
     names = {atom_names[a].strip().upper() for r in records for a in list(r.atoms.values()) + r.other_atoms}
     if "BB" in names and names <= _MARTINI_NAMES | {"CA"}:
         raise BackmapInputError(
-            f"{source}: the beads are named {', '.join(sorted(names))}: Martini beads; Martini input is not "
-            "supported yet (one bead per residue: C-alpha traces and residue centres of mass)"
+            f"{source}: the beads are named {', '.join(sorted(names))} but their residues are not Martini 3 "
+            "protein residues"
         )
     single = [len(r.atoms) + len(r.other_atoms) == 1 for r in records]
     if not all(single):
@@ -219,6 +233,28 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
     if decision.name == "ca":
         return get_mapping("ca"), decision.evidence
     return COMMapping(decision.ca_residues), decision.evidence
+
+
+class MartiniBeadReader:
+    """Martini 3 protein beads of input frames, as :class:`BeadReader` reads one bead per residue.
+
+    Parameters
+    ----------
+    intake : backmap_plugin.io.martini.MartiniIntake
+        The protein residues and their bead atoms (solvent, ions, lipids and
+        Go virtual sites left out).
+    """
+
+    def __init__(self, intake):
+        self.records = intake.records
+        self.bead_index = intake.bead_index
+        self.res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in intake.records])
+
+    def beads(self, xyz: np.ndarray) -> np.ndarray:
+        """(F, R, MAX_BEADS, 3) float32 beads of (F, n_atoms, 3) frames, Angstrom; zeros where a residue has no such bead."""
+        from backmap_plugin.io.martini import martini_beads
+
+        return martini_beads(np.asarray(xyz, dtype=np.float32), self.bead_index)
 
 
 def _check_finite_beads(beads: np.ndarray, labels: list, source: str, first_frame: int) -> None:
@@ -330,7 +366,9 @@ METHODS = ("ideal", "model")
 
 
 def model_beads(mapping: Mapping) -> str:
-    """The kind of model a mapping's beads need: ``ca`` (C-alpha trace) or ``com`` (centres of mass, mixed)."""
+    """The kind of model a mapping's beads need: ``ca`` (C-alpha trace), ``com`` (centres of mass, mixed) or ``martini3``."""
+    if mapping.name == "martini3":
+        return "martini3"
     return "ca" if mapping.bead_is_ca else "com"
 
 
@@ -350,6 +388,10 @@ def make_builder(method: str, model: str | None = None, device="cpu", temperatur
     shipped model for ``mapping``'s beads.
     """
     if method == "ideal":
+        if mapping is not None and mapping.name == "martini3":
+            from backmap_plugin.build.martini import backmap_martini3
+
+            return backmap_martini3
         return backmap_ideal
     from backmap_plugin.model.method import ModelMethod
 
@@ -486,24 +528,38 @@ class Backmapper:
         box=None,
     ):
         _check_options(method, samples)
-        records, self.report = read_residues(topology, source)
-        if not records:
-            raise BackmapInputError(f"{source}: no protein residues found")
         atom_names = [a.name for a in topology.atoms]
-        self.mapping, self.mapping_evidence = resolve_mapping(mapping, records, atom_names, first_frame, box, source,
-                                                              frame)
+        if _reads_martini(mapping, topology, source):
+            from backmap_plugin.build.martini import BREAK_DISTANCE as BREAK_DISTANCE_MARTINI
+            from backmap_plugin.io.martini import martini_residues
+
+            intake = martini_residues(topology, source, np.asarray(first_frame, dtype=np.float32))
+            records, self.report = intake.records, list(intake.report)
+            self.mapping = get_mapping("martini3")
+            skipped = ", ".join(f"{k} {n}" for k, n in intake.skipped.items())
+            self.mapping_evidence = (f"Martini 3 protein beads (BB, SC1 ...): {len(records)} residues"
+                                     + (f"; left out: {skipped}" if skipped else ""))
+            self._reader = MartiniBeadReader(intake)
+            default_break = BREAK_DISTANCE_MARTINI
+        else:
+            records, self.report = read_residues(topology, source)
+            if not records:
+                raise BackmapInputError(f"{source}: no protein residues found")
+            self.mapping, self.mapping_evidence = resolve_mapping(mapping, records, atom_names, first_frame, box,
+                                                                  source, frame)
+            self._reader = BeadReader(records, self.mapping, source, atom_names)
+            default_break = BREAK_DISTANCE_CA if self.mapping.bead_is_ca else BREAK_DISTANCE_OTHER
         method = method or default_method(self.mapping, model)
         if break_distance is None:
-            break_distance = BREAK_DISTANCE_CA if self.mapping.bead_is_ca else BREAK_DISTANCE_OTHER
+            break_distance = default_break
         self.method, self.samples, self.seed = method, samples, seed
         self.device = select_device(device)
         self.source = source
         self._build = make_builder(method, model, self.device, temperature, samples, self.mapping)
-        self._reader = BeadReader(records, self.mapping, source, atom_names)
         self._chain = np.array([r.chain for r in records])
         self._labels = [r.label() for r in records]
         self._break_distance = break_distance
-        beads = self._reader.beads(np.asarray(first_frame, dtype=np.float32)[None])
+        beads = self._anchors(self._reader.beads(np.asarray(first_frame, dtype=np.float32)[None]))
         _check_finite_beads(beads, self._labels, source, frame)
         beads = self._whole(beads, box, frame)[0]
         self.protein = protein_topology(records, beads, break_distance)
@@ -525,6 +581,28 @@ class Backmapper:
         kwargs.setdefault("source", "OpenMM topology")
         top, xyz = frames_from_openmm(topology, positions, source=kwargs["source"])
         return cls(top, xyz[0], **kwargs)
+
+    @staticmethod
+    def _anchors(beads: np.ndarray) -> np.ndarray:
+        """(F, R, 3): the beads, or of Martini beads (F, R, B, 3) the BB beads (NaN where any bead of the residue is not finite)."""
+        if beads.ndim == 3:
+            return beads
+        finite = np.isfinite(beads).all(axis=(-1, -2))
+        return np.where(finite[..., None], beads[:, :, 0], np.nan).astype(beads.dtype)
+
+    def _whole_martini(self, beads: np.ndarray, box, first_index: int) -> np.ndarray:
+        """Martini beads with chains whole: BB beads unwrapped along each chain, side-chain beads to the image nearest their BB."""
+        from backmap_plugin.core.pbc import bond_images, box_matrices
+
+        anchors = beads[:, :, 0]
+        whole = self._whole(anchors, box, first_index)
+        out = beads + (whole - anchors)[:, :, None]
+        vectors = box_matrices(box, len(beads))
+        if vectors is not None:
+            delta = (out[:, :, 1:] - out[:, :, :1]).reshape(len(out), -1, 3)
+            shift = (bond_images(delta, vectors) @ vectors).reshape(out[:, :, 1:].shape)
+            out[:, :, 1:] += shift.astype(out.dtype)
+        return out
 
     def _whole(self, beads: np.ndarray, box, first_index: int) -> np.ndarray:
         """Beads with every chain made whole across the periodic box (see :func:`~backmap_plugin.core.pbc.make_whole`)."""
@@ -565,9 +643,9 @@ class Backmapper:
             (``first_index`` + its place in the batch), chain and residues.
         """
         beads = self._reader.beads(np.asarray(xyz, dtype=np.float32))
-        _check_finite_beads(beads, self._labels, self.source, first_index)  # before unwrapping them
-        beads = self._whole(beads, box, first_index)
-        _check_close_beads(beads, self.protein, self.source, first_index)
+        _check_finite_beads(self._anchors(beads), self._labels, self.source, first_index)  # before unwrapping them
+        beads = self._whole(beads, box, first_index) if beads.ndim == 3 else self._whole_martini(beads, box, first_index)
+        _check_close_beads(self._anchors(beads), self.protein, self.source, first_index)
         beads = torch.as_tensor(beads, device=self.device)
         seeds = self.seed * 1_000_003 + first_index + np.arange(len(beads))
         with torch.no_grad():

@@ -793,6 +793,8 @@ def main(argv=None) -> int:
                         help="--split val: leave out entries with more residues; 0 keeps all (default: %(default)s)")
     parser.add_argument("--tools", default="ideal,pulchra,truth", help=f"comma-separated, from: {', '.join(TOOLS)} (default: %(default)s)")
     parser.add_argument("--groups", default=None, help="comma-separated group kinds (crystal, md) or name parts (adk, 1u19); default all")
+    parser.add_argument("--max-files", type=int, default=0,
+                        help="files per group at most, evenly spread over the sorted list (0 = all; for quick looks)")
     parser.add_argument("--max-frames", type=int, default=20, help="frames per MD trajectory, evenly spread; 0 = all (default: %(default)s)")
     parser.add_argument("--samples", type=int, default=4, help="samples per frame for stochastic tools (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
@@ -816,6 +818,10 @@ def main(argv=None) -> int:
     else:
         groups, skipped = discover_groups(args.data), []
     groups = select_groups(groups, args.groups)
+    if args.max_files:
+        for group in groups:
+            keep = frame_indices(len(group.files), args.max_files)
+            group.files = [group.files[i] for i in keep]
 
     per_structure: list[dict] = []
     group_rows: dict[str, dict[str, list]] = {}

@@ -1,10 +1,12 @@
 """Local backbone chemistry of raw ``backmap run`` output next to the experimental structures.
 
 For every SHIFTX2 crystal structure of ``visible_test`` (``shiftx2__*`` in
-the manifest), the structure is backmapped from its own C-alpha atoms with
-:func:`backmap_plugin.api.backmap` (default method, one sample, no
-refinement), and the same figures are measured on the output and on the
-experimental structure itself:
+the manifest), or with ``--split train`` a random sample of the train
+crystal structures (manifest ``kind`` crystal; ``--sample``, ``--seed``;
+for tuning: never tune on ``visible_test``), the structure is backmapped
+from its own C-alpha atoms with :func:`backmap_plugin.api.backmap` (default
+method or ``--method``, one sample, no refinement), and the same figures are
+measured on the output and on the experimental structure itself:
 
 * the four backbone bond angles N-CA-C, CA-C-O, CA-C-N(+1), C-N(+1)-CA(+1):
   root-mean-square deviation from Engh & Huber
@@ -13,13 +15,16 @@ experimental structure itself:
 * peptide planarity: percentage of peptide bonds with omega more than 20
   degrees from 180 (cis peptides counted apart, Pro and non-Pro);
 * Ramachandran favoured / outlier percentages
-  (:mod:`backmap_plugin.core.ramachandran`, the corpus contours).
+  (:mod:`backmap_plugin.core.ramachandran`, the corpus contours);
+* heavy-atom RMSD to the experimental structure (Kabsch fit, atoms present
+  in both), mean and median over structures (output only).
 
 Peptide bonds are those of the experimental structure (C(i)-N(i+1) at most
 2 A), so both sides are scored on the same residues. Measurement only:
 nothing is tuned on these files.
 
-Usage: ``python benchmarks/backbone_geometry.py [--limit N] [--json PATH]``
+Usage: ``python benchmarks/backbone_geometry.py [--split visible_test|train] [--sample N] [--seed S]
+[--method ideal|model] [--limit N] [--json PATH]``
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import argparse
 import csv
 import json
 import os
+import random
 import tempfile
 from pathlib import Path
 
@@ -38,7 +44,9 @@ from backmap_plugin.api import backmap
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import ramachandran as rama
 from backmap_plugin.core.checks import angle_values, dihedral_values
-from backmap_plugin.core.topology import read_residues
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.metrics import kabsch_rmsd
+from backmap_plugin.core.topology import gather_slots, read_residues
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ENGH_HUBER = {"N-CA-C": chem.ANGLE_N_CA_C, "CA-C-O": chem.ANGLE_CA_C_O,
@@ -88,6 +96,25 @@ def measure(records, xyz, bonded) -> dict:
     return out
 
 
+def heavy_rmsd(records, xyz, out_records, out_xyz) -> float:
+    """Heavy-atom RMSD (Kabsch fit) over the atoms both structures have (same residues)."""
+    truth, present = gather_slots(xyz[None], records)
+    out, out_present = gather_slots(out_xyz[None], out_records)
+    common = present & out_present
+    return float(kabsch_rmsd(out[0][common], truth[0][common])[0])
+
+
+def select_entries(split: str, sample: int, seed: int) -> list[str]:
+    """Entry ids: visible_test's SHIFTX2 crystal structures, or a seeded sample of train's crystal structures."""
+    with open(DATA / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if split == "visible_test":
+        return sorted({r["entry_id"] for r in rows if r["split"] == split and r["entry_id"].startswith("shiftx2__")})
+    entries = sorted({r["entry_id"] for r in rows if r["split"] == split and r["kind"] == "crystal"})
+    random.Random(seed).shuffle(entries)
+    return entries[:sample]
+
+
 def summarize(parts: list[dict]) -> dict:
     """Pooled figures over structures."""
     row = {}
@@ -105,37 +132,49 @@ def summarize(parts: list[dict]) -> dict:
     codes = np.concatenate([p["rama"] for p in parts])
     row["Rama favoured %"] = float(100 * np.mean(codes == rama.FAVOURED))
     row["Rama outliers %"] = float(100 * np.mean(codes == rama.OUTLIER))
+    rmsd = [p["rmsd"] for p in parts if "rmsd" in p]
+    row["heavy-atom RMSD mean"] = float(np.mean(rmsd)) if rmsd else "-"
+    row["heavy-atom RMSD median"] = float(np.median(rmsd)) if rmsd else "-"
     return row
 
 
 def main(argv=None) -> None:
     """Run the benchmark and print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--split", choices=("visible_test", "train"), default="visible_test",
+                        help="visible_test: its SHIFTX2 crystal structures (final figures only); "
+                             "train: a sample of its crystal structures (for tuning)")
+    parser.add_argument("--sample", type=int, default=60, help="train structures drawn (default 60)")
+    parser.add_argument("--seed", type=int, default=17, help="seed of the train sample (default 17)")
+    parser.add_argument("--method", choices=("ideal", "model"), help="builder (default: backmap's own choice)")
     parser.add_argument("--limit", type=int, default=0, help="first N structures only (default: all)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    with open(DATA / "manifest.csv", newline="") as f:
-        entries = [r["entry_id"] for r in csv.DictReader(f)
-                   if r["split"] == "visible_test" and r["entry_id"].startswith("shiftx2__")]
-    entries = sorted(set(entries))[: args.limit or None]
+    entries = select_entries(args.split, args.sample, args.seed)[: args.limit or None]
     truth_parts, output_parts = [], []
     with tempfile.TemporaryDirectory() as work:
         for entry in entries:
-            path = str(DATA / "visible_test" / f"{entry}.pdb.gz")
+            path = str(DATA / args.split / f"{entry}.pdb.gz")
             records, xyz = _records(path)
             bonded = rama.peptide_bonds([r.atoms for r in records], [r.chain for r in records], xyz)
             out = os.path.join(work, f"{entry}.pdb")
-            backmap(path, out, progress=False)
+            try:
+                backmap(path, out, method=args.method, progress=False)
+            except BackmapInputError as error:  # a structure the tool refuses is reported, not fatal
+                print(f"note: {entry}: {type(error).__name__}: {error}; skipped")
+                continue
             out_records, out_xyz = _records(out)
             if [r.name for r in out_records] != [r.name for r in records]:
                 print(f"note: {entry}: residues differ between input and output; skipped")
                 continue
             truth_parts.append(measure(records, xyz, bonded))
             output_parts.append(measure(out_records, out_xyz, bonded))
+            output_parts[-1]["rmsd"] = heavy_rmsd(records, xyz, out_records, out_xyz)
     rows = {"experimental": summarize(truth_parts), "backmap run (raw)": summarize(output_parts)}
     keys = list(rows["experimental"])
-    print(f"{len(truth_parts)} crystal structures of visible_test (SHIFTX2), "
-          f"{sum(len(p['N-CA-C']) for p in truth_parts)} residues")
+    which = "SHIFTX2" if args.split == "visible_test" else f"sample {args.sample}, seed {args.seed}"
+    print(f"{len(truth_parts)} crystal structures of {args.split} ({which}), "
+          f"{sum(len(p['N-CA-C']) for p in truth_parts)} residues, method {args.method or 'default'}")
     print("| figure | " + " | ".join(rows) + " |")
     print("|---|" + "---|" * len(rows))
     for key in keys:

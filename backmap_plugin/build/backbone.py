@@ -16,9 +16,11 @@ by NeRF with typical psi / phi values stored with the table.
 
 Rigid planes on a real trace cannot also give every residue its ideal
 N-CA-C angle (6 degrees rms off where experimental structures are 3), so
-the builders then call :func:`fit_backbone`, which moves N, C and O a
-little to meet all backbone bonds and angles together around the fixed
-C-alpha atoms.
+the builders then call :func:`fit_backbone`, which turns the peptides about
+their CA-CA axes and moves N, C and O a little to meet all backbone bonds
+and angles together, with planar peptides (omega near 180, or 0 where the
+C-alpha atoms are close enough for a cis peptide), around the fixed C-alpha
+atoms.
 
 Angles are radians, lengths Angstrom; all functions are torch and batched
 over leading axes.
@@ -298,6 +300,31 @@ FIT_TETHER = 0.15
 FIT_BOND_SIGMA = 0.01
 #: Largest move of one atom in one step (Angstrom): where the planes left an atom far off, it gets there in steps.
 FIT_MAX_STEP = 0.1
+#: Sigma (degrees) of omega, the torsion CA(i)-C-N-CA(i+1), about 180 (trans) or 0 (cis). Trans omega
+#: spreads by 5.0-5.4 degrees (sd) in train crystal structures, but the fit cannot move the C-alpha
+#: atoms and starts from plane angles 8 degrees off (median): a small twist is its cheapest way to
+#: absorb that, as real peptides do. Tuned on train crystal structures: 5-7 hold omega tighter (0.05 %
+#: beyond 20 degrees) but raised the Ramachandran outliers of the model's output (0.92 -> 1.01-1.08 %);
+#: 10 keeps 0.1-0.2 % beyond 20 degrees (experimental structures: 0.3-0.6 %) and the outliers near
+#: the old level.
+FIT_OMEGA_SIGMA = 10.0
+#: The same for cis peptides, which turn freely (below) and so need no twist to meet N-CA-C: the
+#: spread of omega itself.
+FIT_CIS_OMEGA_SIGMA = 5.0
+#: Sigma (Angstrom) of O's distance from the plane of CA(i), C(i), N(i+1). In train crystal structures
+#: O lies 0.04-0.055 A rms out of that plane, 4-6 % of them beyond 0.1 A; with 0.08 the fit gives the
+#: same (0.05 A, 5.5 %; 0.02 gave 0.02 A, and without the term 0.15 A, 45 %).
+FIT_O_PLANE_SIGMA = 0.08
+#: Sigma (degrees) of the turn of a trans peptide about its CA-CA axis away from the plane angle it was
+#: built with. Turning meets N-CA-C without twisting, but it follows N-CA-C alone: wider priors (6-10)
+#: gave N-CA-C a little better and more Ramachandran outliers. Cis peptides turn freely: the shipped
+#: table has none (its angle is off by 60 degrees there) and the model has seen few. Largest turn of
+#: one step (radians).
+FIT_TURN_SIGMA = 3.0
+FIT_MAX_TURN = 0.3
+#: Gauss-Newton share of a term between two moving atoms (or two turning peptides): both step at once,
+#: so each takes half of what it alone would need (1 made the fit oscillate, 0.02 A rms a step).
+FIT_SHARE = 2.0
 
 
 def _distance_restraint(a: float, b: float, theta: float, sigma: float) -> tuple[float, float]:
@@ -307,63 +334,117 @@ def _distance_restraint(a: float, b: float, theta: float, sigma: float) -> tuple
     return d, a * b * math.sin(t) / d * math.radians(sigma)
 
 
-_N, _CA, _C, _O = range(4)
-#: Within a residue: (atom, atom, distance, sigma); angle sigmas of Engh & Huber (1991).
+#: Within a residue, (distance, sigma) of N-CA, CA-C, C=O, N..C (N-CA-C) and CA..O (CA-C-O); angle
+#: sigmas of Engh & Huber (1991).
 _FIT_INTRA = (
-    (_N, _CA, chem.BOND_N_CA, FIT_BOND_SIGMA),
-    (_CA, _C, chem.BOND_CA_C, FIT_BOND_SIGMA),
-    (_C, _O, chem.BOND_C_O, FIT_BOND_SIGMA),
-    (_N, _C) + _distance_restraint(chem.BOND_N_CA, chem.BOND_CA_C, chem.ANGLE_N_CA_C, 2.8),
-    (_CA, _O) + _distance_restraint(chem.BOND_CA_C, chem.BOND_C_O, chem.ANGLE_CA_C_O, 2.1),
+    (chem.BOND_N_CA, FIT_BOND_SIGMA),
+    (chem.BOND_CA_C, FIT_BOND_SIGMA),
+    (chem.BOND_C_O, FIT_BOND_SIGMA),
+    _distance_restraint(chem.BOND_N_CA, chem.BOND_CA_C, chem.ANGLE_N_CA_C, 2.8),
+    _distance_restraint(chem.BOND_CA_C, chem.BOND_C_O, chem.ANGLE_CA_C_O, 2.1),
 )
-
-
-#: Sigma (Angstrom) of the O(i)...CA(i+1) distance, which holds the peptide planar (omega).
-FIT_PLANE_SIGMA = 0.05
+#: Sigma (Angstrom) of the O(i)...CA(i+1) distance (where O lies within the peptide plane).
+FIT_O_CA_SIGMA = 0.05
 
 
 def _fit_inter(ca_c_n: float, c_n_ca: float, unit: dict) -> tuple:
-    """Across a peptide bond: (atom of i, atom of i+1, distance, sigma); ``unit`` is the ideal peptide's layout."""
+    """Across a peptide bond, (distance, sigma) of C-N, CA(i)..N (CA-C-N), C..CA(i+1) (C-N-CA), O..N
+    (O-C-N) and O..CA(i+1); ``unit`` is the ideal peptide's layout."""
     o_c_n = 360.0 - ca_c_n - chem.ANGLE_CA_C_O
     o_ca = math.hypot(unit["length"] - unit["C_u"] - unit["O_u"], unit["C_w"] + unit["O_w"])
     return (
-        (_C, _N, chem.BOND_C_N, FIT_BOND_SIGMA),
-        (_CA, _N) + _distance_restraint(chem.BOND_CA_C, chem.BOND_C_N, ca_c_n, 2.0),
-        (_C, _CA) + _distance_restraint(chem.BOND_C_N, chem.BOND_N_CA, c_n_ca, 1.8),
-        (_O, _N) + _distance_restraint(chem.BOND_C_O, chem.BOND_C_N, o_c_n, 1.6),
-        (_O, _CA, o_ca, FIT_PLANE_SIGMA),
+        (chem.BOND_C_N, FIT_BOND_SIGMA),
+        _distance_restraint(chem.BOND_CA_C, chem.BOND_C_N, ca_c_n, 2.0),
+        _distance_restraint(chem.BOND_C_N, chem.BOND_N_CA, c_n_ca, 1.8),
+        _distance_restraint(chem.BOND_C_O, chem.BOND_C_N, o_c_n, 1.6),
+        (o_ca, FIT_O_CA_SIGMA),
     )
 
 
 _FIT_TRANS = _fit_inter(chem.ANGLE_CA_C_N, chem.ANGLE_C_N_CA, PEPTIDE)
 _FIT_CIS = _fit_inter(chem.ANGLE_CA_C_N_CIS, chem.ANGLE_C_N_CA_CIS, CIS_PEPTIDE)
 
+# The fit keeps vectors coordinate-first, (3, ...), and symmetric 3x3 matrices as two such tensors, the
+# diagonal (xx, yy, zz) and the off-diagonal (xy, yz, zx): every operation then runs over whole
+# contiguous rows instead of broadcasting over small trailing axes (several times faster on CPUs). The
+# moving atoms are stacked as (3, 3, ..., R): coordinate, then N, C, O.
+_MN, _MC, _MO = range(3)
 
-def _solve_symmetric_3x3(h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``h^-1 g`` for batched symmetric positive-definite 3x3 ``h`` (adjugate formula)."""
-    a, b, c = h[..., 0, 0], h[..., 0, 1], h[..., 0, 2]
-    d, e, f = h[..., 1, 1], h[..., 1, 2], h[..., 2, 2]
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(0)
+
+
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+
+
+def _outer(u: torch.Tensor, scale: torch.Tensor, diagonal=0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scale * u u^T + diagonal * I`` as its diagonal (xx, yy, zz) and off-diagonal (xy, yz, zx) parts."""
+    return scale * (u * u) + diagonal, scale * (u * u.roll(-1, 0))
+
+
+def _solve(diagonal: torch.Tensor, off: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``h^-1 g`` for symmetric positive-definite ``h`` (diagonal, off-diagonal parts as :func:`_outer`
+    gives them) and vectors ``g`` (adjugate formula)."""
+    (a, d, f), (b, e, c) = diagonal, off
     ca, cb, cc = d * f - e * e, c * e - b * f, b * e - c * d
     cd, ce, cf = a * f - c * c, b * c - a * e, a * d - b * b
     det = a * ca + b * cb + c * cc
-    gx, gy, gz = g[..., 0], g[..., 1], g[..., 2]
-    return torch.stack([ca * gx + cb * gy + cc * gz, cb * gx + cd * gy + ce * gz,
-                        cc * gx + ce * gy + cf * gz], -1) / det[..., None]
+    gx, gy, gz = g
+    return torch.stack([ca * gx + cb * gy + cc * gz, cb * gx + cd * gy + ce * gz, cc * gx + ce * gy + cf * gz]) / det
+
+
+def _springs(xa: torch.Tensor, xb: torch.Tensor, d0: torch.Tensor, k: torch.Tensor, share: torch.Tensor):
+    """Harmonic distance terms between ``xa`` and ``xb``.
+
+    Returns the energy gradient on ``xb`` (minus that on ``xa``), (3, ...), and the Hessian block of
+    either atom (as :func:`_outer`): Gauss-Newton plus the positive transverse part of a stretched term (without
+    it an atom pulled sideways overshoots), times ``share``.
+    """
+    v = xb - xa
+    d = torch.sqrt(_dot(v, v)).clamp(min=1e-6)
+    u = v / d
+    side = k * (1 - d0 / d).clamp(min=0)
+    return (k * (d - d0)) * u, _outer(u, share * (k - side), share * side)
+
+
+def _column(values, like: torch.Tensor) -> torch.Tensor:
+    """``values`` as a (len, 1, ..., 1) tensor that broadcasts over the axes of ``like`` after the first."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device).reshape((len(values),) + (1,) * (like.dim() - 1))
 
 
 def fit_backbone(slots: torch.Tensor, layout: BackboneLayout, steps: int = FIT_STEPS) -> torch.Tensor:
-    """Fit N, C and O to Engh & Huber geometry around fixed C-alpha atoms.
+    """Fit N, C and O to Engh & Huber geometry and planar peptides around fixed C-alpha atoms.
 
     Rigid ideal peptide planes hung on a real C-alpha trace leave N-CA-C
     wherever two neighbouring planes meet (6 degrees rms, where experimental
-    structures have 3). This fit lets N, C and O move a little from the
-    planes' placement (harmonic tether of :data:`FIT_TETHER`) so that bond
-    lengths, the N-CA-C, CA-C-O, CA-C-N, C-N-CA and O-C-N angles (written as
-    1-3 distances with Engh & Huber sigmas) and the planarity of the peptide
-    (the O(i)...CA(i+1) distance) are met together; cis peptides
-    (C-alpha atoms closer than :data:`MIN_PEPTIDE_LENGTH`) use cis angles,
-    and peptides across chain breaks are not restrained. Each step solves,
-    per atom, the 3x3 Gauss-Newton system of its restraints.
+    structures have 3). This fit lets N, C and O move from the planes'
+    placement (harmonic tether of :data:`FIT_TETHER`) so that bond lengths,
+    the N-CA-C, CA-C-O, CA-C-N, C-N-CA and O-C-N angles (1-3 distances with
+    Engh & Huber sigmas), the O(i)...CA(i+1) distance, omega
+    (:data:`FIT_OMEGA_SIGMA`) and O in the peptide plane
+    (:data:`FIT_O_PLANE_SIGMA`) are met together. Cis peptides (C-alpha
+    atoms closer than :data:`MIN_PEPTIDE_LENGTH`) use cis angles and omega
+    0 (:data:`FIT_CIS_OMEGA_SIGMA`); peptides across chain breaks are not
+    restrained.
+
+    Omega needs its own harmonic term: distances alone hold a peptide planar
+    only to fourth order in its twist, so a peptide whose C-alpha atoms are
+    closer than the ideal 3.80 A buckled out of plane, and the fit relieved
+    N-CA-C by twisting peptides, worst at cis peptides, whose plane angle
+    the table does not know. With omega held, N-CA-C is met by turning
+    whole peptides about their CA-CA axes instead.
+
+    Each step (1) turns every peptide unit C(i), O(i), N(i+1) rigidly about
+    its CA-CA axis by one Newton step of the N-CA-C terms at both ends and
+    a prior on the turn (:data:`FIT_TURN_SIGMA`; none for cis peptides),
+    then (2) moves each of N, C and O by one Gauss-Newton step of its own
+    terms (3x3 system), the other atoms held; terms between two moving atoms
+    count twice in each one's system (:data:`FIT_SHARE`), so that their
+    simultaneous steps do not overshoot.
+
+    Differentiable (the builders' bead fits take gradients through it).
 
     Parameters
     ----------
@@ -377,49 +458,96 @@ def fit_backbone(slots: torch.Tensor, layout: BackboneLayout, steps: int = FIT_S
     torch.Tensor
         A copy of ``slots`` with N, C and O moved; C-alpha atoms unchanged.
     """
-    backbone = [chem.SLOT_N, chem.SLOT_CA, chem.SLOT_C, chem.SLOT_O]
-    x0 = [slots[..., slot, :].contiguous() for slot in backbone]  # N, CA, C, O: (..., R, 3) each
-    x = [p.clone() for p in x0]
     dtype, device = slots.dtype, slots.device
-    # consecutive residues i, i+1 as slices; weight 0 where they are not a peptide bond
+    nco = [chem.SLOT_N, chem.SLOT_C, chem.SLOT_O]
+    ca = slots[..., chem.SLOT_CA, :].movedim(-1, 0)  # (3, ..., R)
+    x = slots[..., nco, :].movedim((-1, -2), (0, 1)).contiguous()  # (3, N/C/O, ..., R)
+    moved = torch.zeros_like(x)  # by the atoms' own steps (not the turns of their peptide): the tether's
     bonded = torch.zeros(slots.shape[-3] - 1, dtype=dtype, device=device)
     bonded[torch.as_tensor(layout.first[layout.bonded], device=device)] = 1.0
-    cis = torch.linalg.norm(x0[_CA][..., 1:, :] - x0[_CA][..., :-1, :], dim=-1) < MIN_PEPTIDE_LENGTH
-    inter = [(a, b, torch.where(cis, dc, dt), torch.where(cis, 1.0 / sc ** 2, 1.0 / st ** 2) * bonded)
-             for (a, b, dt, st), (_, _, dc, sc) in zip(_FIT_TRANS, _FIT_CIS)]
+    ca_i, ca_j = ca[..., :-1], ca[..., 1:]
+    axis = ca_j - ca_i
+    length = torch.sqrt(_dot(axis, axis))
+    axis = axis / length.clamp(min=1e-6)
+    cis = length < MIN_PEPTIDE_LENGTH  # (..., P)
+    # the axis each atom turns about (N(i+1), C(i), O(i) with peptide i; the first N and the last C and O
+    # with none: by 0, about any axis)
+    other = torch.zeros_like(ca[..., :1])
+    other[0] = 1.0
+    axes = torch.stack([torch.cat([other, axis], -1), torch.cat([axis, other], -1)], 1)[:, [0, 1, 1]]
+    col = lambda values: _column(values, ca)
+    intra = (col([d for d, _ in _FIT_INTRA]), col([1.0 / s ** 2 for _, s in _FIT_INTRA]),
+             col([1.0, 1.0, FIT_SHARE, FIT_SHARE, 1.0]))
+    inter = (torch.where(cis, col([d for d, _ in _FIT_CIS]), col([d for d, _ in _FIT_TRANS])),
+             torch.where(cis, col([1 / s ** 2 for _, s in _FIT_CIS]), col([1 / s ** 2 for _, s in _FIT_TRANS])) * bonded,
+             col([FIT_SHARE, 1.0, 1.0, FIT_SHARE, 1.0]))
+    # atoms of the terms within a residue, out of N, C, O, CA: N-CA, CA-C, C=O, N..C, CA..O
+    intra_a = torch.tensor([0, 3, 1, 0, 3], device=device)
+    intra_b = torch.tensor([3, 1, 2, 1, 2], device=device)
     k_tether = 1.0 / FIT_TETHER ** 2
-    eye = torch.eye(3, dtype=dtype, device=device) * k_tether
-    moving = (_N, _C, _O)
-
-    def spring(xa, xb, d0, k):
-        v = xb - xa
-        d = torch.linalg.norm(v, dim=-1, keepdim=True).clamp(min=1e-6)
-        u = v / d
-        force = (k * (d[..., 0] - d0))[..., None] * u  # gradient of the energy on b (minus on a)
-        return force, (k[..., None, None] if torch.is_tensor(k) else k) * u[..., :, None] * u[..., None, :]
+    k_omega = torch.where(cis, 1.0 / math.radians(FIT_CIS_OMEGA_SIGMA) ** 2, 1.0 / math.radians(FIT_OMEGA_SIGMA) ** 2) * bonded
+    omega0 = torch.where(cis, 0.0, math.pi).to(dtype)
+    k_plane = bonded / FIT_O_PLANE_SIGMA ** 2
+    k_turn = torch.where(cis, 0.0, 1.0 / math.radians(FIT_TURN_SIGMA) ** 2).to(dtype)
+    turned = torch.zeros_like(length)
+    d_nc, k_nc = _FIT_INTRA[3][0], 1.0 / _FIT_INTRA[3][1] ** 2
 
     for _ in range(steps):
-        grad = {m: k_tether * (x[m] - x0[m]) for m in moving}
-        hess = {m: eye.expand(x[m].shape + (3,)).clone() for m in moving}
-        for a, b, d0, sigma in _FIT_INTRA:
-            force, uu = spring(x[a], x[b], d0, 1.0 / sigma ** 2)
-            for atom, sign in ((a, -1.0), (b, 1.0)):
-                if atom in grad:
-                    grad[atom] += sign * force
-                    hess[atom] += uu
-        for a, b, d0, k in inter:
-            force, uu = spring(x[a][..., :-1, :], x[b][..., 1:, :], d0, k)
-            if a in grad:
-                grad[a][..., :-1, :] -= force
-                hess[a][..., :-1, :, :] += uu
-            if b in grad:
-                grad[b][..., 1:, :] += force
-                hess[b][..., 1:, :, :] += uu
-        for m in moving:
-            step = _solve_symmetric_3x3(hess[m], grad[m])
-            size = torch.linalg.norm(step, dim=-1, keepdim=True)
-            x[m] = x[m] - step * (FIT_MAX_STEP / size.clamp(min=FIT_MAX_STEP))  # no atom jumps: steps stay Newton-sized
+        # 1. every peptide turns about its CA-CA axis: one Newton step of what the turn changes, its
+        # prior and N-CA-C at both ends (N(i)..C(i), C(i+1)..N(i+1))
+        r = x - ca[:, None]
+        t = _cross(axes, r)  # d r / d turn
+        v_c, v_n = x[:, _MC, ..., :-1] - x[:, _MN, ..., :-1], x[:, _MN, ..., 1:] - x[:, _MC, ..., 1:]
+        d_c, d_n = torch.sqrt(_dot(v_c, v_c)).clamp(min=1e-6), torch.sqrt(_dot(v_n, v_n)).clamp(min=1e-6)
+        u_c, u_n = _dot(v_c, t[:, _MC, ..., :-1]) / d_c, _dot(v_n, t[:, _MN, ..., 1:]) / d_n
+        g = k_turn * turned + k_nc * ((d_c - d_nc) * u_c + (d_n - d_nc) * u_n)
+        h = k_turn + FIT_SHARE * k_nc * (u_c * u_c + u_n * u_n) + 1e-6
+        delta = (-g / h * bonded).clamp(-FIT_MAX_TURN, FIT_MAX_TURN)
+        turned = turned + delta
+        zero = delta.new_zeros(delta.shape[:-1] + (1,))
+        angle = torch.stack([torch.cat([zero, delta], -1), torch.cat([delta, zero], -1)])[[0, 1, 1]]
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        x = ca[:, None] + r * cos + t * sin + axes * (_dot(axes, r) * (1 - cos))
+
+        # 2. N, C and O: each one Gauss-Newton step of its own terms, the other atoms held
+        full = torch.cat([x, ca[:, None]], 1)  # N, C, O, CA
+        f, (hd, ho) = _springs(full.index_select(1, intra_a), full.index_select(1, intra_b), *intra)
+        grad = k_tether * moved + torch.stack([-f[:, 0] - f[:, 3], f[:, 1] - f[:, 2] + f[:, 3], f[:, 2] + f[:, 4]], 1)
+        hess_d = k_tether + torch.stack([hd[:, 0] + hd[:, 3], hd[:, 1] + hd[:, 2] + hd[:, 3], hd[:, 2] + hd[:, 4]], 1)
+        hess_o = torch.stack([ho[:, 0] + ho[:, 3], ho[:, 1] + ho[:, 2] + ho[:, 3], ho[:, 2] + ho[:, 4]], 1)
+        # across peptide bonds: C-N, CA(i)..N, C..CA(i+1), O..N, O..CA(i+1)
+        c, o, n = x[:, _MC, ..., :-1], x[:, _MO, ..., :-1], x[:, _MN, ..., 1:]
+        f, hh = _springs(torch.stack([c, ca_i, c, o, o], 1), torch.stack([n, n, ca_j, n, ca_j], 1), *inter)
+        g_c, g_o, g_n = -f[:, 0] - f[:, 2], -f[:, 3] - f[:, 4], f[:, 0] + f[:, 1] + f[:, 3]
+        h_c, h_o, h_n = ([h[:, 0] + h[:, 2] for h in hh], [h[:, 3] + h[:, 4] for h in hh],
+                         [h[:, 0] + h[:, 1] + h[:, 3] for h in hh])
+        # omega, the torsion CA(i)-C-N-CA(i+1), on C and N (gradient of Blondel & Karplus 1996)
+        f, gg, hh = ca_i - c, c - n, ca_j - n
+        a, b = _cross(f, gg), _cross(hh, gg)
+        aa, bb = _dot(a, a).clamp(min=1e-12), _dot(b, b).clamp(min=1e-12)
+        gn = torch.sqrt(_dot(gg, gg)).clamp(min=1e-6)
+        omega = torch.atan2(_dot(_cross(b, a), gg) / gn, _dot(a, b))
+        dev = k_omega * (torch.remainder(omega - omega0 + math.pi, 2 * math.pi) - math.pi)
+        fg, hg = _dot(f, gg) / gn, _dot(hh, gg) / gn
+        normal = a / torch.sqrt(aa)  # of the plane CA(i), C, N(i+1)
+        a, b = a / aa, b / bb
+        w_c, w_n = (gn + fg) * a - hg * b, (hg - gn) * b - fg * a
+        g_c, g_n, g_o = g_c + dev * w_c, g_n + dev * w_n, g_o + (k_plane * _dot(o - c, normal)) * normal
+        # O in that plane (above): a term on O alone, which follows the plane
+        for h, (d_, o_) in ((h_c, _outer(w_c, FIT_SHARE * k_omega)), (h_n, _outer(w_n, FIT_SHARE * k_omega)),
+                            (h_o, _outer(normal, k_plane))):
+            h[0], h[1] = h[0] + d_, h[1] + o_
+        # (grad and hess are new tensors: adding to them in place is safe for autograd)
+        grad[:, _MN, ..., 1:] += g_n
+        grad[:, _MC, ..., :-1] += g_c
+        grad[:, _MO, ..., :-1] += g_o
+        for hess, part in ((hess_d, 0), (hess_o, 1)):
+            hess[:, _MN, ..., 1:] += h_n[part]
+            hess[:, _MC, ..., :-1] += h_c[part]
+            hess[:, _MO, ..., :-1] += h_o[part]
+        step = _solve(hess_d, hess_o, grad)
+        step = step * (FIT_MAX_STEP / torch.sqrt(_dot(step, step)).clamp(min=FIT_MAX_STEP))  # no atom jumps
+        x, moved = x - step, moved - step
     out = slots.clone()
-    for slot, atom in zip(backbone, x):
-        out[..., slot, :] = atom
+    out[..., nco, :] = x.movedim((0, 1), (-1, -2))
     return out

@@ -338,6 +338,17 @@ def place_side_chains(
     return atoms * mask[..., None]
 
 
+def relieve_clashes(atoms: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
+    """Relieve side-chain clashes of built structures (F, R, N_SLOTS, 3) by chi-angle steps, as :func:`place_side_chains` ends."""
+    dev = atoms.device
+    rt = torch.as_tensor(protein.res_type, device=dev)
+    mask = torch.as_tensor(chem.SLOT_EXISTS[protein.res_type], device=dev)
+    mask[:, chem.SLOT_OXT] = torch.as_tensor(protein.c_terminal, device=dev)
+    segment = torch.as_tensor(protein.segment, device=dev)
+    return relax.relieve_clashes(atoms, mask, rt, segment, RELIEF_STEPS, RELIEF_DISTANCE, RELIEF_RESTRAINT,
+                                 RELIEF_STEP_SIZE, RELIEF_MAX_TURN, RELIEF_MARGIN, RELIEF_TRIGGER) * mask[..., None]
+
+
 #: Fitting a C-alpha trace to non-CA beads: damped fixed-point steps, and
 #: constraint sweeps that keep bonded C-alpha atoms 3.8 Angstrom apart (the
 #: builder's peptide planes assume it; without them ~20 % of bonds come out
@@ -405,5 +416,7 @@ def backmap_ideal(beads: torch.Tensor, protein: ProteinTopology, mapping: Mappin
                 break
             ca = constrain_trace(ca + _FIT_DAMPING * deviation, same)
             atoms = build(ca)
-        atoms = kept
+        from backmap_plugin.build.settle import settle_on_beads  # (settle imports this module)
+
+        atoms = settle_on_beads(kept, protein, beads, lambda x: mapping.bead_positions(x, present, protein.res_type))
     return atoms[:, None].expand(-1, samples, -1, -1, -1)

@@ -122,7 +122,23 @@ class COMMapping(Mapping):
         return ("CA",)
 
 
-MAPPINGS = {m.name: m for m in (CAMapping(), COMMapping())}
+class Martini3Mapping(Mapping):
+    """Martini 3 protein beads (BB, SC1 ...) as martinize2 places them (:mod:`backmap_plugin.core.martini3`).
+
+    ``bead_positions`` returns (..., R, MAX_BEADS, 3), one row per bead of
+    :data:`~backmap_plugin.core.martini3.MARTINI3_BEADS` (zeros where a
+    residue type has no such bead).
+    """
+
+    name = "martini3"
+
+    def bead_positions(self, slots, present, res_type):  # noqa: D102
+        from backmap_plugin.core.martini3 import martini3_bead_positions
+
+        return martini3_bead_positions(slots, present, res_type)
+
+
+MAPPINGS = {m.name: m for m in (CAMapping(), COMMapping(), Martini3Mapping())}
 
 
 def get_mapping(name: str | Mapping) -> Mapping:

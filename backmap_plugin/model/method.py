@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from backmap_plugin.build.ideal import constrain_trace, place_side_chains
+from backmap_plugin.build.settle import settle_on_beads
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.geometry import build_residues
@@ -26,11 +27,8 @@ CANDIDATES = 8
 COST_WEIGHT = 0.3
 RISK_WEIGHT = 0.02
 #: Centre-of-mass models: cost of a side-chain candidate per Angstrom^2 by
-#: which the residue's centre of mass misses its bead, and the rounds in
-#: which the C-alpha trace is moved by what the built structure's beads miss
-#: (then rebuilt; the round whose beads lie closest is kept).
+#: which the residue's centre of mass misses its bead.
 BEAD_WEIGHT = 1.0
-BEAD_ROUNDS = 2
 
 
 class ModelMethod:
@@ -90,10 +88,9 @@ class ModelMethod:
 
         The locator finds the C-alpha trace (kept 3.8 Angstrom apart); the
         decoder reads it with the beads' offsets; side-chain candidates pay
-        for missing their residue's bead (:data:`BEAD_WEIGHT`); then for
-        :data:`BEAD_ROUNDS` rounds the trace moves by what the structure's
-        beads miss and is rebuilt, keeping per frame the round closest to
-        the beads.
+        for missing their residue's bead (:data:`BEAD_WEIGHT`); then the
+        structure settles onto the beads
+        (:func:`~backmap_plugin.build.settle.settle_on_beads`).
         """
         n_frames, n_res, _ = beads.shape
         per_pass = max(1, RESIDUES_PER_PASS // n_res)
@@ -108,27 +105,15 @@ class ModelMethod:
             g = chunk.shape[0]
             dense = [np.broadcast_to(a, (g, n_res)) for a in (protein.res_type, np.ones(n_res, bool), protein.segment)]
             com = is_com.expand(g, -1)
-            trace = constrain_trace(self.model.locator(G.make_batch(chunk, *dense), com), same)
+            batch = G.make_batch(constrain_trace(self.model.locator(G.make_batch(chunk, *dense), com), same), *dense)
+            batch.bead_features = G.bead_features(batch, chunk, com)
             per_sample = []
             for s in range(samples):
-                frame_seeds = seeds[start : start + g] * 7919 + s
-                ca = trace
-                best = torch.full((g,), float("inf"), device=dev)
-                kept = None
-                for fit_round in range(BEAD_ROUNDS + 1):
-                    batch = G.make_batch(ca, *dense)
-                    batch.bead_features = G.bead_features(batch, chunk, com)
-                    backbone, ics, cost = self._candidates(batch, frame_seeds)
-                    cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, chunk, com)
-                    atoms = place_side_chains(backbone, protein, ics, cost)
-                    miss = (chunk - mapping.bead_positions(atoms, present, protein.res_type)) * com[..., None]
-                    mean = miss.norm(dim=-1).mean(-1)
-                    better = mean < best
-                    best = torch.where(better, mean, best)
-                    kept = atoms if kept is None else torch.where(better[:, None, None, None], atoms, kept)
-                    if fit_round < BEAD_ROUNDS:
-                        ca = constrain_trace(ca + miss, same)
-                per_sample.append(kept)
+                backbone, ics, cost = self._candidates(batch, seeds[start : start + g] * 7919 + s)
+                cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, chunk, com)
+                atoms = place_side_chains(backbone, protein, ics, cost)
+                per_sample.append(settle_on_beads(atoms, protein, chunk,
+                                                  lambda x: mapping.bead_positions(x, present, protein.res_type)))
             out.append(torch.stack(per_sample, 1))
         return out
 

@@ -62,7 +62,9 @@ SHIPPED_MODELS = {"ca": "model.pt", "com": "model_com.pt"}
 
 
 def shipped_model_path(beads: str = "ca") -> str | None:
-    """Path of the shipped weights for ``beads`` (``ca`` or ``com``), or None when the package has none."""
+    """Path of the shipped weights for ``beads`` (``ca``, ``com`` ...), or None when the package has none."""
+    if beads not in SHIPPED_MODELS:
+        return None
     path = resources.files("backmap_plugin") / "weights" / SHIPPED_MODELS[beads]
     return str(path) if path.is_file() else None
 

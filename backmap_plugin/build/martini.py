@@ -1,0 +1,448 @@
+"""Heavy atoms fitted to Martini 3 beads (deterministic).
+
+The input is what ``martinize2`` makes of a protein (force field
+``martini3001``): per residue a backbone bead ``BB`` (the mass-weighted
+centre of N, CA, C, O, and of OXT at a C terminus) and up to five
+side-chain beads ``SC1`` ... (:mod:`backmap_plugin.core.martini3`). The
+builder makes heavy atoms with ideal bond lengths and angles whose beads,
+computed by the same mapping, lie on the input beads:
+
+1. **Start of the C-alpha trace** (:func:`initial_trace`). The BB beads,
+   bonded C-alpha atoms held 3.8 Angstrom apart
+   (:func:`backmap_plugin.build.ideal.constrain_trace`), then damped
+   fixed-point steps that move every C-alpha by what the BB bead of the
+   built backbone (:func:`backmap_plugin.build.backbone.build_backbone`,
+   OXT included) misses.
+2. **Side-chain candidates** (:func:`side_chain_candidates`). Every rotamer
+   of the library (:func:`backmap_plugin.build.rotamers.load_rotamers`) is a
+   start; Levenberg-Marquardt steps on its chi angles (:func:`fit_chis`, all
+   candidates of all residues at once, analytic derivatives of rigid turns
+   about the chi bonds) pull its side-chain beads onto the input. A
+   candidate's cost is :data:`BEAD_WEIGHT` times the squared distance its
+   beads still miss by plus the rotamer-frequency cost of the ideal builder.
+3. **Joint fit** (:func:`fit_beads`), :data:`FIT_ROUNDS` rounds: each
+   residue takes its cheapest candidate (the previous round's fit is one
+   more), then Adam steps move the C-alpha atoms, the peptide-plane
+   rotations, the terminal torsions and the chi angles together so that all
+   beads lie on the input, with restraints that keep bonded C-alpha atoms
+   3.8 Angstrom apart and N-CA-C near its ideal angle (the peptide planes
+   are rigid and ideal, so N-CA-C is the one backbone angle the fit can
+   spoil; it comes out with an rms deviation of about 3 degrees, as in
+   crystal structures).
+4. **Placement.** The C-alpha trace is constrained to 3.8 Angstrom, the
+   candidates are fitted again on the final backbone (the joint fit's side
+   chain is one more candidate), and
+   :func:`backmap_plugin.build.ideal.place_side_chains` picks among them,
+   cheapest first, so that side chains do not overlap, and relieves the
+   clashes left by small chi turns. (The backbone is not passed through
+   :func:`~backmap_plugin.build.backbone.fit_backbone`: that moves N and C,
+   hence CB and every side-chain bead, off the fit.)
+
+Bond lengths and angles are ideal throughout: side chains only turn about
+their chi bonds (proline keeps its library puckers, which close the ring),
+the peptide planes are rigid. Every peptide comes out trans (the trace is
+held at 3.8 Angstrom). Everything is torch, batched over frames and
+vectorised over residues. The fit runs in float64 (:data:`FIT_DTYPE`) with
+element-wise Adam updates, so a frame's result does not depend on the other
+frames of the batch. Lengths are Angstrom, angles radians.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from backmap_plugin.build import relax
+from backmap_plugin.build.backbone import backbone_dofs, build_backbone
+from backmap_plugin.build.ideal import (
+    FREQUENCY_WEIGHT,
+    constrain_trace,
+    place_side_chains,
+    side_chain_internal,
+)
+from backmap_plugin.build.rotamers import load_rotamers
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import martini3 as m3
+from backmap_plugin.core.geometry import bond_angle, build_residues, place_atom
+from backmap_plugin.core.topology import ProteinTopology
+
+#: BB-BB distance (Angstrom) above which consecutive residues are not bonded (chain break). Bonded BB
+#: beads of train crystal structures lie 2.5-4.0 Angstrom apart (99.9 % below 3.95; the largest seen 5.0).
+BREAK_DISTANCE = 5.0
+
+#: Start of the C-alpha trace: damped fixed-point steps on the BB beads.
+TRACE_STEPS = 10
+TRACE_DAMPING = 0.7
+
+#: Weight of the side-chain bead misfit (per Angstrom^2) in a candidate's cost; the rotamer-frequency
+#: cost and the overlap term of :func:`~backmap_plugin.build.ideal.place_side_chains` are in the same units.
+BEAD_WEIGHT = 1.0
+#: Levenberg-Marquardt fit of the chi angles (:func:`fit_chis`): iterations, the start of the damping,
+#: the restraint to the start (Angstrom^2 per rad^2: it settles the chi angles the beads leave free,
+#: e.g. lysine's chi3, chi4) and the largest turn per iteration (rad).
+CHI_STEPS = 10
+CHI_DAMPING = 0.1
+CHI_RESTRAINT = 0.05
+CHI_MAX_TURN = 0.6
+
+#: Joint fit (:func:`fit_beads`): rounds of candidate choice, Adam steps per round, step size
+#: (Angstrom for C-alpha atoms, rad for angles), decaying linearly to FIT_FINAL_FRACTION of it.
+FIT_ROUNDS = 2
+FIT_STEPS = 50
+FIT_STEP_SIZE = 0.1
+FIT_FINAL_FRACTION = 0.1
+#: Restraints of the joint fit: bonded C-alpha atoms 3.8 Angstrom apart (per Angstrom^2) and N-CA-C
+#: near its ideal angle (per rad^2), against the squared bead misfit (Angstrom^2).
+BOND_WEIGHT = 10.0
+ANGLE_WEIGHT = 10.0
+#: Floating-point type of the fit (float64: a frame's result does not hinge on rounding that differs
+#: with the batch).
+FIT_DTYPE = torch.float64
+#: Adam's epsilon: gradients much smaller than this (flat directions, e.g. a lysine's last chi angles)
+#: take small steps instead of full ones of random sign.
+FIT_EPS = 1e-3
+
+_SIDE_BUILD = [s for s in chem.BUILD_ORDER if chem.SLOT_CB <= s < chem.SLOT_OXT]
+
+
+def bead_weights(protein: ProteinTopology) -> np.ndarray:
+    """Normalised Martini 3 weights of the atoms the builder makes.
+
+    Parameters
+    ----------
+    protein : ProteinTopology
+
+    Returns
+    -------
+    numpy.ndarray
+        (R, MAX_BEADS, N_SLOTS): bead ``b`` of residue ``r`` is
+        ``weights[r, b] @ slots[r]``, the same as
+        :func:`backmap_plugin.core.martini3.martini3_bead_positions` with
+        ``protein.slot_mask`` (OXT in BB at C termini). Rows of beads a
+        residue does not have are 0.
+    """
+    w = m3.WEIGHTS[protein.res_type] * protein.slot_mask[:, None, :]
+    total = w.sum(-1, keepdims=True)
+    return np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+
+
+def _chi_movable(res_type: np.ndarray) -> np.ndarray:
+    """(R, 4) bool: chi angles the fits turn (all but proline's: its ring closes only for the library puckers)."""
+    movable = chem.CHI_EXISTS[res_type].copy()
+    movable[res_type == chem.RESIDUE_INDEX["PRO"]] = False
+    return movable
+
+
+def _with_oxt(backbone: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
+    """``backbone`` (..., R, N_SLOTS, 3) with OXT placed at C termini as the ideal builder places it."""
+    dtype, dev = backbone.dtype, backbone.device
+    c, ca, o = backbone[..., chem.SLOT_C, :], backbone[..., chem.SLOT_CA, :], backbone[..., chem.SLOT_O, :]
+    oxt = place_atom(c, ca, o, torch.tensor(chem.BOND_C_OXT, dtype=dtype, device=dev),
+                     torch.tensor(math.radians(chem.ANGLE_CA_C_OXT), dtype=dtype, device=dev),
+                     torch.tensor(math.pi, dtype=dtype, device=dev))
+    terminal = torch.as_tensor(protein.c_terminal, device=dev)[:, None]
+    oxt = torch.where(terminal, oxt, backbone[..., chem.SLOT_OXT, :])
+    return torch.cat([backbone[..., : chem.SLOT_OXT, :], oxt[..., None, :]], -2)
+
+
+def initial_trace(bb: torch.Tensor, protein: ProteinTopology, steps: int | None = None) -> torch.Tensor:
+    """A C-alpha trace whose backbone's BB beads lie near the input's.
+
+    Parameters
+    ----------
+    bb : torch.Tensor
+        (F, R, 3) BB beads, Angstrom.
+    protein : ProteinTopology
+    steps : int, optional
+        Damped fixed-point steps (:data:`TRACE_DAMPING`); default :data:`TRACE_STEPS`.
+
+    Returns
+    -------
+    torch.Tensor
+        (F, R, 3); bonded C-alpha atoms 3.8 Angstrom apart.
+    """
+    steps = TRACE_STEPS if steps is None else steps
+    w_bb = torch.as_tensor(bead_weights(protein)[:, 0], dtype=bb.dtype, device=bb.device)  # (R, S)
+    same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=bb.device)
+    ca = constrain_trace(bb, same)
+    for _ in range(steps):
+        backbone = _with_oxt(build_backbone(ca, protein.backbone_layout, protein.res_type), protein)
+        ca = constrain_trace(ca + TRACE_DAMPING * (bb - torch.einsum("rs,frsc->frc", w_bb, backbone)), same)
+    return ca
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+
+
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a1, a2, a3 = a.unbind(-1)
+    b1, b2, b3 = b.unbind(-1)
+    return torch.stack([a2 * b3 - a3 * b2, a3 * b1 - a1 * b3, a1 * b2 - a2 * b1], -1)
+
+
+def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor, target: torch.Tensor,
+             movable: torch.Tensor, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Turn side chains about their chi bonds so that their beads lie on targets (Levenberg-Marquardt).
+
+    Each row is one residue in one conformation, fitted on its own: the
+    loss is the sum over its beads of the squared distance to the target
+    plus :data:`CHI_RESTRAINT` times the squared chi turns. Derivatives are
+    those of rigid turns (an atom moved by chi k moves by ``u_k x (x - o_k)``
+    per radian); a step is taken only where it lowers the loss (the damping
+    falls after a taken step and rises after a refused one). Atoms move by
+    :func:`backmap_plugin.build.relax.turn_chis`, so bonds and angles stay
+    as built.
+
+    Parameters
+    ----------
+    atoms : torch.Tensor
+        (N, N_SLOTS, 3) built residues.
+    res_type : torch.Tensor
+        (N,) long.
+    weights : torch.Tensor
+        (N, B, N_SLOTS) normalised bead weights (rows of absent beads 0).
+    target : torch.Tensor
+        (N, B, 3) bead targets (0 where the bead is absent).
+    movable : torch.Tensor
+        (N, 4) bool, chi angles that may turn.
+    steps : int, optional
+        Iterations; default :data:`CHI_STEPS`.
+
+    Returns
+    -------
+    delta : torch.Tensor
+        (N, 4) chi turns (radians).
+    misfit : torch.Tensor
+        (N,) sum of squared bead distances after the fit (Angstrom^2).
+    atoms : torch.Tensor
+        (N, N_SLOTS, 3) turned residues.
+    """
+    steps = CHI_STEPS if steps is None else steps
+    dev, dtype = atoms.device, atoms.dtype
+    tables = relax._tables()  # the chi bonds and moved atoms of relax.turn_chis, which moves the atoms here
+    moved = tables.moved.to(dev)[res_type].to(dtype)  # (N, S, 4)
+    axis = tables.axis.to(dev)[res_type]  # (N, 4, 2)
+    free = movable.to(dtype)
+    rows = torch.arange(len(atoms), device=dev)[:, None]
+    eye = torch.eye(4, dtype=dtype, device=dev)
+    delta = atoms.new_zeros(len(atoms), 4)
+    damping = torch.full((len(atoms),), CHI_DAMPING, dtype=dtype, device=dev)
+
+    def residual(x):
+        return torch.einsum("nbs,nsc->nbc", weights, x) - target
+
+    x = atoms
+    r = residual(x)
+    loss = r.pow(2).sum((-1, -2))
+    for _ in range(steps if bool(movable.any()) else 0):
+        origin = x[rows, axis[:, :, 1]]  # (N, 4, 3)
+        u = _unit(origin - x[rows, axis[:, :, 0]])
+        # d bead_b / d chi_k = u_k x (sum_a w_ba moved_ak x_a - (sum_a w_ba moved_ak) o_k)
+        lever = torch.einsum("nbs,nsk,nsc->nbkc", weights, moved, x)
+        share = torch.einsum("nbs,nsk->nbk", weights, moved)
+        jac = _cross(u[:, None].expand_as(lever), lever - share[..., None] * origin[:, None]) * free[:, None, :, None]
+        diagonal = (CHI_RESTRAINT + damping)[:, None, None] + (1 - free)[:, :, None]  # fixed chis: step 0
+        normal = torch.einsum("nbkc,nbjc->nkj", jac, jac) + diagonal * eye
+        grad = torch.einsum("nbkc,nbc->nk", jac, r) + CHI_RESTRAINT * delta
+        step = (-torch.linalg.solve(normal, grad[..., None])[..., 0] * free).clamp(-CHI_MAX_TURN, CHI_MAX_TURN)
+        trial = delta + step
+        x_trial = relax.turn_chis(atoms, res_type, trial)
+        r_trial = residual(x_trial)
+        loss_trial = r_trial.pow(2).sum((-1, -2)) + CHI_RESTRAINT * trial.pow(2).sum(-1)
+        better = loss_trial < loss + CHI_RESTRAINT * delta.pow(2).sum(-1)
+        delta = torch.where(better[:, None], trial, delta)
+        x = torch.where(better[:, None, None], x_trial, x)
+        r = torch.where(better[:, None, None], r_trial, r)
+        loss = r.pow(2).sum((-1, -2))
+        damping = torch.where(better, damping * 0.3, damping * 10.0)
+    return delta, loss, x
+
+
+def side_chain_candidates(backbone: torch.Tensor, protein: ProteinTopology, target: torch.Tensor,
+                          extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every library rotamer of every residue, its chi angles fitted to the side-chain beads.
+
+    Parameters
+    ----------
+    backbone : torch.Tensor
+        (F, R, N_SLOTS, 3) with N, CA, C placed.
+    protein : ProteinTopology
+    target : torch.Tensor
+        (F, R, MAX_BEADS - 1, 3) input side-chain beads.
+    extra : torch.Tensor, optional
+        (F, R, 4) chi angles of one more candidate per residue (e.g. a
+        previous fit), frequency cost that of the residue's commonest
+        rotamer.
+
+    Returns
+    -------
+    chis : torch.Tensor
+        (F, K, R, 4) fitted chi angles, radians.
+    cost : torch.Tensor
+        (F, K, R) :data:`BEAD_WEIGHT` times the squared bead misfit plus the
+        rotamer-frequency cost; inf for candidates a residue does not have.
+    """
+    n_frames = backbone.shape[0]
+    dev, dtype = backbone.device, backbone.dtype
+    rot = load_rotamers()
+    rt = protein.res_type
+    k_max = max(1, int(rot.count[rt].max(initial=1)))
+    chis = torch.as_tensor(np.nan_to_num(rot.chis[rt, :k_max]), dtype=dtype, device=dev).transpose(0, 1)  # (K, R, 4)
+    freq = torch.as_tensor(rot.freq[rt, :k_max], dtype=dtype, device=dev).T  # (K, R)
+    k = torch.arange(k_max, device=dev)[:, None]
+    has = (torch.as_tensor(rot.count[rt], device=dev)[None] > k) | (k == 0)
+    freq_cost = torch.where(has, -FREQUENCY_WEIGHT * torch.log(freq.clamp(min=1e-3)), float("inf"))
+    chis = chis[None].expand(n_frames, -1, -1, -1)
+    freq_cost = freq_cost[None].expand(n_frames, -1, -1)
+    if extra is not None:
+        chis = torch.cat([extra[:, None], chis], 1)
+        freq_cost = torch.cat([freq_cost[:, :1], freq_cost], 1)
+    f, c, r = torch.nonzero(torch.isfinite(freq_cost), as_tuple=True)
+    rt_t = torch.as_tensor(rt, device=dev)
+    atoms = build_residues(backbone[f, r], side_chain_internal(rt[r.cpu().numpy()], chis[f, c, r]), rt_t[r],
+                           slots=_SIDE_BUILD)
+    weights = torch.as_tensor(bead_weights(protein)[:, 1:], dtype=dtype, device=dev)
+    movable = torch.as_tensor(_chi_movable(rt), device=dev)
+    delta, misfit, _ = fit_chis(atoms, rt_t[r], weights[r], target[f, r], movable[r])
+    fitted = chis.clone()
+    fitted[f, c, r] = chis[f, c, r] + delta
+    cost = torch.full(freq_cost.shape, float("inf"), dtype=dtype, device=dev)
+    cost[f, c, r] = BEAD_WEIGHT * misfit + freq_cost[f, c, r]
+    return fitted, cost
+
+
+def _cheapest(chis: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
+    """(F, R, 4) chi angles of each residue's cheapest candidate."""
+    best = cost.argmin(1)
+    return torch.gather(chis, 1, best[:, None, :, None].expand(-1, 1, -1, chis.shape[-1]))[:, 0]
+
+
+def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Tensor, protein: ProteinTopology,
+              steps: int | None = None) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """Adam steps on the C-alpha trace, peptide planes and chi angles so that all beads lie on the input.
+
+    The loss is the squared distance of every bead (OXT in BB at C
+    termini) to the input, plus :data:`BOND_WEIGHT` times the squared
+    deviation of bonded C-alpha distances from 3.8 Angstrom and
+    :data:`ANGLE_WEIGHT` times the squared deviation of N-CA-C from its
+    ideal angle. The backbone is that of
+    :func:`~backmap_plugin.build.backbone.build_backbone` with the plane
+    rotations and terminal torsions ``dofs``; side chains are built from
+    the chi angles (proline's stay).
+
+    Parameters
+    ----------
+    ca : torch.Tensor
+        (F, R, 3) start trace.
+    dofs : dict
+        Start backbone degrees of freedom (:func:`~backmap_plugin.build.backbone.backbone_dofs`).
+    chis : torch.Tensor
+        (F, R, 4) start chi angles.
+    beads : torch.Tensor
+        (F, R, MAX_BEADS, 3) input beads (0 where absent).
+    protein : ProteinTopology
+    steps : int, optional
+        Default :data:`FIT_STEPS`.
+
+    Returns
+    -------
+    ca, dofs, chis
+        Fitted, same shapes (not differentiable).
+    """
+    steps = FIT_STEPS if steps is None else steps
+    dev, dtype = ca.device, ca.dtype
+    layout = protein.backbone_layout
+    weights = torch.as_tensor(bead_weights(protein), dtype=dtype, device=dev)
+    exists = torch.as_tensor(m3.BEAD_EXISTS[protein.res_type], device=dev).to(dtype)
+    bonded = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev).to(dtype)
+    rt = torch.as_tensor(protein.res_type, device=dev)
+    free = torch.as_tensor(_chi_movable(protein.res_type), device=dev).to(dtype)
+    ideal_angle = math.radians(chem.ANGLE_N_CA_C)
+    start = chis.detach()
+    names = list(dofs)
+    params = [ca.detach().clone(), torch.zeros_like(start)] + [dofs[k].detach().clone() for k in names]
+    first, second = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    beta1, beta2 = 0.9, 0.999
+    for step in range(steps):
+        with torch.enable_grad():
+            leaves = [p.requires_grad_() for p in params]
+            trace, turn = leaves[0], leaves[1]
+            backbone = build_backbone(trace, layout, protein.res_type, dict(zip(names, leaves[2:])))
+            atoms = _with_oxt(build_residues(backbone, side_chain_internal(protein.res_type, start + turn * free), rt,
+                                             slots=_SIDE_BUILD), protein)
+            miss = torch.einsum("rbs,frsc->frbc", weights, atoms) - beads
+            loss = (miss.pow(2).sum(-1) * exists).sum()
+            distance = (trace[:, 1:] - trace[:, :-1]).norm(dim=-1)
+            loss = loss + BOND_WEIGHT * ((distance - chem.BOND_CA_CA_TRANS).pow(2) * bonded).sum()
+            angle = bond_angle(backbone[..., chem.SLOT_N, :], trace, backbone[..., chem.SLOT_C, :])
+            loss = loss + ANGLE_WEIGHT * (angle - ideal_angle).pow(2).sum()
+            loss = loss + CHI_RESTRAINT * (turn * free).pow(2).sum()
+            grads = torch.autograd.grad(loss, leaves)
+        # Adam, element by element (so frames stay independent), step size decaying linearly
+        size = FIT_STEP_SIZE * (1.0 - (1.0 - FIT_FINAL_FRACTION) * step / max(1, steps - 1))
+        params = [p.detach() for p in params]
+        for p, g, m, v in zip(params, grads, first, second):
+            m.mul_(beta1).add_(g, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            m_hat = m / (1 - beta1 ** (step + 1))
+            v_hat = v / (1 - beta2 ** (step + 1))
+            p.sub_(size * m_hat / (v_hat.sqrt() + FIT_EPS))
+    ca, turn = params[0], params[1]
+    return ca, dict(zip(names, params[2:])), start + turn * free
+
+
+def backmap_martini3(beads: torch.Tensor, protein: ProteinTopology, mapping=None, samples: int = 1,
+                     seeds=None) -> torch.Tensor:
+    """All heavy atoms fitted to Martini 3 protein beads.
+
+    Parameters
+    ----------
+    beads : torch.Tensor
+        (F, R, MAX_BEADS, 3) bead positions, Angstrom: ``BB``, ``SC1`` ...
+        in the order of :data:`backmap_plugin.core.martini3.MARTINI3_BEADS`;
+        beads a residue type does not have
+        (:data:`~backmap_plugin.core.martini3.BEAD_EXISTS`) are ignored
+        (zero, NaN or anything).
+    protein : ProteinTopology
+        Residue types, segments (found on BB beads, e.g. with
+        :data:`BREAK_DISTANCE`), C termini.
+    mapping : Mapping, optional
+        Unused (the beads are Martini 3's); the builder signature of
+        :func:`backmap_plugin.api.backmap`.
+    samples : int
+        Copies per frame (the method is deterministic).
+    seeds : array, optional
+        Per-frame seeds (unused: deterministic).
+
+    Returns
+    -------
+    torch.Tensor
+        (F, samples, R, N_SLOTS, 3); slots a residue does not have are zero.
+    """
+    dtype = beads.dtype
+    exists = torch.as_tensor(m3.BEAD_EXISTS[protein.res_type], device=beads.device)
+    beads = torch.where(exists[..., None], beads, torch.zeros((), dtype=beads.dtype, device=beads.device))
+    beads = beads.to(FIT_DTYPE)
+    target = beads[..., 1:, :]
+    layout = protein.backbone_layout
+    with torch.no_grad():
+        ca = initial_trace(beads[..., 0, :], protein)
+        dofs = backbone_dofs(build_backbone(ca, layout, protein.res_type), layout)
+    chis = None
+    for _ in range(FIT_ROUNDS):
+        with torch.no_grad():
+            backbone = build_backbone(ca, layout, protein.res_type, dofs)
+            chis = _cheapest(*side_chain_candidates(backbone, protein, target, chis))
+        ca, dofs, chis = fit_beads(ca, dofs, chis, beads, protein)
+    with torch.no_grad():
+        ca = constrain_trace(ca, torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=ca.device))
+        backbone = build_backbone(ca, layout, protein.res_type, dofs)
+        candidates, cost = side_chain_candidates(backbone, protein, target, chis)
+        order = torch.argsort(cost, dim=1, stable=True)
+        cost = torch.gather(cost, 1, order)
+        candidates = torch.gather(candidates, 1, order[..., None].expand_as(candidates))
+        atoms = place_side_chains(backbone, protein, side_chain_internal(protein.res_type, candidates), cost)
+    return atoms.to(dtype)[:, None].expand(-1, samples, -1, -1, -1)

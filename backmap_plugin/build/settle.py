@@ -1,0 +1,115 @@
+"""Settling a built structure onto its beads without changing its chemistry.
+
+A structure built for beads that are not its C-alpha atoms (centres of
+mass, Martini beads) misses them by a few tenths of an Angstrom: its side
+chains come in discrete rotamers, and its C-alpha trace was placed before
+they were chosen. :func:`settle_on_beads` keeps what the builder chose -
+the peptide-plane orientations and terminal torsions (measured with
+:func:`~backmap_plugin.build.backbone.backbone_dofs`), every bond length and
+bond angle, each side chain's rotamer - and moves only the C-alpha trace and
+the chi angles, by gradient steps (Adam) on the squared distance of the
+structure's beads to the input beads, with the trace's bonded C-alpha
+distances and the chi angles held near where they started. The structure
+is rebuilt from those variables at every step, so its chemistry stays exact.
+Lengths in Angstrom, angles in radians.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from backmap_plugin.build.backbone import backbone_dofs, build_backbone, fit_backbone
+from backmap_plugin.build.ideal import relieve_clashes, side_chain_internal
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.geometry import build_residues, chi_angles
+from backmap_plugin.core.topology import ProteinTopology
+
+#: Gradient steps and their size (Adam; Angstrom for the trace, radians for chi angles).
+SETTLE_STEPS = 25
+SETTLE_STEP_SIZE = 0.1
+#: Penalty per Angstrom^2 by which a bonded C-alpha distance leaves its
+#: starting value, and per unit of (1 - cos) by which a chi angle turns.
+TRACE_STIFFNESS = 20.0
+CHI_RESTRAINT = 1.0
+
+
+def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.Tensor,
+                    bead_positions: Callable[[torch.Tensor], torch.Tensor], steps: int = SETTLE_STEPS) -> torch.Tensor:
+    """Move the C-alpha trace and chi angles until the structure's beads lie on ``beads``.
+
+    Parameters
+    ----------
+    atoms : torch.Tensor
+        (F, R, N_SLOTS, 3) built heavy atoms (side chains in ideal geometry,
+        as the builders make them).
+    protein : ProteinTopology
+    beads : torch.Tensor
+        (F, R, 3) the input beads.
+    bead_positions : callable
+        (F, R, N_SLOTS, 3) atoms -> (F, R, 3) beads, as the input was made
+        (differentiable).
+    steps : int
+        Gradient steps.
+
+    Returns
+    -------
+    torch.Tensor
+        (F, R, N_SLOTS, 3): per frame the step (the input included) whose
+        beads lie closest (root mean square) to ``beads``, with its backbone
+        fitted (:func:`~backmap_plugin.build.backbone.fit_backbone`) and the
+        side-chain clashes the moves made relieved
+        (:func:`~backmap_plugin.build.ideal.relieve_clashes`).
+    """
+    layout = protein.backbone_layout
+    dev = atoms.device
+    side = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB]
+    slot_mask = chem.SLOT_EXISTS[protein.res_type].copy()
+    slot_mask[:, chem.SLOT_OXT] = protein.c_terminal
+    # proline keeps its pucker: its ring closes only for the library values
+    turnable = chem.CHI_EXISTS[protein.res_type] & (protein.res_type != chem.RESIDUE_INDEX["PRO"])[:, None]
+    # (tensors of the autograd graph must not be made in inference mode, which the builders run in)
+    with torch.inference_mode(False), torch.enable_grad():
+        rt = torch.as_tensor(protein.res_type, device=dev)
+        mask = torch.as_tensor(slot_mask, device=dev)
+        same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev)
+        turnable = torch.as_tensor(turnable, device=dev)
+        start = atoms.detach().clone()
+        target = beads.detach().clone()
+        dofs = {k: v.detach() for k, v in backbone_dofs(start, layout).items()}
+        chis = torch.nan_to_num(chi_angles(start, rt)).detach()
+        ca0 = start[..., chem.SLOT_CA, :]
+        bond0 = (ca0[:, 1:] - ca0[:, :-1]).norm(dim=-1)
+        ca = ca0.clone().requires_grad_(True)
+        turn = torch.zeros_like(chis, requires_grad=True)
+        optimiser = torch.optim.Adam([ca, turn], lr=SETTLE_STEP_SIZE)
+        best_ca, best_turn = ca0.clone(), torch.zeros_like(chis)
+        best = torch.full(atoms.shape[:1], float("inf"), dtype=atoms.dtype, device=dev)
+
+        def rebuild(trace, turned, fit):
+            backbone = build_backbone(trace, layout, protein.res_type, dofs)
+            if fit:
+                backbone = fit_backbone(backbone, layout)
+            internal = side_chain_internal(protein.res_type, chis + turned * turnable)
+            return build_residues(backbone, internal, rt, slots=side)[..., : chem.N_SLOTS, :] * mask[..., None]
+
+        # the backbone fit moves N, C, O by hundredths: left out of the steps (its gradient is most of their
+        # cost) and applied to the result
+        for _ in range(steps + 1):
+            miss = (target - bead_positions(rebuild(ca, turn, fit=False))).pow(2).sum(-1)  # (F, R)
+            score = miss.mean(-1).detach()
+            better = score < best
+            best = torch.where(better, score, best)
+            best_ca = torch.where(better[:, None, None], ca.detach(), best_ca)
+            best_turn = torch.where(better[:, None, None], turn.detach(), best_turn)
+            bond = (ca[:, 1:] - ca[:, :-1]).norm(dim=-1)
+            loss = (miss.sum(-1) + TRACE_STIFFNESS * ((bond - bond0) ** 2 * same).sum(-1)
+                    + CHI_RESTRAINT * ((1 - torch.cos(turn)) * turnable).sum((-1, -2)))
+            optimiser.zero_grad()
+            loss.sum().backward()
+            optimiser.step()
+        with torch.no_grad():
+            kept = relieve_clashes(rebuild(best_ca, best_turn, fit=True), protein)
+    return kept

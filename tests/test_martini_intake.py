@@ -1,0 +1,321 @@
+"""Martini 3 input: the protein beads of real martinize2 / GROMACS files (io/martini.py) and the heavy
+atoms fitted to them (build/martini.py).
+
+Fixtures: ``tests/data/martini3/`` (README.md there: corpus entry abbench__6B0S_l_u and trp-cage
+through martinize2 0.15.0, a short solvated GROMACS run). Bad inputs are edited copies of ``cg.pdb``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import mdtraj as md
+import numpy as np
+import pytest
+import torch
+
+from backmap_plugin.build.martini import BREAK_DISTANCE, backmap_martini3
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import martini3 as m3
+from backmap_plugin.core import metrics
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.topology import gather_slots, protein_topology, read_residues
+from backmap_plugin.io.martini import (
+    GO_SITES,
+    has_martini_beads,
+    martini_beads,
+    martini_residues,
+)
+from backmap_plugin.io.tpr import load_tpr_topology
+
+DATA = Path(__file__).resolve().parent / "data" / "martini3"
+TRPCAGE = Path(__file__).resolve().parent / "data" / "1l2y.pdb.gz"
+MARTINI3_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "martini3"
+N_RESIDUES, N_BEADS = 71, 169
+SOLVENT = {"W": 1151, "NA": 15, "CL": 15}
+
+#: Heavy-atom RMSD (Angstrom, after superposition, OXT left out) of the fitted builder, measured
+#: (6B0S 0.52, trp-cage 0.43, 6B0S from martinize2's own beads 0.52) plus a small margin: a
+#: regression fails.
+RMSD_6B0S = 0.56
+RMSD_TRPCAGE = 0.47
+#: The output's beads lie within this (RMSD, Angstrom) of the input's, backbone and side-chain beads apart.
+BEAD_RMSD = 0.3
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _topology(path: Path) -> md.Topology:
+    if path.suffix == ".tpr":
+        pytest.importorskip("MDAnalysis", reason="the gromacs extra (MDAnalysis) is not installed")
+        return load_tpr_topology(str(path))
+    return md.load(str(path)).topology
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """Residue names and numbers of the all-atom 6B0S, and the intake of cg.pdb."""
+    aa = md.load(str(DATA / "aa.pdb.gz"))
+    records, _ = read_residues(aa.topology, "aa.pdb.gz")
+    return [r.name for r in records], [r.res_seq for r in records]
+
+
+@pytest.mark.parametrize("name", ["cg.pdb", "md.gro", "md.tpr", "cg_go.pdb"])
+def test_fixtures_give_the_71_residues_and_their_beads(name, reference):
+    topology = _topology(DATA / name)
+    intake = martini_residues(topology, name)
+    names, numbers = reference
+    assert [r.name for r in intake.records] == names
+    assert [r.input_name for r in intake.records] == names  # martinize2 kept the input names here
+    if name != "md.tpr":  # MDAnalysis numbers the residues of a .tpr 1..N
+        assert [r.res_seq for r in intake.records] == numbers
+    else:
+        assert [r.res_seq for r in intake.records] == list(range(1, N_RESIDUES + 1))
+    assert {r.chain for r in intake.records} == {0} and {r.chain_id for r in intake.records} == {"A"}
+    # every bead index points at the bead of that name in that residue, in Martini 3 order
+    assert intake.bead_index.shape == (N_RESIDUES, m3.MAX_BEADS) and intake.bead_index.dtype == np.int64
+    assert int((intake.bead_index >= 0).sum()) == N_BEADS
+    atoms = list(topology.atoms)
+    for rec, row in zip(intake.records, intake.bead_index):
+        beads = m3.MARTINI3_BEADS[chem.RESIDUE_INDEX[rec.name]]
+        assert (row[len(beads):] == -1).all()
+        assert [atoms[i].name for i in row[: len(beads)]] == list(beads)
+        assert {atoms[i].residue.name for i in row[: len(beads)]} == {rec.input_name}
+        assert rec.other_atoms == list(row[: len(beads)]) and rec.atoms == {}
+    assert (intake.bead_index[intake.bead_index >= 0] == np.arange(N_BEADS)).all()  # beads come first
+    expected = {"cg.pdb": {}, "md.gro": SOLVENT, "md.tpr": SOLVENT, "cg_go.pdb": {GO_SITES: N_RESIDUES}}[name]
+    assert intake.skipped == expected
+    if name == "cg_go.pdb":
+        assert any("71 Go virtual site" in line for line in intake.report)
+    if name == "md.gro":
+        assert "skipped (not protein): 1151 W, 15 NA, 15 CL" in intake.report
+    assert has_martini_beads(topology)
+
+
+def test_go_model_tpr_read_through_mdanalysis(tmp_path):
+    """The Go model's .tpr (virtual sites numbered on after the protein by MDAnalysis), made with grompp."""
+    pytest.importorskip("MDAnalysis")
+    gmx = shutil.which("gmx")
+    if gmx is None or not (MARTINI3_DIR / "martini_v3.0.0.itp").exists():
+        pytest.skip("needs gmx and the Martini 3 files in ../shared/data/martini3")
+    for name in ("topol_go.top", "go.itp", "go_atomtypes.itp", "go_nbparams.itp", "em.mdp"):
+        shutil.copy(DATA / name, tmp_path / name)
+    env = {"GMXLIB": str(MARTINI3_DIR), "PATH": str(Path(gmx).parent)}
+    for command in (["editconf", "-f", str(DATA / "cg_go.pdb"), "-o", "box.gro", "-d", "1.0", "-bt", "cubic"],
+                    ["grompp", "-f", "em.mdp", "-c", "box.gro", "-p", "topol_go.top", "-o", "go.tpr", "-maxwarn", "2"]):
+        subprocess.run([gmx, *command], cwd=tmp_path, env=env, capture_output=True, check=True)
+    intake = martini_residues(load_tpr_topology(str(tmp_path / "go.tpr")), "go.tpr")
+    assert len(intake.records) == N_RESIDUES and intake.skipped == {GO_SITES: N_RESIDUES}
+    assert (intake.bead_index[intake.bead_index >= 0] == np.arange(N_BEADS)).all()
+
+
+def test_trpcage_and_beads_per_frame():
+    cg = md.load(str(DATA / "cg_1l2y.pdb"))
+    intake = martini_residues(cg.topology, "cg_1l2y.pdb")
+    assert "".join(chem.THREE_TO_ONE[r.name] for r in intake.records) == "NLYIQWLKDGGPSSGRPPPS"
+    beads = martini_beads(cg.xyz * 10.0, intake.bead_index)
+    assert beads.shape == (1, 20, m3.MAX_BEADS, 3) and beads.dtype == cg.xyz.dtype
+    assert np.allclose(beads[0, 5, 5], cg.xyz[0, intake.bead_index[5, 5]] * 10.0)  # TRP6 SC5
+    assert (beads[0][intake.bead_index < 0] == 0).all()
+
+
+def _pdb_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.startswith(("ATOM", "HETATM"))]
+
+
+def _atom(line: str) -> tuple[str, str, int]:
+    """(atom name, residue name, residue number) of a PDB ATOM line."""
+    return line[12:16].strip(), line[17:21].strip(), int(line[22:26])
+
+
+def _write(tmp_path: Path, lines: list[str], name: str = "cg.pdb") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\nEND\n")
+    return path
+
+
+def _fails(path: Path, *needles: str) -> str:
+    with pytest.raises(BackmapInputError) as info:
+        martini_residues(md.load(str(path)).topology, str(path))
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in (str(path), *needles):
+        assert needle in message, f"{needle!r} not in: {message}"
+    return message
+
+
+def test_several_chains(tmp_path):
+    """Two copies of the protein: by chain id in a PDB, by renumbering or by distance in a .gro."""
+    lines = _pdb_lines(DATA / "cg.pdb")
+    shifted = []
+    for line in lines:
+        x = float(line[30:38]) + 60.0
+        shifted.append(line[:21] + "B" + line[22:30] + f"{x:8.3f}" + line[38:])
+    intake = martini_residues(md.load(str(_write(tmp_path, lines + ["TER"] + shifted))).topology, "two.pdb")
+    assert len(intake.records) == 2 * N_RESIDUES
+    assert [r.chain_id for r in intake.records] == ["A"] * N_RESIDUES + ["B"] * N_RESIDUES
+    assert [r.chain for r in intake.records] == [0] * N_RESIDUES + [1] * N_RESIDUES
+
+    gro = md.load(str(DATA / "md.gro"))
+    protein = gro.atom_slice(gro.topology.select("not resname W NA CL"))
+    two = protein.stack(protein)  # one chain of 142 residues, numbering restarts at 306
+    two.xyz[0, protein.n_atoms:, 0] += 6.0  # nm
+    path = tmp_path / "two.gro"
+    two.save_gro(str(path))
+    top = md.load(str(path)).topology
+    intake = martini_residues(top, "two.gro")
+    assert [r.chain_id for r in intake.records] == ["A"] * N_RESIDUES + ["B"] * N_RESIDUES
+    # numbering continued (1 ... 142): split by the BB-BB distance when coordinates are given
+    for i, residue in enumerate(top.residues):
+        residue.resSeq = i + 1
+    assert len({r.chain for r in martini_residues(top, "two.gro").records}) == 1
+    xyz = md.load(str(path)).xyz[0] * 10.0
+    intake = martini_residues(top, "two.gro", xyz)
+    assert [r.chain for r in intake.records] == [0] * N_RESIDUES + [1] * N_RESIDUES
+
+
+def test_missing_side_chain_bead(tmp_path):
+    lines = [line for line in _pdb_lines(DATA / "cg.pdb") if _atom(line)[:2] != ("SC5", "TRP")]
+    _fails(_write(tmp_path, lines), "chain A residue TRP 3", "missing SC5", "Martini 3 TRP has beads BB, SC1")
+
+
+def test_extra_side_chain_bead(tmp_path):
+    lines = _pdb_lines(DATA / "cg.pdb")
+    ala = next(i for i, line in enumerate(lines) if _atom(line)[:2] == ("SC1", "ALA"))
+    number = _atom(lines[ala])[2]
+    extra = lines[ala][:12] + " SC2" + lines[ala][16:]
+    message = _fails(_write(tmp_path, lines[: ala + 1] + [extra] + lines[ala + 1:]),
+                     f"chain A residue ALA {number}", "extra SC2")
+    assert "Martini 3 ALA has beads BB, SC1" in message
+
+
+def test_unknown_residue_with_bead_names(tmp_path):
+    lines = [line[:17] + "XYZ" + line[20:] if _atom(line)[2] == 307 else line for line in _pdb_lines(DATA / "cg.pdb")]
+    _fails(_write(tmp_path, lines), "chain A residue XYZ 307", "unknown residue 'XYZ'", "BB, SC1")
+
+
+def test_martini2_bead_counts(tmp_path):
+    """Martini 2.2 (vermouth martini22): ALA has no SC1, TYR no SC4, TRP no SC5."""
+    drop = {("SC1", "ALA"), ("SC4", "TYR"), ("SC5", "TRP")}
+    lines = [line for line in _pdb_lines(DATA / "cg.pdb") if _atom(line)[:2] not in drop]
+    message = _fails(_write(tmp_path, lines),
+                     "Martini 2 beads (TRP has 4 side-chain beads, Martini 3 has 5): Martini 2 is not supported")
+    assert "residue TRP" in message
+    # without tryptophan the example is the next residue that tells
+    lines = [line for line in lines if _atom(line)[1] != "TRP"]
+    _fails(_write(tmp_path, lines), "Martini 2 beads (TYR has 3 side-chain beads, Martini 3 has 4)")
+
+
+def test_go_virtual_sites_without_the_protein(tmp_path):
+    lines = [line for line in _pdb_lines(DATA / "cg_go.pdb") if _atom(line)[0] == "CA"]
+    assert len(lines) == N_RESIDUES
+    _fails(_write(tmp_path, lines), "no Martini protein beads (BB)", "the 71 atom(s) named CA in amino-acid residues "
+           "look like a Go model's virtual sites without the protein beads")
+
+
+def test_no_protein_and_foreign_atoms(tmp_path):
+    gro = md.load(str(DATA / "md.gro"))
+    water = gro.atom_slice(gro.topology.select("resname W"))
+    path = tmp_path / "water.gro"
+    water.save_gro(str(path))
+    _fails(path, "no Martini protein beads")
+    lines = _pdb_lines(DATA / "cg.pdb")
+    lines[1] = lines[1][:12] + " C1 " + lines[1][16:]  # TYR306 SC1 -> C1 (a lipid tail bead)
+    _fails(_write(tmp_path, lines), "chain A residue TYR 306", "atom C1 is not a Martini protein bead")
+    lines = _pdb_lines(DATA / "cg.pdb")
+    lines[2] = lines[2][:12] + " SC1" + lines[2][16:]
+    _fails(_write(tmp_path, lines), "chain A residue TYR 306", "duplicate bead SC1")
+
+
+# ---------------------------------------------------------------- building
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread for the builder: its thousands of small operations gain nothing from intra-op threads
+    and lose ten-fold on a busy machine (the setting is restored after each test)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _truth(path: Path):
+    """Records, heavy-atom slots (Angstrom, float64) and present mask of the first model of an all-atom file."""
+    traj = md.load(str(path))[0]
+    records, _ = read_residues(traj.topology, path.name)
+    slots, present = gather_slots(traj.xyz.astype(np.float64) * 10.0, records)
+    return records, slots[0], present
+
+
+def _build(beads: np.ndarray, protein) -> np.ndarray:
+    out = backmap_martini3(torch.as_tensor(beads[None], dtype=torch.float32), protein, samples=2)
+    assert out.shape == (1, 2, protein.n_residues, chem.N_SLOTS, 3) and out.dtype == torch.float32
+    assert torch.equal(out[0, 0], out[0, 1])  # deterministic copies
+    return out[0, 0].double().numpy()
+
+
+def _scores(out: np.ndarray, beads: np.ndarray, protein, truth: np.ndarray, present: np.ndarray) -> dict:
+    exists = m3.BEAD_EXISTS[protein.res_type]
+    miss = np.linalg.norm(m3.martini3_bead_positions(out, protein.slot_mask, protein.res_type) - beads, axis=-1)
+    common = present & protein.slot_mask
+    common[:, chem.SLOT_OXT] = False
+    atoms = protein.scatter(out)
+    pairs, ideal = protein.bonds()
+    idx = protein.atom_index
+    return {
+        "bead_bb": float(np.sqrt((miss[:, 0] ** 2).mean())),
+        "bead_sc": float(np.sqrt((miss[:, 1:][exists[:, 1:]] ** 2).mean())),
+        "rmsd": float(metrics.kabsch_rmsd(out[common], truth[common])[0]),
+        "d_residues": int(metrics.count_d_residues(atoms, idx[:, chem.SLOT_N], idx[:, chem.SLOT_CA],
+                                                   idx[:, chem.SLOT_C], idx[:, chem.SLOT_CB])),
+        "bonds_off": float(metrics.fraction_bonds_off(atoms, pairs, ideal)),
+        "clashes": int(metrics.clashes(atoms, pairs)[0]),
+        "absent_zero": bool((out[~protein.slot_mask] == 0).all()),
+    }
+
+
+@pytest.mark.parametrize("path, bound", [(DATA / "aa.pdb.gz", RMSD_6B0S), (TRPCAGE, RMSD_TRPCAGE)],
+                         ids=["6B0S", "trp-cage"])
+def test_fitted_to_our_mapping(path, bound):
+    records, truth, present = _truth(path)
+    res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
+    beads = m3.martini3_bead_positions(truth, present, res_type)
+    protein = protein_topology(records, beads[:, 0], BREAK_DISTANCE)
+    out = _build(beads, protein)
+    s = _scores(out, beads, protein, truth, present)
+    assert s["bead_bb"] <= BEAD_RMSD and s["bead_sc"] <= BEAD_RMSD, s
+    assert s["rmsd"] <= bound, s
+    assert s["d_residues"] == 0 and s["bonds_off"] == 0.0 and s["clashes"] == 0 and s["absent_zero"], s
+
+
+def test_fitted_to_martinize2_beads():
+    """The real martinize2 beads of cg.pdb (read by the intake), scored against aa.pdb.gz."""
+    cg = md.load(str(DATA / "cg.pdb"))
+    intake = martini_residues(cg.topology, "cg.pdb")
+    beads = martini_beads(cg.xyz.astype(np.float64) * 10.0, intake.bead_index)[0]
+    protein = protein_topology(intake.records, beads[:, 0], BREAK_DISTANCE)
+    assert protein.segment.max() == 0  # one chain, no break
+    records, truth, present = _truth(DATA / "aa.pdb.gz")
+    assert [r.name for r in records] == protein.names
+    out = _build(beads, protein)
+    s = _scores(out, beads, protein, truth, present)
+    assert s["bead_bb"] <= BEAD_RMSD and s["bead_sc"] <= BEAD_RMSD, s
+    assert s["rmsd"] <= RMSD_6B0S, s
+    assert s["d_residues"] == 0 and s["bonds_off"] == 0.0 and s["absent_zero"], s
+
+
+def test_frames_are_independent():
+    """A frame's result does not depend on the other frames of the batch (trp-cage, models 1 and 2)."""
+    traj = md.load(str(TRPCAGE))[:2]
+    records, _ = read_residues(traj.topology, "1l2y")
+    slots, present = gather_slots(traj.xyz.astype(np.float64) * 10.0, records)
+    res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
+    beads = torch.as_tensor(m3.martini3_bead_positions(slots, present, res_type), dtype=torch.float32)
+    protein = protein_topology(records, beads[0, :, 0].numpy(), BREAK_DISTANCE)
+    both = backmap_martini3(beads, protein)[:, 0]
+    alone = backmap_martini3(beads[1:], protein)[:, 0]
+    assert (both[1] - alone[0]).abs().max() < 1e-4
