@@ -319,3 +319,22 @@ def test_frames_are_independent():
     both = backmap_martini3(beads, protein)[:, 0]
     alone = backmap_martini3(beads[1:], protein)[:, 0]
     assert (both[1] - alone[0]).abs().max() < 1e-4
+
+
+def test_disulfides_are_built_bonded():
+    """6B0S has two disulfides (crystal SG-SG 2.0 A): built at the S-S bond length, CB-SG-SG angles right."""
+    records, truth, present = _truth(DATA / "aa.pdb.gz")
+    res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
+    beads = m3.martini3_bead_positions(truth, present, res_type)
+    protein = protein_topology(records, beads[:, 0], BREAK_DISTANCE)
+    out = _build(beads, protein)
+    cys = np.nonzero(res_type == chem.RESIDUE_INDEX["CYS"])[0]
+    sg, cb = out[cys, chem.RESIDUES["CYS"].atoms.index("SG")], out[cys, chem.SLOT_CB]
+    true_sg = truth[cys, chem.RESIDUES["CYS"].atoms.index("SG")]
+    bonded = np.linalg.norm(true_sg[:, None] - true_sg[None], axis=-1) < 2.5
+    np.fill_diagonal(bonded, False)
+    assert bonded.sum() == 4  # two pairs, both ways
+    ss = np.linalg.norm(sg[:, None] - sg[None], axis=-1)[bonded]
+    assert np.all(np.abs(ss - 2.04) < 0.1), ss
+    cb_sg = np.linalg.norm(cb[:, None] - sg[None], axis=-1)[bonded]
+    assert np.all(cb_sg > 2.8), cb_sg

@@ -106,6 +106,34 @@ FIT_EPS = 1e-3
 
 _SIDE_BUILD = [s for s in chem.BUILD_ORDER if chem.SLOT_CB <= s < chem.SLOT_OXT]
 
+#: Disulfides: cysteine pairs whose SC1 beads (CB + SG) lie closer than this (Angstrom; Martini 3 bonds
+#: them at 2.4) are bonded, their SG atoms pulled to the S-S bond length and the CB-SG-SG angles by the
+#: joint fit (weight per Angstrom^2) and kept there when the side chains are placed.
+DISULFIDE_BEAD_DISTANCE = 4.5
+DISULFIDE_WEIGHT = 10.0
+SS_BOND = 2.04
+#: CB(i)-SG(j) across a disulfide: S-S 2.04, CB-SG 1.81 Angstrom, CB-SG-SG 104 degrees (Engh & Huber).
+CB_SG_SS = 3.04
+_SG = chem.RESIDUES["CYS"].atoms.index("SG")
+
+
+def disulfide_pairs(beads: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
+    """(P, 2) residue indices of bonded cysteines: SC1 beads of the first frame closest first, each cysteine once."""
+    cys = np.nonzero(protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
+    sc1 = beads[0, cys, 1].detach().cpu().numpy().astype(np.float64)
+    d = np.linalg.norm(sc1[:, None] - sc1[None], axis=-1)
+    i, j = np.triu_indices(len(cys), 1)
+    order = np.argsort(d[i, j])
+    taken, pairs = set(), []
+    for k in order:
+        a, b = int(cys[i[k]]), int(cys[j[k]])
+        if d[i[k], j[k]] >= DISULFIDE_BEAD_DISTANCE:
+            break
+        if a not in taken and b not in taken:
+            taken.update((a, b))
+            pairs.append((a, b))
+    return torch.as_tensor(np.array(pairs, dtype=np.int64).reshape(-1, 2), device=beads.device)
+
 
 def bead_weights(protein: ProteinTopology) -> np.ndarray:
     """Normalised Martini 3 weights of the atoms the builder makes.
@@ -321,7 +349,7 @@ def _cheapest(chis: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
 
 
 def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Tensor, protein: ProteinTopology,
-              steps: int | None = None) -> tuple[torch.Tensor, dict, torch.Tensor]:
+              steps: int | None = None, disulfides: torch.Tensor | None = None) -> tuple[torch.Tensor, dict, torch.Tensor]:
     """Adam steps on the C-alpha trace, peptide planes and chi angles so that all beads lie on the input.
 
     The loss is the squared distance of every bead (OXT in BB at C
@@ -346,6 +374,9 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
     protein : ProteinTopology
     steps : int, optional
         Default :data:`FIT_STEPS`.
+    disulfides : torch.Tensor, optional
+        (P, 2) bonded cysteines (:func:`disulfide_pairs`): their SG-SG
+        distance is pulled to :data:`SS_BOND` (weight :data:`DISULFIDE_WEIGHT`).
 
     Returns
     -------
@@ -380,6 +411,13 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
             angle = bond_angle(backbone[..., chem.SLOT_N, :], trace, backbone[..., chem.SLOT_C, :])
             loss = loss + ANGLE_WEIGHT * (angle - ideal_angle).pow(2).sum()
             loss = loss + CHI_RESTRAINT * (turn * free).pow(2).sum()
+            if disulfides is not None and len(disulfides):
+                sg, cb = atoms[..., _SG, :], atoms[..., chem.SLOT_CB, :]
+                a, b = disulfides[:, 0], disulfides[:, 1]
+                ss = (sg[:, a] - sg[:, b]).norm(dim=-1)
+                # CB-SG-SG angles as CB-SG' distances
+                cb_sg = torch.stack([(cb[:, a] - sg[:, b]).norm(dim=-1), (cb[:, b] - sg[:, a]).norm(dim=-1)])
+                loss = loss + DISULFIDE_WEIGHT * ((ss - SS_BOND).pow(2).sum() + (cb_sg - CB_SG_SS).pow(2).sum())
             grads = torch.autograd.grad(loss, leaves)
         # Adam, element by element (so frames stay independent), step size decaying linearly
         size = FIT_STEP_SIZE * (1.0 - (1.0 - FIT_FINAL_FRACTION) * step / max(1, steps - 1))
@@ -432,11 +470,12 @@ def backmap_martini3(beads: torch.Tensor, protein: ProteinTopology, mapping=None
         ca = initial_trace(beads[..., 0, :], protein)
         dofs = backbone_dofs(build_backbone(ca, layout, protein.res_type), layout)
     chis = None
+    disulfides = disulfide_pairs(beads, protein)
     for _ in range(FIT_ROUNDS):
         with torch.no_grad():
             backbone = build_backbone(ca, layout, protein.res_type, dofs)
             chis = _cheapest(*side_chain_candidates(backbone, protein, target, chis))
-        ca, dofs, chis = fit_beads(ca, dofs, chis, beads, protein)
+        ca, dofs, chis = fit_beads(ca, dofs, chis, beads, protein, disulfides=disulfides)
     with torch.no_grad():
         ca = constrain_trace(ca, torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=ca.device))
         backbone = build_backbone(ca, layout, protein.res_type, dofs)
@@ -445,4 +484,10 @@ def backmap_martini3(beads: torch.Tensor, protein: ProteinTopology, mapping=None
         cost = torch.gather(cost, 1, order)
         candidates = torch.gather(candidates, 1, order[..., None].expand_as(candidates))
         atoms = place_side_chains(backbone, protein, side_chain_internal(protein.res_type, candidates), cost)
+        if len(disulfides):
+            # overlap avoidance sees a disulfide as a clash: bonded cysteines keep their fitted SG
+            rt = torch.as_tensor(protein.res_type, device=atoms.device)
+            fitted = build_residues(backbone, side_chain_internal(protein.res_type, chis), rt, slots=_SIDE_BUILD)
+            bonded = disulfides.flatten()
+            atoms[:, bonded, _SG] = fitted[:, bonded, _SG].to(atoms.dtype)
     return atoms.to(dtype)[:, None].expand(-1, samples, -1, -1, -1)
