@@ -37,6 +37,11 @@ from backmap_plugin.io.trajectory import TrajectoryWriter
 #: mappings are spaced similarly.
 _BEAD_SPACING_RANGE = (2.0, 8.0)
 
+#: Median distance of bonded beads (Angstrom) below which a one-bead-per-residue trace is taken for Martini
+#: BB beads (train structures mapped to Martini 3: medians 3.14-3.55 per structure; C-alpha traces 3.76-3.88,
+#: centres of mass about 4.7).
+MAX_BB_SPACING = 3.62
+
 #: Default ``break_distance`` (Angstrom) per kind of bead. Bonded C-alpha
 #: atoms are 3.8 (trans) or 2.9 (cis) apart; bonded residue centres of mass
 #: are 2.8 to 8.7 apart (99.9 % below 7.9, 60 training files), so a COM trace
@@ -227,6 +232,13 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
         spacing = float(np.median(np.linalg.norm(np.diff(beads, axis=0), axis=-1)[same_chain]))
         if not _BEAD_SPACING_RANGE[0] <= spacing <= _BEAD_SPACING_RANGE[1]:
             return get_mapping("ca"), ""  # a unit error: check_trace says so
+        if spacing < MAX_BB_SPACING:
+            raise BackmapInputError(
+                f"{source}: frame {frame}: consecutive beads are {spacing:.2f} A apart (median); C-alpha atoms are "
+                f"3.80 A apart and residue centres of mass farther: these look like Martini BB beads, or a Go "
+                "model's virtual sites (named CA, on the BB beads) without the protein beads: give the whole "
+                "Martini file (BB and SC beads), or pass --mapping ca to read them as C-alpha atoms"
+            )
     decision = decide_mapping(beads, reader.res_type, chain, [r.chain_id for r in records],
                               [r.res_seq for r in records], source=f"{source}: frame {frame}",
                               max_bond=BREAK_DISTANCE_OTHER)

@@ -180,6 +180,17 @@ def test_martini3_run_with_default_options(tmp_path, top):
         assert np.sqrt((miss**2).mean()) < 0.85
 
 
+def test_go_virtual_sites_alone_are_refused(tmp_path):
+    """A Go model's virtual CA sites (on the BB beads) cut out of a real martinize2 file: not a C-alpha trace."""
+    lines = (MARTINI / "cg_go.pdb").read_text().splitlines()
+    go_only = [ln for ln in lines if not ln.startswith(("ATOM", "HETATM")) or ln[12:16].strip() == "CA"]
+    (tmp_path / "go_only.pdb").write_text("\n".join(go_only) + "\n")
+    with pytest.raises(BackmapInputError, match="virtual sites .* --mapping ca"):
+        backmap(tmp_path / "go_only.pdb", tmp_path / "out.pdb", progress=False)
+    assert not (tmp_path / "out.pdb").exists()
+    backmap(tmp_path / "go_only.pdb", tmp_path / "out.pdb", mapping="ca", progress=False)  # when insisted on
+
+
 def test_com_mapping_with_c_alpha_regions(trp_cage):
     protein, slots, present = trp_cage
     regions = np.zeros(protein.n_residues, bool)
