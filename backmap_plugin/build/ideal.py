@@ -17,12 +17,12 @@ import functools
 import numpy as np
 import torch
 
-from backmap_plugin.core import chemistry as chem
 from backmap_plugin.build import relax
 from backmap_plugin.build.backbone import build_backbone, fit_backbone
+from backmap_plugin.build.rotamers import load_rotamers
+from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, ideal_internal
 from backmap_plugin.core.mappings import Mapping
-from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core.topology import ProteinTopology
 
 #: Rotamers tried per residue (most frequent first).
@@ -270,8 +270,7 @@ def place_side_chains(
     n_frames, n_res = backbone.shape[:2]
     rt = torch.as_tensor(protein.res_type, device=dev)
     segment = torch.as_tensor(protein.segment, device=dev)
-    mask = torch.as_tensor(chem.SLOT_EXISTS[protein.res_type], device=dev)
-    mask[:, chem.SLOT_OXT] = torch.as_tensor(protein.c_terminal, device=dev)
+    mask = torch.as_tensor(protein.slot_mask, device=dev)
     side_mask = mask[:, relax.SIDE_SLOTS]
     # side chains and OXT are built from N, CA, C, O and each other: no context slots needed
     slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB]
@@ -342,8 +341,7 @@ def relieve_clashes(atoms: torch.Tensor, protein: ProteinTopology) -> torch.Tens
     """Relieve side-chain clashes of built structures (F, R, N_SLOTS, 3) by chi-angle steps, as :func:`place_side_chains` ends."""
     dev = atoms.device
     rt = torch.as_tensor(protein.res_type, device=dev)
-    mask = torch.as_tensor(chem.SLOT_EXISTS[protein.res_type], device=dev)
-    mask[:, chem.SLOT_OXT] = torch.as_tensor(protein.c_terminal, device=dev)
+    mask = torch.as_tensor(protein.slot_mask, device=dev)
     segment = torch.as_tensor(protein.segment, device=dev)
     return relax.relieve_clashes(atoms, mask, rt, segment, RELIEF_STEPS, RELIEF_DISTANCE, RELIEF_RESTRAINT,
                                  RELIEF_STEP_SIZE, RELIEF_MAX_TURN, RELIEF_MARGIN, RELIEF_TRIGGER) * mask[..., None]

@@ -156,13 +156,6 @@ def bead_weights(protein: ProteinTopology) -> np.ndarray:
     return np.divide(w, total, out=np.zeros_like(w), where=total > 0)
 
 
-def _chi_movable(res_type: np.ndarray) -> np.ndarray:
-    """(R, 4) bool: chi angles the fits turn (all but proline's: its ring closes only for the library puckers)."""
-    movable = chem.CHI_EXISTS[res_type].copy()
-    movable[res_type == chem.RESIDUE_INDEX["PRO"]] = False
-    return movable
-
-
 def _with_oxt(backbone: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
     """``backbone`` (..., R, N_SLOTS, 3) with OXT placed at C termini as the ideal builder places it."""
     dtype, dev = backbone.dtype, backbone.device
@@ -333,7 +326,7 @@ def side_chain_candidates(backbone: torch.Tensor, protein: ProteinTopology, targ
     atoms = build_residues(backbone[f, r], side_chain_internal(rt[r.cpu().numpy()], chis[f, c, r]), rt_t[r],
                            slots=_SIDE_BUILD)
     weights = torch.as_tensor(bead_weights(protein)[:, 1:], dtype=dtype, device=dev)
-    movable = torch.as_tensor(_chi_movable(rt), device=dev)
+    movable = torch.as_tensor(relax.TURNABLE_CHIS[rt], device=dev)
     delta, misfit, _ = fit_chis(atoms, rt_t[r], weights[r], target[f, r], movable[r])
     fitted = chis.clone()
     fitted[f, c, r] = chis[f, c, r] + delta
@@ -390,7 +383,7 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
     exists = torch.as_tensor(m3.BEAD_EXISTS[protein.res_type], device=dev).to(dtype)
     bonded = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev).to(dtype)
     rt = torch.as_tensor(protein.res_type, device=dev)
-    free = torch.as_tensor(_chi_movable(protein.res_type), device=dev).to(dtype)
+    free = torch.as_tensor(relax.TURNABLE_CHIS[protein.res_type], device=dev).to(dtype)
     ideal_angle = math.radians(chem.ANGLE_N_CA_C)
     start = chis.detach()
     names = list(dofs)

@@ -58,6 +58,11 @@ class _Tables:
     movable: torch.Tensor  # (T, 4) bool: chi k is relieved (exists, not proline)
 
 
+#: (20, 4) bool: the chi angles gradient steps may turn: those that exist, none of proline's (its ring
+#: closes only for the library puckers).
+TURNABLE_CHIS = chem.CHI_EXISTS & (np.arange(len(chem.RESIDUE_NAMES)) != chem.RESIDUE_INDEX["PRO"])[:, None]
+
+
 @functools.cache
 def _tables() -> _Tables:
     """Bond separations, chi bonds and the atoms each chi moves, per residue type.
@@ -87,8 +92,6 @@ def _tables() -> _Tables:
                 from_parent = any(p < s and moved[t, p, k] for p in parents[t, slot])
                 moved[t, slot, k] = chem.ZMATRIX_CHI[t, slot] == k or from_parent
     moved &= chem.SLOT_EXISTS[:, :, None]
-    movable = chem.CHI_EXISTS.copy()
-    movable[chem.RESIDUE_INDEX["PRO"]] = False  # the ring only closes for library puckers
     group_slots = np.zeros((2, _GROUP), dtype=np.int64)
     group_real = np.zeros((2, _GROUP), bool)
     group_slots[0, : len(BACKBONE_SLOTS)] = BACKBONE_SLOTS
@@ -99,7 +102,7 @@ def _tables() -> _Tables:
     return _Tables(
         separation=t(separation), to_c=t(separation[:, :, chem.SLOT_C]), to_n=t(separation[:, :, chem.SLOT_N]),
         group_slots=t(group_slots), group_real=t(group_real), moved=t(moved),
-        axis=t(chem.CHI_ATOMS[:, :, 1:3].copy()), movable=t(movable),
+        axis=t(chem.CHI_ATOMS[:, :, 1:3].copy()), movable=t(TURNABLE_CHIS),
     )
 
 

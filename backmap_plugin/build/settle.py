@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from backmap_plugin.build.backbone import backbone_dofs, build_backbone, fit_backbone
 from backmap_plugin.build.ideal import relieve_clashes, side_chain_internal
+from backmap_plugin.build.relax import TURNABLE_CHIS
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, chi_angles
 from backmap_plugin.core.topology import ProteinTopology
@@ -66,16 +66,12 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
     layout = protein.backbone_layout
     dev = atoms.device
     side = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB]
-    slot_mask = chem.SLOT_EXISTS[protein.res_type].copy()
-    slot_mask[:, chem.SLOT_OXT] = protein.c_terminal
-    # proline keeps its pucker: its ring closes only for the library values
-    turnable = chem.CHI_EXISTS[protein.res_type] & (protein.res_type != chem.RESIDUE_INDEX["PRO"])[:, None]
     # (tensors of the autograd graph must not be made in inference mode, which the builders run in)
     with torch.inference_mode(False), torch.enable_grad():
         rt = torch.as_tensor(protein.res_type, device=dev)
-        mask = torch.as_tensor(slot_mask, device=dev)
+        mask = torch.as_tensor(protein.slot_mask, device=dev)
         same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev)
-        turnable = torch.as_tensor(turnable, device=dev)
+        turnable = torch.as_tensor(TURNABLE_CHIS[protein.res_type], device=dev)
         start = atoms.detach().clone()
         target = beads.detach().clone()
         dofs = {k: v.detach() for k, v in backbone_dofs(start, layout).items()}

@@ -10,7 +10,7 @@ from backmap_plugin.build.settle import settle_on_beads
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.geometry import build_residues
-from backmap_plugin.core.mappings import SLOT_MASSES, Mapping
+from backmap_plugin.core.mappings import Mapping
 from backmap_plugin.core.topology import ProteinTopology
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.weights import load_model
@@ -110,7 +110,7 @@ class ModelMethod:
             per_sample = []
             for s in range(samples):
                 backbone, ics, cost = self._candidates(batch, seeds[start : start + g] * 7919 + s)
-                cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, chunk, com)
+                cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, chunk, com, mapping, present)
                 atoms = place_side_chains(backbone, protein, ics, cost)
                 per_sample.append(settle_on_beads(atoms, protein, chunk,
                                                   lambda x: mapping.bead_positions(x, present, protein.res_type)))
@@ -140,7 +140,7 @@ class ModelMethod:
 
 
 def candidate_bead_miss(backbone: torch.Tensor, ics: torch.Tensor, protein: ProteinTopology, beads: torch.Tensor,
-                        is_com: torch.Tensor) -> torch.Tensor:
+                        is_com: torch.Tensor, mapping: Mapping, present: np.ndarray) -> torch.Tensor:
     """Squared distance (g, K, R) by which each side-chain candidate's residue centre of mass misses its bead.
 
     Parameters
@@ -154,14 +154,15 @@ def candidate_bead_miss(backbone: torch.Tensor, ics: torch.Tensor, protein: Prot
         (g, R, 3) bead positions.
     is_com : torch.Tensor
         (g, R) bool, the bead is a centre of mass (C-alpha beads cost 0).
+    mapping : Mapping
+        How the beads were made.
+    present : numpy.ndarray
+        (R, N_SLOTS) atoms that count in a bead (OXT left out).
     """
     g, k, n_res = ics.shape[:3]
     rt = torch.as_tensor(protein.res_type, device=backbone.device)
     slots = [s for s in chem.BUILD_ORDER if chem.SLOT_CB <= s < chem.SLOT_OXT]
     context = backbone[:, None].expand(-1, k, -1, -1, -1).reshape(g * k, n_res, *backbone.shape[2:])
     atoms = build_residues(context, ics.reshape(g * k, n_res, *ics.shape[3:]), rt, slots=slots)[..., : chem.N_SLOTS, :]
-    weights = SLOT_MASSES[protein.res_type] * protein.slot_mask
-    weights[:, chem.SLOT_OXT] = 0.0
-    weights = torch.as_tensor(weights / weights.sum(-1, keepdims=True), dtype=atoms.dtype, device=atoms.device)
-    centre = (atoms * weights[..., None]).sum(-2).view(g, k, n_res, 3)
+    centre = mapping.bead_positions(atoms, present, protein.res_type).view(g, k, n_res, 3)
     return ((centre - beads[:, None]) ** 2).sum(-1) * is_com[:, None]

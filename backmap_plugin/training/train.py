@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.mappings import COMMapping
 from backmap_plugin.io.atomic import atomic_path, atomic_write
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.targets import measure
@@ -96,8 +97,6 @@ def com_training_beads(raw: dict, mixed_fraction: float, generator: torch.Genera
     is_com : torch.Tensor
         (B, L) bool.
     """
-    from backmap_plugin.core.mappings import COMMapping
-
     xyz, present, mask = raw["xyz"].float(), raw["present"], raw["residue_mask"]
     n_crops, length = mask.shape
     is_com = mask.clone()
