@@ -65,6 +65,7 @@ from backmap_plugin.build.ideal import (
 from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
+from backmap_plugin.core.adam import Adam
 from backmap_plugin.core.geometry import bond_angle, build_residues, place_atom
 from backmap_plugin.core.topology import ProteinTopology
 
@@ -388,8 +389,7 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
     start = chis.detach()
     names = list(dofs)
     params = [ca.detach().clone(), torch.zeros_like(start)] + [dofs[k].detach().clone() for k in names]
-    first, second = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
-    beta1, beta2 = 0.9, 0.999
+    adam = Adam(params, eps=FIT_EPS)
     for step in range(steps):
         with torch.enable_grad():
             leaves = [p.requires_grad_() for p in params]
@@ -412,15 +412,9 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
                 cb_sg = torch.stack([(cb[:, a] - sg[:, b]).norm(dim=-1), (cb[:, b] - sg[:, a]).norm(dim=-1)])
                 loss = loss + DISULFIDE_WEIGHT * ((ss - SS_BOND).pow(2).sum() + (cb_sg - CB_SG_SS).pow(2).sum())
             grads = torch.autograd.grad(loss, leaves)
-        # Adam, element by element (so frames stay independent), step size decaying linearly
-        size = FIT_STEP_SIZE * (1.0 - (1.0 - FIT_FINAL_FRACTION) * step / max(1, steps - 1))
-        params = [p.detach() for p in params]
-        for p, g, m, v in zip(params, grads, first, second):
-            m.mul_(beta1).add_(g, alpha=1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            m_hat = m / (1 - beta1 ** (step + 1))
-            v_hat = v / (1 - beta2 ** (step + 1))
-            p.sub_(size * m_hat / (v_hat.sqrt() + FIT_EPS))
+        # step size decaying linearly
+        adam.step(grads, FIT_STEP_SIZE * (1.0 - (1.0 - FIT_FINAL_FRACTION) * step / max(1, steps - 1)))
+    params = [p.detach() for p in params]
     ca, turn = params[0], params[1]
     return ca, dict(zip(names, params[2:])), start + turn * free
 

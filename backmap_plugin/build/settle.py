@@ -24,6 +24,7 @@ from backmap_plugin.build.backbone import backbone_dofs, build_backbone, fit_bac
 from backmap_plugin.build.ideal import relieve_clashes, side_chain_internal
 from backmap_plugin.build.relax import TURNABLE_CHIS
 from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.adam import Adam
 from backmap_plugin.core.geometry import build_residues, chi_angles
 from backmap_plugin.core.topology import ProteinTopology
 
@@ -78,9 +79,8 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
         chis = torch.nan_to_num(chi_angles(start, rt)).detach()
         ca0 = start[..., chem.SLOT_CA, :]
         bond0 = (ca0[:, 1:] - ca0[:, :-1]).norm(dim=-1)
-        ca = ca0.clone().requires_grad_(True)
-        turn = torch.zeros_like(chis, requires_grad=True)
-        optimiser = torch.optim.Adam([ca, turn], lr=SETTLE_STEP_SIZE)
+        ca, turn = ca0.clone(), torch.zeros_like(chis)
+        adam = Adam([ca, turn])
         best_ca, best_turn = ca0.clone(), torch.zeros_like(chis)
         best = torch.full(atoms.shape[:1], float("inf"), dtype=atoms.dtype, device=dev)
 
@@ -94,6 +94,8 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
         # the backbone fit moves N, C, O by hundredths: left out of the steps (its gradient is most of their
         # cost) and applied to the result
         for _ in range(steps + 1):
+            ca.requires_grad_(True)
+            turn.requires_grad_(True)
             miss = (target - bead_positions(rebuild(ca, turn, fit=False))).pow(2).sum(-1)  # (F, R)
             score = miss.mean(-1).detach()
             better = score < best
@@ -103,9 +105,7 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
             bond = (ca[:, 1:] - ca[:, :-1]).norm(dim=-1)
             loss = (miss.sum(-1) + TRACE_STIFFNESS * ((bond - bond0) ** 2 * same).sum(-1)
                     + CHI_RESTRAINT * ((1 - torch.cos(turn)) * turnable).sum((-1, -2)))
-            optimiser.zero_grad()
-            loss.sum().backward()
-            optimiser.step()
+            adam.step(torch.autograd.grad(loss.sum(), [ca, turn]), SETTLE_STEP_SIZE)
         with torch.no_grad():
             kept = relieve_clashes(rebuild(best_ca, best_turn, fit=True), protein)
     return kept

@@ -16,6 +16,10 @@ import numpy as np
 MIN_BEAD_DISTANCE = 0.5
 
 
+#: Unit vector the close-pair search sorts beads along.
+_SWEEP = np.array([1.0, 0.618034, 0.381966]) / np.linalg.norm([1.0, 0.618034, 0.381966])
+
+
 def _frames(beads) -> np.ndarray:
     beads = np.asarray(beads)
     if beads.ndim != 3 or beads.shape[-1] != 3:
@@ -53,8 +57,11 @@ def first_close_pair(beads, min_distance: float = MIN_BEAD_DISTANCE) -> tuple[in
     """The first pair of beads closer than ``min_distance``.
 
     Every pair of beads of a frame is considered (consecutive ones and any
-    other two, also of different chains), with a k-d tree per frame, so the
-    cost grows as ``R log R``. The beads must be finite (see
+    other two, also of different chains): the beads of all frames are sorted
+    along one direction (:data:`_SWEEP`, oblique so that no lattice of beads
+    lines up across it) and each is compared with the next ones in that order
+    while their projections lie within ``min_distance``, so the cost grows as
+    ``R log R`` times the few beads that share a slab that thin. The beads must be finite (see
     :func:`first_non_finite`).
 
     Parameters
@@ -77,17 +84,25 @@ def first_close_pair(beads, min_distance: float = MIN_BEAD_DISTANCE) -> tuple[in
         For an array of the wrong shape.
     """
     beads = _frames(beads).astype(np.float64)
-    if beads.shape[1] < 2:
+    n_frames, n = beads.shape[:2]
+    if n < 2:
         return None
-    from scipy.spatial import cKDTree
-
-    for frame, xyz in enumerate(beads):
-        pairs = cKDTree(xyz).query_pairs(min_distance, output_type="ndarray")
-        if len(pairs):
-            pairs = np.sort(pairs, axis=1)
-            distance = np.linalg.norm(xyz[pairs[:, 1]] - xyz[pairs[:, 0]], axis=-1)
-            pairs, distance = pairs[distance < min_distance], distance[distance < min_distance]  # tree: <=
-        if len(pairs):
-            k = np.lexsort((pairs[:, 1], pairs[:, 0]))[0]
-            return frame, int(pairs[k, 0]), int(pairs[k, 1]), float(distance[k])
-    return None
+    along = beads @ _SWEEP
+    order = np.argsort(along, axis=1, kind="stable")
+    along = np.take_along_axis(along, order, axis=1)
+    sorted_beads = np.take_along_axis(beads, order[..., None], axis=1)
+    found = []
+    for k in range(1, n):
+        near = along[:, k:] - along[:, :-k] < min_distance
+        if not near.any():
+            break
+        frame, i = np.nonzero(near)
+        distance = np.linalg.norm(sorted_beads[frame, i + k] - sorted_beads[frame, i], axis=-1)
+        close = distance < min_distance
+        a, b = order[frame[close], i[close]], order[frame[close], i[close] + k]
+        found.append(np.stack([frame[close], np.minimum(a, b), np.maximum(a, b), distance[close]], axis=1))
+    found = np.concatenate(found) if found else np.zeros((0, 4))
+    if not len(found):
+        return None
+    first = found[np.lexsort((found[:, 2], found[:, 1], found[:, 0]))[0]]
+    return int(first[0]), int(first[1]), int(first[2]), float(first[3])

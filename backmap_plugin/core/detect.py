@@ -9,7 +9,9 @@ not). Each bond's distance is scored under both (a Gaussian for C-alpha
 beads, the corpus's per-pair density for centres of mass,
 ``core/tables/com_bonds.npz`` made by ``workflows/tables/build_com_bonds.py``),
 and a two-state chain model (Viterbi) labels every residue, changing kind
-only where the evidence pays for it. That finds the CALVADOS 3 mix: folded
+only where the evidence pays for it. The spread of the C-alpha bonds is then
+re-estimated from the bonds read as C-alpha (a noisy trace or a soft spring
+widens it) and the chain labelled again. That finds the CALVADOS 3 mix: folded
 domains of centre-of-mass beads joined by linkers of beads 3.8 apart. Pure
 numpy; lengths in Angstrom.
 """
@@ -32,6 +34,10 @@ DENSITY_FLOOR = 1e-4
 #: C-alpha beads: bonded distance (trans), its spread (wide enough for CG
 #: springs), and the cis-peptide distance with its share.
 CA_BOND, CA_SPREAD = 3.82, 0.20
+#: Widest spread of C-alpha bonds re-estimated from a trace (noisy traces,
+#: soft CG springs), and the distance from :data:`CA_BOND` within which a
+#: bond read as C-alpha counts for that estimate (cis peptides left out).
+CA_SPREAD_MAX, CA_SPREAD_WINDOW = 0.5, 1.0
 CIS_BOND, CIS_SPREAD, CIS_SHARE = 2.95, 0.15, 0.005
 #: Log-probability of a change of bead kind between two bonded residues.
 SWITCH_LOG_PROB = math.log(1e-2)
@@ -52,7 +58,8 @@ def _normal_log_pdf(d: np.ndarray, mean: float, sd: float) -> np.ndarray:
     return -0.5 * ((d - mean) / sd) ** 2 - math.log(sd * math.sqrt(2 * math.pi))
 
 
-def bond_log_likelihoods(d: np.ndarray, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bond_log_likelihoods(d: np.ndarray, first: np.ndarray, second: np.ndarray,
+                         ca_spread: float = CA_SPREAD) -> tuple[np.ndarray, np.ndarray]:
     """Log-likelihood of bonded bead distances as C-alpha beads and as centres of mass.
 
     Parameters
@@ -61,6 +68,8 @@ def bond_log_likelihoods(d: np.ndarray, first: np.ndarray, second: np.ndarray) -
         (B,) distances, Angstrom.
     first, second : numpy.ndarray
         (B,) residue types of the two residues (chemistry order).
+    ca_spread : float
+        Standard deviation of trans C-alpha bonds, Angstrom.
 
     Returns
     -------
@@ -68,7 +77,7 @@ def bond_log_likelihoods(d: np.ndarray, first: np.ndarray, second: np.ndarray) -
         (B,) log densities per Angstrom.
     """
     d = np.asarray(d, dtype=np.float64)
-    ca = np.logaddexp(math.log(1 - CIS_SHARE) + _normal_log_pdf(d, CA_BOND, CA_SPREAD),
+    ca = np.logaddexp(math.log(1 - CIS_SHARE) + _normal_log_pdf(d, CA_BOND, ca_spread),
                       math.log(CIS_SHARE) + _normal_log_pdf(d, CIS_BOND, CIS_SPREAD))
     ca = np.maximum(ca, math.log(DENSITY_FLOOR))
     table = com_bond_table()
@@ -183,13 +192,26 @@ def decide_mapping(beads: np.ndarray, res_type: np.ndarray, chain: np.ndarray, c
     n = len(beads)
     d = np.linalg.norm(np.diff(beads, axis=0), axis=-1)
     bonded = (np.asarray(chain)[1:] == np.asarray(chain)[:-1]) & (d < max_bond)
-    ll_ca, ll_com = bond_log_likelihoods(d, res_type[:-1], res_type[1:])
-    ll_ca, ll_com = np.where(bonded, ll_ca, 0.0), np.where(bonded, ll_com, 0.0)
-    is_ca = np.zeros(n, bool)
     starts = np.r_[0, np.nonzero(~bonded)[0] + 1]
     ends = np.r_[starts[1:], n]
-    for a, b in zip(starts, ends):
-        is_ca[a:b] = label_chain(ll_ca[a : b - 1], ll_com[a : b - 1]) if b - a > 1 else True
+
+    def label(spread):
+        ll_ca, ll_com = bond_log_likelihoods(d, res_type[:-1], res_type[1:], spread)
+        ll_ca, ll_com = np.where(bonded, ll_ca, 0.0), np.where(bonded, ll_com, 0.0)
+        is_ca = np.ones(n, bool)
+        for a, b in zip(starts, ends):
+            if b - a > 1:
+                is_ca[a:b] = label_chain(ll_ca[a : b - 1], ll_com[a : b - 1])
+        return ll_ca, ll_com, is_ca
+
+    ll_ca, ll_com, is_ca = label(CA_SPREAD)
+    # the spread of the bonds read as C-alpha, estimated from the trace itself (one EM step): a noisy
+    # C-alpha trace is not taken for centres of mass where its bonds stray from 3.8 A
+    trans = bonded & is_ca[:-1] & is_ca[1:] & (np.abs(d - CA_BOND) < CA_SPREAD_WINDOW)
+    if trans.sum() >= 2:
+        spread = min(CA_SPREAD_MAX, float(np.sqrt(np.mean((d[trans] - CA_BOND) ** 2))))
+        if spread > CA_SPREAD:
+            ll_ca, ll_com, is_ca = label(spread)
     # every bond scored under the labels found and under the other uniform reading
     both_com = ~is_ca[:-1] & ~is_ca[1:]
     chosen = np.where(both_com, ll_com, ll_ca)[bonded].sum()

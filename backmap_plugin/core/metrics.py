@@ -20,8 +20,6 @@ All functions are pure: inputs are never modified.
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
-from scipy.spatial import cKDTree
 
 __all__ = [
     "bond_lengths",
@@ -255,12 +253,18 @@ def count_d_residues(xyz, n_idx, ca_idx, c_idx, cb_idx):
 # ---------------------------------------------------------------- clashes
 
 
+def _sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of a 1-D array (sort and compare: faster than numpy 2's hashing ``np.unique``)."""
+    keys = np.sort(keys)
+    return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+
+
 def bonded_exclusions(n_atoms, bonds, max_sep=3):
     """Atom pairs at most ``max_sep`` bonds apart in the bond graph.
 
     With the default ``max_sep=3`` these are the 1-2, 1-3 and 1-4 pairs.
-    Computed with sparse boolean matrix products, so it scales with the
-    number of pairs, not ``n_atoms ** 2``.
+    Paths are extended one bond at a time over the bond list (a join of
+    pair lists), so it scales with the number of pairs, not ``n_atoms ** 2``.
 
     Parameters
     ----------
@@ -280,24 +284,32 @@ def bonded_exclusions(n_atoms, bonds, max_sep=3):
     b = b[b[:, 0] != b[:, 1]]
     if max_sep < 1 or len(b) == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    rows = np.concatenate([b[:, 0], b[:, 1]])
-    cols = np.concatenate([b[:, 1], b[:, 0]])
-    adj = sparse.csr_matrix(
-        (np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n_atoms, n_atoms)
-    )
-    adj.data[:] = 1  # duplicate bonds were summed
-    step = (adj + sparse.identity(n_atoms, dtype=np.int8, format="csr")).astype(bool)
-    reach = step
+    # pairs as one int64 key (i * n_atoms + j), so that sorting orders them by first atom, then second.
+    # directed: both directions of every bond; the neighbours of atom a are directed[start[a]:start[a + 1]]
+    keys = _sorted_unique(np.concatenate([b[:, 0] * n_atoms + b[:, 1], b[:, 1] * n_atoms + b[:, 0]]))
+    directed = np.stack([keys // n_atoms, keys % n_atoms], axis=1)
+    start = np.searchsorted(directed[:, 0], np.arange(n_atoms + 1))
+    degree = np.diff(start)
+    reach, frontier = keys, directed
     for _ in range(max_sep - 1):
-        reach = (reach @ step).astype(bool)
-    upper = sparse.triu(reach, k=1).tocoo()
-    pairs = np.stack([upper.row, upper.col], axis=1).astype(np.int64)
-    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
-    return pairs[order]
+        # every walk (i .. j) of the frontier extended by each bond (j, k)
+        count = degree[frontier[:, 1]]
+        offset = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+        first = np.repeat(frontier[:, 0], count)
+        k = directed[np.repeat(start[frontier[:, 1]], count) + offset, 1]
+        step = _sorted_unique(first[first != k] * n_atoms + k[first != k])
+        grown = _sorted_unique(np.concatenate([reach, step]))
+        if len(grown) == len(reach):
+            break
+        reach, frontier = grown, np.stack([step // n_atoms, step % n_atoms], axis=1)
+    pairs = np.stack([reach // n_atoms, reach % n_atoms], axis=1)
+    return pairs[pairs[:, 0] < pairs[:, 1]]
 
 
 def _close_pairs(frame, cutoff):
     """Pairs ``(i, j)``, ``i < j``, of one frame closer than ``cutoff``."""
+    from scipy.spatial import cKDTree  # (here: the build path imports this module and never calls it)
+
     pairs = cKDTree(frame).query_pairs(cutoff, output_type="ndarray")
     if len(pairs) == 0:
         return np.zeros((0, 2), dtype=np.int64)

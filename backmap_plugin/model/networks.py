@@ -12,6 +12,8 @@ features (distances and neighbour positions in local frames).
 from __future__ import annotations
 
 import contextlib
+import sys
+import types
 
 import torch
 from torch import nn
@@ -41,7 +43,66 @@ def _compiler_disable_as_identity():
         torch.compiler.disable = original
 
 
-with _compiler_disable_as_identity():
+class _DeferredSympyName:
+    """A name e3nn imports from sympy, resolved from the real sympy at first use.
+
+    Called, or used in arithmetic (e3nn multiplies ``pi``), it imports sympy
+    and acts as the real object.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def resolve(self):
+        import sympy
+
+        return getattr(sympy, self.name)
+
+    def __call__(self, *args, **kwargs):
+        return self.resolve()(*args, **kwargs)
+
+    def __mul__(self, other):
+        return self.resolve() * other
+
+    def __rmul__(self, other):
+        return other * self.resolve()
+
+    def __truediv__(self, other):
+        return self.resolve() / other
+
+    def __rtruediv__(self, other):
+        return other / self.resolve()
+
+
+@contextlib.contextmanager
+def _sympy_deferred():
+    """Let e3nn load without importing sympy (0.4 s of every start-up).
+
+    ``e3nn.o3`` imports a few sympy names at load time for its Legendre
+    polynomials, which this package never builds. While e3nn loads, a stand-in
+    ``sympy`` module hands out :class:`_DeferredSympyName` objects; the
+    stand-in is removed afterwards, so any later ``import sympy`` gets the real
+    package, and e3nn's own sympy functions still work (tested).
+    """
+    if "sympy" in sys.modules:
+        yield
+        return
+    def deferred(name):
+        if name.startswith("__"):  # (import machinery asks for __path__, __spec__ ...)
+            raise AttributeError(name)
+        return _DeferredSympyName(name)
+
+    stand_in = types.ModuleType("sympy")
+    stand_in.__getattr__ = deferred
+    sys.modules["sympy"] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get("sympy") is stand_in:
+            del sys.modules["sympy"]
+
+
+with _compiler_disable_as_identity(), _sympy_deferred():
     from e3nn import o3
     from e3nn.nn import Gate
 
