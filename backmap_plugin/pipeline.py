@@ -149,9 +149,9 @@ def run_pipeline(
     report: bool = True,
     overwrite: bool = False,
     platform: str = "auto",
-    solvent: str = "gbn2",
+    solvent: str = "screened",
     refine_steps: int = 5000,
-    tolerance: float = 10.0,
+    tolerance: float = 20.0,
     restraint_k: float = 1000.0,
     progress: bool = True,
 ) -> PipelineResult:
@@ -195,8 +195,9 @@ def run_pipeline(
         OpenMM platform for refinement and validation energies: ``auto``
         (CUDA when present, else CPU), ``CUDA``, ``CPU``, ``Reference``,
         ``OpenCL``.
-    solvent : {"gbn2", "obc2", "vacuum"}, optional
-        Implicit solvent with amber14, for refinement and validation.
+    solvent : {"screened", "gbn2", "obc2", "vacuum"}, optional
+        Solvent model with amber14, for refinement and validation energies
+        (:data:`backmap_plugin.openmm.systems.SOLVENTS`).
     refine_steps : int, optional
         Largest number of minimiser iterations per refinement stage; 0 for
         no limit.

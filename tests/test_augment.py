@@ -59,9 +59,8 @@ def parents(tmp_path_factory, fixture_pdb):
 def test_native_obc2_matches_custom_force(fixture_pdb):
     import openmm
 
-    from backmap_plugin.openmm.sampling import use_native_obc2
     from backmap_plugin.openmm.structure import complete_structure, read_structure
-    from backmap_plugin.openmm.systems import load_force_field
+    from backmap_plugin.openmm.systems import load_force_field, use_native_obc2
 
     topology, frames = read_structure(fixture_pdb)
     completed = complete_structure(topology, frames[0])

@@ -19,7 +19,8 @@ from backmap_plugin.cli.command import main as backmap_main  # noqa: E402
 from backmap_plugin.core import metrics  # noqa: E402
 from backmap_plugin.openmm.platforms import select_platform  # noqa: E402
 from backmap_plugin.openmm.refine import refine_structure  # noqa: E402
-from backmap_plugin.openmm.structure import create_disulfide_bonds  # noqa: E402
+from backmap_plugin.openmm.structure import create_disulfide_bonds, read_structure  # noqa: E402
+from backmap_plugin.openmm.validate import validate_frames  # noqa: E402
 
 EXAMPLE_CA = Path(__file__).resolve().parents[1] / "examples" / "trpcage_ca.pdb"
 
@@ -44,7 +45,7 @@ def backmapped(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def refined(backmapped):
-    """Default refinement (amber14 + GBn2) of the backmapped trp-cage."""
+    """Default refinement (amber14, electrostatics screened by a dielectric of 4) of the backmapped trp-cage."""
     output = backmapped.with_name("trpcage_refined.pdb")
     result = refine_structure(backmapped, output, platform="CPU", progress=False)
     return backmapped, output, result
@@ -57,7 +58,9 @@ def test_refine_removes_clashes_and_adds_hydrogens(refined):
     assert frame["converged"]
     assert frame["energy_after_finite"]
     assert frame["energy_after_kj_mol"] < frame["energy_before_kj_mol"]
-    assert frame["energy_after_kj_mol"] < 0.0
+    # the minimum found is a low-energy structure in implicit solvent as well
+    topology, frames = read_structure(str(output))
+    assert validate_frames(topology, frames, solvent="gbn2", platform="CPU").frames[0]["energy_kj_mol"] < -2000.0
     assert frame["rmsd_shift_angstrom"] < 0.6
     assert frame["max_bond_strain_angstrom"] < 0.2
     out = md.load(str(output))
@@ -73,7 +76,7 @@ def test_refine_json_report_is_consistent(refined):
     assert result.report_path == str(report_path)
     report = json.loads(report_path.read_text())
     assert report["all_converged"] is True
-    assert report["settings"]["force_field"] == ["amber14-all.xml", "implicit/gbn2.xml"]
+    assert report["settings"]["force_field"] == ["amber14-all.xml", "Coulomb / 4 (screened)"]
     assert len(report["frames"]) == 1
     frame = report["frames"][0]
     assert frame == result.frames[0]  # JSON floats round-trip exactly
@@ -232,7 +235,7 @@ def test_add_parser_registers_refine_and_validate():
     validate_cli.add_parser(subparsers)
     args = parser.parse_args(["refine", "in.pdb", "-o", "out.pdb", "--restraint-k", "500", "--steps", "10"])
     assert args.func is refine_cli.run and args.restraint_k == 500.0 and args.steps == 10
-    assert args.solvent == "gbn2" and args.platform == "auto"
+    assert args.solvent == "screened" and args.platform == "auto"
     args = parser.parse_args(["validate", "in.pdb", "--json", "--strict"])
     assert args.func is validate_cli.run and args.json and args.strict
 
@@ -301,3 +304,30 @@ def test_multi_frame_output_matches_frame_by_frame(trajectory, tmp_path):
         # (0.17 Angstrom heavy-atom RMSD after refinement seen for frame 0), so the bound is that spread
         assert rmsd < 0.3, (k, rmsd)
         assert alone.frames[0]["converged"]
+
+
+def test_screened_model_divides_coulomb_by_four(refined):
+    """``screened``: amber14 whose Coulomb energy (pairs and scaled 1-4 exceptions) is the vacuum one / 4."""
+    import openmm
+
+    from backmap_plugin.openmm.systems import SCREENED_DIELECTRIC, create_system, load_force_field
+
+    topology, frames = read_structure(str(refined[1]))
+    coulomb = {}
+    for solvent in ("vacuum", "screened"):
+        system = create_system(load_force_field(solvent), topology, solvent)
+        for force in system.getForces():
+            force.setForceGroup(1 if isinstance(force, openmm.NonbondedForce) else 0)
+            if isinstance(force, openmm.NonbondedForce):  # Lennard-Jones off: Coulomb alone
+                for i in range(force.getNumParticles()):
+                    q, sigma, _ = force.getParticleParameters(i)
+                    force.setParticleParameters(i, q, sigma, 0.0)
+                for k in range(force.getNumExceptions()):
+                    i, j, qq, sigma, _ = force.getExceptionParameters(k)
+                    force.setExceptionParameters(k, i, j, qq, sigma, 0.0)
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(frames[0])
+        coulomb[solvent] = context.getState(energy=True, groups={1}).getPotentialEnergy()._value
+    assert SCREENED_DIELECTRIC == 4.0
+    assert coulomb["vacuum"] < -1000.0
+    assert coulomb["screened"] == pytest.approx(coulomb["vacuum"] / 4.0, rel=1e-6)

@@ -323,3 +323,13 @@ def test_all_atom_clashes_spare_hydrogen_bonds():
     assert all_atom_clashes(xyz, radii, np.zeros((0, 2), int), kinds).tolist() == [1]
     # bonded pairs (within three bonds) never count
     assert all_atom_clashes(xyz, radii, [[2, 3]], kinds).tolist() == [0]
+
+
+def test_selenomethionine_energy_as_methionine():
+    """A crystal fragment with selenomethionines (1A8O 151-158, HETATM MSE with SE): hydrogens and the amber14
+    energy come from its methionine form (amber14 has no selenium); before, the energy was NaN."""
+    path = os.path.join(os.path.dirname(__file__), "data", "1a8o_mse_151-158.pdb.gz")
+    frame = validate_structure(path, platform="CPU").frames[0]
+    assert np.isfinite(frame["energy_kj_mol"]) and frame["energy_error"] is None
+    assert frame["bond_outliers"] == 0 and frame["missing_atoms"] == 0
+    assert frame["clashscore"] < 20.0  # hydrogens on the MSE residues, bonded as MET

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_top(p)
     options.add_backmap_options(p)
     options.add_platform(p)
-    options.add_solvent(p)
+    options.add_solvent(p, default="screened")
     options.add_minimiser(p)
     p.add_argument("--no-refine", action="store_true", help="skip the refinement")
     p.add_argument("--no-validate", action="store_true", help="skip the validation")

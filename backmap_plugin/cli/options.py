@@ -26,8 +26,9 @@ __all__ = [
     "add_top",
 ]
 
-#: Implicit solvents of the amber14 systems (refine, validate, the pipeline).
-SOLVENTS = ("gbn2", "obc2", "vacuum")
+#: Solvent models of the amber14 systems (refine, validate, the pipeline;
+#: ``backmap_plugin.openmm.systems.SOLVENTS``, not imported here: no OpenMM at parser build).
+SOLVENTS = ("screened", "gbn2", "obc2", "vacuum")
 
 
 def add_command(subparsers, name: str, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
@@ -139,16 +140,19 @@ def add_platform(parser: argparse.ArgumentParser) -> None:
                         help="OpenMM platform: auto (CUDA if present, else CPU), CUDA, CPU, Reference, OpenCL")
 
 
-def add_solvent(parser: argparse.ArgumentParser) -> None:
-    """Add ``--solvent``: the implicit solvent used with amber14 (default ``gbn2``).
+def add_solvent(parser: argparse.ArgumentParser, default: str) -> None:
+    """Add ``--solvent``: the solvent model used with amber14.
 
     Parameters
     ----------
     parser : argparse.ArgumentParser
         The parser to extend.
+    default : str
+        One of :data:`SOLVENTS`.
     """
-    parser.add_argument("--solvent", default="gbn2", choices=list(SOLVENTS),
-                        help="implicit solvent with amber14 (default: gbn2)")
+    parser.add_argument("--solvent", default=default, choices=list(SOLVENTS),
+                        help="solvent model with amber14: screened (Coulomb divided by a dielectric of 4, fast), "
+                             f"implicit solvent gbn2 or obc2, or vacuum (default: {default})")
 
 
 def add_ph(parser: argparse.ArgumentParser) -> None:
@@ -233,5 +237,5 @@ def add_minimiser(parser: argparse.ArgumentParser) -> None:
                         help="heavy-atom restraint constant in kJ/mol/nm^2 (default: 1000)")
     parser.add_argument("--steps", type=int, default=5000,
                         help="maximum minimiser iterations per stage, 0 for no limit (default: 5000)")
-    parser.add_argument("--tolerance", type=float, default=10.0,
-                        help="minimiser tolerance, RMS force in kJ/mol/nm (default: 10)")
+    parser.add_argument("--tolerance", type=float, default=20.0,
+                        help="minimiser tolerance, RMS force in kJ/mol/nm (default: 20)")

@@ -11,7 +11,7 @@ __all__ = ["add_parser", "run"]
 _EXAMPLE = """example:
   backmap run examples/trpcage_ca.pdb -o trpcage_aa.pdb
   backmap refine trpcage_aa.pdb -o trpcage_refined.pdb      # also writes trpcage_refined.json
-  backmap refine traj_aa.pdb -o traj_refined.pdb --solvent vacuum --steps 1000
+  backmap refine traj_aa.pdb -o traj_refined.pdb --solvent gbn2 --tolerance 10   # implicit solvent, slower
 """
 
 
@@ -29,8 +29,8 @@ def add_parser(subparsers) -> None:
         help="add hydrogens and minimise a backmapped structure with OpenMM (amber14, restrained)",
         description=(
             "Complete a heavy-atom structure (missing atoms, disulfides, hydrogens at pH 7), remove clashes "
-            "with a soft-core stage, then minimise with amber14 + implicit solvent under heavy-atom position "
-            "restraints. Every model of the input is refined; a JSON report goes next to the output."
+            "with a soft-core stage, then minimise with amber14 (electrostatics screened by a dielectric of 4, "
+            "or an implicit solvent) under heavy-atom position restraints. Every model of the input is refined; a JSON report goes next to the output."
         ),
         epilog=_EXAMPLE,
     )
@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
     options.add_output(p, "refined structure: .pdb, .cif, .dcd, .xtc or .h5")
     options.add_minimiser(p)
     options.add_platform(p)
-    options.add_solvent(p)
+    options.add_solvent(p, default="screened")
     options.add_ph(p)
     p.add_argument("--no-soft-core", action="store_true", help="skip the soft-core clash-removal stage")
     p.add_argument("--complete-every-frame", action="store_true",

@@ -49,7 +49,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 when any check fails (clashes, outliers, D residues, "
                         "missing atoms, cis non-Pro, non-finite energy)")
-    options.add_solvent(p)
+    options.add_solvent(p, default="gbn2")
     options.add_platform(p)
     p.add_argument("--no-energy", action="store_true", help="skip the energy (fastest)")
     options.add_debug(p)

@@ -27,7 +27,7 @@ Protocol and the literature it follows
   repartitioning (Hopkins, Le Grand, Walker & Roitberg, J. Chem. Theory
   Comput. 11, 1864, 2015).
 
-OBC2 runs on OpenMM's built-in ``GBSAOBCForce`` (:func:`use_native_obc2`):
+OBC2 runs on OpenMM's built-in ``GBSAOBCForce`` (:func:`~backmap_plugin.openmm.systems.use_native_obc2`):
 ``implicit/obc2.xml`` builds the same model as a ``CustomGBForce``, which the
 CPU platform evaluates several times slower.
 """
@@ -43,7 +43,7 @@ import numpy as np
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.openmm.platforms import create_context
 from backmap_plugin.openmm.structure import complete_structure
-from backmap_plugin.openmm.systems import SOLVENTS, load_force_field, soft_core_system
+from backmap_plugin.openmm.systems import SOLVENTS, create_system, load_force_field, soft_core_system
 
 __all__ = [
     "SamplingError",
@@ -53,14 +53,10 @@ __all__ = [
     "kinetic_temperature",
     "protocol_dict",
     "sample_structure",
-    "use_native_obc2",
 ]
 
 #: Boltzmann constant, kJ/mol/K.
 _KB = 0.00831446261815324
-#: Offset (nm) between the intrinsic radius and the offset radius of the
-#: Amber GB models (``offset=0.009`` in OpenMM's ``customgbforces``).
-_OBC_OFFSET = 0.009
 
 
 class SamplingError(Exception):
@@ -210,60 +206,12 @@ class SamplingResult:
     seconds: dict = field(default_factory=dict)
 
 
-def use_native_obc2(system) -> bool:
-    """Replace the ``CustomGBForce`` of ``implicit/obc2.xml`` by ``GBSAOBCForce``.
-
-    Both compute the same OBC2 energy (Amber ``igb=5``) with the ACE surface
-    term: the custom force's per-particle ``(charge, or, sr)`` become
-    ``(charge, or + 0.009 nm, sr / or)``. The built-in force has optimised
-    kernels on every platform, notably the CPU one.
-
-    Parameters
-    ----------
-    system : openmm.System
-        A system built with ``implicit/obc2.xml`` and no cutoff; modified in
-        place.
-
-    Returns
-    -------
-    bool
-        True if a force was replaced (False when the system has no
-        ``CustomGBForce``).
-    """
-    import openmm
-
-    custom = [k for k, f in enumerate(system.getForces()) if isinstance(f, openmm.CustomGBForce)]
-    if not custom:
-        return False
-    if len(custom) > 1:
-        raise ValueError(f"expected one CustomGBForce, found {len(custom)}")
-    index = custom[0]
-    old = system.getForce(index)
-    if old.getNonbondedMethod() != openmm.CustomGBForce.NoCutoff:
-        raise ValueError("use_native_obc2 supports NoCutoff systems only")
-    names = [old.getPerParticleParameterName(i) for i in range(old.getNumPerParticleParameters())]
-    if names != ["charge", "or", "sr"]:
-        raise ValueError(f"not an Amber OBC force: per-particle parameters {names}")
-    new = openmm.GBSAOBCForce()
-    new.setNonbondedMethod(openmm.GBSAOBCForce.NoCutoff)
-    # obc2.xml is used with its default dielectrics (solute 1, solvent 78.5)
-    new.setSoluteDielectric(1.0)
-    new.setSolventDielectric(78.5)
-    for i in range(old.getNumParticles()):
-        charge, offset_radius, scaled_radius = old.getParticleParameters(i)
-        new.addParticle(charge, offset_radius + _OBC_OFFSET, scaled_radius / offset_radius)
-    new.setForceGroup(old.getForceGroup())
-    system.removeForce(index)
-    system.addForce(new)
-    return True
-
-
 def build_system(topology, protocol: SamplingProtocol):
     """amber14 + implicit solvent system for a completed topology.
 
     No cutoff, bonds to hydrogen constrained, hydrogen masses repartitioned
     when ``protocol.hydrogen_mass`` is set; OBC2 on ``GBSAOBCForce``
-    (:func:`use_native_obc2`).
+    (:func:`~backmap_plugin.openmm.systems.use_native_obc2`).
 
     Parameters
     ----------
@@ -287,12 +235,9 @@ def build_system(topology, protocol: SamplingProtocol):
     if protocol.hydrogen_mass is not None:
         options["hydrogenMass"] = protocol.hydrogen_mass * unit.amu
     try:
-        system = load_force_field(protocol.solvent).createSystem(topology, **options)
+        return create_system(load_force_field(protocol.solvent), topology, protocol.solvent, **options)
     except Exception as exc:  # "No template found for residue ..."
         raise SamplingError("parametrise", f"amber14 cannot parametrise the structure: {exc}") from exc
-    if protocol.solvent == "obc2":
-        use_native_obc2(system)
-    return system
 
 
 def kinetic_temperature(kinetic_energy: float, system) -> float:

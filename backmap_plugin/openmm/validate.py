@@ -79,7 +79,7 @@ from backmap_plugin.core.checks import (
 from backmap_plugin.core.dihedral_density import ALLOWED, FAVOURED, OUTLIER
 from backmap_plugin.core.ramachandran import PEPTIDE_BOND_MAX
 from backmap_plugin.openmm.structure import is_hydrogen, positions_to_array, read_structure
-from backmap_plugin.openmm.systems import load_force_field
+from backmap_plugin.openmm.systems import create_system, force_field_parts, load_force_field
 
 __all__ = [
     "CLASH_CUTOFF",
@@ -354,11 +354,39 @@ def _radii(topology, hbond_kinds, bonds):
 # ---------------------------------------------------------------- energy
 
 
+def _selenium_as_sulfur(topology, positions):
+    """Selenomethionines (MSE, Se) as methionines (MET, SD): (topology, positions), unchanged without MSE.
+
+    amber14 has no selenium; the energy of a selenomethionine structure is
+    that of its methionine form, which is also how refinement builds it.
+    The renamed structure is read back through OpenMM's PDB reader, which
+    bonds MET (and its peptide bonds) from its templates.
+    """
+    import copy
+    import io
+
+    from openmm.app import PDBFile, element
+
+    if not any(r.name == "MSE" for r in topology.residues()):
+        return topology, positions
+    renamed = copy.deepcopy(topology)
+    for residue in renamed.residues():
+        if residue.name == "MSE":
+            residue.name = "MET"
+            for atom in residue.atoms():
+                if atom.name == "SE":
+                    atom.name, atom.element = "SD", element.sulfur
+    text = io.StringIO()
+    PDBFile.writeFile(renamed, positions, text, keepIds=True)
+    pdb = PDBFile(io.StringIO(text.getvalue()))
+    return pdb.topology, pdb.positions
+
+
 def _with_hydrogens(topology, positions):
-    """Add missing hydrogens at pH 7 (Modeller); (topology, positions, error or None)."""
+    """Add missing hydrogens at pH 7 (Modeller; selenomethionine as methionine); (topology, positions, error or None)."""
     from openmm.app import Modeller
 
-    modeller = Modeller(topology, positions)
+    modeller = Modeller(*_selenium_as_sulfur(topology, positions))
     try:
         modeller.addHydrogens(pH=7.0)
     except Exception as exc:  # residues without hydrogen definitions
@@ -378,7 +406,6 @@ class _Energy:
         """Energy in kJ/mol (NaN when it cannot be computed) and the error message or None."""
         import openmm
         from openmm import unit
-        from openmm.app import NoCutoff
 
         from backmap_plugin.openmm.platforms import create_context
 
@@ -388,7 +415,7 @@ class _Energy:
             try:
                 if self.forcefield is None:
                     self.forcefield = load_force_field(self.solvent)
-                system = self.forcefield.createSystem(topology, nonbondedMethod=NoCutoff, constraints=None)
+                system = create_system(self.forcefield, topology, self.solvent)
                 self._context = create_context(system, openmm.VerletIntegrator(0.001), self.platform)
             except Exception as exc:  # "No template found ..."
                 self._error = str(exc).splitlines()[0]
@@ -608,8 +635,8 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
         Topology (hydrogens optional).
     frames : list of openmm.unit.Quantity
         Positions of each model.
-    solvent : {"gbn2", "obc2", "vacuum"}, optional
-        Implicit solvent for the amber14 energy (default gbn2).
+    solvent : {"gbn2", "obc2", "screened", "vacuum"}, optional
+        Solvent model of the amber14 energy (default gbn2).
     platform : str, optional
         OpenMM platform for the energy (``auto``: CUDA when present, else CPU).
     energy : bool, optional
@@ -726,7 +753,7 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
             },
         })
     settings = {
-        "force_field": "amber14-all.xml" + ("" if solvent == "vacuum" else f" + implicit/{solvent}.xml"),
+        "force_field": " + ".join(force_field_parts(solvent)),
         "heavy_clash_cutoff_angstrom": CLASH_CUTOFF,
         "clash_overlap_angstrom": CLASH_OVERLAP,
         "vdw_radii": "Probe (Word et al. 1999): " + ", ".join(f"{k} {v}" for k, v in VDW_RADII.items())
@@ -752,8 +779,8 @@ def validate_structure(input, solvent="gbn2", platform="auto", energy=True):
     ----------
     input : str or os.PathLike
         Structure file.
-    solvent : {"gbn2", "obc2", "vacuum"}, optional
-        Implicit solvent for the amber14 energy (default gbn2).
+    solvent : {"gbn2", "obc2", "screened", "vacuum"}, optional
+        Solvent model of the amber14 energy (default gbn2).
     platform : str, optional
         OpenMM platform for the energy (``auto``: CUDA when present, else CPU).
     energy : bool, optional
