@@ -11,16 +11,20 @@ from openmm import unit
 
 from backmap_plugin.api import Backmapper
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.martini import has_martini_beads
 from backmap_plugin.io.trajectory import TrajectoryWriter
 
 
 def _check_coarse_grained(topology, file) -> None:
-    """Refuse an all-atom simulation: the reporter is for CG runs."""
+    """Refuse an all-atom simulation: the reporter is for CG runs (one bead per residue, or Martini 3 beads)."""
+    if has_martini_beads(md.Topology.from_openmm(topology)):
+        return
     per_residue = sorted(len(list(r.atoms())) for r in topology.residues())
     if per_residue and per_residue[len(per_residue) // 2] > 1:
         raise BackmapInputError(
             f"BackmapReporter({file}): simulation.topology is not coarse-grained (a typical residue has "
-            f"{per_residue[len(per_residue) // 2]} particles); the reporter expects one bead per residue"
+            f"{per_residue[len(per_residue) // 2]} particles); the reporter expects one bead per residue or "
+            "Martini 3 beads (BB, SC1 ...)"
         )
 
 
@@ -30,7 +34,8 @@ class BackmapReporter:
     Append it to ``simulation.reporters`` like ``DCDReporter``. On its first
     report it derives the all-atom topology from ``simulation.topology`` (one
     bead per residue, at the CA or the residue centre of mass, named by
-    residue; ions, walls and other non-protein particles are ignored) and
+    residue, or Martini 3 beads; ions, walls and other non-protein particles
+    are ignored) and
     checks it: a topology it cannot map raises a clear error there, not at
     the end. Frames are buffered and backmapped in batches of
     ``batchFrames``; every batch is written and flushed at once, and the rest

@@ -174,3 +174,46 @@ def test_refined_frames_have_hydrogens_and_no_clashes(tmp_path):
     heavy = traj.atom_slice([a.index for a in traj.topology.atoms if a.element.symbol != "H"])
     bonds = np.array([[b[0].index, b[1].index] for b in heavy.topology.bonds])
     assert metrics.clashes(heavy.xyz * 10.0, bonds).sum() == 0
+
+
+def test_martini3_simulation_topology(tmp_path):
+    """A Martini 3 OpenMM topology (the real martinize2 beads of 6B0S, tests/data/martini3/cg.pdb): the reporter
+    reads the BB and SC beads (it used to refuse them as not coarse-grained), writes every reported frame, and
+    the frames are 6B0S's heavy atoms fitted to the beads (0.56 A from the all-atom structure, as from the file)."""
+    from backmap_plugin.core import chemistry as chem
+    from backmap_plugin.core import martini3 as m3
+    from backmap_plugin.core import metrics
+    from backmap_plugin.core.topology import gather_slots, read_residues
+    from backmap_plugin.io.martini import martini_beads, martini_residues
+
+    pdb = app.PDBFile(str(DATA / "martini3" / "cg.pdb"))
+    system = openmm.System()
+    for _ in pdb.topology.atoms():
+        system.addParticle(72.0)  # no forces: the beads stay where they are
+    simulation = app.Simulation(pdb.topology, system, openmm.VerletIntegrator(0.001),
+                                openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(pdb.positions)
+    out = tmp_path / "aa.pdb"
+    reporter = BackmapReporter(str(out), 5, batchFrames=2)
+    simulation.reporters.append(reporter)
+    reporter.reportInitial(simulation)
+    simulation.step(10)
+    reporter.close()
+    assert reporter.mappingEvidence.startswith("Martini 3 protein beads")
+    built = md.load(str(out))
+    assert built.n_frames == 3 and built.topology.n_residues == 71
+    truth = md.load(str(DATA / "martini3" / "aa.pdb.gz"))
+    records, _ = read_residues(truth.topology, "aa.pdb.gz")
+    ref, present = gather_slots(truth.xyz.astype(np.float64) * 10.0, records)
+    got, got_present = gather_slots(built.xyz.astype(np.float64) * 10.0, read_residues(built.topology, "aa.pdb")[0])
+    common = present & got_present
+    rmsd = metrics.kabsch_rmsd(got[:, common], np.repeat(ref[:, common], 3, axis=0))
+    assert np.all(rmsd < 0.65), rmsd
+    # the output mapped to Martini 3 beads lies on the input beads (backbone and side-chain beads)
+    cg = md.load(str(DATA / "martini3" / "cg.pdb"))
+    intake = martini_residues(cg.topology, "cg.pdb")
+    given = martini_beads(cg.xyz.astype(np.float64) * 10.0, intake.bead_index)[0]
+    res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
+    miss = np.linalg.norm(m3.martini3_bead_positions(got[0], got_present, res_type) - given, axis=-1)
+    exists = m3.BEAD_EXISTS[res_type]
+    assert np.sqrt((miss[exists] ** 2).mean()) < 0.3

@@ -9,7 +9,8 @@ the peptide-plane orientations and terminal torsions (measured with
 bond angle, each side chain's rotamer - and moves only the C-alpha trace and
 the chi angles, by gradient steps (Adam) on the squared distance of the
 structure's beads to the input beads, with the trace's bonded C-alpha
-distances and the chi angles held near where they started. The structure
+distances and the chi angles held near where they started and backbone
+atoms of residues apart in sequence kept from overlapping. The structure
 is rebuilt from those variables at every step, so its chemistry stays exact.
 Lengths in Angstrom, angles in radians.
 """
@@ -35,6 +36,60 @@ SETTLE_STEP_SIZE = 0.1
 #: starting value, and per unit of (1 - cos) by which a chi angle turns.
 TRACE_STIFFNESS = 20.0
 CHI_RESTRAINT = 1.0
+#: Backbone contacts: heavy backbone atoms (N, CA, C, O, OXT) more than three
+#: bonds apart (residues two or more apart, of different segments, or
+#: neighbours: :data:`_NEIGHBOUR_PAIRS`) closer than CONTACT_DISTANCE pay
+#: CONTACT_WEIGHT per Angstrom^2 of the shortfall. Pairs are those closer than
+#: CONTACT_SEARCH in the structure as built (the steps move atoms by tenths).
+CONTACT_DISTANCE = 2.6
+CONTACT_WEIGHT = 10.0
+CONTACT_SEARCH = 4.5
+_BACKBONE = [chem.SLOT_N, chem.SLOT_CA, chem.SLOT_C, chem.SLOT_O, chem.SLOT_OXT]
+#: (5, 5) bool: atom pairs of residue i (rows) and i + 1 (columns) of one
+#: segment more than three bonds apart (O(i)-O(i+1) is five; C(i)-N(i+1) is
+#: the peptide bond; OXT only ends a segment).
+_NEIGHBOUR_PAIRS = torch.tensor([
+    # N'     CA'    C'     O'     OXT'
+    [False, True, True, True, False],  # N
+    [False, False, True, True, False],  # CA
+    [False, False, False, True, False],  # C
+    [False, False, True, True, False],  # O
+    [False, False, False, False, False],  # OXT
+])
+
+
+def backbone_contact_pairs(atoms: torch.Tensor, protein: ProteinTopology, search: float = CONTACT_SEARCH):
+    """Backbone atom pairs that may overlap: (3, P) indices (frame, atom, atom) into (F, 5 R) backbone atoms.
+
+    Atom ``5 r + k`` is backbone atom ``k`` (:data:`_BACKBONE`) of residue
+    ``r``; pairs of atoms that exist, more than three bonds apart, within
+    ``search`` Angstrom of each other.
+    """
+    n_res, dev = atoms.shape[1], atoms.device
+    k = len(_BACKBONE)
+    backbone = atoms[:, :, _BACKBONE].reshape(atoms.shape[0], k * n_res, 3)
+    residue = torch.arange(n_res, device=dev).repeat_interleave(k)
+    kind = torch.arange(k, device=dev).repeat(n_res)
+    segment = torch.as_tensor(protein.segment, device=dev).repeat_interleave(k)
+    exists = torch.as_tensor(protein.slot_mask[:, _BACKBONE], device=dev).reshape(-1)
+    step = residue[None, :] - residue[:, None]
+    same = segment[:, None] == segment[None, :]
+    apart = (step >= 2) | ((step >= 1) & ~same) | ((step == 1) & _NEIGHBOUR_PAIRS.to(dev)[kind[:, None], kind[None, :]])
+    apart &= exists[:, None] & exists[None, :]
+    found = []
+    for f in range(backbone.shape[0]):
+        i, j = torch.nonzero((torch.cdist(backbone[f], backbone[f]) < search) & apart, as_tuple=True)
+        found.append(torch.stack([torch.full_like(i, f), i, j]))
+    return torch.cat(found, 1)
+
+
+def backbone_contact_loss(atoms: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """(F,) sum over the pairs of :data:`CONTACT_WEIGHT` x (shortfall below :data:`CONTACT_DISTANCE`)^2."""
+    backbone = atoms[:, :, _BACKBONE].reshape(atoms.shape[0], -1, 3)
+    f, i, j = pairs
+    d = (backbone[f, i] - backbone[f, j]).norm(dim=-1)
+    penalty = CONTACT_WEIGHT * torch.relu(CONTACT_DISTANCE - d) ** 2
+    return torch.zeros(atoms.shape[0], dtype=atoms.dtype, device=atoms.device).index_add(0, f, penalty)
 
 
 def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.Tensor,
@@ -59,7 +114,8 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
     -------
     torch.Tensor
         (F, R, N_SLOTS, 3): per frame the step (the input included) whose
-        beads lie closest (root mean square) to ``beads``, with its backbone
+        beads lie closest to ``beads`` (sum of squares) with the least backbone
+        contact penalty (:func:`backbone_contact_loss`) added, with its backbone
         fitted (:func:`~backmap_plugin.build.backbone.fit_backbone`) and the
         side-chain clashes the moves made relieved
         (:func:`~backmap_plugin.build.ideal.relieve_clashes`).
@@ -83,6 +139,7 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
         adam = Adam([ca, turn])
         best_ca, best_turn = ca0.clone(), torch.zeros_like(chis)
         best = torch.full(atoms.shape[:1], float("inf"), dtype=atoms.dtype, device=dev)
+        pairs = backbone_contact_pairs(start, protein)
 
         def rebuild(trace, turned, fit):
             backbone = build_backbone(trace, layout, protein.res_type, dofs)
@@ -96,14 +153,16 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
         for _ in range(steps + 1):
             ca.requires_grad_(True)
             turn.requires_grad_(True)
-            miss = (target - bead_positions(rebuild(ca, turn, fit=False))).pow(2).sum(-1)  # (F, R)
-            score = miss.mean(-1).detach()
+            built = rebuild(ca, turn, fit=False)
+            miss = (target - bead_positions(built)).pow(2).sum(-1)  # (F, R)
+            contact = backbone_contact_loss(built, pairs)
+            score = (miss.sum(-1) + contact).detach()
             better = score < best
             best = torch.where(better, score, best)
             best_ca = torch.where(better[:, None, None], ca.detach(), best_ca)
             best_turn = torch.where(better[:, None, None], turn.detach(), best_turn)
             bond = (ca[:, 1:] - ca[:, :-1]).norm(dim=-1)
-            loss = (miss.sum(-1) + TRACE_STIFFNESS * ((bond - bond0) ** 2 * same).sum(-1)
+            loss = (miss.sum(-1) + contact + TRACE_STIFFNESS * ((bond - bond0) ** 2 * same).sum(-1)
                     + CHI_RESTRAINT * ((1 - torch.cos(turn)) * turnable).sum((-1, -2)))
             adam.step(torch.autograd.grad(loss.sum(), [ca, turn]), SETTLE_STEP_SIZE)
         with torch.no_grad():
