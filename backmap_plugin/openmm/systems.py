@@ -1,4 +1,4 @@
-"""OpenMM systems for refinement: amber14 + implicit solvent, restraints, soft core.
+"""OpenMM systems for refinement and validation: amber14 per solvent model, restraints, soft core.
 
 Thin wrappers that build or change ``openmm.System`` objects; shared by
 :mod:`~backmap_plugin.openmm.refine` and :mod:`~backmap_plugin.openmm.validate`.
