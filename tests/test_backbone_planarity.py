@@ -165,3 +165,36 @@ def test_fit_is_differentiable():
         numeric = (loss(plus) - loss(minus)) / (2 * eps)
         assert float(x.grad[r, k]) == pytest.approx(float(numeric), rel=1e-4, abs=1e-6)
     assert np.isfinite(x.grad.numpy()).all()
+
+
+def test_peptide_before_a_proline_turned_to_proline_phi():
+    """A peptide unit turned so that the next proline's phi is positive (as the centre-of-mass model left 5 of
+    118 prolines of val crystals, O(i) 1 A from CD(i+1)) is turned back to phi near -65 degrees by fit_backbone;
+    the other units stay, and the turn is rigid about the CA-CA axis."""
+    protein, slots, _ = load_truth(frames=slice(0, 1))
+    layout = protein.backbone_layout
+    x = torch.as_tensor(slots, dtype=torch.float64)
+    pro = [k for k, n in enumerate(protein.names) if n == "PRO" and k > 0]
+    assert pro and layout.proline[np.asarray(pro) - 1].all() and layout.proline.sum() == len(pro)
+    j = pro[0]
+    axis = x[0, j, CA] - x[0, j - 1, CA]
+    axis = axis / axis.norm()
+    flipped = x.clone()
+    for s, r in ((C, j - 1), (O, j - 1), (N, j)):  # turn the unit by 180 degrees
+        arm = x[0, r, s] - x[0, j - 1, CA]
+        along = (arm @ axis) * axis
+        flipped[0, r, s] = x[0, j - 1, CA] + along - (arm - along)
+    phi = lambda y: math.degrees(float(dihedral(y[0, j - 1, C], y[0, j, N], y[0, j, CA], y[0, j, C])))  # noqa: E731
+    assert phi(x) < 0 < phi(flipped)
+    turned = bb.turn_proline_units(flipped, layout)
+    assert abs(phi(turned) + 65.0) < 6.0
+    assert torch.equal(bb.turn_proline_units(x, layout), x)  # nothing to turn: unchanged
+    others = torch.ones(protein.n_residues, dtype=torch.bool)
+    others[[j - 1, j]] = False
+    assert torch.equal(turned[:, others], flipped[:, others])
+    for s, r in ((C, j - 1), (N, j)):  # rigid about the axis: distances to both C-alpha atoms kept
+        for a in (j - 1, j):
+            assert float((turned[0, r, s] - turned[0, a, CA]).norm()) == pytest.approx(
+                float((flipped[0, r, s] - flipped[0, a, CA]).norm()), abs=1e-9)
+    fitted = bb.fit_backbone(flipped, layout)
+    assert -90.0 < phi(fitted) < -40.0

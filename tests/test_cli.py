@@ -241,3 +241,14 @@ def test_interrupt_says_what_is_kept(monkeypatch, capsys, argv, kept):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("backmap: interrupted")
     assert (kept in err) if kept else err == "backmap: interrupted"
+
+
+def test_mapping_martini3_option(tmp_path, capfd):
+    """``--mapping martini3`` reads Martini 3 beads (the real martinize2 file) and refuses a C-alpha trace."""
+    martini = Path(__file__).resolve().parent / "data" / "martini3" / "cg.pdb"
+    out = tmp_path / "aa.pdb"
+    assert main(["run", str(martini), "-o", str(out), "--mapping", "martini3", "--quiet"]) == 0
+    assert md.load(str(out)).topology.n_residues == 71
+    assert main(["run", str(EXAMPLE_PDB), "-o", str(tmp_path / "x.pdb"), "--mapping", "martini3", "--quiet"]) == 2  # bad input
+    assert "no Martini protein beads" in capfd.readouterr().err
+    assert not (tmp_path / "x.pdb").exists()

@@ -414,6 +414,66 @@ def _column(values, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device).reshape((len(values),) + (1,) * (like.dim() - 1))
 
 
+#: Proline's phi, held near -65 degrees by its ring (-90 to -45 in experimental structures, never
+#: positive), and the turns of a peptide unit tried to reach it (:func:`turn_proline_units`).
+PROLINE_PHI = math.radians(-65.0)
+PROLINE_TURNS = 72
+
+
+def turn_proline_units(slots: torch.Tensor, layout: BackboneLayout) -> torch.Tensor:
+    """Turn the peptide units before prolines whose phi came out positive until phi is near -65 degrees.
+
+    With phi positive, the unit's C(i) and O(i) lie where the proline ring
+    closes (O(i) about 1 A from CD(i+1)): the ring cannot be built. The
+    unit C(i), O(i), N(i+1) turns rigidly about its CA(i)-CA(i+1) axis to
+    the one of :data:`PROLINE_TURNS` angles that brings phi(i+1) closest to
+    :data:`PROLINE_PHI`; other units are returned unchanged.
+
+    Parameters
+    ----------
+    slots : torch.Tensor
+        (..., R, N_SLOTS, 3) with N, CA, C, O filled.
+    layout : BackboneLayout
+        Its ``proline`` flags say which units come before a proline.
+
+    Returns
+    -------
+    torch.Tensor
+        ``slots``, or a copy with those units turned.
+    """
+    units = np.nonzero(layout.proline & layout.bonded)[0]
+    if not len(units):
+        return slots
+    i = torch.as_tensor(layout.first[units], device=slots.device)
+    ca_i, ca_j = slots[..., i, chem.SLOT_CA, :], slots[..., i + 1, chem.SLOT_CA, :]
+    c_j = slots[..., i + 1, chem.SLOT_C, :]
+    moving = torch.stack([slots[..., i, chem.SLOT_C, :], slots[..., i, chem.SLOT_O, :],
+                          slots[..., i + 1, chem.SLOT_N, :]], -2)  # (..., U, 3 atoms, 3)
+    phi = dihedral(moving[..., 0, :], moving[..., 2, :], ca_j, c_j)  # (..., U)
+    if not bool((phi > 0).any()):
+        return slots
+    axis = ca_j - ca_i
+    axis = (axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-6))[..., None, :]  # (..., U, 1, 3)
+    arm = moving - ca_i[..., None, :]
+
+    def turned(angle):  # angle (..., U) -> (..., U, 3 atoms, 3), Rodrigues' rotation about the axis
+        cos, sin = torch.cos(angle)[..., None, None], torch.sin(angle)[..., None, None]
+        along = (arm * axis).sum(-1, keepdim=True) * axis
+        return ca_i[..., None, :] + along + (arm - along) * cos + torch.linalg.cross(axis.expand_as(arm), arm) * sin
+
+    angles = torch.arange(PROLINE_TURNS, dtype=slots.dtype, device=slots.device) * (2 * math.pi / PROLINE_TURNS)
+    tried = turned(angles.reshape(-1, *([1] * phi.dim())).expand(-1, *phi.shape))  # (A, ..., U, 3, 3)
+    miss = torch.remainder(dihedral(tried[..., 0, :], tried[..., 2, :], ca_j, c_j) - PROLINE_PHI + math.pi,
+                           2 * math.pi) - math.pi
+    best = angles[miss.abs().argmin(0)]
+    moved = torch.where((phi > 0)[..., None, None], turned(best), moving)
+    out = slots.clone()
+    out[..., i, chem.SLOT_C, :] = moved[..., 0, :]
+    out[..., i, chem.SLOT_O, :] = moved[..., 1, :]
+    out[..., i + 1, chem.SLOT_N, :] = moved[..., 2, :]
+    return out
+
+
 def fit_backbone(slots: torch.Tensor, layout: BackboneLayout, steps: int = FIT_STEPS) -> torch.Tensor:
     """Fit N, C and O to Engh & Huber geometry and planar peptides around fixed C-alpha atoms.
 
@@ -458,6 +518,7 @@ def fit_backbone(slots: torch.Tensor, layout: BackboneLayout, steps: int = FIT_S
     torch.Tensor
         A copy of ``slots`` with N, C and O moved; C-alpha atoms unchanged.
     """
+    slots = turn_proline_units(slots, layout)
     dtype, device = slots.dtype, slots.device
     nco = [chem.SLOT_N, chem.SLOT_C, chem.SLOT_O]
     ca = slots[..., chem.SLOT_CA, :].movedim(-1, 0)  # (3, ..., R)

@@ -167,7 +167,7 @@ def add_ph(parser: argparse.ArgumentParser) -> None:
 
 
 def add_mapping(parser: argparse.ArgumentParser, auto: bool = True) -> None:
-    """Add ``--mapping``: where a residue's bead sits: ``auto`` (default), ``ca`` or ``com``.
+    """Add ``--mapping``: where a residue's beads sit: ``auto`` (default), ``ca``, ``com`` or ``martini3``.
 
     Parameters
     ----------
@@ -178,9 +178,10 @@ def add_mapping(parser: argparse.ArgumentParser, auto: bool = True) -> None:
         (making training data from all-atom files) the default is ``ca``.
     """
     if auto:
-        parser.add_argument("--mapping", default="auto", choices=["auto", "ca", "com"],
+        parser.add_argument("--mapping", default="auto", choices=["auto", "ca", "com", "martini3"],
                             help="where the beads sit: auto (default: decided from bead names and distances, "
-                                 "and said), ca (C-alpha atoms) or com (residue centres of mass)")
+                                 "and said), ca (C-alpha atoms), com (residue centres of mass) or martini3 "
+                                 "(Martini 3 BB and SC beads)")
     else:
         parser.add_argument("--mapping", default="ca", choices=["ca", "com"],
                             help="where the beads sit (default: ca)")

@@ -67,6 +67,9 @@ class BackboneLayout:
         (P,) bool: the unit is a real peptide bond (not across a break).
     starts, ends : numpy.ndarray
         Indices of the first / last residue of every frame segment.
+    proline : numpy.ndarray
+        (P,) bool: residue i+1 of the unit is a proline (all False when the
+        residue types were not given).
     """
 
     first: np.ndarray
@@ -75,9 +78,11 @@ class BackboneLayout:
     bonded: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
+    proline: np.ndarray
 
 
-def backbone_layout(segment: np.ndarray, frame_segment: np.ndarray | None = None) -> BackboneLayout:
+def backbone_layout(segment: np.ndarray, frame_segment: np.ndarray | None = None,
+                    res_type: np.ndarray | None = None) -> BackboneLayout:
     """Peptide units and segment ends of a protein.
 
     Parameters
@@ -89,6 +94,8 @@ def backbone_layout(segment: np.ndarray, frame_segment: np.ndarray | None = None
         at least two residues. Where two consecutive residues share a frame
         segment but not a segment (a break), the peptide plane orients both
         residues' backbone but is not stretched to bond them.
+    res_type : numpy.ndarray, optional
+        (R,) residue types, for :attr:`BackboneLayout.proline`.
     """
     segment = np.asarray(segment)
     frame_segment = segment if frame_segment is None else np.asarray(frame_segment)
@@ -97,8 +104,11 @@ def backbone_layout(segment: np.ndarray, frame_segment: np.ndarray | None = None
     new[1:] = frame_segment[1:] != frame_segment[:-1]
     last = np.ones(len(frame_segment), bool)
     last[:-1] = frame_segment[1:] != frame_segment[:-1]
+    proline = (np.zeros(len(first), bool) if res_type is None
+               else np.asarray(res_type)[first + 1] == chem.RESIDUE_INDEX["PRO"])
     return BackboneLayout(
-        first, has_prev, has_next, segment[first] == segment[first + 1], np.nonzero(new)[0], np.nonzero(last)[0]
+        first, has_prev, has_next, segment[first] == segment[first + 1], np.nonzero(new)[0], np.nonzero(last)[0],
+        proline,
     )
 
 
@@ -305,7 +315,7 @@ class ProteinTopology:
         last[:-1] = self.segment[1:] != self.segment[:-1]
         self.c_terminal = last
         self.frame_segment = frame_segments(self.segment, self.chain_ids)
-        self.backbone_layout = backbone_layout(self.segment, self.frame_segment)
+        self.backbone_layout = backbone_layout(self.segment, self.frame_segment, self.res_type)
         mask = chem.SLOT_EXISTS[self.res_type].copy()
         mask[:, chem.SLOT_OXT] = last
         self.slot_mask = mask

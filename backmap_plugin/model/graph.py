@@ -113,7 +113,7 @@ def make_batch(beads: torch.Tensor, res_type, mask, segment) -> ResidueBatch:
         segment=unique,
         flat_res_type=res_type[mask].cpu().numpy(),
         flat_segment=flat_segment,
-        layout=backbone_layout(flat_segment, frame),
+        layout=backbone_layout(flat_segment, frame, res_type[mask].cpu().numpy()),
     )
 
 
