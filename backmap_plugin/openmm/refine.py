@@ -18,8 +18,8 @@ structures; https://docs.openmm.org/latest/userguide/). The soft-core stage
    that overlap (even exactly on top of each other in the backmapped model)
    are pushed apart without the infinite forces of Lennard-Jones.
 3. *Restrained minimisation* with the real potential (amber14 with its
-   electrostatics screened by a uniform dielectric of 4 by default, or an
-   implicit solvent: GBn2, OBC2) plus harmonic restraints that hold the
+   electrostatics screened by a uniform dielectric of 4 and a 1.2 nm
+   cut-off by default, or an implicit solvent: GBn2, OBC2) plus harmonic restraints that hold the
    heavy atoms near their backmapped positions.
 4. *Check*: letting atoms pass through each other can thread a bond through
    an aromatic ring; a result with a bond stretched beyond
