@@ -121,7 +121,7 @@ def test_real_calvados3_run_domains_and_linkers():
                            [r.res_seq for r in records])
         assert d.name == "com+ca"
         agreement.append((d.ca_residues == truth).mean())
-    assert np.mean(agreement) >= 0.97 and min(agreement) >= 0.95
+    assert np.mean(agreement) >= 0.99 and min(agreement) >= 0.98  # measured 0.995, 0.985
     # the starting beads (top.pdb) are all centres of mass
     start = md.load(str(TIA1 / "top.pdb"))
     assert decide_mapping(start.xyz[0] * 10, types, np.zeros(len(types), int), ["A"] * len(types),

@@ -90,17 +90,18 @@ def bond_log_likelihoods(d: np.ndarray, first: np.ndarray, second: np.ndarray,
 def label_chain(ll_ca: np.ndarray, ll_com: np.ndarray) -> np.ndarray:
     """Viterbi labels (R,) bool, True = C-alpha bead, of one chain of R residues from its R-1 bond scores.
 
-    A bond between two C-alpha beads or between beads of different kinds
-    (CALVADOS bonds a domain's last bead to the linker with the 0.38 nm
-    spring) scores ``ll_ca``, a bond between two centres of mass ``ll_com``;
-    each change of kind costs :data:`SWITCH_LOG_PROB`. Ties go to C-alpha.
+    A bond between two C-alpha beads scores ``ll_ca``; a bond with a centre
+    of mass at either end ``ll_com`` (CALVADOS 3 gives a bond the input's
+    centre-to-centre distance when either residue lies in a domain, so a
+    domain's edge bond to its linker keeps it); each change of kind costs
+    :data:`SWITCH_LOG_PROB`. Ties go to C-alpha.
     """
     n = len(ll_ca) + 1
     # score[s]: best log-likelihood of residues 0..i with residue i in state s (0 = CA, 1 = COM)
     score = np.zeros(2)
     back = np.zeros((n, 2), dtype=np.int8)
     for i in range(1, n):
-        emit = np.array([[ll_ca[i - 1], ll_ca[i - 1]], [ll_ca[i - 1], ll_com[i - 1]]])  # [previous, current]
+        emit = np.array([[ll_ca[i - 1], ll_com[i - 1]], [ll_com[i - 1], ll_com[i - 1]]])  # [previous, current]
         total = score[:, None] + emit + np.array([[0.0, SWITCH_LOG_PROB], [SWITCH_LOG_PROB, 0.0]])
         back[i] = np.argmax(total, axis=0)
         score = total.max(axis=0)
@@ -213,7 +214,7 @@ def decide_mapping(beads: np.ndarray, res_type: np.ndarray, chain: np.ndarray, c
         if spread > CA_SPREAD:
             ll_ca, ll_com, is_ca = label(spread)
     # every bond scored under the labels found and under the other uniform reading
-    both_com = ~is_ca[:-1] & ~is_ca[1:]
+    both_com = ~is_ca[:-1] | ~is_ca[1:]
     chosen = np.where(both_com, ll_com, ll_ca)[bonded].sum()
     margin = chosen - max(ll_ca[bonded].sum(), ll_com[bonded].sum()) if is_ca.any() and not is_ca.all() else \
         abs(ll_ca[bonded].sum() - ll_com[bonded].sum())
