@@ -45,6 +45,8 @@ CONTACT_DISTANCE = 2.6
 CONTACT_WEIGHT = 10.0
 CONTACT_SEARCH = 4.5
 _BACKBONE = [chem.SLOT_N, chem.SLOT_CA, chem.SLOT_C, chem.SLOT_O, chem.SLOT_OXT]
+#: Atom pairs compared at once by :func:`backbone_contact_pairs`.
+_BLOCK_ENTRIES = 1 << 22
 #: (5, 5) bool: atom pairs of residue i (rows) and i + 1 (columns) of one
 #: segment more than three bonds apart (O(i)-O(i+1) is five; C(i)-N(i+1) is
 #: the peptide bond; OXT only ends a segment).
@@ -63,23 +65,30 @@ def backbone_contact_pairs(atoms: torch.Tensor, protein: ProteinTopology, search
 
     Atom ``5 r + k`` is backbone atom ``k`` (:data:`_BACKBONE`) of residue
     ``r``; pairs of atoms that exist, more than three bonds apart, within
-    ``search`` Angstrom of each other.
+    ``search`` Angstrom of each other. Rows of atoms are compared in blocks
+    of about :data:`_BLOCK_ENTRIES` pairs, so memory stays bounded for large
+    proteins.
     """
     n_res, dev = atoms.shape[1], atoms.device
     k = len(_BACKBONE)
-    backbone = atoms[:, :, _BACKBONE].reshape(atoms.shape[0], k * n_res, 3)
+    n_atoms = k * n_res
+    backbone = atoms[:, :, _BACKBONE].reshape(atoms.shape[0], n_atoms, 3)
     residue = torch.arange(n_res, device=dev).repeat_interleave(k)
     kind = torch.arange(k, device=dev).repeat(n_res)
     segment = torch.as_tensor(protein.segment, device=dev).repeat_interleave(k)
     exists = torch.as_tensor(protein.slot_mask[:, _BACKBONE], device=dev).reshape(-1)
-    step = residue[None, :] - residue[:, None]
-    same = segment[:, None] == segment[None, :]
-    apart = (step >= 2) | ((step >= 1) & ~same) | ((step == 1) & _NEIGHBOUR_PAIRS.to(dev)[kind[:, None], kind[None, :]])
-    apart &= exists[:, None] & exists[None, :]
+    neighbours = _NEIGHBOUR_PAIRS.to(dev)
+    block = max(1, _BLOCK_ENTRIES // n_atoms)
     found = []
-    for f in range(backbone.shape[0]):
-        i, j = torch.nonzero((torch.cdist(backbone[f], backbone[f]) < search) & apart, as_tuple=True)
-        found.append(torch.stack([torch.full_like(i, f), i, j]))
+    for first in range(0, n_atoms, block):
+        rows = slice(first, first + block)
+        step = residue[None, :] - residue[rows, None]
+        apart = (step >= 2) | ((step >= 1) & (segment[rows, None] != segment[None, :]))
+        apart |= (step == 1) & neighbours[kind[rows, None], kind[None, :]]
+        apart &= exists[rows, None] & exists[None, :]
+        for f in range(backbone.shape[0]):
+            i, j = torch.nonzero((torch.cdist(backbone[f, rows], backbone[f]) < search) & apart, as_tuple=True)
+            found.append(torch.stack([torch.full_like(i, f), i + first, j]))
     return torch.cat(found, 1)
 
 

@@ -214,12 +214,12 @@ def decide_mapping(beads: np.ndarray, res_type: np.ndarray, chain: np.ndarray, c
         if spread > CA_SPREAD:
             ll_ca, ll_com, is_ca = label(spread)
     # every bond scored under the labels found and under the other uniform reading
-    both_com = ~is_ca[:-1] | ~is_ca[1:]
-    chosen = np.where(both_com, ll_com, ll_ca)[bonded].sum()
+    com_bond = ~is_ca[:-1] | ~is_ca[1:]  # scored as a centre-of-mass bond (see label_chain)
+    chosen = np.where(com_bond, ll_com, ll_ca)[bonded].sum()
     margin = chosen - max(ll_ca[bonded].sum(), ll_com[bonded].sum()) if is_ca.any() and not is_ca.all() else \
         abs(ll_ca[bonded].sum() - ll_com[bonded].sum())
     n_bonds = int(bonded.sum())
-    ca_d, com_d = d[bonded & ~both_com], d[bonded & both_com]
+    ca_d, com_d = d[bonded & ~com_bond], d[bonded & com_bond]
     reference = "C-alpha traces are 3.80 +- 0.05 A apart"
     if n_bonds == 0 or margin < MIN_MARGIN:
         raise BackmapInputError(

@@ -297,7 +297,8 @@ def bonded_exclusions(n_atoms, bonds, max_sep=3):
         offset = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
         first = np.repeat(frontier[:, 0], count)
         k = directed[np.repeat(start[frontier[:, 1]], count) + offset, 1]
-        step = _sorted_unique(first[first != k] * n_atoms + k[first != k])
+        walk = first != k
+        step = _sorted_unique(first[walk] * n_atoms + k[walk])
         grown = _sorted_unique(np.concatenate([reach, step]))
         if len(grown) == len(reach):
             break

@@ -355,12 +355,13 @@ def _radii(topology, hbond_kinds, bonds):
 
 
 def _selenium_as_sulfur(topology, positions):
-    """Selenomethionines (MSE, Se) as methionines (MET, SD): (topology, positions), unchanged without MSE.
+    """The topology with selenomethionines (MSE, Se) as methionines (MET, SD); itself without MSE.
 
     amber14 has no selenium; the energy of a selenomethionine structure is
     that of its methionine form, which is also how refinement builds it.
-    The renamed structure is read back through OpenMM's PDB reader, which
-    bonds MET (and its peptide bonds) from its templates.
+    The renamed structure (at ``positions``, any frame) is read back through
+    OpenMM's PDB reader, which bonds MET (and its peptide bonds) from its
+    templates; atoms keep their order, so every frame's positions fit it.
     """
     import copy
     import io
@@ -368,7 +369,7 @@ def _selenium_as_sulfur(topology, positions):
     from openmm.app import PDBFile, element
 
     if not any(r.name == "MSE" for r in topology.residues()):
-        return topology, positions
+        return topology
     renamed = copy.deepcopy(topology)
     for residue in renamed.residues():
         if residue.name == "MSE":
@@ -378,15 +379,14 @@ def _selenium_as_sulfur(topology, positions):
                     atom.name, atom.element = "SD", element.sulfur
     text = io.StringIO()
     PDBFile.writeFile(renamed, positions, text, keepIds=True)
-    pdb = PDBFile(io.StringIO(text.getvalue()))
-    return pdb.topology, pdb.positions
+    return PDBFile(io.StringIO(text.getvalue())).topology
 
 
 def _with_hydrogens(topology, positions):
-    """Add missing hydrogens at pH 7 (Modeller; selenomethionine as methionine); (topology, positions, error or None)."""
+    """Add missing hydrogens at pH 7 (Modeller); (topology, positions, error or None)."""
     from openmm.app import Modeller
 
-    modeller = Modeller(*_selenium_as_sulfur(topology, positions))
+    modeller = Modeller(topology, positions)
     try:
         modeller.addHydrogens(pH=7.0)
     except Exception as exc:  # residues without hydrogen definitions
@@ -688,9 +688,11 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
     else:
         rot_bad = np.zeros((len(xyz), 0), dtype=bool)
     evaluate = _Energy(solvent, platform)
+    # hydrogens and energy: selenomethionines as methionines, converted once for all frames
+    energy_topology = _selenium_as_sulfur(topology, frames[0]) if len(frames) else topology
     results = []
     for f, positions in enumerate(frames):
-        top_h, pos_h, error = _with_hydrogens(topology, positions)
+        top_h, pos_h, error = _with_hydrogens(energy_topology, positions)
         if error is not None:
             e = math.nan
         elif energy:
