@@ -22,6 +22,11 @@ against the structure by the package's scoring code
 * ``seconds`` / ``cpu_seconds``: wall and CPU (process) time of ``backmap_martini3`` (one warm-up run
   first); on a shared machine the CPU time is the steadier figure.
 
+A multi-frame file (``--kind md``) keeps ``--max-frames`` frames, evenly
+spread, rebuilt as one batch as ``backmap run`` builds a trajectory chunk;
+its row holds the means over its frames, and the time per residue counts
+every frame.
+
 Residues missing a heavy atom (OXT aside) are left out of input and scoring
 (noted); the chain is cut there (``BREAK_DISTANCE`` on BB beads).
 
@@ -43,6 +48,9 @@ from pathlib import Path
 import mdtraj as md
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import frame_indices  # noqa: E402  (the benchmarks' one frame selection)
 
 from backmap_plugin.build.martini import BREAK_DISTANCE, backmap_martini3
 from backmap_plugin.core import chemistry as chem
@@ -67,22 +75,29 @@ def pick_entries(data: Path, split: str, count: int, seed: int, max_residues: in
     return [r["entry_id"] for r in rows]
 
 
-def load_structure(path: Path):
-    """First frame of an all-atom file: complete residues in slots, their topology and notes.
+def load_structure(path: Path, max_frames: int = 1):
+    """Frames of an all-atom file: complete residues in slots, their topology and notes.
+
+    Parameters
+    ----------
+    path : Path
+    max_frames : int
+        Frames kept, evenly spread over the file (:func:`accuracy.frame_indices`; 0: all).
 
     Returns
     -------
     protein : ProteinTopology
         Segments from the BB beads (:data:`BREAK_DISTANCE`).
     slots : numpy.ndarray
-        (R, N_SLOTS, 3) float64, Angstrom.
+        (F, R, N_SLOTS, 3) float64, Angstrom.
     present : numpy.ndarray
         (R, N_SLOTS) bool.
     beads : numpy.ndarray
-        (R, MAX_BEADS, 3) Martini 3 beads of the structure.
+        (F, R, MAX_BEADS, 3) Martini 3 beads of the frames.
     notes : list of str
     """
-    traj = md.load(str(path))[0]
+    traj = md.load(str(path))
+    traj = traj[frame_indices(traj.n_frames, max_frames)]
     records, notes = read_residues(traj.topology, path.name)
     slots, present = gather_slots(traj.xyz.astype(np.float64) * 10.0, records)
     res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
@@ -97,9 +112,9 @@ def load_structure(path: Path):
         notes.append(f"{int((alone & complete).sum())} one-residue chain(s) left out")
     complete &= ~alone
     records = [r for r, ok in zip(records, complete) if ok]
-    slots, present, res_type = slots[0, complete], present[complete], res_type[complete]
-    beads = m3.martini3_bead_positions(slots, present, res_type)
-    protein = protein_topology(records, beads[:, 0], BREAK_DISTANCE)
+    slots, present, res_type = slots[:, complete], present[complete], res_type[complete]
+    beads = np.stack([m3.martini3_bead_positions(frame, present, res_type) for frame in slots])
+    protein = protein_topology(records, beads[0, :, 0], BREAK_DISTANCE)
     # OXT only where the structure has it at the end of a segment: elsewhere it is not scored
     present = present.copy()
     present[:, chem.SLOT_OXT] &= protein.c_terminal
@@ -133,14 +148,16 @@ def score(protein, truth, present, out, beads) -> dict:
     }
 
 
-def run(path: Path, dtype=torch.float32) -> tuple[dict, list[str]]:
-    """Map, rebuild and score one structure file."""
-    protein, truth, present, beads, notes = load_structure(path)
-    x = torch.as_tensor(beads[None], dtype=dtype)
+def run(path: Path, max_frames: int = 1, dtype=torch.float32) -> tuple[dict, list[str]]:
+    """Map, rebuild (all frames in one batch) and score one structure file; scores are means over its frames."""
+    protein, truth, present, beads, notes = load_structure(path, max_frames)
+    x = torch.as_tensor(beads, dtype=dtype)
     t0, c0 = time.perf_counter(), time.process_time()
-    out = backmap_martini3(x, protein)[0, 0].double().numpy()
+    out = backmap_martini3(x, protein)[:, 0].double().numpy()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    row = score(protein, truth, present, out, beads)
+    rows = [score(protein, t, present, o, b) for t, o, b in zip(truth, out, beads)]
+    row = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    row["n_residues"], row["n_frames"] = protein.n_residues, len(rows)
     row["seconds"], row["cpu_seconds"] = seconds, cpu
     return row, notes
 
@@ -169,6 +186,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the draw")
     parser.add_argument("--max-residues", type=int, default=400, help="leave out larger entries")
     parser.add_argument("--entries", nargs="*", help="entry ids instead of a draw")
+    parser.add_argument("--max-frames", type=int, default=1,
+                        help="frames of a multi-frame file (evenly spread), rebuilt as one batch (0: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", type=Path, help="write per-structure rows, medians and worst values here")
     args = parser.parse_args(argv)
@@ -180,7 +199,7 @@ def main(argv=None) -> int:
     print(HEADER)
     for entry in entries:
         try:
-            row, notes = run(folder / f"{entry}.pdb.gz")
+            row, notes = run(folder / f"{entry}.pdb.gz", args.max_frames)
         except Exception as exc:  # noqa: BLE001 - report and go on
             print(f"| {entry} | failed: {type(exc).__name__}: {exc} |")
             continue
@@ -193,10 +212,10 @@ def main(argv=None) -> int:
     worst = {k: float(np.max([r[k] for r in rows])) for k in KEYS}
     print(table_row(f"**median** ({len(rows)})", "", median))
     print(table_row("**worst**", "", worst))
-    n_res = sum(r["n_residues"] for r in rows)
+    n_res = sum(r["n_residues"] * r["n_frames"] for r in rows)
     ms_per_res = 1000.0 * sum(r["seconds"] for r in rows) / n_res
     cpu_ms_per_res = 1000.0 * sum(r["cpu_seconds"] for r in rows) / n_res
-    print(f"\n{n_res} residues: {ms_per_res:.2f} ms per residue wall, {cpu_ms_per_res:.2f} ms CPU "
+    print(f"\n{n_res} residues (frames included): {ms_per_res:.2f} ms per residue wall, {cpu_ms_per_res:.2f} ms CPU "
           f"(torch threads: {args.threads}); D residues in all: {sum(r['d_residues'] for r in rows)}")
     for row in rows:
         for note in row["notes"]:

@@ -15,9 +15,11 @@ computed by the same mapping, lie on the input beads:
    OXT included) misses.
 2. **Side-chain candidates** (:func:`side_chain_candidates`). Every rotamer
    of the library (:func:`backmap_plugin.build.rotamers.load_rotamers`) is a
-   start; Levenberg-Marquardt steps on its chi angles (:func:`fit_chis`, all
-   candidates of all residues at once, analytic derivatives of rigid turns
-   about the chi bonds) pull its side-chain beads onto the input. A
+   start; the :data:`CANDIDATES_FITTED` cheapest of a residue (bead misfit
+   and rotamer frequency) go on: Levenberg-Marquardt steps on their chi
+   angles (:func:`fit_chis`, all candidates of all residues at once,
+   analytic derivatives of rigid turns about the chi bonds) pull their
+   side-chain beads onto the input. A
    candidate's cost is :data:`BEAD_WEIGHT` times the squared distance its
    beads still miss by plus the rotamer-frequency cost of the ideal builder.
 3. **Joint fit** (:func:`fit_beads`), :data:`FIT_ROUNDS` rounds: each
@@ -87,11 +89,15 @@ CHI_STEPS = 10
 CHI_DAMPING = 0.1
 CHI_RESTRAINT = 0.05
 CHI_MAX_TURN = 0.6
+#: Candidates of a residue fitted: the cheapest by misfit and frequency cost before the fit (0: all).
+#: On 28 train crystal structures, 2 with 30 joint-fit steps against all 8-9 with 50: side-chain RMSD
+#: 0.84 -> 0.82 A, heavy atoms 0.58 -> 0.58, bead RMSD 0.19 -> 0.21 A, clashes equal; less than half the time.
+CANDIDATES_FITTED = 2
 
 #: Joint fit (:func:`fit_beads`): rounds of candidate choice, Adam steps per round, step size
 #: (Angstrom for C-alpha atoms, rad for angles), decaying linearly to FIT_FINAL_FRACTION of it.
 FIT_ROUNDS = 2
-FIT_STEPS = 50
+FIT_STEPS = 30
 FIT_STEP_SIZE = 0.1
 FIT_FINAL_FRACTION = 0.1
 #: Restraints of the joint fit: bonded C-alpha atoms 3.8 Angstrom apart (per Angstrom^2) and N-CA-C
@@ -327,6 +333,14 @@ def side_chain_candidates(backbone: torch.Tensor, protein: ProteinTopology, targ
     atoms = build_residues(backbone[f, r], side_chain_internal(rt[r.cpu().numpy()], chis[f, c, r]), rt_t[r],
                            slots=_SIDE_BUILD)
     weights = torch.as_tensor(bead_weights(protein)[:, 1:], dtype=dtype, device=dev)
+    if CANDIDATES_FITTED and k_max + (extra is not None) > CANDIDATES_FITTED:
+        # only the residue's cheapest candidates before the fit are fitted
+        start = torch.full(freq_cost.shape, float("inf"), dtype=dtype, device=dev)
+        miss = torch.einsum("nbs,nsc->nbc", weights[r], atoms) - target[f, r]
+        start[f, c, r] = BEAD_WEIGHT * miss.pow(2).sum((-1, -2)) + freq_cost[f, c, r]
+        rank = torch.argsort(torch.argsort(start, dim=1, stable=True), dim=1)
+        keep = (rank[f, c, r] < CANDIDATES_FITTED).nonzero()[:, 0]
+        f, c, r, atoms = f[keep], c[keep], r[keep], atoms[keep]
     movable = torch.as_tensor(relax.TURNABLE_CHIS[rt], device=dev)
     delta, misfit, _ = fit_chis(atoms, rt_t[r], weights[r], target[f, r], movable[r])
     fitted = chis.clone()
