@@ -28,7 +28,7 @@ from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.mappings import COMMapping, Mapping, get_mapping
 from backmap_plugin.core.pbc import make_whole
 from backmap_plugin.core.topology import ProteinTopology, ResidueRecord, gather_slots, protein_topology, read_residues
-from backmap_plugin.io.frames import frames_from_openmm, open_frames
+from backmap_plugin.io.frames import frames_from_openmm, open_frames, springs_from_openmm
 from backmap_plugin.io.paths import check_output_path
 from backmap_plugin.io.progress import ProgressRecord
 from backmap_plugin.io.trajectory import TrajectoryWriter
@@ -171,7 +171,7 @@ _MARTINI_NAMES = {"BB", "SC1", "SC2", "SC3", "SC4", "SC5"}
 
 
 def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_names: list[str], first_frame: np.ndarray,
-                    box, source: str, frame: int = 0) -> tuple[Mapping, str]:
+                    box, source: str, frame: int = 0, springs=None) -> tuple[Mapping, str]:
     """The mapping of an input: the one given, or for ``auto`` the one its beads show.
 
     ``auto`` reads all-atom input (no residue of one bead) through the
@@ -196,6 +196,10 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
         Input name for messages.
     frame : int
         Index of the frame in the input.
+    springs : tuple of numpy.ndarray, optional
+        The force field's bonds: (P, 2) atom indices and (P,) equilibrium
+        lengths, Angstrom (see :func:`backmap_plugin.io.frames.springs_from_openmm`);
+        those between consecutive residues are evidence for the detection.
 
     Returns
     -------
@@ -241,10 +245,24 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
             )
     decision = decide_mapping(beads, reader.res_type, chain, [r.chain_id for r in records],
                               [r.res_seq for r in records], source=f"{source}: frame {frame}",
-                              max_bond=BREAK_DISTANCE_OTHER)
+                              max_bond=BREAK_DISTANCE_OTHER, springs=_residue_springs(springs, records))
     if decision.name == "ca":
         return get_mapping("ca"), decision.evidence
     return COMMapping(decision.ca_residues), decision.evidence
+
+
+def _residue_springs(springs, records: list[ResidueRecord]) -> np.ndarray | None:
+    """(R-1,) equilibrium length of the bond between the beads of residues i and i+1 (NaN: none), or None."""
+    if springs is None:
+        return None
+    pairs, lengths = springs
+    residue = {a: k for k, r in enumerate(records) for a in list(r.atoms.values()) + r.other_atoms}
+    out = np.full(max(len(records) - 1, 0), np.nan)
+    for (a, b), length in zip(np.asarray(pairs).reshape(-1, 2), np.asarray(lengths, dtype=np.float64)):
+        i, j = sorted((residue.get(int(a), -1), residue.get(int(b), -1)))
+        if i >= 0 and j == i + 1 and records[i].chain == records[j].chain:
+            out[i] = length
+    return out
 
 
 class MartiniBeadReader:
@@ -512,6 +530,9 @@ class Backmapper:
         Name of the input for messages (file name).
     frame : int
         Index of ``first_frame`` in the input, for messages.
+    springs : tuple of numpy.ndarray, optional
+        The CG force field's bonds, evidence for ``mapping='auto'`` (see
+        :func:`resolve_mapping`).
 
     Attributes
     ----------
@@ -538,6 +559,7 @@ class Backmapper:
         model: str | None = None,
         temperature: float | None = None,
         box=None,
+        springs=None,
     ):
         _check_options(method, samples)
         atom_names = [a.name for a in topology.atoms]
@@ -558,7 +580,7 @@ class Backmapper:
             if not records:
                 raise BackmapInputError(f"{source}: no protein residues found")
             self.mapping, self.mapping_evidence = resolve_mapping(mapping, records, atom_names, first_frame, box,
-                                                                  source, frame)
+                                                                  source, frame, springs)
             self._reader = BeadReader(records, self.mapping, source, atom_names)
             default_break = BREAK_DISTANCE_CA if self.mapping.bead_is_ca else BREAK_DISTANCE_OTHER
         method = method or default_method(self.mapping, model)
@@ -579,7 +601,7 @@ class Backmapper:
         self.topology = self.protein.to_mdtraj()
 
     @classmethod
-    def from_openmm(cls, topology, positions, **kwargs) -> "Backmapper":
+    def from_openmm(cls, topology, positions, system=None, **kwargs) -> "Backmapper":
         """Make a Backmapper from an OpenMM ``Topology`` and positions.
 
         Parameters
@@ -587,11 +609,16 @@ class Backmapper:
         topology : openmm.app.Topology
         positions : openmm.unit.Quantity or numpy.ndarray
             Positions of one frame (a numpy array is taken as nm).
+        system : openmm.System, optional
+            The CG system: the equilibrium lengths of its bonds are evidence
+            for ``mapping='auto'`` (:func:`~backmap_plugin.io.frames.springs_from_openmm`).
         **kwargs
             As for :class:`Backmapper`.
         """
         kwargs.setdefault("source", "OpenMM topology")
         top, xyz = frames_from_openmm(topology, positions, source=kwargs["source"])
+        if system is not None:
+            kwargs.setdefault("springs", springs_from_openmm(system))
         return cls(top, xyz[0], **kwargs)
 
     @staticmethod

@@ -49,16 +49,19 @@ class BackmapReporter:
         Steps between reports.
     mapping : str
         ``'auto'`` (decided from the first frame's bead names and
-        distances; the decision is in ``mappingEvidence``), ``'ca'`` or
-        ``'com'``: where the beads sit.
+        distances and from the equilibrium lengths of the simulation's
+        harmonic bonds, see :func:`backmap_plugin.core.detect.decide_mapping`;
+        the decision is in ``mappingEvidence``), ``'ca'``, ``'com'`` or
+        ``'martini3'``: where the beads sit.
     samples : int
         All-atom structures written per CG frame (frame-major).
     model : str, optional
         Trained model file (default: the shipped model).
     refine : bool
-        Add hydrogens and minimise every written structure with amber14 +
-        GBn2 under heavy-atom restraints (:class:`Refiner`); the output then
-        has hydrogens. Much slower than backmapping itself.
+        Add hydrogens and minimise every written structure under heavy-atom
+        restraints with the :class:`~backmap_plugin.openmm.refine.Refiner`'s
+        defaults (amber14, screened electrostatics); the output then has
+        hydrogens. Much slower than backmapping itself.
     device : str
         ``'auto'``, ``'cpu'`` or ``'cuda'`` for backmapping.
     batchFrames : int
@@ -156,7 +159,7 @@ class BackmapReporter:
             raise ValueError(f"BackmapReporter({self._file!r}) is closed")
         xyz = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float32)
         if self._engine is None:
-            self._start(simulation.topology, xyz)
+            self._start(simulation.topology, xyz, simulation.system)
         self._buffer.append(xyz)
         self._framesReported += 1
         if len(self._buffer) >= self._batchFrames:
@@ -166,10 +169,10 @@ class BackmapReporter:
         """Report the current state now (OpenMM never reports step 0)."""
         self.report(simulation, simulation.context.getState(getPositions=True, enforcePeriodicBox=False))
 
-    def _start(self, topology, first_frame: np.ndarray) -> None:
+    def _start(self, topology, first_frame: np.ndarray, system) -> None:
         _check_coarse_grained(topology, self._file)
-        self._engine = Backmapper.from_openmm(topology, first_frame / 10.0, source=f"BackmapReporter({self._file})",
-                                              **self._options)
+        self._engine = Backmapper.from_openmm(topology, first_frame / 10.0, system=system,
+                                              source=f"BackmapReporter({self._file})", **self._options)
         first_topology, first = self._finish(self._engine.build(first_frame[None])[:1])
         if self._firstFrameFile is not None:
             with TrajectoryWriter(self._firstFrameFile, first_topology) as writer:

@@ -228,7 +228,24 @@ def test_bad_input_is_refused(tmp_path):
         read_domains(tmp_path / "domains.yaml")
 
 
-def test_short_langevin_run_stays_finite(capsid):
+def test_linker_is_read_from_the_force_field(capsid):
+    """Four small linker residues (SPTS): their 0.38 nm bonds tell, where the start's distances cannot."""
+    from backmap_plugin.api import Backmapper
+
+    top, system, positions = capsid
+    linker = np.zeros(top.getNumAtoms(), bool)
+    linker[CAPSID_DOMAINS[0][1]:CAPSID_DOMAINS[1][0] - 1] = True
+    told = Backmapper.from_openmm(top, positions, system=system, method="ideal")
+    assert np.array_equal(told.mapping.ca_residues, linker), told.mapping_evidence
+    assert "C-alpha beads in P:146-149" in told.mapping_evidence and "3 bonds of 3.80 A" in told.mapping_evidence
+    # the starting beads all sit at centres of mass: from their distances alone, every residue is one
+    alone = Backmapper.from_openmm(top, positions, method="ideal")
+    assert alone.mapping.name == "com" and alone.mapping.ca_residues is None, alone.mapping_evidence
+
+
+def test_short_langevin_run_stays_finite(capsid, tmp_path):
+    from backmap_plugin import BackmapReporter
+
     top, system, positions = capsid
     integrator = openmm.LangevinMiddleIntegrator(293.0 * unit.kelvin, 0.01 / unit.picosecond, 0.01 * unit.picosecond)
     integrator.setRandomNumberSeed(7)
@@ -236,7 +253,11 @@ def test_short_langevin_run_stays_finite(capsid):
     simulation.context.setPositions(positions)
     simulation.minimizeEnergy(maxIterations=200)
     simulation.context.setVelocitiesToTemperature(293.0 * unit.kelvin, 7)
+    reporter = BackmapReporter(str(tmp_path / "aa.pdb"), 50, batchFrames=2, method="ideal")
+    simulation.reporters.append(reporter)
     simulation.step(100)
+    assert reporter.framesWritten == 2 and "C-alpha beads in P:146-149 " in reporter.mappingEvidence
+    reporter.close()
     state = simulation.context.getState(getPositions=True, getEnergy=True)
     xyz = _nm(state.getPositions(asNumpy=True))
     assert np.isfinite(xyz).all()

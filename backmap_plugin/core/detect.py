@@ -12,8 +12,17 @@ and a two-state chain model (Viterbi) labels every residue, changing kind
 only where the evidence pays for it. The spread of the C-alpha bonds is then
 re-estimated from the bonds read as C-alpha (a noisy trace or a soft spring
 widens it) and the chain labelled again. That finds the CALVADOS 3 mix: folded
-domains of centre-of-mass beads joined by linkers of beads 3.8 apart. Pure
-numpy; lengths in Angstrom.
+domains of centre-of-mass beads joined by linkers of beads 3.8 apart.
+
+When the force field is at hand (a live OpenMM run), the equilibrium lengths
+of its bonds are stronger evidence than any frame: one-bead-per-residue
+models (HPS, CALVADOS) give the bonds between residue beads 0.38 nm, and a
+bond of exactly that length is read as C-alpha spacing (its density
+:data:`SPRING_LOG_DENSITY`), while CALVADOS 3 gives bonds in and at the edge
+of a folded domain the input's centre-to-centre distance, which falls on
+3.80 by chance only. Short linkers of small residues, whose distances alone
+cannot tell (a serine-proline centre-of-mass bond is as likely 3.8 A long as
+a C-alpha one), are then found. Pure numpy; lengths in Angstrom.
 """
 
 from __future__ import annotations
@@ -39,6 +48,11 @@ CA_BOND, CA_SPREAD = 3.82, 0.20
 #: bond read as C-alpha counts for that estimate (cis peptides left out).
 CA_SPREAD_MAX, CA_SPREAD_WINDOW = 0.5, 1.0
 CIS_BOND, CIS_SPREAD, CIS_SHARE = 2.95, 0.15, 0.005
+#: Equilibrium length (Angstrom) of the bonds of one-bead-per-residue force fields (HPS, CALVADOS:
+#: 0.38 nm), the tolerance within which a force field's bond counts as one, and the log-density
+#: (per Angstrom) of such a bond read as C-alpha: uniform over the tolerance window.
+SPRING_LENGTH, SPRING_TOLERANCE = 3.80, 0.01
+SPRING_LOG_DENSITY = -math.log(2 * SPRING_TOLERANCE)
 #: Log-probability of a change of bead kind between two bonded residues.
 SWITCH_LOG_PROB = math.log(1e-2)
 #: Least total log-likelihood margin (nats) for a decision; below it the
@@ -159,7 +173,8 @@ def _spread(d: np.ndarray) -> str:
 
 
 def decide_mapping(beads: np.ndarray, res_type: np.ndarray, chain: np.ndarray, chain_ids, res_seq,
-                   source: str = "input", max_bond: float = D_MAX) -> MappingDecision:
+                   source: str = "input", max_bond: float = D_MAX, springs: np.ndarray | None = None
+                   ) -> MappingDecision:
     """Decide between C-alpha beads, centres of mass, and the mix, from one frame.
 
     Parameters
@@ -177,6 +192,11 @@ def decide_mapping(beads: np.ndarray, res_type: np.ndarray, chain: np.ndarray, c
         Input name for messages.
     max_bond : float
         Longest distance of two bonded beads.
+    springs : numpy.ndarray, optional
+        (R-1,) equilibrium length of the force field's bond between residue
+        i and i+1, Angstrom (NaN where there is none or it is not known). A
+        bond of :data:`SPRING_LENGTH` scores :data:`SPRING_LOG_DENSITY` as
+        C-alpha spacing instead of its distance in the frame.
 
     Returns
     -------
@@ -195,9 +215,13 @@ def decide_mapping(beads: np.ndarray, res_type: np.ndarray, chain: np.ndarray, c
     bonded = (np.asarray(chain)[1:] == np.asarray(chain)[:-1]) & (d < max_bond)
     starts = np.r_[0, np.nonzero(~bonded)[0] + 1]
     ends = np.r_[starts[1:], n]
+    spring = np.zeros(n - 1, bool) if springs is None else \
+        np.abs(np.asarray(springs, dtype=np.float64) - SPRING_LENGTH) <= SPRING_TOLERANCE
+    spring_com = bond_log_likelihoods(np.full(n - 1, SPRING_LENGTH), res_type[:-1], res_type[1:])[1]
 
     def label(spread):
         ll_ca, ll_com = bond_log_likelihoods(d, res_type[:-1], res_type[1:], spread)
+        ll_ca, ll_com = np.where(spring, SPRING_LOG_DENSITY, ll_ca), np.where(spring, spring_com, ll_com)
         ll_ca, ll_com = np.where(bonded, ll_ca, 0.0), np.where(bonded, ll_com, 0.0)
         is_ca = np.ones(n, bool)
         for a, b in zip(starts, ends):
@@ -227,19 +251,21 @@ def decide_mapping(beads: np.ndarray, res_type: np.ndarray, chain: np.ndarray, c
             f"({_spread(d[bonded])}; {reference}, residue centres of mass 2.8-8.7 A): pass --mapping ca "
             "(beads at C-alpha atoms) or --mapping com (beads at residue centres of mass)"
         )
+    springs_note = f"; force field: {int((spring & bonded).sum())} bonds of {SPRING_LENGTH:.2f} A" if spring.any() else ""
     if is_ca.all():
-        return MappingDecision("ca", is_ca, f"C-alpha trace: consecutive beads {_spread(ca_d)} apart ({n_bonds} pairs)")
+        return MappingDecision("ca", is_ca, f"C-alpha trace: consecutive beads {_spread(ca_d)} apart ({n_bonds} pairs)"
+                               + springs_note)
     if not is_ca.any():
         low, high = np.percentile(com_d, [5, 95])
         return MappingDecision(
             "com", is_ca,
             f"residue centres of mass: consecutive beads {low:.1f}-{high:.1f} A apart (5-95 %, {n_bonds} pairs); "
-            f"{reference}",
+            f"{reference}" + springs_note,
         )
     low, high = np.percentile(com_d, [5, 95]) if com_d.size else (float("nan"),) * 2
     return MappingDecision(
         "com+ca", is_ca,
         f"residue centres of mass with C-alpha beads (CALVADOS 3 domains and linkers): centres of mass in "
         f"{_ranges(~is_ca, chain_ids, res_seq)} ({low:.1f}-{high:.1f} A apart, 5-95 %), C-alpha beads in "
-        f"{_ranges(is_ca, chain_ids, res_seq)} ({_spread(ca_d)} apart)",
+        f"{_ranges(is_ca, chain_ids, res_seq)} ({_spread(ca_d)} apart)" + springs_note,
     )

@@ -276,3 +276,29 @@ def frames_from_openmm(topology, positions, source: str = "OpenMM positions"):
     check_finite(xyz, topology, source, 0)
     return topology, xyz
 
+
+
+def springs_from_openmm(system) -> tuple[np.ndarray, np.ndarray]:
+    """The bonds of an OpenMM ``System``'s harmonic bond forces.
+
+    Parameters
+    ----------
+    system : openmm.System
+
+    Returns
+    -------
+    pairs : numpy.ndarray
+        (P, 2) particle indices.
+    lengths : numpy.ndarray
+        (P,) equilibrium lengths, Angstrom.
+    """
+    import openmm
+
+    pairs, lengths = [], []
+    for force in system.getForces():
+        if isinstance(force, openmm.HarmonicBondForce):
+            for k in range(force.getNumBonds()):
+                i, j, length, _ = force.getBondParameters(k)
+                pairs.append((i, j))
+                lengths.append(length.value_in_unit(openmm.unit.angstrom))
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(lengths, dtype=np.float64)
