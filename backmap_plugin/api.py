@@ -49,6 +49,11 @@ MAX_BB_SPACING = 3.62
 BREAK_DISTANCE_CA = 4.5
 BREAK_DISTANCE_OTHER = 10.0
 
+#: Leading frames of an input whose bond distances the mapping detection averages (``mapping='auto'``).
+#: On the real CALVADOS 3 run of TIA1 (20 frames), labels right: 98.5-100 % of residues from one frame,
+#: 99.6-100 % from the mean of 2-20.
+DETECTION_FRAMES = 10
+
 
 class BeadReader:
     """Extracts one bead per residue from input frames.
@@ -170,7 +175,7 @@ def _reads_martini(mapping, topology, source: str) -> bool:
 _MARTINI_NAMES = {"BB", "SC1", "SC2", "SC3", "SC4", "SC5"}
 
 
-def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_names: list[str], first_frame: np.ndarray,
+def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_names: list[str], frames: np.ndarray,
                     box, source: str, frame: int = 0, springs=None) -> tuple[Mapping, str]:
     """The mapping of an input: the one given, or for ``auto`` the one its beads show.
 
@@ -188,14 +193,17 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
     records : list of ResidueRecord
     atom_names : list of str
         Input atom names by index.
-    first_frame : numpy.ndarray
-        (n_atoms, 3) coordinates, Angstrom.
+    frames : numpy.ndarray
+        (F, n_atoms, 3) or (n_atoms, 3) coordinates of the input's first
+        frame(s), Angstrom: the detection averages each bond's distance over
+        them (a spring's vibration averages out, a centre-of-mass distance
+        stays).
     box : numpy.ndarray or None
-        Periodic box of the frame, (1, 3, 3) or None.
+        Periodic boxes of the frames, (F, 3, 3) or None.
     source : str
         Input name for messages.
     frame : int
-        Index of the frame in the input.
+        Index of the first of ``frames`` in the input.
     springs : tuple of numpy.ndarray, optional
         The force field's bonds: (P, 2) atom indices and (P,) equilibrium
         lengths, Angstrom (see :func:`backmap_plugin.io.frames.springs_from_openmm`);
@@ -226,14 +234,15 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
         return get_mapping("ca"), "all-atom residues: beads at their C-alpha atoms"
     reader = BeadReader(records, get_mapping("com"), source, atom_names)
     chain = np.array([r.chain for r in records])
-    beads = reader.beads(np.asarray(first_frame, dtype=np.float32)[None])
+    frames = np.asarray(frames, dtype=np.float32)
+    beads = reader.beads(frames[None] if frames.ndim == 2 else frames)
     labels = [r.label() for r in records]
     _check_finite_beads(beads, labels, source, frame)
     beads = make_whole(beads, box, chain, max_bond=BREAK_DISTANCE_OTHER, labels=labels, first_frame=frame,
-                       source=source)[0]
+                       source=source)
     same_chain = chain[1:] == chain[:-1]
     if same_chain.any():
-        spacing = float(np.median(np.linalg.norm(np.diff(beads, axis=0), axis=-1)[same_chain]))
+        spacing = float(np.median(np.linalg.norm(np.diff(beads[0], axis=0), axis=-1)[same_chain]))
         if not _BEAD_SPACING_RANGE[0] <= spacing <= _BEAD_SPACING_RANGE[1]:
             return get_mapping("ca"), ""  # a unit error: check_trace says so
         if spacing < MAX_BB_SPACING:
@@ -243,8 +252,9 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
                 "model's virtual sites (named CA, on the BB beads) without the protein beads: give the whole "
                 "Martini file (BB and SC beads), or pass --mapping ca to read them as C-alpha atoms"
             )
+    read = f"frame {frame}" if len(beads) == 1 else f"frames {frame}-{frame + len(beads) - 1}"
     decision = decide_mapping(beads, reader.res_type, chain, [r.chain_id for r in records],
-                              [r.res_seq for r in records], source=f"{source}: frame {frame}",
+                              [r.res_seq for r in records], source=f"{source}: {read}",
                               max_bond=BREAK_DISTANCE_OTHER, springs=_residue_springs(springs, records))
     if decision.name == "ca":
         return get_mapping("ca"), decision.evidence
@@ -521,15 +531,19 @@ class Backmapper:
     ----------
     topology : mdtraj.Topology
         The CG (or all-atom) input topology.
-    first_frame : numpy.ndarray
-        (n_atoms, 3) coordinates of the first frame, Angstrom; used to find
-        chain breaks and to check the input.
+    frames : numpy.ndarray
+        (n_atoms, 3) coordinates of the input's first frame, or (F, n_atoms,
+        3) of its first F frames, Angstrom: chain breaks and the checks come
+        from the first; with ``mapping='auto'`` the detection reads them all
+        (:func:`resolve_mapping`).
     mapping, method, samples, seed, device, break_distance, model, temperature
         As in :func:`backmap`.
     source : str
         Name of the input for messages (file name).
     frame : int
-        Index of ``first_frame`` in the input, for messages.
+        Index of the first of ``frames`` in the input, for messages.
+    box : numpy.ndarray, optional
+        (F, 3, 3) periodic boxes of ``frames``.
     springs : tuple of numpy.ndarray, optional
         The CG force field's bonds, evidence for ``mapping='auto'`` (see
         :func:`resolve_mapping`).
@@ -547,7 +561,7 @@ class Backmapper:
     def __init__(
         self,
         topology,
-        first_frame: np.ndarray,
+        frames: np.ndarray,
         mapping: str | Mapping = "auto",
         method: str | None = None,
         samples: int = 1,
@@ -563,11 +577,14 @@ class Backmapper:
     ):
         _check_options(method, samples)
         atom_names = [a.name for a in topology.atoms]
+        frames = np.asarray(frames, dtype=np.float32)
+        frames = frames[None] if frames.ndim == 2 else frames
+        first_box = None if box is None else np.asarray(box)[:1]
         if _reads_martini(mapping, topology, source):
             from backmap_plugin.build.martini import BREAK_DISTANCE as BREAK_DISTANCE_MARTINI
             from backmap_plugin.io.martini import martini_residues
 
-            intake = martini_residues(topology, source, np.asarray(first_frame, dtype=np.float32))
+            intake = martini_residues(topology, source, frames[0])
             records, self.report = intake.records, list(intake.report)
             self.mapping = get_mapping("martini3")
             skipped = ", ".join(f"{k} {n}" for k, n in intake.skipped.items())
@@ -579,7 +596,7 @@ class Backmapper:
             records, self.report = read_residues(topology, source)
             if not records:
                 raise BackmapInputError(f"{source}: no protein residues found")
-            self.mapping, self.mapping_evidence = resolve_mapping(mapping, records, atom_names, first_frame, box,
+            self.mapping, self.mapping_evidence = resolve_mapping(mapping, records, atom_names, frames, box,
                                                                   source, frame, springs)
             self._reader = BeadReader(records, self.mapping, source, atom_names)
             default_break = BREAK_DISTANCE_CA if self.mapping.bead_is_ca else BREAK_DISTANCE_OTHER
@@ -593,9 +610,9 @@ class Backmapper:
         self._chain = np.array([r.chain for r in records])
         self._labels = [r.label() for r in records]
         self._break_distance = break_distance
-        beads = self._anchors(self._reader.beads(np.asarray(first_frame, dtype=np.float32)[None]))
+        beads = self._anchors(self._reader.beads(frames[:1]))
         _check_finite_beads(beads, self._labels, source, frame)
-        beads = self._whole(beads, box, frame)[0]
+        beads = self._whole(beads, first_box, frame)[0]
         self.protein = protein_topology(records, beads, break_distance)
         check_trace(beads, self.protein, source, frame)
         self.topology = self.protein.to_mdtraj()
@@ -619,7 +636,7 @@ class Backmapper:
         top, xyz = frames_from_openmm(topology, positions, source=kwargs["source"])
         if system is not None:
             kwargs.setdefault("springs", springs_from_openmm(system))
-        return cls(top, xyz[0], **kwargs)
+        return cls(top, xyz, **kwargs)
 
     @staticmethod
     def _anchors(beads: np.ndarray) -> np.ndarray:
@@ -880,9 +897,10 @@ def backmap(
         for frames in source:
             if engine is None:
                 engine = Backmapper(
-                    source.topology, frames.xyz[0], mapping=mapping, method=method, samples=samples, seed=seed,
-                    device=device, break_distance=break_distance, source=input, frame=frames.start,
-                    model=model, temperature=temperature, box=None if frames.box is None else frames.box[:1],
+                    source.topology, frames.xyz[:DETECTION_FRAMES], mapping=mapping, method=method, samples=samples,
+                    seed=seed, device=device, break_distance=break_distance, source=input, frame=frames.start,
+                    model=model, temperature=temperature,
+                    box=None if frames.box is None else frames.box[:DETECTION_FRAMES],
                 )
                 writer = TrajectoryWriter(output, engine.topology, resume=writer_state)
                 first_new = writer.frames_written // samples  # a writer may keep fewer frames than recorded

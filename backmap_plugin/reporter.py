@@ -159,7 +159,7 @@ class BackmapReporter:
             raise ValueError(f"BackmapReporter({self._file!r}) is closed")
         xyz = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float32)
         if self._engine is None:
-            self._start(simulation.topology, xyz, simulation.system)
+            self._start(simulation.topology, xyz, getattr(simulation, "system", None))
         self._buffer.append(xyz)
         self._framesReported += 1
         if len(self._buffer) >= self._batchFrames:

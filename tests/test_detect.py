@@ -122,6 +122,11 @@ def test_real_calvados3_run_domains_and_linkers():
         assert d.name == "com+ca"
         agreement.append((d.ca_residues == truth).mean())
     assert np.mean(agreement) >= 0.99 and min(agreement) >= 0.98  # measured 0.995, 0.985
+    # averaged over frames (as backmap run reads its first DETECTION_FRAMES): one boundary residue off
+    for start in range(0, traj.n_frames, 5):
+        d = decide_mapping(traj.xyz[start : start + 5] * 10, types, np.zeros(len(types), int), ["A"] * len(types),
+                           [r.res_seq for r in records])
+        assert (d.ca_residues == truth).sum() >= len(truth) - 1, d.evidence
     # the starting beads (top.pdb) are all centres of mass
     start = md.load(str(TIA1 / "top.pdb"))
     assert decide_mapping(start.xyz[0] * 10, types, np.zeros(len(types), int), ["A"] * len(types),

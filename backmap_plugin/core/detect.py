@@ -175,12 +175,13 @@ def _spread(d: np.ndarray) -> str:
 def decide_mapping(beads: np.ndarray, res_type: np.ndarray, chain: np.ndarray, chain_ids, res_seq,
                    source: str = "input", max_bond: float = D_MAX, springs: np.ndarray | None = None
                    ) -> MappingDecision:
-    """Decide between C-alpha beads, centres of mass, and the mix, from one frame.
+    """Decide between C-alpha beads, centres of mass, and the mix, from one frame or several.
 
     Parameters
     ----------
     beads : numpy.ndarray
-        (R, 3) bead positions of one frame (chains whole), Angstrom.
+        (R, 3) bead positions of one frame or (F, R, 3) of several (chains
+        whole), Angstrom: each bond's distance is averaged over the frames.
     res_type : numpy.ndarray
         (R,) residue types.
     chain : numpy.ndarray
@@ -209,9 +210,10 @@ def decide_mapping(beads: np.ndarray, res_type: np.ndarray, chain: np.ndarray, c
         below :data:`MIN_MARGIN`); the message names the ``--mapping`` to pass.
     """
     beads = np.asarray(beads, dtype=np.float64)
+    frames = beads[None] if beads.ndim == 2 else beads
     res_type = np.asarray(res_type)
-    n = len(beads)
-    d = np.linalg.norm(np.diff(beads, axis=0), axis=-1)
+    n = frames.shape[1]
+    d = np.linalg.norm(np.diff(frames, axis=1), axis=-1).mean(0)
     bonded = (np.asarray(chain)[1:] == np.asarray(chain)[:-1]) & (d < max_bond)
     starts = np.r_[0, np.nonzero(~bonded)[0] + 1]
     ends = np.r_[starts[1:], n]
