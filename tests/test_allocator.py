@@ -46,16 +46,34 @@ def test_keep_freed_memory_reuses_large_blocks():
 
 
 def test_cli_sets_the_allocator(monkeypatch):
-    """``backmap`` applies the setting before running a subcommand."""
+    """``backmap`` applies the settings before running a subcommand."""
     from backmap_plugin.cli import command as cli
 
     calls = []
-    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True))
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("malloc"))
+    monkeypatch.setattr(cli, "collect_garbage_less_often", lambda: calls.append("gc"))
     with pytest.raises(SystemExit):
         cli.main(["--version"])
     assert not calls  # argparse exits first
     assert cli.main(["validate", "/nonexistent.pdb"]) == 2
-    assert calls == [True]
+    assert calls == ["malloc", "gc"]
+
+
+def test_garbage_is_still_collected():
+    """The youngest generation is collected every GC_THRESHOLD allocations: cycles do not pile up."""
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        allocator.collect_garbage_less_often()
+        assert gc.get_threshold() == (allocator.GC_THRESHOLD,) + before[1:]
+        collected = gc.get_stats()[0]["collections"]
+        for _ in range(3 * allocator.GC_THRESHOLD):
+            cycle = []
+            cycle.append(cycle)
+        assert gc.get_stats()[0]["collections"] >= collected + 2
+    finally:
+        gc.set_threshold(*before)
 
 
 def test_keep_freed_memory_is_harmless_elsewhere(monkeypatch):

@@ -14,7 +14,7 @@ import traceback
 
 from backmap_plugin import __version__
 from backmap_plugin.cli import data, export, options, refine, report, run, train, validate
-from backmap_plugin.core.allocator import keep_freed_memory
+from backmap_plugin.core.allocator import collect_garbage_less_often, keep_freed_memory
 
 __all__ = ["build_parser", "call", "handled_errors", "main"]
 
@@ -117,6 +117,7 @@ def main(argv=None) -> int:
     """
     args = build_parser().parse_args(argv)
     keep_freed_memory()
+    collect_garbage_less_often()
     return call(args.func, args)
 
 
