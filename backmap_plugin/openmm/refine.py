@@ -47,6 +47,7 @@ import numpy as np
 from backmap_plugin.core import metrics
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.atomic import write_json
+from backmap_plugin.io.frames import springs_from_openmm
 from backmap_plugin.openmm.platforms import create_context
 from backmap_plugin.openmm.structure import (
     AtomTemplate,
@@ -217,7 +218,8 @@ class Refiner:
             forces[name] = add_position_restraints(stage, completed.positions, restrained, self.restraintK)
             contexts[name] = create_context(stage, openmm.VerletIntegrator(0.001), self.platform)
         self._contexts, self._restraints, self._restrained = contexts, forces, restrained
-        self._bond_table = _bond_table(system)
+        pairs, lengths = springs_from_openmm(system)
+        self._bond_table = (pairs, lengths / 10.0)  # nm, as positions in this module
         self.system = system
         self.buildCount += 1
 
@@ -360,21 +362,6 @@ def _route_rank(route: dict) -> tuple:
     objective = route["energy"] + route["restraint"]
     usable = route["finite"] and math.isfinite(objective)
     return (not usable, route["strain"] > BOND_STRAIN_LIMIT, objective if usable else math.inf)
-
-
-def _bond_table(system) -> tuple:
-    """(pairs, lengths in nm) of every HarmonicBondForce bond of a system."""
-    import openmm
-    from openmm import unit
-
-    pairs, lengths = [], []
-    for force in system.getForces():
-        if isinstance(force, openmm.HarmonicBondForce):
-            for k in range(force.getNumBonds()):
-                i, j, length, _ = force.getBondParameters(k)
-                pairs.append((i, j))
-                lengths.append(length.value_in_unit(unit.nanometer))
-    return np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(lengths)
 
 
 def _max_bond_strain(table, xyz) -> float:
