@@ -203,6 +203,28 @@ def test_built_model_cache_gives_the_same_structures(tmp_path, monkeypatch, trpc
     weights._load.cache_clear()
 
 
+def test_generation_model_leaves_out_the_encoder_and_samples_the_same(trpcage):
+    """load_model drops the posterior network; sampling equals the full model's, training it says why not."""
+    from backmap_plugin.model.weights import _json_path, load_model, shipped_model_path
+
+    protein, slots, present = trpcage
+    loaded = load_model()
+    assert loaded.encoder is None
+    path = shipped_model_path()
+    full = BackmapVAE(ModelConfig(**json.loads(open(_json_path(path)).read())["config"]))
+    full.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    full.eval()
+    ca = slots[..., chem.SLOT_CA, :].float()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.sample(_batch(protein, ca), seeds=[1, 2, 3], mode=True),
+                                   full.sample(_batch(protein, ca), seeds=[1, 2, 3], mode=True), rtol=0, atol=0)
+    batch = _batch(protein, ca)
+    targets = measure(batch.to_flat(slots.float()), batch.to_flat(present.expand(slots.shape[:3])),
+                      batch.flat_res_type, batch.layout)
+    with pytest.raises(RuntimeError, match="without its encoder"):
+        loaded.loss(batch, targets)
+
+
 def test_model_method_frames_are_independent_and_seeded(trpcage):
     """A frame's structures depend only on its beads and seed; temperature 0 ignores the seed."""
     from backmap_plugin.core.mappings import get_mapping

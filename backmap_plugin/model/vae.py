@@ -179,8 +179,15 @@ class BackmapVAE(nn.Module):
         out = self.prior(cond["scalars"], G.frame_vectors(cond["frames"]), cond["eq_nb"])
         return _gaussian(out)
 
+    def drop_encoder(self) -> None:
+        """Leave out the encoder (posterior network): generation samples from the prior alone."""
+        self.encoder = None
+
     def posterior_params(self, batch: G.ResidueBatch, cond: dict, targets: Targets) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-sigma of q(z | all-atom, CG), (G, L, z) each."""
+        if self.encoder is None:
+            raise RuntimeError("this model was loaded for generation (load_model) without its encoder; "
+                               "build a BackmapVAE and load the weights to train or score it")
         scalars, vectors = self._encoder_inputs(batch, targets)
         out = self.encoder(torch.cat([cond["scalars"], scalars], -1),
                            torch.cat([G.frame_vectors(cond["frames"]), vectors], -2), cond["eq_nb"])

@@ -92,7 +92,7 @@ def _cache_file(path: str, config_text: str) -> str | None:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         digest.update(f.read())
-    for part in (config_text, sys.version, torch.__version__, e3nn.__version__, __version__):
+    for part in (config_text, sys.version, torch.__version__, e3nn.__version__, __version__, "generation"):
         digest.update(b"\0" + part.encode())
     return os.path.join(folder, f"model-{digest.hexdigest()[:32]}.pt")
 
@@ -158,13 +158,19 @@ def _load(path: str, device: str) -> BackmapVAE:
     if model is None:
         model = BackmapVAE(ModelConfig(**info["config"]))
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.drop_encoder()
         _keep_built(model, cached)
     model.info = info
     return model.to(device).eval()
 
 
 def load_model(path: str | None = None, device: str | torch.device = "cpu") -> BackmapVAE:
-    """Load a model saved by :func:`save_model` (default: the shipped one).
+    """Load a model saved by :func:`save_model` (default: the shipped one), for generation.
+
+    The encoder (the posterior network, which only training uses) is left
+    out: a third of the model's generated e3nn code, so the model loads
+    faster (:meth:`BackmapVAE.drop_encoder`). Training builds its own
+    :class:`BackmapVAE` from the weights.
 
     Raises
     ------
