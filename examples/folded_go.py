@@ -6,8 +6,8 @@ frame refined and validated. A minute or two on a laptop CPU.
 Run: ``python examples/folded_go.py [OUTDIR]``.
 """
 
+import argparse
 import os
-import sys
 
 import openmm
 from openmm import app, unit
@@ -39,4 +39,6 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "go_example")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("outdir", nargs="?", default="go_example", help="output folder (default: go_example)")
+    main(parser.parse_args().outdir)

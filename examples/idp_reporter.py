@@ -6,8 +6,8 @@ trajectory written by BackmapReporter -> the last frame refined with amber14
 CPU. Run from anywhere: ``python examples/idp_reporter.py [OUTDIR]``.
 """
 
+import argparse
 import os
-import sys
 
 import mdtraj as md
 import openmm
@@ -47,4 +47,6 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "idp_example")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("outdir", nargs="?", default="idp_example", help="output folder (default: idp_example)")
+    main(parser.parse_args().outdir)
