@@ -322,6 +322,26 @@ def test_frames_are_independent():
     assert (both[1] - alone[0]).abs().max() < 1e-4
 
 
+def test_long_trajectories_are_fitted_in_passes(monkeypatch):
+    """A chunk larger than RESIDUES_PER_PASS is fitted a pass at a time, with the same result (trp-cage, 3 models)."""
+    import backmap_plugin.build.martini as fit
+
+    traj = md.load(str(TRPCAGE))[:3]
+    records, _ = read_residues(traj.topology, "1l2y")
+    slots, present = gather_slots(traj.xyz.astype(np.float64) * 10.0, records)
+    res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
+    beads = torch.as_tensor(m3.martini3_bead_positions(slots, present, res_type), dtype=torch.float32)
+    protein = protein_topology(records, beads[0, :, 0].numpy(), BREAK_DISTANCE)
+    together = backmap_martini3(beads, protein)
+    passes = []
+    original = fit._fit_frames
+    monkeypatch.setattr(fit, "_fit_frames", lambda b, p: passes.append(len(b)) or original(b, p))
+    monkeypatch.setattr(fit, "RESIDUES_PER_PASS", 2 * len(records))
+    apart = backmap_martini3(beads, protein, samples=2)
+    assert passes == [2, 1] and apart.shape == (3, 2) + together.shape[2:]
+    assert (apart[:, 1] - together[:, 0]).abs().max() < 1e-4
+
+
 def test_disulfides_are_built_bonded():
     """6B0S has two disulfides (crystal SG-SG 2.0 A): built at the S-S bond length, CB-SG-SG angles right."""
     records, truth, present = _truth(DATA / "aa.pdb.gz")
