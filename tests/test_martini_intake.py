@@ -309,14 +309,19 @@ def test_fitted_to_martinize2_beads():
     assert s["d_residues"] == 0 and s["bonds_off"] == 0.0 and s["absent_zero"], s
 
 
-def test_frames_are_independent():
-    """A frame's result does not depend on the other frames of the batch (trp-cage, models 1 and 2)."""
-    traj = md.load(str(TRPCAGE))[:2]
+def _trpcage_beads(models: int):
+    """Martini 3 beads (F, R, MAX_BEADS, 3) of the first NMR models of trp-cage, and their topology."""
+    traj = md.load(str(TRPCAGE))[:models]
     records, _ = read_residues(traj.topology, "1l2y")
     slots, present = gather_slots(traj.xyz.astype(np.float64) * 10.0, records)
     res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
     beads = torch.as_tensor(m3.martini3_bead_positions(slots, present, res_type), dtype=torch.float32)
-    protein = protein_topology(records, beads[0, :, 0].numpy(), BREAK_DISTANCE)
+    return beads, protein_topology(records, beads[0, :, 0].numpy(), BREAK_DISTANCE)
+
+
+def test_frames_are_independent():
+    """A frame's result does not depend on the other frames of the batch (trp-cage, models 1 and 2)."""
+    beads, protein = _trpcage_beads(2)
     both = backmap_martini3(beads, protein)[:, 0]
     alone = backmap_martini3(beads[1:], protein)[:, 0]
     assert (both[1] - alone[0]).abs().max() < 1e-4
@@ -326,17 +331,12 @@ def test_long_trajectories_are_fitted_in_passes(monkeypatch):
     """A chunk larger than RESIDUES_PER_PASS is fitted a pass at a time, with the same result (trp-cage, 3 models)."""
     import backmap_plugin.build.martini as fit
 
-    traj = md.load(str(TRPCAGE))[:3]
-    records, _ = read_residues(traj.topology, "1l2y")
-    slots, present = gather_slots(traj.xyz.astype(np.float64) * 10.0, records)
-    res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
-    beads = torch.as_tensor(m3.martini3_bead_positions(slots, present, res_type), dtype=torch.float32)
-    protein = protein_topology(records, beads[0, :, 0].numpy(), BREAK_DISTANCE)
+    beads, protein = _trpcage_beads(3)
     together = backmap_martini3(beads, protein)
     passes = []
     original = fit._fit_frames
     monkeypatch.setattr(fit, "_fit_frames", lambda b, p: passes.append(len(b)) or original(b, p))
-    monkeypatch.setattr(fit, "RESIDUES_PER_PASS", 2 * len(records))
+    monkeypatch.setattr(fit, "RESIDUES_PER_PASS", 2 * protein.n_residues)
     apart = backmap_martini3(beads, protein, samples=2)
     assert passes == [2, 1] and apart.shape == (3, 2) + together.shape[2:]
     assert (apart[:, 1] - together[:, 0]).abs().max() < 1e-4
