@@ -454,3 +454,19 @@ def test_chain_cut_by_a_triclinic_box_is_made_whole(tmp_path, trp):
     ref = md.load(str(tmp_path / "ref.pdb"))
     shift = (out.xyz[0] - ref.xyz[0]).mean(axis=0)
     np.testing.assert_allclose(out.xyz[0] - shift, ref.xyz[0], atol=2e-3)
+
+
+@pytest.mark.parametrize("method", ["model", "ideal"])
+def test_builder_gets_bounded_passes_with_the_same_result(trp, monkeypatch, method):
+    """A batch larger than RESIDUES_PER_PASS reaches the builder a pass at a time; the frames come out the same."""
+    from backmap_plugin import api
+
+    xyz = trp["ca"].xyz[:5] * 10.0
+    engine = api.Backmapper(trp["ca"].topology, xyz, method=method, samples=2, temperature=1.0)
+    together = engine.build(xyz, first_index=3)
+    passes, build = [], engine._build
+    monkeypatch.setattr(engine, "_build", lambda beads, *rest: passes.append(len(beads)) or build(beads, *rest))
+    monkeypatch.setattr(api, "RESIDUES_PER_PASS", 2 * engine.protein.n_residues)
+    apart = engine.build(xyz, first_index=3)
+    assert passes == [2, 2, 1] and apart.shape == together.shape == (10, engine.n_atoms, 3)
+    np.testing.assert_allclose(apart, together, atol=1e-3)

@@ -327,21 +327,6 @@ def test_frames_are_independent():
     assert (both[1] - alone[0]).abs().max() < 1e-4
 
 
-def test_long_trajectories_are_fitted_in_passes(monkeypatch):
-    """A chunk larger than RESIDUES_PER_PASS is fitted a pass at a time, with the same result (trp-cage, 3 models)."""
-    import backmap_plugin.build.martini as fit
-
-    beads, protein = _trpcage_beads(3)
-    together = backmap_martini3(beads, protein)
-    passes = []
-    original = fit._fit_frames
-    monkeypatch.setattr(fit, "_fit_frames", lambda b, p: passes.append(len(b)) or original(b, p))
-    monkeypatch.setattr(fit, "RESIDUES_PER_PASS", 2 * protein.n_residues)
-    apart = backmap_martini3(beads, protein, samples=2)
-    assert passes == [2, 1] and apart.shape == (3, 2) + together.shape[2:]
-    assert (apart[:, 1] - together[:, 0]).abs().max() < 1e-4
-
-
 def test_disulfides_are_built_bonded():
     """6B0S has two disulfides (crystal SG-SG 2.0 A): built at the S-S bond length, CB-SG-SG angles right."""
     records, truth, present = _truth(DATA / "aa.pdb.gz")

@@ -111,11 +111,6 @@ FIT_DTYPE = torch.float64
 #: take small steps instead of full ones of random sign.
 FIT_EPS = 1e-3
 
-#: Residues (frames x residues) fitted at once: a residue of a frame holds about 30 KB while it is
-#: fitted (float64 candidates and their Jacobians), so a trajectory chunk of 1,000 frames of 300
-#: residues would need 9 GB at once; beyond a few thousand residues per pass the fit is no faster.
-RESIDUES_PER_PASS = 10000
-
 _SIDE_BUILD = [s for s in chem.BUILD_ORDER if chem.SLOT_CB <= s < chem.SLOT_OXT]
 
 #: Disulfides: cysteine pairs whose SC1 beads (CB + SG) lie closer than this (Angstrom; Martini 3 bonds
@@ -468,17 +463,9 @@ def backmap_martini3(beads: torch.Tensor, protein: ProteinTopology, mapping=None
 
     Notes
     -----
-    Frames are fitted :data:`RESIDUES_PER_PASS` residues at a time; a
-    frame's result does not depend on the other frames.
+    All frames are fitted at once (a residue of a frame holds about 30 KB
+    while it is fitted); a frame's result does not depend on the others.
     """
-    per_pass = max(1, RESIDUES_PER_PASS // max(1, protein.n_residues))
-    atoms = torch.cat([_fit_frames(beads[start : start + per_pass], protein)
-                       for start in range(0, beads.shape[0], per_pass)])
-    return atoms[:, None].expand(-1, samples, -1, -1, -1)
-
-
-def _fit_frames(beads: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
-    """(F, R, N_SLOTS, 3) heavy atoms fitted to (F, R, MAX_BEADS, 3) beads, all frames at once (see :func:`backmap_martini3`)."""
     dtype = beads.dtype
     exists = torch.as_tensor(m3.BEAD_EXISTS[protein.res_type], device=beads.device)
     beads = torch.where(exists[..., None], beads, torch.zeros((), dtype=beads.dtype, device=beads.device))
@@ -509,4 +496,4 @@ def _fit_frames(beads: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
             fitted = build_residues(backbone, side_chain_internal(protein.res_type, chis), rt, slots=_SIDE_BUILD)
             bonded = disulfides.flatten()
             atoms[:, bonded, _SG] = fitted[:, bonded, _SG].to(atoms.dtype)
-    return atoms.to(dtype)
+    return atoms.to(dtype)[:, None].expand(-1, samples, -1, -1, -1)

@@ -15,8 +15,6 @@ from backmap_plugin.core.topology import ProteinTopology
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.weights import load_model
 
-#: Residue-frames decoded at once (bounds memory).
-RESIDUES_PER_PASS = 20000
 #: Side-chain candidates per residue (drawn from the decoder) among which
 #: overlaps are avoided, and the cost of a candidate: per unit of -log p
 #: when sampling, per Angstrom^2 of its expected deviation (``risk`` of
@@ -68,7 +66,7 @@ class ModelMethod:
                 out = self._sample_com(beads, protein, mapping, samples, np.asarray(seeds, dtype=np.int64))
             else:
                 out = self._sample(beads, protein, samples, np.asarray(seeds, dtype=np.int64))
-        return torch.cat(out).to(beads.dtype)
+        return out.to(beads.dtype)
 
     def _candidates(self, batch: G.ResidueBatch, frame_seeds: np.ndarray):
         """Backbone (g, R, S, 3), side-chain candidates (g, K, R, S, 3) and their cost (g, K, R) of one sample."""
@@ -83,8 +81,8 @@ class ModelMethod:
                 cost.view(k, g, n_res).transpose(0, 1))
 
     def _sample_com(self, beads: torch.Tensor, protein: ProteinTopology, mapping: Mapping, samples: int,
-                    seeds: np.ndarray) -> list:
-        """Chunks of (f, samples, R, N_SLOTS, 3) from beads that are (mostly) not C-alpha atoms.
+                    seeds: np.ndarray) -> torch.Tensor:
+        """(F, samples, R, N_SLOTS, 3) from beads that are (mostly) not C-alpha atoms.
 
         The locator finds the C-alpha trace (kept 3.8 Angstrom apart); the
         decoder reads it with the beads' offsets; side-chain candidates pay
@@ -92,51 +90,39 @@ class ModelMethod:
         structure settles onto the beads
         (:func:`~backmap_plugin.build.settle.settle_on_beads`).
         """
-        n_frames, n_res, _ = beads.shape
-        per_pass = max(1, RESIDUES_PER_PASS // n_res)
+        g, n_res, _ = beads.shape
         dev = beads.device
-        is_com = torch.as_tensor(~mapping.is_ca(n_res), device=dev)
         same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev)
         present = protein.slot_mask.copy()
         present[:, chem.SLOT_OXT] = False
-        out = []
-        for start in range(0, n_frames, per_pass):
-            chunk = beads[start : start + per_pass].float()
-            g = chunk.shape[0]
-            dense = [np.broadcast_to(a, (g, n_res)) for a in (protein.res_type, np.ones(n_res, bool), protein.segment)]
-            com = is_com.expand(g, -1)
-            batch = G.make_batch(constrain_trace(self.model.locator(G.make_batch(chunk, *dense), com), same), *dense)
-            batch.bead_features = G.bead_features(batch, chunk, com)
-            per_sample = []
-            for s in range(samples):
-                backbone, ics, cost = self._candidates(batch, seeds[start : start + g] * 7919 + s)
-                cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, chunk, com, mapping, present)
-                atoms = place_side_chains(backbone, protein, ics, cost)
-                per_sample.append(settle_on_beads(atoms, protein, chunk,
-                                                  lambda x: mapping.bead_positions(x, present, protein.res_type)))
-            out.append(torch.stack(per_sample, 1))
-        return out
+        beads = beads.float()
+        dense = [np.broadcast_to(a, (g, n_res)) for a in (protein.res_type, np.ones(n_res, bool), protein.segment)]
+        com = torch.as_tensor(~mapping.is_ca(n_res), device=dev).expand(g, -1)
+        batch = G.make_batch(constrain_trace(self.model.locator(G.make_batch(beads, *dense), com), same), *dense)
+        batch.bead_features = G.bead_features(batch, beads, com)
+        per_sample = []
+        for s in range(samples):
+            backbone, ics, cost = self._candidates(batch, seeds * 7919 + s)
+            cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, beads, com, mapping, present)
+            atoms = place_side_chains(backbone, protein, ics, cost)
+            per_sample.append(settle_on_beads(atoms, protein, beads,
+                                              lambda x: mapping.bead_positions(x, present, protein.res_type)))
+        return torch.stack(per_sample, 1)
 
-    def _sample(self, beads: torch.Tensor, protein: ProteinTopology, samples: int, seeds: np.ndarray) -> list:
-        """Chunks of (f, samples, R, N_SLOTS, 3), float32."""
-        n_frames, n_res, _ = beads.shape
-        per_pass = max(1, RESIDUES_PER_PASS // n_res)
-        out = []
-        for start in range(0, n_frames, per_pass):
-            chunk = beads[start : start + per_pass].float()
-            g = chunk.shape[0]
-            batch = G.make_batch(
-                chunk,
-                np.broadcast_to(protein.res_type, (g, n_res)),
-                np.ones((g, n_res), bool),
-                np.broadcast_to(protein.segment, (g, n_res)),
-            )
-            per_sample = []
-            for s in range(samples):
-                backbone, ics, cost = self._candidates(batch, seeds[start : start + g] * 7919 + s)
-                per_sample.append(place_side_chains(backbone, protein, ics, cost))
-            out.append(torch.stack(per_sample, 1))
-        return out
+    def _sample(self, beads: torch.Tensor, protein: ProteinTopology, samples: int, seeds: np.ndarray) -> torch.Tensor:
+        """(F, samples, R, N_SLOTS, 3), float32."""
+        g, n_res, _ = beads.shape
+        batch = G.make_batch(
+            beads.float(),
+            np.broadcast_to(protein.res_type, (g, n_res)),
+            np.ones((g, n_res), bool),
+            np.broadcast_to(protein.segment, (g, n_res)),
+        )
+        per_sample = []
+        for s in range(samples):
+            backbone, ics, cost = self._candidates(batch, seeds * 7919 + s)
+            per_sample.append(place_side_chains(backbone, protein, ics, cost))
+        return torch.stack(per_sample, 1)
 
 
 def candidate_bead_miss(backbone: torch.Tensor, ics: torch.Tensor, protein: ProteinTopology, beads: torch.Tensor,
