@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from backmap_plugin.core import chemistry as chem
-from backmap_plugin.core.geometry import bond_angle, dihedral, place_atom
+from backmap_plugin.core.geometry import bond_angle, dihedral, place_atom, rotate_about_axis
 from backmap_plugin.core.topology import BackboneLayout
 
 THETA_MIN, THETA_MAX, THETA_BINS = math.radians(70.0), math.radians(155.0), 17
@@ -453,20 +453,13 @@ def turn_proline_units(slots: torch.Tensor, layout: BackboneLayout) -> torch.Ten
     if not bool((phi > 0).any()):
         return slots
     axis = ca_j - ca_i
-    axis = (axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-6))[..., None, :]  # (..., U, 1, 3)
-    arm = moving - ca_i[..., None, :]
-
-    def turned(angle):  # angle (..., U) -> (..., U, 3 atoms, 3), Rodrigues' rotation about the axis
-        cos, sin = torch.cos(angle)[..., None, None], torch.sin(angle)[..., None, None]
-        along = (arm * axis).sum(-1, keepdim=True) * axis
-        return ca_i[..., None, :] + along + (arm - along) * cos + torch.linalg.cross(axis.expand_as(arm), arm) * sin
-
+    axis = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-6)
     angles = torch.arange(PROLINE_TURNS, dtype=slots.dtype, device=slots.device) * (2 * math.pi / PROLINE_TURNS)
-    tried = turned(angles.reshape(-1, *([1] * phi.dim())).expand(-1, *phi.shape))  # (A, ..., U, 3, 3)
+    tried = rotate_about_axis(moving, ca_i, axis, angles.reshape(-1, *([1] * phi.dim())))  # (A, ..., U, 3, 3)
     miss = torch.remainder(dihedral(tried[..., 0, :], tried[..., 2, :], ca_j, c_j) - PROLINE_PHI + math.pi,
                            2 * math.pi) - math.pi
     best = angles[miss.abs().argmin(0)]
-    moved = torch.where((phi > 0)[..., None, None], turned(best), moving)
+    moved = torch.where((phi > 0)[..., None, None], rotate_about_axis(moving, ca_i, axis, best), moving)
     out = slots.clone()
     out[..., i, chem.SLOT_C, :] = moved[..., 0, :]
     out[..., i, chem.SLOT_O, :] = moved[..., 1, :]

@@ -68,7 +68,7 @@ from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core.adam import Adam
-from backmap_plugin.core.geometry import bond_angle, build_residues, place_atom
+from backmap_plugin.core.geometry import bond_angle, build_residues, cross, place_atom
 from backmap_plugin.core.topology import ProteinTopology
 
 #: BB-BB distance (Angstrom) above which consecutive residues are not bonded (chain break). Bonded BB
@@ -205,12 +205,6 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm(dim=-1, keepdim=True).clamp(min=1e-9)
 
 
-def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a1, a2, a3 = a.unbind(-1)
-    b1, b2, b3 = b.unbind(-1)
-    return torch.stack([a2 * b3 - a3 * b2, a3 * b1 - a1 * b3, a1 * b2 - a2 * b1], -1)
-
-
 def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor, target: torch.Tensor,
              movable: torch.Tensor, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Turn side chains about their chi bonds so that their beads lie on targets (Levenberg-Marquardt).
@@ -271,7 +265,7 @@ def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor,
         # d bead_b / d chi_k = u_k x (sum_a w_ba moved_ak x_a - (sum_a w_ba moved_ak) o_k)
         lever = torch.einsum("nbs,nsk,nsc->nbkc", weights, moved, x)
         share = torch.einsum("nbs,nsk->nbk", weights, moved)
-        jac = _cross(u[:, None].expand_as(lever), lever - share[..., None] * origin[:, None]) * free[:, None, :, None]
+        jac = cross(u[:, None].expand_as(lever), lever - share[..., None] * origin[:, None]) * free[:, None, :, None]
         diagonal = (CHI_RESTRAINT + damping)[:, None, None] + (1 - free)[:, :, None]  # fixed chis: step 0
         normal = torch.einsum("nbkc,nbjc->nkj", jac, jac) + diagonal * eye
         grad = torch.einsum("nbkc,nbc->nk", jac, r) + CHI_RESTRAINT * delta

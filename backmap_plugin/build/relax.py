@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.geometry import cross, rotate_about_axis
 from backmap_plugin.core.metrics import bonded_exclusions
 
 #: Side-chain slots (atoms beyond CB, OXT excluded): the atoms that move.
@@ -402,22 +403,6 @@ def overlap_score(pairs: AtomPairs, n_queries: int, distance: float) -> torch.Te
     return penalty.new_zeros(n_queries).index_add_(0, pairs.query, penalty)
 
 
-def _rotate(points: torch.Tensor, origin: torch.Tensor, axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Rotate points (N, A, 3) about the line through origin (N, 3) along unit axis (N, 3) by angle (N,)."""
-    v = points - origin[:, None]
-    u = axis[:, None].expand_as(v)
-    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
-    along = (u * v).sum(-1, keepdim=True) * u
-    return origin[:, None] + v * cos + _cross(u, v) * sin + along * (1 - cos)
-
-
-def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cross product over the last axis (elementwise; faster than linalg.cross on small axes)."""
-    a1, a2, a3 = a.unbind(-1)
-    b1, b2, b3 = b.unbind(-1)
-    return torch.stack([a2 * b3 - a3 * b2, a3 * b1 - a1 * b3, a1 * b2 - a2 * b1], -1)
-
-
 def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm(dim=-1, keepdim=True).clamp(min=1e-9)
 
@@ -451,7 +436,7 @@ def turn_chis(atoms: torch.Tensor, res_type: torch.Tensor, delta: torch.Tensor) 
         r = rows[moved[:, :, k].any(1)]
         origin = x[r, axis[r, k, 1]]
         u = _unit(origin - x[r, axis[r, k, 0]])
-        turned = _rotate(x[r], origin, u, delta[r, k])
+        turned = rotate_about_axis(x[r], origin, u, delta[r, k])
         x[r] = torch.where(moved[r, :, k, None], turned, x[r])
     return x
 
@@ -548,9 +533,9 @@ def relieve_clashes(
         # dE/dchi_k = u_k . sum over the atoms chi_k moves of (x - o_k) x g
         origin = x[rows[:, None], axis[:, :, 1]]  # (N, 4, 3)
         u = _unit(origin - x[rows[:, None], axis[:, :, 0]])
-        moment = torch.einsum("nsk,nsc->nkc", moved, _cross(x, grad))
+        moment = torch.einsum("nsk,nsc->nkc", moved, cross(x, grad))
         force = torch.einsum("nsk,nsc->nkc", moved, grad)
-        torque = ((moment - _cross(origin, force)) * u).sum(-1)
+        torque = ((moment - cross(origin, force)) * u).sum(-1)
         gradient = torque + restraint * delta
         delta = delta - (step_size * gradient).clamp(-max_turn, max_turn) * chi_ok
         x = turn_chis(start, types, delta)
