@@ -148,12 +148,28 @@ def score(protein, truth, present, out, beads) -> dict:
     }
 
 
-def run(path: Path, max_frames: int = 1, dtype=torch.float32) -> tuple[dict, list[str]]:
+def make_builder(method: str, model: str | None = None):
+    """The builder of ``--method``: ``fit`` (``backmap_martini3``) or ``model`` (a Martini 3 model at temperature 0)."""
+    if method == "fit":
+        return backmap_martini3
+    from backmap_plugin.core.mappings import get_mapping
+    from backmap_plugin.model.method import ModelMethod
+    from backmap_plugin.model.weights import shipped_model_path
+
+    path = model or shipped_model_path("martini3")
+    if path is None:
+        raise SystemExit("no Martini 3 model: pass --model")
+    method = ModelMethod(path, torch.device("cpu"), temperature=0.0)
+    mapping = get_mapping("martini3")
+    return lambda beads, protein: method(beads, protein, mapping, 1, np.zeros(len(beads), dtype=np.int64))
+
+
+def run(path: Path, max_frames: int = 1, dtype=torch.float32, build=backmap_martini3) -> tuple[dict, list[str]]:
     """Map, rebuild (all frames in one batch) and score one structure file; scores are means over its frames."""
     protein, truth, present, beads, notes = load_structure(path, max_frames)
     x = torch.as_tensor(beads, dtype=dtype)
     t0, c0 = time.perf_counter(), time.process_time()
-    out = backmap_martini3(x, protein)[:, 0].double().numpy()
+    out = build(x, protein)[:, 0].double().numpy()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     rows = [score(protein, t, present, o, b) for t, o, b in zip(truth, out, beads)]
     row = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -190,16 +206,20 @@ def main(argv=None) -> int:
                         help="frames of a multi-frame file (evenly spread), rebuilt as one batch (0: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", type=Path, help="write per-structure rows, medians and worst values here")
+    parser.add_argument("--method", choices=("fit", "model"), default="fit",
+                        help="the fitted builder, or a Martini 3 model and one fit round (default: %(default)s)")
+    parser.add_argument("--model", help="model file for --method model (default: the shipped one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    build = make_builder(args.method, args.model)
     entries = args.entries or pick_entries(args.data, args.split, args.count, args.seed, args.max_residues, args.kind)
     folder = args.data / args.split
-    run(_REPO / "tests" / "data" / "1l2y.pdb.gz")  # warm-up
+    run(_REPO / "tests" / "data" / "1l2y.pdb.gz", build=build)  # warm-up
     rows = []
     print(HEADER)
     for entry in entries:
         try:
-            row, notes = run(folder / f"{entry}.pdb.gz", args.max_frames)
+            row, notes = run(folder / f"{entry}.pdb.gz", args.max_frames, build=build)
         except Exception as exc:  # noqa: BLE001 - report and go on
             print(f"| {entry} | failed: {type(exc).__name__}: {exc} |")
             continue

@@ -1,4 +1,4 @@
-"""The shipped weights, pinned: accuracy of ``method="model"`` on a real structure (C-alpha and centre-of-mass models).
+"""The shipped weights, pinned: accuracy of ``method="model"`` on a real structure (C-alpha, centre-of-mass, Martini 3).
 
 ``test_model.py`` checks that the shipped model loads, is the default and
 gives valid chemistry, with bounds loose enough for any sane weights. Here
@@ -20,7 +20,9 @@ import torch
 from conftest import FIXTURE_PDB, load_truth
 
 from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core import metrics
+from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.mappings import get_mapping
 from backmap_plugin.model.method import ModelMethod
 from backmap_plugin.model.weights import shipped_model_path
@@ -74,42 +76,6 @@ def test_perturbed_weights_fail_the_pin(truth, tmp_path):
     assert rmsd.mean() > PINNED_RMSD + 0.1
 
 
-# ---------------------------------------------------------------- the centre-of-mass model
-
-#: The shipped centre-of-mass model on the first 10 models of 1L2Y mapped to residue centres of mass
-#: (heavy atoms, OXT left out): mean heavy-atom RMSD and bead RMSD (Angstrom), clashes summed; measured
-#: 0.967, 0.183, 0 with the backbone contact term of the settling (0.965, 0.181, 0 before; the C-alpha model from C-alpha beads: 1.58 A).
-PINNED_COM_RMSD = 0.967
-PINNED_COM_BEAD_RMSD = 0.183
-PINNED_COM_CLASHES = 0
-
-
-def _rebuild_com(truth, frames=10):
-    """(RMSD, bead RMSD, clashes) per frame of the shipped centre-of-mass model on 1L2Y's centre-of-mass beads."""
-    protein, slots = truth
-    present = protein.slot_mask.copy()
-    present[:, chem.SLOT_OXT] = False
-    mapping = get_mapping("com")
-    beads = torch.as_tensor(mapping.bead_positions(slots[:frames], present, protein.res_type), dtype=torch.float32)
-    method = ModelMethod(shipped_model_path("com"), "cpu", temperature=0.0)
-    built = method(beads, protein, mapping, 1, np.arange(frames))[:, 0]
-    bead_rmsd = np.sqrt(((mapping.bead_positions(built.numpy(), present, protein.res_type) - beads.numpy()) ** 2)
-                        .sum(-1).mean(-1))
-    xyz = protein.scatter(built).numpy()
-    ref = protein.scatter(torch.as_tensor(slots[:frames])).numpy()
-    pairs, _ = protein.bonds()
-    return metrics.kabsch_rmsd(xyz, ref), bead_rmsd, metrics.clashes(xyz, pairs)
-
-
-def test_shipped_com_model_accuracy_is_pinned(truth):
-    torch.set_num_threads(1)
-    rmsd, bead_rmsd, clashes = _rebuild_com(truth)
-    assert rmsd.mean() == pytest.approx(PINNED_COM_RMSD, abs=0.05)
-    assert bead_rmsd.max() < 0.3
-    assert bead_rmsd.mean() == pytest.approx(PINNED_COM_BEAD_RMSD, abs=0.03)
-    assert abs(int(clashes.sum()) - PINNED_COM_CLASHES) <= 1
-
-
 def test_shipped_model_backbone_angles_are_pinned(truth):
     """Raw output of the shipped C-alpha model on 1L2Y's 38 C-alpha traces (issue #17, item 1): no backbone angle
     8 degrees or more from Engh & Huber, N-CA-C rms 1.92 degrees (experimental structures: 2.6-3.2), every
@@ -133,3 +99,55 @@ def test_shipped_model_backbone_angles_are_pinned(truth):
     assert float(deviation["CA-C-O"].pow(2).mean().sqrt()) < 1.7  # measured 1.52
     omega = torch.rad2deg(dihedral(a[:, :-1], c[:, :-1], n[:, 1:], a[:, 1:]))
     assert float((180.0 - omega.abs()).max()) < 10.0
+
+
+# ---------------------------------------------------------------- the bead models
+
+#: The shipped models for centre-of-mass and Martini 3 beads on the first 10 models of 1L2Y mapped to their beads
+#: (heavy atoms; OXT left out of the centres of mass, in the last BB bead for Martini 3): mean heavy-atom RMSD, mean
+#: bead RMSD (Angstrom) and clashes summed. Centres of mass: measured 0.967, 0.183, 0 with the backbone contact
+#: term of the settling (0.965, 0.181, 0 before; the C-alpha model from C-alpha beads: 1.58 A). Martini 3 (model
+#: and one fit round): measured 0.550, 0.164, 1 (the fitted builder alone: 0.539, 0.149, 0).
+PINNED_BEAD_MODELS = {
+    "com": {"rmsd": 0.967, "bead_rmsd": 0.183, "clashes": 0},
+    "martini3": {"rmsd": 0.550, "bead_rmsd": 0.164, "clashes": 1},
+}
+
+
+def _rebuild_from_beads(truth, name: str, frames: int = 10):
+    """(RMSD, bead RMSD, clashes) per frame of the shipped model for mapping ``name`` on 1L2Y mapped to its beads."""
+    protein, slots = truth
+    present = protein.slot_mask.copy()
+    if name == "com":
+        present[:, chem.SLOT_OXT] = False
+    mapping = get_mapping(name)
+    beads = torch.as_tensor(mapping.bead_positions(slots[:frames], present, protein.res_type), dtype=torch.float32)
+    method = ModelMethod(shipped_model_path(name), "cpu", temperature=0.0)
+    built = method(beads, protein, mapping, 1, np.arange(frames))[:, 0]
+    miss = ((mapping.bead_positions(built.numpy(), present, protein.res_type) - beads.numpy()) ** 2).sum(-1)
+    if name == "martini3":
+        miss = miss[:, m3.BEAD_EXISTS[protein.res_type]]  # beads the residues have
+    bead_rmsd = np.sqrt(miss.reshape(frames, -1).mean(-1))
+    xyz = protein.scatter(built).numpy()
+    ref = protein.scatter(torch.as_tensor(slots[:frames])).numpy()
+    pairs, _ = protein.bonds()
+    return metrics.kabsch_rmsd(xyz, ref), bead_rmsd, metrics.clashes(xyz, pairs)
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_BEAD_MODELS))
+def test_shipped_bead_model_accuracy_is_pinned(truth, name):
+    torch.set_num_threads(1)
+    pinned = PINNED_BEAD_MODELS[name]
+    rmsd, bead_rmsd, clashes = _rebuild_from_beads(truth, name)
+    assert rmsd.mean() == pytest.approx(pinned["rmsd"], abs=0.05)
+    assert bead_rmsd.max() < 0.3
+    assert bead_rmsd.mean() == pytest.approx(pinned["bead_rmsd"], abs=0.03)
+    assert abs(int(clashes.sum()) - pinned["clashes"]) <= 1
+
+
+def test_c_alpha_model_refuses_martini3_beads(truth):
+    protein, slots = truth
+    mapping = get_mapping("martini3")
+    beads = torch.as_tensor(mapping.bead_positions(slots[:1], protein.slot_mask, protein.res_type), dtype=torch.float32)
+    with pytest.raises(BackmapInputError, match="reads C-alpha beads; Martini 3 beads need a model for them"):
+        ModelMethod(None, "cpu", temperature=0.0)(beads, protein, mapping, 1, np.arange(1))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core.geometry import bond_angle, dihedral
 from backmap_plugin.core.topology import BackboneLayout, backbone_layout, frame_segments
 
@@ -26,6 +27,8 @@ RBF_MAX = 16.0
 SEQ_CLASSES = 11  # |i-j| = 1..4 either direction (8), farther same segment, other segment, self
 NODE_GEOMETRY = 12
 BEAD_FEATURES = 5
+#: Martini 3 bead features per residue: the offsets of BB, SC1 ... SC5 from the C-alpha (6 x 3).
+MARTINI_BEAD_FEATURES = 18
 
 
 @dataclass
@@ -299,3 +302,26 @@ def bead_features(batch: ResidueBatch, beads: torch.Tensor, is_com: torch.Tensor
     flag = (is_com & batch.mask).to(beads.dtype)[..., None]
     offset = torch.einsum("glc,gldc->gld", beads - batch.beads, frames) / 3.0
     return torch.cat([flag, offset, offset.norm(dim=-1, keepdim=True)], -1) * flag
+
+
+def martini_bead_features(batch: ResidueBatch, beads: torch.Tensor) -> torch.Tensor:
+    """Where each residue's Martini 3 beads sit relative to its C-alpha: (G, L, MARTINI_BEAD_FEATURES), invariant.
+
+    The offsets of ``BB``, ``SC1`` ... ``SC5`` from the residue's C-alpha
+    in its local frame (:func:`local_frames` of the trace in ``batch``), in
+    units of 3 Angstrom; zeros for beads the residue type does not have and
+    for padding.
+
+    Parameters
+    ----------
+    batch : ResidueBatch
+        The C-alpha trace.
+    beads : torch.Tensor
+        (G, L, 6, 3) bead positions in the order of
+        :data:`backmap_plugin.core.martini3.MARTINI3_BEADS`; beads a
+        residue type does not have are ignored.
+    """
+    frames = local_frames(batch)
+    exists = torch.from_numpy(m3.BEAD_EXISTS.copy()).to(beads.device)[batch.res_type] & batch.mask[..., None]
+    offset = torch.einsum("glbc,gldc->glbd", beads - batch.beads[..., None, :], frames) / 3.0
+    return (offset * exists[..., None].to(beads.dtype)).flatten(-2)

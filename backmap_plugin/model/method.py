@@ -6,8 +6,10 @@ import numpy as np
 import torch
 
 from backmap_plugin.build.ideal import constrain_trace, place_side_chains
+from backmap_plugin.build.martini import FIT_DTYPE, fit_to_beads, initial_trace
 from backmap_plugin.build.settle import settle_on_beads
 from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.geometry import build_residues
 from backmap_plugin.core.mappings import Mapping
@@ -24,8 +26,8 @@ from backmap_plugin.model.weights import load_model
 CANDIDATES = 8
 COST_WEIGHT = 0.3
 RISK_WEIGHT = 0.02
-#: Centre-of-mass models: cost of a side-chain candidate per Angstrom^2 by
-#: which the residue's centre of mass misses its bead.
+#: Centre-of-mass and Martini 3 models: cost of a side-chain candidate per
+#: Angstrom^2 by which the residue misses its bead(s).
 BEAD_WEIGHT = 1.0
 
 
@@ -55,17 +57,22 @@ class ModelMethod:
         A frame's structures depend only on its beads and seed, not on the
         other frames of the call.
         """
-        reads_com = self.model.config.mapping == "com"
-        if not mapping.bead_is_ca and not reads_com:
+        reads = self.model.config.mapping
+        given = "martini3" if mapping.name == "martini3" else "ca" if mapping.bead_is_ca else "com"
+        if given != reads and not (given == "ca" and reads == "com"):
+            kinds = {"ca": "C-alpha beads", "com": "residue centres of mass", "martini3": "Martini 3 beads"}
             raise BackmapInputError(
-                f"the model {self.path} reads C-alpha beads; beads at residue centres of mass need a "
-                "centre-of-mass model (the shipped one unless --model is given) or --method ideal"
+                f"the model {self.path} reads {kinds[reads]}; {kinds[given]} need a model for them "
+                "(the shipped one unless --model is given) or --method ideal"
             )
+        seeds = np.asarray(seeds, dtype=np.int64)
         with torch.inference_mode():
-            if reads_com:
-                out = self._sample_com(beads, protein, mapping, samples, np.asarray(seeds, dtype=np.int64))
+            if reads == "com":
+                out = self._sample_com(beads, protein, mapping, samples, seeds)
+            elif reads == "martini3":
+                out = self._sample_martini(beads, protein, mapping, samples, seeds)
             else:
-                out = self._sample(beads, protein, samples, np.asarray(seeds, dtype=np.int64))
+                out = self._sample(beads, protein, samples, seeds)
         return out.to(beads.dtype)
 
     def _candidates(self, batch: G.ResidueBatch, frame_seeds: np.ndarray):
@@ -103,10 +110,40 @@ class ModelMethod:
         per_sample = []
         for s in range(samples):
             backbone, ics, cost = self._candidates(batch, seeds * 7919 + s)
-            cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, beads, com, mapping, present)
+            cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, beads, com.float(), mapping, present)
             atoms = place_side_chains(backbone, protein, ics, cost)
             per_sample.append(settle_on_beads(atoms, protein, beads,
                                               lambda x: mapping.bead_positions(x, present, protein.res_type)))
+        return torch.stack(per_sample, 1)
+
+    def _sample_martini(self, beads: torch.Tensor, protein: ProteinTopology, mapping: Mapping, samples: int,
+                        seeds: np.ndarray) -> torch.Tensor:
+        """(F, samples, R, N_SLOTS, 3) from Martini 3 beads (F, R, MAX_BEADS, 3).
+
+        The C-alpha trace comes from the BB beads
+        (:func:`~backmap_plugin.build.martini.initial_trace`); the decoder
+        reads it with every bead's offset; side-chain candidates pay for
+        missing their residue's beads (:data:`BEAD_WEIGHT`); then one round
+        of the Martini 3 fit starts from the structure
+        (:func:`~backmap_plugin.build.martini.fit_to_beads`), so the
+        output's beads lie on the input's.
+        """
+        g, n_res = beads.shape[:2]
+        dev = beads.device
+        exists = torch.as_tensor(m3.BEAD_EXISTS[protein.res_type], device=dev)
+        beads = torch.where(exists[..., None], beads, torch.zeros((), dtype=beads.dtype, device=dev)).float()
+        present = protein.slot_mask.copy()
+        present[:, chem.SLOT_OXT] = False
+        dense = [np.broadcast_to(a, (g, n_res)) for a in (protein.res_type, np.ones(n_res, bool), protein.segment)]
+        trace = initial_trace(beads[..., 0, :].to(FIT_DTYPE), protein).float()
+        batch = G.make_batch(trace, *dense)
+        batch.bead_features = G.martini_bead_features(batch, beads)
+        weight = torch.ones((g, n_res), device=dev)
+        per_sample = []
+        for s in range(samples):
+            backbone, ics, cost = self._candidates(batch, seeds * 7919 + s)
+            cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, beads, weight, mapping, present)
+            per_sample.append(fit_to_beads(beads, protein, start=place_side_chains(backbone, protein, ics, cost)))
         return torch.stack(per_sample, 1)
 
     def _sample(self, beads: torch.Tensor, protein: ProteinTopology, samples: int, seeds: np.ndarray) -> torch.Tensor:
@@ -126,8 +163,8 @@ class ModelMethod:
 
 
 def candidate_bead_miss(backbone: torch.Tensor, ics: torch.Tensor, protein: ProteinTopology, beads: torch.Tensor,
-                        is_com: torch.Tensor, mapping: Mapping, present: np.ndarray) -> torch.Tensor:
-    """Squared distance (g, K, R) by which each side-chain candidate's residue centre of mass misses its bead.
+                        weight: torch.Tensor, mapping: Mapping, present: np.ndarray) -> torch.Tensor:
+    """Squared distance (g, K, R) by which each side-chain candidate's residue misses its bead(s), weighted.
 
     Parameters
     ----------
@@ -137,9 +174,11 @@ def candidate_bead_miss(backbone: torch.Tensor, ics: torch.Tensor, protein: Prot
         (g, K, R, N_SLOTS, 3) candidates' internal coordinates.
     protein : ProteinTopology
     beads : torch.Tensor
-        (g, R, 3) bead positions.
-    is_com : torch.Tensor
-        (g, R) bool, the bead is a centre of mass (C-alpha beads cost 0).
+        (g, R, 3) bead positions, or (g, R, B, 3) for mappings with several
+        beads per residue (Martini 3; a bead the residue does not have is
+        zero, as ``mapping`` makes it).
+    weight : torch.Tensor
+        (g, R) weight of a residue's miss (e.g. 0 for C-alpha beads).
     mapping : Mapping
         How the beads were made.
     present : numpy.ndarray
@@ -150,5 +189,8 @@ def candidate_bead_miss(backbone: torch.Tensor, ics: torch.Tensor, protein: Prot
     slots = [s for s in chem.BUILD_ORDER if chem.SLOT_CB <= s < chem.SLOT_OXT]
     context = backbone[:, None].expand(-1, k, -1, -1, -1).reshape(g * k, n_res, *backbone.shape[2:])
     atoms = build_residues(context, ics.reshape(g * k, n_res, *ics.shape[3:]), rt, slots=slots)[..., : chem.N_SLOTS, :]
-    centre = mapping.bead_positions(atoms, present, protein.res_type).view(g, k, n_res, 3)
-    return ((centre - beads[:, None]) ** 2).sum(-1) * is_com[:, None]
+    centre = mapping.bead_positions(atoms, present, protein.res_type)
+    miss = ((centre.view(g, k, *centre.shape[1:]) - beads[:, None]) ** 2).sum(-1)
+    if miss.dim() == 4:
+        miss = miss.sum(-1)
+    return miss * weight[:, None]

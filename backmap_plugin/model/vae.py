@@ -69,7 +69,10 @@ class ModelConfig:
     #: Beads the model reads: ``ca`` (C-alpha trace) or ``com`` (residue
     #: centres of mass, with C-alpha beads where the mapping says so; a
     #: :class:`~backmap_plugin.model.locator.BeadLocator` finds the C-alpha
-    #: trace and the beads' offsets from it are input features).
+    #: trace and the beads' offsets from it are input features) or
+    #: ``martini3`` (Martini 3 BB and side-chain beads: the trace comes from
+    #: the BB beads, :func:`backmap_plugin.build.martini.initial_trace`, and
+    #: every bead's offset from it is an input feature).
     mapping: str = "ca"
     locator_scalars: int = 32
     locator_vectors: int = 8
@@ -143,14 +146,16 @@ class BackmapVAE(nn.Module):
         self.peptide_head = mlp([2 * c.hidden, c.hidden, 2 * c.bins])
         self.terminal_head = mlp([c.hidden, c.hidden, len(TERMINAL) * 2 * c.bins])
         self.rotamer_head = mlp([c.hidden, c.hidden, c.max_rotamers * 5])
-        if c.mapping not in ("ca", "com"):
-            raise ValueError(f"model mapping must be 'ca' or 'com', got {c.mapping!r}")
+        if c.mapping not in ("ca", "com", "martini3"):
+            raise ValueError(f"model mapping must be 'ca', 'com' or 'martini3', got {c.mapping!r}")
         if c.mapping == "com":
             self.locator = BeadLocator(c.type_dim, c.locator_scalars, c.locator_vectors, c.locator_layers,
                                        c.k_invariant, c.cutoff)
+        if c.mapping != "ca":
             # bead features enter beside the residue type; zero at first, so a
             # warm start from a C-alpha model begins as that model
-            self.bead_embed = nn.Linear(G.BEAD_FEATURES, c.type_dim)
+            n_features = G.BEAD_FEATURES if c.mapping == "com" else G.MARTINI_BEAD_FEATURES
+            self.bead_embed = nn.Linear(n_features, c.type_dim)
             nn.init.zeros_(self.bead_embed.weight)
             nn.init.zeros_(self.bead_embed.bias)
 
@@ -160,9 +165,9 @@ class BackmapVAE(nn.Module):
         c = self.config
         frames = G.local_frames(batch)
         types = self.type_embed(batch.res_type)
-        if c.mapping == "com":
+        if c.mapping != "ca":
             if batch.bead_features is None:
-                raise ValueError("a centre-of-mass model needs the batch's bead_features")
+                raise ValueError(f"a {c.mapping} model needs the batch's bead_features")
             types = types + self.bead_embed(batch.bead_features)
         scalars = torch.cat([types, G.node_geometry(batch)], -1)
         # one neighbour search: the nearest k of the larger list are the nearest k

@@ -58,7 +58,7 @@ def save_model(model: BackmapVAE, path: str, meta: dict | None = None) -> None:
 
 
 #: Shipped weights file per kind of bead the model reads.
-SHIPPED_MODELS = {"ca": "model.pt", "com": "model_com.pt"}
+SHIPPED_MODELS = {"ca": "model.pt", "com": "model_com.pt", "martini3": "model_martini3.pt"}
 
 
 def shipped_model_path(beads: str = "ca") -> str | None:

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core.mappings import COMMapping
 from backmap_plugin.io.atomic import atomic_path, atomic_write
 from backmap_plugin.model import graph as G
@@ -66,6 +67,12 @@ class TrainConfig:
     #: Fraction of crops with C-alpha beads in some regions (CALVADOS 3
     #: linkers), the others all centres of mass.
     mixed_fraction: float = 0.4
+    #: Martini 3 models (``model.mapping`` = ``martini3``): Gaussian noise
+    #: (Angstrom, per coordinate) on the beads and on the C-alpha trace the
+    #: decoder reads (in use the trace comes from the BB beads and misses
+    #: the C-alpha atoms by about 0.4 Angstrom rms).
+    martini_bead_noise: float = 0.1
+    martini_trace_noise: float = 0.25
 
 
 def load_config(path: str | None) -> TrainConfig:
@@ -117,6 +124,20 @@ def com_training_beads(raw: dict, mixed_fraction: float, generator: torch.Genera
     return beads, is_com
 
 
+def martini_training_beads(raw: dict, noise: float, generator: torch.Generator) -> torch.Tensor:
+    """Martini 3 beads of a collated batch, (B, L, 6, 3) float32, zero on padding and absent beads.
+
+    Made from the atoms by :func:`backmap_plugin.core.martini3.martini3_bead_positions`
+    (the mapping used in production; OXT in BB where the crop has it),
+    plus Gaussian noise of ``noise`` Angstrom.
+    """
+    xyz, present, mask = raw["xyz"].float(), raw["present"], raw["residue_mask"]
+    beads = m3.martini3_bead_positions(xyz, present | ~mask[..., None], raw["res_type"].numpy())
+    exists = torch.from_numpy(m3.BEAD_EXISTS.copy())[raw["res_type"]] & mask[..., None]
+    beads = beads + torch.randn(beads.shape, generator=generator) * noise
+    return beads * exists[..., None]
+
+
 def batch_terms(model: BackmapVAE, raw: dict, device: torch.device, located: bool = True,
                 generator: torch.Generator | None = None, cfg: TrainConfig | None = None) -> dict:
     """Loss terms of one collated batch from the sampler.
@@ -144,6 +165,14 @@ def batch_terms(model: BackmapVAE, raw: dict, device: torch.device, located: boo
             trace = torch.where(is_com[..., None], true_ca + noise, true_ca)
         batch = G.make_batch(trace, raw["res_type"], mask, raw["segment"])
         batch.bead_features = G.bead_features(batch, beads, is_com)
+    elif model.config.mapping == "martini3":
+        cfg = cfg or TrainConfig()
+        generator = generator or torch.Generator().manual_seed(0)
+        beads = martini_training_beads(raw, cfg.martini_bead_noise, generator).to(device)
+        true_ca = xyz_dense[..., chem.SLOT_CA, :].float()
+        trace = true_ca + torch.randn(true_ca.shape, generator=generator).to(device) * cfg.martini_trace_noise
+        batch = G.make_batch(trace, raw["res_type"], mask, raw["segment"])
+        batch.bead_features = G.martini_bead_features(batch, beads)
     else:
         batch = G.make_batch(raw["beads"].float().to(device), raw["res_type"], mask, raw["segment"])
     xyz = batch.to_flat(xyz_dense.double())
@@ -219,7 +248,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
     with atomic_write(os.path.join(run_dir, "config.json")) as f:
         json.dump(asdict(cfg), f, indent=1)
     summary = {
-        "cache": os.path.abspath(cfg.cache), "entries": len(cache.entries),
+        "cache": cfg.cache, "entries": len(cache.entries),
         "train_entries": len(cache.select("train")), "val_entries": len(cache.select("val")),
     }
     t0 = time.time()

@@ -1,0 +1,123 @@
+"""The Martini 3 model's parts: bead features, training beads and loss, the fit that finishes its structures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import load_truth
+
+from backmap_plugin.build.martini import fit_to_beads
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core import martini3 as m3
+from backmap_plugin.core import metrics
+from backmap_plugin.model import graph as G
+from backmap_plugin.model.vae import BackmapVAE, ModelConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trpcage():
+    """Topology, heavy atoms (3 NMR models of 1L2Y, Angstrom) and their Martini 3 beads (OXT in the last BB)."""
+    protein, slots, present = load_truth(frames=slice(0, 3))
+    beads = m3.martini3_bead_positions(slots, present, protein.res_type)
+    return protein, slots, present, beads
+
+
+def _batch(protein, trace):
+    g, n = trace.shape[:2]
+    return G.make_batch(trace, np.broadcast_to(protein.res_type, (g, n)), np.ones((g, n), bool),
+                        np.broadcast_to(protein.segment, (g, n)))
+
+
+def _rotation(seed: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return q * torch.sign(torch.det(q))
+
+
+def test_bead_features_are_invariant_and_zero_for_absent_beads(trpcage):
+    protein, slots, _, beads = trpcage
+    ca = torch.as_tensor(slots[..., chem.SLOT_CA, :], dtype=torch.float64)
+    x = torch.as_tensor(beads, dtype=torch.float64)
+    features = G.martini_bead_features(_batch(protein, ca), x)
+    assert features.shape == (3, protein.n_residues, G.MARTINI_BEAD_FEATURES)
+    rot, shift = _rotation(1), torch.tensor([4.0, -2.0, 7.0], dtype=torch.float64)
+    moved = G.martini_bead_features(_batch(protein, ca @ rot.T + shift), x @ rot.T + shift)
+    torch.testing.assert_close(moved, features)
+    absent = ~m3.BEAD_EXISTS[protein.res_type]  # e.g. glycine: BB alone
+    per_bead = features.view(3, protein.n_residues, m3.MAX_BEADS, 3)
+    assert absent.any() and (per_bead[:, torch.as_tensor(absent)] == 0).all()
+    # present beads: the BB bead sits within 1.5 A of its C-alpha (offsets in units of 3 A)
+    assert float(per_bead[..., 0, :].norm(dim=-1).max()) * 3.0 < 1.5
+    # garbage in absent beads changes nothing
+    noisy = x.clone()
+    noisy[:, torch.as_tensor(absent)] = 99.0
+    torch.testing.assert_close(G.martini_bead_features(_batch(protein, ca), noisy), features)
+
+
+def test_training_beads_and_loss_reach_the_bead_features(tmp_path):
+    from conftest import FIXTURE_PDB
+
+    from backmap_plugin.training.cache import build_cache, open_cache
+    from backmap_plugin.training.sampler import make_loader
+    from backmap_plugin.training.train import TrainConfig, batch_terms, martini_training_beads
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / FIXTURE_PDB.name).write_bytes(FIXTURE_PDB.read_bytes())
+    build_cache([str(src)], str(tmp_path / "cache"), workers=1, val_fraction=0.0)
+    raw = next(iter(make_loader(open_cache(str(tmp_path / "cache")), split="train", batch_size=2, crop=12,
+                                spatial_prob=0.0, bead_noise=0.0, epoch_size=2, seed=0)))
+    beads = martini_training_beads(raw, 0.0, torch.Generator().manual_seed(0))
+    mask = raw["residue_mask"]
+    exists = torch.from_numpy(m3.BEAD_EXISTS.copy())[raw["res_type"]] & mask[..., None]
+    expected = m3.martini3_bead_positions(raw["xyz"].float(), raw["present"], raw["res_type"].numpy())
+    torch.testing.assert_close(beads[exists], expected[exists])
+    assert (beads[~exists] == 0).all()
+
+    torch.manual_seed(0)
+    small = {"hidden": 16, "equivariant_scalars": 8, "equivariant_vectors": 2, "k_invariant": 8, "mapping": "martini3"}
+    model = BackmapVAE(ModelConfig(**small))
+    assert (model.bead_embed.weight == 0).all()  # a warm start from a C-alpha model begins as that model
+    terms = batch_terms(model, raw, torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+                        cfg=TrainConfig(martini_trace_noise=0.25))
+    assert math.isfinite(float(terms["total"].detach()))
+    terms["total"].backward()
+    assert float(model.bead_embed.weight.grad.abs().sum()) > 0
+
+
+def test_fit_from_a_structure_lands_on_the_beads(trpcage):
+    """One fit round from the true structure keeps it (RMSD ~0.3 A) and puts its beads on the input's."""
+    protein, slots, present, beads = trpcage
+    x = torch.as_tensor(beads, dtype=torch.float32)
+    start = torch.as_tensor(slots, dtype=torch.float32) * torch.as_tensor(protein.slot_mask)[..., None]
+    out = fit_to_beads(x, protein, start=start).double().numpy()
+    assert out.shape == slots.shape
+    exists = m3.BEAD_EXISTS[protein.res_type]
+    miss = np.linalg.norm(m3.martini3_bead_positions(out, protein.slot_mask, protein.res_type) - beads, axis=-1)
+    assert float(np.sqrt((miss[:, exists] ** 2).mean())) < 0.2
+    common = present & protein.slot_mask
+    rmsd = [metrics.kabsch_rmsd(o[common], t[common])[0] for o, t in zip(out, slots)]
+    assert max(rmsd) < 0.5
+
+
+def test_martini3_beads_take_the_shipped_model_by_default():
+    from backmap_plugin.api import default_method, make_builder
+    from backmap_plugin.build.martini import backmap_martini3
+    from backmap_plugin.core.mappings import get_mapping
+    from backmap_plugin.model.method import ModelMethod
+
+    mapping = get_mapping("martini3")
+    assert default_method(mapping) == "model"
+    builder = make_builder("model", mapping=mapping)
+    assert isinstance(builder, ModelMethod) and builder.model.config.mapping == "martini3"
+    assert make_builder("ideal", mapping=mapping) is backmap_martini3  # the fitted builder stays one option away
