@@ -132,6 +132,7 @@ def test_run_ca_pdb(tmp_path, capfd, example):
     assert status == 0
     assert stdout.count("\n") == 1 and stdout.startswith("backmapped 1 frame(s) x 1 sample(s), 20 residues in 1 chain(s)")
     assert "backmap" in stderr
+    assert "method: model (model.pt, shipped)" in stderr.splitlines()  # what built it, beside the mapping line
     traj, protein = example
     back = md.load(str(out))
     assert_complete(back, protein, 1)

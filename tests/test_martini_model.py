@@ -121,3 +121,17 @@ def test_martini3_beads_take_the_shipped_model_by_default():
     builder = make_builder("model", mapping=mapping)
     assert isinstance(builder, ModelMethod) and builder.model.config.mapping == "martini3"
     assert make_builder("ideal", mapping=mapping) is backmap_martini3  # the fitted builder stays one option away
+
+
+def test_run_says_which_model_built_martini3_beads(capfd, tmp_path):
+    from pathlib import Path
+
+    from backmap_plugin.cli.command import main
+
+    data = Path(__file__).parent / "data" / "martini3"
+    out = tmp_path / "aa.pdb"
+    assert main(["run", str(data / "cg.pdb"), "-o", str(out)]) == 0
+    stderr = capfd.readouterr().err
+    assert "method: model (model_martini3.pt, shipped)" in stderr.splitlines()
+    assert main(["run", str(data / "cg.pdb"), "-o", str(out), "--overwrite", "--method", "ideal"]) == 0
+    assert "method: ideal" in capfd.readouterr().err.splitlines()
