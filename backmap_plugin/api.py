@@ -25,7 +25,7 @@ from backmap_plugin.core.beads import MIN_BEAD_DISTANCE, first_close_pair, first
 from backmap_plugin.core.detect import decide_mapping
 from backmap_plugin.core.device import select_device
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.core.mappings import COMMapping, Mapping, get_mapping
+from backmap_plugin.core.mappings import COMMapping, Mapping, get_mapping, model_beads
 from backmap_plugin.core.pbc import make_whole
 from backmap_plugin.core.topology import ProteinTopology, ResidueRecord, gather_slots, protein_topology, read_residues
 from backmap_plugin.io.frames import frames_from_openmm, open_frames, springs_from_openmm
@@ -409,13 +409,6 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
 #: with beads (F, R, 3) and one random seed per frame, and returns
 #: (F, samples, R, N_SLOTS, 3) heavy-atom slots.
 METHODS = ("ideal", "model")
-
-
-def model_beads(mapping: Mapping) -> str:
-    """The kind of model a mapping's beads need: ``ca`` (C-alpha trace), ``com`` (centres of mass, mixed) or ``martini3``."""
-    if mapping.name == "martini3":
-        return "martini3"
-    return "ca" if mapping.bead_is_ca else "com"
 
 
 def default_method(mapping: Mapping, model: str | None = None) -> str:

@@ -512,8 +512,8 @@ def _fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Te
             start = start.to(FIT_DTYPE)
             ca, dofs = start[..., chem.SLOT_CA, :], backbone_dofs(start, layout)
             chis, rounds = torch.nan_to_num(chi_angles(start, rt)), 1
-    for round_ in range(rounds):
-        if start is None or round_ > 0:
+    for _ in range(rounds):
+        if start is None:  # a built start has its side chains chosen already
             with torch.no_grad():
                 backbone = build_backbone(ca, layout, protein.res_type, dofs)
                 chis = _cheapest(*side_chain_candidates(backbone, protein, target, chis))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from backmap_plugin.cli import options
@@ -87,22 +88,15 @@ def run(args) -> int:
         write_json(args.json, result.to_dict())
     if result.mapping_evidence:
         print(f"mapping: {result.mapping_evidence}", file=sys.stderr)
-    print(f"method: {method_line(result.method, result.mapping, args.model)}", file=sys.stderr)
+    print(f"method: {method_line(result.method, result.model, args.model)}", file=sys.stderr)
     for line in result.report:
         print(f"note: {line}", file=sys.stderr)
     print(result.summary())
     return 0
 
 
-def method_line(method: str, mapping: str, model: str | None) -> str:
-    """What built the structures, for the terminal: the method, and for ``model`` the weights file."""
+def method_line(method: str, model_file: str | None, model_option: str | None) -> str:
+    """What built the structures, for the terminal: the method, and for ``model`` the weights file it used."""
     if method != "model":
         return method
-    import os
-
-    from backmap_plugin.api import model_beads
-    from backmap_plugin.core.mappings import get_mapping
-    from backmap_plugin.model.weights import shipped_model_path
-
-    path = model or shipped_model_path(model_beads(get_mapping(mapping)))
-    return f"model ({os.path.basename(str(path))}{'' if model else ', shipped'})"
+    return f"model ({os.path.basename(str(model_file))}{'' if model_option else ', shipped'})"

@@ -141,6 +141,13 @@ class Martini3Mapping(Mapping):
 MAPPINGS = {m.name: m for m in (CAMapping(), COMMapping(), Martini3Mapping())}
 
 
+def model_beads(mapping: Mapping) -> str:
+    """The kind of model a mapping's beads need: ``ca`` (C-alpha trace), ``com`` (centres of mass, mixed) or ``martini3``."""
+    if mapping.name == "martini3":
+        return "martini3"
+    return "ca" if mapping.bead_is_ca else "com"
+
+
 def get_mapping(name: str | Mapping) -> Mapping:
     """Look up a mapping by name (or pass an instance through).
 

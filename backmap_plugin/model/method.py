@@ -12,7 +12,7 @@ from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.geometry import build_residues
-from backmap_plugin.core.mappings import Mapping
+from backmap_plugin.core.mappings import Mapping, model_beads
 from backmap_plugin.core.topology import ProteinTopology
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.weights import load_model
@@ -58,7 +58,7 @@ class ModelMethod:
         other frames of the call.
         """
         reads = self.model.config.mapping
-        given = "martini3" if mapping.name == "martini3" else "ca" if mapping.bead_is_ca else "com"
+        given = model_beads(mapping)
         if given != reads and not (given == "ca" and reads == "com"):
             kinds = {"ca": "C-alpha beads", "com": "residue centres of mass", "martini3": "Martini 3 beads"}
             raise BackmapInputError(
@@ -190,7 +190,5 @@ def candidate_bead_miss(backbone: torch.Tensor, ics: torch.Tensor, protein: Prot
     context = backbone[:, None].expand(-1, k, -1, -1, -1).reshape(g * k, n_res, *backbone.shape[2:])
     atoms = build_residues(context, ics.reshape(g * k, n_res, *ics.shape[3:]), rt, slots=slots)[..., : chem.N_SLOTS, :]
     centre = mapping.bead_positions(atoms, present, protein.res_type)
-    miss = ((centre.view(g, k, *centre.shape[1:]) - beads[:, None]) ** 2).sum(-1)
-    if miss.dim() == 4:
-        miss = miss.sum(-1)
+    miss = ((centre.view(g, k, *centre.shape[1:]) - beads[:, None]) ** 2).reshape(g, k, n_res, -1).sum(-1)
     return miss * weight[:, None]
