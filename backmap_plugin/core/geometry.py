@@ -246,19 +246,31 @@ def build_residues(
         New (..., R, N_EXTENDED_SLOTS, 3) tensor; differentiable in ``ext``
         and ``internal``.
     """
-    parents, _ = _zmatrix(res_type, ext.dtype)
+    parents = chem.ZMATRIX_PARENTS[np.asarray(res_type.cpu() if torch.is_tensor(res_type) else res_type)]
     batch = torch.Size(np.broadcast_shapes(ext.shape[:-2], internal.shape[:-2]))
     ext = ext.expand(batch + ext.shape[-2:])
     internal = internal.expand(batch + internal.shape[-2:])
+    # per-slot views (unbind, not indexing: the gradient of an indexed slot would be a full-size tensor each)
     columns = list(ext.unbind(-2))
+    values = internal.unbind(-2)
     for s in slots:
-        current = torch.stack(columns, dim=-2)
-        abc = _gather_slots(current, parents[..., s, :])  # (..., R, 3, 3)
-        columns[s] = place_atom(
-            abc[..., 0, :], abc[..., 1, :], abc[..., 2, :],
-            internal[..., s, 0], internal[..., s, 1], internal[..., s, 2],
-        )
+        a, b, c = (_parent_column(columns, parents[:, s, k]) for k in range(3))
+        columns[s] = place_atom(a, b, c, *values[s].unbind(-1))
     return torch.stack(columns, dim=-2)
+
+
+def _parent_column(columns: list, index: np.ndarray) -> torch.Tensor:
+    """(..., R, 3): residue r's atom in slot ``index[r]``, from per-slot columns (..., R, 3).
+
+    Only the slots that occur in ``index`` are read (most often one for all
+    residues), so building a slot costs the same whatever the residue's size.
+    """
+    used, local = np.unique(index, return_inverse=True)
+    if len(used) == 1:
+        return columns[used[0]]
+    stacked = torch.stack([columns[u] for u in used], dim=-2)  # (..., R, U, 3)
+    pick = torch.as_tensor(local.reshape(-1), device=stacked.device)[:, None, None]
+    return torch.gather(stacked, -2, pick.expand(stacked.shape[:-2] + (1, 3))).squeeze(-2)
 
 
 def ideal_internal(res_type: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
