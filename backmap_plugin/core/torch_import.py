@@ -2,8 +2,8 @@
 
 ``import torch`` also loads ``torch.export`` and the Python meta kernels
 (``torch._meta_registrations``; with them ``torch._decomp``,
-``torch._prims`` and ``torch._refs``): about 0.4 s of the 1.2-1.6 s the
-import takes on a 2-core machine, and a third of a ``backmap run``'s fixed
+``torch._prims`` and ``torch._refs``): about 0.3 s of the 1.2-1.6 s the
+import takes on a 2-core machine, a fifth of a ``backmap run``'s fixed
 cost. They serve ``torch.compile``, ``torch.export`` and tensors on the
 ``meta`` device (shape propagation without data), none of which the
 command uses: it runs the model eagerly, on CPU or CUDA.
@@ -14,7 +14,9 @@ and takes them out when it is done, so a later ``import torch.export``
 (or ``torch._meta_registrations``) loads the real module, and an
 attribute of ``torch.export`` looked up through the stand-in loads it too.
 Python meta kernels stay unregistered until something imports
-``torch._meta_registrations``.
+``torch._meta_registrations``. Seeded generators come from
+:func:`seeded_generator`: torch 2.13 gives ``torch.Generator`` its type in
+a module the deferred ones import, which it imports on first use.
 
 Only the ``backmap`` command calls this (before anything imports torch),
 as it calls :mod:`backmap_plugin.core.allocator`: it changes the whole
@@ -33,9 +35,9 @@ import types
 
 #: Modules that ``import torch`` loads and an eager run never uses.
 DEFERRED = ("torch.export", "torch._meta_registrations")
-#: Modules that the deferred ones import and eager code needs: ``torch._prims.rng_prims`` gives
-#: ``torch.Generator`` its metaclass (torch 2.13; without it ``torch.Generator()`` raises).
-NEEDED = ("torch._prims.rng_prims",)
+#: What gives ``torch.Generator`` its metaclass (torch 2.13: ``torch.Generator()`` raises before it is
+#: imported); the deferred modules import it, so :func:`seeded_generator` does when they have not.
+GENERATOR_SETUP = "torch._prims.rng_prims"
 
 
 class _StandIn(types.ModuleType):
@@ -77,18 +79,10 @@ class _StandInsWhileLoading(importlib.abc.Loader):
         module.__spec__.loader = module.__loader__ = self.loader
         try:
             self.loader.exec_module(module)
-            for name in NEEDED:
-                if importlib.util.find_spec(name) is not None:
-                    importlib.import_module(name)
         finally:
             for name, stand_in in stand_ins.items():
                 if sys.modules.get(name) is stand_in:
                     del sys.modules[name]
-        try:  # what eager runs need (seeded sampling); a torch this does not suit gets the full import
-            module.Generator().manual_seed(0)
-        except Exception:  # noqa: BLE001 - any failure means: import the rest as torch itself would
-            for name in DEFERRED:
-                importlib.import_module(name)
 
     def __getattr__(self, name):
         return getattr(self.loader, name)
@@ -110,3 +104,24 @@ def defer_torch_compiler_imports() -> bool:
         return False
     sys.meta_path.insert(0, _TorchFinder())
     return True
+
+
+def seeded_generator(seed: int):
+    """A CPU ``torch.Generator`` seeded with ``seed``, also after the lean import.
+
+    Parameters
+    ----------
+    seed : int
+
+    Returns
+    -------
+    torch.Generator
+    """
+    import torch
+
+    try:
+        generator = torch.Generator()
+    except RuntimeError:  # torch imported without DEFERRED: set the generator type up first (0.2 s, once)
+        importlib.import_module(GENERATOR_SETUP)
+        generator = torch.Generator()
+    return generator.manual_seed(seed)

@@ -29,6 +29,7 @@ from backmap_plugin.build.ideal import rotamer_deviation_table, side_chain_inter
 from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, extend_with_context
+from backmap_plugin.core.torch_import import seeded_generator
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.locator import BeadLocator
 from backmap_plugin.model.networks import EquivariantNet, InvariantNet, mlp
@@ -461,8 +462,8 @@ class BackmapVAE(nn.Module):
         eps = torch.zeros_like(mu)
         uniforms = {k: [] for k in counts}
         gumbel = []
-        for g, seed in enumerate(seeds):
-            gen = torch.Generator().manual_seed(int(seed))
+        for g, seed in enumerate([] if mode else seeds):  # the mode draws nothing
+            gen = seeded_generator(int(seed))
             eps[g, : sizes[g]] = torch.randn(sizes[g], mu.shape[-1], generator=gen).to(mu)
             for k in counts:
                 uniforms[k].append(torch.rand(per_graph[k], generator=gen))
