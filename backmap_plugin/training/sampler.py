@@ -23,6 +23,7 @@ import torch
 
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import context_indices
+from backmap_plugin.core.torch_import import seeded_generator
 from backmap_plugin.training.cache import Cache
 
 
@@ -90,7 +91,7 @@ class ClusterSampler(torch.utils.data.Sampler):
         if self.epoch_size < 1:
             raise ValueError(f"epoch_size must be positive, got {epoch_size}")
         self.spatial_prob = float(spatial_prob)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = seeded_generator(int(seed))
 
     def __len__(self) -> int:
         return self.epoch_size

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core.mappings import COMMapping
+from backmap_plugin.core.torch_import import seeded_generator
 from backmap_plugin.io.atomic import atomic_path, atomic_write
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.targets import measure
@@ -151,7 +152,7 @@ def batch_terms(model: BackmapVAE, raw: dict, device: torch.device, located: boo
     xyz_dense = raw["xyz"].to(device)
     if model.config.mapping == "com":
         cfg = cfg or TrainConfig()
-        generator = generator or torch.Generator().manual_seed(0)
+        generator = generator or seeded_generator(0)
         beads, is_com = com_training_beads(raw, cfg.mixed_fraction, generator)
         beads, is_com = beads.to(device), is_com.to(device)
         cg = G.make_batch(beads, raw["res_type"], mask, raw["segment"])
@@ -167,7 +168,7 @@ def batch_terms(model: BackmapVAE, raw: dict, device: torch.device, located: boo
         batch.bead_features = G.bead_features(batch, beads, is_com)
     elif model.config.mapping == "martini3":
         cfg = cfg or TrainConfig()
-        generator = generator or torch.Generator().manual_seed(0)
+        generator = generator or seeded_generator(0)
         beads = martini_training_beads(raw, cfg.martini_bead_noise, generator).to(device)
         true_ca = xyz_dense[..., chem.SLOT_CA, :].float()
         trace = true_ca + torch.randn(true_ca.shape, generator=generator).to(device) * cfg.martini_trace_noise
@@ -197,7 +198,7 @@ def validate(model: BackmapVAE, cache, cfg: TrainConfig, device) -> dict:
     model.eval()
     sums: dict = {}
     n = 0
-    generator = torch.Generator().manual_seed(12345)
+    generator = seeded_generator(12345)
     with torch.no_grad():
         for raw in _batches(cache, cfg, "val", seed=12345, epoch_size=cfg.validation_batches * cfg.batch_size):
             for k, v in batch_terms(model, raw, device, generator=generator, cfg=cfg).items():
@@ -262,7 +263,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
         for i, raw in enumerate(loader):
             if i < step % block:
                 continue
-            generator = torch.Generator().manual_seed(cfg.seed * 1000003 + step)
+            generator = seeded_generator(cfg.seed * 1000003 + step)
             terms = batch_terms(model, raw, device, located=step >= cfg.locator_warmup, generator=generator, cfg=cfg)
             opt.zero_grad()
             terms["total"].backward()
