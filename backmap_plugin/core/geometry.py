@@ -103,14 +103,35 @@ def place_atom(
     torch.Tensor
         Position of X, shape (..., 3).
     """
-    bc = _unit(a - b)
-    n = _unit(torch.linalg.cross(b - c, bc, dim=-1))
-    m = torch.linalg.cross(n, bc, dim=-1)
+    bc, m, n = nerf_frame(a, b, c)
     sin_angle = torch.sin(angle)
     dx = -bond * torch.cos(angle)
     dy = bond * sin_angle * torch.cos(torsion)
     dz = bond * sin_angle * torch.sin(torsion)
     return a + dx[..., None] * bc + dy[..., None] * m + dz[..., None] * n
+
+
+def nerf_frame(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The orthonormal axes in which :func:`place_atom` places a child of ``a`` (parents a, b, c).
+
+    Everything built from (a, b, c) with fixed internal coordinates is
+    ``a + sum_k local_k axis_k`` with ``local`` fixed: e.g. a residue's side
+    chain in the frame of (CA, N, C), whatever its N-CA-C angle (proline's
+    CD aside, which hangs on N).
+
+    Parameters
+    ----------
+    a, b, c : torch.Tensor
+        (..., 3).
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        Three (..., 3) unit vectors: along a - b, the in-plane normal, the plane normal.
+    """
+    bc = _unit(a - b)
+    n = _unit(torch.linalg.cross(b - c, bc, dim=-1))
+    return bc, torch.linalg.cross(n, bc, dim=-1), n
 
 
 def context_indices(segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
