@@ -629,38 +629,34 @@ def test_gradcheck_build_residues(l2y_slots):
     assert torch.autograd.gradcheck(fn, (internal, ca), eps=1e-6, atol=1e-5, fast_mode=True)
 
 
-def test_side_chains_are_rigid_in_the_nerf_frame_of_ca_n_c(l2y_slots):
-    """What the Martini 3 fit relies on (build/martini.fit_beads carries side chains in this frame): every
-    side-chain atom built on (CA, N, C) keeps its coordinates in ``nerf_frame(CA, N, C)`` when N and C move
-    (here N-CA-C opens by up to 10 degrees, the plane turns, N-CA stretches), except proline's CD, which
-    hangs on N."""
-    _, slots, _, res_type = l2y_slots
+def test_carried_side_chains_are_the_ones_a_rebuild_gives(l2y_slots):
+    """build/carry.CarriedSideChains (the Martini 3 joint fit's side chains) against NeRF on a moved backbone:
+    N-CA-C opened by up to 10 degrees, the plane turned, N-CA stretched, chi angles turned; 1L2Y has a
+    proline, whose CD hangs on N and is placed again."""
+    from backmap_plugin.build import relax
+    from backmap_plugin.build.carry import SIDE_SLOTS, CarriedSideChains
+    from backmap_plugin.build.ideal import side_chain_internal
+
+    records, slots, _, res_type = l2y_slots
+    protein = tp.protein_topology(records, slots[0, :, chem.SLOT_CA])
     rt = torch.as_tensor(res_type)
-    ext = geo.extend_with_context(torch.as_tensor(slots[:2]), geo.context_indices(np.zeros(len(res_type), int))[0])
-    internal = geo.cartesian_to_internal(ext, rt)
-    side = [s for s in chem.BUILD_ORDER if chem.SLOT_CB <= s < chem.SLOT_OXT]
+    start = torch.as_tensor(slots[:2])
+    chis = torch.nan_to_num(geo.chi_angles(start, rt))
+    carried = CarriedSideChains(start, protein, side_chain_internal(res_type, chis))
 
-    def local(backbone):
-        atoms = geo.build_residues(backbone, internal, rt, slots=side)[..., : chem.N_SLOTS, :]
-        axes = torch.stack(geo.nerf_frame(atoms[..., chem.SLOT_CA, :], atoms[..., chem.SLOT_N, :],
-                                          atoms[..., chem.SLOT_C, :]), -2)
-        return torch.einsum("frkc,frsc->frsk", axes, atoms - atoms[..., chem.SLOT_CA, None, :])
-
-    moved = ext.clone()
+    moved = start.clone()
     turn = torch.linspace(-0.17, 0.17, len(res_type), dtype=moved.dtype).expand(len(moved), -1)  # radians
-    ca, n, c = moved[..., chem.SLOT_CA, :].clone(), moved[..., chem.SLOT_N, :].clone(), moved[..., chem.SLOT_C, :]
+    ca, n, c = moved[..., chem.SLOT_CA, :], moved[..., chem.SLOT_N, :], moved[..., chem.SLOT_C, :]
     normal = geo.cross(n - ca, c - ca)
-    normal = normal / normal.norm(dim=-1, keepdim=True)
-    # N-CA-C opened in its plane, the plane turned about CA-N, N-CA stretched
-    c = geo.rotate_about_axis(c[..., None, :], ca, normal, turn)
+    c = geo.rotate_about_axis(c[..., None, :], ca, normal / normal.norm(dim=-1, keepdim=True), turn)
     c = geo.rotate_about_axis(c, ca, (n - ca) / (n - ca).norm(dim=-1, keepdim=True), 2 * turn)[..., 0, :]
     moved[..., chem.SLOT_C, :] = c
     moved[..., chem.SLOT_N, :] = ca + (n - ca) * (1.0 + turn[..., None] / 4)
-    difference = (local(moved) - local(ext)).norm(dim=-1)  # (F, R, S)
+    chi_turn = torch.as_tensor(relax.TURNABLE_CHIS[res_type]) * 0.3 * turn[..., None].flip(1)
+
+    got = carried(moved, chi_turn)
+    want = geo.build_residues(moved, side_chain_internal(res_type, chis + chi_turn), rt, slots=SIDE_SLOTS)
     exists = torch.as_tensor(chem.SLOT_EXISTS[res_type])
-    hangs_on_n = torch.as_tensor(chem.ZMATRIX_PARENTS[res_type, :, 0] == chem.SLOT_N)
-    rigid = exists & ~hangs_on_n
-    rigid[:, : chem.SLOT_CB] = False
-    rigid[:, chem.SLOT_OXT:] = False
-    assert difference[:, rigid].max() < 1e-9
-    assert difference[:, exists & hangs_on_n].max() > 1e-3  # proline's CD does move (1L2Y has prolines)
+    difference = (got - want[..., : chem.N_SLOTS, :]).norm(dim=-1)[:, exists]
+    assert difference.max() < 1e-9
+    assert "PRO" in [r.name for r in records] and chi_turn.abs().max() > 0.04

@@ -62,6 +62,7 @@ import torch
 
 from backmap_plugin.build import relax
 from backmap_plugin.build.backbone import backbone_dofs, build_backbone
+from backmap_plugin.build.carry import CarriedSideChains
 from backmap_plugin.build.ideal import (
     FREQUENCY_WEIGHT,
     constrain_trace,
@@ -72,7 +73,7 @@ from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core.adam import Adam
-from backmap_plugin.core.geometry import bond_angle, build_residues, chi_angles, cross, nerf_frame, place_atom
+from backmap_plugin.core.geometry import bond_angle, build_residues, chi_angles, cross, place_atom
 from backmap_plugin.core.topology import ProteinTopology
 
 #: BB-BB distance (Angstrom) above which consecutive residues are not bonded (chain break). Bonded BB
@@ -358,12 +359,6 @@ def _cheapest(chis: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
     return torch.gather(chis, 1, best[:, None, :, None].expand(-1, 1, -1, chis.shape[-1]))[:, 0]
 
 
-def _residue_frame(backbone: torch.Tensor) -> torch.Tensor:
-    """(..., R, 3, 3): the frame of (CA, N, C) in which NeRF places CB, hence every side-chain atom."""
-    atom = backbone.unbind(-2)
-    return torch.stack(nerf_frame(atom[chem.SLOT_CA], atom[chem.SLOT_N], atom[chem.SLOT_C]), -2)
-
-
 def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Tensor, protein: ProteinTopology,
               steps: int | None = None, disulfides: torch.Tensor | None = None) -> tuple[torch.Tensor, dict, torch.Tensor]:
     """Adam steps on the C-alpha trace, peptide planes and chi angles so that all beads lie on the input.
@@ -407,43 +402,20 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
     weights = torch.as_tensor(bead_weights(protein), dtype=dtype, device=dev)
     exists = torch.as_tensor(m3.BEAD_EXISTS[protein.res_type], device=dev).to(dtype)
     bonded = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev).to(dtype)
-    rt = torch.as_tensor(protein.res_type, device=dev)
     free = torch.as_tensor(relax.TURNABLE_CHIS[protein.res_type], device=dev).to(dtype)
     ideal_angle = math.radians(chem.ANGLE_N_CA_C)
     start = chis.detach()
     names = list(dofs)
     params = [ca.detach().clone(), torch.zeros_like(start)] + [dofs[k].detach().clone() for k in names]
-    # side chains built once, in their residues' (CA, N, C) frames; a step turns them about their chi bonds
-    # (relax.turn_chis) and carries them with the frame: the same atoms as building them again, at less cost
     backbone = build_backbone(params[0], layout, protein.res_type, dict(zip(names, params[2:])))
-    built = build_residues(backbone, side_chain_internal(protein.res_type, start), rt, slots=_SIDE_BUILD)
-    frame = _residue_frame(backbone)
-    local = torch.einsum("frkc,frsc->frsk", frame, built[..., : chem.N_SLOTS, :] - params[0][..., None, :])
-    local = local.flatten(0, 1)
-    flat_rt = rt.repeat(len(ca))
-    side = torch.zeros(chem.N_SLOTS, dtype=torch.bool, device=dev)
-    side[_SIDE_BUILD] = True
-    # proline's CD hangs on N, whose distance from CA follows the trace: placed again each step
-    ring_res, ring_slot = np.nonzero(chem.ZMATRIX_PARENTS[protein.res_type][:, _SIDE_BUILD, 0] == chem.SLOT_N)
-    ring_slot = np.asarray(_SIDE_BUILD)[ring_slot]
-    ring_parents = torch.as_tensor(chem.ZMATRIX_PARENTS[protein.res_type[ring_res], ring_slot], device=dev)
-    ring_ic = side_chain_internal(protein.res_type, start)[:, ring_res, ring_slot]  # (F, P, 3)
-    ring_res, ring_slot = torch.as_tensor(ring_res, device=dev), torch.as_tensor(ring_slot, device=dev)
+    carried = CarriedSideChains(backbone, protein, side_chain_internal(protein.res_type, start))
     adam = Adam(params, eps=FIT_EPS)
     for step in range(steps):
         with torch.enable_grad():
             leaves = [p.requires_grad_() for p in params]
             trace, turn = leaves[0], leaves[1]
             backbone = build_backbone(trace, layout, protein.res_type, dict(zip(names, leaves[2:])))
-            turned = relax.turn_chis(local, flat_rt, (turn * free).flatten(0, 1)).view(built.shape[:-2] + (-1, 3))
-            moved = trace[..., None, :] + torch.einsum("frsk,frkc->frsc", turned, _residue_frame(backbone))
-            atoms = torch.where(side[:, None], moved, backbone)
-            if len(ring_res):
-                abc = atoms[:, ring_res[:, None], ring_parents]  # (F, P, 3, 3)
-                ring = place_atom(abc[..., 0, :], abc[..., 1, :], abc[..., 2, :], *ring_ic.unbind(-1))
-                atoms = atoms.clone()
-                atoms[:, ring_res, ring_slot] = ring
-            atoms = _with_oxt(atoms, protein)
+            atoms = _with_oxt(carried(backbone, turn * free), protein)
             miss = torch.einsum("rbs,frsc->frbc", weights, atoms) - beads
             loss = (miss.pow(2).sum(-1) * exists).sum()
             distance = (trace[:, 1:] - trace[:, :-1]).norm(dim=-1)

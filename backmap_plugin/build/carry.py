@@ -1,0 +1,81 @@
+"""Side chains built once and carried with their residues' frames while a fit moves the backbone.
+
+Everything NeRF builds on a residue's (CA, N, C) with fixed internal
+coordinates is rigid in the frame in which it places CB
+(:func:`backmap_plugin.core.geometry.nerf_frame`), whatever N-CA-C's angle;
+proline's CD, which hangs on N, is the one exception. A fit that moves
+the C-alpha trace and turns chi angles (the joint fit of
+:mod:`backmap_plugin.build.martini`) therefore builds the side chains once,
+and at each step turns them about their chi bonds
+(:func:`backmap_plugin.build.relax.turn_chis`) and carries them with the
+frame: the atoms that building them again would give (to rounding), at a
+fraction of the cost of NeRF's slot-by-slot build and its gradient. (The
+centre-of-mass settling, :mod:`backmap_plugin.build.settle`, was tried
+with it: slower there, in float32, so it rebuilds.)
+Lengths in Angstrom, angles in radians.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from backmap_plugin.build.relax import turn_chis
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.geometry import build_residues, nerf_frame, place_atom
+from backmap_plugin.core.topology import ProteinTopology
+
+#: Side-chain slots (CB ... before OXT), in build order.
+SIDE_SLOTS = [s for s in chem.BUILD_ORDER if chem.SLOT_CB <= s < chem.SLOT_OXT]
+
+
+def residue_frame(backbone: torch.Tensor) -> torch.Tensor:
+    """(..., R, 3, 3): the frame of (CA, N, C) in which NeRF places CB, hence every side-chain atom."""
+    atom = backbone.unbind(-2)
+    return torch.stack(nerf_frame(atom[chem.SLOT_CA], atom[chem.SLOT_N], atom[chem.SLOT_C]), -2)
+
+
+class CarriedSideChains:
+    """Side chains of a built structure, turned and carried onto other backbones.
+
+    Parameters
+    ----------
+    backbone : torch.Tensor
+        (F, R, N_SLOTS, 3) with N, CA, C placed.
+    protein : ProteinTopology
+    internal : torch.Tensor
+        (F, R, N_SLOTS, 3) internal coordinates of the side chains
+        (:func:`backmap_plugin.build.ideal.side_chain_internal`).
+    """
+
+    def __init__(self, backbone: torch.Tensor, protein: ProteinTopology, internal: torch.Tensor):
+        dev = backbone.device
+        rt = torch.as_tensor(protein.res_type, device=dev)
+        built = build_residues(backbone, internal, rt, slots=SIDE_SLOTS)[..., : chem.N_SLOTS, :]
+        offset = built - built[..., chem.SLOT_CA, None, :]
+        self.shape = built.shape
+        self.local = torch.einsum("frkc,frsc->frsk", residue_frame(backbone), offset).flatten(0, 1)
+        self.res_type = rt.repeat(built.shape[0])
+        self.side = torch.zeros(chem.N_SLOTS, dtype=torch.bool, device=dev)
+        self.side[SIDE_SLOTS] = True
+        # slots placed from N (proline's CD): placed again on every backbone
+        res, slot = np.nonzero(chem.ZMATRIX_PARENTS[protein.res_type][:, SIDE_SLOTS, 0] == chem.SLOT_N)
+        slot = np.asarray(SIDE_SLOTS, dtype=np.int64)[slot]
+        self.ring_parents = torch.as_tensor(chem.ZMATRIX_PARENTS[protein.res_type[res], slot], device=dev)
+        self.ring_internal = internal[:, res, slot]  # (F, P, 3)
+        self.ring_res = torch.as_tensor(res, device=dev)
+        self.ring_slot = torch.as_tensor(slot, device=dev)
+
+    def __call__(self, backbone: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
+        """Atoms (F, R, N_SLOTS, 3): ``backbone``'s N, CA, C, O (and what else it holds outside the
+        side chain), the side chains turned by ``turn`` (F, R, 4) radians about their chi bonds.
+        Differentiable in both."""
+        turned = turn_chis(self.local, self.res_type, turn.flatten(0, 1)).view(self.shape)
+        moved = backbone[..., chem.SLOT_CA, None, :] + torch.einsum("frsk,frkc->frsc", turned, residue_frame(backbone))
+        atoms = torch.where(self.side[:, None], moved, backbone[..., : chem.N_SLOTS, :])
+        if len(self.ring_res):
+            abc = atoms[:, self.ring_res[:, None], self.ring_parents]  # (F, P, 3, 3)
+            ring = place_atom(abc[..., 0, :], abc[..., 1, :], abc[..., 2, :], *self.ring_internal.unbind(-1))
+            atoms = atoms.clone()
+            atoms[:, self.ring_res, self.ring_slot] = ring
+        return atoms
