@@ -634,7 +634,7 @@ def test_carried_side_chains_are_the_ones_a_rebuild_gives(l2y_slots):
     N-CA-C opened by up to 10 degrees, the plane turned, N-CA stretched, chi angles turned; 1L2Y has a
     proline, whose CD hangs on N and is placed again."""
     from backmap_plugin.build import relax
-    from backmap_plugin.build.carry import SIDE_SLOTS, CarriedSideChains
+    from backmap_plugin.build.carry import CarriedSideChains
     from backmap_plugin.build.ideal import side_chain_internal
 
     records, slots, _, res_type = l2y_slots
@@ -655,7 +655,8 @@ def test_carried_side_chains_are_the_ones_a_rebuild_gives(l2y_slots):
     chi_turn = torch.as_tensor(relax.TURNABLE_CHIS[res_type]) * 0.3 * turn[..., None].flip(1)
 
     got = carried(moved, chi_turn)
-    want = geo.build_residues(moved, side_chain_internal(res_type, chis + chi_turn), rt, slots=SIDE_SLOTS)
+    want = geo.build_residues(moved, side_chain_internal(res_type, chis + chi_turn), rt,
+                              slots=chem.SIDE_CHAIN_BUILD_ORDER)
     exists = torch.as_tensor(chem.SLOT_EXISTS[res_type])
     difference = (got - want[..., : chem.N_SLOTS, :]).norm(dim=-1)[:, exists]
     assert difference.max() < 1e-9

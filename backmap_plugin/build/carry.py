@@ -25,9 +25,6 @@ from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, nerf_frame, place_atom
 from backmap_plugin.core.topology import ProteinTopology
 
-#: Side-chain slots (CB ... before OXT), in build order.
-SIDE_SLOTS = [s for s in chem.BUILD_ORDER if chem.SLOT_CB <= s < chem.SLOT_OXT]
-
 
 def residue_frame(backbone: torch.Tensor) -> torch.Tensor:
     """(..., R, 3, 3): the frame of (CA, N, C) in which NeRF places CB, hence every side-chain atom."""
@@ -51,16 +48,17 @@ class CarriedSideChains:
     def __init__(self, backbone: torch.Tensor, protein: ProteinTopology, internal: torch.Tensor):
         dev = backbone.device
         rt = torch.as_tensor(protein.res_type, device=dev)
-        built = build_residues(backbone, internal, rt, slots=SIDE_SLOTS)[..., : chem.N_SLOTS, :]
+        built = build_residues(backbone, internal, rt, slots=chem.SIDE_CHAIN_BUILD_ORDER)[..., : chem.N_SLOTS, :]
         offset = built - built[..., chem.SLOT_CA, None, :]
         self.shape = built.shape
         self.local = torch.einsum("frkc,frsc->frsk", residue_frame(backbone), offset).flatten(0, 1)
         self.res_type = rt.repeat(built.shape[0])
         self.side = torch.zeros(chem.N_SLOTS, dtype=torch.bool, device=dev)
-        self.side[SIDE_SLOTS] = True
+        self.side[list(chem.SIDE_CHAIN_BUILD_ORDER)] = True
         # slots placed from N (proline's CD): placed again on every backbone
-        res, slot = np.nonzero(chem.ZMATRIX_PARENTS[protein.res_type][:, SIDE_SLOTS, 0] == chem.SLOT_N)
-        slot = np.asarray(SIDE_SLOTS, dtype=np.int64)[slot]
+        side_slots = np.asarray(chem.SIDE_CHAIN_BUILD_ORDER, dtype=np.int64)
+        res, slot = np.nonzero(chem.ZMATRIX_PARENTS[protein.res_type][:, side_slots, 0] == chem.SLOT_N)
+        slot = side_slots[slot]
         self.ring_parents = torch.as_tensor(chem.ZMATRIX_PARENTS[protein.res_type[res], slot], device=dev)
         self.ring_internal = internal[:, res, slot]  # (F, P, 3)
         self.ring_res = torch.as_tensor(res, device=dev)

@@ -161,8 +161,7 @@ def _on_standard_backbone(chis: torch.Tensor) -> torch.Tensor:
     backbone = torch.zeros(1, n_types, chem.N_SLOTS, 3, dtype=torch.float64)
     backbone[..., chem.SLOT_N, :] = torch.tensor([-0.53, 1.36, 0.0], dtype=torch.float64)
     backbone[..., chem.SLOT_C, :] = torch.tensor([1.53, 0.0, 0.0], dtype=torch.float64)
-    slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB and s != chem.SLOT_OXT]
-    return build_residues(backbone, ics, torch.as_tensor(res_type), slots=slots)
+    return build_residues(backbone, ics, torch.as_tensor(res_type), slots=chem.SIDE_CHAIN_BUILD_ORDER)
 
 
 @functools.cache

@@ -120,8 +120,6 @@ FIT_DTYPE = torch.float64
 #: take small steps instead of full ones of random sign.
 FIT_EPS = 1e-3
 
-_SIDE_BUILD = [s for s in chem.BUILD_ORDER if chem.SLOT_CB <= s < chem.SLOT_OXT]
-
 #: Disulfides: cysteine pairs whose SC1 beads (CB + SG) lie closer than this (Angstrom; Martini 3 bonds
 #: them at 2.4) are bonded, their SG atoms pulled to the S-S bond length and the CB-SG-SG angles by the
 #: joint fit (weight per Angstrom^2) and kept there when the side chains are placed.
@@ -334,7 +332,7 @@ def side_chain_candidates(backbone: torch.Tensor, protein: ProteinTopology, targ
     f, c, r = torch.nonzero(torch.isfinite(freq_cost), as_tuple=True)
     rt_t = torch.as_tensor(rt, device=dev)
     atoms = build_residues(backbone[f, r], side_chain_internal(rt[r.cpu().numpy()], chis[f, c, r]), rt_t[r],
-                           slots=_SIDE_BUILD)
+                           slots=chem.SIDE_CHAIN_BUILD_ORDER)
     weights = torch.as_tensor(bead_weights(protein)[:, 1:], dtype=dtype, device=dev)
     if CANDIDATES_FITTED and k_max + (extra is not None) > CANDIDATES_FITTED:
         # only the residue's cheapest candidates before the fit are fitted
@@ -532,7 +530,8 @@ def _fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Te
         atoms = place_side_chains(backbone, protein, side_chain_internal(protein.res_type, candidates), cost)
         if len(disulfides):
             # overlap avoidance sees a disulfide as a clash: bonded cysteines keep their fitted SG
-            fitted = build_residues(backbone, side_chain_internal(protein.res_type, chis), rt, slots=_SIDE_BUILD)
+            fitted = build_residues(backbone, side_chain_internal(protein.res_type, chis), rt,
+                                    slots=chem.SIDE_CHAIN_BUILD_ORDER)
             bonded = disulfides.flatten()
             atoms[:, bonded, _SG] = fitted[:, bonded, _SG].to(atoms.dtype)
     return atoms.to(dtype)

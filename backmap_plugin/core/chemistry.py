@@ -45,8 +45,9 @@ REF_N1, REF_N2, REF_C1, REF_C2 = N_SLOTS, N_SLOTS + 1, N_SLOTS + 2, N_SLOTS + 3
 N_EXTENDED_SLOTS = N_SLOTS + 4
 
 #: Build order of the atom slots: every parent of a slot is built earlier
-#: (CA and the context slots are given).
-BUILD_ORDER = (SLOT_N, SLOT_C, SLOT_O) + tuple(range(SLOT_CB, SLOT_OXT)) + (SLOT_OXT,)
+#: (CA and the context slots are given); the side-chain slots (CB ... before OXT) alone.
+SIDE_CHAIN_BUILD_ORDER = tuple(range(SLOT_CB, SLOT_OXT))
+BUILD_ORDER = (SLOT_N, SLOT_C, SLOT_O) + SIDE_CHAIN_BUILD_ORDER + (SLOT_OXT,)
 
 # Backbone ideal geometry (Engh & Huber 1991), Angstrom and degrees.
 BOND_N_CA = 1.458

@@ -186,9 +186,9 @@ def candidate_bead_miss(backbone: torch.Tensor, ics: torch.Tensor, protein: Prot
     """
     g, k, n_res = ics.shape[:3]
     rt = torch.as_tensor(protein.res_type, device=backbone.device)
-    slots = [s for s in chem.BUILD_ORDER if chem.SLOT_CB <= s < chem.SLOT_OXT]
     context = backbone[:, None].expand(-1, k, -1, -1, -1).reshape(g * k, n_res, *backbone.shape[2:])
-    atoms = build_residues(context, ics.reshape(g * k, n_res, *ics.shape[3:]), rt, slots=slots)[..., : chem.N_SLOTS, :]
+    atoms = build_residues(context, ics.reshape(g * k, n_res, *ics.shape[3:]), rt,
+                           slots=chem.SIDE_CHAIN_BUILD_ORDER)[..., : chem.N_SLOTS, :]
     centre = mapping.bead_positions(atoms, present, protein.res_type)
     miss = ((centre.view(g, k, *centre.shape[1:]) - beads[:, None]) ** 2).reshape(g, k, n_res, -1).sum(-1)
     return miss * weight[:, None]
