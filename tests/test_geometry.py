@@ -661,3 +661,24 @@ def test_carried_side_chains_are_the_ones_a_rebuild_gives(l2y_slots):
     difference = (got - want[..., : chem.N_SLOTS, :]).norm(dim=-1)[:, exists]
     assert difference.max() < 1e-9
     assert "PRO" in [r.name for r in records] and chi_turn.abs().max() > 0.04
+
+
+def test_rigid_fit_recovers_a_motion_and_turns_undetermined_sets_least():
+    """Kabsch with weights: a known rotation and shift come back; a two-point set turns only to align its axis."""
+    from backmap_plugin.core.geometry import rigid_fit
+
+    g = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    rot = q * torch.sign(torch.det(q))
+    p = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    t = p @ rot.T + torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    r, c, tc = rigid_fit(p, t, torch.ones(5, dtype=torch.float64))
+    assert torch.allclose(r, rot, atol=1e-10)
+    assert torch.allclose((p - c) @ r.T + tc, t, atol=1e-10)
+    assert torch.allclose(torch.det(r), torch.tensor(1.0, dtype=torch.float64))
+    # two points along x moved along y: any turn about x fits equally; the bias picks none
+    two = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    r, c, tc = rigid_fit(two, two + torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64), torch.ones(2, dtype=torch.float64),
+                         bias=0.5)
+    assert torch.allclose(r, torch.eye(3, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(tc - c, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))

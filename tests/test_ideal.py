@@ -13,7 +13,7 @@ from backmap_plugin.build import ideal
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import metrics
 from backmap_plugin.core import topology as tp
-from backmap_plugin.core.geometry import dihedral
+from backmap_plugin.core.geometry import bond_angle, dihedral
 from backmap_plugin.core.topology import ProteinTopology
 
 DATA = Path(__file__).parent / "data"
@@ -190,3 +190,28 @@ def test_backbone_fit_gives_engh_huber_angles_and_keeps_the_trace(trpcage):
     assert moved.max() < 0.3  # measured 0.24
     peptide = (fitted[..., 1:, chem.SLOT_N, :] - fitted[..., :-1, chem.SLOT_C, :]).norm(dim=-1)
     assert (peptide - chem.BOND_C_N).abs().max() < 0.02  # measured 0.009
+
+
+def test_plane_turns_reach_their_targets_and_restrain_n_ca_c(trpcage):
+    """turn_planes_towards: Gauss-Newton steps bring planes turned 20 degrees off back onto the real N, C, O
+    (no restraint); with N-CA-C restrained they trade target distance for angles nearer the ideal one."""
+    protein, slots, _ = trpcage
+    x = torch.as_tensor(slots, dtype=torch.float64)
+    layout = protein.backbone_layout
+    ca = x[..., chem.SLOT_CA, :]
+    dofs = bb.backbone_dofs(x, layout)
+    truth = bb.build_backbone(ca, layout, protein.res_type, dofs)
+    off = dict(dofs, angle=dofs["angle"] + torch.deg2rad(torch.tensor(20.0, dtype=torch.float64)) *
+               torch.sign(torch.sin(torch.arange(dofs["angle"].shape[-1], dtype=torch.float64) + 1.0)))
+    free = dict(off)
+    for _ in range(6):
+        free["angle"] = bb.turn_planes_towards(ca, free, layout, protein.res_type, truth, 0.0, 0.0)
+    assert torch.allclose(free["angle"], dofs["angle"], atol=1e-6)
+
+    def n_ca_c_rms(d):
+        out = bb.build_backbone(ca, layout, protein.res_type, d)
+        angle = bond_angle(out[..., chem.SLOT_N, :], ca, out[..., chem.SLOT_C, :])[..., 1:-1]
+        return float((torch.rad2deg(angle) - chem.ANGLE_N_CA_C).pow(2).mean().sqrt())
+
+    held = dict(off, angle=bb.turn_planes_towards(ca, off, layout, protein.res_type, truth, 100.0, 0.0))
+    assert n_ca_c_rms(held) < 0.8 * n_ca_c_rms(dofs)

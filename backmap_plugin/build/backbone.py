@@ -38,6 +38,7 @@ import torch
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import bond_angle, dihedral, place_atom, rotate_about_axis
 from backmap_plugin.core.topology import BackboneLayout
+from backmap_plugin.core.tridiagonal import solve_tridiagonal
 
 THETA_MIN, THETA_MAX, THETA_BINS = math.radians(70.0), math.radians(155.0), 17
 TORSION_BINS = 36
@@ -290,6 +291,76 @@ def build_backbone(ca: torch.Tensor, layout: BackboneLayout, res_type: np.ndarra
         ideal[e, chem.SLOT_O, 0], ideal[e, chem.SLOT_O, 1], torsion("psi_last", len(e)) + math.pi,
     )
     return out
+
+
+def turn_planes_towards(ca: torch.Tensor, dofs: dict, layout: BackboneLayout, res_type: np.ndarray,
+                        targets: torch.Tensor, angle_weight: float, damping: float) -> torch.Tensor:
+    """One Gauss-Newton step on the peptide-plane rotations towards target atoms, N-CA-C restrained.
+
+    Each peptide turns about its CA(i)-CA(i+1) axis (``dofs["angle"]`` of
+    :func:`build_backbone`), which moves its C(i), O(i) and N(i+1) on circles.
+    The loss is the squared distance of those atoms to their targets plus
+    ``angle_weight`` times the squared deviation of every N-CA-C angle
+    between two planes from its ideal value; the angle couples neighbouring
+    planes, so the step solves a tridiagonal system
+    (:func:`backmap_plugin.core.tridiagonal.solve_tridiagonal`).
+
+    Parameters
+    ----------
+    ca : torch.Tensor
+        (F, R, 3) C-alpha trace.
+    dofs : dict
+        Backbone degrees of freedom (:func:`backbone_dofs`), ``angle`` (F, P) included.
+    layout : BackboneLayout
+    res_type : numpy.ndarray
+        (R,) residue types.
+    targets : torch.Tensor
+        (F, R, N_SLOTS, 3): where N, C and O should be.
+    angle_weight : float
+        Per rad^2, against Angstrom^2.
+    damping : float
+        Added to the diagonal (Angstrom^2 per rad^2).
+
+    Returns
+    -------
+    torch.Tensor
+        (F, P) plane rotations after the step (radians).
+    """
+    theta = dofs["angle"]
+    frame, _ = peptide_frames(ca, layout.first, layout.has_prev, layout.has_next)
+    cos, sin = torch.cos(theta)[..., None], torch.sin(theta)[..., None]
+    f = cos * frame[..., 1, :] + sin * frame[..., 2, :]  # where the plane points now
+    turn = -sin * frame[..., 1, :] + cos * frame[..., 2, :]  # d f / d angle
+    backbone = build_backbone(ca, layout, res_type, dofs)
+    ip = torch.as_tensor(layout.first, device=ca.device)
+    grad, diagonal, reach = torch.zeros_like(theta), torch.zeros_like(theta), {}
+    for slot, res in ((chem.SLOT_C, ip), (chem.SLOT_O, ip), (chem.SLOT_N, ip + 1)):
+        x = backbone[:, res, slot]
+        reach[slot] = ((x - ca[:, res]) * f).sum(-1)  # radius of the atom's circle (signed)
+        grad = grad + reach[slot] * ((x - targets[:, res, slot]) * turn).sum(-1)
+        diagonal = diagonal + reach[slot] ** 2
+    # N-CA-C of residues between two planes: N from the plane before, C from the plane after
+    n_res, n_planes = ca.shape[-2], len(layout.first)
+    after, before = np.full(n_res, -1), np.full(n_res, -1)
+    after[layout.first], before[np.asarray(layout.first) + 1] = np.arange(n_planes), np.arange(n_planes)
+    inner = np.nonzero((after >= 0) & (before >= 0))[0]
+    pa, pb = torch.as_tensor(after[inner], device=ca.device), torch.as_tensor(before[inner], device=ca.device)
+    res = torch.as_tensor(inner, device=ca.device)
+    u, v = backbone[:, res, chem.SLOT_N] - ca[:, res], backbone[:, res, chem.SLOT_C] - ca[:, res]
+    lu, lv = u.norm(dim=-1), v.norm(dim=-1)
+    cos_a = ((u * v).sum(-1) / (lu * lv)).clamp(-1.0, 1.0)
+    sin_a = torch.sqrt(1.0 - cos_a ** 2).clamp(min=1e-6)
+    # d angle = -d cos / sin; d cos / d v = (u / |u| - cos v / |v|) / |v|
+    d_after = -((u / lu[..., None] - cos_a[..., None] * v / lv[..., None]) * turn[:, pa]).sum(-1) \
+        * reach[chem.SLOT_C][:, pa] / (lv * sin_a)
+    d_before = -((v / lv[..., None] - cos_a[..., None] * u / lu[..., None]) * turn[:, pb]).sum(-1) \
+        * reach[chem.SLOT_N][:, pb] / (lu * sin_a)
+    deviation = torch.acos(cos_a) - math.radians(chem.ANGLE_N_CA_C)
+    grad = grad.index_add(1, pa, angle_weight * deviation * d_after).index_add(1, pb, angle_weight * deviation * d_before)
+    diagonal = diagonal.index_add(1, pa, angle_weight * d_after ** 2).index_add(1, pb, angle_weight * d_before ** 2)
+    upper = torch.zeros_like(theta).index_add(1, pb, angle_weight * d_after * d_before)  # planes pb, pb + 1 = pa
+    lower = upper.roll(1, -1)
+    return theta + solve_tridiagonal(lower, diagonal + damping, upper, -grad)
 
 
 #: Restrained fit of the backbone (:func:`fit_backbone`): Gauss-Newton steps, how far N, C and O may

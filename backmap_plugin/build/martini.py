@@ -41,8 +41,10 @@ computed by the same mapping, lie on the input beads:
    hence CB and every side-chain bead, off the fit.)
 
 A Martini 3 model (:mod:`backmap_plugin.model.method`) replaces steps 1-3's
-candidate search: :func:`fit_to_beads` takes its structure as the start of
-one joint-fit round of :data:`START_FIT_STEPS` steps, then step 4.
+candidate search: :func:`fit_to_beads` takes its structure, moves each
+residue rigidly towards its beads (:func:`align_residues`,
+:data:`ALIGN_STEPS` fixed-point steps without gradients), then runs one
+joint-fit round of :data:`START_FIT_STEPS` Adam steps, then step 4.
 
 Bond lengths and angles are ideal throughout: side chains only turn about
 their chi bonds (proline keeps its library puckers, which close the ring),
@@ -61,7 +63,7 @@ import numpy as np
 import torch
 
 from backmap_plugin.build import relax
-from backmap_plugin.build.backbone import backbone_dofs, build_backbone
+from backmap_plugin.build.backbone import backbone_dofs, build_backbone, turn_planes_towards
 from backmap_plugin.build.carry import CarriedSideChains
 from backmap_plugin.build.ideal import (
     FREQUENCY_WEIGHT,
@@ -73,7 +75,7 @@ from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core.adam import Adam
-from backmap_plugin.core.geometry import bond_angle, build_residues, chi_angles, cross, place_atom
+from backmap_plugin.core.geometry import bond_angle, build_residues, chi_angles, cross, place_atom, rigid_fit
 from backmap_plugin.core.topology import ProteinTopology
 
 #: BB-BB distance (Angstrom) above which consecutive residues are not bonded (chain break). Bonded BB
@@ -105,10 +107,22 @@ FIT_ROUNDS = 2
 FIT_STEPS = 30
 FIT_STEP_SIZE = 0.1
 FIT_FINAL_FRACTION = 0.1
-#: Adam steps of the one joint-fit round that starts from a built structure (:func:`fit_to_beads`). On 20
-#: crystal structures and 8 MD trajectories of the train split, from the Martini 3 model: 30 steps left the
-#: beads 0.24-0.31 A off (median), 60 steps 0.19-0.25 A, as the whole fit; heavy atoms 0.56 / 0.52 A.
-START_FIT_STEPS = 60
+#: A structure built for the beads (:func:`fit_to_beads` with ``start``, e.g. a Martini 3 model's) first
+#: takes ALIGN_STEPS rigid alignment steps (:func:`align_residues`), then START_FIT_STEPS Adam steps of the
+#: joint fit. Chosen on 16 crystal structures and 6 MD trajectories (20 frames) of the train split, from the
+#: Martini 3 model (means): 60 Adam steps alone left the beads 0.21 / 0.24 A off (BB / side chain; crystal)
+#: and 0.24 / 0.27 (MD), heavy atoms 0.573 / 0.562 A, side chains 0.813 / 0.763 A; 3 alignment steps and 15
+#: Adam steps 0.20 / 0.21 and 0.22 / 0.25, heavy atoms 0.557 / 0.556 A, side chains 0.797 / 0.770 A, in about
+#: half the time on trajectories (a third on single structures). 10 Adam steps were as good on these but left
+#: 20-residue NMR models of trpcage up to 0.26 A off (60 steps: 0.24; 15: 0.24).
+ALIGN_STEPS = 3
+START_FIT_STEPS = 15
+#: Rigid alignment (:func:`align_residues`): preference of each residue's rigid fit for no rotation
+#: (Angstrom^2; residues with one or two beads leave the rotation undetermined), the chi-angle
+#: Levenberg-Marquardt iterations of a step, and the damping of the peptide-plane Gauss-Newton step.
+ALIGN_BIAS = 0.5
+ALIGN_CHI_STEPS = 2
+ALIGN_PLANE_DAMPING = 0.01
 #: Restraints of the joint fit: bonded C-alpha atoms 3.8 Angstrom apart (per Angstrom^2) and N-CA-C
 #: near its ideal angle (per rad^2), against the squared bead misfit (Angstrom^2).
 BOND_WEIGHT = 10.0
@@ -263,16 +277,17 @@ def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor,
     def residual(x):
         return torch.einsum("nbs,nsc->nbc", weights, x) - target
 
+    # d bead_b / d chi_k = u_k x (sum_a w_ba moved_ak x_a - (sum_a w_ba moved_ak) o_k)
+    moved_weight = (weights[..., None] * moved[:, None]).transpose(-1, -2).flatten(1, 2)  # (N, B * 4, S)
+    share = moved_weight.sum(-1).view(len(atoms), -1, 4, 1)
     x = atoms
     r = residual(x)
     loss = r.pow(2).sum((-1, -2))
     for _ in range(steps if bool(movable.any()) else 0):
         origin = x[rows, axis[:, :, 1]]  # (N, 4, 3)
         u = _unit(origin - x[rows, axis[:, :, 0]])
-        # d bead_b / d chi_k = u_k x (sum_a w_ba moved_ak x_a - (sum_a w_ba moved_ak) o_k)
-        lever = torch.einsum("nbs,nsk,nsc->nbkc", weights, moved, x)
-        share = torch.einsum("nbs,nsk->nbk", weights, moved)
-        jac = cross(u[:, None].expand_as(lever), lever - share[..., None] * origin[:, None]) * free[:, None, :, None]
+        lever = torch.bmm(moved_weight, x).view(len(atoms), -1, 4, 3) - share * origin[:, None]
+        jac = cross(u[:, None].expand_as(lever), lever) * free[:, None, :, None]
         diagonal = (CHI_RESTRAINT + damping)[:, None, None] + (1 - free)[:, :, None]  # fixed chis: step 0
         normal = torch.einsum("nbkc,nbjc->nkj", jac, jac) + diagonal * eye
         grad = torch.einsum("nbkc,nbc->nk", jac, r) + CHI_RESTRAINT * delta
@@ -436,6 +451,74 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
     return ca, dict(zip(names, params[2:])), start + turn * free
 
 
+_TERMINAL_DOFS = ("psi_first", "phi_last", "psi_last")
+
+
+def align_residues(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Tensor, protein: ProteinTopology,
+                   steps: int | None = None) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """Fixed-point steps that move each residue, rigidly, towards its beads (no gradients).
+
+    A step computes every residue's beads (OXT in BB at C termini) and the
+    rotation and translation that lay them best on the input beads
+    (:func:`backmap_plugin.core.geometry.rigid_fit`, weighted by bead,
+    :data:`ALIGN_BIAS` towards no rotation). The C-alpha atoms go where their
+    residue's fit takes them (bonded ones then held 3.8 Angstrom apart); the
+    peptide planes turn towards where the fits take C, O and N, with N-CA-C
+    restrained (:func:`backmap_plugin.build.backbone.turn_planes_towards`,
+    :data:`ANGLE_WEIGHT`), and the terminal torsions take the values of the
+    moved N, C and O at segment ends; the chi angles take :data:`ALIGN_CHI_STEPS`
+    iterations of :func:`fit_chis` on the moved backbone. Each step costs
+    about as much as one Adam step of :func:`fit_beads` and brings the beads
+    most of the way from a model's structure; the Adam steps after it settle
+    what the residues' rigid fits cannot agree on.
+
+    Parameters
+    ----------
+    ca, dofs, chis, beads, protein
+        As for :func:`fit_beads`.
+    steps : int, optional
+        Default :data:`ALIGN_STEPS`.
+
+    Returns
+    -------
+    ca, dofs, chis
+        Moved, same shapes.
+    """
+    steps = ALIGN_STEPS if steps is None else steps
+    dev, dtype = ca.device, ca.dtype
+    layout, rt = protein.backbone_layout, torch.as_tensor(protein.res_type, device=dev)
+    n_frames, n_res = ca.shape[:2]
+    weights = torch.as_tensor(bead_weights(protein), dtype=dtype, device=dev)
+    exists = torch.as_tensor(m3.BEAD_EXISTS[protein.res_type], device=dev).to(dtype).expand(n_frames, -1, -1)
+    same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev)
+    movable = torch.as_tensor(relax.TURNABLE_CHIS[protein.res_type], device=dev)
+    dofs = dict(dofs)
+    ends = torch.zeros(n_res, chem.N_SLOTS, 1, dtype=torch.bool, device=dev)
+    ends[layout.starts, chem.SLOT_N] = True
+    ends[layout.ends, chem.SLOT_C] = ends[layout.ends, chem.SLOT_O] = True
+    backbone = build_backbone(ca, layout, protein.res_type, dofs)
+    carried = CarriedSideChains(backbone, protein, side_chain_internal(protein.res_type, chis))
+    turn = torch.zeros_like(chis)
+    for _ in range(steps):
+        atoms = _with_oxt(carried(backbone, turn), protein)
+        rotation, centre, target_centre = rigid_fit(torch.einsum("rbs,frsc->frbc", weights, atoms), beads, exists,
+                                                    ALIGN_BIAS)
+        moved = torch.einsum("frij,frsj->frsi", rotation, atoms - centre[..., None, :]) + target_centre[..., None, :]
+        ca = constrain_trace(moved[..., chem.SLOT_CA, :], same)
+        dofs["angle"] = turn_planes_towards(ca, dofs, layout, protein.res_type, moved, ANGLE_WEIGHT,
+                                            ALIGN_PLANE_DAMPING)
+        # the terminal torsions (N of a segment's first residue, C and O of its last) measured on the moved atoms
+        backbone = build_backbone(ca, layout, protein.res_type, dofs)
+        measured = backbone_dofs(torch.where(ends, moved[..., : chem.N_SLOTS, :], backbone), layout)
+        dofs.update({k: measured[k] for k in _TERMINAL_DOFS})
+        backbone = build_backbone(ca, layout, protein.res_type, dofs)
+        delta, _, _ = fit_chis(carried(backbone, turn).flatten(0, 1), rt.repeat(n_frames),
+                               weights[:, 1:].repeat(n_frames, 1, 1), beads[:, :, 1:].flatten(0, 1),
+                               movable.repeat(n_frames, 1), steps=ALIGN_CHI_STEPS)
+        turn = turn + delta.view_as(turn)
+    return ca, dofs, chis + turn
+
+
 def backmap_martini3(beads: torch.Tensor, protein: ProteinTopology, mapping=None, samples: int = 1,
                      seeds=None) -> torch.Tensor:
     """All heavy atoms fitted to Martini 3 protein beads.
@@ -518,6 +601,9 @@ def _fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Te
             with torch.no_grad():
                 backbone = build_backbone(ca, layout, protein.res_type, dofs)
                 chis = _cheapest(*side_chain_candidates(backbone, protein, target, chis))
+        if start is not None:
+            with torch.no_grad():
+                ca, dofs, chis = align_residues(ca, dofs, chis, beads, protein)
         ca, dofs, chis = fit_beads(ca, dofs, chis, beads, protein, disulfides=disulfides,
                                    steps=None if start is None else START_FIT_STEPS)
     with torch.no_grad():

@@ -134,6 +134,43 @@ def nerf_frame(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[torch
     return bc, torch.linalg.cross(n, bc, dim=-1), n
 
 
+def rigid_fit(points: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+              bias: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weighted least-squares rotation and translation of point sets onto targets (Kabsch).
+
+    Minimises ``sum_i w_i |rot (p_i - centre) + target_centre - t_i|^2 - bias
+    trace(rot)``: the ``bias`` favours small rotations, so that sets that
+    leave the rotation undetermined (one or two points, collinear points)
+    are moved without turning, or turned least.
+
+    Parameters
+    ----------
+    points, targets : torch.Tensor
+        (..., N, 3).
+    weights : torch.Tensor
+        (..., N), not negative; a set needs a positive total.
+    bias : float
+        Weight (Angstrom^2) of the preference for the identity.
+
+    Returns
+    -------
+    rotation : torch.Tensor
+        (..., 3, 3) proper rotations.
+    centre, target_centre : torch.Tensor
+        (..., 3) weighted centres; a point moves to ``rotation @ (p - centre) + target_centre``.
+    """
+    total = weights.sum(-1, keepdim=True)
+    centre = (weights[..., None] * points).sum(-2) / total
+    target_centre = (weights[..., None] * targets).sum(-2) / total
+    h = torch.einsum("...n,...ni,...nj->...ij", weights, points - centre[..., None, :], targets - target_centre[..., None, :])
+    h = h + bias * torch.eye(3, dtype=h.dtype, device=h.device)
+    u, _, vt = torch.linalg.svd(h)
+    v_ut = vt.transpose(-1, -2) @ u.transpose(-1, -2)
+    flip = torch.ones(h.shape[:-1], dtype=h.dtype, device=h.device)
+    flip[..., 2] = torch.sign(torch.linalg.det(v_ut))  # a reflection is turned into the nearest rotation
+    return vt.transpose(-1, -2) @ (flip[..., None] * u.transpose(-1, -2)), centre, target_centre
+
+
 def context_indices(segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """C-alpha neighbours that a residue's backbone N and C are built from.
 

@@ -123,10 +123,11 @@ class ModelMethod:
         The C-alpha trace comes from the BB beads
         (:func:`~backmap_plugin.build.martini.initial_trace`); the decoder
         reads it with every bead's offset; side-chain candidates pay for
-        missing their residue's beads (:data:`BEAD_WEIGHT`); then one round
-        of the Martini 3 fit starts from the structure
-        (:func:`~backmap_plugin.build.martini.fit_to_beads`), so the
-        output's beads lie on the input's.
+        missing their residue's beads (:data:`BEAD_WEIGHT`); then the Martini 3
+        fit starts from the structure
+        (:func:`~backmap_plugin.build.martini.fit_to_beads`: rigid alignment
+        steps, a short joint fit, side chains placed again), so the output's
+        beads lie on the input's.
         """
         g, n_res = beads.shape[:2]
         dev = beads.device
