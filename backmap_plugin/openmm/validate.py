@@ -78,7 +78,7 @@ from backmap_plugin.core.checks import (
 )
 from backmap_plugin.core.dihedral_density import ALLOWED, FAVOURED, OUTLIER
 from backmap_plugin.core.ramachandran import PEPTIDE_BOND_MAX
-from backmap_plugin.openmm.structure import is_hydrogen, positions_to_array, read_structure
+from backmap_plugin.openmm.structure import add_hydrogens, is_hydrogen, positions_to_array, read_structure
 from backmap_plugin.openmm.systems import create_system, force_field_parts, load_force_field
 
 __all__ = [
@@ -388,7 +388,7 @@ def _with_hydrogens(topology, positions):
 
     modeller = Modeller(topology, positions)
     try:
-        modeller.addHydrogens(pH=7.0)
+        add_hydrogens(modeller, 7.0)
     except Exception as exc:  # residues without hydrogen definitions
         return topology, positions, f"cannot add hydrogens: {str(exc).splitlines()[0]}"
     return modeller.topology, modeller.positions, None
