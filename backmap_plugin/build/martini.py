@@ -473,10 +473,10 @@ def align_residues(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torc
     restrained (:func:`backmap_plugin.build.backbone.turn_planes_towards`,
     :data:`ANGLE_WEIGHT`), and the terminal torsions take the values of the
     moved N, C and O at segment ends; the chi angles take :data:`ALIGN_CHI_STEPS`
-    iterations of :func:`fit_chis` on the moved backbone. Each step costs
-    about as much as one Adam step of :func:`fit_beads` and brings the beads
-    most of the way from a model's structure; the Adam steps after it settle
-    what the residues' rigid fits cannot agree on.
+    iterations of :func:`fit_chis` on the moved backbone. A step costs about
+    as much as two or three Adam steps of :func:`fit_beads`, and three of them
+    bring the beads most of the way from a model's structure; the Adam steps
+    after them settle what the residues' rigid fits cannot agree on.
 
     Parameters
     ----------
