@@ -603,12 +603,11 @@ def _fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Te
             ca, dofs = start[..., chem.SLOT_CA, :], backbone_dofs(start, layout)
             chis, rounds = torch.nan_to_num(chi_angles(start, rt)), 1
     for _ in range(rounds):
-        if start is None:  # a built start has its side chains chosen already
-            with torch.no_grad():
+        with torch.no_grad():
+            if start is None:
                 backbone = build_backbone(ca, layout, protein.res_type, dofs)
                 chis = _cheapest(*side_chain_candidates(backbone, protein, target, chis))
-        if start is not None:
-            with torch.no_grad():
+            else:  # a built start has its side chains chosen already: it is aligned onto the beads
                 ca, dofs, chis = align_residues(ca, dofs, chis, beads, protein)
         ca, dofs, chis = fit_beads(ca, dofs, chis, beads, protein, disulfides=disulfides,
                                    steps=None if start is None else START_FIT_STEPS)
