@@ -319,6 +319,39 @@ def test_nearest_neighbours_of_a_longer_list_equal_a_direct_search(trpcage):
     assert long.nearest(20) is long
 
 
+def test_folded_messages_equal_the_tensor_product_with_radial_weights():
+    """Folded evaluation (inference) = e3nn's product of neighbour features weighted by the radial MLP (training)."""
+    from e3nn import o3
+
+    from backmap_plugin.model.graph import Neighbours, gather_neighbours
+    from backmap_plugin.model.networks import EquivariantNet, _edge_matrix, _folded_messages
+
+    torch.manual_seed(0)
+    net = EquivariantNet(5, 2, 3, scalars=8, vectors=3, layers=1)
+    product, radial = net.products[0], net.radials[0]
+    g, length, k = 2, 7, 4
+    h = torch.randn(g, length, net.irreps_hidden.dim)
+    index = torch.randint(0, length, (g, length, k))
+    mask = torch.rand(g, length, k) > 0.3
+    mask[0, 0] = False  # a node without edges
+    sh = o3.spherical_harmonics(net.irreps_sh, torch.randn(g, length, k, 3), normalize=True, normalization="component")
+    radial_in = torch.randn(g, length, k, radial[0].in_features)
+    weight = mask.float() / mask.sum(-1, keepdim=True).clamp(min=1)
+
+    plain = (product(gather_neighbours(h, index), sh, radial(radial_in)) * weight[..., None]).sum(2)
+    folded = _folded_messages(net.paths[0], radial[-1], h, radial[:-1](radial_in), weight, sh,
+                              _edge_matrix(index, radial[-1].in_features + 1), product.irreps_out.dim)
+    torch.testing.assert_close(folded, plain, atol=1e-5, rtol=1e-5)
+    assert plain.abs().max() > 0.1 and torch.all(folded[0, 0] == 0)
+    # the whole net: the same outputs with gradients (the product) and without (folded)
+    nb = Neighbours(index, mask, torch.randn(g, length, k, 3), torch.randn(g, length, k, radial[0].in_features),
+                    torch.randint(0, 11, (g, length, k)))
+    inputs = torch.randn(g, length, 5), torch.randn(g, length, 2, 3), nb
+    with torch.no_grad():
+        folded_net = net(*inputs)
+    torch.testing.assert_close(folded_net, net(*inputs), atol=1e-5, rtol=1e-5)
+
+
 def test_tensor_products_without_unused_steps_are_unchanged():
     """Dropping the steps e3nn's generated code never uses leaves the product's result as it was."""
     from e3nn import o3

@@ -4,7 +4,9 @@ Both work on dense residue graphs (:mod:`backmap_plugin.model.graph`).
 :class:`EquivariantNet` takes scalar and vector node features, passes
 messages with tensor products of neighbour features and spherical harmonics
 of the edge vectors, and reads out scalars only (``0e``), which are exactly
-invariant to rotations, translations and reflections of the input.
+invariant to rotations, translations and reflections of the input; without
+gradients (generation) each product is evaluated folded with the radial
+MLP that weights it (:func:`_folded_messages`).
 :class:`InvariantNet` passes messages between invariant node and edge
 features (distances and neighbour positions in local frames).
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import sys
 import types
+import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -137,6 +141,121 @@ def _drop_unused_steps(product: o3.TensorProduct) -> None:
             module.recompile()
 
 
+@dataclass(frozen=True)
+class _Path:
+    """One weighted path of an e3nn ``uvw`` tensor product whose second input has multiplicity 1.
+
+    ``out[w, k] += path_weight * sum_{u, i, j} weight[u, w] * x1[u, i] * x2[j] * w3j[i, j, k]``,
+    with ``weight[u, w]`` at ``weights`` of the product's flat weight vector.
+    """
+
+    in1: slice
+    in2: slice
+    out: slice
+    mul_in: int
+    mul_out: int
+    dim_in: int
+    weights: slice
+    path_weight: float
+    w3j: torch.Tensor
+
+
+def _product_paths(product: o3.TensorProduct) -> list[_Path]:
+    """The paths of ``product`` in the order of its weights."""
+    slices = product.irreps_in1.slices(), product.irreps_in2.slices(), product.irreps_out.slices()
+    paths, start = [], 0
+    for ins in product.instructions:
+        mul_in, mul2, mul_out = ins.path_shape
+        if ins.connection_mode != "uvw" or mul2 != 1:
+            raise ValueError("only uvw paths with a second input of multiplicity 1 fold")
+        ir1, ir2, ir_out = (irreps[i].ir for irreps, i in zip(
+            (product.irreps_in1, product.irreps_in2, product.irreps_out), (ins.i_in1, ins.i_in2, ins.i_out)))
+        paths.append(_Path(slices[0][ins.i_in1], slices[1][ins.i_in2], slices[2][ins.i_out], mul_in, mul_out,
+                           ir1.dim, slice(start, start + mul_in * mul_out), ins.path_weight,
+                           o3.wigner_3j(ir1.l, ir2.l, ir_out.l)))
+        start += mul_in * mul_out
+    return paths
+
+
+def _edge_matrix(index: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """CSR structure (row starts, columns) of an (edges, nodes x width) matrix: edge e reads its sender's rows.
+
+    ``index`` (G, L, K) gives the senders of the edges of every graph; the
+    edge (g, l, k) is row ``(g L + l) K + k`` and has ``width`` entries, at
+    columns ``(g L + index[g, l, k]) width + h``.
+    """
+    g, length, _ = index.shape
+    sender = (index + length * torch.arange(g, device=index.device)[:, None, None]).reshape(-1)
+    rows = torch.arange(sender.numel() + 1, device=index.device) * width
+    columns = (sender[:, None] * width + torch.arange(width, device=index.device)).reshape(-1)
+    small = sender.numel() * width < 2**31  # (32-bit indices spare the sparse product a conversion per call)
+    return (rows.int(), columns.int()) if small else (rows, columns)
+
+
+def _folded_messages(paths: list[_Path], radial_out: nn.Linear, h: torch.Tensor, edge_hidden: torch.Tensor,
+                     edge_weight: torch.Tensor, sh: torch.Tensor, matrix: tuple[torch.Tensor, torch.Tensor],
+                     n_out: int) -> torch.Tensor:
+    """Weighted sum over each node's edges of a tensor product whose weights come from a linear layer.
+
+    The product of a sender's features x with the edge's spherical
+    harmonics Y, weighted by ``W r + b`` (``radial_out`` of the edge's
+    hidden radial features r), is linear in r: it equals
+    ``sum_h r'_h P(x, Y; W'_h)`` with ``r' = (r, 1)`` and ``W' = (W, b)``.
+    The contraction of x with W' is a table per node (node, h, channel); a
+    sparse (edge, node x h) matrix of the edges' r' applies it to every
+    edge, and the harmonics and 3j symbols come last. The (edges x weights)
+    array the plain product needs is never formed: three times faster on a
+    CPU, the same function (float rounding aside; tested). For inference
+    only: the backward pass through the sparse matrix is slow.
+
+    Parameters
+    ----------
+    paths : list of _Path
+        The product's paths (:func:`_product_paths`).
+    radial_out : torch.nn.Linear
+        The radial MLP's last layer (the product's weights).
+    h : torch.Tensor
+        (G, L, D) node features (the product's first input).
+    edge_hidden : torch.Tensor
+        (G, L, K, H) hidden radial features of the edges (the last layer's input).
+    edge_weight : torch.Tensor
+        (G, L, K) weight of each edge in its node's sum (0 for padding edges).
+    sh : torch.Tensor
+        (G, L, K, D_sh) spherical harmonics of the edges (the second input).
+    matrix : tuple of torch.Tensor
+        :func:`_edge_matrix` of the edges with width H + 1.
+    n_out : int
+        Size of the product's output.
+
+    Returns
+    -------
+    torch.Tensor
+        (G, L, n_out).
+    """
+    g, length, k, hidden = edge_hidden.shape
+    n, width = g * length, hidden + 1
+    r = torch.cat([edge_hidden, torch.ones_like(edge_hidden[..., :1])], -1) * edge_weight[..., None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (torch calls its sparse CSR tensors a beta feature)
+        edges = torch.sparse_csr_tensor(*matrix, r.reshape(-1), size=(n * k, n * width), check_invariants=False)
+    weight = torch.cat([radial_out.weight, radial_out.bias[:, None]], 1)  # (weights, width)
+    x = h.reshape(n, -1)
+    sh = sh.reshape(n, k, -1)
+    out = h.new_zeros(n, n_out)
+    for p in paths:
+        # table weights [u, (h, w)] and each edge's coupling [i, node, m, k] = sum_j Y_j w3j[i, j, m]
+        table_weight = (weight[p.weights].view(p.mul_in, p.mul_out, width) * p.path_weight).transpose(1, 2)
+        table_weight = table_weight.reshape(p.mul_in, width * p.mul_out)
+        coupling = torch.einsum("nkj,ijm->inmk", sh[..., p.in2], p.w3j.to(sh)).contiguous()
+        x_in = x[:, p.in1].view(n, p.mul_in, p.dim_in)
+        total = 0
+        for i in range(p.dim_in):
+            per_edge = edges @ (x_in[:, :, i] @ table_weight).view(n * width, p.mul_out)  # (edges, w)
+            total = total + torch.bmm(coupling[i], per_edge.view(n, k, p.mul_out))  # (node, m, w)
+        out[:, p.out] += total.transpose(1, 2).reshape(n, -1)
+    return out.view(g, length, n_out)
+
+
 class EquivariantNet(nn.Module):
     """E(3)-equivariant message passing with an invariant read-out.
 
@@ -175,6 +294,8 @@ class EquivariantNet(nn.Module):
             self.radials.append(mlp([N_RBF + 8, 32, product.weight_numel]))
             self.self_links.append(o3.Linear(self.irreps_hidden, gate.irreps_in))
         self.readout = o3.Linear(self.irreps_hidden, o3.Irreps(f"{n_out}x0e"))
+        # without gradients the products are evaluated folded with their radial MLPs (_folded_messages)
+        self.paths = [_product_paths(product) for product in self.products]
 
     def forward(self, scalars: torch.Tensor, vectors: torch.Tensor, nb: Neighbours) -> torch.Tensor:
         """Invariant node outputs.
@@ -198,10 +319,21 @@ class EquivariantNet(nn.Module):
         unit = torch.where(nb.mask[..., None], nb.vectors, torch.ones_like(nb.vectors))
         sh = o3.spherical_harmonics(self.irreps_sh, unit, normalize=True, normalization="component")
         radial_in = torch.cat([nb.features[..., :N_RBF], self.seq_embed(nb.seq_class)], -1)
-        for gate, product, radial, self_link in zip(self.gates, self.products, self.radials, self.self_links):
-            hj = gather_neighbours(h, nb.index)
-            messages = product(hj, sh, radial(radial_in))
-            h = h + gate(self_link(h) + _mean_over_edges(messages, nb.mask))
+        # messages are averaged over the real edges of each node
+        edge_weight = nb.mask.to(h.dtype) / nb.mask.sum(-1, keepdim=True).clamp(min=1).to(h.dtype)
+        # the folded evaluation is three times faster, but its backward pass (through a sparse matrix) is
+        # thirty times slower than the product's: training uses the product
+        fold = not torch.is_grad_enabled()
+        matrix = _edge_matrix(nb.index, self.radials[0][-1].in_features + 1) if fold else None
+        for gate, product, paths, radial, self_link in zip(self.gates, self.products, self.paths, self.radials,
+                                                            self.self_links):
+            hidden = radial[:-1](radial_in)
+            if fold:
+                messages = _folded_messages(paths, radial[-1], h, hidden, edge_weight, sh, matrix, gate.irreps_in.dim)
+            else:
+                weights = radial[-1](hidden)
+                messages = (product(gather_neighbours(h, nb.index), sh, weights) * edge_weight[..., None]).sum(2)
+            h = h + gate(self_link(h) + messages)
         return self.readout(h)
 
 

@@ -9,8 +9,9 @@ compiles the code of every tensor product), most of a ``backmap run``'s
 fixed cost. So the first load of a weights file also keeps the built model,
 pickled, in a per-user cache folder (:func:`model_cache_dir`); later loads
 unpickle it (about 0.1 s). The cache entry's name is a hash of the weights,
-their config and the versions of Python, torch, e3nn and this package, so a
-changed file or library never meets a stale entry; an entry that cannot be
+their config, the versions of Python, torch, e3nn and this package and the
+source of the modules that define the model (this folder), so a changed
+file, library or class never meets a stale entry; an entry that cannot be
 read is rebuilt, and a cache folder that cannot be written is skipped.
 """
 
@@ -94,6 +95,11 @@ def _cache_file(path: str, config_text: str) -> str | None:
         digest.update(f.read())
     for part in (config_text, sys.version, torch.__version__, e3nn.__version__, __version__, "generation"):
         digest.update(b"\0" + part.encode())
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as f:
+                digest.update(b"\0" + f.read())
     return os.path.join(folder, f"model-{digest.hexdigest()[:32]}.pt")
 
 
