@@ -7,11 +7,12 @@ they were chosen. :func:`settle_on_beads` keeps what the builder chose -
 the peptide-plane orientations and terminal torsions (measured with
 :func:`~backmap_plugin.build.backbone.backbone_dofs`), every bond length and
 bond angle, each side chain's rotamer - and moves only the C-alpha trace and
-the chi angles, by gradient steps (Adam) on the squared distance of the
-structure's beads to the input beads, with the trace's bonded C-alpha
-distances and the chi angles held near where they started and backbone
-atoms of residues apart in sequence kept from overlapping. The structure
-is rebuilt from those variables at every step, so its chemistry stays exact.
+the chi angles, by damped Gauss-Newton steps on the distance of each
+residue's bead to its input bead (the bead's derivatives in closed form),
+with the trace's bonded C-alpha distances kept; of the steps, the one whose
+beads fit best with backbone atoms of residues apart in sequence kept from
+overlapping is taken. The structure is rebuilt from those variables at
+every step, so its chemistry stays exact.
 Lengths in Angstrom, angles in radians.
 """
 
@@ -23,47 +24,46 @@ import torch
 
 from backmap_plugin.build.backbone import backbone_dofs, build_backbone, fit_backbone
 from backmap_plugin.build.ideal import relieve_clashes, side_chain_internal
-from backmap_plugin.build.relax import TURNABLE_CHIS
+from backmap_plugin.build.relax import TURNABLE_CHIS, _tables
 from backmap_plugin.core import chemistry as chem
-from backmap_plugin.core.adam import Adam
 from backmap_plugin.core.geometry import build_residues, chi_angles
 from backmap_plugin.core.topology import ProteinTopology
 
-#: Gradient steps and their size (Adam; Angstrom for the trace, radians for chi angles).
-SETTLE_STEPS = 25
-SETTLE_STEP_SIZE = 0.1
-#: Penalty per Angstrom^2 by which a bonded C-alpha distance leaves its
-#: starting value, and per unit of (1 - cos) by which a chi angle turns.
-TRACE_STIFFNESS = 20.0
-CHI_RESTRAINT = 1.0
-#: Backbone contacts: heavy backbone atoms (N, CA, C, O, OXT) more than three
+#: Gauss-Newton steps; their damping per Angstrom^2 of a residue's translation and per radian^2 of a chi
+#: turn (relative to a bead's weight of 1); sweeps that bring bonded C-alpha atoms back to their distances.
+SETTLE_STEPS = 5
+TRANSLATION_DAMPING = 1.0
+CHI_DAMPING = 0.3
+BOND_SWEEPS = 5
+#: Backbone contacts: backbone atoms and C-beta (N, CA, C, O, OXT, CB) more than three
 #: bonds apart (residues two or more apart, of different segments, or
 #: neighbours: :data:`_NEIGHBOUR_PAIRS`) closer than CONTACT_DISTANCE pay
 #: CONTACT_WEIGHT per Angstrom^2 of the shortfall. Pairs are those closer than
 #: CONTACT_SEARCH in the structure as built (the steps move atoms by tenths).
 CONTACT_DISTANCE = 2.6
-CONTACT_WEIGHT = 10.0
+CONTACT_WEIGHT = 30.0
 CONTACT_SEARCH = 4.5
-_BACKBONE = [chem.SLOT_N, chem.SLOT_CA, chem.SLOT_C, chem.SLOT_O, chem.SLOT_OXT]
+_BACKBONE = [chem.SLOT_N, chem.SLOT_CA, chem.SLOT_C, chem.SLOT_O, chem.SLOT_OXT, chem.SLOT_CB]
 #: Atom pairs compared at once by :func:`backbone_contact_pairs`.
 _BLOCK_ENTRIES = 1 << 22
-#: (5, 5) bool: atom pairs of residue i (rows) and i + 1 (columns) of one
+#: (6, 6) bool: atom pairs of residue i (rows) and i + 1 (columns) of one
 #: segment more than three bonds apart (O(i)-O(i+1) is five; C(i)-N(i+1) is
-#: the peptide bond; OXT only ends a segment).
+#: the peptide bond; OXT only ends a segment; CB(i)-N(i+1) and C(i)-CB(i+1) are three).
 _NEIGHBOUR_PAIRS = torch.tensor([
-    # N'     CA'    C'     O'     OXT'
-    [False, True, True, True, False],  # N
-    [False, False, True, True, False],  # CA
-    [False, False, False, True, False],  # C
-    [False, False, True, True, False],  # O
-    [False, False, False, False, False],  # OXT
+    # N'     CA'    C'     O'     OXT'   CB'
+    [False, True, True, True, False, True],  # N
+    [False, False, True, True, False, True],  # CA
+    [False, False, False, True, False, False],  # C
+    [False, False, True, True, False, True],  # O
+    [False, False, False, False, False, False],  # OXT
+    [False, True, True, True, False, True],  # CB
 ])
 
 
 def backbone_contact_pairs(atoms: torch.Tensor, protein: ProteinTopology, search: float = CONTACT_SEARCH):
-    """Backbone atom pairs that may overlap: (3, P) indices (frame, atom, atom) into (F, 5 R) backbone atoms.
+    """Backbone and C-beta atom pairs that may overlap: (3, P) indices (frame, atom, atom) into (F, 6 R) atoms.
 
-    Atom ``5 r + k`` is backbone atom ``k`` (:data:`_BACKBONE`) of residue
+    Atom ``6 r + k`` is atom ``k`` of :data:`_BACKBONE` of residue
     ``r``; pairs of atoms that exist, more than three bonds apart, within
     ``search`` Angstrom of each other. Rows of atoms are compared in blocks
     of about :data:`_BLOCK_ENTRIES` pairs, so memory stays bounded for large
@@ -101,9 +101,52 @@ def backbone_contact_loss(atoms: torch.Tensor, pairs: torch.Tensor) -> torch.Ten
     return torch.zeros(atoms.shape[0], dtype=atoms.dtype, device=atoms.device).index_add(0, f, penalty)
 
 
+def _contact_terms(atoms: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normal-equation terms (F, R, 3, 3) and (F, R, 3) of the residues' translations from backbone contacts.
+
+    Each pair closer than :data:`CONTACT_DISTANCE` asks its two residues to
+    move apart along the pair's direction by half the shortfall each, at
+    :data:`CONTACT_WEIGHT` (the other residue held where it is).
+    """
+    n_frames, n_res = atoms.shape[:2]
+    backbone = atoms[:, :, _BACKBONE].reshape(n_frames, -1, 3)
+    f, i, j = pairs
+    v = backbone[f, i] - backbone[f, j]
+    d = v.norm(dim=-1)
+    short = torch.relu(CONTACT_DISTANCE - d)
+    e = v / d.clamp(min=1e-9)[:, None]
+    w = CONTACT_WEIGHT * (short > 0).to(atoms.dtype)
+    outer = w[:, None, None] * e[:, :, None] * e[:, None, :]
+    push = (w * short / 2)[:, None] * e
+    k = len(_BACKBONE)
+    row_i = f * n_res + torch.div(i, k, rounding_mode="floor")
+    row_j = f * n_res + torch.div(j, k, rounding_mode="floor")
+    normal = atoms.new_zeros(n_frames * n_res, 3, 3).index_add(0, row_i, outer).index_add(0, row_j, outer)
+    rhs = atoms.new_zeros(n_frames * n_res, 3).index_add(0, row_i, push).index_add(0, row_j, -push)
+    return normal.view(n_frames, n_res, 3, 3), rhs.view(n_frames, n_res, 3)
+
+
+def _slot_weights(bead_positions: Callable[[torch.Tensor], torch.Tensor], atoms: torch.Tensor) -> torch.Tensor:
+    """(R, N_SLOTS) weight of each atom slot in its residue's bead (``bead_positions`` is linear in the atoms)."""
+    n_res, n_slots = atoms.shape[1:3]
+    probe = torch.zeros((n_slots, n_res, n_slots, 3), dtype=atoms.dtype, device=atoms.device)
+    probe[torch.arange(n_slots), :, torch.arange(n_slots), 0] = 1.0
+    return bead_positions(probe)[..., 0].T  # (R, N_SLOTS)
+
+
 def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.Tensor,
                     bead_positions: Callable[[torch.Tensor], torch.Tensor], steps: int = SETTLE_STEPS) -> torch.Tensor:
     """Move the C-alpha trace and chi angles until the structure's beads lie on ``beads``.
+
+    Each step is a Gauss-Newton step per residue on its bead's miss, with
+    its bead's derivatives in closed form: a translation of the residue
+    moves the bead with it, a turn of a chi angle moves the bead by
+    ``w u x (c - o)`` (``w`` the bead's weight of the atoms beyond the chi
+    bond, ``c`` their weighted centre, ``u`` and ``o`` the bond's direction
+    and end). The C-alpha atoms move by the translations (damped by
+    :data:`TRANSLATION_DAMPING`), bonded ones are then brought back to their
+    starting distances, the chi angles turn (damped by :data:`CHI_DAMPING`),
+    and the structure is rebuilt, so its chemistry stays exact.
 
     Parameters
     ----------
@@ -114,10 +157,10 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
     beads : torch.Tensor
         (F, R, 3) the input beads.
     bead_positions : callable
-        (F, R, N_SLOTS, 3) atoms -> (F, R, 3) beads, as the input was made
-        (differentiable).
+        (F, R, N_SLOTS, 3) atoms -> (F, R, 3) beads, as the input was made:
+        a weighted mean of each residue's atoms (centre of mass, C-alpha).
     steps : int
-        Gradient steps.
+        Gauss-Newton steps.
 
     Returns
     -------
@@ -130,50 +173,66 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
         (:func:`~backmap_plugin.build.ideal.relieve_clashes`).
     """
     layout = protein.backbone_layout
-    dev = atoms.device
+    dev, dtype = atoms.device, atoms.dtype
+    n_frames, n_res = atoms.shape[:2]
     side = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB]
-    # (tensors of the autograd graph must not be made in inference mode, which the builders run in)
-    with torch.inference_mode(False), torch.enable_grad():
-        rt = torch.as_tensor(protein.res_type, device=dev)
-        mask = torch.as_tensor(protein.slot_mask, device=dev)
-        same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev)
-        turnable = torch.as_tensor(TURNABLE_CHIS[protein.res_type], device=dev)
-        start = atoms.detach().clone()
-        target = beads.detach().clone()
-        dofs = {k: v.detach() for k, v in backbone_dofs(start, layout).items()}
-        chis = torch.nan_to_num(chi_angles(start, rt)).detach()
-        ca0 = start[..., chem.SLOT_CA, :]
-        bond0 = (ca0[:, 1:] - ca0[:, :-1]).norm(dim=-1)
-        ca, turn = ca0.clone(), torch.zeros_like(chis)
-        adam = Adam([ca, turn])
-        best_ca, best_turn = ca0.clone(), torch.zeros_like(chis)
-        best = torch.full(atoms.shape[:1], float("inf"), dtype=atoms.dtype, device=dev)
-        pairs = backbone_contact_pairs(start, protein)
+    rt = torch.as_tensor(protein.res_type, device=dev)
+    mask = torch.as_tensor(protein.slot_mask, device=dev)
+    same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev)[None, :, None]
+    turnable = torch.as_tensor(TURNABLE_CHIS[protein.res_type], device=dev)
+    tables = _tables()
+    weight = _slot_weights(bead_positions, atoms)  # (R, S)
+    beyond = tables.moved.to(device=dev, dtype=dtype)[rt] * weight[..., None]  # (R, S, 4)
+    beyond_weight = beyond.sum(1)  # (R, 4)
+    bond_atoms = tables.axis.to(dev)[rt][None].expand(n_frames, -1, -1, -1)  # (F, R, 4, 2)
+    damping = torch.diag(torch.tensor([TRANSLATION_DAMPING] * 3 + [CHI_DAMPING] * 4, dtype=dtype, device=dev))
+    eye = torch.eye(3, dtype=dtype, device=dev).expand(n_frames, n_res, 3, 3)
 
-        def rebuild(trace, turned, fit):
-            backbone = build_backbone(trace, layout, protein.res_type, dofs)
-            if fit:
-                backbone = fit_backbone(backbone, layout)
-            internal = side_chain_internal(protein.res_type, chis + turned * turnable)
-            return build_residues(backbone, internal, rt, slots=side)[..., : chem.N_SLOTS, :] * mask[..., None]
+    dofs = backbone_dofs(atoms, layout)
+    chis = torch.nan_to_num(chi_angles(atoms, rt))
+    ca = atoms[..., chem.SLOT_CA, :]
+    bond0 = (ca[:, 1:] - ca[:, :-1]).norm(dim=-1, keepdim=True)
+    pairs = backbone_contact_pairs(atoms, protein)
 
-        # the backbone fit moves N, C, O by hundredths: left out of the steps (its gradient is most of their
-        # cost) and applied to the result
-        for _ in range(steps + 1):
-            ca.requires_grad_(True)
-            turn.requires_grad_(True)
-            built = rebuild(ca, turn, fit=False)
-            miss = (target - bead_positions(built)).pow(2).sum(-1)  # (F, R)
-            contact = backbone_contact_loss(built, pairs)
-            score = (miss.sum(-1) + contact).detach()
-            better = score < best
-            best = torch.where(better, score, best)
-            best_ca = torch.where(better[:, None, None], ca.detach(), best_ca)
-            best_turn = torch.where(better[:, None, None], turn.detach(), best_turn)
-            bond = (ca[:, 1:] - ca[:, :-1]).norm(dim=-1)
-            loss = (miss.sum(-1) + contact + TRACE_STIFFNESS * ((bond - bond0) ** 2 * same).sum(-1)
-                    + CHI_RESTRAINT * ((1 - torch.cos(turn)) * turnable).sum((-1, -2)))
-            adam.step(torch.autograd.grad(loss.sum(), [ca, turn]), SETTLE_STEP_SIZE)
-        with torch.no_grad():
-            kept = relieve_clashes(rebuild(best_ca, best_turn, fit=True), protein)
-    return kept
+    def rebuild(trace, angles, fit):
+        backbone = build_backbone(trace, layout, protein.res_type, dofs)
+        if fit:
+            backbone = fit_backbone(backbone, layout)
+        internal = side_chain_internal(protein.res_type, angles)
+        return build_residues(backbone, internal, rt, slots=side)[..., : chem.N_SLOTS, :] * mask[..., None]
+
+    def score(built):
+        return (beads - bead_positions(built)).pow(2).sum((-1, -2)) + backbone_contact_loss(built, pairs)
+
+    best, best_ca, best_chis = score(atoms), ca, chis
+    built = atoms
+    for _ in range(steps):
+        miss = beads - (built * weight[..., None]).sum(-2)  # (F, R, 3)
+        contact_normal, contact_rhs = _contact_terms(built, pairs)
+        ends = torch.gather(built, 2, bond_atoms.reshape(n_frames, n_res, 8, 1).expand(-1, -1, -1, 3))
+        ends = ends.view(n_frames, n_res, 4, 2, 3)
+        axis = ends[..., 1, :] - ends[..., 0, :]
+        axis = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+        centre = torch.einsum("frsc,rsk->frkc", built, beyond)  # weighted sums beyond each chi bond
+        jac = torch.linalg.cross(axis, centre - beyond_weight[None, ..., None] * ends[..., 1, :], dim=-1)
+        jac = jac * turnable[None, ..., None]  # (F, R, 4, 3): bead's move per radian
+        a = torch.cat([eye, jac.transpose(-1, -2)], -1)  # (F, R, 3, 7)
+        normal = a.transpose(-1, -2) @ a + damping
+        rhs = (a.transpose(-1, -2) @ miss[..., None])[..., 0]
+        normal[..., :3, :3] += contact_normal
+        rhs[..., :3] += contact_rhs
+        step = torch.linalg.solve(normal, rhs[..., None])[..., 0]
+        ca = ca + step[..., :3]
+        for _ in range(BOND_SWEEPS):  # bonded C-alpha atoms back to their starting distances
+            v = ca[:, 1:] - ca[:, :-1]
+            d = v.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+            half = 0.5 * (d - bond0) * v / d * same
+            ca = ca + torch.nn.functional.pad(half, (0, 0, 0, 1)) - torch.nn.functional.pad(half, (0, 0, 1, 0))
+        chis = chis + step[..., 3:] * turnable
+        built = rebuild(ca, chis, fit=False)
+        now = score(built)
+        better = now < best
+        best = torch.where(better, now, best)
+        best_ca = torch.where(better[:, None, None], ca, best_ca)
+        best_chis = torch.where(better[:, None, None], chis, best_chis)
+    return relieve_clashes(rebuild(best_ca, best_chis, fit=True), protein)
