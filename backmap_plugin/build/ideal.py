@@ -355,14 +355,18 @@ _FIT_DAMPING = 0.5
 _FIT_SWEEPS = 30
 
 
-def constrain_trace(ca: torch.Tensor, same_segment: torch.Tensor, sweeps: int = _FIT_SWEEPS) -> torch.Tensor:
-    """Move bonded C-alpha atoms (``same_segment``, (R-1,) bool) of (F, R, 3) traces towards 3.8 Angstrom apart."""
+def constrain_trace(ca: torch.Tensor, same_segment: torch.Tensor, sweeps: int = _FIT_SWEEPS,
+                    length: float | torch.Tensor = chem.BOND_CA_CA_TRANS) -> torch.Tensor:
+    """Move bonded C-alpha atoms (``same_segment``, (R-1,) bool) of (F, R, 3) traces towards ``length`` apart.
+
+    ``length``: Angstrom, one value or (F, R-1, 1); default 3.8 (trans peptides).
+    """
     ca = ca.clone()
     weight = same_segment.to(ca.dtype)[None, :, None]
     for _ in range(sweeps):
         v = ca[:, 1:] - ca[:, :-1]
         d = v.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-        corr = 0.5 * (d - chem.BOND_CA_CA_TRANS) / d * v * weight
+        corr = 0.5 * (d - length) / d * v * weight
         ca[:, :-1] += corr
         ca[:, 1:] -= corr
     return ca

@@ -75,7 +75,7 @@ from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core.adam import Adam
-from backmap_plugin.core.geometry import bond_angle, build_residues, chi_angles, cross, place_atom, rigid_fit
+from backmap_plugin.core.geometry import bond_angle, build_residues, chi_angles, place_atom, rigid_fit
 from backmap_plugin.core.topology import ProteinTopology
 
 #: BB-BB distance (Angstrom) above which consecutive residues are not bonded (chain break). Bonded BB
@@ -226,10 +226,6 @@ def initial_trace(bb: torch.Tensor, protein: ProteinTopology, steps: int | None 
     return ca
 
 
-def _unit(v: torch.Tensor) -> torch.Tensor:
-    return v / v.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-
-
 def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor, target: torch.Tensor,
              movable: torch.Tensor, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Turn side chains about their chi bonds so that their beads lie on targets (Levenberg-Marquardt).
@@ -269,11 +265,8 @@ def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor,
     """
     steps = CHI_STEPS if steps is None else steps
     dev, dtype = atoms.device, atoms.dtype
-    tables = relax._tables()  # the chi bonds and moved atoms of relax.turn_chis, which moves the atoms here
-    moved = tables.moved.to(dev)[res_type].to(dtype)  # (N, S, 4)
-    axis = tables.axis.to(dev)[res_type]  # (N, 4, 2)
+    levers = relax.ChiLevers(res_type, weights)
     free = movable.to(dtype)
-    rows = torch.arange(len(atoms), device=dev)[:, None]
     eye = torch.eye(4, dtype=dtype, device=dev)
     delta = atoms.new_zeros(len(atoms), 4)
     damping = torch.full((len(atoms),), CHI_DAMPING, dtype=dtype, device=dev)
@@ -281,17 +274,11 @@ def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor,
     def residual(x):
         return torch.einsum("nbs,nsc->nbc", weights, x) - target
 
-    # d bead_b / d chi_k = u_k x (sum_a w_ba moved_ak x_a - (sum_a w_ba moved_ak) o_k)
-    moved_weight = (weights[..., None] * moved[:, None]).transpose(-1, -2).flatten(1, 2)  # (N, B * 4, S)
-    share = moved_weight.sum(-1).view(len(atoms), -1, 4, 1)
     x = atoms
     r = residual(x)
     loss = r.pow(2).sum((-1, -2))
     for _ in range(steps if bool(movable.any()) else 0):
-        origin = x[rows, axis[:, :, 1]]  # (N, 4, 3)
-        u = _unit(origin - x[rows, axis[:, :, 0]])
-        lever = torch.bmm(moved_weight, x).view(len(atoms), -1, 4, 3) - share * origin[:, None]
-        jac = cross(u[:, None].expand_as(lever), lever) * free[:, None, :, None]
+        jac = levers.jacobian(x) * free[:, None, :, None]
         diagonal = (CHI_RESTRAINT + damping)[:, None, None] + (1 - free)[:, :, None]  # fixed chis: step 0
         normal = torch.einsum("nbkc,nbjc->nkj", jac, jac) + diagonal * eye
         grad = torch.einsum("nbkc,nbc->nk", jac, r) + CHI_RESTRAINT * delta

@@ -441,6 +441,39 @@ def turn_chis(atoms: torch.Tensor, res_type: torch.Tensor, delta: torch.Tensor) 
     return x
 
 
+
+class ChiLevers:
+    """How weighted means of a residue's atoms (beads) move when its chi angles turn.
+
+    An atom moved by chi k moves by ``u_k x (x - o_k)`` per radian (``u_k``
+    the chi bond's direction, ``o_k`` its end, as :func:`turn_chis` turns),
+    so ``d bead_b / d chi_k = u_k x (sum_a w_ba moved_ak x_a - (sum_a w_ba moved_ak) o_k)``.
+    The atoms' weights are fixed at construction; :meth:`jacobian` takes the atoms.
+
+    Parameters
+    ----------
+    res_type : torch.Tensor
+        (N,) long.
+    weights : torch.Tensor
+        (N, B, N_SLOTS) weight of each atom slot in each of the residue's beads.
+    """
+
+    def __init__(self, res_type: torch.Tensor, weights: torch.Tensor):
+        tables = _tables()
+        dev = weights.device
+        moved = tables.moved.to(dev)[res_type].to(weights.dtype)  # (N, S, 4)
+        self.axis = tables.axis.to(dev)[res_type]  # (N, 4, 2)
+        self.moved_weight = (weights[..., None] * moved[:, None]).transpose(-1, -2).flatten(1, 2)  # (N, B * 4, S)
+        self.share = self.moved_weight.sum(-1).view(len(weights), -1, 4, 1)
+        self.rows = torch.arange(len(weights), device=dev)[:, None]
+
+    def jacobian(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, B, 4, 3): each bead's move per radian of each chi turn, for atoms ``x`` (N, N_SLOTS, 3)."""
+        origin = x[self.rows, self.axis[:, :, 1]]  # (N, 4, 3)
+        u = _unit(origin - x[self.rows, self.axis[:, :, 0]])
+        lever = torch.bmm(self.moved_weight, x).view(len(x), -1, 4, 3) - self.share * origin[:, None]
+        return cross(u[:, None].expand_as(lever), lever)
+
 def relieve_clashes(
     atoms: torch.Tensor,
     atom_mask: torch.Tensor,

@@ -23,8 +23,8 @@ from collections.abc import Callable
 import torch
 
 from backmap_plugin.build.backbone import backbone_dofs, build_backbone, fit_backbone
-from backmap_plugin.build.ideal import relieve_clashes, side_chain_internal
-from backmap_plugin.build.relax import TURNABLE_CHIS, _tables
+from backmap_plugin.build.ideal import constrain_trace, relieve_clashes, side_chain_internal
+from backmap_plugin.build.relax import TURNABLE_CHIS, ChiLevers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, chi_angles
 from backmap_plugin.core.topology import ProteinTopology
@@ -178,13 +178,10 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
     side = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB]
     rt = torch.as_tensor(protein.res_type, device=dev)
     mask = torch.as_tensor(protein.slot_mask, device=dev)
-    same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev)[None, :, None]
+    same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev)
     turnable = torch.as_tensor(TURNABLE_CHIS[protein.res_type], device=dev)
-    tables = _tables()
     weight = _slot_weights(bead_positions, atoms)  # (R, S)
-    beyond = tables.moved.to(device=dev, dtype=dtype)[rt] * weight[..., None]  # (R, S, 4)
-    beyond_weight = beyond.sum(1)  # (R, 4)
-    bond_atoms = tables.axis.to(dev)[rt][None].expand(n_frames, -1, -1, -1)  # (F, R, 4, 2)
+    levers = ChiLevers(rt.repeat(n_frames), weight.repeat(n_frames, 1)[:, None])
     damping = torch.diag(torch.tensor([TRANSLATION_DAMPING] * 3 + [CHI_DAMPING] * 4, dtype=dtype, device=dev))
     eye = torch.eye(3, dtype=dtype, device=dev).expand(n_frames, n_res, 3, 3)
 
@@ -201,20 +198,18 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
         internal = side_chain_internal(protein.res_type, angles)
         return build_residues(backbone, internal, rt, slots=side)[..., : chem.N_SLOTS, :] * mask[..., None]
 
+    def beads_of(built):
+        return (built * weight[..., None]).sum(-2)
+
     def score(built):
-        return (beads - bead_positions(built)).pow(2).sum((-1, -2)) + backbone_contact_loss(built, pairs)
+        return (beads - beads_of(built)).pow(2).sum((-1, -2)) + backbone_contact_loss(built, pairs)
 
     best, best_ca, best_chis = score(atoms), ca, chis
     built = atoms
     for _ in range(steps):
-        miss = beads - (built * weight[..., None]).sum(-2)  # (F, R, 3)
+        miss = beads - beads_of(built)  # (F, R, 3)
         contact_normal, contact_rhs = _contact_terms(built, pairs)
-        ends = torch.gather(built, 2, bond_atoms.reshape(n_frames, n_res, 8, 1).expand(-1, -1, -1, 3))
-        ends = ends.view(n_frames, n_res, 4, 2, 3)
-        axis = ends[..., 1, :] - ends[..., 0, :]
-        axis = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-        centre = torch.einsum("frsc,rsk->frkc", built, beyond)  # weighted sums beyond each chi bond
-        jac = torch.linalg.cross(axis, centre - beyond_weight[None, ..., None] * ends[..., 1, :], dim=-1)
+        jac = levers.jacobian(built.flatten(0, 1)).view(n_frames, n_res, 4, 3)
         jac = jac * turnable[None, ..., None]  # (F, R, 4, 3): bead's move per radian
         a = torch.cat([eye, jac.transpose(-1, -2)], -1)  # (F, R, 3, 7)
         normal = a.transpose(-1, -2) @ a + damping
@@ -222,12 +217,7 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
         normal[..., :3, :3] += contact_normal
         rhs[..., :3] += contact_rhs
         step = torch.linalg.solve(normal, rhs[..., None])[..., 0]
-        ca = ca + step[..., :3]
-        for _ in range(BOND_SWEEPS):  # bonded C-alpha atoms back to their starting distances
-            v = ca[:, 1:] - ca[:, :-1]
-            d = v.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-            half = 0.5 * (d - bond0) * v / d * same
-            ca = ca + torch.nn.functional.pad(half, (0, 0, 0, 1)) - torch.nn.functional.pad(half, (0, 0, 1, 0))
+        ca = constrain_trace(ca + step[..., :3], same, BOND_SWEEPS, bond0)  # bonded distances as they started
         chis = chis + step[..., 3:] * turnable
         built = rebuild(ca, chis, fit=False)
         now = score(built)
