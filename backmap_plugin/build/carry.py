@@ -68,7 +68,18 @@ class CarriedSideChains:
         """Atoms (F, R, N_SLOTS, 3): ``backbone``'s N, CA, C, O (and what else it holds outside the
         side chain), the side chains turned by ``turn`` (F, R, 4) radians about their chi bonds.
         Differentiable in both."""
-        turned = turn_chis(self.local, self.res_type, turn.flatten(0, 1)).view(self.shape)
+        return self.carry(backbone, self.turn(turn))
+
+    def turn(self, turn: torch.Tensor) -> torch.Tensor:
+        """(F, R, N_SLOTS, 3) the side chains in their residues' frames, turned by ``turn`` (F, R, 4) radians."""
+        return turn_chis(self.local, self.res_type, turn.flatten(0, 1)).view(self.shape)
+
+    def carry(self, backbone: torch.Tensor, turned: torch.Tensor) -> torch.Tensor:
+        """Atoms (F, R, N_SLOTS, 3): side chains ``turned`` (from :meth:`turn`) carried onto ``backbone``.
+
+        A fit that differentiates only in the backbone (its chi derivatives in
+        closed form, :class:`backmap_plugin.build.relax.ChiLevers`) turns
+        without gradients and carries with them."""
         moved = backbone[..., chem.SLOT_CA, None, :] + torch.einsum("frsk,frkc->frsc", turned, residue_frame(backbone))
         atoms = torch.where(self.side[:, None], moved, backbone[..., : chem.N_SLOTS, :])
         if len(self.ring_res):

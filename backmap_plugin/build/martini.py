@@ -404,12 +404,19 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
     """
     steps = FIT_STEPS if steps is None else steps
     dev, dtype = ca.device, ca.dtype
+    n_frames = ca.shape[0]
     layout = protein.backbone_layout
     weights = torch.as_tensor(bead_weights(protein), dtype=dtype, device=dev)
     exists = torch.as_tensor(m3.BEAD_EXISTS[protein.res_type], device=dev).to(dtype)
     bonded = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev).to(dtype)
     free = torch.as_tensor(relax.TURNABLE_CHIS[protein.res_type], device=dev).to(dtype)
     ideal_angle = math.radians(chem.ANGLE_N_CA_C)
+    has_disulfides = disulfides is not None and len(disulfides) > 0
+    # chi derivatives in closed form: of the side-chain beads and of SG (its disulfide restraint)
+    sg_row = torch.zeros_like(weights[:, :1])
+    sg_row[torch.as_tensor(protein.res_type == chem.RESIDUE_INDEX["CYS"], device=dev), 0, _SG] = 1.0
+    rt = torch.as_tensor(protein.res_type, device=dev)
+    levers = relax.ChiLevers(rt.repeat(n_frames), torch.cat([weights[:, 1:], sg_row], 1).repeat(n_frames, 1, 1))
     start = chis.detach()
     names = list(dofs)
     params = [ca.detach().clone(), torch.zeros_like(start)] + [dofs[k].detach().clone() for k in names]
@@ -417,28 +424,35 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
     carried = CarriedSideChains(backbone, protein, side_chain_internal(protein.res_type, start))
     adam = Adam(params, eps=FIT_EPS)
     for step in range(steps):
+        turn = params[1] * free
+        turned = carried.turn(turn)
         with torch.enable_grad():
-            leaves = [p.requires_grad_() for p in params]
-            trace, turn = leaves[0], leaves[1]
-            backbone = build_backbone(trace, layout, protein.res_type, dict(zip(names, leaves[2:])))
-            atoms = _with_oxt(carried(backbone, turn * free), protein)
-            miss = torch.einsum("rbs,frsc->frbc", weights, atoms) - beads
-            loss = (miss.pow(2).sum(-1) * exists).sum()
+            trace, *rest = leaves = [params[0].requires_grad_()] + [p.requires_grad_() for p in params[2:]]
+            backbone = build_backbone(trace, layout, protein.res_type, dict(zip(names, rest)))
+            atoms = _with_oxt(carried.carry(backbone, turned), protein)
+            predicted = torch.einsum("rbs,frsc->frbc", weights, atoms)
+            loss = ((predicted - beads).pow(2).sum(-1) * exists).sum()
             distance = (trace[:, 1:] - trace[:, :-1]).norm(dim=-1)
             loss = loss + BOND_WEIGHT * ((distance - chem.BOND_CA_CA_TRANS).pow(2) * bonded).sum()
             angle = bond_angle(backbone[..., chem.SLOT_N, :], trace, backbone[..., chem.SLOT_C, :])
             loss = loss + ANGLE_WEIGHT * (angle - ideal_angle).pow(2).sum()
-            loss = loss + CHI_RESTRAINT * (turn * free).pow(2).sum()
-            if disulfides is not None and len(disulfides):
-                sg, cb = atoms[..., _SG, :], atoms[..., chem.SLOT_CB, :]
+            sg = atoms[..., _SG, :]
+            if has_disulfides:
+                cb = atoms[..., chem.SLOT_CB, :]
                 a, b = disulfides[:, 0], disulfides[:, 1]
                 ss = (sg[:, a] - sg[:, b]).norm(dim=-1)
                 # CB-SG-SG angles as CB-SG' distances
                 cb_sg = torch.stack([(cb[:, a] - sg[:, b]).norm(dim=-1), (cb[:, b] - sg[:, a]).norm(dim=-1)])
                 loss = loss + DISULFIDE_WEIGHT * ((ss - SS_BOND).pow(2).sum() + (cb_sg - CB_SG_SS).pow(2).sum())
-            grads = torch.autograd.grad(loss, leaves)
+            grads = torch.autograd.grad(loss, leaves + [predicted, sg], allow_unused=True)
+        # the loss's derivative in the chi turns: through the beads and SG, which the turns move rigidly
+        on_beads = torch.cat([grads[-2][:, :, 1:], torch.zeros_like(sg)[:, :, None] if grads[-1] is None
+                              else grads[-1][:, :, None]], 2)
+        jacobian = levers.jacobian(atoms.detach().flatten(0, 1)).view(*on_beads.shape[:3], 4, 3)
+        chi_grad = (torch.einsum("frbkc,frbc->frk", jacobian, on_beads) + 2 * CHI_RESTRAINT * turn) * free
         # step size decaying linearly
-        adam.step(grads, FIT_STEP_SIZE * (1.0 - (1.0 - FIT_FINAL_FRACTION) * step / max(1, steps - 1)))
+        adam.step([grads[0], chi_grad, *grads[1:-2]],
+                  FIT_STEP_SIZE * (1.0 - (1.0 - FIT_FINAL_FRACTION) * step / max(1, steps - 1)))
     params = [p.detach() for p in params]
     ca, turn = params[0], params[1]
     return ca, dict(zip(names, params[2:])), start + turn * free
