@@ -9,6 +9,7 @@ from conftest import load_truth
 from scipy.spatial import cKDTree
 
 from backmap_plugin.build import ideal, relax
+from backmap_plugin.build.chi_turns import turn_chis
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import metrics
 from backmap_plugin.core.geometry import build_residues, chi_angles
@@ -56,7 +57,7 @@ def test_turning_chis_equals_building_with_turned_chis(trpcage):
     slots = [s for s in chem.BUILD_ORDER if s > chem.SLOT_CB and s != chem.SLOT_OXT]
     base = build_residues(x, ideal.side_chain_internal(protein.res_type, chis), rt, slots=slots)
     want = build_residues(x, ideal.side_chain_internal(protein.res_type, chis + delta), rt, slots=slots)
-    got = relax.turn_chis(base.flatten(0, 1), rt.repeat(x.shape[0]), delta.flatten(0, 1)).view_as(base)
+    got = turn_chis(base.flatten(0, 1), rt.repeat(x.shape[0]), delta.flatten(0, 1)).view_as(base)
     keep = torch.as_tensor(protein.slot_mask) & torch.as_tensor(protein.res_type != chem.RESIDUE_INDEX["PRO"])[:, None]
     assert ((got - want).norm(dim=-1) * keep).max() < 1e-9
 
@@ -111,7 +112,7 @@ def _with_clash(x, protein):
     for angle in np.linspace(0.2, 2 * np.pi - 0.2, 60):
         delta = torch.zeros(x.shape[0] * x.shape[1], 4, dtype=x.dtype)
         delta.view(x.shape[0], x.shape[1], 4)[:, target, 0] = angle
-        y = relax.turn_chis(x.flatten(0, 1), rt.repeat(x.shape[0]), delta).view_as(x)
+        y = turn_chis(x.flatten(0, 1), rt.repeat(x.shape[0]), delta).view_as(x)
         if all(len(p) > 0 for p in _clash_pairs(y, protein, 2.0)):
             return y, target
     raise AssertionError("no clash made")

@@ -7,7 +7,7 @@ proline's CD, which hangs on N, is the one exception. A fit that moves
 the C-alpha trace and turns chi angles (the joint fit of
 :mod:`backmap_plugin.build.martini`) therefore builds the side chains once,
 and at each step turns them about their chi bonds
-(:func:`backmap_plugin.build.relax.turn_chis`) and carries them with the
+(:func:`backmap_plugin.build.chi_turns.turn_chis`) and carries them with the
 frame: the atoms that building them again would give (to rounding), at a
 fraction of the cost of NeRF's slot-by-slot build and its gradient. (The
 centre-of-mass settling, :mod:`backmap_plugin.build.settle`, was tried
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backmap_plugin.build.relax import turn_chis
+from backmap_plugin.build.chi_turns import turn_chis
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, nerf_frame, place_atom
 from backmap_plugin.core.topology import ProteinTopology
@@ -78,7 +78,7 @@ class CarriedSideChains:
         """Atoms (F, R, N_SLOTS, 3): side chains ``turned`` (from :meth:`turn`) carried onto ``backbone``.
 
         A fit that differentiates only in the backbone (its chi derivatives in
-        closed form, :class:`backmap_plugin.build.relax.ChiLevers`) turns
+        closed form, :class:`backmap_plugin.build.chi_turns.ChiLevers`) turns
         without gradients and carries with them."""
         moved = backbone[..., chem.SLOT_CA, None, :] + torch.einsum("frsk,frkc->frsc", turned, residue_frame(backbone))
         atoms = torch.where(self.side[:, None], moved, backbone[..., : chem.N_SLOTS, :])

@@ -65,12 +65,8 @@ import torch
 from backmap_plugin.build import relax
 from backmap_plugin.build.backbone import backbone_dofs, build_backbone, turn_planes_towards
 from backmap_plugin.build.carry import CarriedSideChains
-from backmap_plugin.build.ideal import (
-    FREQUENCY_WEIGHT,
-    constrain_trace,
-    place_side_chains,
-    side_chain_internal,
-)
+from backmap_plugin.build.chi_turns import ChiLevers, turn_chis
+from backmap_plugin.build.ideal import FREQUENCY_WEIGHT, constrain_trace, place_side_chains, side_chain_internal
 from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
@@ -227,16 +223,16 @@ def initial_trace(bb: torch.Tensor, protein: ProteinTopology, steps: int | None 
 
 
 def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor, target: torch.Tensor,
-             movable: torch.Tensor, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             movable: torch.Tensor, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn side chains about their chi bonds so that their beads lie on targets (Levenberg-Marquardt).
 
     Each row is one residue in one conformation, fitted on its own: the
     loss is the sum over its beads of the squared distance to the target
     plus :data:`CHI_RESTRAINT` times the squared chi turns. Derivatives are
-    those of rigid turns (an atom moved by chi k moves by ``u_k x (x - o_k)``
-    per radian); a step is taken only where it lowers the loss (the damping
-    falls after a taken step and rises after a refused one). Atoms move by
-    :func:`backmap_plugin.build.relax.turn_chis`, so bonds and angles stay
+    those of rigid turns (:class:`backmap_plugin.build.chi_turns.ChiLevers`);
+    a step is taken only where it lowers the loss (the damping falls after a
+    taken step and rises after a refused one). Atoms move by
+    :func:`backmap_plugin.build.chi_turns.turn_chis`, so bonds and angles stay
     as built.
 
     Parameters
@@ -257,15 +253,13 @@ def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor,
     Returns
     -------
     delta : torch.Tensor
-        (N, 4) chi turns (radians).
+        (N, 4) chi turns (radians); :func:`~backmap_plugin.build.chi_turns.turn_chis` turns the atoms.
     misfit : torch.Tensor
         (N,) sum of squared bead distances after the fit (Angstrom^2).
-    atoms : torch.Tensor
-        (N, N_SLOTS, 3) turned residues.
     """
     steps = CHI_STEPS if steps is None else steps
     dev, dtype = atoms.device, atoms.dtype
-    levers = relax.ChiLevers(res_type, weights)
+    levers = ChiLevers(res_type, weights)
     free = movable.to(dtype)
     eye = torch.eye(4, dtype=dtype, device=dev)
     delta = atoms.new_zeros(len(atoms), 4)
@@ -284,7 +278,7 @@ def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor,
         grad = torch.einsum("nbkc,nbc->nk", jac, r) + CHI_RESTRAINT * delta
         step = (-torch.linalg.solve(normal, grad[..., None])[..., 0] * free).clamp(-CHI_MAX_TURN, CHI_MAX_TURN)
         trial = delta + step
-        x_trial = relax.turn_chis(atoms, res_type, trial)
+        x_trial = turn_chis(atoms, res_type, trial)
         r_trial = residual(x_trial)
         loss_trial = r_trial.pow(2).sum((-1, -2)) + CHI_RESTRAINT * trial.pow(2).sum(-1)
         better = loss_trial < loss + CHI_RESTRAINT * delta.pow(2).sum(-1)
@@ -293,7 +287,7 @@ def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor,
         r = torch.where(better[:, None, None], r_trial, r)
         loss = r.pow(2).sum((-1, -2))
         damping = torch.where(better, damping * 0.3, damping * 10.0)
-    return delta, loss, x
+    return delta, loss
 
 
 def side_chain_candidates(backbone: torch.Tensor, protein: ProteinTopology, target: torch.Tensor,
@@ -351,7 +345,7 @@ def side_chain_candidates(backbone: torch.Tensor, protein: ProteinTopology, targ
         keep = (rank[f, c, r] < CANDIDATES_FITTED).nonzero()[:, 0]
         f, c, r, atoms = f[keep], c[keep], r[keep], atoms[keep]
     movable = torch.as_tensor(relax.TURNABLE_CHIS[rt], device=dev)
-    delta, misfit, _ = fit_chis(atoms, rt_t[r], weights[r], target[f, r], movable[r], steps)
+    delta, misfit = fit_chis(atoms, rt_t[r], weights[r], target[f, r], movable[r], steps)
     fitted = chis.clone()
     fitted[f, c, r] = chis[f, c, r] + delta
     cost = torch.full(freq_cost.shape, float("inf"), dtype=dtype, device=dev)
@@ -416,7 +410,7 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
     sg_row = torch.zeros_like(weights[:, :1])
     sg_row[torch.as_tensor(protein.res_type == chem.RESIDUE_INDEX["CYS"], device=dev), 0, _SG] = 1.0
     rt = torch.as_tensor(protein.res_type, device=dev)
-    levers = relax.ChiLevers(rt.repeat(n_frames), torch.cat([weights[:, 1:], sg_row], 1).repeat(n_frames, 1, 1))
+    levers = ChiLevers(rt.repeat(n_frames), torch.cat([weights[:, 1:], sg_row], 1).repeat(n_frames, 1, 1))
     start = chis.detach()
     names = list(dofs)
     params = [ca.detach().clone(), torch.zeros_like(start)] + [dofs[k].detach().clone() for k in names]
@@ -519,9 +513,9 @@ def align_residues(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torc
         measured = backbone_dofs(torch.where(ends, moved[..., : chem.N_SLOTS, :], backbone), layout)
         dofs.update({k: measured[k] for k in _TERMINAL_DOFS})
         backbone = build_backbone(ca, layout, protein.res_type, dofs)
-        delta, _, _ = fit_chis(carried(backbone, turn).flatten(0, 1), rt.repeat(n_frames),
-                               weights[:, 1:].repeat(n_frames, 1, 1), beads[:, :, 1:].flatten(0, 1),
-                               movable.repeat(n_frames, 1), steps=ALIGN_CHI_STEPS)
+        delta, _ = fit_chis(carried(backbone, turn).flatten(0, 1), rt.repeat(n_frames),
+                            weights[:, 1:].repeat(n_frames, 1, 1), beads[:, :, 1:].flatten(0, 1),
+                            movable.repeat(n_frames, 1), steps=ALIGN_CHI_STEPS)
         turn = turn + delta.view_as(turn)
     return ca, dofs, chis + turn
 

@@ -12,7 +12,8 @@ The pieces of :func:`backmap_plugin.build.ideal.place_side_chains`:
   :func:`backmap_plugin.core.metrics.clashes`) are left out.
 * :func:`relieve_clashes`: a few gradient steps on a soft clash penalty
   over the chi angles of the residues in contact. Atoms move by rigid
-  rotations about their chi bonds (:func:`turn_chis`), so bond lengths and
+  rotations about their chi bonds
+  (:func:`backmap_plugin.build.chi_turns.turn_chis`), so bond lengths and
   angles stay exactly as built; a harmonic restraint keeps the chi angles
   near their start.
 
@@ -29,8 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from backmap_plugin.build.chi_turns import chi_bonds, chi_tables, turn_chis
 from backmap_plugin.core import chemistry as chem
-from backmap_plugin.core.geometry import cross, rotate_about_axis
+from backmap_plugin.core.geometry import cross
 from backmap_plugin.core.metrics import bonded_exclusions
 
 #: Side-chain slots (atoms beyond CB, OXT excluded): the atoms that move.
@@ -54,8 +56,6 @@ class _Tables:
     to_n: torch.Tensor  # (T, S) bonds from each slot to N, capped at 4
     group_slots: torch.Tensor  # (2, G) slots of the backbone / side-chain group (padding: slot 0)
     group_real: torch.Tensor  # (2, G) bool, real entry of a group
-    moved: torch.Tensor  # (T, S, 4) bool: slot moves when chi k turns
-    axis: torch.Tensor  # (T, 4, 2) slots of the chi bond (from, to)
     movable: torch.Tensor  # (T, 4) bool: chi k is relieved (exists, not proline)
 
 
@@ -66,7 +66,7 @@ TURNABLE_CHIS = chem.CHI_EXISTS & (np.arange(len(chem.RESIDUE_NAMES)) != chem.RE
 
 @functools.cache
 def _tables() -> _Tables:
-    """Bond separations, chi bonds and the atoms each chi moves, per residue type.
+    """Bond separations, atom groups and the chi angles relief may turn, per residue type.
 
     Separations come from :func:`backmap_plugin.core.metrics.bonded_exclusions`
     on each residue's bond graph (OXT bonded to C), so "more than three bonds
@@ -85,14 +85,6 @@ def _tables() -> _Tables:
             separation[t, pairs[:, 0], pairs[:, 1]] = sep
             separation[t, pairs[:, 1], pairs[:, 0]] = sep
         np.fill_diagonal(separation[t], 0)
-    moved = np.zeros((n_types, s, 4), bool)
-    parents = chem.ZMATRIX_PARENTS
-    for t in range(n_types):
-        for slot in chem.BUILD_ORDER:
-            for k in range(4):
-                from_parent = any(p < s and moved[t, p, k] for p in parents[t, slot])
-                moved[t, slot, k] = chem.ZMATRIX_CHI[t, slot] == k or from_parent
-    moved &= chem.SLOT_EXISTS[:, :, None]
     group_slots = np.zeros((2, _GROUP), dtype=np.int64)
     group_real = np.zeros((2, _GROUP), bool)
     group_slots[0, : len(BACKBONE_SLOTS)] = BACKBONE_SLOTS
@@ -102,8 +94,7 @@ def _tables() -> _Tables:
     t = torch.as_tensor
     return _Tables(
         separation=t(separation), to_c=t(separation[:, :, chem.SLOT_C]), to_n=t(separation[:, :, chem.SLOT_N]),
-        group_slots=t(group_slots), group_real=t(group_real), moved=t(moved),
-        axis=t(chem.CHI_ATOMS[:, :, 1:3].copy()), movable=t(TURNABLE_CHIS),
+        group_slots=t(group_slots), group_real=t(group_real), movable=t(TURNABLE_CHIS),
     )
 
 
@@ -403,77 +394,6 @@ def overlap_score(pairs: AtomPairs, n_queries: int, distance: float) -> torch.Te
     return penalty.new_zeros(n_queries).index_add_(0, pairs.query, penalty)
 
 
-def _unit(v: torch.Tensor) -> torch.Tensor:
-    return v / v.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-
-
-def turn_chis(atoms: torch.Tensor, res_type: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """Turn the chi angles of residues by ``delta``, moving the atoms beyond each chi bond rigidly.
-
-    Parameters
-    ----------
-    atoms : torch.Tensor
-        (N, N_SLOTS, 3) residues.
-    res_type : torch.Tensor
-        (N,) long.
-    delta : torch.Tensor
-        (N, 4) radians added to chi1..chi4 (ignored where a residue has no
-        such chi).
-
-    Returns
-    -------
-    torch.Tensor
-        (N, N_SLOTS, 3); bond lengths and angles unchanged. The same as
-        building the residue with chi angles ``chi + delta``.
-    """
-    tb = _tables()
-    dev = atoms.device
-    moved = tb.moved.to(dev)[res_type]  # (N, S, 4)
-    axis = tb.axis.to(dev)[res_type]  # (N, 4, 2)
-    rows = torch.arange(len(atoms), device=dev)
-    x = atoms.clone()
-    for k in range(3, -1, -1):  # outer chis first: their bonds do not move the inner ones
-        r = rows[moved[:, :, k].any(1)]
-        origin = x[r, axis[r, k, 1]]
-        u = _unit(origin - x[r, axis[r, k, 0]])
-        turned = rotate_about_axis(x[r], origin, u, delta[r, k])
-        x[r] = torch.where(moved[r, :, k, None], turned, x[r])
-    return x
-
-
-
-class ChiLevers:
-    """How weighted means of a residue's atoms (beads) move when its chi angles turn.
-
-    An atom moved by chi k moves by ``u_k x (x - o_k)`` per radian (``u_k``
-    the chi bond's direction, ``o_k`` its end, as :func:`turn_chis` turns),
-    so ``d bead_b / d chi_k = u_k x (sum_a w_ba moved_ak x_a - (sum_a w_ba moved_ak) o_k)``.
-    The atoms' weights are fixed at construction; :meth:`jacobian` takes the atoms.
-
-    Parameters
-    ----------
-    res_type : torch.Tensor
-        (N,) long.
-    weights : torch.Tensor
-        (N, B, N_SLOTS) weight of each atom slot in each of the residue's beads.
-    """
-
-    def __init__(self, res_type: torch.Tensor, weights: torch.Tensor):
-        tables = _tables()
-        dev = weights.device
-        moved = tables.moved.to(dev)[res_type].to(weights.dtype)  # (N, S, 4)
-        self.axis = tables.axis.to(dev)[res_type]  # (N, 4, 2)
-        self.moved_weight = (weights[..., None] * moved[:, None]).transpose(-1, -2).flatten(1, 2)  # (N, B * 4, S)
-        self.share = self.moved_weight.sum(-1).view(len(weights), -1, 4, 1)
-        self.rows = torch.arange(len(weights), device=dev)[:, None]
-
-    def jacobian(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, B, 4, 3): each bead's move per radian of each chi turn, for atoms ``x`` (N, N_SLOTS, 3)."""
-        origin = x[self.rows, self.axis[:, :, 1]]  # (N, 4, 3)
-        u = _unit(origin - x[self.rows, self.axis[:, :, 0]])
-        lever = torch.bmm(self.moved_weight, x).view(len(x), -1, 4, 3) - self.share * origin[:, None]
-        return cross(u[:, None].expand_as(lever), lever)
-
 def relieve_clashes(
     atoms: torch.Tensor,
     atom_mask: torch.Tensor,
@@ -497,7 +417,7 @@ def relieve_clashes(
     ``distance``; proline excepted); their pairs are listed once, up to
     ``distance + margin``. Each step turns every
     chi by ``-step_size * gradient`` (at most ``max_turn``); atoms move by
-    :func:`turn_chis` from where they started, so bonds and angles stay exact.
+    :func:`~backmap_plugin.build.chi_turns.turn_chis` from where they started, so bonds and angles stay exact.
 
     Parameters
     ----------
@@ -548,9 +468,8 @@ def relieve_clashes(
     fixed_a = atoms[f, i, slot_a]
     fixed_b = atoms[f, j, slot_b]
     chi_ok = tb.movable.to(dev)[types].to(atoms.dtype)  # (N, 4)
-    moved = tb.moved.to(dev)[types].to(atoms.dtype)  # (N, S, 4)
-    axis = tb.axis.to(dev)[types]
-    rows = torch.arange(len(active), device=dev)
+    moved = chi_tables().moved.to(dev)[types].to(atoms.dtype)  # (N, S, 4)
+    axis = chi_tables().axis.to(dev)[types]
     delta = atoms.new_zeros(len(active), 4)
     x = start
     for _ in range(steps):
@@ -564,8 +483,7 @@ def relieve_clashes(
         grad.index_add_(0, (lb * n_slots + slot_b)[lb >= 0], -g[lb >= 0])
         grad = grad.view(len(active), n_slots, 3)
         # dE/dchi_k = u_k . sum over the atoms chi_k moves of (x - o_k) x g
-        origin = x[rows[:, None], axis[:, :, 1]]  # (N, 4, 3)
-        u = _unit(origin - x[rows[:, None], axis[:, :, 0]])
+        origin, u = chi_bonds(x, axis)  # (N, 4, 3) each
         moment = torch.einsum("nsk,nsc->nkc", moved, cross(x, grad))
         force = torch.einsum("nsk,nsc->nkc", moved, grad)
         torque = ((moment - cross(origin, force)) * u).sum(-1)

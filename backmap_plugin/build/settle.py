@@ -23,8 +23,9 @@ from collections.abc import Callable
 import torch
 
 from backmap_plugin.build.backbone import backbone_dofs, build_backbone, fit_backbone
+from backmap_plugin.build.chi_turns import ChiLevers
 from backmap_plugin.build.ideal import constrain_trace, relieve_clashes, side_chain_internal
-from backmap_plugin.build.relax import TURNABLE_CHIS, ChiLevers
+from backmap_plugin.build.relax import TURNABLE_CHIS
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, chi_angles
 from backmap_plugin.core.topology import ProteinTopology
