@@ -76,3 +76,32 @@ def test_settling_puts_a_disturbed_structure_on_its_beads(trpcage, steps):
     fixed = ~torch.as_tensor(TURNABLE_CHIS[protein.res_type]) & torch.isfinite(chi_angles(start, rt))
     turned = torch.remainder(chi_angles(out, rt) - chi_angles(start, rt) + np.pi, 2 * np.pi) - np.pi
     assert turned[fixed.expand_as(turned)].abs().max() < 0.05
+
+
+def test_backbone_contact_pairs_are_every_close_pair(trpcage):
+    """The residue-filtered pair search finds what comparing every backbone and C-beta atom pair finds:
+    trp-cage (6 models, atoms moved by 0.6 A rms so that contacts vary) cut into two segments after residue 9."""
+    import dataclasses
+
+    from backmap_plugin.build.settle import _BACKBONE, _NEIGHBOUR_PAIRS, backbone_contact_pairs
+
+    protein, slots, _ = trpcage
+    segment = protein.segment.copy()
+    segment[10:] += 1
+    protein = dataclasses.replace(protein, segment=segment)
+    atoms = torch.as_tensor(slots, dtype=torch.float64)
+    atoms = atoms + 0.35 * torch.randn(atoms.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    got = backbone_contact_pairs(atoms, protein, search=4.5)
+    n_res, k = protein.n_residues, len(_BACKBONE)
+    residue, kind = np.repeat(np.arange(n_res), k), np.tile(np.arange(k), n_res)
+    exists = protein.slot_mask[:, _BACKBONE].reshape(-1)
+    step = residue[None, :] - residue[:, None]
+    apart = (step >= 2) | ((step >= 1) & (segment[residue][:, None] != segment[residue][None, :]))
+    apart |= (step == 1) & _NEIGHBOUR_PAIRS.numpy()[kind[:, None], kind[None, :]]
+    apart &= exists[:, None] & exists[None, :]
+    backbone = atoms[:, :, _BACKBONE].reshape(len(atoms), -1, 3).numpy()
+    expected = [(f, i, j) for f in range(len(atoms))
+                for i, j in zip(*np.nonzero(apart & (np.linalg.norm(backbone[f][:, None] - backbone[f][None], axis=-1)
+                                                     < 4.5)))]
+    assert len(expected) > 1000
+    assert got.T.tolist() == [list(map(int, e)) for e in expected]

@@ -25,7 +25,7 @@ import torch
 from backmap_plugin.build.backbone import backbone_dofs, build_backbone, fit_backbone
 from backmap_plugin.build.chi_turns import ChiLevers
 from backmap_plugin.build.ideal import constrain_trace, relieve_clashes, side_chain_internal
-from backmap_plugin.build.relax import TURNABLE_CHIS
+from backmap_plugin.build.relax import TURNABLE_CHIS, residue_neighbours
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, chi_angles
 from backmap_plugin.core.topology import ProteinTopology
@@ -45,8 +45,6 @@ CONTACT_DISTANCE = 2.6
 CONTACT_WEIGHT = 30.0
 CONTACT_SEARCH = 4.5
 _BACKBONE = [chem.SLOT_N, chem.SLOT_CA, chem.SLOT_C, chem.SLOT_O, chem.SLOT_OXT, chem.SLOT_CB]
-#: Atom pairs compared at once by :func:`backbone_contact_pairs`.
-_BLOCK_ENTRIES = 1 << 22
 #: (6, 6) bool: atom pairs of residue i (rows) and i + 1 (columns) of one
 #: segment more than three bonds apart (O(i)-O(i+1) is five; C(i)-N(i+1) is
 #: the peptide bond; OXT only ends a segment; CB(i)-N(i+1) and C(i)-CB(i+1) are three).
@@ -66,31 +64,32 @@ def backbone_contact_pairs(atoms: torch.Tensor, protein: ProteinTopology, search
 
     Atom ``6 r + k`` is atom ``k`` of :data:`_BACKBONE` of residue
     ``r``; pairs of atoms that exist, more than three bonds apart, within
-    ``search`` Angstrom of each other. Rows of atoms are compared in blocks
-    of about :data:`_BLOCK_ENTRIES` pairs, so memory stays bounded for large
-    proteins.
+    ``search`` Angstrom of each other, the lower atom index first, sorted by
+    frame and atoms. Only residues whose atoms can come that close
+    (:func:`backmap_plugin.build.relax.residue_neighbours`) are compared atom
+    by atom, so the work grows with the number of residues, not its square.
     """
-    n_res, dev = atoms.shape[1], atoms.device
+    n_frames, n_res = atoms.shape[:2]
+    dev = atoms.device
     k = len(_BACKBONE)
-    n_atoms = k * n_res
-    backbone = atoms[:, :, _BACKBONE].reshape(atoms.shape[0], n_atoms, 3)
-    residue = torch.arange(n_res, device=dev).repeat_interleave(k)
-    kind = torch.arange(k, device=dev).repeat(n_res)
-    segment = torch.as_tensor(protein.segment, device=dev).repeat_interleave(k)
-    exists = torch.as_tensor(protein.slot_mask[:, _BACKBONE], device=dev).reshape(-1)
-    neighbours = _NEIGHBOUR_PAIRS.to(dev)
-    block = max(1, _BLOCK_ENTRIES // n_atoms)
-    found = []
-    for first in range(0, n_atoms, block):
-        rows = slice(first, first + block)
-        step = residue[None, :] - residue[rows, None]
-        apart = (step >= 2) | ((step >= 1) & (segment[rows, None] != segment[None, :]))
-        apart |= (step == 1) & neighbours[kind[rows, None], kind[None, :]]
-        apart &= exists[rows, None] & exists[None, :]
-        for f in range(backbone.shape[0]):
-            i, j = torch.nonzero((torch.cdist(backbone[f, rows], backbone[f]) < search) & apart, as_tuple=True)
-            found.append(torch.stack([torch.full_like(i, f), i + first, j]))
-    return torch.cat(found, 1)
+    backbone = atoms[:, :, _BACKBONE]  # (F, R, 6, 3)
+    exists = torch.as_tensor(protein.slot_mask[:, _BACKBONE], device=dev)  # (R, 6)
+    ca = atoms[:, :, chem.SLOT_CA]
+    reach = ((backbone - ca[:, :, None]).norm(dim=-1) * exists).amax(-1).amax(0)  # (R,)
+    neighbours = residue_neighbours(ca, reach, search)
+    key = torch.repeat_interleave(torch.arange(n_frames * n_res, device=dev), neighbours.start.diff())
+    f, ri, rj = key // n_res, key % n_res, neighbours.residue
+    segment = torch.as_tensor(protein.segment, device=dev)
+    later = rj > ri
+    f, ri, rj = f[later], ri[later], rj[later]
+    step = (rj - ri)[:, None, None]
+    apart = (step >= 2) | (segment[ri] != segment[rj])[:, None, None] | _NEIGHBOUR_PAIRS.to(dev)
+    apart = apart & exists[ri, :, None] & exists[rj, None, :]
+    close = (backbone[f, ri][:, :, None] - backbone[f, rj][:, None, :]).norm(dim=-1) < search
+    p, a, b = torch.nonzero(close & apart, as_tuple=True)
+    f, i, j = f[p], k * ri[p] + a, k * rj[p] + b
+    order = torch.argsort((f * n_res * k + i) * n_res * k + j)
+    return torch.stack([f, i, j])[:, order]
 
 
 def backbone_contact_loss(atoms: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
