@@ -93,9 +93,12 @@ class ModelMethod:
 
         The locator finds the C-alpha trace (kept 3.8 Angstrom apart); the
         decoder reads it with the beads' offsets; side-chain candidates pay
-        for missing their residue's bead (:data:`BEAD_WEIGHT`); then the
-        structure settles onto the beads
-        (:func:`~backmap_plugin.build.settle.settle_on_beads`).
+        for missing their residue's bead (:data:`BEAD_WEIGHT`) and are chosen
+        so that they do not overlap; then the structure settles onto the beads
+        (:func:`~backmap_plugin.build.settle.settle_on_beads`), which relieves
+        the clashes left (relieving them before it too turned side chains
+        away from the decoder's: val crystal median side chains 1.39 -> 1.37 A,
+        MD 1.55 -> 1.53 A, clashes 0.61 -> 0.54 per 100 residues on crystals).
         """
         g, n_res, _ = beads.shape
         dev = beads.device
@@ -111,7 +114,8 @@ class ModelMethod:
         for s in range(samples):
             backbone, ics, cost = self._candidates(batch, seeds * 7919 + s)
             cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, beads, com.float(), mapping, present)
-            atoms = place_side_chains(backbone, protein, ics, cost)
+            # no clash relief before the settling, which relieves the clashes left at its end
+            atoms = place_side_chains(backbone, protein, ics, cost, relief_steps=0)
             per_sample.append(settle_on_beads(atoms, protein, beads,
                                               lambda x: mapping.bead_positions(x, present, protein.res_type)))
         return torch.stack(per_sample, 1)
