@@ -372,7 +372,11 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
     rotations and terminal torsions ``dofs``; side chains are built once
     from the start chi angles and then turned about their chi bonds
     (proline's stay) and carried in their residues' (CA, N, C) frames,
-    which gives the atoms that building them again would.
+    which gives the atoms that building them again would. The loss's
+    derivative in the backbone variables comes from autograd, in the chi
+    turns in closed form (:class:`~backmap_plugin.build.chi_turns.ChiLevers`
+    on the side-chain beads and SG), so no gradient runs back through the
+    turns.
 
     Parameters
     ----------
