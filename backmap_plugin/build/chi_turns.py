@@ -88,12 +88,12 @@ def turn_chis(atoms: torch.Tensor, res_type: torch.Tensor, delta: torch.Tensor) 
     moved = tb.moved.to(dev)[res_type]  # (N, S, 4)
     axis = tb.axis.to(dev)[res_type]  # (N, 4, 2)
     rows = torch.arange(len(atoms), device=dev)
+    # outer chis turn first, and no chi bond moves with the chis beyond it: the bonds as built serve every turn
+    origin, u = chi_bonds(atoms, axis)
     x = atoms.clone()
-    for k in range(3, -1, -1):  # outer chis first: their bonds do not move the inner ones
+    for k in range(3, -1, -1):
         r = rows[moved[:, :, k].any(1)]
-        origin = x[r, axis[r, k, 1]]
-        u = _unit(origin - x[r, axis[r, k, 0]])
-        turned = rotate_about_axis(x[r], origin, u, delta[r, k])
+        turned = rotate_about_axis(x[r], origin[r, k], u[r, k], delta[r, k])
         x[r] = torch.where(moved[r, :, k, None], turned, x[r])
     return x
 

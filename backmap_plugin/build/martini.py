@@ -442,14 +442,14 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
                 # CB-SG-SG angles as CB-SG' distances
                 cb_sg = torch.stack([(cb[:, a] - sg[:, b]).norm(dim=-1), (cb[:, b] - sg[:, a]).norm(dim=-1)])
                 loss = loss + DISULFIDE_WEIGHT * ((ss - SS_BOND).pow(2).sum() + (cb_sg - CB_SG_SS).pow(2).sum())
-            grads = torch.autograd.grad(loss, leaves + [predicted, sg], allow_unused=True)
+            grads = torch.autograd.grad(loss, leaves + [predicted] + ([sg] if has_disulfides else []))
+        grads, on_predicted, on_sg = grads[: len(leaves)], grads[len(leaves)], grads[len(leaves) + 1:]
         # the loss's derivative in the chi turns: through the beads and SG, which the turns move rigidly
-        on_beads = torch.cat([grads[-2][:, :, 1:], torch.zeros_like(sg)[:, :, None] if grads[-1] is None
-                              else grads[-1][:, :, None]], 2)
+        on_beads = torch.cat([on_predicted[:, :, 1:], (on_sg[0] if on_sg else torch.zeros_like(sg))[:, :, None]], 2)
         jacobian = levers.jacobian(atoms.detach().flatten(0, 1)).view(*on_beads.shape[:3], 4, 3)
         chi_grad = (torch.einsum("frbkc,frbc->frk", jacobian, on_beads) + 2 * CHI_RESTRAINT * turn) * free
         # step size decaying linearly
-        adam.step([grads[0], chi_grad, *grads[1:-2]],
+        adam.step([grads[0], chi_grad, *grads[1:]],
                   FIT_STEP_SIZE * (1.0 - (1.0 - FIT_FINAL_FRACTION) * step / max(1, steps - 1)))
     params = [p.detach() for p in params]
     ca, turn = params[0], params[1]

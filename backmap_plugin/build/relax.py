@@ -468,8 +468,9 @@ def relieve_clashes(
     fixed_a = atoms[f, i, slot_a]
     fixed_b = atoms[f, j, slot_b]
     chi_ok = tb.movable.to(dev)[types].to(atoms.dtype)  # (N, 4)
-    moved = chi_tables().moved.to(dev)[types].to(atoms.dtype)  # (N, S, 4)
-    axis = chi_tables().axis.to(dev)[types]
+    chi = chi_tables()
+    moved = chi.moved.to(dev)[types].to(atoms.dtype)  # (N, S, 4)
+    axis = chi.axis.to(dev)[types]
     delta = atoms.new_zeros(len(active), 4)
     x = start
     for _ in range(steps):
