@@ -350,3 +350,41 @@ def test_sample_diversity(protein):
     assert metrics.sample_diversity(two) == pytest.approx(1.0)
     three = np.stack([frames, frames + shift, frames + 2 * shift], axis=1)
     assert metrics.sample_diversity(three) == pytest.approx(4.0 / 3.0)
+
+
+# ---------------------------------------------------------------- equivalent atoms
+
+
+def test_match_equivalent_atoms_undoes_relabelling(protein):
+    """Trp-cage with TYR's ring pairs and ASP's oxygens named the other way: matched back exactly."""
+    xyz, _, _, traj = protein
+    top = traj.topology
+    swaps = [("TYR", "CD1", "CD2"), ("TYR", "CE1", "CE2"), ("ASP", "OD1", "OD2")]
+    pairs = np.array([[top.select(f"resname {r} and name {a}")[0], top.select(f"resname {r} and name {b}")[0]]
+                      for r, a, b in swaps])
+    group = np.array([0, 0, 1])
+    relabelled = xyz.copy()
+    relabelled[:, pairs[:, 0]], relabelled[:, pairs[:, 1]] = xyz[:, pairs[:, 1]], xyz[:, pairs[:, 0]]
+    rng = np.random.default_rng(4)
+    moved = np.stack([f @ _random_rotation(rng).T + rng.normal(size=3) * 30 for f in relabelled])
+    assert np.all(metrics.kabsch_rmsd(moved, xyz) > 0.2)
+    matched = metrics.match_equivalent_atoms(moved, xyz, pairs, group)
+    assert np.all(metrics.kabsch_rmsd(matched, xyz) < 1e-4)
+    # labelled as the reference already: nothing changes (also with a mask for the superposition)
+    mask = np.zeros(xyz.shape[1], bool)
+    mask[top.select("backbone")] = True
+    assert np.array_equal(metrics.match_equivalent_atoms(xyz, xyz[0], pairs, group, mask=mask)[0], xyz[0])
+    assert np.array_equal(metrics.match_equivalent_atoms(moved, xyz, pairs[:0], group[:0]), moved)
+
+
+def test_match_equivalent_atoms_swaps_a_group_together():
+    """Two pairs: swapping the first brings it 2 A^2 closer, swapping the second 6 A^2 further."""
+    ref = np.array([[0.0, 0, 0], [1, 0, 0], [0, 5, 0], [np.sqrt(3), 5, 0], [0, 0, 7]])
+    xyz = ref[[1, 0, 2, 3, 4]]  # first pair named the other way
+    pairs = np.array([[0, 1], [2, 3]])
+    # superposition over atoms that are not swapped: none of the rotation comes from the labels
+    mask = np.array([False, False, True, True, True])
+    together = metrics.match_equivalent_atoms(xyz, ref, pairs, np.array([0, 0]), mask=mask)[0]
+    assert np.allclose(together, xyz)  # 2 - 6 < 0: the group keeps its names
+    apart = metrics.match_equivalent_atoms(xyz, ref, pairs, np.array([0, 1]), mask=mask)[0]
+    assert np.allclose(apart, ref)

@@ -350,3 +350,27 @@ def test_read_residues_one_letter_all_atom_raises():
     top = _topology([("A", "GLY", 1, _GLY), ("A", "A", 2, _GLY + [("CB", "C")]), ("A", "GLY", 3, _GLY)])
     with pytest.raises(BackmapInputError, match=r"in.pdb: chain A residue A 2: one-letter residue name"):
         tp.read_residues(top, "in.pdb")
+
+
+# --------------------------------------------------------------------------
+# equivalent_slot_pairs
+# --------------------------------------------------------------------------
+
+
+def test_equivalent_slot_pairs_of_trp_cage(l2y):
+    records, _ = tp.read_residues(l2y.topology, "1l2y")
+    names = [r.name for r in records]
+    slots, present = tp.gather_slots(l2y.xyz[:1] * 10.0, records)
+    pairs, group = tp.equivalent_slot_pairs(names, present)
+    residue, slot = np.divmod(pairs, chem.N_SLOTS)
+    assert np.all(residue[:, 0] == residue[:, 1])
+    found = {(names[r], chem.RESIDUES[names[r]].atoms[a], chem.RESIDUES[names[r]].atoms[b])
+             for r, (a, b) in zip(residue[:, 0], slot)}
+    # trp-cage NLYIQWLKDGGPSSGRPPPS: TYR 3 (a ring: two pairs, one group), ASP 9, ARG 16
+    assert found == {("TYR", "CD1", "CD2"), ("TYR", "CE1", "CE2"), ("ASP", "OD1", "OD2"), ("ARG", "NH1", "NH2")}
+    assert group.tolist() == [0, 0, 1, 2]
+    # a pair counts only where both atoms are there: without TYR's CE2 the ring is left out
+    tyr = names.index("TYR")
+    present[tyr, chem.RESIDUES["TYR"].atoms.index("CE2")] = False
+    pairs, group = tp.equivalent_slot_pairs(names, present)
+    assert len(pairs) == 2 and group.tolist() == [0, 1]

@@ -30,6 +30,7 @@ __all__ = [
     "clashes",
     "clashes_per_100_residues",
     "kabsch_rmsd",
+    "match_equivalent_atoms",
     "rmsd_no_superposition",
     "sample_diversity",
 ]
@@ -435,6 +436,58 @@ def kabsch_rmsd(xyz, ref, mask=None):
     q = r - r.mean(axis=1, keepdims=True)
     rot = _kabsch_rotation(p, q)
     return _rms_deviation(p @ rot, q)
+
+
+def match_equivalent_atoms(xyz, ref, pairs, group, mask=None):
+    """Relabel chemically equivalent atoms the way ``ref`` labels them.
+
+    Which of two equivalent atoms (ASP OD1/OD2, a PHE ring's CD1/CD2 and
+    CE1/CE2 ...) gets which name is a convention that structures do not all
+    follow, so an RMSD over names counts a correct side chain whose names
+    are the other way round as wrong. Per frame, ``xyz`` is superposed on
+    ``ref`` (over ``mask``, as :func:`kabsch_rmsd` does), and each group of
+    pairs is swapped where swapping brings its atoms closer to ``ref``
+    (sum of squared distances); every pair of a group swaps together (a
+    ring's two pairs are one group).
+
+    Parameters
+    ----------
+    xyz : array_like, shape (n_frames, n_atoms, 3) or (n_atoms, 3)
+        Coordinates in Angstrom.
+    ref : array_like, shape (n_frames, n_atoms, 3) or (n_atoms, 3)
+        Reference coordinates; one frame is broadcast over all frames.
+    pairs : array_like of int, shape (n_pairs, 2)
+        Atom indices of the equivalent pairs.
+    group : array_like of int, shape (n_pairs,)
+        Group of each pair (0 .. n_groups - 1).
+    mask : array_like of bool, shape (n_atoms,), optional
+        Atoms of the superposition; all atoms when None.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_frames, n_atoms, 3)
+        ``xyz`` with the chosen pairs swapped (a copy, in ``xyz``'s frame).
+    """
+    x = np.array(_as_frames(xyz, "xyz"))
+    r = np.broadcast_to(_as_frames(ref, "ref"), x.shape)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    group = np.asarray(group, dtype=np.int64).reshape(-1)
+    if len(pairs) == 0:
+        return x
+    p, q = _paired_frames(x, r, mask)
+    rot = _kabsch_rotation(p - p.mean(axis=1, keepdims=True), q - q.mean(axis=1, keepdims=True))
+    fitted = (x - p.mean(axis=1, keepdims=True)) @ rot + q.mean(axis=1, keepdims=True)
+    a, b = fitted[:, pairs[:, 0]], fitted[:, pairs[:, 1]]
+    ra, rb = r[:, pairs[:, 0]], r[:, pairs[:, 1]]
+    gain = (np.sum((a - ra) ** 2 + (b - rb) ** 2, axis=-1) - np.sum((b - ra) ** 2 + (a - rb) ** 2, axis=-1))
+    n_groups = int(group.max()) + 1
+    per_group = np.zeros((x.shape[0], n_groups))
+    for f in range(x.shape[0]):
+        per_group[f] = np.bincount(group, weights=gain[f], minlength=n_groups)
+    frame, pair = np.nonzero(per_group[:, group] > 0)
+    first, second = pairs[pair, 0], pairs[pair, 1]
+    x[frame, first], x[frame, second] = x[frame, second], x[frame, first].copy()
+    return x
 
 
 def rmsd_no_superposition(xyz, ref, mask=None):

@@ -452,3 +452,32 @@ def gather_slots(xyz: np.ndarray, records: list[ResidueRecord]) -> tuple[np.ndar
     slots = xyz[:, index.ravel(), :].reshape(xyz.shape[0], n_res, chem.N_SLOTS, 3)
     slots = np.where(present[None, :, :, None], slots, 0.0).astype(xyz.dtype)
     return slots, present
+
+
+def equivalent_slot_pairs(res_names: list[str], present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chemically equivalent atom pairs (:data:`~backmap_plugin.core.chemistry.SYMMETRIC_PAIRS`) in slot arrays.
+
+    Parameters
+    ----------
+    res_names : list of str
+        Residue names (standard, as :func:`read_residues` gives them).
+    present : numpy.ndarray
+        (R, N_SLOTS) bool: a pair counts only where both atoms are present.
+
+    Returns
+    -------
+    pairs : numpy.ndarray
+        (P, 2) indices into the flattened (R * N_SLOTS) slots.
+    group : numpy.ndarray
+        (P,) one group per residue: its pairs swap together
+        (:func:`~backmap_plugin.core.metrics.match_equivalent_atoms`).
+    """
+    pairs, group = [], []
+    for i, name in enumerate(res_names):
+        spec = chem.RESIDUES.get(name)
+        slots = [(spec.atoms.index(a), spec.atoms.index(b)) for a, b in chem.SYMMETRIC_PAIRS.get(name, [])]
+        if slots and all(present[i, a] and present[i, b] for a, b in slots):
+            pairs += [(i * chem.N_SLOTS + a, i * chem.N_SLOTS + b) for a, b in slots]
+            group += [i] * len(slots)
+    group = np.unique(np.asarray(group, dtype=np.int64), return_inverse=True)[1].reshape(-1)
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2), group
