@@ -178,6 +178,25 @@ def frame_indices(n_frames: int, max_frames: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_frames - 1, max_frames).round().astype(np.int64))
 
 
+def _chain_per_segment(top: md.Topology, segment: np.ndarray) -> md.Topology:
+    """``top`` (one atom per residue) with a chain of its own for every segment.
+
+    Centre-of-mass beads of bonded residues lie up to about 9 A apart, as far
+    as the beads on both sides of a missing residue, so their distances do
+    not show where the truth lacks residues; a real coarse-grained topology
+    says which beads are bonded. The input PDB says it with one chain (TER)
+    per segment of the truth.
+    """
+    out = md.Topology()
+    chain = None
+    for atom, seg in zip(top.atoms, segment):
+        if atom.index == 0 or seg != segment[atom.index - 1]:
+            chain = out.add_chain(chain_id=atom.residue.chain.chain_id)
+        residue = out.add_residue(atom.residue.name, chain, resSeq=atom.residue.resSeq)
+        out.add_atom(atom.name, atom.element, residue)
+    return out
+
+
 def load_truth(path: Path, max_frames: int) -> Truth:
     """Read a reference file and make the C-alpha input from it.
 
@@ -217,7 +236,8 @@ def load_truth(path: Path, max_frames: int) -> Truth:
     segment = protein_topology(records, slots[0, :, chem.SLOT_CA], BREAK_DISTANCE).segment
     if BEADS["kind"] == "com":
         res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
-        ca.xyz = (bead_positions(slots, present, res_type) / 10.0).astype(np.float32)
+        ca = md.Trajectory((bead_positions(slots, present, res_type) / 10.0).astype(np.float32),
+                           _chain_per_segment(ca.topology, segment))
     return Truth(
         entry_id=entry_id,
         names=[r.name for r in records],
