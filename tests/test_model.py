@@ -118,7 +118,10 @@ def test_training_runs_and_resume_equals_uninterrupted(tmp_path):
            "checkpoint_every": 3, "validation_batches": 1, "model": small, "threads": 1}
     train(TrainConfig(**cfg), str(tmp_path / "straight"), progress=False)
     train(TrainConfig(**dict(cfg, steps=3)), str(tmp_path / "resumed"), progress=False)
-    train(TrainConfig(**cfg), str(tmp_path / "resumed"), resume=True, progress=False)
+    # the command resumes with the run folder's config (steps from the command line), so the
+    # small model is rebuilt without --config
+    from backmap_plugin.cli.command import main
+    assert main(["train", "-o", str(tmp_path / "resumed"), "--resume", "--steps", "6", "--quiet"]) == 0
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
     assert a["step"] == b["step"] == 6

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from backmap_plugin.cli import options
 
 __all__ = ["add_parser", "run"]
@@ -9,7 +11,7 @@ __all__ = ["add_parser", "run"]
 _EXAMPLE = """example:
   backmap data build ../shared/data/train -o cache/train
   backmap train --config workflows/train/default.json -o runs/v1
-  backmap train --config workflows/train/default.json -o runs/v1 --resume
+  backmap train -o runs/v1 --resume
 """
 
 
@@ -27,7 +29,8 @@ def add_parser(subparsers) -> None:
         description="Train the generative backmapping model on a corpus cache (see `backmap data build`).",
         epilog=_EXAMPLE,
     )
-    p.add_argument("--config", help="JSON training config (default: built-in defaults)")
+    p.add_argument("--config", help="JSON training config (default: built-in defaults; "
+                   "with --resume, the run folder's config.json)")
     options.add_output(p, "run folder: checkpoints, CSV logs, model.pt/model.json")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     p.add_argument("--steps", type=int, help="override the number of steps")
@@ -54,7 +57,11 @@ def run(args) -> int:
     """
     from backmap_plugin.training.train import load_config, train
 
-    cfg = load_config(args.config)
+    config = args.config
+    saved = os.path.join(args.output, "config.json")
+    if config is None and args.resume and os.path.exists(saved):  # resume the run as it was configured
+        config = saved
+    cfg = load_config(config)
     if args.steps is not None:
         cfg.steps = args.steps
     if args.max_minutes is not None:
