@@ -809,8 +809,8 @@ def backmap(
     Parameters
     ----------
     input : str or os.PathLike
-        CG (one bead per residue) or all-atom structure / trajectory; any
-        format of :mod:`backmap_plugin.io.frames`.
+        CG (C-alpha, residue centre-of-mass or Martini 3 beads) or all-atom
+        structure / trajectory; any format of :mod:`backmap_plugin.io.frames`.
     output : str or os.PathLike
         Output file; format by extension (.pdb, .cif, .dcd, .xtc, .h5).
         Written to a temporary file and moved into place when complete.
@@ -819,8 +819,8 @@ def backmap(
     mapping : str or Mapping
         ``auto`` (decided from the input's bead names and geometry, see
         :func:`resolve_mapping`; the decision and its evidence are in the
-        result), ``ca`` (bead at C-alpha) or ``com`` (bead at heavy-atom
-        centre of mass).
+        result), ``ca`` (bead at C-alpha), ``com`` (bead at heavy-atom
+        centre of mass) or ``martini3`` (Martini 3 BB and SC beads).
     method : str, optional
         ``model`` (the generative model) or ``ideal`` (deterministic
         geometric builder). Default: ``model`` when the package ships a

@@ -214,7 +214,8 @@ def add_backmap_options(parser: argparse.ArgumentParser, model: bool = False) ->
     """
     add_mapping(parser)
     parser.add_argument("--method", default=None, choices=["ideal", "model"],
-                        help="builder (default: model for --mapping ca, ideal otherwise)")
+                        help="builder (default: model, the trained model shipped for the mapping's beads; "
+                             "ideal: geometric build fitted to the beads)")
     if model:
         parser.add_argument("--model", help="trained model file for --method model (default: the shipped model)")
     parser.add_argument("--temperature", type=float, default=None,

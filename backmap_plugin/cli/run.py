@@ -28,7 +28,8 @@ def add_parser(subparsers) -> None:
     p = options.add_command(
         subparsers, "run",
         help="backmap a CG structure or trajectory to all heavy atoms",
-        description="Backmap a coarse-grained (one bead per residue) structure or trajectory to all heavy atoms.",
+        description="Backmap a coarse-grained structure or trajectory (C-alpha, residue centre-of-mass or Martini 3 "
+                    "beads) to all heavy atoms.",
         epilog=_EXAMPLE,
     )
     p.add_argument("input", help="CG input: PDB, mmCIF, GRO, DCD, XTC, TRR, NetCDF, HDF5")
