@@ -23,6 +23,8 @@ from backmap_plugin.openmm.structure import create_disulfide_bonds, read_structu
 from backmap_plugin.openmm.validate import validate_frames  # noqa: E402
 
 EXAMPLE_CA = Path(__file__).resolve().parents[1] / "examples" / "trpcage_ca.pdb"
+#: A frame of the real CALVADOS 3 TIA1 run backmapped by the centre-of-mass model (tests/data/README.md)
+TIA1_FRAME = Path(__file__).resolve().parent / "data" / "tia1_calvados3_frame_aa.pdb.gz"
 
 
 def _heavy(traj: md.Trajectory) -> md.Trajectory:
@@ -137,6 +139,26 @@ def test_refine_survives_overlapping_side_chains(backmapped, tmp_path):
     assert frame["clashes_after"] == 0
     assert frame["max_bond_strain_angstrom"] < 0.2  # no bond threaded through a ring
     assert frame["converged"]
+
+
+def _d_residues(path) -> int:
+    traj = md.load(str(path))
+    index = [[next((a.index for a in r.atoms if a.name == name), -1) for r in traj.topology.residues]
+             for name in ("N", "CA", "C", "CB")]
+    return metrics.count_d_residues(traj.xyz * 10.0, *index)
+
+
+def test_refine_keeps_every_c_alpha_chirality(tmp_path):
+    """In this frame ARG168's guanidinium sits in ASP102's backbone (17 clashes); the soft-core stage
+    pushes ILE167's C-beta through its N-CA-C plane (an L residue made D, bonds unstrained), so the
+    structure is minimised directly too and that route, which keeps every residue L, is taken."""
+    assert _d_residues(TIA1_FRAME) == 0
+    result = refine_structure(TIA1_FRAME, tmp_path / "refined.pdb", platform="CPU", progress=False)
+    frame = result.frames[0]
+    assert frame["clashes_before"] >= 15
+    assert frame["routes_tried"] == ["soft_core", "direct"] and frame["route"] == "direct"
+    assert frame["chirality_inverted"] == [] and frame["converged"] and frame["clashes_after"] == 0
+    assert _d_residues(tmp_path / "refined.pdb") == 0
 
 
 def test_non_convergence_is_reported_and_written(backmapped, tmp_path, capsys):

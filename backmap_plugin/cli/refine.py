@@ -63,7 +63,7 @@ def run(args) -> int:
     int
         The exit status, 0 (frames that did not converge are written anyway).
     """
-    from backmap_plugin.openmm.refine import refine_structure
+    from backmap_plugin.openmm.refine import BOND_STRAIN_LIMIT, refine_structure
 
     result = refine_structure(
         args.input,
@@ -88,6 +88,11 @@ def run(args) -> int:
                 reasons.append(f"{frame['clashes_after']} heavy-atom clash(es) left")
             if frame["hit_iteration_limit"]:
                 reasons.append("iteration limit reached")
+            strain = frame["max_bond_strain_angstrom"]
+            if strain is not None and strain > 10.0 * BOND_STRAIN_LIMIT:
+                reasons.append(f"a bond {strain:.2f} A off its length")
+            if frame["chirality_inverted"]:
+                reasons.append(f"chirality inverted at {', '.join(frame['chirality_inverted'])}")
             print(f"warning: frame {frame['frame']} did not converge ({', '.join(reasons)}); written anyway",
                   file=sys.stderr)
     print(result.summary())

@@ -22,9 +22,11 @@ structures; https://docs.openmm.org/latest/userguide/). The soft-core stage
    cut-off by default, or an implicit solvent: GBn2, OBC2) plus harmonic restraints that hold the
    heavy atoms near their backmapped positions.
 4. *Check*: letting atoms pass through each other can thread a bond through
-   an aromatic ring; a result with a bond stretched beyond
-   :data:`BOND_STRAIN_LIMIT` is minimised again directly (step 3 from the
-   completed input) and the better of the two is kept.
+   an aromatic ring or push a C-beta through its residue's N-CA-C plane
+   (an L residue made D); a result with a bond stretched beyond
+   :data:`BOND_STRAIN_LIMIT` or a C-alpha whose chirality differs from the
+   input's is minimised again directly (step 3 from the completed input)
+   and the better of the two is kept.
 
 :func:`refine_structure` does this for every model of a PDB/mmCIF file and
 writes the refined models (with hydrogens) and a JSON report as it goes;
@@ -220,6 +222,7 @@ class Refiner:
         self._contexts, self._restraints, self._restrained = contexts, forces, restrained
         pairs, lengths = springs_from_openmm(system)
         self._bond_table = (pairs, lengths / 10.0)  # nm, as positions in this module
+        self._chiral = _chiral_centres(completed.topology)
         self.system = system
         self.buildCount += 1
 
@@ -254,7 +257,11 @@ class Refiner:
         return state.getPositions(asNumpy=True), counter.iterations, rms
 
     def _route(self, start, soft: bool) -> dict:
-        """Minimise from start (nm array), through the soft-core stage or directly."""
+        """Minimise from start (nm array), through the soft-core stage or directly.
+
+        ``inverted`` lists the residues whose C-alpha chirality the
+        minimisation changed.
+        """
         current = array_to_positions(_separate_coincident(start))
         iterations = {}
         if soft:
@@ -264,18 +271,21 @@ class Refiner:
         finite = bool(np.all(np.isfinite(xyz)))
         energy, restraint = self._energies(current) if finite else (math.nan, math.nan)
         strain = _max_bond_strain(self._bond_table, xyz) if finite else math.inf
+        inverted = _inverted_residues(self._chiral, start, xyz) if finite else []
         return {"xyz": xyz, "finite": finite, "energy": energy, "restraint": restraint, "strain": strain,
-                "iterations": iterations, "rms_force": rms, "route": "soft_core" if soft else "direct"}
+                "inverted": inverted, "iterations": iterations, "rms_force": rms,
+                "route": "soft_core" if soft else "direct"}
 
     def refine(self, topology, positions):
         """Refine one structure.
 
         The soft-core route (soft-core stage, then the real potential) is
         taken first; when it leaves a bond stretched by more than
-        :data:`BOND_STRAIN_LIMIT` (atoms passed through a ring, say) or is
-        switched off, the structure is also minimised directly with the real
-        potential, and the result with the lower energy (amber14 plus
-        restraints) among those without such strain is kept.
+        :data:`BOND_STRAIN_LIMIT` (atoms passed through a ring, say), changes
+        the chirality of a C-alpha, or is switched off, the structure is also
+        minimised directly with the real potential, and the result with the
+        lower energy (amber14 plus restraints) among those without such
+        strain or inversion is kept.
 
         Parameters
         ----------
@@ -313,7 +323,7 @@ class Refiner:
         start = positions_to_array(completed.positions)
         e_before, _ = self._energies(completed.positions)
         routes = [self._route(start, soft=True)] if self.softCore else []
-        if not routes or not routes[0]["finite"] or routes[0]["strain"] > BOND_STRAIN_LIMIT:
+        if not routes or not routes[0]["finite"] or routes[0]["strain"] > BOND_STRAIN_LIMIT or routes[0]["inverted"]:
             routes.append(self._route(start, soft=False))
         best = min(routes, key=_route_rank)
         finite_xyz = best["finite"] and math.isfinite(best["energy"])
@@ -325,7 +335,8 @@ class Refiner:
         displacement = np.linalg.norm(end[restrained] - start[restrained], axis=1) * 10.0
         hit_limit = self.maxIterations > 0 and best["iterations"]["minimization"] >= self.maxIterations
         strained = best["strain"] > BOND_STRAIN_LIMIT
-        converged = finite_xyz and clashes_after == 0 and not hit_limit and not strained
+        inverted = best["inverted"] if finite_xyz else []
+        converged = finite_xyz and clashes_after == 0 and not hit_limit and not strained and not inverted
         report = {
             "energy_before_kj_mol": _finite_or_none(e_before),
             "energy_after_kj_mol": _finite_or_none(best["energy"]),
@@ -337,6 +348,7 @@ class Refiner:
             "clashes_before": int(clashes_before),
             "clashes_after": int(clashes_after),
             "max_bond_strain_angstrom": _finite_or_none(best["strain"] * 10.0),
+            "chirality_inverted": inverted,
             "route": best["route"],
             "routes_tried": [r["route"] for r in routes],
             "iterations": best["iterations"],
@@ -358,10 +370,29 @@ class Refiner:
 
 
 def _route_rank(route: dict) -> tuple:
-    """Sort key of minimisation results: finite, unstrained, then lowest objective."""
+    """Sort key of minimisation results: finite, unstrained, fewest inverted C-alpha atoms, then lowest objective."""
     objective = route["energy"] + route["restraint"]
     usable = route["finite"] and math.isfinite(objective)
-    return (not usable, route["strain"] > BOND_STRAIN_LIMIT, objective if usable else math.inf)
+    return (not usable, route["strain"] > BOND_STRAIN_LIMIT, len(route["inverted"]), objective if usable else math.inf)
+
+
+def _chiral_centres(topology) -> tuple[np.ndarray, list]:
+    """(4, n) atom indices of N, CA, C and CB of every residue that has all four, and their labels (``A:ILE167``)."""
+    columns, labels = [], []
+    for residue in topology.residues():
+        index = {atom.name: atom.index for atom in residue.atoms()}
+        if all(name in index for name in ("N", "CA", "C", "CB")):
+            columns.append([index[name] for name in ("N", "CA", "C", "CB")])
+            labels.append(f"{residue.chain.id}:{residue.name}{residue.id}")
+    return np.array(columns, dtype=np.int64).reshape(-1, 4).T, labels
+
+
+def _inverted_residues(centres: tuple[np.ndarray, list], before: np.ndarray, after: np.ndarray) -> list:
+    """Labels of the residues whose C-alpha chirality (sign of :func:`metrics.chirality`) differs between two frames."""
+    index, labels = centres
+    volume = metrics.chirality(np.stack([before, after]), *index)
+    changed = volume[0] * volume[1] < 0  # (a side of zero kept, or a residue without CB: not a change)
+    return [labels[k] for k in np.nonzero(changed)[0]]
 
 
 def _max_bond_strain(table, xyz) -> float:
@@ -505,11 +536,13 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     closer than 2.0 Angstrom and more than 3 bonds apart,
     :func:`backmap_plugin.core.metrics.clashes`), ``iterations`` per stage,
     ``max_bond_strain_angstrom`` (largest deviation of a bond from its
-    amber14 length), ``route`` (``soft_core`` or ``direct``) and
-    ``routes_tried``, ``rms_force_kj_mol_nm``, ``hit_iteration_limit``,
-    ``converged`` (finite energy, no heavy-atom clash left, no bond strained
-    beyond :data:`BOND_STRAIN_LIMIT` and the minimiser stopped before the
-    iteration limit), atom counts, ``added_heavy_atoms``, ``disulfides``,
+    amber14 length), ``chirality_inverted`` (residues whose C-alpha
+    chirality the minimisation changed, e.g. ``A:ILE167``), ``route``
+    (``soft_core`` or ``direct``) and ``routes_tried``,
+    ``rms_force_kj_mol_nm``, ``hit_iteration_limit``, ``converged`` (finite
+    energy, no heavy-atom clash left, no bond strained beyond
+    :data:`BOND_STRAIN_LIMIT`, no chirality inverted and the minimiser
+    stopped before the iteration limit), atom counts, ``added_heavy_atoms``, ``disulfides``,
     ``platform`` and ``seconds``. The energy before refinement includes the
     freshly built, unminimised hydrogens, so it is often very large.
     """
