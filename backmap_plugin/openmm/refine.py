@@ -59,6 +59,7 @@ from backmap_plugin.openmm.structure import (
     heavy_atom_bonds,
     positions_to_array,
     read_structure,
+    residue_label,
 )
 from backmap_plugin.openmm.systems import (
     RESTRAINT_GROUP,
@@ -383,7 +384,7 @@ def _chiral_centres(topology) -> tuple[np.ndarray, list]:
         index = {atom.name: atom.index for atom in residue.atoms()}
         if all(name in index for name in ("N", "CA", "C", "CB")):
             columns.append([index[name] for name in ("N", "CA", "C", "CB")])
-            labels.append(f"{residue.chain.id}:{residue.name}{residue.id}")
+            labels.append(residue_label(residue))
     return np.array(columns, dtype=np.int64).reshape(-1, 4).T, labels
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "positions_to_array",
     "array_to_positions",
     "read_structure",
+    "residue_label",
     "residue_variants",
 ]
 
@@ -126,6 +127,11 @@ def read_structure(path):
         raise BackmapInputError(f"{path}: no atoms")
     frames = [structure.getPositions(frame=i) for i in range(structure.getNumFrames())]
     return structure.topology, frames
+
+
+def residue_label(residue) -> str:
+    """How reports name an OpenMM residue: chain, name and number, e.g. ``A:ILE167`` (``?`` for no chain id)."""
+    return f"{residue.chain.id or '?'}:{residue.name}{residue.id}"
 
 
 def is_hydrogen(atom) -> bool:

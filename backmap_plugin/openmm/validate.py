@@ -78,7 +78,13 @@ from backmap_plugin.core.checks import (
 )
 from backmap_plugin.core.dihedral_density import ALLOWED, FAVOURED, OUTLIER
 from backmap_plugin.core.ramachandran import PEPTIDE_BOND_MAX
-from backmap_plugin.openmm.structure import add_hydrogens, is_hydrogen, positions_to_array, read_structure
+from backmap_plugin.openmm.structure import (
+    add_hydrogens,
+    is_hydrogen,
+    positions_to_array,
+    read_structure,
+    residue_label,
+)
 from backmap_plugin.openmm.systems import create_system, force_field_parts, load_force_field
 
 __all__ = [
@@ -175,10 +181,6 @@ def _bonds(topology, xyz):
     return np.concatenate([bonds, np.array(guessed, dtype=np.int64).reshape(-1, 2)])
 
 
-def _label(residue) -> str:
-    return f"{residue.chain.id or '?'}:{residue.name}{residue.id}"
-
-
 def _topology_tables(topology, first_xyz) -> _Tables:
     """Bonds, angles, peptides, chirality atoms and missing atoms of a topology (Angstrom)."""
     heavy = np.array([a.index for a in topology.atoms() if not is_hydrogen(a)], dtype=np.int64)
@@ -209,33 +211,33 @@ def _topology_tables(topology, first_xyz) -> _Tables:
             if a in atoms and b in atoms:
                 bonds.append((atoms[a], atoms[b]))
                 ideal.append(length)
-                blabels.append(f"{_label(residue)} {a}-{b}")
+                blabels.append(f"{residue_label(residue)} {a}-{b}")
         if "C" in atoms and "OXT" in atoms:
             bonds.append((atoms["C"], atoms["OXT"]))
             ideal.append(chem.BOND_C_OXT)
-            blabels.append(f"{_label(residue)} C-OXT")
+            blabels.append(f"{residue_label(residue)} C-OXT")
         for a, b, c, angle in _ANGLES[std]:
             if a in atoms and b in atoms and c in atoms:
                 angles.append((atoms[a], atoms[b], atoms[c]))
                 aideal.append(angle)
-                alabels.append(f"{_label(residue)} {a}-{b}-{c}")
+                alabels.append(f"{residue_label(residue)} {a}-{b}-{c}")
         if spec.name != "GLY":
             for slot, name in enumerate(("N", "CA", "C", "CB")):
                 chir[slot].append(atoms.get(name, -1))
-            clabels.append(_label(residue))
+            clabels.append(residue_label(residue))
             if all(name in atoms for name in ("N", "CA", "C", "CB")):
                 _cb, _a, _b, _c, bond, angle, torsion = spec.zmatrix[0]
                 cbeta.append((atoms["N"], atoms["CA"], atoms["C"], atoms["CB"], bond, angle, torsion))
-                cbeta_labels.append(_label(residue))
+                cbeta_labels.append(residue_label(residue))
         quads = rotamers.chi_atoms(std, atoms) if rotamers.chi_axes(std) else None
         if quads is not None:
             chis.append((quads + quads)[:2])
             chi_names.append(std)
-            chi_labels.append(_label(residue))
+            chi_labels.append(residue_label(residue))
         absent = [a for a in spec.atoms if a not in atoms]
         n_missing += len(absent)
         if absent:
-            missing.append(f"{_label(residue)}: {' '.join(absent)}")
+            missing.append(f"{residue_label(residue)}: {' '.join(absent)}")
         nxt = residues[k + 1] if k + 1 < len(residues) else None
         same_chain = nxt is not None and nxt[0].chain is residue.chain
         if same_chain and "C" in atoms and "N" in nxt[2]:
@@ -243,16 +245,16 @@ def _topology_tables(topology, first_xyz) -> _Tables:
                 n_atoms = nxt[2]
                 bonds.append((atoms["C"], n_atoms["N"]))
                 ideal.append(chem.BOND_C_N)
-                blabels.append(f"{_label(residue)} C-N (peptide)")
+                blabels.append(f"{residue_label(residue)} C-N (peptide)")
                 if "CA" in atoms and "CA" in n_atoms:
                     peptides.append((atoms["CA"], atoms["C"], n_atoms["N"], n_atoms["CA"]))
                     next_pro.append(nxt[1] == "PRO")
-                    plabels.append(f"{_label(residue)}-{_label(nxt[0])}")
+                    plabels.append(f"{residue_label(residue)}-{residue_label(nxt[0])}")
             else:
                 d = float(np.linalg.norm(first_xyz[atoms["C"]] - first_xyz[nxt[2]["N"]]))
-                breaks.append(f"{_label(residue)}-{_label(nxt[0])} ({d:.1f} A)")
+                breaks.append(f"{residue_label(residue)}-{residue_label(nxt[0])} ({d:.1f} A)")
         elif not same_chain and "OXT" not in atoms:
-            missing_oxt.append(_label(residue))
+            missing_oxt.append(residue_label(residue))
     phi, psi, omega = rama.backbone_dihedral_atoms([r[2] for r in residues], bonded_next)
     scored = np.nonzero((phi[:, 0] >= 0) & (psi[:, 0] >= 0))[0]
     cbeta_arr = np.array(cbeta, dtype=np.float64).reshape(-1, 7)
@@ -283,7 +285,7 @@ def _topology_tables(topology, first_xyz) -> _Tables:
         rama_index=scored,
         phi=phi[scored],
         psi=psi[scored],
-        rama_labels=[_label(residues[i][0]) for i in scored],
+        rama_labels=[residue_label(residues[i][0]) for i in scored],
         cbeta=tuple(cbeta_arr[:, j].astype(np.int64) for j in range(4)) + tuple(cbeta_arr[:, j] for j in range(4, 7)),
         cbeta_labels=cbeta_labels,
         chis=np.array(chis, dtype=np.int64).reshape(-1, 2, 4),
