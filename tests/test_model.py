@@ -134,6 +134,38 @@ def test_training_runs_and_resume_equals_uninterrupted(tmp_path):
     assert isinstance(loaded, BackmapVAE)
 
 
+def test_locator_alone_trains_and_the_rest_stays_as_initialised(tmp_path):
+    """``train_only: locator``: a smaller locator learns on its C-alpha error; every other tensor is the init's."""
+    from backmap_plugin.training.cache import build_cache
+    from backmap_plugin.training.train import TrainConfig, train
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(DATA / "1l2y.pdb.gz", src / "1l2y.pdb.gz")
+    build_cache([str(src)], str(tmp_path / "cache"), workers=1, val_fraction=0.0)
+    small = {"hidden": 16, "equivariant_scalars": 8, "equivariant_vectors": 2, "k_invariant": 8, "mapping": "com"}
+    cfg = {"cache": str(tmp_path / "cache"), "batch_size": 2, "crop": 16, "steps": 3, "validate_every": 3,
+           "checkpoint_every": 3, "validation_batches": 1, "threads": 1, "locator_warmup": 0}
+    train(TrainConfig(**dict(cfg, model=small)), str(tmp_path / "init"), progress=False)
+    init = torch.load(tmp_path / "init" / "model.pt", weights_only=True)
+    smaller = dict(small, locator_scalars=8, locator_vectors=2, locator_layers=1)
+    train(TrainConfig(**dict(cfg, model=smaller, train_only="locator", init=str(tmp_path / "init" / "model.pt"))),
+          str(tmp_path / "locator"), progress=False)
+    state = torch.load(tmp_path / "locator" / "checkpoint.pt", weights_only=False)["model"]
+    assert state["locator.type_embed.weight"].shape[0] == init["locator.type_embed.weight"].shape[0]
+    for key, value in state.items():
+        if not key.startswith("locator."):
+            torch.testing.assert_close(value, init[key], msg=key)
+    moved = [k for k, v in state.items() if k.startswith("locator.") and (k not in init or v.shape != init[k].shape
+                                                                          or not torch.equal(v, init[k]))]
+    assert len(moved) > 10
+    header = (tmp_path / "locator" / "train.csv").read_text().splitlines()[0].split(",")
+    assert header == ["step", "lr", "total", "locate", "locate_rmsd"]
+    with pytest.raises(ValueError, match="centre-of-mass model"):
+        train(TrainConfig(**dict(cfg, model={**small, "mapping": "ca"}, train_only="locator")),
+              str(tmp_path / "ca"), progress=False)
+
+
 def test_warm_start_copies_the_matching_tensors_of_a_shallower_model():
     from backmap_plugin.model.weights import shipped_model_path
     from backmap_plugin.training.train import warm_start

@@ -74,6 +74,10 @@ class TrainConfig:
     #: the C-alpha atoms by about 0.4 Angstrom rms).
     martini_bead_noise: float = 0.1
     martini_trace_noise: float = 0.25
+    #: ``"locator"``: train a centre-of-mass model's locator alone, on its
+    #: C-alpha error (the ``locate`` term), every other parameter as ``init``
+    #: gives it (a smaller, faster locator for a trained decoder).
+    train_only: str | None = None
 
 
 def load_config(path: str | None) -> TrainConfig:
@@ -146,7 +150,8 @@ def batch_terms(model: BackmapVAE, raw: dict, device: torch.device, located: boo
     For a centre-of-mass model the beads are made from the atoms
     (:func:`com_training_beads`), the locator's C-alpha error is the
     ``locate`` term, and the decoder reads the located trace (``located``)
-    or the true one plus noise.
+    or the true one plus noise. With ``cfg.train_only == "locator"`` the
+    locator's terms are all there is (the decoder is not run).
     """
     mask = raw["residue_mask"]
     xyz_dense = raw["xyz"].to(device)
@@ -159,6 +164,8 @@ def batch_terms(model: BackmapVAE, raw: dict, device: torch.device, located: boo
         located_ca = model.locator(cg, is_com)
         true_ca = xyz_dense[..., chem.SLOT_CA, :].float()
         err = ((located_ca - true_ca) ** 2).sum(-1)[is_com & mask.to(device)]
+        if cfg.train_only == "locator":
+            return _locate_terms(err, {"total": 0.0}, model.config.w_locate)
         if located:
             trace = located_ca.detach()
         else:
@@ -181,11 +188,14 @@ def batch_terms(model: BackmapVAE, raw: dict, device: torch.device, located: boo
     targets = measure(xyz, present, batch.flat_res_type, batch.layout)
     terms = model.loss(batch, targets)
     if model.config.mapping == "com":
-        locate = err.mean() if err.numel() else err.new_zeros(())
-        terms["locate"] = locate
-        terms["locate_rmsd"] = locate.sqrt().detach()
-        terms["total"] = terms["total"] + model.config.w_locate * locate
+        terms = _locate_terms(err, terms, model.config.w_locate)
     return terms
+
+
+def _locate_terms(err: torch.Tensor, terms: dict, weight: float) -> dict:
+    """``terms`` with the locator's: ``locate`` (mean squared C-alpha error), ``locate_rmsd``, added to ``total``."""
+    locate = err.mean() if err.numel() else err.new_zeros(())
+    return {**terms, "locate": locate, "locate_rmsd": locate.sqrt().detach(), "total": terms["total"] + weight * locate}
 
 
 def _batches(cache, cfg: TrainConfig, split: str, seed: int, epoch_size: int):
@@ -230,7 +240,11 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
     device = select_device(cfg.device)
     cache = open_cache(cfg.cache)
     model = BackmapVAE(ModelConfig(**cfg.model)).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if cfg.train_only not in (None, "locator"):
+        raise ValueError(f"train_only must be 'locator' or absent, got {cfg.train_only!r}")
+    if cfg.train_only and model.config.mapping != "com":
+        raise ValueError("train_only 'locator' needs a centre-of-mass model (model.mapping 'com')")
+    opt = torch.optim.Adam((model.locator if cfg.train_only else model).parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience)
     step, best = 0, math.inf
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
@@ -277,7 +291,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
                     last_val = validate(model, cache, cfg, device)
                     _log(run_dir, "val.csv", step, last_val, opt.param_groups[0]["lr"])
                     sched.step(last_val["total"])
-                    bar.set_postfix(val=f"{last_val['total']:.3f}", rmsd=f"{last_val['rmsd']:.2f}")
+                    bar.set_postfix(val=f"{last_val['total']:.3f}", rmsd=f"{last_val.get('rmsd', last_val.get('locate_rmsd')):.2f}")
                 # without a validation split the latest model is kept
                 if not summary["val_entries"] or last_val["total"] < best:
                     best = last_val.get("total", best)
