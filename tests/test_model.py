@@ -400,3 +400,16 @@ def test_tensor_products_without_unused_steps_are_unchanged():
     x, y = torch.randn(50, 28, generator=gen), torch.randn(50, 4, generator=gen)
     w = torch.randn(50, plain.weight_numel, generator=gen)
     assert torch.equal(plain(x, y, w), pruned(x, y, w))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "workflows" / "train").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_shipped_training_configs_are_valid(path):
+    """Every config in workflows/train reads as a TrainConfig whose model keys build a model."""
+    from backmap_plugin.training.train import load_config
+
+    cfg = load_config(str(path))
+    config = ModelConfig(**cfg.model)
+    assert cfg.train_only in (None, "locator")
+    if cfg.train_only:
+        assert config.mapping == "com" and cfg.init
