@@ -79,6 +79,12 @@ class TrainConfig:
     #: gives it (a smaller, faster locator for a trained decoder).
     train_only: str | None = None
 
+    def __post_init__(self):
+        if self.train_only not in (None, "locator"):
+            raise ValueError(f"train_only must be 'locator' or absent, got {self.train_only!r}")
+        if self.train_only and self.model.get("mapping", ModelConfig.mapping) != "com":
+            raise ValueError("train_only 'locator' needs a centre-of-mass model (model.mapping 'com')")
+
 
 def load_config(path: str | None) -> TrainConfig:
     """Read a JSON training config (missing keys take defaults)."""
@@ -240,10 +246,6 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
     device = select_device(cfg.device)
     cache = open_cache(cfg.cache)
     model = BackmapVAE(ModelConfig(**cfg.model)).to(device)
-    if cfg.train_only not in (None, "locator"):
-        raise ValueError(f"train_only must be 'locator' or absent, got {cfg.train_only!r}")
-    if cfg.train_only and model.config.mapping != "com":
-        raise ValueError("train_only 'locator' needs a centre-of-mass model (model.mapping 'com')")
     opt = torch.optim.Adam((model.locator if cfg.train_only else model).parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience)
     step, best = 0, math.inf
