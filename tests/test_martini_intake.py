@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from backmap_plugin.build.martini import BREAK_DISTANCE, backmap_martini3
+from backmap_plugin.build.martini import BREAK_DISTANCE, backmap_martini3, disulfide_pairs
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core import metrics
@@ -325,6 +325,23 @@ def test_frames_are_independent():
     both = backmap_martini3(beads, protein)[:, 0]
     alone = backmap_martini3(beads[1:], protein)[:, 0]
     assert (both[1] - alone[0]).abs().max() < 1e-4
+
+
+def test_disulfides_are_decided_per_frame():
+    """A pair is bonded only in the frames whose SC1 beads are close (2.4 A: bonded; 4.3 A: free), each cysteine once."""
+    names = ["CYS", "GLY", "CYS", "CYS", "GLY", "CYS"]
+    protein = type("Protein", (), {"res_type": np.array([chem.RESIDUE_INDEX[n] for n in names])})()
+    beads = torch.zeros(3, len(names), m3.MAX_BEADS, 3)
+    far = torch.tensor([[0.0, 0, 0], [0, 0, 0], [20.0, 0, 0], [40.0, 0, 0], [0, 0, 0], [60.0, 0, 0]])
+    for f in range(3):
+        beads[f, :, 1] = far
+    beads[0, 2, 1] = torch.tensor([2.4, 0.0, 0.0])     # frame 0: C0-C2 bonded
+    beads[1, 2, 1] = torch.tensor([4.3, 0.0, 0.0])     # frame 1: C0-C2 close but free
+    beads[2, 2, 1] = torch.tensor([2.4, 0.0, 0.0])     # frame 2: C2 between C0 (2.4 A) and C3 (2.2 A)
+    beads[2, 3, 1] = torch.tensor([4.6, 0.0, 0.0])
+    pairs, bonded = disulfide_pairs(beads, protein)
+    found = {tuple(p): bonded[:, k].tolist() for k, p in enumerate(pairs.tolist())}
+    assert found == {(0, 2): [True, False, False], (2, 3): [False, False, True]}
 
 
 def test_disulfides_are_built_bonded():
