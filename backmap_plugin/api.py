@@ -21,6 +21,7 @@ from tqdm import tqdm
 from backmap_plugin import __version__
 from backmap_plugin.build.ideal import backmap_ideal
 from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.bead_fit import BeadFit
 from backmap_plugin.core.beads import MIN_BEAD_DISTANCE, first_close_pair, first_non_finite
 from backmap_plugin.core.detect import decide_mapping
 from backmap_plugin.core.device import select_device
@@ -473,6 +474,12 @@ class BackmapResult:
         Torch device type the structures were built on (``cpu``, ``cuda``).
     version : str
         backmap_plugin version.
+    bead_rmsd : dict
+        Per kind of bead (Martini 3 ``BB`` / ``SC``, ``centre of mass``,
+        ``C-alpha``): the median, the largest and its frame of the bead
+        RMSD (Angstrom, no superposition) between each structure built by
+        this call, mapped back to beads, and the input beads
+        (:meth:`backmap_plugin.core.bead_fit.BeadFit.summary`).
     """
 
     output: str
@@ -495,6 +502,7 @@ class BackmapResult:
     model: str | None = None
     device: str = ""
     version: str = ""
+    bead_rmsd: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary of the fields (what ``backmap run --json`` writes)."""
@@ -555,6 +563,9 @@ class Backmapper:
         The all-atom (heavy-atom) output topology.
     report : list of str
         What was dropped or renamed in the input.
+    bead_fit : BeadFit
+        Bead RMSD of every structure :meth:`build` made (the output mapped
+        back to beads against the input beads).
     """
 
     def __init__(
@@ -615,6 +626,7 @@ class Backmapper:
         self.protein = protein_topology(records, beads, break_distance)
         check_trace(beads, self.protein, source, frame)
         self.topology = self.protein.to_mdtraj()
+        self.bead_fit = BeadFit(self.mapping, self.protein)
 
     @classmethod
     def from_openmm(cls, topology, positions, system=None, **kwargs) -> "Backmapper":
@@ -669,7 +681,7 @@ class Backmapper:
         """Number of heavy atoms in each output structure."""
         return self.protein.n_atoms
 
-    def build(self, xyz: np.ndarray, first_index: int = 0, box=None) -> np.ndarray:
+    def build(self, xyz: np.ndarray, first_index: int = 0, box=None, tally: bool = True) -> np.ndarray:
         """Backmap a batch of input frames.
 
         Parameters
@@ -684,6 +696,9 @@ class Backmapper:
 
         box : numpy.ndarray, optional
             Periodic box of each frame (see :func:`~backmap_plugin.core.pbc.make_whole`).
+        tally : bool
+            Add the structures' bead RMSD to :attr:`bead_fit` (False for a
+            frame built twice, e.g. to start an output file).
 
         Returns
         -------
@@ -708,6 +723,8 @@ class Backmapper:
         with torch.no_grad():
             atoms = torch.cat([self._build(beads[k : k + per_pass], self.protein, self.mapping, self.samples,
                                            seeds[k : k + per_pass]) for k in range(0, len(beads), per_pass)])
+        if tally:
+            self.bead_fit.add(atoms, beads, first_index)
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
 
 
@@ -948,4 +965,5 @@ def backmap(
         model=_model_file(model, engine.mapping) if engine.method == "model" else None,
         device=engine.device.type,
         version=__version__,
+        bead_rmsd=engine.bead_fit.summary(),
     )

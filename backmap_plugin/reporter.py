@@ -144,6 +144,15 @@ class BackmapReporter:
         return "" if self._engine is None else self._engine.mapping_evidence
 
     @property
+    def beadRmsd(self) -> dict:
+        """How far the frames written lie from their CG beads ({} before the first).
+
+        Per kind of bead, the median and largest bead RMSD (Angstrom) and the
+        report index of the largest (:meth:`backmap_plugin.core.bead_fit.BeadFit.summary`).
+        """
+        return {} if self._engine is None else self._engine.bead_fit.summary()
+
+    @property
     def topology(self):
         """The all-atom mdtraj topology (after the first report), else None."""
         return None if self._engine is None else self._engine.topology
@@ -173,7 +182,8 @@ class BackmapReporter:
         _check_coarse_grained(topology, self._file)
         self._engine = Backmapper.from_openmm(topology, first_frame / 10.0, system=system,
                                               source=f"BackmapReporter({self._file})", **self._options)
-        first_topology, first = self._finish(self._engine.build(first_frame[None])[:1])
+        # built again with its batch: its bead RMSD counts there
+        first_topology, first = self._finish(self._engine.build(first_frame[None], tally=False)[:1])
         if self._firstFrameFile is not None:
             with TrajectoryWriter(self._firstFrameFile, first_topology) as writer:
                 writer.write(first)

@@ -21,6 +21,7 @@ import openmm
 from openmm import app, unit
 
 from backmap_plugin import BackmapReporter
+from backmap_plugin.core.bead_fit import describe
 from backmap_plugin.force_fields.calvados3 import create_calvados3_system
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -87,6 +88,9 @@ def main(argv=None) -> None:
     evidence = getattr(reporter, "mappingEvidence", "")  # what the automatic mapping detection decided
     if evidence:
         print(f"bead mapping: {evidence}")
+    fit = describe(getattr(reporter, "beadRmsd", {}))  # the frames written, mapped back to beads
+    if fit:
+        print(f"beads: {fit}")
     print(f"domain centroid distance {domain_distance(start):.2f} nm after minimisation, "
           f"{domain_distance(end):.2f} nm at the end")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -138,6 +139,9 @@ def test_run_ca_pdb(tmp_path, capfd, example):
     assert stdout.count("\n") == 1 and stdout.startswith("backmapped 1 frame(s) x 1 sample(s), 20 residues in 1 chain(s)")
     assert "backmap" in stderr
     assert "method: model (model.pt, shipped)" in stderr.splitlines()  # what built it, beside the mapping line
+    # C-alpha beads: the model puts every C-alpha atom on its bead
+    assert "beads: output beads vs input beads, RMSD in A (median over structures): C-alpha 0.00 (worst 0.00, frame 0)" \
+        in stderr.splitlines()
     traj, protein = example
     back = md.load(str(out))
     assert_complete(back, protein, 1)
@@ -253,8 +257,12 @@ def test_mapping_martini3_option(tmp_path, capfd):
     """``--mapping martini3`` reads Martini 3 beads (the real martinize2 file) and refuses a C-alpha trace."""
     martini = Path(__file__).resolve().parent / "data" / "martini3" / "cg.pdb"
     out = tmp_path / "aa.pdb"
-    assert main(["run", str(martini), "-o", str(out), "--mapping", "martini3", "--quiet"]) == 0
+    assert main(["run", str(martini), "-o", str(out), "--mapping", "martini3", "--quiet", "--json", str(tmp_path / "r.json")]) == 0
     assert md.load(str(out)).topology.n_residues == 71
+    # the output mapped back lies on the martinize2 beads, backbone and side-chain beads reported apart
+    fit = json.loads((tmp_path / "r.json").read_text())["bead_rmsd"]
+    assert set(fit) == {"BB", "SC"} and fit["BB"]["median"] < 0.3 and fit["SC"]["median"] < 0.3, fit
+    assert "beads: output beads vs input beads" in capfd.readouterr().err
     assert main(["run", str(EXAMPLE_PDB), "-o", str(tmp_path / "x.pdb"), "--mapping", "martini3", "--quiet"]) == 2  # bad input
     assert "no Martini protein beads" in capfd.readouterr().err
     assert not (tmp_path / "x.pdb").exists()

@@ -144,3 +144,39 @@ def test_new_mapping_is_one_subclass(l2y, kind):
     # and it differs from both built-in mappings
     for other in ("ca", "com"):
         assert not np.allclose(_numpy(beads), _numpy(mp.get_mapping(other).bead_positions(slots, present, res_type)))
+
+
+def test_bead_fit_reports_each_kind_of_bead_apart(l2y):
+    """BeadFit: exact structures score 0; a bead moved by 2 A in one frame shows in its kind only, at that frame."""
+    from backmap_plugin.core.bead_fit import BeadFit, describe
+
+    _, records, slots, present, res_type = l2y
+    protein = tp.protein_topology(records, slots[0, :, chem.SLOT_CA], 4.5)
+    atoms = np.where(protein.slot_mask[..., None], slots[:4], 0.0)  # the structures "built": 4 frames, as read
+    # CALVADOS 3 style: residues 8-12 a C-alpha linker, the rest centres of mass
+    linker = np.zeros(len(records), bool)
+    linker[7:12] = True
+    mapping = mp.COMMapping(linker)
+    beads = mapping.bead_positions(atoms, protein.slot_mask, res_type)
+    beads[2, 9] += [2.0, 0.0, 0.0]  # frame 2: one linker bead 2 A off
+    fit = BeadFit(mapping, protein)
+    fit.add(atoms[:, None], beads, first_index=10)
+    summary = fit.summary()
+    assert set(summary) == {"C-alpha", "centre of mass"}
+    assert summary["centre of mass"]["max"] < 1e-9
+    assert summary["C-alpha"]["median"] < 1e-9
+    assert summary["C-alpha"]["max"] == pytest.approx(2.0 / np.sqrt(5))  # 2 A on one of 5 beads
+    assert summary["C-alpha"]["worst_frame"] == 12
+    assert "C-alpha 0.00 (worst 0.89, frame 12)" in describe(summary)
+    # Martini 3: BB and SC beads apart; beads a residue does not have are ignored whatever they hold
+    martini = mp.get_mapping("martini3")
+    beads = martini.bead_positions(atoms, protein.slot_mask, res_type)
+    beads[:, :, 5] = np.nan  # no residue of trp-cage has SC5 but TRP6 (moved below)
+    trp = next(i for i, t in enumerate(res_type) if chem.RESIDUE_NAMES[t] == "TRP")
+    beads[:, trp, 5] = martini.bead_positions(atoms, protein.slot_mask, res_type)[:, trp, 5]
+    beads[0, 0, 0] += [0.0, 3.0, 0.0]  # frame 0: the first BB bead 3 A off
+    fit = BeadFit(martini, protein)
+    fit.add(atoms[:, None], beads, first_index=0)
+    summary = fit.summary()
+    assert summary["BB"]["max"] == pytest.approx(3.0 / np.sqrt(len(records))) and summary["BB"]["worst_frame"] == 0
+    assert summary["SC"]["max"] < 1e-9

@@ -217,3 +217,9 @@ def test_martini3_simulation_topology(tmp_path):
     miss = np.linalg.norm(m3.martini3_bead_positions(got[0], got_present, res_type) - given, axis=-1)
     exists = m3.BEAD_EXISTS[res_type]
     assert np.sqrt((miss[exists] ** 2).mean()) < 0.3
+    # the reporter tallies the same, each written frame once (the first one is built twice)
+    tally = reporter.beadRmsd
+    assert set(tally) == {"BB", "SC"}
+    assert tally["BB"]["median"] == pytest.approx(np.sqrt((miss[:, 0] ** 2).mean()), abs=1e-4)
+    assert tally["SC"]["median"] == pytest.approx(np.sqrt((miss[:, 1:][exists[:, 1:]] ** 2).mean()), abs=1e-4)
+    assert len(reporter._engine.bead_fit.frames) == 3

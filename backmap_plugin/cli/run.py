@@ -65,6 +65,7 @@ def run(args) -> int:
         The exit status, 0.
     """
     from backmap_plugin.api import backmap
+    from backmap_plugin.core.bead_fit import describe
     from backmap_plugin.io.atomic import write_json
 
     result = backmap(
@@ -92,6 +93,8 @@ def run(args) -> int:
     print(f"method: {method_line(result.method, result.model, args.model)}", file=sys.stderr)
     for line in result.report:
         print(f"note: {line}", file=sys.stderr)
+    if result.bead_rmsd:
+        print(f"beads: {describe(result.bead_rmsd)}", file=sys.stderr)
     print(result.summary())
     return 0
 

@@ -71,6 +71,24 @@ class Mapping:
         """(R,) bool: the residues whose bead is their C-alpha atom."""
         return np.full(n_residues, self.bead_is_ca)
 
+    def bead_groups(self, res_type) -> dict[str, np.ndarray]:
+        """Kinds of bead whose fit is reported apart.
+
+        Parameters
+        ----------
+        res_type : array
+            (R,) residue types.
+
+        Returns
+        -------
+        dict
+            Name -> bool mask over the beads of :meth:`bead_positions`
+            ((R,) for one bead per residue); kinds with no bead are left out.
+        """
+        is_ca = self.is_ca(len(res_type))
+        groups = {"C-alpha": is_ca, "centre of mass": ~is_ca}
+        return {name: mask for name, mask in groups.items() if mask.any()}
+
 
 class CAMapping(Mapping):
     """Bead at the C-alpha atom."""
@@ -136,6 +154,15 @@ class Martini3Mapping(Mapping):
         from backmap_plugin.core.martini3 import martini3_bead_positions
 
         return martini3_bead_positions(slots, present, res_type)
+
+    def bead_groups(self, res_type):  # noqa: D102
+        from backmap_plugin.core.martini3 import BEAD_EXISTS
+
+        exists = BEAD_EXISTS[np.asarray(res_type)]
+        backbone = np.zeros_like(exists)
+        backbone[:, 0] = True
+        groups = {"BB": backbone, "SC": exists & ~backbone}
+        return {name: mask for name, mask in groups.items() if mask.any()}
 
 
 MAPPINGS = {m.name: m for m in (CAMapping(), COMMapping(), Martini3Mapping())}
