@@ -24,6 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+from backmap_plugin.core.bead_fit import describe
 from backmap_plugin.core.errors import BackmapInputError
 
 __all__ = ["RUN_FILES", "PipelineResult", "run_pipeline"]
@@ -80,6 +81,8 @@ class PipelineResult:
         str
         """
         lines = [self.backmap.summary()]
+        if self.backmap.bead_rmsd:
+            lines.append(describe(self.backmap.bead_rmsd))
         if self.refine is not None:
             lines.append(self.refine.summary())
         for name, result in self.validation.items():

@@ -116,6 +116,7 @@ def test_run_pipeline_writes_every_file_consistently(pipeline_run):
         _json(run_dir / "validate_refined.json") | {"seconds": 0})
     summary = result.summary()
     assert "refined 2 frame(s)" in summary and str(run_dir) in summary.splitlines()[-1]
+    assert summary.splitlines()[1].startswith("output beads vs input beads") and "C-alpha 0.00" in summary
 
 
 def test_run_pipeline_refuses_a_non_empty_run_dir(pipeline_run):
