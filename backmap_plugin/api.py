@@ -672,9 +672,10 @@ class Backmapper:
         return out
 
     def _whole(self, beads: np.ndarray, box, first_index: int) -> np.ndarray:
-        """Beads with every chain made whole across the periodic box (see :func:`~backmap_plugin.core.pbc.make_whole`)."""
+        """Beads with every chain made whole across the periodic box and the chains gathered (see
+        :func:`~backmap_plugin.core.pbc.make_whole`)."""
         return make_whole(beads, box, self._chain, max_bond=self._break_distance, labels=self._labels,
-                          first_frame=first_index, source=self.source)
+                          first_frame=first_index, source=self.source, gather=True)
 
     @property
     def n_atoms(self) -> int:

@@ -456,6 +456,35 @@ def test_chain_cut_by_a_triclinic_box_is_made_whole(tmp_path, trp):
     np.testing.assert_allclose(out.xyz[0] - shift, ref.xyz[0], atol=2e-3)
 
 
+def test_chains_of_a_complex_stay_together_across_the_box(tmp_path, trp):
+    """Two chains in contact (trp-cage cut in two), wrapped into a small box: each is made whole and the second
+    is gathered to the first, so the output is the complex, not two chains a box vector apart."""
+    ca = md.load(str(trp["pdb"]))
+    top = md.Topology()
+    for name, residues in (("A", range(0, 10)), ("B", range(10, 20))):
+        chain = top.add_chain(chain_id=name)
+        for i in residues:
+            old = ca.topology.residue(i)
+            top.add_atom("CA", md.element.carbon, top.add_residue(old.name, chain, resSeq=old.resSeq))
+    two = md.Trajectory(ca.xyz[:1], top)
+    two.save_pdb(str(tmp_path / "two.pdb"))
+    a = 2.0  # nm: smaller than the complex (1.8 nm across), more than twice the chains' centroids apart (0.84)
+    vectors = np.diag([a, a, a]).astype(np.float32)
+    wrapped = np.mod(ca.xyz[0], a)[None]  # whole, chain B would sit a box vector away from chain A
+    traj = md.Trajectory(wrapped.astype(np.float32), top)
+    traj.unitcell_vectors = vectors[None]
+    traj.save_xtc(str(tmp_path / "two.xtc"))
+    backmap(str(tmp_path / "two.xtc"), str(tmp_path / "aa.pdb"), top=str(tmp_path / "two.pdb"), method="ideal",
+            progress=False)
+    out = md.load(str(tmp_path / "aa.pdb"))
+    assert out.n_chains == 2
+    backmap(str(tmp_path / "two.pdb"), str(tmp_path / "ref.pdb"), method="ideal", progress=False)
+    ref = md.load(str(tmp_path / "ref.pdb"))
+    shift = out.xyz[0] - ref.xyz[0]
+    # the same structure up to one lattice translation of the whole: both chains moved alike
+    np.testing.assert_allclose(shift - shift.mean(axis=0), 0.0, atol=2e-3)
+
+
 @pytest.mark.parametrize("method", ["model", "ideal"])
 def test_builder_gets_bounded_passes_with_the_same_result(trp, monkeypatch, method):
     """A batch larger than RESIDUES_PER_PASS reaches the builder a pass at a time; the frames come out the same."""

@@ -113,3 +113,22 @@ def test_box_around_centres_with_padding(trace):
     np.testing.assert_allclose(box - centred.max(axis=0), 10.0)
     with pytest.raises(ValueError, match="padding"):
         box_around(trace[0], -1.0)
+
+
+def test_gather_keeps_chains_and_pieces_together(trace):
+    """With gather, every chain (and the piece of a chain after a break) moves by the same lattice vector as the
+    first: the complex of two chains in contact, and a chain with a gap, come out as they were."""
+    lengths = np.array([20.0, 20.0, 20.0])  # the two chains' centroids are 8-10 A apart, less than half of it
+    wrapped = _wrap(trace, np.diag(lengths))
+    assert not np.allclose(make_whole(wrapped, lengths, SEGMENT) - trace, (wrapped - trace)[:, :1], atol=1e-3)
+    gathered = make_whole(wrapped, lengths, SEGMENT, gather=True)
+    _assert_shifted_by_lattice(gathered, trace, np.diag(lengths), np.zeros(20))  # one shift for all 20 beads
+    beads = trace[:2].copy()
+    beads[:, 12:] += [0.0, -5.0, 0.0]  # an 8.7 A gap after residue 12: a break; the pieces' centroids 7.4 A apart
+    wrapped = _wrap(beads, np.diag(lengths))
+    gathered = make_whole(wrapped, lengths, np.zeros(20), max_bond=6.0, gather=True)
+    _assert_shifted_by_lattice(gathered, beads, np.diag(lengths), np.zeros(20))
+    # triclinic: the same
+    wrapped = _wrap(trace, TRICLINIC * 1.2)
+    gathered = make_whole(wrapped, np.broadcast_to(TRICLINIC * 1.2, (len(trace), 3, 3)), SEGMENT, gather=True)
+    _assert_shifted_by_lattice(gathered, trace, TRICLINIC * 1.2, np.zeros(20))

@@ -203,13 +203,13 @@ def unwrap_needed(beads, box, segment, max_bond: float | None = None) -> np.ndar
 
 
 def make_whole(beads, box, segment, max_bond: float | None = None, labels=None,
-               first_frame: int = 0, source: str = "input") -> np.ndarray:
+               first_frame: int = 0, source: str = "input", gather: bool = False) -> np.ndarray:
     """Unwrap chains split by the periodic boundary.
 
     Every bead is moved by whole box vectors to the periodic image nearest
     to the (already moved) bead before it in the same chain; the first bead
     of each chain stays where it is, so every chain as a whole may still sit
-    anywhere in (or around) the cell.
+    anywhere in (or around) the cell, unless ``gather``.
 
     Parameters
     ----------
@@ -235,6 +235,14 @@ def make_whole(beads, box, segment, max_bond: float | None = None, labels=None,
         Index of the first frame in the whole input, for error messages.
     source : str, optional
         Name of the input, for error messages.
+    gather : bool, optional
+        Then the pieces (chains, and the parts of a chain after a break) are
+        gathered too: each, in order, moves by whole box vectors so that its
+        centroid lies at the periodic image nearest to the centroid of the
+        pieces before it in the frame (the first piece stays). The chains of
+        a complex, and the parts of a chain, then stay together as in the
+        simulation (when the box is wider than twice the distance between
+        their centroids).
 
     Returns
     -------
@@ -255,6 +263,10 @@ def make_whole(beads, box, segment, max_bond: float | None = None, labels=None,
     out = beads.copy()
     found = _bond_shifts(beads, box, segment, max_bond)
     if found is None:
+        vectors = box_matrices(box, beads.shape[0])
+        if gather and vectors is not None:  # no bond to unwrap: the beads of every chain are its pieces
+            starts = np.ones(beads.shape[:2], dtype=bool)
+            out[...] = _gather(beads.astype(np.float64), starts, vectors).astype(beads.dtype)
         return out
     pairs, counts, length, half, vectors = found
     broken = length > max_bond if max_bond is not None else np.zeros(length.shape, dtype=bool)
@@ -278,8 +290,33 @@ def make_whole(beads, box, segment, max_bond: float | None = None, labels=None,
     starts[:, pairs + 1] = broken
     first = np.maximum.accumulate(np.where(starts, np.arange(beads.shape[1]), 0), axis=1)
     total -= np.take_along_axis(total, first[:, :, None], axis=1)
-    out[...] = (beads.astype(np.float64) + total @ vectors).astype(beads.dtype)
+    whole = beads.astype(np.float64) + total @ vectors
+    out[...] = (_gather(whole, starts, vectors) if gather else whole).astype(beads.dtype)
     return out
+
+
+def _gather(xyz: np.ndarray, starts: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Pieces (F, R) ``starts`` of ``xyz`` (F, R, 3), each moved to the image nearest the centroid of those before it."""
+    n_frames, n_beads = starts.shape
+    piece = np.cumsum(starts, axis=1) - 1  # (F, R) piece of each bead in its frame
+    n_pieces = int(piece.max()) + 1
+    if n_pieces < 2:
+        return xyz
+    index = (np.arange(n_frames)[:, None] * n_pieces + piece).ravel()
+    count = np.bincount(index, minlength=n_frames * n_pieces).reshape(n_frames, n_pieces)
+    total = np.stack([np.bincount(index, xyz[..., c].ravel(), n_frames * n_pieces) for c in range(3)], -1)
+    total = total.reshape(n_frames, n_pieces, 3)
+    shift = np.zeros((n_frames, n_pieces, 3))
+    placed_sum, placed_count = total[:, 0].copy(), count[:, 0].astype(np.float64)
+    for k in range(1, n_pieces):
+        here = count[:, k] > 0
+        centre = total[:, k] / np.maximum(count[:, k], 1)[:, None]
+        delta = centre - placed_sum / np.maximum(placed_count, 1)[:, None]
+        moved = np.einsum("fi,fij->fj", bond_images(delta[:, None], vectors)[:, 0], vectors) * here[:, None]
+        shift[:, k] = moved
+        placed_sum += total[:, k] + count[:, k][:, None] * moved
+        placed_count += count[:, k]
+    return xyz + np.take_along_axis(shift, piece[..., None], axis=1)
 
 
 def box_around(xyz, padding: float):
