@@ -954,7 +954,7 @@ def backmap(
         n_segments=int(protein.segment.max()) + 1,
         n_atoms=protein.n_atoms,
         seconds=time.perf_counter() - t0,
-        report=engine.report,
+        report=source.notes + engine.report,
         method=engine.method,
         mapping=engine.mapping.name,
         mapping_evidence=engine.mapping_evidence,

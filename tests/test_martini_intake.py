@@ -361,3 +361,23 @@ def test_disulfides_are_built_bonded():
     assert np.all(np.abs(ss - 2.04) < 0.1), ss
     cb_sg = np.linalg.norm(cb[:, None] - sg[None], axis=-1)[bonded]
     assert np.all(cb_sg > 2.8), cb_sg
+
+
+def test_trajectory_of_the_protein_group_with_the_system_topology(tmp_path):
+    """An .xtc of the Protein output group (GROMACS compressed-x-grps) read with the whole system's .gro: the
+    topology's first atoms are the protein, so they are taken (with a note), and the structures are those of
+    the full trajectory. Another count is refused, naming what the topology's protein is."""
+    from backmap_plugin.api import backmap
+
+    full = md.load(str(DATA / "md.xtc"), top=str(DATA / "md.gro"))
+    protein = full.topology.select("protein")
+    assert (protein == np.arange(len(protein))).all() and len(protein) < full.n_atoms
+    full.atom_slice(protein).save_xtc(str(tmp_path / "protein.xtc"))
+    part = backmap(tmp_path / "protein.xtc", tmp_path / "part.pdb", top=DATA / "md.gro", progress=False)
+    assert any(f"holds {len(protein)} of the {full.n_atoms} atoms of" in line for line in part.report)
+    backmap(DATA / "md.xtc", tmp_path / "full.pdb", top=DATA / "md.gro", progress=False)
+    np.testing.assert_array_equal(md.load(str(tmp_path / "part.pdb")).xyz, md.load(str(tmp_path / "full.pdb")).xyz)
+    full.atom_slice(protein[:100]).save_xtc(str(tmp_path / "some.xtc"))
+    with pytest.raises(BackmapInputError, match=f"have 100; its protein is {len(protein)} atoms"):
+        backmap(tmp_path / "some.xtc", tmp_path / "x.pdb", top=DATA / "md.gro", progress=False)
+    assert not (tmp_path / "x.pdb").exists()

@@ -70,6 +70,9 @@ class FrameSource:
         Number of atoms per frame.
     chunk, stride : int
         Frames per chunk, and the read stride.
+    notes : list of str
+        What was made of the input on the way (e.g. a topology cut to the
+        protein the trajectory holds).
     """
 
     def __init__(self, path, top=None, chunk: int = 1000, stride: int = 1):
@@ -105,12 +108,10 @@ class FrameSource:
             topology = load_topology(self.path, self._ext)
             n_atoms = topology.n_atoms
 
+        self.notes = []
         if top_topology is not None:
             if top_topology.n_atoms != n_atoms:
-                raise BackmapInputError(
-                    f"atom count mismatch: topology {self.top_path} has {top_topology.n_atoms} atoms "
-                    f"but coordinates {self.path} have {n_atoms}"
-                )
+                top_topology = self._protein_prefix(top_topology, n_atoms)
             topology = top_topology
         if n_atoms == 0:
             raise BackmapInputError(f"{self.path}: contains no atoms")
@@ -121,6 +122,31 @@ class FrameSource:
         self.n_atoms = n_atoms
         if self._whole is not None:
             check_finite(self._whole[0], topology, self.path, 0, self.stride)
+
+    def _protein_prefix(self, topology, n_atoms: int):
+        """The topology of a trajectory that holds only the system's protein, as GROMACS writes one.
+
+        A trajectory written with a ``Protein`` output group (``compressed-x-grps``, or ``gmx trjconv``
+        with that group) holds the protein's atoms in topology order: when they are exactly the first
+        ``n_atoms`` atoms of a larger system's topology, that part of it is the trajectory's topology.
+        Any other count mismatch is an error.
+        """
+        protein = np.array([a.index for a in topology.atoms if a.residue.is_protein], dtype=np.int64)
+        if topology.n_atoms > n_atoms and len(protein) == n_atoms and (protein == np.arange(n_atoms)).all():
+            self.notes.append(
+                f"{self.path} holds {n_atoms} of the {topology.n_atoms} atoms of {self.top_path}: its protein, "
+                "the first atoms (a Protein output group); the rest of the topology left out"
+            )
+            return topology.subset(range(n_atoms))
+        hint = "; pass the topology of the system the trajectory was written from (e.g. the run's .tpr or .gro)"
+        if len(protein) and topology.n_atoms > n_atoms:
+            hint = (f"; its protein is {len(protein)} atoms" + ("" if protein[0] == 0 else f" from atom {protein[0] + 1}")
+                    + ": a trajectory of part of a system needs the topology of that part "
+                    "(e.g. gmx convert-tpr -s md.tpr -n index.ndx, or gmx trjconv -s md.tpr -dump 0 of the same group)")
+        raise BackmapInputError(
+            f"atom count mismatch: topology {self.top_path} has {topology.n_atoms} atoms "
+            f"but coordinates {self.path} have {n_atoms}{hint}"
+        )
 
     def __repr__(self) -> str:
         top = "" if self.top_path is None else f", top={self.top_path!r}"
