@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import mdtraj as md
@@ -131,6 +132,10 @@ def test_hps_positions_are_a_clean_coil_and_dynamics_stay_finite():
     assert np.all(np.isfinite(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)))
     with pytest.raises(ValueError, match="shorter than twice"):
         create_hps_system("KKKK", box=5.0)
+    # the topology's box is one OpenMM writers read: a PDB of the system gets its CRYST1 record
+    buffer = io.StringIO()
+    PDBFile.writeFile(top, positions, buffer)
+    assert "CRYST1  120.000  120.000  120.000  90.00  90.00  90.00" in buffer.getvalue()
     with pytest.raises(ValueError, match="unknown residue letter"):
         create_hps_system("KXB")
 

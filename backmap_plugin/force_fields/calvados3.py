@@ -47,6 +47,7 @@ from backmap_plugin.force_fields.hps import (
     harmonic_bond_force,
     periodic_box_vectors,
     read_parameter_table,
+    set_topology_box,
 )
 
 __all__ = [
@@ -370,5 +371,5 @@ def create_calvados3_system(structure, domains=(), positions=None, temperature=2
 
     topology = cg_topology(names, chain_ids=chain_ids, residue_ids=residue_ids, chain_index=chain.tolist())
     if periodic:
-        topology.setPeriodicBoxVectors(system.getDefaultPeriodicBoxVectors())
+        set_topology_box(topology, vectors)
     return topology, system, unit.Quantity([openmm.Vec3(*row) for row in beads.tolist()], unit.nanometer)

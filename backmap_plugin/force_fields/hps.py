@@ -408,6 +408,18 @@ def periodic_box_vectors(box, cutoff=DH_CUTOFF):
     return vectors
 
 
+def set_topology_box(topology, vectors) -> None:
+    """Give an OpenMM ``Topology`` the box ``vectors`` (from :func:`periodic_box_vectors`).
+
+    As one ``Quantity`` of three ``Vec3`` rows, the form OpenMM's writers
+    read (``PDBFile.writeFile`` fails on a list of quantities, the form
+    ``System.getDefaultPeriodicBoxVectors`` returns).
+    """
+    from openmm import unit
+
+    topology.setPeriodicBoxVectors(unit.Quantity([v.value_in_unit(unit.nanometer) for v in vectors], unit.nanometer))
+
+
 def _pair_method(periodic):
     import openmm
 
@@ -595,7 +607,7 @@ def create_hps_system(sequence, ionicStrength=0.15, temperature=298.0, box=None,
 
     topology = cg_topology([p.three for p in params])
     if periodic:
-        topology.setPeriodicBoxVectors(system.getDefaultPeriodicBoxVectors())
+        set_topology_box(topology, vectors)
     xyz = random_coil(len(params), seed=seed)
     positions = unit.Quantity([openmm.Vec3(*row) for row in xyz.tolist()], unit.nanometer)
     return topology, system, positions
