@@ -44,7 +44,10 @@ A Martini 3 model (:mod:`backmap_plugin.model.method`) replaces steps 1-3's
 candidate search: :func:`fit_to_beads` takes its structure, moves each
 residue rigidly towards its beads (:func:`align_residues`,
 :data:`ALIGN_STEPS` fixed-point steps without gradients), then runs one
-joint-fit round of :data:`START_FIT_STEPS` Adam steps, then step 4.
+joint-fit round of :data:`START_FIT_STEPS` Adam steps, then step 4. That
+round also holds phi / psi in the favoured Ramachandran region
+(:data:`RAMA_WEIGHT`): the thermal noise of real CG dynamics would pull the
+model's dihedrals out of it.
 
 Bond lengths and angles are ideal throughout: side chains only turn about
 their chi bonds (proline keeps its library puckers, which close the ring),
@@ -67,6 +70,7 @@ from backmap_plugin.build.backbone import backbone_dofs, build_backbone, turn_pl
 from backmap_plugin.build.carry import CarriedSideChains
 from backmap_plugin.build.chi_turns import ChiLevers, turn_chis
 from backmap_plugin.build.ideal import FREQUENCY_WEIGHT, constrain_trace, place_side_chains, side_chain_internal
+from backmap_plugin.build.rama_prior import RamachandranPrior
 from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
@@ -123,10 +127,25 @@ START_FIT_STEPS = 15
 ALIGN_BIAS = 0.5
 ALIGN_CHI_STEPS = 2
 ALIGN_PLANE_DAMPING = 0.01
-#: Restraints of the joint fit: bonded C-alpha atoms 3.8 Angstrom apart (per Angstrom^2) and N-CA-C
-#: near its ideal angle (per rad^2), against the squared bead misfit (Angstrom^2).
+#: Restraints of the joint fit: bonded C-alpha atoms 3.8 Angstrom apart (per Angstrom^2) and N-CA-C near its
+#: ideal angle (per rad^2), against the squared bead misfit (Angstrom^2).
 BOND_WEIGHT = 10.0
 ANGLE_WEIGHT = 10.0
+#: The fit of a built start (a Martini 3 model's structure: :func:`align_residues` and the Adam round) restrains
+#: N-CA-C with START_ANGLE_WEIGHT instead, and phi / psi with RAMA_WEIGHT per log10 density unit below the
+#: favoured contour (:class:`~backmap_plugin.build.rama_prior.RamachandranPrior`): on real Martini 3 dynamics
+#: the beads' thermal noise pulled the dihedrals out of the favoured region. Chosen on Martini 3 MD made from
+#: train structures (martinize2 + gmx: 6B0S 8 ps, the 5zng dimer with an elastic network and with a Go model,
+#: 100 ps each; 36 frames, `backmap validate`): with angle weight 10 and no Ramachandran restraint, Ramachandran
+#: favoured 75 / 65 / 74 %, outliers 11 / 17 / 14 %, angle outliers 15 / 22 / 10 per structure; restraint 1 and
+#: angle weight 10: 91 / 83 / 91 %, 3 / 5 / 3 %, 22 / 30 / 15; 1 and 15 (kept): 90 / 83 / 89 %, 3 / 5 / 2 %,
+#: 15 / 22 / 12, beads 0.01 (BB) and 0.05 A (side chains) further from the noisy input. Mapped train structures
+#: (10 crystal, medians): beads 0.196 / 0.218 -> 0.209 / 0.241 A, heavy atoms 0.576 -> 0.587 A; 5 MD
+#: trajectories 0.515 -> 0.522 A. The fitted builder (from the BB beads, 60 steps) goes without both: with them
+#: the exact beads of trp-cage and 6B0S came out 0.37 / 0.29 A off (BB; without 0.12 / 0.19), and angle weight
+#: 15 alone took its train crystal beads from 0.178 to 0.210 A.
+START_ANGLE_WEIGHT = 15.0
+RAMA_WEIGHT = 1.0
 #: Floating-point type of the fit (float64: a frame's result does not hinge on rounding that differs
 #: with the batch).
 FIT_DTYPE = torch.float64
@@ -382,15 +401,17 @@ def _cheapest(chis: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
 
 
 def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Tensor, protein: ProteinTopology,
-              steps: int | None = None, disulfides: tuple[torch.Tensor, torch.Tensor] | None = None
-              ) -> tuple[torch.Tensor, dict, torch.Tensor]:
+              steps: int | None = None, disulfides: tuple[torch.Tensor, torch.Tensor] | None = None,
+              angle_weight: float = ANGLE_WEIGHT, rama_weight: float = 0.0) -> tuple[torch.Tensor, dict, torch.Tensor]:
     """Adam steps on the C-alpha trace, peptide planes and chi angles so that all beads lie on the input.
 
     The loss is the squared distance of every bead (OXT in BB at C
     termini) to the input, plus :data:`BOND_WEIGHT` times the squared
     deviation of bonded C-alpha distances from 3.8 Angstrom and
-    :data:`ANGLE_WEIGHT` times the squared deviation of N-CA-C from its
-    ideal angle. The backbone is that of
+    ``angle_weight`` times the squared deviation of N-CA-C from its
+    ideal angle, plus ``rama_weight`` times the Ramachandran restraint
+    (:class:`~backmap_plugin.build.rama_prior.RamachandranPrior`: phi / psi
+    outside the favoured region). The backbone is that of
     :func:`~backmap_plugin.build.backbone.build_backbone` with the plane
     rotations and terminal torsions ``dofs``; side chains are built once
     from the start chi angles and then turned about their chi bonds
@@ -418,6 +439,12 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
         Cysteine pairs (P, 2) and the frames (F, P) in which they are bonded
         (:func:`disulfide_pairs`): there their SG-SG distance is pulled to
         :data:`SS_BOND` (weight :data:`DISULFIDE_WEIGHT`).
+    angle_weight : float, optional
+        Default :data:`ANGLE_WEIGHT`.
+    rama_weight : float, optional
+        Weight of the Ramachandran restraint (default 0: none). The fit of a
+        built start (:func:`fit_to_beads`) takes :data:`START_ANGLE_WEIGHT`
+        and :data:`RAMA_WEIGHT`.
 
     Returns
     -------
@@ -433,6 +460,7 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
     bonded = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev).to(dtype)
     free = torch.as_tensor(relax.TURNABLE_CHIS[protein.res_type], device=dev).to(dtype)
     ideal_angle = math.radians(chem.ANGLE_N_CA_C)
+    rama = RamachandranPrior(protein, dtype, dev) if rama_weight else None
     has_disulfides = disulfides is not None and len(disulfides[0]) > 0
     # chi derivatives in closed form: of the side-chain beads and of SG (its disulfide restraint)
     sg_row = torch.zeros_like(weights[:, :1])
@@ -457,7 +485,9 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
             distance = (trace[:, 1:] - trace[:, :-1]).norm(dim=-1)
             loss = loss + BOND_WEIGHT * ((distance - chem.BOND_CA_CA_TRANS).pow(2) * bonded).sum()
             angle = bond_angle(backbone[..., chem.SLOT_N, :], trace, backbone[..., chem.SLOT_C, :])
-            loss = loss + ANGLE_WEIGHT * (angle - ideal_angle).pow(2).sum()
+            loss = loss + angle_weight * (angle - ideal_angle).pow(2).sum()
+            if rama_weight:
+                loss = loss + rama_weight * rama(backbone).sum()
             sg = atoms[..., _SG, :]
             if has_disulfides:
                 cb = atoms[..., chem.SLOT_CB, :]
@@ -495,7 +525,7 @@ def align_residues(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torc
     residue's fit takes them (bonded ones then held 3.8 Angstrom apart); the
     peptide planes turn towards where the fits take C, O and N, with N-CA-C
     restrained (:func:`backmap_plugin.build.backbone.turn_planes_towards`,
-    :data:`ANGLE_WEIGHT`), and the terminal torsions take the values of the
+    :data:`START_ANGLE_WEIGHT`), and the terminal torsions take the values of the
     moved N, C and O at segment ends; the chi angles take :data:`ALIGN_CHI_STEPS`
     iterations of :func:`fit_chis` on the moved backbone. A step costs about
     as much as two or three Adam steps of :func:`fit_beads`, and three of them
@@ -535,7 +565,7 @@ def align_residues(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torc
                                                     ALIGN_BIAS)
         moved = torch.einsum("frij,frsj->frsi", rotation, atoms - centre[..., None, :]) + target_centre[..., None, :]
         ca = constrain_trace(moved[..., chem.SLOT_CA, :], same)
-        dofs["angle"] = turn_planes_towards(ca, dofs, layout, protein.res_type, moved, ANGLE_WEIGHT,
+        dofs["angle"] = turn_planes_towards(ca, dofs, layout, protein.res_type, moved, START_ANGLE_WEIGHT,
                                             ALIGN_PLANE_DAMPING)
         # the terminal torsions (N of a segment's first residue, C and O of its last) measured on the moved atoms
         backbone = build_backbone(ca, layout, protein.res_type, dofs)
@@ -633,8 +663,11 @@ def _fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Te
                 chis = _cheapest(*side_chain_candidates(backbone, protein, target, chis))
             else:  # a built start has its side chains chosen already: it is aligned onto the beads
                 ca, dofs, chis = align_residues(ca, dofs, chis, beads, protein)
-        ca, dofs, chis = fit_beads(ca, dofs, chis, beads, protein, disulfides=disulfides,
-                                   steps=None if start is None else START_FIT_STEPS)
+        if start is None:
+            ca, dofs, chis = fit_beads(ca, dofs, chis, beads, protein, disulfides=disulfides)
+        else:
+            ca, dofs, chis = fit_beads(ca, dofs, chis, beads, protein, START_FIT_STEPS, disulfides,
+                                       angle_weight=START_ANGLE_WEIGHT, rama_weight=RAMA_WEIGHT)
     with torch.no_grad():
         ca = constrain_trace(ca, torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=ca.device))
         backbone = build_backbone(ca, layout, protein.res_type, dofs)

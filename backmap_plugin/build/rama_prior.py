@@ -1,0 +1,104 @@
+"""A Ramachandran restraint for fits that move the backbone (differentiable, torch).
+
+Fitting a structure to coarse-grained beads from real CG dynamics chases
+the beads' thermal noise through the backbone dihedrals: the fit lands on
+the beads with phi / psi no protein has. :class:`RamachandranPrior` is the
+penalty that holds them back. It reads the shipped Ramachandran table
+(:func:`backmap_plugin.core.ramachandran.load_table`: log10 density of the
+train crystal structures per residue class, 2-degree cells) and costs, per
+residue with both dihedrals, how far (in log10 density) its (phi, psi) lies
+below the favoured contour of its class: zero inside the favoured region,
+so a structure with common dihedrals feels no pull, and growing outside it
+(up to :data:`MAX_PENALTY`). Interpolation is bilinear and periodic between
+cell centres, as the check's lookup
+(:func:`backmap_plugin.core.dihedral_density.lookup`), so the penalty is zero
+exactly where the check says favoured. Angles radians, lengths Angstrom.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.geometry import dihedral
+from backmap_plugin.core.topology import ProteinTopology
+
+#: Largest penalty of one residue (log10 density units below the favoured contour; the tables' floor is
+#: about 25 below it, where the density is flat and would give no direction).
+MAX_PENALTY = 4.0
+
+
+class RamachandranPrior:
+    """Penalty of backbone dihedrals outside the favoured Ramachandran region.
+
+    Parameters
+    ----------
+    protein : ProteinTopology
+        Residue types and segments: a residue has phi (psi) when it is
+        bonded to the residue before (after) it in its segment. Peptides are
+        taken as trans (prolines use the trans-proline table).
+    dtype : torch.dtype
+    device : torch.device
+    """
+
+    def __init__(self, protein: ProteinTopology, dtype=torch.float64, device=None):
+        # imported here: core.ramachandran loads scipy, which a C-alpha run does not need
+        from backmap_plugin.core.ramachandran import load_table, residue_classes
+
+        grids, info = load_table()
+        bonded = protein.segment[1:] == protein.segment[:-1]
+        names = [chem.RESIDUE_NAMES[t] for t in protein.res_type]
+        classes = residue_classes(names, np.r_[bonded, False], np.full(len(names), 180.0))
+        tables = sorted({info["class_of_table"][c] for c in classes})
+        table_of = np.array([tables.index(info["class_of_table"][c]) for c in classes])
+        self.has = torch.as_tensor(np.r_[False, bonded] & np.r_[bonded, False], device=device)  # phi and psi
+        self.index = torch.as_tensor(np.nonzero(self.has.cpu().numpy())[0], device=device)
+        # grid values relative to each table's favoured level: penalty = max(0, -value)
+        relative = np.stack([grids[t].astype(np.float64) - info["tables"][t]["favoured_level"] for t in tables])
+        self.grid = torch.as_tensor(relative, dtype=dtype, device=device)  # (T, n_phi, n_psi)
+        self.table = torch.as_tensor(table_of[self.index.cpu().numpy()], device=device)
+        self.start = [math.radians(s) for s in info["grid"]["start"]]
+        self.shape = self.grid.shape[1:]
+
+    def dihedrals(self, backbone: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(phi, psi), each (F, P) radians, of the residues that have both (in order)."""
+        i = self.index
+        n, ca, c = (backbone[..., i, s, :] for s in (chem.SLOT_N, chem.SLOT_CA, chem.SLOT_C))
+        phi = dihedral(backbone[..., i - 1, chem.SLOT_C, :], n, ca, c)
+        psi = dihedral(n, ca, c, backbone[..., i + 1, chem.SLOT_N, :])
+        return phi, psi
+
+    def __call__(self, backbone: torch.Tensor) -> torch.Tensor:
+        """(F,) summed penalty of each frame's residues (log10 density units).
+
+        Parameters
+        ----------
+        backbone : torch.Tensor
+            (F, R, N_SLOTS, 3) with N, CA, C placed; differentiable.
+        """
+        if len(self.index) == 0:
+            return backbone.new_zeros(backbone.shape[0])
+        phi, psi = self.dihedrals(backbone)
+        value = self._interpolate(phi, psi)
+        return (-value).clamp(min=0.0, max=MAX_PENALTY).sum(-1)
+
+    def _interpolate(self, phi: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+        """Bilinear, periodic interpolation of each residue's table at (phi, psi), between cell centres."""
+        lower, fraction = [], []
+        for angle, start, n in ((phi, self.start[0], self.shape[0]), (psi, self.start[1], self.shape[1])):
+            u = torch.remainder(angle - start, 2 * math.pi) / (2 * math.pi) * n - 0.5
+            i0 = torch.floor(u)
+            lower.append(i0.long())
+            fraction.append(u - i0)
+        table = self.table.expand_as(lower[0])
+        out = 0.0
+        for up_phi in (0, 1):
+            for up_psi in (0, 1):
+                weight = ((fraction[0] if up_phi else 1 - fraction[0]) * (fraction[1] if up_psi else 1 - fraction[1]))
+                value = self.grid[table, torch.remainder(lower[0] + up_phi, self.shape[0]),
+                                  torch.remainder(lower[1] + up_psi, self.shape[1])]
+                out = out + weight * value
+        return out
