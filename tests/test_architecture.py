@@ -153,3 +153,22 @@ def test_e3nn_sympy_parts_work_after_the_deferred_load():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "(1, 2): 1.0219854" in out.stdout
+
+
+@pytest.mark.parametrize("cache", ["empty", "off"])
+def test_run_builds_the_model_with_the_lean_import(tmp_path, cache):
+    """The ``backmap`` command (torch imported without its compiler front end) builds a model when the built-model
+    cache has none, keeps it, and reads it back: e3nn's gates ask for a torch.Generator while they are built and
+    its modules look up torch._dynamo while pickled, which failed on a user's first run (a cold cache)."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "trpcage_ca.pdb"
+    folder = tmp_path / "cache"
+    env = {**__import__("os").environ, "BACKMAP_CACHE_DIR": str(folder) if cache == "empty" else ""}
+    outputs = []
+    for run in range(2 if cache == "empty" else 1):
+        out = tmp_path / f"out{run}.pdb"
+        done = subprocess.run([sys.executable, "-m", "backmap_plugin.cli", "run", str(example), "-o", str(out)],
+                              capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(out.read_bytes())
+        assert len(list(folder.glob("model-*.pt"))) == (1 if cache == "empty" else 0)
+    assert all(o == outputs[0] for o in outputs)

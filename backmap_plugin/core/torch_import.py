@@ -106,6 +106,22 @@ def defer_torch_compiler_imports() -> bool:
     return True
 
 
+def generator_ready() -> None:
+    """Make ``torch.Generator()`` work after the lean import (torch 2.13 sets its type up in a deferred module).
+
+    Code outside the package calls ``torch.Generator()`` too: e3nn does when
+    it builds a model (normalising its gate activations), which
+    :func:`backmap_plugin.model.weights.load_model` does when its cache has
+    no built copy. Costs about 0.2 s, once, and only after the lean import.
+    """
+    import torch
+
+    try:
+        torch.Generator()
+    except RuntimeError:
+        importlib.import_module(GENERATOR_SETUP)
+
+
 def seeded_generator(seed: int):
     """A CPU ``torch.Generator`` seeded with ``seed``, also after the lean import.
 
@@ -119,9 +135,5 @@ def seeded_generator(seed: int):
     """
     import torch
 
-    try:
-        generator = torch.Generator()
-    except RuntimeError:  # torch imported without DEFERRED: set the generator type up first (0.2 s, once)
-        importlib.import_module(GENERATOR_SETUP)
-        generator = torch.Generator()
-    return generator.manual_seed(seed)
+    generator_ready()
+    return torch.Generator().manual_seed(seed)

@@ -29,6 +29,7 @@ from importlib import resources
 import torch
 
 from backmap_plugin import __version__
+from backmap_plugin.core.torch_import import generator_ready
 from backmap_plugin.io.atomic import atomic_path, atomic_write
 from backmap_plugin.model.vae import BackmapVAE, ModelConfig
 
@@ -105,11 +106,12 @@ def _cache_file(path: str, config_text: str) -> str | None:
 
 @contextlib.contextmanager
 def _no_dynamo_import():
-    """Answer e3nn's one look-up of ``torch._dynamo`` while a built model is unpickled.
+    """Answer e3nn's one look-up of ``torch._dynamo`` while a built model is pickled or unpickled.
 
-    Unpickling e3nn's generated modules checks ``isinstance(module,
+    Pickling and unpickling e3nn's generated modules check ``isinstance(module,
     (fx.GraphModule, torch._dynamo.OptimizedModule))``, and touching
-    ``torch._dynamo`` imports it (about 1 s). A module pickled by this file
+    ``torch._dynamo`` imports it (about 1 s; after the ``backmap`` command's
+    lean import of torch it fails, a circular import). A module pickled by this file
     is never a ``torch.compile`` result, so while ``torch._dynamo`` is not
     imported a stand-in class that nothing is an instance of answers the
     look-up; it is removed afterwards (``torch._dynamo`` then imports as
@@ -148,7 +150,7 @@ def _keep_built(model: BackmapVAE, cached: str | None) -> None:
         return
     try:
         os.makedirs(os.path.dirname(cached), exist_ok=True)
-        with atomic_path(cached) as tmp:
+        with atomic_path(cached) as tmp, _no_dynamo_import():  # pickling e3nn's modules asks the same
             torch.save(model, tmp)
     except OSError:
         pass
@@ -162,6 +164,7 @@ def _load(path: str, device: str) -> BackmapVAE:
     cached = _cache_file(path, config_text)
     model = _read_cached(cached)
     if model is None:
+        generator_ready()  # e3nn's gates draw samples with a torch.Generator while they are built
         model = BackmapVAE(ModelConfig(**info["config"]))
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         model.drop_encoder()
