@@ -128,6 +128,10 @@ def test_gather_keeps_chains_and_pieces_together(trace):
     wrapped = _wrap(beads, np.diag(lengths))
     gathered = make_whole(wrapped, lengths, np.zeros(20), max_bond=6.0, gather=True)
     _assert_shifted_by_lattice(gathered, beads, np.diag(lengths), np.zeros(20))
+    # chains that touch nothing either way stay where they are (e.g. a crystal's chains in a small cell)
+    apart = trace[:2].copy()
+    apart[:, 10:] += [35.0, 0.0, 0.0]  # chain B's centroid over half the box from A's, its nearest image 20+ A away
+    np.testing.assert_array_equal(make_whole(apart, [60.0, 60.0, 60.0], SEGMENT, gather=True), apart)
     # triclinic: the same
     wrapped = _wrap(trace, TRICLINIC * 1.2)
     gathered = make_whole(wrapped, np.broadcast_to(TRICLINIC * 1.2, (len(trace), 3, 3)), SEGMENT, gather=True)

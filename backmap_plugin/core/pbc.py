@@ -237,12 +237,13 @@ def make_whole(beads, box, segment, max_bond: float | None = None, labels=None,
         Name of the input, for error messages.
     gather : bool, optional
         Then the pieces (chains, and the parts of a chain after a break) are
-        gathered too: each, in order, moves by whole box vectors so that its
-        centroid lies at the periodic image nearest to the centroid of the
-        pieces before it in the frame (the first piece stays). The chains of
-        a complex, and the parts of a chain, then stay together as in the
+        gathered too: each, in order, that touches none of the pieces before
+        it in the frame moves by whole box vectors to the periodic image of
+        its centroid nearest theirs, if it touches them there
+        (:data:`CONTACT_DISTANCE`; the first piece stays). The chains of a
+        complex, and the parts of a chain, then stay together as in the
         simulation (when the box is wider than twice the distance between
-        their centroids).
+        their centroids); pieces that touch nothing stay where they are.
 
     Returns
     -------
@@ -295,28 +296,43 @@ def make_whole(beads, box, segment, max_bond: float | None = None, labels=None,
     return out
 
 
+#: Gathering moves a piece only from where it touches none of the pieces before it (no two beads closer than
+#: this, Angstrom) to where it touches them: a complex split by the box is joined again, and pieces that touch
+#: nothing either way (e.g. chains of a crystal structure's asymmetric unit, in a cell smaller than the
+#: molecule) stay where the file has them.
+CONTACT_DISTANCE = 8.0
+#: Beads per piece that the contact test compares (evenly spread; all of smaller pieces).
+_CONTACT_SAMPLE = 64
+
+
+def _closest(a: np.ndarray, b: np.ndarray) -> float:
+    """Smallest distance between two point sets, from at most :data:`_CONTACT_SAMPLE` points of each."""
+    a = a[:: max(1, len(a) // _CONTACT_SAMPLE)]
+    b = b[:: max(1, len(b) // _CONTACT_SAMPLE)]
+    return float(np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1).min()))
+
+
 def _gather(xyz: np.ndarray, starts: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Pieces (F, R) ``starts`` of ``xyz`` (F, R, 3), each moved to the image nearest the centroid of those before it."""
-    n_frames, n_beads = starts.shape
-    piece = np.cumsum(starts, axis=1) - 1  # (F, R) piece of each bead in its frame
-    n_pieces = int(piece.max()) + 1
-    if n_pieces < 2:
-        return xyz
-    index = (np.arange(n_frames)[:, None] * n_pieces + piece).ravel()
-    count = np.bincount(index, minlength=n_frames * n_pieces).reshape(n_frames, n_pieces)
-    total = np.stack([np.bincount(index, xyz[..., c].ravel(), n_frames * n_pieces) for c in range(3)], -1)
-    total = total.reshape(n_frames, n_pieces, 3)
-    shift = np.zeros((n_frames, n_pieces, 3))
-    placed_sum, placed_count = total[:, 0].copy(), count[:, 0].astype(np.float64)
-    for k in range(1, n_pieces):
-        here = count[:, k] > 0
-        centre = total[:, k] / np.maximum(count[:, k], 1)[:, None]
-        delta = centre - placed_sum / np.maximum(placed_count, 1)[:, None]
-        moved = np.einsum("fi,fij->fj", bond_images(delta[:, None], vectors)[:, 0], vectors) * here[:, None]
-        shift[:, k] = moved
-        placed_sum += total[:, k] + count[:, k][:, None] * moved
-        placed_count += count[:, k]
-    return xyz + np.take_along_axis(shift, piece[..., None], axis=1)
+    """Pieces (F, R) ``starts`` of ``xyz`` (F, R, 3) moved, one by one, next to those before them.
+
+    A piece goes to the image of its centroid nearest the centroid of the
+    pieces before it, if it touches none of them where it is and touches
+    them there (:data:`CONTACT_DISTANCE`).
+    """
+    out = xyz.copy()
+    for f in range(len(xyz)):
+        bounds = np.flatnonzero(starts[f]).tolist() + [xyz.shape[1]]
+        if len(bounds) < 3 or not np.abs(vectors[f]).any():
+            continue
+        for k in range(1, len(bounds) - 1):
+            placed, piece = out[f, : bounds[k]], out[f, bounds[k] : bounds[k + 1]]
+            delta = piece.mean(0) - placed.mean(0)
+            shift = bond_images(delta[None, None], vectors[f][None])[0, 0] @ vectors[f]
+            if not shift.any():
+                continue
+            if _closest(piece, placed) > CONTACT_DISTANCE >= _closest(piece + shift, placed):
+                out[f, bounds[k] : bounds[k + 1]] += shift
+    return out
 
 
 def box_around(xyz, padding: float):
