@@ -135,8 +135,9 @@ ANGLE_WEIGHT = 10.0
 #: N-CA-C with START_ANGLE_WEIGHT instead, and phi / psi with RAMA_WEIGHT per log10 density unit below the
 #: favoured contour (:class:`~backmap_plugin.build.rama_prior.RamachandranPrior`): on real Martini 3 dynamics
 #: the beads' thermal noise pulled the dihedrals out of the favoured region. Chosen on Martini 3 MD made from
-#: train structures (martinize2 + gmx: 6B0S 8 ps, the 5zng dimer with an elastic network and with a Go model,
-#: 100 ps each; 36 frames, `backmap validate`): with angle weight 10 and no Ramachandran restraint, Ramachandran
+#: train structures (martinize2 + gmx; figures in the order: the 5zng dimer with an elastic network and with a
+#: Go model, 100 ps each, 6B0S 8 ps; 36 frames, `backmap validate`; benchmarks/README.md, session 17): with
+#: angle weight 10 and no Ramachandran restraint, Ramachandran
 #: favoured 75 / 65 / 74 %, outliers 11 / 17 / 14 %, angle outliers 15 / 22 / 10 per structure; restraint 1 and
 #: angle weight 10: 91 / 83 / 91 %, 3 / 5 / 3 %, 22 / 30 / 15; 1 and 15 (kept): 90 / 83 / 89 %, 3 / 5 / 2 %,
 #: 15 / 22 / 12, beads 0.01 (BB) and 0.05 A (side chains) further from the noisy input. Mapped train structures
