@@ -46,8 +46,7 @@ def test_penalty_is_zero_exactly_where_the_check_says_favoured(trpcage):
     backbone = slots.clone().requires_grad_()
     penalty = prior(backbone)
     grades = _grades(prior, protein, backbone)
-    phi, psi = prior.dihedrals(backbone)
-    per_residue = (-prior._interpolate(phi, psi)).clamp(min=0)
+    per_residue = prior.penalties(backbone)
     favoured = grades == FAVOURED
     assert favoured.any() and (~favoured).any()  # NMR models have some residues outside
     assert torch.all(per_residue[torch.as_tensor(favoured)] == 0)

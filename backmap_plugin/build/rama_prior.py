@@ -71,19 +71,22 @@ class RamachandranPrior:
         psi = dihedral(n, ca, c, backbone[..., i + 1, chem.SLOT_N, :])
         return phi, psi
 
-    def __call__(self, backbone: torch.Tensor) -> torch.Tensor:
-        """(F,) summed penalty of each frame's residues (log10 density units).
+    def penalties(self, backbone: torch.Tensor) -> torch.Tensor:
+        """(F, P) penalty of each residue that has both dihedrals (log10 density units, at most :data:`MAX_PENALTY`).
 
         Parameters
         ----------
         backbone : torch.Tensor
             (F, R, N_SLOTS, 3) with N, CA, C placed; differentiable.
         """
+        phi, psi = self.dihedrals(backbone)
+        return (-self._interpolate(phi, psi)).clamp(min=0.0, max=MAX_PENALTY)
+
+    def __call__(self, backbone: torch.Tensor) -> torch.Tensor:
+        """(F,) summed :meth:`penalties` of each frame."""
         if len(self.index) == 0:
             return backbone.new_zeros(backbone.shape[0])
-        phi, psi = self.dihedrals(backbone)
-        value = self._interpolate(phi, psi)
-        return (-value).clamp(min=0.0, max=MAX_PENALTY).sum(-1)
+        return self.penalties(backbone).sum(-1)
 
     def _interpolate(self, phi: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
         """Bilinear, periodic interpolation of each residue's table at (phi, psi), between cell centres."""
