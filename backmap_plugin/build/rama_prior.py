@@ -54,12 +54,12 @@ class RamachandranPrior:
         classes = residue_classes(names, np.r_[bonded, False], np.full(len(names), 180.0))
         tables = sorted({info["class_of_table"][c] for c in classes})
         table_of = np.array([tables.index(info["class_of_table"][c]) for c in classes])
-        self.has = torch.as_tensor(np.r_[False, bonded] & np.r_[bonded, False], device=device)  # phi and psi
-        self.index = torch.as_tensor(np.nonzero(self.has.cpu().numpy())[0], device=device)
+        index = np.nonzero(np.r_[False, bonded] & np.r_[bonded, False])[0]  # residues with phi and psi
+        self.index = torch.as_tensor(index, device=device)
         # grid values relative to each table's favoured level: penalty = max(0, -value)
         relative = np.stack([grids[t].astype(np.float64) - info["tables"][t]["favoured_level"] for t in tables])
         self.grid = torch.as_tensor(relative, dtype=dtype, device=device)  # (T, n_phi, n_psi)
-        self.table = torch.as_tensor(table_of[self.index.cpu().numpy()], device=device)
+        self.table = torch.as_tensor(table_of[index], device=device)
         self.start = [math.radians(s) for s in info["grid"]["start"]]
         self.shape = self.grid.shape[1:]
 

@@ -319,6 +319,8 @@ def _gather(xyz: np.ndarray, starts: np.ndarray, vectors: np.ndarray) -> np.ndar
     pieces before it, if it touches none of them where it is and touches
     them there (:data:`CONTACT_DISTANCE`).
     """
+    if starts.sum(1).max(initial=0) < 2:  # one piece per frame (a single whole chain): nothing to gather
+        return xyz
     out = xyz.copy()
     for f in range(len(xyz)):
         bounds = np.flatnonzero(starts[f]).tolist() + [xyz.shape[1]]
