@@ -70,6 +70,11 @@ def run(args) -> int:
         cfg.device = args.device
     val = train(cfg, args.output, resume=args.resume, progress=not args.quiet)
     if val:
-        print(f"validation: total {val['total']:.3f}, rmsd {val['rmsd']:.2f} A, rotamer accuracy {val['rotamer_acc']:.2f}")
+        line = f"validation: total {val['total']:.3f}"
+        if "rmsd" in val:
+            line += f", rmsd {val['rmsd']:.2f} A, rotamer accuracy {val['rotamer_acc']:.2f}"
+        if "locate_rmsd" in val:
+            line += f", locator C-alpha error {val['locate_rmsd']:.2f} A"
+        print(line)
     print(f"model: {args.output}/model.pt")
     return 0

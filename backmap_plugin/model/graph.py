@@ -120,7 +120,7 @@ def make_batch(beads: torch.Tensor, res_type, mask, segment) -> ResidueBatch:
     )
 
 
-def _neighbour_along(batch: ResidueBatch, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+def neighbour_along(batch: ResidueBatch, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Index of residue i+offset in the same segment (else i) and whether it exists."""
     length = batch.mask.shape[1]
     idx = torch.arange(length, device=batch.mask.device) + offset
@@ -131,7 +131,7 @@ def _neighbour_along(batch: ResidueBatch, offset: int) -> tuple[torch.Tensor, to
     return idx, same
 
 
-def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+def take_along(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (G, L, D), idx (G, L) -> (G, L, D)."""
     return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
 
@@ -147,11 +147,11 @@ def local_frames(batch: ResidueBatch) -> torch.Tensor:
     axis for e2.
     """
     x = batch.beads
-    ip, hp = _neighbour_along(batch, -1)
-    ip2, hp2 = _neighbour_along(batch, -2)
-    inx, hn = _neighbour_along(batch, +1)
-    inx2, hn2 = _neighbour_along(batch, +2)
-    prev, prev2, nxt, nxt2 = _take(x, ip), _take(x, ip2), _take(x, inx), _take(x, inx2)
+    ip, hp = neighbour_along(batch, -1)
+    ip2, hp2 = neighbour_along(batch, -2)
+    inx, hn = neighbour_along(batch, +1)
+    inx2, hn2 = neighbour_along(batch, +2)
+    prev, prev2, nxt, nxt2 = take_along(x, ip), take_along(x, ip2), take_along(x, inx), take_along(x, inx2)
     mid = (hp & hn)[..., None]
     first = (~hp & hn)[..., None]
     axis = torch.where(mid, nxt - prev, torch.where(first, nxt - x, x - prev))
@@ -180,11 +180,11 @@ def node_geometry(batch: ResidueBatch) -> torch.Tensor:
     CA(i-1) and CA(i+1) (scaled), and flags: has previous, has next.
     """
     x = batch.beads
-    i1, h1 = _neighbour_along(batch, -1)
-    i2, h2 = _neighbour_along(batch, -2)
-    j1, k1 = _neighbour_along(batch, +1)
-    j2, k2 = _neighbour_along(batch, +2)
-    p1, p2, n1, n2 = _take(x, i1), _take(x, i2), _take(x, j1), _take(x, j2)
+    i1, h1 = neighbour_along(batch, -1)
+    i2, h2 = neighbour_along(batch, -2)
+    j1, k1 = neighbour_along(batch, +1)
+    j2, k2 = neighbour_along(batch, +2)
+    p1, p2, n1, n2 = take_along(x, i1), take_along(x, i2), take_along(x, j1), take_along(x, j2)
     theta = bond_angle(p1, x, n1)
     t_prev = dihedral(p2, p1, x, n1)
     t_next = dihedral(p1, x, n1, n2)

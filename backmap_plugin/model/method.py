@@ -124,8 +124,7 @@ class ModelMethod:
                         seeds: np.ndarray) -> torch.Tensor:
         """(F, samples, R, N_SLOTS, 3) from Martini 3 beads (F, R, MAX_BEADS, 3).
 
-        The C-alpha trace comes from the BB beads
-        (:func:`~backmap_plugin.build.martini.initial_trace`); the decoder
+        The C-alpha trace comes from the beads (:meth:`_martini_trace`); the decoder
         reads it with every bead's offset; side-chain candidates pay for
         missing their residue's beads (:data:`BEAD_WEIGHT`); then the Martini 3
         fit starts from the structure
@@ -140,8 +139,7 @@ class ModelMethod:
         present = protein.slot_mask.copy()
         present[:, chem.SLOT_OXT] = False
         dense = [np.broadcast_to(a, (g, n_res)) for a in (protein.res_type, np.ones(n_res, bool), protein.segment)]
-        trace = initial_trace(beads[..., 0, :].to(FIT_DTYPE), protein).float()
-        batch = G.make_batch(trace, *dense)
+        batch = G.make_batch(self._martini_trace(beads, protein, dense), *dense)
         batch.bead_features = G.martini_bead_features(batch, beads)
         weight = torch.ones((g, n_res), device=dev)
         per_sample = []
@@ -150,6 +148,25 @@ class ModelMethod:
             cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, beads, weight, mapping, present)
             per_sample.append(fit_to_beads(beads, protein, start=place_side_chains(backbone, protein, ics, cost)))
         return torch.stack(per_sample, 1)
+
+    def _martini_trace(self, beads: torch.Tensor, protein: ProteinTopology, dense: list) -> torch.Tensor:
+        """C-alpha trace (F, R, 3), float32, from Martini 3 beads (F, R, MAX_BEADS, 3).
+
+        The model's :class:`~backmap_plugin.model.martini_locator.MartiniLocator`
+        places the C-alpha atoms; residues it does not place (segments of
+        one or two residues), and all of them for a model without one, take
+        the trace whose ideal backbone's BB beads lie on the input's
+        (:func:`~backmap_plugin.build.martini.initial_trace`). Bonded
+        C-alpha atoms are kept 3.8 Angstrom apart.
+        """
+        bb = beads[..., 0, :]
+        if not hasattr(self.model, "locator"):
+            return initial_trace(bb.to(FIT_DTYPE), protein).float()
+        ca, located = self.model.locator(G.make_batch(bb, *dense), beads)
+        if not bool(located.all()):
+            ca = torch.where(located[..., None], ca, initial_trace(bb.to(FIT_DTYPE), protein).float())
+        same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=bb.device)
+        return constrain_trace(ca, same)
 
     def _sample(self, beads: torch.Tensor, protein: ProteinTopology, samples: int, seeds: np.ndarray) -> torch.Tensor:
         """(F, samples, R, N_SLOTS, 3), float32."""

@@ -32,6 +32,7 @@ from backmap_plugin.core.geometry import build_residues, extend_with_context
 from backmap_plugin.core.torch_import import seeded_generator
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.locator import BeadLocator
+from backmap_plugin.model.martini_locator import MartiniLocator
 from backmap_plugin.model.networks import EquivariantNet, InvariantNet, mlp
 from backmap_plugin.model.targets import Targets, chi_periods
 
@@ -72,13 +73,18 @@ class ModelConfig:
     #: :class:`~backmap_plugin.model.locator.BeadLocator` finds the C-alpha
     #: trace and the beads' offsets from it are input features) or
     #: ``martini3`` (Martini 3 BB and side-chain beads: the trace comes from
-    #: the BB beads, :func:`backmap_plugin.build.martini.initial_trace`, and
-    #: every bead's offset from it is an input feature).
+    #: the beads (``martini_locator_hidden``) and every bead's offset from it
+    #: is an input feature).
     mapping: str = "ca"
     locator_scalars: int = 32
     locator_vectors: int = 8
     locator_layers: int = 3
     w_locate: float = 1.0
+    #: Martini 3 models: hidden units of the
+    #: :class:`~backmap_plugin.model.martini_locator.MartiniLocator` that
+    #: finds the C-alpha trace; 0: none, the trace comes from the BB beads
+    #: alone (:func:`backmap_plugin.build.martini.initial_trace`).
+    martini_locator_hidden: int = 0
 
     def to_dict(self) -> dict:
         """Plain dict (for JSON)."""
@@ -152,6 +158,8 @@ class BackmapVAE(nn.Module):
         if c.mapping == "com":
             self.locator = BeadLocator(c.type_dim, c.locator_scalars, c.locator_vectors, c.locator_layers,
                                        c.k_invariant, c.cutoff)
+        if c.mapping == "martini3" and c.martini_locator_hidden:
+            self.locator = MartiniLocator(c.martini_locator_hidden)
         if c.mapping != "ca":
             # bead features enter beside the residue type; zero at first, so a
             # warm start from a C-alpha model begins as that model

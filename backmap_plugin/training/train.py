@@ -59,10 +59,10 @@ class TrainConfig:
     #: initialisation (a deeper network warm-starts from a shallower one).
     #: Ignored when resuming.
     init: str | None = None
-    #: Centre-of-mass models (``model.mapping`` = ``com``): steps during
-    #: which the decoder reads the true C-alpha trace (plus noise of
-    #: ``com_trace_noise`` Angstrom) while the locator learns; afterwards it
-    #: reads the located trace, as in use.
+    #: Models with a locator: steps during which the decoder reads the true
+    #: C-alpha trace (plus noise of ``com_trace_noise`` or
+    #: ``martini_trace_noise`` Angstrom) while the locator learns; afterwards
+    #: it reads the located trace, as in use.
     locator_warmup: int = 500
     com_trace_noise: float = 0.3
     #: Fraction of crops with C-alpha beads in some regions (CALVADOS 3
@@ -74,16 +74,21 @@ class TrainConfig:
     #: the C-alpha atoms by about 0.4 Angstrom rms).
     martini_bead_noise: float = 0.1
     martini_trace_noise: float = 0.25
-    #: ``"locator"``: train a centre-of-mass model's locator alone, on its
-    #: C-alpha error (the ``locate`` term), every other parameter as ``init``
-    #: gives it (a smaller, faster locator for a trained decoder).
+    #: ``"locator"``: train a model's locator alone, on its C-alpha error (the
+    #: ``locate`` term), every other parameter as ``init`` gives it (a
+    #: smaller, faster locator for a trained decoder, or a locator for a
+    #: trained Martini 3 decoder).
     train_only: str | None = None
 
     def __post_init__(self):
         if self.train_only not in (None, "locator"):
             raise ValueError(f"train_only must be 'locator' or absent, got {self.train_only!r}")
-        if self.train_only and self.model.get("mapping", ModelConfig.mapping) != "com":
-            raise ValueError("train_only 'locator' needs a centre-of-mass model (model.mapping 'com')")
+        if self.train_only:
+            mapping = self.model.get("mapping", ModelConfig.mapping)
+            hidden = self.model.get("martini_locator_hidden", ModelConfig.martini_locator_hidden)
+            if not (mapping == "com" or (mapping == "martini3" and hidden)):
+                raise ValueError("train_only 'locator' needs a model with a locator: model.mapping 'com', "
+                                 "or 'martini3' with martini_locator_hidden")
 
 
 def load_config(path: str | None) -> TrainConfig:
@@ -156,8 +161,12 @@ def batch_terms(model: BackmapVAE, raw: dict, device: torch.device, located: boo
     For a centre-of-mass model the beads are made from the atoms
     (:func:`com_training_beads`), the locator's C-alpha error is the
     ``locate`` term, and the decoder reads the located trace (``located``)
-    or the true one plus noise. With ``cfg.train_only == "locator"`` the
-    locator's terms are all there is (the decoder is not run).
+    or the true one plus noise. A Martini 3 model reads the true trace plus
+    noise (``cfg.martini_trace_noise``), or, if it has a locator
+    (:class:`~backmap_plugin.model.martini_locator.MartiniLocator`), the
+    located trace where the locator places a residue (``located``) and the
+    locator's error is the ``locate`` term. With ``cfg.train_only ==
+    "locator"`` the locator's terms are all there is (the decoder is not run).
     """
     mask = raw["residue_mask"]
     xyz_dense = raw["xyz"].to(device)
@@ -185,6 +194,14 @@ def batch_terms(model: BackmapVAE, raw: dict, device: torch.device, located: boo
         beads = martini_training_beads(raw, cfg.martini_bead_noise, generator).to(device)
         true_ca = xyz_dense[..., chem.SLOT_CA, :].float()
         trace = true_ca + torch.randn(true_ca.shape, generator=generator).to(device) * cfg.martini_trace_noise
+        if hasattr(model, "locator"):
+            located_ca, found = model.locator(G.make_batch(beads[..., 0, :], raw["res_type"], mask, raw["segment"]),
+                                              beads)
+            err = ((located_ca - true_ca) ** 2).sum(-1)[found]
+            if cfg.train_only == "locator":
+                return _locate_terms(err, {"total": 0.0}, model.config.w_locate)
+            if located:
+                trace = torch.where(found[..., None], located_ca.detach(), trace)
         batch = G.make_batch(trace, raw["res_type"], mask, raw["segment"])
         batch.bead_features = G.martini_bead_features(batch, beads)
     else:
@@ -193,7 +210,7 @@ def batch_terms(model: BackmapVAE, raw: dict, device: torch.device, located: boo
     present = batch.to_flat(raw["present"].to(device))
     targets = measure(xyz, present, batch.flat_res_type, batch.layout)
     terms = model.loss(batch, targets)
-    if model.config.mapping == "com":
+    if hasattr(model, "locator"):
         terms = _locate_terms(err, terms, model.config.w_locate)
     return terms
 
