@@ -37,3 +37,15 @@ def corpus() -> Path:
 def fixture_pdb() -> Path:
     """Path of ``tests/data/1l2y.pdb.gz`` (real 20-residue, 38-model NMR ensemble, train split)."""
     return FIXTURE_PDB
+
+
+@pytest.fixture(scope="session")
+def fixture_cache(tmp_path_factory) -> str:
+    """A corpus cache (``backmap data build``) of the shipped fixture alone, no val split; read-only for tests."""
+    from backmap_plugin.training.cache import build_cache
+
+    root = tmp_path_factory.mktemp("fixture_cache")
+    (root / "src").mkdir()
+    (root / "src" / FIXTURE_PDB.name).write_bytes(FIXTURE_PDB.read_bytes())
+    build_cache([str(root / "src")], str(root / "cache"), workers=1, val_fraction=0.0)
+    return str(root / "cache")

@@ -64,18 +64,12 @@ def test_bead_features_are_invariant_and_zero_for_absent_beads(trpcage):
     torch.testing.assert_close(G.martini_bead_features(_batch(protein, ca), noisy), features)
 
 
-def test_training_beads_and_loss_reach_the_bead_features(tmp_path):
-    from conftest import FIXTURE_PDB
-
-    from backmap_plugin.training.cache import build_cache, open_cache
+def test_training_beads_and_loss_reach_the_bead_features(fixture_cache):
+    from backmap_plugin.training.cache import open_cache
     from backmap_plugin.training.sampler import make_loader
     from backmap_plugin.training.train import TrainConfig, batch_terms, martini_training_beads
 
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / FIXTURE_PDB.name).write_bytes(FIXTURE_PDB.read_bytes())
-    build_cache([str(src)], str(tmp_path / "cache"), workers=1, val_fraction=0.0)
-    raw = next(iter(make_loader(open_cache(str(tmp_path / "cache")), split="train", batch_size=2, crop=12,
+    raw = next(iter(make_loader(open_cache(fixture_cache), split="train", batch_size=2, crop=12,
                                 spatial_prob=0.0, bead_noise=0.0, epoch_size=2, seed=0)))
     beads = martini_training_beads(raw, 0.0, torch.Generator().manual_seed(0))
     mask = raw["residue_mask"]
@@ -210,20 +204,13 @@ def test_shipped_locator_finds_the_c_alpha_trace_and_turns_with_the_beads(trpcag
         assert not found[:, :2].any() and found[:, 2:].all()
 
 
-def test_martini_locator_trains_alone_under_a_kept_decoder(tmp_path):
+def test_martini_locator_trains_alone_under_a_kept_decoder(tmp_path, fixture_cache):
     """``train_only: locator`` on a Martini 3 model: a locator added to a trained model learns on its C-alpha
     error (it falls); every other tensor stays the init's."""
-    from conftest import FIXTURE_PDB
-
-    from backmap_plugin.training.cache import build_cache
     from backmap_plugin.training.train import TrainConfig, train
 
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / FIXTURE_PDB.name).write_bytes(FIXTURE_PDB.read_bytes())
-    build_cache([str(src)], str(tmp_path / "cache"), workers=1, val_fraction=0.0)
     small = {"hidden": 16, "equivariant_scalars": 8, "equivariant_vectors": 2, "k_invariant": 8, "mapping": "martini3"}
-    cfg = {"cache": str(tmp_path / "cache"), "batch_size": 4, "crop": 24, "spatial_prob": 0.0, "steps": 2,
+    cfg = {"cache": fixture_cache, "batch_size": 4, "crop": 24, "spatial_prob": 0.0, "steps": 2,
            "validate_every": 2, "checkpoint_every": 2, "validation_batches": 1, "threads": 1}
     train(TrainConfig(**dict(cfg, model=small)), str(tmp_path / "init"), progress=False)
     init = torch.load(tmp_path / "init" / "model.pt", weights_only=True)

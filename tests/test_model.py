@@ -1,7 +1,6 @@
 """The generative model: invariance, valid chemistry of samples, training and resume."""
 
 import json
-import shutil
 from pathlib import Path
 
 import mdtraj as md
@@ -104,17 +103,12 @@ def test_sampling_is_seeded_per_frame(model, trpcage):
     assert not torch.equal(a[1], c[1])
 
 
-def test_training_runs_and_resume_equals_uninterrupted(tmp_path):
+def test_training_runs_and_resume_equals_uninterrupted(tmp_path, fixture_cache):
     from backmap_plugin.model.weights import load_model
-    from backmap_plugin.training.cache import build_cache
     from backmap_plugin.training.train import TrainConfig, train
 
-    src = tmp_path / "src"
-    src.mkdir()
-    shutil.copy(DATA / "1l2y.pdb.gz", src / "1l2y.pdb.gz")
-    build_cache([str(src)], str(tmp_path / "cache"), workers=1, val_fraction=0.0)
     small = {"hidden": 16, "equivariant_scalars": 8, "equivariant_vectors": 2, "k_invariant": 8}
-    cfg = {"cache": str(tmp_path / "cache"), "batch_size": 2, "crop": 16, "steps": 6, "validate_every": 3,
+    cfg = {"cache": fixture_cache, "batch_size": 2, "crop": 16, "steps": 6, "validate_every": 3,
            "checkpoint_every": 3, "validation_batches": 1, "model": small, "threads": 1}
     train(TrainConfig(**cfg), str(tmp_path / "straight"), progress=False)
     train(TrainConfig(**dict(cfg, steps=3)), str(tmp_path / "resumed"), progress=False)
@@ -134,17 +128,12 @@ def test_training_runs_and_resume_equals_uninterrupted(tmp_path):
     assert isinstance(loaded, BackmapVAE)
 
 
-def test_locator_alone_trains_and_the_rest_stays_as_initialised(tmp_path):
+def test_locator_alone_trains_and_the_rest_stays_as_initialised(tmp_path, fixture_cache):
     """``train_only: locator``: a smaller locator learns on its C-alpha error; every other tensor is the init's."""
-    from backmap_plugin.training.cache import build_cache
     from backmap_plugin.training.train import TrainConfig, train
 
-    src = tmp_path / "src"
-    src.mkdir()
-    shutil.copy(DATA / "1l2y.pdb.gz", src / "1l2y.pdb.gz")
-    build_cache([str(src)], str(tmp_path / "cache"), workers=1, val_fraction=0.0)
     small = {"hidden": 16, "equivariant_scalars": 8, "equivariant_vectors": 2, "k_invariant": 8, "mapping": "com"}
-    cfg = {"cache": str(tmp_path / "cache"), "batch_size": 2, "crop": 16, "steps": 3, "validate_every": 3,
+    cfg = {"cache": fixture_cache, "batch_size": 2, "crop": 16, "steps": 3, "validate_every": 3,
            "checkpoint_every": 3, "validation_batches": 1, "threads": 1, "locator_warmup": 0}
     train(TrainConfig(**dict(cfg, model=small)), str(tmp_path / "init"), progress=False)
     init = torch.load(tmp_path / "init" / "model.pt", weights_only=True)
