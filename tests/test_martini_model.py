@@ -87,6 +87,21 @@ def test_training_beads_and_loss_reach_the_bead_features(fixture_cache):
     assert math.isfinite(float(terms["total"].detach()))
     terms["total"].backward()
     assert float(model.bead_embed.weight.grad.abs().sum()) > 0
+    assert "locate" not in terms
+
+    # with a locator: its C-alpha error joins the loss; the decoder reads the located trace, detached, so the
+    # decoder's terms send no gradient into the locator
+    torch.manual_seed(0)
+    located = BackmapVAE(ModelConfig(**small, martini_locator_hidden=16))
+    located.load_state_dict(model.state_dict(), strict=False)
+    terms = batch_terms(located, raw, torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+                        cfg=TrainConfig(martini_trace_noise=0.25))
+    assert float(terms["locate"].detach()) > 0 and math.isfinite(float(terms["total"].detach()))
+    terms["locate"].backward(retain_graph=True)
+    assert float(located.locator.net[0].weight.grad.abs().sum()) > 0
+    located.zero_grad()
+    (terms["total"] - terms["locate"]).backward()
+    assert located.locator.net[0].weight.grad is None or float(located.locator.net[0].weight.grad.abs().sum()) == 0
 
 
 def test_fit_from_a_structure_lands_on_the_beads(trpcage):
