@@ -657,11 +657,12 @@ def _fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Te
         if start is None:
             ca = initial_trace(beads[..., 0, :], protein)
             dofs = backbone_dofs(build_backbone(ca, layout, protein.res_type), layout)
-            chis, rounds = None, FIT_ROUNDS
+            chis, rounds, fit_options = None, FIT_ROUNDS, {}
         else:
             start = start.to(FIT_DTYPE)
             ca, dofs = start[..., chem.SLOT_CA, :], backbone_dofs(start, layout)
             chis, rounds = torch.nan_to_num(chi_angles(start, rt)), 1
+            fit_options = dict(steps=START_FIT_STEPS, angle_weight=START_ANGLE_WEIGHT, rama_weight=RAMA_WEIGHT)
     for _ in range(rounds):
         with torch.no_grad():
             if start is None:
@@ -669,11 +670,7 @@ def _fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Te
                 chis = _cheapest(*side_chain_candidates(backbone, protein, target, chis))
             else:  # a built start has its side chains chosen already: it is aligned onto the beads
                 ca, dofs, chis = align_residues(ca, dofs, chis, beads, protein)
-        if start is None:
-            ca, dofs, chis = fit_beads(ca, dofs, chis, beads, protein, disulfides=disulfides)
-        else:
-            ca, dofs, chis = fit_beads(ca, dofs, chis, beads, protein, START_FIT_STEPS, disulfides,
-                                       angle_weight=START_ANGLE_WEIGHT, rama_weight=RAMA_WEIGHT)
+        ca, dofs, chis = fit_beads(ca, dofs, chis, beads, protein, disulfides=disulfides, **fit_options)
     with torch.no_grad():
         ca = constrain_trace(ca, torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=ca.device))
         backbone = build_backbone(ca, layout, protein.res_type, dofs)
