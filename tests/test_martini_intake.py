@@ -16,11 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from backmap_plugin.build.martini import BREAK_DISTANCE, backmap_martini3, disulfide_pairs
+from backmap_plugin.build.backbone import backbone_dofs, build_backbone
+from backmap_plugin.build.ideal import crowded_side_chains
+from backmap_plugin.build.martini import BREAK_DISTANCE, backmap_martini3, disulfide_pairs, side_chain_candidates
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core import metrics
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.geometry import chi_angles
 from backmap_plugin.core.topology import gather_slots, protein_topology, read_residues
 from backmap_plugin.io.martini import (
     GO_SITES,
@@ -317,6 +320,28 @@ def _trpcage_beads(models: int):
     res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
     beads = torch.as_tensor(m3.martini3_bead_positions(slots, present, res_type), dtype=torch.float32)
     return beads, protein_topology(records, beads[0, :, 0].numpy(), BREAK_DISTANCE)
+
+
+def test_closing_offers_rotamers_only_to_crowded_side_chains():
+    """Trp-cage model 1 in its own chi angles overlaps nowhere; TRP6 turned into TYR3 makes both crowded, and the
+    closing placement's candidates are the library rotamers there, elsewhere the fit's side chain alone."""
+    traj = md.load(str(TRPCAGE))[:1]
+    records, _ = read_residues(traj.topology, "1l2y")
+    slots, present = gather_slots(traj.xyz.astype(np.float64) * 10.0, records)
+    res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
+    beads = torch.as_tensor(m3.martini3_bead_positions(slots, present, res_type))
+    protein = protein_topology(records, beads[0, :, 0].numpy(), BREAK_DISTANCE)
+    x = torch.as_tensor(slots)
+    chis = torch.nan_to_num(chi_angles(x, torch.as_tensor(res_type)))
+    layout = protein.backbone_layout
+    backbone = build_backbone(x[..., chem.SLOT_CA, :], layout, res_type, backbone_dofs(x, layout))
+    assert not crowded_side_chains(backbone, protein, chis).any()
+    chis[0, 5, 0] -= 2.1  # TRP6's chi1
+    crowded = crowded_side_chains(backbone, protein, chis)
+    assert crowded[0].nonzero()[:, 0].tolist() == [2, 5]
+    _, cost = side_chain_candidates(backbone, protein, beads[..., 1:, :], chis, residues=crowded)
+    offered = torch.isfinite(cost).sum(1)[0]
+    assert (offered[[2, 5]] > 1).all() and (offered[crowded[0].logical_not()] == 1).all()
 
 
 def test_frames_are_independent():

@@ -271,16 +271,13 @@ def place_side_chains(
     segment = torch.as_tensor(protein.segment, device=dev)
     mask = torch.as_tensor(protein.slot_mask, device=dev)
     side_mask = mask[:, relax.SIDE_SLOTS]
-    # side chains and OXT are built from N, CA, C, O and each other: no context slots needed
-    slots = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB]
-    atoms = build_residues(backbone, ics[:, 0], rt, slots=slots) * mask[..., None]
+    atoms = build_side_chains(backbone, protein, ics[:, 0])
 
     list_cutoff = max(OVERLAP_DISTANCE, RELIEF_DISTANCE + RELIEF_MARGIN)
     neighbours = relax.residue_neighbours(backbone[..., chem.SLOT_CA, :], _reach(dev, backbone.dtype)[rt], list_cutoff)
     side_idx = torch.as_tensor(relax.SIDE_SLOTS, device=dev)
     choosable = ((torch.isfinite(cost).sum(1) > 1) & side_mask.any(1)).expand(n_frames, -1)  # (F, R)
-    pairs = relax.structure_contacts(atoms, mask, rt, segment, list_cutoff)
-    overlap = relax.overlap_per_residue(pairs, n_frames, n_res, OVERLAP_DISTANCE)
+    pairs, overlap = _overlap(atoms, protein, list_cutoff)
     dearer = (cost[:, 0] > cost.amin(1)).expand(n_frames, -1)  # first candidate not the cheapest (sampling)
     frame, residue = torch.nonzero(((overlap > ACTIVE_OVERLAP) | dearer) & choosable, as_tuple=True)
     changed = torch.zeros(n_frames, n_res, dtype=torch.bool, device=dev)
@@ -293,7 +290,7 @@ def place_side_chains(
         a, k = torch.nonzero(torch.isfinite(cand_cost) & ((cand_cost < bound) | first), as_tuple=True)
         f, r = frame[a], residue[a]
         candidates = build_residues(backbone[f, r], ics[source[a], k, r], rt[r],
-                                    slots=slots[:-1])[..., relax.SIDE_SLOTS, :] * side_mask[r][..., None]
+                                    slots=chem.SIDE_CHAIN_BUILD_ORDER)[..., relax.SIDE_SLOTS, :] * side_mask[r][..., None]
         active = torch.full((n_frames, n_res), -1, dtype=torch.long, device=dev)
         active[frame, residue] = torch.arange(len(frame), device=dev)
         choice = torch.zeros(len(frame), dtype=torch.long, device=dev)
@@ -334,6 +331,34 @@ def place_side_chains(
         atoms = relax.relieve_clashes(atoms, mask, rt, segment, relief_steps, RELIEF_DISTANCE, RELIEF_RESTRAINT,
                                       RELIEF_STEP_SIZE, RELIEF_MAX_TURN, RELIEF_MARGIN, RELIEF_TRIGGER, pairs=pairs)
     return atoms * mask[..., None]
+
+
+def _overlap(atoms: torch.Tensor, protein: ProteinTopology, cutoff: float):
+    """Atom pairs closer than ``cutoff`` that involve a side chain, and each residue's overlap (F, R)."""
+    dev = atoms.device
+    pairs = relax.structure_contacts(atoms, torch.as_tensor(protein.slot_mask, device=dev),
+                                     torch.as_tensor(protein.res_type, device=dev),
+                                     torch.as_tensor(protein.segment, device=dev), cutoff)
+    return pairs, relax.overlap_per_residue(pairs, atoms.shape[0], atoms.shape[1], OVERLAP_DISTANCE)
+
+
+def crowded_side_chains(backbone: torch.Tensor, protein: ProteinTopology, chis: torch.Tensor) -> torch.Tensor:
+    """Residues (F, R) whose side chain, built with ``chis`` (F, R, 4), overlaps by more than :data:`ACTIVE_OVERLAP`.
+
+    These are the residues :func:`place_side_chains` reconsiders when the
+    side chains are its first candidates.
+    """
+    atoms = build_side_chains(backbone, protein, side_chain_internal(protein.res_type, chis))
+    return _overlap(atoms, protein, OVERLAP_DISTANCE)[1] > ACTIVE_OVERLAP
+
+
+def build_side_chains(backbone: torch.Tensor, protein: ProteinTopology, ics: torch.Tensor) -> torch.Tensor:
+    """Heavy atoms (F, R, N_SLOTS, 3): ``backbone``'s N, CA, C, O with the side chains of internal coordinates
+    ``ics`` (F, R, N_SLOTS, 3) and OXT at C termini; slots a residue does not have are zero."""
+    # side chains and OXT are built from N, CA, C, O and each other: no context slots needed
+    rt = torch.as_tensor(protein.res_type, device=backbone.device)
+    atoms = build_residues(backbone, ics, rt, slots=chem.SIDE_CHAIN_BUILD_ORDER + (chem.SLOT_OXT,))
+    return atoms * torch.as_tensor(protein.slot_mask, device=backbone.device)[..., None]
 
 
 def relieve_clashes(atoms: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backmap_plugin.build.ideal import constrain_trace, place_side_chains
+from backmap_plugin.build.ideal import build_side_chains, constrain_trace, place_side_chains
 from backmap_plugin.build.martini import FIT_DTYPE, fit_to_beads, initial_trace
 from backmap_plugin.build.settle import settle_on_beads
 from backmap_plugin.core import chemistry as chem
@@ -127,10 +127,14 @@ class ModelMethod:
         The C-alpha trace comes from the beads (:meth:`_martini_trace`); the decoder
         reads it with every bead's offset; side-chain candidates pay for
         missing their residue's beads (:data:`BEAD_WEIGHT`); then the Martini 3
-        fit starts from the structure
+        fit starts from each residue's cheapest candidate
         (:func:`~backmap_plugin.build.martini.fit_to_beads`: rigid alignment
-        steps, a short joint fit, side chains placed again), so the output's
-        beads lie on the input's.
+        steps, a short joint fit, side chains placed so that they do not
+        overlap), so the output's beads lie on the input's. Placing the
+        start's side chains so that they did not overlap cost 10 % of the time and
+        turned them from the beads (val clusters, medians: side-chain beads
+        0.184 / 0.289 A, crystal / MD and NMR ensembles, against 0.189 / 0.261 A
+        from the cheapest; heavy atoms 0.455 / 0.589 against 0.462 / 0.582 A).
         """
         g, n_res = beads.shape[:2]
         dev = beads.device
@@ -146,7 +150,9 @@ class ModelMethod:
         for s in range(samples):
             backbone, ics, cost = self._candidates(batch, seeds * 7919 + s)
             cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, beads, weight, mapping, present)
-            per_sample.append(fit_to_beads(beads, protein, start=place_side_chains(backbone, protein, ics, cost)))
+            best = cost.argmin(1)[:, None, :, None, None].expand(-1, 1, -1, *ics.shape[3:])
+            start = build_side_chains(backbone, protein, torch.gather(ics, 1, best)[:, 0])
+            per_sample.append(fit_to_beads(beads, protein, start=start))
         return torch.stack(per_sample, 1)
 
     def _martini_trace(self, beads: torch.Tensor, protein: ProteinTopology, dense: list) -> torch.Tensor:
