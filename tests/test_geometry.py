@@ -654,7 +654,7 @@ def test_carried_side_chains_are_the_ones_a_rebuild_gives(l2y_slots):
     moved[..., chem.SLOT_N, :] = ca + (n - ca) * (1.0 + turn[..., None] / 4)
     chi_turn = torch.as_tensor(relax.TURNABLE_CHIS[res_type]) * 0.3 * turn[..., None].flip(1)
 
-    got = carried(moved, chi_turn)
+    got = carried.carry(moved, carried.turn(chi_turn))
     want = geo.build_residues(moved, side_chain_internal(res_type, chis + chi_turn), rt,
                               slots=chem.SIDE_CHAIN_BUILD_ORDER)
     exists = torch.as_tensor(chem.SLOT_EXISTS[res_type])

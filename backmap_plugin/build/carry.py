@@ -64,22 +64,18 @@ class CarriedSideChains:
         self.ring_res = torch.as_tensor(res, device=dev)
         self.ring_slot = torch.as_tensor(slot, device=dev)
 
-    def __call__(self, backbone: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
-        """Atoms (F, R, N_SLOTS, 3): ``backbone``'s N, CA, C, O (and what else it holds outside the
-        side chain), the side chains turned by ``turn`` (F, R, 4) radians about their chi bonds.
-        Differentiable in both."""
-        return self.carry(backbone, self.turn(turn))
-
     def turn(self, turn: torch.Tensor) -> torch.Tensor:
         """(F, R, N_SLOTS, 3) the side chains in their residues' frames, turned by ``turn`` (F, R, 4) radians."""
         return turn_chis(self.local, self.res_type, turn.flatten(0, 1)).view(self.shape)
 
     def carry(self, backbone: torch.Tensor, turned: torch.Tensor) -> torch.Tensor:
-        """Atoms (F, R, N_SLOTS, 3): side chains ``turned`` (from :meth:`turn`) carried onto ``backbone``.
+        """Atoms (F, R, N_SLOTS, 3): ``backbone``'s N, CA, C, O (and what else it holds outside the side chain)
+        with the side chains ``turned`` (from :meth:`turn`) carried onto it. Differentiable in both.
 
         A fit that differentiates only in the backbone (its chi derivatives in
         closed form, :class:`backmap_plugin.build.chi_turns.ChiLevers`) turns
-        without gradients and carries with them."""
+        without gradients and carries with them; one turn serves every
+        backbone the side chains are carried onto."""
         moved = backbone[..., chem.SLOT_CA, None, :] + torch.einsum("frsk,frkc->frsc", turned, residue_frame(backbone))
         atoms = torch.where(self.side[:, None], moved, backbone[..., : chem.N_SLOTS, :])
         if len(self.ring_res):

@@ -582,7 +582,8 @@ def align_residues(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torc
     carried = CarriedSideChains(backbone, protein, side_chain_internal(protein.res_type, chis))
     turn = torch.zeros_like(chis)
     for _ in range(steps):
-        atoms = _with_oxt(carried(backbone, turn), protein)
+        turned = carried.turn(turn)
+        atoms = _with_oxt(carried.carry(backbone, turned), protein)
         rotation, centre, target_centre = rigid_fit(torch.einsum("rbs,frsc->frbc", weights, atoms), beads, exists,
                                                     ALIGN_BIAS)
         moved = torch.einsum("frij,frsj->frsi", rotation, atoms - centre[..., None, :]) + target_centre[..., None, :]
@@ -594,7 +595,7 @@ def align_residues(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torc
         measured = backbone_dofs(torch.where(ends, moved[..., : chem.N_SLOTS, :], backbone), layout)
         dofs.update({k: measured[k] for k in _TERMINAL_DOFS})
         backbone = build_backbone(ca, layout, protein.res_type, dofs)
-        delta, _ = fit_chis(carried(backbone, turn).flatten(0, 1), rt.repeat(n_frames),
+        delta, _ = fit_chis(carried.carry(backbone, turned).flatten(0, 1), rt.repeat(n_frames),
                             weights[:, 1:].repeat(n_frames, 1, 1), beads[:, :, 1:].flatten(0, 1),
                             movable.repeat(n_frames, 1), steps=ALIGN_CHI_STEPS)
         turn = turn + delta.view_as(turn)
