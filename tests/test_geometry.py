@@ -682,3 +682,20 @@ def test_rigid_fit_recovers_a_motion_and_turns_undetermined_sets_least():
                          bias=0.5)
     assert torch.allclose(r, torch.eye(3, dtype=torch.float64), atol=1e-10)
     assert torch.allclose(tc - c, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+
+
+def test_rigid_fit_about_a_point_and_the_axis_angle_of_its_rotation():
+    """A rotation about a fixed point comes back with no translation; its axis and angle come back too."""
+    from backmap_plugin.core.geometry import rigid_fit, rotate_about_axis, rotation_axis_angle
+
+    g = torch.Generator().manual_seed(5)
+    origin = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    axis = torch.nn.functional.normalize(torch.randn(3, generator=g, dtype=torch.float64), dim=0)
+    p = torch.randn(4, 3, generator=g, dtype=torch.float64) + origin
+    t = rotate_about_axis(p, origin, axis, torch.tensor(0.3, dtype=torch.float64))
+    r, c, tc = rigid_fit(p, t, torch.ones(4, dtype=torch.float64), centre=origin)
+    assert torch.equal(c, origin) and torch.equal(tc, origin)
+    assert torch.allclose((p - origin) @ r.T + origin, t, atol=1e-10)
+    got_axis, got_angle = rotation_axis_angle(r)
+    assert torch.allclose(got_axis, axis, atol=1e-10) and abs(float(got_angle) - 0.3) < 1e-10
+    assert float(rotation_axis_angle(torch.eye(3, dtype=torch.float64))[1]) == 0.0

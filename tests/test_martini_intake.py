@@ -344,6 +344,52 @@ def test_closing_offers_rotamers_only_to_crowded_side_chains():
     assert (offered[[2, 5]] > 1).all() and (offered[crowded[0].logical_not()] == 1).all()
 
 
+def test_side_chains_tilt_back_onto_their_beads_by_at_most_the_limit():
+    """Trp-cage model 1 with every side chain turned about its C-alpha atom by 3 or 12 degrees: the tilt turns the
+    3-degree ones back onto their beads and the 12-degree ones back by TILT_LIMIT; proline, glycine and residues
+    not free stay; bonds are unchanged."""
+    import math
+
+    from backmap_plugin.build.martini import TILT_LIMIT, tilt_side_chains
+    from backmap_plugin.core.geometry import bond_angle, rotate_about_axis
+
+    traj = md.load(str(TRPCAGE))[:1]
+    records, _ = read_residues(traj.topology, "1l2y")
+    slots, present = gather_slots(traj.xyz.astype(np.float64) * 10.0, records)
+    res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
+    beads = torch.as_tensor(m3.martini3_bead_positions(slots, present, res_type))
+    protein = protein_topology(records, beads[0, :, 0].numpy(), BREAK_DISTANCE)
+    truth = torch.as_tensor(slots) * torch.as_tensor(protein.slot_mask)[..., None]
+    n_res = len(res_type)
+    ca = truth[..., chem.SLOT_CA, :]
+    axis = torch.nn.functional.normalize(truth[..., chem.SLOT_N, :] - truth[..., chem.SLOT_C, :], dim=-1)
+    degrees = torch.where(torch.arange(n_res) % 2 == 0, 3.0, 12.0).double()[None]
+    side = torch.zeros(chem.N_SLOTS, dtype=torch.bool)
+    side[list(chem.SIDE_CHAIN_BUILD_ORDER)] = True
+    exists = torch.as_tensor(protein.slot_mask)
+    turned = torch.where((side & exists)[..., None], rotate_about_axis(truth, ca, axis, torch.deg2rad(degrees)), truth)
+    free = torch.ones(1, n_res, dtype=torch.bool)
+    free[0, 7] = False  # LYS8
+    out = tilt_side_chains(turned, beads, protein, free)
+
+    def angle(x):
+        return bond_angle(x[..., chem.SLOT_N, :], x[..., chem.SLOT_CA, :], x[..., chem.SLOT_CB, :])[0]
+
+    back = torch.rad2deg(angle(turned) - angle(out)).abs()
+    moved = (out - turned).norm(dim=-1).amax(-1)[0]
+    names = protein.names
+    for r in range(n_res):
+        if names[r] in ("GLY", "PRO") or r == 7:
+            assert moved[r] == 0.0, names[r]
+        elif degrees[0, r] == 3.0:  # back onto the truth (to the bias)
+            assert (out[0, r] - truth[0, r]).norm(dim=-1).max() < 0.05, names[r]  # turned: up to 0.2 A
+        else:  # back by the limit: N-CA-CB moves by at most that
+            assert back[r] <= math.degrees(TILT_LIMIT) + 1e-6, names[r]
+    assert torch.equal(out[..., ~side, :], turned[..., ~side, :]) and torch.equal(out[:, ~exists], turned[:, ~exists])
+    ca_cb = (out[..., chem.SLOT_CB, :] - out[..., chem.SLOT_CA, :]).norm(dim=-1)
+    assert torch.allclose(ca_cb, (truth[..., chem.SLOT_CB, :] - ca).norm(dim=-1), atol=1e-10)
+
+
 def test_frames_are_independent():
     """A frame's result does not depend on the other frames of the batch (trp-cage, models 1 and 2)."""
     beads, protein = _trpcage_beads(2)

@@ -134,8 +134,8 @@ def nerf_frame(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[torch
     return bc, torch.linalg.cross(n, bc, dim=-1), n
 
 
-def rigid_fit(points: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-              bias: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def rigid_fit(points: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, bias: float = 0.0,
+              centre: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Weighted least-squares rotation and translation of point sets onto targets (Kabsch).
 
     Minimises ``sum_i w_i |rot (p_i - centre) + target_centre - t_i|^2 - bias
@@ -148,20 +148,29 @@ def rigid_fit(points: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
     points, targets : torch.Tensor
         (..., N, 3).
     weights : torch.Tensor
-        (..., N), not negative; a set needs a positive total.
+        (..., N), not negative; a set needs a positive total (or ``bias``
+        positive when ``centre`` is given).
     bias : float
         Weight (Angstrom^2) of the preference for the identity.
+    centre : torch.Tensor, optional
+        (..., 3) a point the motion keeps: a rotation about it, no
+        translation (default: rotation about the weighted centre, which
+        goes to the targets' weighted centre).
 
     Returns
     -------
     rotation : torch.Tensor
         (..., 3, 3) proper rotations.
     centre, target_centre : torch.Tensor
-        (..., 3) weighted centres; a point moves to ``rotation @ (p - centre) + target_centre``.
+        (..., 3) weighted centres (or ``centre`` twice); a point moves to
+        ``rotation @ (p - centre) + target_centre``.
     """
-    total = weights.sum(-1, keepdim=True)
-    centre = (weights[..., None] * points).sum(-2) / total
-    target_centre = (weights[..., None] * targets).sum(-2) / total
+    if centre is None:
+        total = weights.sum(-1, keepdim=True)
+        centre = (weights[..., None] * points).sum(-2) / total
+        target_centre = (weights[..., None] * targets).sum(-2) / total
+    else:
+        target_centre = centre
     h = torch.einsum("...n,...ni,...nj->...ij", weights, points - centre[..., None, :], targets - target_centre[..., None, :])
     h = h + bias * torch.eye(3, dtype=h.dtype, device=h.device)
     u, _, vt = torch.linalg.svd(h)
@@ -169,6 +178,18 @@ def rigid_fit(points: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
     flip = torch.ones(h.shape[:-1], dtype=h.dtype, device=h.device)
     flip[..., 2] = torch.sign(torch.linalg.det(v_ut))  # a reflection is turned into the nearest rotation
     return vt.transpose(-1, -2) @ (flip[..., None] * u.transpose(-1, -2)), centre, target_centre
+
+
+def rotation_axis_angle(rotation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit axes (..., 3) and angles (...) in [0, pi] of rotations (..., 3, 3) (right-handed about the axis).
+
+    The axis of a rotation by (nearly) 0 or pi is not determined by this formula; its angle is exact.
+    """
+    r = rotation
+    skew = torch.stack([r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], -1)
+    sin = skew.norm(dim=-1) / 2
+    cos = (r.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
+    return skew / (2 * sin).clamp(min=1e-12)[..., None], torch.atan2(sin, cos)
 
 
 def context_indices(segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -130,7 +130,8 @@ class ModelMethod:
         fit starts from each residue's cheapest candidate
         (:func:`~backmap_plugin.build.martini.fit_to_beads`: rigid alignment
         steps, a short joint fit, side chains placed so that they do not
-        overlap), so the output's beads lie on the input's. Placing the
+        overlap, then tilted about C-alpha towards their beads), so the
+        output's beads lie on the input's. Placing the
         start's side chains so that they did not overlap cost 10 % of the time and
         turned them from the beads (val clusters, medians: side-chain beads
         0.184 / 0.289 A, crystal / MD and NMR ensembles, against 0.189 / 0.261 A
