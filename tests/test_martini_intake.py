@@ -312,26 +312,29 @@ def test_fitted_to_martinize2_beads():
     assert s["d_residues"] == 0 and s["bonds_off"] == 0.0 and s["absent_zero"], s
 
 
-def _trpcage_beads(models: int):
-    """Martini 3 beads (F, R, MAX_BEADS, 3) of the first NMR models of trp-cage, and their topology."""
+def _trpcage(models: int):
+    """The first NMR models of trp-cage: heavy atoms (F, R, N_SLOTS, 3, absent slots 0), their Martini 3 beads
+    (F, R, MAX_BEADS, 3), both float64, and their topology."""
     traj = md.load(str(TRPCAGE))[:models]
-    records, _ = read_residues(traj.topology, "1l2y")
-    slots, present = gather_slots(traj.xyz.astype(np.float64) * 10.0, records)
-    res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
-    beads = torch.as_tensor(m3.martini3_bead_positions(slots, present, res_type), dtype=torch.float32)
-    return beads, protein_topology(records, beads[0, :, 0].numpy(), BREAK_DISTANCE)
-
-
-def test_closing_offers_rotamers_only_to_crowded_side_chains():
-    """Trp-cage model 1 in its own chi angles overlaps nowhere; TRP6 turned into TYR3 makes both crowded, and the
-    closing placement's candidates are the library rotamers there, elsewhere the fit's side chain alone."""
-    traj = md.load(str(TRPCAGE))[:1]
     records, _ = read_residues(traj.topology, "1l2y")
     slots, present = gather_slots(traj.xyz.astype(np.float64) * 10.0, records)
     res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
     beads = torch.as_tensor(m3.martini3_bead_positions(slots, present, res_type))
     protein = protein_topology(records, beads[0, :, 0].numpy(), BREAK_DISTANCE)
-    x = torch.as_tensor(slots)
+    return torch.as_tensor(slots) * torch.as_tensor(protein.slot_mask)[..., None], beads, protein
+
+
+def _trpcage_beads(models: int):
+    """Martini 3 beads (F, R, MAX_BEADS, 3), float32, of the first NMR models of trp-cage, and their topology."""
+    _, beads, protein = _trpcage(models)
+    return beads.float(), protein
+
+
+def test_closing_offers_rotamers_only_to_crowded_side_chains():
+    """Trp-cage model 1 in its own chi angles overlaps nowhere; TRP6 turned into TYR3 makes both crowded, and the
+    closing placement's candidates are the library rotamers there, elsewhere the fit's side chain alone."""
+    x, beads, protein = _trpcage(1)
+    res_type = protein.res_type
     chis = torch.nan_to_num(chi_angles(x, torch.as_tensor(res_type)))
     layout = protein.backbone_layout
     backbone = build_backbone(x[..., chem.SLOT_CA, :], layout, res_type, backbone_dofs(x, layout))
@@ -353,14 +356,8 @@ def test_side_chains_tilt_back_onto_their_beads_by_at_most_the_limit():
     from backmap_plugin.build.martini import TILT_LIMIT, tilt_side_chains
     from backmap_plugin.core.geometry import bond_angle, rotate_about_axis
 
-    traj = md.load(str(TRPCAGE))[:1]
-    records, _ = read_residues(traj.topology, "1l2y")
-    slots, present = gather_slots(traj.xyz.astype(np.float64) * 10.0, records)
-    res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
-    beads = torch.as_tensor(m3.martini3_bead_positions(slots, present, res_type))
-    protein = protein_topology(records, beads[0, :, 0].numpy(), BREAK_DISTANCE)
-    truth = torch.as_tensor(slots) * torch.as_tensor(protein.slot_mask)[..., None]
-    n_res = len(res_type)
+    truth, beads, protein = _trpcage(1)
+    n_res = protein.n_residues
     ca = truth[..., chem.SLOT_CA, :]
     axis = torch.nn.functional.normalize(truth[..., chem.SLOT_N, :] - truth[..., chem.SLOT_C, :], dim=-1)
     degrees = torch.where(torch.arange(n_res) % 2 == 0, 3.0, 12.0).double()[None]
