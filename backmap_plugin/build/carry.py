@@ -53,8 +53,7 @@ class CarriedSideChains:
         self.shape = built.shape
         self.local = torch.einsum("frkc,frsc->frsk", residue_frame(backbone), offset).flatten(0, 1)
         self.res_type = rt.repeat(built.shape[0])
-        self.side = torch.zeros(chem.N_SLOTS, dtype=torch.bool, device=dev)
-        self.side[list(chem.SIDE_CHAIN_BUILD_ORDER)] = True
+        self.side = torch.as_tensor(chem.SIDE_CHAIN_SLOTS, device=dev)
         # slots placed from N (proline's CD): placed again on every backbone
         side_slots = np.asarray(chem.SIDE_CHAIN_BUILD_ORDER, dtype=np.int64)
         res, slot = np.nonzero(chem.ZMATRIX_PARENTS[protein.res_type][:, side_slots, 0] == chem.SLOT_N)

@@ -392,7 +392,7 @@ def side_chain_candidates(backbone: torch.Tensor, protein: ProteinTopology, targ
         Iterations of :func:`fit_chis`; default :data:`CHI_STEPS`.
     residues : torch.Tensor, optional
         (F, R) bool: the residues whose library rotamers are candidates
-        (default: all); the others have ``extra`` alone.
+        (default: all); the others have ``extra`` alone (or none).
 
     Returns
     -------
@@ -414,10 +414,12 @@ def side_chain_candidates(backbone: torch.Tensor, protein: ProteinTopology, targ
     freq_cost = torch.where(has, -FREQUENCY_WEIGHT * torch.log(freq.clamp(min=1e-3)), float("inf"))
     chis = chis[None].expand(n_frames, -1, -1, -1)
     freq_cost = freq_cost[None].expand(n_frames, -1, -1)
+    extra_cost = freq_cost[:, :1]
+    if residues is not None:
+        freq_cost = torch.where(residues[:, None], freq_cost, float("inf"))
     if extra is not None:
         chis = torch.cat([extra[:, None], chis], 1)
-        freq_cost = torch.cat([freq_cost[:, :1], torch.where(residues[:, None], freq_cost, float("inf"))
-                               if residues is not None else freq_cost], 1)
+        freq_cost = torch.cat([extra_cost, freq_cost], 1)
     f, c, r = torch.nonzero(torch.isfinite(freq_cost), as_tuple=True)
     rt_t = torch.as_tensor(rt, device=dev)
     atoms = build_residues(backbone[f, r], side_chain_internal(rt[r.cpu().numpy()], chis[f, c, r]), rt_t[r],
@@ -660,13 +662,11 @@ def tilt_side_chains(atoms: torch.Tensor, beads: torch.Tensor, protein: ProteinT
     rotation, _, _ = rigid_fit(torch.einsum("rbs,frsc->frbc", weights, atoms), beads[..., 1:, :].to(dtype),
                                exists.to(dtype).expand(atoms.shape[0], -1, -1), TILT_BIAS, centre=ca)
     axis, angle = rotation_axis_angle(rotation)
-    turns = free & torch.as_tensor(exists.any(1).cpu().numpy() & (rt != chem.RESIDUE_INDEX["PRO"]), device=dev)
+    turns = free & torch.as_tensor(m3.BEAD_EXISTS[rt][:, 1:].any(1) & (rt != chem.RESIDUE_INDEX["PRO"]), device=dev)
     angle = torch.where(turns, angle.clamp(max=TILT_LIMIT), torch.zeros((), dtype=dtype, device=dev))
-    side = torch.zeros(chem.N_SLOTS, dtype=torch.bool, device=dev)
-    side[list(chem.SIDE_CHAIN_BUILD_ORDER)] = True
     turned = rotate_about_axis(atoms, ca, axis, angle)
-    mask = torch.as_tensor(protein.slot_mask, device=dev)
-    return torch.where((side & mask)[..., None] & turns[..., None, None], turned, atoms)
+    side = torch.as_tensor(chem.SIDE_CHAIN_SLOTS & protein.slot_mask, device=dev)
+    return torch.where(side[..., None] & turns[..., None, None], turned, atoms)
 
 
 def backmap_martini3(beads: torch.Tensor, protein: ProteinTopology, mapping=None, samples: int = 1,

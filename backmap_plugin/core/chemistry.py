@@ -48,6 +48,8 @@ N_EXTENDED_SLOTS = N_SLOTS + 4
 #: (CA and the context slots are given); the side-chain slots (CB ... before OXT) alone.
 SIDE_CHAIN_BUILD_ORDER = tuple(range(SLOT_CB, SLOT_OXT))
 BUILD_ORDER = (SLOT_N, SLOT_C, SLOT_O) + SIDE_CHAIN_BUILD_ORDER + (SLOT_OXT,)
+#: (N_SLOTS,) bool: the side-chain slots (CB ... before OXT).
+SIDE_CHAIN_SLOTS = np.isin(np.arange(N_SLOTS), SIDE_CHAIN_BUILD_ORDER)
 
 # Backbone ideal geometry (Engh & Huber 1991), Angstrom and degrees.
 BOND_N_CA = 1.458
