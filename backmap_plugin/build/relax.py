@@ -6,10 +6,13 @@ The pieces of :func:`backmap_plugin.build.ideal.place_side_chains`:
   pairs that involve side chains (the atoms beyond CB), in a structure or
   between side chains in conformations of their own (candidates) and a
   structure. They are found sparsely: every residue is split into two atom
-  groups, its backbone (N, CA, C, O, CB, OXT) and its side chain, each
-  bounded by a sphere; only groups whose spheres come within the cutoff are
-  compared atom by atom. Pairs at most three bonds apart (the exclusion of
-  :func:`backmap_plugin.core.metrics.clashes`) are left out.
+  groups, its backbone (N, CA, C, O, CB, OXT) and its side chain; a
+  structure's pairs come from a cell list
+  (:mod:`backmap_plugin.core.cell_list`), candidates' from the residues
+  within reach (:func:`residue_neighbours`, a cell list too), whose groups
+  are bounded by spheres: only groups whose spheres come within the cutoff
+  are compared atom by atom. Pairs at most three bonds apart (the exclusion
+  of :func:`backmap_plugin.core.metrics.clashes`) are left out.
 * :func:`relieve_clashes`: a few gradient steps on a soft clash penalty
   over the chi angles of the residues in contact. Atoms move by rigid
   rotations about their chi bonds
@@ -32,6 +35,7 @@ import torch
 
 from backmap_plugin.build.chi_turns import chi_bonds, chi_tables, turn_chis
 from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.cell_list import close_pairs
 from backmap_plugin.core.geometry import cross
 from backmap_plugin.core.metrics import bonded_exclusions
 
@@ -59,6 +63,8 @@ class _Tables:
     to_n: torch.Tensor  # (T, S) bonds from each slot to N, capped at 4
     group_slots: torch.Tensor  # (2, G) slots of the backbone / side-chain group (padding: slot 0)
     group_real: torch.Tensor  # (2, G) bool, real entry of a group
+    slot_part: torch.Tensor  # (S,) group of each slot: 0 backbone, 1 side chain
+    slot_position: torch.Tensor  # (S,) place of each slot in its group
     movable: torch.Tensor  # (T, 4) bool: chi k is relieved (exists, not proline)
 
 
@@ -94,10 +100,16 @@ def _tables() -> _Tables:
     group_real[0, : len(BACKBONE_SLOTS)] = True
     group_slots[1] = SIDE_SLOTS
     group_real[1] = True
+    slot_part = np.zeros(s, dtype=np.int64)
+    slot_part[SIDE_SLOTS] = 1
+    slot_position = np.zeros(s, dtype=np.int64)
+    slot_position[BACKBONE_SLOTS] = np.arange(len(BACKBONE_SLOTS))
+    slot_position[SIDE_SLOTS] = np.arange(len(SIDE_SLOTS))
     t = torch.as_tensor
     return _Tables(
         separation=t(separation), to_c=t(separation[:, :, chem.SLOT_C]), to_n=t(separation[:, :, chem.SLOT_N]),
-        group_slots=t(group_slots), group_real=t(group_real), movable=t(TURNABLE_CHIS),
+        group_slots=t(group_slots), group_real=t(group_real), slot_part=t(slot_part),
+        slot_position=t(slot_position), movable=t(TURNABLE_CHIS),
     )
 
 
@@ -204,14 +216,14 @@ def _atom_pairs(xa, ma, xb, mb, slots_a, slots_b, frame, res_a, res_b, query, re
 
 
 def structure_contacts(atoms: torch.Tensor, atom_mask: torch.Tensor, res_type: torch.Tensor, segment: torch.Tensor,
-                       cutoff: float, block: int = 1 << 24) -> AtomPairs:
+                       cutoff: float) -> AtomPairs:
     """Every atom pair closer than ``cutoff`` that involves a side chain, once.
 
     Each residue is split into two atom groups, its backbone (N, CA, C, O,
-    CB, OXT) and its side chain (:data:`SIDE_SLOTS`), each bounded by a
-    sphere; only groups whose spheres come within ``cutoff`` are compared
-    atom by atom. Pairs inside one side chain and pairs of two backbone
-    groups are not listed.
+    CB, OXT) and its side chain (:data:`SIDE_SLOTS`). Pairs inside one side
+    chain and pairs of two backbone groups are not listed. The pairs come
+    from a cell list (:func:`backmap_plugin.core.cell_list.close_pairs`), in
+    time linear in the number of atoms.
 
     Parameters
     ----------
@@ -223,34 +235,36 @@ def structure_contacts(atoms: torch.Tensor, atom_mask: torch.Tensor, res_type: t
         (R,) long; residues of one segment are peptide-bonded in order.
     cutoff : float
         Angstrom.
-    block : int
-        Sphere distances computed at once (bounds memory).
 
     Returns
     -------
     AtomPairs
-        Pairs more than three bonds apart, ordered within a frame by group.
+        Pairs more than three bonds apart, ordered by frame, then by group
+        pair (group ``2 r + part`` of residue ``r``; atom ``a`` in the lower
+        group), then by the atoms' places in their groups.
     """
     dev = atoms.device
-    n_frames, n_res = atoms.shape[:2]
-    groups, group_mask, centre, radius = _groups(atoms.to(CONTACT_DTYPE), atom_mask)
-    centre, radius = centre.flatten(1, 2), radius.flatten(1)  # (F, 2R, 3), (F, 2R): group g = 2 * residue + part
-    n_groups = 2 * n_res
-    rows = max(1, block // max(1, n_frames * n_groups))
-    found = []
-    for start in range(0, n_groups, rows):
-        g1 = torch.arange(start, min(start + rows, n_groups), device=dev)
-        g2 = torch.arange(n_groups, device=dev)
-        allowed = (g1[:, None] < g2[None, :]) & ((g1[:, None] % 2 == 1) | (g2[None, :] % 2 == 1))
-        gap = torch.cdist(centre[:, g1], centre, compute_mode=_EXACT)
-        close = (gap < radius[:, g1, None] + radius[:, None, :] + cutoff) & allowed
-        f, a, b = torch.nonzero(close, as_tuple=True)
-        found.append((f, g1[a], b))
-    f, g1, g2 = (torch.cat(parts) for parts in zip(*found))
-    i, pi, j, pj = g1 // 2, g1 % 2, g2 // 2, g2 % 2
-    gs = _tables().group_slots.to(dev)
-    return _atom_pairs(groups[f, i, pi], group_mask[i, pi], groups[f, j, pj], group_mask[j, pj], gs[pi], gs[pj],
-                       f, i, j, None, res_type, segment, cutoff)
+    n_frames, n_res, n_slots = atoms.shape[:3]
+    f, u, v, distance = close_pairs(atoms.to(CONTACT_DTYPE).flatten(1, 2), cutoff, atom_mask.flatten())
+    tb = _tables()
+    part, position = tb.slot_part.to(dev), tb.slot_position.to(dev)
+    res_u, slot_u, res_v, slot_v = u // n_slots, u % n_slots, v // n_slots, v % n_slots
+    group_u, group_v = 2 * res_u + part[slot_u], 2 * res_v + part[slot_v]
+    # a side chain is involved, and the two atoms are in different groups
+    keep = ((part[slot_u] == 1) | (part[slot_v] == 1)) & (group_u != group_v)
+    f, res_u, slot_u, res_v, slot_v, group_u, group_v, distance = (
+        t[keep] for t in (f, res_u, slot_u, res_v, slot_v, group_u, group_v, distance))
+    # atom a in the lower group; ordered by frame, groups, then the atoms' places in their groups
+    swap = group_v < group_u
+    res_a, slot_a = torch.where(swap, res_v, res_u), torch.where(swap, slot_v, slot_u)
+    res_b, slot_b = torch.where(swap, res_u, res_v), torch.where(swap, slot_u, slot_v)
+    group_a, group_b = torch.minimum(group_u, group_v), torch.maximum(group_u, group_v)
+    n_groups, width = 2 * n_res, _GROUP
+    key = ((f * n_groups + group_a) * n_groups + group_b) * width * width + position[slot_a] * width + position[slot_b]
+    order = torch.argsort(key)
+    pairs = AtomPairs(f[order], res_a[order], slot_a[order], res_b[order], slot_b[order], distance[order])
+    sep = _bonds_apart(pairs.residue_a, pairs.slot_a, pairs.residue_b, pairs.slot_b, res_type, segment)
+    return pairs.select(sep > MAX_EXCLUDED_BONDS)
 
 
 @dataclass
@@ -265,8 +279,8 @@ class Neighbours:
     residue: torch.Tensor
 
 
-def residue_neighbours(ca: torch.Tensor, reach: torch.Tensor, cutoff: float, block: int = 1 << 24) -> Neighbours:
-    """Residue pairs whose atoms can come closer than ``cutoff``.
+def residue_neighbours(ca: torch.Tensor, reach: torch.Tensor, cutoff: float) -> Neighbours:
+    """Residue pairs whose atoms can come closer than ``cutoff`` (a cell list on the C-alpha atoms).
 
     Parameters
     ----------
@@ -276,8 +290,6 @@ def residue_neighbours(ca: torch.Tensor, reach: torch.Tensor, cutoff: float, blo
         (R,) largest distance of any atom of a residue from its CA.
     cutoff : float
         Angstrom.
-    block : int
-        Distances computed at once (bounds memory).
 
     Returns
     -------
@@ -285,18 +297,15 @@ def residue_neighbours(ca: torch.Tensor, reach: torch.Tensor, cutoff: float, blo
         Pairs with CA-CA below ``reach_i + reach_j + cutoff``, self included.
     """
     n_frames, n_res = ca.shape[:2]
-    rows = max(1, block // max(1, n_frames * n_res))
-    keys, residues = [], []
-    for start in range(0, n_res, rows):
-        part = slice(start, start + rows)
-        close = torch.cdist(ca[:, part], ca, compute_mode=_EXACT) < reach[part, None] + reach[None, :] + cutoff  # (F, rows, R)
-        f, i, j = torch.nonzero(close, as_tuple=True)
-        keys.append(f * n_res + i + start)
-        residues.append(j)
-    key, residue = torch.cat(keys), torch.cat(residues)
-    if n_res > rows:  # blocks came row-block-major
-        order = torch.argsort(key, stable=True)
-        key, residue = key[order], residue[order]
+    f, i, j, distance = close_pairs(ca, float(2 * reach.max()) + cutoff if n_res else cutoff)
+    close = distance < reach[i] + reach[j] + cutoff
+    f, i, j = f[close], i[close], j[close]
+    # both directions and self, grouped by (frame, residue), neighbours in order
+    everyone = torch.arange(n_frames * n_res, device=ca.device)
+    key = torch.cat([f * n_res + i, f * n_res + j, everyone])
+    residue = torch.cat([j, i, everyone % max(1, n_res)])
+    order = torch.argsort(key * max(1, n_res) + residue)
+    key, residue = key[order], residue[order]
     count = torch.bincount(key, minlength=n_frames * n_res)
     return Neighbours(torch.cat([count.new_zeros(1), count.cumsum(0)]), residue)
 

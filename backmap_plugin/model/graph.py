@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from backmap_plugin.core import martini3 as m3
+from backmap_plugin.core.cell_list import nearest_neighbours
 from backmap_plugin.core.geometry import bond_angle, dihedral
 from backmap_plugin.core.topology import BackboneLayout, backbone_layout, frame_segments
 
@@ -243,13 +244,8 @@ def radial_basis(d: torch.Tensor) -> torch.Tensor:
 def neighbours(batch: ResidueBatch, frames: torch.Tensor, k: int, cutoff: float) -> Neighbours:
     """k nearest residues within ``cutoff`` Angstrom (self excluded), nearest first."""
     x = batch.beads
-    d = torch.cdist(x, x)
-    invalid = ~(batch.mask[:, :, None] & batch.mask[:, None, :])
-    d = d.masked_fill(invalid, float("inf"))
-    d = d + torch.diag_embed(torch.full(d.shape[:2], float("inf"), device=d.device, dtype=d.dtype))
     k = min(k, max(1, x.shape[1] - 1))
-    dist, index = torch.topk(d, k, dim=-1, largest=False, sorted=True)
-    mask = torch.isfinite(dist) & (dist < cutoff)
+    index, dist, mask = nearest_neighbours(x, k, cutoff, batch.mask)
     xj = torch.gather(x[:, None].expand(-1, x.shape[1], -1, -1), 2, index[..., None].expand(-1, -1, -1, 3))
     vectors = (xj - x[:, :, None]) * mask[..., None]
     local = torch.einsum("glkc,gldc->glkd", vectors, frames) / 10.0
