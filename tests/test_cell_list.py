@@ -9,10 +9,11 @@ from backmap_plugin.core.cell_list import close_pairs, nearest_neighbours
 EXACT = "donot_use_mm_for_euclid_dist"
 
 
-def _brute_pairs(x, cutoff, mask):
+def _brute_pairs(x, cutoff, mask, radius=None):
     d = torch.cdist(x, x, compute_mode=EXACT)
     n = x.shape[1]
-    ok = (d < cutoff) & mask[:, :, None] & mask[:, None, :] & torch.triu(torch.ones(n, n, dtype=torch.bool), 1)
+    limit = cutoff if radius is None else radius[:, :, None] + radius[:, None, :] + cutoff
+    ok = (d < limit) & mask[:, :, None] & mask[:, None, :] & torch.triu(torch.ones(n, n, dtype=torch.bool), 1)
     f, i, j = ok.nonzero(as_tuple=True)
     return f, i, j, d[f, i, j]
 
@@ -35,6 +36,12 @@ def test_close_pairs_are_the_distance_matrix_pairs(monkeypatch, dense_factor):
         for a, b in zip(found[:3], expected[:3]):
             assert torch.equal(a, b)
         assert torch.equal(found[3], expected[3])  # the same distances to the bit, whichever search ran
+        # spheres: pairs within the cutoff of each other's surface
+        radius = torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(len(x))) * 3
+        found = close_pairs(x, cutoff, mask, radius)
+        expected = _brute_pairs(x, cutoff, mask, radius)
+        for a, b in zip(found, expected):
+            assert torch.equal(a, b)
 
 
 def test_close_pairs_mask_per_point_and_non_finite_points():

@@ -6,13 +6,13 @@ The pieces of :func:`backmap_plugin.build.ideal.place_side_chains`:
   pairs that involve side chains (the atoms beyond CB), in a structure or
   between side chains in conformations of their own (candidates) and a
   structure. They are found sparsely: every residue is split into two atom
-  groups, its backbone (N, CA, C, O, CB, OXT) and its side chain; a
-  structure's pairs come from a cell list
-  (:mod:`backmap_plugin.core.cell_list`), candidates' from the residues
-  within reach (:func:`residue_neighbours`, a cell list too), whose groups
-  are bounded by spheres: only groups whose spheres come within the cutoff
-  are compared atom by atom. Pairs at most three bonds apart (the exclusion
-  of :func:`backmap_plugin.core.metrics.clashes`) are left out.
+  groups, its backbone (N, CA, C, O, CB, OXT) and its side chain, each
+  bounded by a sphere; only groups whose spheres come within the cutoff are
+  compared atom by atom, and close spheres (or residues within reach,
+  :func:`residue_neighbours`) come from
+  :mod:`backmap_plugin.core.cell_list`, in time linear in the system's size.
+  Pairs at most three bonds apart (the exclusion of
+  :func:`backmap_plugin.core.metrics.clashes`) are left out.
 * :func:`relieve_clashes`: a few gradient steps on a soft clash penalty
   over the chi angles of the residues in contact. Atoms move by rigid
   rotations about their chi bonds
@@ -63,8 +63,6 @@ class _Tables:
     to_n: torch.Tensor  # (T, S) bonds from each slot to N, capped at 4
     group_slots: torch.Tensor  # (2, G) slots of the backbone / side-chain group (padding: slot 0)
     group_real: torch.Tensor  # (2, G) bool, real entry of a group
-    slot_part: torch.Tensor  # (S,) group of each slot: 0 backbone, 1 side chain
-    slot_position: torch.Tensor  # (S,) place of each slot in its group
     movable: torch.Tensor  # (T, 4) bool: chi k is relieved (exists, not proline)
 
 
@@ -100,16 +98,10 @@ def _tables() -> _Tables:
     group_real[0, : len(BACKBONE_SLOTS)] = True
     group_slots[1] = SIDE_SLOTS
     group_real[1] = True
-    slot_part = np.zeros(s, dtype=np.int64)
-    slot_part[SIDE_SLOTS] = 1
-    slot_position = np.zeros(s, dtype=np.int64)
-    slot_position[BACKBONE_SLOTS] = np.arange(len(BACKBONE_SLOTS))
-    slot_position[SIDE_SLOTS] = np.arange(len(SIDE_SLOTS))
     t = torch.as_tensor
     return _Tables(
         separation=t(separation), to_c=t(separation[:, :, chem.SLOT_C]), to_n=t(separation[:, :, chem.SLOT_N]),
-        group_slots=t(group_slots), group_real=t(group_real), slot_part=t(slot_part),
-        slot_position=t(slot_position), movable=t(TURNABLE_CHIS),
+        group_slots=t(group_slots), group_real=t(group_real), movable=t(TURNABLE_CHIS),
     )
 
 
@@ -220,10 +212,12 @@ def structure_contacts(atoms: torch.Tensor, atom_mask: torch.Tensor, res_type: t
     """Every atom pair closer than ``cutoff`` that involves a side chain, once.
 
     Each residue is split into two atom groups, its backbone (N, CA, C, O,
-    CB, OXT) and its side chain (:data:`SIDE_SLOTS`). Pairs inside one side
-    chain and pairs of two backbone groups are not listed. The pairs come
-    from a cell list (:func:`backmap_plugin.core.cell_list.close_pairs`), in
-    time linear in the number of atoms.
+    CB, OXT) and its side chain (:data:`SIDE_SLOTS`), each bounded by a
+    sphere; only groups whose spheres come within ``cutoff`` are compared
+    atom by atom. The close spheres come from
+    :func:`backmap_plugin.core.cell_list.close_pairs` (distance matrices for
+    small systems, a cell list for large ones). Pairs inside one side chain
+    and pairs of two backbone groups are not listed.
 
     Parameters
     ----------
@@ -241,30 +235,19 @@ def structure_contacts(atoms: torch.Tensor, atom_mask: torch.Tensor, res_type: t
     AtomPairs
         Pairs more than three bonds apart, ordered by frame, then by group
         pair (group ``2 r + part`` of residue ``r``; atom ``a`` in the lower
-        group), then by the atoms' places in their groups.
+        group).
     """
     dev = atoms.device
-    n_frames, n_res, n_slots = atoms.shape[:3]
-    f, u, v, distance = close_pairs(atoms.to(CONTACT_DTYPE).flatten(1, 2), cutoff, atom_mask.flatten())
-    tb = _tables()
-    part, position = tb.slot_part.to(dev), tb.slot_position.to(dev)
-    res_u, slot_u, res_v, slot_v = u // n_slots, u % n_slots, v // n_slots, v % n_slots
-    group_u, group_v = 2 * res_u + part[slot_u], 2 * res_v + part[slot_v]
-    # a side chain is involved, and the two atoms are in different groups
-    keep = ((part[slot_u] == 1) | (part[slot_v] == 1)) & (group_u != group_v)
-    f, res_u, slot_u, res_v, slot_v, group_u, group_v, distance = (
-        t[keep] for t in (f, res_u, slot_u, res_v, slot_v, group_u, group_v, distance))
-    # atom a in the lower group; ordered by frame, groups, then the atoms' places in their groups
-    swap = group_v < group_u
-    res_a, slot_a = torch.where(swap, res_v, res_u), torch.where(swap, slot_v, slot_u)
-    res_b, slot_b = torch.where(swap, res_u, res_v), torch.where(swap, slot_u, slot_v)
-    group_a, group_b = torch.minimum(group_u, group_v), torch.maximum(group_u, group_v)
-    n_groups, width = 2 * n_res, _GROUP
-    key = ((f * n_groups + group_a) * n_groups + group_b) * width * width + position[slot_a] * width + position[slot_b]
-    order = torch.argsort(key)
-    pairs = AtomPairs(f[order], res_a[order], slot_a[order], res_b[order], slot_b[order], distance[order])
-    sep = _bonds_apart(pairs.residue_a, pairs.slot_a, pairs.residue_b, pairs.slot_b, res_type, segment)
-    return pairs.select(sep > MAX_EXCLUDED_BONDS)
+    groups, group_mask, centre, radius = _groups(atoms.to(CONTACT_DTYPE), atom_mask)
+    centre, radius = centre.flatten(1, 2), radius.flatten(1)  # (F, 2R, 3), (F, 2R): group g = 2 * residue + part
+    real = torch.isfinite(radius)  # an empty group's radius is -inf
+    f, g1, g2, _ = close_pairs(centre, cutoff, real, torch.where(real, radius, 0.0))
+    side = (g1 % 2 == 1) | (g2 % 2 == 1)
+    f, g1, g2 = f[side], g1[side], g2[side]
+    i, pi, j, pj = g1 // 2, g1 % 2, g2 // 2, g2 % 2
+    gs = _tables().group_slots.to(dev)
+    return _atom_pairs(groups[f, i, pi], group_mask[i, pi], groups[f, j, pj], group_mask[j, pj], gs[pi], gs[pj],
+                       f, i, j, None, res_type, segment, cutoff)
 
 
 @dataclass
@@ -297,9 +280,7 @@ def residue_neighbours(ca: torch.Tensor, reach: torch.Tensor, cutoff: float) -> 
         Pairs with CA-CA below ``reach_i + reach_j + cutoff``, self included.
     """
     n_frames, n_res = ca.shape[:2]
-    f, i, j, distance = close_pairs(ca, float(2 * reach.max()) + cutoff if n_res else cutoff)
-    close = distance < reach[i] + reach[j] + cutoff
-    f, i, j = f[close], i[close], j[close]
+    f, i, j, _ = close_pairs(ca, cutoff, radius=reach)
     # both directions and self, grouped by (frame, residue), neighbours in order
     everyone = torch.arange(n_frames * n_res, device=ca.device)
     key = torch.cat([f * n_res + i, f * n_res + j, everyone])

@@ -25,9 +25,9 @@ DENSE_BLOCK = 1 << 22
 DENSE_FACTOR = 8
 
 
-def close_pairs(points: torch.Tensor, cutoff: float,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every pair of points of a frame closer than ``cutoff``, once.
+def close_pairs(points: torch.Tensor, cutoff: float, mask: torch.Tensor | None = None,
+                radius: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every pair of points of a frame closer than ``cutoff`` (or spheres within ``cutoff`` of each other), once.
 
     The candidates are the pairs of points in neighbouring cells or, where
     that is fewer, every pair of a frame (:data:`DENSE_BLOCK` distances at a
@@ -38,10 +38,13 @@ def close_pairs(points: torch.Tensor, cutoff: float,
     points : torch.Tensor
         (F, N, 3).
     cutoff : float
-        Pairs strictly closer than this are returned; must be positive.
+        Pairs strictly closer than this (plus their radii) are returned; must be positive.
     mask : torch.Tensor, optional
         (F, N) or (N,) bool: points that take part (default: all).
         Points with a non-finite coordinate never do.
+    radius : torch.Tensor, optional
+        (F, N) or (N,) radii >= 0 of spheres about the points: pairs closer
+        than ``radius_i + radius_j + cutoff`` are returned (default: 0).
 
     Returns
     -------
@@ -59,18 +62,20 @@ def close_pairs(points: torch.Tensor, cutoff: float,
         valid = valid & mask.to(dev).expand(n_frames, n)
     frame, index = valid.nonzero(as_tuple=True)  # sorted by frame, then index
     p = points[frame, index]
+    r = None if radius is None else radius.to(dev).expand(n_frames, n)[frame, index].to(p.dtype)
     if len(p) < 2:
         empty = torch.zeros(0, dtype=torch.long, device=dev)
         return empty, empty, empty, points.new_zeros(0)
-    cells = _cells(p, frame, n_frames, cutoff)
+    reach = cutoff + (0.0 if r is None else 2 * float(r.max()))
+    cells = _cells(p, frame, n_frames, reach)
     per_frame = torch.bincount(frame, minlength=n_frames)
     if int((per_frame * (per_frame - 1) // 2).sum()) <= DENSE_FACTOR * cells.candidates:
-        a, b, distance = _dense_pairs(p, per_frame, cutoff)
+        a, b, distance = _dense_pairs(p, r, per_frame, cutoff)
     else:
         a, b = cells.pairs()
         # the norm of the difference: to the bit what torch.cdist gives the dense search
         distance = torch.linalg.vector_norm(p[a] - p[b], dim=-1)
-        close = distance < cutoff
+        close = distance < (cutoff if r is None else r[a] + r[b] + cutoff)
         a, b, distance = a[close], b[close], distance[close]
         # the valid points are in (frame, index) order, so (a, b) order is (frame, i, j) order
         order = torch.argsort(a * len(p) + b)
@@ -134,9 +139,9 @@ def _cells(p: torch.Tensor, frame: torch.Tensor, n_frames: int, cutoff: float) -
     return _Cells(order, start, count, first, found[first, column])
 
 
-def _dense_pairs(p: torch.Tensor, per_frame: torch.Tensor,
+def _dense_pairs(p: torch.Tensor, r: torch.Tensor | None, per_frame: torch.Tensor,
                  cutoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pairs (a, b), a < b, of one frame closer than ``cutoff`` and their distances, from distance matrices.
+    """Pairs (a, b), a < b, of one frame closer than ``cutoff`` (plus radii ``r``) and their distances.
 
     ``p`` holds the frames' points one frame after the other (``per_frame`` of each); pairs come sorted.
     """
@@ -147,11 +152,12 @@ def _dense_pairs(p: torch.Tensor, per_frame: torch.Tensor,
         s, m = int(first[f]), int(per_frame[f])
         x = p[s: s + m]
         rows = max(1, DENSE_BLOCK // m)
-        for r in range(0, m, rows):
-            d = torch.cdist(x[r: r + rows], x, compute_mode="donot_use_mm_for_euclid_dist")
-            upper = torch.arange(r, r + len(d), device=dev)[:, None] < torch.arange(m, device=dev)[None, :]
-            i, j = torch.nonzero((d < cutoff) & upper, as_tuple=True)
-            found.append((i + r + s, j + s, d[i, j]))
+        for start in range(0, m, rows):
+            d = torch.cdist(x[start: start + rows], x, compute_mode="donot_use_mm_for_euclid_dist")
+            limit = cutoff if r is None else r[s + start: s + start + len(d), None] + r[None, s: s + m] + cutoff
+            upper = torch.arange(start, start + len(d), device=dev)[:, None] < torch.arange(m, device=dev)[None, :]
+            i, j = torch.nonzero((d < limit) & upper, as_tuple=True)
+            found.append((i + start + s, j + s, d[i, j]))
     if not found:
         empty = torch.zeros(0, dtype=torch.long, device=dev)
         return empty, empty, p.new_zeros(0)
