@@ -62,15 +62,15 @@ def close_pairs(points: torch.Tensor, cutoff: float, mask: torch.Tensor | None =
         valid = valid & mask.to(dev).expand(n_frames, n)
     frame, index = valid.nonzero(as_tuple=True)  # sorted by frame, then index
     p = points[frame, index]
-    r = None if radius is None else radius.to(dev).expand(n_frames, n)[frame, index].to(p.dtype)
+    radius = None if radius is None else radius.to(device=dev, dtype=points.dtype).expand(n_frames, n)
     if len(p) < 2:
         empty = torch.zeros(0, dtype=torch.long, device=dev)
         return empty, empty, empty, points.new_zeros(0)
-    reach = cutoff + (0.0 if r is None else 2 * float(r.max()))
-    cells = _cells(p, frame, n_frames, reach)
+    r = None if radius is None else radius[frame, index]
+    cells = _cells(p, frame, n_frames, cutoff + (0.0 if r is None else 2 * float(r.max())))
     per_frame = torch.bincount(frame, minlength=n_frames)
     if int((per_frame * (per_frame - 1) // 2).sum()) <= DENSE_FACTOR * cells.candidates:
-        a, b, distance = _dense_pairs(p, r, per_frame, cutoff)
+        a, b, distance = _dense_pairs(points, valid, radius, cutoff)
     else:
         a, b = cells.pairs()
         # the norm of the difference: to the bit what torch.cdist gives the dense search
@@ -139,28 +139,31 @@ def _cells(p: torch.Tensor, frame: torch.Tensor, n_frames: int, cutoff: float) -
     return _Cells(order, start, count, first, found[first, column])
 
 
-def _dense_pairs(p: torch.Tensor, r: torch.Tensor | None, per_frame: torch.Tensor,
+def _dense_pairs(points: torch.Tensor, valid: torch.Tensor, radius: torch.Tensor | None,
                  cutoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pairs (a, b), a < b, of one frame closer than ``cutoff`` (plus radii ``r``) and their distances.
+    """Pairs (a, b), a < b, of one frame closer than ``cutoff`` (plus radii) and their distances, sorted.
 
-    ``p`` holds the frames' points one frame after the other (``per_frame`` of each); pairs come sorted.
+    From distance matrices of ``points`` (F, N, 3), :data:`DENSE_BLOCK`
+    distances at a time (several frames, or rows of one frame); ``a`` and
+    ``b`` number the ``valid`` (F, N) points in (frame, index) order.
     """
-    dev = p.device
-    first = torch.cumsum(per_frame, 0) - per_frame
+    dev = points.device
+    n_frames, n = valid.shape
+    position = torch.full((n_frames, n), -1, dtype=torch.long, device=dev)
+    position[valid] = torch.arange(int(valid.sum()), device=dev)
+    frames = max(1, DENSE_BLOCK // (n * n))
+    rows = n if n * n <= DENSE_BLOCK else max(1, DENSE_BLOCK // n)
+    column = torch.arange(n, device=dev)
     found = []
-    for f in torch.nonzero(per_frame > 1)[:, 0].tolist():
-        s, m = int(first[f]), int(per_frame[f])
-        x = p[s: s + m]
-        rows = max(1, DENSE_BLOCK // m)
-        for start in range(0, m, rows):
-            d = torch.cdist(x[start: start + rows], x, compute_mode="donot_use_mm_for_euclid_dist")
-            limit = cutoff if r is None else r[s + start: s + start + len(d), None] + r[None, s: s + m] + cutoff
-            upper = torch.arange(start, start + len(d), device=dev)[:, None] < torch.arange(m, device=dev)[None, :]
-            i, j = torch.nonzero((d < limit) & upper, as_tuple=True)
-            found.append((i + start + s, j + s, d[i, j]))
-    if not found:
-        empty = torch.zeros(0, dtype=torch.long, device=dev)
-        return empty, empty, p.new_zeros(0)
+    for f0 in range(0, n_frames, frames):
+        fs = slice(f0, f0 + frames)
+        for r0 in range(0, n, rows):
+            rs = slice(r0, r0 + rows)
+            d = torch.cdist(points[fs, rs], points[fs], compute_mode="donot_use_mm_for_euclid_dist")
+            limit = cutoff if radius is None else radius[fs, rs, None] + radius[fs, None, :] + cutoff
+            upper = column[rs, None] < column[None, :]
+            f, i, j = torch.nonzero((d < limit) & upper & valid[fs, rs, None] & valid[fs, None, :], as_tuple=True)
+            found.append((position[f + f0, i + r0], position[f + f0, j], d[f, i, j]))
     return tuple(torch.cat(parts) for parts in zip(*found))
 
 
