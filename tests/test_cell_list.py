@@ -30,6 +30,7 @@ def _clouds(seed=0, count=25):
 # cells always / every pair of a frame always, several frames or a few rows of one frame per distance matrix
 @pytest.mark.parametrize("dense_factor, dense_block", [(0, 1 << 22), (10 ** 9, 1 << 22), (10 ** 9, 50)])
 def test_close_pairs_are_the_distance_matrix_pairs(monkeypatch, dense_factor, dense_block):
+    monkeypatch.setattr(cell_list, "DENSE_PAIRS", -1 if dense_factor == 0 else 1 << 18)
     monkeypatch.setattr(cell_list, "DENSE_FACTOR", dense_factor)
     monkeypatch.setattr(cell_list, "DENSE_BLOCK", dense_block)
     for x, mask, cutoff in _clouds():

@@ -21,8 +21,10 @@ _MAX_KEY = 2 ** 62
 #: Distances a frame's matrix holds at once where every pair of a frame is a candidate.
 DENSE_BLOCK = 1 << 22
 #: Every pair of a frame is a candidate where that is at most DENSE_FACTOR times as many as the cells give:
-#: a pair costs less in a distance matrix than a cell pair's (about 8 times less, on one CPU thread).
+#: a pair costs less in a distance matrix than a cell pair's (about 8 times less, on one CPU thread), and
+#: where the frames hold at most DENSE_PAIRS pairs in all (binning the points would cost more than it saves).
 DENSE_FACTOR = 8
+DENSE_PAIRS = 1 << 18
 
 
 def close_pairs(points: torch.Tensor, cutoff: float, mask: torch.Tensor | None = None,
@@ -67,9 +69,12 @@ def close_pairs(points: torch.Tensor, cutoff: float, mask: torch.Tensor | None =
         empty = torch.zeros(0, dtype=torch.long, device=dev)
         return empty, empty, empty, points.new_zeros(0)
     r = None if radius is None else radius[frame, index]
-    cells = _cells(p, frame, n_frames, cutoff + (0.0 if r is None else 2 * float(r.max())))
     per_frame = torch.bincount(frame, minlength=n_frames)
-    if int((per_frame * (per_frame - 1) // 2).sum()) <= DENSE_FACTOR * cells.candidates:
+    every_pair = int((per_frame * (per_frame - 1) // 2).sum())
+    cells = None
+    if every_pair > DENSE_PAIRS:
+        cells = _cells(p, frame, n_frames, cutoff + (0.0 if r is None else 2 * float(r.max())))
+    if cells is None or every_pair <= DENSE_FACTOR * cells.candidates:
         a, b, distance = _dense_pairs(points, valid, radius, cutoff)
     else:
         a, b = cells.pairs()
