@@ -9,11 +9,13 @@ from backmap_plugin.core.cell_list import close_pairs, nearest_neighbours
 EXACT = "donot_use_mm_for_euclid_dist"
 
 
-def _brute_pairs(x, cutoff, mask, radius=None):
+def _brute_pairs(x, cutoff, mask, radius=None, ordered=False):
     d = torch.cdist(x, x, compute_mode=EXACT)
     n = x.shape[1]
     limit = cutoff if radius is None else radius[:, :, None] + radius[:, None, :] + cutoff
-    ok = (d < limit) & mask[:, :, None] & mask[:, None, :] & torch.triu(torch.ones(n, n, dtype=torch.bool), 1)
+    ok = (d < limit) & mask[:, :, None] & mask[:, None, :]
+    if not ordered:
+        ok &= torch.triu(torch.ones(n, n, dtype=torch.bool), 1)
     f, i, j = ok.nonzero(as_tuple=True)
     return f, i, j, d[f, i, j]
 
@@ -28,11 +30,18 @@ def _clouds(seed=0, count=25):
 
 
 # cells always / every pair of a frame always, several frames or a few rows of one frame per distance matrix
-@pytest.mark.parametrize("dense_factor, dense_block", [(0, 1 << 22), (10 ** 9, 1 << 22), (10 ** 9, 50)])
-def test_close_pairs_are_the_distance_matrix_pairs(monkeypatch, dense_factor, dense_block):
+PATHS = [(0, 1 << 22), (10 ** 9, 1 << 22), (10 ** 9, 50)]
+
+
+def _force(monkeypatch, dense_factor, dense_block):
     monkeypatch.setattr(cell_list, "DENSE_PAIRS", -1 if dense_factor == 0 else 1 << 18)
     monkeypatch.setattr(cell_list, "DENSE_FACTOR", dense_factor)
     monkeypatch.setattr(cell_list, "DENSE_BLOCK", dense_block)
+
+
+@pytest.mark.parametrize("dense_factor, dense_block", PATHS)
+def test_close_pairs_are_the_distance_matrix_pairs(monkeypatch, dense_factor, dense_block):
+    _force(monkeypatch, dense_factor, dense_block)
     for x, mask, cutoff in _clouds():
         found = close_pairs(x, cutoff, mask)
         expected = _brute_pairs(x, cutoff, mask)
@@ -43,6 +52,11 @@ def test_close_pairs_are_the_distance_matrix_pairs(monkeypatch, dense_factor, de
         radius = torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(len(x))) * 3
         found = close_pairs(x, cutoff, mask, radius)
         expected = _brute_pairs(x, cutoff, mask, radius)
+        for a, b in zip(found, expected):
+            assert torch.equal(a, b)
+        # every ordered pair, each point with itself included
+        found = close_pairs(x, cutoff, mask, radius, ordered=True)
+        expected = _brute_pairs(x, cutoff, mask, radius, ordered=True)
         for a, b in zip(found, expected):
             assert torch.equal(a, b)
 
@@ -80,7 +94,9 @@ def test_cell_candidates_grow_linearly_with_a_spread_out_system():
     assert len(i) == n - 1
 
 
-def test_nearest_neighbours_are_the_nearest_within_the_cutoff():
+@pytest.mark.parametrize("dense_factor, dense_block", PATHS)
+def test_nearest_neighbours_are_the_nearest_within_the_cutoff(monkeypatch, dense_factor, dense_block):
+    _force(monkeypatch, dense_factor, dense_block)
     k = 6
     for x, mask, cutoff in _clouds(seed=1):
         n_frames, n = x.shape[:2]

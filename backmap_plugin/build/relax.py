@@ -280,14 +280,8 @@ def residue_neighbours(ca: torch.Tensor, reach: torch.Tensor, cutoff: float) -> 
         Pairs with CA-CA below ``reach_i + reach_j + cutoff``, self included.
     """
     n_frames, n_res = ca.shape[:2]
-    f, i, j, _ = close_pairs(ca, cutoff, radius=reach)
-    # both directions and self, grouped by (frame, residue), neighbours in order
-    everyone = torch.arange(n_frames * n_res, device=ca.device)
-    key = torch.cat([f * n_res + i, f * n_res + j, everyone])
-    residue = torch.cat([j, i, everyone % max(1, n_res)])
-    order = torch.argsort(key * max(1, n_res) + residue)
-    key, residue = key[order], residue[order]
-    count = torch.bincount(key, minlength=n_frames * n_res)
+    f, i, residue, _ = close_pairs(ca, cutoff, radius=reach, ordered=True)
+    count = torch.bincount(f * n_res + i, minlength=n_frames * n_res)
     return Neighbours(torch.cat([count.new_zeros(1), count.cumsum(0)]), residue)
 
 

@@ -24,12 +24,73 @@ DENSE_BLOCK = 1 << 22
 #: a pair costs less in a distance matrix than a cell pair's (about 8 times less, on one CPU thread), and
 #: where the frames hold at most DENSE_PAIRS pairs in all (binning the points would cost more than it saves).
 DENSE_FACTOR = 8
-DENSE_PAIRS = 1 << 18
+DENSE_PAIRS = 1 << 20
+
+
+class _Search:
+    """The points of a search (valid ones in (frame, index) order) and how to search them: cells, or None."""
+
+    def __init__(self, points: torch.Tensor, cutoff: float, mask, radius):
+        if not cutoff > 0:
+            raise ValueError(f"cutoff must be positive, got {cutoff}")
+        self.points, self.cutoff = points, float(cutoff)
+        n_frames, n = points.shape[:2]
+        dev = points.device
+        valid = torch.isfinite(points).all(-1)
+        if mask is not None:
+            valid = valid & mask.to(dev).expand(n_frames, n)
+        self.valid = valid
+        self.all_valid = bool(valid.all())
+        self.frame, self.index = valid.nonzero(as_tuple=True)  # sorted by frame, then index
+        self.p = points[self.frame, self.index]
+        self.radius = None if radius is None else radius.to(device=dev, dtype=points.dtype).expand(n_frames, n)
+        self.r = None if radius is None else self.radius[self.frame, self.index]
+        per_frame = torch.bincount(self.frame, minlength=n_frames)
+        every_pair = int((per_frame * (per_frame - 1) // 2).sum())
+        self.cells = None
+        if every_pair > DENSE_PAIRS:
+            reach = self.cutoff + (0.0 if self.r is None else 2 * float(self.r.max()))
+            cells = _cells(self.p, self.frame, n_frames, reach)
+            if every_pair > DENSE_FACTOR * cells.candidates:
+                self.cells = cells
+
+    def limit(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | float:
+        """The distance below which valid points ``a`` and ``b`` (their numbers) are a pair."""
+        return self.cutoff if self.r is None else self.r[a] + self.r[b] + self.cutoff
+
+    def cell_pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pairs (a, b), a < b, numbers of valid points, and their distances, from the cells (unsorted)."""
+        a, b = self.cells.pairs()
+        # the norm of the difference: to the bit what torch.cdist gives the distance matrices
+        distance = torch.linalg.vector_norm(self.p[a] - self.p[b], dim=-1)
+        close = distance < self.limit(a, b)
+        return a[close], b[close], distance[close]
+
+    def blocks(self):
+        """Distance matrices of the points, :data:`DENSE_BLOCK` distances at a time: (frames, rows, d)."""
+        n_frames, n = self.valid.shape
+        if n == 0:
+            return
+        frames = max(1, DENSE_BLOCK // (n * n))
+        rows = n if n * n <= DENSE_BLOCK else max(1, DENSE_BLOCK // n)
+        for f0 in range(0, n_frames, frames):
+            fs = slice(f0, f0 + frames)
+            for r0 in range(0, n, rows):
+                rs = slice(r0, r0 + rows)
+                d = torch.cdist(self.points[fs, rs], self.points[fs], compute_mode="donot_use_mm_for_euclid_dist")
+                limit = self.cutoff
+                if self.radius is not None:
+                    limit = self.radius[fs, rs, None] + self.radius[fs, None, :] + self.cutoff
+                ok = d < limit
+                if not self.all_valid:
+                    ok &= self.valid[fs, rs, None] & self.valid[fs, None, :]
+                yield fs, rs, d, ok
 
 
 def close_pairs(points: torch.Tensor, cutoff: float, mask: torch.Tensor | None = None,
-                radius: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every pair of points of a frame closer than ``cutoff`` (or spheres within ``cutoff`` of each other), once.
+                radius: torch.Tensor | None = None,
+                ordered: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every pair of points of a frame closer than ``cutoff`` (or spheres within ``cutoff`` of each other).
 
     The candidates are the pairs of points in neighbouring cells or, where
     that is fewer, every pair of a frame (:data:`DENSE_BLOCK` distances at a
@@ -47,45 +108,92 @@ def close_pairs(points: torch.Tensor, cutoff: float, mask: torch.Tensor | None =
     radius : torch.Tensor, optional
         (F, N) or (N,) radii >= 0 of spheres about the points: pairs closer
         than ``radius_i + radius_j + cutoff`` are returned (default: 0).
+    ordered : bool
+        False: each pair once, ``i < j``. True: every ordered pair ``(i, j)``,
+        ``i == j`` included (each point with itself).
 
     Returns
     -------
     frame, i, j : torch.Tensor
-        (P,) long, ``i < j``, sorted by frame, then ``i``, then ``j``.
+        (P,) long, sorted by frame, then ``i``, then ``j``.
     distance : torch.Tensor
         (P,) in the dtype of ``points``.
     """
-    if not cutoff > 0:
-        raise ValueError(f"cutoff must be positive, got {cutoff}")
+    search = _Search(points, cutoff, mask, radius)
+    frame, index, dev = search.frame, search.index, points.device
+    if search.cells is None:
+        column = torch.arange(points.shape[1], device=dev)
+        found = [(torch.zeros(0, dtype=torch.long, device=dev),) * 3 + (points.new_zeros(0),)]
+        for fs, rs, d, ok in search.blocks():
+            if not ordered:
+                ok = ok & (column[rs, None] < column[None, :])
+            f, i, j = torch.nonzero(ok, as_tuple=True)
+            found.append((f + fs.start, i + rs.start, j, d[f, i, j]))
+        return tuple(torch.cat(parts) for parts in zip(*found))
+    a, b, distance = search.cell_pairs()
+    if ordered:
+        own = torch.arange(len(frame), device=dev)
+        a, b = torch.cat([a, b, own]), torch.cat([b, a, own])
+        distance = torch.cat([distance, distance, distance.new_zeros(len(own))])
+    # the valid points are in (frame, index) order, so (a, b) order is (frame, i, j) order
+    order = torch.argsort(a * len(frame) + b)
+    a, b, distance = a[order], b[order], distance[order]
+    return frame[a], index[a], index[b], distance
+
+
+def nearest_neighbours(points: torch.Tensor, k: int, cutoff: float,
+                       mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``k`` nearest other points of every point closer than ``cutoff``, nearest first.
+
+    Parameters
+    ----------
+    points : torch.Tensor
+        (F, N, 3).
+    k : int
+    cutoff : float
+    mask : torch.Tensor, optional
+        (F, N) or (N,) bool: points that take part (default: all).
+
+    Returns
+    -------
+    index : torch.Tensor
+        (F, N, k) long: the neighbours, nearest first (equal distances in
+        either order); the point itself where it has fewer than ``k``.
+    distance : torch.Tensor
+        (F, N, k), 0 where there is no neighbour.
+    found : torch.Tensor
+        (F, N, k) bool: a neighbour is there.
+    """
     n_frames, n = points.shape[:2]
     dev = points.device
-    valid = torch.isfinite(points).all(-1)
-    if mask is not None:
-        valid = valid & mask.to(dev).expand(n_frames, n)
-    frame, index = valid.nonzero(as_tuple=True)  # sorted by frame, then index
-    p = points[frame, index]
-    radius = None if radius is None else radius.to(device=dev, dtype=points.dtype).expand(n_frames, n)
-    if len(p) < 2:
-        empty = torch.zeros(0, dtype=torch.long, device=dev)
-        return empty, empty, empty, points.new_zeros(0)
-    r = None if radius is None else radius[frame, index]
-    per_frame = torch.bincount(frame, minlength=n_frames)
-    every_pair = int((per_frame * (per_frame - 1) // 2).sum())
-    cells = None
-    if every_pair > DENSE_PAIRS:
-        cells = _cells(p, frame, n_frames, cutoff + (0.0 if r is None else 2 * float(r.max())))
-    if cells is None or every_pair <= DENSE_FACTOR * cells.candidates:
-        a, b, distance = _dense_pairs(points, valid, radius, cutoff)
-    else:
-        a, b = cells.pairs()
-        # the norm of the difference: to the bit what torch.cdist gives the dense search
-        distance = torch.linalg.vector_norm(p[a] - p[b], dim=-1)
-        close = distance < (cutoff if r is None else r[a] + r[b] + cutoff)
-        a, b, distance = a[close], b[close], distance[close]
-        # the valid points are in (frame, index) order, so (a, b) order is (frame, i, j) order
-        order = torch.argsort(a * len(p) + b)
-        a, b, distance = a[order], b[order], distance[order]
-    return frame[a], index[a], index[b], distance
+    search = _Search(points, cutoff, mask, None)
+    index = torch.arange(n, device=dev)[None, :, None].repeat(n_frames, 1, k)
+    distance = points.new_zeros(n_frames, n, k)
+    found = torch.zeros(n_frames, n, k, dtype=torch.bool, device=dev)
+    if search.cells is None:
+        column = torch.arange(n, device=dev)
+        kk = min(k, n)
+        for fs, rs, d, ok in search.blocks():
+            d = d.masked_fill(~ok | (column[rs, None] == column[None, :]), float("inf"))
+            near, which = torch.topk(d, kk, dim=-1, largest=False, sorted=True)
+            hit = torch.isfinite(near)
+            index[fs, rs, :kk] = torch.where(hit, which, index[fs, rs, :kk])
+            distance[fs, rs, :kk] = torch.where(hit, near, 0.0)
+            found[fs, rs, :kk] = hit
+        return index, distance, found
+    a, b, d = search.cell_pairs()
+    # both directions, grouped by (frame, point), nearest first: one sort on (frame, point, distance), the
+    # distance by the bits of its float32 value (in order for numbers >= 0)
+    a, b, d = torch.cat([a, b]), torch.cat([b, a]), torch.cat([d, d])
+    row = search.frame[a] * n + search.index[a]
+    order = torch.argsort(row * 2 ** 31 + d.float().view(torch.int32).long(), stable=True)
+    row, b, d = row[order], b[order], d[order]
+    count = torch.bincount(row, minlength=n_frames * n)
+    rank = torch.arange(len(row), device=dev) - (torch.cumsum(count, 0) - count)[row]
+    take = rank < k
+    slot = (row[take] // n, row[take] % n, rank[take])
+    index[slot], distance[slot], found[slot] = search.index[b[take]], d[take], True
+    return index, distance, found
 
 
 class _Cells:
@@ -142,77 +250,3 @@ def _cells(p: torch.Tensor, frame: torch.Tensor, n_frames: int, cutoff: float) -
     hit = cell_key[found] == wanted
     first, column = hit.nonzero(as_tuple=True)
     return _Cells(order, start, count, first, found[first, column])
-
-
-def _dense_pairs(points: torch.Tensor, valid: torch.Tensor, radius: torch.Tensor | None,
-                 cutoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pairs (a, b), a < b, of one frame closer than ``cutoff`` (plus radii) and their distances, sorted.
-
-    From distance matrices of ``points`` (F, N, 3), :data:`DENSE_BLOCK`
-    distances at a time (several frames, or rows of one frame); ``a`` and
-    ``b`` number the ``valid`` (F, N) points in (frame, index) order.
-    """
-    dev = points.device
-    n_frames, n = valid.shape
-    position = torch.full((n_frames, n), -1, dtype=torch.long, device=dev)
-    position[valid] = torch.arange(int(valid.sum()), device=dev)
-    frames = max(1, DENSE_BLOCK // (n * n))
-    rows = n if n * n <= DENSE_BLOCK else max(1, DENSE_BLOCK // n)
-    column = torch.arange(n, device=dev)
-    found = []
-    for f0 in range(0, n_frames, frames):
-        fs = slice(f0, f0 + frames)
-        for r0 in range(0, n, rows):
-            rs = slice(r0, r0 + rows)
-            d = torch.cdist(points[fs, rs], points[fs], compute_mode="donot_use_mm_for_euclid_dist")
-            limit = cutoff if radius is None else radius[fs, rs, None] + radius[fs, None, :] + cutoff
-            upper = column[rs, None] < column[None, :]
-            f, i, j = torch.nonzero((d < limit) & upper & valid[fs, rs, None] & valid[fs, None, :], as_tuple=True)
-            found.append((position[f + f0, i + r0], position[f + f0, j], d[f, i, j]))
-    return tuple(torch.cat(parts) for parts in zip(*found))
-
-
-def nearest_neighbours(points: torch.Tensor, k: int, cutoff: float,
-                       mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ``k`` nearest other points of every point closer than ``cutoff``, nearest first.
-
-    Parameters
-    ----------
-    points : torch.Tensor
-        (F, N, 3).
-    k : int
-    cutoff : float
-    mask : torch.Tensor, optional
-        (F, N) or (N,) bool: points that take part (default: all).
-
-    Returns
-    -------
-    index : torch.Tensor
-        (F, N, k) long: the neighbours, nearest first (equal distances in
-        float32: lower index first); the point itself where it has fewer
-        than ``k``.
-    distance : torch.Tensor
-        (F, N, k), 0 where there is no neighbour.
-    found : torch.Tensor
-        (F, N, k) bool: a neighbour is there.
-    """
-    n_frames, n = points.shape[:2]
-    dev = points.device
-    frame, i, j, d = close_pairs(points, cutoff, mask)
-    # both directions, grouped by (frame, point), nearest first: one sort on (frame, point, distance), the
-    # distance by the bits of its float32 value (in order for numbers >= 0)
-    # (partners below a point come first, in order, then those above it: ties stay in index order)
-    frame, i, j, d = torch.cat([frame, frame]), torch.cat([j, i]), torch.cat([i, j]), torch.cat([d, d])
-    bits = d.float().view(torch.int32).long()
-    order = torch.argsort((frame * n + i) * 2 ** 31 + bits, stable=True)
-    frame, i, j, d = frame[order], i[order], j[order], d[order]
-    row = frame * n + i
-    count = torch.bincount(row, minlength=n_frames * n)
-    rank = torch.arange(len(row), device=dev) - (torch.cumsum(count, 0) - count)[row]
-    take = rank < k
-    index = torch.arange(n, device=dev)[None, :, None].repeat(n_frames, 1, k)
-    distance = points.new_zeros(n_frames, n, k)
-    found = torch.zeros(n_frames, n, k, dtype=torch.bool, device=dev)
-    slot = (frame[take], i[take], rank[take])
-    index[slot], distance[slot], found[slot] = j[take], d[take], True
-    return index, distance, found
