@@ -1,13 +1,19 @@
-"""Close pairs of points in time and memory linear in their number (cell list).
+"""Close pairs and nearest neighbours of points in time and memory linear in their number (cell list).
 
 The points of each frame are binned into cubic cells at least as wide as
-the cutoff, so a point's partners within the cutoff lie in its own cell or
-one of the 26 around it. Cells are keyed by one integer (frame and cell
-coordinates), the keys sorted, and each point's 27 cells looked up by
-binary search (:func:`torch.searchsorted`): no grid is allocated, so
-sparse or far-flung coordinates cost nothing extra. Distances are computed
-pair by pair, so a pair's distance does not depend on the other points or
-frames. Everything is torch (any device). Lengths in Angstrom.
+the cutoff (plus the largest two radii, for spheres), so a point's partners
+lie in its own cell or one of the 26 around it. Cells are keyed by one
+integer (frame and cell coordinates), the keys sorted, and each occupied
+cell's 13 neighbours "after" it looked up by binary search
+(:func:`torch.searchsorted`): no grid is allocated, so sparse or
+far-flung coordinates cost nothing extra. Where the cells would save little
+(few points, or every pair of a frame at most :data:`DENSE_FACTOR` times
+the cells' candidates) the search takes distance matrices instead, as many
+frames or rows at once as :data:`DENSE_BLOCK` allows; both give the same
+pairs and the same distances to the bit (the norm of the difference, as
+:func:`torch.cdist` computes it without matrix products), so a pair's
+distance does not depend on the other points or frames. Everything is
+torch (any device). Lengths in Angstrom.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch
 
 #: Largest cell key: cells widen (by factors of 2) until frames x cells fit.
 _MAX_KEY = 2 ** 62
-#: Distances a frame's matrix holds at once where every pair of a frame is a candidate.
+#: Distances a distance matrix holds at once (several frames, or rows of one frame).
 DENSE_BLOCK = 1 << 22
 #: Every pair of a frame is a candidate where that is at most DENSE_FACTOR times as many as the cells give:
 #: a pair costs less in a distance matrix than a cell pair's (about 8 times less, on one CPU thread), and
