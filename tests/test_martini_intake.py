@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from backmap_plugin.api import backmap
 from backmap_plugin.build.backbone import backbone_dofs, build_backbone
 from backmap_plugin.build.ideal import crowded_side_chains
 from backmap_plugin.build.martini import BREAK_DISTANCE, backmap_martini3, disulfide_pairs, side_chain_candidates
@@ -184,6 +185,21 @@ def test_several_chains(tmp_path):
 def test_missing_side_chain_bead(tmp_path):
     lines = [line for line in _pdb_lines(DATA / "cg.pdb") if _atom(line)[:2] != ("SC5", "TRP")]
     _fails(_write(tmp_path, lines), "chain A residue TRP 3", "missing SC5", "Martini 3 TRP has beads BB, SC1")
+
+
+def test_nan_bead_as_martinize2_writes_it(tmp_path):
+    """martinize2 writes "nan" for a bead whose atoms its input lacks; the run stops before writing anything."""
+    lines = _pdb_lines(DATA / "cg.pdb")
+    at = next(i for i, line in enumerate(lines) if _atom(line)[0] == "SC2")
+    name, residue, number = _atom(lines[at])
+    lines[at] = lines[at][:30] + "     nan     nan     nan" + lines[at][54:]
+    path, out = _write(tmp_path, lines), tmp_path / "out.pdb"
+    with pytest.raises(BackmapInputError) as info:
+        backmap(str(path), str(out))
+    message = str(info.value)
+    for needle in (str(path), "frame 0", "non-finite", f"{residue}{number}", "SC2", "martinize2", "PDBFixer"):
+        assert needle in message, f"{needle!r} not in: {message}"
+    assert list(tmp_path.iterdir()) == [path]
 
 
 def test_extra_side_chain_bead(tmp_path):

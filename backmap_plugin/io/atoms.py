@@ -9,6 +9,7 @@ import mdtraj as md
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.martini import BEAD_NAMES
 
 
 def describe_atom(atom) -> str:
@@ -78,9 +79,14 @@ def check_finite(xyz: np.ndarray, topology, path: str, first_frame: int, stride:
     where = f"frame {frame}"
     if stride != 1:
         where += f" (frame {frame * stride} of the file, stride {stride})"
+    atom = topology.atom(atom_index)
+    hint = ""
+    if atom.name in BEAD_NAMES:
+        hint = ("; martinize2 writes NaN for a bead whose atoms its input lacks: complete the all-atom structure "
+                "(e.g. with PDBFixer) before martinize2")
     raise BackmapInputError(
         f"{path}: {where} has a non-finite coordinate {xyz[frame - first_frame, atom_index].tolist()} "
-        f"for {describe_atom(topology.atom(atom_index))}"
+        f"for {describe_atom(atom)}{hint}"
     )
 
 
