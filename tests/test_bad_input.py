@@ -208,6 +208,21 @@ def test_duplicate_atoms(tmp_path, ca):
     assert "duplicate" in message
 
 
+def test_duplicate_atoms_first_residue_named(ca):
+    """The first residue (in file order) with a repeated atom name is the one named, with its count."""
+    from backmap_plugin.io.atoms import check_duplicate_atoms
+
+    top = md.Topology()
+    chain = top.add_chain("A")
+    for i, (name, number) in enumerate(residues_of(ca)):
+        residue = top.add_residue(name, chain, resSeq=number)
+        for atom in ["CA"] + (["CB", "CB", "CB"] if i == 4 else []) + (["CA"] if i == 11 else []):
+            top.add_atom(atom, md.element.carbon, residue)
+    with pytest.raises(BackmapInputError, match=r"x.pdb: duplicate atom: .*5.* CB.* appears 3 times"):
+        check_duplicate_atoms(top, "x.pdb")
+    check_duplicate_atoms(ca.topology, "x.pdb")  # none
+
+
 # --------------------------------------------------------------------------- output
 
 

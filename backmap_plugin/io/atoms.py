@@ -105,13 +105,20 @@ def check_duplicate_atoms(topology, path: str) -> None:
     BackmapInputError
         A residue has two atoms of one name.
     """
-    for residue in topology.residues:
+    # one pass over the atoms in numpy (a membrane system holds hundreds of thousands of one-bead residues);
+    # the first residue with a duplicate is then looked at on its own
+    codes: dict[str, int] = {}
+    name = np.array([codes.setdefault(atom.name, len(codes)) for atom in topology.atoms], dtype=np.int64)
+    residue_index = np.array([atom.residue.index for atom in topology.atoms], dtype=np.int64)
+    key = np.sort(residue_index * max(1, len(codes)) + name)
+    repeated = key[1:][key[1:] == key[:-1]]
+    if len(repeated):
+        residue = topology.residue(int(repeated.min() // max(1, len(codes))))
         counts = Counter(atom.name for atom in residue.atoms)
         twice = [name for name, n in counts.items() if n > 1]
-        if twice:
-            atom = next(a for a in residue.atoms if a.name == twice[0])
-            raise BackmapInputError(
-                f"{path}: duplicate atom: {describe_atom(atom)} appears {counts[twice[0]]} times in "
-                f"one residue (alternate locations are merged on reading, so this is the same atom "
-                f"listed twice, or two residues with the same number and name next to each other)"
-            )
+        atom = next(a for a in residue.atoms if a.name == twice[0])
+        raise BackmapInputError(
+            f"{path}: duplicate atom: {describe_atom(atom)} appears {counts[twice[0]]} times in "
+            f"one residue (alternate locations are merged on reading, so this is the same atom "
+            f"listed twice, or two residues with the same number and name next to each other)"
+        )

@@ -101,7 +101,8 @@ class FrameSource:
             if traj.n_frames == 0:
                 raise BackmapInputError(f"{self.path}: contains no frames")
             xyz = (traj.xyz[:: self.stride].astype(np.float64) * 10.0).astype(np.float32)
-            self._whole = (xyz, box_vectors(traj[:: self.stride]))
+            box = box_vectors(traj)  # (slicing the trajectory would copy its topology: slow for big systems)
+            self._whole = (xyz, None if box is None else box[:: self.stride])
         elif self._ext in NEEDS_TOPOLOGY:
             topology, n_atoms = None, count_trajectory_atoms(self.path, self._ext)
         else:  # .h5: topology inside, frames streamed

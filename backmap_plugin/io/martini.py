@@ -192,14 +192,17 @@ def martini_residues(topology: md.Topology, source: str, xyz: np.ndarray | None 
     last_protein_chain = None
     saw_other = False
     for residue in topology.residues:
-        chain_id = getattr(residue.chain, "chain_id", None) or ""
-        where = _where(source, chain_id, residue)
         name = _upper(residue.name)
         atoms = [(_upper(a.name), a.index) for a in residue.atoms]
         std = _standard_name(name)
         has_bb = any(a == "BB" for a, _ in atoms)
-        has_side = any(_SIDE_BEAD.match(a) for a, _ in atoms)
         amino = std is not None or name in MARTINI2_NAMES
+        if not (amino or has_bb):  # solvent, ions, lipids: counted and left out
+            skipped[residue.name.strip()] = skipped.get(residue.name.strip(), 0) + 1
+            saw_other = True
+            continue
+        has_side = any(_SIDE_BEAD.match(a) for a, _ in atoms)
+        where = _where(source, getattr(residue.chain, "chain_id", None) or "", residue)
         if amino and atoms and all(a == GO_SITE_NAME for a, _ in atoms):
             ca_only.append((residue, where))
             continue
