@@ -97,6 +97,22 @@ def test_chunked_read_matches_whole_read_and_stride(tmp_path, l2y, ext):
     np.testing.assert_array_equal(np.concatenate([c.xyz for c in chunks]), whole[0].xyz[::3])
 
 
+@pytest.mark.parametrize("ext", [".dcd", ".h5"])
+def test_chunks_of_many_atoms_hold_fewer_frames(tmp_path, l2y, ext, monkeypatch):
+    """A read holds at most ATOM_FRAMES_PER_READ frames x atoms: big systems get smaller chunks, same frames."""
+    import backmap_plugin.io.frames as frames
+
+    top, xyz = l2y
+    path = tmp_path / f"traj{ext}"
+    write_trajectory(path, top, xyz)
+    whole = list(open_frames(path, top=FIXTURE, chunk=1000, stride=2))[0].xyz
+    monkeypatch.setattr(frames, "ATOM_FRAMES_PER_READ", 3 * top.n_atoms)
+    chunks = list(open_frames(path, top=FIXTURE, chunk=1000, stride=2))
+    assert [len(c.xyz) for c in chunks] == [3] * (len(whole) // 3) + ([len(whole) % 3] if len(whole) % 3 else [])
+    assert [c.start for c in chunks] == list(range(0, len(whole), 3))
+    np.testing.assert_array_equal(np.concatenate([c.xyz for c in chunks]), whole)
+
+
 @pytest.mark.parametrize("ext", [".xtc", ".trr", ".nc"])
 def test_other_trajectory_inputs(tmp_path, l2y, ext):
     top, xyz = l2y

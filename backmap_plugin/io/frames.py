@@ -30,6 +30,12 @@ from backmap_plugin.io.paths import (
 )
 
 
+#: Frames x atoms a trajectory read holds at most (float32: 12 bytes an atom): a CG system with solvent or a
+#: membrane has hundreds of thousands of beads, and 1,000 frames of 250,000 beads would take 3 GB. A chunk
+#: holds fewer frames than asked for where its atoms would exceed this.
+ATOM_FRAMES_PER_READ = 20_000_000
+
+
 class FrameChunk(NamedTuple):
     """A block of consecutive (strided) frames.
 
@@ -55,7 +61,8 @@ class FrameSource:
     Made by :func:`open_frames`, which checks the file, its topology, atom
     counts and duplicate atoms up front. Iterating (any number of times)
     yields :class:`FrameChunk` items; trajectories are read with
-    ``mdtraj.iterload`` so at most ``chunk`` frames are in memory, while
+    ``mdtraj.iterload`` so at most ``chunk`` frames are in memory (fewer for
+    systems of many atoms: :data:`ATOM_FRAMES_PER_READ`), while
     PDB/mmCIF/GRO files are loaded whole once.
 
     Attributes
@@ -179,17 +186,19 @@ class FrameSource:
         yield from self._iter_streamed()
 
     def _iter_streamed(self) -> Iterator[FrameChunk]:
+        frames = max(1, min(self.chunk, ATOM_FRAMES_PER_READ // max(1, self.n_atoms)))
         # mdtraj's HDF5 reader counts ``n_frames`` in file frames, so with a
         # stride each chunk must span a multiple of it to keep the phase.
-        per_read = self.chunk * self.stride if self._ext == ".h5" else self.chunk
+        per_read = frames * self.stride if self._ext == ".h5" else frames
         start = 0
         for traj in self._iterload(per_read):
-            for first in range(0, traj.n_frames, self.chunk):
-                piece = traj[first:first + self.chunk]
-                xyz = (piece.xyz.astype(np.float64) * 10.0).astype(np.float32)
+            box = box_vectors(traj)  # (slicing the trajectory would copy its topology: slow for big systems)
+            for first in range(0, traj.n_frames, frames):
+                # nm -> Angstrom in float32: the same numbers as through float64 (x * 10 is exact there)
+                xyz = np.asarray(traj.xyz[first:first + frames], dtype=np.float32) * np.float32(10.0)
                 check_finite(xyz, self.topology, self.path, start, self.stride)
-                yield FrameChunk(start, xyz, box_vectors(piece))
-                start += piece.n_frames
+                yield FrameChunk(start, xyz, None if box is None else box[first:first + frames])
+                start += len(xyz)
         if start == 0:
             raise BackmapInputError(f"{self.path}: contains no frames")
 
