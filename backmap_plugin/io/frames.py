@@ -29,7 +29,6 @@ from backmap_plugin.io.paths import (
     check_input_file,
 )
 
-
 #: Frames x atoms a trajectory read holds at most (float32: 12 bytes an atom): a CG system with solvent or a
 #: membrane has hundreds of thousands of beads, and 1,000 frames of 250,000 beads would take 3 GB. A chunk
 #: holds fewer frames than asked for where its atoms would exceed this.
