@@ -40,8 +40,11 @@ def _force(monkeypatch, dense_factor, dense_block):
 
 
 @pytest.mark.parametrize("dense_factor, dense_block", PATHS)
-def test_close_pairs_are_the_distance_matrix_pairs(monkeypatch, dense_factor, dense_block):
+@pytest.mark.parametrize("index_dtype", [None, torch.long])  # the CPU's int32 cell arithmetic, and int64
+def test_close_pairs_are_the_distance_matrix_pairs(monkeypatch, dense_factor, dense_block, index_dtype):
     _force(monkeypatch, dense_factor, dense_block)
+    if index_dtype is not None:
+        monkeypatch.setattr(cell_list, "_index_dtype", lambda *args: index_dtype)
     for x, mask, cutoff in _clouds():
         found = close_pairs(x, cutoff, mask)
         expected = _brute_pairs(x, cutoff, mask)

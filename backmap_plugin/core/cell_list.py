@@ -215,9 +215,7 @@ class _Cells:
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Candidate pairs (a, b), a < b: the points of every cell pair."""
         dev = self.order.device
-        # int32 indices where they fit: the candidates are many, and their arithmetic is most of the time
-        small = max(self.candidates * 2, len(self.order)) < 2 ** 31
-        idt = torch.int32 if small else torch.long
+        idt = _index_dtype(self.candidates, len(self.order), dev)
         n1, n2 = self.count[self.first], self.count[self.second]
         size = (n1 * n2).to(idt)
         # candidate t of cell pair q: point t // n2 of the first cell with point t % n2 of the second
@@ -232,6 +230,12 @@ class _Cells:
         a = order[start[self.first][q] + a_local]
         b = order[start[self.second][q] + b_local]
         return torch.minimum(a, b).long(), torch.maximum(a, b).long()
+
+
+def _index_dtype(candidates: int, points: int, device: torch.device) -> torch.dtype:
+    """int32 indices on the CPU where they fit (the candidates are many, and their arithmetic is most of the
+    time); elsewhere int64, the index type every torch kernel takes."""
+    return torch.int32 if device.type == "cpu" and max(2 * candidates, points) < 2 ** 31 else torch.long
 
 
 def _cells(p: torch.Tensor, frame: torch.Tensor, n_frames: int, cutoff: float) -> _Cells:
