@@ -87,6 +87,8 @@ def load_whole(path: str, ext: str) -> md.Trajectory:
             return _load_mmcif_with_openmm(path)
         if ext in (".pdb", ".pdb.gz"):
             return md.load_pdb(path)  # md.load parses a PDB twice
+        if ext == ".gro":
+            return md.formats.gro.load_gro(path)  # md.load reads a GRO file's topology twice
         return md.load(path)
     except Exception as exc:  # mdtraj raises many types; keep its message
         if ext in (".pdb", ".pdb.gz") and not _pdb_has_atoms(path):
