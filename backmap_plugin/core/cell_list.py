@@ -34,7 +34,7 @@ DENSE_PAIRS = 1 << 20
 
 
 class _Search:
-    """The points of a search (valid ones in (frame, index) order) and how to search them: cells, or None."""
+    """The points of a search and how to search them: cells (the valid points in (frame, index) order), or None."""
 
     def __init__(self, points: torch.Tensor, cutoff: float, mask, radius):
         if not cutoff > 0:
@@ -47,14 +47,14 @@ class _Search:
             valid = valid & mask.to(dev).expand(n_frames, n)
         self.valid = valid
         self.all_valid = bool(valid.all())
-        self.frame, self.index = valid.nonzero(as_tuple=True)  # sorted by frame, then index
-        self.p = points[self.frame, self.index]
         self.radius = None if radius is None else radius.to(device=dev, dtype=points.dtype).expand(n_frames, n)
-        self.r = None if radius is None else self.radius[self.frame, self.index]
-        per_frame = torch.bincount(self.frame, minlength=n_frames)
+        per_frame = valid.sum(1)
         every_pair = int((per_frame * (per_frame - 1) // 2).sum())
         self.cells = None
-        if every_pair > DENSE_PAIRS:
+        if every_pair > DENSE_PAIRS:  # the valid points listed (for the cells) only where cells may pay
+            self.frame, self.index = valid.nonzero(as_tuple=True)  # sorted by frame, then index
+            self.p = points[self.frame, self.index]
+            self.r = None if radius is None else self.radius[self.frame, self.index]
             reach = self.cutoff + (0.0 if self.r is None else 2 * float(self.r.max()))
             cells = _cells(self.p, self.frame, n_frames, reach)
             if every_pair > DENSE_FACTOR * cells.candidates:
@@ -126,7 +126,7 @@ def close_pairs(points: torch.Tensor, cutoff: float, mask: torch.Tensor | None =
         (P,) in the dtype of ``points``.
     """
     search = _Search(points, cutoff, mask, radius)
-    frame, index, dev = search.frame, search.index, points.device
+    dev = points.device
     if search.cells is None:
         column = torch.arange(points.shape[1], device=dev)
         found = [(torch.zeros(0, dtype=torch.long, device=dev),) * 3 + (points.new_zeros(0),)]
@@ -137,6 +137,7 @@ def close_pairs(points: torch.Tensor, cutoff: float, mask: torch.Tensor | None =
             found.append((f + fs.start, i + rs.start, j, d[f, i, j]))
         return tuple(torch.cat(parts) for parts in zip(*found))
     a, b, distance = search.cell_pairs()
+    frame, index = search.frame, search.index
     if ordered:
         own = torch.arange(len(frame), device=dev)
         a, b = torch.cat([a, b, own]), torch.cat([b, a, own])

@@ -110,10 +110,11 @@ def check_duplicate_atoms(topology, path: str) -> None:
     codes: dict[str, int] = {}
     name = np.array([codes.setdefault(atom.name, len(codes)) for atom in topology.atoms], dtype=np.int64)
     residue_index = np.array([atom.residue.index for atom in topology.atoms], dtype=np.int64)
-    key = np.sort(residue_index * max(1, len(codes)) + name)
+    width = max(1, len(codes))
+    key = np.sort(residue_index * width + name)
     repeated = key[1:][key[1:] == key[:-1]]
     if len(repeated):
-        residue = topology.residue(int(repeated.min() // max(1, len(codes))))
+        residue = topology.residue(int(repeated.min() // width))
         counts = Counter(atom.name for atom in residue.atoms)
         twice = [name for name, n in counts.items() if n > 1]
         atom = next(a for a in residue.atoms if a.name == twice[0])

@@ -35,6 +35,11 @@ from backmap_plugin.io.paths import (
 ATOM_FRAMES_PER_READ = 20_000_000
 
 
+def _angstrom(xyz_nm: np.ndarray) -> np.ndarray:
+    """mdtraj's nm coordinates in Angstrom, float32 (the same numbers as through float64: x * 10 is exact there)."""
+    return np.asarray(xyz_nm, dtype=np.float32) * np.float32(10.0)
+
+
 class FrameChunk(NamedTuple):
     """A block of consecutive (strided) frames.
 
@@ -106,9 +111,8 @@ class FrameSource:
             topology, n_atoms = traj.topology, traj.n_atoms
             if traj.n_frames == 0:
                 raise BackmapInputError(f"{self.path}: contains no frames")
-            xyz = (traj.xyz[:: self.stride].astype(np.float64) * 10.0).astype(np.float32)
             box = box_vectors(traj)  # (slicing the trajectory would copy its topology: slow for big systems)
-            self._whole = (xyz, None if box is None else box[:: self.stride])
+            self._whole = (_angstrom(traj.xyz[:: self.stride]), None if box is None else box[:: self.stride])
         elif self._ext in NEEDS_TOPOLOGY:
             topology, n_atoms = None, count_trajectory_atoms(self.path, self._ext)
         else:  # .h5: topology inside, frames streamed
@@ -191,10 +195,9 @@ class FrameSource:
         per_read = frames * self.stride if self._ext == ".h5" else frames
         start = 0
         for traj in self._iterload(per_read):
-            box = box_vectors(traj)  # (slicing the trajectory would copy its topology: slow for big systems)
+            box = box_vectors(traj)  # not per piece: slicing the trajectory would copy its topology
             for first in range(0, traj.n_frames, frames):
-                # nm -> Angstrom in float32: the same numbers as through float64 (x * 10 is exact there)
-                xyz = np.asarray(traj.xyz[first:first + frames], dtype=np.float32) * np.float32(10.0)
+                xyz = _angstrom(traj.xyz[first:first + frames])
                 check_finite(xyz, self.topology, self.path, start, self.stride)
                 yield FrameChunk(start, xyz, None if box is None else box[first:first + frames])
                 start += len(xyz)
