@@ -30,8 +30,12 @@ def trpcage():
     return protein_topology(records, slots[0, :, chem.SLOT_CA], 4.5), torch.as_tensor(slots)
 
 
+def _n_ca_c(slots):
+    return slots[..., chem.SLOT_N, :], slots[..., chem.SLOT_CA, :], slots[..., chem.SLOT_C, :]
+
+
 def _grades(prior, protein, backbone):
-    phi, psi = (np.degrees(a.detach().numpy()) for a in prior.dihedrals(backbone))
+    phi, psi = (np.degrees(a.detach().numpy()) for a in prior.dihedrals(*_n_ca_c(backbone)))
     names = [chem.RESIDUE_NAMES[t] for t in protein.res_type]
     classes = residue_classes(names, np.ones(len(names), bool), np.full(len(names), 180.0))
     return classify(phi, psi, [classes[i] for i in prior.index.tolist()])
@@ -44,9 +48,9 @@ def test_penalty_is_zero_exactly_where_the_check_says_favoured(trpcage):
     prior = RamachandranPrior(protein)
     assert prior.index.tolist() == list(range(1, 19))  # both dihedrals: not the chain ends
     backbone = slots.clone().requires_grad_()
-    penalty = prior(backbone)
+    penalty = prior(*_n_ca_c(backbone))
     grades = _grades(prior, protein, backbone)
-    per_residue = prior.penalties(backbone)
+    per_residue = prior.penalties(*_n_ca_c(backbone))
     favoured = grades == FAVOURED
     assert favoured.any() and (~favoured).any()  # NMR models have some residues outside
     assert torch.all(per_residue[torch.as_tensor(favoured)] == 0)
@@ -54,7 +58,7 @@ def test_penalty_is_zero_exactly_where_the_check_says_favoured(trpcage):
     penalty.sum().backward()
     with torch.no_grad():
         moved = slots - 1e-3 * backbone.grad
-    assert prior(moved).sum().item() < penalty.sum().item()
+    assert prior(*_n_ca_c(moved)).sum().item() < penalty.sum().item()
 
 
 def test_fit_to_real_martini_dynamics_keeps_dihedrals_favoured(monkeypatch, tmp_path):

@@ -231,7 +231,20 @@ def build_backbone(ca: torch.Tensor, layout: BackboneLayout, res_type: np.ndarra
     Returns
     -------
     torch.Tensor
-        (..., R, N_SLOTS, 3) with N, CA, C, O filled (other slots zero).
+        (..., R, N_SLOTS, 3) with N, CA, C, O filled (other slots zero):
+        :func:`backbone_atoms` in the slot layout.
+    """
+    atoms = torch.stack(backbone_atoms(ca, layout, res_type, dofs), -2)  # N, CA, C, O are slots 0-3
+    return torch.cat([atoms, atoms.new_zeros(atoms.shape[:-2] + (chem.N_SLOTS - 4, 3))], -2)
+
+
+def backbone_atoms(ca: torch.Tensor, layout: BackboneLayout, res_type: np.ndarray,
+                   dofs: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backbone N, CA, C, O (each (..., R, 3)) from a C-alpha trace, as :func:`build_backbone` places them.
+
+    Apart, they keep a fit's autograd graph to (..., R, 3) tensors: a slot
+    taken from the (..., R, N_SLOTS, 3) layout has a gradient of that full
+    size. Parameters as for :func:`build_backbone`.
     """
     table = backbone_table()
     dofs = dict(dofs or {})
@@ -252,16 +265,14 @@ def build_backbone(ca: torch.Tensor, layout: BackboneLayout, res_type: np.ndarra
     # over the three bonds instead of stretching the C-N bond alone
     bonded = torch.as_tensor(layout.bonded, device=device)
     scale = torch.where(bonded[..., None], length[..., None] / pep["length"], 1.0)
-    c = p + pep["C_u"] * scale * e1 + pep["C_w"] * f
-    n = q + pep["N_u"] * scale * e1 + pep["N_w"] * f
-    o = c + pep["O_u"] * e1 + pep["O_w"] * f
+    c_pep = p + pep["C_u"] * scale * e1 + pep["C_w"] * f
+    n_pep = q + pep["N_u"] * scale * e1 + pep["N_w"] * f
+    o_pep = c_pep + pep["O_u"] * e1 + pep["O_w"] * f
 
-    shape = ca.shape[:-1] + (chem.N_SLOTS, 3)
-    out = torch.zeros(shape, dtype=dtype, device=device)
-    out[..., chem.SLOT_CA, :] = ca
-    out[..., ip, chem.SLOT_C, :] = c
-    out[..., ip, chem.SLOT_O, :] = o
-    out[..., ip + 1, chem.SLOT_N, :] = n
+    n, c, o = (torch.zeros_like(ca) for _ in range(3))
+    c[..., ip, :] = c_pep
+    o[..., ip, :] = o_pep
+    n[..., ip + 1, :] = n_pep
 
     ideal = torch.as_tensor(chem.ZMATRIX_IDEAL[np.asarray(res_type)], dtype=dtype, device=device)
     nca_c = torch.tensor(math.radians(chem.ANGLE_N_CA_C), dtype=dtype, device=device)
@@ -275,22 +286,16 @@ def build_backbone(ca: torch.Tensor, layout: BackboneLayout, res_type: np.ndarra
     s = torch.as_tensor(layout.starts, device=device)
     e = torch.as_tensor(layout.ends, device=device)
     # N of the first residue: psi = dihedral(N, CA, C, N(i+1)).
-    out[..., s, chem.SLOT_N, :] = place_atom(
-        out[..., s, chem.SLOT_CA, :], out[..., s, chem.SLOT_C, :], out[..., s + 1, chem.SLOT_N, :],
-        ideal[s, chem.SLOT_N, 0], nca_c.expand(len(s)), torsion("psi_first", len(s)),
-    )
+    n[..., s, :] = place_atom(ca[..., s, :], c[..., s, :], n[..., s + 1, :], ideal[s, chem.SLOT_N, 0],
+                              nca_c.expand(len(s)), torsion("psi_first", len(s)))
     # C of the last residue: phi = dihedral(C(i-1), N, CA, C).
-    c_last = place_atom(
-        out[..., e, chem.SLOT_CA, :], out[..., e, chem.SLOT_N, :], out[..., e - 1, chem.SLOT_C, :],
-        ideal[e, chem.SLOT_C, 0], nca_c.expand(len(e)), torsion("phi_last", len(e)),
-    )
-    out[..., e, chem.SLOT_C, :] = c_last
+    c_last = place_atom(ca[..., e, :], n[..., e, :], c[..., e - 1, :], ideal[e, chem.SLOT_C, 0],
+                        nca_c.expand(len(e)), torsion("phi_last", len(e)))
+    c[..., e, :] = c_last
     # O of the last residue in the carboxylate plane: dihedral(O, C, CA, N) = psi + 180.
-    out[..., e, chem.SLOT_O, :] = place_atom(
-        c_last, out[..., e, chem.SLOT_CA, :], out[..., e, chem.SLOT_N, :],
-        ideal[e, chem.SLOT_O, 0], ideal[e, chem.SLOT_O, 1], torsion("psi_last", len(e)) + math.pi,
-    )
-    return out
+    o[..., e, :] = place_atom(c_last, ca[..., e, :], n[..., e, :], ideal[e, chem.SLOT_O, 0],
+                              ideal[e, chem.SLOT_O, 1], torsion("psi_last", len(e)) + math.pi)
+    return n, ca, c, o
 
 
 def turn_planes_towards(ca: torch.Tensor, dofs: dict, layout: BackboneLayout, res_type: np.ndarray,

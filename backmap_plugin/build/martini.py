@@ -75,9 +75,9 @@ import numpy as np
 import torch
 
 from backmap_plugin.build import relax
-from backmap_plugin.build.backbone import backbone_dofs, build_backbone, turn_planes_towards
-from backmap_plugin.build.carry import CarriedSideChains
-from backmap_plugin.build.chi_turns import ChiLevers, turn_chis
+from backmap_plugin.build.backbone import backbone_atoms, backbone_dofs, build_backbone, turn_planes_towards
+from backmap_plugin.build.carry import CarriedSideChains, residue_frame
+from backmap_plugin.build.chi_turns import ChiLevers, ChiTurner
 from backmap_plugin.build.ideal import (
     FREQUENCY_WEIGHT,
     constrain_trace,
@@ -314,7 +314,7 @@ def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor,
     those of rigid turns (:class:`backmap_plugin.build.chi_turns.ChiLevers`);
     a step is taken only where it lowers the loss (the damping falls after a
     taken step and rises after a refused one). Atoms move by
-    :func:`backmap_plugin.build.chi_turns.turn_chis`, so bonds and angles stay
+    :class:`backmap_plugin.build.chi_turns.ChiTurner`, so bonds and angles stay
     as built.
 
     Parameters
@@ -342,6 +342,7 @@ def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor,
     steps = CHI_STEPS if steps is None else steps
     dev, dtype = atoms.device, atoms.dtype
     levers = ChiLevers(res_type, weights)
+    turner = ChiTurner(atoms, res_type)
     free = movable.to(dtype)
     eye = torch.eye(4, dtype=dtype, device=dev)
     delta = atoms.new_zeros(len(atoms), 4)
@@ -360,7 +361,7 @@ def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor,
         grad = torch.einsum("nbkc,nbc->nk", jac, r) + CHI_RESTRAINT * delta
         step = (-torch.linalg.solve(normal, grad[..., None])[..., 0] * free).clamp(-CHI_MAX_TURN, CHI_MAX_TURN)
         trial = delta + step
-        x_trial = turn_chis(atoms, res_type, trial)
+        x_trial = turner(trial)
         r_trial = residual(x_trial)
         loss_trial = r_trial.pow(2).sum((-1, -2)) + CHI_RESTRAINT * trial.pow(2).sum(-1)
         better = loss_trial < loss + CHI_RESTRAINT * delta.pow(2).sum(-1)
@@ -510,11 +511,21 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
     ideal_angle = math.radians(chem.ANGLE_N_CA_C)
     rama = RamachandranPrior(protein, dtype, dev) if rama_weight else None
     has_disulfides = disulfides is not None and len(disulfides[0]) > 0
-    # chi derivatives in closed form: of the side-chain beads and of SG (its disulfide restraint)
-    sg_row = torch.zeros_like(weights[:, :1])
-    sg_row[torch.as_tensor(protein.res_type == chem.RESIDUE_INDEX["CYS"], device=dev), 0, _SG] = 1.0
+    # the side-chain beads, SG and CB as sums over the side chains' atoms (CarriedSideChains.means); chi derivatives
+    # in closed form of the beads and SG (its disulfide restraint)
+    one_atom = torch.zeros_like(weights[:, :2])
+    one_atom[torch.as_tensor(protein.res_type == chem.RESIDUE_INDEX["CYS"], device=dev), 0, _SG] = 1.0
+    one_atom[:, 1, chem.SLOT_CB] = 1.0
+    side_rows = torch.cat([weights[:, 1:], one_atom], 1)  # (R, MAX_BEADS + 1, N_SLOTS): SC1 ..., SG, CB
+    n_levers = side_rows.shape[1] - 1
     rt = torch.as_tensor(protein.res_type, device=dev)
-    levers = ChiLevers(rt.repeat(n_frames), torch.cat([weights[:, 1:], sg_row], 1).repeat(n_frames, 1, 1))
+    levers = ChiLevers(rt.repeat(n_frames), side_rows[:, :n_levers].repeat(n_frames, 1, 1))
+    # BB: N, CA, C, O and OXT at C termini
+    w_bb = weights[:, 0, : chem.SLOT_O + 1].T[..., None]  # (4, R, 1)
+    term = torch.as_tensor(np.nonzero(protein.c_terminal)[0], device=dev)
+    w_oxt = weights[term, 0, chem.SLOT_OXT][:, None]
+    oxt_internal = [torch.tensor(v, dtype=dtype, device=dev)
+                    for v in (chem.BOND_C_OXT, math.radians(chem.ANGLE_CA_C_OXT), math.pi)]
     start = chis.detach()
     names = list(dofs)
     params = [ca.detach().clone(), torch.zeros_like(start)] + [dofs[k].detach().clone() for k in names]
@@ -526,31 +537,35 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
         turned = carried.turn(turn)
         with torch.enable_grad():
             trace, *rest = leaves = [params[0].requires_grad_()] + [p.requires_grad_() for p in params[2:]]
-            backbone = build_backbone(trace, layout, protein.res_type, dict(zip(names, rest)))
-            atoms = _with_oxt(carried.carry(backbone, turned), protein)
-            predicted = torch.einsum("rbs,frsc->frbc", weights, atoms)
+            n, _, c, o = backbone_atoms(trace, layout, protein.res_type, dict(zip(names, rest)))
+            frame = residue_frame(n, trace, c)
+            side = carried.means(n, trace, c, frame, turned, side_rows)  # (F, R, MAX_BEADS + 1, 3)
+            bb = w_bb[0] * n + w_bb[1] * trace + w_bb[2] * c + w_bb[3] * o
+            if len(term):
+                oxt = place_atom(c[:, term], trace[:, term], o[:, term], *oxt_internal)
+                bb = bb.index_add(1, term, w_oxt * oxt)
+            predicted = torch.cat([bb[:, :, None], side[:, :, : n_levers - 1]], 2)
             loss = ((predicted - beads).pow(2).sum(-1) * exists).sum()
             distance = (trace[:, 1:] - trace[:, :-1]).norm(dim=-1)
             loss = loss + BOND_WEIGHT * ((distance - chem.BOND_CA_CA_TRANS).pow(2) * bonded).sum()
-            angle = bond_angle(backbone[..., chem.SLOT_N, :], trace, backbone[..., chem.SLOT_C, :])
+            angle = bond_angle(n, trace, c)
             loss = loss + angle_weight * (angle - ideal_angle).pow(2).sum()
             if rama_weight:
-                loss = loss + rama_weight * rama(backbone).sum()
-            sg = atoms[..., _SG, :]
+                loss = loss + rama_weight * rama(n, trace, c).sum()
             if has_disulfides:
-                cb = atoms[..., chem.SLOT_CB, :]
+                sg, cb = side[:, :, n_levers - 1], side[:, :, n_levers]
                 (a, b), in_frame = disulfides[0].T, disulfides[1].to(dtype)
                 ss = (sg[:, a] - sg[:, b]).norm(dim=-1)
                 # CB-SG-SG angles as CB-SG' distances
                 cb_sg = torch.stack([(cb[:, a] - sg[:, b]).norm(dim=-1), (cb[:, b] - sg[:, a]).norm(dim=-1)])
                 strain = (ss - SS_BOND).pow(2) + (cb_sg - CB_SG_SS).pow(2).sum(0)
                 loss = loss + DISULFIDE_WEIGHT * (strain * in_frame).sum()
-            grads = torch.autograd.grad(loss, leaves + [predicted] + ([sg] if has_disulfides else []))
-        grads, on_predicted, on_sg = grads[: len(leaves)], grads[len(leaves)], grads[len(leaves) + 1:]
-        # the loss's derivative in the chi turns: through the beads and SG, which the turns move rigidly
-        on_beads = torch.cat([on_predicted[:, :, 1:], (on_sg[0] if on_sg else torch.zeros_like(sg))[:, :, None]], 2)
-        jacobian = levers.jacobian(atoms.detach().flatten(0, 1)).view(*on_beads.shape[:3], 4, 3)
-        chi_grad = (torch.einsum("frbkc,frbc->frk", jacobian, on_beads) + 2 * CHI_RESTRAINT * turn) * free
+            *grads, on_side = torch.autograd.grad(loss, leaves + [side])
+        # the loss's derivative in the chi turns: through the beads and SG, which the turns move rigidly; their
+        # levers are taken on the turned side chains in their residues' frames, so the derivatives turn into them
+        on_local = torch.einsum("frkc,frbc->frbk", frame.detach(), on_side[:, :, :n_levers])
+        jacobian = levers.jacobian(turned.flatten(0, 1)).view(*on_local.shape[:3], 4, 3)
+        chi_grad = (torch.einsum("frbkc,frbc->frk", jacobian, on_local) + 2 * CHI_RESTRAINT * turn) * free
         # step size decaying linearly
         adam.step([grads[0], chi_grad, *grads[1:]],
                   FIT_STEP_SIZE * (1.0 - (1.0 - FIT_FINAL_FRACTION) * step / max(1, steps - 1)))

@@ -63,30 +63,30 @@ class RamachandranPrior:
         self.start = [math.radians(s) for s in info["grid"]["start"]]
         self.shape = self.grid.shape[1:]
 
-    def dihedrals(self, backbone: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(phi, psi), each (F, P) radians, of the residues that have both (in order)."""
+    def dihedrals(self, n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(phi, psi), each (F, P) radians, of the residues that have both (in order), from N, CA, C (F, R, 3)."""
         i = self.index
-        n, ca, c = (backbone[..., i, s, :] for s in (chem.SLOT_N, chem.SLOT_CA, chem.SLOT_C))
-        phi = dihedral(backbone[..., i - 1, chem.SLOT_C, :], n, ca, c)
-        psi = dihedral(n, ca, c, backbone[..., i + 1, chem.SLOT_N, :])
+        phi = dihedral(c[..., i - 1, :], n[..., i, :], ca[..., i, :], c[..., i, :])
+        psi = dihedral(n[..., i, :], ca[..., i, :], c[..., i, :], n[..., i + 1, :])
         return phi, psi
 
-    def penalties(self, backbone: torch.Tensor) -> torch.Tensor:
+    def penalties(self, n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """(F, P) penalty of each residue that has both dihedrals (log10 density units, at most :data:`MAX_PENALTY`).
 
         Parameters
         ----------
-        backbone : torch.Tensor
-            (F, R, N_SLOTS, 3) with N, CA, C placed; differentiable.
+        n, ca, c : torch.Tensor
+            (F, R, 3) backbone atoms (e.g.
+            :func:`~backmap_plugin.build.backbone.backbone_atoms`); differentiable.
         """
-        phi, psi = self.dihedrals(backbone)
+        phi, psi = self.dihedrals(n, ca, c)
         return (-self._interpolate(phi, psi)).clamp(min=0.0, max=MAX_PENALTY)
 
-    def __call__(self, backbone: torch.Tensor) -> torch.Tensor:
+    def __call__(self, n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """(F,) summed :meth:`penalties` of each frame."""
         if len(self.index) == 0:
-            return backbone.new_zeros(backbone.shape[0])
-        return self.penalties(backbone).sum(-1)
+            return ca.new_zeros(ca.shape[0])
+        return self.penalties(n, ca, c).sum(-1)
 
     def _interpolate(self, phi: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
         """Bilinear, periodic interpolation of each residue's table at (phi, psi), between cell centres."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backmap_plugin.build.chi_turns import chi_bonds, chi_tables, turn_chis
+from backmap_plugin.build.chi_turns import ChiTurner, chi_bonds, chi_tables
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.cell_list import close_pairs
 from backmap_plugin.core.geometry import cross
@@ -461,6 +461,7 @@ def relieve_clashes(
     axis = chi.axis.to(dev)[types]
     delta = atoms.new_zeros(len(active), 4)
     x = start
+    turner = ChiTurner(start, types)
     for _ in range(steps):
         pa = torch.where((la >= 0)[:, None], x[la.clamp(min=0), slot_a], fixed_a)
         pb = torch.where((lb >= 0)[:, None], x[lb.clamp(min=0), slot_b], fixed_b)
@@ -478,7 +479,7 @@ def relieve_clashes(
         torque = ((moment - cross(origin, force)) * u).sum(-1)
         gradient = torque + restraint * delta
         delta = delta - (step_size * gradient).clamp(-max_turn, max_turn) * chi_ok
-        x = turn_chis(start, types, delta)
+        x = turner(delta)
     out = atoms.clone()
     out[af, ai] = x
     return out
