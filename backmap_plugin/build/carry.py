@@ -32,11 +32,6 @@ def residue_frame(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor) -> torch.T
     return torch.stack(nerf_frame(ca, n, c), -2)
 
 
-def _frame_of(backbone: torch.Tensor) -> torch.Tensor:
-    """:func:`residue_frame` of a backbone (..., R, N_SLOTS, 3)."""
-    atom = backbone.unbind(-2)
-    return residue_frame(atom[chem.SLOT_N], atom[chem.SLOT_CA], atom[chem.SLOT_C])
-
 
 class CarriedSideChains:
     """Side chains of a built structure, turned and carried onto other backbones.
@@ -57,7 +52,7 @@ class CarriedSideChains:
         built = build_residues(backbone, internal, rt, slots=chem.SIDE_CHAIN_BUILD_ORDER)[..., : chem.N_SLOTS, :]
         offset = built - built[..., chem.SLOT_CA, None, :]
         self.shape = built.shape
-        self.local = torch.einsum("frkc,frsc->frsk", _frame_of(backbone), offset).flatten(0, 1)
+        self.local = torch.einsum("frkc,frsc->frsk", self.frame(backbone), offset).flatten(0, 1)
         self.turner = ChiTurner(self.local, rt.repeat(built.shape[0]))
         self.side = torch.as_tensor(chem.SIDE_CHAIN_SLOTS, device=dev)
         # slots placed from N (proline's CD): placed again on every backbone
@@ -72,6 +67,13 @@ class CarriedSideChains:
         carried[res, slot] = False
         self.carried = torch.as_tensor(carried, device=dev)  # (R, N_SLOTS): side-chain slots carried rigidly
 
+    @staticmethod
+    def frame(backbone: torch.Tensor) -> torch.Tensor:
+        """(F, R, 3, 3): the frames of ``backbone`` (F, R, N_SLOTS, 3) in which the side chains are carried
+        (:func:`residue_frame`): a side chain's atoms are ``CA + local @ frame``."""
+        atom = backbone.unbind(-2)
+        return residue_frame(atom[chem.SLOT_N], atom[chem.SLOT_CA], atom[chem.SLOT_C])
+
     def turn(self, turn: torch.Tensor) -> torch.Tensor:
         """(F, R, N_SLOTS, 3) the side chains in their residues' frames, turned by ``turn`` (F, R, 4) radians."""
         return self.turner(turn.flatten(0, 1)).view(self.shape)
@@ -84,7 +86,7 @@ class CarriedSideChains:
         closed form, :class:`backmap_plugin.build.chi_turns.ChiLevers`) turns
         without gradients and carries with them; one turn serves every
         backbone the side chains are carried onto."""
-        moved = backbone[..., chem.SLOT_CA, None, :] + torch.einsum("frsk,frkc->frsc", turned, _frame_of(backbone))
+        moved = backbone[..., chem.SLOT_CA, None, :] + torch.einsum("frsk,frkc->frsc", turned, self.frame(backbone))
         atoms = torch.where(self.side[:, None], moved, backbone[..., : chem.N_SLOTS, :])
         if len(self.ring_res):
             abc = atoms[:, self.ring_res[:, None], self.ring_parents]  # (F, P, 3, 3)

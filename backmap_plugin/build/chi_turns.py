@@ -120,7 +120,7 @@ class ChiTurner:
         self.xyz = atoms[:, self.turning].permute(2, 0, 1)
 
     def __call__(self, delta: torch.Tensor) -> torch.Tensor:
-        """(N, N_SLOTS, 3): the atoms with their chi angles turned by ``delta`` (N, 4) radians (see :func:`turn_chis`)."""
+        """(N, N_SLOTS, 3): the atoms with their chi angles turned by ``delta`` (N, 4) radians (:func:`turn_chis`)."""
         m = torch.gather(_composed_turns(self.origin, self.u, delta), 2, self.depth)  # (12, N, S'): each atom's motion
         x, y, z = self.xyz
         out = self.atoms.clone()
@@ -176,13 +176,15 @@ class ChiLevers:
     def __init__(self, res_type: torch.Tensor, weights: torch.Tensor):
         tables = chi_tables()
         dev = weights.device
-        moved = tables.moved.to(dev)[res_type].to(weights.dtype)  # (N, S, 4)
+        self.turning = tables.turning.to(dev)  # the slots that chi turns move: the others do not count
+        moved = tables.moved.to(dev)[res_type][:, self.turning].to(weights.dtype)  # (N, S', 4)
         self.axis = tables.axis.to(dev)[res_type]  # (N, 4, 2)
-        self.moved_weight = (weights[..., None] * moved[:, None]).transpose(-1, -2).flatten(1, 2)  # (N, B * 4, S)
+        w = weights[..., self.turning, None] * moved[:, None]  # (N, B, S', 4)
+        self.moved_weight = w.transpose(-1, -2).flatten(1, 2)  # (N, B * 4, S')
         self.share = self.moved_weight.sum(-1).view(len(weights), -1, 4, 1)
 
     def jacobian(self, x: torch.Tensor) -> torch.Tensor:
         """(N, B, 4, 3): each bead's move per radian of each chi turn, for atoms ``x`` (N, N_SLOTS, 3)."""
         origin, u = chi_bonds(x, self.axis)
-        lever = torch.bmm(self.moved_weight, x).view(len(x), -1, 4, 3) - self.share * origin[:, None]
+        lever = torch.bmm(self.moved_weight, x[:, self.turning]).view(len(x), -1, 4, 3) - self.share * origin[:, None]
         return cross(u[:, None].expand_as(lever), lever)

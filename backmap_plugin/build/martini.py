@@ -304,8 +304,9 @@ def initial_trace(bb: torch.Tensor, protein: ProteinTopology, steps: int | None 
     return ca
 
 
-def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor, target: torch.Tensor,
-             movable: torch.Tensor, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_chis(turner: ChiTurner, levers: ChiLevers, weights: torch.Tensor, target: torch.Tensor,
+             movable: torch.Tensor, steps: int | None = None,
+             start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn side chains about their chi bonds so that their beads lie on targets (Levenberg-Marquardt).
 
     Each row is one residue in one conformation, fitted on its own: the
@@ -319,10 +320,11 @@ def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor,
 
     Parameters
     ----------
-    atoms : torch.Tensor
-        (N, N_SLOTS, 3) built residues.
-    res_type : torch.Tensor
-        (N,) long.
+    turner : ChiTurner
+        Turns of the N built residues (in any frame: the fit is the same in
+        a residue's own frame, with the targets in it).
+    levers : ChiLevers
+        Of the residues' types and ``weights``.
     weights : torch.Tensor
         (N, B, N_SLOTS) normalised bead weights (rows of absent beads 0).
     target : torch.Tensor
@@ -331,27 +333,30 @@ def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor,
         (N, 4) bool, chi angles that may turn.
     steps : int, optional
         Iterations; default :data:`CHI_STEPS`.
+    start : torch.Tensor, optional
+        (N, 4) turns (radians) from which the fit starts (default 0); the
+        restraint holds the chi angles near them.
 
     Returns
     -------
     delta : torch.Tensor
-        (N, 4) chi turns (radians); :func:`~backmap_plugin.build.chi_turns.turn_chis` turns the atoms.
+        (N, 4) chi turns (radians) from ``start``: ``turner(start + delta)`` are the fitted atoms.
     misfit : torch.Tensor
         (N,) sum of squared bead distances after the fit (Angstrom^2).
     """
     steps = CHI_STEPS if steps is None else steps
+    atoms = turner.atoms
     dev, dtype = atoms.device, atoms.dtype
-    levers = ChiLevers(res_type, weights)
-    turner = ChiTurner(atoms, res_type)
     free = movable.to(dtype)
     eye = torch.eye(4, dtype=dtype, device=dev)
     delta = atoms.new_zeros(len(atoms), 4)
+    start = delta if start is None else start
     damping = torch.full((len(atoms),), CHI_DAMPING, dtype=dtype, device=dev)
 
     def residual(x):
         return torch.einsum("nbs,nsc->nbc", weights, x) - target
 
-    x = atoms
+    x = turner(start) if bool(start.any()) else atoms
     r = residual(x)
     loss = r.pow(2).sum((-1, -2))
     for _ in range(steps if bool(movable.any()) else 0):
@@ -361,7 +366,7 @@ def fit_chis(atoms: torch.Tensor, res_type: torch.Tensor, weights: torch.Tensor,
         grad = torch.einsum("nbkc,nbc->nk", jac, r) + CHI_RESTRAINT * delta
         step = (-torch.linalg.solve(normal, grad[..., None])[..., 0] * free).clamp(-CHI_MAX_TURN, CHI_MAX_TURN)
         trial = delta + step
-        x_trial = turner(trial)
+        x_trial = turner(start + trial)
         r_trial = residual(x_trial)
         loss_trial = r_trial.pow(2).sum((-1, -2)) + CHI_RESTRAINT * trial.pow(2).sum(-1)
         better = loss_trial < loss + CHI_RESTRAINT * delta.pow(2).sum(-1)
@@ -435,7 +440,8 @@ def side_chain_candidates(backbone: torch.Tensor, protein: ProteinTopology, targ
         keep = (rank[f, c, r] < CANDIDATES_FITTED).nonzero()[:, 0]
         f, c, r, atoms = f[keep], c[keep], r[keep], atoms[keep]
     movable = torch.as_tensor(relax.TURNABLE_CHIS[rt], device=dev)
-    delta, misfit = fit_chis(atoms, rt_t[r], weights[r], target[f, r], movable[r], steps)
+    delta, misfit = fit_chis(ChiTurner(atoms, rt_t[r]), ChiLevers(rt_t[r], weights[r]), weights[r], target[f, r],
+                             movable[r], steps)
     fitted = chis.clone()
     fitted[f, c, r] = chis[f, c, r] + delta
     cost = torch.full(freq_cost.shape, float("inf"), dtype=dtype, device=dev)
@@ -621,6 +627,9 @@ def align_residues(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torc
     ends[layout.ends, chem.SLOT_C] = ends[layout.ends, chem.SLOT_O] = True
     backbone = build_backbone(ca, layout, protein.res_type, dofs)
     carried = CarriedSideChains(backbone, protein, side_chain_internal(protein.res_type, chis))
+    # the chi angles are fitted where the carried side chains are built, in their residues' frames
+    side_weights = weights[:, 1:].repeat(n_frames, 1, 1)
+    levers = ChiLevers(rt.repeat(n_frames), side_weights)
     turn = torch.zeros_like(chis)
     for _ in range(steps):
         turned = carried.turn(turn)
@@ -636,9 +645,10 @@ def align_residues(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torc
         measured = backbone_dofs(torch.where(ends, moved[..., : chem.N_SLOTS, :], backbone), layout)
         dofs.update({k: measured[k] for k in _TERMINAL_DOFS})
         backbone = build_backbone(ca, layout, protein.res_type, dofs)
-        delta, _ = fit_chis(carried.carry(backbone, turned).flatten(0, 1), rt.repeat(n_frames),
-                            weights[:, 1:].repeat(n_frames, 1, 1), beads[:, :, 1:].flatten(0, 1),
-                            movable.repeat(n_frames, 1), steps=ALIGN_CHI_STEPS)
+        target = torch.einsum("frkc,frbc->frbk", carried.frame(backbone),
+                              beads[:, :, 1:] - backbone[..., chem.SLOT_CA, None, :]) * exists[..., 1:, None]
+        delta, _ = fit_chis(carried.turner, levers, side_weights, target.flatten(0, 1), movable.repeat(n_frames, 1),
+                            ALIGN_CHI_STEPS, turn.flatten(0, 1))
         turn = turn + delta.view_as(turn)
     return ca, dofs, chis + turn
 
