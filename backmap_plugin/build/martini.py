@@ -570,8 +570,8 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
         # the loss's derivative in the chi turns: through the beads and SG, which the turns move rigidly; their
         # levers are taken on the turned side chains in their residues' frames, so the derivatives turn into them
         on_local = torch.einsum("frkc,frbc->frbk", frame.detach(), on_side[:, :, :n_levers])
-        jacobian = levers.jacobian(turned.flatten(0, 1)).view(*on_local.shape[:3], 4, 3)
-        chi_grad = (torch.einsum("frbkc,frbc->frk", jacobian, on_local) + 2 * CHI_RESTRAINT * turn) * free
+        on_chis = levers.gradient(turned.flatten(0, 1), on_local.flatten(0, 1)).view_as(turn)
+        chi_grad = (on_chis + 2 * CHI_RESTRAINT * turn) * free
         # step size decaying linearly
         adam.step([grads[0], chi_grad, *grads[1:]],
                   FIT_STEP_SIZE * (1.0 - (1.0 - FIT_FINAL_FRACTION) * step / max(1, steps - 1)))
