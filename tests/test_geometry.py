@@ -662,6 +662,22 @@ def test_carried_side_chains_are_the_ones_a_rebuild_gives(l2y_slots):
     assert difference.max() < 1e-9
     assert "PRO" in [r.name for r in records] and chi_turn.abs().max() > 0.04
 
+    # the weighted sums a fit differentiates through, without making the atoms: the same as summing the atoms
+    from backmap_plugin.build.carry import residue_frame
+    from backmap_plugin.build.martini import bead_weights
+
+    weights = torch.as_tensor(bead_weights(protein)[:, 1:])  # Martini 3 side-chain beads
+    weights[:, 0, chem.SLOT_CB] += 1.0  # and a weight on an atom in no bead
+    n, c = moved[..., chem.SLOT_N, :].requires_grad_(), moved[..., chem.SLOT_C, :]
+    frame = residue_frame(n, ca, c)
+    sums = carried.means(n, ca, c, frame, carried.turn(chi_turn), weights)
+    side = torch.as_tensor(chem.SIDE_CHAIN_SLOTS)
+    assert (sums.detach() - torch.einsum("rbs,frsc->frbc", weights * side, got)).abs().max() < 1e-9
+    # proline's SC1 holds its CD, placed from N: the sums follow N
+    pro = [r.name for r in records].index("PRO")
+    (grad,) = torch.autograd.grad(sums[:, pro].sum(), n)
+    assert grad[:, pro].abs().max() > 0.01
+
 
 def test_rigid_fit_recovers_a_motion_and_turns_undetermined_sets_least():
     """Kabsch with weights: a known rotation and shift come back; a two-point set turns only to align its axis."""

@@ -62,6 +62,32 @@ def test_turning_chis_equals_building_with_turned_chis(trpcage):
     assert ((got - want).norm(dim=-1) * keep).max() < 1e-9
 
 
+def test_chi_levers_are_the_derivatives_of_turned_beads(trpcage):
+    """ChiLevers against finite differences of turn_chis: the jacobian of two weighted means per residue, and the
+    gradient of a linear function of them (the Martini 3 joint fit's chi derivatives)."""
+    from backmap_plugin.build.chi_turns import ChiLevers
+
+    protein, x = trpcage
+    rt = torch.as_tensor(protein.res_type).repeat(x.shape[0])
+    atoms = x.flatten(0, 1)
+    g = torch.Generator().manual_seed(1)
+    weights = torch.rand(len(atoms), 2, chem.N_SLOTS, generator=g, dtype=x.dtype) * torch.as_tensor(
+        protein.slot_mask).repeat(x.shape[0], 1)[:, None]
+    levers = ChiLevers(rt, weights)
+    jacobian = levers.jacobian(atoms)  # (N, 2, 4, 3)
+    h = 1e-6
+    for k in range(4):
+        step = torch.zeros(len(atoms), 4, dtype=x.dtype)
+        step[:, k] = h
+        moved = (torch.einsum("nbs,nsc->nbc", weights, turn_chis(atoms, rt, step))
+                 - torch.einsum("nbs,nsc->nbc", weights, turn_chis(atoms, rt, -step))) / (2 * h)
+        assert (moved - jacobian[:, :, k]).abs().max() < 1e-6
+    pull = torch.randn(len(atoms), 2, 3, generator=g, dtype=x.dtype)
+    want = torch.einsum("nbkc,nbc->nk", jacobian, pull)
+    assert (levers.gradient(atoms, pull) - want).abs().max() < 1e-9
+    assert want.abs().max() > 1.0
+
+
 def test_structure_contacts_are_the_metric_pairs_with_a_side_chain(trpcage):
     """Same exclusions as the clash score: every metric pair that involves a side chain, found once."""
     protein, x = trpcage

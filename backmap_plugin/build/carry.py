@@ -32,7 +32,6 @@ def residue_frame(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor) -> torch.T
     return torch.stack(nerf_frame(ca, n, c), -2)
 
 
-
 class CarriedSideChains:
     """Side chains of a built structure, turned and carried onto other backbones.
 

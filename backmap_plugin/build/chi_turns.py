@@ -198,7 +198,24 @@ class ChiLevers:
         derivative is ``u_k . sum_a moved_ak (x_a - o_k) x f_a``.
         """
         origin, u = chi_bonds(x, self.axis)
-        xt = x[:, self.turning]
-        force = torch.bmm(self.weights_t, on_beads)  # (N, S', 3)
-        moment = torch.bmm(self.moved.transpose(1, 2), torch.cat([cross(xt, force), force], -1))  # (N, 4, 6)
-        return ((moment[..., :3] - cross(origin, moment[..., 3:])) * u).sum(-1)
+        return chi_torques(x[:, self.turning], torch.bmm(self.weights_t, on_beads), self.moved, origin, u)
+
+
+def chi_torques(x: torch.Tensor, force: torch.Tensor, moved: torch.Tensor, origin: torch.Tensor,
+                u: torch.Tensor) -> torch.Tensor:
+    """(N, 4): the torque of forces on atoms about each chi bond, ``u_k . sum_a moved_ak (x_a - o_k) x f_a``.
+
+    That is the derivative in chi k's turn of ``sum_a f_a . x_a`` (``f`` a
+    loss's derivative in the atoms gives the loss's in the chi turns).
+
+    Parameters
+    ----------
+    x, force : torch.Tensor
+        (N, S, 3) atoms and the forces on them.
+    moved : torch.Tensor
+        (N, S, 4) float: 1 where chi k moves the atom.
+    origin, u : torch.Tensor
+        (N, 4, 3) the chi bonds' ends and unit directions (:func:`chi_bonds`).
+    """
+    moment = torch.bmm(moved.transpose(1, 2), torch.cat([cross(x, force), force], -1))  # (N, 4, 6)
+    return ((moment[..., :3] - cross(origin, moment[..., 3:])) * u).sum(-1)

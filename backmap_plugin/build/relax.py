@@ -33,10 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backmap_plugin.build.chi_turns import ChiTurner, chi_bonds, chi_tables
+from backmap_plugin.build.chi_turns import ChiTurner, chi_bonds, chi_tables, chi_torques
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.cell_list import close_pairs
-from backmap_plugin.core.geometry import cross
 from backmap_plugin.core.metrics import bonded_exclusions
 
 #: Side-chain slots (atoms beyond CB, OXT excluded): the atoms that move.
@@ -405,7 +404,7 @@ def relieve_clashes(
     ``distance``; proline excepted); their pairs are listed once, up to
     ``distance + margin``. Each step turns every
     chi by ``-step_size * gradient`` (at most ``max_turn``); atoms move by
-    :func:`~backmap_plugin.build.chi_turns.turn_chis` from where they started, so bonds and angles stay exact.
+    :class:`~backmap_plugin.build.chi_turns.ChiTurner` from where they started, so bonds and angles stay exact.
 
     Parameters
     ----------
@@ -473,11 +472,7 @@ def relieve_clashes(
         grad.index_add_(0, (lb * n_slots + slot_b)[lb >= 0], -g[lb >= 0])
         grad = grad.view(len(active), n_slots, 3)
         # dE/dchi_k = u_k . sum over the atoms chi_k moves of (x - o_k) x g
-        origin, u = chi_bonds(x, axis)  # (N, 4, 3) each
-        moment = torch.einsum("nsk,nsc->nkc", moved, cross(x, grad))
-        force = torch.einsum("nsk,nsc->nkc", moved, grad)
-        torque = ((moment - cross(origin, force)) * u).sum(-1)
-        gradient = torque + restraint * delta
+        gradient = chi_torques(x, grad, moved, *chi_bonds(x, axis)) + restraint * delta
         delta = delta - (step_size * gradient).clamp(-max_turn, max_turn) * chi_ok
         x = turner(delta)
     out = atoms.clone()
