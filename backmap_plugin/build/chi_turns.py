@@ -191,7 +191,7 @@ class ChiLevers:
         return cross(u[:, None].expand_as(lever), lever)
 
     def gradient(self, x: torch.Tensor, on_beads: torch.Tensor) -> torch.Tensor:
-        """(N, 4): the derivative in each chi turn of ``sum_b on_beads[:, b] . bead_b``, for atoms ``x`` (N, N_SLOTS, 3).
+        """(N, 4): the derivative in each chi turn of ``sum_b on_beads[:, b] . bead_b`` for atoms ``x`` (N, N_SLOTS, 3).
 
         The same as contracting :meth:`jacobian` with ``on_beads`` (N, B, 3),
         at less cost: with ``f_a = sum_b w_ba on_b`` on each atom, chi k's
