@@ -305,8 +305,8 @@ def initial_trace(bb: torch.Tensor, protein: ProteinTopology, steps: int | None 
 
 
 def fit_chis(turner: ChiTurner, levers: ChiLevers, weights: torch.Tensor, target: torch.Tensor,
-             movable: torch.Tensor, steps: int | None = None,
-             start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             movable: torch.Tensor, steps: int | None = None, start: torch.Tensor | None = None,
+             turned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn side chains about their chi bonds so that their beads lie on targets (Levenberg-Marquardt).
 
     Each row is one residue in one conformation, fitted on its own: the
@@ -336,6 +336,8 @@ def fit_chis(turner: ChiTurner, levers: ChiLevers, weights: torch.Tensor, target
     start : torch.Tensor, optional
         (N, 4) turns (radians) from which the fit starts (default 0); the
         restraint holds the chi angles near them.
+    turned : torch.Tensor, optional
+        ``turner(start)``, where the caller has it already.
 
     Returns
     -------
@@ -356,7 +358,7 @@ def fit_chis(turner: ChiTurner, levers: ChiLevers, weights: torch.Tensor, target
     def residual(x):
         return torch.einsum("nbs,nsc->nbc", weights, x) - target
 
-    x = turner(start) if bool(start.any()) else atoms
+    x = turned if turned is not None else turner(start) if bool(start.any()) else atoms
     r = residual(x)
     loss = r.pow(2).sum((-1, -2))
     for _ in range(steps if bool(movable.any()) else 0):
@@ -648,7 +650,7 @@ def align_residues(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torc
         target = torch.einsum("frkc,frbc->frbk", carried.frame(backbone),
                               beads[:, :, 1:] - backbone[..., chem.SLOT_CA, None, :]) * exists[..., 1:, None]
         delta, _ = fit_chis(carried.turner, levers, side_weights, target.flatten(0, 1), movable.repeat(n_frames, 1),
-                            ALIGN_CHI_STEPS, turn.flatten(0, 1))
+                            ALIGN_CHI_STEPS, turn.flatten(0, 1), turned.flatten(0, 1))
         turn = turn + delta.view_as(turn)
     return ca, dofs, chis + turn
 
