@@ -85,11 +85,16 @@ def _perpendicular(v: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
     return p / torch.sqrt((p * p).sum(-1, keepdim=True) + 1e-12)
 
 
+def _peptide_points(ca: torch.Tensor, first: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """CA(i-1), CA(i), CA(i+1), CA(i+2) of each peptide i -> i+1 (clamped at the chain's ends)."""
+    n = ca.shape[-2]
+    ip = torch.as_tensor(first, device=ca.device)
+    return (ca[..., torch.clamp(ip - 1, min=0), :], ca[..., ip, :], ca[..., ip + 1, :],
+            ca[..., torch.clamp(ip + 2, max=n - 1), :])
 
 
-
-def peptide_frames(ca: torch.Tensor, first: np.ndarray, has_prev: np.ndarray, has_next: np.ndarray):
-    """Frames and table keys of peptide units.
+def peptide_frames(ca: torch.Tensor, first: np.ndarray, has_prev: np.ndarray, has_next: np.ndarray) -> torch.Tensor:
+    """Frames of peptide units.
 
     Parameters
     ----------
@@ -101,19 +106,12 @@ def peptide_frames(ca: torch.Tensor, first: np.ndarray, has_prev: np.ndarray, ha
 
     Returns
     -------
-    frame : torch.Tensor
+    torch.Tensor
         (..., P, 3, 3) orthonormal frames: rows e1 (CA(i)->CA(i+1)), e2
         (reference perpendicular: towards CA(i-1), else CA(i+2), else a
         fixed axis), e3 = e1 x e2.
-    key : torch.Tensor
-        (..., P) integer table bin of each peptide.
     """
-    n = ca.shape[-2]
-    ip = torch.as_tensor(first, device=ca.device)
-    prev = ca[..., torch.clamp(ip - 1, min=0), :]
-    p = ca[..., ip, :]
-    q = ca[..., ip + 1, :]
-    nxt = ca[..., torch.clamp(ip + 2, max=n - 1), :]
+    prev, p, q, nxt = _peptide_points(ca, first)
     e1 = q - p
     e1 = e1 / torch.sqrt((e1 * e1).sum(-1, keepdim=True))
     hp = torch.as_tensor(has_prev, device=ca.device)
@@ -124,7 +122,15 @@ def peptide_frames(ca: torch.Tensor, first: np.ndarray, has_prev: np.ndarray, ha
     ref = torch.where(hp[..., None], prev - p, torch.where(hn[..., None], nxt - q, fallback))
     e2 = _perpendicular(ref, e1)
     e3 = torch.linalg.cross(e1, e2, dim=-1)
-    frame = torch.stack([e1, e2, e3], dim=-2)
+    return torch.stack([e1, e2, e3], dim=-2)
+
+
+def peptide_keys(ca: torch.Tensor, first: np.ndarray, has_prev: np.ndarray, has_next: np.ndarray) -> torch.Tensor:
+    """(..., P) integer bin of each peptide in the plane-angle table: the trace's angles at CA(i) and CA(i+1)
+    and its torsion about the peptide (arguments as for :func:`peptide_frames`)."""
+    prev, p, q, nxt = _peptide_points(ca, first)
+    hp = torch.as_tensor(has_prev, device=ca.device)
+    hn = torch.as_tensor(has_next, device=ca.device)
 
     def theta_bin(a, b, c, has):
         t = bond_angle(a, b, c)
@@ -136,8 +142,7 @@ def peptide_frames(ca: torch.Tensor, first: np.ndarray, has_prev: np.ndarray, ha
     tau = dihedral(prev, p, q, nxt)
     kt = ((tau + math.pi) / (2 * math.pi) * TORSION_BINS).long().clamp(0, TORSION_BINS - 1)
     kt = torch.where(hp & hn, kt, TORSION_BINS)
-    key = (k1 * (THETA_BINS + 1) + k2) * (TORSION_BINS + 1) + kt
-    return frame, key
+    return (k1 * (THETA_BINS + 1) + k2) * (TORSION_BINS + 1) + kt
 
 
 N_KEYS = (THETA_BINS + 1) ** 2 * (TORSION_BINS + 1)
@@ -174,12 +179,6 @@ def backbone_table() -> dict:
     return _load_table()
 
 
-
-
-
-
-
-
 def backbone_dofs(slots: torch.Tensor, layout: BackboneLayout) -> dict:
     """Measure the backbone degrees of freedom that :func:`build_backbone` takes.
 
@@ -198,7 +197,7 @@ def backbone_dofs(slots: torch.Tensor, layout: BackboneLayout) -> dict:
     """
     ca = slots[..., chem.SLOT_CA, :]
     n, c, o = slots[..., chem.SLOT_N, :], slots[..., chem.SLOT_C, :], slots[..., chem.SLOT_O, :]
-    frame, _ = peptide_frames(ca, layout.first, layout.has_prev, layout.has_next)
+    frame = peptide_frames(ca, layout.first, layout.has_prev, layout.has_next)
     s = torch.as_tensor(layout.starts, device=ca.device)
     e = torch.as_tensor(layout.ends, device=ca.device)
     n_res = ca.shape[-2]
@@ -212,7 +211,8 @@ def backbone_dofs(slots: torch.Tensor, layout: BackboneLayout) -> dict:
     }
 
 
-def build_backbone(ca: torch.Tensor, layout: BackboneLayout, res_type: np.ndarray, dofs: dict | None = None) -> torch.Tensor:
+def build_backbone(ca: torch.Tensor, layout: BackboneLayout, res_type: np.ndarray,
+                   dofs: dict | None = None) -> torch.Tensor:
     """Backbone N, C, O slots for every residue from a C-alpha trace.
 
     Parameters
@@ -250,9 +250,10 @@ def backbone_atoms(ca: torch.Tensor, layout: BackboneLayout, res_type: np.ndarra
     dofs = dict(dofs or {})
     dtype, device = ca.dtype, ca.device
     first = layout.first
-    frame, key = peptide_frames(ca, first, layout.has_prev, layout.has_next)
+    frame = peptide_frames(ca, first, layout.has_prev, layout.has_next)
     angle = dofs.get("angle")
     if angle is None:
+        key = peptide_keys(ca, first, layout.has_prev, layout.has_next)
         angle = torch.as_tensor(table["angle"], dtype=dtype, device=device)[key]
     f = torch.cos(angle)[..., None] * frame[..., 1, :] + torch.sin(angle)[..., None] * frame[..., 2, :]
     e1 = frame[..., 0, :]
@@ -332,7 +333,7 @@ def turn_planes_towards(ca: torch.Tensor, dofs: dict, layout: BackboneLayout, re
         (F, P) plane rotations after the step (radians).
     """
     theta = dofs["angle"]
-    frame, _ = peptide_frames(ca, layout.first, layout.has_prev, layout.has_next)
+    frame = peptide_frames(ca, layout.first, layout.has_prev, layout.has_next)
     cos, sin = torch.cos(theta)[..., None], torch.sin(theta)[..., None]
     f = cos * frame[..., 1, :] + sin * frame[..., 2, :]  # where the plane points now
     turn = -sin * frame[..., 1, :] + cos * frame[..., 2, :]  # d f / d angle
@@ -361,7 +362,8 @@ def turn_planes_towards(ca: torch.Tensor, dofs: dict, layout: BackboneLayout, re
     d_before = -((v / lv[..., None] - cos_a[..., None] * u / lu[..., None]) * turn[:, pb]).sum(-1) \
         * reach[chem.SLOT_N][:, pb] / (lu * sin_a)
     deviation = torch.acos(cos_a) - math.radians(chem.ANGLE_N_CA_C)
-    grad = grad.index_add(1, pa, angle_weight * deviation * d_after).index_add(1, pb, angle_weight * deviation * d_before)
+    grad = grad.index_add(1, pa, angle_weight * deviation * d_after)
+    grad = grad.index_add(1, pb, angle_weight * deviation * d_before)
     diagonal = diagonal.index_add(1, pa, angle_weight * d_after ** 2).index_add(1, pb, angle_weight * d_before ** 2)
     upper = torch.zeros_like(theta).index_add(1, pb, angle_weight * d_after * d_before)  # planes pb, pb + 1 = pa
     lower = upper.roll(1, -1)
@@ -404,7 +406,8 @@ FIT_SHARE = 2.0
 
 
 def _distance_restraint(a: float, b: float, theta: float, sigma: float) -> tuple[float, float]:
-    """A bond angle ``theta`` (degrees, sigma in degrees) between bonds ``a`` and ``b`` as a 1-3 distance and its sigma."""
+    """A bond angle ``theta`` (degrees, sigma in degrees) between bonds ``a`` and ``b`` as a 1-3 distance and its
+    sigma."""
     t = math.radians(theta)
     d = math.sqrt(a * a + b * b - 2 * a * b * math.cos(t))
     return d, a * b * math.sin(t) / d * math.radians(sigma)
@@ -605,17 +608,21 @@ def fit_backbone(slots: torch.Tensor, layout: BackboneLayout, steps: int = FIT_S
     other = torch.zeros_like(ca[..., :1])
     other[0] = 1.0
     axes = torch.stack([torch.cat([other, axis], -1), torch.cat([axis, other], -1)], 1)[:, [0, 1, 1]]
-    col = lambda values: _column(values, ca)
+    def col(values):
+        return _column(values, ca)
+
     intra = (col([d for d, _ in _FIT_INTRA]), col([1.0 / s ** 2 for _, s in _FIT_INTRA]),
              col([1.0, 1.0, FIT_SHARE, FIT_SHARE, 1.0]))
     inter = (torch.where(cis, col([d for d, _ in _FIT_CIS]), col([d for d, _ in _FIT_TRANS])),
-             torch.where(cis, col([1 / s ** 2 for _, s in _FIT_CIS]), col([1 / s ** 2 for _, s in _FIT_TRANS])) * bonded,
+             bonded * torch.where(cis, col([1 / s ** 2 for _, s in _FIT_CIS]),
+                                  col([1 / s ** 2 for _, s in _FIT_TRANS])),
              col([FIT_SHARE, 1.0, 1.0, FIT_SHARE, 1.0]))
     # atoms of the terms within a residue, out of N, C, O, CA: N-CA, CA-C, C=O, N..C, CA..O
     intra_a = torch.tensor([0, 3, 1, 0, 3], device=device)
     intra_b = torch.tensor([3, 1, 2, 1, 2], device=device)
     k_tether = 1.0 / FIT_TETHER ** 2
-    k_omega = torch.where(cis, 1.0 / math.radians(FIT_CIS_OMEGA_SIGMA) ** 2, 1.0 / math.radians(FIT_OMEGA_SIGMA) ** 2) * bonded
+    k_omega = bonded * torch.where(cis, 1.0 / math.radians(FIT_CIS_OMEGA_SIGMA) ** 2,
+                                   1.0 / math.radians(FIT_OMEGA_SIGMA) ** 2)
     omega0 = torch.where(cis, 0.0, math.pi).to(dtype)
     k_plane = bonded / FIT_O_PLANE_SIGMA ** 2
     k_turn = torch.where(cis, 0.0, 1.0 / math.radians(FIT_TURN_SIGMA) ** 2).to(dtype)

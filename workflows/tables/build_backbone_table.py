@@ -64,7 +64,7 @@ def _measure(path: str, frames: int):
     for hp, hn in ((has_prev, has_next), (False, has_next), (has_prev, False), (False, False)):
         hp = np.broadcast_to(hp, first.shape) & has_prev
         hn = np.broadcast_to(hn, first.shape) & has_next
-        frame, key = bb.peptide_frames(ca, first, hp, hn)
+        frame, key = bb.peptide_frames(ca, first, hp, hn), bb.peptide_keys(ca, first, hp, hn)
         angle = bb.plane_angle(c, ca, first, frame)
         out.append((key[trans].numpy(), angle[trans].numpy()))
     # terminal torsions of segments with at least two residues
