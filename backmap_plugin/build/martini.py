@@ -469,13 +469,16 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
     ideal angle, plus ``rama_weight`` times the Ramachandran restraint
     (:class:`~backmap_plugin.build.rama_prior.RamachandranPrior`: phi / psi
     outside the favoured region). The backbone is that of
-    :func:`~backmap_plugin.build.backbone.build_backbone` with the plane
+    :func:`~backmap_plugin.build.backbone.backbone_atoms` with the plane
     rotations and terminal torsions ``dofs``; side chains are built once
     from the start chi angles and then turned about their chi bonds
     (proline's stay) and carried in their residues' (CA, N, C) frames,
-    which gives the atoms that building them again would. The loss's
-    derivative in the backbone variables comes from autograd, in the chi
-    turns in closed form (:class:`~backmap_plugin.build.chi_turns.ChiLevers`
+    which gives the atoms that building them again would; the side-chain
+    beads, SG and CB are weighted sums of the carried atoms
+    (:meth:`~backmap_plugin.build.carry.CarriedSideChains.means`), so the
+    atoms themselves are never made. The loss's derivative in the backbone
+    variables comes from autograd, in the chi turns in closed form (the
+    torques of :meth:`~backmap_plugin.build.chi_turns.ChiLevers.gradient`
     on the side-chain beads and SG), so no gradient runs back through the
     turns.
 
