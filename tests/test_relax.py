@@ -86,6 +86,11 @@ def test_chi_levers_are_the_derivatives_of_turned_beads(trpcage):
     want = torch.einsum("nbkc,nbc->nk", jacobian, pull)
     assert (levers.gradient(atoms, pull) - want).abs().max() < 1e-9
     assert want.abs().max() > 1.0
+    # the normal equations of the chi fits, summed over the levers that are not zero
+    normal, rhs = levers.normal_equations(atoms, pull)
+    assert (normal - torch.einsum("nbkc,nbjc->nkj", jacobian, jacobian)).abs().max() < 1e-9
+    assert (rhs - want).abs().max() < 1e-9
+    assert len(levers.entry) < jacobian[..., 0].numel() / 2  # half the table or more is zero: those are skipped
 
 
 def test_structure_contacts_are_the_metric_pairs_with_a_side_chain(trpcage):

@@ -7,9 +7,11 @@ fits and the clash relief share:
 
 * :func:`chi_tables` and :func:`chi_bonds`: which atoms each chi angle
   moves, and where its bond is.
-* :func:`turn_chis` turns the atoms.
+* :func:`turn_chis` turns the atoms; :class:`ChiTurner` turns the same
+  atoms again and again (a fit's trial turns).
 * :class:`ChiLevers` gives the derivatives of beads (weighted means of a
   residue's atoms) in the turns, from the atoms where they are.
+* :func:`chi_torques`: the derivatives in the turns of forces on the atoms.
 
 Everything is torch and batched over rows (one residue in one
 conformation each). Lengths in Angstrom, angles in radians.
@@ -163,7 +165,10 @@ class ChiLevers:
     An atom moved by chi k moves by ``u_k x (x - o_k)`` per radian (``u_k``
     the chi bond's direction, ``o_k`` its end, as :func:`turn_chis` turns),
     so ``d bead_b / d chi_k = u_k x (sum_a w_ba moved_ak x_a - (sum_a w_ba moved_ak) o_k)``.
-    The atoms' weights are fixed at construction; :meth:`jacobian` takes the atoms.
+    The atoms' weights are fixed at construction; :meth:`jacobian` (the whole
+    table), :meth:`normal_equations` (a least-squares fit's, from the levers
+    that are not zero) and :meth:`gradient` (a linear function's derivatives,
+    as torques) take the atoms.
 
     Parameters
     ----------
@@ -183,6 +188,31 @@ class ChiLevers:
         w = weights[..., self.turning, None] * moved[:, None]  # (N, B, S', 4)
         self.moved_weight = w.transpose(-1, -2).flatten(1, 2)  # (N, B * 4, S')
         self.share = self.moved_weight.sum(-1).view(len(weights), -1, 4, 1)
+        # the (row, bead, chi) levers that are not zero (most beads hang on one or two chi angles), and their pairs
+        # on one bead: the normal equations are sums over these (normal_equations)
+        n_beads = weights.shape[1]
+        self.entry = torch.nonzero(self.share[..., 0].flatten())[:, 0]  # (E,) flat (row, bead, chi), sorted
+        self.entry_row, self.entry_chi = self.entry // (4 * n_beads), self.entry % 4
+        self.entry_bead = self.entry // 4  # flat (row, bead)
+        group = torch.searchsorted(self.entry_bead, self.entry_bead)  # the first entry on the same bead
+        count = torch.searchsorted(self.entry_bead, self.entry_bead, right=True) - group
+        other = group[:, None] + torch.arange(4, device=dev)
+        first, second = torch.nonzero(torch.arange(4, device=dev) < count[:, None], as_tuple=True)
+        self.pair = (first, other[first, second])  # (P,) each: entries on one bead, every ordered pair
+        self.pair_index = self.entry_row[first] * 16 + self.entry_chi[first] * 4 + self.entry_chi[other[first, second]]
+
+    def normal_equations(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``J^T J`` (N, 4, 4) and ``J^T residual`` (N, 4) for :meth:`jacobian` ``J`` at atoms ``x`` (N, N_SLOTS, 3)
+        and bead residuals (N, B, 3), summed over the levers that are not zero."""
+        n = len(x)
+        origin, u = chi_bonds(x, self.axis)
+        lever = torch.bmm(self.moved_weight, x[:, self.turning]).view(-1, 3)[self.entry]
+        row, chi = self.entry_row, self.entry_chi
+        jac = cross(u[row, chi], lever - self.share.view(-1)[self.entry, None] * origin[row, chi])  # (E, 3)
+        a, b = self.pair
+        normal = x.new_zeros(n * 16).index_add_(0, self.pair_index, (jac[a] * jac[b]).sum(-1))
+        rhs = x.new_zeros(n * 4).index_add_(0, row * 4 + chi, (jac * residual.view(-1, 3)[self.entry_bead]).sum(-1))
+        return normal.view(n, 4, 4), rhs.view(n, 4)
 
     def jacobian(self, x: torch.Tensor) -> torch.Tensor:
         """(N, B, 4, 3): each bead's move per radian of each chi turn, for atoms ``x`` (N, N_SLOTS, 3)."""

@@ -362,10 +362,10 @@ def fit_chis(turner: ChiTurner, levers: ChiLevers, weights: torch.Tensor, target
     r = residual(x)
     loss = r.pow(2).sum((-1, -2))
     for _ in range(steps if bool(movable.any()) else 0):
-        jac = levers.jacobian(x) * free[:, None, :, None]
+        normal, grad = levers.normal_equations(x, r)
         diagonal = (CHI_RESTRAINT + damping)[:, None, None] + (1 - free)[:, :, None]  # fixed chis: step 0
-        normal = torch.einsum("nbkc,nbjc->nkj", jac, jac) + diagonal * eye
-        grad = torch.einsum("nbkc,nbc->nk", jac, r) + CHI_RESTRAINT * delta
+        normal = normal * free[:, :, None] * free[:, None, :] + diagonal * eye
+        grad = grad * free + CHI_RESTRAINT * delta
         step = (-torch.linalg.solve(normal, grad[..., None])[..., 0] * free).clamp(-CHI_MAX_TURN, CHI_MAX_TURN)
         trial = delta + step
         x_trial = turner(start + trial)
