@@ -135,8 +135,9 @@ def _composed_turns(origin: torch.Tensor, u: torch.Tensor, delta: torch.Tensor) 
     """The rigid motions (12, N, 5) ``R_1 ... R_d`` for d = 0 .. 4, rows of (3, 4) affine matrices flattened.
 
     ``R_k`` turns by ``delta[:, k]`` about the line through ``origin[:, k]``
-    along the unit ``u[:, k]`` (Rodrigues). Written component by component:
-    on (N,) rows this is several times faster than batched 3 x 3 products.
+    along the unit ``u[:, k]`` (Rodrigues). Written component by component
+    on (N,) rows: faster than batched 3 x 3 products or broadcasting
+    (benchmarks/README.md, session 21).
     """
     ux, uy, uz = u.permute(2, 1, 0)  # (4, N) each
     o = origin.permute(2, 1, 0)
