@@ -83,9 +83,11 @@ def _openmm_bonded_energies(out_dir) -> dict:
 
 
 def test_chain_starts_from_residue_numbers():
-    assert chain_starts([1, 2, 3, 1, 2, 5, 5, 99998, 99999, 0, 1]).tolist() == [
+    assert chain_starts([1, 2, 3, 1, 2, 5, 4, 99998, 99999, 0, 1]).tolist() == [
         True, False, False, True, False, False, True, False, False, False, False
     ]
+    # equal numbers are residues a file without insertion codes numbers alike (54, 54A, 54B)
+    assert chain_starts([53, 54, 54, 54, 55]).tolist() == [True, False, False, False, False]
     assert chain_starts([]).tolist() == []
 
 
@@ -203,3 +205,28 @@ def test_cli_exports(fixture_pdb, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 0 and out.startswith("exported 304 atoms") and "note: input has 38 models" in err
     assert sorted(os.listdir(tmp_path / "o")) == ["model.pdb", "state.xml", "system.xml"]
+
+
+def test_merged_residues_split_into_the_runs_they_hold():
+    """A residue whose atoms run BB SC1 BB SC1 is two residues; BB BB (two glycines, or one bead listed twice)
+    only for files without insertion codes; an atom listed twice inside a run is never split."""
+    from backmap_plugin.io.chains import split_merged_residues
+
+    top = md.Topology()
+    chain = top.add_chain("A")
+    for name, number, beads in (("THR", 1, ["BB", "SC1"]), ("ALA", 2, ["BB", "SC1", "BB", "SC1"]),
+                                ("GLY", 3, ["BB", "BB"]), ("LYS", 4, ["BB", "SC1", "SC1", "SC2"])):
+        residue = top.add_residue(name, chain, resSeq=number)
+        for bead in beads:
+            top.add_atom(bead, md.element.carbon, residue)
+    top.add_bond(top.atom(0), top.atom(2))
+    split, merged = split_merged_residues(top)
+    assert [r.name for r in merged] == ["ALA"]
+    assert [(r.name, r.resSeq, [a.name for a in r.atoms]) for r in split.residues] == [
+        ("THR", 1, ["BB", "SC1"]), ("ALA", 2, ["BB", "SC1"]), ("ALA", 2, ["BB", "SC1"]), ("GLY", 3, ["BB", "BB"]),
+        ("LYS", 4, ["BB", "SC1", "SC1", "SC2"])]
+    assert [a.name for a in split.atoms] == [a.name for a in top.atoms] and split.n_bonds == 1
+    split, merged = split_merged_residues(top, single_atoms=True)
+    assert [r.name for r in merged] == ["ALA", "GLY"] and split.n_residues == 6
+    same, merged = split_merged_residues(split)
+    assert same is split and merged == []

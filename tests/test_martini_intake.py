@@ -465,3 +465,32 @@ def test_trajectory_of_the_protein_group_with_the_system_topology(tmp_path):
     with pytest.raises(BackmapInputError, match=f"have 100; its protein is {len(protein)} atoms"):
         backmap(tmp_path / "some.xtc", tmp_path / "x.pdb", top=DATA / "md.gro", progress=False)
     assert not (tmp_path / "x.pdb").exists()
+
+
+def test_residues_that_share_a_number_and_name(tmp_path):
+    """Residues 366 and 366A (no insertion codes in a .gro: both 366, both LYS) come back as two residues, with
+    a note, and give the structures of the file numbered 366, 367: martinize2 -resid input writes such files for
+    structures with insertion codes (antibodies), and readers merge the two residues into one."""
+    lines = (DATA / "md.gro").read_text().splitlines()
+    renumbered = lines[:2]
+    for line in lines[2:-1]:
+        number, name = int(line[:5]), line[5:10].strip()
+        if name not in SOLVENT and number >= 367:
+            line = f"{number - 1:5d}" + line[5:]
+        renumbered.append(line)
+    renumbered.append(lines[-1])
+    path = tmp_path / "codes.gro"
+    path.write_text("\n".join(renumbered) + "\n")
+    assert md.load(str(path)).topology.n_residues == md.load(str(DATA / "md.gro")).topology.n_residues - 1
+    got = backmap(DATA / "md.xtc", tmp_path / "codes.pdb", top=path, progress=False)
+    assert any("1 residue(s) held the atoms of consecutive residues" in line and "LYS366" in line
+               for line in got.report)
+    backmap(DATA / "md.xtc", tmp_path / "plain.pdb", top=DATA / "md.gro", progress=False)
+    codes, plain = md.load(str(tmp_path / "codes.pdb")), md.load(str(tmp_path / "plain.pdb"))
+    assert codes.topology.n_chains == plain.topology.n_chains == 1
+    assert [r.name for r in codes.topology.residues] == [r.name for r in plain.topology.residues]
+    np.testing.assert_array_equal(codes.xyz, plain.xyz)
+    # written back with an insertion code: 366, 366A
+    lys = [line[17:27] for line in (tmp_path / "codes.pdb").read_text().splitlines()
+           if line.startswith("ATOM") and line[12:16] == " CA " and line[22:26].strip() == "366"]
+    assert lys[:2] == ["LYS A 366 ", "LYS A 366A"]

@@ -9,6 +9,7 @@ import mdtraj as md
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.chains import residues_with_repeated_names
 from backmap_plugin.io.martini import BEAD_NAMES
 
 
@@ -105,16 +106,9 @@ def check_duplicate_atoms(topology, path: str) -> None:
     BackmapInputError
         A residue has two atoms of one name.
     """
-    # one pass over the atoms in numpy (a membrane system holds hundreds of thousands of one-bead residues);
-    # the first residue with a duplicate is then looked at on its own
-    codes: dict[str, int] = {}
-    name = np.array([codes.setdefault(atom.name, len(codes)) for atom in topology.atoms], dtype=np.int64)
-    residue_index = np.array([atom.residue.index for atom in topology.atoms], dtype=np.int64)
-    width = max(1, len(codes))
-    key = np.sort(residue_index * width + name)
-    repeated = key[1:][key[1:] == key[:-1]]
+    repeated = residues_with_repeated_names(topology)
     if len(repeated):
-        residue = topology.residue(int(repeated.min() // width))
+        residue = topology.residue(int(repeated[0]))
         counts = Counter(atom.name for atom in residue.atoms)
         twice = [name for name, n in counts.items() if n > 1]
         atom = next(a for a in residue.atoms if a.name == twice[0])

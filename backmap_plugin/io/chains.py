@@ -1,5 +1,6 @@
 """Chain and residue numbering: generated chain ids, chains split where numbering
-restarts, and insertion codes for residues that share a number."""
+restarts, residues that share a number told apart on reading, and insertion codes for
+them on writing."""
 
 from __future__ import annotations
 
@@ -86,15 +87,17 @@ def chain_starts(res_seq) -> np.ndarray:
     -------
     numpy.ndarray
         ``(R,)`` bool, True for residue 0 and for every residue whose number
-        is not larger than the one before (99999 followed by 0 is the
-        ``.gro`` wrap-around, not a restart).
+        is smaller than the one before (99999 followed by 0 is the ``.gro``
+        wrap-around, not a restart). Equal numbers are not a restart: files
+        without insertion codes (``.gro``, ``.tpr``) number residues 54,
+        54A and 54B alike.
     """
     res_seq = np.asarray(res_seq, dtype=np.int64)
     starts = np.ones(res_seq.shape, dtype=bool)
     if len(res_seq) > 1:
         prev, cur = res_seq[:-1], res_seq[1:]
         wrapped = (prev == _GRO_RESIDUE_WRAP - 1) & (cur == 0)
-        starts[1:] = (cur <= prev) & ~wrapped
+        starts[1:] = (cur < prev) & ~wrapped
     return starts
 
 
@@ -103,7 +106,7 @@ def split_chains_by_numbering(topology: md.Topology) -> md.Topology:
 
     Meant for ``.gro`` topologies (no chain ids: mdtraj reads one chain).
     Each chain of ``topology`` is split before every residue whose number
-    is not larger than the previous one (:func:`chain_starts`). Chains that
+    is smaller than the previous one (:func:`chain_starts`). Chains that
     had an id keep it for all their pieces; chains without one get
     generated ids (A, B, ..., Z, AA, ...) in order.
 
@@ -136,3 +139,92 @@ def split_chains_by_numbering(topology: md.Topology) -> md.Topology:
     for bond in topology.bonds:
         new.add_bond(atoms[bond[0].index], atoms[bond[1].index], type=bond.type, order=bond.order)
     return new
+
+
+def residues_with_repeated_names(topology: md.Topology) -> np.ndarray:
+    """Indices (sorted) of the residues of an mdtraj topology that hold two atoms of one name.
+
+    One pass over the atoms in numpy: a membrane system holds hundreds of
+    thousands of one-bead residues.
+    """
+    codes: dict[str, int] = {}
+    name = np.array([codes.setdefault(atom.name, len(codes)) for atom in topology.atoms], dtype=np.int64)
+    residue_index = np.array([atom.residue.index for atom in topology.atoms], dtype=np.int64)
+    width = max(1, len(codes))
+    key = np.sort(residue_index * width + name)
+    return np.unique(key[1:][key[1:] == key[:-1]] // width)
+
+
+def _runs(names: list, single_atoms: bool) -> list | None:
+    """Where a residue's atom names (file order) start again: run starts, or None.
+
+    The names must be two or more runs that each begin with the first name
+    and hold no name twice, and (unless ``single_atoms``) more than one atom
+    each; otherwise (e.g. an atom listed twice) None.
+    """
+    starts = [i for i, name in enumerate(names) if name == names[0]]
+    bounds = starts + [len(names)]
+    runs = [names[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    if len(runs) < 2 or any(len(set(run)) != len(run) or (len(run) == 1 and not single_atoms) for run in runs):
+        return None
+    return starts
+
+
+def split_merged_residues(topology: md.Topology, single_atoms: bool = False) -> tuple[md.Topology, list]:
+    """Residues that hold the atoms of several consecutive residues, split into them.
+
+    Files without insertion codes (``.gro``, ``.tpr``, and ``martinize2``'s
+    output with ``-resid input``) give residues 29, 29A and 29B of a
+    structure one number; where those residues also share a name, readers
+    that start a residue where the number or name changes read them as one
+    residue whose atom names repeat (GROMACS itself does, from
+    ``martinize2``'s ``.itp``). A residue whose atoms, in file order, are
+    runs that each begin with its first atom's name and hold no name twice is
+    split into those runs (same name and number: written back with insertion
+    codes, :func:`insertion_codes`). Runs of one atom (two CA beads, or the
+    BB beads of two glycines) are split only with ``single_atoms``: in a
+    file that can hold insertion codes they are more likely one atom listed
+    twice. A residue with an atom listed twice in any other way is left as
+    it is (and refused by the duplicate check).
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+        Topology as read.
+    single_atoms : bool
+        Split runs of one atom too (for ``.gro`` and ``.tpr`` topologies,
+        which cannot hold insertion codes).
+
+    Returns
+    -------
+    topology : mdtraj.Topology
+        ``topology`` itself when nothing was split, else a copy with the
+        same atoms (order, names, elements, serials), chains and bonds.
+    split : list of mdtraj.core.topology.Residue
+        The residues of ``topology`` that were split.
+    """
+    runs = {}
+    for index in residues_with_repeated_names(topology):
+        residue = topology.residue(int(index))
+        starts = _runs([atom.name for atom in residue.atoms], single_atoms)
+        if starts is not None:
+            runs[residue.index] = set(starts[1:])
+    if not runs:
+        return topology, []
+    new = md.Topology()
+    atoms = {}
+    for chain in topology.chains:
+        new_chain = new.add_chain(chain_id=chain.chain_id)
+        for residue in chain.residues:
+            if residue.n_atoms == 0:
+                new.add_residue(residue.name, new_chain, resSeq=residue.resSeq, segment_id=residue.segment_id)
+            again = runs.get(residue.index, ())
+            for k, atom in enumerate(residue.atoms):
+                if k == 0 or k in again:
+                    new_res = new.add_residue(residue.name, new_chain, resSeq=residue.resSeq,
+                                              segment_id=residue.segment_id)
+                atoms[atom.index] = new.add_atom(atom.name, atom.element, new_res, serial=atom.serial,
+                                                 formal_charge=atom.formal_charge)
+    for bond in topology.bonds:
+        new.add_bond(atoms[bond[0].index], atoms[bond[1].index], type=bond.type, order=bond.order)
+    return new, [topology.residue(i) for i in sorted(runs)]

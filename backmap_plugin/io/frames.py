@@ -19,7 +19,7 @@ import numpy as np
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.atoms import check_duplicate_atoms, check_finite
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
-from backmap_plugin.io.chains import split_chains_by_numbering
+from backmap_plugin.io.chains import split_chains_by_numbering, split_merged_residues
 from backmap_plugin.io.loaders import box_vectors, count_trajectory_atoms, load_topology, load_whole
 from backmap_plugin.io.paths import (
     LOADED_WHOLE,
@@ -128,6 +128,15 @@ class FrameSource:
             raise BackmapInputError(f"{self.path}: contains no atoms")
         if (self.top_path or self.path).lower().endswith(".gro"):
             topology = split_chains_by_numbering(topology)  # .gro has no chain ids
+        no_codes = (self.top_path or self.path).lower().endswith((".gro", ".tpr"))
+        topology, merged = split_merged_residues(topology, single_atoms=no_codes)
+        if merged:
+            first = merged[0]
+            self.notes.append(
+                f"{self.top_path or self.path}: {len(merged)} residue(s) held the atoms of consecutive residues "
+                f"with one number and name (a file without insertion codes), each read as the residues it "
+                f"holds (first: chain {first.chain.chain_id!r} {first.name}{first.resSeq})"
+            )
         check_duplicate_atoms(topology, self.top_path or self.path)
         self.topology = topology
         self.n_atoms = n_atoms
