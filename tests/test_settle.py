@@ -83,7 +83,7 @@ def test_backbone_contact_pairs_are_every_close_pair(trpcage):
     trp-cage (6 models, atoms moved by 0.6 A rms so that contacts vary) cut into two segments after residue 9."""
     import dataclasses
 
-    from backmap_plugin.build.settle import _BACKBONE, _NEIGHBOUR_PAIRS, backbone_contact_pairs
+    from backmap_plugin.build.backbone_contacts import _NEIGHBOUR_PAIRS, SLOTS, backbone_contact_pairs
 
     protein, slots, _ = trpcage
     segment = protein.segment.copy()
@@ -92,14 +92,14 @@ def test_backbone_contact_pairs_are_every_close_pair(trpcage):
     atoms = torch.as_tensor(slots, dtype=torch.float64)
     atoms = atoms + 0.35 * torch.randn(atoms.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     got = backbone_contact_pairs(atoms, protein, search=4.5)
-    n_res, k = protein.n_residues, len(_BACKBONE)
+    n_res, k = protein.n_residues, len(SLOTS)
     residue, kind = np.repeat(np.arange(n_res), k), np.tile(np.arange(k), n_res)
-    exists = protein.slot_mask[:, _BACKBONE].reshape(-1)
+    exists = protein.slot_mask[:, SLOTS].reshape(-1)
     step = residue[None, :] - residue[:, None]
     apart = (step >= 2) | ((step >= 1) & (segment[residue][:, None] != segment[residue][None, :]))
     apart |= (step == 1) & _NEIGHBOUR_PAIRS.numpy()[kind[:, None], kind[None, :]]
     apart &= exists[:, None] & exists[None, :]
-    backbone = atoms[:, :, _BACKBONE].reshape(len(atoms), -1, 3).numpy()
+    backbone = atoms[:, :, SLOTS].reshape(len(atoms), -1, 3).numpy()
     expected = [(f, i, j) for f in range(len(atoms))
                 for i, j in zip(*np.nonzero(apart & (np.linalg.norm(backbone[f][:, None] - backbone[f][None], axis=-1)
                                                      < 4.5)))]

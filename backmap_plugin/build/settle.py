@@ -23,9 +23,15 @@ from collections.abc import Callable
 import torch
 
 from backmap_plugin.build.backbone import backbone_dofs, build_backbone, fit_backbone
+from backmap_plugin.build.backbone_contacts import (
+    CONTACT_DISTANCE,
+    SLOTS,
+    backbone_contact_loss,
+    backbone_contact_pairs,
+)
 from backmap_plugin.build.chi_turns import ChiLevers
 from backmap_plugin.build.ideal import constrain_trace, relieve_clashes, side_chain_internal
-from backmap_plugin.build.relax import TURNABLE_CHIS, residue_neighbours
+from backmap_plugin.build.relax import TURNABLE_CHIS
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, chi_angles
 from backmap_plugin.core.topology import ProteinTopology
@@ -36,69 +42,12 @@ SETTLE_STEPS = 5
 TRANSLATION_DAMPING = 1.0
 CHI_DAMPING = 0.3
 BOND_SWEEPS = 5
-#: Backbone contacts: backbone atoms and C-beta (N, CA, C, O, OXT, CB) more than three
-#: bonds apart (residues two or more apart, of different segments, or
-#: neighbours: :data:`_NEIGHBOUR_PAIRS`) closer than CONTACT_DISTANCE pay
-#: CONTACT_WEIGHT per Angstrom^2 of the shortfall. Pairs are those closer than
-#: CONTACT_SEARCH in the structure as built (the steps move atoms by tenths).
-CONTACT_DISTANCE = 2.6
+#: Backbone contacts (:mod:`backmap_plugin.build.backbone_contacts`): pairs closer than
+#: :data:`~backmap_plugin.build.backbone_contacts.CONTACT_DISTANCE` pay CONTACT_WEIGHT per Angstrom^2 of the
+#: shortfall. Pairs are those closer than CONTACT_SEARCH in the structure as built (the steps move atoms by
+#: tenths).
 CONTACT_WEIGHT = 30.0
 CONTACT_SEARCH = 4.5
-_BACKBONE = [chem.SLOT_N, chem.SLOT_CA, chem.SLOT_C, chem.SLOT_O, chem.SLOT_OXT, chem.SLOT_CB]
-#: (6, 6) bool: atom pairs of residue i (rows) and i + 1 (columns) of one
-#: segment more than three bonds apart (O(i)-O(i+1) is five; C(i)-N(i+1) is
-#: the peptide bond; OXT only ends a segment; CB(i)-N(i+1) and C(i)-CB(i+1) are three).
-_NEIGHBOUR_PAIRS = torch.tensor([
-    # N'     CA'    C'     O'     OXT'   CB'
-    [False, True, True, True, False, True],  # N
-    [False, False, True, True, False, True],  # CA
-    [False, False, False, True, False, False],  # C
-    [False, False, True, True, False, True],  # O
-    [False, False, False, False, False, False],  # OXT
-    [False, True, True, True, False, True],  # CB
-])
-
-
-def backbone_contact_pairs(atoms: torch.Tensor, protein: ProteinTopology, search: float = CONTACT_SEARCH):
-    """Backbone and C-beta atom pairs that may overlap: (3, P) indices (frame, atom, atom) into (F, 6 R) atoms.
-
-    Atom ``6 r + k`` is atom ``k`` of :data:`_BACKBONE` of residue
-    ``r``; pairs of atoms that exist, more than three bonds apart, within
-    ``search`` Angstrom of each other, the lower atom index first, sorted by
-    frame and atoms. Only residues whose atoms can come that close
-    (:func:`backmap_plugin.build.relax.residue_neighbours`) are compared atom
-    by atom, so the work grows with the number of residues, not its square.
-    """
-    n_frames, n_res = atoms.shape[:2]
-    dev = atoms.device
-    k = len(_BACKBONE)
-    backbone = atoms[:, :, _BACKBONE]  # (F, R, 6, 3)
-    exists = torch.as_tensor(protein.slot_mask[:, _BACKBONE], device=dev)  # (R, 6)
-    ca = atoms[:, :, chem.SLOT_CA]
-    reach = ((backbone - ca[:, :, None]).norm(dim=-1) * exists).amax(-1).amax(0)  # (R,)
-    neighbours = residue_neighbours(ca, reach, search)
-    key = torch.repeat_interleave(torch.arange(n_frames * n_res, device=dev), neighbours.start.diff())
-    f, ri, rj = key // n_res, key % n_res, neighbours.residue
-    segment = torch.as_tensor(protein.segment, device=dev)
-    later = rj > ri
-    f, ri, rj = f[later], ri[later], rj[later]
-    step = (rj - ri)[:, None, None]
-    apart = (step >= 2) | (segment[ri] != segment[rj])[:, None, None] | _NEIGHBOUR_PAIRS.to(dev)
-    apart = apart & exists[ri, :, None] & exists[rj, None, :]
-    close = (backbone[f, ri][:, :, None] - backbone[f, rj][:, None, :]).norm(dim=-1) < search
-    p, a, b = torch.nonzero(close & apart, as_tuple=True)
-    f, i, j = f[p], k * ri[p] + a, k * rj[p] + b
-    order = torch.argsort((f * n_res * k + i) * n_res * k + j)
-    return torch.stack([f, i, j])[:, order]
-
-
-def backbone_contact_loss(atoms: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-    """(F,) sum over the pairs of :data:`CONTACT_WEIGHT` x (shortfall below :data:`CONTACT_DISTANCE`)^2."""
-    backbone = atoms[:, :, _BACKBONE].reshape(atoms.shape[0], -1, 3)
-    f, i, j = pairs
-    d = (backbone[f, i] - backbone[f, j]).norm(dim=-1)
-    penalty = CONTACT_WEIGHT * torch.relu(CONTACT_DISTANCE - d) ** 2
-    return torch.zeros(atoms.shape[0], dtype=atoms.dtype, device=atoms.device).index_add(0, f, penalty)
 
 
 def _contact_terms(atoms: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +58,7 @@ def _contact_terms(atoms: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tens
     :data:`CONTACT_WEIGHT` (the other residue held where it is).
     """
     n_frames, n_res = atoms.shape[:2]
-    backbone = atoms[:, :, _BACKBONE].reshape(n_frames, -1, 3)
+    backbone = atoms[:, :, SLOTS].reshape(n_frames, -1, 3)
     f, i, j = pairs
     v = backbone[f, i] - backbone[f, j]
     d = v.norm(dim=-1)
@@ -118,7 +67,7 @@ def _contact_terms(atoms: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tens
     w = CONTACT_WEIGHT * (short > 0).to(atoms.dtype)
     outer = w[:, None, None] * e[:, :, None] * e[:, None, :]
     push = (w * short / 2)[:, None] * e
-    k = len(_BACKBONE)
+    k = len(SLOTS)
     row_i = f * n_res + torch.div(i, k, rounding_mode="floor")
     row_j = f * n_res + torch.div(j, k, rounding_mode="floor")
     normal = atoms.new_zeros(n_frames * n_res, 3, 3).index_add(0, row_i, outer).index_add(0, row_j, outer)
@@ -167,7 +116,8 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
     torch.Tensor
         (F, R, N_SLOTS, 3): per frame the step (the input included) whose
         beads lie closest to ``beads`` (sum of squares) with the least backbone
-        contact penalty (:func:`backbone_contact_loss`) added, with its backbone
+        contact penalty
+        (:func:`~backmap_plugin.build.backbone_contacts.backbone_contact_loss`) added, with its backbone
         fitted (:func:`~backmap_plugin.build.backbone.fit_backbone`) and the
         side-chain clashes the moves made relieved
         (:func:`~backmap_plugin.build.ideal.relieve_clashes`).
@@ -189,7 +139,7 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
     chis = torch.nan_to_num(chi_angles(atoms, rt))
     ca = atoms[..., chem.SLOT_CA, :]
     bond0 = (ca[:, 1:] - ca[:, :-1]).norm(dim=-1, keepdim=True)
-    pairs = backbone_contact_pairs(atoms, protein)
+    pairs = backbone_contact_pairs(atoms, protein, CONTACT_SEARCH)
 
     def rebuild(trace, angles, fit):
         backbone = build_backbone(trace, layout, protein.res_type, dofs)
@@ -202,7 +152,8 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
         return (built * weight[..., None]).sum(-2)
 
     def score(built):
-        return (beads - beads_of(built)).pow(2).sum((-1, -2)) + backbone_contact_loss(built, pairs)
+        contact = backbone_contact_loss(built[:, :, SLOTS], pairs, CONTACT_WEIGHT)
+        return (beads - beads_of(built)).pow(2).sum((-1, -2)) + contact
 
     best, best_ca, best_chis = score(atoms), ca, chis
     built = atoms
