@@ -31,7 +31,8 @@ computed by the same mapping, lie on the input beads:
    are rigid and ideal, so N-CA-C is the one backbone angle the fit can
    spoil; it comes out with an rms deviation of about 3 degrees, as in
    crystal structures).
-4. **Placement.** The C-alpha trace is constrained to 3.8 Angstrom; a
+4. **Placement.** The C-alpha trace is constrained to 3.8 Angstrom (a
+   model's cis X-Pro peptides to the cis length); a
    peptide unit that leaves the next proline's phi positive turns to phi
    -65 degrees (:func:`~backmap_plugin.build.backbone.turn_proline_units`:
    the ring could not close); the
@@ -194,14 +195,13 @@ RAMA_WEIGHT = 1.0
 #: (:mod:`backmap_plugin.build.backbone_contacts`): pairs closer than CONTACT_SEARCH (Angstrom) when the Adam steps
 #: start pay CONTACT_WEIGHT per Angstrom^2 of their shortfall below 2.6 A. Following the noisy beads of real
 #: Martini 3 dynamics, the fit laid carbonyl oxygens onto the next residue's (O(i)-O(i+1) down to 1.4 A) and onto
-#: N(i+2). Chosen on Martini 3 MD made from train
-#: structures (six proteins of 71-263 residues: martinize2 + gmx, 400 ps, 21 frames each; means of heavy-atom pairs
-#: closer than 2 A per 100 residues / bead RMSD BB / SC, A), with cis peptides kept and proline units turned
-#: (:func:`fit_to_beads`): weight 0: 1.79 / 0.438 / 0.630; 3: 0.58 / 0.439 / 0.634; 10 (kept): 0.49 / 0.442 /
-#: 0.642; 30: 0.50 / 0.448 / 0.659 (before all three: 2.01 / 0.444 / 0.636). A 3.0 or 4.5 A search gave the
-#: same figures as 3.2: pairs further apart as the steps start do not come within 2.6 A. The fitted builder goes
-#: without: from its rough start the penalty held peptide planes from turning to where they belong (trp-cage's exact
-#: beads came out 0.23 A off, BB; without it 0.12).
+#: N(i+2). Chosen on Martini 3 MD made from train structures (six proteins of 71-263 residues: martinize2 + gmx,
+#: 400 ps, 21 frames each; means of heavy-atom pairs closer than 2 A per 100 residues / bead RMSD BB / SC, A), with
+#: cis peptides kept and proline units turned (:func:`fit_to_beads`): weight 0: 1.79 / 0.438 / 0.630; 3: 0.58 /
+#: 0.439 / 0.634; 10 (kept): 0.49 / 0.442 / 0.642; 30: 0.50 / 0.448 / 0.659 (before all three: 2.01 / 0.444 /
+#: 0.636). A 3.0 or 4.5 A search gave the same figures as 3.2: pairs further apart as the steps start do not come
+#: within 2.6 A. The fitted builder goes without: from its rough start the penalty held peptide planes from turning
+#: to where they belong (trp-cage's exact beads came out 0.23 A off, BB; without it 0.12).
 CONTACT_WEIGHT = 10.0
 CONTACT_SEARCH = 3.2
 #: Floating-point type of the fit (float64: a frame's result does not hinge on rounding that differs
