@@ -18,7 +18,7 @@ import torch
 
 from backmap_plugin.api import backmap
 from backmap_plugin.build.backbone import backbone_dofs, build_backbone
-from backmap_plugin.build.ideal import crowded_side_chains
+from backmap_plugin.build.ideal import ACTIVE_OVERLAP, placement_start, side_chain_internal
 from backmap_plugin.build.martini import BREAK_DISTANCE, backmap_martini3, disulfide_pairs, side_chain_candidates
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
@@ -354,9 +354,13 @@ def test_closing_offers_rotamers_only_to_crowded_side_chains():
     chis = torch.nan_to_num(chi_angles(x, torch.as_tensor(res_type)))
     layout = protein.backbone_layout
     backbone = build_backbone(x[..., chem.SLOT_CA, :], layout, res_type, backbone_dofs(x, layout))
-    assert not crowded_side_chains(backbone, protein, chis).any()
+
+    def overlapping(chis):
+        return placement_start(backbone, protein, side_chain_internal(res_type, chis))[2] > ACTIVE_OVERLAP
+
+    assert not overlapping(chis).any()
     chis[0, 5, 0] -= 2.1  # TRP6's chi1
-    crowded = crowded_side_chains(backbone, protein, chis)
+    crowded = overlapping(chis)
     assert crowded[0].nonzero()[:, 0].tolist() == [2, 5]
     _, cost = side_chain_candidates(backbone, protein, beads[..., 1:, :], chis, residues=crowded)
     offered = torch.isfinite(cost).sum(1)[0]

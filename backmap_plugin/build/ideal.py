@@ -49,6 +49,8 @@ RELIEF_STEP_SIZE = 0.05
 RELIEF_MAX_TURN = 0.2
 RELIEF_MARGIN = 1.0
 RELIEF_TRIGGER = 2.5
+#: Contacts listed for a placement: those its choice and its relief look at.
+_LIST_CUTOFF = max(OVERLAP_DISTANCE, RELIEF_DISTANCE + RELIEF_MARGIN)
 _BACKBONE_REACH = 2.6  # N, C, O, CB and OXT lie within this of their CA
 
 
@@ -219,6 +221,7 @@ def place_side_chains(
     cost: torch.Tensor,
     passes: int | None = None,
     relief_steps: int | None = None,
+    start: tuple | None = None,
 ) -> torch.Tensor:
     """Choose each residue's side chain among candidates so that overlaps are avoided, then relieve clashes.
 
@@ -255,6 +258,9 @@ def place_side_chains(
     relief_steps : int, optional
         Gradient steps of the clash relief (0: none); default
         :data:`RELIEF_STEPS`.
+    start : tuple, optional
+        :func:`placement_start` of the first candidates, when the caller
+        has it already (its atoms are not changed).
 
     Returns
     -------
@@ -271,13 +277,13 @@ def place_side_chains(
     segment = torch.as_tensor(protein.segment, device=dev)
     mask = torch.as_tensor(protein.slot_mask, device=dev)
     side_mask = mask[:, relax.SIDE_SLOTS]
-    atoms = build_side_chains(backbone, protein, ics[:, 0])
+    atoms, pairs, overlap = placement_start(backbone, protein, ics[:, 0]) if start is None else start
+    atoms = atoms.clone()
 
-    list_cutoff = max(OVERLAP_DISTANCE, RELIEF_DISTANCE + RELIEF_MARGIN)
+    list_cutoff = _LIST_CUTOFF
     neighbours = relax.residue_neighbours(backbone[..., chem.SLOT_CA, :], _reach(dev, backbone.dtype)[rt], list_cutoff)
     side_idx = torch.as_tensor(relax.SIDE_SLOTS, device=dev)
     choosable = ((torch.isfinite(cost).sum(1) > 1) & side_mask.any(1)).expand(n_frames, -1)  # (F, R)
-    pairs, overlap = _overlap(atoms, protein, list_cutoff)
     dearer = (cost[:, 0] > cost.amin(1)).expand(n_frames, -1)  # first candidate not the cheapest (sampling)
     frame, residue = torch.nonzero(((overlap > ACTIVE_OVERLAP) | dearer) & choosable, as_tuple=True)
     changed = torch.zeros(n_frames, n_res, dtype=torch.bool, device=dev)
@@ -342,14 +348,34 @@ def _overlap(atoms: torch.Tensor, protein: ProteinTopology, cutoff: float):
     return pairs, relax.overlap_per_residue(pairs, atoms.shape[0], atoms.shape[1], OVERLAP_DISTANCE)
 
 
-def crowded_side_chains(backbone: torch.Tensor, protein: ProteinTopology, chis: torch.Tensor) -> torch.Tensor:
-    """Residues (F, R) whose side chain, built with ``chis`` (F, R, 4), overlaps by more than :data:`ACTIVE_OVERLAP`.
+def placement_start(backbone: torch.Tensor, protein: ProteinTopology, ics: torch.Tensor):
+    """Every residue in one side chain: atoms, their side-chain contacts and each residue's overlap.
 
-    These are the residues :func:`place_side_chains` reconsiders when the
-    side chains are its first candidates.
+    What :func:`place_side_chains` starts from (its first candidates). A
+    caller that chooses candidates by the overlaps (residues overlapping by
+    more than :data:`ACTIVE_OVERLAP` are the ones the placement reconsiders)
+    passes it on, so the contacts are searched once.
+
+    Parameters
+    ----------
+    backbone : torch.Tensor
+        (F, R, N_SLOTS, 3) with N, CA, C, O placed.
+    protein : ProteinTopology
+    ics : torch.Tensor
+        (F, R, N_SLOTS, 3) or (R, N_SLOTS, 3) side-chain internal coordinates.
+
+    Returns
+    -------
+    atoms : torch.Tensor
+        (F, R, N_SLOTS, 3) (:func:`build_side_chains`).
+    pairs : AtomPairs
+        Atom pairs involving a side chain closer than the placement's
+        contact list cutoff.
+    overlap : torch.Tensor
+        (F, R) each residue's overlap.
     """
-    atoms = build_side_chains(backbone, protein, side_chain_internal(protein.res_type, chis))
-    return _overlap(atoms, protein, OVERLAP_DISTANCE)[1] > ACTIVE_OVERLAP
+    atoms = build_side_chains(backbone, protein, ics)
+    return (atoms, *_overlap(atoms, protein, _LIST_CUTOFF))
 
 
 def build_side_chains(backbone: torch.Tensor, protein: ProteinTopology, ics: torch.Tensor) -> torch.Tensor:

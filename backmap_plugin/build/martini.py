@@ -37,15 +37,22 @@ computed by the same mapping, lie on the input beads:
    -65 degrees (:func:`~backmap_plugin.build.backbone.turn_proline_units`:
    the ring could not close); the
    joint fit's side chains are fitted again on the final backbone, and
-   where one overlaps (:func:`backmap_plugin.build.ideal.crowded_side_chains`)
-   the residue's library rotamers are fitted too and are candidates beside
-   it; :func:`backmap_plugin.build.ideal.place_side_chains` picks among
-   them, cheapest first, so that side chains do not overlap, and relieves
-   the clashes left by small chi turns. (Offering every residue its
+   where one of them overlaps (by more than
+   :data:`~backmap_plugin.build.ideal.ACTIVE_OVERLAP`, in the structure
+   they make, :func:`~backmap_plugin.build.ideal.placement_start`) the
+   residue's :data:`CANDIDATES_FITTED` cheapest library rotamers are fitted
+   too and are candidates beside it;
+   :func:`backmap_plugin.build.ideal.place_side_chains` starts from that
+   structure (its contacts are searched once), picks for the overlapping
+   residues so that side chains do not overlap, and relieves the clashes
+   left by small chi turns. (Offering every residue its
    rotamers, as before session 19, took 0.086 ms per residue of a Martini 3
    model's 0.37 in the fit, against 0.060 with the overlap check, train MD
    profile; on the val clusters it left the crystal medians as they are and
-   the MD / NMR ensembles' heavy atoms 0.002 A closer, side chains 0.005 A.) (The backbone is not passed through
+   the MD / NMR ensembles' heavy atoms 0.002 A closer, side chains 0.005 A.
+   Until session 22 the overlaps were those of the side chains before they
+   were fitted again, and the placement searched the contacts a second
+   time.) (The backbone is not passed through
    :func:`~backmap_plugin.build.backbone.fit_backbone`: that moves N and C,
    hence CB and every side-chain bead, off the fit.)
 
@@ -95,10 +102,11 @@ from backmap_plugin.build.backbone_contacts import backbone_contact_loss, backbo
 from backmap_plugin.build.carry import CarriedSideChains, residue_frame
 from backmap_plugin.build.chi_turns import ChiLevers, ChiTurner
 from backmap_plugin.build.ideal import (
+    ACTIVE_OVERLAP,
     FREQUENCY_WEIGHT,
     constrain_trace,
-    crowded_side_chains,
     place_side_chains,
+    placement_start,
     side_chain_internal,
 )
 from backmap_plugin.build.rama_prior import RamachandranPrior
@@ -851,13 +859,21 @@ def _fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Te
         ca = constrain_trace(ca, torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=ca.device),
                              length=length)
         backbone = turn_proline_units(build_backbone(ca, layout, protein.res_type, dofs), layout)
-        # library rotamers only where the fit's side chains overlap (step 4 of the module docstring)
-        candidates, cost = side_chain_candidates(backbone, protein, target, chis, PLACEMENT_CHI_STEPS,
-                                                 crowded_side_chains(backbone, protein, chis))
-        order = torch.argsort(cost, dim=1, stable=True)
-        cost = torch.gather(cost, 1, order)
-        candidates = torch.gather(candidates, 1, order[..., None].expand_as(candidates))
-        atoms = place_side_chains(backbone, protein, side_chain_internal(protein.res_type, candidates), cost)
+        # the fit's side chains fitted again on this backbone; library rotamers only where they overlap (step 4 of
+        # the module docstring), the placement starting from them
+        none = torch.zeros(backbone.shape[:2], dtype=torch.bool, device=backbone.device)
+        refitted, refitted_cost = (x[:, :1] for x in side_chain_candidates(backbone, protein, target, chis,
+                                                                             PLACEMENT_CHI_STEPS, none))
+        start = placement_start(backbone, protein, side_chain_internal(protein.res_type, refitted[:, 0]))
+        crowded = start[2] > ACTIVE_OVERLAP
+        candidates, cost = refitted, refitted_cost
+        if bool(crowded.any()):
+            library, library_cost = side_chain_candidates(backbone, protein, target, None, PLACEMENT_CHI_STEPS, crowded)
+            order = torch.argsort(library_cost, dim=1, stable=True)
+            candidates = torch.cat([refitted, torch.gather(library, 1, order[..., None].expand_as(library))], 1)
+            cost = torch.cat([refitted_cost, torch.gather(library_cost, 1, order)], 1)
+        atoms = place_side_chains(backbone, protein, side_chain_internal(protein.res_type, candidates), cost,
+                                  start=start)
         pairs, in_frame = disulfides
         bonded = torch.zeros(atoms.shape[:2], dtype=torch.bool, device=atoms.device)
         if len(pairs):
