@@ -277,8 +277,11 @@ def place_side_chains(
     segment = torch.as_tensor(protein.segment, device=dev)
     mask = torch.as_tensor(protein.slot_mask, device=dev)
     side_mask = mask[:, relax.SIDE_SLOTS]
-    atoms, pairs, overlap = placement_start(backbone, protein, ics[:, 0]) if start is None else start
-    atoms = atoms.clone()
+    if start is None:
+        atoms, pairs, overlap = placement_start(backbone, protein, ics[:, 0])
+    else:
+        atoms, pairs, overlap = start
+        atoms = atoms.clone()  # the caller's stay as they are
 
     list_cutoff = _LIST_CUTOFF
     neighbours = relax.residue_neighbours(backbone[..., chem.SLOT_CA, :], _reach(dev, backbone.dtype)[rt], list_cutoff)
