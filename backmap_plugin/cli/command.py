@@ -15,6 +15,7 @@ import traceback
 from backmap_plugin import __version__
 from backmap_plugin.cli import data, export, options, refine, report, run, train, validate
 from backmap_plugin.core.allocator import collect_garbage_less_often, keep_freed_memory
+from backmap_plugin.core.threads import use_threads
 from backmap_plugin.core.torch_import import defer_torch_compiler_imports
 
 __all__ = ["build_parser", "call", "handled_errors", "main"]
@@ -117,6 +118,8 @@ def main(argv=None) -> int:
         The exit status (argparse exits with 2 itself on a bad command line).
     """
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None) is not None:
+        use_threads(args.threads)
     keep_freed_memory()
     collect_garbage_less_often()
     if args.command != "train":  # training's optimiser may need the compiler front end

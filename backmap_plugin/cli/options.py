@@ -23,6 +23,7 @@ __all__ = [
     "add_platform",
     "add_quiet",
     "add_solvent",
+    "add_threads",
     "add_top",
 ]
 
@@ -126,6 +127,33 @@ def add_device(parser: argparse.ArgumentParser, override: bool = False) -> None:
         parser.add_argument("--device", help="override the device (auto, cpu, cuda)")
     else:
         parser.add_argument("--device", default="auto", help="torch device: auto, cpu or cuda (default: auto)")
+
+
+def _thread_count(text: str) -> int:
+    """``--threads``' value: a whole number, at least 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """Add ``--threads``: CPU threads of torch and of OpenMM's CPU platform (default: every core).
+
+    :func:`backmap_plugin.cli.command.main` applies it
+    (:func:`backmap_plugin.core.threads.use_threads`) before the subcommand runs.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    """
+    parser.add_argument("--threads", type=_thread_count, default=None, metavar="N",
+                        help="CPU threads (torch and OpenMM's CPU platform; default: every core). Fewer is faster "
+                             "when other jobs share the cores, e.g. a running simulation")
 
 
 def add_platform(parser: argparse.ArgumentParser) -> None:

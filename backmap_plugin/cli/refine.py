@@ -38,6 +38,7 @@ def add_parser(subparsers) -> None:
     options.add_output(p, "refined structure: .pdb, .cif, .dcd, .xtc or .h5")
     options.add_minimiser(p)
     options.add_platform(p)
+    options.add_threads(p)
     options.add_solvent(p, default="screened")
     options.add_ph(p)
     p.add_argument("--no-soft-core", action="store_true", help="skip the soft-core clash-removal stage")

@@ -36,6 +36,7 @@ def add_parser(subparsers) -> None:
     options.add_top(p)
     options.add_output(p, "output file: .pdb, .cif, .dcd, .xtc or .h5")
     options.add_backmap_options(p, model=True)
+    options.add_threads(p)
     p.add_argument("--chunk", type=int, default=1000, help="frames processed at a time (default: 1000)")
     p.add_argument(
         "--break-distance", type=float, default=None,

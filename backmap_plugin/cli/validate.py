@@ -51,6 +51,7 @@ def add_parser(subparsers) -> None:
                         "missing atoms, cis non-Pro, non-finite energy)")
     options.add_solvent(p, default="gbn2")
     options.add_platform(p)
+    options.add_threads(p)
     p.add_argument("--no-energy", action="store_true", help="skip the energy (fastest)")
     options.add_debug(p)
     p.set_defaults(func=run)
