@@ -49,3 +49,25 @@ def fixture_cache(tmp_path_factory) -> str:
     (root / "src" / FIXTURE_PDB.name).write_bytes(FIXTURE_PDB.read_bytes())
     build_cache([str(root / "src")], str(root / "cache"), workers=1, val_fraction=0.0)
     return str(root / "cache")
+
+
+@pytest.fixture
+def restored_threads():
+    """Put torch's threads, OpenMM's CPU default and their environment variables back after the test."""
+    import os
+
+    import openmm
+    import torch
+
+    cpu = openmm.Platform.getPlatformByName("CPU")
+    variables = ("OMP_NUM_THREADS", "OPENMM_CPU_THREADS")
+    threads, default, environment = torch.get_num_threads(), cpu.getPropertyDefaultValue("Threads"), {
+        k: os.environ.get(k) for k in variables}
+    yield
+    torch.set_num_threads(threads)
+    cpu.setPropertyDefaultValue("Threads", default)
+    for key, value in environment.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

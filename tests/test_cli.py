@@ -163,19 +163,13 @@ def test_run_ca_dcd_with_top_every_frame(tmp_path, capfd, example):
     np.testing.assert_allclose(ca_xyz(back), ca_xyz(traj), atol=2e-3)
 
 
-def test_threads_option(tmp_path, capfd, monkeypatch):
+def test_threads_option(tmp_path, capfd, restored_threads):
     import torch
 
-    before = torch.get_num_threads()
-    for key in ("OMP_NUM_THREADS", "OPENMM_CPU_THREADS"):  # set here, so that they are put back after the test
-        monkeypatch.setenv(key, "2")
     torch.set_num_threads(2)
-    try:
-        status, _, _ = run_cli(capfd, "run", EXAMPLE_PDB, "-o", tmp_path / "aa.pdb", "--threads", "1")
-        assert status == 0 and torch.get_num_threads() == 1
-        assert os.environ["OPENMM_CPU_THREADS"] == "1"  # for refine / validate, whose OpenMM loads later
-    finally:
-        torch.set_num_threads(before)
+    status, _, _ = run_cli(capfd, "run", EXAMPLE_PDB, "-o", tmp_path / "aa.pdb", "--threads", "1")
+    assert status == 0 and torch.get_num_threads() == 1
+    assert os.environ["OPENMM_CPU_THREADS"] == "1"  # for refine / validate, whose OpenMM loads later
     with pytest.raises(SystemExit):
         main(["run", str(EXAMPLE_PDB), "-o", str(tmp_path / "b.pdb"), "--threads", "0"])
     assert "argument --threads: must be at least 1, got 0" in capfd.readouterr().err

@@ -12,23 +12,6 @@ import torch
 
 from backmap_plugin.core.threads import use_threads
 
-_VARIABLES = ("OMP_NUM_THREADS", "OPENMM_CPU_THREADS")
-
-
-@pytest.fixture
-def restored_threads():
-    """Put torch's threads, OpenMM's CPU default and the environment back as they were."""
-    cpu = openmm.Platform.getPlatformByName("CPU")
-    before = torch.get_num_threads(), cpu.getPropertyDefaultValue("Threads"), {k: os.environ.get(k) for k in _VARIABLES}
-    yield
-    torch.set_num_threads(before[0])
-    cpu.setPropertyDefaultValue("Threads", before[1])
-    for key, value in before[2].items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
 
 def test_loaded_libraries_are_told(restored_threads):
     torch.set_num_threads(2)
@@ -44,7 +27,7 @@ def test_libraries_loaded_later_read_it():
     code = ("from backmap_plugin.core.threads import use_threads; use_threads(1); import torch, openmm; "
             "cpu = openmm.Platform.getPlatformByName('CPU'); "
             "print(torch.get_num_threads(), cpu.getPropertyDefaultValue('Threads'))")
-    env = {k: v for k, v in os.environ.items() if k not in _VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENMM_CPU_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["1", "1"]
 
