@@ -49,6 +49,39 @@ MAX_BB_SPACING = 3.62
 #: needs a much larger threshold or every long side chain splits the chain.
 BREAK_DISTANCE_CA = 4.5
 BREAK_DISTANCE_OTHER = 10.0
+#: Slack (Angstrom) of :func:`bonded_bead_limits` for the beads' noise in CG dynamics.
+BONDED_LIMIT_SLACK = 0.3
+
+
+def bonded_bead_limits(mapping: COMMapping, records: list[ResidueRecord], break_distance: float) -> np.ndarray:
+    """(R - 1,) bead distance above which two consecutive residues are not bonded (a chain break).
+
+    ``break_distance``, and where the residue numbers skip (residues
+    missing in between) the farthest two bonded residues' beads can be
+    apart: 3.8 Angstrom between their C-alpha atoms plus each bead's reach
+    from its C-alpha atom (:meth:`~backmap_plugin.core.mappings.COMMapping.bead_reach`),
+    plus :data:`BONDED_LIMIT_SLACK`. Numbering alone does not break a
+    chain: antibody and alignment numberings skip numbers of bonded
+    residues (half of the numbering gaps in the train structures are
+    bonded, C-alpha atoms 3.8 Angstrom apart).
+
+    Parameters
+    ----------
+    mapping : COMMapping
+        Residue centres of mass, C-alpha beads among them or not.
+    records : list of ResidueRecord
+        The residues, in order.
+    break_distance : float
+        The limit where the numbers run on.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    res_seq = np.array([r.res_seq for r in records])
+    reach = mapping.bead_reach(np.array([chem.RESIDUE_INDEX[r.name] for r in records]))
+    farthest = chem.BOND_CA_CA_TRANS + reach[1:] + reach[:-1] + BONDED_LIMIT_SLACK
+    return np.where(np.diff(res_seq) > 1, np.minimum(farthest, break_distance), break_distance)
 
 #: Residues (frames x residues) a builder gets at once (:meth:`Backmapper.build`): this bounds the
 #: memory of a chunk of frames. While a residue of a frame is built it holds about 30 KB in the
@@ -266,6 +299,15 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
     if decision.name == "ca":
         return get_mapping("ca"), decision.evidence
     return COMMapping(decision.ca_residues), decision.evidence
+
+
+def _numbering_gap_notes(records: list[ResidueRecord], beads: np.ndarray, limits, break_distance: float) -> list:
+    """Notes on the chains broken where residues are missing but the beads are closer than ``break_distance``."""
+    chain = np.array([r.chain for r in records])
+    distance = np.linalg.norm(np.diff(beads, axis=0), axis=-1)
+    broken = (chain[1:] == chain[:-1]) & (distance > limits) & (distance <= break_distance)
+    return [f"chain break between {records[i].label()} and {records[i + 1].label()}: residues missing between them, "
+            f"beads {distance[i]:.1f} A apart, bonded ones at most {limits[i]:.1f}" for i in np.nonzero(broken)[0]]
 
 
 def _residue_springs(springs, records: list[ResidueRecord]) -> np.ndarray | None:
@@ -611,7 +653,8 @@ class Backmapper:
             self._reader = BeadReader(records, self.mapping, source, atom_names)
             default_break = BREAK_DISTANCE_CA if self.mapping.bead_is_ca else BREAK_DISTANCE_OTHER
         method = method or default_method(self.mapping, model)
-        if break_distance is None:
+        default_break_used = break_distance is None
+        if default_break_used:
             break_distance = default_break
         self.method, self.samples, self.seed = method, samples, seed
         self.device = select_device(device)
@@ -623,7 +666,11 @@ class Backmapper:
         beads = self._anchors(self._reader.beads(frames[:1]))
         _check_finite_beads(beads, self._labels, source, frame)
         beads = self._whole(beads, first_box, frame)[0]
-        self.protein = protein_topology(records, beads, break_distance)
+        limits = break_distance
+        if default_break_used and self.mapping.name == "com":  # C-alpha and Martini BB beads: the distance tells
+            limits = bonded_bead_limits(self.mapping, records, break_distance)
+        self.protein = protein_topology(records, beads, limits)
+        self.report += _numbering_gap_notes(records, beads, limits, break_distance)
         check_trace(beads, self.protein, source, frame)
         self.topology = self.protein.to_mdtraj()
         self.bead_fit = BeadFit(self.mapping, self.protein)
@@ -858,7 +905,8 @@ def backmap(
         Bead distance (Angstrom) above which a chain is split into segments,
         each with its own termini. Default 4.5 for C-alpha beads and 10.0
         for other mappings (bonded residue centres of mass lie up to about
-        8.7 apart).
+        8.7 apart); for centres of mass, where residue numbers skip, the
+        farthest that bonded residues' beads can be (:func:`bonded_bead_limits`).
     progress : bool
         Show a progress bar on stderr.
     model : str, optional

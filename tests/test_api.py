@@ -269,6 +269,37 @@ def test_com_mapping_beads_match(fixture_pdb, tmp_path):
     assert n_d == 0 and off <= 0.01
 
 
+def _com_bead_pdb(aa: md.Trajectory, residues: list, numbers: list, path: Path) -> Path:
+    """Centre-of-mass bead PDB of ``residues`` of ``aa`` (beads named CA, as CALVADOS writes them), numbered ``numbers``."""
+    top = md.Topology()
+    chain = top.add_chain("A")
+    for residue, number in zip(residues, numbers):
+        top.add_atom("CA", md.element.carbon, top.add_residue(residue.name, chain, resSeq=number))
+    beads = residue_coms(aa)[:, [r.index for r in residues]]
+    md.Trajectory(beads / 10.0, top).save_pdb(str(path))
+    return path
+
+
+def test_com_gap_of_missing_residues_breaks_the_chain(fixture_pdb, tmp_path):
+    """Trp-cage without residues 10-11: ASP9's and PRO12's centres of mass are 9.2 A apart, under the 10 A break
+    distance but farther than a bonded ASP and PRO can be, so the chain breaks there (it was bridged by a peptide
+    bond); the whole chain numbered with a jump stays one segment."""
+    aa = md.load(str(fixture_pdb))[:2]
+    residues = [r for r in aa.topology.residues if r.index not in (9, 10)]
+    cg = _com_bead_pdb(aa, residues, [r.resSeq for r in residues], tmp_path / "gap.pdb")
+    result = backmap(str(cg), str(tmp_path / "gap_aa.pdb"), mapping="com", progress=False)
+    assert (result.n_chains, result.n_segments) == (1, 2)
+    assert any(line.startswith("chain break between chain A residue ASP 9 and chain A residue PRO 12") for line in result.report)
+    back = md.load(str(tmp_path / "gap_aa.pdb"))
+    c9, n12 = (back.topology.select(f"resSeq {n} and name {a}")[0] for n, a in ((9, "C"), (12, "N")))
+    assert np.linalg.norm(back.xyz[:, c9] - back.xyz[:, n12], axis=-1).min() > 0.3  # nm: no bond across the gap
+    residues = list(aa.topology.residues)
+    numbers = [r.resSeq + (5 if r.index >= 10 else 0) for r in residues]  # bonded residues 10 and 16
+    cg = _com_bead_pdb(aa, residues, numbers, tmp_path / "renumbered.pdb")
+    result = backmap(str(cg), str(tmp_path / "renumbered_aa.pdb"), mapping="com", progress=False)
+    assert result.n_segments == 1 and not any("chain break" in line for line in result.report)
+
+
 def test_all_atom_input_with_ca_mapping(fixture_pdb, trp, tmp_path):
     out = tmp_path / "aa.h5"
     result = backmap(str(fixture_pdb), str(out), mapping="ca", progress=False)

@@ -40,7 +40,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--chunk", type=int, default=1000, help="frames processed at a time (default: 1000)")
     p.add_argument(
         "--break-distance", type=float, default=None,
-        help="bead distance in Angstrom that splits a chain into segments (default: 4.5 for ca, 10 for com)",
+        help="bead distance in Angstrom that splits a chain into segments (default: 4.5 for ca, 10 for com, and for "
+             "com where residue numbers skip, the farthest bonded residues' centres of mass can be)",
     )
     options.add_overwrite(p, "replace an existing output (or start an unfinished run over)")
     p.add_argument("--resume", action="store_true",

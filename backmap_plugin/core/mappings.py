@@ -29,6 +29,16 @@ SLOT_MASSES = _slot_masses()
 """(20, N_SLOTS) heavy-atom masses in slot order; OXT (not part of a bead) is 0."""
 
 
+#: The farthest (Angstrom) a residue's heavy-atom centre of mass lies from its C-alpha atom, per residue type: the
+#: largest of about 150,000 residues in 300 train crystal structures (every 6th of the split's crystal entries).
+COM_REACH = {
+    "ALA": 1.07, "ARG": 3.07, "ASN": 1.51, "ASP": 1.52, "CYS": 1.34, "GLN": 2.04, "GLU": 2.05, "GLY": 1.17,
+    "HIS": 2.07, "ILE": 1.20, "LEU": 1.43, "LYS": 2.19, "MET": 2.19, "PHE": 2.28, "PRO": 1.10, "SER": 1.08,
+    "THR": 1.01, "TRP": 3.01, "TYR": 2.81, "VAL": 1.00,
+}
+_COM_REACH = np.array([COM_REACH[name] for name in chem.RESIDUE_NAMES])
+
+
 class Mapping:
     """Base class of CG mappings (one bead per residue).
 
@@ -125,6 +135,16 @@ class COMMapping(Mapping):
         if len(self.ca_residues) != n_residues:
             raise ValueError(f"mapping has {len(self.ca_residues)} residues, the structure {n_residues}")
         return self.ca_residues
+
+    def bead_reach(self, res_type) -> np.ndarray:
+        """(R,) the farthest each residue's bead can lie from its C-alpha atom (Angstrom; 0 for C-alpha beads).
+
+        Parameters
+        ----------
+        res_type : array
+            (R,) residue types.
+        """
+        return np.where(self.is_ca(len(res_type)), 0.0, _COM_REACH[np.asarray(res_type)])
 
     def bead_positions(self, slots, present, res_type):  # noqa: D102
         weights = SLOT_MASSES[np.asarray(res_type)] * np.asarray(present)
