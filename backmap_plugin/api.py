@@ -29,7 +29,7 @@ from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.mappings import COMMapping, Mapping, get_mapping, model_beads
 from backmap_plugin.core.pbc import make_whole
 from backmap_plugin.core.topology import ProteinTopology, ResidueRecord, gather_slots, protein_topology, read_residues
-from backmap_plugin.io.frames import frames_from_openmm, open_frames, springs_from_openmm
+from backmap_plugin.io.frames import FrameChunk, frames_from_openmm, open_frames, springs_from_openmm
 from backmap_plugin.io.paths import check_output_path
 from backmap_plugin.io.progress import ProgressRecord
 from backmap_plugin.io.trajectory import TrajectoryWriter
@@ -776,6 +776,35 @@ class Backmapper:
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
 
 
+def _leading_frames_together(chunks, count: int):
+    """The chunks of a frame source, the first ones joined until they hold ``count`` frames (or all there are).
+
+    The mapping is detected on the first chunk's leading frames, so this
+    makes the detection, and with it the structures, the same for every
+    ``chunk`` size.
+    """
+    leading = []
+    for frames in chunks:
+        if leading is None:
+            yield frames
+            continue
+        leading.append(frames)
+        if sum(len(f.xyz) for f in leading) >= count:
+            yield _joined(leading)
+            leading = None
+    if leading:
+        yield _joined(leading)
+
+
+def _joined(chunks: list) -> FrameChunk:
+    """Consecutive chunks as one."""
+    if len(chunks) == 1:
+        return chunks[0]
+    boxes = [f.box for f in chunks]
+    box = None if any(b is None for b in boxes) else np.concatenate(boxes)
+    return FrameChunk(chunks[0].start, np.concatenate([f.xyz for f in chunks]), box)
+
+
 def _model_file(model: str | None, mapping: Mapping | None = None) -> str | None:
     """The weights file the ``model`` method uses: ``model``, else the shipped one for the mapping's beads."""
     from backmap_plugin.model.weights import shipped_model_path
@@ -962,7 +991,7 @@ def backmap(
     n_frames = 0
     bar = tqdm(total=getattr(source, "n_frames", None), unit="frame", file=sys.stderr, disable=not progress, desc="backmap")
     try:
-        for frames in source:
+        for frames in _leading_frames_together(source, DETECTION_FRAMES):
             if engine is None:
                 engine = Backmapper(
                     source.topology, frames.xyz[:DETECTION_FRAMES], mapping=mapping, method=method, samples=samples,

@@ -133,6 +133,28 @@ def test_real_calvados3_run_domains_and_linkers():
                           [r.res_seq for r in records]).name == "com"
 
 
+def test_leading_chunks_are_joined_for_the_detection():
+    from backmap_plugin.api import _leading_frames_together
+    from backmap_plugin.io.frames import FrameChunk
+
+    xyz = np.arange(15 * 2 * 3, dtype=np.float32).reshape(15, 2, 3)
+    chunks = [FrameChunk(k, xyz[k : k + 4], None) for k in range(0, 15, 4)]  # 4, 4, 4, 3 frames
+    joined = list(_leading_frames_together(chunks, 10))
+    assert [(c.start, len(c.xyz)) for c in joined] == [(0, 12), (12, 3)]
+    np.testing.assert_array_equal(np.concatenate([c.xyz for c in joined]), xyz)
+    assert [len(c.xyz) for c in _leading_frames_together(chunks[:2], 10)] == [8]  # fewer frames than asked: all
+
+
+@pytest.mark.skipif(not TIA1.is_dir(), reason="corpus ../shared/data/calvados3 not present")
+def test_real_calvados3_run_detected_alike_for_every_chunk(tmp_path):
+    """--chunk 2 had detected the domains from 2 frames, not 10 (another domain boundary, structures 0.58 A apart)."""
+    from backmap_plugin.api import backmap
+
+    runs = [backmap(TIA1 / "traj.dcd", tmp_path / f"c{chunk}.xtc", top=TIA1 / "top.pdb", chunk=chunk, progress=False)
+            for chunk in (2, 1000)]
+    assert runs[0].mapping_evidence == runs[1].mapping_evidence
+
+
 def _write_beads(path, protein, beads):
     """A one-bead-per-residue PDB with beads named CA (as CALVADOS writes them)."""
     top = md.Topology()
