@@ -776,33 +776,23 @@ class Backmapper:
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
 
 
-def _leading_frames_together(chunks, count: int):
-    """The chunks of a frame source, the first ones joined until they hold ``count`` frames (or all there are).
+def _leading_frames(source, first: FrameChunk, count: int) -> FrameChunk:
+    """The source's first ``count`` frames (or all there are), read again only when its first chunk holds fewer.
 
-    The mapping is detected on the first chunk's leading frames, so this
-    makes the detection, and with it the structures, the same for every
-    ``chunk`` size.
+    The mapping is detected on them, so that the detection, and with it the
+    structures, are the same for every ``chunk`` size.
     """
-    leading = []
-    for frames in chunks:
-        if leading is None:
-            yield frames
-            continue
-        leading.append(frames)
-        if sum(len(f.xyz) for f in leading) >= count:
-            yield _joined(leading)
-            leading = None
-    if leading:
-        yield _joined(leading)
-
-
-def _joined(chunks: list) -> FrameChunk:
-    """Consecutive chunks as one."""
-    if len(chunks) == 1:
-        return chunks[0]
+    if len(first.xyz) >= count:
+        return FrameChunk(first.start, first.xyz[:count], None if first.box is None else first.box[:count])
+    chunks, n = [], 0
+    for frames in source:
+        chunks.append(frames)
+        n += len(frames.xyz)
+        if n >= count:
+            break
     boxes = [f.box for f in chunks]
-    box = None if any(b is None for b in boxes) else np.concatenate(boxes)
-    return FrameChunk(chunks[0].start, np.concatenate([f.xyz for f in chunks]), box)
+    box = None if any(b is None for b in boxes) else np.concatenate(boxes)[:count]  # (a file has a box or none)
+    return FrameChunk(first.start, np.concatenate([f.xyz for f in chunks])[:count], box)
 
 
 def _model_file(model: str | None, mapping: Mapping | None = None) -> str | None:
@@ -991,13 +981,13 @@ def backmap(
     n_frames = 0
     bar = tqdm(total=getattr(source, "n_frames", None), unit="frame", file=sys.stderr, disable=not progress, desc="backmap")
     try:
-        for frames in _leading_frames_together(source, DETECTION_FRAMES):
+        for frames in source:
             if engine is None:
+                leading = _leading_frames(source, frames, DETECTION_FRAMES)
                 engine = Backmapper(
-                    source.topology, frames.xyz[:DETECTION_FRAMES], mapping=mapping, method=method, samples=samples,
-                    seed=seed, device=device, break_distance=break_distance, source=input, frame=frames.start,
-                    model=model, temperature=temperature,
-                    box=None if frames.box is None else frames.box[:DETECTION_FRAMES],
+                    source.topology, leading.xyz, mapping=mapping, method=method, samples=samples, seed=seed,
+                    device=device, break_distance=break_distance, source=input, frame=leading.start, model=model,
+                    temperature=temperature, box=leading.box,
                 )
                 writer = TrajectoryWriter(output, engine.topology, resume=writer_state)
                 first_new = writer.frames_written // samples  # a writer may keep fewer frames than recorded

@@ -133,16 +133,18 @@ def test_real_calvados3_run_domains_and_linkers():
                           [r.res_seq for r in records]).name == "com"
 
 
-def test_leading_chunks_are_joined_for_the_detection():
-    from backmap_plugin.api import _leading_frames_together
+def test_detection_frames_read_past_a_short_first_chunk():
+    from backmap_plugin.api import _leading_frames
     from backmap_plugin.io.frames import FrameChunk
 
     xyz = np.arange(15 * 2 * 3, dtype=np.float32).reshape(15, 2, 3)
     chunks = [FrameChunk(k, xyz[k : k + 4], None) for k in range(0, 15, 4)]  # 4, 4, 4, 3 frames
-    joined = list(_leading_frames_together(chunks, 10))
-    assert [(c.start, len(c.xyz)) for c in joined] == [(0, 12), (12, 3)]
-    np.testing.assert_array_equal(np.concatenate([c.xyz for c in joined]), xyz)
-    assert [len(c.xyz) for c in _leading_frames_together(chunks[:2], 10)] == [8]  # fewer frames than asked: all
+    leading = _leading_frames(chunks, chunks[0], 10)
+    assert leading.start == 0 and leading.box is None
+    np.testing.assert_array_equal(leading.xyz, xyz[:10])
+    assert len(_leading_frames(chunks[:2], chunks[0], 10).xyz) == 8  # fewer frames than asked: all
+    whole = FrameChunk(0, xyz, np.ones((15, 3, 3), np.float32))
+    assert _leading_frames([], whole, 10).box.shape == (10, 3, 3)  # a long first chunk: its first frames
 
 
 @pytest.mark.skipif(not TIA1.is_dir(), reason="corpus ../shared/data/calvados3 not present")
