@@ -139,7 +139,8 @@ class BeadReader:
                 continue
             missing = [a for a in mapping.required_atoms() if a not in rec.atoms]
             if missing:
-                names = ", ".join(sorted(rec.atoms) + [f"#{a}" for a in rec.other_atoms])
+                other = [atom_names[a].strip() if atom_names is not None else f"#{a}" for a in rec.other_atoms]
+                names = ", ".join(sorted(rec.atoms) + other)
                 raise BackmapInputError(
                     f"{source}: {rec.label()} has no {' or '.join(missing)} atom "
                     f"(atoms: {names}); mapping '{mapping.name}' needs one bead per residue "
@@ -168,7 +169,7 @@ class BeadReader:
         found = ", ".join(f"{n} ({k} of {len(single)})" for n, k in counts.most_common())
         raise BackmapInputError(
             f"{source}: beads are named {found}; the first not named CA is {records[not_ca[0]].label()}; a C-alpha trace "
-            "(mapping 'ca', the default) has beads named CA: pass --mapping com if the beads sit at residue "
+            "(mapping 'ca') has beads named CA: pass --mapping com if the beads sit at residue "
             "centres of mass, or name them CA if they sit at the C-alpha atoms"
         )
 
@@ -561,11 +562,19 @@ class BackmapResult:
         )
 
 
-def _check_options(method: str | None, samples: int) -> None:
+def _check_options(method: str | None, samples: int, model: str | None = None, temperature: float | None = None,
+                   break_distance: float | None = None) -> None:
+    """Refuse option values that cannot be meant, before any work."""
     if method is not None and method not in METHODS:
         raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
     if samples < 1:
         raise ValueError("samples must be at least 1")
+    if model is not None and method == "ideal":
+        raise ValueError("a model file (--model) is for method 'model'; method 'ideal' uses none")
+    if temperature is not None and not temperature >= 0:
+        raise ValueError(f"temperature must be 0 or more, got {temperature}")
+    if break_distance is not None and not break_distance > 0:
+        raise ValueError(f"break distance must be positive, got {break_distance}")
 
 
 class Backmapper:
@@ -627,7 +636,7 @@ class Backmapper:
         box=None,
         springs=None,
     ):
-        _check_options(method, samples)
+        _check_options(method, samples, model, temperature, break_distance)
         atom_names = [a.name for a in topology.atoms]
         frames = np.asarray(frames, dtype=np.float32)
         frames = frames[None] if frames.ndim == 2 else frames
@@ -968,7 +977,7 @@ def backmap(
     place) only when complete.
     """
     t0 = time.perf_counter()
-    _check_options(method, samples)
+    _check_options(method, samples, model, temperature, break_distance)
     input, output = os.fspath(input), os.fspath(output)
     top = None if top is None else os.fspath(top)
     check_output_path(output)

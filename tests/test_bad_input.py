@@ -290,12 +290,24 @@ def test_cli_unwritable_output(tmp_path, capfd, good):
     assert err.strip() == f"backmap: error: {out}: cannot write output: directory {out.parent} does not exist"
 
 
-@pytest.mark.parametrize("option,value", [("--samples", "0"), ("--stride", "0"), ("--chunk", "0")])
-def test_cli_bad_option_values(tmp_path, capfd, good, option, value):
-    status = main(["run", str(good[0]), "-o", str(tmp_path / "out.pdb"), option, value])
+@pytest.mark.parametrize("options", [["--samples", "0"], ["--stride", "0"], ["--chunk", "0"], ["--device", "gpu"],
+                                     ["--break-distance", "-1"], ["--temperature", "-1"],
+                                     ["--method", "ideal", "--model", "model.pt"]])
+def test_cli_bad_option_values(tmp_path, capfd, good, options):
+    status = main(["run", str(good[0]), "-o", str(tmp_path / "out.pdb"), *options])
     err = capfd.readouterr().err
     assert status == 2
-    assert err.startswith("backmap: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("backmap") and "error: " in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "out.pdb").exists()
+
+
+def test_cli_run_summary_into_a_missing_directory(tmp_path, capfd, good):
+    """``--json`` into a directory that does not exist fails before the run (it failed after it, output written)."""
+    summary = tmp_path / "no_such_dir" / "run.json"
+    status = main(["run", str(good[0]), "-o", str(tmp_path / "out.pdb"), "--json", str(summary)])
+    assert status == 2 and not (tmp_path / "out.pdb").exists()
+    assert capfd.readouterr().err.strip() == (f"backmap: error: {summary}: cannot write the run summary: "
+                                              f"directory {summary.parent} does not exist")
 
 
 # --------------------------------------------------------------------------- bead names and positions

@@ -69,7 +69,10 @@ def run(args) -> int:
     from backmap_plugin.api import backmap
     from backmap_plugin.core.bead_fit import describe
     from backmap_plugin.io.atomic import write_json
+    from backmap_plugin.io.paths import check_file_path
 
+    if args.json:
+        check_file_path(args.json, "the run summary")  # before the run, not after it
     result = backmap(
         args.input,
         args.output,

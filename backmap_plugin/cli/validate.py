@@ -60,12 +60,9 @@ def add_parser(subparsers) -> None:
 def _check_report_path(path: str, input: str) -> None:
     """Fail before any work when the JSON report cannot be written at ``path``."""
     from backmap_plugin.core.errors import BackmapInputError
+    from backmap_plugin.io.paths import check_file_path
 
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise BackmapInputError(f"{path}: cannot write report: directory {directory} does not exist")
-    if os.path.isdir(path):
-        raise BackmapInputError(f"{path}: cannot write report: it is a directory")
+    check_file_path(path, "report")
     if os.path.exists(input) and os.path.exists(path) and os.path.samefile(path, input):
         raise BackmapInputError(f"{path}: the report would overwrite the input structure; choose another path")
 

@@ -19,7 +19,8 @@ def select_device(device="auto"):
     Raises
     ------
     ValueError
-        When CUDA is asked for but not available.
+        For a name other than those above, or when CUDA is asked for but
+        not available.
     """
     import torch
 
@@ -27,6 +28,8 @@ def select_device(device="auto"):
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA device")
     return torch.device(device)

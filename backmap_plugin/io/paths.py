@@ -97,6 +97,29 @@ def check_input_file(path: str, choices: tuple, role: str) -> str:
     return ext
 
 
+def check_file_path(path, what: str = "file") -> None:
+    """Check, before any work, that a file (a report, a summary) can be written at ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    what : str
+        What it is, for the message (``cannot write report: ...``).
+
+    Raises
+    ------
+    BackmapInputError
+        Its directory does not exist, or a directory is in its way.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise BackmapInputError(f"{path}: cannot write {what}: directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise BackmapInputError(f"{path}: cannot write {what}: it is a directory")
+
+
 def check_output_path(path, overwrite: bool = True) -> str:
     """Check that ``path`` can be written as a trajectory, before any work is done.
 

@@ -460,16 +460,12 @@ def _default_report_path(output: str) -> str:
 
 def _check_outputs(output: str, report: str) -> None:
     """Fail before any work on outputs that cannot be written."""
-    from backmap_plugin.io.paths import check_output_path
+    from backmap_plugin.io.paths import check_file_path, check_output_path
 
     check_output_path(output)
     if os.path.abspath(report) == os.path.abspath(output):
         raise BackmapInputError(f"{output}: the report would overwrite the output; choose another report path")
-    directory = os.path.dirname(os.path.abspath(report))
-    if not os.path.isdir(directory):
-        raise BackmapInputError(f"{report}: cannot write: directory {directory} does not exist")
-    if os.path.isdir(report):
-        raise BackmapInputError(f"{report}: cannot write: it is a directory")
+    check_file_path(report, "report")
 
 
 def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, tolerance=20.0, platform="auto",

@@ -10,7 +10,6 @@ import html
 import math
 import os
 
-from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.report.ensemble import Ensemble
 from backmap_plugin.report.plots import (
     plot_chi,
@@ -325,11 +324,10 @@ def write_report(run_dir, output_html) -> str:
         matplotlib is not installed (``pip install backmap_plugin[report]``).
     """
     from backmap_plugin.io.atomic import write_text
+    from backmap_plugin.io.paths import check_file_path
 
     output_html = os.fspath(output_html)
-    directory = os.path.dirname(os.path.abspath(output_html))
-    if not os.path.isdir(directory):
-        raise BackmapInputError(f"{output_html}: cannot write: directory {directory} does not exist")
+    check_file_path(output_html, "report")
     require_matplotlib()  # fail on a missing matplotlib before any work
     summary, ensemble = collect(run_dir)
     dump_summary(summary)
