@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from backmap_plugin.cli import call, options
+from backmap_plugin.core.threads import use_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_top(p)
     options.add_backmap_options(p)
     options.add_platform(p)
+    options.add_threads(p)
     options.add_solvent(p, default="screened")
     options.add_minimiser(p)
     p.add_argument("--no-refine", action="store_true", help="skip the refinement")
@@ -89,7 +91,10 @@ def main(argv=None) -> int:
         The exit status: 0; 2 after an error reported in one line
         (``pipeline.py: error: ...``); 130 after Ctrl-C.
     """
-    return call(run, build_parser().parse_args(argv), prog="pipeline.py")
+    args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        use_threads(args.threads)
+    return call(run, args, prog="pipeline.py")
 
 
 if __name__ == "__main__":
