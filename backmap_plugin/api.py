@@ -1004,7 +1004,10 @@ def backmap(
             skip = min(max(first_new - frames.start, 0), len(frames.xyz))
             if skip < len(frames.xyz):
                 box = None if frames.box is None else frames.box[skip:]
-                writer.write(engine.build(frames.xyz[skip:], frames.start + skip, box))
+                times = None if frames.time is None else frames.time[skip:]
+                writer.write(engine.build(frames.xyz[skip:], frames.start + skip, box),
+                             box=None if box is None else np.repeat(box, samples, axis=0),
+                             time=None if times is None else np.repeat(times, samples))
                 record.save(n_frames, writer.frames_written, writer.state())
             bar.update(len(frames.xyz))
     except BaseException as exc:

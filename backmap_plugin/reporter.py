@@ -116,6 +116,8 @@ class BackmapReporter:
         self._openmmTopology = None
         self._writer = None
         self._buffer: list[np.ndarray] = []
+        self._times: list[float] = []  # ps, of the buffered frames
+        self._boxes: list[np.ndarray] = []  # Angstrom box vectors of the buffered frames (periodic systems)
         self._framesReported = 0
         self._framesWritten = 0
         # flush at interpreter exit (finalize runs its callbacks then) without
@@ -170,6 +172,9 @@ class BackmapReporter:
         if self._engine is None:
             self._start(simulation.topology, xyz, getattr(simulation, "system", None))
         self._buffer.append(xyz)
+        self._times.append(state.getTime().value_in_unit(unit.picosecond))
+        if simulation.topology.getPeriodicBoxVectors() is not None:  # a periodic system, as OpenMM's reporters tell
+            self._boxes.append(np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom)))
         self._framesReported += 1
         if len(self._buffer) >= self._batchFrames:
             self.flush()
@@ -216,13 +221,15 @@ class BackmapReporter:
         """
         if not self._buffer or self._writer is None:
             return
-        frames = np.stack(self._buffer)
-        self._buffer = []
+        frames, times, boxes = np.stack(self._buffer), np.array(self._times), self._boxes
+        self._buffer, self._times, self._boxes = [], [], []
         try:
             built = self._engine.build(frames, self._framesWritten)
         except BackmapInputError as exc:
             raise BackmapInputError(f"{exc}; {self._close_after_bad_frame()}") from exc
-        self._writer.write(self._finish(built)[1])
+        samples = self._engine.samples
+        self._writer.write(self._finish(built)[1], time=np.repeat(times, samples),
+                           box=np.repeat(np.stack(boxes), samples, axis=0) if boxes else None)
         self._framesWritten += len(frames)
 
     def _close_after_bad_frame(self) -> str:

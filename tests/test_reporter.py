@@ -79,6 +79,9 @@ def test_ions_and_periodic_box_are_handled(tmp_path):
     reporter.close()  # twice is fine
     traj = md.load(str(out), top=reporter.topology)
     assert traj.n_frames == 4 and traj.n_residues == 20  # the ion is not a residue of the output
+    # the simulation's times (5 steps of 5 fs a report) and box go with the frames
+    np.testing.assert_allclose(traj.time, [0.025, 0.05, 0.075, 0.1], atol=1e-6)
+    np.testing.assert_allclose(traj.unitcell_vectors, np.broadcast_to(np.eye(3) * 2.5, (4, 3, 3)), atol=1e-6)
 
 
 def test_unmappable_topology_fails_at_the_first_report(tmp_path):

@@ -107,8 +107,8 @@ class CifBackend(TextBackend):
     def check(self, xyz, topology, first_frame) -> None:
         """mmCIF has no column limits."""
 
-    def write(self, xyz: np.ndarray, first_frame: int) -> None:
-        """Append frames ``first_frame, ...`` (Angstrom), one model each, and flush."""
+    def write(self, xyz: np.ndarray, first_frame: int, box=None, time=None) -> None:
+        """Append frames ``first_frame, ...`` (Angstrom), one model each, and flush (boxes and times not kept)."""
         for k, frame in enumerate(xyz):
             model = first_frame + k + 1
             self._file.write("".join(

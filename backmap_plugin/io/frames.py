@@ -52,11 +52,15 @@ class FrameChunk(NamedTuple):
     box : numpy.ndarray or None
         Periodic box vectors (rows) in Angstrom, shape ``(n, 3, 3)``
         (triclinic cells kept), or None when the file has no unit cell.
+    time : numpy.ndarray or None
+        ``(n,)`` times in ps as the file gives them (mdtraj's: frame
+        indices for files without times), or None.
     """
 
     start: int
     xyz: np.ndarray
     box: Optional[np.ndarray]
+    time: Optional[np.ndarray] = None
 
 
 class FrameSource:
@@ -105,14 +109,15 @@ class FrameSource:
             top_ext = check_input_file(self.top_path, TOPOLOGY_FORMATS, "topology")
             top_topology = load_topology(self.top_path, top_ext)
 
-        self._whole = None  # (xyz in Angstrom, box in Angstrom or None), strided
+        self._whole = None  # (xyz in Angstrom, box in Angstrom or None, time in ps), strided
         if self._ext in LOADED_WHOLE:
             traj = load_whole(self.path, self._ext)
             topology, n_atoms = traj.topology, traj.n_atoms
             if traj.n_frames == 0:
                 raise BackmapInputError(f"{self.path}: contains no frames")
             box = box_vectors(traj)  # (slicing the trajectory would copy its topology: slow for big systems)
-            self._whole = (_angstrom(traj.xyz[:: self.stride]), None if box is None else box[:: self.stride])
+            self._whole = (_angstrom(traj.xyz[:: self.stride]), None if box is None else box[:: self.stride],
+                           np.asarray(traj.time[:: self.stride], dtype=np.float32))
         elif self._ext in NEEDS_TOPOLOGY:
             topology, n_atoms = None, count_trajectory_atoms(self.path, self._ext)
         else:  # .h5: topology inside, frames streamed
@@ -190,10 +195,11 @@ class FrameSource:
 
     def __iter__(self) -> Iterator[FrameChunk]:
         if self._whole is not None:
-            xyz, box = self._whole
+            xyz, box, time = self._whole
             for start in range(0, len(xyz), self.chunk):
                 stop = start + self.chunk
-                yield FrameChunk(start, xyz[start:stop].copy(), None if box is None else box[start:stop].copy())
+                yield FrameChunk(start, xyz[start:stop].copy(), None if box is None else box[start:stop].copy(),
+                                 time[start:stop].copy())
             return
         yield from self._iter_streamed()
 
@@ -205,10 +211,12 @@ class FrameSource:
         start = 0
         for traj in self._iterload(per_read):
             box = box_vectors(traj)  # not per piece: slicing the trajectory would copy its topology
+            time = np.asarray(traj.time, dtype=np.float32)
             for first in range(0, traj.n_frames, frames):
                 xyz = _angstrom(traj.xyz[first:first + frames])
                 check_finite(xyz, self.topology, self.path, start, self.stride)
-                yield FrameChunk(start, xyz, None if box is None else box[first:first + frames])
+                yield FrameChunk(start, xyz, None if box is None else box[first:first + frames],
+                                 time[first:first + frames])
                 start += len(xyz)
         if start == 0:
             raise BackmapInputError(f"{self.path}: contains no frames")

@@ -15,10 +15,12 @@ from backmap_plugin.io.c_stdout import c_stdout_to_stderr
 class MdtrajBackend:
     """DCD (Angstrom), XTC and H5 (nm) through mdtraj's file objects.
 
-    XTC frames carry their frame index as step and time, so a file does not
-    depend on how its frames were cut into writes. Resuming rewrites the
-    kept frames of the old partial file into a fresh one (mdtraj cannot
-    append to these formats); the values read back are written identically.
+    XTC frames carry their frame index as step, and as time where no times
+    are given, so a file does not depend on how its frames were cut into
+    writes. Periodic boxes go into all three formats, times into XTC and H5
+    (DCD has none per frame). Resuming rewrites the kept frames of the old
+    partial file into a fresh one (mdtraj cannot append to these formats);
+    the values read back (coordinates, boxes, times) are written identically.
 
     Parameters
     ----------
@@ -53,23 +55,30 @@ class MdtrajBackend:
             self._file.topology = topology
         self.kept = 0
         if kept is not None:
-            self.write(kept, 0)
-            self.kept = len(kept)
+            self._write_native(kept, 0)
+            self.kept = len(kept["xyz"])
 
-    def _read_kept(self, partial: str, n_frames: int, path: str) -> np.ndarray:
-        """The first ``n_frames`` frames (Angstrom) of the old partial file."""
+    def _read_kept(self, partial: str, n_frames: int, path: str) -> dict:
+        """The first ``n_frames`` frames of the old partial file, in the file's units (see :meth:`_write_native`)."""
         try:
             with c_stdout_to_stderr(), self._cls(partial, "r") as handle:
                 found = handle.read(n_frames=n_frames)
         except Exception as exc:
             raise BackmapInputError(f"{path}: cannot resume: partial file {partial} is unreadable: {exc}") from exc
-        xyz = found.coordinates if self._ext == ".h5" else found[0]
+        if self._ext == ".h5":
+            kept = {"xyz": found.coordinates, "time": found.time, "lengths": found.cell_lengths,
+                    "angles": found.cell_angles}
+        elif self._ext == ".xtc":
+            kept = {"xyz": found[0], "time": found[1], "box": found[3]}
+        else:
+            kept = {"xyz": found[0], "lengths": found[1], "angles": found[2]}
+        xyz = kept["xyz"]
         if xyz is None or len(xyz) < n_frames:
             raise BackmapInputError(
                 f"{path}: cannot resume: partial file {partial} holds {0 if xyz is None else len(xyz)} complete "
                 f"frame(s), the progress record says {n_frames}; start over with --overwrite"
             )
-        return xyz if self._ext == ".dcd" else xyz * np.float32(10.0)
+        return kept
 
     def state(self) -> dict:
         """Nothing beyond the frame count is needed to resume these formats."""
@@ -78,16 +87,33 @@ class MdtrajBackend:
     def check(self, xyz, topology, first_frame) -> None:
         """Binary formats have no column limits."""
 
-    def write(self, xyz: np.ndarray, first_frame: int) -> None:
-        """Append frames ``first_frame, ...`` (Angstrom) and flush."""
-        if self._ext == ".dcd":
-            self._file.write(xyz)  # DCD stores Angstrom; mdtraj writes it unbuffered
+    def write(self, xyz: np.ndarray, first_frame: int, box: Optional[np.ndarray] = None,
+              time: Optional[np.ndarray] = None) -> None:
+        """Append frames ``first_frame, ...`` (Angstrom), their boxes (Angstrom vectors) and times (ps), and flush."""
+        frames = {"xyz": xyz if self._ext == ".dcd" else xyz / np.float32(10.0), "time": time}  # DCD stores Angstrom
+        if box is not None:
+            if self._ext == ".xtc":
+                frames["box"] = box / np.float32(10.0)
+            else:
+                cell = md.utils.box_vectors_to_lengths_and_angles(box[:, 0], box[:, 1], box[:, 2])
+                lengths = np.stack(cell[:3], -1).astype(np.float32)
+                frames["lengths"] = lengths if self._ext == ".dcd" else lengths / np.float32(10.0)
+                frames["angles"] = np.stack(cell[3:], -1).astype(np.float32)
+        self._write_native(frames, first_frame)
+
+    def _write_native(self, frames: dict, first_frame: int) -> None:
+        """Append ``frames`` (``xyz``, and ``time``, ``box`` or ``lengths`` / ``angles`` where present, in the
+        file's units: nm, or Angstrom for DCD) and flush."""
+        if self._ext == ".dcd":  # mdtraj writes DCD unbuffered
+            self._file.write(frames["xyz"], cell_lengths=frames.get("lengths"), cell_angles=frames.get("angles"))
         elif self._ext == ".xtc":
-            step = np.arange(first_frame, first_frame + len(xyz), dtype=np.int32)
-            self._file.write(xyz / np.float32(10.0), time=step.astype(np.float32), step=step)
+            step = np.arange(first_frame, first_frame + len(frames["xyz"]), dtype=np.int32)
+            time = step.astype(np.float32) if frames.get("time") is None else frames["time"]
+            self._file.write(frames["xyz"], time=time, step=step, box=frames.get("box"))
             self._file.flush()
         else:
-            self._file.write(coordinates=xyz / np.float32(10.0))
+            self._file.write(coordinates=frames["xyz"], time=frames.get("time"), cell_lengths=frames.get("lengths"),
+                             cell_angles=frames.get("angles"))
             self._file.flush()
 
     def finish(self, n_frames: int) -> None:

@@ -125,8 +125,8 @@ class PdbBackend(TextBackend):
                 lines.append(self._ter_after[i])
         return "".join(lines)
 
-    def write(self, xyz: np.ndarray, first_frame: int) -> None:
-        """Append frames ``first_frame, ...`` (Angstrom), each a MODEL, and flush."""
+    def write(self, xyz: np.ndarray, first_frame: int, box=None, time=None) -> None:
+        """Append frames ``first_frame, ...`` (Angstrom), each a MODEL, and flush (boxes and times not kept)."""
         for k, frame in enumerate(xyz):
             index = first_frame + k
             if index == 0:

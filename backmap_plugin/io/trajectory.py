@@ -121,7 +121,7 @@ class TrajectoryWriter:
         if os.path.exists(self.partial_path):
             os.remove(self.partial_path)
 
-    def write(self, xyz) -> None:
+    def write(self, xyz, box=None, time=None) -> None:
         """Append frames.
 
         Parameters
@@ -129,6 +129,12 @@ class TrajectoryWriter:
         xyz : array_like
             ``float32``-convertible coordinates in Angstrom, shape
             ``(n, n_atoms, 3)`` (or ``(n_atoms, 3)`` for one frame).
+        box : array_like, optional
+            ``(n, 3, 3)`` periodic box vectors (rows, Angstrom), written to
+            DCD, XTC and H5 files.
+        time : array_like, optional
+            ``(n,)`` times in ps, written to XTC and H5 files (XTC: the
+            frame index where not given).
 
         Raises
         ------
@@ -150,8 +156,10 @@ class TrajectoryWriter:
             )
         check_finite(xyz, self.topology, self.path, self.frames_written)
         self._backend.check(xyz, self.topology, self.frames_written)
+        box = None if box is None else np.asarray(box, dtype=np.float32).reshape(len(xyz), 3, 3)
+        time = None if time is None else np.asarray(time, dtype=np.float32).reshape(len(xyz))
         try:
-            self._backend.write(np.ascontiguousarray(xyz), self.frames_written)
+            self._backend.write(np.ascontiguousarray(xyz), self.frames_written, box=box, time=time)
         except OSError as exc:
             raise BackmapOutputError(
                 exc.errno,
