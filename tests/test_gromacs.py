@@ -198,6 +198,11 @@ def test_cli_errors_are_one_line(fixture_pdb, tmp_path, capsys):
     assert "output directory exists" in err and "--overwrite" in err and err.count("\n") == 1
     assert backmap_main(["export", str(fixture_pdb), "--forcefield", "nope.xml", "-o", str(tmp_path / "p")]) == 2
     assert "cannot load force field nope.xml" in capsys.readouterr().err
+    # CHARMM36's NBFIX and Urey-Bradley terms are forces ParmEd drops on the way to GROMACS: refused, nothing written
+    assert backmap_main(["export", str(fixture_pdb), "--forcefield", "charmm36.xml", "-o", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write this force field's system to GROMACS without dropping terms" in err and "CustomNonbondedForce" in err
+    assert not (tmp_path / "c").exists()
 
 
 def test_cli_exports(fixture_pdb, tmp_path, capsys):

@@ -215,6 +215,13 @@ def test_refine_rejects_bad_output_before_any_work(backmapped, tmp_path, capsys)
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_refine_says_what_it_added(tmp_path, capsys):
+    """A C-alpha trace given to refine is completed by PDBFixer: the command says so (it was silent)."""
+    status = backmap_main(["refine", str(EXAMPLE_CA), "-o", str(tmp_path / "out.pdb"), "--quiet", "--steps", "50"])
+    assert status == 0
+    assert "note: 134 missing heavy atom(s) added (PDBFixer" in capsys.readouterr().err
+
+
 def test_disulfide_bonds_need_sg_closer_than_2_5_angstrom():
     from openmm import Vec3, unit
     from openmm.app import Topology, element

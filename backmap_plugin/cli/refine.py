@@ -96,5 +96,9 @@ def run(args) -> int:
                 reasons.append(f"chirality inverted at {', '.join(frame['chirality_inverted'])}")
             print(f"warning: frame {frame['frame']} did not converge ({', '.join(reasons)}); written anyway",
                   file=sys.stderr)
+    added = max(frame["added_heavy_atoms"] for frame in result.frames)
+    if added:  # as `backmap export` says; a C-alpha trace given here is completed by PDBFixer, not by a model
+        print(f"note: {added} missing heavy atom(s) added (PDBFixer; `backmap run` builds a CG input's atoms)",
+              file=sys.stderr)
     print(result.summary())
     return 0

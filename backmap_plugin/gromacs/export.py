@@ -207,17 +207,35 @@ def _move_into_place(staging: str, out_dir: str) -> list:
 
 
 def _write_gromacs(staging, topology, system, positions, box) -> None:
+    import warnings
+
     import parmed
 
     xyz = positions_to_array(positions) * 10.0
+    with warnings.catch_warnings(record=True) as caught:  # what ParmEd cannot convert, it drops with a warning
+        warnings.simplefilter("always", parmed.exceptions.OpenMMWarning)
+        try:
+            structure = parmed.openmm.load_topology(topology, system, xyz=xyz)
+        except Exception as exc:  # ParmEd raises many types
+            raise _parmed_failed(exc) from exc
+    dropped = sorted({str(w.message) for w in caught if issubclass(w.category, parmed.exceptions.OpenMMWarning)
+                      and ("Unsupported" in str(w.message) or "Not supported" in str(w.message))})
+    if dropped:
+        raise BackmapInputError(
+            f"ParmEd cannot write this force field's system to GROMACS without dropping terms ({'; '.join(dropped)}): "
+            "export --to openmm keeps them, or choose a force field ParmEd converts whole (e.g. the default amber14)"
+        )
     try:
-        structure = parmed.openmm.load_topology(topology, system, xyz=xyz)
         # ParmEd drops the box of a non-periodic (vacuum) system: set it here
         structure.box = np.array([*(10.0 * np.asarray(box)).tolist(), 90.0, 90.0, 90.0])
         structure.save(os.path.join(staging, "topol.top"), format="gromacs")
         structure.save(os.path.join(staging, "conf.gro"), format="gro")
-    except Exception as exc:  # ParmEd raises many types
-        raise BackmapInputError(f"ParmEd could not convert the system to GROMACS: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise _parmed_failed(exc) from exc
+
+
+def _parmed_failed(exc: Exception) -> BackmapInputError:
+    return BackmapInputError(f"ParmEd could not convert the system to GROMACS: {type(exc).__name__}: {exc}")
 
 
 def _write_openmm(staging, topology, system, positions) -> None:
