@@ -662,6 +662,9 @@ class Backmapper:
             self._reader = BeadReader(records, self.mapping, source, atom_names)
             default_break = BREAK_DISTANCE_CA if self.mapping.bead_is_ca else BREAK_DISTANCE_OTHER
         method = method or default_method(self.mapping, model)
+        if samples > 1 and (method == "ideal" or temperature == 0):
+            why = "the ideal builder is deterministic" if method == "ideal" else "temperature 0 gives one structure"
+            self.report.append(f"the {samples} samples of a frame are the same structure: {why}")
         default_break_used = break_distance is None
         if default_break_used:
             break_distance = default_break

@@ -184,9 +184,10 @@ def test_quiet_has_no_progress_bar(tmp_path, capfd):
 def test_samples_are_frame_major(tmp_path, capfd, short_dcd, example):
     one, three = tmp_path / "one.dcd", tmp_path / "three.dcd"
     assert run_cli(capfd, "run", short_dcd, "--top", EXAMPLE_PDB, "-o", one, "--method", "ideal")[0] == 0
-    status, stdout, _ = run_cli(capfd, "run", short_dcd, "--top", EXAMPLE_PDB, "-o", three, "--samples", "3",
-                                "--method", "ideal")
+    status, stdout, stderr = run_cli(capfd, "run", short_dcd, "--top", EXAMPLE_PDB, "-o", three, "--samples", "3",
+                                     "--method", "ideal")
     assert status == 0 and "backmapped 4 frame(s) x 3 sample(s)" in stdout
+    assert "note: the 3 samples of a frame are the same structure: the ideal builder is deterministic" in stderr
     traj, protein = example
     top = protein.to_mdtraj()
     single = md.load(str(one), top=top).xyz
