@@ -229,6 +229,15 @@ def test_martini2_bead_counts(tmp_path):
     _fails(_write(tmp_path, lines), "Martini 2 beads (TYR has 3 side-chain beads, Martini 3 has 4)")
 
 
+def test_backbone_beads_alone(tmp_path):
+    """The real martinize2 file's BB beads without its side-chain beads: refused as a backbone trace, saying how to
+    build from it (it was taken for Martini 2)."""
+    lines = [line for line in _pdb_lines(DATA / "cg.pdb") if _atom(line)[0] == "BB"]
+    assert len(lines) == N_RESIDUES
+    _fails(_write(tmp_path, lines), "Martini BB beads only (none of the 71 residues has side-chain beads)",
+           "name the beads CA and pass --mapping ca")
+
+
 def test_go_virtual_sites_without_the_protein(tmp_path):
     lines = [line for line in _pdb_lines(DATA / "cg_go.pdb") if _atom(line)[0] == "CA"]
     assert len(lines) == N_RESIDUES

@@ -128,7 +128,14 @@ def _where(source: str, chain_id, residue) -> str:
 
 
 def _check_martini2(protein: list, source: str) -> None:
-    """Raise when the side-chain bead counts (and names) look like Martini 2 rather than Martini 3."""
+    """Raise when the side-chain bead counts (and names) look like Martini 2 rather than Martini 3, or when there
+    are no side-chain beads at all (a backbone trace)."""
+    if len(protein) > 1 and all(b == "BB" for *_, beads, _ in protein for b in beads):
+        raise BackmapInputError(
+            f"{source}: Martini BB beads only (none of the {len(protein)} residues has side-chain beads): the "
+            "Martini 3 builders need the side-chain beads martinize2 writes; to build from the backbone alone, "
+            "name the beads CA and pass --mapping ca (BB beads lie near the C-alpha atoms, not on them)"
+        )
     martini2, martini3 = [], []
     for residue, std, beads, where in protein:
         n_side = sum(1 for b in beads if b != "BB")
