@@ -443,6 +443,11 @@ class _State:
     def getPositions(self, asNumpy=False):
         return self._positions
 
+    def getTime(self):
+        from openmm import unit
+
+        return 0.0 * unit.picosecond
+
 
 class _Simulation:
     def __init__(self, topology):

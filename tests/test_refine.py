@@ -215,6 +215,17 @@ def test_refine_rejects_bad_output_before_any_work(backmapped, tmp_path, capsys)
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_refine_keeps_an_existing_output_unless_told(backmapped, tmp_path, capsys):
+    """As ``backmap run``: an existing output is replaced only with --overwrite (refine replaced it silently)."""
+    output = tmp_path / "out.pdb"
+    output.write_text("earlier work\n")
+    argv = ["refine", str(backmapped), "-o", str(output), "--steps", "1", "--solvent", "vacuum", "--quiet"]
+    assert backmap_main(argv) == 2
+    assert "output file exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    assert output.read_text() == "earlier work\n"
+    assert backmap_main(argv + ["--overwrite"]) == 0 and output.read_text().startswith(("ATOM", "REMARK", "CRYST1"))
+
+
 def test_refine_says_what_it_added(tmp_path, capsys):
     """A C-alpha trace given to refine is completed by PDBFixer: the command says so (it was silent)."""
     status = backmap_main(["refine", str(EXAMPLE_CA), "-o", str(tmp_path / "out.pdb"), "--quiet", "--steps", "50"])

@@ -46,6 +46,7 @@ def add_parser(subparsers) -> None:
                    help="run PDBFixer and add hydrogens on every model (default: on the first model only; later "
                         "models get its hydrogens placed by their own heavy atoms)")
     p.add_argument("--report", default=None, help="JSON report path (default: OUTPUT with extension .json)")
+    options.add_overwrite(p, "replace an existing output")
     options.add_quiet(p)
     options.add_debug(p)
     p.set_defaults(func=run)
@@ -79,6 +80,7 @@ def run(args) -> int:
         report=args.report,
         progress=not args.quiet,
         template=not args.complete_every_frame,
+        overwrite=args.overwrite,
     )
     for frame in result.frames:
         if not frame["converged"]:

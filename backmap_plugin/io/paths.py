@@ -151,7 +151,7 @@ def check_output_path(path, overwrite: bool = True) -> str:
     if os.path.isdir(path):
         raise BackmapInputError(f"{path}: cannot write output: it is a directory")
     if os.path.exists(path) and not overwrite:
-        raise BackmapInputError(f"{path}: output file exists and overwrite=False")
+        raise BackmapInputError(f"{path}: output file exists; pass overwrite=True (--overwrite) to replace it")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise BackmapInputError(f"{path}: cannot write output: no permission to write in {directory}")
     return ext

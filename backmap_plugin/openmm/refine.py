@@ -458,11 +458,11 @@ def _default_report_path(output: str) -> str:
     return root + ".json"
 
 
-def _check_outputs(output: str, report: str) -> None:
+def _check_outputs(output: str, report: str, overwrite: bool) -> None:
     """Fail before any work on outputs that cannot be written."""
     from backmap_plugin.io.paths import check_file_path, check_output_path
 
-    check_output_path(output)
+    check_output_path(output, overwrite)
     if os.path.abspath(report) == os.path.abspath(output):
         raise BackmapInputError(f"{output}: the report would overwrite the output; choose another report path")
     check_file_path(report, "report")
@@ -470,7 +470,7 @@ def _check_outputs(output: str, report: str) -> None:
 
 def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, tolerance=20.0, platform="auto",
                      solvent="screened", pH=7.0, softCore=True, report=None, progress=True,
-                     template=True) -> RefinementResult:
+                     template=True, overwrite=True) -> RefinementResult:
     """Refine every model of a backmapped structure file with OpenMM.
 
     Each model is completed (missing heavy atoms, disulfides, hydrogens),
@@ -512,6 +512,9 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
         Complete the first model only (PDBFixer, hydrogens) and place the
         added atoms of the later models from the refined first one
         (default True); False completes every model anew.
+    overwrite : bool, optional
+        Replace an existing output (default True, like mdtraj's ``save``;
+        the ``backmap refine`` command refuses unless given ``--overwrite``).
 
     Returns
     -------
@@ -551,7 +554,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     t0 = time.perf_counter()
     input, output = os.fspath(input), os.fspath(output)
     report = _default_report_path(output) if report is None else os.fspath(report)
-    _check_outputs(output, report)
+    _check_outputs(output, report, overwrite)
     topology, frames = read_structure(input)
     refiner = Refiner(restraintK=restraintK, solvent=solvent, tolerance=tolerance, maxIterations=maxIterations,
                       platform=platform, pH=pH, softCore=softCore, template=template)
