@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 backmap run traj_ca.xtc --top conf_ca.gro -o traj_aa.xtc --quiet --overwrite
 # backmap one structure, then add hydrogens and minimise it with OpenMM (amber14)
 backmap run conf_ca.gro -o conf_aa.pdb --quiet --overwrite
-backmap refine conf_aa.pdb -o conf_refined.pdb --quiet
+backmap refine conf_aa.pdb -o conf_refined.pdb --quiet --overwrite
 # amber14 topology + coordinates for GROMACS (gmx_out/topol.top, gmx_out/conf.gro)
 backmap export conf_refined.pdb --to gromacs -o gmx_out --overwrite
 
