@@ -83,6 +83,7 @@ def bonded_bead_limits(mapping: COMMapping, records: list[ResidueRecord], break_
     farthest = chem.BOND_CA_CA_TRANS + reach[1:] + reach[:-1] + BONDED_LIMIT_SLACK
     return np.where(np.diff(res_seq) > 1, np.minimum(farthest, break_distance), break_distance)
 
+
 #: Residues (frames x residues) a builder gets at once (:meth:`Backmapper.build`): this bounds the
 #: memory of a chunk of frames. While a residue of a frame is built it holds about 30 KB in the
 #: Martini 3 fit, about 10 KB in the model, about 5 KB in the ideal builder; beyond a few thousand

@@ -232,7 +232,7 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
 
 
 def find_segments(
-    chain: np.ndarray, ca_xyz: np.ndarray, break_distance: float = 4.5
+    chain: np.ndarray, ca_xyz: np.ndarray, break_distance: float | np.ndarray = 4.5
 ) -> np.ndarray:
     """Split chains into segments at chain breaks.
 
@@ -242,8 +242,9 @@ def find_segments(
         (R,) chain index per residue (residues of a chain consecutive).
     ca_xyz : numpy.ndarray
         (R, 3) C-alpha (or bead) positions of one frame, Angstrom.
-    break_distance : float
-        A CA-CA distance above this (Angstrom) starts a new segment.
+    break_distance : float or numpy.ndarray
+        A CA-CA distance above this (Angstrom) starts a new segment; an
+        (R - 1,) array gives each consecutive pair its own.
 
     Returns
     -------
@@ -399,7 +400,7 @@ class ProteinTopology:
 
 
 def protein_topology(
-    records: list[ResidueRecord], ca_xyz: np.ndarray, break_distance: float = 4.5
+    records: list[ResidueRecord], ca_xyz: np.ndarray, break_distance: float | np.ndarray = 4.5
 ) -> ProteinTopology:
     """Make a :class:`ProteinTopology` from normalised residues.
 
@@ -409,8 +410,9 @@ def protein_topology(
     ca_xyz : numpy.ndarray
         (R, 3) bead / C-alpha positions of one frame (Angstrom), used to
         find chain breaks.
-    break_distance : float
-        Chain-break threshold (Angstrom).
+    break_distance : float or numpy.ndarray
+        Chain-break threshold (Angstrom), or one per consecutive pair
+        (:func:`find_segments`).
     """
     chain = np.array([r.chain for r in records])
     segment = find_segments(chain, ca_xyz, break_distance)
