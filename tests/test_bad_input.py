@@ -8,6 +8,7 @@ output name. The CLI turns these errors into one line and exit status 2.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import mdtraj as md
 import numpy as np
@@ -494,3 +495,13 @@ def test_all_atom_file_with_a_one_atom_residue_is_still_read(tmp_path):
     traj.atom_slice(keep).save_pdb(str(path))
     result = backmap(str(path), str(tmp_path / "out.pdb"), progress=False)
     assert result.n_residues == 20
+
+
+def test_truncated_trajectory_says_where_and_why(tmp_path):
+    """The real Martini 3 run's .xtc cut mid-frame: the message says which block of frames failed and what that
+    suggests (it said "near frame 0")."""
+    data = Path(__file__).resolve().parent / "data" / "martini3"
+    cut = tmp_path / "cut.xtc"
+    cut.write_bytes((data / "md.xtc").read_bytes()[:20000])
+    fails(tmp_path, cut, top=data / "md.gro", names=["cut.xtc: cannot be read as .xtc: the block of frames from 0 on",
+                                                      "a truncated or damaged file?"])

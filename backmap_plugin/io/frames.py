@@ -234,8 +234,8 @@ class FrameSource:
                 return
             except Exception as exc:
                 raise BackmapInputError(
-                    f"{self.path}: cannot be read as {self._ext} (near frame {done}): "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{self.path}: cannot be read as {self._ext}: the block of frames from {done} on failed "
+                    f"(a truncated or damaged file?): {type(exc).__name__}: {exc}"
                 ) from exc
             if traj.n_frames == 0:
                 return
