@@ -505,3 +505,17 @@ def test_truncated_trajectory_says_where_and_why(tmp_path):
     cut.write_bytes((data / "md.xtc").read_bytes()[:20000])
     fails(tmp_path, cut, top=data / "md.gro", names=["cut.xtc: cannot be read as .xtc: the block of frames from 0 on",
                                                       "a truncated or damaged file?"])
+
+
+def test_truncated_dcd_is_noted(tmp_path):
+    """The shipped 38-frame DCD cut to 5,000 bytes: its 17 whole frames are backmapped, with a note (the only sign
+    was the DCD plugin's own warning); the whole file gets none."""
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    cut = tmp_path / "cut.dcd"
+    cut.write_bytes((examples / "trpcage_ca.dcd").read_bytes()[:5000])
+    top = str(examples / "trpcage_ca.pdb")
+    result = backmap(str(cut), str(tmp_path / "cut_aa.pdb"), top=top, progress=False)
+    assert result.n_frames == 17
+    assert f"{cut}: 17 whole frame(s) of the 38 its header announces: a truncated file?" in result.report
+    whole = backmap(str(examples / "trpcage_ca.dcd"), str(tmp_path / "whole_aa.pdb"), top=top, progress=False)
+    assert not any("truncated" in line for line in whole.report)

@@ -20,7 +20,13 @@ from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.atoms import check_duplicate_atoms, check_finite
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
 from backmap_plugin.io.chains import split_chains_by_numbering, split_merged_residues
-from backmap_plugin.io.loaders import box_vectors, count_trajectory_atoms, load_topology, load_whole
+from backmap_plugin.io.loaders import (
+    box_vectors,
+    count_trajectory_atoms,
+    dcd_frames_missing,
+    load_topology,
+    load_whole,
+)
 from backmap_plugin.io.paths import (
     LOADED_WHOLE,
     NEEDS_TOPOLOGY,
@@ -125,6 +131,8 @@ class FrameSource:
             n_atoms = topology.n_atoms
 
         self.notes = []
+        if self._ext == ".dcd":
+            self.notes += [note for note in [dcd_frames_missing(self.path)] if note]
         if top_topology is not None:
             if top_topology.n_atoms != n_atoms:
                 top_topology = self._protein_prefix(top_topology, n_atoms)

@@ -3,6 +3,7 @@ cannot read), topologies, the atom count of a trajectory, box vectors."""
 
 from __future__ import annotations
 
+import struct
 from typing import Optional
 
 import mdtraj as md
@@ -179,3 +180,30 @@ def box_vectors(traj: md.Trajectory) -> Optional[np.ndarray]:
     if traj.unitcell_vectors is None:
         return None
     return (traj.unitcell_vectors.astype(np.float64) * 10.0).astype(np.float32)
+
+
+def dcd_frames_missing(path: str) -> Optional[str]:
+    """A note when a DCD file holds fewer whole frames than its header announces (a truncated file), else None.
+
+    Parameters
+    ----------
+    path : str
+        A DCD file (CHARMM / NAMD / OpenMM: a first record of 84 bytes,
+        ``CORD``, then the frame count).
+
+    Returns
+    -------
+    str or None
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    order = next((o for o in ("<", ">") if len(head) == 12 and struct.unpack(o + "i", head[:4])[0] == 84), None)
+    if order is None or head[4:8] != b"CORD":
+        return None
+    announced = struct.unpack(order + "i", head[8:12])[0]
+    with c_stdout_to_stderr(), md.open(path) as handle:
+        whole = len(handle)
+    if 0 < whole < announced:
+        return f"{path}: {whole} whole frame(s) of the {announced} its header announces: a truncated file?"
+    return None
+
