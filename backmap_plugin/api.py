@@ -554,7 +554,7 @@ class BackmapResult:
 
     def summary(self) -> str:
         """One line for the terminal."""
-        per = 1000.0 * self.seconds / max(1, self.n_frames * self.n_samples)
+        per = 1000.0 * self.seconds / max(1, (self.n_frames - self.resumed_from) * self.n_samples)  # built now
         return (
             f"backmapped {self.n_frames} frame(s) x {self.n_samples} sample(s), {self.n_residues} residues "
             f"in {self.n_chains} chain(s) / {self.n_segments} segment(s), {self.n_atoms} heavy atoms -> "

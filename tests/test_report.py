@@ -297,6 +297,9 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"backmap: error: {tmp_path}: required file backmapped.pdb is missing"]
     assert not (tmp_path / "x.html").exists()
+    # a run directory that does not exist is named as such (the message was about the report's directory)
+    assert backmap_main(["report", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip() == f"backmap: error: {tmp_path / 'nope'}: run directory not found"
 
 
 def test_frame_diversity_hand_made():

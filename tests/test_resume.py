@@ -94,6 +94,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, ex
 
     result = _run(EXAMPLE_DCD, out, resume=True, **options)
     assert result.resumed_from == 3 * CHUNK and result.n_frames == 13
+    per = float(result.summary().split("(")[-1].split(" ms")[0])  # per structure built by this call: 1 frame x 2
+    assert per == pytest.approx(1000.0 * result.seconds / 2, abs=0.051)
     assert _content(out) == _content(whole)
     assert not Path(record_path(out)).exists() and not partial.exists()
 

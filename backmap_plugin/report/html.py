@@ -18,7 +18,7 @@ from backmap_plugin.report.plots import (
     plot_refinement,
     require_matplotlib,
 )
-from backmap_plugin.report.summary import FILES, VALIDATION_COLUMNS, collect, dump_summary
+from backmap_plugin.report.summary import FILES, VALIDATION_COLUMNS, collect, dump_summary, run_directory
 
 #: Largest number of structure rows in the HTML validation table.
 MAX_TABLE_ROWS = 500
@@ -327,6 +327,7 @@ def write_report(run_dir, output_html) -> str:
     from backmap_plugin.io.paths import check_file_path
 
     output_html = os.fspath(output_html)
+    run_directory(run_dir)  # before the output's directory, which is often inside it
     check_file_path(output_html, "report")
     require_matplotlib()  # fail on a missing matplotlib before any work
     summary, ensemble = collect(run_dir)

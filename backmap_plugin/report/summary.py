@@ -205,6 +205,20 @@ def _diversity(ensemble: Ensemble, n_frames: int, n_samples: int) -> dict:
             "note": _DIVERSITY_NOTE}
 
 
+def run_directory(run_dir) -> str:
+    """The absolute path of an existing run directory.
+
+    Raises
+    ------
+    BackmapInputError
+        It does not exist.
+    """
+    run_dir = os.path.abspath(os.fspath(run_dir))
+    if not os.path.isdir(run_dir):
+        raise BackmapInputError(f"{run_dir}: run directory not found")
+    return run_dir
+
+
 def collect(run_dir) -> tuple:
     """Summary and structures of a run directory: :func:`summarize` and the ensemble it read.
 
@@ -216,9 +230,7 @@ def collect(run_dir) -> tuple:
         ``backmapped.pdb`` read by :func:`~.ensemble.load_ensemble`; the
         HTML page plots its angles.
     """
-    run_dir = os.path.abspath(os.fspath(run_dir))
-    if not os.path.isdir(run_dir):
-        raise BackmapInputError(f"{run_dir}: run directory not found")
+    run_dir = run_directory(run_dir)
     for role in ("backmapped_pdb", "backmap_json"):
         if not os.path.isfile(_path(run_dir, role)):
             raise BackmapInputError(f"{run_dir}: required file {FILES[role]} is missing")
