@@ -597,7 +597,7 @@ class ValidationResult:
                    ("CB>0.25", "cbeta_deviations", "{}"), ("missing", "missing_atoms", "{}")]
         rows = [[title for title, _, _ in columns]]
         for f in self.frames[:maxRows]:
-            rows.append(["NaN" if f.get(key) is None else fmt.format(f[key]) for _, key, fmt in columns])
+            rows.append(["-" if f.get(key) is None else fmt.format(f[key]) for _, key, fmt in columns])  # not measured
         lines = _text_table(rows, left=0)
         if len(self.frames) > maxRows:
             lines.append(f"... {len(self.frames) - maxRows} more frame(s), see --json")
