@@ -249,10 +249,12 @@ def test_notes_go_to_stderr(tmp_path, capfd, example):
 @pytest.mark.parametrize("argv, kept", [
     (["data", "augment", "cache", "--config", "c.json", "-o", "aug"], "finished files and structures are kept"),
     (["export", "in.pdb", "-o", "out.gro"], None),
+    (["refine", "in.pdb", "-o", "out.pdb"], "the refined frames so far are in a hidden .partial file"),
 ])
 def test_interrupt_says_what_is_kept(monkeypatch, capsys, argv, kept):
     """Ctrl-C: exit status 130 and a line about what the interrupted command keeps (nothing claimed for others)."""
     import backmap_plugin.cli.export as export_cli
+    import backmap_plugin.openmm.refine as refine
     import backmap_plugin.training.augment as augment
 
     def interrupted(*args, **kwargs):
@@ -260,6 +262,7 @@ def test_interrupt_says_what_is_kept(monkeypatch, capsys, argv, kept):
 
     monkeypatch.setattr(augment, "run_augmentation", interrupted)
     monkeypatch.setattr(export_cli, "run", interrupted)
+    monkeypatch.setattr(refine, "refine_structure", interrupted)
     assert main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("backmap: interrupted")

@@ -128,6 +128,48 @@ def test_training_runs_and_resume_equals_uninterrupted(tmp_path, fixture_cache):
     assert isinstance(loaded, BackmapVAE)
 
 
+def test_training_keeps_runs_and_interrupted_steps(tmp_path, fixture_cache, monkeypatch):
+    """A run folder that holds a run is not trained over without --resume or --overwrite (it was wiped); Ctrl-C
+    before the first checkpoint keeps a checkpoint of the steps done (they were lost), and the resumed run logs
+    each step once; a C-alpha model refuses a cache of centres of mass (it trained on them as a C-alpha trace)."""
+    import shutil
+
+    import backmap_plugin.training.train as T
+    from backmap_plugin.cli.command import main
+
+    small = {"hidden": 16, "equivariant_scalars": 8, "equivariant_vectors": 2, "k_invariant": 8}
+    cfg = T.TrainConfig(cache=fixture_cache, batch_size=2, crop=16, steps=5, validate_every=5, checkpoint_every=100,
+                        validation_batches=1, model=small, threads=1)
+    run = tmp_path / "run"
+    original, calls = T.batch_terms, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(T, "batch_terms", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            T.train(cfg, str(run), progress=False)
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 2
+    with pytest.raises(ValueError, match="holds a training run .*checkpoint.pt.*--resume .* --overwrite"):
+        T.train(cfg, str(run), progress=False)
+    assert main(["train", "-o", str(run), "--resume", "--quiet"]) == 0
+    steps = [int(line.split(",")[0]) for line in (run / "train.csv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3, 4, 5]
+    T.train(cfg, str(run), progress=False, overwrite=True)  # starts over: one log of its own
+    assert [int(line.split(",")[0]) for line in (run / "train.csv").read_text().splitlines()[1:]] == [1, 2, 3, 4, 5]
+    com_cache = tmp_path / "com_cache"
+    shutil.copytree(fixture_cache, com_cache)
+    index = json.loads((com_cache / "index.json").read_text())
+    index["settings"]["mapping"] = "com"
+    (com_cache / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="holds com beads; a C-alpha model"):
+        T.train(T.TrainConfig(**{**cfg.__dict__, "cache": str(com_cache)}), str(tmp_path / "ca"), progress=False)
+
+
 def test_locator_alone_trains_and_the_rest_stays_as_initialised(tmp_path, fixture_cache):
     """``train_only: locator``: a smaller locator learns on its C-alpha error; every other tensor is the init's."""
     from backmap_plugin.training.train import TrainConfig, train

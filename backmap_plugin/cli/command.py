@@ -28,7 +28,9 @@ _AFTER_INTERRUPT = {
     "run": "the finished frames are kept in a hidden .partial file next to the output; "
            "rerun the same command with --resume to continue",
     "data": "finished files and structures are kept; rerun the same command to continue",
-    "train": "the last checkpoint is kept; rerun the same command with --resume to continue",
+    "train": "a checkpoint of the steps done is kept; rerun the same command with --resume to continue",
+    "refine": "the refined frames so far are in a hidden .partial file next to the output, and the JSON report "
+              "covers them",
 }
 
 

@@ -33,6 +33,7 @@ def add_parser(subparsers) -> None:
                    "with --resume, the run folder's config.json)")
     options.add_output(p, "run folder: checkpoints, CSV logs, model.pt/model.json")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    options.add_overwrite(p, "start over in a run folder that holds a run (its files are removed)")
     p.add_argument("--steps", type=int, help="override the number of steps")
     p.add_argument("--max-minutes", type=float, help="override the wall-time limit")
     options.add_device(p, override=True)
@@ -68,7 +69,7 @@ def run(args) -> int:
         cfg.max_minutes = args.max_minutes
     if args.device is not None:
         cfg.device = args.device
-    val = train(cfg, args.output, resume=args.resume, progress=not args.quiet)
+    val = train(cfg, args.output, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if val:
         line = f"validation: total {val['total']:.3f}"
         if "rmsd" in val:

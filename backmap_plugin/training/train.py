@@ -241,8 +241,16 @@ def validate(model: BackmapVAE, cache, cfg: TrainConfig, device) -> dict:
     return {k: v / max(1, n) for k, v in sums.items()}
 
 
-def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool = True) -> dict:
+#: What a run folder holds; a run that starts over removes them first.
+RUN_FILES = ("checkpoint.pt", "train.csv", "val.csv", "model.pt", "model.json", "config.json")
+
+
+def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool = True,
+          overwrite: bool = False) -> dict:
     """Train (or resume) a model; returns the last validation terms.
+
+    A checkpoint is saved every ``cfg.checkpoint_every`` steps, at the end,
+    and when the run is interrupted (Ctrl-C).
 
     Parameters
     ----------
@@ -251,18 +259,41 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
         Output folder: ``checkpoint.pt``, ``train.csv``, ``val.csv``,
         ``model.pt`` / ``model.json`` (best so far), ``config.json``.
     resume : bool
-        Continue from ``run_dir/checkpoint.pt``.
+        Continue from ``run_dir/checkpoint.pt`` (the logs keep the rows up
+        to its step).
     progress : bool
         Progress bar on stderr.
+    overwrite : bool
+        Start over in a folder that holds a run (its files are removed).
+
+    Raises
+    ------
+    ValueError
+        ``run_dir`` holds a run and neither ``resume`` nor ``overwrite`` is
+        given; or a C-alpha model is given a cache of other beads.
+    FileNotFoundError
+        ``resume`` without a checkpoint.
     """
     from backmap_plugin.core.device import select_device
 
+    found = [name for name in RUN_FILES if os.path.exists(os.path.join(run_dir, name))]
+    if found and not resume:
+        if not overwrite:
+            raise ValueError(f"{run_dir} holds a training run ({', '.join(found)}): pass --resume to continue it "
+                             "or --overwrite to start over")
+        for name in found:
+            os.remove(os.path.join(run_dir, name))
     os.makedirs(run_dir, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     cache = open_cache(cfg.cache)
-    model = BackmapVAE(ModelConfig(**cfg.model)).to(device)
+    model_config = ModelConfig(**cfg.model)
+    beads = cache.settings.get("mapping", "ca")
+    if model_config.mapping == "ca" and beads != "ca":  # (the other models map the cache's atoms themselves)
+        raise ValueError(f"{cfg.cache} holds {beads} beads; a C-alpha model (model.mapping 'ca') trains on a cache "
+                         "of C-alpha beads (backmap data build --mapping ca), or set model.mapping")
+    model = BackmapVAE(model_config).to(device)
     opt = torch.optim.Adam((model.locator if cfg.train_only else model).parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience)
     step, best = 0, math.inf
@@ -276,6 +307,8 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
         sched.load_state_dict(state["scheduler"])
         step, best = state["step"], state["best"]
         torch.set_rng_state(state["rng"])
+        for name in ("train.csv", "val.csv"):  # rows logged after the checkpoint are logged again
+            _keep_log_rows(os.path.join(run_dir, name), step)
     elif cfg.init:
         copied = warm_start(model, cfg.init)
         print(f"init: {len(copied)} of {len(model.state_dict())} tensors from {cfg.init}", file=sys.stderr)
@@ -291,36 +324,41 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
     block = cfg.validate_every
     last_val: dict = {}
     bar = tqdm(total=cfg.steps, initial=step, unit="step", disable=not progress, desc="train")
-    while step < cfg.steps and (time.time() - t0) / 60 < cfg.max_minutes:
-        loader = _batches(cache, cfg, "train", seed=cfg.seed * 100003 + step // block, epoch_size=block * cfg.batch_size)
-        for i, raw in enumerate(loader):
-            if i < step % block:
-                continue
-            generator = seeded_generator(cfg.seed * 1000003 + step)
-            terms = batch_terms(model, raw, device, located=step >= cfg.locator_warmup, generator=generator, cfg=cfg)
-            opt.zero_grad()
-            terms["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            step += 1
-            bar.update(1)
-            _log(run_dir, "train.csv", step, terms, opt.param_groups[0]["lr"])
-            if step % cfg.validate_every == 0:
-                if summary["val_entries"]:
-                    last_val = validate(model, cache, cfg, device)
-                    _log(run_dir, "val.csv", step, last_val, opt.param_groups[0]["lr"])
-                    sched.step(last_val["total"])
-                    bar.set_postfix(val=f"{last_val['total']:.3f}", rmsd=f"{last_val.get('rmsd', last_val.get('locate_rmsd')):.2f}")
-                # without a validation split the latest model is kept
-                if not summary["val_entries"] or last_val["total"] < best:
-                    best = last_val.get("total", best)
-                    save_model(model, os.path.join(run_dir, "model.pt"),
-                               {"step": step, "validation": last_val, "data": summary})
-            if step % cfg.checkpoint_every == 0 or step >= cfg.steps:
-                _save_checkpoint(ckpt_path, model, opt, sched, step, best)
-            if step >= cfg.steps or (time.time() - t0) / 60 >= cfg.max_minutes:
-                break
-    bar.close()
+    try:
+        while step < cfg.steps and (time.time() - t0) / 60 < cfg.max_minutes:
+            loader = _batches(cache, cfg, "train", seed=cfg.seed * 100003 + step // block, epoch_size=block * cfg.batch_size)
+            for i, raw in enumerate(loader):
+                if i < step % block:
+                    continue
+                generator = seeded_generator(cfg.seed * 1000003 + step)
+                terms = batch_terms(model, raw, device, located=step >= cfg.locator_warmup, generator=generator, cfg=cfg)
+                opt.zero_grad()
+                terms["total"].backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                opt.step()
+                step += 1
+                bar.update(1)
+                _log(run_dir, "train.csv", step, terms, opt.param_groups[0]["lr"])
+                if step % cfg.validate_every == 0:
+                    if summary["val_entries"]:
+                        last_val = validate(model, cache, cfg, device)
+                        _log(run_dir, "val.csv", step, last_val, opt.param_groups[0]["lr"])
+                        sched.step(last_val["total"])
+                        bar.set_postfix(val=f"{last_val['total']:.3f}", rmsd=f"{last_val.get('rmsd', last_val.get('locate_rmsd')):.2f}")
+                    # without a validation split the latest model is kept
+                    if not summary["val_entries"] or last_val["total"] < best:
+                        best = last_val.get("total", best)
+                        save_model(model, os.path.join(run_dir, "model.pt"),
+                                   {"step": step, "validation": last_val, "data": summary})
+                if step % cfg.checkpoint_every == 0 or step >= cfg.steps:
+                    _save_checkpoint(ckpt_path, model, opt, sched, step, best)
+                if step >= cfg.steps or (time.time() - t0) / 60 >= cfg.max_minutes:
+                    break
+    except KeyboardInterrupt:  # keep what was trained: the checkpoint of the last whole step
+        _save_checkpoint(ckpt_path, model, opt, sched, step, best)
+        raise
+    finally:
+        bar.close()
     _save_checkpoint(ckpt_path, model, opt, sched, step, best)
     return last_val
 
@@ -343,6 +381,18 @@ def warm_start(model: BackmapVAE, path: str) -> list[str]:
     match = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(match, strict=False)
     return sorted(match)
+
+
+def _keep_log_rows(path: str, step: int) -> None:
+    """Keep the rows of a CSV log up to ``step`` (a resumed run logs the later steps again)."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [row for row in rows[1:] if row and int(float(row[0])) <= step]
+    if len(kept) < len(rows):
+        with atomic_write(path, newline="") as f:  # as _log writes them
+            csv.writer(f).writerows(kept)
 
 
 def _log(run_dir: str, name: str, step: int, terms: dict, lr: float) -> None:
