@@ -18,6 +18,7 @@ _EXPORTS = {
     "BackmapResult": "backmap_plugin.api",
     "BackmapReporter": "backmap_plugin.reporter",
     "BackmapInputError": "backmap_plugin.core.errors",
+    "BackmapOutputError": "backmap_plugin.core.errors",
     "run_pipeline": "backmap_plugin.pipeline",
 }
 

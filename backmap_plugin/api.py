@@ -563,9 +563,17 @@ class BackmapResult:
         )
 
 
-def _check_options(method: str | None, samples: int, model: str | None = None, temperature: float | None = None,
-                   break_distance: float | None = None) -> None:
-    """Refuse option values that cannot be meant, before any work."""
+def check_backmap_options(method: str | None, samples: int, model: str | None = None,
+                          temperature: float | None = None, break_distance: float | None = None) -> None:
+    """Refuse option values that cannot be meant, before any work (:func:`backmap`, :class:`Backmapper`, the reporter).
+
+    Raises
+    ------
+    ValueError
+        An unknown method, fewer than one sample, a model file for the
+        ideal builder, a negative temperature, a break distance that is not
+        a positive number.
+    """
     if method is not None and method not in METHODS:
         raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
     if samples < 1:
@@ -574,8 +582,8 @@ def _check_options(method: str | None, samples: int, model: str | None = None, t
         raise ValueError("a model file (--model) is for method 'model'; method 'ideal' uses none")
     if temperature is not None and not temperature >= 0:
         raise ValueError(f"temperature must be 0 or more, got {temperature}")
-    if break_distance is not None and not break_distance > 0:
-        raise ValueError(f"break distance must be positive, got {break_distance}")
+    if break_distance is not None and not 0 < break_distance < float("inf"):
+        raise ValueError(f"break distance must be a positive number (a large one never splits), got {break_distance}")
 
 
 class Backmapper:
@@ -637,7 +645,7 @@ class Backmapper:
         box=None,
         springs=None,
     ):
-        _check_options(method, samples, model, temperature, break_distance)
+        check_backmap_options(method, samples, model, temperature, break_distance)
         atom_names = [a.name for a in topology.atoms]
         frames = np.asarray(frames, dtype=np.float32)
         frames = frames[None] if frames.ndim == 2 else frames
@@ -954,10 +962,11 @@ def backmap(
     resume : bool
         Continue an interrupted run of the same output with the same
         settings (see :mod:`backmap_plugin.io.progress`); the result is the
-        file an uninterrupted run would have written, byte for byte. With
-        no unfinished run, start normally. With ``overwrite=True`` too
-        (as workflows call it): continue where the settings match, else
-        start over, never refuse.
+        file an uninterrupted run would have written (byte for byte but for
+        the creation time in DCD and HDF5 headers). With no output at all,
+        start normally; a complete output is refused (nothing to resume).
+        With ``overwrite=True`` too (as workflows call it): continue where
+        the settings match, else start over, never refuse.
 
     Returns
     -------
@@ -981,7 +990,7 @@ def backmap(
     place) only when complete.
     """
     t0 = time.perf_counter()
-    _check_options(method, samples, model, temperature, break_distance)
+    check_backmap_options(method, samples, model, temperature, break_distance)
     input, output = os.fspath(input), os.fspath(output)
     top = None if top is None else os.fspath(top)
     check_output_path(output)

@@ -117,8 +117,8 @@ def _prepare_run_dir(run_dir: str, overwrite: bool) -> None:
     os.makedirs(run_dir, exist_ok=True)
 
 
-def _check_options(samples: int, stride: int, refine_steps: int, solvent: str) -> None:
-    """Reject bad values before any work is done."""
+def _check_options(samples: int, stride: int, refine_steps: int, solvent: str, platform: str | None) -> None:
+    """Reject bad values before any work is done (``platform`` None: OpenMM is not used)."""
     from backmap_plugin.openmm.systems import SOLVENTS
 
     if samples < 1:
@@ -129,6 +129,10 @@ def _check_options(samples: int, stride: int, refine_steps: int, solvent: str) -
         raise ValueError(f"refine_steps must be >= 0, got {refine_steps}")
     if solvent not in SOLVENTS:
         raise ValueError(f"unknown solvent '{solvent}'; known: {', '.join(SOLVENTS)}")
+    if platform is not None:
+        from backmap_plugin.openmm.platforms import select_platform
+
+        select_platform(platform)  # an OpenMM platform that is not there
 
 
 def _say(progress: bool, message: str) -> None:
@@ -233,7 +237,7 @@ def run_pipeline(
     from backmap_plugin.io.atomic import write_json
 
     t0 = time.perf_counter()
-    _check_options(samples, stride, refine_steps, solvent)
+    _check_options(samples, stride, refine_steps, solvent, platform if refine or validate else None)
     run_dir = os.fspath(run_dir)
     _prepare_run_dir(run_dir, overwrite)
     paths = {key: os.path.join(run_dir, name) for key, name in RUN_FILES.items()}

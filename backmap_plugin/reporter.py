@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import weakref
 
@@ -9,9 +10,10 @@ import mdtraj as md
 import numpy as np
 from openmm import unit
 
-from backmap_plugin.api import Backmapper
+from backmap_plugin.api import Backmapper, check_backmap_options
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.martini import has_martini_beads
+from backmap_plugin.io.paths import check_output_path
 from backmap_plugin.io.trajectory import TrajectoryWriter
 
 
@@ -73,8 +75,13 @@ class BackmapReporter:
     firstFrameFile : str, optional
         Also write the first reported frame's all-atom model to this PDB
         right away, so the mapping can be checked while the run goes on.
-    breakDistance : float, optional
-        Bead distance (Angstrom) that splits a chain; default by mapping.
+    breakDistance : float or openmm.unit.Quantity, optional
+        Bead distance that splits a chain (Angstrom when a plain number);
+        default by mapping.
+
+    The options and the output's name are checked here, before the
+    simulation runs; what needs the topology (the mapping, the model's
+    beads) at the first report.
 
     Examples
     --------
@@ -101,6 +108,12 @@ class BackmapReporter:
     ):
         if reportInterval < 1 or batchFrames < 1:
             raise ValueError("BackmapReporter: reportInterval and batchFrames must be at least 1")
+        if unit.is_quantity(breakDistance):
+            breakDistance = breakDistance.value_in_unit(unit.angstrom)
+        check_backmap_options(method, samples, model, None, breakDistance)
+        check_output_path(file)
+        if firstFrameFile is not None:
+            check_output_path(firstFrameFile)
         self._file = file
         self._reportInterval = int(reportInterval)
         self._batchFrames = int(batchFrames)
@@ -120,9 +133,11 @@ class BackmapReporter:
         self._boxes: list[np.ndarray] = []  # Angstrom box vectors of the buffered frames (periodic systems)
         self._framesReported = 0
         self._framesWritten = 0
-        # flush at interpreter exit (finalize runs its callbacks then) without
-        # keeping the reporter alive
-        weakref.finalize(self, BackmapReporter._flush_at_exit, weakref.ref(self))
+        # flush at interpreter exit without keeping the reporter alive; exit handlers run last-registered
+        # first, so PyTables (HDF5 output) is loaded before this one is registered: it closes its files after
+        if os.fspath(file).lower().endswith(".h5"):
+            import tables  # noqa: F401
+        atexit.register(BackmapReporter._flush_at_exit, weakref.ref(self))
 
     @staticmethod
     def _flush_at_exit(ref) -> None:

@@ -292,7 +292,7 @@ def test_cli_unwritable_output(tmp_path, capfd, good):
 
 
 @pytest.mark.parametrize("options", [["--samples", "0"], ["--stride", "0"], ["--chunk", "0"], ["--device", "gpu"],
-                                     ["--break-distance", "-1"], ["--temperature", "-1"],
+                                     ["--break-distance", "-1"], ["--break-distance", "inf"], ["--temperature", "-1"],
                                      ["--method", "ideal", "--model", "model.pt"]])
 def test_cli_bad_option_values(tmp_path, capfd, good, options):
     status = main(["run", str(good[0]), "-o", str(tmp_path / "out.pdb"), *options])

@@ -155,6 +155,9 @@ def test_run_pipeline_rejects_bad_options_before_any_work(tmp_path):
         run_pipeline(EXAMPLE_PDB, run_dir, solvent="water", progress=False)
     with pytest.raises(ValueError, match="refine_steps"):
         run_pipeline(EXAMPLE_PDB, run_dir, refine_steps=-1, progress=False)
+    # an OpenMM platform that is not there (it failed after the backmapping, the run directory then refused)
+    with pytest.raises(ValueError, match="OpenMM platform 'nope' is not available"):
+        run_pipeline(EXAMPLE_PDB, run_dir, platform="nope", progress=False)
     assert not run_dir.exists()
 
 

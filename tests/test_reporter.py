@@ -96,11 +96,44 @@ def test_unmappable_topology_fails_at_the_first_report(tmp_path):
     assert not (tmp_path / "aa.pdb").exists()
 
 
-def test_unwritable_output_is_a_clear_error(tmp_path):
-    simulation = cg_simulation()
-    simulation.reporters.append(BackmapReporter(str(tmp_path / "missing" / "aa.pdb"), 5))
+def test_bad_options_and_outputs_are_refused_before_the_run(tmp_path):
+    """Checked when the reporter is made (they failed at the first report, a report interval into the run)."""
     with pytest.raises(BackmapInputError, match="does not exist"):
-        simulation.step(5)
+        BackmapReporter(str(tmp_path / "missing" / "aa.pdb"), 5)
+    with pytest.raises(BackmapInputError, match="unsupported output file extension"):
+        BackmapReporter(str(tmp_path / "aa.gro"), 5)
+    with pytest.raises(ValueError, match="unknown method 'foo'"):
+        BackmapReporter(str(tmp_path / "aa.pdb"), 5, method="foo")
+    with pytest.raises(ValueError, match="samples must be at least 1"):
+        BackmapReporter(str(tmp_path / "aa.pdb"), 5, samples=0)
+    # OpenMM-facing: a break distance may be a quantity (it failed in the first report)
+    simulation = cg_simulation()
+    reporter = BackmapReporter(str(tmp_path / "aa.pdb"), 5, breakDistance=0.2 * unit.nanometer)
+    simulation.reporters.append(reporter)
+    simulation.step(5)
+    reporter.close()
+    assert md.load(str(tmp_path / "aa.pdb")).n_residues == 20  # every 3.8 A bond longer than 2 A: 20 segments
+    assert sum(1 for a in md.load(str(tmp_path / "aa.pdb")).topology.atoms if a.name == "OXT") == 20
+
+
+def test_hdf5_output_keeps_buffered_frames_at_exit(tmp_path):
+    """A script that ends without close(): the buffered frames are written at exit (HDF5 lost them, PyTables
+    closing its files first)."""
+    out = tmp_path / "aa.h5"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_reporter import cg_simulation
+        from backmap_plugin.reporter import BackmapReporter
+        simulation = cg_simulation()
+        simulation.reporters.append(BackmapReporter({str(out)!r}, 5, batchFrames=3))
+        simulation.step(35)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert md.load(str(out)).n_frames == 7
 
 
 def test_killed_run_keeps_reported_frames(tmp_path):

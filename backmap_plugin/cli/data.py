@@ -28,8 +28,10 @@ def _add_build(sub) -> None:
         help="build or update a corpus cache from structure files",
         description=(
             "Read structure files (PDB/mmCIF, gzipped or not; multi-model files are ensembles), "
-            "clean them and store memory-mappable training arrays. Only new or changed files "
-            "are parsed; report.csv lists every file and why a file was skipped."
+            "clean them and store memory-mappable training arrays. The cache then holds exactly these "
+            "sources: only new or changed files are parsed, and entries of files not given (including "
+            "frames added by 'augment --append') are removed. report.csv lists every file and why a file "
+            "was skipped."
         ),
         epilog=_BUILD_EXAMPLE,
     )
