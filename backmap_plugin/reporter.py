@@ -133,6 +133,7 @@ class BackmapReporter:
         self._boxes: list[np.ndarray] = []  # Angstrom box vectors of the buffered frames (periodic systems)
         self._framesReported = 0
         self._framesWritten = 0
+        self._closed = False
         # flush at interpreter exit without keeping the reporter alive; exit handlers run last-registered
         # first, so PyTables (HDF5 output) is loaded before this one is registered: it closes its files after
         if os.fspath(file).lower().endswith(".h5"):
@@ -181,7 +182,7 @@ class BackmapReporter:
 
     def report(self, simulation, state) -> None:
         """Buffer one frame; backmap and write when a batch is full."""
-        if self._writer is None and self._engine is not None:
+        if self._closed:
             raise ValueError(f"BackmapReporter({self._file!r}) is closed")
         xyz = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float32)
         if self._engine is None:
@@ -249,6 +250,7 @@ class BackmapReporter:
 
     def _close_after_bad_frame(self) -> str:
         """Close the output after a bad frame; say what it keeps."""
+        self._closed = True
         writer, self._writer = self._writer, None
         if self._framesWritten:
             writer.close()
@@ -259,7 +261,8 @@ class BackmapReporter:
         return f"the reporter is closed; nothing was written to {self._file}"
 
     def close(self) -> None:
-        """Write what is buffered and close the file (safe to call twice)."""
+        """Write what is buffered and close the file (safe to call twice; later reports raise ``ValueError``)."""
+        self._closed = True
         if self._writer is None:
             return
         try:

@@ -246,6 +246,16 @@ def test_report_without_refinement(run_dir, tmp_path):
     assert _table_rows(page) == 4
 
 
+def test_partial_refinement_is_said_on_the_terminal(run_dir, tmp_path):
+    """refined.json of an interrupted refinement (3 of 4 models): the command's line says so (only summary.json and
+    the page did)."""
+    partial = _copy(run_dir, tmp_path / "partial", REQUIRED + ("refined.json",))
+    refined = json.loads((partial / "refined.json").read_text())
+    (partial / "refined.json").write_text(json.dumps({**refined, "frames": refined["frames"][:3]}))
+    line = report.summary_line(report.summarize(partial))
+    assert line.endswith("NOTE refined.json covers 3 of 4 structure(s)"), line
+
+
 def test_report_with_required_files_only_and_one_sample(run_dir, tmp_path):
     bare = _copy(run_dir, tmp_path / "bare", REQUIRED)
     # the same 4 models read as 4 frames of one sample each

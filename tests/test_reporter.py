@@ -259,3 +259,14 @@ def test_martini3_simulation_topology(tmp_path):
     assert tally["BB"]["median"] == pytest.approx(np.sqrt((miss[:, 0] ** 2).mean()), abs=1e-4)
     assert tally["SC"]["median"] == pytest.approx(np.sqrt((miss[:, 1:][exists[:, 1:]] ** 2).mean()), abs=1e-4)
     assert len(reporter._engine.bead_fit.frames) == 3
+
+
+def test_closed_before_the_first_report_stays_closed(tmp_path):
+    """close() before any report: later reports raise, no file is made (it started writing)."""
+    simulation = cg_simulation()
+    reporter = BackmapReporter(str(tmp_path / "aa.pdb"), 5)
+    reporter.close()
+    simulation.reporters.append(reporter)
+    with pytest.raises(ValueError, match="is closed"):
+        simulation.step(5)
+    assert not (tmp_path / "aa.pdb").exists()

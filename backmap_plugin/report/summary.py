@@ -340,6 +340,10 @@ def summary_line(summary: dict) -> str:
     parts.append("validation: " + (", ".join(checks) if checks else "none"))
     if summary["diversity"]["mean_rmsd_angstrom"] is not None:
         parts.append(f"sample diversity {summary['diversity']['mean_rmsd_angstrom']:.2f} A")
+    # files that cover part of the run (an interrupted refinement, another run's report) are said here too
+    notes = [note for part in [ref, *summary["validation"].values()] if part for note in part.get("notes", [])]
+    if notes:
+        parts.append("NOTE " + "; ".join(notes))
     return "; ".join(parts)
 
 

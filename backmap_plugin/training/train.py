@@ -318,6 +318,9 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
         "cache": cfg.cache, "entries": len(cache.entries),
         "train_entries": len(cache.select("train")), "val_entries": len(cache.select("val")),
     }
+    if not summary["val_entries"]:
+        print(f"warning: {cfg.cache} has no validation entries (backmap data build --val-fraction): no validation "
+              "figures, and model.pt is the latest model, not the best", file=sys.stderr)
     t0 = time.time()
     # each block of batches has its own sampler seed, so a resumed run draws
     # what the uninterrupted run would have drawn from there on
