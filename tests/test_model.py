@@ -128,7 +128,7 @@ def test_training_runs_and_resume_equals_uninterrupted(tmp_path, fixture_cache):
     assert isinstance(loaded, BackmapVAE)
 
 
-def test_training_keeps_runs_and_interrupted_steps(tmp_path, fixture_cache, monkeypatch):
+def test_training_keeps_runs_and_interrupted_steps(tmp_path, fixture_cache, monkeypatch, capsys):
     """A run folder that holds a run is not trained over without --resume or --overwrite (it was wiped); Ctrl-C
     before the first checkpoint keeps a checkpoint of the steps done (they were lost), and the resumed run logs
     each step once; a C-alpha model refuses a cache of centres of mass (it trained on them as a C-alpha trace)."""
@@ -154,6 +154,7 @@ def test_training_keeps_runs_and_interrupted_steps(tmp_path, fixture_cache, monk
         with pytest.raises(KeyboardInterrupt):
             T.train(cfg, str(run), progress=False)
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert "has no validation entries" in capsys.readouterr().err  # the fixture cache has no val split
     with pytest.raises(ValueError, match="holds a training run .*checkpoint.pt.*--resume .* --overwrite"):
         T.train(cfg, str(run), progress=False)
     assert main(["train", "-o", str(run), "--resume", "--quiet"]) == 0
