@@ -270,7 +270,8 @@ def test_com_mapping_beads_match(fixture_pdb, tmp_path):
 
 
 def _com_bead_pdb(aa: md.Trajectory, residues: list, numbers: list, path: Path) -> Path:
-    """Centre-of-mass bead PDB of ``residues`` of ``aa`` (beads named CA, as CALVADOS writes them), numbered ``numbers``."""
+    """Centre-of-mass bead PDB of ``residues`` of ``aa`` (beads named CA, as CALVADOS writes them), numbered
+    ``numbers``."""
     top = md.Topology()
     chain = top.add_chain("A")
     for residue, number in zip(residues, numbers):
@@ -289,7 +290,8 @@ def test_com_gap_of_missing_residues_breaks_the_chain(fixture_pdb, tmp_path):
     cg = _com_bead_pdb(aa, residues, [r.resSeq for r in residues], tmp_path / "gap.pdb")
     result = backmap(str(cg), str(tmp_path / "gap_aa.pdb"), mapping="com", progress=False)
     assert (result.n_chains, result.n_segments) == (1, 2)
-    assert any(line.startswith("chain break between chain A residue ASP 9 and chain A residue PRO 12") for line in result.report)
+    assert any(line.startswith("chain break between chain A residue ASP 9 and chain A residue PRO 12")
+               for line in result.report)
     back = md.load(str(tmp_path / "gap_aa.pdb"))
     c9, n12 = (back.topology.select(f"resSeq {n} and name {a}")[0] for n, a in ((9, "C"), (12, "N")))
     assert np.linalg.norm(back.xyz[:, c9] - back.xyz[:, n12], axis=-1).min() > 0.3  # nm: no bond across the gap

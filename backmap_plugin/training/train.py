@@ -329,12 +329,14 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
     bar = tqdm(total=cfg.steps, initial=step, unit="step", disable=not progress, desc="train")
     try:
         while step < cfg.steps and (time.time() - t0) / 60 < cfg.max_minutes:
-            loader = _batches(cache, cfg, "train", seed=cfg.seed * 100003 + step // block, epoch_size=block * cfg.batch_size)
+            loader = _batches(cache, cfg, "train", seed=cfg.seed * 100003 + step // block,
+                              epoch_size=block * cfg.batch_size)
             for i, raw in enumerate(loader):
                 if i < step % block:
                     continue
                 generator = seeded_generator(cfg.seed * 1000003 + step)
-                terms = batch_terms(model, raw, device, located=step >= cfg.locator_warmup, generator=generator, cfg=cfg)
+                terms = batch_terms(model, raw, device, located=step >= cfg.locator_warmup, generator=generator,
+                                    cfg=cfg)
                 opt.zero_grad()
                 terms["total"].backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -347,7 +349,8 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
                         last_val = validate(model, cache, cfg, device)
                         _log(run_dir, "val.csv", step, last_val, opt.param_groups[0]["lr"])
                         sched.step(last_val["total"])
-                        bar.set_postfix(val=f"{last_val['total']:.3f}", rmsd=f"{last_val.get('rmsd', last_val.get('locate_rmsd')):.2f}")
+                        rmsd = last_val.get("rmsd", last_val.get("locate_rmsd"))
+                        bar.set_postfix(val=f"{last_val['total']:.3f}", rmsd=f"{rmsd:.2f}")
                     # without a validation split the latest model is kept
                     if not summary["val_entries"] or last_val["total"] < best:
                         best = last_val.get("total", best)
