@@ -346,6 +346,15 @@ def test_read_residues_one_letter_beads():
     assert report == []
 
 
+def test_read_residues_one_letter_bead_beside_three_letter_protein():
+    """A bead named W (Martini water) beside a C-alpha trace named in three letters is not TRP: dropped, noted."""
+    top = _topology([("A", name, i + 1, [("CA", "C")]) for i, name in enumerate(["LYS", "ALA", "ASN"])]
+                    + [("B", "W", 1, [("W", "O")])])
+    records, report = tp.read_residues(top, "cg.pdb")
+    assert [r.name for r in records] == ["LYS", "ALA", "ASN"]
+    assert report == ["dropped 1 non-protein residue(s) W"]
+
+
 def test_read_residues_one_letter_all_atom_raises():
     top = _topology([("A", "GLY", 1, _GLY), ("A", "A", 2, _GLY + [("CB", "C")]), ("A", "GLY", 3, _GLY)])
     with pytest.raises(BackmapInputError, match=r"in.pdb: chain A residue A 2: one-letter residue name"):

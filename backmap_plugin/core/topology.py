@@ -159,7 +159,8 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
     """Normalise the residues of an input topology.
 
     Protein residues (standard, variant or modified names; one-letter codes
-    in one-bead-per-residue files) are kept; water, ions, capping groups and
+    in one-bead-per-residue files whose residues have no three-letter amino
+    acid names) are kept; water, ions, capping groups and
     any residue that is not an amino acid (no CA and an unknown name) are
     dropped and reported. An unknown name on a residue that has a CA atom is
     an error, and so is a one-letter name on such a residue in a file with
@@ -189,14 +190,17 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
     renamed: dict[str, str] = {}
     heavy_atoms = {r.index: [a for a in r.atoms if not _is_hydrogen(a)] for r in topology.residues}
     # one bead per residue: one-letter residue names are amino acids (CALVADOS 2
-    # style), not ions or nucleotides
+    # style), not ions or nucleotides; unless the protein is named in three letters
+    # (then a one-letter residue is something else, e.g. a Martini water bead W)
     cg_file = bool(heavy_atoms) and np.median([len(v) for v in heavy_atoms.values()]) <= 1
+    three_letter = any(len(r.name.strip()) > 1 and chem.standard_residue_name(r.name.strip().upper())
+                       for r in topology.residues)
     for residue in topology.residues:
         chain_id = getattr(residue.chain, "chain_id", None) or ""
         where = f"{source}: chain {chain_id or '?'} residue {residue.name} {residue.resSeq}"
         key = residue.name.strip().upper()
         heavy = heavy_atoms[residue.index]
-        if cg_file and len(key) == 1:
+        if cg_file and len(key) == 1 and not three_letter:
             name = chem.require_residue_name(key, where)
         elif key in _SOLVENT or key in chem.CAPS:
             dropped[key] = dropped.get(key, 0) + 1
