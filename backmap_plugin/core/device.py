@@ -31,5 +31,5 @@ def select_device(device="auto"):
     if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+        raise ValueError(f"device {device!r} asked for (--device), but torch sees no CUDA device")
     return torch.device(device)
