@@ -226,6 +226,14 @@ def test_refine_keeps_an_existing_output_unless_told(backmapped, tmp_path, capsy
     assert backmap_main(argv + ["--overwrite"]) == 0 and output.read_text().startswith(("ATOM", "REMARK", "CRYST1"))
 
 
+def test_refine_to_coordinates_only_says_where_the_topology_is(backmapped, tmp_path, capsys):
+    """An .xtc of refined frames (hydrogens added) has no topology anywhere: the command says how to get one."""
+    argv = ["refine", str(backmapped), "-o", str(tmp_path / "out.xtc"), "--steps", "1", "--solvent", "vacuum",
+            "--quiet"]
+    assert backmap_main(argv) == 0
+    assert "an .xtc / .dcd holds no topology: refine the first model to .pdb for it" in capsys.readouterr().err
+
+
 def test_refine_says_what_it_added(tmp_path, capsys):
     """A C-alpha trace given to refine is completed by PDBFixer: the command says so (it was silent)."""
     status = backmap_main(["refine", str(EXAMPLE_CA), "-o", str(tmp_path / "out.pdb"), "--quiet", "--steps", "50"])

@@ -98,6 +98,10 @@ def run(args) -> int:
                 reasons.append(f"chirality inverted at {', '.join(frame['chirality_inverted'])}")
             print(f"warning: frame {frame['frame']} did not converge ({', '.join(reasons)}); written anyway",
                   file=sys.stderr)
+    if args.output.lower().endswith((".xtc", ".dcd")):  # coordinates only, and refine adds atoms
+        print("note: the refined frames have hydrogens and the added atoms; an .xtc / .dcd holds no topology: "
+              "refine the first model to .pdb for it (the same atoms in the same order), or write .pdb / .cif / .h5",
+              file=sys.stderr)
     added = max(frame["added_heavy_atoms"] for frame in result.frames)
     if added:  # as `backmap export` says; a C-alpha trace given here is completed by PDBFixer, not by a model
         print(f"note: {added} missing heavy atom(s) added (PDBFixer; `backmap run` builds a CG input's atoms)",
