@@ -283,8 +283,7 @@ def place_side_chains(
         atoms, pairs, overlap = start
         atoms = atoms.clone()  # the caller's stay as they are
 
-    list_cutoff = _LIST_CUTOFF
-    neighbours = relax.residue_neighbours(backbone[..., chem.SLOT_CA, :], _reach(dev, backbone.dtype)[rt], list_cutoff)
+    neighbours = relax.residue_neighbours(backbone[..., chem.SLOT_CA, :], _reach(dev, backbone.dtype)[rt], _LIST_CUTOFF)
     side_idx = torch.as_tensor(relax.SIDE_SLOTS, device=dev)
     choosable = ((torch.isfinite(cost).sum(1) > 1) & side_mask.any(1)).expand(n_frames, -1)  # (F, R)
     dearer = (cost[:, 0] > cost.amin(1)).expand(n_frames, -1)  # first candidate not the cheapest (sampling)
@@ -334,7 +333,7 @@ def place_side_chains(
             relax.is_side(pairs.slot_b) & changed[pairs.frame, pairs.residue_b])
         cf, cr = torch.nonzero(changed, as_tuple=True)
         fresh = relax.side_chain_contacts(atoms[cf, cr][:, relax.SIDE_SLOTS], side_mask[cr], cf, cr, atoms, mask, rt,
-                                          segment, neighbours, list_cutoff)
+                                          segment, neighbours, _LIST_CUTOFF)
         twice = relax.is_side(fresh.slot_b) & changed[fresh.frame, fresh.residue_b] & (fresh.residue_b < fresh.residue_a)
         pairs = relax.AtomPairs.cat([pairs.select(~stale), fresh.select(~twice)])
         atoms = relax.relieve_clashes(atoms, mask, rt, segment, relief_steps, RELIEF_DISTANCE, RELIEF_RESTRAINT,

@@ -193,8 +193,8 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
     # style), not ions or nucleotides; unless the protein is named in three letters
     # (then a one-letter residue is something else, e.g. a Martini water bead W)
     cg_file = bool(heavy_atoms) and np.median([len(v) for v in heavy_atoms.values()]) <= 1
-    three_letter = any(len(r.name.strip()) > 1 and chem.standard_residue_name(r.name.strip().upper())
-                       for r in topology.residues)
+    three_letter = cg_file and any(len(r.name.strip()) > 1 and chem.standard_residue_name(r.name.strip().upper())
+                                   for r in topology.residues)
     for residue in topology.residues:
         chain_id = getattr(residue.chain, "chain_id", None) or ""
         where = f"{source}: chain {chain_id or '?'} residue {residue.name} {residue.resSeq}"
