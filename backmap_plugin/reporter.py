@@ -78,6 +78,13 @@ class BackmapReporter:
     breakDistance : float or openmm.unit.Quantity, optional
         Bead distance that splits a chain (Angstrom when a plain number);
         default by mapping.
+    append : bool
+        Continue ``file``, written by a BackmapReporter of the same system
+        before (a simulation restarted from a checkpoint), as OpenMM's own
+        reporters' ``append`` does: its frames are kept and the new ones
+        follow. The file must exist; at the first report it is checked to
+        hold this system's atoms (its atom records for PDB and mmCIF, their
+        number for DCD, XTC and H5), and left as it was if not.
 
     The options and the output's name are checked here, before the
     simulation runs; what needs the topology (the mapping, the model's
@@ -105,6 +112,7 @@ class BackmapReporter:
         seed: int = 0,
         firstFrameFile=None,
         breakDistance=None,
+        append: bool = False,
     ):
         if reportInterval < 1 or batchFrames < 1:
             raise ValueError("BackmapReporter: reportInterval and batchFrames must be at least 1")
@@ -112,12 +120,15 @@ class BackmapReporter:
             breakDistance = breakDistance.value_in_unit(unit.angstrom)
         check_backmap_options(method, samples, model, None, breakDistance)
         check_output_path(file)
+        if append and not os.path.isfile(file):
+            raise BackmapInputError(f"BackmapReporter({file}): append=True, but the file does not exist")
         if firstFrameFile is not None:
             check_output_path(firstFrameFile)
         self._file = file
         self._reportInterval = int(reportInterval)
         self._batchFrames = int(batchFrames)
         self._firstFrameFile = firstFrameFile
+        self._append = bool(append)
         self._options = dict(mapping=mapping, method=method, samples=samples, seed=seed, device=device,
                              break_distance=breakDistance, model=model)
         self._refiner = None
@@ -200,15 +211,21 @@ class BackmapReporter:
         self.report(simulation, simulation.context.getState(getPositions=True, enforcePeriodicBox=False))
 
     def _start(self, topology, first_frame: np.ndarray, system) -> None:
-        _check_coarse_grained(topology, self._file)
-        self._engine = Backmapper.from_openmm(topology, first_frame / 10.0, system=system,
-                                              source=f"BackmapReporter({self._file})", **self._options)
-        # built again with its batch: its bead RMSD counts there
-        first_topology, first = self._finish(self._engine.build(first_frame[None], tally=False)[:1])
-        if self._firstFrameFile is not None:
-            with TrajectoryWriter(self._firstFrameFile, first_topology) as writer:
-                writer.write(first)
-        self._writer = TrajectoryWriter(self._file, first_topology, atomic=False)
+        """Map the topology, write ``firstFrameFile`` and open the output; if any of it fails, the reporter is
+        closed (later reports raise ``ValueError``) and the output untouched."""
+        try:
+            _check_coarse_grained(topology, self._file)
+            self._engine = Backmapper.from_openmm(topology, first_frame / 10.0, system=system,
+                                                  source=f"BackmapReporter({self._file})", **self._options)
+            # built again with its batch: its bead RMSD counts there
+            first_topology, first = self._finish(self._engine.build(first_frame[None], tally=False)[:1])
+            if self._firstFrameFile is not None:
+                with TrajectoryWriter(self._firstFrameFile, first_topology) as writer:
+                    writer.write(first)
+            self._writer = TrajectoryWriter(self._file, first_topology, atomic=False, append=self._append)
+        except BaseException:
+            self._closed = True
+            raise
 
     def _finish(self, xyz: np.ndarray):
         """Backmapped heavy atoms -> (mdtraj topology, coordinates) to write; refined if asked."""

@@ -16,6 +16,7 @@ import pytest
 from openmm import unit
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io import mdtraj_formats
 from backmap_plugin.reporter import BackmapReporter
 
 DATA = Path(__file__).parent / "data"
@@ -270,3 +271,60 @@ def test_closed_before_the_first_report_stays_closed(tmp_path):
     with pytest.raises(ValueError, match="is closed"):
         simulation.step(5)
     assert not (tmp_path / "aa.pdb").exists()
+
+
+@pytest.mark.parametrize("ext", [".pdb", ".cif", ".xtc", ".dcd", ".h5"])
+def test_append_continues_the_file_of_a_restarted_simulation(tmp_path, monkeypatch, ext):
+    """append=True (OpenMM's reporters' option): the first run's frames are kept as written, the new ones follow."""
+    monkeypatch.setattr(mdtraj_formats, "COPY_CHUNK", 2)  # the binary formats' kept frames copied in two reads
+    out = str(tmp_path / f"aa{ext}")
+    simulation = cg_simulation(box=True)
+    with BackmapReporter(out, 5, batchFrames=2) as reporter:
+        simulation.reporters.append(reporter)
+        simulation.step(15)
+    load = {} if ext == ".h5" else {"top": reporter.topology}
+    before = md.load(out, **load)
+    simulation.reporters.clear()
+    with BackmapReporter(out, 5, batchFrames=2, append=True) as restarted:
+        simulation.reporters.append(restarted)
+        simulation.step(10)
+    after = md.load(out, **load)
+    assert after.n_frames == 5 and restarted.framesWritten == 2
+    np.testing.assert_array_equal(after.xyz[:3], before.xyz)
+    if ext in (".xtc", ".h5"):
+        np.testing.assert_allclose(after.time, [0.025, 0.05, 0.075, 0.1, 0.125], atol=1e-6)
+    if ext not in (".pdb", ".cif"):
+        np.testing.assert_allclose(after.unitcell_vectors[3:], np.broadcast_to(np.eye(3) * 2.5, (2, 3, 3)),
+                                   atol=1e-6)
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # no copy left behind
+
+
+def test_append_to_a_single_structure_and_refusals(tmp_path):
+    """A one-frame PDB becomes model 1; a file of another system, or none, is refused and left as it was."""
+    out = tmp_path / "aa.pdb"
+    simulation = cg_simulation()
+    with BackmapReporter(str(out), 5) as reporter:
+        simulation.reporters.append(reporter)
+        simulation.step(5)
+    assert "MODEL" not in out.read_text()
+    simulation.reporters.clear()
+    with BackmapReporter(str(out), 5, append=True) as restarted:
+        simulation.reporters.append(restarted)
+        simulation.step(5)
+    assert md.load(str(out)).n_frames == 2 and out.read_text().count("MODEL ") == 2
+    with pytest.raises(BackmapInputError, match="append=True, but the file does not exist"):
+        BackmapReporter(str(tmp_path / "none.xtc"), 5, append=True)
+    # the same beads read as 20 one-residue chains (a 2 A break distance): other atoms than the file holds
+    for name in ("aa.pdb", "aa.cif", "aa.xtc"):
+        if name != "aa.pdb":
+            with BackmapReporter(str(tmp_path / name), 5) as reporter:
+                simulation.reporters[:] = [reporter]
+                simulation.step(5)
+        text = (tmp_path / name).read_bytes()
+        other = BackmapReporter(str(tmp_path / name), 5, append=True, breakDistance=2.0)
+        simulation.reporters[:] = [other]
+        with pytest.raises(BackmapInputError, match="cannot append"):
+            simulation.step(5)
+        assert (tmp_path / name).read_bytes() == text
+        with pytest.raises(ValueError, match="is closed"):
+            simulation.step(5)

@@ -14,6 +14,7 @@ from typing import Optional
 import mdtraj as md
 import numpy as np
 
+from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.atoms import element_symbol
 from backmap_plugin.io.chains import generated_chain_id, insertion_codes
 from backmap_plugin.io.text_output import TextBackend, open_partial_text
@@ -59,6 +60,10 @@ class CifBackend(TextBackend):
     resume : dict, optional
         State of an interrupted writer to continue (:meth:`state` plus
         ``frames``).
+    append : bool, optional
+        Continue the finished file ``partial`` (one this writer wrote for the
+        same topology: its header and atom records must match up to the
+        coordinates); its models are kept.
 
     Attributes
     ----------
@@ -73,7 +78,8 @@ class CifBackend(TextBackend):
         "auth_asym_id", "auth_atom_id", "pdbx_PDB_model_num",
     )
 
-    def __init__(self, partial: str, topology: md.Topology, path: str, resume: Optional[dict] = None):
+    def __init__(self, partial: str, topology: md.Topology, path: str, resume: Optional[dict] = None,
+                 append: bool = False):
         chain_ids = [chain.chain_id for chain in topology.chains]
         usable = all(cid and cid.strip() for cid in chain_ids)
         unique = usable and len(set(chain_ids)) == len(chain_ids)
@@ -93,16 +99,42 @@ class CifBackend(TextBackend):
                         f"ATOM {serial} {symbol} {name} . {comp} {cif_token(label)} ? {seq} {icode} "
                     )
                     self._suffix.append(f" 1.00 0.00 {residue.resSeq} {comp} {cif_token(author)} {name} ")
+        block = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path)) or "backmap"
+        header = [f"data_{block}", "#", f"_entry.id {block}", "#", "loop_"]
+        header = "\n".join(header + [f"_atom_site.{column}" for column in self._COLUMNS]) + "\n"
+        if append:
+            resume = self._append_state(partial, path, header)
         self.kept = 0 if resume is None else resume["frames"]
         if self.kept:
             self._file = open_partial_text(partial, "utf-8", resume)
             return
-        block = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path)) or "backmap"
         self._file = open_partial_text(partial, "utf-8")
-        header = [f"data_{block}", "#", f"_entry.id {block}", "#", "loop_"]
-        header += [f"_atom_site.{column}" for column in self._COLUMNS]
-        self._file.write("\n".join(header) + "\n")
+        self._file.write(header)
         self._file.flush()
+
+    def _append_state(self, partial: str, path: str, header: str) -> dict:
+        """The resume state (``frames``, ``offset`` of the closing ``#``) of a finished file to append to."""
+        with open(partial, encoding="utf-8", newline="\n") as handle:
+            text = handle.read()
+        n_atoms = len(self._prefix)
+        lines = text[len(header):].splitlines(keepends=True)
+        frames, extra = divmod(len(lines) - 1, max(n_atoms, 1))
+        # each model's first and last atom carry its number
+        numbers = [lines[k * n_atoms + end].split()[-1] for k in range(frames) for end in (0, n_atoms - 1)]
+        if (not text.startswith(header) or extra or not frames or lines[-1] != "#\n"
+                or numbers != [str(k // 2 + 1) for k in range(2 * frames)]):
+            raise BackmapInputError(
+                f"{path}: cannot append: the file is not a finished mmCIF trajectory written for this topology "
+                f"({n_atoms} atoms a model)"
+            )
+        for i, (line, prefix, suffix) in enumerate(zip(lines, self._prefix, self._suffix)):
+            fields = line.split()
+            if fields[:10] + fields[13:19] != (prefix + suffix).split():
+                raise BackmapInputError(
+                    f"{path}: cannot append: atom {i + 1} is {' '.join(fields[:10])!r} in the file and "
+                    f"{prefix.strip()!r} in the topology written now"
+                )
+        return {"frames": frames, "offset": len(text.encode("utf-8")) - 2}
 
     def check(self, xyz, topology, first_frame) -> None:
         """mmCIF has no column limits."""

@@ -3,6 +3,7 @@ through mdtraj's file objects (DCD stores Angstrom, XTC and H5 nm)."""
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import mdtraj as md
@@ -11,6 +12,9 @@ import numpy as np
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
 
+COPY_CHUNK = 100
+"""Frames read at a time from a file being appended to (:class:`MdtrajBackend` with ``append``)."""
+
 
 class MdtrajBackend:
     """DCD (Angstrom), XTC and H5 (nm) through mdtraj's file objects.
@@ -18,8 +22,8 @@ class MdtrajBackend:
     XTC frames carry their frame index as step, and as time where no times
     are given, so a file does not depend on how its frames were cut into
     writes. Periodic boxes go into all three formats, times into XTC and H5
-    (DCD has none per frame). Resuming rewrites the kept frames of the old
-    partial file into a fresh one (mdtraj cannot append to these formats);
+    (DCD has none per frame). Resuming and appending rewrite the kept frames
+    of the old file into a fresh one (mdtraj cannot append to these formats);
     the values read back (coordinates, boxes, times) are written identically.
 
     Parameters
@@ -34,6 +38,11 @@ class MdtrajBackend:
         The format.
     resume : dict, optional
         State of an interrupted writer to continue (``frames``).
+    append : bool, optional
+        Continue the finished file ``partial`` (its frames must have the
+        topology's number of atoms): it is moved aside, its frames are
+        written into the new file ``COPY_CHUNK`` at a time, and it is
+        removed; if copying fails it is put back.
 
     Attributes
     ----------
@@ -43,12 +52,17 @@ class MdtrajBackend:
 
     _CLASSES = {".h5": "HDF5TrajectoryFile", ".xtc": "XTCTrajectoryFile", ".dcd": "DCDTrajectoryFile"}
 
-    def __init__(self, partial: str, topology: md.Topology, path: str, ext: str, resume: Optional[dict] = None):
+    def __init__(self, partial: str, topology: md.Topology, path: str, ext: str, resume: Optional[dict] = None,
+                 append: bool = False):
         self._ext = ext
         self._cls = getattr(md.formats, self._CLASSES[ext])
         kept = None
         if resume is not None and resume["frames"]:
             kept = self._read_kept(partial, resume["frames"], path)
+        if append:
+            self._check_atoms(partial, topology.n_atoms, path)
+            moved = os.path.join(os.path.dirname(partial), f".{os.path.basename(partial)}.appending{ext}")
+            os.replace(partial, moved)
         with c_stdout_to_stderr():
             self._file = self._cls(partial, "w", force_overwrite=True)
         if ext == ".h5":
@@ -57,21 +71,52 @@ class MdtrajBackend:
         if kept is not None:
             self._write_native(kept, 0)
             self.kept = len(kept["xyz"])
+        if append:
+            self._copy_frames(moved, partial, path)
+
+    def _check_atoms(self, partial: str, n_atoms: int, path: str) -> None:
+        """Refuse to append to a file whose frames have another number of atoms."""
+        try:
+            with c_stdout_to_stderr(), self._cls(partial, "r") as handle:
+                found = self._native(handle.read(n_frames=1))["xyz"].shape[1]
+        except Exception as exc:
+            raise BackmapInputError(f"{path}: cannot append: the file is unreadable: {exc}") from exc
+        if found != n_atoms:
+            raise BackmapInputError(f"{path}: cannot append: its frames have {found} atoms, the topology written now "
+                                    f"{n_atoms}")
+
+    def _copy_frames(self, moved: str, partial: str, path: str) -> None:
+        """Write the frames of the file being appended to (moved aside to ``moved``) into the new one, then remove
+        ``moved``; if that fails, the old file is put back."""
+        try:
+            with c_stdout_to_stderr(), self._cls(moved, "r") as handle:
+                for _ in range(0, len(handle), COPY_CHUNK):
+                    frames = self._native(handle.read(n_frames=COPY_CHUNK))
+                    self._write_native(frames, self.kept)
+                    self.kept += len(frames["xyz"])
+        except BaseException as exc:
+            self._file.close()
+            os.replace(moved, partial)
+            raise BackmapInputError(f"{path}: cannot append: copying its frames failed ({exc}); the file is as it "
+                                    "was") from exc
+        os.remove(moved)
+
+    def _native(self, found) -> dict:
+        """What a file object's ``read`` returned, in the file's units (see :meth:`_write_native`)."""
+        if self._ext == ".h5":
+            return {"xyz": found.coordinates, "time": found.time, "lengths": found.cell_lengths,
+                    "angles": found.cell_angles}
+        if self._ext == ".xtc":
+            return {"xyz": found[0], "time": found[1], "box": found[3]}
+        return {"xyz": found[0], "lengths": found[1], "angles": found[2]}
 
     def _read_kept(self, partial: str, n_frames: int, path: str) -> dict:
         """The first ``n_frames`` frames of the old partial file, in the file's units (see :meth:`_write_native`)."""
         try:
             with c_stdout_to_stderr(), self._cls(partial, "r") as handle:
-                found = handle.read(n_frames=n_frames)
+                kept = self._native(handle.read(n_frames=n_frames))
         except Exception as exc:
             raise BackmapInputError(f"{path}: cannot resume: partial file {partial} is unreadable: {exc}") from exc
-        if self._ext == ".h5":
-            kept = {"xyz": found.coordinates, "time": found.time, "lengths": found.cell_lengths,
-                    "angles": found.cell_angles}
-        elif self._ext == ".xtc":
-            kept = {"xyz": found[0], "time": found[1], "box": found[3]}
-        else:
-            kept = {"xyz": found[0], "lengths": found[1], "angles": found[2]}
         xyz = kept["xyz"]
         if xyz is None or len(xyz) < n_frames:
             raise BackmapInputError(

@@ -15,6 +15,7 @@ import mdtraj as md
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.atomic import atomic_write
 from backmap_plugin.io.atoms import describe_atom, element_symbol
 from backmap_plugin.io.chains import generated_chain_id, insertion_codes
 from backmap_plugin.io.text_output import TextBackend, open_partial_text
@@ -34,6 +35,11 @@ class PdbBackend(TextBackend):
     resume : dict, optional
         State of an interrupted writer to continue (:meth:`state` plus
         ``frames``); a single kept model starts over.
+    append : bool, optional
+        Continue the finished file ``partial`` (one this writer wrote for the
+        same topology: its ATOM records must match, column for column up to
+        the coordinates); its models are kept. A single structure without
+        MODEL records becomes model 1.
 
     Attributes
     ----------
@@ -41,13 +47,16 @@ class PdbBackend(TextBackend):
         Frames kept from the resumed file.
     """
 
-    def __init__(self, partial: str, topology: md.Topology, path: str, resume: Optional[dict] = None):
+    def __init__(self, partial: str, topology: md.Topology, path: str, resume: Optional[dict] = None,
+                 append: bool = False):
         self._path = path
         self._prefix, self._suffix, self._ter_after = self._atom_fields(topology, path)
         self._first_offset = None
         self._first_frame = None
+        if append:
+            resume = self._append_state(partial)
         # a single kept model would have to be rewritten without MODEL at the end: start over instead
-        if resume is not None and resume["frames"] >= 2:
+        if resume is not None and resume["frames"] >= 2 or append:
             self._file = open_partial_text(partial, "ascii", resume)
             self.kept = resume["frames"]
         else:
@@ -106,6 +115,35 @@ class PdbBackend(TextBackend):
                 ter_after[last_atom] = f"TER   {serial % 100000:5d}      {res_field}{chain_id}{number:4d}{code}\n"
         return prefix, suffix, ter_after
 
+    def _append_state(self, partial: str) -> dict:
+        """The resume state (``frames``, ``offset`` of its END record) of a finished file to append to.
+
+        A file of one structure (no MODEL records) is rewritten as model 1 first.
+        """
+        with open(partial, encoding="ascii", newline="\n") as handle:
+            lines = handle.readlines()
+        atoms = [line for line in lines if line.startswith("ATOM  ")]
+        models = sum(line.startswith("MODEL ") for line in lines)
+        n_atoms = len(self._prefix)
+        kinds = {line[:6] for line in lines}
+        if (not lines or lines[-1] != "END\n" or kinds - {"ATOM  ", "TER   ", "MODEL ", "ENDMDL", "END\n"}
+                or len(atoms) != n_atoms * max(models, 1)):
+            raise BackmapInputError(
+                f"{self._path}: cannot append: the file is not a finished PDB trajectory written for this topology "
+                f"({n_atoms} atoms a model)"
+            )
+        for i, (line, prefix) in enumerate(zip(atoms, self._prefix)):
+            if line[:30] != prefix:
+                raise BackmapInputError(
+                    f"{self._path}: cannot append: atom {i + 1} is {line[:30].strip()!r} in the file and "
+                    f"{prefix.strip()!r} in the topology written now"
+                )
+        if not models:  # one structure: it becomes model 1
+            lines = ["MODEL        1\n", *lines[:-1], "ENDMDL\n", "END\n"]
+            with atomic_write(partial, newline="\n") as handle:
+                handle.write("".join(lines))
+        return {"frames": max(models, 1), "offset": sum(len(line) for line in lines[:-1])}
+
     def check(self, xyz: np.ndarray, topology, first_frame: int) -> None:
         """Coordinates must fit the 8.3f columns."""
         bad = (xyz <= -999.9995) | (xyz >= 9999.9995)
@@ -137,7 +175,7 @@ class PdbBackend(TextBackend):
 
     def finish(self, n_frames: int) -> None:
         """Write END (dropping MODEL/ENDMDL of a single frame) and close the file."""
-        if n_frames == 1:  # a single structure has no MODEL record
+        if n_frames == 1 and self._first_frame is not None:  # a single structure has no MODEL record
             self._file.seek(self._first_offset)
             self._file.truncate()
             self._file.write(self._model_text(self._first_frame))

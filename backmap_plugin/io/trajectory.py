@@ -55,6 +55,12 @@ class TrajectoryWriter:
         :meth:`state` returned after its last complete write. Frames after
         that point are cut off. :attr:`frames_written` tells how many frames
         were kept (a PDB file keeping a single model starts over, 0).
+    append : bool, optional
+        With ``atomic=False``: continue the finished file at ``path``, which
+        this writer wrote before for the same topology (checked: its atoms
+        for PDB and mmCIF, their number for the binary formats); its frames
+        are kept (:attr:`frames_written` counts them). A missing ``path``
+        starts a new file.
 
     Attributes
     ----------
@@ -85,9 +91,11 @@ class TrajectoryWriter:
     """
 
     def __init__(self, path, topology: md.Topology, overwrite: bool = True, atomic: bool = True,
-                 resume: Optional[dict] = None):
+                 resume: Optional[dict] = None, append: bool = False):
         self.path = os.fspath(path)
         self.atomic = atomic
+        if append and (atomic or resume is not None):
+            raise ValueError(f"{self.path}: append needs atomic=False and no resume")
         if not isinstance(topology, md.Topology):
             raise TypeError(f"{self.path}: topology must be an mdtraj.Topology, got {type(topology).__name__}")
         self.topology = topology
@@ -100,13 +108,14 @@ class TrajectoryWriter:
         else:
             self.partial_path = self.path
         stale_partial = os.path.exists(self.partial_path)
+        append = append and stale_partial
         try:
             if ext == ".pdb":
-                self._backend = PdbBackend(self.partial_path, topology, self.path, resume)
+                self._backend = PdbBackend(self.partial_path, topology, self.path, resume, append)
             elif ext == ".cif":
-                self._backend = CifBackend(self.partial_path, topology, self.path, resume)
+                self._backend = CifBackend(self.partial_path, topology, self.path, resume, append)
             else:
-                self._backend = MdtrajBackend(self.partial_path, topology, self.path, ext, resume)
+                self._backend = MdtrajBackend(self.partial_path, topology, self.path, ext, resume, append)
             self.frames_written = self._backend.kept
         except OSError as exc:
             if not stale_partial:
