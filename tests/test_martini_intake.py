@@ -507,3 +507,35 @@ def test_residues_that_share_a_number_and_name(tmp_path):
     lys = [line[17:27] for line in (tmp_path / "codes.pdb").read_text().splitlines()
            if line.startswith("ATOM") and line[12:16] == " CA " and line[22:26].strip() == "366"]
     assert lys[:2] == ["LYS A 366 ", "LYS A 366A"]
+
+
+def test_residues_that_share_a_number_come_in_the_order_their_beads_are_bonded_in(tmp_path):
+    """martinize2 -resid input numbers residues 350, 350A ... 350E (insertion codes) all 350 in a .gro and sorts
+    them by name: SER ALA ASN LYS PRO LYS comes as ALA ASN LYS LYS PRO SER. They are read in sequence again,
+    from where their BB beads lie (the file's order made 4 chain breaks and a wrong sequence)."""
+    lines = (DATA / "md.gro").read_text().splitlines()
+    atoms, run = lines[2:-1], {}
+    for line in atoms:
+        number, name = int(line[:5]), line[5:10].strip()
+        if name not in SOLVENT and 350 <= number <= 355:
+            run.setdefault(number, []).append(line)
+    first = atoms.index(run[350][0])
+    names = {number: block[0][5:10].strip() for number, block in run.items()}
+    scrambled = [line for number in sorted(run, key=lambda k: names[k]) for line in run[number]]
+    assert [names[k] for k in sorted(run, key=lambda k: names[k])] == ["ALA", "ASN", "LYS", "LYS", "PRO", "SER"]
+    renumbered = []
+    for line in atoms[:first] + scrambled + atoms[first + len(scrambled):]:
+        number, name = int(line[:5]), line[5:10].strip()
+        if name not in SOLVENT and number >= 350:
+            line = f"{350 if number <= 355 else number - 5:5d}" + line[5:]
+        renumbered.append(line)
+    path = tmp_path / "sorted.gro"
+    path.write_text("\n".join(lines[:2] + renumbered + lines[-1:]) + "\n")
+    got = backmap(path, tmp_path / "sorted.pdb", progress=False)
+    assert any("1 run(s) of residues sharing a number read in the order their BB beads are bonded in" in line
+               for line in got.report)
+    backmap(DATA / "md.gro", tmp_path / "plain.pdb", progress=False)
+    ordered, plain = md.load(str(tmp_path / "sorted.pdb")), md.load(str(tmp_path / "plain.pdb"))
+    assert [r.name for r in ordered.topology.residues] == [r.name for r in plain.topology.residues]
+    assert got.n_segments == 1
+    np.testing.assert_array_equal(ordered.xyz, plain.xyz)

@@ -150,6 +150,13 @@ class FrameSource:
                 f"with one number and name (a file without insertion codes), each read as the residues it "
                 f"holds (first: chain {first.chain.chain_id!r} {first.name}{first.resSeq})"
             )
+            if (self.top_path or "").lower().endswith(".tpr"):
+                self.notes.append(
+                    f"{self.top_path}: a .tpr as read keeps no residue numbers, so residues that shared one in "
+                    "the .itp come in its order; martinize2 -resid input sorts them by name, not in sequence: if "
+                    "the protein has insertion codes, pass the run's .gro as --top instead (it keeps the numbers, "
+                    "and the residues are then put in the order their beads are bonded in)"
+                )
         check_duplicate_atoms(topology, self.top_path or self.path)
         self.topology = topology
         self.n_atoms = n_atoms
