@@ -665,7 +665,8 @@ class Backmapper:
         else:
             records, self.report = read_residues(topology, source)
             if not records:
-                raise BackmapInputError(f"{source}: no protein residues found")
+                raise BackmapInputError(f"{source}: no protein residues found"
+                                        + (f" ({'; '.join(self.report)})" if self.report else ""))
             self.mapping, self.mapping_evidence = resolve_mapping(mapping, records, atom_names, frames, box,
                                                                   source, frame, springs)
             self._reader = BeadReader(records, self.mapping, source, atom_names)

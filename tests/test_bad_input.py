@@ -519,3 +519,18 @@ def test_truncated_dcd_is_noted(tmp_path):
     assert f"{cut}: 17 whole frame(s) of the 38 its header announces: a truncated file?" in result.report
     whole = backmap(str(examples / "trpcage_ca.dcd"), str(tmp_path / "whole_aa.pdb"), top=top, progress=False)
     assert not any("truncated" in line for line in whole.report)
+
+
+def test_martini_water_is_not_poly_tryptophan(tmp_path):
+    """A .gro of Martini water (residue and bead W), with ions or not: no protein (W was read as the one-letter
+    code of TRP and built as a 1728-residue protein)."""
+    lines = []
+    for k, (x, y, z) in enumerate(np.ndindex(4, 4, 4)):
+        lines.append(f"{k + 1:5d}{'W':<5}{'W':>5}{k + 1:5d}{0.47 * x:8.3f}{0.47 * y:8.3f}{0.47 * z:8.3f}")
+    for k, name in enumerate(["NA", "CL"], start=65):
+        lines.append(f"{k:5d}{name:<5}{name:>5}{k:5d}{0.2 + 0.1 * k - 6:8.3f}{0.25:8.3f}{0.25:8.3f}")
+    for count, name in ((64, "water"), (66, "water_ions")):
+        path = tmp_path / f"{name}.gro"
+        path.write_text("Martini water\n" + f"{count:5d}\n" + "\n".join(lines[:count]) + "\n   1.880   1.880   1.880\n")
+        message = fails(tmp_path, path, names=[path, "no protein residues found", "64 non-protein residue(s) W"])
+        assert ("NA" in message) == (name == "water_ions")

@@ -160,7 +160,7 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
 
     Protein residues (standard, variant or modified names; one-letter codes
     in one-bead-per-residue files whose residues have no three-letter amino
-    acid names) are kept; water, ions, capping groups and
+    acid names and are not all W, Martini water) are kept; water, ions, capping groups and
     any residue that is not an amino acid (no CA and an unknown name) are
     dropped and reported. An unknown name on a residue that has a CA atom is
     an error, and so is a one-letter name on such a residue in a file with
@@ -195,14 +195,17 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
     cg_file = bool(heavy_atoms) and np.median([len(v) for v in heavy_atoms.values()]) <= 1
     three_letter = cg_file and any(len(r.name.strip()) > 1 and chem.standard_residue_name(r.name.strip().upper())
                                    for r in topology.residues)
+    # nothing but W in one letter: Martini water beads (a file of water, with ions or not), not poly-tryptophan
+    one_letter = {r.name.strip().upper() for r in topology.residues if len(r.name.strip()) == 1}
+    water_only = one_letter == {"W"}
     for residue in topology.residues:
         chain_id = getattr(residue.chain, "chain_id", None) or ""
         where = f"{source}: chain {chain_id or '?'} residue {residue.name} {residue.resSeq}"
         key = residue.name.strip().upper()
         heavy = heavy_atoms[residue.index]
-        if cg_file and len(key) == 1 and not three_letter:
+        if cg_file and len(key) == 1 and not (three_letter or water_only):
             name = chem.require_residue_name(key, where)
-        elif key in _SOLVENT or key in chem.CAPS:
+        elif key in _SOLVENT or key in chem.CAPS or (water_only and key == "W"):
             dropped[key] = dropped.get(key, 0) + 1
             continue
         else:
