@@ -449,6 +449,35 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
     _check_close_beads(beads[None], protein, source, frame)
 
 
+#: Residues taken as bonded (from the leading frames) whose beads lie farther apart than this many times the break
+#: distance in a later frame stop the run: they are not bonded.
+STRETCH_FACTOR = 2.0
+#: Fraction of the consecutive residues of the chains whose beads may lie farther apart than bonded ones (chain
+#: breaks) before an input is refused as coordinates that do not belong to their topology (at least
+#: :data:`MIN_BROKEN_PAIRS` of them).
+MAX_BROKEN_FRACTION = 0.2
+MIN_BROKEN_PAIRS = 5
+
+
+def _check_chains_hold_together(beads: np.ndarray, protein: ProteinTopology, source: str, frame: int,
+                                break_distance: float) -> None:
+    """Refuse chains that fall apart: more than :data:`MAX_BROKEN_FRACTION` of their consecutive residues are
+    breaks (a topology of another system with the same number of beads, scrambled residues)."""
+    same_chain = np.array(protein.chain_ids[1:]) == np.array(protein.chain_ids[:-1])
+    broken = same_chain & (protein.segment[1:] != protein.segment[:-1])
+    n_broken, n_pairs = int(broken.sum()), int(same_chain.sum())
+    if n_broken >= MIN_BROKEN_PAIRS and n_broken > MAX_BROKEN_FRACTION * n_pairs:
+        first = int(np.nonzero(broken)[0][0])
+        distance = float(np.linalg.norm(beads[first + 1] - beads[first]))
+        raise BackmapInputError(
+            f"{source}: frame {frame}: {n_broken} of the {n_pairs} consecutive residues of the chains lie farther "
+            f"apart than bonded ones (first: {protein.labels[first]} and {protein.labels[first + 1]}, "
+            f"{distance:.1f} A): these coordinates do not fit the topology (is it another system's, or are its "
+            f"residues out of order?); pass --break-distance (default here {break_distance:g} A) to build the pieces "
+            "anyway"
+        )
+
+
 #: Builders: ``ideal`` (geometric) and ``model`` (a trained generative model).
 #: A builder is called as ``build(beads, protein, mapping, samples, seeds)``
 #: with beads (F, R, 3) and one random seed per frame, and returns
@@ -600,9 +629,14 @@ class Backmapper:
         The CG (or all-atom) input topology.
     frames : numpy.ndarray
         (n_atoms, 3) coordinates of the input's first frame, or (F, n_atoms,
-        3) of its first F frames, Angstrom: chain breaks and the checks come
-        from the first; with ``mapping='auto'`` the detection reads them all
-        (:func:`resolve_mapping`).
+        3) of its first F frames, Angstrom: the checks come from the first;
+        a chain breaks where its residues are too far apart for a bond in
+        any of them, and with ``mapping='auto'`` the detection reads them all
+        (:func:`resolve_mapping`). The chains are refused when more than
+        :data:`MAX_BROKEN_FRACTION` of their consecutive residues are breaks
+        (unless ``break_distance`` is given), and :meth:`build` stops at a
+        frame where residues taken as bonded lie more than
+        :data:`STRETCH_FACTOR` times the break distance apart.
     mapping, method, samples, seed, device, break_distance, model, temperature
         As in :func:`backmap`.
     source : str
@@ -649,7 +683,7 @@ class Backmapper:
         atom_names = [a.name for a in topology.atoms]
         frames = np.asarray(frames, dtype=np.float32)
         frames = frames[None] if frames.ndim == 2 else frames
-        first_box = None if box is None else np.asarray(box)[:1]
+        box = None if box is None else np.asarray(box)
         if _reads_martini(mapping, topology, source):
             from backmap_plugin.build.martini import BREAK_DISTANCE as BREAK_DISTANCE_MARTINI
             from backmap_plugin.io.martini import martini_residues
@@ -685,15 +719,20 @@ class Backmapper:
         self._chain = np.array([r.chain for r in records])
         self._labels = [r.label() for r in records]
         self._break_distance = break_distance
-        beads = self._anchors(self._reader.beads(frames[:1]))
-        _check_finite_beads(beads, self._labels, source, frame)
-        beads = self._whole(beads, first_box, frame)[0]
+        leading = self._anchors(self._reader.beads(frames))
+        _check_finite_beads(leading, self._labels, source, frame)
+        leading = self._whole(leading, box, frame)
+        beads = leading[0]
         limits = break_distance
         if default_break_used and self.mapping.name == "com":  # C-alpha and Martini BB beads: the distance tells
             limits = bonded_bead_limits(self.mapping, records, break_distance)
-        self.protein = protein_topology(records, beads, limits)
+        self._limits = np.broadcast_to(np.asarray(limits, dtype=np.float32), (max(0, len(records) - 1),))
+        # residues that come apart in any of the leading frames are not bonded (touching molecules numbered on)
+        self.protein = protein_topology(records, leading, limits)
         self.report += _numbering_gap_notes(records, beads, limits, break_distance)
         check_trace(beads, self.protein, source, frame)
+        if default_break_used:
+            _check_chains_hold_together(beads, self.protein, source, frame, break_distance)
         self.topology = self.protein.to_mdtraj()
         self.bead_fit = BeadFit(self.mapping, self.protein)
 
@@ -746,6 +785,22 @@ class Backmapper:
         return make_whole(beads, box, self._chain, max_bond=self._break_distance, labels=self._labels,
                           first_frame=first_index, source=self.source, gather=True)
 
+    def _check_bonded_beads(self, anchors: np.ndarray, first_index: int) -> None:
+        """Raise where two residues taken as bonded lie more than :data:`STRETCH_FACTOR` times the break distance
+        apart: not bonded after all (two molecules that touched in the leading frames, numbered on)."""
+        bonded = self.protein.segment[1:] == self.protein.segment[:-1]
+        distance = np.linalg.norm(np.diff(anchors, axis=1), axis=-1)
+        stretched = bonded & (distance > STRETCH_FACTOR * self._limits)
+        if stretched.any():
+            frame, i = (int(k) for k in np.argwhere(stretched)[0])
+            raise BackmapInputError(
+                f"{self.source}: frame {first_index + frame}: the beads of {self.protein.labels[i]} and "
+                f"{self.protein.labels[i + 1]} are {distance[frame, i]:.1f} A apart, but were close enough to be "
+                f"bonded in the first frames (at most {self._limits[i]:.1f} A): they are not bonded (molecules "
+                "numbered on, that touched?); give a topology with the molecules apart (chain ids, numbers that "
+                "restart, or the run's .tpr), or a smaller --break-distance"
+            )
+
     @property
     def n_atoms(self) -> int:
         """Number of heavy atoms in each output structure."""
@@ -787,6 +842,7 @@ class Backmapper:
         _check_finite_beads(self._anchors(beads), self._labels, self.source, first_index)  # before unwrapping them
         beads = self._whole(beads, box, first_index) if beads.ndim == 3 else self._whole_martini(beads, box, first_index)
         _check_close_beads(self._anchors(beads), self.protein, self.source, first_index)
+        self._check_bonded_beads(self._anchors(beads), first_index)
         beads = torch.as_tensor(beads, device=self.device)
         seeds = self.seed * 1_000_003 + first_index + np.arange(len(beads))
         per_pass = max(1, RESIDUES_PER_PASS // self.protein.n_residues)

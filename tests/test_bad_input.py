@@ -497,14 +497,28 @@ def test_all_atom_file_with_a_one_atom_residue_is_still_read(tmp_path):
     assert result.n_residues == 20
 
 
-def test_truncated_trajectory_says_where_and_why(tmp_path):
-    """The real Martini 3 run's .xtc cut mid-frame: the message says which block of frames failed and what that
-    suggests (it said "near frame 0")."""
+def test_truncated_trajectory_keeps_its_whole_frames(tmp_path, capfd):
+    """The real Martini 3 run's .xtc cut mid-frame (a killed run, or one still writing): its 3 whole frames are
+    backmapped, with a note (nothing was, and the message said the block from frame 0 on failed); cut inside its
+    first frame, it is refused. The XTC reader's bare error codes stay out of the output."""
     data = Path(__file__).resolve().parent / "data" / "martini3"
     cut = tmp_path / "cut.xtc"
     cut.write_bytes((data / "md.xtc").read_bytes()[:20000])
-    fails(tmp_path, cut, top=data / "md.gro", names=["cut.xtc: cannot be read as .xtc: the block of frames from 0 on",
+    result = backmap(str(cut), str(tmp_path / "cut_aa.pdb"), top=str(data / "md.gro"), progress=False)
+    assert result.n_frames == 3
+    assert [line for line in result.report if "read 3 whole frame(s); the next could not be read" in line
+            and "a truncated file, or one still being written?" in line]
+    md.load(str(data / "md.xtc"), top=str(data / "md.gro"))[:3].save_xtc(str(tmp_path / "whole.xtc"))
+    again = backmap(str(tmp_path / "whole.xtc"), str(tmp_path / "whole_aa.pdb"), top=str(data / "md.gro"),
+                    progress=False)
+    assert not any("could not be read" in line for line in again.report)
+    # the same structures (read one at a time, the frames were built in other batches: float rounding)
+    np.testing.assert_allclose(md.load(str(tmp_path / "cut_aa.pdb")).xyz, md.load(str(tmp_path / "whole_aa.pdb")).xyz,
+                               atol=2e-4)
+    cut.write_bytes((data / "md.xtc").read_bytes()[:3000])
+    fails(tmp_path, cut, top=data / "md.gro", names=["cut.xtc: cannot be read as .xtc",
                                                       "a truncated or damaged file?"])
+    assert "xdrfile error" not in capfd.readouterr().err
 
 
 def test_truncated_dcd_is_noted(tmp_path):
@@ -534,3 +548,33 @@ def test_martini_water_is_not_poly_tryptophan(tmp_path):
         path.write_text("Martini water\n" + f"{count:5d}\n" + "\n".join(lines[:count]) + "\n   1.880   1.880   1.880\n")
         message = fails(tmp_path, path, names=[path, "no protein residues found", "64 non-protein residue(s) W"])
         assert ("NA" in message) == (name == "water_ions")
+
+
+def test_coordinates_that_do_not_fit_the_topology(tmp_path, ca):
+    """The beads of another protein with as many beads (here 1L2Y's CA atoms in another order): refused as not
+    fitting the topology, not built as 20 one-residue pieces; an explicit break distance builds them."""
+    order = np.random.default_rng(0).permutation(ca.n_atoms)
+    path = tmp_path / "shuffled.pdb"
+    md.Trajectory(ca.xyz[:1, order], ca.topology).save_pdb(str(path))
+    fails(tmp_path, path, names=[path, "frame 0", "of the 19 consecutive residues of the chains lie farther apart",
+                                 "do not fit the topology", "--break-distance"])
+    result = backmap(str(path), str(tmp_path / "pieces.pdb"), break_distance=4.5, progress=False)
+    assert result.n_segments > 10
+
+
+@pytest.mark.parametrize("apart_from", [3, 12])
+def test_residues_that_come_apart_are_not_bonded(tmp_path, ca, apart_from):
+    """Two molecules numbered on in one chain (gmx insert-molecules writes such .gro files) whose ends touch in
+    frame 0: where they come apart within the leading frames the chain breaks there; later, the run stops at that
+    frame, naming it (the peptide bond was kept and the frame built stretched)."""
+    xyz = np.repeat(ca.xyz[:1], 14, axis=0)
+    xyz[apart_from:, 10:] += np.array([2.0, 0.0, 0.0], dtype=np.float32)  # nm: residues 11-20 20 A away
+    path, dcd = tmp_path / "two.pdb", tmp_path / "two.dcd"
+    ca[0].save_pdb(str(path))
+    md.Trajectory(xyz, ca.topology).save_dcd(str(dcd))
+    if apart_from < api.DETECTION_FRAMES:
+        result = backmap(str(dcd), str(tmp_path / "two_aa.pdb"), top=str(path), progress=False)
+        assert result.n_segments == 2 and result.n_frames == 14
+    else:
+        fails(tmp_path, dcd, top=path, names=[dcd, f"frame {apart_from}", "GLY 10 and chain A residue GLY 11",
+                                              "were close enough to be bonded in the first frames"])

@@ -248,7 +248,8 @@ def find_segments(
     chain : numpy.ndarray
         (R,) chain index per residue (residues of a chain consecutive).
     ca_xyz : numpy.ndarray
-        (R, 3) C-alpha (or bead) positions of one frame, Angstrom.
+        (R, 3) C-alpha (or bead) positions of one frame, Angstrom, or (F, R,
+        3) of several: a pair is a break where it is one in any frame.
     break_distance : float or numpy.ndarray
         A CA-CA distance above this (Angstrom) starts a new segment; an
         (R - 1,) array gives each consecutive pair its own.
@@ -259,7 +260,9 @@ def find_segments(
         (R,) segment index per residue, counting from 0.
     """
     chain = np.asarray(chain)
-    gap = np.linalg.norm(np.diff(ca_xyz, axis=0), axis=-1) > break_distance
+    ca_xyz = np.asarray(ca_xyz)
+    gap = np.linalg.norm(np.diff(ca_xyz, axis=-2), axis=-1) > break_distance
+    gap = gap.any(axis=tuple(range(gap.ndim - 1)))
     new = np.ones(len(chain), bool)
     new[1:] = (chain[1:] != chain[:-1]) | gap
     return np.cumsum(new) - 1
@@ -415,8 +418,8 @@ def protein_topology(
     ----------
     records : list of ResidueRecord
     ca_xyz : numpy.ndarray
-        (R, 3) bead / C-alpha positions of one frame (Angstrom), used to
-        find chain breaks.
+        (R, 3) bead / C-alpha positions of one frame (Angstrom), or (F, R, 3)
+        of several, used to find chain breaks (:func:`find_segments`).
     break_distance : float or numpy.ndarray
         Chain-break threshold (Angstrom), or one per consecutive pair
         (:func:`find_segments`).

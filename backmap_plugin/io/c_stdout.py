@@ -1,11 +1,14 @@
 """Keeping stdout clean of the C library's output: mdtraj's compiled DCD plugin
-prints ``dcdplugin) ...`` lines to the C stdout. Standard library only."""
+prints ``dcdplugin) ...`` lines to the C stdout, its XTC / TRR readers bare
+error codes to the C stderr. Standard library only."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
+import tempfile
 
 
 def _flush_c_stdio() -> None:
@@ -18,30 +21,48 @@ def _flush_c_stdio() -> None:
         pass
 
 
+#: The XTC / TRR readers' bare error codes (``(xdrfile error) Undocumented error 3``), printed with no line end
+#: before the exception that says what failed: left out.
+_XDRFILE_CODE = re.compile(r"\(xdrfile error\) Undocumented error -?\d+")
+
+
 @contextlib.contextmanager
 def c_stdout_to_stderr():
-    """Send file descriptor 1 to stderr for the duration of the block.
+    """Send what compiled readers print during the block to stderr, as whole lines, after it.
 
     mdtraj's compiled DCD plugin prints ``dcdplugin) ...`` lines to the C
-    stdout whenever it opens a file; they go to stderr so that stdout stays
-    for the program's own output.
+    stdout whenever it opens a file, and its XTC / TRR readers print bare
+    error codes without a line end to the C stderr. Both are collected in a
+    temporary file and written to stderr when the block ends, as whole
+    lines and without the bare error codes, so that stdout stays for the
+    program's own output and nothing runs into the next line.
 
     Yields
     ------
     None
     """
     sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        saved = os.dup(1)
-    except OSError:  # no file descriptor 1
+        saved = (os.dup(1), os.dup(2))
+    except OSError:  # no file descriptor 1 or 2
         yield
         return
     _flush_c_stdio()
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        _flush_c_stdio()
-        os.dup2(saved, 1)
-        os.close(saved)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 1)
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            _flush_c_stdio()
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)
+            caught.seek(0)
+            text = _XDRFILE_CODE.sub("", caught.read().decode(errors="replace"))
+            if text.strip():
+                sys.stderr.write(text if text.endswith("\n") else text + "\n")
+                sys.stderr.flush()

@@ -237,9 +237,9 @@ class FrameSource:
             raise BackmapInputError(f"{self.path}: contains no frames")
 
     def _iterload(self, per_read: int) -> Iterator[md.Trajectory]:
-        """``mdtraj.iterload`` with its exceptions wrapped."""
-        chunks = md.iterload(self.path, chunk=per_read, stride=self.stride,
-                             top=self.topology if self._ext in NEEDS_TOPOLOGY else None)
+        """``mdtraj.iterload`` with its exceptions wrapped; when a block fails, its whole frames are read one at a
+        time (:meth:`_whole_frames_of`)."""
+        chunks = self._chunks(per_read)
         done = 0
         while True:
             try:
@@ -248,14 +248,47 @@ class FrameSource:
             except StopIteration:
                 return
             except Exception as exc:
-                raise BackmapInputError(
-                    f"{self.path}: cannot be read as {self._ext}: the block of frames from {done} on failed "
-                    f"(a truncated or damaged file?): {type(exc).__name__}: {exc}"
-                ) from exc
+                yield from self._whole_frames_of(done, exc)
+                return
             if traj.n_frames == 0:
                 return
             done += traj.n_frames
             yield traj
+
+    def _chunks(self, per_read: int) -> Iterator[md.Trajectory]:
+        return md.iterload(self.path, chunk=per_read, stride=self.stride,
+                           top=self.topology if self._ext in NEEDS_TOPOLOGY else None)
+
+    def _whole_frames_of(self, done: int, failure: Exception) -> Iterator[md.Trajectory]:
+        """The frames from ``done`` on that can be read, one at a time, after reading a block from there failed.
+
+        A trajectory cut short (a killed run, or one still writing) ends in
+        a partial frame: the whole frames before it are yielded and a note
+        says where reading stopped. If not one frame can be read, the
+        failure is raised.
+        """
+        singles = self._chunks(1)
+        index = 0
+        while True:
+            try:
+                with c_stdout_to_stderr():
+                    traj = next(singles)
+            except StopIteration:
+                return
+            except Exception:
+                break
+            if index >= done:
+                yield traj
+            index += 1
+        if index == 0:
+            raise BackmapInputError(
+                f"{self.path}: cannot be read as {self._ext} (a truncated or damaged file?): "
+                f"{type(failure).__name__}: {failure}"
+            ) from failure
+        note = (f"{self.path}: read {index} whole frame(s); the next could not be read ({type(failure).__name__}: "
+                f"{failure}): a truncated file, or one still being written?")
+        if note not in self.notes:  # (the frames may be read more than once)
+            self.notes.append(note)
 
 
 def open_frames(path, top=None, chunk: int = 1000, stride: int = 1) -> FrameSource:

@@ -158,7 +158,9 @@ def count_trajectory_atoms(path: str, ext: str) -> int:
             first = handle.read(n_frames=1)
         xyz = first[0] if isinstance(first, tuple) else first
     except Exception as exc:
-        raise BackmapInputError(f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}") from exc
+        raise BackmapInputError(
+            f"{path}: cannot be read as {ext} (a truncated or damaged file?): {type(exc).__name__}: {exc}"
+        ) from exc
     if xyz is None or len(xyz) == 0:
         raise BackmapInputError(f"{path}: contains no frames")
     return int(xyz.shape[1])
