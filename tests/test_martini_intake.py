@@ -227,6 +227,12 @@ def test_martini2_bead_counts(tmp_path):
     # without tryptophan the example is the next residue that tells
     lines = [line for line in lines if _atom(line)[1] != "TRP"]
     _fails(_write(tmp_path, lines), "Martini 2 beads (TYR has 3 side-chain beads, Martini 3 has 4)")
+    # polarizable Martini 2.2 (martini22p) gives its polar side chains charged dummies SCP / SCN
+    lines = _pdb_lines(DATA / "cg.pdb")
+    ser = next(k for k, line in enumerate(lines) if _atom(line)[:2] == ("SC1", "SER"))
+    lines.insert(ser + 1, lines[ser][:12] + " SCP" + lines[ser][16:])
+    _fails(_write(tmp_path, lines), f"residue SER {_atom(lines[ser])[2]}: bead SCP is polarizable Martini 2's "
+                                    "(martini22p): Martini 2 is not supported")
 
 
 def test_backbone_beads_alone(tmp_path):
@@ -509,7 +515,7 @@ def test_residues_that_share_a_number_and_name(tmp_path):
     assert lys[:2] == ["LYS A 366 ", "LYS A 366A"]
 
 
-def test_residues_that_share_a_number_come_in_the_order_their_beads_are_bonded_in(tmp_path):
+def test_residues_that_share_a_number_come_in_the_order_their_beads_are_bonded_in(tmp_path, recwarn):
     """martinize2 -resid input numbers residues 350, 350A ... 350E (insertion codes) all 350 in a .gro and sorts
     them by name: SER ALA ASN LYS PRO LYS comes as ALA ASN LYS LYS PRO SER. They are read in sequence again,
     from where their BB beads lie (the file's order made 4 chain breaks and a wrong sequence)."""
@@ -539,3 +545,5 @@ def test_residues_that_share_a_number_come_in_the_order_their_beads_are_bonded_i
     assert [r.name for r in ordered.topology.residues] == [r.name for r in plain.topology.residues]
     assert got.n_segments == 1
     np.testing.assert_array_equal(ordered.xyz, plain.xyz)
+    # mdtraj's warning per residue is not passed on (the note says it once)
+    assert not [w for w in recwarn if "two consecutive residues with same number" in str(w.message)]

@@ -40,8 +40,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--chunk", type=int, default=1000, help="frames processed at a time (default: 1000)")
     p.add_argument(
         "--break-distance", type=float, default=None,
-        help="bead distance in Angstrom that splits a chain into segments (default: 4.5 for ca, 10 for com, and for "
-             "com where residue numbers skip, the farthest bonded residues' centres of mass can be)",
+        help="bead distance in Angstrom that splits a chain into segments (default: 4.5 for ca, 5 between BB beads "
+             "for martini3, 10 for com, and for com where residue numbers skip, the farthest bonded residues' "
+             "centres of mass can be); giving it also builds chains that are mostly breaks",
     )
     options.add_overwrite(p, "replace an existing output (or start an unfinished run over)")
     p.add_argument("--resume", action="store_true",

@@ -4,6 +4,7 @@ cannot read), topologies, the atom count of a trajectory, box vectors."""
 from __future__ import annotations
 
 import struct
+import warnings
 from typing import Optional
 
 import mdtraj as md
@@ -86,11 +87,14 @@ def load_whole(path: str, ext: str) -> md.Trajectory:
     try:
         if ext in MMCIF and not _mdtraj_can_read(ext):
             return _load_mmcif_with_openmm(path)
-        if ext in (".pdb", ".pdb.gz"):
-            return md.load_pdb(path)  # md.load parses a PDB twice
-        if ext == ".gro":
-            return md.formats.gro.load_gro(path)  # md.load reads a GRO file's topology twice
-        return md.load(path)
+        with warnings.catch_warnings():
+            # one warning per residue: the residues are read apart later, with one note (split_merged_residues)
+            warnings.filterwarnings("ignore", message=".*two consecutive residues with same number")
+            if ext in (".pdb", ".pdb.gz"):
+                return md.load_pdb(path)  # md.load parses a PDB twice
+            if ext == ".gro":
+                return md.formats.gro.load_gro(path)  # md.load reads a GRO file's topology twice
+            return md.load(path)
     except Exception as exc:  # mdtraj raises many types; keep its message
         if ext in (".pdb", ".pdb.gz") and not _pdb_has_atoms(path):
             raise BackmapInputError(f"{path}: is empty: no ATOM/HETATM records") from exc

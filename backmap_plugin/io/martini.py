@@ -57,6 +57,8 @@ BONDED_BB_MAX = 4.6
 #: Side-chain beads of Martini 2.2 (vermouth's ``martini22`` force field) where they differ from
 #: Martini 3: alanine has none, tyrosine three, tryptophan four. Checked in this order for messages.
 MARTINI2_SIDE_CHAIN_BEADS = {"TRP": 4, "TYR": 3, "ALA": 0}
+#: Bead names only polarizable Martini 2 (vermouth's ``martini22p``) uses: the charged dummies of polar side chains.
+MARTINI2_POLAR_BEADS = {"SCP", "SCN"}
 #: Residue names only Martini 2 uses (neutral forms of vermouth's martini22).
 MARTINI2_NAMES = {"ASP0": "ASP", "GLU0": "GLU", "ARG0": "ARG"}
 
@@ -287,6 +289,11 @@ def martini_residues(topology: md.Topology, source: str, xyz: np.ndarray | None 
             if atom_name == GO_SITE_NAME and has_bb:
                 go_sites += 1
                 continue
+            if atom_name in MARTINI2_POLAR_BEADS:
+                raise BackmapInputError(
+                    f"{where}: bead {atom_name} is polarizable Martini 2's (martini22p): Martini 2 is not supported; "
+                    "make the coarse-grained model with Martini 3 (martinize2 -ff martini3001)"
+                )
             if not _is_bead(atom_name):
                 raise BackmapInputError(
                     f"{where}: atom {atom_name} is not a Martini protein bead (BB, SC1 ... SC5); "
