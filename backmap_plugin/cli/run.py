@@ -44,6 +44,9 @@ def add_parser(subparsers) -> None:
              "for martini3, 10 for com, and for com where residue numbers skip, the farthest bonded residues' "
              "centres of mass can be); giving it also builds chains that are mostly breaks",
     )
+    p.add_argument("--no-disulfides", action="store_true",
+                   help="leave cysteines free; by default cysteine pairs whose SG atoms can meet are bonded, with a "
+                        "note naming them")
     options.add_overwrite(p, "replace an existing output (or start an unfinished run over)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run of the same command (same output and options); "
@@ -91,6 +94,7 @@ def run(args) -> int:
         temperature=args.temperature,
         overwrite=args.overwrite,
         resume=args.resume,
+        disulfides=not args.no_disulfides,
     )
     if args.json:
         write_json(args.json, result.to_dict())

@@ -66,6 +66,9 @@ ANGLE_CA_C_OXT = 117.0
 ANGLE_CA_C_N_CIS = 119.0
 ANGLE_C_N_CA_CIS = 128.0
 BOND_CA_CA_TRANS = 3.80
+# the disulfide bond (Engh & Huber): S-S length and CB-SG-SG angle
+BOND_SG_SG = 2.04
+ANGLE_CB_SG_SG = 104.0
 
 # CA-CB bond and N-CA-CB angle where they differ from the default
 # (1.530, 110.5): proline and the beta-branched residues.

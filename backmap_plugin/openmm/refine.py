@@ -447,9 +447,11 @@ class RefinementResult:
         ok = sum(f["converged"] for f in self.frames)
         clashes = sum(f["clashes_after"] for f in self.frames)
         shifts = [f["rmsd_shift_angstrom"] for f in self.frames]
+        disulfides = self.frames[0].get("disulfides", 0) if self.frames else 0
         return (
             f"refined {n} frame(s) on {self.platform}: {ok}/{n} converged, {clashes} heavy-atom clash(es) left, "
-            f"RMSD shift max {max(shifts):.2f} A -> {self.output} (report {self.report_path}) in {self.seconds:.1f} s"
+            f"{disulfides} disulfide(s), RMSD shift max {max(shifts):.2f} A -> {self.output} "
+            f"(report {self.report_path}) in {self.seconds:.1f} s"
         )
 
 

@@ -1,0 +1,112 @@
+"""Disulfides closed by the builders (build/disulfides.py), from the C-alpha trace and the centres of mass of
+6B0S chain A (tests/data/martini3/aa.pdb.gz: C334-C369 and C338-C374, SG-SG 2.04 / 2.06 A, two free cysteines
+none), through backmap and refine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mdtraj as md
+import numpy as np
+import pytest
+import torch
+
+from backmap_plugin.api import backmap
+from backmap_plugin.build.disulfides import close_disulfides
+from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.geometry import bond_angle
+from backmap_plugin.core.topology import gather_slots, protein_topology, read_residues
+
+AA = Path(__file__).resolve().parent / "data" / "martini3" / "aa.pdb.gz"
+BONDED = {("CYS334", "CYS369"), ("CYS338", "CYS374")}
+
+
+def _sg_pairs(path: Path, cutoff: float = 2.5) -> dict:
+    """{(residue, residue): SG-SG distance} of the SG pairs closer than ``cutoff``."""
+    traj = md.load(str(path))
+    sg = [a for a in traj.topology.atoms if a.name == "SG"]
+    xyz = traj.xyz[0][[a.index for a in sg]] * 10
+    return {(str(sg[i].residue), str(sg[j].residue)): float(np.linalg.norm(xyz[i] - xyz[j]))
+            for i in range(len(sg)) for j in range(i + 1, len(sg)) if np.linalg.norm(xyz[i] - xyz[j]) < cutoff}
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    """The C-alpha trace of 6B0S chain A."""
+    aa = md.load(str(AA))
+    path = tmp_path_factory.mktemp("ss") / "ca.pdb"
+    aa.atom_slice(aa.topology.select("name CA")).save_pdb(str(path))
+    return path
+
+
+def test_a_trace_gets_its_disulfides(tmp_path, trace):
+    """The two disulfides of the crystal, S-S at its bond length (they came out 3-4 A apart, and refine made four
+    free thiols); none with disulfides=False."""
+    result = backmap(trace, tmp_path / "aa.pdb", progress=False)
+    made = _sg_pairs(tmp_path / "aa.pdb")
+    assert set(made) == BONDED
+    assert all(abs(d - chem.BOND_SG_SG) < 0.15 for d in made.values())
+    assert "disulfides closed (cysteine pairs whose SG atoms can meet): A CYS 334 - A CYS 369, A CYS 338 - A CYS 374" \
+        in result.report
+    free = backmap(trace, tmp_path / "free.pdb", progress=False, disulfides=False)
+    assert not _sg_pairs(tmp_path / "free.pdb") and not any("disulfides" in line for line in free.report)
+
+
+def test_only_sg_moves_bond_lengths_and_angles_kept():
+    """The crystal's own structure with its SG atoms turned away: closing turns them back about CA-CB, moving
+    nothing else and keeping CB-SG and CA-CB-SG."""
+    aa = md.load(str(AA))
+    records, _ = read_residues(aa.topology, "aa")
+    xyz, _ = gather_slots(aa.xyz * 10, records)
+    protein = protein_topology(records, xyz[0, :, chem.SLOT_CA])
+    atoms = torch.as_tensor(xyz, dtype=torch.float64)
+    sg = chem.RESIDUES["CYS"].atoms.index("SG")
+    cys = np.nonzero(protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
+    # turn every SG by 120 degrees about its CA-CB bond
+    from backmap_plugin.core.geometry import rotate_about_axis
+    ca, cb = atoms[0, cys, chem.SLOT_CA], atoms[0, cys, chem.SLOT_CB]
+    axis = (cb - ca) / (cb - ca).norm(dim=-1, keepdim=True)
+    turned = atoms.clone()
+    turned[0, cys, sg] = rotate_about_axis(atoms[0, cys, sg][:, None], cb, axis,
+                                           torch.full((len(cys),), 2.0944, dtype=torch.float64))[:, 0]
+    closed, pairs, bonded = close_disulfides(turned, protein)
+    assert bonded.sum() == 2
+    moved = (closed - turned).norm(dim=-1) > 1e-9
+    assert set(np.argwhere(moved[0].numpy())[:, 1].tolist()) == {sg}
+    length = lambda x: (x[0, cys, sg] - x[0, cys, chem.SLOT_CB]).norm(dim=-1)  # noqa: E731
+    torch.testing.assert_close(length(closed), length(atoms))
+    torch.testing.assert_close(bond_angle(closed[0, cys, chem.SLOT_CA], closed[0, cys, chem.SLOT_CB],
+                                          closed[0, cys, sg]),
+                               bond_angle(atoms[0, cys, chem.SLOT_CA], atoms[0, cys, chem.SLOT_CB], atoms[0, cys, sg]))
+    ss = {(int(a), int(b)) for (a, b), k in zip(pairs, bonded[0]) if k}
+    assert {(protein.res_seq[a], protein.res_seq[b]) for a, b in ss} == {(334, 369), (338, 374)}
+
+
+def test_refine_makes_the_bonds(tmp_path, trace):
+    """What refine then makes of them: two disulfides, no free thiol (HG) on those cysteines."""
+    pytest.importorskip("pdbfixer")
+    from backmap_plugin.openmm.refine import refine_structure
+
+    backmap(trace, tmp_path / "aa.pdb", progress=False)
+    result = refine_structure(str(tmp_path / "aa.pdb"), str(tmp_path / "refined.pdb"), platform="CPU", progress=False)
+    assert result.frames[0]["disulfides"] == 2 and "2 disulfide(s)" in result.summary()
+    refined = md.load(str(tmp_path / "refined.pdb")).topology
+    assert not [a for a in refined.atoms if a.name == "HG" and a.residue.resSeq in (334, 369, 338, 374)]
+
+
+def test_centres_of_mass_get_their_disulfides_and_stay_on_their_beads(tmp_path):
+    """From residue centres of mass (named CA, as CALVADOS 3 writes them): the same two disulfides, the output's
+    beads still within 0.3 A of the input's."""
+    aa = md.load(str(AA))
+    mass = np.array([a.element.mass for a in aa.topology.atoms])
+    residues = [r for r in aa.topology.residues if any(a.name == "CA" for a in r.atoms)]
+    com = np.array([(aa.xyz[0, [a.index for a in r.atoms]] * mass[[a.index for a in r.atoms], None]).sum(0)
+                    / mass[[a.index for a in r.atoms]].sum() for r in residues])
+    ca = aa.atom_slice(aa.topology.select("name CA"))
+    path = tmp_path / "com.pdb"
+    md.Trajectory(com[None], ca.topology).save_pdb(str(path))
+    result = backmap(path, tmp_path / "aa.pdb", progress=False)
+    assert result.mapping == "com"
+    assert set(_sg_pairs(tmp_path / "aa.pdb")) == BONDED
+    # the SG atoms carry a third of their cysteines' beads: those move (0.15 A over all beads without closing)
+    assert result.bead_rmsd["centre of mass"]["median"] < 0.25
