@@ -248,3 +248,17 @@ def test_com_mapping_with_c_alpha_regions(trp_cage):
     torch_mixed = COMMapping(regions).bead_positions(torch.as_tensor(slots), no_oxt, protein.res_type)[0]
     assert np.allclose(torch_mixed.numpy(), mixed, atol=1e-5)
     assert get_mapping("ca").is_ca(3).all() and not COMMapping().is_ca(3).any()
+
+
+def test_a_residue_stranded_between_two_gaps_of_a_c_alpha_trace(tmp_path):
+    """1L2Y's C-alpha trace without residues 8 and 10: residue 9 lies 5-7 A from its neighbours, as centres of mass
+    would; pairs whose numbers skip are no evidence, so the trace stays C-alpha, in three segments (residue 9 was
+    read as a centre of mass and peptide-bonded across both gaps)."""
+    from conftest import FIXTURE_PDB
+
+    model = md.load(str(FIXTURE_PDB))[0]
+    keep = [a.index for a in model.topology.atoms if a.name == "CA" and a.residue.resSeq not in (8, 10)]
+    path = tmp_path / "gaps.pdb"
+    model.atom_slice(keep).save_pdb(str(path))
+    result = backmap(str(path), str(tmp_path / "aa.pdb"), progress=False)
+    assert result.mapping == "ca" and result.n_segments == 3

@@ -633,3 +633,19 @@ def test_n_frames_is_what_iterating_yields(name, top, stride):
     source = open_frames(GMX_EXAMPLE / name, top=None if top is None else GMX_EXAMPLE / top, chunk=7,
                          stride=stride)
     assert source.n_frames == sum(len(c.xyz) for c in source)
+
+
+def test_protonation_names_dropped_on_reading_are_noted(tmp_path):
+    """HIE / HIP / CYX say a protonation state or a disulfide; mdtraj reads them as HIS / CYS without a word."""
+    model = md.load(str(FIXTURE))[0]
+    ca = model.atom_slice(model.topology.select("name CA"))
+    ca.save_pdb(str(tmp_path / "plain.pdb"))
+    lines = (tmp_path / "plain.pdb").read_text().splitlines(keepends=True)
+    text = "".join(line.replace("TRP A   6", "HIE A   6").replace("TYR A   3", "HIP A   3") for line in lines)
+    (tmp_path / "named.pdb").write_text(text)
+    source = open_frames(tmp_path / "named.pdb")
+    assert [r.name for r in source.topology.residues][2:6] == ["HIS", "ILE", "GLN", "HIS"]
+    assert source.notes == [f"{tmp_path / 'named.pdb'}: residue names that say a protonation state or a disulfide "
+                            "are read as standard residues (HIE as HIS, HIP as HIS): the output names standard "
+                            "residues, and refine protonates at its pH (--ph)"]
+    assert open_frames(tmp_path / "plain.pdb").notes == []

@@ -186,9 +186,9 @@ def decide_mapping(beads: np.ndarray, res_type: np.ndarray, chain: np.ndarray, c
         (R,) residue types.
     chain : numpy.ndarray
         (R,) chain index; consecutive residues of one chain closer than
-        ``max_bond`` count as bonded.
+        ``max_bond`` whose numbers do not skip count as bonded.
     chain_ids, res_seq : sequence
-        (R,) chain identifiers and residue numbers, for the message.
+        (R,) chain identifiers and residue numbers (for the message too).
     source : str
         Input name for messages.
     max_bond : float
@@ -214,7 +214,9 @@ def decide_mapping(beads: np.ndarray, res_type: np.ndarray, chain: np.ndarray, c
     res_type = np.asarray(res_type)
     n = frames.shape[1]
     d = np.linalg.norm(np.diff(frames, axis=1), axis=-1).mean(0)
-    bonded = (np.asarray(chain)[1:] == np.asarray(chain)[:-1]) & (d < max_bond)
+    # residues missing between two (numbers that skip) leave no bond to judge by: a residue stranded between two
+    # gaps of a C-alpha trace lies 5-7 A from its neighbours, as a centre of mass would
+    bonded = (np.asarray(chain)[1:] == np.asarray(chain)[:-1]) & (d < max_bond) & (np.diff(np.asarray(res_seq)) <= 1)
     starts = np.r_[0, np.nonzero(~bonded)[0] + 1]
     ends = np.r_[starts[1:], n]
     spring = np.zeros(n - 1, bool) if springs is None else \

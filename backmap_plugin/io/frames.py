@@ -26,6 +26,7 @@ from backmap_plugin.io.loaders import (
     dcd_frames_missing,
     load_topology,
     load_whole,
+    protonation_note,
 )
 from backmap_plugin.io.paths import (
     LOADED_WHOLE,
@@ -130,7 +131,8 @@ class FrameSource:
             topology = load_topology(self.path, self._ext)
             n_atoms = topology.n_atoms
 
-        self.notes = []
+        self.notes = [note for note in (protonation_note(name) for name in dict.fromkeys([self.top_path, self.path])
+                                        if name is not None and name.lower().endswith((".pdb", ".pdb.gz"))) if note]
         if self._ext == ".dcd":
             self.notes += [note for note in [dcd_frames_missing(self.path)] if note]
         if top_topology is not None:

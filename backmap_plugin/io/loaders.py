@@ -59,6 +59,33 @@ def _pdb_has_atoms(path: str) -> bool:
         return True  # unreadable: let the parser's own message through
 
 
+#: Residue names that carry a protonation state (or a disulfide) and that mdtraj's PDB reader replaces by the
+#: standard name as it reads them.
+PROTONATION_NAMES = {"HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS",
+                     "HIH": "HIS", "HSH": "HIS", "CYX": "CYS"}
+
+
+def protonation_note(path: str) -> Optional[str]:
+    """A note naming the residue names of a (possibly gzipped) PDB file that say a protonation state, which reading
+    drops (:data:`PROTONATION_NAMES`), or None."""
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    found = set()
+    try:
+        with opener(path, "rt", errors="replace") as handle:
+            for line in handle:
+                if line.startswith(("ATOM", "HETATM")) and line[17:21].strip() in PROTONATION_NAMES:
+                    found.add(line[17:21].strip())
+    except OSError:
+        return None
+    if not found:
+        return None
+    read_as = ", ".join(f"{name} as {PROTONATION_NAMES[name]}" for name in sorted(found))
+    return (f"{path}: residue names that say a protonation state or a disulfide are read as standard residues "
+            f"({read_as}): the output names standard residues, and refine protonates at its pH (--ph)")
+
+
 def load_whole(path: str, ext: str) -> md.Trajectory:
     """Load a whole structure file with mdtraj (OpenMM for mmCIF if needed).
 
