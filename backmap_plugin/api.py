@@ -1093,6 +1093,10 @@ def backmap(
     """
     t0 = time.perf_counter()
     check_backmap_options(method, samples, model, temperature, break_distance)
+    for name, value in (("input", input), ("output", output)):
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"backmap(): {name} must be a file path, got {type(value).__name__}; for coordinates in "
+                            "memory use Backmapper(topology, xyz).build(xyz) (xyz in Angstrom)")
     input, output = os.fspath(input), os.fspath(output)
     top = None if top is None else os.fspath(top)
     check_output_path(output)

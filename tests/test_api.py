@@ -532,3 +532,11 @@ def test_builder_gets_bounded_passes_with_the_same_result(trp, monkeypatch, meth
     apart = engine.build(xyz, first_index=3)
     assert passes == [2, 2, 1] and apart.shape == together.shape == (10, engine.n_atoms, 3)
     np.testing.assert_allclose(apart, together, atol=1e-3)
+
+
+def test_coordinates_in_memory_are_pointed_to_the_backmapper(tmp_path):
+    """backmap() takes files; given a trajectory object it says what takes coordinates (it raised os.fspath's
+    TypeError)."""
+    traj = md.load(str(Path(__file__).parent / "data" / "1l2y.pdb.gz"))
+    with pytest.raises(TypeError, match=r"backmap\(\): input must be a file path, got Trajectory; .*Backmapper"):
+        backmap(traj, tmp_path / "out.pdb")

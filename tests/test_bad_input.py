@@ -185,6 +185,9 @@ def test_unknown_residue_with_ca(tmp_path, ca):
     md.Trajectory(ca.xyz[:1], ca_topology(names)).save_pdb(str(unknown))
     message = fails(tmp_path, unknown, names=[unknown, "chain A", "XYZ 5"])
     assert "unknown residue" in message
+    names[4] = ("DGL", names[4][1])  # D-glutamate: said as such, not "unknown" with 60 names
+    md.Trajectory(ca.xyz[:1], ca_topology(names)).save_pdb(str(unknown))
+    fails(tmp_path, unknown, names=[unknown, "DGL 5", "residue 'DGL' is D-GLU: D-amino acids are not supported"])
 
 
 def test_chain_of_one_residue(tmp_path, ca):

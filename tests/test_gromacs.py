@@ -125,6 +125,7 @@ def test_export_to_gromacs_runs_in_gromacs(fixture_pdb, tmp_path):
     for term, value in openmm_energies.items():
         assert gromacs[term] == pytest.approx(value, rel=1e-4, abs=0.05), term
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging directory left
+    assert "partial" not in (tmp_path / "gmx" / "topol.top").read_text()  # ParmEd's header named the staging dir
 
 
 @needs_gmx

@@ -371,6 +371,11 @@ def require_residue_name(name: str, where: str) -> str:
             "style); its amino acid is only in your sequence: pass the "
             "sequence (--sequence FILE.fasta)"
         )
+    if name.strip().upper() in D_AMINO_ACIDS:
+        raise BackmapInputError(
+            f"{where}: residue '{name}' is D-{D_AMINO_ACIDS[name.strip().upper()]}: D-amino acids are not supported "
+            "(the builders make L residues)"
+        )
     raise BackmapInputError(
         f"{where}: unknown residue '{name}'. Supported: "
         + ", ".join(RESIDUE_NAMES)
@@ -379,6 +384,12 @@ def require_residue_name(name: str, where: str) -> str:
         + "; modified residues "
         + ", ".join(sorted(MODIFIED_PARENTS))
     )
+
+
+#: The PDB's names of the D-amino acids, with the L residue each mirrors.
+D_AMINO_ACIDS = {"DAL": "ALA", "DAR": "ARG", "DSG": "ASN", "DAS": "ASP", "DCY": "CYS", "DGN": "GLN", "DGL": "GLU",
+                 "DHI": "HIS", "DIL": "ILE", "DLE": "LEU", "DLY": "LYS", "MED": "MET", "DPN": "PHE", "DPR": "PRO",
+                 "DSN": "SER", "DTH": "THR", "DTR": "TRP", "DTY": "TYR", "DVA": "VAL"}
 
 
 def standard_atom_name(residue: str, atom: str) -> str | None:

@@ -232,6 +232,11 @@ def _write_gromacs(staging, topology, system, positions, box) -> None:
         structure.save(os.path.join(staging, "conf.gro"), format="gro")
     except Exception as exc:
         raise _parmed_failed(exc) from exc
+    # ParmEd's header names the file it wrote: the staging directory's, which is gone once the export is in place
+    top = os.path.join(staging, "topol.top")
+    with open(top, encoding="utf-8") as handle:
+        text = handle.read()
+    write_text(top, text.replace(f"File {top} ", "File topol.top ", 1))
 
 
 def _parmed_failed(exc: Exception) -> BackmapInputError:
