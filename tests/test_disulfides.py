@@ -110,3 +110,20 @@ def test_centres_of_mass_get_their_disulfides_and_stay_on_their_beads(tmp_path):
     assert set(_sg_pairs(tmp_path / "aa.pdb")) == BONDED
     # the SG atoms carry a third of their cysteines' beads: those move (0.15 A over all beads without closing)
     assert result.bead_rmsd["centre of mass"]["median"] < 0.25
+
+
+def test_the_search_in_blocks_gives_what_one_block_gives(monkeypatch):
+    """Structures are searched a block at a time (memory); five noisy copies of 6B0S, one per block, as all at once."""
+    import backmap_plugin.build.disulfides as module
+
+    aa = md.load(str(AA))
+    records, _ = read_residues(aa.topology, "aa")
+    noise = np.random.default_rng(0).normal(0.0, 0.3, (5, aa.n_atoms, 3))
+    xyz, _ = gather_slots(np.repeat(aa.xyz * 10, 5, axis=0) + noise, records)
+    protein = protein_topology(records, xyz[0, :, chem.SLOT_CA])
+    atoms = torch.as_tensor(xyz, dtype=torch.float32)
+    whole, _, bonded = close_disulfides(atoms, protein)
+    monkeypatch.setattr(module, "TURN_PAIRS_PER_BLOCK", 1)
+    blocks, _, bonded_blocks = close_disulfides(atoms, protein)
+    torch.testing.assert_close(blocks, whole)
+    assert (bonded_blocks == bonded).all() and (bonded.sum(1) == 2).all()

@@ -38,6 +38,8 @@ BOND_TOLERANCE = 0.3
 ANGLE_RANGE = (math.radians(90.0), math.radians(125.0))
 #: Weight of the squared CB-SG-SG angle deviations (radians^2) against the squared S-S deviation (Angstrom^2).
 ANGLE_WEIGHT = 0.5
+#: Pairs of turns searched at a time (a few hundred MB of float32 work arrays).
+TURN_PAIRS_PER_BLOCK = 2_000_000
 _SG = chem.RESIDUES["CYS"].atoms.index("SG")
 
 
@@ -77,9 +79,30 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology) -> tuple[tor
     bonded = np.zeros((len(atoms), len(pairs)), dtype=bool)
     if not len(pairs):
         return atoms, pairs, bonded
-    dtype = atoms.dtype
     a, b = (torch.as_tensor(pairs[:, k], device=atoms.device) for k in (0, 1))
-    turns = torch.arange(TURNS, device=atoms.device, dtype=dtype) * (2 * math.pi / TURNS)
+    block = max(1, TURN_PAIRS_PER_BLOCK // (len(pairs) * TURNS * TURNS))  # structures searched at a time
+    found = [_best_turns(atoms[k : k + block], a, b) for k in range(0, len(atoms), block)]
+    score, sg_a, sg_b = (torch.cat(x) for x in zip(*found))
+    can = torch.isfinite(score) & ((ca[:, a] - ca[:, b]).norm(dim=-1) <= MAX_CA_DISTANCE)
+    can, score = can.cpu().numpy(), score.cpu().numpy()
+    out = atoms.clone()
+    for n in range(len(atoms)):
+        used = set()
+        for p in np.argsort(score[n], kind="stable"):
+            if not can[n, p] or pairs[p, 0] in used or pairs[p, 1] in used:
+                continue
+            used.update(pairs[p].tolist())
+            bonded[n, p] = True
+            out[n, pairs[p, 0], _SG] = sg_a[n, p]
+            out[n, pairs[p, 1], _SG] = sg_b[n, p]
+    return out, pairs, bonded
+
+
+def _best_turns(atoms: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Of the SG turns of cysteines ``a`` and ``b`` (P,) in structures (N, R, N_SLOTS, 3), those that close each
+    pair best: score (N, P) (inf where none closes it) and the two SG positions (N, P, 3)."""
+    dtype, dev = atoms.dtype, atoms.device
+    turns = torch.arange(TURNS, device=dev, dtype=dtype) * (2 * math.pi / TURNS)
 
     def circle(residue):
         """(N, P, TURNS, 3) SG of ``residue`` turned about its CA-CB bond; (N, P, 3) its CB."""
@@ -96,31 +119,17 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology) -> tuple[tor
     sg_b, cb_b = circle(b)
     bond = sg_b[:, :, None] - sg_a[:, :, :, None]  # (N, P, TURNS, TURNS, 3): SG(a) -> SG(b)
     length = bond.norm(dim=-1)
-    to_cb_a = cb_a[:, :, None, None] - sg_a[:, :, :, None]
-    to_cb_b = cb_b[:, :, None, None] - sg_b[:, :, None]
-    angle_a = _angle(to_cb_a, bond)
-    angle_b = _angle(to_cb_b, -bond)
+    angle_a = _angle(cb_a[:, :, None, None] - sg_a[:, :, :, None], bond)
+    angle_b = _angle(cb_b[:, :, None, None] - sg_b[:, :, None], -bond)
     ideal = math.radians(chem.ANGLE_CB_SG_SG)
     low, high = ANGLE_RANGE
     closes = ((length - chem.BOND_SG_SG).abs() <= BOND_TOLERANCE) & (angle_a >= low) & (angle_a <= high)
     closes &= (angle_b >= low) & (angle_b <= high)
     score = (length - chem.BOND_SG_SG) ** 2 + ANGLE_WEIGHT * ((angle_a - ideal) ** 2 + (angle_b - ideal) ** 2)
-    score = torch.where(closes, score, torch.full((), float("inf"), dtype=dtype, device=atoms.device))
+    score = torch.where(closes, score, torch.full((), float("inf"), dtype=dtype, device=dev))
     score, best = score.flatten(2).min(-1)  # (N, P)
-    i, j = best // TURNS, best % TURNS
-    can = torch.isfinite(score) & ((ca[:, a] - ca[:, b]).norm(dim=-1) <= MAX_CA_DISTANCE)
-    can, score = can.cpu().numpy(), score.cpu().numpy()
-    out = atoms.clone()
-    for n in range(len(atoms)):
-        used = set()
-        for p in np.argsort(score[n], kind="stable"):
-            if not can[n, p] or pairs[p, 0] in used or pairs[p, 1] in used:
-                continue
-            used.update(pairs[p].tolist())
-            bonded[n, p] = True
-            out[n, pairs[p, 0], _SG] = sg_a[n, p, i[n, p]]
-            out[n, pairs[p, 1], _SG] = sg_b[n, p, j[n, p]]
-    return out, pairs, bonded
+    pick = lambda sg, k: torch.gather(sg, 2, k[..., None, None].expand(-1, -1, 1, 3))[:, :, 0]  # noqa: E731
+    return score, pick(sg_a, best // TURNS), pick(sg_b, best % TURNS)
 
 
 def _angle(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
