@@ -452,18 +452,20 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
 #: Residues taken as bonded (from the leading frames) whose beads lie farther apart than this many times the break
 #: distance in a later frame stop the run: they are not bonded.
 STRETCH_FACTOR = 2.0
-#: Fraction of the consecutive residues of the chains whose beads may lie farther apart than bonded ones (chain
-#: breaks) before an input is refused as coordinates that do not belong to their topology (at least
-#: :data:`MIN_BROKEN_PAIRS` of them).
+#: Fraction of the consecutive residues of the chains (numbers that do not skip) whose beads may lie farther apart
+#: than bonded ones (chain breaks) before an input is refused as coordinates that do not belong to their topology
+#: (at least :data:`MIN_BROKEN_PAIRS` of them).
 MAX_BROKEN_FRACTION = 0.2
 MIN_BROKEN_PAIRS = 5
 
 
 def _check_chains_hold_together(beads: np.ndarray, protein: ProteinTopology, source: str, frame: int,
                                 break_distance: float) -> None:
-    """Refuse chains that fall apart: more than :data:`MAX_BROKEN_FRACTION` of their consecutive residues are
-    breaks (a topology of another system with the same number of beads, scrambled residues)."""
+    """Refuse chains that fall apart: more than :data:`MAX_BROKEN_FRACTION` of their consecutive residues (numbers
+    that do not skip: residues missing between two are a break) are breaks (a topology of another system with the
+    same number of beads, scrambled residues)."""
     same_chain = np.array(protein.chain_ids[1:]) == np.array(protein.chain_ids[:-1])
+    same_chain &= np.diff(protein.res_seq) <= 1
     broken = same_chain & (protein.segment[1:] != protein.segment[:-1])
     n_broken, n_pairs = int(broken.sum()), int(same_chain.sum())
     if n_broken >= MIN_BROKEN_PAIRS and n_broken > MAX_BROKEN_FRACTION * n_pairs:
@@ -472,9 +474,9 @@ def _check_chains_hold_together(beads: np.ndarray, protein: ProteinTopology, sou
         raise BackmapInputError(
             f"{source}: frame {frame}: {n_broken} of the {n_pairs} consecutive residues of the chains lie farther "
             f"apart than bonded ones (first: {protein.labels[first]} and {protein.labels[first + 1]}, "
-            f"{distance:.1f} A): these coordinates do not fit the topology (is it another system's, or are its "
-            f"residues out of order?); pass --break-distance (default here {break_distance:g} A) to build the pieces "
-            "anyway"
+            f"{distance:.1f} A): these coordinates do not fit the topology (is it another system's, are its "
+            f"residues out of order, or are its bonds stretched?); pass --break-distance (default here "
+            f"{break_distance:g} A) to build the pieces anyway"
         )
 
 

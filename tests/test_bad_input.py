@@ -581,3 +581,13 @@ def test_residues_that_come_apart_are_not_bonded(tmp_path, ca, apart_from):
     else:
         fails(tmp_path, dcd, top=path, names=[dcd, f"frame {apart_from}", "GLY 10 and chain A residue GLY 11",
                                               "were close enough to be bonded in the first frames"])
+
+
+def test_residues_missing_between_are_not_counted_as_falling_apart(tmp_path, ca):
+    """A trace with many real gaps (residue numbers skip: an NMR ensemble of a peptide with residues missing) is
+    built in pieces, not refused as not fitting its topology."""
+    keep = [k for k in range(ca.n_atoms) if k % 3 != 1]  # every third residue missing: 6 gaps in 13 pairs
+    path = tmp_path / "gapped.pdb"
+    ca[0].atom_slice(keep).save_pdb(str(path))
+    result = backmap(str(path), str(tmp_path / "aa.pdb"), progress=False)
+    assert result.n_segments == 7
