@@ -649,3 +649,34 @@ def test_protonation_names_dropped_on_reading_are_noted(tmp_path):
                             "are read as standard residues (HIE as HIS, HIP as HIS): the output names standard "
                             "residues, and refine protonates at its pH (--ph)"]
     assert open_frames(tmp_path / "plain.pdb").notes == []
+
+
+def test_c_output_capture_gives_the_descriptors_back_on_ctrl_c(monkeypatch, capfd):
+    """Ctrl-C inside the block, or while it flushes at its end: stdout and stderr are the terminal's again (a
+    Ctrl-C that left stderr on the capture file lost the message that says how to resume)."""
+    from backmap_plugin.io import c_stdout
+
+    def files():
+        return [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)]
+
+    before = files()
+    with pytest.raises(KeyboardInterrupt):
+        with c_stdout.c_stdout_to_stderr():
+            os.write(2, b"(xdrfile error) Undocumented error 3")
+            os.write(1, b"dcdplugin) a line")
+            raise KeyboardInterrupt
+    assert files() == before
+    err = capfd.readouterr().err
+    assert "dcdplugin) a line\n" in err and "xdrfile" not in err
+    calls = []
+
+    def interrupted_flush():
+        calls.append(1)
+        if len(calls) == 2:  # the flush at the end of the block
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(c_stdout, "_flush_c_stdio", interrupted_flush)
+    with pytest.raises(KeyboardInterrupt):
+        with c_stdout.c_stdout_to_stderr():
+            pass
+    assert files() == before

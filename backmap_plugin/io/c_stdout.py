@@ -50,17 +50,19 @@ def c_stdout_to_stderr():
         return
     _flush_c_stdio()
     with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 1)
-        os.dup2(caught.fileno(), 2)
-        try:
+        try:  # (a Ctrl-C right after the redirection must find the finally that undoes it)
+            os.dup2(caught.fileno(), 1)
+            os.dup2(caught.fileno(), 2)
             yield
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            _flush_c_stdio()
-            for fd, old in zip((1, 2), saved):
-                os.dup2(old, fd)
-                os.close(old)
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                _flush_c_stdio()
+            finally:  # restored even when Ctrl-C comes while flushing: the program's messages must get out
+                for fd, old in zip((1, 2), saved):
+                    os.dup2(old, fd)
+                    os.close(old)
             caught.seek(0)
             text = _XDRFILE_CODE.sub("", caught.read().decode(errors="replace"))
             if text.strip():
