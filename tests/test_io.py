@@ -680,3 +680,56 @@ def test_c_output_capture_gives_the_descriptors_back_on_ctrl_c(monkeypatch, capf
         with c_stdout.c_stdout_to_stderr():
             pass
     assert files() == before
+
+
+def test_append_after_a_copy_that_was_stopped_starts_from_the_whole_old_file(tmp_path):
+    """An append to XTC copies the old frames into a new file; a process killed while copying leaves the whole old
+    file aside and a part of it in place: the next append starts from the whole one (it moved the part over the
+    whole, and 197,000 of 300,000 frames were lost), and an H5 file of another topology is refused."""
+    traj = md.load(str(FIXTURE))
+    top = traj.topology
+    out = tmp_path / "aa.xtc"
+    write_trajectory(out, top, traj.xyz[:10] * 10)
+    aside = tmp_path / ".aa.xtc.appending.xtc"
+    os.replace(out, aside)  # as the killed append left them: the old file aside, three of its frames copied
+    write_trajectory(out, top, traj.xyz[:3] * 10)
+    writer = TrajectoryWriter(out, top, atomic=False, append=True)
+    assert writer.frames_written == 10
+    writer.write(traj.xyz[10:12] * 10)
+    writer.close()
+    np.testing.assert_allclose(md.load(str(out), top=top).xyz, traj.xyz[:12], atol=2e-3)
+    assert not aside.exists()
+    h5 = tmp_path / "aa.h5"
+    write_trajectory(h5, top, traj.xyz[:2] * 10)
+    other = md.load(str(FIXTURE)).topology
+    other.residue(0).name = "GLN"
+    with pytest.raises(BackmapInputError, match="cannot append: atom 1 is ASN N in the file and GLN N"):
+        TrajectoryWriter(h5, other, atomic=False, append=True)
+
+
+def test_append_to_a_pdb_that_a_killed_reporter_left(tmp_path):
+    """A reporter killed between batches leaves its PDB without END (mmCIF without its closing #), or with a model
+    cut short: appending keeps the whole models (it was refused as "not a finished PDB trajectory written for this
+    topology")."""
+    traj = md.load(str(FIXTURE))
+    ca = traj.atom_slice(traj.topology.select("name CA"))
+    out = tmp_path / "aa.pdb"
+    write_trajectory(out, ca.topology, ca.xyz[:3] * 10)
+    text = out.read_text()
+    for left in (text[: -len("END\n")], text[: -len("END\n")] + "MODEL        4\n" + text.splitlines(True)[1]):
+        out.write_text(left)
+        writer = TrajectoryWriter(out, ca.topology, atomic=False, append=True)
+        assert writer.frames_written == 3
+        writer.write(ca.xyz[3:5] * 10)
+        writer.close()
+        np.testing.assert_allclose(md.load(str(out)).xyz, ca.xyz[:5], atol=1e-3)
+    cif = tmp_path / "aa.cif"
+    write_trajectory(cif, ca.topology, ca.xyz[:3] * 10)
+    text = cif.read_text()
+    for left in (text[: -len("#\n")], text[: -len("#\n")] + text.splitlines(True)[-3]):
+        cif.write_text(left)
+        writer = TrajectoryWriter(cif, ca.topology, atomic=False, append=True)
+        assert writer.frames_written == 3
+        writer.write(ca.xyz[3:5] * 10)
+        writer.close()
+        np.testing.assert_allclose(md.load(str(cif)).xyz, ca.xyz[:5], atol=1e-3)

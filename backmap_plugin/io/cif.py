@@ -61,9 +61,10 @@ class CifBackend(TextBackend):
         State of an interrupted writer to continue (:meth:`state` plus
         ``frames``).
     append : bool, optional
-        Continue the finished file ``partial`` (one this writer wrote for the
-        same topology: its header and atom records must match up to the
-        coordinates); its models are kept.
+        Continue the file ``partial`` (one this writer wrote for the same
+        topology: its header and atom records must match up to the
+        coordinates); its whole models are kept, also where a killed
+        process left it unclosed or with a model cut short.
 
     Attributes
     ----------
@@ -113,18 +114,21 @@ class CifBackend(TextBackend):
         self._file.flush()
 
     def _append_state(self, partial: str, path: str, header: str) -> dict:
-        """The resume state (``frames``, ``offset`` of the closing ``#``) of a finished file to append to."""
+        """The resume state (``frames``, ``offset`` after the last whole model) of a file to append to; a file that
+        a killed process left (no closing ``#``, a model cut short) keeps its whole models."""
         with open(partial, encoding="utf-8", newline="\n") as handle:
             text = handle.read()
         n_atoms = len(self._prefix)
         lines = text[len(header):].splitlines(keepends=True)
-        frames, extra = divmod(len(lines) - 1, max(n_atoms, 1))
+        if lines and lines[-1] == "#\n":
+            lines = lines[:-1]
+        frames = len(lines) // max(n_atoms, 1)
+        lines = lines[: frames * n_atoms]  # whole models only
         # each model's first and last atom carry its number
         numbers = [lines[k * n_atoms + end].split()[-1] for k in range(frames) for end in (0, n_atoms - 1)]
-        if (not text.startswith(header) or extra or not frames or lines[-1] != "#\n"
-                or numbers != [str(k // 2 + 1) for k in range(2 * frames)]):
+        if not text.startswith(header) or not frames or numbers != [str(k // 2 + 1) for k in range(2 * frames)]:
             raise BackmapInputError(
-                f"{path}: cannot append: the file is not a finished mmCIF trajectory written for this topology "
+                f"{path}: cannot append: the file is not an mmCIF trajectory written for this topology "
                 f"({n_atoms} atoms a model)"
             )
         for i, (line, prefix, suffix) in enumerate(zip(lines, self._prefix, self._suffix)):
@@ -134,7 +138,7 @@ class CifBackend(TextBackend):
                     f"{path}: cannot append: atom {i + 1} is {' '.join(fields[:10])!r} in the file and "
                     f"{prefix.strip()!r} in the topology written now"
                 )
-        return {"frames": frames, "offset": len(text.encode("utf-8")) - 2}
+        return {"frames": frames, "offset": len(header.encode("utf-8")) + sum(len(x.encode("utf-8")) for x in lines)}
 
     def check(self, xyz, topology, first_frame) -> None:
         """mmCIF has no column limits."""

@@ -40,9 +40,11 @@ class MdtrajBackend:
         State of an interrupted writer to continue (``frames``).
     append : bool, optional
         Continue the finished file ``partial`` (its frames must have the
-        topology's number of atoms): it is moved aside, its frames are
-        written into the new file ``COPY_CHUNK`` at a time, and it is
-        removed; if copying fails it is put back.
+        topology's number of atoms; in H5 its atoms and residues): it is
+        moved aside, its frames are written into the new file
+        ``COPY_CHUNK`` at a time, and it is removed; if copying fails it is
+        put back, and if the process stops while copying, the next append
+        starts from it again.
 
     Attributes
     ----------
@@ -60,8 +62,10 @@ class MdtrajBackend:
         if resume is not None and resume["frames"]:
             kept = self._read_kept(partial, resume["frames"], path)
         if append:
-            self._check_atoms(partial, topology.n_atoms, path)
             moved = os.path.join(os.path.dirname(partial), f".{os.path.basename(partial)}.appending{ext}")
+            if os.path.exists(moved):  # an append stopped while copying: the whole old file is there, not at partial
+                os.replace(moved, partial)
+            self._check_atoms(partial, topology, path)
             os.replace(partial, moved)
         with c_stdout_to_stderr():
             self._file = self._cls(partial, "w", force_overwrite=True)
@@ -74,16 +78,23 @@ class MdtrajBackend:
         if append:
             self._copy_frames(moved, partial, path)
 
-    def _check_atoms(self, partial: str, n_atoms: int, path: str) -> None:
-        """Refuse to append to a file whose frames have another number of atoms."""
+    def _check_atoms(self, partial: str, topology: md.Topology, path: str) -> None:
+        """Refuse to append to a file whose frames have another number of atoms (or, in H5, another topology)."""
         try:
             with c_stdout_to_stderr(), self._cls(partial, "r") as handle:
                 found = self._native(handle.read(n_frames=1))["xyz"].shape[1]
+                stored = handle.topology if self._ext == ".h5" else None
         except Exception as exc:
             raise BackmapInputError(f"{path}: cannot append: the file is unreadable: {exc}") from exc
-        if found != n_atoms:
+        if found != topology.n_atoms:
             raise BackmapInputError(f"{path}: cannot append: its frames have {found} atoms, the topology written now "
-                                    f"{n_atoms}")
+                                    f"{topology.n_atoms}")
+        if stored is not None:
+            for old, new in zip(stored.atoms, topology.atoms):
+                if (old.name, old.residue.name) != (new.name, new.residue.name):
+                    raise BackmapInputError(f"{path}: cannot append: atom {old.index + 1} is {old.residue.name} "
+                                            f"{old.name} in the file and {new.residue.name} {new.name} in the "
+                                            "topology written now")
 
     def _copy_frames(self, moved: str, partial: str, path: str) -> None:
         """Write the frames of the file being appended to (moved aside to ``moved``) into the new one, then remove

@@ -36,10 +36,11 @@ class PdbBackend(TextBackend):
         State of an interrupted writer to continue (:meth:`state` plus
         ``frames``); a single kept model starts over.
     append : bool, optional
-        Continue the finished file ``partial`` (one this writer wrote for the
-        same topology: its ATOM records must match, column for column up to
-        the coordinates); its models are kept. A single structure without
-        MODEL records becomes model 1.
+        Continue the file ``partial`` (one this writer wrote for the same
+        topology: its ATOM records must match, column for column up to the
+        coordinates); its whole models are kept, also where a killed process
+        left it without END or with a model cut short. A single structure
+        without MODEL records becomes model 1.
 
     Attributes
     ----------
@@ -116,21 +117,29 @@ class PdbBackend(TextBackend):
         return prefix, suffix, ter_after
 
     def _append_state(self, partial: str) -> dict:
-        """The resume state (``frames``, ``offset`` of its END record) of a finished file to append to.
+        """The resume state (``frames``, ``offset`` after the last whole model) of a file to append to.
 
-        A file of one structure (no MODEL records) is rewritten as model 1 first.
+        A file that a killed reporter left (no END, a model cut short) keeps
+        its whole models; a file of one structure (no MODEL records) is
+        rewritten as model 1 first.
         """
         with open(partial, encoding="ascii", newline="\n") as handle:
             lines = handle.readlines()
-        atoms = [line for line in lines if line.startswith("ATOM  ")]
-        models = sum(line.startswith("MODEL ") for line in lines)
+        finished = bool(lines) and lines[-1] == "END\n"
+        body = lines[:-1] if finished else lines
+        models = sum(line.startswith("MODEL ") for line in body)
+        if models:  # whole models only: up to the last ENDMDL
+            last = max(k for k, line in enumerate(body) if line == "ENDMDL\n") if "ENDMDL\n" in body else -1
+            body = body[: last + 1]
+            models = sum(line == "ENDMDL\n" for line in body)
+        atoms = [line for line in body if line.startswith("ATOM  ")]
         n_atoms = len(self._prefix)
-        kinds = {line[:6] for line in lines}
-        if (not lines or lines[-1] != "END\n" or kinds - {"ATOM  ", "TER   ", "MODEL ", "ENDMDL", "END\n"}
+        kinds = {line[:6] for line in body}
+        if (not body or not (models or finished) or kinds - {"ATOM  ", "TER   ", "MODEL ", "ENDMDL"}
                 or len(atoms) != n_atoms * max(models, 1)):
             raise BackmapInputError(
-                f"{self._path}: cannot append: the file is not a finished PDB trajectory written for this topology "
-                f"({n_atoms} atoms a model)"
+                f"{self._path}: cannot append: the file is not a PDB trajectory written for this topology "
+                f"({n_atoms} atoms a model, {len(atoms)} ATOM records in {max(models, 1)} whole model(s))"
             )
         for i, (line, prefix) in enumerate(zip(atoms, self._prefix)):
             if line[:30] != prefix:
@@ -139,10 +148,10 @@ class PdbBackend(TextBackend):
                     f"{prefix.strip()!r} in the topology written now"
                 )
         if not models:  # one structure: it becomes model 1
-            lines = ["MODEL        1\n", *lines[:-1], "ENDMDL\n", "END\n"]
+            body = ["MODEL        1\n", *body, "ENDMDL\n"]
             with atomic_write(partial, newline="\n") as handle:
-                handle.write("".join(lines))
-        return {"frames": max(models, 1), "offset": sum(len(line) for line in lines[:-1])}
+                handle.write("".join(body) + "END\n")
+        return {"frames": max(models, 1), "offset": sum(len(line) for line in body)}
 
     def check(self, xyz: np.ndarray, topology, first_frame: int) -> None:
         """Coordinates must fit the 8.3f columns."""
