@@ -449,6 +449,9 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
     _check_close_beads(beads[None], protein, source, frame)
 
 
+#: Cysteines whose beads lie farther apart than this (Angstrom) in every leading frame cannot be bonded (C-alpha
+#: atoms of disulfides within 7.2 A, a centre of mass at most 2.5 A from its C-alpha atom): no disulfide search.
+DISULFIDE_BEAD_REACH = 12.5
 #: Residues taken as bonded (from the leading frames) whose beads lie farther apart than this many times the break
 #: distance in a later frame stop the run: they are not bonded.
 STRETCH_FACTOR = 2.0
@@ -747,7 +750,9 @@ class Backmapper:
         self.bead_fit = BeadFit(self.mapping, self.protein)
         self.disulfides: dict = {}  # (label, label) -> structures in which the pair was bonded
         self._structures_built = 0
-        self._close = disulfides and self.mapping.name != "martini3"
+        self._disulfide_pairs = np.zeros((0, 2), dtype=np.int64)
+        if disulfides and self.mapping.name != "martini3":  # (the Martini 3 fit bonds the cysteines its beads bond)
+            self._disulfide_pairs = self._choose_disulfides(frames, frame, box)
 
     @classmethod
     def from_openmm(cls, topology, positions, system=None, **kwargs) -> "Backmapper":
@@ -798,12 +803,43 @@ class Backmapper:
         return make_whole(beads, box, self._chain, max_bond=self._break_distance, labels=self._labels,
                           first_frame=first_index, source=self.source, gather=True)
 
+    def _built(self, xyz: np.ndarray, first_index: int, box) -> tuple[torch.Tensor, torch.Tensor]:
+        """The builder's (F, S, R, N_SLOTS, 3) structures of input frames (Angstrom), and their beads, checked and
+        made whole."""
+        beads = self._reader.beads(np.asarray(xyz, dtype=np.float32))
+        _check_finite_beads(self._anchors(beads), self._labels, self.source, first_index)  # before unwrapping them
+        beads = self._whole(beads, box, first_index) if beads.ndim == 3 else self._whole_martini(beads, box, first_index)
+        _check_close_beads(self._anchors(beads), self.protein, self.source, first_index)
+        self._check_bonded_beads(self._anchors(beads), first_index)
+        beads = torch.as_tensor(beads, device=self.device)
+        seeds = self.seed * 1_000_003 + first_index + np.arange(len(beads))
+        per_pass = max(1, RESIDUES_PER_PASS // self.protein.n_residues)
+        with torch.no_grad():
+            atoms = torch.cat([self._build(beads[k : k + per_pass], self.protein, self.mapping, self.samples,
+                                           seeds[k : k + per_pass]) for k in range(0, len(beads), per_pass)])
+        return atoms, beads
+
+    def _choose_disulfides(self, frames: np.ndarray, first_index: int, box) -> np.ndarray:
+        """(P, 2) the cysteine pairs every structure of the run may bond: those bonded in at least half of the
+        leading frames' structures (:func:`~backmap_plugin.build.disulfides.common_disulfides`), so that all
+        frames of a trajectory get the same bonds; none where no two cysteines' beads lie within
+        :data:`DISULFIDE_BEAD_REACH` (the frames are not built then)."""
+        from backmap_plugin.build.disulfides import common_disulfides
+
+        cys = np.nonzero(self.protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
+        anchors = self._whole(self._anchors(self._reader.beads(frames)), box, first_index)[:, cys]
+        near = np.linalg.norm(anchors[:, :, None] - anchors[:, None], axis=-1) < DISULFIDE_BEAD_REACH
+        if not (near & ~np.eye(len(cys), dtype=bool)).any():
+            return np.zeros((0, 2), dtype=np.int64)
+        atoms, _ = self._built(frames, first_index, box)
+        return common_disulfides(atoms.flatten(0, 1), self.protein)
+
     def _close_disulfides(self, atoms: torch.Tensor, tally: bool) -> torch.Tensor:
-        """(F, S, R, N_SLOTS, 3) with the cysteine pairs that can meet bonded
+        """(F, S, R, N_SLOTS, 3) with the run's cysteine pairs bonded where they can meet
         (:func:`~backmap_plugin.build.disulfides.close_disulfides`), counted in :attr:`disulfides`."""
         from backmap_plugin.build.disulfides import close_disulfides
 
-        closed, pairs, bonded = close_disulfides(atoms.flatten(0, 1), self.protein)
+        closed, pairs, bonded = close_disulfides(atoms.flatten(0, 1), self.protein, self._disulfide_pairs)
         if tally:
             for (a, b), count in zip(pairs.tolist(), bonded.sum(0).tolist()):
                 if count:
@@ -875,19 +911,9 @@ class Backmapper:
             before anything is built; the message names the input, the frame
             (``first_index`` + its place in the batch), chain and residues.
         """
-        beads = self._reader.beads(np.asarray(xyz, dtype=np.float32))
-        _check_finite_beads(self._anchors(beads), self._labels, self.source, first_index)  # before unwrapping them
-        beads = self._whole(beads, box, first_index) if beads.ndim == 3 else self._whole_martini(beads, box, first_index)
-        _check_close_beads(self._anchors(beads), self.protein, self.source, first_index)
-        self._check_bonded_beads(self._anchors(beads), first_index)
-        beads = torch.as_tensor(beads, device=self.device)
-        seeds = self.seed * 1_000_003 + first_index + np.arange(len(beads))
-        per_pass = max(1, RESIDUES_PER_PASS // self.protein.n_residues)
-        with torch.no_grad():
-            atoms = torch.cat([self._build(beads[k : k + per_pass], self.protein, self.mapping, self.samples,
-                                           seeds[k : k + per_pass]) for k in range(0, len(beads), per_pass)])
-            if self._close:  # (the Martini 3 fit bonds the cysteines its beads bond)
-                atoms = self._close_disulfides(atoms, tally)
+        atoms, beads = self._built(xyz, first_index, box)
+        if len(self._disulfide_pairs):
+            atoms = self._close_disulfides(atoms, tally)
         if tally:
             self.bead_fit.add(atoms, beads, first_index)
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()

@@ -127,3 +127,37 @@ def test_the_search_in_blocks_gives_what_one_block_gives(monkeypatch):
     blocks, _, bonded_blocks = close_disulfides(atoms, protein)
     torch.testing.assert_close(blocks, whole)
     assert (bonded_blocks == bonded).all() and (bonded.sum(1) == 2).all()
+
+
+def test_a_trajectory_gets_one_set_of_disulfides(tmp_path, trace):
+    """Frames of a trajectory are bonded from one set of pairs, chosen on its leading frames (each NMR model of a
+    three-disulfide peptide alone paired its cysteines five ways); refine says where a later frame's pair was
+    apart and it pulled the SG atoms together."""
+    pytest.importorskip("pdbfixer")
+    from backmap_plugin.openmm.refine import refine_structure
+
+    ca = md.load(str(trace))
+    noise = np.random.default_rng(1).normal(0.0, 0.012, (12, ca.n_atoms, 3)).astype(np.float32)  # nm
+    frames = md.Trajectory(ca.xyz + noise, ca.topology)
+    frames.save_pdb(str(tmp_path / "noisy.pdb"))
+    result = backmap(tmp_path / "noisy.pdb", tmp_path / "aa.pdb", progress=False)
+    bonded = [line for line in result.report if line.startswith("disulfides closed")]
+    assert len(bonded) == 1 and bonded[0].count(" - ") == 2
+    assert "A CYS 334 - A CYS 369" in bonded[0] and "A CYS 338 - A CYS 374" in bonded[0]
+    out = md.load(str(tmp_path / "aa.pdb"))
+    sg = [a.index for a in out.topology.atoms if a.name == "SG"]
+    names = [str(out.topology.atom(k).residue) for k in sg]
+    for xyz in out.xyz[:, sg] * 10:
+        d = np.linalg.norm(xyz[:, None] - xyz[None], axis=-1)
+        made = {(names[i], names[j]) for i in range(len(sg)) for j in range(i + 1, len(sg)) if d[i, j] < 2.5}
+        assert made <= BONDED
+    # a later frame with one pair apart: refine (bonds from the first frame) says so
+    two = out[:2]
+    cys = [a.index for a in two.topology.atoms if a.name == "SG" and a.residue.resSeq == 334][0]
+    two.xyz[1, cys] += np.array([0.25, 0.0, 0.0], dtype=np.float32)
+    two.save_pdb(str(tmp_path / "two.pdb"))
+    refined = refine_structure(str(tmp_path / "two.pdb"), str(tmp_path / "two_ref.pdb"), platform="CPU",
+                               progress=False)
+    assert [f["disulfides_apart"] for f in refined.frames] == [0, 1]
+    assert "2 disulfide(s) (1 frame(s) had SG atoms of them more than 2.5 A apart, pulled together)" \
+        in refined.summary()

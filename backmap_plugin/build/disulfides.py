@@ -38,12 +38,16 @@ BOND_TOLERANCE = 0.3
 ANGLE_RANGE = (math.radians(90.0), math.radians(125.0))
 #: Weight of the squared CB-SG-SG angle deviations (radians^2) against the squared S-S deviation (Angstrom^2).
 ANGLE_WEIGHT = 0.5
+#: Share of a trajectory's leading structures in which a pair must be bonded to be bonded in all
+#: (:func:`common_disulfides`).
+COMMON_SHARE = 0.5
 #: Pairs of turns searched at a time (a few hundred MB of float32 work arrays).
 TURN_PAIRS_PER_BLOCK = 2_000_000
 _SG = chem.RESIDUES["CYS"].atoms.index("SG")
 
 
-def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology,
+                     pairs: np.ndarray | None = None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Turn the SG atoms of cysteine pairs that can meet onto a disulfide, structure by structure.
 
     For every cysteine pair whose C-alpha atoms lie within
@@ -60,6 +64,10 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology) -> tuple[tor
     atoms : torch.Tensor
         (N, R, N_SLOTS, 3) heavy atoms of N structures.
     protein : ProteinTopology
+    pairs : numpy.ndarray, optional
+        (P, 2) residue indices of the only cysteine pairs to consider (no
+        cysteine in two), e.g. :func:`common_disulfides` of a trajectory's
+        leading frames; default every pair.
 
     Returns
     -------
@@ -70,8 +78,10 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology) -> tuple[tor
     bonded : numpy.ndarray
         (N, P) bool: the pairs bonded in each structure.
     """
-    cys = np.nonzero(protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
-    pairs = np.array([(a, b) for k, a in enumerate(cys) for b in cys[k + 1:]], dtype=np.int64).reshape(-1, 2)
+    if pairs is None:
+        cys = np.nonzero(protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
+        pairs = np.array([(a, b) for k, a in enumerate(cys) for b in cys[k + 1:]], dtype=np.int64)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     ca = atoms[..., chem.SLOT_CA, :]
     if len(pairs):
         near = ((ca[:, pairs[:, 0]] - ca[:, pairs[:, 1]]).norm(dim=-1) <= MAX_CA_DISTANCE).cpu().numpy()
@@ -96,6 +106,32 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology) -> tuple[tor
             out[n, pairs[p, 0], _SG] = sg_a[n, p]
             out[n, pairs[p, 1], _SG] = sg_b[n, p]
     return out, pairs, bonded
+
+
+def common_disulfides(atoms: torch.Tensor, protein: ProteinTopology, share: float = COMMON_SHARE) -> np.ndarray:
+    """(P, 2) the cysteine pairs :func:`close_disulfides` bonds in at least ``share`` of the structures, most often
+    bonded first, no cysteine in two: one set of bonds for the frames of a trajectory.
+
+    Each structure alone may pair its cysteines otherwise where they crowd
+    together (a three-disulfide peptide's 24 NMR models: five pairings,
+    none in every model); refinement and MD need one topology.
+
+    Parameters
+    ----------
+    atoms : torch.Tensor
+        (N, R, N_SLOTS, 3) heavy atoms of N structures.
+    protein : ProteinTopology
+    share : float
+        Smallest share of the structures a pair must be bonded in.
+    """
+    _, pairs, bonded = close_disulfides(atoms, protein)
+    count = bonded.sum(0)
+    chosen, used = [], set()
+    for p in np.argsort(-count, kind="stable"):
+        if count[p] >= share * len(atoms) and not used & set(pairs[p].tolist()):
+            chosen.append(pairs[p])
+            used.update(pairs[p].tolist())
+    return np.array(chosen, dtype=np.int64).reshape(-1, 2)
 
 
 def _best_turns(atoms: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:

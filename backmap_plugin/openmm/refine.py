@@ -52,6 +52,7 @@ from backmap_plugin.io.atomic import write_json
 from backmap_plugin.io.frames import springs_from_openmm
 from backmap_plugin.openmm.platforms import create_context
 from backmap_plugin.openmm.structure import (
+    DISULFIDE_CUTOFF,
     AtomTemplate,
     CompletedStructure,
     array_to_positions,
@@ -360,6 +361,7 @@ class Refiner:
             "n_restrained": int(len(restrained)),
             "added_heavy_atoms": completed.n_added_heavy,
             "disulfides": completed.n_disulfides,
+            "disulfides_apart": _disulfides_apart(completed.topology, start),
             "platform": self.platformName,
             "seconds": time.perf_counter() - t0,
         }
@@ -448,11 +450,25 @@ class RefinementResult:
         clashes = sum(f["clashes_after"] for f in self.frames)
         shifts = [f["rmsd_shift_angstrom"] for f in self.frames]
         disulfides = self.frames[0].get("disulfides", 0) if self.frames else 0
+        apart = sum(1 for f in self.frames if f.get("disulfides_apart"))
         return (
             f"refined {n} frame(s) on {self.platform}: {ok}/{n} converged, {clashes} heavy-atom clash(es) left, "
-            f"{disulfides} disulfide(s), RMSD shift max {max(shifts):.2f} A -> {self.output} "
-            f"(report {self.report_path}) in {self.seconds:.1f} s"
+            f"{disulfides} disulfide(s)"
+            + (f" ({apart} frame(s) had SG atoms of them more than {DISULFIDE_CUTOFF:g} A apart, pulled together)"
+               if apart else "")
+            + f", RMSD shift max {max(shifts):.2f} A -> {self.output} (report {self.report_path}) in "
+            f"{self.seconds:.1f} s"
         )
+
+
+def _disulfides_apart(topology, xyz_nm: np.ndarray) -> int:
+    """Disulfide bonds of ``topology`` whose SG atoms lie more than :data:`DISULFIDE_CUTOFF` apart in ``xyz_nm``
+    (a later frame given the first frame's bonds)."""
+    pairs = [(a.index, b.index) for a, b in topology.bonds() if a.name == "SG" and b.name == "SG"]
+    if not pairs:
+        return 0
+    i, j = np.array(pairs).T
+    return int((np.linalg.norm(xyz_nm[i] - xyz_nm[j], axis=-1) * 10.0 > DISULFIDE_CUTOFF).sum())
 
 
 def _default_report_path(output: str) -> str:
