@@ -808,7 +808,10 @@ class Backmapper:
         made whole."""
         beads = self._reader.beads(np.asarray(xyz, dtype=np.float32))
         _check_finite_beads(self._anchors(beads), self._labels, self.source, first_index)  # before unwrapping them
-        beads = self._whole(beads, box, first_index) if beads.ndim == 3 else self._whole_martini(beads, box, first_index)
+        if beads.ndim == 3:
+            beads = self._whole(beads, box, first_index)
+        else:
+            beads = self._whole_martini(beads, box, first_index)
         _check_close_beads(self._anchors(beads), self.protein, self.source, first_index)
         self._check_bonded_beads(self._anchors(beads), first_index)
         beads = torch.as_tensor(beads, device=self.device)
