@@ -752,7 +752,7 @@ class Backmapper:
         self._structures_built = 0
         self._disulfide_pairs = np.zeros((0, 2), dtype=np.int64)
         if disulfides and self.mapping.name != "martini3":  # (the Martini 3 fit bonds the cysteines its beads bond)
-            self._disulfide_pairs = self._choose_disulfides(frames, frame, box)
+            self._disulfide_pairs = self._choose_disulfides(frames, frame, box, leading)
 
     @classmethod
     def from_openmm(cls, topology, positions, system=None, **kwargs) -> "Backmapper":
@@ -822,15 +822,16 @@ class Backmapper:
                                            seeds[k : k + per_pass]) for k in range(0, len(beads), per_pass)])
         return atoms, beads
 
-    def _choose_disulfides(self, frames: np.ndarray, first_index: int, box) -> np.ndarray:
+    def _choose_disulfides(self, frames: np.ndarray, first_index: int, box, anchors: np.ndarray) -> np.ndarray:
         """(P, 2) the cysteine pairs every structure of the run may bond: those bonded in at least half of the
         leading frames' structures (:func:`~backmap_plugin.build.disulfides.common_disulfides`), so that all
-        frames of a trajectory get the same bonds; none where no two cysteines' beads lie within
-        :data:`DISULFIDE_BEAD_REACH` (the frames are not built then)."""
+        frames of a trajectory get the same bonds; none where no two cysteines' beads (``anchors``: (F, R, 3),
+        the leading frames' beads made whole) lie within :data:`DISULFIDE_BEAD_REACH` (the frames are not built
+        then)."""
         from backmap_plugin.build.disulfides import common_disulfides
 
         cys = np.nonzero(self.protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
-        anchors = self._whole(self._anchors(self._reader.beads(frames)), box, first_index)[:, cys]
+        anchors = anchors[:, cys]
         near = np.linalg.norm(anchors[:, :, None] - anchors[:, None], axis=-1) < DISULFIDE_BEAD_REACH
         if not (near & ~np.eye(len(cys), dtype=bool)).any():
             return np.zeros((0, 2), dtype=np.int64)
