@@ -87,7 +87,8 @@ class BackmapReporter:
         reporters' ``append`` does: its frames are kept and the new ones
         follow. The file must exist; at the first report it is checked to
         hold this system's atoms (its atom records for PDB and mmCIF, their
-        number for DCD, XTC and H5), and left as it was if not.
+        number for DCD, XTC and H5), and left as it was if not. A last
+        frame torn when the run that wrote it was killed is left out.
 
     The options and the output's name are checked here, before the
     simulation runs; what needs the topology (the mapping, the model's
@@ -189,6 +190,12 @@ class BackmapReporter:
     def disulfides(self) -> dict:
         """Cysteine pairs bonded so far: ``("A CYS 23", "A CYS 88") -> structures`` ({} before the first)."""
         return {} if self._engine is None else dict(self._engine.disulfides)
+
+    @property
+    def notes(self) -> list:
+        """What ``backmap run`` would print of this system and the frames written so far: chain breaks, numbering
+        gaps, names read as standard residues, disulfides closed ([] before the first report)."""
+        return [] if self._engine is None else list(self._engine.report) + self._engine.disulfide_note()
 
     @property
     def topology(self):

@@ -91,6 +91,8 @@ def main(argv=None) -> None:
     fit = describe(getattr(reporter, "beadRmsd", {}))  # the frames written, mapped back to beads
     if fit:
         print(f"beads: {fit}")
+    for note in getattr(reporter, "notes", []):  # chain breaks, disulfides closed, ...
+        print(f"note: {note}")
     print(f"domain centroid distance {domain_distance(start):.2f} nm after minimisation, "
           f"{domain_distance(end):.2f} nm at the end")
 

@@ -161,3 +161,34 @@ def test_a_trajectory_gets_one_set_of_disulfides(tmp_path, trace):
     assert [f["disulfides_apart"] for f in refined.frames] == [0, 1]
     assert "2 disulfide(s) (1 frame(s) had SG atoms of them more than 2.5 A apart, pulled together)" \
         in refined.summary()
+
+
+def test_the_reporter_names_its_disulfides_and_notes(tmp_path, trace):
+    """A CG simulation of the trace, backmapped as it runs: the reporter names the pairs it bonded (``disulfides``)
+    and carries the notes ``backmap run`` prints (``notes``; a reporter's user saw none of them)."""
+    import openmm
+    import openmm.app as app
+    from openmm import unit
+
+    from backmap_plugin.reporter import BackmapReporter
+
+    ca = md.load(str(trace))
+    system = openmm.System()
+    bonds = openmm.HarmonicBondForce()
+    for i in range(ca.n_atoms):
+        system.addParticle(110.0)
+        if i:
+            bonds.addBond(i - 1, i, float(np.linalg.norm(ca.xyz[0, i] - ca.xyz[0, i - 1])), 8000.0)
+    system.addForce(bonds)
+    integrator = openmm.VerletIntegrator(0.001 * unit.picoseconds)
+    simulation = app.Simulation(ca.topology.to_openmm(), system, integrator,
+                                openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(ca.xyz[0] * unit.nanometer)
+    with BackmapReporter(str(tmp_path / "aa.pdb"), 2, batchFrames=2) as reporter:
+        assert reporter.notes == [] and reporter.disulfides == {}
+        simulation.reporters.append(reporter)
+        simulation.step(4)
+    assert set(reporter.disulfides) == {("A CYS 334", "A CYS 369"), ("A CYS 338", "A CYS 374")}
+    assert [note for note in reporter.notes if note.startswith("disulfides closed")] == [
+        "disulfides closed (cysteine pairs whose SG atoms can meet): A CYS 334 - A CYS 369, A CYS 338 - A CYS 374"]
+    assert _sg_pairs(tmp_path / "aa.pdb").keys() == BONDED

@@ -726,3 +726,32 @@ def test_append_to_a_file_that_a_killed_reporter_left(tmp_path, ext, end):
         writer.write(ca.xyz[3:5] * 10)
         writer.close()
         np.testing.assert_allclose(md.load(str(out)).xyz, ca.xyz[:5], atol=1e-3)
+
+
+def test_append_leaves_out_a_torn_last_xtc_frame(tmp_path):
+    """A run killed while writing an XTC frame leaves it torn: appending keeps the whole frames before it (it was
+    refused, "copying its frames failed"); a damaged frame before the last still stops the append, file kept."""
+    traj = md.load(str(FIXTURE))
+    top = traj.topology
+    out = tmp_path / "aa.xtc"
+    write_trajectory(out, top, traj.xyz[:5] * 10)
+    whole = out.read_bytes()
+    out.write_bytes(whole[:-40])
+    writer = TrajectoryWriter(out, top, atomic=False, append=True)
+    assert writer.frames_written == 4
+    writer.write(traj.xyz[5:7] * 10)
+    writer.close()
+    np.testing.assert_allclose(md.load(str(out), top=top).xyz, traj.xyz[[0, 1, 2, 3, 5, 6]], atol=2e-3)
+    write_trajectory(out, top, traj.xyz[:5] * 10)
+    with md.formats.XTCTrajectoryFile(str(tmp_path / "aa.xtc")) as handle:
+        third = int(handle.offsets[2])
+    damaged = whole[:third] + bytes(4) + whole[third + 4:]  # the third frame's magic number gone
+    out.write_bytes(damaged)
+    with pytest.raises(BackmapInputError, match="cannot append: copying its frames failed"):
+        TrajectoryWriter(out, top, atomic=False, append=True)
+    assert out.read_bytes() == damaged
+    h5 = tmp_path / "aa.h5"
+    write_trajectory(h5, top, traj.xyz[:2] * 10)
+    h5.write_bytes(h5.read_bytes()[:-20])
+    with pytest.raises(BackmapInputError, match=r"cannot append: the file is unreadable: [^\n]*\Z"):
+        TrajectoryWriter(h5, top, atomic=False, append=True)

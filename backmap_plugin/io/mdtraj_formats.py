@@ -84,8 +84,9 @@ class MdtrajBackend:
             with c_stdout_to_stderr(), self._cls(partial, "r") as handle:
                 found = self._native(handle.read(n_frames=1))["xyz"].shape[1]
                 stored = handle.topology if self._ext == ".h5" else None
-        except Exception as exc:
-            raise BackmapInputError(f"{path}: cannot append: the file is unreadable: {exc}") from exc
+        except Exception as exc:  # (HDF5's message is its library's back trace: its last line says why)
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            raise BackmapInputError(f"{path}: cannot append: the file is unreadable: {why}") from exc
         if found != topology.n_atoms:
             raise BackmapInputError(f"{path}: cannot append: its frames have {found} atoms, the topology written now "
                                     f"{topology.n_atoms}")
@@ -98,19 +99,37 @@ class MdtrajBackend:
 
     def _copy_frames(self, moved: str, partial: str, path: str) -> None:
         """Write the frames of the file being appended to (moved aside to ``moved``) into the new one, then remove
-        ``moved``; if that fails, the old file is put back."""
+        ``moved``; if that fails, the old file is put back.
+
+        A last frame that cannot be read (torn when the process writing it
+        was killed) is left out; an unreadable frame before the last stops
+        the append.
+        """
         try:
             with c_stdout_to_stderr(), self._cls(moved, "r") as handle:
-                for _ in range(0, len(handle), COPY_CHUNK):
-                    frames = self._native(handle.read(n_frames=COPY_CHUNK))
-                    self._write_native(frames, self.kept)
-                    self.kept += len(frames["xyz"])
+                n_frames = len(handle)
+                while self.kept < n_frames:
+                    try:
+                        found = handle.read(n_frames=COPY_CHUNK)
+                    except Exception:
+                        handle.seek(self.kept)
+                        n_frames -= 1  # the last frame, torn: the ones before it are read one at a time
+                        for _ in range(self.kept, n_frames):
+                            self._copy(handle.read(n_frames=1))
+                        break
+                    self._copy(found)
         except BaseException as exc:
             self._file.close()
             os.replace(moved, partial)
             raise BackmapInputError(f"{path}: cannot append: copying its frames failed ({exc}); the file is as it "
                                     "was") from exc
         os.remove(moved)
+
+    def _copy(self, found) -> None:
+        """Write frames read from the file being appended to after those kept."""
+        frames = self._native(found)
+        self._write_native(frames, self.kept)
+        self.kept += len(frames["xyz"])
 
     def _native(self, found) -> dict:
         """What a file object's ``read`` returned, in the file's units (see :meth:`_write_native`)."""
