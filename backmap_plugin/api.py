@@ -303,13 +303,25 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
     return COMMapping(decision.ca_residues), decision.evidence
 
 
-def _numbering_gap_notes(records: list[ResidueRecord], beads: np.ndarray, limits, break_distance: float) -> list:
-    """Notes on the chains broken where residues are missing but the beads are closer than ``break_distance``."""
+def _numbering_gap_notes(records: list[ResidueRecord], beads: np.ndarray, limits, break_distance: float,
+                         segment: np.ndarray) -> list:
+    """Notes on the numbering gaps of centre-of-mass chains: broken where residues are missing but the beads are
+    closer than ``break_distance``, and joined where the beads are as close as bonded ones can be (one note)."""
     chain = np.array([r.chain for r in records])
     distance = np.linalg.norm(np.diff(beads, axis=0), axis=-1)
     broken = (chain[1:] == chain[:-1]) & (distance > limits) & (distance <= break_distance)
-    return [f"chain break between {records[i].label()} and {records[i + 1].label()}: residues missing between them, "
-            f"beads {distance[i]:.1f} A apart, bonded ones at most {limits[i]:.1f}" for i in np.nonzero(broken)[0]]
+    notes = [f"chain break between {records[i].label()} and {records[i + 1].label()}: residues missing between "
+             f"them, beads {distance[i]:.1f} A apart, bonded ones at most {limits[i]:.1f}"
+             for i in np.nonzero(broken)[0]]
+    skips = np.diff([r.res_seq for r in records]) > 1
+    joined = np.nonzero(skips & (segment[1:] == segment[:-1]))[0]
+    if len(joined):
+        pairs = ", ".join(f"{records[i].label()} - {records[i + 1].name} {records[i + 1].res_seq} ({distance[i]:.1f} A)"
+                          for i in joined)
+        notes.append(f"bonded where residue numbers skip (beads as close as bonded residues' can be; antibody "
+                     f"numberings skip numbers, and a CG model bonds its beads in order): {pairs}; if residues are "
+                     "missing there, a TER record between them in the topology breaks the chain")
+    return notes
 
 
 def _residue_springs(springs, records: list[ResidueRecord]) -> np.ndarray | None:
@@ -742,7 +754,8 @@ class Backmapper:
         self._limits = np.broadcast_to(np.asarray(limits, dtype=np.float32), (max(0, len(records) - 1),))
         # residues that come apart in any of the leading frames are not bonded (touching molecules numbered on)
         self.protein = protein_topology(records, leading, limits)
-        self.report += _numbering_gap_notes(records, beads, limits, break_distance)
+        if self.mapping.name == "com":  # (C-alpha atoms and BB beads across a gap lie too far apart to bond)
+            self.report += _numbering_gap_notes(records, beads, limits, break_distance, self.protein.segment)
         check_trace(beads, self.protein, source, frame)
         if default_break_used:
             _check_chains_hold_together(beads, self.protein, source, frame, break_distance)

@@ -284,7 +284,7 @@ def _com_bead_pdb(aa: md.Trajectory, residues: list, numbers: list, path: Path) 
 def test_com_gap_of_missing_residues_breaks_the_chain(fixture_pdb, tmp_path):
     """Trp-cage without residues 10-11: ASP9's and PRO12's centres of mass are 9.2 A apart, under the 10 A break
     distance but farther than a bonded ASP and PRO can be, so the chain breaks there (it was bridged by a peptide
-    bond); the whole chain numbered with a jump stays one segment."""
+    bond); the whole chain numbered with a jump stays one segment, with a note naming the pair."""
     aa = md.load(str(fixture_pdb))[:2]
     residues = [r for r in aa.topology.residues if r.index not in (9, 10)]
     cg = _com_bead_pdb(aa, residues, [r.resSeq for r in residues], tmp_path / "gap.pdb")
@@ -300,6 +300,8 @@ def test_com_gap_of_missing_residues_breaks_the_chain(fixture_pdb, tmp_path):
     cg = _com_bead_pdb(aa, residues, numbers, tmp_path / "renumbered.pdb")
     result = backmap(str(cg), str(tmp_path / "renumbered_aa.pdb"), mapping="com", progress=False)
     assert result.n_segments == 1 and not any("chain break" in line for line in result.report)
+    joined = [line for line in result.report if line.startswith("bonded where residue numbers skip")]
+    assert len(joined) == 1 and ": chain A residue GLY 10 - GLY 16 (" in joined[0]  # said: a gap bonded silently
 
 
 def test_all_atom_input_with_ca_mapping(fixture_pdb, trp, tmp_path):
