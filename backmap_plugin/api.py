@@ -28,7 +28,14 @@ from backmap_plugin.core.device import select_device
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.mappings import COMMapping, Mapping, get_mapping, model_beads
 from backmap_plugin.core.pbc import make_whole
-from backmap_plugin.core.topology import ProteinTopology, ResidueRecord, gather_slots, protein_topology, read_residues
+from backmap_plugin.core.topology import (
+    ProteinTopology,
+    ResidueRecord,
+    bead_spacing,
+    gather_slots,
+    protein_topology,
+    read_residues,
+)
 from backmap_plugin.io.frames import FrameChunk, frames_from_openmm, open_frames, springs_from_openmm
 from backmap_plugin.io.paths import check_output_path
 from backmap_plugin.io.progress import ProgressRecord
@@ -303,12 +310,12 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
     return COMMapping(decision.ca_residues), decision.evidence
 
 
-def _numbering_gap_notes(records: list[ResidueRecord], beads: np.ndarray, limits, break_distance: float,
+def _numbering_gap_notes(records: list[ResidueRecord], distance: np.ndarray, limits, break_distance: float,
                          segment: np.ndarray) -> list:
-    """Notes on the numbering gaps of centre-of-mass chains: broken where residues are missing but the beads are
-    closer than ``break_distance``, and joined where the beads are as close as bonded ones can be (one note)."""
+    """Notes on the numbering gaps of centre-of-mass chains (``distance``: (R - 1,) between consecutive beads):
+    broken where residues are missing but the beads are closer than ``break_distance``, and joined where the beads
+    are as close as bonded ones can be (one note)."""
     chain = np.array([r.chain for r in records])
-    distance = np.linalg.norm(np.diff(beads, axis=0), axis=-1)
     broken = (chain[1:] == chain[:-1]) & (distance > limits) & (distance <= break_distance)
     notes = [f"chain break between {records[i].label()} and {records[i + 1].label()}: residues missing between "
              f"them, beads {distance[i]:.1f} A apart, bonded ones at most {limits[i]:.1f}"
@@ -472,24 +479,51 @@ STRETCH_FACTOR = 2.0
 #: (at least :data:`MIN_BROKEN_PAIRS` of them).
 MAX_BROKEN_FRACTION = 0.2
 MIN_BROKEN_PAIRS = 5
+#: Chain breaks between residues whose numbers run on that a note names (it counts the rest).
+MAX_BREAKS_NAMED = 5
 
 
-def _check_chains_hold_together(beads: np.ndarray, protein: ProteinTopology, source: str, frame: int,
-                                break_distance: float) -> None:
-    """Refuse chains that fall apart: more than :data:`MAX_BROKEN_FRACTION` of their consecutive residues (numbers
-    that do not skip: residues missing between two are a break) are breaks (a topology of another system with the
-    same number of beads, scrambled residues)."""
+def _breaks_where_numbers_run_on(protein: ProteinTopology) -> tuple[np.ndarray, int]:
+    """(R - 1,) bool: chain breaks between residues whose numbers do not skip (residues missing between two are a
+    break), and how many such pairs the chains have."""
     same_chain = np.array(protein.chain_ids[1:]) == np.array(protein.chain_ids[:-1])
     same_chain &= np.diff(protein.res_seq) <= 1
-    broken = same_chain & (protein.segment[1:] != protein.segment[:-1])
-    n_broken, n_pairs = int(broken.sum()), int(same_chain.sum())
+    return same_chain & (protein.segment[1:] != protein.segment[:-1]), int(same_chain.sum())
+
+
+def _frames_said(first: int, n_frames: int) -> str:
+    """Which frames the distances between beads were taken from, for messages."""
+    return f"in frame {first}" if n_frames == 1 else f"(median of frames {first}-{first + n_frames - 1})"
+
+
+def _consecutive_break_notes(protein: ProteinTopology, distance: np.ndarray, first: int, n_frames: int,
+                             break_distance: float) -> list:
+    """A note naming the chain breaks between residues whose numbers run on (``distance``: (R - 1,) between
+    consecutive beads), at most :data:`MAX_BREAKS_NAMED` of them."""
+    broken = np.nonzero(_breaks_where_numbers_run_on(protein)[0])[0]
+    if not len(broken):
+        return []
+    named = ", ".join(f"{protein.labels[i]} - {protein.names[i + 1]} {protein.res_seq[i + 1]} ({distance[i]:.1f} A)"
+                      for i in broken[:MAX_BREAKS_NAMED])
+    more = f" and {len(broken) - MAX_BREAKS_NAMED} more" if len(broken) > MAX_BREAKS_NAMED else ""
+    return [f"chain broken where residue numbers run on, beads farther apart than bonded ones "
+            f"{_frames_said(first, n_frames)}: {named}{more}; a --break-distance above those distances (now "
+            f"{break_distance:g} A) bonds them"]
+
+
+def _check_chains_hold_together(distance: np.ndarray, protein: ProteinTopology, source: str, first_frame: int,
+                                n_frames: int, break_distance: float) -> None:
+    """Refuse chains that fall apart (``distance``: (R - 1,) between consecutive beads): more than
+    :data:`MAX_BROKEN_FRACTION` of their consecutive residues (numbers that do not skip) are breaks (a topology of
+    another system with the same number of beads, scrambled residues)."""
+    broken, n_pairs = _breaks_where_numbers_run_on(protein)
+    n_broken = int(broken.sum())
     if n_broken >= MIN_BROKEN_PAIRS and n_broken > MAX_BROKEN_FRACTION * n_pairs:
-        first = int(np.nonzero(broken)[0][0])
-        distance = float(np.linalg.norm(beads[first + 1] - beads[first]))
+        i = int(np.nonzero(broken)[0][0])
         raise BackmapInputError(
-            f"{source}: frame {frame}: {n_broken} of the {n_pairs} consecutive residues of the chains lie farther "
-            f"apart than bonded ones (first: {protein.labels[first]} and {protein.labels[first + 1]}, "
-            f"{distance:.1f} A): these coordinates do not fit the topology (is it another system's, are its "
+            f"{source}: {n_broken} of the {n_pairs} consecutive residues of the chains lie farther apart than bonded "
+            f"ones {_frames_said(first_frame, n_frames)} (first: {protein.labels[i]} and {protein.labels[i + 1]}, "
+            f"{distance[i]:.1f} A): these coordinates do not fit the topology (is it another system's, are its "
             f"residues out of order, or are its bonds stretched?); pass --break-distance (default here "
             f"{break_distance:g} A) to build the pieces anyway"
         )
@@ -751,14 +785,21 @@ class Backmapper:
         limits = break_distance
         if default_break_used and self.mapping.name == "com":  # C-alpha and Martini BB beads: the distance tells
             limits = bonded_bead_limits(self.mapping, records, break_distance)
-        self._limits = np.broadcast_to(np.asarray(limits, dtype=np.float32), (max(0, len(records) - 1),))
-        # residues that come apart in any of the leading frames are not bonded (touching molecules numbered on)
+        limits = np.broadcast_to(np.asarray(limits, dtype=np.float32), (max(0, len(records) - 1),))
+        ff_bonds = _residue_springs(springs, records) if default_break_used else None
+        if ff_bonds is not None:  # residues the force field bonds are bonded, however far a soft bond stretches
+            limits = np.where(np.isnan(ff_bonds), limits, np.inf).astype(np.float32)
+        self._limits = limits
+        # bonded or not by the median distance over the leading frames (touching molecules numbered on lie apart
+        # in most of them, a soft bond stretches past the limit now and then)
+        spacing = bead_spacing(leading)
         self.protein = protein_topology(records, leading, limits)
         if self.mapping.name == "com":  # (C-alpha atoms and BB beads across a gap lie too far apart to bond)
-            self.report += _numbering_gap_notes(records, beads, limits, break_distance, self.protein.segment)
+            self.report += _numbering_gap_notes(records, spacing, limits, break_distance, self.protein.segment)
+        self.report += _consecutive_break_notes(self.protein, spacing, frame, len(leading), break_distance)
         check_trace(beads, self.protein, source, frame)
         if default_break_used:
-            _check_chains_hold_together(beads, self.protein, source, frame, break_distance)
+            _check_chains_hold_together(spacing, self.protein, source, frame, len(leading), break_distance)
         self.topology = self.protein.to_mdtraj()
         self.bead_fit = BeadFit(self.mapping, self.protein)
         self.disulfides: dict = {}  # (label, label) -> structures in which the pair was bonded

@@ -542,3 +542,50 @@ def test_coordinates_in_memory_are_pointed_to_the_backmapper(tmp_path):
     traj = md.load(str(Path(__file__).parent / "data" / "1l2y.pdb.gz"))
     with pytest.raises(TypeError, match=r"backmap\(\): input must be a file path, got Trajectory; .*Backmapper"):
         backmap(traj, tmp_path / "out.pdb")
+
+
+def _stretch(xyz: np.ndarray, pair: int, length: float) -> np.ndarray:
+    """(F, R, 3) C-alpha frames with the bond between residues ``pair`` and ``pair`` + 1 made ``length`` long (the
+    residues after it moved along)."""
+    out = xyz.copy()
+    bond = out[:, pair + 1] - out[:, pair]
+    shift = bond * (length / np.linalg.norm(bond, axis=-1, keepdims=True) - 1.0)
+    out[:, pair + 1:] += shift[:, None]
+    return out
+
+
+def test_a_soft_bond_stretched_in_a_few_frames_stays_bonded(tmp_path, fixture_pdb):
+    """Bonded or not by the median bead distance over the leading frames: a bond of a soft CG model (COCOMO's is 3.8
+    +- 0.24 A) past the 4.5 A limit in 2 of 10 frames stays bonded (a pair apart in any frame was broken, a
+    terminus written in the middle of the chain, with no note); a pair apart in most frames is broken, and a note
+    names it; a force field that bonds the pair keeps it bonded whatever one frame says."""
+    import openmm
+
+    from backmap_plugin.api import Backmapper
+
+    aa = md.load(str(fixture_pdb))[:10]
+    ca = aa.atom_slice(aa.topology.select("name CA"))
+    xyz = ca.xyz * 10.0
+    xyz[[3, 7]] = _stretch(xyz[[3, 7]], 8, 4.8)
+    md.Trajectory(xyz / 10.0, ca.topology).save_pdb(str(tmp_path / "soft.pdb"))
+    result = backmap(str(tmp_path / "soft.pdb"), str(tmp_path / "soft_aa.pdb"), progress=False)
+    assert result.n_segments == 1 and not any("chain broken" in line for line in result.report)
+    xyz[:6] = _stretch(xyz[:6], 8, 4.8)
+    md.Trajectory(xyz / 10.0, ca.topology).save_pdb(str(tmp_path / "apart.pdb"))
+    result = backmap(str(tmp_path / "apart.pdb"), str(tmp_path / "apart_aa.pdb"), progress=False)
+    assert result.n_segments == 2
+    assert ("chain broken where residue numbers run on, beads farther apart than bonded ones (median of frames "
+            "0-9): chain A residue ASP 9 - GLY 10 (4.8 A); a --break-distance above those distances (now 4.5 A) "
+            "bonds them") in result.report
+    top = ca.topology.to_openmm()
+    system = openmm.System()
+    bonds = openmm.HarmonicBondForce()
+    for i in range(ca.n_atoms):
+        system.addParticle(110.0)
+        if i:
+            bonds.addBond(i - 1, i, 0.38, 4184.0)
+    system.addForce(bonds)
+    one = xyz[:1] / 10.0
+    assert Backmapper.from_openmm(top, one[0]).protein.segment.max() == 1
+    assert Backmapper.from_openmm(top, one[0], system=system).protein.segment.max() == 0
+    assert Backmapper.from_openmm(top, one[0], system=system, break_distance=4.5).protein.segment.max() == 1

@@ -238,6 +238,13 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
     return records, report
 
 
+def bead_spacing(ca_xyz: np.ndarray) -> np.ndarray:
+    """(R - 1,) distance between consecutive beads (Angstrom) of (R, 3) positions, or its median over the frames of
+    (F, R, 3) ones."""
+    distance = np.linalg.norm(np.diff(np.asarray(ca_xyz), axis=-2), axis=-1)
+    return distance if distance.ndim == 1 else np.median(distance, axis=tuple(range(distance.ndim - 1)))
+
+
 def find_segments(
     chain: np.ndarray, ca_xyz: np.ndarray, break_distance: float | np.ndarray = 4.5
 ) -> np.ndarray:
@@ -249,7 +256,9 @@ def find_segments(
         (R,) chain index per residue (residues of a chain consecutive).
     ca_xyz : numpy.ndarray
         (R, 3) C-alpha (or bead) positions of one frame, Angstrom, or (F, R,
-        3) of several: a pair is a break where it is one in any frame.
+        3) of several: a pair is a break where its median distance over the
+        frames is (a soft CG bond stretches past the limit now and then;
+        molecules that touch in a few frames lie apart in most).
     break_distance : float or numpy.ndarray
         A CA-CA distance above this (Angstrom) starts a new segment; an
         (R - 1,) array gives each consecutive pair its own.
@@ -261,8 +270,7 @@ def find_segments(
     """
     chain = np.asarray(chain)
     ca_xyz = np.asarray(ca_xyz)
-    gap = np.linalg.norm(np.diff(ca_xyz, axis=-2), axis=-1) > break_distance
-    gap = gap.any(axis=tuple(range(gap.ndim - 1)))
+    gap = bead_spacing(ca_xyz) > break_distance
     new = np.ones(len(chain), bool)
     new[1:] = (chain[1:] != chain[:-1]) | gap
     return np.cumsum(new) - 1
