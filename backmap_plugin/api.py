@@ -707,10 +707,12 @@ class Backmapper:
     ----------
     protein : ProteinTopology
         Residue-level topology.
+    n_chains : int
+        Chains of the input (chain ids may repeat).
     topology : mdtraj.Topology
         The all-atom (heavy-atom) output topology.
     report : list of str
-        What was dropped or renamed in the input.
+        What was dropped or renamed in the input, and notes on chain breaks.
     bead_fit : BeadFit
         Bead RMSD of every structure :meth:`build` made (the output mapped
         back to beads against the input beads).
@@ -776,6 +778,7 @@ class Backmapper:
         self.source = source
         self._build = make_builder(method, model, self.device, temperature, samples, self.mapping)
         self._chain = np.array([r.chain for r in records])
+        self.n_chains = len(np.unique(self._chain))  # (chain ids may repeat: mdtraj writes A-Z, then A again)
         self._labels = [r.label() for r in records]
         self._break_distance = break_distance
         leading = self._anchors(self._reader.beads(frames))
@@ -1234,7 +1237,7 @@ def backmap(
         n_frames=n_frames,
         n_samples=samples,
         n_residues=protein.n_residues,
-        n_chains=len(dict.fromkeys(protein.chain_ids)),
+        n_chains=engine.n_chains,
         n_segments=int(protein.segment.max()) + 1,
         n_atoms=protein.n_atoms,
         seconds=time.perf_counter() - t0,

@@ -21,7 +21,7 @@ import pytest
 from backmap_plugin.cli.command import main as backmap_main
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.gromacs.export import export
-from backmap_plugin.io.chains import chain_starts, split_chains_by_numbering
+from backmap_plugin.io.chains import chain_starts, split_chains
 
 GMX = shutil.which("gmx")
 needs_gmx = pytest.mark.skipif(GMX is None, reason="GROMACS (gmx) is not on PATH; apt-get install gromacs")
@@ -83,8 +83,8 @@ def _openmm_bonded_energies(out_dir) -> dict:
 
 
 def test_chain_starts_from_residue_numbers():
-    assert chain_starts([1, 2, 3, 1, 2, 5, 4, 99998, 99999, 0, 1]).tolist() == [
-        True, False, False, True, False, False, True, False, False, False, False
+    assert chain_starts([1, 2, 3, 1, 2, 5, 4, 99998, 99999, 0, 1, 9999, 0]).tolist() == [
+        True, False, False, True, False, False, True, False, False, False, False, False, False
     ]
     # equal numbers are residues a file without insertion codes numbers alike (54, 54A, 54B)
     assert chain_starts([53, 54, 54, 54, 55]).tolist() == [True, False, False, False, False]
@@ -99,7 +99,7 @@ def test_gro_chains_from_numbering_restarts(fixture_pdb, tmp_path):
     two.save_gro(str(tmp_path / "two.gro"))
     read = md.load(str(tmp_path / "two.gro")).topology
     assert read.n_chains == 1  # what mdtraj makes of a .gro file
-    split = split_chains_by_numbering(read)
+    split = split_chains(read)
     assert [c.chain_id for c in split.chains] == ["A", "B"]
     assert [c.n_residues for c in split.chains] == [20, 20]
     assert [a.name for a in split.atoms] == [a.name for a in read.atoms]

@@ -755,3 +755,39 @@ def test_append_leaves_out_a_torn_last_xtc_frame(tmp_path):
     h5.write_bytes(h5.read_bytes()[:-20])
     with pytest.raises(BackmapInputError, match=r"cannot append: the file is unreadable: [^\n]*\Z"):
         TrajectoryWriter(h5, top, atomic=False, append=True)
+
+
+def _molecules_pdb(path: Path, xyz: np.ndarray, names: list, chain: str, segments: list, numbers: list) -> None:
+    """A C-alpha PDB of molecules written one after another without TER records, as VMD, psfgen and LAMMPS
+    converters write them: ``chain`` for every atom, a segment id and a residue number per residue."""
+    lines = [f"ATOM  {k + 1:5d}  CA  {name:3s} {chain:1s}{number:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00      "
+             f"{segment:4s} C" for k, ((x, y, z), name, segment, number) in enumerate(zip(xyz, names, segments,
+                                                                                         numbers))]
+    path.write_text("\n".join(lines) + "\nEND\n")
+
+
+def test_molecules_told_apart_by_numbers_or_segment_ids_in_a_pdb(tmp_path):
+    """Three copies of a peptide whose ends touch (3.8 A, as in a condensate), in one PDB without TER records: with
+    blank chain ids and numbers that start again, or with CHARMM segment ids, each is its own chain (they were
+    joined by peptide bonds, the numbers and segment ids unread); a named chain whose numbers go down stays one
+    chain, bonded where its beads are (a propeptide numbered before the mature chain)."""
+    from backmap_plugin.api import backmap
+
+    traj = md.load(str(FIXTURE))[0]
+    ca = traj.atom_slice(traj.topology.select("name CA")).xyz[0] * 10
+    names = [r.name for r in traj.topology.residues]
+    copies = [ca]
+    for _ in range(2):
+        end = copies[-1][-1]
+        step = (end - copies[-1][-2]) / np.linalg.norm(end - copies[-1][-2]) * 3.8
+        copies.append(ca - ca[0] + end + step)
+    xyz = np.concatenate(copies)
+    numbers = list(range(1, 21)) * 3
+    for name, chain, segments in (("blank", " ", [""] * 60), ("segid", "X", ["P1"] * 20 + ["P2"] * 20 + ["P3"] * 20)):
+        _molecules_pdb(tmp_path / f"{name}.pdb", xyz, names * 3, chain, segments, numbers)
+        result = backmap(str(tmp_path / f"{name}.pdb"), str(tmp_path / f"{name}_aa.pdb"), progress=False)
+        assert (result.n_chains, result.n_segments) == (3, 3), name
+        assert sum(a.name == "OXT" for a in md.load(str(tmp_path / f"{name}_aa.pdb")).topology.atoms) == 3
+    _molecules_pdb(tmp_path / "named.pdb", xyz[:40], names * 2, "A", [""] * 40, list(range(21, 41)) + numbers[:20])
+    result = backmap(str(tmp_path / "named.pdb"), str(tmp_path / "named_aa.pdb"), progress=False)
+    assert (result.n_chains, result.n_segments) == (1, 1)

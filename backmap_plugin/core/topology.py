@@ -145,7 +145,7 @@ class ResidueRecord:
 
     def label(self) -> str:
         """Human-readable location: ``chain A residue LYS 12``."""
-        return f"chain {self.chain_id or '?'} residue {self.input_name} {self.res_seq}"
+        return f"chain {(self.chain_id or '').strip() or '?'} residue {self.input_name} {self.res_seq}"
 
 
 def _is_hydrogen(atom: md.core.topology.Atom) -> bool:

@@ -1,7 +1,7 @@
 """GROMACS interoperability: export to GROMACS/OpenMM.
 
 (Chains of ``.gro`` topologies are inferred on reading, see
-:func:`backmap_plugin.io.chains.split_chains_by_numbering`.)
+:func:`backmap_plugin.io.chains.split_chains`.)
 
 * :func:`export`: a backmapped structure (heavy atoms as ``backmap run``
   writes it, or with hydrogens as ``backmap refine`` writes it) as a

@@ -1,5 +1,5 @@
 """Chain and residue numbering: generated chain ids, chains split where numbering
-restarts, residues that share a number told apart on reading, and insertion codes for
+restarts or segment ids change, residues that share a number told apart on reading, and insertion codes for
 them on writing."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 
-#: GROMACS writes residue numbers modulo 100000.
-_GRO_RESIDUE_WRAP = 100000
+#: GROMACS writes residue numbers modulo 100000, PDB writers (VMD, OpenMM) modulo 10000.
+_RESIDUE_WRAPS = (100000, 10000)
 
 
 def generated_chain_id(index: int) -> str:
@@ -88,7 +88,7 @@ def chain_starts(res_seq) -> np.ndarray:
     numpy.ndarray
         ``(R,)`` bool, True for residue 0 and for every residue whose number
         is smaller than the one before (99999 followed by 0 is the ``.gro``
-        wrap-around, not a restart). Equal numbers are not a restart: files
+        wrap-around, 9999 followed by 0 the PDB one, not a restart). Equal numbers are not a restart: files
         without insertion codes (``.gro``, ``.tpr``) number residues 54,
         54A and 54B alike.
     """
@@ -96,24 +96,29 @@ def chain_starts(res_seq) -> np.ndarray:
     starts = np.ones(res_seq.shape, dtype=bool)
     if len(res_seq) > 1:
         prev, cur = res_seq[:-1], res_seq[1:]
-        wrapped = (prev == _GRO_RESIDUE_WRAP - 1) & (cur == 0)
+        wrapped = np.isin(prev, np.array(_RESIDUE_WRAPS) - 1) & (cur == 0)
         starts[1:] = (cur < prev) & ~wrapped
     return starts
 
 
-def split_chains_by_numbering(topology: md.Topology) -> md.Topology:
-    """Copy of an mdtraj topology with a new chain wherever residue numbers restart.
+def split_chains(topology: md.Topology) -> md.Topology:
+    """Copy of an mdtraj topology with a new chain wherever a chain without an id restarts its residue numbers, or
+    the segment id changes.
 
-    Meant for ``.gro`` topologies (no chain ids: mdtraj reads one chain).
-    Each chain of ``topology`` is split before every residue whose number
-    is smaller than the previous one (:func:`chain_starts`). Chains that
-    had an id keep it for all their pieces; chains without one get
-    generated ids (A, B, ..., Z, AA, ...) in order.
+    A ``.gro`` file has no chain ids (mdtraj reads one chain), and PDB files
+    written by VMD, psfgen or LAMMPS converters often leave them blank and
+    tell molecules apart by segment ids (CHARMM's P1, P2 ...) or by numbers
+    that start again. Chains without an id are split before every residue
+    whose number is smaller than the previous one (:func:`chain_starts`);
+    every chain before a residue whose segment id differs from the previous
+    residue's. Chains with an id keep it for all their pieces (their numbers
+    may go down within a molecule: circular permutations, propeptides);
+    chains without one get generated ids (A, B, ..., Z, AA, ...) in order.
 
     Parameters
     ----------
     topology : mdtraj.Topology
-        Topology as read, e.g. from a ``.gro`` file.
+        Topology as read, e.g. from a ``.gro`` or PDB file.
 
     Returns
     -------
@@ -125,8 +130,10 @@ def split_chains_by_numbering(topology: md.Topology) -> md.Topology:
     n_chains = 0
     for chain in topology.chains:
         residues = list(chain.residues)
-        starts = chain_starts([r.resSeq for r in residues])
         named = bool(chain.chain_id and str(chain.chain_id).strip())
+        starts = np.zeros(len(residues), dtype=bool) if named else chain_starts([r.resSeq for r in residues])
+        segments = [str(r.segment_id or "").strip() for r in residues]
+        starts[1:] |= np.array(segments[1:]) != np.array(segments[:-1])
         new_chain = None
         for residue, start in zip(residues, starts):
             if new_chain is None or start:

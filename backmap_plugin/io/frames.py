@@ -19,7 +19,7 @@ import numpy as np
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.atoms import check_duplicate_atoms, check_finite
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
-from backmap_plugin.io.chains import split_chains_by_numbering, split_merged_residues
+from backmap_plugin.io.chains import split_chains, split_merged_residues
 from backmap_plugin.io.loaders import (
     box_vectors,
     count_trajectory_atoms,
@@ -141,8 +141,8 @@ class FrameSource:
             topology = top_topology
         if n_atoms == 0:
             raise BackmapInputError(f"{self.path}: contains no atoms")
-        if (self.top_path or self.path).lower().endswith(".gro"):
-            topology = split_chains_by_numbering(topology)  # .gro has no chain ids
+        if (self.top_path or self.path).lower().endswith(LOADED_WHOLE):
+            topology = split_chains(topology)  # .gro has no chain ids; PDB files may leave them blank
         no_codes = (self.top_path or self.path).lower().endswith((".gro", ".tpr"))
         topology, merged = split_merged_residues(topology, single_atoms=no_codes)
         if merged:
