@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -131,8 +130,9 @@ class BeadReader:
     Raises
     ------
     BackmapInputError
-        An all-atom residue lacks the atoms the mapping needs, or a C-alpha
-        mapping is given beads that are not named CA.
+        An all-atom residue lacks the atoms the mapping needs. (A bead's
+        name says nothing: CG programs name them CA, C, B or after their
+        residue; the geometry tells, see :func:`resolve_mapping`.)
     """
 
     def __init__(self, records: list[ResidueRecord], mapping: Mapping, source: str,
@@ -154,32 +154,9 @@ class BeadReader:
                     f"(atoms: {names}); mapping '{mapping.name}' needs one bead per residue "
                     "or an all-atom residue with a CA"
                 )
-        if mapping.bead_is_ca and (bead_index >= 0).all():
-            self._check_bead_names(records, bead_index, source, atom_names)
         self.bead_index = bead_index
         self.all_atom = np.nonzero(bead_index < 0)[0]
         self.res_type = np.array([chem.RESIDUE_INDEX[r.name] for r in records])
-
-    @staticmethod
-    def _check_bead_names(records, bead_index: np.ndarray, source: str, atom_names) -> None:
-        """Refuse single beads not named CA (a C-alpha mapping needs C-alpha beads)."""
-        single = np.nonzero(bead_index >= 0)[0]
-        not_ca = [i for i in single if records[i].atoms.get("CA") != bead_index[i]]
-        if not not_ca:
-            return
-
-        def name(i):
-            if atom_names is not None:
-                return atom_names[bead_index[i]].strip() or "''"
-            return next((n for n, a in records[i].atoms.items() if a == bead_index[i]), "?")
-
-        counts = Counter(name(i) for i in single)
-        found = ", ".join(f"{n} ({k} of {len(single)})" for n, k in counts.most_common())
-        raise BackmapInputError(
-            f"{source}: beads are named {found}; the first not named CA is {records[not_ca[0]].label()}; a C-alpha trace "
-            "(mapping 'ca') has beads named CA: pass --mapping com if the beads sit at residue "
-            "centres of mass, or name them CA if they sit at the C-alpha atoms"
-        )
 
     def beads(self, xyz: np.ndarray) -> np.ndarray:
         """Bead positions of input frames.
@@ -262,7 +239,9 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
     -------
     mapping : Mapping
     evidence : str
-        What was decided and why ('' when the mapping was given).
+        What was decided and why, with the beads' names where they are not
+        CA; for a mapping given, '' where the beads agree with it, else what
+        they look like.
 
     Raises
     ------
@@ -270,17 +249,40 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
         Martini beads, or a trace whose geometry cannot tell (the message
         names the ``--mapping`` to pass).
     """
-    if not (isinstance(mapping, str) and mapping == "auto"):
-        return get_mapping(mapping), ""
+    given = None if isinstance(mapping, str) and mapping == "auto" else get_mapping(mapping)
     names = {atom_names[a].strip().upper() for r in records for a in list(r.atoms.values()) + r.other_atoms}
-    if "BB" in names and names <= _MARTINI_NAMES | {"CA"}:
+    if given is None and "BB" in names and names <= _MARTINI_NAMES | {"CA"}:
         raise BackmapInputError(
             f"{source}: the beads are named {', '.join(sorted(names))} but their residues are not Martini 3 "
             "protein residues"
         )
     single = [len(r.atoms) + len(r.other_atoms) == 1 for r in records]
     if not all(single):
-        return get_mapping("ca"), "all-atom residues: beads at their C-alpha atoms"
+        return (given, "") if given is not None else (get_mapping("ca"), "all-atom residues: beads at their "
+                                                                          "C-alpha atoms")
+    try:
+        decision = _decide_from_geometry(records, atom_names, frames, box, source, frame, springs, given is None)
+    except BackmapInputError:
+        if given is not None:  # (what was given is read; the checks of the trace say what does not fit)
+            return given, ""
+        raise
+    if decision is None:  # a unit error: check_trace says so
+        return given or get_mapping("ca"), ""
+    named = "" if names == {"CA"} else f" (beads named {', '.join(sorted(names)[:5])}{' ...' * (len(names) > 5)})"
+    if given is not None:
+        if (decision.name == "ca") == given.bead_is_ca:
+            return given, ""
+        return given, f"as given ({given.name}), though the beads look otherwise: {decision.evidence}{named}"
+    if decision.name == "ca":
+        return get_mapping("ca"), decision.evidence + named
+    return COMMapping(decision.ca_residues), decision.evidence + named
+
+
+def _decide_from_geometry(records: list[ResidueRecord], atom_names: list[str], frames: np.ndarray, box,
+                          source: str, frame: int, springs, refuse_bb: bool):
+    """:func:`backmap_plugin.core.detect.decide_mapping` on the leading frames of a one-bead-per-residue input;
+    None when its beads are so close or far apart that the unit must be wrong; beads as close as Martini BB beads
+    are refused where ``refuse_bb``."""
     reader = BeadReader(records, get_mapping("com"), source, atom_names)
     chain = np.array([r.chain for r in records])
     frames = np.asarray(frames, dtype=np.float32)
@@ -293,8 +295,8 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
     if same_chain.any():
         spacing = float(np.median(np.linalg.norm(np.diff(beads[0], axis=0), axis=-1)[same_chain]))
         if not _BEAD_SPACING_RANGE[0] <= spacing <= _BEAD_SPACING_RANGE[1]:
-            return get_mapping("ca"), ""  # a unit error: check_trace says so
-        if spacing < MAX_BB_SPACING:
+            return None
+        if refuse_bb and spacing < MAX_BB_SPACING:
             raise BackmapInputError(
                 f"{source}: frame {frame}: consecutive beads are {spacing:.2f} A apart (median); C-alpha atoms are "
                 f"3.80 A apart and residue centres of mass farther: these look like Martini BB beads, or a Go "
@@ -302,12 +304,9 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
                 "Martini file (BB and SC beads), or pass --mapping ca to read them as C-alpha atoms"
             )
     read = f"frame {frame}" if len(beads) == 1 else f"frames {frame}-{frame + len(beads) - 1}"
-    decision = decide_mapping(beads, reader.res_type, chain, [r.chain_id for r in records],
-                              [r.res_seq for r in records], source=f"{source}: {read}",
-                              max_bond=BREAK_DISTANCE_OTHER, springs=_residue_springs(springs, records))
-    if decision.name == "ca":
-        return get_mapping("ca"), decision.evidence
-    return COMMapping(decision.ca_residues), decision.evidence
+    return decide_mapping(beads, reader.res_type, chain, [r.chain_id for r in records],
+                          [r.res_seq for r in records], source=f"{source}: {read}",
+                          max_bond=BREAK_DISTANCE_OTHER, springs=_residue_springs(springs, records))
 
 
 def _numbering_gap_notes(records: list[ResidueRecord], distance: np.ndarray, limits, break_distance: float,

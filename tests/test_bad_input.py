@@ -332,28 +332,24 @@ def _leftovers(tmp_path) -> list:
     return sorted(p.name for p in tmp_path.glob(".*"))
 
 
-def test_trace_of_cb_beads_is_refused_with_the_names(tmp_path, ca):
-    cb = _renamed(ca, tmp_path, ["CB"] * 20)
-    message = fails(tmp_path, cb, names=[cb, "beads are named CB (20 of 20)", "named CA", "--mapping com"])
-    assert message.startswith(f"{cb}: ")
-    assert _leftovers(tmp_path) == []
-
-
-def test_mixed_bead_names_are_all_listed(tmp_path, ca):
-    mixed = _renamed(ca, tmp_path, ["CA"] * 17 + ["SC1"] * 3)
-    fails(tmp_path, mixed, names=[mixed, "CA (17 of 20)", "SC1 (3 of 20)", "the first not named CA is chain A residue PRO 18"])
-
-
-def test_trace_of_cb_beads_with_com_mapping(tmp_path, ca, capfd):
-    """The same file is taken with ``--mapping com`` (any bead name), through the real CLI."""
+def test_beads_of_any_name_are_read_by_their_geometry(tmp_path, ca, capfd):
+    """CG programs name their beads CA, C (LAMMPS / Mpipi conversions), after their residue (COCOMO) or anything:
+    the geometry tells (these were refused unless renamed CA, also with --mapping ca, and the message's other
+    way out, --mapping com, built them 1.0 A off their beads without a word). The evidence names the beads; a
+    mapping given against the geometry is built, and the evidence says what the beads look like."""
+    for names in (["C"] * 20, [r.name for r in ca.topology.residues], ["CA"] * 17 + ["SC1"] * 3):
+        path = _renamed(ca, tmp_path, names)
+        result = backmap(str(path), str(tmp_path / "aa.pdb"), progress=False)
+        assert result.mapping_evidence.startswith("C-alpha trace: consecutive beads")
+        assert f"(beads named {', '.join(sorted(set(names))[:5])}" in result.mapping_evidence
+        assert result.bead_rmsd["C-alpha"]["max"] < 0.01
     cb = _renamed(ca, tmp_path, ["CB"] * 20)
     out = tmp_path / "com.pdb"
-    assert main(["run", str(cb), "-o", str(out), "--quiet"]) == 2
-    err = capfd.readouterr().err
-    assert err.startswith(f"backmap: error: {cb}: beads are named CB (20 of 20)") and err.count("\n") == 1
-    assert not out.exists()
     assert main(["run", str(cb), "-o", str(out), "--mapping", "com", "--quiet"]) == 0
     assert md.load(str(out)).n_atoms == 154
+    assert "mapping: as given (com), though the beads look otherwise: C-alpha trace" in capfd.readouterr().err
+    assert main(["run", str(cb), "-o", str(out), "--mapping", "ca", "--quiet", "--overwrite"]) == 0
+    assert "mapping:" not in capfd.readouterr().err
 
 
 def test_ca_beads_of_any_case_and_the_example_still_run(tmp_path, ca):
