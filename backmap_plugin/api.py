@@ -1187,11 +1187,12 @@ def backmap(
                             "memory use Backmapper(topology, xyz).build(xyz) (xyz in Angstrom)")
     input, output = os.fspath(input), os.fspath(output)
     top = None if top is None else os.fspath(top)
-    check_output_path(output)
+    check_output_path(output, inputs=(input, top))
     source = open_frames(input, top=top, chunk=chunk, stride=stride)
     record = ProgressRecord(output, _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk,
                                                   break_distance, temperature, device, disulfides))
-    first_new, writer_state = _start(output, record, (not resume) if overwrite is None else overwrite, resume)
+    replace = (not resume) if overwrite is None else overwrite
+    first_new, writer_state = _start(output, record, replace, resume)
     engine = None
     writer = None
     n_frames = 0
@@ -1205,7 +1206,15 @@ def backmap(
                     device=device, break_distance=break_distance, source=input, frame=leading.start, model=model,
                     temperature=temperature, box=leading.box, disulfides=disulfides,
                 )
-                writer = TrajectoryWriter(output, engine.topology, resume=writer_state)
+                try:
+                    writer = TrajectoryWriter(output, engine.topology, resume=writer_state)
+                except BackmapInputError as exc:
+                    if writer_state is None or not replace:
+                        raise
+                    engine.report.append(f"{exc}: started over, as --overwrite says")  # (the partial file is gone)
+                    record.remove()
+                    writer_state = None
+                    writer = TrajectoryWriter(output, engine.topology)
                 first_new = writer.frames_written // samples  # a writer may keep fewer frames than recorded
             n_frames = frames.start + len(frames.xyz)
             skip = min(max(first_new - frames.start, 0), len(frames.xyz))

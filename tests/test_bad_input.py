@@ -305,6 +305,20 @@ def test_cli_bad_option_values(tmp_path, capfd, good, options):
     assert not (tmp_path / "out.pdb").exists()
 
 
+def test_output_onto_the_input_is_refused(tmp_path, capfd, good):
+    """``-o`` naming the input or its topology, with --overwrite (as workflows pass it): refused before any work
+    (the CG input was replaced by the all-atom output)."""
+    pdb, dcd = (tmp_path / "ca.pdb", tmp_path / "ca.dcd")
+    pdb.write_bytes(good[0].read_bytes())
+    dcd.write_bytes(good[1].read_bytes())
+    for input, top, output in ((pdb, None, pdb), (dcd, pdb, dcd), (dcd, pdb, pdb)):
+        argv = ["run", str(input), "-o", str(output), "--overwrite"] + ([] if top is None else ["--top", str(top)])
+        assert main(argv) == 2
+        assert f"{output}: the output is the input file {output}: writing it would destroy the input" in \
+            capfd.readouterr().err
+    assert pdb.read_bytes() == good[0].read_bytes() and dcd.read_bytes() == good[1].read_bytes()
+
+
 def test_cli_run_summary_into_a_missing_directory(tmp_path, capfd, good):
     """``--json`` into a directory that does not exist fails before the run (it failed after it, output written)."""
     summary = tmp_path / "no_such_dir" / "run.json"

@@ -17,6 +17,7 @@ from backmap_plugin.cli import refine as refine_cli  # noqa: E402
 from backmap_plugin.cli import validate as validate_cli
 from backmap_plugin.cli.command import main as backmap_main  # noqa: E402
 from backmap_plugin.core import metrics  # noqa: E402
+from backmap_plugin.core.errors import BackmapInputError  # noqa: E402
 from backmap_plugin.openmm.platforms import select_platform  # noqa: E402
 from backmap_plugin.openmm.refine import refine_structure  # noqa: E402
 from backmap_plugin.openmm.structure import create_disulfide_bonds, read_structure  # noqa: E402
@@ -224,6 +225,36 @@ def test_refine_keeps_an_existing_output_unless_told(backmapped, tmp_path, capsy
     assert "output file exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
     assert output.read_text() == "earlier work\n"
     assert backmap_main(argv + ["--overwrite"]) == 0 and output.read_text().startswith(("ATOM", "REMARK", "CRYST1"))
+
+
+def test_refine_stopped_leaves_the_output_and_its_report_as_they_were(fixture_pdb, tmp_path, monkeypatch):
+    """Stopped in its second frame, an --overwrite refine leaves the earlier output and its report as they were
+    (the report was the new run's, of one frame, beside the old output); the frames done are reported beside the
+    partial output. Refining the output onto its input is refused before any work."""
+    from backmap_plugin.openmm import refine as refine_module
+
+    source = tmp_path / "two_models.pdb"
+    md.load(str(fixture_pdb))[:2].save(str(source))
+    output, report = tmp_path / "out.pdb", tmp_path / "out.json"
+    output.write_text("earlier work\n")
+    report.write_text("{}")
+    calls = []
+    real = refine_module.Refiner.refine
+
+    def stopped_in_the_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(refine_module.Refiner, "refine", stopped_in_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        refine_structure(source, output, solvent="vacuum", platform="CPU", maxIterations=1, overwrite=True,
+                         progress=False)
+    assert output.read_text() == "earlier work\n" and report.read_text() == "{}"
+    assert len(json.loads((tmp_path / ".out.json.partial.json").read_text())["frames"]) == 1
+    with pytest.raises(BackmapInputError, match="the output is the input file"):
+        refine_structure(source, source, platform="CPU", overwrite=True, progress=False)
 
 
 def test_refine_to_coordinates_only_says_where_the_topology_is(backmapped, tmp_path, capsys):

@@ -172,6 +172,19 @@ def test_resume_with_overwrite_continues_or_starts_over(tmp_path, monkeypatch):
             assert result.resumed_from == 0
     # a complete output is replaced
     assert _run(EXAMPLE_DCD, out, seed=2, resume=True, overwrite=True).resumed_from == 0
+    # a progress record whose partial file is gone (a scratch cleaner, a duplicate job): started over, with a note
+    # (every retry failed: "cannot resume: partial file ... is unreadable")
+    with monkeypatch.context() as patch:
+        _Interrupt(patch, 1, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            _run(EXAMPLE_DCD, out, seed=1, overwrite=True)
+    os.remove(tmp_path / ".out.xtc.partial.xtc")
+    result = _run(EXAMPLE_DCD, out, seed=1, resume=True, overwrite=True)
+    assert result.resumed_from == 0 and _content(out) == _content(reference)
+    assert any("cannot resume" in line and line.endswith("started over, as --overwrite says")
+               for line in result.report)
+    with pytest.raises(BackmapInputError, match="nothing to resume"):
+        _run(EXAMPLE_DCD, out, seed=1, resume=True)
 
 
 def test_cli_refuses_existing_output_unless_overwrite(tmp_path, capfd):

@@ -29,8 +29,8 @@ _AFTER_INTERRUPT = {
            "rerun the same command with --resume to continue",
     "data": "finished files and structures are kept; rerun the same command to continue",
     "train": "a checkpoint of the steps done is kept; rerun the same command with --resume to continue",
-    "refine": "the refined frames so far are in a hidden .partial file next to the output, and the JSON report "
-              "covers them",
+    "refine": "the refined frames so far are in a hidden .partial file next to the output, and their report in "
+              "one next to the JSON report; the output and its report are as they were",
 }
 
 

@@ -120,7 +120,7 @@ def check_file_path(path, what: str = "file") -> None:
         raise BackmapInputError(f"{path}: cannot write {what}: it is a directory")
 
 
-def check_output_path(path, overwrite: bool = True) -> str:
+def check_output_path(path, overwrite: bool = True, inputs=()) -> str:
     """Check that ``path`` can be written as a trajectory, before any work is done.
 
     Parameters
@@ -129,6 +129,8 @@ def check_output_path(path, overwrite: bool = True) -> str:
         Output file.
     overwrite : bool
         Whether an existing file may be replaced.
+    inputs : sequence of str or os.PathLike or None, optional
+        Files the job reads, which the output must not be.
 
     Returns
     -------
@@ -139,9 +141,14 @@ def check_output_path(path, overwrite: bool = True) -> str:
     ------
     BackmapInputError
         Unsupported extension, missing directory, a directory in the way,
-        an existing file with ``overwrite=False``, no write permission.
+        an existing file with ``overwrite=False``, no write permission, the
+        output is one of ``inputs``.
     """
     path = os.fspath(path)
+    for read in inputs:
+        if read is not None and os.path.exists(path) and os.path.exists(read) and os.path.samefile(path, read):
+            raise BackmapInputError(f"{path}: the output is the input file {os.fspath(read)}: writing it would "
+                                    "destroy the input; choose another output name")
     ext = match_extension(path, SUPPORTED_OUTPUT)
     if ext is None:
         raise BackmapInputError(f"{path}: unsupported output file extension; supported: {', '.join(SUPPORTED_OUTPUT)}")

@@ -476,11 +476,11 @@ def _default_report_path(output: str) -> str:
     return root + ".json"
 
 
-def _check_outputs(output: str, report: str, overwrite: bool) -> None:
-    """Fail before any work on outputs that cannot be written."""
+def _check_outputs(output: str, report: str, overwrite: bool, input: str) -> None:
+    """Fail before any work on outputs that cannot be written (or that are the input)."""
     from backmap_plugin.io.paths import check_file_path, check_output_path
 
-    check_output_path(output, overwrite)
+    check_output_path(output, overwrite, inputs=(input,))
     if os.path.abspath(report) == os.path.abspath(output):
         raise BackmapInputError(f"{output}: the report would overwrite the output; choose another report path")
     check_file_path(report, "report")
@@ -523,7 +523,9 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
         Run the soft-core clash-removal stage (default True).
     report : str, optional
         JSON report path; default: ``output`` with the extension replaced
-        by ``.json``.
+        by ``.json``. Written with the output, at the end; the frames
+        done so far are reported in a hidden ``.<report>.partial.json``
+        next to it (kept if the run stops).
     progress : bool, optional
         Progress bar on stderr.
     template : bool, optional
@@ -572,7 +574,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     t0 = time.perf_counter()
     input, output = os.fspath(input), os.fspath(output)
     report = _default_report_path(output) if report is None else os.fspath(report)
-    _check_outputs(output, report, overwrite)
+    _check_outputs(output, report, overwrite, input)
     topology, frames = read_structure(input)
     refiner = Refiner(restraintK=restraintK, solvent=solvent, tolerance=tolerance, maxIterations=maxIterations,
                       platform=platform, pH=pH, softCore=softCore, template=template)
@@ -593,6 +595,9 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     }
     writer = None
     result = RefinementResult(output=output, report_path=report)
+    # the report of the frames so far goes beside the partial output; the report itself is written with the output
+    # (an interrupted run with overwrite left the old output beside a new, partial report)
+    partial_report = os.path.join(os.path.dirname(os.path.abspath(report)), f".{os.path.basename(report)}.partial.json")
     bar = tqdm(total=len(frames), unit="frame", desc="refine", file=sys.stderr, disable=not progress)
     try:
         for index, positions in enumerate(frames):
@@ -603,7 +608,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
             frame_report = {"frame": index, **frame_report}
             payload["frames"].append(frame_report)
             payload["platform"] = refiner.platformName
-            write_json(report, payload)
+            write_json(partial_report, payload)
             bar.update(1)
     except BaseException:
         if writer is not None:
@@ -618,4 +623,5 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     payload["seconds"] = result.seconds
     payload["all_converged"] = result.all_converged
     write_json(report, payload)
+    os.remove(partial_report)
     return result
