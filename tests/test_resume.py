@@ -271,6 +271,26 @@ def test_write_error_keeps_finished_frames_and_resumes(tmp_path, monkeypatch):
     assert out.read_bytes() == whole.read_bytes()
 
 
+@pytest.mark.parametrize("ext", [".h5", ".xtc", ".dcd", ".pdb"])
+def test_a_file_size_limit_stops_the_run_with_what_is_kept(tmp_path, ext):
+    """A file size limit (``ulimit -f``, a batch system's ``h_fsize``) reached while writing: a one-line error and
+    status 2 (HDF5 wrote a cut, unreadable H5 file and the run reported success; XTC and DCD failed with mdtraj's
+    tracebacks, DCD's a TypeError from mdtraj's own error path)."""
+    resource = pytest.importorskip("resource")
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16000, 16000))
+
+    out = tmp_path / f"out{ext}"
+    done = subprocess.run([sys.executable, "-m", "backmap_plugin.cli", "run", str(EXAMPLE_DCD), "--top",
+                           str(EXAMPLE_PDB), "-o", str(out), "--quiet", "--chunk", "4"], preexec_fn=limit,
+                          capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and lines[-1].startswith(f"backmap: error: {out}: "), done.stderr
+    assert " failed: " in lines[-1] and "Traceback" not in done.stderr and "[Errno" not in lines[-1]
+    assert not out.exists()
+
+
 def test_cli_write_error_is_one_line(tmp_path, capfd, monkeypatch):
     original = PdbBackend.write
 

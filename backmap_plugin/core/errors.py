@@ -13,5 +13,8 @@ class BackmapOutputError(OSError):
     """Output that cannot be written (disk full, I/O error, lost file).
 
     The message names the file and how many frames before the failure are
-    kept.
+    kept; ``str()`` gives it alone (without OSError's ``[Errno N]``).
     """
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()

@@ -3,6 +3,7 @@ through mdtraj's file objects (DCD stores Angstrom, XTC and H5 nm)."""
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Optional
 
@@ -57,6 +58,7 @@ class MdtrajBackend:
     def __init__(self, partial: str, topology: md.Topology, path: str, ext: str, resume: Optional[dict] = None,
                  append: bool = False):
         self._ext = ext
+        self._partial = partial
         self._cls = getattr(md.formats, self._CLASSES[ext])
         kept = None
         if resume is not None and resume["frames"]:
@@ -192,9 +194,28 @@ class MdtrajBackend:
             self._file.flush()
 
     def finish(self, n_frames: int) -> None:
-        """Close the file (nothing to add at the end)."""
+        """Close the file (nothing to add at the end), and check that an H5 file holds its ``n_frames`` frames.
+
+        HDF5 writes past a file size limit (``ulimit -f``, a batch system's
+        ``h_fsize``) fail without an error: the file is cut short and
+        unreadable.
+        """
         self._file.close()
+        if self._ext != ".h5":  # (XTC and DCD writes that fail raise)
+            return
+        try:
+            with c_stdout_to_stderr(), self._cls(self._partial, "r") as handle:
+                found = len(handle)
+        except Exception as exc:
+            raise OSError(errno.EIO, f"the file cannot be read back ({(str(exc).strip().splitlines() or [''])[-1]})"
+                          ) from exc
+        if found != n_frames:
+            raise OSError(errno.EIO, f"the file holds {found} of the {n_frames} frames written")
 
     def abort(self) -> None:
-        """Close the partial file as it is."""
-        self._file.close()
+        """Close the partial file as it is (a close that fails is let go: the error that stopped the writer is the
+        one to tell)."""
+        try:
+            self._file.close()
+        except (OSError, RuntimeError):
+            pass

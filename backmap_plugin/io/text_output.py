@@ -65,5 +65,9 @@ class TextBackend:
         return {"offset": self._file.tell()}
 
     def abort(self) -> None:
-        """Close the partial file as it is."""
-        self._file.close()
+        """Close the partial file as it is (a close that fails, flushing onto a full disk, is let go: the error
+        that stopped the writer is the one to tell)."""
+        try:
+            self._file.close()
+        except OSError:
+            pass

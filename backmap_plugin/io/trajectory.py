@@ -8,6 +8,7 @@ Coordinates come in Angstrom and are converted where a format stores nm.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Optional
 
@@ -169,14 +170,22 @@ class TrajectoryWriter:
         time = None if time is None else np.asarray(time, dtype=np.float32).reshape(len(xyz))
         try:
             self._backend.write(np.ascontiguousarray(xyz), self.frames_written, box=box, time=time)
-        except OSError as exc:
-            raise BackmapOutputError(
-                exc.errno,
-                f"{self.path}: writing frame(s) {self.frames_written}-{self.frames_written + len(xyz) - 1} failed: "
-                f"{exc.strerror or exc}; the {self.frames_written} frame(s) written before are kept in "
-                f"{self.partial_path}",
-            ) from exc
+        except (OSError, RuntimeError, TypeError) as exc:  # (mdtraj: RuntimeError from XTC, TypeError from DCD)
+            raise self._write_failed(exc, f"writing frame(s) {self.frames_written}-"
+                                          f"{self.frames_written + len(xyz) - 1}") from exc
         self.frames_written += len(xyz)
+
+    def _write_failed(self, exc: Exception, what: str, finishing: bool = False) -> BackmapOutputError:
+        """The error for a write that failed: what, why, and what is kept."""
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{exc} (a full disk or a file size limit?)"
+        if finishing:
+            kept = f"the partial file is left at {self.partial_path}"
+        elif self.frames_written:
+            kept = f"the {self.frames_written} frame(s) written before are kept in {self.partial_path}"
+        else:
+            kept = "no frame was written before"
+        return BackmapOutputError(exc.errno if isinstance(exc, OSError) and exc.errno else errno.EIO,
+                                  f"{self.path}: {what} failed: {why}; {kept}")
 
     def state(self) -> dict:
         """What a later writer needs to continue this file (``resume=``).
@@ -211,7 +220,10 @@ class TrajectoryWriter:
             backend.abort()
             self._remove_partial()
             raise BackmapInputError(f"{self.path}: no frames were written")
-        backend.finish(self.frames_written)
+        try:
+            backend.finish(self.frames_written)
+        except (OSError, RuntimeError) as exc:
+            raise self._write_failed(exc, "finishing the file", finishing=True) from exc
         if self.atomic:
             commit(self.partial_path, self.path)
 
