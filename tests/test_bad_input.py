@@ -548,6 +548,27 @@ def test_truncated_dcd_is_noted(tmp_path):
     assert not any("truncated" in line for line in whole.report)
 
 
+@pytest.mark.parametrize("ext", [".dcd", ".xtc"])
+def test_a_trajectory_damaged_in_the_middle_stops_the_run(tmp_path, capfd, ext):
+    """Bytes written over (DCD) or missing (XTC) in the middle of the shipped trajectory: the readers stop there
+    (the DCD one without a word) and half the trajectory was backmapped with success; now the run stops, naming
+    where reading stopped, with the frames before kept. The DCD plugin's lines that say the same stay out."""
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    top = str(examples / "trpcage_ca.pdb")
+    path = tmp_path / f"whole{ext}"
+    md.load(str(examples / "trpcage_ca.dcd"), top=top).save(str(path))
+    data = path.read_bytes()
+    middle = len(data) // 2
+    damaged = tmp_path / f"damaged{ext}"
+    damaged.write_bytes(data[:middle] + bytes(300) + data[middle + 300:] if ext == ".dcd"
+                        else data[:middle] + data[middle + 300:])
+    with pytest.raises(BackmapInputError, match=r"damaged\.(dcd|xtc): reading stopped after frame 1\d, but the "
+                                                r"file's bytes hold about 3\d frames: it is damaged after that frame"):
+        backmap(str(damaged), str(tmp_path / "out.pdb"), top=top, progress=False)
+    assert "dcdplugin" not in capfd.readouterr().err
+    assert backmap(str(path), str(tmp_path / "whole_aa.pdb"), top=top, progress=False).n_frames == 38
+
+
 def test_martini_water_is_not_poly_tryptophan(tmp_path):
     """A .gro of Martini water (residue and bead W), with ions or not: no protein (W was read as the one-letter
     code of TRP and built as a 1728-residue protein)."""

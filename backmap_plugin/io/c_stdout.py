@@ -24,6 +24,14 @@ def _flush_c_stdio() -> None:
 #: The XTC / TRR readers' bare error codes (``(xdrfile error) Undocumented error 3``), printed with no line end
 #: before the exception that says what failed: left out.
 _XDRFILE_CODE = re.compile(r"\(xdrfile error\) Undocumented error -?\d+")
+#: What the DCD plugin prints on every open (the file's kind) and on a short or damaged file, which the reader's
+#: own notes and errors say (``dcd_frames_missing``, ``FrameSource``): left out.
+_DCD_CHATTER = re.compile(
+    r"dcdplugin\) (detected standard 32-bit DCD file of \w+ endianness|CHARMM format DCD file \(also NAMD 2\.1 and "
+    r"later\)|Warning: DCD header claims \d+ frames, but |file size \(\d+\) indicates there are actually |"
+    r"read_dcdstep: (corruption or unrecognized file structure|error during read))\s*"
+    r"|\d+ frames of size \(\d+\)"
+)
 
 
 @contextlib.contextmanager
@@ -35,7 +43,9 @@ def c_stdout_to_stderr():
     error codes without a line end to the C stderr. Both are collected in a
     temporary file and written to stderr when the block ends, as whole
     lines and without the bare error codes, so that stdout stays for the
-    program's own output and nothing runs into the next line.
+    program's own output and nothing runs into the next line. The DCD
+    plugin's lines that say what the reader's own notes and errors say are
+    left out (:data:`_DCD_CHATTER`).
 
     Yields
     ------
@@ -65,6 +75,8 @@ def c_stdout_to_stderr():
                     os.close(old)
             caught.seek(0)
             text = _XDRFILE_CODE.sub("", caught.read().decode(errors="replace"))
+            text = "".join(line for line in text.splitlines(keepends=True)
+                           if not _DCD_CHATTER.fullmatch(line.rstrip("\n")))
             if text.strip():
                 sys.stderr.write(text if text.endswith("\n") else text + "\n")
                 sys.stderr.flush()

@@ -24,6 +24,7 @@ from backmap_plugin.io.loaders import (
     box_vectors,
     count_trajectory_atoms,
     dcd_frames_missing,
+    frames_in_file,
     load_topology,
     load_whole,
     protonation_note,
@@ -237,6 +238,24 @@ class FrameSource:
                 start += len(xyz)
         if start == 0:
             raise BackmapInputError(f"{self.path}: contains no frames")
+        self._check_read_to_the_end(start)
+
+    def _check_read_to_the_end(self, yielded: int) -> None:
+        """Raise where reading stopped well before the end of a DCD, XTC or TRR file's bytes: a frame damaged in
+        the middle (mdtraj's readers stop there, the DCD one without a word), not a file cut short."""
+        if self._ext not in (".dcd", ".xtc", ".trr"):
+            return
+        try:
+            held = frames_in_file(self.path)
+        except Exception:  # (a file that cannot be counted is read as far as it goes)
+            return
+        read = (yielded - 1) * self.stride + 1  # file frames up to the last one yielded
+        if held is not None and held - read > self.stride + 1:
+            raise BackmapInputError(
+                f"{self.path}: reading stopped after frame {read - 1}, but the file's bytes hold about "
+                f"{held:.0f} frames: it is damaged after that frame (bytes missing or written over), and the "
+                "frames after the damage cannot be read"
+            )
 
     def _iterload(self, per_read: int) -> Iterator[md.Trajectory]:
         """``mdtraj.iterload`` with its exceptions wrapped; when a block fails, its whole frames are read one at a

@@ -3,6 +3,7 @@ cannot read), topologies, the atom count of a trajectory, box vectors."""
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 from typing import Optional
@@ -240,3 +241,28 @@ def dcd_frames_missing(path: str) -> Optional[str]:
         return f"{path}: {whole} whole frame(s) of the {announced} its header announces: a truncated file?"
     return None
 
+
+
+def frames_in_file(path: str) -> Optional[float]:
+    """How many frames the bytes of a DCD, XTC or TRR file hold, frames after a damaged one included.
+
+    DCD frames have one size, so the file's size counts them. XTC and TRR
+    frames are found by walking their headers, which stops at a damaged
+    frame; the bytes after it are counted in frames of the mean size before
+    it. None where the file cannot tell.
+
+    Parameters
+    ----------
+    path : str
+
+    Returns
+    -------
+    float or None
+    """
+    with c_stdout_to_stderr(), md.open(path) as handle:
+        found = len(handle)
+        offsets = getattr(handle, "offsets", None)
+    if path.lower().endswith(".dcd") or offsets is None or found < 2:
+        return float(found)
+    per_frame = float(offsets[-1]) / (found - 1)
+    return found - 1 + (os.path.getsize(path) - float(offsets[-1])) / per_frame
