@@ -7,6 +7,7 @@ output name. The CLI turns these errors into one line and exit status 2.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -326,6 +327,22 @@ def test_cli_run_summary_into_a_missing_directory(tmp_path, capfd, good):
     assert status == 2 and not (tmp_path / "out.pdb").exists()
     assert capfd.readouterr().err.strip() == (f"backmap: error: {summary}: cannot write the run summary: "
                                               f"directory {summary.parent} does not exist")
+
+
+def test_cli_run_summary_where_nothing_can_be_written(tmp_path, capfd, good, monkeypatch):
+    """``--json`` into a directory that cannot be written (a read-only file system, as os.access tells; root passes
+    permission bits, so the answer is given here): refused before the run (it failed after it, and a workflow then
+    deleted the finished output)."""
+    from backmap_plugin.io import paths
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(paths.os, "access", lambda path, mode: False if str(path) == str(locked) else real(path, mode))
+    status = main(["run", str(good[0]), "-o", str(tmp_path / "out.pdb"), "--json", str(locked / "run.json")])
+    assert status == 2 and not (tmp_path / "out.pdb").exists()
+    assert capfd.readouterr().err.strip() == (f"backmap: error: {locked / 'run.json'}: cannot write the run summary: "
+                                              f"no permission to write in {locked}")
 
 
 # --------------------------------------------------------------------------- bead names and positions

@@ -110,7 +110,8 @@ def check_file_path(path, what: str = "file") -> None:
     Raises
     ------
     BackmapInputError
-        Its directory does not exist, or a directory is in its way.
+        Its directory does not exist or cannot be written in (no
+        permission, a read-only file system), or a directory is in its way.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -118,6 +119,8 @@ def check_file_path(path, what: str = "file") -> None:
         raise BackmapInputError(f"{path}: cannot write {what}: directory {directory} does not exist")
     if os.path.isdir(path):
         raise BackmapInputError(f"{path}: cannot write {what}: it is a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise BackmapInputError(f"{path}: cannot write {what}: no permission to write in {directory}")
 
 
 def check_output_path(path, overwrite: bool = True, inputs=()) -> str:
