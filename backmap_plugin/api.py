@@ -36,6 +36,7 @@ from backmap_plugin.core.topology import (
     read_residues,
 )
 from backmap_plugin.io.frames import FrameChunk, frames_from_openmm, open_frames, springs_from_openmm
+from backmap_plugin.io.lock import output_lock
 from backmap_plugin.io.paths import check_output_path
 from backmap_plugin.io.progress import ProgressRecord
 from backmap_plugin.io.trajectory import TrajectoryWriter
@@ -1188,78 +1189,80 @@ def backmap(
     input, output = os.fspath(input), os.fspath(output)
     top = None if top is None else os.fspath(top)
     check_output_path(output, inputs=(input, top))
-    source = open_frames(input, top=top, chunk=chunk, stride=stride)
-    record = ProgressRecord(output, _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk,
-                                                  break_distance, temperature, device, disulfides))
-    replace = (not resume) if overwrite is None else overwrite
-    first_new, writer_state = _start(output, record, replace, resume)
-    engine = None
-    writer = None
-    n_frames = 0
-    bar = tqdm(total=getattr(source, "n_frames", None), unit="frame", file=sys.stderr, disable=not progress, desc="backmap")
-    try:
-        for frames in source:
-            if engine is None:
-                leading = _leading_frames(source, frames, DETECTION_FRAMES)
-                engine = Backmapper(
-                    source.topology, leading.xyz, mapping=mapping, method=method, samples=samples, seed=seed,
-                    device=device, break_distance=break_distance, source=input, frame=leading.start, model=model,
-                    temperature=temperature, box=leading.box, disulfides=disulfides,
-                )
-                try:
-                    writer = TrajectoryWriter(output, engine.topology, resume=writer_state)
-                except BackmapInputError as exc:
-                    if writer_state is None or not replace:
-                        raise
-                    engine.report.append(f"{exc}: started over, as --overwrite says")  # (the partial file is gone)
-                    record.remove()
-                    writer_state = None
-                    writer = TrajectoryWriter(output, engine.topology)
-                first_new = writer.frames_written // samples  # a writer may keep fewer frames than recorded
-            n_frames = frames.start + len(frames.xyz)
-            skip = min(max(first_new - frames.start, 0), len(frames.xyz))
-            if skip < len(frames.xyz):
-                box = None if frames.box is None else frames.box[skip:]
-                times = None if frames.time is None else frames.time[skip:]
-                writer.write(engine.build(frames.xyz[skip:], frames.start + skip, box),
-                             box=None if box is None else np.repeat(box, samples, axis=0),
-                             time=None if times is None else np.repeat(times, samples))
-                record.save(n_frames, writer.frames_written, writer.state())
-            bar.update(len(frames.xyz))
-    except BaseException as exc:
-        if writer is not None:
-            writer.__exit__(*sys.exc_info())
-            kept = _after_failure(writer, record, samples, fresh=writer_state is None)
-            if kept and isinstance(exc, BackmapInputError):
-                raise BackmapInputError(f"{exc}; {kept}") from exc
-        raise
-    finally:
-        bar.close()
-    if writer is None:
-        raise BackmapInputError(f"{input}: no frames to backmap")
-    writer.close()
-    record.remove()
-    protein = engine.protein
-    return BackmapResult(
-        output=output,
-        n_frames=n_frames,
-        n_samples=samples,
-        n_residues=protein.n_residues,
-        n_chains=engine.n_chains,
-        n_segments=int(protein.segment.max()) + 1,
-        n_atoms=protein.n_atoms,
-        seconds=time.perf_counter() - t0,
-        report=source.notes + engine.report + engine.disulfide_note(),
-        method=engine.method,
-        mapping=engine.mapping.name,
-        mapping_evidence=engine.mapping_evidence,
-        seed=seed,
-        temperature=temperature,
-        input=input,
-        top=top,
-        resumed_from=first_new,
-        model=_model_file(model, engine.mapping) if engine.method == "model" else None,
-        device=engine.device.type,
-        version=__version__,
-        bead_rmsd=engine.bead_fit.summary(),
-    )
+    with output_lock(output):  # one run per output: two replaced each other's partial file
+        source = open_frames(input, top=top, chunk=chunk, stride=stride)
+        record = ProgressRecord(output, _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk,
+                                                      break_distance, temperature, device, disulfides))
+        replace = (not resume) if overwrite is None else overwrite
+        first_new, writer_state = _start(output, record, replace, resume)
+        engine = None
+        writer = None
+        n_frames = 0
+        bar = tqdm(total=getattr(source, "n_frames", None), unit="frame", file=sys.stderr, disable=not progress,
+                   desc="backmap")
+        try:
+            for frames in source:
+                if engine is None:
+                    leading = _leading_frames(source, frames, DETECTION_FRAMES)
+                    engine = Backmapper(
+                        source.topology, leading.xyz, mapping=mapping, method=method, samples=samples, seed=seed,
+                        device=device, break_distance=break_distance, source=input, frame=leading.start, model=model,
+                        temperature=temperature, box=leading.box, disulfides=disulfides,
+                    )
+                    try:
+                        writer = TrajectoryWriter(output, engine.topology, resume=writer_state)
+                    except BackmapInputError as exc:
+                        if writer_state is None or not replace:
+                            raise
+                        engine.report.append(f"{exc}: started over, as --overwrite says")  # (the partial file is gone)
+                        record.remove()
+                        writer_state = None
+                        writer = TrajectoryWriter(output, engine.topology)
+                    first_new = writer.frames_written // samples  # a writer may keep fewer frames than recorded
+                n_frames = frames.start + len(frames.xyz)
+                skip = min(max(first_new - frames.start, 0), len(frames.xyz))
+                if skip < len(frames.xyz):
+                    box = None if frames.box is None else frames.box[skip:]
+                    times = None if frames.time is None else frames.time[skip:]
+                    writer.write(engine.build(frames.xyz[skip:], frames.start + skip, box),
+                                 box=None if box is None else np.repeat(box, samples, axis=0),
+                                 time=None if times is None else np.repeat(times, samples))
+                    record.save(n_frames, writer.frames_written, writer.state())
+                bar.update(len(frames.xyz))
+        except BaseException as exc:
+            if writer is not None:
+                writer.__exit__(*sys.exc_info())
+                kept = _after_failure(writer, record, samples, fresh=writer_state is None)
+                if kept and isinstance(exc, BackmapInputError):
+                    raise BackmapInputError(f"{exc}; {kept}") from exc
+            raise
+        finally:
+            bar.close()
+        if writer is None:
+            raise BackmapInputError(f"{input}: no frames to backmap")
+        writer.close()
+        record.remove()
+        protein = engine.protein
+        return BackmapResult(
+            output=output,
+            n_frames=n_frames,
+            n_samples=samples,
+            n_residues=protein.n_residues,
+            n_chains=engine.n_chains,
+            n_segments=int(protein.segment.max()) + 1,
+            n_atoms=protein.n_atoms,
+            seconds=time.perf_counter() - t0,
+            report=source.notes + engine.report + engine.disulfide_note(),
+            method=engine.method,
+            mapping=engine.mapping.name,
+            mapping_evidence=engine.mapping_evidence,
+            seed=seed,
+            temperature=temperature,
+            input=input,
+            top=top,
+            resumed_from=first_new,
+            model=_model_file(model, engine.mapping) if engine.method == "model" else None,
+            device=engine.device.type,
+            version=__version__,
+            bead_rmsd=engine.bead_fit.summary(),
+        )

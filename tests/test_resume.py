@@ -291,6 +291,27 @@ def test_a_file_size_limit_stops_the_run_with_what_is_kept(tmp_path, ext):
     assert not out.exists()
 
 
+def test_a_second_run_to_the_same_output_is_refused_while_the_first_runs(tmp_path):
+    """Two runs to one output (a job submitted twice) replaced each other's partial file: the first finished all
+    its frames, then died on its lost partial file and left a progress record that blocked every retry. A run
+    holds a lock on its output; the lock goes with its process, SIGKILL included."""
+    pytest.importorskip("fcntl")
+    out = tmp_path / "out.xtc"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom backmap_plugin.io.lock import "
+                               "output_lock\nwith output_lock(sys.argv[1]):\n    print('held', flush=True)\n"
+                               "    time.sleep(60)\n", str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BackmapInputError, match=rf"out.xtc: another backmap run is writing this output \(pid "
+                                                    rf"{holder.pid} on .+\); wait for it to end, or stop it"):
+            _run(EXAMPLE_DCD, out)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _run(EXAMPLE_DCD, out).n_frames == 38  # the killed holder's lock went with it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.xtc"]
+
+
 def test_cli_write_error_is_one_line(tmp_path, capfd, monkeypatch):
     original = PdbBackend.write
 
