@@ -329,10 +329,10 @@ def test_cli_write_error_is_one_line(tmp_path, capfd, monkeypatch):
     assert not out.exists() and (tmp_path / ".out.pdb.partial.pdb").exists()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "term", "kill-9"])
 def test_stopped_process_resumes_to_the_same_file(tmp_path, long_dcd, sig):
-    """Ctrl-C (SIGINT) or SIGKILL (no cleanup at all) in the middle of a real ``backmap run``;
-    ``--resume`` completes it identically."""
+    """Ctrl-C (SIGINT), SIGTERM (a batch system's time limit: it ended the run without a word, status 143) or
+    SIGKILL (no cleanup at all) in the middle of a real ``backmap run``; ``--resume`` completes it identically."""
     args = [sys.executable, "-m", "backmap_plugin.cli", "run", str(long_dcd), "--top", str(EXAMPLE_PDB),
             "--chunk", "10", "--method", "ideal", "--quiet"]
     whole = tmp_path / "whole.xtc"
@@ -353,7 +353,9 @@ def test_stopped_process_resumes_to_the_same_file(tmp_path, long_dcd, sig):
     proc.send_signal(sig)
     err = proc.communicate()[1]
     if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "rerun the same command with --resume" in err
+        assert proc.returncode == 130 and "backmap: interrupted; " in err and "with --resume" in err
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143 and "backmap: terminated; " in err and "with --resume" in err
     assert not out.exists() and record.exists()
     done = subprocess.run([*args, "-o", str(out), "--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -8,8 +8,11 @@ several are declared once in :mod:`backmap_plugin.cli.options`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 
 from backmap_plugin import __version__
@@ -89,7 +92,8 @@ def call(func, args, prog: str = "backmap") -> int:
     int
         ``func``'s status; 2 after a :func:`handled_errors` exception
         (``PROG: error: ...`` on stderr), 130 after Ctrl-C (``PROG:
-        interrupted``). Other exceptions propagate.
+        interrupted``), 143 after SIGTERM (``PROG: terminated``). Other
+        exceptions propagate.
     """
     try:
         return func(args)
@@ -100,10 +104,33 @@ def call(func, args, prog: str = "backmap") -> int:
             traceback.print_exc()
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         after = _AFTER_INTERRUPT.get(getattr(args, "command", None))
-        print(f"{prog}: interrupted" + (f"; {after}" if after else ""), file=sys.stderr)
-        return 130
+        stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{prog}: {stopped}" + (f"; {after}" if after else ""), file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's time limit, ``kill``), raised where the command is so that it stops as after
+    Ctrl-C: finished work kept, a line that says so, exit status 143."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_stops_like_ctrl_c():
+    """SIGTERM raises :class:`Terminated` during the block (main thread only), then its handler is as before."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv=None) -> int:
@@ -126,7 +153,8 @@ def main(argv=None) -> int:
     collect_garbage_less_often()
     if args.command != "train":  # training's optimiser may need the compiler front end
         defer_torch_compiler_imports()
-    return call(args.func, args)
+    with _sigterm_stops_like_ctrl_c():
+        return call(args.func, args)
 
 
 def console_main() -> None:
