@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import warnings
 import weakref
 
 import mdtraj as md
@@ -88,7 +89,13 @@ class BackmapReporter:
         follow. The file must exist; at the first report it is checked to
         hold this system's atoms (its atom records for PDB and mmCIF, their
         number for DCD, XTC and H5), and left as it was if not. A last
-        frame torn when the run that wrote it was killed is left out.
+        frame torn when the run that wrote it was killed is left out. XTC
+        and H5 files hold times: their frames at or after the restarted
+        run's first are left out (the checkpoint is older than them, so
+        they come again), and frames missing before it (still in the batch
+        when the run stopped) are named; both are warnings and in
+        :attr:`notes`. PDB, mmCIF and DCD hold no times: there, frames
+        after the checkpoint come twice, as with OpenMM's reporters.
 
     The options and the output's name are checked here, before the
     simulation runs; what needs the topology (the mapping, the model's
@@ -134,6 +141,7 @@ class BackmapReporter:
         self._batchFrames = int(batchFrames)
         self._firstFrameFile = firstFrameFile
         self._append = bool(append)
+        self._notes: list = []  # the reporter's own (appending), before the engine's
         self._options = dict(mapping=mapping, method=method, samples=samples, seed=seed, device=device,
                              break_distance=breakDistance, model=model, disulfides=disulfides)
         self._refiner = None
@@ -194,8 +202,10 @@ class BackmapReporter:
     @property
     def notes(self) -> list:
         """What ``backmap run`` would print of this system and the frames written so far: chain breaks, numbering
-        gaps, names read as standard residues, disulfides closed ([] before the first report)."""
-        return [] if self._engine is None else list(self._engine.report) + self._engine.disulfide_note()
+        gaps, names read as standard residues, disulfides closed; and what appending found ([] before the first
+        report)."""
+        return self._notes + ([] if self._engine is None else list(self._engine.report)
+                              + self._engine.disulfide_note())
 
     @property
     def topology(self):
@@ -213,7 +223,7 @@ class BackmapReporter:
             raise ValueError(f"BackmapReporter({self._file!r}) is closed")
         xyz = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float32)
         if self._engine is None:
-            self._start(simulation.topology, xyz, getattr(simulation, "system", None))
+            self._start(simulation, xyz, state.getTime().value_in_unit(unit.picosecond))
         self._buffer.append(xyz)
         self._times.append(state.getTime().value_in_unit(unit.picosecond))
         if simulation.topology.getPeriodicBoxVectors() is not None:  # a periodic system, as OpenMM's reporters tell
@@ -226,22 +236,46 @@ class BackmapReporter:
         """Report the current state now (OpenMM never reports step 0)."""
         self.report(simulation, simulation.context.getState(getPositions=True, enforcePeriodicBox=False))
 
-    def _start(self, topology, first_frame: np.ndarray, system) -> None:
-        """Map the topology, write ``firstFrameFile`` and open the output; if any of it fails, the reporter is
-        closed (later reports raise ``ValueError``) and the output untouched."""
+    def _start(self, simulation, first_frame: np.ndarray, time: float) -> None:
+        """Map the topology, write ``firstFrameFile`` and open the output (``time``: the first frame's, ps); if any
+        of it fails, the reporter is closed (later reports raise ``ValueError``) and the output untouched."""
         try:
-            _check_coarse_grained(topology, self._file)
-            self._engine = Backmapper.from_openmm(topology, first_frame / 10.0, system=system,
+            _check_coarse_grained(simulation.topology, self._file)
+            self._engine = Backmapper.from_openmm(simulation.topology, first_frame / 10.0,
+                                                  system=getattr(simulation, "system", None),
                                                   source=f"BackmapReporter({self._file})", **self._options)
             # built again with its batch: its bead RMSD counts there
             first_topology, first = self._finish(self._engine.build(first_frame[None], tally=False)[:1])
             if self._firstFrameFile is not None:
                 with TrajectoryWriter(self._firstFrameFile, first_topology) as writer:
                     writer.write(first)
-            self._writer = TrajectoryWriter(self._file, first_topology, atomic=False, append=self._append)
+            self._writer = TrajectoryWriter(self._file, first_topology, atomic=False, append=self._append,
+                                            append_before=time if self._append else None)
+            self._notes += self._append_notes(simulation, time)
         except BaseException:
             self._closed = True
             raise
+
+    def _append_notes(self, simulation, time: float) -> list:
+        """What appending found in the old file's times (XTC, H5): frames written again after a restart from an
+        older checkpoint (left out), and frames missing before the first new one."""
+        notes = []
+        if self._writer.dropped:
+            notes.append(f"{self._file}: {self._writer.dropped} frame(s) at or after {time:g} ps, the restarted "
+                         "run's first, were left out: the checkpoint it restarted from is older than them, so "
+                         "they are written again")
+        last = self._writer.last_time
+        try:
+            interval = self._reportInterval * simulation.integrator.getStepSize().value_in_unit(unit.picosecond)
+        except AttributeError:  # (an integrator without one step size)
+            interval = None
+        if last is not None and interval and time - last > 1.5 * interval:
+            notes.append(f"{self._file}: no frames between {last:g} and {time:g} ps: the run stopped with them "
+                         f"in its batch, not yet written (a checkpoint every reportInterval x batchFrames = "
+                         f"{self._reportInterval * self._batchFrames} steps loses none)")
+        for note in notes:
+            warnings.warn(note, stacklevel=4)
+        return notes
 
     def _finish(self, xyz: np.ndarray):
         """Backmapped heavy atoms -> (mdtraj topology, coordinates) to write; refined if asked."""

@@ -299,6 +299,37 @@ def test_append_continues_the_file_of_a_restarted_simulation(tmp_path, monkeypat
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # no copy left behind
 
 
+@pytest.mark.parametrize("ext", [".xtc", ".h5"])
+def test_append_after_a_restart_from_an_older_checkpoint(tmp_path, ext):
+    """A run checkpointed at 0.075 ps and stopped at 0.15 ps, restarted from the checkpoint: the frames after it
+    come again, and the old ones at those times are left out, with a warning (times ran 0.025 ... 0.15, then 0.1
+    ... again); a restart whose frames were still in the batch when the run stopped says which times are
+    missing."""
+    out = str(tmp_path / f"aa{ext}")
+    simulation = cg_simulation(box=True)
+    with BackmapReporter(out, 5, batchFrames=2) as reporter:
+        simulation.reporters.append(reporter)
+        simulation.step(15)
+        checkpoint = simulation.context.createCheckpoint()
+        simulation.step(15)
+    simulation.reporters.clear()
+    simulation.context.loadCheckpoint(checkpoint)
+    with pytest.warns(UserWarning, match=r"3 frame\(s\) at or after 0.1 ps, the restarted run's first, were left"):
+        with BackmapReporter(out, 5, batchFrames=2, append=True) as restarted:
+            simulation.reporters.append(restarted)
+            simulation.step(15)
+    after = md.load(out, **({} if ext == ".h5" else {"top": reporter.topology}))
+    np.testing.assert_allclose(after.time, 0.025 * np.arange(1, 7), atol=1e-6)
+    assert restarted.notes[0].startswith(f"{out}: 3 frame(s) at or after 0.1 ps")
+    simulation.reporters.clear()
+    simulation.step(20)  # four reports' worth never written (a run stopped with them in its batch)
+    with pytest.warns(UserWarning, match=r"no frames between 0.15 and 0.275 ps: the run stopped with them"):
+        with BackmapReporter(out, 5, batchFrames=2, append=True) as later:
+            simulation.reporters.append(later)
+            simulation.step(5)
+    assert later.notes[0].endswith("(a checkpoint every reportInterval x batchFrames = 10 steps loses none)")
+
+
 def test_append_to_a_single_structure_and_refusals(tmp_path):
     """A one-frame PDB becomes model 1; a file of another system, or none, is refused and left as it was."""
     out = tmp_path / "aa.pdb"

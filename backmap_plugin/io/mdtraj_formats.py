@@ -15,6 +15,9 @@ from backmap_plugin.io.c_stdout import c_stdout_to_stderr
 
 COPY_CHUNK = 100
 """Frames read at a time from a file being appended to (:class:`MdtrajBackend` with ``append``)."""
+TIME_TOLERANCE = 1e-3
+"""ps: frames of a file being appended to at the new frames' first time, less this, are left out (XTC stores times
+in float32)."""
 
 
 class MdtrajBackend:
@@ -46,19 +49,30 @@ class MdtrajBackend:
         ``COPY_CHUNK`` at a time, and it is removed; if copying fails it is
         put back, and if the process stops while copying, the next append
         starts from it again.
+    before_time : float, optional
+        With ``append``, the time (ps) of the first frame to come: the old
+        file's frames at or after it are left out (a simulation restarted
+        from a checkpoint older than them writes them again).
 
     Attributes
     ----------
     kept : int
-        Frames kept from the resumed file.
+        Frames kept from the resumed or appended file.
+    dropped : int
+        Frames of the appended file left out by ``before_time``.
+    last_time : float or None
+        Time (ps) of the last frame kept from the appended file.
     """
 
     _CLASSES = {".h5": "HDF5TrajectoryFile", ".xtc": "XTCTrajectoryFile", ".dcd": "DCDTrajectoryFile"}
 
     def __init__(self, partial: str, topology: md.Topology, path: str, ext: str, resume: Optional[dict] = None,
-                 append: bool = False):
+                 append: bool = False, before_time: Optional[float] = None):
         self._ext = ext
         self._partial = partial
+        self._before_time = before_time
+        self.dropped = 0
+        self.last_time = None
         self._cls = getattr(md.formats, self._CLASSES[ext])
         kept = None
         if resume is not None and resume["frames"]:
@@ -109,16 +123,20 @@ class MdtrajBackend:
         """
         try:
             with c_stdout_to_stderr(), self._cls(moved, "r") as handle:
-                n_frames = len(handle)
-                while self.kept < n_frames:
+                n_frames, read = len(handle), 0
+                while read < n_frames:
                     try:
-                        found = handle.read(n_frames=COPY_CHUNK)
+                        found = handle.read(n_frames=min(COPY_CHUNK, n_frames - read))
                     except Exception:
-                        handle.seek(self.kept)
+                        handle.seek(read)
                         n_frames -= 1  # the last frame, torn: the ones before it are read one at a time
-                        for _ in range(self.kept, n_frames):
+                        for _ in range(read, n_frames):
                             self._copy(handle.read(n_frames=1))
                         break
+                    got = len(self._native(found)["xyz"])
+                    if got == 0:  # (fewer frames than the file's length said)
+                        break
+                    read += got
                     self._copy(found)
         except BaseException as exc:
             self._file.close()
@@ -128,10 +146,18 @@ class MdtrajBackend:
         os.remove(moved)
 
     def _copy(self, found) -> None:
-        """Write frames read from the file being appended to after those kept."""
+        """Write frames read from the file being appended to after those kept (those before ``before_time``)."""
         frames = self._native(found)
-        self._write_native(frames, self.kept)
-        self.kept += len(frames["xyz"])
+        time = frames.get("time")
+        if self._before_time is not None and time is not None:
+            keep = np.asarray(time) < self._before_time - TIME_TOLERANCE
+            self.dropped += int((~keep).sum())
+            frames = {key: None if value is None else value[keep] for key, value in frames.items()}
+            time = frames["time"]
+        if len(frames["xyz"]):
+            self._write_native(frames, self.kept)
+            self.kept += len(frames["xyz"])
+            self.last_time = None if time is None else float(time[-1])
 
     def _native(self, found) -> dict:
         """What a file object's ``read`` returned, in the file's units (see :meth:`_write_native`)."""

@@ -62,6 +62,11 @@ class TrajectoryWriter:
         for PDB and mmCIF, their number for the binary formats); its frames
         are kept (:attr:`frames_written` counts them). A missing ``path``
         starts a new file.
+    append_before : float, optional
+        With ``append``, the time (ps) of the frames to come: XTC and H5
+        frames at or after it are left out (:attr:`dropped` counts them),
+        as a simulation restarted from a checkpoint older than them writes
+        them again. PDB, mmCIF and DCD files hold no times.
 
     Attributes
     ----------
@@ -71,6 +76,10 @@ class TrajectoryWriter:
         Path of the partial file.
     frames_written : int
         Frames written so far.
+    dropped : int
+        Frames of the appended file left out by ``append_before``.
+    last_time : float or None
+        Time (ps) of the last frame kept from an appended XTC or H5 file.
 
     Raises
     ------
@@ -92,7 +101,7 @@ class TrajectoryWriter:
     """
 
     def __init__(self, path, topology: md.Topology, overwrite: bool = True, atomic: bool = True,
-                 resume: Optional[dict] = None, append: bool = False):
+                 resume: Optional[dict] = None, append: bool = False, append_before: Optional[float] = None):
         self.path = os.fspath(path)
         self.atomic = atomic
         if append and (atomic or resume is not None):
@@ -101,6 +110,8 @@ class TrajectoryWriter:
             raise TypeError(f"{self.path}: topology must be an mdtraj.Topology, got {type(topology).__name__}")
         self.topology = topology
         self.frames_written = 0
+        self.dropped = 0
+        self.last_time = None
         self._backend = None
         ext = check_output_path(self.path, overwrite)
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -116,8 +127,11 @@ class TrajectoryWriter:
             elif ext == ".cif":
                 self._backend = CifBackend(self.partial_path, topology, self.path, resume, append)
             else:
-                self._backend = MdtrajBackend(self.partial_path, topology, self.path, ext, resume, append)
+                self._backend = MdtrajBackend(self.partial_path, topology, self.path, ext, resume, append,
+                                              append_before)
             self.frames_written = self._backend.kept
+            self.dropped = getattr(self._backend, "dropped", 0)
+            self.last_time = getattr(self._backend, "last_time", None)
         except OSError as exc:
             if not stale_partial:
                 self._remove_partial()
