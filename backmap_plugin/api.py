@@ -36,7 +36,7 @@ from backmap_plugin.core.topology import (
     read_residues,
 )
 from backmap_plugin.io.frames import FrameChunk, frames_from_openmm, open_frames, springs_from_openmm
-from backmap_plugin.io.lock import output_lock
+from backmap_plugin.io.lock import OutputLock
 from backmap_plugin.io.paths import check_output_path
 from backmap_plugin.io.progress import ProgressRecord
 from backmap_plugin.io.trajectory import TrajectoryWriter
@@ -1189,7 +1189,7 @@ def backmap(
     input, output = os.fspath(input), os.fspath(output)
     top = None if top is None else os.fspath(top)
     check_output_path(output, inputs=(input, top))
-    with output_lock(output):  # one run per output: two replaced each other's partial file
+    with OutputLock(output):  # one run per output: two replaced each other's partial file
         source = open_frames(input, top=top, chunk=chunk, stride=stride)
         record = ProgressRecord(output, _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk,
                                                       break_distance, temperature, device, disulfides))

@@ -13,6 +13,7 @@ from openmm import unit
 
 from backmap_plugin.api import Backmapper, check_backmap_options
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.lock import OutputLock
 from backmap_plugin.io.martini import has_martini_beads
 from backmap_plugin.io.paths import check_output_path
 from backmap_plugin.io.trajectory import TrajectoryWriter
@@ -162,6 +163,8 @@ class BackmapReporter:
         # first, so PyTables (HDF5 output) is loaded before this one is registered: it closes its files after
         if os.fspath(file).lower().endswith(".h5"):
             import tables  # noqa: F401
+        # one writer per file: two reporters given one file interleaved (XTC kept 10 of 30 frames, DCD 6)
+        self._lock = OutputLock(file, who="a BackmapReporter")
         atexit.register(BackmapReporter._flush_at_exit, weakref.ref(self))
 
     @staticmethod
@@ -254,6 +257,7 @@ class BackmapReporter:
             self._notes += self._append_notes(simulation, time)
         except BaseException:
             self._closed = True
+            self._lock.release()
             raise
 
     def _append_notes(self, simulation, time: float) -> list:
@@ -318,6 +322,7 @@ class BackmapReporter:
     def _close_after_bad_frame(self) -> str:
         """Close the output after a bad frame; say what it keeps."""
         self._closed = True
+        self._lock.release()
         writer, self._writer = self._writer, None
         if self._framesWritten:
             writer.close()
@@ -330,13 +335,15 @@ class BackmapReporter:
     def close(self) -> None:
         """Write what is buffered and close the file (safe to call twice; later reports raise ``ValueError``)."""
         self._closed = True
-        if self._writer is None:
-            return
         try:
-            self.flush()
+            if self._writer is not None:
+                try:
+                    self.flush()
+                finally:
+                    writer, self._writer = self._writer, None
+                    writer.close()
         finally:
-            writer, self._writer = self._writer, None
-            writer.close()
+            self._lock.release()
 
     def __enter__(self) -> "BackmapReporter":
         return self

@@ -359,3 +359,21 @@ def test_append_to_a_single_structure_and_refusals(tmp_path):
         assert (tmp_path / name).read_bytes() == text
         with pytest.raises(ValueError, match="is closed"):
             simulation.step(5)
+
+
+def test_two_reporters_on_one_file_are_refused(tmp_path):
+    """A second reporter given a file another writes (two reporters in one script, a backmap run beside it) is
+    refused when made (XTC kept 10 of 30 frames, DCD 6); the file is free again once the first is closed."""
+    simulation = cg_simulation()
+    out = tmp_path / "aa.xtc"
+    with BackmapReporter(str(out), 5) as first:
+        with pytest.raises(BackmapInputError, match=r"aa.xtc: another writer is writing this output \(a "
+                                                    r"BackmapReporter, pid \d+ on "):
+            BackmapReporter(str(out), 5)
+        simulation.reporters.append(first)
+        simulation.step(10)
+    with BackmapReporter(str(out), 5, append=True) as second:
+        simulation.reporters[:] = [second]
+        simulation.step(10)
+    assert md.load(str(out), top=first.topology).n_frames == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aa.xtc"]

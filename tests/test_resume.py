@@ -298,12 +298,12 @@ def test_a_second_run_to_the_same_output_is_refused_while_the_first_runs(tmp_pat
     pytest.importorskip("fcntl")
     out = tmp_path / "out.xtc"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom backmap_plugin.io.lock import "
-                               "output_lock\nwith output_lock(sys.argv[1]):\n    print('held', flush=True)\n"
+                               "OutputLock\nwith OutputLock(sys.argv[1]):\n    print('held', flush=True)\n"
                                "    time.sleep(60)\n", str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(BackmapInputError, match=rf"out.xtc: another backmap run is writing this output \(pid "
-                                                    rf"{holder.pid} on .+\); wait for it to end, or stop it"):
+        with pytest.raises(BackmapInputError, match=rf"out.xtc: another writer is writing this output \(backmap "
+                                                    rf"run, pid {holder.pid} on .+\); wait for it to end, or stop it"):
             _run(EXAMPLE_DCD, out)
     finally:
         holder.kill()

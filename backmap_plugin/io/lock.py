@@ -1,12 +1,12 @@
-"""One run per output: a lock held while :func:`backmap_plugin.api.backmap` writes a file.
+"""One writer per output: a lock held while a run or a reporter writes a file.
 
 Two runs to the same output (a cluster job submitted twice, a workflow
-retried while the first attempt still runs) replace each other's partial
-file and progress record. The lock is an advisory ``flock`` on a hidden
-``.<output name>.lock`` file next to the output: the system releases it
-when its process ends, however it ends, so a killed run never leaves a
-lock that blocks the next one. Where ``fcntl`` is missing (Windows) there
-is no lock.
+retried while the first attempt still runs), or two reporters given the
+same file, replace or interleave each other's frames. The lock is an
+advisory ``flock`` on a hidden ``.<output name>.lock`` file next to the
+output: the system releases it when its process ends, however it ends, so
+a killed run never leaves a lock that blocks the next one. Where ``fcntl``
+is missing (Windows) there is no lock.
 """
 
 from __future__ import annotations
@@ -24,41 +24,55 @@ def lock_path(output) -> str:
     return os.path.join(os.path.dirname(output), f".{os.path.basename(output)}.lock")
 
 
-@contextlib.contextmanager
-def output_lock(output):
-    """Hold the lock of ``output`` for the block; the lock file is removed after it.
+class OutputLock:
+    """The lock of one output file, taken when made; :meth:`release` (or leaving the ``with`` block) gives it
+    back and removes the lock file.
 
     Parameters
     ----------
     output : str or os.PathLike
         The output file.
+    who : str, optional
+        What writes it, for the message another writer gets.
 
     Raises
     ------
     BackmapInputError
-        Another process holds the lock (the message says which, as it wrote
-        itself into the file).
+        Another writer (process, or open lock in this one) holds the lock;
+        the message says which, as it wrote itself into the file.
     """
-    try:
-        import fcntl
-    except ImportError:  # no advisory locks here
-        yield
-        return
-    path = lock_path(output)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+
+    def __init__(self, output, who: str = "backmap run"):
+        self._fd = None
+        self._path = lock_path(output)
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks here
+            return
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-            raise BackmapInputError(f"{os.fspath(output)}: another backmap run is writing this output ({holder}); "
+            os.close(fd)
+            raise BackmapInputError(f"{os.fspath(output)}: another writer is writing this output ({holder}); "
                                     "wait for it to end, or stop it") from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                os.remove(path)
-    finally:
+        os.write(fd, f"{who}, pid {os.getpid()} on {socket.gethostname()}".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock back (again: nothing)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            os.remove(self._path)
         os.close(fd)
+
+    def __enter__(self) -> "OutputLock":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.release()
+        return False
