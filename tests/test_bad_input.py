@@ -551,6 +551,26 @@ def test_truncated_trajectory_keeps_its_whole_frames(tmp_path, capfd):
     assert "xdrfile error" not in capfd.readouterr().err
 
 
+def test_pdb_trajectory_cut_in_its_last_model_keeps_its_whole_models(tmp_path):
+    """A multi-model C-alpha PDB cut inside its fifth model (a run killed while writing it): its four whole models
+    are backmapped, with a note (it was refused: "All MODELs must contain the same number of ATOMs"); models of
+    different sizes before the last are refused, naming two of them."""
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    traj = md.load(str(examples / "trpcage_ca.dcd"), top=str(examples / "trpcage_ca.pdb"))[:5]
+    traj.save_pdb(str(tmp_path / "five.pdb"))
+    lines = (tmp_path / "five.pdb").read_text().splitlines(keepends=True)
+    fifth = max(i for i, line in enumerate(lines) if line.startswith("MODEL"))
+    (tmp_path / "cut.pdb").write_text("".join(lines[:fifth + 8]))
+    result = backmap(str(tmp_path / "cut.pdb"), str(tmp_path / "cut_aa.pdb"), progress=False)
+    assert result.n_frames == 4
+    assert (f"{tmp_path / 'cut.pdb'}: read 4 whole model(s); model 5 is cut short (7 of 20 atoms): a truncated "
+            "file, or one still being written?") in result.report
+    second = [i for i, line in enumerate(lines) if line.startswith("MODEL")][1]
+    (tmp_path / "odd.pdb").write_text("".join(lines[:second + 2] + lines[second + 3:]))
+    fails(tmp_path, tmp_path / "odd.pdb", names=["odd.pdb: its models hold different numbers of atoms (model 1: "
+                                                 "20, model 2: 19)"])
+
+
 def test_truncated_dcd_is_noted(tmp_path):
     """The shipped 38-frame DCD cut to 5,000 bytes: its 17 whole frames are backmapped, with a note (the only sign
     was the DCD plugin's own warning); the whole file gets none."""

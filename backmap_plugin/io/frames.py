@@ -118,8 +118,9 @@ class FrameSource:
             top_topology = load_topology(self.top_path, top_ext)
 
         self._whole = None  # (xyz in Angstrom, box in Angstrom or None, time in ps), strided
+        loaded_notes: list = []
         if self._ext in LOADED_WHOLE:
-            traj = load_whole(self.path, self._ext)
+            traj = load_whole(self.path, self._ext, loaded_notes)
             topology, n_atoms = traj.topology, traj.n_atoms
             if traj.n_frames == 0:
                 raise BackmapInputError(f"{self.path}: contains no frames")
@@ -134,6 +135,7 @@ class FrameSource:
 
         self.notes = [note for note in (protonation_note(name) for name in dict.fromkeys([self.top_path, self.path])
                                         if name is not None and name.lower().endswith((".pdb", ".pdb.gz"))) if note]
+        self.notes += loaded_notes
         if self._ext == ".dcd":
             self.notes += [note for note in [dcd_frames_missing(self.path)] if note]
         if top_topology is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 import warnings
 from typing import Optional
 
@@ -48,6 +49,42 @@ def _load_mmcif_with_openmm(path: str) -> md.Trajectory:
     return md.Trajectory(xyz, topology, unitcell_lengths=lengths, unitcell_angles=angles)
 
 
+def _pdb_whole_models(path: str) -> Optional[tuple]:
+    """``(text, note)``: the whole models of a multi-model PDB file whose last model is cut short (fewer atoms
+    than the others, which all end in ENDMDL and hold as many atoms), and what was left out; else None.
+
+    Raises
+    ------
+    BackmapInputError
+        Models before the last hold different numbers of atoms (naming two).
+    """
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", errors="replace") as handle:
+        lines = handle.readlines()
+    models = []  # [first line, ENDMDL line or None, atoms]
+    for i, line in enumerate(lines):
+        if line.startswith("MODEL"):
+            models.append([i, None, 0])
+        elif models and line.startswith(("ATOM", "HETATM")):
+            models[-1][2] += 1
+        elif models and line.startswith("ENDMDL"):
+            models[-1][1] = i
+    if len(models) < 2 or any(m[1] is None for m in models[:-1]):
+        return None
+    size, last = models[0][2], models[-1]
+    other = next((k for k, m in enumerate(models[:-1]) if m[2] != size), None)
+    if other is not None:
+        raise BackmapInputError(f"{path}: its models hold different numbers of atoms (model 1: {size}, model "
+                                f"{other + 1}: {models[other][2]}); the frames of a trajectory hold the same atoms")
+    if last[2] >= size:
+        return None
+    note = (f"read {len(models) - 1} whole model(s); model {len(models)} is cut short ({last[2]} of {size} atoms): "
+            "a truncated file, or one still being written?")
+    return "".join(lines[:last[0]]) + "END\n", note
+
+
 def _pdb_has_atoms(path: str) -> bool:
     """Whether a (possibly gzipped) PDB file has an ATOM or HETATM record."""
     import gzip
@@ -87,13 +124,15 @@ def protonation_note(path: str) -> Optional[str]:
             f"({read_as}): the output names standard residues, and refine protonates at its pH (--ph)")
 
 
-def load_whole(path: str, ext: str) -> md.Trajectory:
+def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajectory:
     """Load a whole structure file with mdtraj (OpenMM for mmCIF if needed).
 
     mdtraj's mmCIF reader keys atoms of later models by author residue
     number without insertion code, so it rejects multi-model files where a
     number repeats in a chain; OpenMM's reader (keyed by ``label_seq_id``)
-    reads them, so it is tried when mdtraj fails.
+    reads them, so it is tried when mdtraj fails. A multi-model PDB file
+    whose last model is cut short (a run killed while writing it) gives
+    its whole models, with a note.
 
     Parameters
     ----------
@@ -101,6 +140,8 @@ def load_whole(path: str, ext: str) -> md.Trajectory:
         A PDB, mmCIF or GRO file (gzipped where the extension says so).
     ext : str
         Its extension, from :func:`backmap_plugin.io.paths.check_input_file`.
+    notes : list, optional
+        Where a note on a model cut short goes.
 
     Returns
     -------
@@ -126,6 +167,19 @@ def load_whole(path: str, ext: str) -> md.Trajectory:
     except Exception as exc:  # mdtraj raises many types; keep its message
         if ext in (".pdb", ".pdb.gz") and not _pdb_has_atoms(path):
             raise BackmapInputError(f"{path}: is empty: no ATOM/HETATM records") from exc
+        whole = _pdb_whole_models(path) if ext in (".pdb", ".pdb.gz") else None
+        if whole is not None:
+            text, note = whole
+            with tempfile.TemporaryDirectory() as scratch:
+                cut = os.path.join(scratch, "whole_models.pdb")
+                with open(cut, "w") as handle:
+                    handle.write(text)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*two consecutive residues with same number")
+                    traj = md.load_pdb(cut)
+            if notes is not None:
+                notes.append(f"{path}: {note}")
+            return traj
         if ext in MMCIF:
             try:
                 return _load_mmcif_with_openmm(path)
