@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -259,8 +260,7 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
         )
     single = [len(r.atoms) + len(r.other_atoms) == 1 for r in records]
     if not all(single):
-        return (given, "") if given is not None else (get_mapping("ca"), "all-atom residues: beads at their "
-                                                                          "C-alpha atoms")
+        return (given, "") if given is not None else (get_mapping("ca"), _all_atom_evidence(records, atom_names))
     try:
         decision = _decide_from_geometry(records, atom_names, frames, box, source, frame, springs, given is None)
     except BackmapInputError:
@@ -277,6 +277,22 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
     if decision.name == "ca":
         return get_mapping("ca"), decision.evidence + named
     return COMMapping(decision.ca_residues), decision.evidence + named
+
+
+def _all_atom_evidence(records: list[ResidueRecord], atom_names: list[str]) -> str:
+    """What ``auto`` says of residues of several atoms: all-atom residues read at their C-alpha atoms; where most
+    lack most of their heavy atoms (a multi-bead CG model: AWSEM's CA, CB and O, UNRES's CA and side-chain
+    centroid), which atoms they hold, and that those other than CA are not used."""
+    evidence = "all-atom residues: beads at their C-alpha atoms"
+    sparse = [r for r in records if len(r.atoms) + len(r.other_atoms) < len(chem.RESIDUES[r.name].atoms) / 2]
+    if len(sparse) <= len(records) / 2:
+        return evidence
+    held = Counter(", ".join(sorted(atom_names[a].strip() for a in list(r.atoms.values()) + r.other_atoms))
+                   for r in sparse)
+    kinds = "; ".join(f"{names} ({n})" for names, n in held.most_common(3)) + ("; ..." if len(held) > 3 else "")
+    return (f"{evidence}; but {len(sparse)} of {len(records)} residues hold fewer than half their heavy atoms "
+            f"(a CG model of several beads per residue? they hold {kinds}): only their CA atoms are read, the "
+            "other atoms are not used")
 
 
 def _decide_from_geometry(records: list[ResidueRecord], atom_names: list[str], frames: np.ndarray, box,

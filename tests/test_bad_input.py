@@ -383,6 +383,22 @@ def test_beads_of_any_name_are_read_by_their_geometry(tmp_path, ca, capfd):
     assert "mapping:" not in capfd.readouterr().err
 
 
+def test_residues_of_a_few_beads_say_only_their_c_alpha_atoms_are_read(tmp_path, fixture_pdb):
+    """An AWSEM-like model (CA, CB and O per residue): read at its C-alpha atoms, as any all-atom input, and the
+    evidence now says that most residues hold a few atoms and which (the other beads were dropped without a
+    word); a whole structure's evidence stays as it was."""
+    aa = md.load(str(fixture_pdb))[0]
+    awsem = aa.atom_slice(aa.topology.select("name CA or name CB or name O"))
+    awsem.save_pdb(str(tmp_path / "awsem.pdb"))
+    result = backmap(str(tmp_path / "awsem.pdb"), str(tmp_path / "aa.pdb"), progress=False)
+    assert result.mapping_evidence == (
+        "all-atom residues: beads at their C-alpha atoms; but 14 of 20 residues hold fewer than half their heavy "
+        "atoms (a CG model of several beads per residue? they hold CA, CB, O (14)): only their CA atoms are read, "
+        "the other atoms are not used")
+    whole = backmap(str(fixture_pdb), str(tmp_path / "whole.pdb"), progress=False)
+    assert whole.mapping_evidence == "all-atom residues: beads at their C-alpha atoms"
+
+
 def test_ca_beads_of_any_case_and_the_example_still_run(tmp_path, ca):
     lower = _renamed(ca, tmp_path, [" ca "] * 20, name="lower.pdb")  # PDB columns; mdtraj strips them
     assert backmap(str(lower), str(tmp_path / "a.pdb"), method="ideal", progress=False).n_frames == 1
