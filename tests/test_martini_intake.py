@@ -235,6 +235,25 @@ def test_martini2_bead_counts(tmp_path):
                                     "(martini22p): Martini 2 is not supported")
 
 
+def test_elnedyn_beads_on_the_c_alpha_atoms(tmp_path):
+    """ElNeDyn (Martini 2 with an elastic network) puts BB beads on the C-alpha atoms: the real martinize2 file with
+    its BB beads moved there is refused, through backmap (a protein without ALA, TRP or TYR passed the bead-count
+    test and was built as Martini 3); the file as it is, BB beads 3.2-3.3 A apart, is read."""
+    aa = md.load(str(DATA / "aa.pdb.gz"))
+    ca = aa.xyz[0, aa.topology.select("name CA")] * 10
+    lines, k = [], 0
+    for line in _pdb_lines(DATA / "cg.pdb"):
+        if _atom(line)[0] == "BB":
+            line = f"{line[:30]}{ca[k][0]:8.3f}{ca[k][1]:8.3f}{ca[k][2]:8.3f}{line[54:]}"
+            k += 1
+        lines.append(line)
+    path = _write(tmp_path, lines, "elnedyn.pdb")
+    with pytest.raises(BackmapInputError, match=r"elnedyn.pdb: the BB beads are 3.8\d \+- 0.0\d A apart: they sit "
+                                                r"on the C-alpha atoms, as ElNeDyn \(Martini 2\) places them"):
+        backmap(str(path), str(tmp_path / "out.pdb"), progress=False)
+    assert backmap(str(DATA / "cg.pdb"), str(tmp_path / "out.pdb"), progress=False).mapping == "martini3"
+
+
 def test_backbone_beads_alone(tmp_path):
     """The real martinize2 file's BB beads without its side-chain beads: refused as a backbone trace, saying how to
     build from it (it was taken for Martini 2)."""

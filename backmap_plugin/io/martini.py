@@ -167,6 +167,31 @@ def _check_martini2(protein: list, source: str) -> None:
     )
 
 
+#: BB beads of ElNeDyn (Martini 2's elastic network) sit on the C-alpha atoms: consecutive ones 3.80 A apart, with
+#: a spread below this (A); Martini 3 (and Martini 2.2) BB beads, at the backbone atoms' centres, are 3.2-3.3 A apart
+#: with a spread of about 0.2 A. Inputs with fewer consecutive pairs are not judged.
+ELNEDYN_SPREAD = 0.1
+ELNEDYN_MIN_PAIRS = 5
+
+
+def _check_elnedyn(protein: list, xyz: np.ndarray, source: str) -> None:
+    """Raise when the BB beads sit on C-alpha atoms (ElNeDyn, a Martini 2 model whose side-chain bead counts may
+    match Martini 3's: a protein without ALA, TRP or TYR passed that test)."""
+    bb = np.array([beads["BB"] for _, _, beads, _ in protein if "BB" in beads])
+    chain = np.array([residue.chain.index for residue, _, beads, _ in protein if "BB" in beads])
+    distance = np.linalg.norm(np.diff(np.asarray(xyz, dtype=np.float64)[bb], axis=0), axis=-1)
+    distance = distance[(chain[1:] == chain[:-1]) & (distance < CHAIN_BREAK_DISTANCE)]
+    if len(distance) < ELNEDYN_MIN_PAIRS:
+        return
+    median, spread = float(np.median(distance)), float(np.std(distance))
+    if abs(median - chem.BOND_CA_CA_TRANS) < 0.15 and spread < ELNEDYN_SPREAD:
+        raise BackmapInputError(
+            f"{source}: the BB beads are {median:.2f} +- {spread:.2f} A apart: they sit on the C-alpha atoms, as "
+            "ElNeDyn (Martini 2) places them; Martini 3 BB beads lie 3.2-3.3 A apart. Martini 2 is not supported; "
+            "make the coarse-grained model with Martini 3 (martinize2 -ff martini3001)"
+        )
+
+
 def _order_shared_numbers(protein: list, xyz: np.ndarray) -> list:
     """Put each run of residues that share a chain and a number in the order their BB beads are bonded in.
 
@@ -247,7 +272,8 @@ def martini_residues(topology: md.Topology, source: str, xyz: np.ndarray | None 
         Naming the file, chain and residue: a residue whose beads are not
         Martini 3's for its type (missing or extra side-chain beads,
         duplicate or unknown bead names); Martini 2 beads (side-chain bead
-        counts of ALA, TYR, TRP); an unknown residue name on a residue with
+        counts of ALA, TYR, TRP; ElNeDyn's BB beads on the C-alpha atoms,
+        when ``xyz`` is given); an unknown residue name on a residue with
         a BB bead; a file with Go virtual sites (atoms named CA) but no BB
         beads; a file without Martini protein beads.
     """
@@ -320,6 +346,8 @@ def martini_residues(topology: md.Topology, source: str, xyz: np.ndarray | None 
         )
     go_sites += sum(residue.n_atoms for residue, _ in ca_only)
     _check_martini2(protein, source)
+    if xyz is not None:
+        _check_elnedyn(protein, xyz, source)
     reordered = [] if xyz is None else _order_shared_numbers(protein, xyz)
 
     records: list[ResidueRecord] = []
