@@ -946,9 +946,10 @@ class Backmapper:
             raise BackmapInputError(
                 f"{self.source}: frame {first_index + frame}: the beads of {self.protein.labels[i]} and "
                 f"{self.protein.labels[i + 1]} are {distance[frame, i]:.1f} A apart, but were close enough to be "
-                f"bonded in the first frames (at most {self._limits[i]:.1f} A): they are not bonded (molecules "
-                "numbered on, that touched?); give a topology with the molecules apart (chain ids, numbers that "
-                "restart, or the run's .tpr), or a smaller --break-distance"
+                f"bonded in the first frames (at most {self._limits[i]:.1f} A): either the frame is broken (a "
+                "simulation that blew up, a damaged file: look at it), or they are not bonded (molecules numbered "
+                "on, that touched: give a topology with the molecules apart, by chain ids, numbers that restart or "
+                "the run's .tpr, or a --break-distance that breaks them)"
             )
 
     @property

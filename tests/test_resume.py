@@ -144,6 +144,19 @@ def test_resume_refuses_other_settings(tmp_path, monkeypatch):
     result = _run(EXAMPLE_DCD, out, seed=2, overwrite=True)
     assert result.resumed_from == 0 and result.n_frames == 38
     assert not Path(record_path(out)).exists()
+    # an input that grew since (a simulation still writing it): said in words (it was the record's dicts)
+    grown = tmp_path / "grown.dcd"
+    grown.write_bytes(EXAMPLE_DCD.read_bytes())
+    with monkeypatch.context() as patch:
+        _Interrupt(patch, 1, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            _run(grown, out, overwrite=True)
+    with grown.open("ab") as handle:
+        handle.write(bytes(10))
+    size = grown.stat().st_size
+    with pytest.raises(BackmapInputError, match=rf"cannot resume: the input file {grown} changed since the "
+                                                rf"unfinished run \(size {size - 10} -> {size} bytes, modified since"):
+        _run(grown, out, resume=True)
 
 
 def test_resume_without_unfinished_run(tmp_path):

@@ -94,7 +94,15 @@ class ProgressRecord:
             ) from exc
         old = saved.get("settings", {})
         for key in sorted(set(old) | set(self.settings)):
-            if old.get(key) != self.settings.get(key):
+            was, now = old.get(key), self.settings.get(key)
+            if was != now and isinstance(was, dict) and isinstance(now, dict) and was.get("path") == now.get("path"):
+                raise BackmapInputError(  # (an input fingerprint: say what changed, not the dicts)
+                    f"{self.output}: cannot resume: the {key} file {now['path']} changed since the unfinished run "
+                    f"(size {was.get('size')} -> {now.get('size')} bytes"
+                    f"{', modified since' if was.get('mtime_ns') != now.get('mtime_ns') else ''}: a simulation "
+                    "still writing it, or a copy?); start over with --overwrite"
+                )
+            if was != now:
                 raise BackmapInputError(
                     f"{self.output}: cannot resume: the unfinished run used {key} = {old.get(key)!r}, "
                     f"this one {self.settings.get(key)!r}; rerun with the same settings or start over with --overwrite"
