@@ -100,7 +100,8 @@ class CifBackend(TextBackend):
                         f"ATOM {serial} {symbol} {name} . {comp} {cif_token(label)} ? {seq} {icode} "
                     )
                     self._suffix.append(f" 1.00 0.00 {residue.resSeq} {comp} {cif_token(author)} {name} ")
-        block = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path)) or "backmap"
+        stem = re.sub(r"\.(cif|mmcif)$", "", os.path.basename(path), flags=re.IGNORECASE)
+        block = re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "backmap"
         header = [f"data_{block}", "#", f"_entry.id {block}", "#", "loop_"]
         header = "\n".join(header + [f"_atom_site.{column}" for column in self._COLUMNS]) + "\n"
         if append:
