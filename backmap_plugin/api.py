@@ -497,6 +497,8 @@ MAX_BROKEN_FRACTION = 0.2
 MIN_BROKEN_PAIRS = 5
 #: Chain breaks between residues whose numbers run on that a note names (it counts the rest).
 MAX_BREAKS_NAMED = 5
+#: Inputs of at least this many residues, all of one type, get a note (CG programs that name every bead alike).
+HOMOPOLYMER_NOTE_LENGTH = 10
 
 
 def _breaks_where_numbers_run_on(protein: ProteinTopology) -> tuple[np.ndarray, int]:
@@ -816,6 +818,11 @@ class Backmapper:
         if self.mapping.name == "com":  # (C-alpha atoms and BB beads across a gap lie too far apart to bond)
             self.report += _numbering_gap_notes(records, spacing, limits, break_distance, self.protein.segment)
         self.report += _consecutive_break_notes(self.protein, spacing, frame, len(leading), break_distance)
+        names = set(self.protein.names)
+        if len(names) == 1 and self.protein.n_residues >= HOMOPOLYMER_NOTE_LENGTH:
+            self.report.append(f"every one of the {self.protein.n_residues} residues is {names.pop()}: if the CG "
+                               "program names all its beads alike, the side chains built are not the protein's "
+                               "(give a topology with the sequence)")
         check_trace(beads, self.protein, source, frame)
         if default_break_used:
             _check_chains_hold_together(spacing, self.protein, source, frame, len(leading), break_distance)

@@ -397,6 +397,19 @@ def test_residues_of_a_few_beads_say_only_their_c_alpha_atoms_are_read(tmp_path,
         "the other atoms are not used")
     whole = backmap(str(fixture_pdb), str(tmp_path / "whole.pdb"), progress=False)
     assert whole.mapping_evidence == "all-atom residues: beads at their C-alpha atoms"
+    assert not any(line.startswith("every one of the") for line in whole.report)
+
+
+def test_a_chain_of_one_residue_name_gets_a_note(tmp_path, ca):
+    """Every bead named ALA (a CG writer that names all beads alike): built, with a note that the side chains are
+    then not the protein's."""
+    top = ca.topology.copy()
+    for residue in top.residues:
+        residue.name = "ALA"
+    md.Trajectory(ca.xyz[:1], top).save_pdb(str(tmp_path / "ala.pdb"))
+    result = backmap(str(tmp_path / "ala.pdb"), str(tmp_path / "out.pdb"), progress=False)
+    assert ("every one of the 20 residues is ALA: if the CG program names all its beads alike, the side chains "
+            "built are not the protein's (give a topology with the sequence)") in result.report
 
 
 def test_ca_beads_of_any_case_and_the_example_still_run(tmp_path, ca):
