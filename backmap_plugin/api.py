@@ -501,11 +501,12 @@ MAX_BREAKS_NAMED = 5
 HOMOPOLYMER_NOTE_LENGTH = 10
 
 
-def _breaks_where_numbers_run_on(protein: ProteinTopology) -> tuple[np.ndarray, int]:
-    """(R - 1,) bool: chain breaks between residues whose numbers do not skip (residues missing between two are a
-    break), and how many such pairs the chains have."""
-    same_chain = np.array(protein.chain_ids[1:]) == np.array(protein.chain_ids[:-1])
-    same_chain &= np.diff(protein.res_seq) <= 1
+def _breaks_where_numbers_run_on(protein: ProteinTopology, chain: np.ndarray) -> tuple[np.ndarray, int]:
+    """(R - 1,) bool: breaks within chains (``chain``: (R,) chain index; ids may repeat) between residues whose
+    numbers run on (the same or the next: residues missing between two are a break), and how many such pairs the
+    chains have."""
+    step = np.diff(protein.res_seq)
+    same_chain = (chain[1:] == chain[:-1]) & (step >= 0) & (step <= 1)
     return same_chain & (protein.segment[1:] != protein.segment[:-1]), int(same_chain.sum())
 
 
@@ -514,11 +515,11 @@ def _frames_said(first: int, n_frames: int) -> str:
     return f"in frame {first}" if n_frames == 1 else f"(median of frames {first}-{first + n_frames - 1})"
 
 
-def _consecutive_break_notes(protein: ProteinTopology, distance: np.ndarray, first: int, n_frames: int,
-                             break_distance: float) -> list:
+def _consecutive_break_notes(protein: ProteinTopology, chain: np.ndarray, distance: np.ndarray, first: int,
+                             n_frames: int, break_distance: float) -> list:
     """A note naming the chain breaks between residues whose numbers run on (``distance``: (R - 1,) between
     consecutive beads), at most :data:`MAX_BREAKS_NAMED` of them."""
-    broken = np.nonzero(_breaks_where_numbers_run_on(protein)[0])[0]
+    broken = np.nonzero(_breaks_where_numbers_run_on(protein, chain)[0])[0]
     if not len(broken):
         return []
     named = ", ".join(f"{protein.labels[i]} - {protein.names[i + 1]} {protein.res_seq[i + 1]} ({distance[i]:.1f} A)"
@@ -529,12 +530,12 @@ def _consecutive_break_notes(protein: ProteinTopology, distance: np.ndarray, fir
             f"{break_distance:g} A) bonds them"]
 
 
-def _check_chains_hold_together(distance: np.ndarray, protein: ProteinTopology, source: str, first_frame: int,
-                                n_frames: int, break_distance: float) -> None:
+def _check_chains_hold_together(distance: np.ndarray, protein: ProteinTopology, chain: np.ndarray, source: str,
+                                first_frame: int, n_frames: int, break_distance: float) -> None:
     """Refuse chains that fall apart (``distance``: (R - 1,) between consecutive beads): more than
     :data:`MAX_BROKEN_FRACTION` of their consecutive residues (numbers that do not skip) are breaks (a topology of
     another system with the same number of beads, scrambled residues)."""
-    broken, n_pairs = _breaks_where_numbers_run_on(protein)
+    broken, n_pairs = _breaks_where_numbers_run_on(protein, chain)
     n_broken = int(broken.sum())
     if n_broken >= MIN_BROKEN_PAIRS and n_broken > MAX_BROKEN_FRACTION * n_pairs:
         i = int(np.nonzero(broken)[0][0])
@@ -817,7 +818,8 @@ class Backmapper:
         self.protein = protein_topology(records, leading, limits)
         if self.mapping.name == "com":  # (C-alpha atoms and BB beads across a gap lie too far apart to bond)
             self.report += _numbering_gap_notes(records, spacing, limits, break_distance, self.protein.segment)
-        self.report += _consecutive_break_notes(self.protein, spacing, frame, len(leading), break_distance)
+        self.report += _consecutive_break_notes(self.protein, self._chain, spacing, frame, len(leading),
+                                                break_distance)
         names = set(self.protein.names)
         if len(names) == 1 and self.protein.n_residues >= HOMOPOLYMER_NOTE_LENGTH:
             self.report.append(f"every one of the {self.protein.n_residues} residues is {names.pop()}: if the CG "
@@ -825,7 +827,8 @@ class Backmapper:
                                "(give a topology with the sequence)")
         check_trace(beads, self.protein, source, frame)
         if default_break_used:
-            _check_chains_hold_together(spacing, self.protein, source, frame, len(leading), break_distance)
+            _check_chains_hold_together(spacing, self.protein, self._chain, source, frame, len(leading),
+                                        break_distance)
         self.topology = self.protein.to_mdtraj()
         self.bead_fit = BeadFit(self.mapping, self.protein)
         self.disulfides: dict = {}  # (label, label) -> structures in which the pair was bonded

@@ -787,6 +787,7 @@ def test_molecules_told_apart_by_numbers_or_segment_ids_in_a_pdb(tmp_path):
         _molecules_pdb(tmp_path / f"{name}.pdb", xyz, names * 3, chain, segments, numbers)
         result = backmap(str(tmp_path / f"{name}.pdb"), str(tmp_path / f"{name}_aa.pdb"), progress=False)
         assert (result.n_chains, result.n_segments) == (3, 3), name
+        assert not any("chain broken" in line for line in result.report)  # (chains, not breaks: ids repeat)
         assert sum(a.name == "OXT" for a in md.load(str(tmp_path / f"{name}_aa.pdb")).topology.atoms) == 3
     _molecules_pdb(tmp_path / "named.pdb", xyz[:40], names * 2, "A", [""] * 40, list(range(21, 41)) + numbers[:20])
     result = backmap(str(tmp_path / "named.pdb"), str(tmp_path / "named_aa.pdb"), progress=False)
