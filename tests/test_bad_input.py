@@ -633,6 +633,15 @@ def test_a_trajectory_damaged_in_the_middle_stops_the_run(tmp_path, capfd, ext):
         backmap(str(damaged), str(tmp_path / "out.pdb"), top=top, progress=False)
     assert "dcdplugin" not in capfd.readouterr().err
     assert backmap(str(path), str(tmp_path / "whole_aa.pdb"), top=top, progress=False).n_frames == 38
+    # a file that grows while it is read is being written (a simulation still running), not damaged
+    from backmap_plugin.io.frames import open_frames
+
+    source = open_frames(damaged, top=top, chunk=4)
+    chunks = iter(source)
+    read = len(next(chunks).xyz)
+    with damaged.open("ab") as handle:
+        handle.write(data[middle:])
+    assert read + sum(len(chunk.xyz) for chunk in chunks) < 38
 
 
 def test_martini_water_is_not_poly_tryptophan(tmp_path):

@@ -118,6 +118,7 @@ class FrameSource:
             top_topology = load_topology(self.top_path, top_ext)
 
         self._whole = None  # (xyz in Angstrom, box in Angstrom or None, time in ps), strided
+        self._size_at_open = os.path.getsize(self.path)  # (a file that grows is being written, not damaged)
         loaded_notes: list = []
         if self._ext in LOADED_WHOLE:
             traj = load_whole(self.path, self._ext, loaded_notes)
@@ -244,8 +245,9 @@ class FrameSource:
 
     def _check_read_to_the_end(self, yielded: int) -> None:
         """Raise where reading stopped well before the end of a DCD, XTC or TRR file's bytes: a frame damaged in
-        the middle (mdtraj's readers stop there, the DCD one without a word), not a file cut short."""
-        if self._ext not in (".dcd", ".xtc", ".trr"):
+        the middle (mdtraj's readers stop there, the DCD one without a word), not a file cut short, nor one that
+        grew while it was read (a simulation still writing it)."""
+        if self._ext not in (".dcd", ".xtc", ".trr") or os.path.getsize(self.path) != self._size_at_open:
             return
         try:
             held = frames_in_file(self.path)

@@ -296,7 +296,6 @@ def dcd_frames_missing(path: str) -> Optional[str]:
     return None
 
 
-
 def frames_in_file(path: str) -> Optional[float]:
     """How many frames the bytes of a DCD, XTC or TRR file hold, frames after a damaged one included.
 
