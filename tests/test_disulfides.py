@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from backmap_plugin.api import backmap
-from backmap_plugin.build.disulfides import close_disulfides
+from backmap_plugin.api import Backmapper, backmap
+from backmap_plugin.build.disulfides import CLEARANCE, close_disulfides
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import bond_angle
 from backmap_plugin.core.topology import gather_slots, protein_topology, read_residues
@@ -192,3 +192,29 @@ def test_the_reporter_names_its_disulfides_and_notes(tmp_path, trace):
     assert [note for note in reporter.notes if note.startswith("disulfides closed")] == [
         "disulfides closed (cysteine pairs whose SG atoms can meet): A CYS 334 - A CYS 369, A CYS 338 - A CYS 374"]
     assert _sg_pairs(tmp_path / "aa.pdb").keys() == BONDED
+
+
+def test_a_cystine_knot_keeps_its_free_sulfurs_apart(tmp_path, corpus):
+    """VEGF's cystine knots (train 2FJG, chain V: C26-C68 and C57-C102 with their four SG atoms together): closing
+    each pair alone left C57's SG 1.96 A from C68's, and refinement then bonded C57-C68 and lost both true bonds.
+    No SG atoms but bonded ones lie within the clearance, from centres of mass or the C-alpha trace."""
+    aa = md.load(str(corpus / "train" / "abbench__2FJG_l_b.pdb.gz"))
+    aa = aa.atom_slice(aa.topology.select("protein and not element H"))
+    residues = [r for r in aa.topology.residues if any(a.name == "CA" for a in r.atoms)]
+    top = aa.atom_slice([next(a.index for a in r.atoms if a.name == "CA") for r in residues]).topology
+    mass = np.array([a.element.mass for a in aa.topology.atoms])
+    com = np.stack([(aa.xyz[0, [a.index for a in r.atoms]] * mass[[a.index for a in r.atoms], None]).sum(0)
+                    / mass[[a.index for a in r.atoms]].sum() for r in residues]) * 10
+    ca = aa.xyz[0, [next(a.index for a in r.atoms if a.name == "CA") for r in residues]] * 10
+    for kind, beads in (("com", com), ("ca", ca)):
+        engine = Backmapper(top, beads, mapping=kind, source="2fjg")
+        built = engine.build(beads[None])[0]
+        sg = [a for a in engine.topology.atoms if a.name == "SG"]
+        label = {f"{a.residue.chain.chain_id} CYS {a.residue.resSeq}": a.index for a in sg}
+        bonded = {frozenset((label[x], label[y])) for x, y in engine.disulfides}
+        xyz = built[[a.index for a in sg]]
+        d = np.linalg.norm(xyz[:, None] - xyz[None], axis=-1)
+        close = {frozenset((sg[i].index, sg[j].index)) for i in range(len(sg)) for j in range(i + 1, len(sg))
+                 if d[i, j] < CLEARANCE}
+        assert close <= bonded, kind
+        assert ("V CYS 26", "V CYS 68") in engine.disulfides and ("V CYS 57", "V CYS 102") in engine.disulfides

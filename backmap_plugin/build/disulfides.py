@@ -43,6 +43,12 @@ ANGLE_WEIGHT = 0.5
 COMMON_SHARE = 0.5
 #: Pairs of turns searched at a time (a few hundred MB of float32 work arrays).
 TURN_PAIRS_PER_BLOCK = 2_000_000
+#: SG atoms of cysteines not bonded to each other are kept at least this far apart where the turns allow
+#: (refinement bonds SG atoms closer than 2.5 Angstrom; in cystine knots the four SG atoms of two disulfides
+#: crowd together, and the first closures left a third pair 1.96 Angstrom apart).
+CLEARANCE = 3.2
+#: Weight of the squared shortfall from :data:`CLEARANCE` (Angstrom^2) in the score of a closure.
+CLEARANCE_WEIGHT = 10.0
 _SG = chem.RESIDUES["CYS"].atoms.index("SG")
 
 
@@ -96,6 +102,7 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology,
     can = torch.isfinite(score) & ((ca[:, a] - ca[:, b]).norm(dim=-1) <= MAX_CA_DISTANCE)
     can, score = can.cpu().numpy(), score.cpu().numpy()
     out = atoms.clone()
+    cys = np.nonzero(protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
     for n in range(len(atoms)):
         used = set()
         for p in np.argsort(score[n], kind="stable"):
@@ -105,7 +112,38 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology,
             bonded[n, p] = True
             out[n, pairs[p, 0], _SG] = sg_a[n, p]
             out[n, pairs[p, 1], _SG] = sg_b[n, p]
+        _clear_crowded(out, n, pairs[bonded[n]], cys)
     return out, pairs, bonded
+
+
+def _clear_crowded(out: torch.Tensor, n: int, bonded: np.ndarray, cys: np.ndarray) -> None:
+    """Close again, in structure ``n`` of ``out`` (in place), each bonded pair (``bonded``: (B, 2) residues) with an
+    SG atom nearer than :data:`CLEARANCE` to the SG of a cysteine it is not bonded to, scoring the closures with
+    the shortfall from the clearance too: where disulfides crowd (cystine knots), closing each pair alone left
+    SG atoms of different pairs as close as bonded ones. Two rounds, pair by pair."""
+    for _ in range(2):
+        moved = False
+        for a, b in bonded:
+            others = torch.as_tensor(cys[(cys != a) & (cys != b)], device=out.device)
+            if not len(others):
+                continue
+            sg_others = out[n, others, _SG]  # (C, 3)
+            ends = out[n, [a, b], _SG]
+            if (torch.cdist(ends, sg_others) >= CLEARANCE).all():
+                continue
+            index = torch.as_tensor([a], device=out.device), torch.as_tensor([b], device=out.device)
+            score, ring_a, ring_b = _turn_grid(out[n : n + 1], *index)  # (1, 1, T, T), (1, 1, T, 3) twice
+            short_a = (CLEARANCE - torch.cdist(ring_a[0, 0], sg_others)).clamp(min=0).pow(2).sum(-1)  # (T,)
+            short_b = (CLEARANCE - torch.cdist(ring_b[0, 0], sg_others)).clamp(min=0).pow(2).sum(-1)
+            total = score[0, 0] + CLEARANCE_WEIGHT * (short_a[:, None] + short_b[None, :])
+            best = int(total.flatten().argmin())
+            if not torch.isfinite(total.flatten()[best]):
+                continue
+            out[n, a, _SG] = ring_a[0, 0, best // TURNS]
+            out[n, b, _SG] = ring_b[0, 0, best % TURNS]
+            moved = True
+        if not moved:
+            return
 
 
 def common_disulfides(atoms: torch.Tensor, protein: ProteinTopology, share: float = COMMON_SHARE) -> np.ndarray:
@@ -137,6 +175,16 @@ def common_disulfides(atoms: torch.Tensor, protein: ProteinTopology, share: floa
 def _best_turns(atoms: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Of the SG turns of cysteines ``a`` and ``b`` (P,) in structures (N, R, N_SLOTS, 3), those that close each
     pair best: score (N, P) (inf where none closes it) and the two SG positions (N, P, 3)."""
+    score, sg_a, sg_b = _turn_grid(atoms, a, b)
+    score, best = score.flatten(2).min(-1)  # (N, P)
+    pick = lambda sg, k: torch.gather(sg, 2, k[..., None, None].expand(-1, -1, 1, 3))[:, :, 0]  # noqa: E731
+    return score, pick(sg_a, best // TURNS), pick(sg_b, best % TURNS)
+
+
+def _turn_grid(atoms: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every pair of SG turns of cysteines ``a`` and ``b`` (P,) in structures (N, R, N_SLOTS, 3): the closure's
+    score (N, P, TURNS, TURNS; inf where it does not close the bond) and the turned SG atoms of each (N, P, TURNS,
+    3)."""
     dtype, dev = atoms.dtype, atoms.device
     turns = torch.arange(TURNS, device=dev, dtype=dtype) * (2 * math.pi / TURNS)
 
@@ -162,10 +210,7 @@ def _best_turns(atoms: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[
     closes = ((length - chem.BOND_SG_SG).abs() <= BOND_TOLERANCE) & (angle_a >= low) & (angle_a <= high)
     closes &= (angle_b >= low) & (angle_b <= high)
     score = (length - chem.BOND_SG_SG) ** 2 + ANGLE_WEIGHT * ((angle_a - ideal) ** 2 + (angle_b - ideal) ** 2)
-    score = torch.where(closes, score, torch.full((), float("inf"), dtype=dtype, device=dev))
-    score, best = score.flatten(2).min(-1)  # (N, P)
-    pick = lambda sg, k: torch.gather(sg, 2, k[..., None, None].expand(-1, -1, 1, 3))[:, :, 0]  # noqa: E731
-    return score, pick(sg_a, best // TURNS), pick(sg_b, best % TURNS)
+    return torch.where(closes, score, torch.full((), float("inf"), dtype=dtype, device=dev)), sg_a, sg_b
 
 
 def _angle(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
