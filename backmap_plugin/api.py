@@ -829,13 +829,13 @@ class Backmapper:
         if default_break_used:
             _check_chains_hold_together(spacing, self.protein, self._chain, source, frame, len(leading),
                                         break_distance)
-        self.topology = self.protein.to_mdtraj()
         self.bead_fit = BeadFit(self.mapping, self.protein)
         self.disulfides: dict = {}  # (label, label) -> structures in which the pair was bonded
         self._structures_built = 0
         self._disulfide_pairs = np.zeros((0, 2), dtype=np.int64)
         if disulfides and self.mapping.name != "martini3":  # (the Martini 3 fit bonds the cysteines its beads bond)
             self._disulfide_pairs = self._choose_disulfides(frames, frame, box, leading)
+        self.topology = self.protein.to_mdtraj(self._topology_disulfides(frames))
 
     @classmethod
     def from_openmm(cls, topology, positions, system=None, **kwargs) -> "Backmapper":
@@ -920,6 +920,20 @@ class Backmapper:
             return np.zeros((0, 2), dtype=np.int64)
         atoms, _ = self._built(frames, first_index, box)
         return common_disulfides(atoms.flatten(0, 1), self.protein)
+
+    def _topology_disulfides(self, frames: np.ndarray) -> np.ndarray:
+        """(P, 2) the cysteine pairs the output topology bonds: the run's pairs (C-alpha and centre-of-mass
+        beads), or for Martini 3 those whose SC1 beads are bonded in at least
+        :data:`~backmap_plugin.build.disulfides.COMMON_SHARE` of the leading ``frames``
+        (:func:`~backmap_plugin.build.martini.disulfide_pairs`, as its fit bonds them frame by frame)."""
+        if self.mapping.name != "martini3":
+            return self._disulfide_pairs
+        from backmap_plugin.build.disulfides import COMMON_SHARE
+        from backmap_plugin.build.martini import disulfide_pairs
+
+        pairs, bonded = disulfide_pairs(torch.as_tensor(self._reader.beads(frames)), self.protein)
+        return np.asarray(pairs.cpu().numpy(), dtype=np.int64).reshape(-1, 2)[
+            bonded.cpu().numpy().mean(0) >= COMMON_SHARE]
 
     def _close_disulfides(self, atoms: torch.Tensor, tally: bool) -> torch.Tensor:
         """(F, S, R, N_SLOTS, 3) with the run's cysteine pairs bonded where they can meet

@@ -68,6 +68,8 @@ ANGLE_C_N_CA_CIS = 128.0
 BOND_CA_CA_TRANS = 3.80
 # the disulfide bond (Engh & Huber): S-S length and CB-SG-SG angle
 BOND_SG_SG = 2.04
+#: Cysteine pairs whose SG atoms lie closer than this (Angstrom) are a disulfide (:func:`disulfide_pairs`).
+DISULFIDE_CUTOFF = 2.5
 ANGLE_CB_SG_SG = 104.0
 
 # CA-CB bond and N-CA-CB angle where they differ from the default
@@ -515,3 +517,31 @@ def element_of(name: str, atom: str) -> str:
         return "O"
     spec = RESIDUES[name]
     return spec.elements[spec.atoms.index(atom)]
+
+
+def disulfide_pairs(sg_xyz: np.ndarray, cutoff: float = DISULFIDE_CUTOFF) -> list:
+    """The disulfides among SG atoms: pairs closer than ``cutoff``, closest first, each SG at most once.
+
+    Parameters
+    ----------
+    sg_xyz : numpy.ndarray
+        (S, 3) SG positions, Angstrom (one per cysteine).
+    cutoff : float, optional
+        Largest SG-SG distance of a disulfide, Angstrom.
+
+    Returns
+    -------
+    list of tuple of int
+        ``(i, j)`` indices into ``sg_xyz``, ``i < j``.
+    """
+    sg_xyz = np.asarray(sg_xyz, dtype=np.float64).reshape(-1, 3)
+    i, j = np.triu_indices(len(sg_xyz), 1)
+    d = np.linalg.norm(sg_xyz[i] - sg_xyz[j], axis=-1)
+    used, pairs = set(), []
+    for k in np.argsort(d, kind="stable"):
+        if d[k] >= cutoff:
+            break
+        if i[k] not in used and j[k] not in used:
+            pairs.append((int(i[k]), int(j[k])))
+            used.update((i[k], j[k]))
+    return pairs

@@ -361,25 +361,33 @@ class ProteinTopology:
         res, slot = np.nonzero(self.slot_mask)
         return res, slot
 
-    def to_mdtraj(self) -> md.Topology:
+    def to_mdtraj(self, disulfides=()) -> md.Topology:
         """The all-atom heavy-atom topology, one chain per segment.
 
         Chains keep the input chain identifiers (a chain split by a break
         becomes several chains with the same identifier, each ending in TER)
         and residues keep their numbers. Bonds include peptide bonds inside
-        segments.
+        segments, and the SG-SG bonds of ``disulfides`` ((P, 2) residue
+        indices of cysteine pairs), which the writers record (PDB SSBOND and
+        CONECT, mmCIF struct_conn) for readers that do not find disulfides by
+        distance (mdtraj, OpenMM's PDBx reader).
         """
         top = md.Topology()
         chain = None
+        sg = {}
         for i, name in enumerate(self.names):
             if i == 0 or self.segment[i] != self.segment[i - 1]:
                 chain = top.add_chain(chain_id=self.chain_ids[i])
             residue = top.add_residue(name, chain, resSeq=int(self.res_seq[i]))
             for atom in chem.residue_atom_names(name, bool(self.c_terminal[i])):
-                top.add_atom(atom, md.element.get_by_symbol(chem.element_of(name, atom)), residue)
+                added = top.add_atom(atom, md.element.get_by_symbol(chem.element_of(name, atom)), residue)
+                if atom == "SG":
+                    sg[i] = added
         atoms = list(top.atoms)
         for a, b in self.bonds()[0]:
             top.add_bond(atoms[a], atoms[b])
+        for a, b in np.asarray(disulfides, dtype=np.int64).reshape(-1, 2):
+            top.add_bond(sg[int(a)], sg[int(b)])
         return top
 
     def scatter(self, slots):

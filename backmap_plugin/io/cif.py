@@ -85,6 +85,7 @@ class CifBackend(TextBackend):
         usable = all(cid and cid.strip() for cid in chain_ids)
         unique = usable and len(set(chain_ids)) == len(chain_ids)
         self._prefix, self._suffix = [], []
+        where = {}  # atom index -> (label_asym_id, comp, label_seq_id, atom name, auth_asym_id, auth_seq_id)
         serial = 0
         for chain in topology.chains:
             label = chain.chain_id if unique else generated_chain_id(chain.index)
@@ -100,10 +101,12 @@ class CifBackend(TextBackend):
                         f"ATOM {serial} {symbol} {name} . {comp} {cif_token(label)} ? {seq} {icode} "
                     )
                     self._suffix.append(f" 1.00 0.00 {residue.resSeq} {comp} {cif_token(author)} {name} ")
+                    where[atom.index] = (cif_token(label), comp, seq, name, cif_token(author), residue.resSeq)
         stem = re.sub(r"\.(cif|mmcif)$", "", os.path.basename(path), flags=re.IGNORECASE)
         block = re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "backmap"
-        header = [f"data_{block}", "#", f"_entry.id {block}", "#", "loop_"]
+        header = [f"data_{block}", "#", f"_entry.id {block}", "#"] + _struct_conn(topology, where) + ["loop_"]
         header = "\n".join(header + [f"_atom_site.{column}" for column in self._COLUMNS]) + "\n"
+        self._cell = None
         if append:
             resume = self._append_state(partial, path, header)
         self.kept = 0 if resume is None else resume["frames"]
@@ -121,8 +124,8 @@ class CifBackend(TextBackend):
             text = handle.read()
         n_atoms = len(self._prefix)
         lines = text[len(header):].splitlines(keepends=True)
-        if lines and lines[-1] == "#\n":
-            lines = lines[:-1]
+        while lines and not lines[-1].startswith("ATOM "):  # the loop's closing # and the _cell after it
+            lines.pop()
         frames = len(lines) // max(n_atoms, 1)
         lines = lines[: frames * n_atoms]  # whole models only
         # each model's first and last atom carry its number
@@ -145,7 +148,10 @@ class CifBackend(TextBackend):
         """mmCIF has no column limits."""
 
     def write(self, xyz: np.ndarray, first_frame: int, box=None, time=None) -> None:
-        """Append frames ``first_frame, ...`` (Angstrom), one model each, and flush (boxes and times not kept)."""
+        """Append frames ``first_frame, ...`` (Angstrom), one model each, and flush (times not kept; the first
+        box written is the file's ``_cell``)."""
+        if box is not None and self._cell is None:
+            self._cell = box[0]
         for k, frame in enumerate(xyz):
             model = first_frame + k + 1
             self._file.write("".join(
@@ -155,6 +161,27 @@ class CifBackend(TextBackend):
         self._file.flush()
 
     def finish(self, n_frames: int) -> None:
-        """Close the ``atom_site`` loop and the file."""
+        """Close the ``atom_site`` loop, write the ``_cell`` of the box (where frames had one) and close the file."""
         self._file.write("#\n")
+        if self._cell is not None:
+            cell = md.utils.box_vectors_to_lengths_and_angles(*(np.asarray(v, np.float64)[None] for v in self._cell))
+            names = ("length_a", "length_b", "length_c", "angle_alpha", "angle_beta", "angle_gamma")
+            self._file.write("".join(f"_cell.{n} {float(v[0]):.3f}\n" for n, v in zip(names, cell)) + "#\n")
         self._file.close()
+
+
+def _struct_conn(topology: md.Topology, where: dict) -> list:
+    """The ``struct_conn`` loop of the topology's SG-SG bonds (disulfides), as lines ([] when none): OpenMM's
+    PDBx reader bonds them from it (it does not find disulfides by distance)."""
+    rows = []
+    for a, b in topology.bonds:
+        if a.name == "SG" and b.name == "SG":
+            (la, ca, sa, na, aa, ra), (lb, cb, sb, nb, ab, rb) = where[a.index], where[b.index]
+            rows.append(f"disulf{len(rows) + 1} disulf {la} {ca} {sa} {na} {lb} {cb} {sb} {nb} {aa} {ra} {ab} {rb}")
+    if not rows:
+        return []
+    columns = ("id", "conn_type_id", "ptnr1_label_asym_id", "ptnr1_label_comp_id", "ptnr1_label_seq_id",
+               "ptnr1_label_atom_id", "ptnr2_label_asym_id", "ptnr2_label_comp_id", "ptnr2_label_seq_id",
+               "ptnr2_label_atom_id", "ptnr1_auth_asym_id", "ptnr1_auth_seq_id", "ptnr2_auth_asym_id",
+               "ptnr2_auth_seq_id")
+    return ["loop_"] + [f"_struct_conn.{column}" for column in columns] + rows + ["#"]

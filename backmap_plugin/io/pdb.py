@@ -1,7 +1,9 @@
 """The PDB writer of :class:`backmap_plugin.io.trajectory.TrajectoryWriter`.
 
-Fixed-column records: MODEL/ENDMDL (only for more than one frame), TER at
-every chain end, END, no CONECT. Written here rather than by mdtraj/OpenMM,
+Fixed-column records: SSBOND for the topology's disulfides, CRYST1 where
+frames have a box (one per model), MODEL/ENDMDL (only for more than one
+frame), TER at every chain end, CONECT for the disulfides, END. Written here
+rather than by mdtraj/OpenMM,
 because those drop insertion codes (residues 82, 82A and 82B then merge into
 one residue on reading), and mdtraj writes negative residue numbers modulo
 10000 and CONECT records that can point at the wrong atoms.
@@ -22,7 +24,12 @@ from backmap_plugin.io.text_output import TextBackend, open_partial_text
 
 
 class PdbBackend(TextBackend):
-    """Fixed-column PDB writer: MODEL/ENDMDL, TER at chain ends, END, no CONECT.
+    """Fixed-column PDB writer: SSBOND, CRYST1, MODEL/ENDMDL, TER at chain ends, CONECT of disulfides, END.
+
+    The disulfides (SG-SG bonds of the topology) are written as SSBOND
+    records before the first model and as CONECT records after the last
+    (mdtraj and MDAnalysis read bonds from CONECT only; OpenMM also finds
+    them by distance). A frame's box is a CRYST1 record before its model.
 
     Parameters
     ----------
@@ -51,9 +58,11 @@ class PdbBackend(TextBackend):
     def __init__(self, partial: str, topology: md.Topology, path: str, resume: Optional[dict] = None,
                  append: bool = False):
         self._path = path
-        self._prefix, self._suffix, self._ter_after = self._atom_fields(topology, path)
+        self._prefix, self._suffix, self._ter_after, where = self._atom_fields(topology, path)
+        self._ssbond, self._conect = self._disulfide_records(topology, where)
         self._first_offset = None
         self._first_frame = None
+        self._first_box = None
         if append:
             resume = self._append_state(partial)
         # a single kept model would have to be rewritten without MODEL at the end: start over instead
@@ -62,12 +71,28 @@ class PdbBackend(TextBackend):
             self.kept = resume["frames"]
         else:
             self._file = open_partial_text(partial, "ascii")
+            self._file.write(self._ssbond)
             self.kept = 0
 
     @staticmethod
+    def _disulfide_records(topology, where) -> tuple[str, str]:
+        """SSBOND and CONECT lines of the topology's SG-SG bonds (``where``: atom index -> (serial, chain id,
+        residue number, insertion code)); CONECT only where both serials fit the column."""
+        ssbond, conect = [], []
+        for a, b in topology.bonds:
+            if a.name != "SG" or b.name != "SG":
+                continue
+            (sa, ca, na, ia), (sb, cb, nb, ib) = where[a.index], where[b.index]
+            ssbond.append(f"SSBOND {len(ssbond) + 1:3d} CYS {ca} {na:4d}{ia}   CYS {cb} {nb:4d}{ib}\n")
+            if max(sa, sb) <= 99999:
+                conect += [f"CONECT{sa:5d}{sb:5d}\n", f"CONECT{sb:5d}{sa:5d}\n"]
+        return "".join(ssbond), "".join(conect)
+
+    @staticmethod
     def _atom_fields(topology, path):
-        """Columns 1-30 and 55-80 of every ATOM line, and the TER lines."""
-        prefix, suffix, ter_after = [], [], {}
+        """Columns 1-30 and 55-80 of every ATOM line, the TER lines, and each atom's (serial, chain id, residue
+        number, insertion code)."""
+        prefix, suffix, ter_after, where = [], [], {}, {}
         serial = 0
         for chain in topology.chains:
             chain_id = chain.chain_id
@@ -107,6 +132,7 @@ class PdbBackend(TextBackend):
                     prefix.append(
                         f"ATOM  {serial % 100000:5d} {atom_field} {res_field}{chain_id}{number:4d}{code}   "
                     )
+                    where[atom.index] = (serial, chain_id, number, code)
                     suffix.append(f"  1.00  0.00      {segment:<4}{symbol.upper():>2}{charge_field}\n")
                     last_atom = len(prefix) - 1
                     last = (res_field, number, code)
@@ -114,7 +140,7 @@ class PdbBackend(TextBackend):
                 serial += 1
                 res_field, number, code = last
                 ter_after[last_atom] = f"TER   {serial % 100000:5d}      {res_field}{chain_id}{number:4d}{code}\n"
-        return prefix, suffix, ter_after
+        return prefix, suffix, ter_after, where
 
     def _append_state(self, partial: str) -> dict:
         """The resume state (``frames``, ``offset`` after the last whole model) of a file to append to.
@@ -127,6 +153,8 @@ class PdbBackend(TextBackend):
             lines = handle.readlines()
         finished = bool(lines) and lines[-1] == "END\n"
         body = lines[:-1] if finished else lines
+        while body and body[-1].startswith("CONECT"):  # (written again when the file is finished)
+            body.pop()
         models = sum(line.startswith("MODEL ") for line in body)
         if models:  # whole models only: up to the last ENDMDL
             last = max(k for k, line in enumerate(body) if line == "ENDMDL\n") if "ENDMDL\n" in body else -1
@@ -135,7 +163,7 @@ class PdbBackend(TextBackend):
         atoms = [line for line in body if line.startswith("ATOM  ")]
         n_atoms = len(self._prefix)
         kinds = {line[:6] for line in body}
-        if (not body or not (models or finished) or kinds - {"ATOM  ", "TER   ", "MODEL ", "ENDMDL"}
+        if (not body or not (models or finished) or kinds - {"ATOM  ", "TER   ", "MODEL ", "ENDMDL", "SSBOND", "CRYST1"}
                 or len(atoms) != n_atoms * max(models, 1)):
             raise BackmapInputError(
                 f"{self._path}: cannot append: the file is not a PDB trajectory written for this topology "
@@ -147,8 +175,11 @@ class PdbBackend(TextBackend):
                     f"{self._path}: cannot append: atom {i + 1} is {line[:30].strip()!r} in the file and "
                     f"{prefix.strip()!r} in the topology written now"
                 )
-        if not models:  # one structure: it becomes model 1
-            body = ["MODEL        1\n", *body, "ENDMDL\n"]
+        if not models:  # one structure: it becomes model 1 (its box record before it)
+            head = [line for line in body if line.startswith(("SSBOND", "CRYST1"))]
+            body = [line for line in head if line.startswith("SSBOND")] + [
+                line for line in head if line.startswith("CRYST1")] + ["MODEL        1\n"] + [
+                line for line in body if not line.startswith(("SSBOND", "CRYST1"))] + ["ENDMDL\n"]
             with atomic_write(partial, newline="\n") as handle:
                 handle.write("".join(body) + "END\n")
         return {"frames": max(models, 1), "offset": sum(len(line) for line in body)}
@@ -173,20 +204,31 @@ class PdbBackend(TextBackend):
         return "".join(lines)
 
     def write(self, xyz: np.ndarray, first_frame: int, box=None, time=None) -> None:
-        """Append frames ``first_frame, ...`` (Angstrom), each a MODEL, and flush (boxes and times not kept)."""
+        """Append frames ``first_frame, ...`` (Angstrom), each a MODEL after its box's CRYST1 record (box vectors
+        in Angstrom, where given), and flush (times not kept)."""
         for k, frame in enumerate(xyz):
             index = first_frame + k
+            cryst1 = "" if box is None else _cryst1(box[k])
             if index == 0:
                 self._first_offset = self._file.tell()
                 self._first_frame = frame.copy()
-            self._file.write(f"MODEL     {index % 9999 + 1:4d}\n{self._model_text(frame)}ENDMDL\n")
+                self._first_box = cryst1
+            self._file.write(f"{cryst1}MODEL     {index % 9999 + 1:4d}\n{self._model_text(frame)}ENDMDL\n")
         self._file.flush()
 
     def finish(self, n_frames: int) -> None:
-        """Write END (dropping MODEL/ENDMDL of a single frame) and close the file."""
+        """Write the disulfides' CONECT records and END (dropping MODEL/ENDMDL of a single frame) and close the
+        file."""
         if n_frames == 1 and self._first_frame is not None:  # a single structure has no MODEL record
             self._file.seek(self._first_offset)
             self._file.truncate()
-            self._file.write(self._model_text(self._first_frame))
-        self._file.write("END\n")
+            self._file.write(self._first_box + self._model_text(self._first_frame))
+        self._file.write(self._conect + "END\n")
         self._file.close()
+
+
+def _cryst1(box: np.ndarray) -> str:
+    """The CRYST1 record of (3, 3) box vectors (rows, Angstrom), space group P 1."""
+    lengths_angles = md.utils.box_vectors_to_lengths_and_angles(*(np.asarray(v, dtype=np.float64)[None] for v in box))
+    a, b, c, alpha, beta, gamma = (float(x[0]) for x in lengths_angles)
+    return f"CRYST1{a:9.3f}{b:9.3f}{c:9.3f}{alpha:7.2f}{beta:7.2f}{gamma:7.2f} P 1           1\n"

@@ -47,12 +47,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backmap_plugin.core import metrics
+from backmap_plugin.core.chemistry import DISULFIDE_CUTOFF
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.atomic import write_json
 from backmap_plugin.io.frames import springs_from_openmm
 from backmap_plugin.openmm.platforms import create_context
 from backmap_plugin.openmm.structure import (
-    DISULFIDE_CUTOFF,
     AtomTemplate,
     CompletedStructure,
     array_to_positions,
@@ -575,7 +575,11 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     input, output = os.fspath(input), os.fspath(output)
     report = _default_report_path(output) if report is None else os.fspath(report)
     _check_outputs(output, report, overwrite, input)
+    from openmm import unit
+
     topology, frames = read_structure(input)
+    vectors = topology.getPeriodicBoxVectors()  # (CRYST1 / _cell of the input), kept in the output
+    box = None if vectors is None else np.array(vectors.value_in_unit(unit.angstrom), dtype=np.float32)[None]
     refiner = Refiner(restraintK=restraintK, solvent=solvent, tolerance=tolerance, maxIterations=maxIterations,
                       platform=platform, pH=pH, softCore=softCore, template=template)
     payload = {
@@ -604,7 +608,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
             new_top, refined, frame_report = refiner.refine(topology, positions)
             if writer is None:
                 writer = TrajectoryWriter(output, md.Topology.from_openmm(new_top))
-            writer.write(positions_to_array(refined)[None] * 10.0)
+            writer.write(positions_to_array(refined)[None] * 10.0, box=box)
             frame_report = {"frame": index, **frame_report}
             payload["frames"].append(frame_report)
             payload["platform"] = refiner.platformName

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
 
 __all__ = [
-    "DISULFIDE_CUTOFF",
     "AtomTemplate",
     "CompletedStructure",
     "complete_structure",
@@ -34,8 +34,6 @@ __all__ = [
     "residue_variants",
 ]
 
-#: CYS pairs whose SG atoms are closer than this (Angstrom) are bonded.
-DISULFIDE_CUTOFF = 2.5
 
 #: Seed of the start positions that ``Modeller.addHydrogens`` draws from Python's ``random`` before it
 #: minimises the hydrogens (:func:`add_hydrogens`): without it the hydrogens of one structure, and so its
@@ -183,11 +181,11 @@ def array_to_positions(xyz):
     return unit.Quantity([Vec3(*row) for row in np.asarray(xyz, dtype=float).tolist()], unit.nanometer)
 
 
-def create_disulfide_bonds(topology, positions, cutoff: float = DISULFIDE_CUTOFF):
+def create_disulfide_bonds(topology, positions, cutoff: float = chem.DISULFIDE_CUTOFF):
     """Copy of a topology whose SG-SG bonds are the close CYS pairs only.
 
     OpenMM's readers bond SG atoms up to 3 Angstrom apart; here a disulfide
-    needs SG-SG below ``cutoff`` (default :data:`DISULFIDE_CUTOFF`). Pairs are
+    needs SG-SG below ``cutoff`` (default :data:`~backmap_plugin.core.chemistry.DISULFIDE_CUTOFF`). Pairs are
     bonded closest first, each SG at most once; any other SG-SG bond of the
     input is dropped.
 
@@ -225,22 +223,11 @@ def create_disulfide_bonds(topology, positions, cutoff: float = DISULFIDE_CUTOFF
         if a.name == "SG" and b.name == "SG":
             continue
         new.addBond(atoms[a.index], atoms[b.index], bond.type, bond.order)
-    sg = [a for a in topology.atoms() if a.name == "SG" and a.residue.name in ("CYS", "CYX")]
-    candidates = []
-    for i, a in enumerate(sg):
-        for b in sg[i + 1 :]:
-            d = float(np.linalg.norm(xyz[a.index] - xyz[b.index]))
-            if d < cutoff and a.residue is not b.residue:
-                candidates.append((d, a.index, b.index))
-    used = set()
-    n = 0
-    for _, a, b in sorted(candidates):
-        if a in used or b in used:
-            continue
-        new.addBond(atoms[a], atoms[b])
-        used.update((a, b))
-        n += 1
-    return new, n
+    sg = [a.index for a in topology.atoms() if a.name == "SG" and a.residue.name in ("CYS", "CYX")]
+    pairs = chem.disulfide_pairs(xyz[sg], cutoff)
+    for i, j in pairs:
+        new.addBond(atoms[sg[i]], atoms[sg[j]])
+    return new, len(pairs)
 
 
 def residue_variants(topology) -> list:
