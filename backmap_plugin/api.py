@@ -488,8 +488,10 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
 #: atoms of disulfides within 7.2 A, a centre of mass at most 2.5 A from its C-alpha atom): no disulfide search.
 DISULFIDE_BEAD_REACH = 12.5
 #: Residues taken as bonded (from the leading frames) whose beads lie farther apart than this many times the break
-#: distance in a later frame stop the run: they are not bonded.
-STRETCH_FACTOR = 2.0
+#: distance in any frame stop the run: they are not bonded, or the frame is broken (5.9 A for C-alpha beads: a
+#: soft CG bond of 3.8 +- 0.24 A never gets there; two molecules numbered on, their ends touching in most leading
+#: frames and 6.5 A apart later, were built with a C-N bond of 1.9 A at twice the break distance).
+STRETCH_FACTOR = 1.3
 #: Fraction of the consecutive residues of the chains (numbers that do not skip) whose beads may lie farther apart
 #: than bonded ones (chain breaks) before an input is refused as coordinates that do not belong to their topology
 #: (at least :data:`MIN_BROKEN_PAIRS` of them).

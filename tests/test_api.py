@@ -19,6 +19,7 @@ import pytest
 from backmap_plugin.api import BackmapResult, backmap
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import metrics
+from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.topology import ProteinTopology, protein_topology, read_residues
 
 #: Readback tolerance (Angstrom) per output format: PDB/mmCIF store 3
@@ -589,3 +590,17 @@ def test_a_soft_bond_stretched_in_a_few_frames_stays_bonded(tmp_path, fixture_pd
     assert Backmapper.from_openmm(top, one[0]).protein.segment.max() == 1
     assert Backmapper.from_openmm(top, one[0], system=system).protein.segment.max() == 0
     assert Backmapper.from_openmm(top, one[0], system=system, break_distance=4.5).protein.segment.max() == 1
+
+
+def test_molecules_that_touch_in_most_leading_frames_then_part_stop_the_run(tmp_path, fixture_pdb):
+    """Two molecules numbered on in one chain, their ends touching in the first 7 frames (bonded by the median)
+    and 6.5 A apart from frame 7 on: the run stops at frame 7, naming the residues (they were built with a C-N
+    bond of 1.9 A, without a word: the later-frame check was at twice the break distance, 9 A)."""
+    aa = md.load(str(fixture_pdb))[:12]
+    ca = aa.atom_slice(aa.topology.select("name CA"))
+    xyz = ca.xyz * 10.0
+    xyz[7:] = _stretch(xyz[7:], 9, 6.5)
+    md.Trajectory(xyz / 10.0, ca.topology).save_pdb(str(tmp_path / "parting.pdb"))
+    with pytest.raises(BackmapInputError, match=r"frame 7: the beads of chain A residue GLY 10 and chain A residue "
+                                                r"GLY 11 are 6.5 A apart, but were close enough to be bonded"):
+        backmap(str(tmp_path / "parting.pdb"), str(tmp_path / "aa.pdb"), progress=False)

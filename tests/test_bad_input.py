@@ -598,6 +598,13 @@ def test_pdb_trajectory_cut_in_its_last_model_keeps_its_whole_models(tmp_path):
     (tmp_path / "odd.pdb").write_text("".join(lines[:second + 2] + lines[second + 3:]))
     fails(tmp_path, tmp_path / "odd.pdb", names=["odd.pdb: its models hold different numbers of atoms (model 1: "
                                                  "20, model 2: 19)"])
+    # a last model that ends (ENDMDL) is whole, not cut: a smaller one is another size, not lost work
+    (tmp_path / "small_last.pdb").write_text("".join(lines[:fifth + 2] + lines[fifth + 3:]))
+    fails(tmp_path, tmp_path / "small_last.pdb", names=["small_last.pdb: its models hold different numbers of atoms "
+                                                        "(model 1: 20, model 5: 19)"])
+    (tmp_path / "small_first.pdb").write_text("".join(lines[:3] + lines[4:second] + lines[second:]))
+    fails(tmp_path, tmp_path / "small_first.pdb", names=["small_first.pdb: its models hold different numbers of "
+                                                         "atoms (model 1: 19, model 2: 20)"])
 
 
 def test_truncated_dcd_is_noted(tmp_path):

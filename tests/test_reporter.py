@@ -368,7 +368,7 @@ def test_two_reporters_on_one_file_are_refused(tmp_path):
     out = tmp_path / "aa.xtc"
     with BackmapReporter(str(out), 5) as first:
         with pytest.raises(BackmapInputError, match=r"aa.xtc: another writer is writing this output \(a "
-                                                    r"BackmapReporter, pid \d+ on "):
+                                                    r"BackmapReporter, pid \d+ on .+\); close the earlier one"):
             BackmapReporter(str(out), 5)
         simulation.reporters.append(first)
         simulation.step(10)

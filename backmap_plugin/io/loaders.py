@@ -50,13 +50,13 @@ def _load_mmcif_with_openmm(path: str) -> md.Trajectory:
 
 
 def _pdb_whole_models(path: str) -> Optional[tuple]:
-    """``(text, note)``: the whole models of a multi-model PDB file whose last model is cut short (fewer atoms
-    than the others, which all end in ENDMDL and hold as many atoms), and what was left out; else None.
+    """``(text, note)``: the whole models of a multi-model PDB file whose last model is cut short (no ENDMDL,
+    fewer atoms than the others, which all hold as many), and what was left out; else None.
 
     Raises
     ------
     BackmapInputError
-        Models before the last hold different numbers of atoms (naming two).
+        Whole models hold different numbers of atoms (naming two).
     """
     import gzip
 
@@ -74,11 +74,12 @@ def _pdb_whole_models(path: str) -> Optional[tuple]:
     if len(models) < 2 or any(m[1] is None for m in models[:-1]):
         return None
     size, last = models[0][2], models[-1]
-    other = next((k for k, m in enumerate(models[:-1]) if m[2] != size), None)
+    whole = models if last[1] is not None else models[:-1]
+    other = next((k for k, m in enumerate(whole) if m[2] != size), None)
     if other is not None:
         raise BackmapInputError(f"{path}: its models hold different numbers of atoms (model 1: {size}, model "
                                 f"{other + 1}: {models[other][2]}); the frames of a trajectory hold the same atoms")
-    if last[2] >= size:
+    if last[1] is not None or last[2] >= size:
         return None
     note = (f"read {len(models) - 1} whole model(s); model {len(models)} is cut short ({last[2]} of {size} atoms): "
             "a truncated file, or one still being written?")

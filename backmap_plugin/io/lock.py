@@ -19,8 +19,8 @@ from backmap_plugin.core.errors import BackmapInputError
 
 
 def lock_path(output) -> str:
-    """Path of the lock file of ``output`` (hidden file in its directory)."""
-    output = os.path.abspath(os.fspath(output))
+    """Path of the lock file of ``output`` (hidden file in its directory, symbolic links followed)."""
+    output = os.path.realpath(os.fspath(output))
     return os.path.join(os.path.dirname(output), f".{os.path.basename(output)}.lock")
 
 
@@ -49,14 +49,24 @@ class OutputLock:
             import fcntl
         except ImportError:  # no advisory locks here
             return
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        while True:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                mine = f"pid {os.getpid()} on {socket.gethostname()}" in holder
+                raise BackmapInputError(
+                    f"{os.fspath(output)}: another writer is writing this output ({holder}); "
+                    + ("close the earlier one first" if mine else "wait for it to end, or stop it")) from None
+            try:  # the holder before may have removed the file between our open and lock: lock the one in place
+                same = os.path.samestat(os.fstat(fd), os.stat(self._path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             os.close(fd)
-            raise BackmapInputError(f"{os.fspath(output)}: another writer is writing this output ({holder}); "
-                                    "wait for it to end, or stop it") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{who}, pid {os.getpid()} on {socket.gethostname()}".encode())
         self._fd = fd

@@ -174,7 +174,9 @@ class MdtrajBackend:
             with c_stdout_to_stderr(), self._cls(partial, "r") as handle:
                 kept = self._native(handle.read(n_frames=n_frames))
         except Exception as exc:
-            raise BackmapInputError(f"{path}: cannot resume: partial file {partial} is unreadable: {exc}") from exc
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            raise BackmapInputError(f"{path}: cannot resume: partial file {partial} is unreadable ({why}); start over "
+                                    "with --overwrite") from exc
         xyz = kept["xyz"]
         if xyz is None or len(xyz) < n_frames:
             raise BackmapInputError(

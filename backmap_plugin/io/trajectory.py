@@ -191,8 +191,12 @@ class TrajectoryWriter:
 
     def _write_failed(self, exc: Exception, what: str, finishing: bool = False) -> BackmapOutputError:
         """The error for a write that failed: what, why, and what is kept."""
-        why = (exc.strerror if isinstance(exc, OSError) and exc.strerror
-               else f"{exc} (a full disk or a file size limit?)")
+        if isinstance(exc, OSError) and exc.strerror:
+            why = exc.strerror
+        elif isinstance(exc, TypeError):  # (mdtraj's DCD writer fails on its own error path)
+            why = "the writer stopped (a full disk or a file size limit?)"
+        else:
+            why = f"{exc} (a full disk or a file size limit?)"
         if finishing:
             kept = f"the partial file is left at {self.partial_path}"
         elif self.frames_written:
