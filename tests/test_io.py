@@ -792,3 +792,31 @@ def test_molecules_told_apart_by_numbers_or_segment_ids_in_a_pdb(tmp_path):
     _molecules_pdb(tmp_path / "named.pdb", xyz[:40], names * 2, "A", [""] * 40, list(range(21, 41)) + numbers[:20])
     result = backmap(str(tmp_path / "named.pdb"), str(tmp_path / "named_aa.pdb"), progress=False)
     assert (result.n_chains, result.n_segments) == (1, 1)
+
+
+def test_dcd_times_come_from_its_header(tmp_path):
+    """A DCD written by OpenMM says when its frames are (the first frame's step, the steps between frames, the time
+    step; as its DCDReporter writes them and MDAnalysis reads them): the output's XTC times are those (they were
+    frame indices: a CALVADOS 3 run's 150, 900, 1650 ps with --stride 5 came out 0, 5, 10); a DCD without times
+    in its header (mdtraj's) keeps frame indices."""
+    import openmm.app as app
+    from openmm import unit
+
+    from backmap_plugin.api import backmap
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    traj = md.load(str(examples / "trpcage_ca.dcd"), top=str(examples / "trpcage_ca.pdb"))[:6]
+    top = traj.topology.to_openmm()
+    with open(tmp_path / "openmm.dcd", "wb") as handle:
+        dcd = app.DCDFile(handle, top, 0.002 * unit.picoseconds, firstStep=1000, interval=500)
+        for xyz in traj.xyz:
+            dcd.writeModel(xyz * unit.nanometer)
+    backmap(str(tmp_path / "openmm.dcd"), str(tmp_path / "aa.xtc"), top=str(examples / "trpcage_ca.pdb"), stride=2,
+            progress=False)
+    with md.formats.XTCTrajectoryFile(str(tmp_path / "aa.xtc")) as handle:
+        times = handle.read()[1]
+    np.testing.assert_allclose(times, [2.0, 4.0, 6.0], atol=1e-3)  # steps 1000 + 500 i, i = 0, 2, 4, of 0.002 ps
+    backmap(str(examples / "trpcage_ca.dcd"), str(tmp_path / "ex.xtc"), top=str(examples / "trpcage_ca.pdb"),
+            stride=10, progress=False)
+    with md.formats.XTCTrajectoryFile(str(tmp_path / "ex.xtc")) as handle:
+        np.testing.assert_allclose(handle.read()[1], [0.0, 10.0, 20.0, 30.0])

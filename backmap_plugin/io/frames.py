@@ -23,6 +23,7 @@ from backmap_plugin.io.chains import split_chains, split_merged_residues
 from backmap_plugin.io.loaders import (
     box_vectors,
     count_trajectory_atoms,
+    dcd_clock,
     dcd_frames_missing,
     frames_in_file,
     load_topology,
@@ -61,8 +62,9 @@ class FrameChunk(NamedTuple):
         Periodic box vectors (rows) in Angstrom, shape ``(n, 3, 3)``
         (triclinic cells kept), or None when the file has no unit cell.
     time : numpy.ndarray or None
-        ``(n,)`` times in ps as the file gives them (mdtraj's: frame
-        indices for files without times), or None.
+        ``(n,)`` times in ps as the file gives them (DCD: from its
+        header's first step, interval and time step; frame indices for
+        files without times, as mdtraj gives them), or None.
     """
 
     start: int
@@ -137,8 +139,10 @@ class FrameSource:
         self.notes = [note for note in (protonation_note(name) for name in dict.fromkeys([self.top_path, self.path])
                                         if name is not None and name.lower().endswith((".pdb", ".pdb.gz"))) if note]
         self.notes += loaded_notes
+        self._clock = None  # (t0, dt) ps of a DCD file whose header gives times
         if self._ext == ".dcd":
             self.notes += [note for note in [dcd_frames_missing(self.path)] if note]
+            self._clock = dcd_clock(self.path)
         if top_topology is not None:
             if top_topology.n_atoms != n_atoms:
                 top_topology = self._protein_prefix(top_topology, n_atoms)
@@ -233,6 +237,9 @@ class FrameSource:
         for traj in self._iterload(per_read):
             box = box_vectors(traj)  # not per piece: slicing the trajectory would copy its topology
             time = np.asarray(traj.time, dtype=np.float32)
+            if self._clock is not None:  # (mdtraj gives DCD frames their index as time)
+                t0, dt = self._clock
+                time = (t0 + dt * self.stride * (start + np.arange(traj.n_frames))).astype(np.float32)
             for first in range(0, traj.n_frames, frames):
                 xyz = _angstrom(traj.xyz[first:first + frames])
                 check_finite(xyz, self.topology, self.path, start, self.stride)

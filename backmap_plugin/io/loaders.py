@@ -320,3 +320,33 @@ def frames_in_file(path: str) -> Optional[float]:
         return float(found)
     per_frame = float(offsets[-1]) / (found - 1)
     return found - 1 + (os.path.getsize(path) - float(offsets[-1])) / per_frame
+
+
+#: ps per AKMA time unit (CHARMM's, in which DCD headers give their time step).
+AKMA_PS = 0.04888821
+
+
+def dcd_clock(path: str) -> Optional[tuple]:
+    """``(t0, dt)`` in ps: the time of a DCD file's first frame and between frames, from its header (first step
+    ISTART, steps between frames NSAVC, time step DELTA in AKMA units: frame i at (ISTART + i NSAVC) DELTA, as
+    OpenMM writes it and MDAnalysis reads it); None for a header without times (mdtraj writes ISTART 0, NSAVC 1,
+    DELTA 1) or one that cannot be read.
+
+    Parameters
+    ----------
+    path : str
+
+    Returns
+    -------
+    tuple of float or None
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(48)
+    order = next((o for o in ("<", ">") if len(head) == 48 and struct.unpack(o + "i", head[:4])[0] == 84), None)
+    if order is None or head[4:8] != b"CORD":
+        return None
+    istart, nsavc = struct.unpack(order + "2i", head[12:20])
+    delta = struct.unpack(order + "f", head[44:48])[0]
+    if (istart, nsavc, delta) == (0, 1, 1.0) or nsavc <= 0 or not delta > 0:
+        return None
+    return istart * delta * AKMA_PS, nsavc * delta * AKMA_PS
