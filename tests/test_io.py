@@ -820,3 +820,27 @@ def test_dcd_times_come_from_its_header(tmp_path):
             stride=10, progress=False)
     with md.formats.XTCTrajectoryFile(str(tmp_path / "ex.xtc")) as handle:
         np.testing.assert_allclose(handle.read()[1], [0.0, 10.0, 20.0, 30.0])
+
+
+def test_a_gro_of_many_chains_writes_a_pdb(tmp_path):
+    """70 peptides in a .gro (no chain ids): read as 70 chains with one-character ids A ... Z, a ... z, 0 ... 9,
+    then A again, so the PDB output holds them (the 27th got 'AA', which PDB's column refused), TER between."""
+    from backmap_plugin.api import backmap
+
+    traj = md.load(str(FIXTURE))[0]
+    ca = traj.atom_slice(traj.topology.select("name CA and resid 0 to 3"))
+    tops, xyz = [], []
+    for k in range(70):
+        tops.append(ca.topology)
+        xyz.append(ca.xyz[0] + np.array([(k % 7) * 2.0, (k // 7) * 2.0, 0.0], dtype=np.float32))
+    top = tops[0]
+    for other in tops[1:]:
+        top = top.join(other)
+    md.Trajectory(np.concatenate(xyz)[None], top, unitcell_lengths=[[20.0, 20.0, 5.0]],
+                  unitcell_angles=[[90.0, 90.0, 90.0]]).save_gro(str(tmp_path / "many.gro"))
+    result = backmap(str(tmp_path / "many.gro"), str(tmp_path / "many.pdb"), progress=False)
+    assert (result.n_chains, result.n_segments) == (70, 70)
+    text = (tmp_path / "many.pdb").read_text()
+    assert text.count("TER ") == 70 and text.count("OXT") == 70
+    ids = [line[21] for line in text.splitlines() if line.startswith("TER ")]
+    assert ids[:3] == ["A", "B", "C"] and ids[26] == "a" and ids[52] == "0" and ids[62] == "A"

@@ -225,6 +225,13 @@ def test_refine_keeps_an_existing_output_unless_told(backmapped, tmp_path, capsy
     assert "output file exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
     assert output.read_text() == "earlier work\n"
     assert backmap_main(argv + ["--overwrite"]) == 0 and output.read_text().startswith(("ATOM", "REMARK", "CRYST1"))
+    # another output whose report is the same file (out.cif after out.pdb: out.json) keeps the report unless told
+    report = tmp_path / "out.json"
+    before = report.read_text()
+    argv_cif = ["refine", str(backmapped), "-o", str(tmp_path / "out.cif"), "--steps", "1", "--solvent", "vacuum",
+                "--quiet"]
+    assert backmap_main(argv_cif) == 2
+    assert f"{report}: the report file exists" in capsys.readouterr().err and report.read_text() == before
 
 
 def test_refine_stopped_leaves_the_output_and_its_report_as_they_were(fixture_pdb, tmp_path, monkeypatch):

@@ -13,6 +13,27 @@ from backmap_plugin.core.errors import BackmapInputError
 _RESIDUE_WRAPS = (100000, 10000)
 
 
+#: The one-character chain ids given, in turn, to chains an input names none for (``.gro``, ``.tpr``, PDB files
+#: with blank ids): PDB's chain column holds one character.
+CHAIN_ID_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def input_chain_id(index: int) -> str:
+    """The id given to chain ``index`` of an input without chain ids: A ... Z, a ... z, 0 ... 9, then A again
+    (chains that share an id are still apart: TER records, chain indices).
+
+    Parameters
+    ----------
+    index : int
+        Chain index, counting from 0.
+
+    Returns
+    -------
+    str
+    """
+    return CHAIN_ID_CHARACTERS[index % len(CHAIN_ID_CHARACTERS)]
+
+
 def generated_chain_id(index: int) -> str:
     """The generated id of chain ``index``: A, B, ..., Z, AA, AB, ...
 
@@ -113,7 +134,7 @@ def split_chains(topology: md.Topology) -> md.Topology:
     every chain before a residue whose segment id differs from the previous
     residue's. Chains with an id keep it for all their pieces (their numbers
     may go down within a molecule: circular permutations, propeptides);
-    chains without one get generated ids (A, B, ..., Z, AA, ...) in order.
+    chains without one get ids A ... Z, a ... z, 0 ... 9 in turn (:func:`input_chain_id`).
 
     Parameters
     ----------
@@ -137,7 +158,7 @@ def split_chains(topology: md.Topology) -> md.Topology:
         new_chain = None
         for residue, start in zip(residues, starts):
             if new_chain is None or start:
-                new_chain = new.add_chain(chain_id=chain.chain_id if named else generated_chain_id(n_chains))
+                new_chain = new.add_chain(chain_id=chain.chain_id if named else input_chain_id(n_chains))
                 n_chains += 1
             new_res = new.add_residue(residue.name, new_chain, resSeq=residue.resSeq, segment_id=residue.segment_id)
             for atom in residue.atoms:

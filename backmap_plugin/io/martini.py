@@ -24,7 +24,7 @@ residue numbers do not increase (:func:`backmap_plugin.io.chains.chain_starts`;
 ``.gro`` files have no chain ids), where other molecules lie between two
 protein residues, and, when coordinates are given, where two consecutive BB
 beads of a chain without id are more than :data:`CHAIN_BREAK_DISTANCE` apart.
-Chains without id get generated ids (A, B, ...).
+Chains without id get ids A ... Z, a ... z, 0 ... 9 in turn.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.topology import ResidueRecord
-from backmap_plugin.io.chains import chain_starts, generated_chain_id
+from backmap_plugin.io.chains import chain_starts, input_chain_id
 
 #: Martini protein bead names in bead order (BB, then side-chain beads).
 BEAD_NAMES = ("BB",) + tuple(f"SC{k}" for k in range(1, m3.MAX_BEADS))
@@ -380,7 +380,7 @@ def martini_residues(topology: md.Topology, source: str, xyz: np.ndarray | None 
             gap = np.linalg.norm(xyz[beads["BB"]] - xyz[protein[i - 1][2]["BB"]])
             new = bool(gap > CHAIN_BREAK_DISTANCE)
         if new:
-            chain_id = file_id or generated_chain_id(n_chains)
+            chain_id = file_id or input_chain_id(n_chains)
             n_chains += 1
         previous = residue
         order = [beads[b] for b in expected]

@@ -19,7 +19,7 @@ import numpy as np
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.atomic import atomic_write
 from backmap_plugin.io.atoms import describe_atom, element_symbol
-from backmap_plugin.io.chains import generated_chain_id, insertion_codes
+from backmap_plugin.io.chains import input_chain_id, insertion_codes
 from backmap_plugin.io.text_output import TextBackend, open_partial_text
 
 
@@ -97,7 +97,7 @@ class PdbBackend(TextBackend):
         for chain in topology.chains:
             chain_id = chain.chain_id
             if chain_id is None or chain_id == "":
-                chain_id = generated_chain_id(chain.index)[-1]
+                chain_id = input_chain_id(chain.index)
             if len(chain_id) != 1:
                 raise BackmapInputError(
                     f"{path}: chain id {chain_id!r} (chain #{chain.index}) does not fit the one-character "

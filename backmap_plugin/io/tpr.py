@@ -9,7 +9,7 @@ import mdtraj as md
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io.chains import generated_chain_id
+from backmap_plugin.io.chains import input_chain_id
 
 
 def _element_or_none(symbol: str):
@@ -24,7 +24,7 @@ def load_tpr_topology(path: str) -> md.Topology:
     """Topology of a GROMACS run input (.tpr) read with MDAnalysis.
 
     One chain per molecule, split further where the molecule's chain ids
-    change; chains get generated ids (A, B, ...).
+    change; chains get ids A ... Z, a ... z, 0 ... 9 in turn.
 
     Parameters
     ----------
@@ -63,7 +63,7 @@ def load_tpr_topology(path: str) -> md.Topology:
     for i in range(len(atoms)):
         key = (int(molecules[i]), str(chain_ids[i]))
         if key != chain_key:
-            chain = topology.add_chain(chain_id=generated_chain_id(topology.n_chains))
+            chain = topology.add_chain(chain_id=input_chain_id(topology.n_chains))
             chain_key, residue_index = key, None
         if int(atoms.resindices[i]) != residue_index:
             residue_index = int(atoms.resindices[i])

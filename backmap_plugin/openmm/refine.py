@@ -484,6 +484,9 @@ def _check_outputs(output: str, report: str, overwrite: bool, input: str) -> Non
     if os.path.abspath(report) == os.path.abspath(output):
         raise BackmapInputError(f"{output}: the report would overwrite the output; choose another report path")
     check_file_path(report, "report")
+    if os.path.exists(report) and not overwrite:  # (refining to out.pdb and then out.cif shares out.json)
+        raise BackmapInputError(f"{report}: the report file exists; pass overwrite=True (--overwrite) to replace it, "
+                                "or another report path (--report)")
 
 
 def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, tolerance=20.0, platform="auto",
