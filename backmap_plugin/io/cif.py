@@ -106,7 +106,8 @@ class CifBackend(TextBackend):
         block = re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "backmap"
         header = [f"data_{block}", "#", f"_entry.id {block}", "#"] + _struct_conn(topology, where) + ["loop_"]
         header = "\n".join(header + [f"_atom_site.{column}" for column in self._COLUMNS]) + "\n"
-        self._cell = None
+        cell = None if resume is None else resume.get("cell")
+        self._cell = None if cell is None else np.asarray(cell, dtype=np.float64)  # the first frame's box
         if append:
             resume = self._append_state(partial, path, header)
         self.kept = 0 if resume is None else resume["frames"]
@@ -143,6 +144,10 @@ class CifBackend(TextBackend):
                     f"{prefix.strip()!r} in the topology written now"
                 )
         return {"frames": frames, "offset": len(header.encode("utf-8")) + sum(len(x.encode("utf-8")) for x in lines)}
+
+    def state(self) -> dict:
+        """Where the file is complete, and the first frame's box (its ``_cell``, written at the end)."""
+        return {**super().state(), "cell": None if self._cell is None else self._cell.tolist()}
 
     def check(self, xyz, topology, first_frame) -> None:
         """mmCIF has no column limits."""
