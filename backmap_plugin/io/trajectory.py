@@ -43,8 +43,9 @@ class TrajectoryWriter:
     topology : mdtraj.Topology
         Topology of every frame. PDB and mmCIF keep its chain ids and residue
         numbers (consecutive residues sharing a number get insertion codes
-        A, B, ...); neither writes bonds (readers rebuild standard and
-        disulfide bonds).
+        A, B, ...) and record its disulfides (SG-SG bonds: PDB SSBOND and
+        CONECT, mmCIF struct_conn), not its other bonds (readers rebuild
+        standard bonds).
     overwrite : bool, optional
         If False, an existing ``path`` is an error.
     atomic : bool, optional
@@ -93,11 +94,12 @@ class TrajectoryWriter:
     Notes
     -----
     PDB output has MODEL/ENDMDL records only when more than one frame was
-    written, a TER record after every chain (also for chains that share a
-    chain id) and no CONECT records. mmCIF output has one model per frame;
-    if chain ids repeat, ``label_asym_id`` gets unique generated ids (which
-    OpenMM/mdtraj readers then report as the chain ids) while
-    ``auth_asym_id`` keeps the originals.
+    written, a CRYST1 record before each model whose frame has a box, a TER
+    record after every chain (also for chains that share a chain id) and
+    CONECT records for the disulfides only. mmCIF output has one model per
+    frame and the first frame's box as ``_cell``; if chain ids repeat,
+    ``label_asym_id`` gets unique generated ids (which OpenMM/mdtraj readers
+    then report as the chain ids) while ``auth_asym_id`` keeps the originals.
     """
 
     def __init__(self, path, topology: md.Topology, overwrite: bool = True, atomic: bool = True,
