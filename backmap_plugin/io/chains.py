@@ -19,18 +19,8 @@ CHAIN_ID_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 
 
 def input_chain_id(index: int) -> str:
-    """The id given to chain ``index`` of an input without chain ids: A ... Z, a ... z, 0 ... 9, then A again
-    (chains that share an id are still apart: TER records, chain indices).
-
-    Parameters
-    ----------
-    index : int
-        Chain index, counting from 0.
-
-    Returns
-    -------
-    str
-    """
+    """The id given to chain ``index`` (counting from 0) of an input without chain ids: A ... Z, a ... z, 0 ... 9,
+    then A again (chains that share an id are still apart: TER records, chain indices)."""
     return CHAIN_ID_CHARACTERS[index % len(CHAIN_ID_CHARACTERS)]
 
 
