@@ -844,3 +844,30 @@ def test_a_gro_of_many_chains_writes_a_pdb(tmp_path):
     assert text.count("TER ") == 70 and text.count("OXT") == 70
     ids = [line[21] for line in text.splitlines() if line.startswith("TER ")]
     assert ids[:3] == ["A", "B", "C"] and ids[26] == "a" and ids[52] == "0" and ids[62] == "A"
+
+
+def test_pdb_disulfide_records_and_no_conect_past_99999_atoms():
+    """SSBOND names a disulfide's residues; CONECT joins its serials, except in files of more than 99,999 atoms,
+    whose serials wrap (readers bonded the later atom of the same serial: 32 wrong bonds in a 106,340-atom file)."""
+    from backmap_plugin.io.pdb import PdbBackend
+
+    def topology(filler: int):
+        top = md.Topology()
+        chain = top.add_chain("A")
+        sg = []
+        for number in (22, 92):
+            residue = top.add_residue("CYS", chain, resSeq=number)
+            for name in ("N", "CA", "C", "O", "CB", "SG"):
+                atom = top.add_atom(name, md.element.get_by_symbol(name[0]), residue)
+            sg.append(atom)
+        top.add_bond(*sg)
+        water = top.add_chain("W")
+        for _ in range(filler):
+            top.add_atom("OW", md.element.oxygen, top.add_residue("HOH", water))
+        return top
+
+    for filler, conect in ((10, "CONECT    6   12\nCONECT   12    6\n"), (100_000, "")):
+        top = topology(filler)
+        where = {atom.index: (atom.index + 1, "A", atom.residue.resSeq, " ") for atom in top.atoms}
+        ssbond, written = PdbBackend._disulfide_records(top, where)
+        assert ssbond == "SSBOND   1 CYS A   22    CYS A   92 \n" and written == conect  # (the insertion code)

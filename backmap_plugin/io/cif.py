@@ -177,16 +177,18 @@ class CifBackend(TextBackend):
 
 def _struct_conn(topology: md.Topology, where: dict) -> list:
     """The ``struct_conn`` loop of the topology's SG-SG bonds (disulfides), as lines ([] when none): OpenMM's
-    PDBx reader bonds them from it (it does not find disulfides by distance)."""
+    PDBx reader bonds them from it (it does not find disulfides by distance), ParmEd from its author columns."""
     rows = []
     for a, b in topology.bonds:
         if a.name == "SG" and b.name == "SG":
             (la, ca, sa, na, aa, ra), (lb, cb, sb, nb, ab, rb) = where[a.index], where[b.index]
-            rows.append(f"disulf{len(rows) + 1} disulf {la} {ca} {sa} {na} {lb} {cb} {sb} {nb} {aa} {ra} {ab} {rb}")
+            rows.append(f"disulf{len(rows) + 1} disulf {la} {ca} {sa} {na} {lb} {cb} {sb} {nb} {aa} {ca} {ra} {na} "
+                        f"{ab} {cb} {rb} {nb}")
     if not rows:
         return []
     columns = ("id", "conn_type_id", "ptnr1_label_asym_id", "ptnr1_label_comp_id", "ptnr1_label_seq_id",
                "ptnr1_label_atom_id", "ptnr2_label_asym_id", "ptnr2_label_comp_id", "ptnr2_label_seq_id",
-               "ptnr2_label_atom_id", "ptnr1_auth_asym_id", "ptnr1_auth_seq_id", "ptnr2_auth_asym_id",
-               "ptnr2_auth_seq_id")
+               "ptnr2_label_atom_id", "ptnr1_auth_asym_id", "ptnr1_auth_comp_id", "ptnr1_auth_seq_id",
+               "ptnr1_auth_atom_id", "ptnr2_auth_asym_id", "ptnr2_auth_comp_id", "ptnr2_auth_seq_id",
+               "ptnr2_auth_atom_id")
     return ["loop_"] + [f"_struct_conn.{column}" for column in columns] + rows + ["#"]

@@ -77,14 +77,16 @@ class PdbBackend(TextBackend):
     @staticmethod
     def _disulfide_records(topology, where) -> tuple[str, str]:
         """SSBOND and CONECT lines of the topology's SG-SG bonds (``where``: atom index -> (serial, chain id,
-        residue number, insertion code)); CONECT only where both serials fit the column."""
+        residue number, insertion code)); no CONECT in a file of more than 99,999 atoms, whose serials wrap (a
+        reader would bond the later atom of the same serial)."""
         ssbond, conect = [], []
+        serials_unique = topology.n_atoms <= 99999
         for a, b in topology.bonds:
             if a.name != "SG" or b.name != "SG":
                 continue
             (sa, ca, na, ia), (sb, cb, nb, ib) = where[a.index], where[b.index]
             ssbond.append(f"SSBOND {len(ssbond) + 1:3d} CYS {ca} {na:4d}{ia}   CYS {cb} {nb:4d}{ib}\n")
-            if max(sa, sb) <= 99999:
+            if serials_unique:
                 conect += [f"CONECT{sa:5d}{sb:5d}\n", f"CONECT{sb:5d}{sa:5d}\n"]
         return "".join(ssbond), "".join(conect)
 
