@@ -355,6 +355,20 @@ def test_a_second_run_to_the_same_output_is_refused_while_the_first_runs(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.xtc"]
 
 
+def test_a_file_system_without_locks_runs_without_one(tmp_path, monkeypatch):
+    """Where the file system has no advisory locks (flock fails with ENOLCK, as on some network file systems), the
+    run goes on without a lock (it must not read as another writer holding it)."""
+    fcntl = pytest.importorskip("fcntl")
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "out.xtc"
+    assert _run(EXAMPLE_DCD, out).n_frames == 38
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.xtc"]
+
+
 def test_cli_write_error_is_one_line(tmp_path, capfd, monkeypatch):
     original = PdbBackend.write
 

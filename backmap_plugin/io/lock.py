@@ -6,7 +6,8 @@ same file, replace or interleave each other's frames. The lock is an
 advisory ``flock`` on a hidden ``.<output name>.lock`` file next to the
 output: the system releases it when its process ends, however it ends, so
 a killed run never leaves a lock that blocks the next one. Where ``fcntl``
-is missing (Windows) there is no lock.
+is missing (Windows), or the file system has no advisory locks, there is
+no lock.
 """
 
 from __future__ import annotations
@@ -53,13 +54,18 @@ class OutputLock:
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:
                 holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
                 os.close(fd)
                 mine = f"pid {os.getpid()} on {socket.gethostname()}" in holder
                 raise BackmapInputError(
                     f"{os.fspath(output)}: another writer is writing this output ({holder}); "
                     + ("close the earlier one first" if mine else "wait for it to end, or stop it")) from None
+            except OSError:  # a file system without advisory locks (some network ones): no lock
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.remove(self._path)
+                return
             try:  # the holder before may have removed the file between our open and lock: lock the one in place
                 same = os.path.samestat(os.fstat(fd), os.stat(self._path))
             except FileNotFoundError:
