@@ -802,7 +802,8 @@ class Backmapper:
         self.n_chains = len(np.unique(self._chain))  # (chain ids may repeat: mdtraj writes A-Z, then A again)
         self._labels = [r.label() for r in records]
         self._break_distance = break_distance
-        leading = self._anchors(self._reader.beads(frames))
+        leading_beads = self._reader.beads(frames)
+        leading = self._anchors(leading_beads)
         _check_finite_beads(leading, self._labels, source, frame)
         leading = self._whole(leading, box, frame)
         beads = leading[0]
@@ -837,7 +838,7 @@ class Backmapper:
         self._disulfide_pairs = np.zeros((0, 2), dtype=np.int64)
         if disulfides and self.mapping.name != "martini3":  # (the Martini 3 fit bonds the cysteines its beads bond)
             self._disulfide_pairs = self._choose_disulfides(frames, frame, box, leading)
-        self.topology = self.protein.to_mdtraj(self._topology_disulfides(frames))
+        self.topology = self.protein.to_mdtraj(self._topology_disulfides(leading_beads))
 
     @classmethod
     def from_openmm(cls, topology, positions, system=None, **kwargs) -> "Backmapper":
@@ -923,17 +924,17 @@ class Backmapper:
         atoms, _ = self._built(frames, first_index, box)
         return common_disulfides(atoms.flatten(0, 1), self.protein)
 
-    def _topology_disulfides(self, frames: np.ndarray) -> np.ndarray:
+    def _topology_disulfides(self, beads: np.ndarray) -> np.ndarray:
         """(P, 2) the cysteine pairs the output topology bonds: the run's pairs (C-alpha and centre-of-mass
         beads), or for Martini 3 those whose SC1 beads are bonded in at least
-        :data:`~backmap_plugin.build.disulfides.COMMON_SHARE` of the leading ``frames``
+        :data:`~backmap_plugin.build.disulfides.COMMON_SHARE` of the leading frames (``beads``: theirs, as read)
         (:func:`~backmap_plugin.build.martini.disulfide_pairs`, as its fit bonds them frame by frame)."""
         if self.mapping.name != "martini3":
             return self._disulfide_pairs
         from backmap_plugin.build.disulfides import COMMON_SHARE
         from backmap_plugin.build.martini import disulfide_pairs
 
-        pairs, bonded = disulfide_pairs(torch.as_tensor(self._reader.beads(frames)), self.protein)
+        pairs, bonded = disulfide_pairs(torch.as_tensor(beads), self.protein)
         return np.asarray(pairs.cpu().numpy(), dtype=np.int64).reshape(-1, 2)[
             bonded.cpu().numpy().mean(0) >= COMMON_SHARE]
 

@@ -18,3 +18,9 @@ class BackmapOutputError(OSError):
 
     def __str__(self) -> str:
         return self.strerror or super().__str__()
+
+
+def last_line(exc: BaseException) -> str:
+    """The last line of an exception's message (HDF5's is its library's back trace, whose last line says why),
+    or its type's name when the message is empty."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1]

@@ -371,3 +371,28 @@ def box_around(xyz, padding: float):
     low, high = xyz.min(axis=0), xyz.max(axis=0)
     box = high - low + 2.0 * padding
     return xyz - low + padding, box
+
+
+def box_lengths_and_angles(vectors) -> tuple[np.ndarray, np.ndarray]:
+    """Cell lengths and angles of box vectors.
+
+    Parameters
+    ----------
+    vectors : array_like
+        ``(..., 3, 3)`` box vectors (rows a, b, c), any length unit.
+
+    Returns
+    -------
+    lengths : numpy.ndarray
+        ``(..., 3)`` |a|, |b|, |c| in the vectors' unit.
+    angles : numpy.ndarray
+        ``(..., 3)`` alpha (b, c), beta (a, c), gamma (a, b) in degrees.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    lengths = np.linalg.norm(vectors, axis=-1)
+
+    def angle(i, j):
+        cos = (vectors[..., i, :] * vectors[..., j, :]).sum(-1) / (lengths[..., i] * lengths[..., j])
+        return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+    return lengths, np.stack([angle(1, 2), angle(0, 2), angle(0, 1)], -1)

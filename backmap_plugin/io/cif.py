@@ -15,6 +15,7 @@ import mdtraj as md
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.pbc import box_lengths_and_angles
 from backmap_plugin.io.atoms import element_symbol
 from backmap_plugin.io.chains import generated_chain_id, insertion_codes
 from backmap_plugin.io.text_output import TextBackend, open_partial_text
@@ -169,9 +170,9 @@ class CifBackend(TextBackend):
         """Close the ``atom_site`` loop, write the ``_cell`` of the box (where frames had one) and close the file."""
         self._file.write("#\n")
         if self._cell is not None:
-            cell = md.utils.box_vectors_to_lengths_and_angles(*(np.asarray(v, np.float64)[None] for v in self._cell))
+            cell = np.concatenate(box_lengths_and_angles(self._cell))
             names = ("length_a", "length_b", "length_c", "angle_alpha", "angle_beta", "angle_gamma")
-            self._file.write("".join(f"_cell.{n} {float(v[0]):.3f}\n" for n, v in zip(names, cell)) + "#\n")
+            self._file.write("".join(f"_cell.{n} {v:.3f}\n" for n, v in zip(names, cell.tolist())) + "#\n")
         self._file.close()
 
 

@@ -271,6 +271,18 @@ def box_vectors(traj: md.Trajectory) -> Optional[np.ndarray]:
     return (traj.unitcell_vectors.astype(np.float64) * 10.0).astype(np.float32)
 
 
+def _dcd_header(path: str) -> Optional[tuple]:
+    """``(NSET, ISTART, NSAVC, DELTA)`` of a DCD file's first record (CHARMM / NAMD / OpenMM: 84 bytes, ``CORD``,
+    then frame count, first step, steps between frames, ..., the time step as a float at byte 44), in either byte
+    order; None where the file does not start so."""
+    with open(path, "rb") as handle:
+        head = handle.read(48)
+    order = next((o for o in ("<", ">") if len(head) == 48 and struct.unpack(o + "i", head[:4])[0] == 84), None)
+    if order is None or head[4:8] != b"CORD":
+        return None
+    return (*struct.unpack(order + "3i", head[8:20]), struct.unpack(order + "f", head[44:48])[0])
+
+
 def dcd_frames_missing(path: str) -> Optional[str]:
     """A note when a DCD file holds fewer whole frames than its header announces (a truncated file), else None.
 
@@ -284,12 +296,10 @@ def dcd_frames_missing(path: str) -> Optional[str]:
     -------
     str or None
     """
-    with open(path, "rb") as handle:
-        head = handle.read(12)
-    order = next((o for o in ("<", ">") if len(head) == 12 and struct.unpack(o + "i", head[:4])[0] == 84), None)
-    if order is None or head[4:8] != b"CORD":
+    header = _dcd_header(path)
+    if header is None:
         return None
-    announced = struct.unpack(order + "i", head[8:12])[0]
+    announced = header[0]
     with c_stdout_to_stderr(), md.open(path) as handle:
         whole = len(handle)
     if 0 < whole < announced:
@@ -340,13 +350,10 @@ def dcd_clock(path: str) -> Optional[tuple]:
     -------
     tuple of float or None
     """
-    with open(path, "rb") as handle:
-        head = handle.read(48)
-    order = next((o for o in ("<", ">") if len(head) == 48 and struct.unpack(o + "i", head[:4])[0] == 84), None)
-    if order is None or head[4:8] != b"CORD":
+    header = _dcd_header(path)
+    if header is None:
         return None
-    istart, nsavc = struct.unpack(order + "2i", head[12:20])
-    delta = struct.unpack(order + "f", head[44:48])[0]
+    _, istart, nsavc, delta = header
     if (istart, nsavc, delta) == (0, 1, 1.0) or nsavc <= 0 or not delta > 0:
         return None
     return istart * delta * AKMA_PS, nsavc * delta * AKMA_PS

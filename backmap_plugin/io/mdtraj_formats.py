@@ -10,7 +10,8 @@ from typing import Optional
 import mdtraj as md
 import numpy as np
 
-from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.errors import BackmapInputError, last_line
+from backmap_plugin.core.pbc import box_lengths_and_angles
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
 
 COPY_CHUNK = 100
@@ -100,9 +101,8 @@ class MdtrajBackend:
             with c_stdout_to_stderr(), self._cls(partial, "r") as handle:
                 found = self._native(handle.read(n_frames=1))["xyz"].shape[1]
                 stored = handle.topology if self._ext == ".h5" else None
-        except Exception as exc:  # (HDF5's message is its library's back trace: its last line says why)
-            why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-            raise BackmapInputError(f"{path}: cannot append: the file is unreadable: {why}") from exc
+        except Exception as exc:
+            raise BackmapInputError(f"{path}: cannot append: the file is unreadable: {last_line(exc)}") from exc
         if found != topology.n_atoms:
             raise BackmapInputError(f"{path}: cannot append: its frames have {found} atoms, the topology written now "
                                     f"{topology.n_atoms}")
@@ -174,9 +174,8 @@ class MdtrajBackend:
             with c_stdout_to_stderr(), self._cls(partial, "r") as handle:
                 kept = self._native(handle.read(n_frames=n_frames))
         except Exception as exc:
-            why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-            raise BackmapInputError(f"{path}: cannot resume: partial file {partial} is unreadable ({why}); start over "
-                                    "with --overwrite") from exc
+            raise BackmapInputError(f"{path}: cannot resume: partial file {partial} is unreadable ({last_line(exc)}); "
+                                    "start over with --overwrite") from exc
         xyz = kept["xyz"]
         if xyz is None or len(xyz) < n_frames:
             raise BackmapInputError(
@@ -200,10 +199,9 @@ class MdtrajBackend:
             if self._ext == ".xtc":
                 frames["box"] = box / np.float32(10.0)
             else:
-                cell = md.utils.box_vectors_to_lengths_and_angles(box[:, 0], box[:, 1], box[:, 2])
-                lengths = np.stack(cell[:3], -1).astype(np.float32)
-                frames["lengths"] = lengths if self._ext == ".dcd" else lengths / np.float32(10.0)
-                frames["angles"] = np.stack(cell[3:], -1).astype(np.float32)
+                lengths, angles = box_lengths_and_angles(box)
+                frames["lengths"] = (lengths if self._ext == ".dcd" else lengths / 10.0).astype(np.float32)
+                frames["angles"] = angles.astype(np.float32)
         self._write_native(frames, first_frame)
 
     def _write_native(self, frames: dict, first_frame: int) -> None:
@@ -235,8 +233,7 @@ class MdtrajBackend:
             with c_stdout_to_stderr(), self._cls(self._partial, "r") as handle:
                 found = len(handle)
         except Exception as exc:
-            raise OSError(errno.EIO, f"the file cannot be read back ({(str(exc).strip().splitlines() or [''])[-1]})"
-                          ) from exc
+            raise OSError(errno.EIO, f"the file cannot be read back ({last_line(exc)})") from exc
         if found != n_frames:
             raise OSError(errno.EIO, f"the file holds {found} of the {n_frames} frames written")
 

@@ -17,6 +17,7 @@ import mdtraj as md
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.pbc import box_lengths_and_angles
 from backmap_plugin.io.atomic import atomic_write
 from backmap_plugin.io.atoms import describe_atom, element_symbol
 from backmap_plugin.io.chains import input_chain_id, insertion_codes
@@ -231,6 +232,5 @@ class PdbBackend(TextBackend):
 
 def _cryst1(box: np.ndarray) -> str:
     """The CRYST1 record of (3, 3) box vectors (rows, Angstrom), space group P 1."""
-    lengths_angles = md.utils.box_vectors_to_lengths_and_angles(*(np.asarray(v, dtype=np.float64)[None] for v in box))
-    a, b, c, alpha, beta, gamma = (float(x[0]) for x in lengths_angles)
+    (a, b, c), (alpha, beta, gamma) = (values.tolist() for values in box_lengths_and_angles(box))
     return f"CRYST1{a:9.3f}{b:9.3f}{c:9.3f}{alpha:7.2f}{beta:7.2f}{gamma:7.2f} P 1           1\n"
