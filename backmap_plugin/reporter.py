@@ -91,12 +91,13 @@ class BackmapReporter:
         hold this system's atoms (its atom records for PDB and mmCIF, their
         number for DCD, XTC and H5), and left as it was if not. A last
         frame torn when the run that wrote it was killed is left out. XTC
-        and H5 files hold times: their frames at or after the restarted
-        run's first are left out (the checkpoint is older than them, so
-        they come again), and frames missing before it (still in the batch
-        when the run stopped) are named; both are warnings and in
-        :attr:`notes`. PDB, mmCIF and DCD hold no times: there, frames
-        after the checkpoint come twice, as with OpenMM's reporters.
+        and H5 files hold times, DCD files in their header (evenly spaced
+        frames): their frames at or after the restarted run's first are
+        left out (the checkpoint is older than them, so they come again),
+        and frames missing before it (still in the batch when the run
+        stopped) are named; both are warnings and in :attr:`notes`. PDB and
+        mmCIF hold no times: there, frames after the checkpoint come twice,
+        as with OpenMM's reporters.
 
     The options and the output's name are checked here, before the
     simulation runs; what needs the topology (the mapping, the model's
@@ -261,7 +262,7 @@ class BackmapReporter:
             raise
 
     def _append_notes(self, simulation, time: float) -> list:
-        """What appending found in the old file's times (XTC, H5): frames written again after a restart from an
+        """What appending found in the old file's times (XTC, H5, DCD): frames written again after a restart from an
         older checkpoint (left out), and frames missing before the first new one."""
         notes = []
         if self._writer.dropped:

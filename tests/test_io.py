@@ -822,6 +822,38 @@ def test_dcd_times_come_from_its_header(tmp_path):
         np.testing.assert_allclose(handle.read()[1], [0.0, 10.0, 20.0, 30.0])
 
 
+def test_dcd_output_gives_its_times_in_its_header(tmp_path):
+    """A DCD output says when its frames are, in its header as OpenMM writes it (they were lost: readers such as
+    MDAnalysis and our own reader got 1 AKMA time unit between frames, or frame indices): frames at 2, 4, 6 ps
+    read back so; 150, 900, 1650 ps, written in two pieces, need 5 steps between frames (ISTART 1, NSAVC 5);
+    frames not evenly spaced get no times."""
+    import openmm.app as app
+    from openmm import unit
+
+    from backmap_plugin.api import backmap
+    from backmap_plugin.io import dcd
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    traj = md.load(str(examples / "trpcage_ca.dcd"), top=str(examples / "trpcage_ca.pdb"))[:6]
+    with open(tmp_path / "openmm.dcd", "wb") as handle:
+        writer = app.DCDFile(handle, traj.topology.to_openmm(), 0.002 * unit.picoseconds, firstStep=1000,
+                             interval=500)
+        for xyz in traj.xyz:
+            writer.writeModel(xyz * unit.nanometer)
+    backmap(str(tmp_path / "openmm.dcd"), str(tmp_path / "aa.dcd"), top=str(examples / "trpcage_ca.pdb"), stride=2,
+            progress=False, samples=1)
+    np.testing.assert_allclose(dcd.clock(str(tmp_path / "aa.dcd")), (2.0, 2.0), rtol=1e-6)
+    writer = TrajectoryWriter(str(tmp_path / "spaced.dcd"), traj.topology)
+    with writer:
+        writer.write(traj.xyz[:1] * 10, time=np.array([150.0]))
+        writer.write(traj.xyz[1:3] * 10, time=np.array([900.0, 1650.0]))
+    assert dcd.read_header(str(tmp_path / "spaced.dcd"))[1:3] == (1, 5)
+    np.testing.assert_allclose(dcd.clock(str(tmp_path / "spaced.dcd")), (150.0, 750.0), rtol=1e-6)
+    with TrajectoryWriter(str(tmp_path / "uneven.dcd"), traj.topology) as writer:
+        writer.write(traj.xyz[:3] * 10, time=np.array([0.0, 1.0, 3.0]))
+    assert dcd.clock(str(tmp_path / "uneven.dcd")) is None
+
+
 def test_a_gro_of_many_chains_writes_a_pdb(tmp_path):
     """70 peptides in a .gro (no chain ids): read as 70 chains with one-character ids A ... Z, a ... z, 0 ... 9,
     then A again, so the PDB output holds them (the 27th got 'AA', which PDB's column refused), TER between."""

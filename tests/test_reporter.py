@@ -16,7 +16,7 @@ import pytest
 from openmm import unit
 
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io import mdtraj_formats
+from backmap_plugin.io import dcd, mdtraj_formats
 from backmap_plugin.reporter import BackmapReporter
 
 DATA = Path(__file__).parent / "data"
@@ -293,18 +293,21 @@ def test_append_continues_the_file_of_a_restarted_simulation(tmp_path, monkeypat
     np.testing.assert_array_equal(after.xyz[:3], before.xyz)
     if ext in (".xtc", ".h5"):
         np.testing.assert_allclose(after.time, [0.025, 0.05, 0.075, 0.1, 0.125], atol=1e-6)
+    if ext == ".dcd":  # (in its header, where mdtraj does not read them)
+        np.testing.assert_allclose(dcd.clock(out), (0.025, 0.025), rtol=1e-6)
     if ext not in (".pdb", ".cif"):
         np.testing.assert_allclose(after.unitcell_vectors[3:], np.broadcast_to(np.eye(3) * 2.5, (2, 3, 3)),
                                    atol=1e-6)
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # no copy left behind
 
 
-@pytest.mark.parametrize("ext", [".xtc", ".h5"])
+@pytest.mark.parametrize("ext", [".xtc", ".h5", ".dcd"])
 def test_append_after_a_restart_from_an_older_checkpoint(tmp_path, ext):
     """A run checkpointed at 0.075 ps and stopped at 0.15 ps, restarted from the checkpoint: the frames after it
     come again, and the old ones at those times are left out, with a warning (times ran 0.025 ... 0.15, then 0.1
-    ... again); a restart whose frames were still in the batch when the run stopped says which times are
-    missing."""
+    ... again; DCD: the frames came twice, its header held no times); a restart whose frames were still in the
+    batch when the run stopped says which times are missing (DCD: the header then gives no times, they are not
+    evenly spaced)."""
     out = str(tmp_path / f"aa{ext}")
     simulation = cg_simulation(box=True)
     with BackmapReporter(out, 5, batchFrames=2) as reporter:
@@ -319,7 +322,11 @@ def test_append_after_a_restart_from_an_older_checkpoint(tmp_path, ext):
             simulation.reporters.append(restarted)
             simulation.step(15)
     after = md.load(out, **({} if ext == ".h5" else {"top": reporter.topology}))
-    np.testing.assert_allclose(after.time, 0.025 * np.arange(1, 7), atol=1e-6)
+    if ext == ".dcd":
+        assert after.n_frames == 6
+        np.testing.assert_allclose(dcd.clock(out), (0.025, 0.025), rtol=1e-6)
+    else:
+        np.testing.assert_allclose(after.time, 0.025 * np.arange(1, 7), atol=1e-6)
     assert restarted.notes[0].startswith(f"{out}: 3 frame(s) at or after 0.1 ps")
     simulation.reporters.clear()
     simulation.step(20)  # four reports' worth never written (a run stopped with them in its batch)
@@ -328,6 +335,8 @@ def test_append_after_a_restart_from_an_older_checkpoint(tmp_path, ext):
             simulation.reporters.append(later)
             simulation.step(5)
     assert later.notes[0].endswith("(a checkpoint every reportInterval x batchFrames = 10 steps loses none)")
+    if ext == ".dcd":
+        assert dcd.clock(out) is None
 
 
 def test_append_to_a_single_structure_and_refusals(tmp_path):

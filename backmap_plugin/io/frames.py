@@ -18,13 +18,12 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.atoms import check_duplicate_atoms, check_finite
+from backmap_plugin.io import dcd
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
 from backmap_plugin.io.chains import split_chains, split_merged_residues
 from backmap_plugin.io.loaders import (
     box_vectors,
     count_trajectory_atoms,
-    dcd_clock,
-    dcd_frames_missing,
     frames_in_file,
     load_topology,
     load_whole,
@@ -141,8 +140,8 @@ class FrameSource:
         self.notes += loaded_notes
         self._clock = None  # (t0, dt) ps of a DCD file whose header gives times
         if self._ext == ".dcd":
-            self.notes += [note for note in [dcd_frames_missing(self.path)] if note]
-            self._clock = dcd_clock(self.path)
+            self.notes += [note for note in [dcd.frames_missing(self.path)] if note]
+            self._clock = dcd.clock(self.path)
         if top_topology is not None:
             if top_topology.n_atoms != n_atoms:
                 top_topology = self._protein_prefix(top_topology, n_atoms)

@@ -4,7 +4,6 @@ cannot read), topologies, the atom count of a trajectory, box vectors."""
 from __future__ import annotations
 
 import os
-import struct
 import tempfile
 import warnings
 from typing import Optional
@@ -271,42 +270,6 @@ def box_vectors(traj: md.Trajectory) -> Optional[np.ndarray]:
     return (traj.unitcell_vectors.astype(np.float64) * 10.0).astype(np.float32)
 
 
-def _dcd_header(path: str) -> Optional[tuple]:
-    """``(NSET, ISTART, NSAVC, DELTA)`` of a DCD file's first record (CHARMM / NAMD / OpenMM: 84 bytes, ``CORD``,
-    then frame count, first step, steps between frames, ..., the time step as a float at byte 44), in either byte
-    order; None where the file does not start so."""
-    with open(path, "rb") as handle:
-        head = handle.read(48)
-    order = next((o for o in ("<", ">") if len(head) == 48 and struct.unpack(o + "i", head[:4])[0] == 84), None)
-    if order is None or head[4:8] != b"CORD":
-        return None
-    return (*struct.unpack(order + "3i", head[8:20]), struct.unpack(order + "f", head[44:48])[0])
-
-
-def dcd_frames_missing(path: str) -> Optional[str]:
-    """A note when a DCD file holds fewer whole frames than its header announces (a truncated file), else None.
-
-    Parameters
-    ----------
-    path : str
-        A DCD file (CHARMM / NAMD / OpenMM: a first record of 84 bytes,
-        ``CORD``, then the frame count).
-
-    Returns
-    -------
-    str or None
-    """
-    header = _dcd_header(path)
-    if header is None:
-        return None
-    announced = header[0]
-    with c_stdout_to_stderr(), md.open(path) as handle:
-        whole = len(handle)
-    if 0 < whole < announced:
-        return f"{path}: {whole} whole frame(s) of the {announced} its header announces: a truncated file?"
-    return None
-
-
 def frames_in_file(path: str) -> Optional[float]:
     """How many frames the bytes of a DCD, XTC or TRR file hold, frames after a damaged one included.
 
@@ -330,30 +293,3 @@ def frames_in_file(path: str) -> Optional[float]:
         return float(found)
     per_frame = float(offsets[-1]) / (found - 1)
     return found - 1 + (os.path.getsize(path) - float(offsets[-1])) / per_frame
-
-
-#: ps per AKMA time unit (CHARMM's, in which DCD headers give their time step).
-AKMA_PS = 0.04888821
-
-
-def dcd_clock(path: str) -> Optional[tuple]:
-    """``(t0, dt)`` in ps: the time of a DCD file's first frame and between frames, from its header (first step
-    ISTART, steps between frames NSAVC, time step DELTA in AKMA units: frame i at (ISTART + i NSAVC) DELTA, as
-    OpenMM writes it and MDAnalysis reads it); None for a header without times (mdtraj writes ISTART 0, NSAVC 1,
-    DELTA 1) or one that cannot be read.
-
-    Parameters
-    ----------
-    path : str
-
-    Returns
-    -------
-    tuple of float or None
-    """
-    header = _dcd_header(path)
-    if header is None:
-        return None
-    _, istart, nsavc, delta = header
-    if (istart, nsavc, delta) == (0, 1, 1.0) or nsavc <= 0 or not delta > 0:
-        return None
-    return istart * delta * AKMA_PS, nsavc * delta * AKMA_PS

@@ -12,6 +12,7 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError, last_line
 from backmap_plugin.core.pbc import box_lengths_and_angles
+from backmap_plugin.io import dcd
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
 
 COPY_CHUNK = 100
@@ -26,10 +27,12 @@ class MdtrajBackend:
 
     XTC frames carry their frame index as step, and as time where no times
     are given, so a file does not depend on how its frames were cut into
-    writes. Periodic boxes go into all three formats, times into XTC and H5
-    (DCD has none per frame). Resuming and appending rewrite the kept frames
-    of the old file into a fresh one (mdtraj cannot append to these formats);
-    the values read back (coordinates, boxes, times) are written identically.
+    writes. Periodic boxes go into all three formats, times into XTC and H5,
+    and into a DCD file's header where its frames are evenly spaced
+    (:class:`~backmap_plugin.io.dcd.EvenClock`; DCD has no time per frame).
+    Resuming and appending rewrite the kept frames of the old file into a
+    fresh one (mdtraj cannot append to these formats); the values read back
+    (coordinates, boxes, times) are written identically.
 
     Parameters
     ----------
@@ -75,6 +78,7 @@ class MdtrajBackend:
         self.dropped = 0
         self.last_time = None
         self._cls = getattr(md.formats, self._CLASSES[ext])
+        self._clock = dcd.EvenClock() if ext == ".dcd" else None
         kept = None
         if resume is not None and resume["frames"]:
             kept = self._read_kept(partial, resume["frames"], path)
@@ -122,6 +126,7 @@ class MdtrajBackend:
         the append.
         """
         try:
+            clock = dcd.clock(moved) if self._ext == ".dcd" else None
             with c_stdout_to_stderr(), self._cls(moved, "r") as handle:
                 n_frames, read = len(handle), 0
                 while read < n_frames:
@@ -130,14 +135,14 @@ class MdtrajBackend:
                     except Exception:
                         handle.seek(read)
                         n_frames -= 1  # the last frame, torn: the ones before it are read one at a time
-                        for _ in range(read, n_frames):
-                            self._copy(handle.read(n_frames=1))
+                        for index in range(read, n_frames):
+                            self._copy(self._native(handle.read(n_frames=1), clock, index))
                         break
-                    got = len(self._native(found)["xyz"])
-                    if got == 0:  # (fewer frames than the file's length said)
+                    frames = self._native(found, clock, read)
+                    if len(frames["xyz"]) == 0:  # (fewer frames than the file's length said)
                         break
-                    read += got
-                    self._copy(found)
+                    read += len(frames["xyz"])
+                    self._copy(frames)
         except BaseException as exc:
             self._file.close()
             os.replace(moved, partial)
@@ -145,9 +150,9 @@ class MdtrajBackend:
                                     "was") from exc
         os.remove(moved)
 
-    def _copy(self, found) -> None:
-        """Write frames read from the file being appended to after those kept (those before ``before_time``)."""
-        frames = self._native(found)
+    def _copy(self, frames: dict) -> None:
+        """Write frames of the file being appended to (:meth:`_native`) after those kept (those before
+        ``before_time``)."""
         time = frames.get("time")
         if self._before_time is not None and time is not None:
             keep = np.asarray(time) < self._before_time - TIME_TOLERANCE
@@ -159,20 +164,23 @@ class MdtrajBackend:
             self.kept += len(frames["xyz"])
             self.last_time = None if time is None else float(time[-1])
 
-    def _native(self, found) -> dict:
-        """What a file object's ``read`` returned, in the file's units (see :meth:`_write_native`)."""
+    def _native(self, found, clock: Optional[tuple] = None, first: int = 0) -> dict:
+        """What a file object's ``read`` returned, in the file's units (see :meth:`_write_native`); DCD frames
+        (``first``, ...) get their times from the file header's ``clock`` (:func:`backmap_plugin.io.dcd.clock`)."""
         if self._ext == ".h5":
             return {"xyz": found.coordinates, "time": found.time, "lengths": found.cell_lengths,
                     "angles": found.cell_angles}
         if self._ext == ".xtc":
             return {"xyz": found[0], "time": found[1], "box": found[3]}
-        return {"xyz": found[0], "lengths": found[1], "angles": found[2]}
+        time = None if clock is None else clock[0] + clock[1] * np.arange(first, first + len(found[0]))
+        return {"xyz": found[0], "time": time, "lengths": found[1], "angles": found[2]}
 
     def _read_kept(self, partial: str, n_frames: int, path: str) -> dict:
         """The first ``n_frames`` frames of the old partial file, in the file's units (see :meth:`_write_native`)."""
         try:
+            clock = dcd.clock(partial) if self._ext == ".dcd" else None
             with c_stdout_to_stderr(), self._cls(partial, "r") as handle:
-                kept = self._native(handle.read(n_frames=n_frames))
+                kept = self._native(handle.read(n_frames=n_frames), clock)
         except Exception as exc:
             raise BackmapInputError(f"{path}: cannot resume: partial file {partial} is unreadable ({last_line(exc)}); "
                                     "start over with --overwrite") from exc
@@ -207,8 +215,10 @@ class MdtrajBackend:
     def _write_native(self, frames: dict, first_frame: int) -> None:
         """Append ``frames`` (``xyz``, and ``time``, ``box`` or ``lengths`` / ``angles`` where present, in the
         file's units: nm, or Angstrom for DCD) and flush."""
-        if self._ext == ".dcd":  # mdtraj writes DCD unbuffered
+        if self._ext == ".dcd":  # mdtraj writes DCD unbuffered, and its header without times
             self._file.write(frames["xyz"], cell_lengths=frames.get("lengths"), cell_angles=frames.get("angles"))
+            self._clock.add(frames.get("time"), len(frames["xyz"]))
+            dcd.write_clock(self._partial, self._clock.header())
         elif self._ext == ".xtc":
             step = np.arange(first_frame, first_frame + len(frames["xyz"]), dtype=np.int32)
             time = step.astype(np.float32) if frames.get("time") is None else frames["time"]

@@ -65,9 +65,10 @@ class TrajectoryWriter:
         starts a new file.
     append_before : float, optional
         With ``append``, the time (ps) of the frames to come: XTC and H5
-        frames at or after it are left out (:attr:`dropped` counts them),
-        as a simulation restarted from a checkpoint older than them writes
-        them again. PDB, mmCIF and DCD files hold no times.
+        frames, and DCD frames whose header gives times, at or after it are
+        left out (:attr:`dropped` counts them), as a simulation restarted
+        from a checkpoint older than them writes them again. PDB and mmCIF
+        files hold no times.
 
     Attributes
     ----------
@@ -80,7 +81,8 @@ class TrajectoryWriter:
     dropped : int
         Frames of the appended file left out by ``append_before``.
     last_time : float or None
-        Time (ps) of the last frame kept from an appended XTC or H5 file.
+        Time (ps) of the last frame kept from an appended XTC, H5 or DCD
+        file (DCD: where its header gives times).
 
     Raises
     ------
@@ -160,7 +162,9 @@ class TrajectoryWriter:
             DCD, XTC and H5 files.
         time : array_like, optional
             ``(n,)`` times in ps, written to XTC and H5 files (XTC: the
-            frame index where not given).
+            frame index where not given), and into a DCD file's header while
+            all its frames are evenly spaced
+            (:class:`~backmap_plugin.io.dcd.EvenClock`).
 
         Raises
         ------
