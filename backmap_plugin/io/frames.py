@@ -17,8 +17,8 @@ import mdtraj as md
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io.atoms import check_duplicate_atoms, check_finite
 from backmap_plugin.io import dcd
+from backmap_plugin.io.atoms import check_duplicate_atoms, check_finite
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
 from backmap_plugin.io.chains import split_chains, split_merged_residues
 from backmap_plugin.io.loaders import (
