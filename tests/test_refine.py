@@ -18,6 +18,7 @@ from backmap_plugin.cli import validate as validate_cli
 from backmap_plugin.cli.command import main as backmap_main  # noqa: E402
 from backmap_plugin.core import metrics  # noqa: E402
 from backmap_plugin.core.errors import BackmapInputError  # noqa: E402
+from backmap_plugin.io.loaders import pdb_model_boxes  # noqa: E402
 from backmap_plugin.openmm.platforms import select_platform  # noqa: E402
 from backmap_plugin.openmm.refine import refine_structure  # noqa: E402
 from backmap_plugin.openmm.structure import create_disulfide_bonds, read_structure  # noqa: E402
@@ -333,10 +334,14 @@ def test_add_parser_registers_refine_and_validate():
 
 @pytest.fixture(scope="module")
 def trajectory(tmp_path_factory) -> Path:
-    """Three frames of the example C-alpha trajectory backmapped with the ideal builder."""
+    """Three frames of the example C-alpha trajectory backmapped with the ideal builder, each in its own box (a
+    CRYST1 record before each model, 40, 42 and 44 Angstrom cubes, as a constant-pressure run gives them)."""
+    from backmap_plugin.io.trajectory import TrajectoryWriter
+
     workdir = tmp_path_factory.mktemp("refine_traj")
     ca = md.load(str(EXAMPLE_CA.with_suffix(".dcd")), top=str(EXAMPLE_CA))[::12][:3]
-    ca.save_pdb(str(workdir / "ca3.pdb"))
+    with TrajectoryWriter(str(workdir / "ca3.pdb"), ca.topology) as writer:
+        writer.write(ca.xyz * 10.0, box=np.eye(3, dtype=np.float32) * np.array([40.0, 42.0, 44.0])[:, None, None])
     path = workdir / "aa3.pdb"
     backmap(str(workdir / "ca3.pdb"), str(path), method="ideal", progress=False)
     return path
@@ -381,6 +386,8 @@ def test_multi_frame_output_matches_frame_by_frame(trajectory, tmp_path):
                                 progress=False)  # Reference: deterministic sums
     assert together.all_converged and sum(f["clashes_after"] for f in together.frames) == 0
     assert json.loads((tmp_path / "all.json").read_text())["settings"]["template"] is True
+    for path in (trajectory, tmp_path / "all.pdb"):  # each model keeps its box (mdtraj and OpenMM read the last one)
+        np.testing.assert_allclose(pdb_model_boxes(str(path), 3)[:, 0, 0], [40.0, 42.0, 44.0])
     heavy_all = _heavy(md.load(str(tmp_path / "all.pdb")))
     models = trajectory.read_text().split("ENDMDL\n")[:-1]  # the same bytes, one model per file
     assert len(models) == 3

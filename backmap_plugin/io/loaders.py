@@ -48,6 +48,49 @@ def _load_mmcif_with_openmm(path: str) -> md.Trajectory:
     return md.Trajectory(xyz, topology, unitcell_lengths=lengths, unitcell_angles=angles)
 
 
+def pdb_model_boxes(path: str, n_models: int) -> Optional[np.ndarray]:
+    """Box vectors of each model of a PDB file whose models have boxes of their own, else None.
+
+    A CRYST1 record holds for the models after it, up to the next one
+    (``gmx trjconv`` writes one before every model, as this package's writer
+    does). mdtraj's and OpenMM's readers give every model the file's last
+    CRYST1 box: in a constant-pressure run that shifted the periodic images
+    of later frames by the box's change.
+
+    Parameters
+    ----------
+    path : str
+        A PDB file (gzipped where it ends in ``.gz``).
+    n_models : int
+        The models read from it: boxes are returned only for as many.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``(n_models, 3, 3)`` ``float32`` box vectors (rows, Angstrom); None
+        where the file has fewer than two CRYST1 records or they do not
+        cover its models.
+    """
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    boxes, current, n_cryst1 = [], None, 0
+    with opener(path, "rt", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("CRYST1"):
+                try:
+                    current = [float(line[i:j]) for i, j in ((6, 15), (15, 24), (24, 33), (33, 40), (40, 47), (47, 54))]
+                except ValueError:
+                    return None
+                n_cryst1 += 1
+            elif line.startswith("MODEL"):
+                boxes.append(current)
+    if n_cryst1 < 2 or len(boxes) < n_models or any(box is None for box in boxes[:n_models]):
+        return None
+    return np.array([md.utils.lengths_and_angles_to_box_vectors(*box) for box in boxes[:n_models]],
+                    dtype=np.float32)
+
+
 def _pdb_whole_models(path: str) -> Optional[tuple]:
     """``(text, note)``: the whole models of a multi-model PDB file whose last model is cut short (no ENDMDL,
     fewer atoms than the others, which all hold as many), and what was left out; else None.
@@ -132,7 +175,8 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
     number repeats in a chain; OpenMM's reader (keyed by ``label_seq_id``)
     reads them, so it is tried when mdtraj fails. A multi-model PDB file
     whose last model is cut short (a run killed while writing it) gives
-    its whole models, with a note.
+    its whole models, with a note; models with CRYST1 records of their own
+    keep their boxes (:func:`pdb_model_boxes`).
 
     Parameters
     ----------
@@ -160,7 +204,7 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
             # one warning per residue: the residues are read apart later, with one note (split_merged_residues)
             warnings.filterwarnings("ignore", message=".*two consecutive residues with same number")
             if ext in (".pdb", ".pdb.gz"):
-                return md.load_pdb(path)  # md.load parses a PDB twice
+                return _with_model_boxes(md.load_pdb(path), path)  # (md.load parses a PDB twice)
             if ext == ".gro":
                 return md.formats.gro.load_gro(path)  # md.load reads a GRO file's topology twice
             return md.load(path)
@@ -176,7 +220,7 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
                     handle.write(text)
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*two consecutive residues with same number")
-                    traj = md.load_pdb(cut)
+                    traj = _with_model_boxes(md.load_pdb(cut), cut)
             if notes is not None:
                 notes.append(f"{path}: {note}")
             return traj
@@ -186,6 +230,14 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
             except Exception:
                 pass
         raise BackmapInputError(f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}") from exc
+
+
+def _with_model_boxes(traj: md.Trajectory, path: str) -> md.Trajectory:
+    """``traj`` read from the PDB file ``path``, each frame with its model's box (:func:`pdb_model_boxes`)."""
+    boxes = pdb_model_boxes(path, traj.n_frames)
+    if boxes is not None:
+        traj.unitcell_vectors = boxes / np.float32(10.0)
+    return traj
 
 
 def load_topology(path: str, ext: str) -> md.Topology:

@@ -572,6 +572,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     import mdtraj as md
     from tqdm import tqdm
 
+    from backmap_plugin.io.loaders import pdb_model_boxes
     from backmap_plugin.io.trajectory import TrajectoryWriter
 
     t0 = time.perf_counter()
@@ -582,7 +583,10 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
 
     topology, frames = read_structure(input)
     vectors = topology.getPeriodicBoxVectors()  # (CRYST1 / _cell of the input), kept in the output
-    box = None if vectors is None else np.array(vectors.value_in_unit(unit.angstrom), dtype=np.float32)[None]
+    boxes = pdb_model_boxes(input, len(frames)) if input.lower().removesuffix(".gz").endswith((".pdb", ".ent")) \
+        else None  # (a box per model: OpenMM's reader gives every model the last one)
+    if boxes is None and vectors is not None:
+        boxes = np.repeat(np.array(vectors.value_in_unit(unit.angstrom), dtype=np.float32)[None], len(frames), 0)
     refiner = Refiner(restraintK=restraintK, solvent=solvent, tolerance=tolerance, maxIterations=maxIterations,
                       platform=platform, pH=pH, softCore=softCore, template=template)
     payload = {
@@ -611,6 +615,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
             new_top, refined, frame_report = refiner.refine(topology, positions)
             if writer is None:
                 writer = TrajectoryWriter(output, md.Topology.from_openmm(new_top))
+            box = None if boxes is None else boxes[index:index + 1]
             writer.write(positions_to_array(refined)[None] * 10.0, box=box)
             frame_report = {"frame": index, **frame_report}
             payload["frames"].append(frame_report)
