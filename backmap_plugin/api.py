@@ -440,10 +440,11 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
     """Reject traces that cannot be backmapped, naming file, frame, chain and residue.
 
     Checks, on one frame, non-finite beads, the unit (bead spacing ten times
-    off), chains of one residue, and beads closer than
+    off), and beads closer than
     :data:`MIN_BEAD_DISTANCE` (after the unit, so a trace in nm is called
     that). A residue isolated by breaks on both sides is built, its
-    backbone oriented by a neighbour of its chain.
+    backbone oriented by a neighbour of its chain (a chain of one residue:
+    by the residue before or after it in the input).
 
     Parameters
     ----------
@@ -473,13 +474,6 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
             raise BackmapInputError(
                 f"{source}: frame {frame}: median distance between consecutive beads is "
                 f"{median:.2f} Angstrom, expected about 3.8: coordinates look {hint}"
-            )
-    chain_ids = np.array(protein.chain_ids)
-    for cid in dict.fromkeys(protein.chain_ids):
-        members = np.nonzero(chain_ids == cid)[0]
-        if len(members) == 1:
-            raise BackmapInputError(
-                f"{source}: chain {cid or '?'} has one residue ({protein.labels[members[0]]}); a chain needs at least two"
             )
     _check_close_beads(beads[None], protein, source, frame)
 
@@ -783,6 +777,11 @@ class Backmapper:
             if not records:
                 raise BackmapInputError(f"{source}: no protein residues found"
                                         + (f" ({'; '.join(self.report)})" if self.report else ""))
+            if len(records) == 1:
+                one = records[0]
+                raise BackmapInputError(f"{source}: one residue in all (chain {one.chain_id or '?'} residue {one.name} "
+                                        f"{one.res_seq}): a bead alone does not say how its backbone lies; at least "
+                                        "two residues are needed")
             self.mapping, self.mapping_evidence = resolve_mapping(mapping, records, atom_names, frames, box,
                                                                   source, frame, springs)
             self._reader = BeadReader(records, self.mapping, source, atom_names)

@@ -191,11 +191,26 @@ def test_unknown_residue_with_ca(tmp_path, ca):
     fails(tmp_path, unknown, names=[unknown, "DGL 5", "residue 'DGL' is D-GLU: D-amino acids are not supported"])
 
 
-def test_chain_of_one_residue(tmp_path, ca):
+def test_chains_of_one_residue_are_built_an_input_of_one_is_refused(tmp_path, ca):
+    """A chain of one residue (a fragment of a crystal structure, a free amino acid) is built, its backbone
+    oriented by the residue before it in the file, C-terminal OXT included (the whole input was refused); one
+    residue in all says why it cannot be built."""
     one = tmp_path / "one_residue_chain.pdb"
     md.Trajectory(ca.xyz[:1], ca_topology(residues_of(ca), chain_breaks=(19,))).save_pdb(str(one))
-    message = fails(tmp_path, one, names=[one, "chain B", "SER 20"])
-    assert "one residue" in message
+    for method in ("model", "ideal"):
+        result = backmap(str(one), str(tmp_path / f"{method}.pdb"), method=method, progress=False)
+        assert (result.n_chains, result.n_segments) == (2, 2)
+        built = md.load(str(tmp_path / f"{method}.pdb"))
+        atoms = {a.name: a.index for a in built.topology.chain(1).atoms}
+        assert sorted(atoms) == ["C", "CA", "CB", "N", "O", "OG", "OXT"]
+        xyz = built.xyz[0] * 10.0
+        assert np.linalg.norm(xyz[atoms["CA"]] - ca.xyz[0, 19] * 10.0) < 0.01
+        for a, b, length in (("N", "CA", 1.46), ("CA", "C", 1.52), ("CA", "CB", 1.53), ("C", "OXT", 1.25)):
+            assert abs(np.linalg.norm(xyz[atoms[a]] - xyz[atoms[b]]) - length) < 0.05, (method, a, b)
+    alone = tmp_path / "one_residue.pdb"
+    md.Trajectory(ca.xyz[:1, 19:], ca_topology(residues_of(ca)[19:])).save_pdb(str(alone))
+    message = fails(tmp_path, alone, names=[alone, "chain A", "SER 20"])
+    assert "one residue in all" in message
 
 
 def test_duplicate_atoms(tmp_path, ca):

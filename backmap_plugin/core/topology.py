@@ -281,7 +281,9 @@ def frame_segments(segment: np.ndarray, chain_ids: list) -> np.ndarray:
 
     A residue cut off by breaks on both sides has no bonded neighbour to
     orient its backbone; it borrows the previous (else next) residue of the
-    same chain as a geometric reference. Bonds still follow ``segment``.
+    same chain as a geometric reference, and a chain of one residue the
+    previous (else next) residue of the input. Bonds still follow
+    ``segment``.
     """
     frame = segment.copy()
     _, start, counts = np.unique(segment, return_index=True, return_counts=True)
@@ -290,6 +292,10 @@ def frame_segments(segment: np.ndarray, chain_ids: list) -> np.ndarray:
         if s > 0 and chain_ids[s - 1] == chain_ids[s]:
             frame[s] = frame[s - 1]
         elif s + 1 < n and chain_ids[s + 1] == chain_ids[s]:
+            frame[s] = frame[s + 1]
+        elif s > 0:
+            frame[s] = frame[s - 1]
+        elif s + 1 < n:
             frame[s] = frame[s + 1]
     return np.unique(frame, return_inverse=True)[1].reshape(segment.shape)
 
