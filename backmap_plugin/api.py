@@ -8,6 +8,7 @@ in chunks so memory stays bounded.
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ from backmap_plugin.core.bead_fit import BeadFit
 from backmap_plugin.core.beads import MIN_BEAD_DISTANCE, first_close_pair, first_non_finite
 from backmap_plugin.core.detect import decide_mapping
 from backmap_plugin.core.device import select_device
-from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.errors import BackmapInputError, BeadsTooCloseError
 from backmap_plugin.core.mappings import COMMapping, Mapping, get_mapping, model_beads
 from backmap_plugin.core.pbc import make_whole
 from backmap_plugin.core.topology import (
@@ -347,18 +348,36 @@ def _numbering_gap_notes(records: list[ResidueRecord], distance: np.ndarray, lim
     return notes
 
 
+def _consecutive_springs(springs, records: list[ResidueRecord]) -> np.ndarray:
+    """(R-1,) index in ``springs`` of a bond between residues i and i+1 of one chain (-1: none)."""
+    residue = {a: k for k, r in enumerate(records) for a in list(r.atoms.values()) + r.other_atoms}
+    out = np.full(max(len(records) - 1, 0), -1, dtype=np.int64)
+    for k, (a, b) in enumerate(np.asarray(springs[0]).reshape(-1, 2)):
+        i, j = sorted((residue.get(int(a), -1), residue.get(int(b), -1)))
+        if i >= 0 and j == i + 1 and records[i].chain == records[j].chain:
+            out[i] = k
+    return out
+
+
 def _residue_springs(springs, records: list[ResidueRecord]) -> np.ndarray | None:
     """(R-1,) equilibrium length of the bond between the beads of residues i and i+1 (NaN: none), or None."""
     if springs is None:
         return None
-    pairs, lengths = springs
-    residue = {a: k for k, r in enumerate(records) for a in list(r.atoms.values()) + r.other_atoms}
-    out = np.full(max(len(records) - 1, 0), np.nan)
-    for (a, b), length in zip(np.asarray(pairs).reshape(-1, 2), np.asarray(lengths, dtype=np.float64)):
-        i, j = sorted((residue.get(int(a), -1), residue.get(int(b), -1)))
-        if i >= 0 and j == i + 1 and records[i].chain == records[j].chain:
-            out[i] = length
-    return out
+    index = _consecutive_springs(springs, records)
+    lengths = np.append(np.asarray(springs[1], dtype=np.float64), np.nan)
+    return lengths[index]  # (-1: the NaN appended)
+
+
+def _unbonded_by_force_field(springs, records: list[ResidueRecord]) -> np.ndarray | None:
+    """(R-1,) True where residues i and i+1 of one chain have no force-field bond while the force field bonds
+    other consecutive residues of that chain: molecules one after another in a chain (None without springs)."""
+    if springs is None:
+        return None
+    chain = np.array([r.chain for r in records])
+    bonded = _consecutive_springs(springs, records) >= 0
+    same = chain[1:] == chain[:-1]
+    chains_bonded = np.unique(chain[:-1][bonded])
+    return same & ~bonded & np.isin(chain[:-1], chains_bonded)
 
 
 class MartiniBeadReader:
@@ -401,7 +420,7 @@ def _check_close_beads(beads: np.ndarray, protein: ProteinTopology, source: str,
     if found is not None:
         frame, i, j, distance = found
         consecutive = j == i + 1 and protein.chain_ids[i] == protein.chain_ids[j]
-        raise BackmapInputError(
+        raise BeadsTooCloseError(
             f"{source}: frame {first_frame + frame}: the beads of {protein.labels[i]} and {protein.labels[j]}"
             f"{' (consecutive)' if consecutive else ''} are {distance:.2f} Angstrom apart; no two beads of a "
             f"protein can be closer than {MIN_BEAD_DISTANCE:g} Angstrom: duplicated or collapsed coordinates"
@@ -497,12 +516,15 @@ MAX_BREAKS_NAMED = 5
 HOMOPOLYMER_NOTE_LENGTH = 10
 
 
-def _breaks_where_numbers_run_on(protein: ProteinTopology, chain: np.ndarray) -> tuple[np.ndarray, int]:
+def _breaks_where_numbers_run_on(protein: ProteinTopology, chain: np.ndarray,
+                                 apart: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """(R - 1,) bool: breaks within chains (``chain``: (R,) chain index; ids may repeat) between residues whose
     numbers run on (the same or the next: residues missing between two are a break), and how many such pairs the
-    chains have."""
+    chains have; pairs ``apart`` (the force field bonds them not) left out of both."""
     step = np.diff(protein.res_seq)
     same_chain = (chain[1:] == chain[:-1]) & (step >= 0) & (step <= 1)
+    if apart is not None:
+        same_chain &= ~apart
     return same_chain & (protein.segment[1:] != protein.segment[:-1]), int(same_chain.sum())
 
 
@@ -512,26 +534,39 @@ def _frames_said(first: int, n_frames: int) -> str:
 
 
 def _consecutive_break_notes(protein: ProteinTopology, chain: np.ndarray, distance: np.ndarray, first: int,
-                             n_frames: int, break_distance: float) -> list:
-    """A note naming the chain breaks between residues whose numbers run on (``distance``: (R - 1,) between
-    consecutive beads), at most :data:`MAX_BREAKS_NAMED` of them."""
-    broken = np.nonzero(_breaks_where_numbers_run_on(protein, chain)[0])[0]
-    if not len(broken):
-        return []
-    named = ", ".join(f"{protein.labels[i]} - {protein.names[i + 1]} {protein.res_seq[i + 1]} ({distance[i]:.1f} A)"
-                      for i in broken[:MAX_BREAKS_NAMED])
-    more = f" and {len(broken) - MAX_BREAKS_NAMED} more" if len(broken) > MAX_BREAKS_NAMED else ""
-    return [f"chain broken where residue numbers run on, beads farther apart than bonded ones "
-            f"{_frames_said(first, n_frames)}: {named}{more}; a --break-distance above those distances (now "
-            f"{break_distance:g} A) bonds them"]
+                             n_frames: int, break_distance: float, apart: np.ndarray | None = None) -> list:
+    """Notes naming the chain breaks between residues whose numbers run on (``distance``: (R - 1,) between
+    consecutive beads), at most :data:`MAX_BREAKS_NAMED` of them, those the force field decided (``apart``) apart."""
+    notes = []
+    if apart is not None and apart.any():
+        where = np.nonzero(apart)[0]
+        named = ", ".join(_pair_label(protein, i) for i in where[:MAX_BREAKS_NAMED])
+        more = f" and {len(where) - MAX_BREAKS_NAMED} more" if len(where) > MAX_BREAKS_NAMED else ""
+        notes.append(f"chain broken where the force field bonds no consecutive residues (molecules one after "
+                     f"another in a chain): {named}{more}")
+    broken = np.nonzero(_breaks_where_numbers_run_on(protein, chain, apart)[0])[0]
+    if len(broken):
+        named = ", ".join(f"{_pair_label(protein, i)} ({distance[i]:.1f} A)" for i in broken[:MAX_BREAKS_NAMED])
+        more = f" and {len(broken) - MAX_BREAKS_NAMED} more" if len(broken) > MAX_BREAKS_NAMED else ""
+        notes.append(f"chain broken where residue numbers run on, beads farther apart than bonded ones "
+                     f"{_frames_said(first, n_frames)}: {named}{more}; a --break-distance above those distances "
+                     f"(now {break_distance:g} A) bonds them")
+    return notes
+
+
+def _pair_label(protein: ProteinTopology, i: int) -> str:
+    """Residues i and i + 1 for messages, e.g. ``chain A residue PRO 375 - HIS 376``."""
+    return f"{protein.labels[i]} - {protein.names[i + 1]} {protein.res_seq[i + 1]}"
 
 
 def _check_chains_hold_together(distance: np.ndarray, protein: ProteinTopology, chain: np.ndarray, source: str,
-                                first_frame: int, n_frames: int, break_distance: float) -> None:
+                                first_frame: int, n_frames: int, break_distance: float,
+                                apart: np.ndarray | None = None) -> None:
     """Refuse chains that fall apart (``distance``: (R - 1,) between consecutive beads): more than
-    :data:`MAX_BROKEN_FRACTION` of their consecutive residues (numbers that do not skip) are breaks (a topology of
-    another system with the same number of beads, scrambled residues)."""
-    broken, n_pairs = _breaks_where_numbers_run_on(protein, chain)
+    :data:`MAX_BROKEN_FRACTION` of their consecutive residues (numbers that do not skip; not those the force field
+    bonds not, ``apart``) are breaks (a topology of another system with the same number of beads, scrambled
+    residues)."""
+    broken, n_pairs = _breaks_where_numbers_run_on(protein, chain, apart)
     n_broken = int(broken.sum())
     if n_broken >= MIN_BROKEN_PAIRS and n_broken > MAX_BROKEN_FRACTION * n_pairs:
         i = int(np.nonzero(broken)[0][0])
@@ -671,14 +706,20 @@ def check_backmap_options(method: str | None, samples: int, model: str | None = 
     """
     if method is not None and method not in METHODS:
         raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
-    if samples < 1:
-        raise ValueError("samples must be at least 1")
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
+        raise ValueError(f"samples must be a whole number, at least 1, got {samples!r}")
     if model is not None and method == "ideal":
         raise ValueError("a model file (--model) is for method 'model'; method 'ideal' uses none")
-    if temperature is not None and not temperature >= 0:
-        raise ValueError(f"temperature must be 0 or more, got {temperature}")
-    if break_distance is not None and not 0 < break_distance < float("inf"):
-        raise ValueError(f"break distance must be a positive number (a large one never splits), got {break_distance}")
+    if temperature is not None and not (_is_number(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be 0 or more, got {temperature!r}")
+    if break_distance is not None and not (_is_number(break_distance) and 0 < break_distance < float("inf")):
+        raise ValueError(f"break distance must be a positive number of Angstrom (a large one never splits), got "
+                         f"{break_distance!r}")
+
+
+def _is_number(value) -> bool:
+    """A plain real number (not a bool, not an ``openmm.unit`` quantity)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class Backmapper:
@@ -811,8 +852,11 @@ class Backmapper:
             limits = bonded_bead_limits(self.mapping, records, break_distance)
         limits = np.broadcast_to(np.asarray(limits, dtype=np.float32), (max(0, len(records) - 1),))
         ff_bonds = _residue_springs(springs, records) if default_break_used else None
-        if ff_bonds is not None:  # residues the force field bonds are bonded, however far a soft bond stretches
-            limits = np.where(np.isnan(ff_bonds), limits, np.inf).astype(np.float32)
+        ff_apart = _unbonded_by_force_field(springs, records) if default_break_used else None
+        if ff_bonds is not None:  # residues the force field bonds are bonded, however far a soft bond stretches;
+            # those it does not bond in a chain it bonds are apart, however close (molecules one after another)
+            limits = np.where(np.isnan(ff_bonds), limits, np.inf)
+            limits = np.where(ff_apart, -np.inf, limits).astype(np.float32)
         self._limits = limits
         # bonded or not by the median distance over the leading frames (touching molecules numbered on lie apart
         # in most of them, a soft bond stretches past the limit now and then)
@@ -821,7 +865,7 @@ class Backmapper:
         if self.mapping.name == "com":  # (C-alpha atoms and BB beads across a gap lie too far apart to bond)
             self.report += _numbering_gap_notes(records, spacing, limits, break_distance, self.protein.segment)
         self.report += _consecutive_break_notes(self.protein, self._chain, spacing, frame, len(leading),
-                                                break_distance)
+                                                break_distance, ff_apart)
         names = set(self.protein.names)
         if len(names) == 1 and self.protein.n_residues >= HOMOPOLYMER_NOTE_LENGTH:
             self.report.append(f"every one of the {self.protein.n_residues} residues is {names.pop()}: if the CG "
@@ -830,14 +874,12 @@ class Backmapper:
         check_trace(beads, self.protein, source, frame)
         if default_break_used:
             _check_chains_hold_together(spacing, self.protein, self._chain, source, frame, len(leading),
-                                        break_distance)
+                                        break_distance, ff_apart)
         self.bead_fit = BeadFit(self.mapping, self.protein)
         self.disulfides: dict = {}  # (label, label) -> structures in which the pair was bonded
         self._structures_built = 0
-        self._disulfide_pairs = np.zeros((0, 2), dtype=np.int64)
-        if disulfides and self.mapping.name != "martini3":  # (the Martini 3 fit bonds the cysteines its beads bond)
-            self._disulfide_pairs = self._choose_disulfides(frames, frame, box, leading)
-        self.topology = self.protein.to_mdtraj(self._topology_disulfides(leading_beads))
+        self._disulfides_wanted = disulfides
+        self.choose_disulfides(frames, frame, box)
 
     @classmethod
     def from_openmm(cls, topology, positions, system=None, **kwargs) -> "Backmapper":
@@ -906,6 +948,29 @@ class Backmapper:
             atoms = torch.cat([self._build(beads[k : k + per_pass], self.protein, self.mapping, self.samples,
                                            seeds[k : k + per_pass]) for k in range(0, len(beads), per_pass)])
         return atoms, beads
+
+    def choose_disulfides(self, xyz: np.ndarray, first_index: int = 0, box=None) -> None:
+        """Choose the cysteine pairs of the run, and with them :attr:`topology`, from these leading frames.
+
+        Made with the frames the Backmapper was made with; the OpenMM
+        reporter chooses again with its first batch, before it writes.
+
+        Parameters
+        ----------
+        xyz : numpy.ndarray
+            (F, n_input_atoms, 3) input coordinates, Angstrom.
+        first_index : int
+            Index of ``xyz[0]`` in the whole input (seeds, messages).
+        box : numpy.ndarray, optional
+            Periodic box of each frame.
+        """
+        beads = self._reader.beads(np.asarray(xyz, dtype=np.float32))
+        self._disulfide_pairs = np.zeros((0, 2), dtype=np.int64)
+        # (the Martini 3 fit bonds the cysteines its beads bond)
+        if self._disulfides_wanted and self.mapping.name != "martini3":
+            anchors = self._whole(self._anchors(beads), box, first_index)
+            self._disulfide_pairs = self._choose_disulfides(xyz, first_index, box, anchors)
+        self.topology = self.protein.to_mdtraj(self._topology_disulfides(beads))
 
     def _choose_disulfides(self, frames: np.ndarray, first_index: int, box, anchors: np.ndarray) -> np.ndarray:
         """(P, 2) the cysteine pairs every structure of the run may bond: those bonded in at least half of the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import numbers
 import os
 import warnings
 import weakref
@@ -12,7 +13,7 @@ import numpy as np
 from openmm import unit
 
 from backmap_plugin.api import Backmapper, check_backmap_options
-from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.errors import BackmapInputError, BeadsTooCloseError
 from backmap_plugin.io.lock import OutputLock
 from backmap_plugin.io.martini import has_martini_beads
 from backmap_plugin.io.paths import check_output_path
@@ -75,20 +76,24 @@ class BackmapReporter:
     seed : int
         Random seed; frame k is seeded with (seed, k).
     firstFrameFile : str, optional
-        Also write the first reported frame's all-atom model to this PDB
-        right away, so the mapping can be checked while the run goes on.
+        Also write the first reported frame's all-atom model to this file
+        (a PDB file, or any output format) right away, so the mapping can be
+        checked while the run goes on.
     breakDistance : float or openmm.unit.Quantity, optional
         Bead distance that splits a chain (Angstrom when a plain number);
         default by mapping.
     disulfides : bool
         Bond cysteine pairs whose SG atoms can meet (see
-        :func:`backmap_plugin.api.backmap`); :attr:`disulfides` names them.
+        :func:`backmap_plugin.api.backmap`; the pairs bonded in at least half
+        of the first batch's frames, as ``backmap run`` takes its first 10);
+        :attr:`disulfides` names them. ``firstFrameFile`` has the pairs of
+        the first frame.
     append : bool
         Continue ``file``, written by a BackmapReporter of the same system
         before (a simulation restarted from a checkpoint), as OpenMM's own
         reporters' ``append`` does: its frames are kept and the new ones
-        follow. The file must exist; at the first report it is checked to
-        hold this system's atoms (its atom records for PDB and mmCIF, their
+        follow. The file must exist; when the first batch is written it is
+        checked to hold this system's atoms (its atom records for PDB and mmCIF, their
         number for DCD, XTC and H5), and left as it was if not. A last
         frame torn when the run that wrote it was killed is left out. XTC
         and H5 files hold times, DCD files in their header (evenly spaced
@@ -128,8 +133,12 @@ class BackmapReporter:
         append: bool = False,
         disulfides: bool = True,
     ):
-        if reportInterval < 1 or batchFrames < 1:
-            raise ValueError("BackmapReporter: reportInterval and batchFrames must be at least 1")
+        for name, value, least in (("reportInterval", reportInterval, 1), ("batchFrames", batchFrames, 1),
+                                   ("seed", seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                steps = " of steps" if name == "reportInterval" else ""
+                raise ValueError(f"BackmapReporter: {name} must be a whole number{steps}, at least {least}, got "
+                                 f"{value!r}")
         if unit.is_quantity(breakDistance):
             breakDistance = breakDistance.value_in_unit(unit.angstrom)
         check_backmap_options(method, samples, model, None, breakDistance)
@@ -152,6 +161,7 @@ class BackmapReporter:
 
             self._refiner = Refiner(platform="auto")
         self._engine = None
+        self._interval = None  # ps between reports
         self._openmmTopology = None
         self._writer = None
         self._buffer: list[np.ndarray] = []
@@ -159,6 +169,7 @@ class BackmapReporter:
         self._boxes: list[np.ndarray] = []  # Angstrom box vectors of the buffered frames (periodic systems)
         self._framesReported = 0
         self._framesWritten = 0
+        self._skipped: list = []  # (report index, time in ps) of frames left out: beads too close
         self._closed = False
         # flush at interpreter exit without keeping the reporter alive; exit handlers run last-registered
         # first, so PyTables (HDF5 output) is loaded before this one is registered: it closes its files after
@@ -208,16 +219,22 @@ class BackmapReporter:
         """What ``backmap run`` would print of this system and the frames written so far: chain breaks, numbering
         gaps, names read as standard residues, disulfides closed; and what appending found ([] before the first
         report)."""
-        return self._notes + ([] if self._engine is None else list(self._engine.report)
-                              + self._engine.disulfide_note())
+        skipped = []
+        if self._skipped:
+            index, time = self._skipped[0]
+            skipped = [f"{self._file}: {len(self._skipped)} frame(s) left out, their beads closer than any two of a "
+                       f"protein (the CG model lets beads overlap; first: report {index}, {time:g} ps)"]
+        return self._notes + skipped + ([] if self._engine is None else list(self._engine.report)
+                                        + self._engine.disulfide_note())
 
     @property
     def topology(self):
-        """The all-atom mdtraj topology (after the first report), else None."""
+        """The all-atom mdtraj topology (after the first report; its disulfides from the first batch), else None."""
         return None if self._engine is None else self._engine.topology
 
     def describeNextReport(self, simulation) -> dict:
-        """Ask for positions, unwrapped (molecules whole), at the next report step."""
+        """Ask for positions not wrapped into the box at the next report step (molecules the box cuts are made
+        whole with it)."""
         steps = self._reportInterval - simulation.currentStep % self._reportInterval
         return {"steps": steps, "periodic": False, "include": ["positions"]}
 
@@ -226,12 +243,15 @@ class BackmapReporter:
         if self._closed:
             raise ValueError(f"BackmapReporter({self._file!r}) is closed")
         xyz = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float32)
+        box = None
+        if simulation.topology.getPeriodicBoxVectors() is not None:  # a periodic system, as OpenMM's reporters tell
+            box = np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float32)
         if self._engine is None:
-            self._start(simulation, xyz, state.getTime().value_in_unit(unit.picosecond))
+            self._start(simulation, xyz, state.getTime().value_in_unit(unit.picosecond), box)
         self._buffer.append(xyz)
         self._times.append(state.getTime().value_in_unit(unit.picosecond))
-        if simulation.topology.getPeriodicBoxVectors() is not None:  # a periodic system, as OpenMM's reporters tell
-            self._boxes.append(np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom)))
+        if box is not None:
+            self._boxes.append(box)
         self._framesReported += 1
         if len(self._buffer) >= self._batchFrames:
             self.flush()
@@ -240,28 +260,45 @@ class BackmapReporter:
         """Report the current state now (OpenMM never reports step 0)."""
         self.report(simulation, simulation.context.getState(getPositions=True, enforcePeriodicBox=False))
 
-    def _start(self, simulation, first_frame: np.ndarray, time: float) -> None:
-        """Map the topology, write ``firstFrameFile`` and open the output (``time``: the first frame's, ps); if any
-        of it fails, the reporter is closed (later reports raise ``ValueError``) and the output untouched."""
+    def _start(self, simulation, first_frame: np.ndarray, time: float, box: np.ndarray | None) -> None:
+        """Map the topology and write ``firstFrameFile`` (``time``: the first frame's, ps; ``box``: its periodic
+        box, Angstrom, molecules cut by it made whole); if any of it fails, the reporter is closed (later reports
+        raise ``ValueError``) and the output untouched. The output is opened with the first batch
+        (:meth:`_open`)."""
+        boxes = None if box is None else box[None]
         try:
             _check_coarse_grained(simulation.topology, self._file)
             self._engine = Backmapper.from_openmm(simulation.topology, first_frame / 10.0,
                                                   system=getattr(simulation, "system", None),
-                                                  source=f"BackmapReporter({self._file})", **self._options)
-            # built again with its batch: its bead RMSD counts there
-            first_topology, first = self._finish(self._engine.build(first_frame[None], tally=False)[:1])
-            if self._firstFrameFile is not None:
+                                                  source=f"BackmapReporter({self._file})", box=boxes, **self._options)
+            try:
+                self._interval = self._reportInterval * simulation.integrator.getStepSize().value_in_unit(
+                    unit.picosecond)
+            except AttributeError:  # (an integrator without one step size)
+                self._interval = None
+            if self._firstFrameFile is not None:  # (built again with its batch: its bead RMSD counts there)
+                first_topology, first = self._finish(self._engine.build(first_frame[None], box=boxes,
+                                                                        tally=False)[:1])
                 with TrajectoryWriter(self._firstFrameFile, first_topology) as writer:
                     writer.write(first)
-            self._writer = TrajectoryWriter(self._file, first_topology, atomic=False, append=self._append,
-                                            append_before=time if self._append else None)
-            self._notes += self._append_notes(simulation, time)
         except BaseException:
             self._closed = True
             self._lock.release()
             raise
 
-    def _append_notes(self, simulation, time: float) -> list:
+    def _open(self, topology: md.Topology, time: float) -> None:
+        """Open the output for frames of ``topology`` from ``time`` (ps) on (appending: checked, and the old
+        frames at or after it left out); if that fails, the reporter is closed."""
+        try:
+            self._writer = TrajectoryWriter(self._file, topology, atomic=False, append=self._append,
+                                            append_before=time if self._append else None)
+        except BaseException:
+            self._closed = True
+            self._lock.release()
+            raise
+        self._notes += self._append_notes(time)
+
+    def _append_notes(self, time: float) -> list:
         """What appending found in the old file's times (XTC, H5, DCD): frames written again after a restart from an
         older checkpoint (left out), and frames missing before the first new one."""
         notes = []
@@ -269,11 +306,7 @@ class BackmapReporter:
             notes.append(f"{self._file}: {self._writer.dropped} frame(s) at or after {time:g} ps, the restarted "
                          "run's first, were left out: the checkpoint it restarted from is older than them, so "
                          "they are written again")
-        last = self._writer.last_time
-        try:
-            interval = self._reportInterval * simulation.integrator.getStepSize().value_in_unit(unit.picosecond)
-        except AttributeError:  # (an integrator without one step size)
-            interval = None
+        last, interval = self._writer.last_time, self._interval
         if last is not None and interval and time - last > 1.5 * interval:
             notes.append(f"{self._file}: no frames between {last:g} and {time:g} ps: the run stopped with them "
                          f"in its batch, not yet written (a checkpoint every reportInterval x batchFrames = "
@@ -298,50 +331,83 @@ class BackmapReporter:
     def flush(self) -> None:
         """Backmap and write the buffered frames now.
 
+        A frame with two beads closer than any two of a protein
+        (:class:`~backmap_plugin.core.errors.BeadsTooCloseError`: a CG model
+        that lets beads overlap) is left out, with a warning for the first and
+        a count in :attr:`notes`; the others are written.
+
         Raises
         ------
         BackmapInputError
-            A buffered frame has non-finite or coincident beads (the message
-            names the frame by its report index, 0 for the first report).
-            Nothing of the batch is written, and the reporter is closed: the
-            output keeps the frames written before (or is removed when there
-            are none), and later reports raise ``ValueError``.
+            A buffered frame has non-finite beads, or cannot be backmapped
+            otherwise (the message names the frame by its report index, 0
+            for the first report). The frames of the batch before it are
+            written, and the reporter is closed: the output keeps the frames
+            written (or is removed when there are none), and later reports
+            raise ``ValueError``.
         """
-        if not self._buffer or self._writer is None:
+        if not self._buffer or self._engine is None:
             return
-        frames, times, boxes = np.stack(self._buffer), np.array(self._times), self._boxes
+        frames, times = np.stack(self._buffer), np.array(self._times)
+        boxes = np.stack(self._boxes) if self._boxes else None
         self._buffer, self._times, self._boxes = [], [], []
+        first = self._framesReported - len(frames)  # report index of the batch's first frame (its seed)
         try:
-            built = self._engine.build(frames, self._framesWritten)
-        except BackmapInputError as exc:
-            raise BackmapInputError(f"{exc}; {self._close_after_bad_frame()}") from exc
+            if self._writer is None:  # the first batch: the run's disulfides from its frames, as backmap() chooses
+                self._engine.choose_disulfides(frames, first, boxes)
+            self._write(self._engine.build(frames, first, box=boxes), times, boxes)
+        except BackmapInputError:  # frame by frame: the frames that can be built are written
+            for k in range(len(frames)):
+                box = None if boxes is None else boxes[k:k + 1]
+                try:
+                    self._write(self._engine.build(frames[k:k + 1], first + k, box=box), times[k:k + 1], box)
+                except BeadsTooCloseError as exc:
+                    self._skip(str(exc), first + k, float(times[k]))
+                except BackmapInputError as exc:
+                    raise BackmapInputError(f"{exc}; {self._close_after_bad_frame()}") from exc
+
+    def _write(self, built: np.ndarray, times: np.ndarray, boxes: np.ndarray | None) -> None:
+        """Write the structures ``built`` of CG frames at ``times`` (ps) in ``boxes`` (the output opened first)."""
         samples = self._engine.samples
-        self._writer.write(self._finish(built)[1], time=np.repeat(times, samples),
-                           box=np.repeat(np.stack(boxes), samples, axis=0) if boxes else None)
-        self._framesWritten += len(frames)
+        topology, xyz = self._finish(built)
+        if self._writer is None:
+            self._open(topology, float(times[0]))
+        self._writer.write(xyz, time=np.repeat(times, samples),
+                           box=None if boxes is None else np.repeat(boxes, samples, axis=0))
+        self._framesWritten += len(times)
+
+    def _skip(self, why: str, index: int, time: float) -> None:
+        """Leave out the frame of report ``index`` at ``time`` (ps): a warning for the first, a count in the notes."""
+        if not self._skipped:
+            warnings.warn(f"{why}; the frame (report {index}, {time:g} ps) is left out, as are later ones like "
+                          "it (counted in the reporter's notes)", stacklevel=4)
+        self._skipped.append((index, time))
 
     def _close_after_bad_frame(self) -> str:
-        """Close the output after a bad frame; say what it keeps."""
+        """Close the output after a bad frame; say what it keeps (a new file without frames is removed)."""
         self._closed = True
-        self._lock.release()
         writer, self._writer = self._writer, None
-        if self._framesWritten:
-            writer.close()
-            return f"the reporter is closed; the {self._framesWritten} frame(s) written before are kept in {self._file}"
-        writer.abort()
-        if os.path.exists(writer.path):
-            os.remove(writer.path)
-        return f"the reporter is closed; nothing was written to {self._file}"
+        try:
+            if writer is not None and writer.frames_written:
+                writer.close()
+                return f"the reporter is closed; {self._file} keeps the {writer.frames_written} structure(s) written"
+            if writer is not None:
+                writer.abort()
+                if os.path.exists(writer.path):
+                    os.remove(writer.path)
+            return f"the reporter is closed; nothing was written to {self._file}"
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         """Write what is buffered and close the file (safe to call twice; later reports raise ``ValueError``)."""
         self._closed = True
         try:
-            if self._writer is not None:
-                try:
-                    self.flush()
-                finally:
-                    writer, self._writer = self._writer, None
+            try:
+                self.flush()
+            finally:
+                writer, self._writer = self._writer, None
+                if writer is not None:  # (None: never opened, or a bad frame in the flush closed it)
                     writer.close()
         finally:
             self._lock.release()

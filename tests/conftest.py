@@ -71,3 +71,29 @@ def restored_threads():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+class FakeState:
+    """What a BackmapReporter reads of an OpenMM ``State``: positions (nm) and time (ps), no box."""
+
+    def __init__(self, xyz_nm, time_ps=0.0):
+        from openmm import unit
+
+        self._positions = xyz_nm * unit.nanometer
+        self._time = time_ps
+
+    def getPositions(self, asNumpy=False):
+        return self._positions
+
+    def getTime(self):
+        from openmm import unit
+
+        return self._time * unit.picosecond
+
+
+class FakeSimulation:
+    """What a BackmapReporter reads of an OpenMM ``Simulation``: a topology without a box, the current step."""
+
+    def __init__(self, topology):
+        self.topology = topology
+        self.currentStep = 0

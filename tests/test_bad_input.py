@@ -14,6 +14,7 @@ from pathlib import Path
 import mdtraj as md
 import numpy as np
 import pytest
+from conftest import FakeSimulation, FakeState
 
 from backmap_plugin import api
 from backmap_plugin.api import backmap
@@ -509,52 +510,55 @@ def test_bead_checks_name_frame_chain_and_residues(ca):
         api.check_beads(beads, protein, "trace.pdb", first_frame=10)
 
 
-class _State:
-    def __init__(self, xyz_nm):
-        from openmm import unit
-
-        self._positions = xyz_nm * unit.nanometer
-
-    def getPositions(self, asNumpy=False):
-        return self._positions
-
-    def getTime(self):
-        from openmm import unit
-
-        return 0.0 * unit.picosecond
-
-
-class _Simulation:
-    def __init__(self, topology):
-        self.topology = topology
-        self.currentStep = 0
-
-
-@pytest.mark.parametrize("bad_frame", [1, 3])
+@pytest.mark.parametrize("bad_frame", [0, 1, 3])
 def test_reporter_stops_at_a_bad_frame_and_keeps_a_consistent_file(tmp_path, ca, bad_frame):
-    """Report 1 (first batch) or 3 (second batch of 2) has coincident beads: the message names the report;
-    the file keeps the batches before it, complete (or does not exist), and the reporter is closed."""
+    """Report 0 or 1 (first batch) or 3 (second batch of 2) has a bead that is not finite (a simulation that blew
+    up): the message names the report; the file keeps every frame before it (the good frames of its batch were
+    lost), or does not exist, and the reporter is closed; closing it again (a with block) does not raise."""
     from backmap_plugin.reporter import BackmapReporter
 
     out = tmp_path / "aa.pdb"
-    simulation = _Simulation(ca.topology.to_openmm())
-    reporter = BackmapReporter(str(out), 10, batchFrames=2, method="ideal")
-    frames = np.repeat(ca.xyz[:1], 6, axis=0)
-    frames[bad_frame, 8] = frames[bad_frame, 7]
-    with pytest.raises(BackmapInputError) as info:
-        for xyz in frames:
-            reporter.report(simulation, _State(xyz))
+    simulation = FakeSimulation(ca.topology.to_openmm())
+    with BackmapReporter(str(out), 10, batchFrames=2, method="ideal") as reporter:
+        frames = np.repeat(ca.xyz[:1], 6, axis=0)
+        frames[bad_frame, 8] = np.nan
+        with pytest.raises(BackmapInputError) as info:
+            for xyz in frames:
+                reporter.report(simulation, FakeState(xyz))
     message = str(info.value)
-    assert message.startswith(f"BackmapReporter({out}): frame {bad_frame}: the beads of chain A residue LYS 8")
-    if bad_frame == 1:
-        assert message.endswith(f"the reporter is closed; nothing was written to {out}")
+    if bad_frame == 0:  # (read when the reporter starts)
+        assert message.startswith(f"BackmapReporter({out}): frame 0 has a non-finite coordinate [nan, nan, nan] for "
+                                  "chain 'A' residue ASP9 atom CA")
         assert not out.exists()
     else:
-        assert message.endswith(f"the reporter is closed; the 2 frame(s) written before are kept in {out}")
-        assert md.load(str(out)).n_frames == 2
+        assert message.startswith(f"BackmapReporter({out}): frame {bad_frame}: the bead of chain A residue ASP 9 "
+                                  "is not finite")
+        assert message.endswith(f"the reporter is closed; {out} keeps the {bad_frame} structure(s) written")
+        assert md.load(str(out)).n_frames == bad_frame
     with pytest.raises(ValueError, match="closed"):
-        reporter.report(simulation, _State(frames[0]))
-    reporter.close()
+        reporter.report(simulation, FakeState(frames[0]))
+
+
+def test_reporter_leaves_out_frames_whose_beads_overlap(tmp_path, ca):
+    """A CG model without excluded volume lets beads overlap: reports 1 and 3 have two beads 0.3 A apart. They are
+    left out (a warning for the first, a count in the notes) and the run goes on (it stopped the simulation)."""
+    from backmap_plugin.reporter import BackmapReporter
+
+    out = tmp_path / "aa.xtc"
+    simulation = FakeSimulation(ca.topology.to_openmm())
+    frames = np.repeat(ca.xyz[:1], 6, axis=0)
+    for k in (1, 3):
+        frames[k, 15] = frames[k, 2] + np.float32(0.02)
+    with pytest.warns(UserWarning, match=r"frame 1: the beads of chain A residue TYR 3 and chain A residue ARG 16 "
+                                         r"are 0.35 Angstrom apart.*report 1, 0.1 ps\) is left out"):
+        with BackmapReporter(str(out), 10, batchFrames=2, method="ideal") as reporter:
+            for k, xyz in enumerate(frames):
+                reporter.report(simulation, FakeState(xyz, 0.1 * k))
+    assert reporter.framesWritten == 4
+    with md.formats.XTCTrajectoryFile(str(out)) as handle:
+        np.testing.assert_allclose(handle.read()[1], [0.0, 0.2, 0.4, 0.5], atol=1e-6)
+    assert reporter.notes[0] == (f"{out}: 2 frame(s) left out, their beads closer than any two of a protein (the "
+                                 "CG model lets beads overlap; first: report 1, 0.1 ps)")
 
 
 def test_all_atom_file_with_a_one_atom_residue_is_still_read(tmp_path):

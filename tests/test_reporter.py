@@ -1,6 +1,7 @@
 """BackmapReporter on real OpenMM CG simulations (Reference platform)."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import openmm.app as app
 import pytest
 from openmm import unit
 
+from backmap_plugin.api import backmap
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io import dcd, mdtraj_formats
 from backmap_plugin.reporter import BackmapReporter
@@ -22,18 +24,25 @@ from backmap_plugin.reporter import BackmapReporter
 DATA = Path(__file__).parent / "data"
 
 
-def cg_simulation(extra_ion: bool = False, box: bool = False) -> app.Simulation:
-    """A CA-bead model of trp-cage: harmonic CA-CA bonds, soft repulsion; optional ion and box."""
+def cg_simulation(extra_ion: bool = False, box: bool = False, wrapped: bool = False,
+                  unbonded: tuple = ()) -> app.Simulation:
+    """A CA-bead model of trp-cage: harmonic CA-CA bonds, soft repulsion; optional ion and box (``wrapped``: its
+    bonds periodic and its beads wrapped into it one by one, the molecule cut by its faces); no bond after the
+    residues of index ``unbonded``."""
     aa = md.load(str(DATA / "1l2y.pdb.gz"))[0]
     ca = aa.atom_slice(aa.topology.select("name CA"))
     top = ca.topology.to_openmm()
     positions = list(ca.xyz[0])
+    if wrapped:  # the molecule's middle on a corner of the 2.5 nm box
+        positions = list((ca.xyz[0] - ca.xyz[0].mean(0)) % 2.5)
     system = openmm.System()
     for _ in range(ca.n_atoms):
         system.addParticle(110.0)
     bonds = openmm.HarmonicBondForce()
+    bonds.setUsesPeriodicBoundaryConditions(wrapped)
     for i in range(ca.n_atoms - 1):
-        bonds.addBond(i, i + 1, 0.38, 8000.0)
+        if i not in unbonded:
+            bonds.addBond(i, i + 1, 0.38, 8000.0)
     system.addForce(bonds)
     if extra_ion:
         chain = top.addChain("I")
@@ -41,7 +50,7 @@ def cg_simulation(extra_ion: bool = False, box: bool = False) -> app.Simulation:
         top.addAtom("NA", app.element.sodium, residue)
         system.addParticle(23.0)
         positions.append(np.array([3.0, 3.0, 3.0], dtype=np.float32))
-    if box:
+    if box or wrapped:
         system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*v) for v in np.eye(3) * 2.5))
         top.setPeriodicBoxVectors(np.eye(3) * 2.5 * unit.nanometer)
     integrator = openmm.LangevinMiddleIntegrator(150 * unit.kelvin, 1.0 / unit.picosecond, 0.005 * unit.picoseconds)
@@ -105,8 +114,18 @@ def test_bad_options_and_outputs_are_refused_before_the_run(tmp_path):
         BackmapReporter(str(tmp_path / "aa.gro"), 5)
     with pytest.raises(ValueError, match="unknown method 'foo'"):
         BackmapReporter(str(tmp_path / "aa.pdb"), 5, method="foo")
-    with pytest.raises(ValueError, match="samples must be at least 1"):
+    with pytest.raises(ValueError, match="samples must be a whole number, at least 1, got 0"):
         BackmapReporter(str(tmp_path / "aa.pdb"), 5, samples=0)
+    # (a quantity or 10.5 steps failed in OpenMM or ran, a seed "a" failed at the first report)
+    for options, message in (({"reportInterval": 10 * unit.picosecond}, "reportInterval must be a whole number of "
+                              "steps, at least 1, got 10 ps"), ({"reportInterval": 10.5}, "got 10.5"),
+                             ({"reportInterval": 5, "seed": "a"}, "seed must be a whole number, at least 0, got 'a'"),
+                             ({"reportInterval": 5, "batchFrames": 0}, "batchFrames must be a whole number, at "
+                              "least 1, got 0")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            BackmapReporter(str(tmp_path / "aa.pdb"), **options)
+    with pytest.raises(ValueError, match=r"break distance must be a positive number of Angstrom .* got 5 A"):
+        backmap(str(DATA / "1l2y.pdb.gz"), str(tmp_path / "x.pdb"), break_distance=5 * unit.angstrom)
     # OpenMM-facing: a break distance may be a quantity (it failed in the first report)
     simulation = cg_simulation()
     reporter = BackmapReporter(str(tmp_path / "aa.pdb"), 5, breakDistance=0.2 * unit.nanometer)
@@ -262,6 +281,63 @@ def test_martini3_simulation_topology(tmp_path):
     assert len(reporter._engine.bead_fit.frames) == 3
 
 
+def test_molecules_cut_by_the_box_are_made_whole(tmp_path):
+    """Beads wrapped into the box one by one (a LAMMPS or GROMACS snapshot; OpenMM simulates it with periodic
+    bonds): the reporter builds the molecule whole (it got C-N bonds of 20 A and a bead RMSD it called 0)."""
+    simulation = cg_simulation(wrapped=True)
+    with BackmapReporter(str(tmp_path / "aa.xtc"), 5, batchFrames=2) as reporter:
+        simulation.reporters.append(reporter)
+        simulation.step(20)
+    traj = md.load(str(tmp_path / "aa.xtc"), top=reporter.topology)
+    pairs = [(a.index, b.index) for a, b in reporter.topology.bonds]
+    lengths = md.compute_distances(traj, pairs) * 10.0
+    assert lengths.max() < 1.7 and reporter.framesWritten == 4
+    ca = traj.atom_slice(traj.topology.select("name CA")).xyz[-1]  # on the beads, whole images of them
+    beads = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    shift = (ca - beads) / 2.5
+    np.testing.assert_allclose(shift, np.round(shift), atol=1e-3)
+
+
+def test_molecules_one_after_another_in_a_chain_are_apart_where_the_force_field_bonds_none(tmp_path):
+    """Two molecules in one Topology chain, numbered on, the end of one 3.8 A from the start of the other: the
+    force field bonds no pair across, so they are built apart (they were peptide-bonded without a word), with a
+    note; a chain of molecules each of two residues is not refused as falling apart."""
+    simulation = cg_simulation(unbonded=(9,))
+    with BackmapReporter(str(tmp_path / "aa.pdb"), 5, batchFrames=1) as reporter:
+        simulation.reporters.append(reporter)
+        simulation.step(5)
+    assert sum(a.name == "OXT" for a in reporter.topology.atoms) == 2
+    assert ("chain broken where the force field bonds no consecutive residues (molecules one after another in a "
+            "chain): chain A residue GLY 10 - GLY 11") in reporter.notes
+    simulation = cg_simulation(unbonded=tuple(range(1, 19, 2)))
+    with BackmapReporter(str(tmp_path / "pairs.xtc"), 5, batchFrames=1) as reporter:
+        simulation.reporters.append(reporter)
+        simulation.step(5)
+    assert sum(a.name == "OXT" for a in reporter.topology.atoms) == 10
+
+
+def test_disulfides_are_chosen_from_the_first_batch(tmp_path):
+    """The cysteines of residues 1 and 4 of an NMR ensemble (trp-cage, 1L2Y) can meet in its first model and in 2
+    of its next 9: the reporter bonds them nowhere, as backmap() on the same 10 frames (it bonded them from the
+    first frame alone, wherever they could meet)."""
+    from conftest import FakeSimulation, FakeState
+
+    ca = md.load(str(DATA / "1l2y.pdb.gz"))[:10]
+    ca = ca.atom_slice(ca.topology.select("name CA"))
+    for k in (0, 3):
+        ca.topology.residue(k).name = "CYS"
+    ca.save_pdb(str(tmp_path / "cys.pdb"))
+    result = backmap(str(tmp_path / "cys.pdb"), str(tmp_path / "run.xtc"), method="ideal", progress=False)
+    assert not any("disulfides closed" in line for line in result.report)
+    simulation = FakeSimulation(ca.topology.to_openmm())
+    with BackmapReporter(str(tmp_path / "aa.xtc"), 10, batchFrames=10, method="ideal",
+                         firstFrameFile=str(tmp_path / "first.pdb")) as reporter:
+        for xyz in ca.xyz:
+            reporter.report(simulation, FakeState(xyz))
+    assert reporter.disulfides == {} and not [b for b in reporter.topology.bonds if b[0].name == "SG"]
+    assert "SSBOND" in (tmp_path / "first.pdb").read_text()  # (the first frame's own pairs, a preview)
+
+
 def test_closed_before_the_first_report_stays_closed(tmp_path):
     """close() before any report: later reports raise, no file is made (it started writing)."""
     simulation = cg_simulation()
@@ -361,7 +437,7 @@ def test_append_to_a_single_structure_and_refusals(tmp_path):
                 simulation.reporters[:] = [reporter]
                 simulation.step(5)
         text = (tmp_path / name).read_bytes()
-        other = BackmapReporter(str(tmp_path / name), 5, append=True, breakDistance=2.0)
+        other = BackmapReporter(str(tmp_path / name), 5, append=True, breakDistance=2.0, batchFrames=1)
         simulation.reporters[:] = [other]
         with pytest.raises(BackmapInputError, match="cannot append"):
             simulation.step(5)

@@ -383,3 +383,24 @@ def test_equivalent_slot_pairs_of_trp_cage(l2y):
     present[tyr, chem.RESIDUES["TYR"].atoms.index("CE2")] = False
     pairs, group = tp.equivalent_slot_pairs(names, present)
     assert len(pairs) == 2 and group.tolist() == [0, 1]
+
+
+def test_cg_crowders_named_ca_in_chains_of_their_own_are_dropped(l2y):
+    """A CG system with crowder beads (atom CA, residue CRW, a chain of their own; the package's own CG topologies
+    name every bead CA): they are left out with a count (the run stopped: "unknown residue 'CRW'"); the same name
+    inside the protein's chain is refused, and a one-letter name among three-letter ones says so (it said "a file
+    with all-atom residues")."""
+    ca = l2y.atom_slice(l2y.topology.select("name CA")).topology
+    for chain_id, name in (("C", "CRW"), ("D", "CRW")):
+        chain = ca.add_chain(chain_id=chain_id)
+        ca.add_atom("CA", md.element.carbon, ca.add_residue(name, chain, resSeq=1))
+    records, report = tp.read_residues(ca, "box.pdb")
+    assert len(records) == 20 and report == ["dropped 2 non-protein residue(s) CRW"]
+    ca.add_atom("CA", md.element.carbon, ca.add_residue("CRW", ca.chain(0), resSeq=21))
+    with pytest.raises(BackmapInputError, match=r"box.pdb: chain A residue CRW 21: unknown residue 'CRW'"):
+        tp.read_residues(ca, "box.pdb")
+    mixed = l2y.atom_slice(l2y.topology.select("name CA")).topology
+    mixed.residue(4).name = "Q"
+    with pytest.raises(BackmapInputError, match=r"chain A residue Q 5: one-letter residue name 'Q' among three-letter "
+                                                r"ones; one-letter codes are read only"):
+        tp.read_residues(mixed, "mixed.pdb")

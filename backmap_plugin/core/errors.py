@@ -9,6 +9,13 @@ class BackmapInputError(ValueError):
     """
 
 
+class BeadsTooCloseError(BackmapInputError):
+    """Two beads closer than any two of a protein
+    (:data:`~backmap_plugin.core.beads.MIN_BEAD_DISTANCE`): duplicated or
+    collapsed coordinates in a file; in a running simulation, a CG model
+    that lets beads overlap (the reporter leaves such frames out)."""
+
+
 class BackmapOutputError(OSError):
     """Output that cannot be written (disk full, I/O error, lost file).
 

@@ -161,10 +161,11 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
     Protein residues (standard, variant or modified names; one-letter codes
     in one-bead-per-residue files whose residues have no three-letter amino
     acid names and are not all W, Martini water) are kept; water, ions, capping groups and
-    any residue that is not an amino acid (no CA and an unknown name) are
-    dropped and reported. An unknown name on a residue that has a CA atom is
-    an error, and so is a one-letter name on such a residue in a file with
-    all-atom residues.
+    any residue that is not an amino acid (no CA and an unknown name; in a
+    one-bead-per-residue file also in a chain without amino acids: crowders)
+    are dropped and reported. Otherwise an unknown name on a residue that
+    has a CA atom is an error, and so is a one-letter name on such a residue
+    where one-letter names are not read.
 
     Parameters
     ----------
@@ -182,12 +183,14 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
     Raises
     ------
     BackmapInputError
-        Unknown (or, outside one-bead-per-residue files, one-letter) residue
-        name on a residue that has a CA atom, or duplicate atoms in a residue.
+        Unknown (or, where one-letter names are not read, one-letter) residue
+        name on a residue that has a CA atom and is not dropped (the first of
+        them in the file), or duplicate atoms in a residue.
     """
     records: list[ResidueRecord] = []
     dropped: dict[str, int] = {}
     renamed: dict[str, str] = {}
+    unknown: list = []  # (chain index, name, where, name as written) of residues with a CA atom, no amino acid
     heavy_atoms = {r.index: [a for a in r.atoms if not _is_hydrogen(a)] for r in topology.residues}
     # one bead per residue: one-letter residue names are amino acids (CALVADOS 2
     # style), not ions or nucleotides; unless the protein is named in three letters
@@ -214,13 +217,10 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
             if not any(a.name.strip().upper() == "CA" for a in heavy):
                 dropped[key] = dropped.get(key, 0) + 1
                 continue
-            if len(key) == 1:  # require_residue_name would accept it
-                raise BackmapInputError(
-                    f"{where}: one-letter residue name '{residue.name}' in a file with "
-                    "all-atom residues; one-letter codes are read only in one-bead-per-residue "
-                    "files: use three-letter names"
-                )
-            chem.require_residue_name(residue.name, where)  # raises
+            # a residue with a CA atom that is no amino acid: refused (below), but left out in a CG file's chains
+            # of no amino acids (crowders, a CG model's other molecules; their beads named CA too)
+            unknown.append((residue.chain.index, key, where, residue.name))
+            continue
         if residue.name.strip().upper() != name and len(residue.name.strip()) > 1:
             renamed[residue.name.strip().upper()] = name
         rec = ResidueRecord(residue.chain.index, chain_id, residue.resSeq, residue.name, name)
@@ -233,6 +233,17 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
             else:
                 rec.atoms[std] = atom.index
         records.append(rec)
+    protein_chains = {r.chain for r in records}
+    for chain, key, where, name in unknown:
+        if chain not in protein_chains and cg_file:
+            dropped[key] = dropped.get(key, 0) + 1
+        elif len(key) == 1:  # (require_residue_name would accept it)
+            kind = "among three-letter ones" if cg_file else "in a file with all-atom residues"
+            raise BackmapInputError(f"{where}: one-letter residue name '{name}' {kind}; one-letter codes are read "
+                                    "only in one-bead-per-residue files where no residue has a three-letter amino "
+                                    "acid name: use three-letter names")
+        else:
+            chem.require_residue_name(name, where)  # raises
     report = [f"dropped {n} non-protein residue(s) {k}" for k, n in sorted(dropped.items())]
     report += [f"renamed {k} -> {v}" for k, v in sorted(renamed.items())]
     return records, report

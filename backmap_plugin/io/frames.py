@@ -413,7 +413,8 @@ def frames_from_openmm(topology, positions, source: str = "OpenMM positions"):
 
 
 def springs_from_openmm(system) -> tuple[np.ndarray, np.ndarray]:
-    """The bonds of an OpenMM ``System``'s harmonic bond forces.
+    """The bonds of an OpenMM ``System``: its harmonic bonds and constraints (custom bond forces hold other terms
+    too: a restraint between two molecules, native contacts).
 
     Parameters
     ----------
@@ -424,15 +425,20 @@ def springs_from_openmm(system) -> tuple[np.ndarray, np.ndarray]:
     pairs : numpy.ndarray
         (P, 2) particle indices.
     lengths : numpy.ndarray
-        (P,) equilibrium lengths, Angstrom.
+        (P,) equilibrium lengths (constraints: their distances), Angstrom.
     """
     import openmm
 
+    angstrom = openmm.unit.angstrom
     pairs, lengths = [], []
+    for k in range(system.getNumConstraints()):
+        i, j, length = system.getConstraintParameters(k)
+        pairs.append((i, j))
+        lengths.append(length.value_in_unit(angstrom))
     for force in system.getForces():
         if isinstance(force, openmm.HarmonicBondForce):
             for k in range(force.getNumBonds()):
                 i, j, length, _ = force.getBondParameters(k)
                 pairs.append((i, j))
-                lengths.append(length.value_in_unit(openmm.unit.angstrom))
+                lengths.append(length.value_in_unit(angstrom))
     return np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(lengths, dtype=np.float64)
