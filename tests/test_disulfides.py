@@ -52,6 +52,24 @@ def test_a_trace_gets_its_disulfides(tmp_path, trace):
     assert not _sg_pairs(tmp_path / "free.pdb") and not any("disulfides" in line for line in free.report)
 
 
+@pytest.mark.parametrize("method", ["model", "ideal"])
+def test_martini_beads_give_disulfides_at_their_bond_length(tmp_path, method):
+    """The real Martini 3 run of 6B0S (tests/data/martini3, 5 frames): its two disulfides in every frame with S-S
+    and CB-SG-SG as a disulfide has them (the Martini 3 model left 1.43-2.45 A and 76-141 degrees: its fit pulled the
+    SG atoms together without closing the bond; validate did not see it)."""
+    out = tmp_path / "aa.pdb"
+    backmap(str(AA.parent / "md.xtc"), str(out), top=str(AA.parent / "md.gro"), method=method, progress=False)
+    traj = md.load(str(out))
+    pairs = [(a, b) for a, b in traj.topology.bonds if a.name == b.name == "SG"]
+    assert {(str(a.residue), str(b.residue)) for a, b in pairs} == BONDED
+    length = md.compute_distances(traj, [(a.index, b.index) for a, b in pairs]) * 10.0
+    assert np.abs(length - chem.BOND_SG_SG).max() < 0.15
+    cb = {a.residue.index: a.index for a in traj.topology.atoms if a.name == "CB"}
+    triples = [(cb[x.residue.index], x.index, y.index) for a, b in pairs for x, y in ((a, b), (b, a))]
+    angle = np.degrees(md.compute_angles(traj, triples))
+    assert angle.min() > 90.0 and angle.max() < 125.0
+
+
 def test_only_sg_moves_bond_lengths_and_angles_kept():
     """The crystal's own structure with its SG atoms turned away: closing turns them back about CA-CB, moving
     nothing else and keeping CB-SG and CA-CB-SG."""

@@ -259,6 +259,32 @@ def test_cbeta_moved_in_a_real_structure_is_flagged(nmr_models, tmp_path):
     assert frame["details"]["cbeta_deviations"][0].startswith("A:ILE4 (0.")
 
 
+def test_disulfide_bond_and_angles_are_checked(tmp_path):
+    """The crystal of 6B0S (tests/data/martini3/aa.pdb.gz, S-S 2.04 and 2.06 A) has no disulfide outlier; with the
+    S-S bond of C334-C369 stretched to 2.45 A by moving both SG atoms along it, the bond is an outlier; with the SG
+    of C369 moved across the bond instead, its CB-SG-SG angle is (validation skipped disulfides: S-S of 1.4-2.5 A
+    passed)."""
+    traj = md.load(str(os.path.join(os.path.dirname(__file__), "data", "martini3", "aa.pdb.gz")))
+    traj.save(str(tmp_path / "crystal.pdb"))
+    frame = validate_structure(tmp_path / "crystal.pdb", energy=False).frames[0]
+    assert not [x for x in frame["details"]["bond_outliers"] + frame["details"]["angle_outliers"] if "disulfide" in x]
+    a, b = (traj.topology.select(f"resSeq {n} and name SG")[0] for n in (334, 369))
+    axis = (traj.xyz[0, b] - traj.xyz[0, a]) / np.linalg.norm(traj.xyz[0, b] - traj.xyz[0, a])
+    traj.xyz[0, a] -= 0.0205 * axis
+    traj.xyz[0, b] += 0.0205 * axis
+    traj.save(str(tmp_path / "stretched.pdb"))  # (mdtraj writes CONECT for the S-S bond: OpenMM bonds up to 3 A)
+    frame = validate_structure(tmp_path / "stretched.pdb", energy=False).frames[0]
+    assert frame["details"]["bond_outliers"] == ["A:CYS334-A:CYS369 SG-SG (disulfide)"]
+    traj.xyz[0, a] += 0.0205 * axis  # back, then the other SG 0.3 A across the bond, in the CB-SG-SG plane
+    traj.xyz[0, b] -= 0.0205 * axis
+    cb = traj.xyz[0, traj.topology.select("resSeq 369 and name CB")[0]] - traj.xyz[0, b]
+    across = cb - cb.dot(axis) * axis
+    traj.xyz[0, b] += 0.03 * across / np.linalg.norm(across)
+    traj.save(str(tmp_path / "bent.pdb"))
+    frame = validate_structure(tmp_path / "bent.pdb", energy=False).frames[0]
+    assert "A:CYS369 CB-SG-SG (disulfide)" in frame["details"]["angle_outliers"]
+
+
 def test_cis_and_twisted_peptides():
     cis, twisted = peptide_conformations([180.0, -178.0, 0.0, 25.0, -35.0, 90.0, 149.0, 155.0])
     assert cis.tolist() == [False, False, True, True, False, False, False, False]

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.checks import ANGLE_SIGMA, BOND_SIGMA
 from backmap_plugin.core.geometry import rotate_about_axis
 from backmap_plugin.core.topology import ProteinTopology
 
@@ -32,12 +33,16 @@ from backmap_plugin.core.topology import ProteinTopology
 MAX_CA_DISTANCE = 7.2
 #: SG turns tried per cysteine (a full turn about CA-CB in this many steps).
 TURNS = 72
+#: Turns tried again about the best two, over one step of :data:`TURNS` (the S-S bond to about 0.01 Angstrom; at the
+#: coarse steps alone it missed by up to 0.08, validation's limit).
+FINE_TURNS = 11
 #: Turns close a disulfide where they put the SG atoms within this of the S-S bond length
 #: (:data:`~backmap_plugin.core.chemistry.BOND_SG_SG`) and both CB-SG-SG angles in :data:`ANGLE_RANGE`.
 BOND_TOLERANCE = 0.3
 ANGLE_RANGE = (math.radians(90.0), math.radians(125.0))
-#: Weight of the squared CB-SG-SG angle deviations (radians^2) against the squared S-S deviation (Angstrom^2).
-ANGLE_WEIGHT = 0.5
+#: Weight of the squared CB-SG-SG angle deviations (radians^2) against the squared S-S deviation (Angstrom^2): the
+#: deviations in the units of validation's sigmas (:data:`~backmap_plugin.core.checks.BOND_SIGMA`, ``ANGLE_SIGMA``).
+ANGLE_WEIGHT = (BOND_SIGMA / math.radians(ANGLE_SIGMA)) ** 2
 #: Share of a trajectory's leading structures in which a pair must be bonded to be bonded in all
 #: (:func:`common_disulfides`).
 COMMON_SHARE = 0.5
@@ -96,9 +101,7 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology,
     if not len(pairs):
         return atoms, pairs, bonded
     a, b = (torch.as_tensor(pairs[:, k], device=atoms.device) for k in (0, 1))
-    block = max(1, TURN_PAIRS_PER_BLOCK // (len(pairs) * TURNS * TURNS))  # structures searched at a time
-    found = [_best_turns(atoms[k : k + block], a, b) for k in range(0, len(atoms), block)]
-    score, sg_a, sg_b = (torch.cat(x) for x in zip(*found))
+    score, sg_a, sg_b = _best_turns(atoms, a, b)
     can = torch.isfinite(score) & ((ca[:, a] - ca[:, b]).norm(dim=-1) <= MAX_CA_DISTANCE)
     can, score = can.cpu().numpy(), score.cpu().numpy()
     out = atoms.clone()
@@ -132,15 +135,18 @@ def _clear_crowded(out: torch.Tensor, n: int, bonded: np.ndarray, cys: np.ndarra
             if (torch.cdist(ends, sg_others) >= CLEARANCE).all():
                 continue
             index = torch.as_tensor([a], device=out.device), torch.as_tensor([b], device=out.device)
-            score, ring_a, ring_b = _turn_grid(out[n : n + 1], *index)  # (1, 1, T, T), (1, 1, T, 3) twice
-            short_a = (CLEARANCE - torch.cdist(ring_a[0, 0], sg_others)).clamp(min=0).pow(2).sum(-1)  # (T,)
-            short_b = (CLEARANCE - torch.cdist(ring_b[0, 0], sg_others)).clamp(min=0).pow(2).sum(-1)
-            total = score[0, 0] + CLEARANCE_WEIGHT * (short_a[:, None] + short_b[None, :])
-            best = int(total.flatten().argmin())
-            if not torch.isfinite(total.flatten()[best]):
+
+            def crowding(ring_a, ring_b):
+                """(1, 1, T, T) the closures' shortfall from the clearance to the other SG atoms."""
+                short_a, short_b = ((CLEARANCE - torch.cdist(ring.reshape(-1, 3), sg_others)).clamp(min=0).pow(2)
+                                    .sum(-1).reshape(ring.shape[:-1]) for ring in (ring_a, ring_b))
+                return CLEARANCE_WEIGHT * (short_a[..., :, None] + short_b[..., None, :])
+
+            score, sg_a, sg_b = _closing_turns(out[n : n + 1], *index, crowding)
+            if not torch.isfinite(score[0, 0]):
                 continue
-            out[n, a, _SG] = ring_a[0, 0, best // TURNS]
-            out[n, b, _SG] = ring_b[0, 0, best % TURNS]
+            out[n, a, _SG] = sg_a[0, 0]
+            out[n, b, _SG] = sg_b[0, 0]
             moved = True
         if not moved:
             return
@@ -172,35 +178,96 @@ def common_disulfides(atoms: torch.Tensor, protein: ProteinTopology, share: floa
     return np.array(chosen, dtype=np.int64).reshape(-1, 2)
 
 
+def close_bonded(atoms: torch.Tensor, protein: ProteinTopology, pairs: np.ndarray, bonded: np.ndarray) -> torch.Tensor:
+    """Put cysteine pairs on the S-S bond in the structures where they are bonded (decided elsewhere: Martini 3
+    beads).
+
+    Each SG is turned about its CA-CB bond to the best closure of the pair
+    (as :func:`close_disulfides` scores them; bond lengths and angles kept),
+    where a turn closes it (else it stays), and pairs crowding another
+    cysteine are closed again keeping clearance. A fit that only pulled the
+    SG atoms together left S-S bonds of 1.4-2.5 Angstrom.
+
+    Parameters
+    ----------
+    atoms : torch.Tensor
+        (N, R, N_SLOTS, 3) heavy atoms of N structures.
+    protein : ProteinTopology
+    pairs : numpy.ndarray
+        (P, 2) residue indices of cysteine pairs.
+    bonded : numpy.ndarray
+        (N, P) bool: the pair is bonded in the structure.
+
+    Returns
+    -------
+    torch.Tensor
+        (N, R, N_SLOTS, 3), the SG atoms of the bonded pairs moved.
+    """
+    out = atoms.clone()
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    for p, (a, b) in enumerate(pairs):
+        frames = np.nonzero(bonded[:, p])[0]
+        if not len(frames):
+            continue
+        index = [torch.as_tensor([x], device=atoms.device) for x in (a, b)]
+        score, sg_a, sg_b = _best_turns(atoms[torch.as_tensor(frames, device=atoms.device)], *index)
+        closes = torch.isfinite(score[:, 0])
+        where = torch.as_tensor(frames, device=atoms.device)[closes]
+        out[where, a, _SG] = sg_a[closes, 0]
+        out[where, b, _SG] = sg_b[closes, 0]
+    cys = np.nonzero(protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
+    for n in np.nonzero(bonded.any(1))[0]:
+        _clear_crowded(out, int(n), pairs[bonded[n]], cys)
+    return out
+
+
 def _best_turns(atoms: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Of the SG turns of cysteines ``a`` and ``b`` (P,) in structures (N, R, N_SLOTS, 3), those that close each
-    pair best: score (N, P) (inf where none closes it) and the two SG positions (N, P, 3)."""
-    score, sg_a, sg_b = _turn_grid(atoms, a, b)
-    score, best = score.flatten(2).min(-1)  # (N, P)
-    pick = lambda sg, k: torch.gather(sg, 2, k[..., None, None].expand(-1, -1, 1, 3))[:, :, 0]  # noqa: E731
-    return score, pick(sg_a, best // TURNS), pick(sg_b, best % TURNS)
+    pair best (:func:`_closing_turns`), searched :data:`TURN_PAIRS_PER_BLOCK` pairs of turns at a time."""
+    block = max(1, TURN_PAIRS_PER_BLOCK // (len(a) * TURNS * TURNS))  # structures searched at a time
+    found = [_closing_turns(atoms[k : k + block], a, b) for k in range(0, len(atoms), block)]
+    return tuple(torch.cat(x) for x in zip(*found))
 
 
-def _turn_grid(atoms: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Every pair of SG turns of cysteines ``a`` and ``b`` (P,) in structures (N, R, N_SLOTS, 3): the closure's
-    score (N, P, TURNS, TURNS; inf where it does not close the bond) and the turned SG atoms of each (N, P, TURNS,
-    3)."""
+def _closing_turns(atoms: torch.Tensor, a: torch.Tensor, b: torch.Tensor, penalty=None) -> tuple[torch.Tensor, ...]:
+    """The SG turns of cysteines ``a`` and ``b`` (P,) in structures (N, R, N_SLOTS, 3) that close each pair best:
+    score (N, P) (inf where none closes it) and the two SG positions (N, P, 3). The best of :data:`TURNS` turns
+    each, then of :data:`FINE_TURNS` about it; ``penalty(sg_a, sg_b)`` ((N, P, T, 3) twice -> (N, P, T, T)), if
+    given, is added to the score."""
+    step = 2 * math.pi / TURNS
+    grid = (torch.arange(TURNS, device=atoms.device, dtype=atoms.dtype) * step).expand(len(atoms), len(a), TURNS)
+    fine = torch.linspace(-step / 2, step / 2, FINE_TURNS, device=atoms.device, dtype=atoms.dtype)
+
+    def scored(turns_a, turns_b):
+        score, sg_a, sg_b = _turn_grid(atoms, a, b, turns_a, turns_b)
+        return (score if penalty is None else score + penalty(sg_a, sg_b)), sg_a, sg_b
+
+    best = scored(grid, grid)[0].flatten(2).argmin(-1)  # (N, P)
+    score, sg_a, sg_b = scored((best // TURNS * step)[..., None] + fine, (best % TURNS * step)[..., None] + fine)
+    score, best = score.flatten(2).min(-1)
+    pick = lambda sg, i: torch.gather(sg, 2, i[..., None, None].expand(-1, -1, 1, 3))[:, :, 0]  # noqa: E731
+    return score, pick(sg_a, best // FINE_TURNS), pick(sg_b, best % FINE_TURNS)
+
+
+def _turn_grid(atoms: torch.Tensor, a: torch.Tensor, b: torch.Tensor, turns_a: torch.Tensor,
+               turns_b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every pair of SG turns of cysteines ``a`` and ``b`` (P,) in structures (N, R, N_SLOTS, 3), by the angles
+    ``turns_a`` and ``turns_b`` (N, P, T): the closure's score (N, P, T, T; inf where it does not close the bond)
+    and the turned SG atoms of each (N, P, T, 3)."""
     dtype, dev = atoms.dtype, atoms.device
-    turns = torch.arange(TURNS, device=dev, dtype=dtype) * (2 * math.pi / TURNS)
 
-    def circle(residue):
-        """(N, P, TURNS, 3) SG of ``residue`` turned about its CA-CB bond; (N, P, 3) its CB."""
+    def circle(residue, turns):
+        """(N, P, T, 3) SG of ``residue`` turned about its CA-CB bond; (N, P, 3) its CB."""
         cb, sg = atoms[:, residue, chem.SLOT_CB], atoms[:, residue, _SG]
         axis = cb - atoms[:, residue, chem.SLOT_CA]
         axis = axis / axis.norm(dim=-1, keepdim=True)
-        n, p = cb.shape[:2]
-        turned = rotate_about_axis(sg[:, :, None, None].expand(n, p, TURNS, 1, 3),
-                                   cb[:, :, None].expand(n, p, TURNS, 3), axis[:, :, None].expand(n, p, TURNS, 3),
-                                   turns.expand(n, p, TURNS))
+        n, p, t = turns.shape
+        turned = rotate_about_axis(sg[:, :, None, None].expand(n, p, t, 1, 3),
+                                   cb[:, :, None].expand(n, p, t, 3), axis[:, :, None].expand(n, p, t, 3), turns)
         return turned[..., 0, :], cb
 
-    sg_a, cb_a = circle(a)
-    sg_b, cb_b = circle(b)
+    sg_a, cb_a = circle(a, turns_a)
+    sg_b, cb_b = circle(b, turns_b)
     bond = sg_b[:, :, None] - sg_a[:, :, :, None]  # (N, P, TURNS, TURNS, 3): SG(a) -> SG(b)
     length = bond.norm(dim=-1)
     angle_a = _angle(cb_a[:, :, None, None] - sg_a[:, :, :, None], bond)

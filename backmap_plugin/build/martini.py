@@ -101,6 +101,7 @@ from backmap_plugin.build.backbone import (
 from backmap_plugin.build.backbone_contacts import backbone_contact_loss, backbone_contact_pairs
 from backmap_plugin.build.carry import CarriedSideChains, residue_frame
 from backmap_plugin.build.chi_turns import ChiLevers, ChiTurner
+from backmap_plugin.build.disulfides import close_bonded
 from backmap_plugin.build.ideal import (
     ACTIVE_OVERLAP,
     FREQUENCY_WEIGHT,
@@ -877,7 +878,8 @@ def _fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Te
         pairs, in_frame = disulfides
         bonded = torch.zeros(atoms.shape[:2], dtype=torch.bool, device=atoms.device)
         if len(pairs):
-            # overlap avoidance sees a disulfide as a clash: bonded cysteines keep their fitted SG
+            # overlap avoidance sees a disulfide as a clash: bonded cysteines start from their fitted SG, then
+            # are put on the bond
             fitted = build_residues(backbone, side_chain_internal(protein.res_type, chis), rt,
                                     slots=chem.SIDE_CHAIN_BUILD_ORDER)
             frame, pair = in_frame.nonzero(as_tuple=True)
@@ -885,6 +887,7 @@ def _fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Te
                 residue = pairs[pair, side]
                 atoms[frame, residue, _SG] = fitted[frame, residue, _SG].to(atoms.dtype)
                 bonded[frame, residue] = True
+            atoms = close_bonded(atoms, protein, pairs.cpu().numpy(), in_frame.cpu().numpy())
         if start is not None:
             atoms = tilt_side_chains(atoms, beads, protein, ~bonded)
     return atoms.to(dtype)

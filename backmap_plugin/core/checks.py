@@ -12,7 +12,6 @@ Inputs are numpy arrays; nothing here knows about files or OpenMM.
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from backmap_plugin.core import metrics
 
@@ -179,6 +178,8 @@ def all_atom_clashes(xyz, radii, bonds, hbond_kind=None, overlap=CLASH_OVERLAP, 
     numpy.ndarray of int64, shape (n_frames,)
         Clashing pairs per frame.
     """
+    from scipy.spatial import cKDTree  # (here: the builders read this module's sigmas, and backmap run no scipy)
+
     x = _frames(xyz)
     r = np.asarray(radii, dtype=np.float64)
     n = x.shape[1]

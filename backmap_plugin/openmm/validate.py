@@ -14,7 +14,8 @@ Per model of a structure file, :func:`validate_structure` reports
   :data:`~backmap_plugin.core.checks.VDW_RADII` and
   :func:`~backmap_plugin.core.checks.all_atom_clashes` for what differs
   from MolProbity's Probe);
-* bond-length and bond-angle outliers: more than 4 sigma from the Engh &
+* bond-length and bond-angle outliers (disulfides' S-S bonds and CB-SG-SG
+  angles included): more than 4 sigma from the Engh &
   Huber (1991) ideal values of :mod:`backmap_plugin.core.chemistry`, with one
   sigma per kind (0.02 Angstrom and 2 degrees,
   :data:`~backmap_plugin.core.checks.BOND_SIGMA` and ``ANGLE_SIGMA``);
@@ -256,6 +257,19 @@ def _topology_tables(topology, first_xyz) -> _Tables:
                 breaks.append(f"{residue_label(residue)}-{residue_label(nxt[0])} ({d:.1f} A)")
         elif not same_chain and "OXT" not in atoms:
             missing_oxt.append(residue_label(residue))
+    named = {residue.index: atoms for residue, _, atoms in residues}
+    for bond in topology.bonds():  # disulfides: the S-S bond and both CB-SG-SG angles
+        a, b = sorted(bond[:2], key=lambda atom: atom.index)
+        if a.name == b.name == "SG" and a.residue is not b.residue and a.residue.index in named \
+                and b.residue.index in named:
+            bonds.append((a.index, b.index))
+            ideal.append(chem.BOND_SG_SG)
+            blabels.append(f"{residue_label(a.residue)}-{residue_label(b.residue)} SG-SG (disulfide)")
+            for sg, other in ((a, b), (b, a)):
+                if "CB" in named[sg.residue.index]:
+                    angles.append((named[sg.residue.index]["CB"], sg.index, other.index))
+                    aideal.append(chem.ANGLE_CB_SG_SG)
+                    alabels.append(f"{residue_label(sg.residue)} CB-SG-SG (disulfide)")
     phi, psi, omega = rama.backbone_dihedral_atoms([r[2] for r in residues], bonded_next)
     scored = np.nonzero((phi[:, 0] >= 0) & (psi[:, 0] >= 0))[0]
     cbeta_arr = np.array(cbeta, dtype=np.float64).reshape(-1, 7)
