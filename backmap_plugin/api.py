@@ -642,6 +642,9 @@ class BackmapResult:
         Input files.
     resumed_from : int
         First input frame built by this call (0 unless resumed).
+    stride : int
+        Every ``stride``-th input frame was backmapped: frame ``k`` of the
+        output is input frame ``k * stride``.
     model : str or None
         Weights file of the ``model`` method (None for ``ideal``).
     device : str
@@ -651,8 +654,9 @@ class BackmapResult:
     bead_rmsd : dict
         Per kind of bead (Martini 3 ``BB`` / ``SC``, ``centre of mass``,
         ``C-alpha``): the median, the largest and its frame of the bead
-        RMSD (Angstrom, no superposition) between each structure built by
-        this call, mapped back to beads, and the input beads
+        RMSD (Angstrom, no superposition) between each structure of the
+        output (those of the run it resumed too), mapped back to beads, and
+        the input beads
         (:meth:`backmap_plugin.core.bead_fit.BeadFit.summary`).
     """
 
@@ -673,6 +677,7 @@ class BackmapResult:
     input: str | None = None
     top: str | None = None
     resumed_from: int = 0
+    stride: int = 1
     model: str | None = None
     device: str = ""
     version: str = ""
@@ -1017,6 +1022,22 @@ class Backmapper:
             self._structures_built += len(bonded)
         return closed.view_as(atoms)
 
+    def tallies(self) -> dict:
+        """What :meth:`build` counted so far (bead RMSDs, disulfides closed), for :meth:`restore_tallies`."""
+        return {"bead_fit": self.bead_fit.state(), "structures_built": self._structures_built,
+                "disulfides": [[a, b, n] for (a, b), n in self.disulfides.items()]}
+
+    def restore_tallies(self, tallies: dict | None, before_frame: int, whole: bool) -> None:
+        """Take back an interrupted run's :meth:`tallies` of the input frames before ``before_frame``; its
+        disulfide counts only where it kept all its frames (``whole``)."""
+        if not tallies:
+            return
+        self.bead_fit.restore(tallies["bead_fit"], before_frame)
+        if whole:
+            self._structures_built += tallies["structures_built"]
+            for a, b, n in tallies["disulfides"]:
+                self.disulfides[(a, b)] = self.disulfides.get((a, b), 0) + n
+
     def disulfide_note(self) -> list[str]:
         """A note on the disulfides :meth:`build` closed so far ([] when none)."""
         if not self.disulfides:
@@ -1137,7 +1158,8 @@ def _run_settings(input, top, mapping, method, model, samples, seed, stride, chu
 
 
 def _start(output: str, record, overwrite: bool, resume: bool):
-    """Where a run starts: ``(first input frame, writer resume state or None)``; refuses to lose work.
+    """Where a run starts: ``(first input frame, writer resume state or None, tallies or None)``; refuses to lose
+    work.
 
     ``resume`` and ``overwrite`` together (for workflows): continue an
     unfinished run made with the same settings, else start over.
@@ -1150,7 +1172,7 @@ def _start(output: str, record, overwrite: bool, resume: bool):
                 if not overwrite:
                     raise
             else:
-                return saved["frames_done"], saved["writer"]
+                return saved["frames_done"], saved["writer"], saved.get("tallies")
         elif not overwrite:
             raise BackmapInputError(
                 f"{output}: an unfinished run of this output was found (progress record {record.path}): "
@@ -1161,7 +1183,7 @@ def _start(output: str, record, overwrite: bool, resume: bool):
         if resume:
             raise BackmapInputError(f"{output}: nothing to resume: the output is complete (no progress record)")
         raise BackmapInputError(f"{output}: output file exists; pass --overwrite to replace it")
-    return 0, None
+    return 0, None, None
 
 
 def _after_failure(writer, record, samples: int, fresh: bool) -> str:
@@ -1302,7 +1324,7 @@ def backmap(
         record = ProgressRecord(output, _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk,
                                                       break_distance, temperature, device, disulfides))
         replace = (not resume) if overwrite is None else overwrite
-        first_new, writer_state = _start(output, record, replace, resume)
+        first_new, writer_state, tallies = _start(output, record, replace, resume)
         engine = None
         writer = None
         n_frames = 0
@@ -1324,9 +1346,11 @@ def backmap(
                             raise
                         engine.report.append(f"{exc}: started over, as --overwrite says")  # (the partial file is gone)
                         record.remove()
-                        writer_state = None
+                        writer_state, tallies = None, None
                         writer = TrajectoryWriter(output, engine.topology)
-                    first_new = writer.frames_written // samples  # a writer may keep fewer frames than recorded
+                    kept = writer.frames_written // samples  # a writer may keep fewer frames than recorded
+                    engine.restore_tallies(tallies, kept, whole=kept == first_new)
+                    first_new = kept
                 n_frames = frames.start + len(frames.xyz)
                 skip = min(max(first_new - frames.start, 0), len(frames.xyz))
                 if skip < len(frames.xyz):
@@ -1335,7 +1359,7 @@ def backmap(
                     writer.write(engine.build(frames.xyz[skip:], frames.start + skip, box),
                                  box=None if box is None else np.repeat(box, samples, axis=0),
                                  time=None if times is None else np.repeat(times, samples))
-                    record.save(n_frames, writer.frames_written, writer.state())
+                    record.save(n_frames, writer.frames_written, writer.state(), engine.tallies())
                 bar.update(len(frames.xyz))
         except BaseException as exc:
             if writer is not None:
@@ -1369,6 +1393,7 @@ def backmap(
             input=input,
             top=top,
             resumed_from=first_new,
+            stride=stride,
             model=_model_file(model, engine.mapping) if engine.method == "model" else None,
             device=engine.device.type,
             version=__version__,

@@ -253,3 +253,30 @@ def test_snakemake_workflow_runs_two_systems(tmp_path):
     # complete: a second run has nothing to do
     again = subprocess.run(command + ["-n"], check=False, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_snakemake_config_typos_and_numeric_names(tmp_path):
+    """A misspelt key outside `systems:` (ignored without a word), a quoted "false" (read as true) are refused in
+    a dry run, naming the key; a system named 101 runs (it failed with KeyError '101')."""
+    if importlib.util.find_spec("snakemake") is None:
+        pytest.skip("snakemake is not installed (pip install backmap_plugin[workflow])")
+    import yaml  # (snakemake's)
+
+    base = {"results": "results", "systems": {101: {"input": str(EXAMPLE_PDB)}}}
+    cases = (
+        ({"backmap": {"sampels": 4}}, "config: 'backmap': unknown key(s) sampels; known: device, extra, mapping"),
+        ({"refin": {"enabled": False}}, "config: unknown key(s) refin; known: backmap, backmap_command"),
+        ({"validate": {"strict": "false"}}, "config: 'validate': strict must be true or false (unquoted), got "
+                                            "'false'"),
+        ({}, None),
+    )
+    for extra, message in cases:
+        config_path = tmp_path / "config.yaml"
+        config_path.write_text(yaml.safe_dump({**base, **extra}))  # (YAML: the name stays a number)
+        command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--configfile", str(config_path),
+                   "--directory", str(tmp_path), "-c1", "-n"]
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+        if message is None:
+            assert done.returncode == 0 and "results/101/backmapped.pdb" in done.stdout, done.stderr[-2000:]
+        else:
+            assert done.returncode != 0 and message in done.stdout + done.stderr, (extra, done.stderr[-2000:])

@@ -150,7 +150,8 @@ def test_report_starts_with_the_settings(run_dir, cli_report):
     for label, value in (("input", info["input"]), ("topology", info["top"]), ("mapping", "ca"),
                          ("method", "model"), ("samples per frame", "2"), ("seed", "0"),
                          ("temperature", "method default"), ("max iterations", "20"),
-                         ("OpenMM platform", "CPU"), ("force field", "amber14-all.xml")):
+                         ("OpenMM platform", "CPU"), ("force field", "amber14-all.xml"),
+                         ("input frames", "every 19th (frame k is input frame k x 19)")):  # (not recorded before)
         assert re.search(rf"<th>{re.escape(label)}</th><td>{re.escape(value)}", settings), label
     assert refined["settings"]["max_iterations"] == 20
     # backmap run --json records the weights, device and version (the shipped model, on the CPU here)
@@ -174,11 +175,11 @@ def test_settings_read_when_recorded(run_dir, tmp_path):
         assert f"<th>{label}</th><td>{value}</td>" in settings
     assert "No refined.json: not refined." in settings
     # what an older backmap.json does not record is said so, not left out
-    for key in ("model", "device", "version"):
+    for key in ("model", "device", "version", "stride"):
         info.pop(key, None)
     (recorded / "backmap.json").write_text(json.dumps(info))
     settings = _section(Path(report.write_report(recorded, recorded / "r.html")).read_text(), "Settings")
-    for label in ("model weights", "device", "backmap_plugin version"):
+    for label in ("model weights", "device", "backmap_plugin version", "input frames"):
         assert f"<th>{label}</th><td>not recorded in backmap.json</td>" in settings
 
 
@@ -244,6 +245,29 @@ def test_report_without_refinement(run_dir, tmp_path):
     assert "validate_refined.json not found" in page
     assert len(_images(page)) == 3
     assert _table_rows(page) == 4
+
+
+def test_reports_of_other_structures_are_left_out(run_dir, tmp_path):
+    """A run directory backmapped again (another backmapped.pdb), or whose refinement was stopped (refined.pdb
+    gone): the reports made from the structures that were there are left out, with a note, and so is the refined
+    structure of the old one (the report showed another protein's validation, and 'refined 4/4 pass' beside 'not
+    refined')."""
+    again = _copy(run_dir, tmp_path / "again", [p.name for p in run_dir.iterdir() if p.is_file()])
+    (again / "backmapped.pdb").write_text("REMARK   1 BACKMAPPED AGAIN\n" + (again / "backmapped.pdb").read_text())
+    summary = report.summarize(again)
+    assert summary["refinement"] is None and summary["validation"] == {"backmapped": None, "refined": None}
+    assert summary["notes"] == [
+        "refined.json is left out: it was made from another backmapped.pdb than the one there now (an earlier run)",
+        "validate_backmapped.json is left out: it was made from another backmapped.pdb than the one there now (an "
+        "earlier run)",
+        "validate_refined.json is left out: it was made from another refined.pdb than the one there now (an earlier "
+        "run)"]
+    stopped = _copy(run_dir, tmp_path / "stopped", REQUIRED + ("validate_backmapped.json", "validate_refined.json"))
+    summary = report.summarize(stopped)
+    assert summary["validation"]["refined"] is None and summary["validation"]["backmapped"] is not None
+    assert summary["notes"] == ["validate_refined.json is left out: it was made from refined.pdb, which is missing"]
+    page = Path(report.write_report(stopped, stopped / "report.html")).read_text()
+    assert "validate_refined.json is left out: it was made from refined.pdb, which is missing" in page
 
 
 def test_partial_refinement_is_said_on_the_terminal(run_dir, tmp_path):

@@ -79,7 +79,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, ex
     options = {"samples": 2, "seed": 7, "stride": 3}  # 13 frames: chunks of 4, 4, 4, 1
     (tmp_path / "whole").mkdir()
     whole = tmp_path / "whole" / f"out{ext}"  # same name: mmCIF files name their data block after it
-    _run(EXAMPLE_DCD, whole, **options)
+    uninterrupted = _run(EXAMPLE_DCD, whole, **options)
 
     out = tmp_path / f"out{ext}"
     with monkeypatch.context() as patch:
@@ -98,6 +98,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, ex
     assert per == pytest.approx(1000.0 * result.seconds / 2, abs=0.051)
     assert _content(out) == _content(whole)
     assert not Path(record_path(out)).exists() and not partial.exists()
+    # the summary is of every frame (its bead RMSD was of the resumed run's last frame alone)
+    for kind, figures in uninterrupted.bead_rmsd.items():
+        for key in ("median", "max"):
+            assert result.bead_rmsd[kind][key] == pytest.approx(figures[key], abs=1e-4), (kind, key)
+        assert result.bead_rmsd[kind]["worst_frame"] == figures["worst_frame"]
 
 
 @pytest.mark.parametrize("ext", [".pdb", ".cif"])

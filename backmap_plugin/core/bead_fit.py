@@ -65,6 +65,19 @@ class BeadFit:
             self.rmsd[name].extend(rmsd_no_superposition(built, target, mask).tolist())
         self.frames.extend(np.repeat(first_index + np.arange(n_frames), samples).tolist())
 
+    def state(self) -> dict:
+        """The RMSDs so far (rounded to 0.1 mA) and their frames, for :meth:`restore` in a resumed run."""
+        return {"rmsd": {name: [round(v, 4) for v in values] for name, values in self.rmsd.items()},
+                "frames": list(self.frames)}
+
+    def restore(self, state: dict, before_frame: int) -> None:
+        """Take back the RMSDs of :meth:`state` of the input frames before ``before_frame`` (an interrupted run's)."""
+        keep = [k for k, frame in enumerate(state["frames"]) if frame < before_frame]
+        self.frames = [state["frames"][k] for k in keep] + self.frames
+        for name in self.rmsd:
+            old = state["rmsd"].get(name, [])
+            self.rmsd[name] = [old[k] for k in keep if k < len(old)] + self.rmsd[name]
+
     def summary(self) -> dict:
         """Kind of bead -> ``{"median": A, "max": A, "worst_frame": input frame}`` over the structures scored."""
         out = {}

@@ -165,3 +165,23 @@ def check_output_path(path, overwrite: bool = True, inputs=()) -> str:
     if not os.access(directory, os.W_OK | os.X_OK):
         raise BackmapInputError(f"{path}: cannot write output: no permission to write in {directory}")
     return ext
+
+
+def file_digest(path) -> str:
+    """SHA-256 (hex) of a file's bytes: what a report was made from, so a later one can tell (``report``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    str
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -70,8 +70,9 @@ class ProgressRecord:
         Returns
         -------
         dict
-            ``frames_done`` (input frames finished), ``structures_written``
-            and ``writer`` (the writer's resume state).
+            ``frames_done`` (input frames finished), ``structures_written``,
+            ``writer`` (the writer's resume state) and ``tallies`` (None in
+            records that have none).
 
         Raises
         ------
@@ -109,7 +110,7 @@ class ProgressRecord:
                 )
         return saved
 
-    def save(self, frames_done: int, structures_written: int, writer_state: dict) -> None:
+    def save(self, frames_done: int, structures_written: int, writer_state: dict, tallies: dict | None = None) -> None:
         """Write the record atomically (:func:`backmap_plugin.io.atomic.write_json`).
 
         Parameters
@@ -120,6 +121,10 @@ class ProgressRecord:
             Structures in the partial output.
         writer_state : dict
             :meth:`backmap_plugin.io.trajectory.TrajectoryWriter.state`.
+        tallies : dict, optional
+            What the run counted of the frames finished
+            (:meth:`backmap_plugin.api.Backmapper.tallies`), for the summary
+            of the resumed run.
         """
         payload = {
             "format": RECORD_FORMAT,
@@ -128,6 +133,7 @@ class ProgressRecord:
             "frames_done": int(frames_done),
             "structures_written": int(structures_written),
             "writer": writer_state,
+            "tallies": tallies,
         }
         write_json(self.path, payload)
 

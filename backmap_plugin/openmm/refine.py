@@ -573,6 +573,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     from tqdm import tqdm
 
     from backmap_plugin.io.loaders import pdb_model_boxes
+    from backmap_plugin.io.paths import file_digest
     from backmap_plugin.io.trajectory import TrajectoryWriter
 
     t0 = time.perf_counter()
@@ -591,6 +592,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
                       platform=platform, pH=pH, softCore=softCore, template=template)
     payload = {
         "input": input,
+        "input_sha256": file_digest(input),
         "output": output,
         "settings": {
             "force_field": force_field_parts(solvent),

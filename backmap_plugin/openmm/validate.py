@@ -546,12 +546,16 @@ class ValidationResult:
         Thresholds and models used.
     seconds : float
         Wall time.
+    input_sha256 : str or None
+        SHA-256 of the file validated (:func:`validate_structure`), so a
+        report can tell it from a later file of the same name.
     """
 
     input: str
     frames: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
+    input_sha256: str | None = None
 
     @property
     def failures(self) -> list:
@@ -576,12 +580,13 @@ class ValidationResult:
         Returns
         -------
         dict
-            ``input``, ``settings``, ``n_frames``, ``passed``, ``failures``,
-            ``frames`` and ``seconds``.
+            ``input``, ``input_sha256`` (of a file validated, else None),
+            ``settings``, ``n_frames``, ``passed``, ``failures``, ``frames``
+            and ``seconds``.
         """
-        return {"input": self.input, "settings": self.settings, "n_frames": len(self.frames),
-                "passed": self.passed, "failures": self.failures, "summary": self.summary(),
-                "frames": self.frames, "seconds": self.seconds}
+        return {"input": self.input, "input_sha256": self.input_sha256, "settings": self.settings,
+                "n_frames": len(self.frames), "passed": self.passed, "failures": self.failures,
+                "summary": self.summary(), "frames": self.frames, "seconds": self.seconds}
 
     def summary(self) -> dict:
         """The :data:`SUMMARY_FIGURES` over all frames: the mean of each (None where no frame has it).
@@ -847,6 +852,10 @@ def validate_structure(input, solvent="gbn2", platform="auto", energy=True):
     BackmapInputError
         Missing or unreadable file.
     """
+    from backmap_plugin.io.paths import file_digest
+
     input = os.fspath(input)
     topology, frames = read_structure(input)
-    return validate_frames(topology, frames, solvent=solvent, platform=platform, energy=energy, source=input)
+    result = validate_frames(topology, frames, solvent=solvent, platform=platform, energy=energy, source=input)
+    result.input_sha256 = file_digest(input)
+    return result

@@ -109,6 +109,9 @@ def _settings_section(summary: dict) -> str:
     backmap_rows = [
         ("input", _fmt(info.get("input"))),
         ("topology", _fmt(info.get("top"))),
+        ("input frames", _NOT_RECORDED if info.get("stride") is None
+         else "every one" if info["stride"] == 1 else f"every {info['stride']}th (frame k is input frame k x "
+         f"{info['stride']})"),
         ("mapping", _fmt(info.get("mapping"))),
         ("method", _fmt(method)),
         ("model weights", model),
@@ -158,6 +161,7 @@ def _overview(summary: dict) -> str:
     files = "".join(f"<li>{_e(FILES[role])}: {'present' if path else 'missing'}</li>"
                     for role, path in summary["files"].items())
     out = _kv_table(rows)
+    out += "".join(f'<p class="note">{_e(n)}</p>' for n in summary.get("notes") or [])
     if notes:
         out += f"<p>Notes of the backmapping:</p><ul>{notes}</ul>"
     return out + f"<p>Files in {_e(summary['run_dir'])}:</p><ul>{files}</ul>"
@@ -182,7 +186,7 @@ def _energy_line(models: list) -> str:
 def _refinement_section(summary: dict) -> str:
     ref = summary["refinement"]
     if ref is None:
-        return ('<p class="note">No refinement in this run (refined.json not found): '
+        return ('<p class="note">No refinement in this run (refined.json not found, or left out: see the overview): '
                 "clashes and energies before/after refinement are not shown.</p>")
     text = (f"<p>{ref['n_converged']} of {ref['n_models']} structure(s) converged on {_e(ref['platform'])}; "
             f"heavy-atom clashes (pairs closer than 2.0 A, more than 3 bonds apart) "
@@ -229,11 +233,11 @@ def _validation_section(summary: dict) -> str:
     present = [(k, v) for k, v in summary["validation"].items() if v is not None]
     if not present:
         return ('<p class="note">No validation in this run (validate_backmapped.json and validate_refined.json '
-                "not found).</p>")
+                "not found, or left out: see the overview).</p>")
     text = ""
     for which, v in summary["validation"].items():
         if v is None:
-            text += f'<p class="note">validate_{which}.json not found: no {which} rows.</p>'
+            text += f'<p class="note">validate_{which}.json not found or left out: no {which} rows.</p>'
         else:
             text += f"<p>{_e(which)}: {_e(_verdict(v))}.</p>"
             text += "".join(f'<p class="note">{_e(n)}</p>' for n in v["notes"])

@@ -28,6 +28,7 @@ import os
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.paths import file_digest
 from backmap_plugin.report.ensemble import Ensemble, load_ensemble
 from backmap_plugin.report.numeric import frame_diversity
 
@@ -39,6 +40,12 @@ FILES = {
     "refined_json": "refined.json",
     "validate_backmapped_json": "validate_backmapped.json",
     "validate_refined_json": "validate_refined.json",
+}
+#: The file each report of a run directory was made from (its ``input_sha256``).
+MADE_FROM = {
+    "refined_json": "backmapped_pdb",
+    "validate_backmapped_json": "backmapped_pdb",
+    "validate_refined_json": "refined_pdb",
 }
 #: Name of the summary written into the run directory.
 SUMMARY_NAME = "summary.json"
@@ -70,7 +77,8 @@ _FLOAT_KEYS = ("energy_kj_mol", "clashscore", "ramachandran_favoured_pct", "rota
 
 #: Settings of ``backmap run`` read from backmap.json into the summary's ``backmap`` entry
 #: (None where the file does not record one; ``model``, ``device`` and ``version`` are read when present).
-BACKMAP_SETTINGS = ("input", "top", "mapping", "method", "model", "seed", "temperature", "device", "version")
+BACKMAP_SETTINGS = ("input", "top", "stride", "mapping", "method", "model", "seed", "temperature", "device",
+                    "version")
 
 
 def _path(run_dir: str, role: str) -> str:
@@ -205,6 +213,28 @@ def _diversity(ensemble: Ensemble, n_frames: int, n_samples: int) -> dict:
             "note": _DIVERSITY_NOTE}
 
 
+def _current(files: dict, role: str, notes: list, stale: set) -> dict | None:
+    """The report of ``role``, or None where it is missing or was made from another file than the one now under
+    its input's name (``input_sha256``; a run done again into the directory, a refinement stopped), said in
+    ``notes``; ``stale`` collects the files of an earlier run (refined.pdb with its refined.json)."""
+    path = files[role]
+    if path is None:
+        return None
+    data = _read_json(path)
+    made_from = MADE_FROM[role]
+    recorded = data.get("input_sha256")
+    if files[made_from] is None:
+        notes.append(f"{FILES[role]} is left out: it was made from {FILES[made_from]}, which is missing")
+    elif made_from in stale or recorded is not None and recorded != file_digest(files[made_from]):
+        notes.append(f"{FILES[role]} is left out: it was made from another {FILES[made_from]} than the one there now "
+                     "(an earlier run)")
+        if role == "refined_json":
+            stale.add("refined_pdb")
+    else:
+        return data
+    return None
+
+
 def run_directory(run_dir) -> str:
     """The absolute path of an existing run directory.
 
@@ -245,18 +275,21 @@ def collect(run_dir) -> tuple:
         raise BackmapInputError(
             f"{pdb_path}: {n_models} model(s), but {json_path} gives {n_frames} frame(s) x {n_samples} sample(s)")
     files = {role: (_path(run_dir, role) if os.path.isfile(_path(run_dir, role)) else None) for role in FILES}
+    notes, stale = [], set()
+    reports = {role: _current(files, role, notes, stale) for role in MADE_FROM}
     refinement = None
-    if files["refined_json"]:
-        refinement = _refinement(_read_json(files["refined_json"]), files["refined_json"], n_samples, n_models)
+    if reports["refined_json"] is not None:
+        refinement = _refinement(reports["refined_json"], files["refined_json"], n_samples, n_models)
     validation = {}
     for which in ("backmapped", "refined"):
-        path = files[f"validate_{which}_json"]
-        validation[which] = None if path is None else _validation(_read_json(path), path, n_samples, n_models)
+        data, path = reports[f"validate_{which}_json"], files[f"validate_{which}_json"]
+        validation[which] = None if data is None else _validation(data, path, n_samples, n_models)
     summary = {
         "format": SUMMARY_FORMAT,
         "system": os.path.basename(run_dir),
         "run_dir": run_dir,
         "files": files,
+        "notes": notes,
         "n_frames": n_frames,
         "n_samples": n_samples,
         "n_models": n_models,
@@ -294,7 +327,8 @@ def summarize(run_dir) -> dict:
     -------
     dict
         JSON-ready: ``system`` (the directory name), ``run_dir``, ``files``
-        (role -> absolute path, None when absent), ``n_frames``,
+        (role -> absolute path, None when absent), ``notes`` (reports left
+        out: made from another structure than the one there), ``n_frames``,
         ``n_samples``, ``n_models`` (frames x samples), ``n_residues``,
         ``n_chains``, ``n_segments``, ``n_atoms``, ``backmap`` (input and
         settings of ``backmap run``), ``timings_seconds``, ``refinement``
