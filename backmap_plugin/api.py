@@ -971,6 +971,7 @@ class Backmapper:
         """
         beads = self._reader.beads(np.asarray(xyz, dtype=np.float32))
         self._disulfide_pairs = np.zeros((0, 2), dtype=np.int64)
+        self._other_partners = {}  # residue of a chosen pair -> others it could bond (the pairing a guess)
         # (the Martini 3 fit bonds the cysteines its beads bond)
         if self._disulfides_wanted and self.mapping.name != "martini3":
             anchors = self._whole(self._anchors(beads), box, first_index)
@@ -991,7 +992,8 @@ class Backmapper:
         if not (near & ~np.eye(len(cys), dtype=bool)).any():
             return np.zeros((0, 2), dtype=np.int64)
         atoms, _ = self._built(frames, first_index, box)
-        return common_disulfides(atoms.flatten(0, 1), self.protein)
+        pairs, self._other_partners = common_disulfides(atoms.flatten(0, 1), self.protein)
+        return pairs
 
     def _topology_disulfides(self, beads: np.ndarray) -> np.ndarray:
         """(P, 2) the cysteine pairs the output topology bonds: the run's pairs (C-alpha and centre-of-mass
@@ -1016,8 +1018,7 @@ class Backmapper:
         if tally:
             for (a, b), count in zip(pairs.tolist(), bonded.sum(0).tolist()):
                 if count:
-                    key = tuple(f"{self.protein.chain_ids[k] or '?'} {self.protein.names[k]} {self.protein.res_seq[k]}"
-                                for k in (a, b))
+                    key = (self._cysteine(a), self._cysteine(b))
                     self.disulfides[key] = self.disulfides.get(key, 0) + count
             self._structures_built += len(bonded)
         return closed.view_as(atoms)
@@ -1038,14 +1039,29 @@ class Backmapper:
             for a, b, n in tallies["disulfides"]:
                 self.disulfides[(a, b)] = self.disulfides.get((a, b), 0) + n
 
+    def _cysteine(self, k: int) -> str:
+        """Residue ``k`` as disulfides are named, e.g. ``A CYS 23``."""
+        return f"{self.protein.chain_ids[k] or '?'} {self.protein.names[k]} {self.protein.res_seq[k]}"
+
     def disulfide_note(self) -> list[str]:
-        """A note on the disulfides :meth:`build` closed so far ([] when none)."""
+        """Notes on the disulfides :meth:`build` closed so far, and on cysteines that could have bonded another
+        partner ([] when none)."""
         if not self.disulfides:
             return []
         pairs = ", ".join(f"{a} - {b}"
                           + (f" (in {n} of {self._structures_built})" if n < self._structures_built else "")
                           for (a, b), n in self.disulfides.items())
-        return [f"disulfides closed (cysteine pairs whose SG atoms can meet): {pairs}"]
+        notes = [f"disulfides closed (cysteine pairs whose SG atoms can meet): {pairs}"]
+        if self._other_partners:
+            crowded = sorted(set(self._other_partners) | {o for others in self._other_partners.values() for o in others})
+            by_chain: dict = {}
+            for k in crowded:
+                by_chain.setdefault(self.protein.chain_ids[k] or "?", []).append(str(self.protein.res_seq[k]))
+            which = "; ".join(f"{chain} CYS {', '.join(numbers)}" for chain, numbers in by_chain.items())
+            notes.append(f"disulfide pairing a guess where cysteines crowd (each of these could bond another of them "
+                         f"as well): {which}; compare the pairs closed with the protein's known disulfides "
+                         "(--no-disulfides leaves every cysteine free)")
+        return notes
 
     def _check_bonded_beads(self, anchors: np.ndarray, first_index: int) -> None:
         """Raise where two residues taken as bonded lie more than :data:`STRETCH_FACTOR` times the break distance

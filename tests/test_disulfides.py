@@ -236,3 +236,7 @@ def test_a_cystine_knot_keeps_its_free_sulfurs_apart(tmp_path, corpus):
                  if d[i, j] < CLEARANCE}
         assert close <= bonded, kind
         assert ("V CYS 26", "V CYS 68") in engine.disulfides and ("V CYS 57", "V CYS 102") in engine.disulfides
+        # the knots' cysteines could bond each other's partners: the note says the pairing is a guess (chain W's
+        # centres of mass were paired 26-102 and 57-68 without a word)
+        guess = [line for line in engine.disulfide_note() if line.startswith("disulfide pairing a guess")]
+        assert len(guess) == 1 and "V CYS 26, 57, 68, 102" in guess[0] and "W CYS 26, 57, 68, 102" in guess[0], guess

@@ -89,6 +89,21 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology,
     bonded : numpy.ndarray
         (N, P) bool: the pairs bonded in each structure.
     """
+    pairs, can, bonded, sg_a, sg_b = _closures(atoms, protein, pairs)
+    out = atoms.clone()
+    cys = np.nonzero(protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
+    for n in np.nonzero(bonded.any(1))[0]:
+        for p in np.nonzero(bonded[n])[0]:
+            out[n, pairs[p, 0], _SG] = sg_a[n, p]
+            out[n, pairs[p, 1], _SG] = sg_b[n, p]
+        _clear_crowded(out, int(n), pairs[bonded[n]], cys)
+    return out, pairs, bonded
+
+
+def _closures(atoms: torch.Tensor, protein: ProteinTopology, pairs: np.ndarray | None) -> tuple:
+    """The search of :func:`close_disulfides`: the pairs considered (P, 2), those that can close in each
+    structure (N, P), those bonded there (N, P; least score first, each cysteine once) and their SG atoms
+    (N, P, 3) twice."""
     if pairs is None:
         cys = np.nonzero(protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
         pairs = np.array([(a, b) for k, a in enumerate(cys) for b in cys[k + 1:]], dtype=np.int64)
@@ -99,24 +114,18 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology,
         pairs = pairs[near.any(0)]
     bonded = np.zeros((len(atoms), len(pairs)), dtype=bool)
     if not len(pairs):
-        return atoms, pairs, bonded
+        return pairs, bonded.copy(), bonded, None, None
     a, b = (torch.as_tensor(pairs[:, k], device=atoms.device) for k in (0, 1))
     score, sg_a, sg_b = _best_turns(atoms, a, b)
     can = torch.isfinite(score) & ((ca[:, a] - ca[:, b]).norm(dim=-1) <= MAX_CA_DISTANCE)
     can, score = can.cpu().numpy(), score.cpu().numpy()
-    out = atoms.clone()
-    cys = np.nonzero(protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
     for n in range(len(atoms)):
         used = set()
         for p in np.argsort(score[n], kind="stable"):
-            if not can[n, p] or pairs[p, 0] in used or pairs[p, 1] in used:
-                continue
-            used.update(pairs[p].tolist())
-            bonded[n, p] = True
-            out[n, pairs[p, 0], _SG] = sg_a[n, p]
-            out[n, pairs[p, 1], _SG] = sg_b[n, p]
-        _clear_crowded(out, n, pairs[bonded[n]], cys)
-    return out, pairs, bonded
+            if can[n, p] and not used & set(pairs[p].tolist()):
+                used.update(pairs[p].tolist())
+                bonded[n, p] = True
+    return pairs, can, bonded, sg_a, sg_b
 
 
 def _clear_crowded(out: torch.Tensor, n: int, bonded: np.ndarray, cys: np.ndarray) -> None:
@@ -152,9 +161,11 @@ def _clear_crowded(out: torch.Tensor, n: int, bonded: np.ndarray, cys: np.ndarra
             return
 
 
-def common_disulfides(atoms: torch.Tensor, protein: ProteinTopology, share: float = COMMON_SHARE) -> np.ndarray:
-    """(P, 2) the cysteine pairs :func:`close_disulfides` bonds in at least ``share`` of the structures, most often
-    bonded first, no cysteine in two: one set of bonds for the frames of a trajectory.
+def common_disulfides(atoms: torch.Tensor, protein: ProteinTopology,
+                      share: float = COMMON_SHARE) -> tuple[np.ndarray, dict]:
+    """The cysteine pairs :func:`close_disulfides` bonds in at least ``share`` of the structures, most often
+    bonded first, no cysteine in two: one set of bonds for the frames of a trajectory; and where the choice was
+    a guess.
 
     Each structure alone may pair its cysteines otherwise where they crowd
     together (a three-disulfide peptide's 24 NMR models: five pairings,
@@ -167,15 +178,32 @@ def common_disulfides(atoms: torch.Tensor, protein: ProteinTopology, share: floa
     protein : ProteinTopology
     share : float
         Smallest share of the structures a pair must be bonded in.
+
+    Returns
+    -------
+    pairs : numpy.ndarray
+        (P, 2) residue indices.
+    other_partners : dict
+        Residue of a chosen pair -> residues it could bond as well (in at
+        least ``share`` of the structures): where cysteines crowd (cystine
+        knots), the pairing is a guess.
     """
-    _, pairs, bonded = close_disulfides(atoms, protein)
+    pairs, can, bonded, _, _ = _closures(atoms, protein, None)
     count = bonded.sum(0)
     chosen, used = [], set()
     for p in np.argsort(-count, kind="stable"):
         if count[p] >= share * len(atoms) and not used & set(pairs[p].tolist()):
             chosen.append(pairs[p])
             used.update(pairs[p].tolist())
-    return np.array(chosen, dtype=np.int64).reshape(-1, 2)
+    chosen = np.array(chosen, dtype=np.int64).reshape(-1, 2)
+    could = pairs[can.mean(0) >= share] if len(pairs) else pairs
+    other_partners = {}
+    for a, b in chosen:
+        for cys, partner in ((a, b), (b, a)):
+            others = sorted(int(x) for x in could[(could == cys).any(1)].ravel() if x not in (cys, partner))
+            if others:
+                other_partners[int(cys)] = others
+    return chosen, other_partners
 
 
 def close_bonded(atoms: torch.Tensor, protein: ProteinTopology, pairs: np.ndarray, bonded: np.ndarray) -> torch.Tensor:
