@@ -1053,7 +1053,7 @@ class Backmapper:
                           for (a, b), n in self.disulfides.items())
         notes = [f"disulfides closed (cysteine pairs whose SG atoms can meet): {pairs}"]
         if self._other_partners:
-            crowded = sorted(set(self._other_partners) | {o for others in self._other_partners.values() for o in others})
+            crowded = sorted(set(self._other_partners).union(*self._other_partners.values()))
             by_chain: dict = {}
             for k in crowded:
                 by_chain.setdefault(self.protein.chain_ids[k] or "?", []).append(str(self.protein.res_seq[k]))
