@@ -43,6 +43,11 @@ ANGLE_RANGE = (math.radians(90.0), math.radians(125.0))
 #: Weight of the squared CB-SG-SG angle deviations (radians^2) against the squared S-S deviation (Angstrom^2): the
 #: deviations in the units of validation's sigmas (:data:`~backmap_plugin.core.checks.BOND_SIGMA`, ``ANGLE_SIGMA``).
 ANGLE_WEIGHT = (BOND_SIGMA / math.radians(ANGLE_SIGMA)) ** 2
+#: Weight per Angstrom^2 an SG atom moves from where it was (:func:`close_bonded`: where a fit to Martini 3 beads put
+#: it, its side-chain bead's share), against the squared S-S deviation: small, it picks among closures alike (without
+#: it, SG atoms turned away from their beads: side-chain beads of a real martinize2 file 0.31 A off, 0.14 with it;
+#: at 1.0 the S-S bond gave way, 1.75-2.27 A).
+STAY_WEIGHT = 0.003
 #: Share of a trajectory's leading structures in which a pair must be bonded to be bonded in all
 #: (:func:`common_disulfides`).
 COMMON_SHARE = 0.5
@@ -211,8 +216,9 @@ def close_bonded(atoms: torch.Tensor, protein: ProteinTopology, pairs: np.ndarra
     beads).
 
     Each SG is turned about its CA-CB bond to the best closure of the pair
-    (as :func:`close_disulfides` scores them; bond lengths and angles kept),
-    where a turn closes it (else it stays), and pairs crowding another
+    (as :func:`close_disulfides` scores them, and by how far the SG atoms
+    move, :data:`STAY_WEIGHT`; bond lengths and angles kept), where a turn
+    closes it (else it stays), and pairs crowding another
     cysteine are closed again keeping clearance. A fit that only pulled the
     SG atoms together left S-S bonds of 1.4-2.5 Angstrom.
 
@@ -238,7 +244,8 @@ def close_bonded(atoms: torch.Tensor, protein: ProteinTopology, pairs: np.ndarra
         if not len(frames):
             continue
         index = [torch.as_tensor([x], device=atoms.device) for x in (a, b)]
-        score, sg_a, sg_b = _best_turns(atoms[torch.as_tensor(frames, device=atoms.device)], *index)
+        part = atoms[torch.as_tensor(frames, device=atoms.device)]
+        score, sg_a, sg_b = _best_turns(part, *index, stay=part[:, [a, b], _SG][:, None])
         closes = torch.isfinite(score[:, 0])
         where = torch.as_tensor(frames, device=atoms.device)[closes]
         out[where, a, _SG] = sg_a[closes, 0]
@@ -249,11 +256,23 @@ def close_bonded(atoms: torch.Tensor, protein: ProteinTopology, pairs: np.ndarra
     return out
 
 
-def _best_turns(atoms: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _best_turns(atoms: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                stay: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """Of the SG turns of cysteines ``a`` and ``b`` (P,) in structures (N, R, N_SLOTS, 3), those that close each
-    pair best (:func:`_closing_turns`), searched :data:`TURN_PAIRS_PER_BLOCK` pairs of turns at a time."""
+    pair best (:func:`_closing_turns`), searched :data:`TURN_PAIRS_PER_BLOCK` pairs of turns at a time; with
+    ``stay`` (N, P, 2, 3), SG positions to keep near (:data:`STAY_WEIGHT`)."""
     block = max(1, TURN_PAIRS_PER_BLOCK // (len(a) * TURNS * TURNS))  # structures searched at a time
-    found = [_closing_turns(atoms[k : k + block], a, b) for k in range(0, len(atoms), block)]
+    found = []
+    for k in range(0, len(atoms), block):
+        penalty = None
+        if stay is not None:
+            near = stay[k : k + block]
+
+            def penalty(sg_a, sg_b, near=near):
+                away_a = (sg_a - near[:, :, None, 0]).pow(2).sum(-1)  # (n, P, T)
+                away_b = (sg_b - near[:, :, None, 1]).pow(2).sum(-1)
+                return STAY_WEIGHT * (away_a[..., :, None] + away_b[..., None, :])
+        found.append(_closing_turns(atoms[k : k + block], a, b, penalty))
     return tuple(torch.cat(x) for x in zip(*found))
 
 
