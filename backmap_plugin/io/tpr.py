@@ -55,18 +55,23 @@ def load_tpr_topology(path: str) -> md.Topology:
             atoms = MDAnalysis.Universe(path).atoms
     except Exception as exc:
         raise BackmapInputError(f"{path}: cannot be read as .tpr: {type(exc).__name__}: {exc}") from exc
-    molecules = atoms.molnums if hasattr(atoms, "molnums") else np.zeros(len(atoms), dtype=int)
-    chain_ids = atoms.chainIDs if hasattr(atoms, "chainIDs") else np.full(len(atoms), "")
-    elements = atoms.elements if hasattr(atoms, "elements") else np.full(len(atoms), "")
+    # each per-atom array taken once, as lists: indexing the AtomGroup's attributes atom by atom rebuilt them each
+    # time (554k beads of a solvated Martini system: about 50 min)
+    n = len(atoms)
+    molecules = (atoms.molnums if hasattr(atoms, "molnums") else np.zeros(n, dtype=int)).tolist()
+    chain_ids = [str(c) for c in (atoms.chainIDs if hasattr(atoms, "chainIDs") else np.full(n, ""))]
+    elements = [str(e) for e in (atoms.elements if hasattr(atoms, "elements") else np.full(n, ""))]
+    resindices, resnames, resids = atoms.resindices.tolist(), atoms.resnames.tolist(), atoms.resids.tolist()
+    names = atoms.names.tolist()
     topology = md.Topology()
     chain_key = residue_index = chain = residue = None
-    for i in range(len(atoms)):
-        key = (int(molecules[i]), str(chain_ids[i]))
+    for i in range(n):
+        key = (molecules[i], chain_ids[i])
         if key != chain_key:
             chain = topology.add_chain(chain_id=input_chain_id(topology.n_chains))
             chain_key, residue_index = key, None
-        if int(atoms.resindices[i]) != residue_index:
-            residue_index = int(atoms.resindices[i])
-            residue = topology.add_residue(str(atoms.resnames[i]), chain, resSeq=int(atoms.resids[i]))
-        topology.add_atom(str(atoms.names[i]), _element_or_none(str(elements[i])), residue, serial=i + 1)
+        if resindices[i] != residue_index:
+            residue_index = resindices[i]
+            residue = topology.add_residue(str(resnames[i]), chain, resSeq=int(resids[i]))
+        topology.add_atom(str(names[i]), _element_or_none(elements[i]), residue, serial=i + 1)
     return topology
