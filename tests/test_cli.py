@@ -250,9 +250,13 @@ def test_notes_go_to_stderr(tmp_path, capfd, example):
     (["data", "augment", "cache", "--config", "c.json", "-o", "aug"], "finished files and structures are kept"),
     (["export", "in.pdb", "-o", "out.gro"], None),
     (["refine", "in.pdb", "-o", "out.pdb"], "the refined frames so far are in a hidden .partial file"),
+    (["refine", "in.pdb", "-o", "none.pdb"], "no frame was finished: nothing is kept"),
+    (["run", "in.pdb", "-o", "none.xtc"], "no frame was finished: nothing is kept"),
 ])
-def test_interrupt_says_what_is_kept(monkeypatch, capsys, argv, kept):
-    """Ctrl-C: exit status 130 and a line about what the interrupted command keeps (nothing claimed for others)."""
+def test_interrupt_says_what_is_kept(monkeypatch, capsys, tmp_path, argv, kept):
+    """Ctrl-C: exit status 130 and a line about what the interrupted command keeps (nothing claimed for others;
+    a run or refine stopped before its first frame said its frames were kept)."""
+    import backmap_plugin.api as api
     import backmap_plugin.cli.export as export_cli
     import backmap_plugin.openmm.refine as refine
     import backmap_plugin.training.augment as augment
@@ -263,6 +267,9 @@ def test_interrupt_says_what_is_kept(monkeypatch, capsys, argv, kept):
     monkeypatch.setattr(augment, "run_augmentation", interrupted)
     monkeypatch.setattr(export_cli, "run", interrupted)
     monkeypatch.setattr(refine, "refine_structure", interrupted)
+    monkeypatch.setattr(api, "backmap", interrupted)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".out.pdb.partial.pdb").write_text("MODEL        1\n")  # (refine's frames so far)
     assert main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("backmap: interrupted")
