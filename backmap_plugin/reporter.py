@@ -20,6 +20,14 @@ from backmap_plugin.io.paths import check_output_path
 from backmap_plugin.io.trajectory import TrajectoryWriter
 
 
+def _refiner():
+    """The :class:`~backmap_plugin.openmm.refine.Refiner` of ``refine=True`` (its defaults; OpenMM's
+    PDBFixer loaded only then)."""
+    from backmap_plugin.openmm.refine import Refiner
+
+    return Refiner(platform="auto")
+
+
 def _check_coarse_grained(topology, file) -> None:
     """Refuse an all-atom simulation: the reporter is for CG runs (one bead per residue, or Martini 3 beads)."""
     if has_martini_beads(md.Topology.from_openmm(topology)):
@@ -155,11 +163,7 @@ class BackmapReporter:
         self._notes: list = []  # the reporter's own (appending), before the engine's
         self._options = dict(mapping=mapping, method=method, samples=samples, seed=seed, device=device,
                              break_distance=breakDistance, model=model, disulfides=disulfides)
-        self._refiner = None
-        if refine:
-            from backmap_plugin.openmm.refine import Refiner
-
-            self._refiner = Refiner(platform="auto")
+        self._refiner = _refiner() if refine else None
         self._engine = None
         self._interval = None  # ps between reports
         self._openmmTopology = None
@@ -355,6 +359,9 @@ class BackmapReporter:
         try:
             if self._writer is None:  # the first batch: the run's disulfides from its frames, as backmap() chooses
                 self._engine.choose_disulfides(frames, first, boxes)
+                if self._refiner is not None and self._openmmTopology is not None:  # (firstFrameFile refined with
+                    # the first frame's: a refiner keeps its first structure's protonation and template)
+                    self._refiner, self._openmmTopology = _refiner(), None
             self._write(self._engine.build(frames, first, box=boxes), times, boxes)
         except BackmapInputError:  # frame by frame: the frames that can be built are written
             for k in range(len(frames)):

@@ -336,6 +336,13 @@ def test_disulfides_are_chosen_from_the_first_batch(tmp_path):
             reporter.report(simulation, FakeState(xyz))
     assert reporter.disulfides == {} and not [b for b in reporter.topology.bonds if b[0].name == "SG"]
     assert "SSBOND" in (tmp_path / "first.pdb").read_text()  # (the first frame's own pairs, a preview)
+    # refined too: the frames get free thiols (HG), not the first frame's disulfide
+    with BackmapReporter(str(tmp_path / "refined.pdb"), 10, batchFrames=10, method="ideal", refine=True,
+                         firstFrameFile=str(tmp_path / "first_refined.pdb")) as reporter:
+        for xyz in ca.xyz:
+            reporter.report(simulation, FakeState(xyz))
+    refined = md.load(str(tmp_path / "refined.pdb")).topology
+    assert sorted(a.residue.resSeq for a in refined.atoms if a.name == "HG" and a.residue.name == "CYS") == [1, 4]
 
 
 def test_closed_before_the_first_report_stays_closed(tmp_path):
