@@ -970,30 +970,29 @@ class Backmapper:
             Periodic box of each frame.
         """
         beads = self._reader.beads(np.asarray(xyz, dtype=np.float32))
-        self._disulfide_pairs = np.zeros((0, 2), dtype=np.int64)
-        self._other_partners = {}  # residue of a chosen pair -> others it could bond (the pairing a guess)
+        # residue of a chosen pair -> others it could bond (the pairing a guess)
+        self._disulfide_pairs, self._other_partners = np.zeros((0, 2), dtype=np.int64), {}
         # (the Martini 3 fit bonds the cysteines its beads bond)
         if self._disulfides_wanted and self.mapping.name != "martini3":
             anchors = self._whole(self._anchors(beads), box, first_index)
-            self._disulfide_pairs = self._choose_disulfides(xyz, first_index, box, anchors)
+            self._disulfide_pairs, self._other_partners = self._choose_disulfides(xyz, first_index, box, anchors)
         self.topology = self.protein.to_mdtraj(self._topology_disulfides(beads))
 
-    def _choose_disulfides(self, frames: np.ndarray, first_index: int, box, anchors: np.ndarray) -> np.ndarray:
+    def _choose_disulfides(self, frames: np.ndarray, first_index: int, box, anchors: np.ndarray) -> tuple:
         """(P, 2) the cysteine pairs every structure of the run may bond: those bonded in at least half of the
         leading frames' structures (:func:`~backmap_plugin.build.disulfides.common_disulfides`), so that all
         frames of a trajectory get the same bonds; none where no two cysteines' beads (``anchors``: (F, R, 3),
         the leading frames' beads made whole) lie within :data:`DISULFIDE_BEAD_REACH` (the frames are not built
-        then)."""
+        then); and the other partners of their cysteines (the pairing a guess there)."""
         from backmap_plugin.build.disulfides import common_disulfides
 
         cys = np.nonzero(self.protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
         anchors = anchors[:, cys]
         near = np.linalg.norm(anchors[:, :, None] - anchors[:, None], axis=-1) < DISULFIDE_BEAD_REACH
         if not (near & ~np.eye(len(cys), dtype=bool)).any():
-            return np.zeros((0, 2), dtype=np.int64)
+            return np.zeros((0, 2), dtype=np.int64), {}
         atoms, _ = self._built(frames, first_index, box)
-        pairs, self._other_partners = common_disulfides(atoms.flatten(0, 1), self.protein)
-        return pairs
+        return common_disulfides(atoms.flatten(0, 1), self.protein)
 
     def _topology_disulfides(self, beads: np.ndarray) -> np.ndarray:
         """(P, 2) the cysteine pairs the output topology bonds: the run's pairs (C-alpha and centre-of-mass

@@ -96,12 +96,10 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology,
     """
     pairs, can, bonded, sg_a, sg_b = _closures(atoms, protein, pairs)
     out = atoms.clone()
-    cys = np.nonzero(protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
-    for n in np.nonzero(bonded.any(1))[0]:
-        for p in np.nonzero(bonded[n])[0]:
-            out[n, pairs[p, 0], _SG] = sg_a[n, p]
-            out[n, pairs[p, 1], _SG] = sg_b[n, p]
-        _clear_crowded(out, int(n), pairs[bonded[n]], cys)
+    for n, p in zip(*np.nonzero(bonded)):
+        out[n, pairs[p, 0], _SG] = sg_a[n, p]
+        out[n, pairs[p, 1], _SG] = sg_b[n, p]
+    _clear_all_crowded(out, protein, pairs, bonded)
     return out, pairs, bonded
 
 
@@ -250,10 +248,15 @@ def close_bonded(atoms: torch.Tensor, protein: ProteinTopology, pairs: np.ndarra
         where = torch.as_tensor(frames, device=atoms.device)[closes]
         out[where, a, _SG] = sg_a[closes, 0]
         out[where, b, _SG] = sg_b[closes, 0]
+    _clear_all_crowded(out, protein, pairs, bonded)
+    return out
+
+
+def _clear_all_crowded(out: torch.Tensor, protein: ProteinTopology, pairs: np.ndarray, bonded: np.ndarray) -> None:
+    """:func:`_clear_crowded` in each structure of ``out`` (in place) with pairs bonded (``bonded``: (N, P))."""
     cys = np.nonzero(protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
     for n in np.nonzero(bonded.any(1))[0]:
         _clear_crowded(out, int(n), pairs[bonded[n]], cys)
-    return out
 
 
 def _best_turns(atoms: torch.Tensor, a: torch.Tensor, b: torch.Tensor,

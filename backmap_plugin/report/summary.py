@@ -213,10 +213,11 @@ def _diversity(ensemble: Ensemble, n_frames: int, n_samples: int) -> dict:
             "note": _DIVERSITY_NOTE}
 
 
-def _current(files: dict, role: str, notes: list, stale: set) -> dict | None:
+def _current(files: dict, role: str, notes: list, stale: set, digests: dict) -> dict | None:
     """The report of ``role``, or None where it is missing or was made from another file than the one now under
     its input's name (``input_sha256``; a run done again into the directory, a refinement stopped), said in
-    ``notes``; ``stale`` collects the files of an earlier run (refined.pdb with its refined.json)."""
+    ``notes``; ``stale`` collects the files of an earlier run (refined.pdb with its refined.json), ``digests``
+    the files' SHA-256 (each file read once)."""
     path = files[role]
     if path is None:
         return None
@@ -225,7 +226,7 @@ def _current(files: dict, role: str, notes: list, stale: set) -> dict | None:
     recorded = data.get("input_sha256")
     if files[made_from] is None:
         notes.append(f"{FILES[role]} is left out: it was made from {FILES[made_from]}, which is missing")
-    elif made_from in stale or recorded is not None and recorded != file_digest(files[made_from]):
+    elif made_from in stale or recorded is not None and recorded != _digest(files[made_from], digests):
         notes.append(f"{FILES[role]} is left out: it was made from another {FILES[made_from]} than the one there now "
                      "(an earlier run)")
         if role == "refined_json":
@@ -233,6 +234,13 @@ def _current(files: dict, role: str, notes: list, stale: set) -> dict | None:
     else:
         return data
     return None
+
+
+def _digest(path: str, digests: dict) -> str:
+    """SHA-256 of the file ``path``, read once (``digests`` keeps them)."""
+    if path not in digests:
+        digests[path] = file_digest(path)
+    return digests[path]
 
 
 def run_directory(run_dir) -> str:
@@ -275,8 +283,8 @@ def collect(run_dir) -> tuple:
         raise BackmapInputError(
             f"{pdb_path}: {n_models} model(s), but {json_path} gives {n_frames} frame(s) x {n_samples} sample(s)")
     files = {role: (_path(run_dir, role) if os.path.isfile(_path(run_dir, role)) else None) for role in FILES}
-    notes, stale = [], set()
-    reports = {role: _current(files, role, notes, stale) for role in MADE_FROM}
+    notes, stale, digests = [], set(), {}
+    reports = {role: _current(files, role, notes, stale, digests) for role in MADE_FROM}
     refinement = None
     if reports["refined_json"] is not None:
         refinement = _refinement(reports["refined_json"], files["refined_json"], n_samples, n_models)
