@@ -1172,35 +1172,6 @@ def _run_settings(input, top, mapping, method, model, samples, seed, stride, chu
     }
 
 
-def _start(output: str, record, overwrite: bool, resume: bool):
-    """Where a run starts: ``(first input frame, writer resume state or None, tallies or None)``; refuses to lose
-    work.
-
-    ``resume`` and ``overwrite`` together (for workflows): continue an
-    unfinished run made with the same settings, else start over.
-    """
-    if record.exists():
-        if resume:
-            try:
-                saved = record.load()
-            except BackmapInputError:
-                if not overwrite:
-                    raise
-            else:
-                return saved["frames_done"], saved["writer"], saved.get("tallies")
-        elif not overwrite:
-            raise BackmapInputError(
-                f"{output}: an unfinished run of this output was found (progress record {record.path}): "
-                "pass --resume to continue it or --overwrite to start over"
-            )
-        record.remove()
-    elif os.path.exists(output) and not overwrite:
-        if resume:
-            raise BackmapInputError(f"{output}: nothing to resume: the output is complete (no progress record)")
-        raise BackmapInputError(f"{output}: output file exists; pass --overwrite to replace it")
-    return 0, None, None
-
-
 def _after_failure(writer, record, samples: int, fresh: bool) -> str:
     """Tidy up after a failed run; say what was kept for ``--resume`` ('' when nothing).
 
@@ -1339,7 +1310,9 @@ def backmap(
         record = ProgressRecord(output, _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk,
                                                       break_distance, temperature, device, disulfides))
         replace = (not resume) if overwrite is None else overwrite
-        first_new, writer_state, tallies = _start(output, record, replace, resume)
+        saved = record.resume_point(replace, resume)
+        first_new, writer_state, tallies = (0, None, None) if saved is None else (
+            saved["frames_done"], saved["writer"], saved.get("tallies"))
         engine = None
         writer = None
         n_frames = 0

@@ -240,7 +240,7 @@ def test_cli_refuses_existing_output_unless_overwrite(tmp_path, capfd):
     out.write_text("previous result\n")
     status = main(["run", str(EXAMPLE_PDB), "-o", str(out), "--quiet"])
     err = capfd.readouterr().err
-    assert status == 2 and "exists; pass --overwrite" in err
+    assert status == 2 and "exists; pass overwrite=True (--overwrite)" in err
     assert out.read_text() == "previous result\n"
     assert main(["run", str(EXAMPLE_PDB), "-o", str(out), "--quiet", "--overwrite"]) == 0
     assert md.load(str(out)).n_atoms == 154

@@ -394,3 +394,17 @@ def test_energy_of_a_heavy_atom_structure_is_that_with_its_own_hydrogens(fixture
     model.save_pdb(str(full))
     e_heavy, e_full = (validate_structure(path, platform="CPU").frames[0]["energy_kj_mol"] for path in (heavy, full))
     assert e_full < 0 and abs(e_heavy - e_full) < 50.0
+
+
+def test_a_trajectory_is_validated_with_its_topology(nmr_models, tmp_path, capsys):
+    """`backmap validate traj.dcd --top first.pdb` scores the frames as it scores the same models of a PDB file."""
+    traj = md.load(str(nmr_models))
+    traj.save(str(tmp_path / "three.dcd"))
+    traj[0].save(str(tmp_path / "first.pdb"))
+    argv = ["validate", str(tmp_path / "three.dcd"), "--top", str(tmp_path / "first.pdb"), "--no-energy", "--json"]
+    assert backmap_main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    expected = validate_structure(nmr_models, energy=False)
+    assert report["n_frames"] == 3
+    for key in ("clashscore", "ramachandran_outliers", "rotamer_outliers", "angle_outliers", "bond_outliers"):
+        assert [f[key] for f in report["frames"]] == [f[key] for f in expected.frames], key

@@ -33,7 +33,7 @@ _AFTER_INTERRUPT = {
     "data": "finished files and structures are kept; rerun the same command to continue",
     "train": "a checkpoint of the steps done is kept; rerun the same command with --resume to continue",
     "refine": "the refined frames so far are in a hidden .partial file next to the output, and their report in "
-              "one next to the JSON report; the output and its report are as they were",
+              "one next to the JSON report; rerun the same command with --resume to continue",
 }
 
 

@@ -215,6 +215,33 @@ def add_mapping(parser: argparse.ArgumentParser, auto: bool = True) -> None:
                             help="where the beads sit (default: ca)")
 
 
+def add_resume(parser: argparse.ArgumentParser) -> None:
+    """Add ``--resume``: continue an interrupted run of the same output (:mod:`backmap_plugin.io.progress`).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    """
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run of the same command (same output and options); "
+                             "with --overwrite: continue if possible, else start over (for workflows)")
+
+
+def add_all_atom_input(parser: argparse.ArgumentParser) -> None:
+    """Add ``input`` and ``--top``: an all-atom structure or trajectory (``refine``, ``validate``).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    """
+    parser.add_argument("input", help="PDB or mmCIF (optionally .gz) or .h5, one or more frames; or a trajectory "
+                                      "(.xtc, .dcd, .trr, .nc) with --top")
+    parser.add_argument("--top", help="topology of a trajectory input: PDB or mmCIF (its first model) or .h5, the "
+                                      "same atoms in the same order (e.g. the first frame written as .pdb)")
+
+
 def add_top(parser: argparse.ArgumentParser) -> None:
     """Add ``--top``: the topology of a coordinates-only trajectory.
 

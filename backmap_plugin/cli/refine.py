@@ -12,6 +12,8 @@ _EXAMPLE = """example:
   backmap run examples/trpcage_ca.pdb -o trpcage_aa.pdb
   backmap refine trpcage_aa.pdb -o trpcage_refined.pdb      # also writes trpcage_refined.json
   backmap refine traj_aa.pdb -o traj_refined.pdb --solvent gbn2 --tolerance 10   # implicit solvent, slower
+  backmap refine traj_aa.xtc --top first_aa.pdb -o traj_refined.xtc      # a trajectory, frame by frame
+  backmap refine traj_aa.xtc --top first_aa.pdb -o traj_refined.xtc --resume   # after Ctrl-C or a kill
 """
 
 
@@ -30,11 +32,12 @@ def add_parser(subparsers) -> None:
         description=(
             "Complete a heavy-atom structure (missing atoms, disulfides, hydrogens at pH 7), remove clashes "
             "with a soft-core stage, then minimise with amber14 (electrostatics screened by a dielectric of 4, "
-            "or an implicit solvent) under heavy-atom position restraints. Every model of the input is refined; a JSON report goes next to the output."
+            "or an implicit solvent) under heavy-atom position restraints. Every frame of the input is refined, "
+            "one at a time; a JSON report goes next to the output."
         ),
         epilog=_EXAMPLE,
     )
-    p.add_argument("input", help="heavy-atom PDB or mmCIF (optionally .gz), one or more models")
+    options.add_all_atom_input(p)
     options.add_output(p, "refined structure: .pdb, .cif, .dcd, .xtc or .h5")
     options.add_minimiser(p)
     options.add_platform(p)
@@ -46,7 +49,8 @@ def add_parser(subparsers) -> None:
                    help="run PDBFixer and add hydrogens on every model (default: on the first model only; later "
                         "models get its hydrogens placed by their own heavy atoms)")
     p.add_argument("--report", default=None, help="JSON report path (default: OUTPUT with extension .json)")
-    options.add_overwrite(p, "replace an existing output")
+    options.add_overwrite(p, "replace an existing output (or start an unfinished run over)")
+    options.add_resume(p)
     options.add_quiet(p)
     options.add_debug(p)
     p.set_defaults(func=run)
@@ -81,6 +85,8 @@ def run(args) -> int:
         progress=not args.quiet,
         template=not args.complete_every_frame,
         overwrite=args.overwrite,
+        top=args.top,
+        resume=args.resume,
     )
     for frame in result.frames:
         if not frame["converged"]:

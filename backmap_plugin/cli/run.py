@@ -48,9 +48,7 @@ def add_parser(subparsers) -> None:
                    help="leave cysteines free; by default cysteine pairs whose SG atoms can meet are bonded, with a "
                         "note naming them")
     options.add_overwrite(p, "replace an existing output (or start an unfinished run over)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run of the same command (same output and options); "
-                        "with --overwrite: continue if possible, else start over (for workflows)")
+    options.add_resume(p)
     p.add_argument("--json", metavar="PATH", help="also write the run summary as JSON to PATH")
     options.add_quiet(p)
     options.add_debug(p)

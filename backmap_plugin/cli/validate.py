@@ -39,7 +39,7 @@ def add_parser(subparsers) -> None:
         ),
         epilog=_EXAMPLE,
     )
-    p.add_argument("input", help="PDB or mmCIF (optionally .gz), one or more models")
+    options.add_all_atom_input(p)
     p.add_argument("--json", action="store_true", help="print the full report as JSON instead of a table")
     p.add_argument("--reference", metavar="REF",
                    help="also validate this structure (e.g. the experimental one) and show its summary figures "
@@ -89,7 +89,7 @@ def run(args) -> int:
         from backmap_plugin.core.errors import BackmapInputError
 
         raise BackmapInputError(f"{args.reference}: no such file (--reference)")
-    result = validate_structure(args.input, solvent=args.solvent, platform=args.platform,
+    result = validate_structure(args.input, top=args.top, solvent=args.solvent, platform=args.platform,
                                 energy=not args.no_energy)
     reference = None
     if args.reference is not None:

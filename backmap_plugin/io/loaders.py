@@ -78,17 +78,24 @@ def pdb_model_boxes(path: str, n_models: int) -> Optional[np.ndarray]:
     with opener(path, "rt", errors="replace") as handle:
         for line in handle:
             if line.startswith("CRYST1"):
-                try:
-                    current = [float(line[i:j]) for i, j in ((6, 15), (15, 24), (24, 33), (33, 40), (40, 47), (47, 54))]
-                except ValueError:
+                current = cryst1_box(line)
+                if current is None:
                     return None
                 n_cryst1 += 1
             elif line.startswith("MODEL"):
                 boxes.append(current)
     if n_cryst1 < 2 or len(boxes) < n_models or any(box is None for box in boxes[:n_models]):
         return None
-    return np.array([md.utils.lengths_and_angles_to_box_vectors(*box) for box in boxes[:n_models]],
-                    dtype=np.float32)
+    return np.array(boxes[:n_models], dtype=np.float32)
+
+
+def cryst1_box(line: str) -> Optional[np.ndarray]:
+    """Box vectors (rows, Angstrom; float64 (3, 3)) of a PDB CRYST1 record, None where it is unreadable."""
+    try:
+        lengths_angles = [float(line[i:j]) for i, j in ((6, 15), (15, 24), (24, 33), (33, 40), (40, 47), (47, 54))]
+    except ValueError:
+        return None
+    return np.array(md.utils.lengths_and_angles_to_box_vectors(*lengths_angles), dtype=np.float64)
 
 
 def _pdb_whole_models(path: str) -> Optional[tuple]:

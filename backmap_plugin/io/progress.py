@@ -1,4 +1,4 @@
-"""The progress record of an unfinished run, for ``backmap run --resume``.
+"""The progress record of an unfinished run, for ``backmap run --resume`` and ``backmap refine --resume``.
 
 While :func:`backmap_plugin.api.backmap` streams frames into the partial
 output file (see :class:`backmap_plugin.io.trajectory.TrajectoryWriter`), it keeps a
@@ -109,6 +109,48 @@ class ProgressRecord:
                     f"this one {self.settings.get(key)!r}; rerun with the same settings or start over with --overwrite"
                 )
         return saved
+
+    def resume_point(self, overwrite: bool, resume: bool) -> dict | None:
+        """Where a run of :attr:`output` starts: the saved record to continue (:meth:`load`), or None for the start.
+
+        Refuses to lose work: an unfinished run's record without ``resume``
+        or ``overwrite``, an existing output without ``overwrite``.
+        ``resume`` and ``overwrite`` together (for workflows): continue an
+        unfinished run made with the same settings, else start over.
+
+        Parameters
+        ----------
+        overwrite : bool
+            Start over where there is an output or an unfinished run.
+        resume : bool
+            Continue an unfinished run.
+
+        Raises
+        ------
+        BackmapInputError
+            As said, and a complete output with ``resume`` but no ``overwrite``
+            (nothing to resume).
+        """
+        if self.exists():
+            if resume:
+                try:
+                    return self.load()
+                except BackmapInputError:
+                    if not overwrite:
+                        raise
+            elif not overwrite:
+                raise BackmapInputError(
+                    f"{self.output}: an unfinished run of this output was found (progress record {self.path}): "
+                    "pass --resume to continue it or --overwrite to start over"
+                )
+            self.remove()
+        elif os.path.exists(self.output) and not overwrite:
+            if resume:
+                raise BackmapInputError(f"{self.output}: nothing to resume: the output is complete (no progress "
+                                        "record)")
+            raise BackmapInputError(f"{self.output}: output file exists; pass overwrite=True (--overwrite) to replace "
+                                    "it")
+        return None
 
     def save(self, frames_done: int, structures_written: int, writer_state: dict, tallies: dict | None = None) -> None:
         """Write the record atomically (:func:`backmap_plugin.io.atomic.write_json`).

@@ -59,7 +59,6 @@ from backmap_plugin.openmm.structure import (
     complete_structure,
     heavy_atom_bonds,
     positions_to_array,
-    read_structure,
     residue_label,
 )
 from backmap_plugin.openmm.systems import (
@@ -425,6 +424,9 @@ class RefinementResult:
         Wall time.
     platform : str
         OpenMM platform used.
+    resumed_from : int
+        First frame refined by this call (0 unless it continued an
+        interrupted run; the frames before came from that run).
     """
 
     output: str
@@ -432,6 +434,7 @@ class RefinementResult:
     frames: list = field(default_factory=list)
     seconds: float = 0.0
     platform: str = ""
+    resumed_from: int = 0
 
     @property
     def all_converged(self) -> bool:
@@ -457,7 +460,7 @@ class RefinementResult:
             + (f" ({apart} frame(s) had SG atoms of them more than {DISULFIDE_CUTOFF:g} A apart, pulled together)"
                if apart else "")
             + f", RMSD shift max {max(shifts):.2f} A -> {self.output} (report {self.report_path}) in "
-            f"{self.seconds:.1f} s"
+            f"{self.seconds:.1f} s" + (f"; resumed at frame {self.resumed_from}" if self.resumed_from else "")
         )
 
 
@@ -476,11 +479,11 @@ def _default_report_path(output: str) -> str:
     return root + ".json"
 
 
-def _check_outputs(output: str, report: str, overwrite: bool, input: str) -> None:
-    """Fail before any work on outputs that cannot be written (or that are the input)."""
+def _check_outputs(output: str, report: str, overwrite: bool, inputs: tuple) -> None:
+    """Fail before any work on outputs that cannot be written (or that are an input)."""
     from backmap_plugin.io.paths import check_file_path, check_output_path
 
-    check_output_path(output, overwrite, inputs=(input,))
+    check_output_path(output, overwrite, inputs=inputs)
     if os.path.abspath(report) == os.path.abspath(output):
         raise BackmapInputError(f"{output}: the report would overwrite the output; choose another report path")
     check_file_path(report, "report")
@@ -491,21 +494,26 @@ def _check_outputs(output: str, report: str, overwrite: bool, input: str) -> Non
 
 def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, tolerance=20.0, platform="auto",
                      solvent="screened", pH=7.0, softCore=True, report=None, progress=True,
-                     template=True, overwrite=True) -> RefinementResult:
-    """Refine every model of a backmapped structure file with OpenMM.
+                     template=True, overwrite=True, top=None, resume=False) -> RefinementResult:
+    """Refine every frame of a backmapped structure or trajectory file with OpenMM.
 
-    Each model is completed (missing heavy atoms, disulfides, hydrogens),
+    Each frame is completed (missing heavy atoms, disulfides, hydrogens),
     relieved by the soft-core stage and minimised with amber14 + implicit
     solvent under heavy-atom position restraints (see the module notes).
-    Models are written as they finish (to a ``.partial`` file moved into
-    place at the end) and the JSON report is rewritten after each model, so
-    an interrupted run keeps every finished model. A model that does not
-    converge is reported (``converged: false``) and written anyway.
+    Frames are read one at a time
+    (:func:`~backmap_plugin.openmm.frames.open_structure`) and written as
+    they finish (to a ``.partial`` file moved into place at the end), with
+    a progress record (:mod:`backmap_plugin.io.progress`) and the JSON
+    report rewritten after each, so an interrupted run keeps every finished
+    frame and ``resume=True`` continues it. A frame that does not converge
+    is reported (``converged: false``) and written anyway.
 
     Parameters
     ----------
     input : str or os.PathLike
-        Heavy-atom PDB or mmCIF (optionally gzipped), one or more models.
+        Heavy-atom PDB or mmCIF (optionally gzipped) or ``.h5``, one or more
+        frames; or a trajectory (``.xtc``, ``.dcd``, ``.trr``, ``.nc``)
+        with ``top``.
     output : str or os.PathLike
         Refined structure with hydrogens: ``.pdb`` (multi-model when the
         input has several), ``.cif``, ``.dcd``, ``.xtc`` or ``.h5``.
@@ -536,8 +544,22 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
         added atoms of the later models from the refined first one
         (default True); False completes every model anew.
     overwrite : bool, optional
-        Replace an existing output (default True, like mdtraj's ``save``;
-        the ``backmap refine`` command refuses unless given ``--overwrite``).
+        Replace an existing output, or start an unfinished run over (default
+        True, like mdtraj's ``save``; the ``backmap refine`` command refuses
+        unless given ``--overwrite``).
+    top : str or os.PathLike, optional
+        Topology of a trajectory ``input``: a PDB / mmCIF file (its first
+        model) or an ``.h5`` file with the same atoms in the same order.
+    resume : bool, optional
+        Continue an interrupted run of the same output with the same input
+        and settings: the finished frames are kept, the first frame is
+        refined again (not written) for its protonation states and the
+        template of the later frames, and the run goes on after the last
+        finished one. The frames after it match an uninterrupted run's up
+        to the minimiser's floating-point summation order on multi-threaded
+        platforms. With ``overwrite`` too: continue where the settings
+        match, else start over; without it an unfinished run is refused
+        unless ``resume``.
 
     Returns
     -------
@@ -569,27 +591,23 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     ``platform`` and ``seconds``. The energy before refinement includes the
     freshly built, unminimised hydrogens, so it is often very large.
     """
+    import json
+
     import mdtraj as md
     from tqdm import tqdm
 
-    from backmap_plugin.io.loaders import pdb_model_boxes
+    from backmap_plugin import __version__
     from backmap_plugin.io.paths import file_digest
-    from backmap_plugin.io.trajectory import TrajectoryWriter
+    from backmap_plugin.io.progress import ProgressRecord, input_fingerprint
+    from backmap_plugin.openmm.frames import open_structure
 
     t0 = time.perf_counter()
     input, output = os.fspath(input), os.fspath(output)
+    top = None if top is None else os.fspath(top)
     report = _default_report_path(output) if report is None else os.fspath(report)
-    _check_outputs(output, report, overwrite, input)
-    from openmm import unit
-
-    topology, frames = read_structure(input)
-    vectors = topology.getPeriodicBoxVectors()  # (CRYST1 / _cell of the input), kept in the output
-    boxes = pdb_model_boxes(input, len(frames)) if input.lower().removesuffix(".gz").endswith((".pdb", ".ent")) \
-        else None  # (a box per model: OpenMM's reader gives every model the last one)
-    if boxes is None and vectors is not None:
-        boxes = np.repeat(np.array(vectors.value_in_unit(unit.angstrom), dtype=np.float32)[None], len(frames), 0)
     refiner = Refiner(restraintK=restraintK, solvent=solvent, tolerance=tolerance, maxIterations=maxIterations,
                       platform=platform, pH=pH, softCore=softCore, template=template)
+    source = open_structure(input, top)
     payload = {
         "input": input,
         "input_sha256": file_digest(input),
@@ -606,23 +624,49 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
         },
         "frames": [],
     }
-    writer = None
-    result = RefinementResult(output=output, report_path=report)
+    if top is not None:
+        payload["top"] = top
+    record = ProgressRecord(output, {"input": input_fingerprint(input), "top": input_fingerprint(top),
+                                     "report": os.path.abspath(report), "platform": platform,
+                                     **payload["settings"], "version": __version__})
     # the report of the frames so far goes beside the partial output; the report itself is written with the output
     # (an interrupted run with overwrite left the old output beside a new, partial report)
     partial_report = os.path.join(os.path.dirname(os.path.abspath(report)), f".{os.path.basename(report)}.partial.json")
-    bar = tqdm(total=len(frames), unit="frame", desc="refine", file=sys.stderr, disable=not progress)
+    saved = record.resume_point(overwrite, resume)
+    # (resuming a run that was to replace an output replaces it)
+    _check_outputs(output, report, overwrite or saved is not None, (input,) if top is None else (input, top))
+    earlier = []
+    if saved is not None:
+        try:
+            with open(partial_report, encoding="utf-8") as handle:
+                earlier = json.load(handle)["frames"][: saved["frames_done"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if not overwrite:
+                raise BackmapInputError(f"{output}: cannot resume: the report of the frames done, {partial_report}, "
+                                        f"is unreadable ({exc}); start over with --overwrite") from exc
+            record.remove()
+            saved = None
+    writer, done = None, 0
+    result = RefinementResult(output=output, report_path=report)
+    bar = tqdm(total=len(source), unit="frame", desc="refine", file=sys.stderr, disable=not progress)
     try:
-        for index, positions in enumerate(frames):
-            new_top, refined, frame_report = refiner.refine(topology, positions)
+        for index, (positions, box) in enumerate(source):
+            if index < done:  # kept from the run resumed
+                bar.update(1)
+                continue
+            new_top, refined, frame_report = refiner.refine(source.topology, positions)
             if writer is None:
-                writer = TrajectoryWriter(output, md.Topology.from_openmm(new_top))
-            box = None if boxes is None else boxes[index:index + 1]
+                writer, done = _open_writer(output, md.Topology.from_openmm(new_top), saved, overwrite, record)
+                payload["frames"] = earlier[:done]
+                if done:  # the first frame, refined again for its protonation states and template, is kept
+                    bar.update(1)
+                    continue
+            box = None if box is None else positions_to_array(box)[None] * 10.0
             writer.write(positions_to_array(refined)[None] * 10.0, box=box)
-            frame_report = {"frame": index, **frame_report}
-            payload["frames"].append(frame_report)
+            payload["frames"].append({"frame": index, **frame_report})
             payload["platform"] = refiner.platformName
             write_json(partial_report, payload)
+            record.save(index + 1, writer.frames_written, writer.state())
             bar.update(1)
     except BaseException:
         if writer is not None:
@@ -630,12 +674,36 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
         raise
     finally:
         bar.close()
+    if writer is None:
+        raise BackmapInputError(f"{input}: no frames to refine")
     writer.close()
+    record.remove()
     result.frames = payload["frames"]
     result.platform = refiner.platformName or ""
+    result.resumed_from = done
     result.seconds = time.perf_counter() - t0
     payload["seconds"] = result.seconds
+    payload["resumed_from"] = done
     payload["all_converged"] = result.all_converged
     write_json(report, payload)
     os.remove(partial_report)
     return result
+
+
+def _open_writer(output: str, topology, saved: dict | None, overwrite: bool, record):
+    """``(writer, frames kept)`` of a refinement's output: new, or continuing the partial file of ``saved``.
+
+    A partial file that cannot be continued is refused, or started over
+    with ``overwrite``.
+    """
+    from backmap_plugin.io.trajectory import TrajectoryWriter
+
+    if saved is not None:
+        try:
+            writer = TrajectoryWriter(output, topology, resume=saved["writer"])
+            return writer, writer.frames_written
+        except BackmapInputError:
+            if not overwrite:
+                raise
+            record.remove()
+    return TrajectoryWriter(output, topology), 0

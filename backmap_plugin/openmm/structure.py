@@ -9,9 +9,7 @@ atoms came from the input.
 
 from __future__ import annotations
 
-import gzip
 import io
-import os
 import random
 from dataclasses import dataclass
 
@@ -74,57 +72,33 @@ def add_hydrogens(modeller, pH: float = 7.0, variants=None):
 _WATER = frozenset({"HOH", "WAT", "SOL", "H2O", "TIP3", "TIP3P", "TIP4", "TIP4P", "SPC", "T3P"})
 
 
-def _open_text(path: str):
-    if path.lower().endswith(".gz"):
-        return gzip.open(path, "rt")
-    return open(path, encoding="utf-8", errors="replace")
-
-
-def read_structure(path):
-    """Read every model of a PDB or PDBx/mmCIF file (optionally gzipped).
+def read_structure(path, top=None):
+    """Read every frame of an all-atom structure file (:func:`~backmap_plugin.openmm.frames.open_structure`).
 
     Parameters
     ----------
     path : str or os.PathLike
-        ``.pdb``, ``.ent``, ``.cif`` or ``.mmcif``, each optionally ``.gz``.
+        ``.pdb``, ``.ent``, ``.cif`` or ``.mmcif``, each optionally ``.gz``;
+        ``.h5``; or a trajectory with ``top``.
+    top : str or os.PathLike, optional
+        Topology of a trajectory (PDB / mmCIF / ``.h5``).
 
     Returns
     -------
     topology : openmm.app.Topology
         Topology with standard and disulfide bonds (OpenMM's reader).
     frames : list of openmm.unit.Quantity
-        Positions of each model.
+        Positions of each frame.
 
     Raises
     ------
     BackmapInputError
         Missing or unreadable file, unsupported extension, no atoms.
     """
-    from openmm.app import PDBFile, PDBxFile
+    from backmap_plugin.openmm.frames import open_structure
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise BackmapInputError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise BackmapInputError(f"{path}: is a directory, expected a PDB or mmCIF file")
-    lower = path.lower().removesuffix(".gz")
-    if lower.endswith((".pdb", ".ent")):
-        reader = PDBFile
-    elif lower.endswith((".cif", ".mmcif")):
-        reader = PDBxFile
-    else:
-        raise BackmapInputError(f"{path}: unsupported input extension; use .pdb or .cif (optionally .gz)")
-    try:
-        with _open_text(path) as handle:
-            structure = reader(handle)
-    except BackmapInputError:
-        raise
-    except Exception as exc:  # OpenMM readers raise plain Exception/ValueError/KeyError
-        raise BackmapInputError(f"{path}: cannot read structure: {exc}") from exc
-    if structure.topology.getNumAtoms() == 0:
-        raise BackmapInputError(f"{path}: no atoms")
-    frames = [structure.getPositions(frame=i) for i in range(structure.getNumFrames())]
-    return structure.topology, frames
+    structure = open_structure(path, top)
+    return structure.topology, [positions for positions, _ in structure]
 
 
 def residue_label(residue) -> str:

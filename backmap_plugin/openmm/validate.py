@@ -827,19 +827,23 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
     return ValidationResult(input=source, frames=results, settings=settings, seconds=time.perf_counter() - t0)
 
 
-def validate_structure(input, solvent="gbn2", platform="auto", energy=True):
-    """Validate every model of a PDB or mmCIF file (optionally gzipped).
+def validate_structure(input, solvent="gbn2", platform="auto", energy=True, top=None):
+    """Validate every frame of a structure or trajectory file (:func:`~backmap_plugin.openmm.frames.open_structure`).
 
     Parameters
     ----------
     input : str or os.PathLike
-        Structure file.
+        PDB or mmCIF file (optionally gzipped) or ``.h5``; or a trajectory
+        (``.xtc``, ``.dcd``, ``.trr``, ``.nc``) with ``top``.
     solvent : {"gbn2", "obc2", "screened", "vacuum"}, optional
         Solvent model of the amber14 energy (default gbn2).
     platform : str, optional
         OpenMM platform for the energy (``auto``: CUDA when present, else CPU).
     energy : bool, optional
         Compute the amber14 energy (the slowest check).
+    top : str or os.PathLike, optional
+        Topology of a trajectory ``input`` (PDB / mmCIF / ``.h5``, the same
+        atoms in the same order).
 
     Returns
     -------
@@ -855,7 +859,7 @@ def validate_structure(input, solvent="gbn2", platform="auto", energy=True):
     from backmap_plugin.io.paths import file_digest
 
     input = os.fspath(input)
-    topology, frames = read_structure(input)
+    topology, frames = read_structure(input, top)
     result = validate_frames(topology, frames, solvent=solvent, platform=platform, energy=energy, source=input)
     result.input_sha256 = file_digest(input)
     return result

@@ -1,0 +1,287 @@
+"""All-atom structures and trajectories for OpenMM, one frame at a time.
+
+:func:`open_structure` reads the topology of a PDB, PDBx/mmCIF or HDF5 file
+(or of the ``top`` file that goes with an ``.xtc``, ``.dcd``, ``.trr`` or
+``.nc`` trajectory) with OpenMM's readers, and then gives the frames one by
+one, so that a trajectory of thousands of frames is never held in memory.
+Models of a PDB file after the first are read line by line (OpenMM's reader
+keeps every model as Python objects, about 0.8 KB an atom); where its first
+model read that way is not what OpenMM read (alternate locations, say), the
+whole file is read by OpenMM instead. Positions are OpenMM quantities, as
+OpenMM's readers give them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box
+
+__all__ = ["StructureFrames", "open_structure", "STRUCTURE_INPUT", "TRAJECTORY_INPUT"]
+
+#: Files that hold their own topology (PDB and PDBx/mmCIF optionally gzipped, HDF5).
+STRUCTURE_INPUT = (".pdb", ".ent", ".cif", ".mmcif", ".h5")
+#: Trajectories that need a topology file (``top``: one of :data:`STRUCTURE_INPUT`).
+TRAJECTORY_INPUT = (".xtc", ".dcd", ".trr", ".nc", ".netcdf")
+#: Frames a trajectory read holds at a time.
+READ_CHUNK = 20
+
+
+def _open_text(path: str):
+    if path.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def _kind(path: str) -> str:
+    """The format's extension (``.gz`` left out; only PDB and mmCIF files may be gzipped)."""
+    lower = path.lower()
+    gzipped = lower.endswith(".gz")
+    lower = lower.removesuffix(".gz")
+    for ext in STRUCTURE_INPUT + TRAJECTORY_INPUT:
+        if lower.endswith(ext) and not (gzipped and ext not in (".pdb", ".ent", ".cif", ".mmcif")):
+            return ext
+    raise BackmapInputError(
+        f"{path}: unsupported input extension; use .pdb or .cif (optionally .gz), .h5, or a trajectory "
+        f"({', '.join(TRAJECTORY_INPUT)}) with its topology"
+    )
+
+
+class StructureFrames:
+    """The topology of an all-atom structure file and its frames, read one at a time.
+
+    Made by :func:`open_structure`. Iterating gives ``(positions, box)``
+    per frame: OpenMM positions (nm, a list of ``Vec3``) and the frame's
+    periodic box vectors (nm) or None. It can be iterated more than once.
+
+    Attributes
+    ----------
+    path : str
+        The coordinate file.
+    top_path : str or None
+        The topology file of a trajectory.
+    topology : openmm.app.Topology
+        With standard bonds and disulfides (SG atoms within 0.3 nm in the
+        first frame, as OpenMM's PDB reader bonds them).
+    n_frames : int
+        Frames in the file.
+    """
+
+    def __init__(self, path: str, top_path: str | None, topology, n_frames: int, frames):
+        self.path = path
+        self.top_path = top_path
+        self.topology = topology
+        self.n_frames = n_frames
+        self._frames = frames  # callable -> iterator of (xyz nm (N, 3), box nm (3, 3) or None)
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def __iter__(self) -> Iterator[tuple]:
+        from backmap_plugin.openmm.structure import array_to_positions
+
+        for xyz, box in self._frames():
+            yield array_to_positions(xyz), None if box is None else array_to_positions(box)
+
+
+def open_structure(path, top=None) -> StructureFrames:
+    """Open an all-atom structure or trajectory for reading frame by frame.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.pdb`` / ``.ent`` / ``.cif`` / ``.mmcif`` (each optionally
+        ``.gz``) or ``.h5``, one or more frames; or a trajectory (``.xtc``,
+        ``.dcd``, ``.trr``, ``.nc``) with ``top``.
+    top : str or os.PathLike, optional
+        Topology of a trajectory: a PDB / mmCIF file (its first model) or an
+        ``.h5`` file with the same atoms in the same order.
+
+    Returns
+    -------
+    StructureFrames
+
+    Raises
+    ------
+    BackmapInputError
+        Missing or unreadable file, unsupported extension, no atoms, a
+        trajectory without ``top`` or whose atoms are not ``top``'s, a PDB
+        model with other atoms than the first.
+    """
+    path = os.fspath(path)
+    top = None if top is None else os.fspath(top)
+    for name in (path, top):
+        if name is not None and not os.path.exists(name):
+            raise BackmapInputError(f"{name}: no such file")
+        if name is not None and os.path.isdir(name):
+            raise BackmapInputError(f"{name}: is a directory, expected a structure or trajectory file")
+    kind = _kind(path)
+    if kind in TRAJECTORY_INPUT:
+        if top is None:
+            raise BackmapInputError(f"{path}: a {kind} trajectory holds no topology: pass its topology "
+                                    "(--top: the first frame as .pdb, or an .h5 file)")
+        if _kind(top) in TRAJECTORY_INPUT:
+            raise BackmapInputError(f"{top}: a trajectory is no topology; pass a .pdb, .cif or .h5 file")
+        topology = open_structure(top).topology
+        return _trajectory(path, top, topology)
+    if top is not None:
+        raise BackmapInputError(f"{path}: holds its own topology; --top is for trajectories "
+                                f"({', '.join(TRAJECTORY_INPUT)})")
+    if kind == ".h5":
+        return _trajectory(path, None, None)
+    if kind in (".pdb", ".ent"):
+        return _pdb(path)
+    topology, frames = _read_whole(path)
+    box = topology.getPeriodicBoxVectors()
+    box = None if box is None else _nm(box)
+    return StructureFrames(path, None, topology, len(frames), lambda: ((xyz, box) for xyz in frames))
+
+
+def _nm(quantity) -> np.ndarray:
+    from openmm import unit
+
+    return np.array([[v[0], v[1], v[2]] for v in quantity.value_in_unit(unit.nanometer)], dtype=np.float64)
+
+
+def _read_whole(path: str, text: str | None = None):
+    """OpenMM's reader on the whole file (or on ``text``): topology and every frame's (N, 3) nm array."""
+    from openmm.app import PDBFile, PDBxFile
+
+    reader = PDBxFile if _kind(path) in (".cif", ".mmcif") else PDBFile
+    try:
+        with (io.StringIO(text) if text is not None else _open_text(path)) as handle:
+            structure = reader(handle)
+    except BackmapInputError:
+        raise
+    except Exception as exc:  # OpenMM readers raise plain Exception/ValueError/KeyError
+        raise BackmapInputError(f"{path}: cannot read structure: {exc}") from exc
+    if structure.topology.getNumAtoms() == 0:
+        raise BackmapInputError(f"{path}: no atoms")
+    frames = [_nm(structure.getPositions(frame=i)) for i in range(structure.getNumFrames())]
+    return structure.topology, frames
+
+
+def _pdb_models(path: str) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Each model's ATOM / HETATM coordinates (N, 3) and its box (the last CRYST1 before its atoms; 3, 3), nm."""
+    rows, box, model_box = [], None, None
+    with _open_text(path) as handle:
+        for line in handle:
+            record = line[:6]
+            if record in ("ATOM  ", "HETATM"):
+                if not rows:
+                    model_box = box
+                rows.append((line[30:38], line[38:46], line[46:54]))
+            elif record.startswith("MODEL") and rows:
+                yield np.array(rows, dtype=np.float64) / 10.0, model_box
+                rows = []
+            elif record == "CRYST1":
+                box = cryst1_box(line)
+                box = None if box is None else box / 10.0
+    if rows:
+        yield np.array(rows, dtype=np.float64) / 10.0, model_box
+
+
+def _pdb(path: str) -> StructureFrames:
+    """A PDB file: OpenMM reads its first model (with the header and CONECT records), the rest is read per line."""
+    first, conect, n_models, in_first = [], [], 0, True
+    with _open_text(path) as handle:
+        for line in handle:
+            if line.startswith("MODEL"):
+                n_models += 1
+                in_first = in_first and n_models == 1
+            if in_first:
+                first.append(line)
+            elif line.startswith(("CONECT", "END ", "END\n")) or line.rstrip() == "END":
+                conect.append(line)
+    topology, (xyz,) = _read_whole(path, "".join(first + conect))
+    n_models = max(n_models, 1)
+    models = _pdb_models(path)
+    try:
+        line_read, _ = next(models)
+        same = line_read.shape == xyz.shape and np.allclose(line_read, xyz, atol=1e-6)
+    except (ValueError, StopIteration):
+        same = False
+    finally:
+        models.close()
+    if not same:  # OpenMM read the first model otherwise (alternate locations ...): it reads every model
+        topology, frames = _read_whole(path)
+        boxes = [box for _, box in _pdb_models(path)] if len(frames) > 1 else []
+        boxes = boxes if len(boxes) == len(frames) else [None] * len(frames)
+        box = topology.getPeriodicBoxVectors()
+        boxes = [b if b is not None or box is None else _nm(box) for b in boxes]
+        return StructureFrames(path, None, topology, len(frames), lambda: zip(frames, boxes))
+    n_atoms = topology.getNumAtoms()
+
+    def frames():
+        for index, (coords, box) in enumerate(_pdb_models(path)):
+            if coords.shape[0] != n_atoms:
+                raise BackmapInputError(f"{path}: model {index + 1} has {coords.shape[0]} atoms, the first "
+                                        f"{n_atoms}; every model must hold the same atoms")
+            yield coords, box
+
+    return StructureFrames(path, None, topology, n_models, _checked_parse(path, frames))
+
+
+def _checked_parse(path: str, frames):
+    """``frames`` with a coordinate that is no number reported as bad input."""
+    def read():
+        try:
+            yield from frames()
+        except ValueError as exc:
+            raise BackmapInputError(f"{path}: cannot read coordinates: {exc}") from exc
+    return read
+
+
+def _trajectory(path: str, top: str | None, topology) -> StructureFrames:
+    """An ``.h5`` file (``top`` None: its own topology) or a trajectory with ``topology`` read from ``top``."""
+    import mdtraj as md
+
+    from backmap_plugin.io.c_stdout import c_stdout_to_stderr
+
+    if topology is not None:
+        n_atoms = count_trajectory_atoms(path, os.path.splitext(path)[1])
+        if n_atoms != topology.getNumAtoms():
+            raise BackmapInputError(f"{path}: {n_atoms} atoms, its topology {top} {topology.getNumAtoms()}: "
+                                    "pass the topology these frames were written with")
+    try:
+        with c_stdout_to_stderr():
+            if topology is None:
+                md_top = md.load_topology(path)
+                topology = md_top.to_openmm()
+            else:
+                md_top = md.Topology.from_openmm(topology)
+            first = md.load_frame(path, 0, top=md_top) if top is not None else md.load_frame(path, 0)
+            n_frames = _count_frames(path, md_top)
+    except Exception as exc:
+        raise BackmapInputError(f"{path}: cannot read trajectory: {exc}") from exc
+    if top is None and not any(a.name == "SG" and b.name == "SG" for a, b in topology.bonds()):
+        from openmm import unit
+
+        topology.createDisulfideBonds(unit.Quantity(first.xyz[0].astype(np.float64), unit.nanometer))
+
+    def frames():
+        with c_stdout_to_stderr():
+            for chunk in md.iterload(path, top=md_top, chunk=READ_CHUNK):
+                boxes = chunk.unitcell_vectors
+                for k in range(chunk.n_frames):
+                    yield chunk.xyz[k].astype(np.float64), None if boxes is None else boxes[k].astype(np.float64)
+
+    return StructureFrames(path, top, topology, n_frames, frames)
+
+
+def _count_frames(path: str, md_top) -> int:
+    """Frames of a trajectory file, without reading its coordinates where the format says."""
+    import mdtraj as md
+
+    with md.open(path) as handle:
+        try:
+            return len(handle)
+        except (TypeError, NotImplementedError):
+            pass
+    return sum(chunk.n_frames for chunk in md.iterload(path, top=md_top, chunk=READ_CHUNK))

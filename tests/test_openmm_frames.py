@@ -1,0 +1,148 @@
+"""Reading all-atom structures and trajectories frame by frame for OpenMM (:mod:`backmap_plugin.openmm.frames`)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import mdtraj as md
+import numpy as np
+import pytest
+
+pytest.importorskip("openmm")
+
+from openmm import app, unit  # noqa: E402
+
+from backmap_plugin.core.errors import BackmapInputError  # noqa: E402
+from backmap_plugin.io.trajectory import TrajectoryWriter  # noqa: E402
+from backmap_plugin.openmm.frames import open_structure  # noqa: E402
+
+
+def _nm(positions) -> np.ndarray:
+    return np.array([[v[0], v[1], v[2]] for v in positions.value_in_unit(unit.nanometer)])
+
+
+@pytest.fixture(scope="module")
+def ensemble(fixture_pdb, tmp_path_factory) -> tuple[Path, md.Trajectory]:
+    """Five models of the 1l2y NMR ensemble, each in its own box (a CRYST1 before each model), written by the
+    package's writer (SSBOND / CONECT-free: trp-cage has no cysteine)."""
+    traj = md.load(str(fixture_pdb))[:5]
+    path = tmp_path_factory.mktemp("frames") / "five.pdb"
+    boxes = np.eye(3, dtype=np.float32) * np.array([30.0, 31.0, 32.0, 33.0, 34.0])[:, None, None]
+    with TrajectoryWriter(str(path), traj.topology) as writer:
+        writer.write(traj.xyz * 10.0, box=boxes)
+    return path, traj
+
+
+def test_pdb_models_are_read_one_by_one_as_openmm_reads_them(ensemble):
+    """Every model's positions equal OpenMM's reader's; each model keeps its own CRYST1 box (OpenMM gives every
+    model the file's last one); the topology is OpenMM's, with its bonds."""
+    path, _ = ensemble
+    frames = open_structure(path)
+    whole = app.PDBFile(str(path))
+    assert len(frames) == 5 and frames.topology.getNumAtoms() == whole.topology.getNumAtoms()
+    assert frames.topology.getNumBonds() == whole.topology.getNumBonds()
+    read = list(frames)
+    for k, (positions, box) in enumerate(read):
+        np.testing.assert_allclose(_nm(positions), _nm(whole.getPositions(frame=k)), atol=1e-9)
+        np.testing.assert_allclose(_nm(box), np.eye(3) * (3.0 + 0.1 * k), atol=1e-6)
+    assert len(list(frames)) == 5  # iterated again
+
+
+def test_gzipped_pdb_and_mmcif(fixture_pdb, tmp_path):
+    """A gzipped ensemble (the fixture itself, no box) and an mmCIF file read as OpenMM reads them."""
+    frames = open_structure(fixture_pdb)
+    with gzip.open(fixture_pdb, "rt") as handle:
+        whole = app.PDBFile(handle)
+    assert len(frames) == whole.getNumFrames() == 38
+    last = list(frames)[-1]
+    np.testing.assert_allclose(_nm(last[0]), _nm(whole.getPositions(frame=37)), atol=1e-9)
+    assert last[1] is None
+    cif = tmp_path / "one.cif"
+    with open(cif, "w") as handle:
+        app.PDBxFile.writeFile(whole.topology, whole.getPositions(frame=3), handle)
+    (positions, _), = list(open_structure(cif))
+    np.testing.assert_allclose(_nm(positions), _nm(whole.getPositions(frame=3)), atol=1e-4)
+
+
+def test_alternate_locations_are_read_by_openmm(ensemble, tmp_path):
+    """A PDB file whose atoms have alternate locations (two lines for one atom) is read whole by OpenMM, which
+    keeps one location of each atom: the same atoms as without them."""
+    path, traj = ensemble
+    lines = path.read_text().splitlines(keepends=True)
+    altered = []
+    for line in lines:
+        if line.startswith("ATOM") and line[12:16].strip() == "OG1":  # the THR side chains: locations A and B
+            altered.append(line[:16] + "A" + line[17:])
+            moved = f"{float(line[30:38]) + 0.5:8.3f}"
+            altered.append(line[:16] + "B" + line[17:30] + moved + line[38:])
+        else:
+            altered.append(line)
+    altlocs = tmp_path / "altlocs.pdb"
+    altlocs.write_text("".join(altered))
+    frames = open_structure(altlocs)
+    assert frames.topology.getNumAtoms() == traj.n_atoms and len(frames) == 5
+    np.testing.assert_allclose(_nm(list(frames)[4][0]), traj.xyz[4], atol=1e-4)
+
+
+def test_a_model_with_other_atoms_is_refused_by_number(ensemble, tmp_path):
+    path, _ = ensemble
+    text = path.read_text()
+    cut = text.rsplit("ATOM", 3)[0] + "TER\nENDMDL\nEND\n"  # the last model loses atoms
+    short = tmp_path / "short.pdb"
+    short.write_text(cut)
+    frames = open_structure(short)
+    with pytest.raises(BackmapInputError, match=r"short.pdb: model 5 has \d+ atoms, the first \d+"):
+        list(frames)
+
+
+def test_trajectory_with_its_topology(ensemble, tmp_path):
+    """An XTC with the first model as PDB topology, and an HDF5 file alone, give the PDB ensemble's frames and
+    boxes; an XTC without a topology, or with another protein's, is refused by name."""
+    path, traj = ensemble
+    pdb_frames = [(_nm(p), _nm(b)) for p, b in open_structure(path)]
+    first = tmp_path / "first.pdb"
+    md.load_frame(str(path), 0).save(str(first))
+    boxes = np.eye(3, dtype=np.float32) * np.array([30.0, 31.0, 32.0, 33.0, 34.0])[:, None, None]
+    for name in ("five.xtc", "five.h5", "five.dcd"):
+        with TrajectoryWriter(str(tmp_path / name), traj.topology) as writer:
+            writer.write(traj.xyz * 10.0, box=boxes)
+    for name, top in (("five.xtc", first), ("five.h5", None), ("five.dcd", tmp_path / "five.h5")):
+        frames = open_structure(tmp_path / name, top)
+        assert len(frames) == 5 and frames.topology.getNumAtoms() == traj.n_atoms, name
+        for (positions, box), (want, want_box) in zip(frames, pdb_frames):
+            np.testing.assert_allclose(_nm(positions), want, atol=2e-3)  # (XTC: 0.001 nm precision)
+            np.testing.assert_allclose(_nm(box), want_box, atol=1e-5)
+    with pytest.raises(BackmapInputError, match=r"five.xtc: a \.xtc trajectory holds no topology"):
+        open_structure(tmp_path / "five.xtc")
+    other = tmp_path / "other.pdb"
+    traj[0].atom_slice(range(50)).save(str(other))
+    with pytest.raises(BackmapInputError, match=r"five.xtc: \d+ atoms, its topology .*other.pdb 50"):
+        open_structure(tmp_path / "five.xtc", other)
+    with pytest.raises(BackmapInputError, match="holds its own topology"):
+        open_structure(path, first)
+    with pytest.raises(BackmapInputError, match="five.xtc: a trajectory is no topology"):
+        open_structure(tmp_path / "five.xtc", tmp_path / "five.xtc")
+    traj[0].save(str(tmp_path / "five.gro"))
+    with pytest.raises(BackmapInputError, match="five.gro: unsupported input extension"):
+        open_structure(tmp_path / "five.gro")
+
+
+def test_hdf5_without_bonds_gets_its_disulfides_by_distance(tmp_path):
+    """An HDF5 topology without an SG-SG bond gets the disulfides of its first frame, as OpenMM's PDB reader
+    bonds them (SG atoms within 0.3 nm)."""
+    top = md.Topology()
+    chain = top.add_chain()
+    for k in range(2):
+        residue = top.add_residue("CYS", chain, resSeq=k + 1)
+        for name, element in (("N", "N"), ("CA", "C"), ("C", "C"), ("O", "O"), ("CB", "C"), ("SG", "S")):
+            top.add_atom(name, md.element.get_by_symbol(element), residue)
+    xyz = np.zeros((1, 12, 3), dtype=np.float32)
+    xyz[0, :6, 0] = np.arange(6) * 0.15
+    xyz[0, 6:, 0] = np.arange(6) * 0.15
+    xyz[0, 6:, 1] = 0.5
+    xyz[0, 11] = xyz[0, 5] + [0, 0.2, 0]  # SG-SG 0.2 nm
+    path = tmp_path / "cys.h5"
+    md.Trajectory(xyz, top).save_hdf5(str(path))
+    frames = open_structure(path)
+    assert [(a.name, b.name) for a, b in frames.topology.bonds() if a.name == b.name == "SG"] == [("SG", "SG")]
