@@ -107,7 +107,7 @@ def call(func, args, prog: str = "backmap") -> int:
     except KeyboardInterrupt as exc:
         after = _AFTER_INTERRUPT.get(getattr(args, "command", None))
         if after and not _kept_anything(args):
-            after = "no frame was finished: nothing is kept"
+            after = f"no {'step' if args.command == 'train' else 'frame'} was finished: nothing is kept"
         stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"{prog}: {stopped}" + (f"; {after}" if after else ""), file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
@@ -115,12 +115,14 @@ def call(func, args, prog: str = "backmap") -> int:
 
 def _kept_anything(args) -> bool:
     """Whether a stopped ``run`` or ``refine`` left its finished frames behind (a progress record, a partial
-    report); other commands: as they say."""
+    report), a stopped ``train`` a checkpoint; other commands: as they say."""
     output = getattr(args, "output", None)
-    if args.command not in ("run", "refine") or not isinstance(output, str):
+    if args.command not in ("run", "refine", "train") or not isinstance(output, str):
         return True
     from backmap_plugin.io.progress import record_path
 
+    if args.command == "train":
+        return os.path.exists(os.path.join(output, "checkpoint.pt"))
     if args.command == "run":
         return os.path.exists(record_path(output))
     directory, name = os.path.split(os.path.abspath(output))

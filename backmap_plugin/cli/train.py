@@ -37,6 +37,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, help="override the number of steps")
     p.add_argument("--max-minutes", type=float, help="override the wall-time limit")
     options.add_device(p, override=True)
+    options.add_threads(p)
     options.add_quiet(p)
     options.add_debug(p)
     p.set_defaults(func=run)
@@ -49,7 +50,7 @@ def run(args) -> int:
     ----------
     args : argparse.Namespace
         Parsed by the parser of :func:`add_parser`; ``--steps``,
-        ``--max-minutes`` and ``--device`` override the configuration.
+        ``--max-minutes``, ``--device`` and ``--threads`` override the configuration.
 
     Returns
     -------
@@ -69,6 +70,8 @@ def run(args) -> int:
         cfg.max_minutes = args.max_minutes
     if args.device is not None:
         cfg.device = args.device
+    if args.threads is not None:
+        cfg.threads = args.threads
     val = train(cfg, args.output, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if val:
         line = f"validation: total {val['total']:.3f}"

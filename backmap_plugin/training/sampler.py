@@ -325,7 +325,9 @@ def make_loader(
     """
     sampler = ClusterSampler(cache, split, epoch_size, spatial_prob, seed)
     dataset = CropDataset(cache, crop, bead_noise)
+    # (a generator of its own: making an iterator otherwise draws from torch's global random state, which the
+    # model's sampling noise draws from too, so a run resumed within a block of batches drew other noise)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
-        collate_fn=_Collate(crop), num_workers=num_workers,
+        collate_fn=_Collate(crop), num_workers=num_workers, generator=seeded_generator(int(seed)),
     )

@@ -15,13 +15,14 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from tqdm import tqdm
 
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
+from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.mappings import COMMapping
 from backmap_plugin.core.torch_import import seeded_generator
 from backmap_plugin.io.atomic import atomic_path, atomic_write
@@ -31,6 +32,19 @@ from backmap_plugin.model.vae import BackmapVAE, ModelConfig
 from backmap_plugin.model.weights import save_model
 from backmap_plugin.training.cache import open_cache
 from backmap_plugin.training.sampler import make_loader
+
+#: Numeric keys of :class:`TrainConfig` and the interval each must lie in.
+_RANGES = {
+    "batch_size": "[1, inf)", "crop": "[2, inf)", "spatial_prob": "[0, 1]", "bead_noise": "[0, inf)",
+    "lr": "(0, inf)", "steps": "[1, inf)", "max_minutes": "(0, inf)", "validate_every": "[1, inf)",
+    "validation_batches": "[1, inf)", "checkpoint_every": "[1, inf)", "lr_factor": "(0, 1)", "lr_patience": "[0, inf)",
+    "seed": "(-inf, inf)", "threads": "[1, inf)", "locator_warmup": "[0, inf)", "com_trace_noise": "[0, inf)",
+    "mixed_fraction": "[0, 1]", "martini_bead_noise": "[0, inf)", "martini_trace_noise": "[0, inf)",
+}
+_WHOLE_NUMBERS = frozenset({"batch_size", "crop", "steps", "validate_every", "validation_batches", "checkpoint_every",
+                            "lr_patience", "seed", "threads", "locator_warmup"})
+#: Keys a resumed run may change (how long and where it runs, not what it trains).
+RESUME_MAY_CHANGE = frozenset({"steps", "max_minutes", "device", "threads", "init"})
 
 
 @dataclass
@@ -81,6 +95,35 @@ class TrainConfig:
     train_only: str | None = None
 
     def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Refuse values training cannot use, naming the key (the CLI overrides some keys after loading).
+
+        Raises
+        ------
+        ValueError
+            A key of the wrong type or out of range.
+        """
+        for name, interval in _RANGES.items():
+            value = getattr(self, name)
+            whole = name in _WHOLE_NUMBERS
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or (
+                    not whole and not math.isfinite(value)):
+                raise ValueError(f"{name} must be a {'whole ' if whole else ''}number, got {value!r}")
+            if not _in_interval(value, interval):
+                raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+        for name in ("cache", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be text, got {getattr(self, name)!r}")
+        if self.init is not None and not isinstance(self.init, str):
+            raise ValueError(f"init must be a model file's path, got {self.init!r}")
+        if not isinstance(self.model, dict):
+            raise ValueError(f"model must be a JSON object of model settings, got {self.model!r}")
+        unknown = set(self.model) - set(ModelConfig.__dataclass_fields__)
+        if unknown:
+            known = sorted(ModelConfig.__dataclass_fields__)
+            raise ValueError(f"model: unknown keys {sorted(unknown)} (known: {known})")
         if self.train_only not in (None, "locator"):
             raise ValueError(f"train_only must be 'locator' or absent, got {self.train_only!r}")
         if self.train_only:
@@ -91,16 +134,41 @@ class TrainConfig:
                                  "or 'martini3' with martini_locator_hidden")
 
 
+def _in_interval(value: float, interval: str) -> bool:
+    """Whether ``value`` lies in an interval written as ``[a, b)``, ``(a, inf)`` ..."""
+    low, high = (float(x) for x in interval[1:-1].split(","))
+    above = value >= low if interval[0] == "[" else value > low
+    below = value <= high if interval[-1] == "]" else value < high
+    return above and below
+
+
 def load_config(path: str | None) -> TrainConfig:
-    """Read a JSON training config (missing keys take defaults)."""
+    """Read a JSON training config (missing keys take defaults).
+
+    Raises
+    ------
+    BackmapInputError
+        Unreadable file, broken JSON, unknown keys or values training
+        cannot use (:meth:`TrainConfig.check`), naming the file and the key.
+    """
     if path is None:
         return TrainConfig()
-    with open(path) as f:
-        data = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as exc:
+        raise BackmapInputError(f"{path}: cannot read the training config: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise BackmapInputError(f"{path}: the training config is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BackmapInputError(f"{path}: the training config must be a JSON object of settings")
     unknown = set(data) - set(TrainConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
-    return TrainConfig(**data)
+        raise BackmapInputError(f"{path}: unknown config keys {sorted(unknown)}")
+    try:
+        return TrainConfig(**data)
+    except ValueError as exc:
+        raise BackmapInputError(f"{path}: {exc}") from exc
 
 
 def com_training_beads(raw: dict, mixed_fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,60 +317,118 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
           overwrite: bool = False) -> dict:
     """Train (or resume) a model; returns the last validation terms.
 
-    A checkpoint is saved every ``cfg.checkpoint_every`` steps, at the end,
-    and when the run is interrupted (Ctrl-C).
+    Everything is checked before the run folder is touched (the config,
+    the cache, the model settings, a resumed run's settings), so a mistake
+    never removes an earlier run. A checkpoint is saved every
+    ``cfg.checkpoint_every`` steps, at the end, and when the run is
+    interrupted (Ctrl-C). ``model.pt`` is saved at every validation (every
+    ``cfg.validate_every`` steps) that improves on the best so far (every
+    validation without a validation split) and at the end, after the
+    steps since the last one are validated. One run writes a folder at a
+    time (:class:`~backmap_plugin.io.lock.OutputLock`).
 
     Parameters
     ----------
     cfg : TrainConfig
+        Relative ``cache`` and ``init`` paths are taken from the current
+        directory; the run folder's ``config.json`` records them absolute.
     run_dir : str
         Output folder: ``checkpoint.pt``, ``train.csv``, ``val.csv``,
         ``model.pt`` / ``model.json`` (best so far), ``config.json``.
     resume : bool
         Continue from ``run_dir/checkpoint.pt`` (the logs keep the rows up
-        to its step).
+        to its step) with the settings the run was started with; only
+        :data:`RESUME_MAY_CHANGE` may differ. A resumed run trains what the
+        uninterrupted run would have trained.
     progress : bool
-        Progress bar on stderr.
+        Progress bar and a first line on stderr.
     overwrite : bool
-        Start over in a folder that holds a run (its files are removed).
+        Start over in a folder that holds a run (its files are removed once
+        everything is checked).
 
     Raises
     ------
     ValueError
         ``run_dir`` holds a run and neither ``resume`` nor ``overwrite`` is
-        given; or a C-alpha model is given a cache of other beads.
+        given; a resumed run given other settings; a C-alpha model given a
+        cache of other beads; a setting training cannot use; a loss that is
+        not finite (the training diverged: the checkpoint of the last step
+        before stays).
     FileNotFoundError
         ``resume`` without a checkpoint.
     """
     from backmap_plugin.core.device import select_device
+    from backmap_plugin.io.lock import OutputLock
 
+    cfg.check()
+    data_name = cfg.cache  # (as given, for model.json)
+    cfg = replace(cfg, cache=os.path.abspath(cfg.cache), init=None if cfg.init is None else os.path.abspath(cfg.init))
+    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
     found = [name for name in RUN_FILES if os.path.exists(os.path.join(run_dir, name))]
-    if found and not resume:
-        if not overwrite:
-            raise ValueError(f"{run_dir} holds a training run ({', '.join(found)}): pass --resume to continue it "
-                             "or --overwrite to start over")
-        for name in found:
-            os.remove(os.path.join(run_dir, name))
-    os.makedirs(run_dir, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    device = select_device(cfg.device)
+    if resume:
+        if not os.path.exists(ckpt_path):
+            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume from")
+        _check_resumed_settings(cfg, run_dir)
+    elif found and not overwrite:
+        raise ValueError(f"{run_dir} holds a training run ({', '.join(found)}): pass --resume to continue it "
+                         "or --overwrite to start over")
     cache = open_cache(cfg.cache)
     model_config = ModelConfig(**cfg.model)
     beads = cache.settings.get("mapping", "ca")
     if model_config.mapping == "ca" and beads != "ca":  # (the other models map the cache's atoms themselves)
         raise ValueError(f"{cfg.cache} holds {beads} beads; a C-alpha model (model.mapping 'ca') trains on a cache "
                          "of C-alpha beads (backmap data build --mapping ca), or set model.mapping")
+    summary = {
+        "cache": data_name, "entries": len(cache.entries),
+        "train_entries": len(cache.select("train")), "val_entries": len(cache.select("val")),
+    }
+    if not summary["train_entries"]:
+        raise ValueError(f"{cfg.cache}: no entries in split 'train'")
+    if cfg.init and not resume and not os.path.isfile(cfg.init):
+        raise ValueError(f"init: no model file {cfg.init} (relative paths are taken from the current directory)")
+    device = select_device(cfg.device)
+    os.makedirs(run_dir, exist_ok=True)
+    with OutputLock(run_dir, who="backmap train"):
+        if not resume:
+            for name in found:
+                os.remove(os.path.join(run_dir, name))
+        return _train(cfg, run_dir, cache, model_config, device, summary, resume, progress)
+
+
+def _check_resumed_settings(cfg: TrainConfig, run_dir: str) -> None:
+    """Refuse to resume a run with other settings than it was started with (but :data:`RESUME_MAY_CHANGE`)."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    started = load_config(path)
+    started = replace(started, cache=os.path.abspath(started.cache))
+    changed = [key for key, value in asdict(cfg).items()
+               if key not in RESUME_MAY_CHANGE and getattr(started, key) != value]
+    if changed:
+        was = ", ".join(f"{key} {getattr(started, key)!r} (now {getattr(cfg, key)!r})" for key in changed)
+        raise ValueError(f"{run_dir}: cannot resume with other settings than the run started with: {was}; resume "
+                         f"without --config, change only {', '.join(sorted(RESUME_MAY_CHANGE - {'init'}))}, or start "
+                         "over with --overwrite")
+
+
+def _train(cfg: TrainConfig, run_dir: str, cache, model_config: ModelConfig, device, summary: dict, resume: bool,
+           progress: bool) -> dict:
+    """The training loop of :func:`train`, once everything is checked and the folder is locked."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
     model = BackmapVAE(model_config).to(device)
     opt = torch.optim.Adam((model.locator if cfg.train_only else model).parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience)
     step, best = 0, math.inf
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    model_path = os.path.join(run_dir, "model.pt")
     if resume:
-        if not os.path.exists(ckpt_path):
-            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume from")
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise ValueError(f"{ckpt_path}: the checkpoint does not fit the model settings of {run_dir}/config.json "
+                             f"({str(exc).splitlines()[0]}); start over with --overwrite") from exc
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, best = state["step"], state["best"]
@@ -314,18 +440,35 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
         print(f"init: {len(copied)} of {len(model.state_dict())} tensors from {cfg.init}", file=sys.stderr)
     with atomic_write(os.path.join(run_dir, "config.json")) as f:
         json.dump(asdict(cfg), f, indent=1)
-    summary = {
-        "cache": cfg.cache, "entries": len(cache.entries),
-        "train_entries": len(cache.select("train")), "val_entries": len(cache.select("val")),
-    }
+    if progress:
+        print(f"train: {model_config.mapping} model, {summary['train_entries']} train / {summary['val_entries']} "
+              f"validation entries of {cfg.cache}, {device.type}, {torch.get_num_threads()} thread(s), steps {step} -> "
+              f"{cfg.steps}", file=sys.stderr)
     if not summary["val_entries"]:
-        print(f"warning: {cfg.cache} has no validation entries (backmap data build --val-fraction): no validation "
-              "figures, and model.pt is the latest model, not the best", file=sys.stderr)
+        print(f"warning: {cfg.cache} has no validation entries (see backmap data build --help, --val-fraction): no "
+              "validation figures, and model.pt is the latest model, not the best", file=sys.stderr)
+    last_val: dict = {}
+
+    def save_model_if_better():
+        nonlocal best, last_val
+        if summary["val_entries"]:
+            last_val = validate(model, cache, cfg, device)
+            _log(run_dir, "val.csv", step, last_val, opt.param_groups[0]["lr"])
+            if not math.isfinite(last_val["total"]):
+                raise ValueError(f"training diverged: the validation loss at step {step} is not finite; "
+                                 "lower lr and start over")
+            sched.step(last_val["total"])
+            rmsd = last_val.get("rmsd", last_val.get("locate_rmsd"))
+            bar.set_postfix(val=f"{last_val['total']:.3f}", rmsd=f"{rmsd:.2f}")
+        # without a validation split the latest model is kept
+        if not summary["val_entries"] or last_val["total"] < best or not os.path.exists(model_path):
+            best = min(best, last_val.get("total", best))
+            save_model(model, model_path, {"step": step, "validation": last_val, "data": summary})
+
     t0 = time.time()
     # each block of batches has its own sampler seed, so a resumed run draws
     # what the uninterrupted run would have drawn from there on
     block = cfg.validate_every
-    last_val: dict = {}
     bar = tqdm(total=cfg.steps, initial=step, unit="step", disable=not progress, desc="train")
     try:
         while step < cfg.steps and (time.time() - t0) / 60 < cfg.max_minutes:
@@ -337,6 +480,11 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
                 generator = seeded_generator(cfg.seed * 1000003 + step)
                 terms = batch_terms(model, raw, device, located=step >= cfg.locator_warmup, generator=generator,
                                     cfg=cfg)
+                if not torch.isfinite(terms["total"]):
+                    _save_checkpoint(ckpt_path, model, opt, sched, step, best)
+                    losses = ", ".join(f"{k} {float(v.detach()):.3g}" for k, v in terms.items())
+                    raise ValueError(f"training diverged at step {step + 1}: the loss is not finite ({losses}); the "
+                                     f"checkpoint of step {step} is kept; lower lr and start over")
                 opt.zero_grad()
                 terms["total"].backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -345,21 +493,15 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
                 bar.update(1)
                 _log(run_dir, "train.csv", step, terms, opt.param_groups[0]["lr"])
                 if step % cfg.validate_every == 0:
-                    if summary["val_entries"]:
-                        last_val = validate(model, cache, cfg, device)
-                        _log(run_dir, "val.csv", step, last_val, opt.param_groups[0]["lr"])
-                        sched.step(last_val["total"])
-                        rmsd = last_val.get("rmsd", last_val.get("locate_rmsd"))
-                        bar.set_postfix(val=f"{last_val['total']:.3f}", rmsd=f"{rmsd:.2f}")
-                    # without a validation split the latest model is kept
-                    if not summary["val_entries"] or last_val["total"] < best:
-                        best = last_val.get("total", best)
-                        save_model(model, os.path.join(run_dir, "model.pt"),
-                                   {"step": step, "validation": last_val, "data": summary})
+                    save_model_if_better()
                 if step % cfg.checkpoint_every == 0 or step >= cfg.steps:
                     _save_checkpoint(ckpt_path, model, opt, sched, step, best)
                 if step >= cfg.steps or (time.time() - t0) / 60 >= cfg.max_minutes:
                     break
+        if step == 0:
+            raise ValueError(f"no step was trained in max_minutes = {cfg.max_minutes:g}")
+        if step % cfg.validate_every or not os.path.exists(model_path):  # the steps since the last validation
+            save_model_if_better()
     except KeyboardInterrupt:  # keep what was trained: the checkpoint of the last whole step
         _save_checkpoint(ckpt_path, model, opt, sched, step, best)
         raise
