@@ -86,6 +86,10 @@ class ModelConfig:
     #: alone (:func:`backmap_plugin.build.martini.initial_trace`).
     martini_locator_hidden: int = 0
 
+    def __post_init__(self):
+        if self.mapping not in ("ca", "com", "martini3"):
+            raise ValueError(f"model mapping must be 'ca', 'com' or 'martini3', got {self.mapping!r}")
+
     def to_dict(self) -> dict:
         """Plain dict (for JSON)."""
         return asdict(self)
@@ -153,8 +157,6 @@ class BackmapVAE(nn.Module):
         self.peptide_head = mlp([2 * c.hidden, c.hidden, 2 * c.bins])
         self.terminal_head = mlp([c.hidden, c.hidden, len(TERMINAL) * 2 * c.bins])
         self.rotamer_head = mlp([c.hidden, c.hidden, c.max_rotamers * 5])
-        if c.mapping not in ("ca", "com", "martini3"):
-            raise ValueError(f"model mapping must be 'ca', 'com' or 'martini3', got {c.mapping!r}")
         if c.mapping == "com":
             self.locator = BeadLocator(c.type_dim, c.locator_scalars, c.locator_vectors, c.locator_layers,
                                        c.k_invariant, c.cutoff)

@@ -124,6 +124,10 @@ class TrainConfig:
         if unknown:
             known = sorted(ModelConfig.__dataclass_fields__)
             raise ValueError(f"model: unknown keys {sorted(unknown)} (known: {known})")
+        try:
+            ModelConfig(**self.model)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"model: {exc}") from exc
         if self.train_only not in (None, "locator"):
             raise ValueError(f"train_only must be 'locator' or absent, got {self.train_only!r}")
         if self.train_only:
@@ -387,12 +391,15 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
     if cfg.init and not resume and not os.path.isfile(cfg.init):
         raise ValueError(f"init: no model file {cfg.init} (relative paths are taken from the current directory)")
     device = select_device(cfg.device)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model = BackmapVAE(model_config).to(device)
     os.makedirs(run_dir, exist_ok=True)
     with OutputLock(run_dir, who="backmap train"):
         if not resume:
             for name in found:
                 os.remove(os.path.join(run_dir, name))
-        return _train(cfg, run_dir, cache, model_config, device, summary, resume, progress)
+        return _train(cfg, run_dir, cache, model, device, summary, resume, progress)
 
 
 def _check_resumed_settings(cfg: TrainConfig, run_dir: str) -> None:
@@ -411,12 +418,9 @@ def _check_resumed_settings(cfg: TrainConfig, run_dir: str) -> None:
                          "over with --overwrite")
 
 
-def _train(cfg: TrainConfig, run_dir: str, cache, model_config: ModelConfig, device, summary: dict, resume: bool,
+def _train(cfg: TrainConfig, run_dir: str, cache, model: BackmapVAE, device, summary: dict, resume: bool,
            progress: bool) -> dict:
     """The training loop of :func:`train`, once everything is checked and the folder is locked."""
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    model = BackmapVAE(model_config).to(device)
     opt = torch.optim.Adam((model.locator if cfg.train_only else model).parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience)
     step, best = 0, math.inf
@@ -441,7 +445,7 @@ def _train(cfg: TrainConfig, run_dir: str, cache, model_config: ModelConfig, dev
     with atomic_write(os.path.join(run_dir, "config.json")) as f:
         json.dump(asdict(cfg), f, indent=1)
     if progress:
-        print(f"train: {model_config.mapping} model, {summary['train_entries']} train / {summary['val_entries']} "
+        print(f"train: {model.config.mapping} model, {summary['train_entries']} train / {summary['val_entries']} "
               f"validation entries of {cfg.cache}, {device.type}, {torch.get_num_threads()} thread(s), steps {step} -> "
               f"{cfg.steps}", file=sys.stderr)
     if not summary["val_entries"]:
