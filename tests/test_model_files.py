@@ -93,6 +93,18 @@ def test_a_run_folder_is_refused_with_the_file_to_pass(small_model, tmp_path):
         load_model(str(tmp_path / "run"))
 
 
+def test_weights_that_are_not_finite_are_refused(small_model, tmp_path):
+    """A diverged training saved NaN weights; the run failed later, blaming a non-finite coordinate of its output."""
+    path = _copy(small_model, tmp_path)
+    state = torch.load(path, weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    torch.save(state, path)
+    with pytest.raises(BackmapInputError, match=f"^{path}: its weights are not finite \\(NaN/inf\\): a diverged "
+                                                "training?"):
+        load_model(str(path))
+
+
 def test_the_command_api_and_reporter_give_the_same_line(small_model, tmp_path, capsys):
     """``backmap run --model``, :func:`backmap` and :class:`BackmapReporter` (at construction for a folder, at the
     first report for damaged weights) give the loader's message."""

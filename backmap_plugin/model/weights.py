@@ -17,7 +17,8 @@ read is rebuilt, and a cache folder that cannot be written is skipped.
 A model file that cannot be used is refused when it is loaded, with one
 line naming the file and what is wrong (:class:`BackmapInputError`): a
 folder given for the file, a file torch cannot read, a broken config,
-weights that do not match their config.
+weights that do not match their config or are not finite (a diverged
+training).
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ def _read_state(path: str, weights: bytes) -> dict:
 
 
 def _load_weights(model: BackmapVAE, path: str, state: dict) -> None:
-    """Put ``state`` into ``model``; weights of another model are refused, named."""
+    """Put ``state`` into ``model``; weights of another model, or not finite ones, are refused, named."""
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -233,6 +234,9 @@ def _load_weights(model: BackmapVAE, path: str, state: dict) -> None:
             f"'{config.mapping}', hidden {config.hidden}, z_dim {config.z_dim}); the two files come from different "
             "runs or a file was changed"
         ) from exc
+    if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
+        raise BackmapInputError(f"{path}: its weights are not finite (NaN/inf): a diverged training? Use a model "
+                                "saved before it diverged")
 
 
 def _build(path: str, weights: bytes, info: dict) -> BackmapVAE:
@@ -307,8 +311,8 @@ def load_model(path: str | None = None, device: str | torch.device = "cpu") -> B
         No such model, or the package ships none.
     BackmapInputError
         A folder, a file that is not a model or cannot be read, a broken
-        config, weights that do not match the config; the message names
-        the file.
+        config, weights that do not match the config or are not finite;
+        the message names the file.
     """
     path = path or shipped_model_path()
     if path is None:
