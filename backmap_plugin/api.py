@@ -708,6 +708,9 @@ def check_backmap_options(method: str | None, samples: int, model: str | None = 
         An unknown method, fewer than one sample, a model file for the
         ideal builder, a negative temperature, a break distance that is not
         a positive number.
+    FileNotFoundError, BackmapInputError
+        A model file that does not exist, has no config beside it, or is a
+        folder (:func:`~backmap_plugin.model.weights.check_model_path`).
     """
     if method is not None and method not in METHODS:
         raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
@@ -715,6 +718,10 @@ def check_backmap_options(method: str | None, samples: int, model: str | None = 
         raise ValueError(f"samples must be a whole number, at least 1, got {samples!r}")
     if model is not None and method == "ideal":
         raise ValueError("a model file (--model) is for method 'model'; method 'ideal' uses none")
+    if model is not None:
+        from backmap_plugin.model.weights import check_model_path  # imports e3nn: only when a model is given
+
+        check_model_path(model)
     if temperature is not None and not (_is_number(temperature) and temperature >= 0):
         raise ValueError(f"temperature must be 0 or more, got {temperature!r}")
     if break_distance is not None and not (_is_number(break_distance) and 0 < break_distance < float("inf")):

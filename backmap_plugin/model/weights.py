@@ -13,6 +13,12 @@ their config, the versions of Python, torch, e3nn and this package and the
 source of the modules that define the model (this folder), so a changed
 file, library or class never meets a stale entry; an entry that cannot be
 read is rebuilt, and a cache folder that cannot be written is skipped.
+
+A model file that cannot be used is refused when it is loaded, with one
+line naming the file and what is wrong (:class:`BackmapInputError`): a
+folder given for the file, a file torch cannot read, a broken config,
+weights that do not match their config or are not finite (a diverged
+training).
 """
 
 from __future__ import annotations
@@ -20,15 +26,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import os
 import sys
 import types
+import warnings
 from importlib import resources
 
 import torch
 
 from backmap_plugin import __version__
+from backmap_plugin.core.errors import BackmapInputError, last_line
 from backmap_plugin.core.torch_import import generator_ready
 from backmap_plugin.io.atomic import atomic_path, atomic_write
 from backmap_plugin.model.vae import BackmapVAE, ModelConfig
@@ -84,16 +93,14 @@ def model_cache_dir() -> str | None:
     return os.path.join(base, "backmap_plugin")
 
 
-def _cache_file(path: str, config_text: str) -> str | None:
-    """The cache entry of a weights file: named by a hash of everything that shapes the built model."""
+def _cache_file(weights: bytes, config_text: str) -> str | None:
+    """The cache entry of a weights file (its bytes): named by a hash of everything that shapes the built model."""
     folder = model_cache_dir()
     if folder is None:
         return None
     import e3nn
 
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        digest.update(f.read())
+    digest = hashlib.sha256(weights)
     for part in (config_text, sys.version, torch.__version__, e3nn.__version__, __version__, "generation"):
         digest.update(b"\0" + part.encode())
     here = os.path.dirname(os.path.abspath(__file__))
@@ -156,21 +163,126 @@ def _keep_built(model: BackmapVAE, cached: str | None) -> None:
         pass
 
 
+def _read_bytes(path: str) -> bytes:
+    """The bytes of a model's file; one that cannot be read is refused, named."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise BackmapInputError(f"{path}: cannot be read ({exc.strerror or last_line(exc)})") from exc
+
+
+def _read_config(path: str) -> tuple[dict, str]:
+    """The parsed JSON config of the weights file ``path`` and its text."""
+    json_path = _json_path(path)
+    try:
+        text = _read_bytes(json_path).decode("utf-8")
+        info = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise BackmapInputError(f"{json_path}: the config of the model {path} is not text (JSON)") from exc
+    except json.JSONDecodeError as exc:
+        raise BackmapInputError(f"{json_path}: the config of the model {path} is broken JSON at line {exc.lineno} "
+                                f"column {exc.colno} ({exc.msg})") from exc
+    if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+        raise BackmapInputError(f"{json_path}: not the config of a model (no \"config\" object; save_model and "
+                                "backmap train write it beside the weights)")
+    return info, text
+
+
+def _build_network(path: str, config: dict) -> BackmapVAE:
+    """The untrained network the config describes; a config it cannot be built from is refused, named."""
+    try:
+        model_config = ModelConfig(**config)
+        generator_ready()  # e3nn's gates draw samples with a torch.Generator while they are built
+        return BackmapVAE(model_config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BackmapInputError(f"{_json_path(path)}: not the config of a model this version reads "
+                                f"({last_line(exc)})") from exc
+
+
+def _unreadable_kind(weights: bytes) -> str:
+    """What a weights file torch cannot read looks like: empty, a damaged archive, or other data."""
+    if not weights:
+        return "an empty file"
+    if weights.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive
+        return "a damaged archive, cut short or changed"
+    return "other data"
+
+
+def _read_state(path: str, weights: bytes) -> dict:
+    """The ``state_dict`` in a weights file's bytes; a file torch cannot read, or one without weights, is refused."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (torch's notes on the pickle protocol of other data)
+            state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises anything (IndexError, UnpicklingError ...) on other data
+        raise BackmapInputError(f"{path}: not a model file (torch cannot read it: {_unreadable_kind(weights)})") from exc
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackmapInputError(f"{path}: not a model file (it holds no model weights; save_model and backmap train "
+                                "write them)")
+    return state
+
+
+def _load_weights(model: BackmapVAE, path: str, state: dict) -> None:
+    """Put ``state`` into ``model``; weights of another model, or not finite ones, are refused, named."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        config = model.config
+        raise BackmapInputError(
+            f"{path}: its weights do not match its config {_json_path(path)} (the json says mapping "
+            f"'{config.mapping}', hidden {config.hidden}, z_dim {config.z_dim}); the two files come from different "
+            "runs or a file was changed"
+        ) from exc
+    if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
+        raise BackmapInputError(f"{path}: its weights are not finite (NaN/inf): a diverged training? Use a model "
+                                "saved before it diverged")
+
+
+def _build(path: str, weights: bytes, info: dict) -> BackmapVAE:
+    """The generation model of a weights file (its bytes) and its parsed config, checked."""
+    model = _build_network(path, info["config"])
+    _load_weights(model, path, _read_state(path, weights))
+    model.drop_encoder()
+    return model
+
+
 @functools.lru_cache(maxsize=4)
 def _load(path: str, device: str) -> BackmapVAE:
-    with open(_json_path(path)) as f:
-        config_text = f.read()
-    info = json.loads(config_text)
-    cached = _cache_file(path, config_text)
+    info, config_text = _read_config(path)
+    weights = _read_bytes(path)
+    cached = _cache_file(weights, config_text)
     model = _read_cached(cached)
     if model is None:
-        generator_ready()  # e3nn's gates draw samples with a torch.Generator while they are built
-        model = BackmapVAE(ModelConfig(**info["config"]))
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        model.drop_encoder()
+        model = _build(path, weights, info)
         _keep_built(model, cached)
     model.info = info
     return model.to(device).eval()
+
+
+def check_model_path(path) -> None:
+    """Refuse a model path that names no saved model, before anything is read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A weights file (``model.pt``), its JSON config beside it.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file, or its config is missing.
+    BackmapInputError
+        ``path`` is a folder (a run folder of ``backmap train``, say).
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise BackmapInputError(f"{path} is a directory; pass the model file inside it "
+                                f"(e.g. {os.path.join(path, 'model.pt')})")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no trained model at {path}")
+    if not os.path.exists(_json_path(path)):
+        raise FileNotFoundError(f"{path}: its config {_json_path(path)} is missing")
 
 
 def load_model(path: str | None = None, device: str | torch.device = "cpu") -> BackmapVAE:
@@ -181,14 +293,29 @@ def load_model(path: str | None = None, device: str | torch.device = "cpu") -> B
     faster (:meth:`BackmapVAE.drop_encoder`). Training builds its own
     :class:`BackmapVAE` from the weights.
 
+    Parameters
+    ----------
+    path : str, optional
+        Weights file (``model.pt``, its ``model.json`` beside it); default:
+        the shipped C-alpha model.
+    device : str or torch.device
+
+    Returns
+    -------
+    BackmapVAE
+        In eval mode on ``device``; ``info`` holds its JSON config.
+
     Raises
     ------
     FileNotFoundError
         No such model, or the package ships none.
+    BackmapInputError
+        A folder, a file that is not a model or cannot be read, a broken
+        config, weights that do not match the config or are not finite;
+        the message names the file.
     """
     path = path or shipped_model_path()
-    if path is None or not os.path.exists(path):
-        raise FileNotFoundError(f"no trained model at {path or 'backmap_plugin/weights/model.pt'}")
-    if not os.path.exists(_json_path(path)):
-        raise FileNotFoundError(f"{path}: its config {_json_path(path)} is missing")
+    if path is None:
+        raise FileNotFoundError("no trained model at backmap_plugin/weights/model.pt")
+    check_model_path(path)
     return _load(os.path.abspath(path), str(device))
