@@ -175,3 +175,23 @@ def test_summary_names_the_report_and_no_entries_fails(fixture_pdb, tmp_path, ca
     assert rc == 2 and "no structure file found" in err and str(tmp_path / "empty") in err
     with pytest.raises(BackmapInputError, match="no structure file found"):
         dc.build_cache([tmp_path / "empty"], tmp_path / "emptycache", workers=1)
+
+
+# --------------------------------------------------------------------------- augment --append
+
+
+def test_append_from_a_missing_folder_names_it(fixture_pdb, tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(fixture_pdb, src / "a.pdb.gz")
+    dc.build_cache([src], tmp_path / "cache", workers=1)
+    missing = tmp_path / "aug" / "none"
+    rc = backmap_main(["data", "augment", str(tmp_path / "cache"), "--config", "unused.json", "-o", str(missing),
+                       "--append", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{missing}: no such folder" in err and ".partial" not in err
+    (tmp_path / "aug" / "empty").mkdir(parents=True)
+    rc = backmap_main(["data", "augment", str(tmp_path / "cache"), "--config", "unused.json",
+                       "-o", str(tmp_path / "aug" / "empty"), "--append", "--quiet"])
+    assert rc == 2 and "not an augmentation folder (no frames/)" in capsys.readouterr().err
+    assert not (tmp_path / "aug" / "empty" / "manifest.csv").exists()
