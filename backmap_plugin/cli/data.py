@@ -9,12 +9,34 @@ subcommands (thin layers over :mod:`backmap_plugin.training.cache` and
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 
 from backmap_plugin.cli import options
 
 __all__ = ["add_parser", "info_lines", "run_augment", "run_build", "run_info"]
 
+
+_BUILD_NOTES = """sources:
+  a file is read whatever its name; folders are searched recursively for .pdb, .cif, .mmcif, .gro
+  (each also .gz) and .h5 files. Trajectories (.xtc, .dcd, .trr, .nc) hold no topology and are not
+  read: write the frames with their topology as one multi-model PDB, e.g.
+  mdtraj.load(TRAJ, top=TOPOLOGY).save_pdb(FRAMES.pdb), and give that file.
+
+manifest:
+  each file's cluster, kind and split come from the nearest manifest.csv in its folder or a parent
+  folder: a CSV with an entry_id column (the file name without extension) and the optional columns
+  cluster30 (sequence cluster), kind (crystal, nmr, md, ...), split (visible_test or test: held out)
+  and parent (frames derived from that entry, as 'augment' writes). A manifest.csv without an
+  entry_id column is ignored with a note. Files without a row are clustered by sequence here.
+
+validation split:
+  whole clusters are drawn for validation by a hash of the cluster id (--val-fraction); a family of
+  more than one entry and more than 5% of the entries always trains. When at least 2 clusters draw
+  none for validation (a small corpus), the smallest cluster is held out instead, with a note; when
+  all are drawn, the largest trains. A single cluster gives no validation split (also noted).
+
+"""
 
 _BUILD_EXAMPLE = """example:
   backmap data build ../shared/data/train -o cache/train
@@ -31,9 +53,9 @@ def _add_build(sub) -> None:
             "clean them and store memory-mappable training arrays. The cache then holds exactly these "
             "sources: only new or changed files are parsed, and entries of files not given (including "
             "frames added by 'augment --append') are removed. report.csv lists every file and why a file "
-            "was skipped."
+            "was skipped; a build that keeps no structure fails."
         ),
-        epilog=_BUILD_EXAMPLE,
+        epilog=_BUILD_NOTES + _BUILD_EXAMPLE,
     )
     p.add_argument("sources", nargs="+", metavar="SRC", help="structure files or folders (searched recursively)")
     options.add_output(p, "cache folder", metavar="CACHE")
@@ -41,7 +63,8 @@ def _add_build(sub) -> None:
     p.add_argument("--max-frames", type=int, default=50, help="frames kept per file, evenly spaced (default: 50)")
     p.add_argument("--workers", type=int, default=2, help="parallel processes (default: 2)")
     p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="fraction of clusters in the validation split (default: 0.1)")
+                   help="fraction of sequence clusters drawn for the validation split; at least one "
+                        "cluster when there are 2 or more (see below) (default: 0.1)")
     options.add_quiet(p)
     options.add_debug(p)
     p.set_defaults(func=run_build)
@@ -143,7 +166,7 @@ def run_build(args) -> int:
     Returns
     -------
     int
-        The exit status, 0.
+        The exit status, 0 (errors are raised).
     """
     from backmap_plugin.training.cache import build_cache
 
@@ -151,18 +174,27 @@ def run_build(args) -> int:
         args.sources, args.output, mapping=args.mapping, max_frames=args.max_frames,
         workers=args.workers, val_fraction=args.val_fraction, progress=not args.quiet,
     )
-    print(_build_line(summary))
+    _print_build(summary)
     return 0
+
+
+def _print_build(summary: dict) -> None:
+    """Print the notes (stderr) and the line (stdout) of a build summary."""
+    for note in summary["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(_build_line(summary))
 
 
 def _build_line(summary: dict) -> str:
     """One line about a :func:`~backmap_plugin.training.cache.build_cache` summary."""
+    skipped = f" (reasons in {summary['report']})" if summary["skipped"] else ""
     if summary["up_to_date"]:
-        return f"{summary['cache_dir']}: up to date ({summary['entries']} entries)"
+        also = f", {summary['skipped']} files skipped{skipped}" if summary["skipped"] else ""
+        return f"{summary['cache_dir']}: up to date ({summary['entries']} entries{also})"
     splits = ", ".join(f"{k} {v}" for k, v in sorted(summary["splits"].items()))
     return (
         f"{summary['cache_dir']}: {summary['files']} files: {summary['built']} parsed, "
-        f"{summary['reused']} reused, {summary['skipped']} skipped, {summary['removed']} removed; "
+        f"{summary['reused']} reused, {summary['skipped']} skipped{skipped}, {summary['removed']} removed; "
         f"{summary['entries']} entries in {summary['clusters']} clusters ({splits}); "
         f"{summary['seconds']:.1f} s"
     )
@@ -187,7 +219,7 @@ def run_augment(args) -> int:
         appended = append_to_cache(args.output, args.cache, workers=args.workers, progress=not args.quiet)
         for path in appended["missing_sources"]:
             print(f"note: source {path} of the last build no longer exists; dropped from {args.cache}")
-        print(_build_line(appended))
+        _print_build(appended)
         return 0
     summary = run_augmentation(
         args.cache, args.output, args.config, max_structures=args.max_structures, platform=args.platform,

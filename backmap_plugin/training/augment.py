@@ -724,13 +724,23 @@ def append_to_cache(out_dir, cache_dir, workers: int = 2, progress: bool = False
         :func:`~backmap_plugin.training.cache.build_cache`'s summary plus
         ``missing_sources`` (sources of the last build that no longer exist
         and are dropped).
+
+    Raises
+    ------
+    BackmapInputError
+        ``cache_dir`` is not a cache, or ``out_dir`` is not an augmentation
+        folder (no ``frames/`` folder).
     """
     from backmap_plugin.training.cache import build_cache, open_cache
 
     out_dir = Path(out_dir).resolve()
     cache = open_cache(cache_dir)
-    write_manifest(out_dir)
     frames = out_dir / FRAMES_DIR
+    if not frames.is_dir():
+        what = "not an augmentation folder (no frames/)" if out_dir.is_dir() else "no such folder"
+        raise BackmapInputError(f"{out_dir}: {what}; nothing to append: make its frames first with "
+                                f"'backmap data augment {cache_dir} --config RECIPE -o {out_dir}'")
+    write_manifest(out_dir)
     previous = {row["source"] for row in cache.report()} | {e.source for e in cache.entries}
     previous = {p for p in previous if p and frames not in Path(p).resolve().parents}
     missing = sorted(p for p in previous if not os.path.isfile(p))

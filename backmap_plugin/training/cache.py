@@ -45,13 +45,18 @@ has one row per source file.
 
 Clusters and splits
 -------------------
-``cluster30`` and ``kind`` come from the ``manifest.csv`` found in a parent
-folder of the source file, keyed by the file name without its extension.
-Files without a manifest row are clustered here (see
+``cluster30`` and ``kind`` come from the nearest ``manifest.csv`` in the
+folder of the source file or a parent folder, keyed by ``entry_id``, the
+file name without its extension (columns :data:`MANIFEST_FIELDS`; only
+``entry_id`` is required). A ``manifest.csv`` without an ``entry_id`` column
+(a user's own table) is ignored with a note and the search goes on
+upwards. Files without a manifest row are clustered here (see
 :func:`sequence_clusters`) and get kind ``unknown``. The split is
 ``test`` for entries whose manifest split is ``visible_test`` and otherwise
-``val`` or ``train`` by a deterministic hash of the cluster id
-(:func:`cluster_split`), so a cluster is never on both sides.
+``val`` or ``train`` by cluster (:func:`split_clusters`: big families train,
+the others are drawn by a deterministic hash of the cluster id, and a
+corpus of at least two clusters that draws none for validation holds out
+its smallest), so a cluster is never on both sides.
 
 Derived entries (augmentation)
 ------------------------------
@@ -84,6 +89,7 @@ import numpy as np
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.atomic import atomic_write
+from backmap_plugin.io.paths import LOADED_WHOLE, NEEDS_TOPOLOGY, match_extension
 
 #: Version of the on-disk format; part of every entry hash.
 CACHE_FORMAT = 1
@@ -93,8 +99,17 @@ MIN_RESIDUES = 10
 CA_BREAK = 4.5
 #: C(i)-N(i+1) distance (Angstrom) above which residues are not bonded.
 PEPTIDE_BREAK = 2.0
-#: File name endings read from source folders.
-STRUCTURE_SUFFIXES = (".pdb", ".pdb.gz", ".cif", ".cif.gz")
+#: File name endings read from source folders: every format :func:`backmap_plugin.io.frames.open_frames`
+#: reads that holds its own topology (PDB, mmCIF, GRO, gzipped where mdtraj reads it so, and HDF5).
+STRUCTURE_SUFFIXES = LOADED_WHOLE + (".h5",)
+#: File name endings in source folders that are not read but counted in a note: trajectories without
+#: a topology, and wwPDB ``.ent`` files (PDB text under a name the readers do not take).
+UNREAD_SUFFIXES = NEEDS_TOPOLOGY + (".ent", ".ent.gz")
+#: How to use a trajectory (which holds no topology) for training: a step that exists.
+TRAJECTORY_ADVICE = (
+    "write its frames with their topology as one multi-model PDB, e.g. "
+    "mdtraj.load(TRAJ, top=TOPOLOGY).save_pdb(FRAMES.pdb), and give that file to 'backmap data build'"
+)
 #: Report columns, one row per source file.
 REPORT_COLUMNS = (
     "entry_id", "status", "reason", "residues_kept", "residues_masked",
@@ -238,6 +253,9 @@ def _read_file(path: str, max_frames: int):
     from backmap_plugin.core.topology import read_residues
     from backmap_plugin.io.frames import open_frames
 
+    trajectory = match_extension(path, NEEDS_TOPOLOGY)
+    if trajectory:
+        raise SkipFile(f"trajectory without topology: {trajectory} files hold coordinates only; {TRAJECTORY_ADVICE}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -385,32 +403,71 @@ def process_file(path: str, mapping: str = "ca", max_frames: int = 50) -> tuple[
 
 
 def entry_id_of(path) -> str:
-    """Entry id of a source file: its name without the structure extension."""
+    """Entry id of a source file: its name without the structure (or trajectory) extension."""
     name = Path(path).name
-    for suffix in sorted(STRUCTURE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    suffix = match_extension(name, STRUCTURE_SUFFIXES + UNREAD_SUFFIXES)
+    return name[: -len(suffix)] if suffix else name
 
 
-def find_sources(sources) -> list[Path]:
-    """Structure files named by ``sources`` (files, or folders searched recursively).
+def scan_sources(sources) -> tuple[list[Path], list[Path]]:
+    """Structure files named by ``sources``, and the files in its folders that are not read.
+
+    Parameters
+    ----------
+    sources : sequence of str or path-like
+        Files (each is read, whatever its name) and folders, searched
+        recursively for names ending in one of :data:`STRUCTURE_SUFFIXES`
+        (any case).
+
+    Returns
+    -------
+    structures : list of pathlib.Path
+        Resolved, sorted, without duplicates.
+    unread : list of pathlib.Path
+        Files in the folders ending in one of :data:`UNREAD_SUFFIXES`.
 
     Raises
     ------
     BackmapInputError
         A source that does not exist.
     """
-    found = []
+    found, unread = [], []
     for src in sources:
         src = Path(src)
         if src.is_dir():
-            found += [p for p in src.rglob("*") if p.is_file() and p.name.lower().endswith(STRUCTURE_SUFFIXES)]
+            files = [p for p in src.rglob("*") if p.is_file()]
+            found += [p for p in files if match_extension(p.name, STRUCTURE_SUFFIXES)]
+            unread += [p for p in files if match_extension(p.name, UNREAD_SUFFIXES)]
         elif src.is_file():
             found.append(src)
         else:
             raise BackmapInputError(f"{src}: no such file or folder")
-    return sorted({p.resolve() for p in found})
+    return sorted({p.resolve() for p in found}), sorted({p.resolve() for p in unread})
+
+
+def find_sources(sources) -> list[Path]:
+    """Structure files named by ``sources`` (files, or folders searched recursively); see :func:`scan_sources`.
+
+    Raises
+    ------
+    BackmapInputError
+        A source that does not exist.
+    """
+    return scan_sources(sources)[0]
+
+
+def _unread_notes(unread: list[Path]) -> list[str]:
+    """Notes on the files of the source folders that are not read (trajectories, ``.ent``)."""
+    trajectories = [p for p in unread if match_extension(p.name, NEEDS_TOPOLOGY)]
+    ent = [p for p in unread if p not in trajectories]
+    notes = []
+    if trajectories:
+        notes.append(f"{len(trajectories)} trajectory file(s) in the source folders not read (e.g. "
+                     f"{trajectories[0]}): they hold no topology; for each, {TRAJECTORY_ADVICE}")
+    if ent:
+        notes.append(f"{len(ent)} .ent file(s) in the source folders not read (e.g. {ent[0]}): "
+                     "rename them to .pdb (.pdb.gz)")
+    return notes
 
 
 def _settings(mapping: str, max_frames: int) -> dict:
@@ -506,16 +563,47 @@ def _run_tasks(tasks: list, workers: int, progress: bool) -> list[dict]:
 # --------------------------------------------------------------------------
 
 
-def _find_manifest(path: Path, found: dict) -> dict:
-    """Rows of the ``manifest.csv`` in the nearest parent folder of ``path`` (cached)."""
+#: Name of the manifest looked for in the folder of each source file and its parent folders.
+MANIFEST_FILE = "manifest.csv"
+#: Manifest columns read (``entry_id`` required, the others optional).
+MANIFEST_FIELDS = ("entry_id", "cluster30", "kind", "split", "parent")
+
+
+def _read_manifest(path: Path) -> tuple[dict | None, str]:
+    """Rows of a manifest keyed by ``entry_id``, or None and why it is not one."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if "entry_id" not in (reader.fieldnames or ()):
+                return None, "it has no entry_id column"
+            return {row["entry_id"]: row for row in reader}, ""
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        return None, f"it cannot be read as CSV ({type(exc).__name__}: {exc})"
+
+
+def _folder_manifest(folder: Path, found: dict, notes: list) -> dict | None:
+    """Rows of the manifest of one folder (None: none there, or ignored with a note); cached in ``found``."""
+    if folder not in found:
+        rows, why = None, ""
+        if (folder / MANIFEST_FILE).is_file():
+            rows, why = _read_manifest(folder / MANIFEST_FILE)
+        if why:
+            notes.append(f"ignored {folder / MANIFEST_FILE}: {why} (a build manifest has the columns "
+                         f"{', '.join(MANIFEST_FIELDS)})")
+        found[folder] = rows
+    return found[folder]
+
+
+def _find_manifest(path: Path, found: dict, notes: list) -> dict:
+    """Rows of the nearest manifest in the folder of ``path`` or a parent folder ({} for none).
+
+    A ``manifest.csv`` without an ``entry_id`` column, or one that cannot be
+    read, is ignored with a note in ``notes`` and the search goes on upwards.
+    """
     for folder in path.parents:
-        if folder in found:
-            return found[folder]
-        manifest = folder / "manifest.csv"
-        if manifest.is_file():
-            with open(manifest, newline="", encoding="utf-8") as handle:
-                found[folder] = {row["entry_id"]: row for row in csv.DictReader(handle)}
-            return found[folder]
+        rows = _folder_manifest(folder, found, notes)
+        if rows is not None:
+            return rows
     return {}
 
 
@@ -580,14 +668,87 @@ def sequence_clusters(chains: dict, k: int = 3, min_shared: float = 0.3) -> dict
     return out
 
 
-#: Clusters with more than this share of the entries are never held out.
+#: Clusters of more than one entry and more than this share of the entries are never drawn for validation.
 BIG_CLUSTER_SHARE = 0.05
+
+
+def _split_value(cluster: str) -> float:
+    """A deterministic number in [0, 1) from the cluster id."""
+    return int.from_bytes(hashlib.sha256(f"split:{cluster}".encode()).digest()[:8], "big") / 2.0**64
 
 
 def cluster_split(cluster: str, val_fraction: float) -> str:
     """``val`` or ``train`` from a deterministic hash of the cluster id."""
-    value = int.from_bytes(hashlib.sha256(f"split:{cluster}".encode()).digest()[:8], "big") / 2.0**64
-    return "val" if value < val_fraction else "train"
+    return "val" if _split_value(cluster) < val_fraction else "train"
+
+
+def is_big_cluster(size: int, n_entries: int) -> bool:
+    """The big-cluster rule: more than :data:`BIG_CLUSTER_SHARE` of ``n_entries``, and more than one entry.
+
+    A family that large (antibodies) always trains: held out, it would take
+    a large part of the data away. A single entry is never big, so the
+    rule leaves the clusters of a corpus of fewer than 20 entries to the
+    hash draw too.
+    """
+    return size > max(1.0, BIG_CLUSTER_SHARE * n_entries)
+
+
+def split_clusters(sizes: dict, n_entries: int, val_fraction: float) -> tuple[dict, str | None]:
+    """Split (``train`` or ``val``) of each cluster, deterministic.
+
+    A big cluster (:func:`is_big_cluster`) trains; the others are drawn by
+    :func:`cluster_split`. Two corrections make a small corpus usable, and
+    leave a draw with both splits unchanged (every large corpus):
+
+    * when every cluster is drawn for validation (a single cluster, or a
+      fraction near 1), the largest one (ties: the highest hash) trains;
+    * when ``val_fraction > 0`` and at least two clusters draw none for
+      validation (a small corpus, or a small fraction), the one with the
+      fewest entries (ties: the hash nearest to being drawn) is held out,
+      so that asking for a validation split gives one.
+
+    Parameters
+    ----------
+    sizes : dict
+        Cluster id -> number of entries (of the whole build) in it; the
+        clusters to split.
+    n_entries : int
+        Entries the big-cluster rule counts.
+    val_fraction : float
+        Expected fraction of clusters in the validation split.
+
+    Returns
+    -------
+    splits : dict
+        Cluster id -> ``train`` or ``val``.
+    held_out : str or None
+        The cluster held out because none was drawn, None otherwise.
+    """
+    splits = {c: "train" if is_big_cluster(n, n_entries) else cluster_split(c, val_fraction)
+              for c, n in sizes.items()}
+    if splits and "train" not in splits.values():
+        splits[max(splits, key=lambda c: (sizes[c], _split_value(c)))] = "train"
+    if val_fraction <= 0 or len(splits) < 2 or "val" in splits.values():
+        return splits, None
+    held_out = min(splits, key=lambda c: (sizes[c], _split_value(c)))
+    splits[held_out] = "val"
+    return splits, held_out
+
+
+def _entries(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
+def _split_notes(splits: dict, held_out: str | None, sizes: dict, val_fraction: float) -> list[str]:
+    """Notes on a validation split that was not drawn (:func:`split_clusters`)."""
+    if held_out is not None:
+        return [f"no cluster was drawn for validation at val_fraction {val_fraction:g}, so the smallest one, "
+                f"{held_out} ({_entries(sizes[held_out])}), is held out for validation"]
+    if val_fraction > 0 and len(splits) == 1:
+        return [f"no validation split: the train/val entries form a single sequence cluster, {next(iter(splits))}, "
+                "and a cluster is never on both sides; val_fraction needs at least 2 clusters "
+                "(training runs without validation)"]
+    return []
 
 
 # --------------------------------------------------------------------------
@@ -627,6 +788,17 @@ def _report_row(entry_id: str, meta: dict) -> dict:
     }
 
 
+def _assign_splits(primary: list[dict], val_fraction: float) -> list[str]:
+    """Set the split of the entries without one (:func:`split_clusters`); notes on the validation split."""
+    all_sizes = Counter(entry["cluster30"] for entry in primary)
+    sizes = {entry["cluster30"]: all_sizes[entry["cluster30"]] for entry in primary if entry["split"] is None}
+    splits, held_out = split_clusters(sizes, len(primary), val_fraction)
+    for entry in primary:
+        if entry["split"] is None:
+            entry["split"] = splits[entry["cluster30"]]
+    return _split_notes(splits, held_out, sizes, val_fraction)
+
+
 def _inherit_from_parents(entries: list, derived: dict, val_fraction: float) -> None:
     """Cluster and split of derived entries: the parent's, else their manifest's."""
     by_id = {entry["entry_id"]: entry for k, entry in enumerate(entries) if k not in derived}
@@ -658,8 +830,9 @@ def build_cache(
     Parameters
     ----------
     sources : sequence of str or path-like
-        Structure files and folders (searched recursively for
-        ``*.pdb``, ``*.pdb.gz``, ``*.cif``, ``*.cif.gz``).
+        Structure files and folders (searched recursively for the names of
+        :data:`STRUCTURE_SUFFIXES`; trajectories and ``.ent`` files there
+        are counted in a note, see :func:`scan_sources`).
     cache_dir : str or path-like
         Cache folder (created).
     mapping : str
@@ -679,12 +852,17 @@ def build_cache(
         ``files``, ``built``, ``reused``, ``skipped`` (files not usable),
         ``removed`` (folders of vanished or changed sources deleted),
         ``entries``, ``clusters``, ``splits`` (entries per split),
-        ``up_to_date`` (nothing parsed and index unchanged), ``seconds``.
+        ``up_to_date`` (nothing parsed and index unchanged), ``seconds``,
+        ``report`` (path of ``report.csv``) and ``notes`` (list of str: files
+        of the folders not read, manifests ignored, how the validation
+        split came about when it was not drawn).
 
     Raises
     ------
     BackmapInputError
-        A source that does not exist, or invalid settings.
+        A source that does not exist, invalid settings, no structure file
+        among the sources, or no usable entry (the index and report are
+        written first; the report says why each file was skipped).
     """
     from backmap_plugin.core.mappings import get_mapping
 
@@ -694,10 +872,13 @@ def build_cache(
         raise BackmapInputError(f"max_frames must be a positive integer, got {max_frames!r}")
     if not 0.0 <= val_fraction < 1.0:
         raise BackmapInputError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    paths, unread = scan_sources(sources)
+    notes = _unread_notes(unread)
+    if not paths:
+        raise BackmapInputError(_no_files_message(sources, notes))
     cache_dir = Path(cache_dir)
     (cache_dir / ENTRIES_DIR).mkdir(parents=True, exist_ok=True)
     settings = _settings(mapping, max_frames)
-    paths = find_sources(sources)
     hashes = {path: file_hash(path, settings) for path in paths}
 
     metas: dict[str, dict] = {}
@@ -725,7 +906,7 @@ def build_cache(
         rows.append(_report_row(entry_id, dict(meta, source=str(path))))
         if meta["status"] != "ok":
             continue
-        info = _find_manifest(path, manifests).get(entry_id)
+        info = _find_manifest(path, manifests, notes).get(entry_id)
         entry = {
             "entry_id": entry_id, "source": str(path), "hash": digest,
             "kind": (info or {}).get("kind") or "unknown",
@@ -743,14 +924,7 @@ def build_cache(
     for entry in entries:
         if entry["cluster30"] is None:
             entry["cluster30"] = computed[entry["source"]]
-    primary = [entry for k, entry in enumerate(entries) if k not in derived]
-    sizes = Counter(entry["cluster30"] for entry in primary)
-    for entry in primary:
-        if entry["split"] is None:
-            # a family larger than BIG_CLUSTER_SHARE of the entries (antibodies)
-            # always trains: held out, it would take a third of the data away
-            big = sizes[entry["cluster30"]] > BIG_CLUSTER_SHARE * len(primary)
-            entry["split"] = "train" if big else cluster_split(entry["cluster30"], val_fraction)
+    notes += _assign_splits([entry for k, entry in enumerate(entries) if k not in derived], val_fraction)
     _inherit_from_parents(entries, derived, val_fraction)
     index = {"format": CACHE_FORMAT, "settings": dict(settings, val_fraction=val_fraction),
              "entries": entries}
@@ -771,6 +945,11 @@ def build_cache(
             shutil.rmtree(child, ignore_errors=True)
             removed += not child.name.startswith(".tmp-")
 
+    if not entries:
+        raise BackmapInputError(
+            f"{cache_dir}: no usable structure: all {len(paths)} file(s) were skipped, e.g. {rows[0]['source']}: "
+            f"{rows[0]['reason']}; the reason for each file is in {cache_dir / REPORT_FILE}"
+        )
     splits: dict = {}
     for entry in entries:
         splits[entry["split"]] = splits.get(entry["split"], 0) + 1
@@ -786,7 +965,16 @@ def build_cache(
         "splits": splits,
         "up_to_date": not tasks and removed == 0 and old_index == index,
         "seconds": time.perf_counter() - start,
+        "report": str(cache_dir / REPORT_FILE),
+        "notes": notes,
     }
+
+
+def _no_files_message(sources, notes: list[str]) -> str:
+    """The error for sources without a structure file."""
+    names = ", ".join(str(src) for src in sources)
+    suffixes = ", ".join(STRUCTURE_SUFFIXES)
+    return "; ".join([f"{names}: no structure file found (the folders are searched for {suffixes})"] + notes)
 
 
 # --------------------------------------------------------------------------
