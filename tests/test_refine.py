@@ -235,27 +235,32 @@ def test_refine_keeps_an_existing_output_unless_told(backmapped, tmp_path, capsy
     assert f"{report}: the report file exists" in capsys.readouterr().err and report.read_text() == before
 
 
+def _stop_refining_at(monkeypatch, call: int) -> None:
+    """Make the ``call``-th frame refinement raise KeyboardInterrupt (Ctrl-C)."""
+    from backmap_plugin.openmm import refine as refine_module
+
+    calls = []
+    real = refine_module.Refiner.refine
+
+    def stopped(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(refine_module.Refiner, "refine", stopped)
+
+
 def test_refine_stopped_leaves_the_output_and_its_report_as_they_were(fixture_pdb, tmp_path, monkeypatch):
     """Stopped in its second frame, an --overwrite refine leaves the earlier output and its report as they were
     (the report was the new run's, of one frame, beside the old output); the frames done are reported beside the
     partial output. Refining the output onto its input is refused before any work."""
-    from backmap_plugin.openmm import refine as refine_module
-
     source = tmp_path / "two_models.pdb"
     md.load(str(fixture_pdb))[:2].save(str(source))
     output, report = tmp_path / "out.pdb", tmp_path / "out.json"
     output.write_text("earlier work\n")
     report.write_text("{}")
-    calls = []
-    real = refine_module.Refiner.refine
-
-    def stopped_in_the_second(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(refine_module.Refiner, "refine", stopped_in_the_second)
+    _stop_refining_at(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         refine_structure(source, output, solvent="vacuum", platform="CPU", maxIterations=1, overwrite=True,
                          progress=False)
@@ -438,16 +443,8 @@ def test_refine_resumes_where_it_stopped(trajectory, tmp_path, monkeypatch):
     options = dict(solvent="vacuum", platform="Reference", progress=False)  # Reference: deterministic sums
     whole = refine_structure(trajectory, tmp_path / "whole.pdb", **options)
     output = tmp_path / "out.pdb"
-    calls = []
     real = refine_module.Refiner.refine
-
-    def stopped_in_the_third(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(refine_module.Refiner, "refine", stopped_in_the_third)
+    _stop_refining_at(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         refine_structure(trajectory, output, overwrite=False, **options)
     monkeypatch.undo()

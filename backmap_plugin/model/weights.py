@@ -215,8 +215,9 @@ def _read_state(path: str, weights: bytes) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # (torch's notes on the pickle protocol of other data)
             state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch.load raises anything (IndexError, UnpicklingError ...) on other data
-        raise BackmapInputError(f"{path}: not a model file (torch cannot read it: {_unreadable_kind(weights)})") from exc
+    except Exception as exc:  # noqa: BLE001 - torch.load raises anything (IndexError, UnpicklingError ...)
+        raise BackmapInputError(f"{path}: not a model file (torch cannot read it: "
+                                f"{_unreadable_kind(weights)})") from exc
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BackmapInputError(f"{path}: not a model file (it holds no model weights; save_model and backmap train "
                                 "write them)")
