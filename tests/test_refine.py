@@ -490,3 +490,16 @@ def test_refine_a_trajectory_with_its_topology(trajectory, tmp_path, capsys):
     np.testing.assert_allclose(refined.unitcell_lengths[:, 0], [4.0, 4.2, 4.4], atol=1e-5)
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["top"] == str(first) and len(report["frames"]) == 3
+
+
+def test_refine_says_when_completing_a_large_structure_takes_minutes(backmapped, tmp_path, capsys, monkeypatch):
+    """From LARGE_STRUCTURE residues the bar would sit at 0 for minutes in OpenMM's addHydrogens: a line says so."""
+    from backmap_plugin.openmm import refine as refine_module
+
+    monkeypatch.setattr(refine_module, "LARGE_STRUCTURE", 20)  # (trp-cage: 20 residues)
+    refine_structure(backmapped, tmp_path / "out.pdb", solvent="vacuum", platform="CPU", maxIterations=1)
+    assert "refine: 20 residues: completing the first frame (PDBFixer, hydrogens) takes minutes" in \
+        capsys.readouterr().err
+    refine_structure(backmapped, tmp_path / "out.pdb", solvent="vacuum", platform="CPU", maxIterations=1,
+                     progress=False)
+    assert "completing the first frame" not in capsys.readouterr().err
