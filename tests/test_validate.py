@@ -408,3 +408,15 @@ def test_a_trajectory_is_validated_with_its_topology(nmr_models, tmp_path, capsy
     assert report["n_frames"] == 3
     for key in ("clashscore", "ramachandran_outliers", "rotamer_outliers", "angle_outliers", "bond_outliers"):
         assert [f[key] for f in report["frames"]] == [f[key] for f in expected.frames], key
+
+
+def test_frames_are_validated_a_chunk_at_a_time(nmr_models, monkeypatch):
+    """Validated two frames at a time (memory bounded on long trajectories), three models score as validated
+    together, frame numbers included."""
+    from backmap_plugin.openmm import validate as validate_module
+
+    together = validate_structure(nmr_models, energy=False)
+    monkeypatch.setattr(validate_module, "VALIDATE_CHUNK", 2)
+    chunked = validate_structure(nmr_models, energy=False)
+    assert [f["frame"] for f in chunked.frames] == [0, 1, 2]
+    assert chunked.frames == together.frames

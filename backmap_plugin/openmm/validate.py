@@ -48,6 +48,7 @@ positions, :func:`validate_structure` a file.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -80,11 +81,11 @@ from backmap_plugin.core.checks import (
 )
 from backmap_plugin.core.dihedral_density import ALLOWED, FAVOURED, OUTLIER
 from backmap_plugin.core.ramachandran import PEPTIDE_BOND_MAX
+from backmap_plugin.openmm.frames import open_structure
 from backmap_plugin.openmm.structure import (
     add_hydrogens,
     is_hydrogen,
     positions_to_array,
-    read_structure,
     residue_label,
 )
 from backmap_plugin.openmm.systems import create_system, force_field_parts, load_force_field
@@ -679,46 +680,10 @@ def _table_note(what, info, levels):
             f"train split, {info['date']}): {levels}")
 
 
-def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=True, source="structure"):
-    """Validate models given as an OpenMM topology and positions.
-
-    Parameters
-    ----------
-    topology : openmm.app.Topology
-        Topology (hydrogens optional).
-    frames : list of openmm.unit.Quantity
-        Positions of each model.
-    solvent : {"gbn2", "obc2", "screened", "vacuum"}, optional
-        Solvent model of the amber14 energy (default gbn2).
-    platform : str, optional
-        OpenMM platform for the energy (``auto``: CUDA when present, else CPU).
-    energy : bool, optional
-        Compute the energy (NaN otherwise).
-    source : str, optional
-        Name used in the result.
-
-    Returns
-    -------
-    ValidationResult
-        ``frames`` holds one dict per model with ``energy_kj_mol`` (None if
-        not finite) and ``energy_error``, ``heavy_clashes``, ``clashscore``
-        (clashes per 1,000 atoms, hydrogens included) and
-        ``all_atom_clashes``, ``bond_outliers``, ``angle_outliers``,
-        ``cis_non_pro`` and ``cis_pro``, ``twisted_peptides`` (of
-        ``peptides_scored``), ``d_residues``, ``ramachandran_favoured`` /
-        ``_allowed`` / ``_outliers`` (of ``ramachandran_scored``) and
-        ``ramachandran_favoured_pct`` / ``_outliers_pct``,
-        ``rotamer_outliers`` (of ``rotamer_scored``) and
-        ``rotamer_outliers_pct``, ``cbeta_deviations`` (of ``cbeta_scored``),
-        ``missing_atoms``, ``n_atoms`` / ``n_atoms_with_h``, and ``details``
-        (labels of the offending bonds, angles, peptides and residues).
-        Percentages are None when nothing was scored.
-    """
-    t0 = time.perf_counter()
-    frames = list(frames)
+def _validate_chunk(frames: list, first: int, tables, energy_topology, evaluate, energy: bool) -> list[dict]:
+    """The figures of :func:`validate_frames` for frames ``first``, ``first + 1`` ... (positions in ``frames``)."""
     xyz_nm = np.stack([positions_to_array(p) for p in frames])
     xyz = xyz_nm * 10.0
-    tables = _topology_tables(topology, xyz[0])
     heavy_clashes = metrics.clashes(xyz[:, tables.heavy], tables.heavy_bonds, cutoff=CLASH_CUTOFF)
     bond_bad = bond_outliers(xyz, tables.bonds, tables.bond_ideal)
     omega = dihedral_values(xyz, tables.peptides)
@@ -740,9 +705,6 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
         rot_bad = rotamers.classify_rotamers(tables.chi_names, chi) == OUTLIER
     else:
         rot_bad = np.zeros((len(xyz), 0), dtype=bool)
-    evaluate = _Energy(solvent, platform)
-    # hydrogens and energy: selenomethionines as methionines, converted once for all frames
-    energy_topology = _selenium_as_sulfur(topology, frames[0]) if len(frames) else topology
     results = []
     for f, positions in enumerate(frames):
         top_h, pos_h, error = _with_hydrogens(energy_topology, positions)
@@ -763,7 +725,7 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
         n_allowed = int(np.sum(rama_grade[f] == ALLOWED))
         rama_bad = rama_grade[f] == OUTLIER
         results.append({
-            "frame": f,
+            "frame": first + f,
             "energy_kj_mol": float(e) if math.isfinite(e) else None,
             "energy_error": error,
             "heavy_clashes": int(heavy_clashes[f]),
@@ -807,6 +769,59 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
                 "chain_breaks": list(tables.chain_breaks),
             },
         })
+    return results
+
+
+#: Frames validated at a time (their arrays together): memory does not grow with a trajectory.
+VALIDATE_CHUNK = 100
+
+
+def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=True, source="structure"):
+    """Validate models given as an OpenMM topology and positions.
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+        Topology (hydrogens optional).
+    frames : iterable of openmm.unit.Quantity
+        Positions of each model, taken :data:`VALIDATE_CHUNK` at a time.
+    solvent : {"gbn2", "obc2", "screened", "vacuum"}, optional
+        Solvent model of the amber14 energy (default gbn2).
+    platform : str, optional
+        OpenMM platform for the energy (``auto``: CUDA when present, else CPU).
+    energy : bool, optional
+        Compute the energy (NaN otherwise).
+    source : str, optional
+        Name used in the result.
+
+    Returns
+    -------
+    ValidationResult
+        ``frames`` holds one dict per model with ``energy_kj_mol`` (None if
+        not finite) and ``energy_error``, ``heavy_clashes``, ``clashscore``
+        (clashes per 1,000 atoms, hydrogens included) and
+        ``all_atom_clashes``, ``bond_outliers``, ``angle_outliers``,
+        ``cis_non_pro`` and ``cis_pro``, ``twisted_peptides`` (of
+        ``peptides_scored``), ``d_residues``, ``ramachandran_favoured`` /
+        ``_allowed`` / ``_outliers`` (of ``ramachandran_scored``) and
+        ``ramachandran_favoured_pct`` / ``_outliers_pct``,
+        ``rotamer_outliers`` (of ``rotamer_scored``) and
+        ``rotamer_outliers_pct``, ``cbeta_deviations`` (of ``cbeta_scored``),
+        ``missing_atoms``, ``n_atoms`` / ``n_atoms_with_h``, and ``details``
+        (labels of the offending bonds, angles, peptides and residues).
+        Percentages are None when nothing was scored.
+    """
+    t0 = time.perf_counter()
+    evaluate = _Energy(solvent, platform)
+    tables = energy_topology = None
+    results = []
+    frames = iter(frames)
+    while chunk := list(itertools.islice(frames, VALIDATE_CHUNK)):
+        if tables is None:
+            tables = _topology_tables(topology, positions_to_array(chunk[0]) * 10.0)
+            # hydrogens and energy: selenomethionines as methionines, converted once for all frames
+            energy_topology = _selenium_as_sulfur(topology, chunk[0])
+        results += _validate_chunk(chunk, len(results), tables, energy_topology, evaluate, energy)
     settings = {
         "force_field": " + ".join(force_field_parts(solvent)),
         "heavy_clash_cutoff_angstrom": CLASH_CUTOFF,
@@ -859,7 +874,8 @@ def validate_structure(input, solvent="gbn2", platform="auto", energy=True, top=
     from backmap_plugin.io.paths import file_digest
 
     input = os.fspath(input)
-    topology, frames = read_structure(input, top)
-    result = validate_frames(topology, frames, solvent=solvent, platform=platform, energy=energy, source=input)
+    structure = open_structure(input, top)
+    result = validate_frames(structure.topology, (positions for positions, _ in structure), solvent=solvent,
+                             platform=platform, energy=energy, source=input)
     result.input_sha256 = file_digest(input)
     return result
