@@ -503,3 +503,14 @@ def test_refine_says_when_completing_a_large_structure_takes_minutes(backmapped,
     refine_structure(backmapped, tmp_path / "out.pdb", solvent="vacuum", platform="CPU", maxIterations=1,
                      progress=False)
     assert "completing the first frame" not in capsys.readouterr().err
+
+
+def test_one_refinement_writes_an_output_at_a_time(backmapped, tmp_path):
+    """A second refinement to an output being refined is refused (they replaced each other's partial frames)."""
+    from backmap_plugin.io.lock import OutputLock
+
+    output = tmp_path / "out.pdb"
+    with OutputLock(output, who="backmap refine"):
+        with pytest.raises(BackmapInputError, match="another writer is writing this output"):
+            refine_structure(backmapped, output, solvent="vacuum", platform="CPU", maxIterations=1, progress=False)
+    assert not output.exists()

@@ -483,15 +483,21 @@ def _default_report_path(output: str) -> str:
     return root + ".json"
 
 
-def _check_outputs(output: str, report: str, overwrite: bool, inputs: tuple) -> None:
-    """Fail before any work on outputs that cannot be written (or that are an input)."""
+def _check_outputs(output: str, report: str, inputs: tuple) -> None:
+    """Fail before any work on outputs that cannot be written (or that are an input); existing ones are the
+    progress record's matter (:meth:`~backmap_plugin.io.progress.ProgressRecord.resume_point`) and
+    :func:`_check_report`'s."""
     from backmap_plugin.io.paths import check_file_path, check_output_path
 
-    check_output_path(output, overwrite, inputs=inputs)
+    check_output_path(output, True, inputs=inputs)
     if os.path.abspath(report) == os.path.abspath(output):
         raise BackmapInputError(f"{output}: the report would overwrite the output; choose another report path")
     check_file_path(report, "report")
-    if os.path.exists(report) and not overwrite:  # (refining to out.pdb and then out.cif shares out.json)
+
+
+def _check_report(report: str, replace: bool) -> None:
+    """An existing report is replaced only with ``replace`` (refining to out.pdb and then out.cif shares out.json)."""
+    if os.path.exists(report) and not replace:
         raise BackmapInputError(f"{report}: the report file exists; pass overwrite=True (--overwrite) to replace it, "
                                 "or another report path (--report)")
 
@@ -595,12 +601,8 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     ``platform`` and ``seconds``. The energy before refinement includes the
     freshly built, unminimised hydrogens, so it is often very large.
     """
-    import json
-
-    import mdtraj as md
-    from tqdm import tqdm
-
     from backmap_plugin import __version__
+    from backmap_plugin.io.lock import OutputLock
     from backmap_plugin.io.paths import file_digest
     from backmap_plugin.io.progress import ProgressRecord, input_fingerprint
     from backmap_plugin.openmm.frames import open_structure
@@ -633,12 +635,24 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     record = ProgressRecord(output, {"input": input_fingerprint(input), "top": input_fingerprint(top),
                                      "report": os.path.abspath(report), "platform": platform,
                                      **payload["settings"], "version": __version__})
+    _check_outputs(output, report, (input,) if top is None else (input, top))
+    with OutputLock(output, who="backmap refine"):  # one refinement per output: two replaced each other's frames
+        saved = record.resume_point(overwrite, resume)
+        _check_report(report, overwrite or saved is not None)  # (resuming a run that was to replace them)
+        return _refine_frames(source, refiner, output, report, payload, record, saved, overwrite, progress, t0)
+
+
+def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: dict, record, saved: dict | None,
+                   overwrite: bool, progress: bool, t0: float) -> RefinementResult:
+    """The frame loop of :func:`refine_structure`: refine, write and record each frame (resuming ``saved``)."""
+    import json
+
+    import mdtraj as md
+    from tqdm import tqdm
+
     # the report of the frames so far goes beside the partial output; the report itself is written with the output
     # (an interrupted run with overwrite left the old output beside a new, partial report)
     partial_report = os.path.join(os.path.dirname(os.path.abspath(report)), f".{os.path.basename(report)}.partial.json")
-    saved = record.resume_point(overwrite, resume)
-    # (resuming a run that was to replace an output replaces it)
-    _check_outputs(output, report, overwrite or saved is not None, (input,) if top is None else (input, top))
     earlier = []
     if saved is not None:
         try:
@@ -684,7 +698,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     finally:
         bar.close()
     if writer is None:
-        raise BackmapInputError(f"{input}: no frames to refine")
+        raise BackmapInputError(f"{source.path}: no frames to refine")
     writer.close()
     record.remove()
     result.frames = payload["frames"]
