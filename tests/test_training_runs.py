@@ -131,3 +131,43 @@ def test_interrupted_before_the_first_step_says_nothing_is_kept(tmp_path, fixtur
     (tmp_path / "cfg.json").write_text(json.dumps(_config(fixture_cache).__dict__))
     assert main(["train", "--config", str(tmp_path / "cfg.json"), "-o", str(tmp_path / "run"), "--quiet"]) == 130
     assert "interrupted; no step was finished: nothing is kept" in capsys.readouterr().err
+
+
+def test_a_run_stopped_half_way_through_a_step_resumes_as_if_it_went_on(tmp_path, fixture_cache, monkeypatch):
+    """Ctrl-C inside a step, after the model drew some of its noise: the checkpoint keeps the random state at the
+    end of the step before (it kept the half-drawn one, and the resumed run trained something else)."""
+    T.train(_config(fixture_cache, steps=7), str(tmp_path / "straight"), progress=False)
+    original, calls = T.batch_terms, []
+
+    def stopped_in_the_fifth(*args, **kwargs):
+        terms = original(*args, **kwargs)  # (draws the step's noise)
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return terms
+
+    with monkeypatch.context() as patch:
+        patch.setattr(T, "batch_terms", stopped_in_the_fifth)
+        with pytest.raises(KeyboardInterrupt):
+            T.train(_config(fixture_cache, steps=7), str(tmp_path / "resumed"), progress=False)
+    T.train(_config(fixture_cache, steps=7), str(tmp_path / "resumed"), resume=True, progress=False)
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+
+
+def test_resuming_takes_model_defaults_spelt_out_and_refuses_a_rebuilt_cache(tmp_path, fixture_cache):
+    """A config that spells out a model default is the same config (it was refused); a cache rebuilt since the
+    checkpoint is refused (the run went on with other data)."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(fixture_cache, cache)
+    run = tmp_path / "run"
+    T.train(_config(str(cache), steps=2), str(run), progress=False)
+    T.train(_config(str(cache), steps=3, model={**SMALL, "z_dim": 8}), str(run), resume=True, progress=False)
+    index = cache / "index.json"
+    index.write_text(index.read_text() + "\n")  # (as a rebuild with other files rewrites it)
+    with pytest.raises(ValueError, match="cache changed since .*checkpoint.pt was saved"):
+        T.train(_config(str(cache), steps=4), str(run), resume=True, progress=False)

@@ -61,7 +61,7 @@ def _add_build(sub) -> None:
     options.add_output(p, "cache folder", metavar="CACHE")
     options.add_mapping(p, auto=False)
     p.add_argument("--max-frames", type=int, default=50, help="frames kept per file, evenly spaced (default: 50)")
-    p.add_argument("--workers", type=int, default=2, help="parallel processes (default: 2)")
+    p.add_argument("--workers", type=options.positive_int, default=2, help="parallel processes (default: 2)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction of sequence clusters drawn for the validation split; at least one "
                         "cluster when there are 2 or more (see below) (default: 0.1)")
@@ -125,7 +125,8 @@ def _add_augment(sub) -> None:
     p.add_argument("--append", action="store_true",
                    help="simulate nothing: add the frames already in the folder to CACHE "
                         "(rebuilds its index, reuses its entries)")
-    p.add_argument("--workers", type=int, default=2, help="processes parsing files for --append (default: 2)")
+    p.add_argument("--workers", type=options.positive_int, default=2,
+                   help="processes parsing files for --append (default: 2)")
     options.add_quiet(p)
     options.add_debug(p)
     p.set_defaults(func=run_augment)

@@ -129,8 +129,8 @@ def add_device(parser: argparse.ArgumentParser, override: bool = False) -> None:
         parser.add_argument("--device", default="auto", help="torch device: auto, cpu or cuda (default: auto)")
 
 
-def _thread_count(text: str) -> int:
-    """``--threads``' value: a whole number, at least 1."""
+def positive_int(text: str) -> int:
+    """An option's value that counts something (``--threads``, ``--workers``): a whole number, at least 1."""
     try:
         count = int(text)
     except ValueError:
@@ -140,7 +140,7 @@ def _thread_count(text: str) -> int:
     return count
 
 
-def add_threads(parser: argparse.ArgumentParser) -> None:
+def add_threads(parser: argparse.ArgumentParser, default: str = "every core") -> None:
     """Add ``--threads``: CPU threads of torch and of OpenMM's CPU platform (default: every core).
 
     :func:`backmap_plugin.cli.command.main` applies it
@@ -150,9 +150,11 @@ def add_threads(parser: argparse.ArgumentParser) -> None:
     ----------
     parser : argparse.ArgumentParser
         The parser to extend.
+    default : str
+        What the help says is used without it.
     """
-    parser.add_argument("--threads", type=_thread_count, default=None, metavar="N",
-                        help="CPU threads (torch and OpenMM's CPU platform; default: every core). Fewer is faster "
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help=f"CPU threads (torch and OpenMM's CPU platform; default: {default}). Fewer is faster "
                              "when other jobs share the cores, e.g. a running simulation")
 
 

@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, help="override the number of steps")
     p.add_argument("--max-minutes", type=float, help="override the wall-time limit")
     options.add_device(p, override=True)
-    options.add_threads(p)
+    options.add_threads(p, default="the config's threads, 2 by default")
     options.add_quiet(p)
     options.add_debug(p)
     p.set_defaults(func=run)

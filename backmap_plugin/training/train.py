@@ -10,6 +10,7 @@ the package ships its weights in.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from backmap_plugin.model import graph as G
 from backmap_plugin.model.targets import measure
 from backmap_plugin.model.vae import BackmapVAE, ModelConfig
 from backmap_plugin.model.weights import save_model
-from backmap_plugin.training.cache import open_cache
+from backmap_plugin.training.cache import INDEX_FILE, open_cache
 from backmap_plugin.training.sampler import make_loader
 
 #: Numeric keys of :class:`TrainConfig` and the interval each must lie in.
@@ -409,8 +410,12 @@ def _check_resumed_settings(cfg: TrainConfig, run_dir: str) -> None:
         return
     started = load_config(path)
     started = replace(started, cache=os.path.abspath(started.cache))
-    changed = [key for key, value in asdict(cfg).items()
-               if key not in RESUME_MAY_CHANGE and getattr(started, key) != value]
+
+    def same(key):  # (model settings spelt out at their defaults are the same settings)
+        was, now = getattr(started, key), getattr(cfg, key)
+        return ModelConfig(**was) == ModelConfig(**now) if key == "model" else was == now
+
+    changed = [key for key in asdict(cfg) if key not in RESUME_MAY_CHANGE and not same(key)]
     if changed:
         was = ", ".join(f"{key} {getattr(started, key)!r} (now {getattr(cfg, key)!r})" for key in changed)
         raise ValueError(f"{run_dir}: cannot resume with other settings than the run started with: {was}; resume "
@@ -426,6 +431,7 @@ def _train(cfg: TrainConfig, run_dir: str, cache, model: BackmapVAE, device, sum
     step, best = 0, math.inf
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
     model_path = os.path.join(run_dir, "model.pt")
+    digest = cache_digest(cfg.cache)
     if resume:
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         try:
@@ -436,6 +442,10 @@ def _train(cfg: TrainConfig, run_dir: str, cache, model: BackmapVAE, device, sum
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, best = state["step"], state["best"]
+        if state.get("cache_index_sha256", digest) != digest:
+            raise ValueError(f"{cfg.cache} changed since {ckpt_path} was saved (rebuilt with other files or "
+                             "settings): the resumed run would go on with other data; start over with --overwrite, or "
+                             f"start a new run with init {model_path}")
         torch.set_rng_state(state["rng"])
         for name in ("train.csv", "val.csv"):  # rows logged after the checkpoint are logged again
             _keep_log_rows(os.path.join(run_dir, name), step)
@@ -456,7 +466,8 @@ def _train(cfg: TrainConfig, run_dir: str, cache, model: BackmapVAE, device, sum
     def save_model_if_better():
         nonlocal best, last_val
         if summary["val_entries"]:
-            last_val = validate(model, cache, cfg, device)
+            with torch.random.fork_rng(devices=[]):  # (a run resumed after it draws what one that went on does)
+                last_val = validate(model, cache, cfg, device)
             _log(run_dir, "val.csv", step, last_val, opt.param_groups[0]["lr"])
             if not math.isfinite(last_val["total"]):
                 raise ValueError(f"training diverged: the validation loss at step {step} is not finite; "
@@ -474,6 +485,7 @@ def _train(cfg: TrainConfig, run_dir: str, cache, model: BackmapVAE, device, sum
     # what the uninterrupted run would have drawn from there on
     block = cfg.validate_every
     bar = tqdm(total=cfg.steps, initial=step, unit="step", disable=not progress, desc="train")
+    rng = torch.get_rng_state()  # (at the end of the last whole step: what a checkpoint keeps)
     try:
         while step < cfg.steps and (time.time() - t0) / 60 < cfg.max_minutes:
             loader = _batches(cache, cfg, "train", seed=cfg.seed * 100003 + step // block,
@@ -485,7 +497,7 @@ def _train(cfg: TrainConfig, run_dir: str, cache, model: BackmapVAE, device, sum
                 terms = batch_terms(model, raw, device, located=step >= cfg.locator_warmup, generator=generator,
                                     cfg=cfg)
                 if not torch.isfinite(terms["total"]):
-                    _save_checkpoint(ckpt_path, model, opt, sched, step, best)
+                    _save_checkpoint(ckpt_path, model, opt, sched, step, best, rng, digest)
                     losses = ", ".join(f"{k} {float(v.detach()):.3g}" for k, v in terms.items())
                     raise ValueError(f"training diverged at step {step + 1}: the loss is not finite ({losses}); the "
                                      f"checkpoint of step {step} is kept; lower lr and start over")
@@ -494,12 +506,13 @@ def _train(cfg: TrainConfig, run_dir: str, cache, model: BackmapVAE, device, sum
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 opt.step()
                 step += 1
+                rng = torch.get_rng_state()
                 bar.update(1)
                 _log(run_dir, "train.csv", step, terms, opt.param_groups[0]["lr"])
                 if step % cfg.validate_every == 0:
                     save_model_if_better()
                 if step % cfg.checkpoint_every == 0 or step >= cfg.steps:
-                    _save_checkpoint(ckpt_path, model, opt, sched, step, best)
+                    _save_checkpoint(ckpt_path, model, opt, sched, step, best, rng, digest)
                 if step >= cfg.steps or (time.time() - t0) / 60 >= cfg.max_minutes:
                     break
         if step == 0:
@@ -507,20 +520,31 @@ def _train(cfg: TrainConfig, run_dir: str, cache, model: BackmapVAE, device, sum
         if step % cfg.validate_every or not os.path.exists(model_path):  # the steps since the last validation
             save_model_if_better()
     except KeyboardInterrupt:  # keep what was trained: the checkpoint of the last whole step
-        _save_checkpoint(ckpt_path, model, opt, sched, step, best)
+        _save_checkpoint(ckpt_path, model, opt, sched, step, best, rng, digest)
         raise
     finally:
         bar.close()
-    _save_checkpoint(ckpt_path, model, opt, sched, step, best)
+    _save_checkpoint(ckpt_path, model, opt, sched, step, best, rng, digest)
     return last_val
 
 
-def _save_checkpoint(path: str, model, opt, sched, step: int, best: float) -> None:
-    """Everything :func:`train` needs to resume (``resume=True``), written atomically."""
+def _save_checkpoint(path: str, model, opt, sched, step: int, best: float, rng: torch.Tensor, digest: str) -> None:
+    """Everything :func:`train` needs to resume (``resume=True``), written atomically.
+
+    ``rng`` is torch's global random state at the end of step ``step`` (a
+    step stopped half-way has drawn some of its noise); ``digest`` the
+    cache's :func:`cache_digest`.
+    """
     # torch.save names the archive inside after the file: "<stem>.tmp" keeps the name "<stem>"
     with atomic_path(path, temporary=os.path.splitext(path)[0] + ".tmp") as tmp:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "step": step, "best": best, "rng": torch.get_rng_state()}, tmp)
+                    "step": step, "best": best, "rng": rng, "cache_index_sha256": digest}, tmp)
+
+
+def cache_digest(cache_dir: str) -> str:
+    """SHA-256 of a cache's index (its entries, clusters and splits): a rebuilt cache gets another."""
+    with open(os.path.join(cache_dir, INDEX_FILE), "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
 
 
 def warm_start(model: BackmapVAE, path: str) -> list[str]:
