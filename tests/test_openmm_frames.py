@@ -43,7 +43,7 @@ def test_pdb_models_are_read_one_by_one_as_openmm_reads_them(ensemble):
     assert len(frames) == 5 and frames.topology.getNumAtoms() == whole.topology.getNumAtoms()
     assert frames.topology.getNumBonds() == whole.topology.getNumBonds()
     read = list(frames)
-    for k, (positions, box) in enumerate(read):
+    for k, (positions, box, time) in enumerate(read):
         np.testing.assert_allclose(_nm(positions), _nm(whole.getPositions(frame=k)), atol=1e-9)
         np.testing.assert_allclose(_nm(box), np.eye(3) * (3.0 + 0.1 * k), atol=1e-6)
     assert len(list(frames)) == 5  # iterated again
@@ -61,7 +61,7 @@ def test_gzipped_pdb_and_mmcif(fixture_pdb, tmp_path):
     cif = tmp_path / "one.cif"
     with open(cif, "w") as handle:
         app.PDBxFile.writeFile(whole.topology, whole.getPositions(frame=3), handle)
-    (positions, _), = list(open_structure(cif))
+    (positions, _, _), = list(open_structure(cif))
     np.testing.assert_allclose(_nm(positions), _nm(whole.getPositions(frame=3)), atol=1e-4)
 
 
@@ -100,7 +100,7 @@ def test_trajectory_with_its_topology(ensemble, tmp_path):
     """An XTC with the first model as PDB topology, and an HDF5 file alone, give the PDB ensemble's frames and
     boxes; an XTC without a topology, or with another protein's, is refused by name."""
     path, traj = ensemble
-    pdb_frames = [(_nm(p), _nm(b)) for p, b in open_structure(path)]
+    pdb_frames = [(_nm(p), _nm(b)) for p, b, _ in open_structure(path)]
     first = tmp_path / "first.pdb"
     md.load_frame(str(path), 0).save(str(first))
     boxes = np.eye(3, dtype=np.float32) * np.array([30.0, 31.0, 32.0, 33.0, 34.0])[:, None, None]
@@ -110,7 +110,7 @@ def test_trajectory_with_its_topology(ensemble, tmp_path):
     for name, top in (("five.xtc", first), ("five.h5", None), ("five.dcd", tmp_path / "five.h5")):
         frames = open_structure(tmp_path / name, top)
         assert len(frames) == 5 and frames.topology.getNumAtoms() == traj.n_atoms, name
-        for (positions, box), (want, want_box) in zip(frames, pdb_frames):
+        for (positions, box, _), (want, want_box) in zip(frames, pdb_frames):
             np.testing.assert_allclose(_nm(positions), want, atol=2e-3)  # (XTC: 0.001 nm precision)
             np.testing.assert_allclose(_nm(box), want_box, atol=1e-5)
     with pytest.raises(BackmapInputError, match=r"five.xtc: a \.xtc trajectory holds no topology"):
@@ -146,3 +146,58 @@ def test_hdf5_without_bonds_gets_its_disulfides_by_distance(tmp_path):
     md.Trajectory(xyz, top).save_hdf5(str(path))
     frames = open_structure(path)
     assert [(a.name, b.name) for a, b in frames.topology.bonds() if a.name == b.name == "SG"] == [("SG", "SG")]
+
+
+def test_frames_whose_atoms_are_not_the_topologys_are_refused(ensemble, tmp_path):
+    """A topology with the same number of atoms in another order, or a PDB model with two atoms swapped, is
+    refused at the frame, naming the bond (both were refined as they came: a D residue, a wrong side chain)."""
+    path, traj = ensemble
+    lines = path.read_text().splitlines(keepends=True)
+    atom_lines = [k for k, line in enumerate(lines) if line.startswith("ATOM")]
+    n_atoms = traj.n_atoms
+    # model 3 (frame 2): the coordinates of the first residue's N and CA swapped
+    n, ca = atom_lines[2 * n_atoms], atom_lines[2 * n_atoms + 1]
+    swapped = list(lines)
+    swapped[n] = lines[n][:30] + lines[ca][30:54] + lines[n][54:]
+    swapped[ca] = lines[ca][:30] + lines[n][30:54] + lines[ca][54:]
+    (tmp_path / "swapped.pdb").write_text("".join(swapped))
+    frames = open_structure(tmp_path / "swapped.pdb")
+    with pytest.raises(BackmapInputError, match=r"swapped.pdb: frame 2: the .* bond of A:ASN1 is .* A long, .* in the "
+                                                r"first frame: the frame's atoms are not the topology's"):
+        list(frames)
+    assert frames.frames_read == 2
+    # a topology whose first residue lists CA before N (same atoms, same count)
+    first = tmp_path / "first.pdb"
+    md.load_frame(str(path), 0).save(str(first))
+    top_lines = first.read_text().splitlines(keepends=True)
+    k = next(i for i, line in enumerate(top_lines) if line.startswith("ATOM"))
+    top_lines[k], top_lines[k + 1] = top_lines[k + 1], top_lines[k]
+    (tmp_path / "reordered.pdb").write_text("".join(top_lines))
+    traj.save(str(tmp_path / "five.xtc"))
+    with pytest.raises(BackmapInputError, match=r"five.xtc: frame 0: the .* bond of A:ASN1 .* in .*reordered.pdb"):
+        list(open_structure(tmp_path / "five.xtc", tmp_path / "reordered.pdb"))
+
+
+def test_a_trajectory_cut_short_is_read_as_far_as_it_goes_with_its_times(ensemble, tmp_path):
+    """An XTC cut in the middle of a frame gives every whole frame before it (a RuntimeError traceback: the read
+    of 20 frames failed) and says how many (``frames_read`` of ``len``), as a DCD cut short does; times come with
+    the frames."""
+    _, traj = ensemble
+    traj = traj[[0, 1, 2, 3, 4] * 8]  # 40 frames: more than one read of READ_CHUNK
+    traj.time = np.arange(40) * 2.0
+    first = tmp_path / "first.pdb"
+    traj[0].save(str(first))
+    for name in ("t.xtc", "t.dcd"):
+        traj.save(str(tmp_path / name))
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut{name}").write_bytes(data[: len(data) * 9 // 10])
+        whole = list(open_structure(tmp_path / name, first))
+        cut = open_structure(tmp_path / f"cut{name}", first)
+        read = list(cut)
+        assert 30 < cut.frames_read == len(read) < 40, name
+        assert cut.frames_read < len(cut) if name == "t.xtc" else "of the 40 its header announces" in cut.notes[0]
+        for (a, _, t), (b, _, u) in zip(read, whole):
+            np.testing.assert_allclose(_nm(a), _nm(b))
+            assert t == u
+    assert [t for _, _, t in whole] == [None] * 40  # (mdtraj's DCD holds no times; OpenMM's header does)
+    assert [t for _, _, t in open_structure(tmp_path / "t.xtc", first)] == list(np.arange(40) * 2.0)

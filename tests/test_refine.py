@@ -285,7 +285,7 @@ def test_refine_says_what_it_added(tmp_path, capsys):
     assert "note: 134 missing heavy atom(s) added (PDBFixer" in capsys.readouterr().err
 
 
-def test_disulfide_bonds_need_sg_closer_than_2_5_angstrom():
+def test_disulfide_bonds_need_sg_closer_than_2_5_angstrom_in_most_frames():
     from openmm import Vec3, unit
     from openmm.app import Topology, element
 
@@ -309,6 +309,22 @@ def test_disulfide_bonds_need_sg_closer_than_2_5_angstrom():
     loose, n = create_disulfide_bonds(*two_cysteines(2.8))
     assert n == 0 and sum(1 for b in loose.bonds() if b[0].name == b[1].name == "SG") == 0
     assert loose.getNumBonds() == 2
+    # a trajectory's disulfides: bonded in at least half of its first frames, then bonded in every frame (the
+    # first frame alone decided: a pair apart in it was left free in all, its cysteines pushed apart)
+    from backmap_plugin.openmm.refine import trajectory_disulfides
+
+    class Frames:
+        def __init__(self, distances):
+            self.topology = two_cysteines(2.0)[0]
+            self.distances = distances
+
+        def __iter__(self):
+            return ((two_cysteines(d)[1], None, None) for d in self.distances)
+
+    assert trajectory_disulfides(Frames([3.5, 2.05, 2.05])) == [(0, 1)]
+    assert trajectory_disulfides(Frames([3.5, 3.5, 2.05])) == []
+    apart, n = create_disulfide_bonds(*two_cysteines(3.5), pairs=[(0, 1)])
+    assert n == 1 and sum(1 for b in apart.bonds() if b[0].name == b[1].name == "SG") == 1
 
 
 def test_platform_choice():
@@ -473,6 +489,7 @@ def test_refine_a_trajectory_with_its_topology(trajectory, tmp_path, capsys):
     frames from a multi-model PDB file, boxes included (XTC coordinates are rounded to 0.001 nm)."""
     traj = md.load(str(trajectory))
     traj.unitcell_vectors = pdb_model_boxes(str(trajectory), 3) / 10.0  # (mdtraj reads the last CRYST1 for all)
+    traj.time = np.array([10.0, 12.0, 14.0])
     first = tmp_path / "first.pdb"
     traj[0].save(str(first))
     traj.save(str(tmp_path / "aa3.xtc"))
@@ -488,8 +505,16 @@ def test_refine_a_trajectory_with_its_topology(trajectory, tmp_path, capsys):
     # minimised from starts 0.001 nm apart (0.10 Angstrom seen for frame 0); frames out of order would be Angstroms
     assert rmsd.max() < 0.3, rmsd
     np.testing.assert_allclose(refined.unitcell_lengths[:, 0], [4.0, 4.2, 4.4], atol=1e-5)
+    np.testing.assert_allclose(refined.time, [10.0, 12.0, 14.0])  # (the frames' times were lost)
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["top"] == str(first) and len(report["frames"]) == 3
+    data = (tmp_path / "aa3.xtc").read_bytes()
+    (tmp_path / "cut.xtc").write_bytes(data[: len(data) - 100])  # (cut in its last frame)
+    argv = ["refine", str(tmp_path / "cut.xtc"), "--top", str(first), "-o", str(tmp_path / "cut.pdb"), "--solvent",
+            "vacuum", "--platform", "Reference", "--quiet"]
+    assert backmap_main(argv) == 0
+    assert "cut.xtc: 2 whole frame(s) of the 3 it holds: cut short in a frame?" in capsys.readouterr().err
+    assert md.load(str(tmp_path / "cut.pdb")).n_frames == 2
 
 
 def test_refine_says_when_completing_a_large_structure_takes_minutes(backmapped, tmp_path, capsys, monkeypatch):

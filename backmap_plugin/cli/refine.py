@@ -112,5 +112,7 @@ def run(args) -> int:
     if added:  # as `backmap export` says; a C-alpha trace given here is completed by PDBFixer, not by a model
         print(f"note: {added} missing heavy atom(s) added (PDBFixer; `backmap run` builds a CG input's atoms)",
               file=sys.stderr)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(result.summary())
     return 0

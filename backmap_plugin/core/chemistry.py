@@ -525,7 +525,9 @@ def disulfide_pairs(sg_xyz: np.ndarray, cutoff: float = DISULFIDE_CUTOFF) -> lis
     Parameters
     ----------
     sg_xyz : numpy.ndarray
-        (S, 3) SG positions, Angstrom (one per cysteine).
+        (S, 3) SG positions, Angstrom (one per cysteine); or (F, S, 3) of
+        F frames, whose median distances decide (pairs closer than
+        ``cutoff`` in at least half of the frames).
     cutoff : float, optional
         Largest SG-SG distance of a disulfide, Angstrom.
 
@@ -534,9 +536,10 @@ def disulfide_pairs(sg_xyz: np.ndarray, cutoff: float = DISULFIDE_CUTOFF) -> lis
     list of tuple of int
         ``(i, j)`` indices into ``sg_xyz``, ``i < j``.
     """
-    sg_xyz = np.asarray(sg_xyz, dtype=np.float64).reshape(-1, 3)
-    i, j = np.triu_indices(len(sg_xyz), 1)
-    d = np.linalg.norm(sg_xyz[i] - sg_xyz[j], axis=-1)
+    sg_xyz = np.asarray(sg_xyz, dtype=np.float64)
+    sg_xyz = sg_xyz.reshape((-1,) + sg_xyz.shape[-2:]) if sg_xyz.ndim == 3 else sg_xyz.reshape(1, -1, 3)
+    i, j = np.triu_indices(sg_xyz.shape[1], 1)
+    d = np.median(np.linalg.norm(sg_xyz[:, i] - sg_xyz[:, j], axis=-1), axis=0)
     used, pairs = set(), []
     for k in np.argsort(d, kind="stable"):
         if d[k] >= cutoff:

@@ -53,12 +53,23 @@ def _kind(path: str) -> str:
     )
 
 
+#: Largest change (Angstrom) of a bond inside a residue between a frame and the topology's coordinates (or
+#: the first frame): a frame whose atoms are in another order than the topology's changes some by an Angstrom
+#: or more (N and CA swapped: CA-C 1.5 -> 2.4); thermal motion changes them by hundredths.
+BOND_MISMATCH = 0.5
+
+
 class StructureFrames:
     """The topology of an all-atom structure file and its frames, read one at a time.
 
-    Made by :func:`open_structure`. Iterating gives ``(positions, box)``
-    per frame: OpenMM positions (nm, a list of ``Vec3``) and the frame's
-    periodic box vectors (nm) or None. It can be iterated more than once.
+    Made by :func:`open_structure`. Iterating gives ``(positions, box,
+    time)`` per frame: OpenMM positions (nm, a list of ``Vec3``), the
+    frame's periodic box vectors (nm) or None, and its time (ps) or None.
+    Every frame's bonds inside residues must have the lengths they have in
+    the topology file's coordinates (the first frame's for a file with its
+    own topology), within :data:`BOND_MISMATCH`: a frame whose atoms are in
+    another order is refused, naming the bond. It can be iterated more than
+    once.
 
     Attributes
     ----------
@@ -70,15 +81,24 @@ class StructureFrames:
         With standard bonds and disulfides (SG atoms within 0.3 nm in the
         first frame, as OpenMM's PDB reader bonds them).
     n_frames : int
-        Frames in the file.
+        Frames in the file (its header's count for a trajectory).
+    frames_read : int
+        Frames the last iteration gave (fewer than ``n_frames`` where a
+        trajectory is cut short in a frame).
+    notes : list of str
+        What the user should know of the file (a DCD holding fewer frames
+        than its header announces).
     """
 
-    def __init__(self, path: str, top_path: str | None, topology, n_frames: int, frames):
+    def __init__(self, path: str, top_path: str | None, topology, n_frames: int, frames, reference=None):
         self.path = path
         self.top_path = top_path
         self.topology = topology
         self.n_frames = n_frames
-        self._frames = frames  # callable -> iterator of (xyz nm (N, 3), box nm (3, 3) or None)
+        self.frames_read = 0
+        self.notes = []
+        self._frames = frames  # callable -> iterator of (xyz nm (N, 3), box nm (3, 3) or None, time ps or None)
+        self._reference = reference  # (N, 3) nm coordinates of the topology file, or None: the first frame
 
     def __len__(self) -> int:
         return self.n_frames
@@ -86,8 +106,42 @@ class StructureFrames:
     def __iter__(self) -> Iterator[tuple]:
         from backmap_plugin.openmm.structure import array_to_positions
 
-        for xyz, box in self._frames():
-            yield array_to_positions(xyz), None if box is None else array_to_positions(box)
+        bonds = _residue_bonds(self.topology)
+        reference = None if self._reference is None else _lengths(self._reference, bonds)
+        self.frames_read = 0
+        for index, (xyz, box, time) in enumerate(self._frames()):
+            lengths = _lengths(xyz, bonds)
+            if reference is None:
+                reference = lengths
+            self._check_bonds(index, lengths, reference, bonds)
+            self.frames_read = index + 1
+            yield array_to_positions(xyz), None if box is None else array_to_positions(box), time
+
+    def _check_bonds(self, index: int, lengths: np.ndarray, reference: np.ndarray, bonds: np.ndarray) -> None:
+        change = np.abs(lengths - reference)
+        if not len(change) or change.max() <= BOND_MISMATCH / 10.0:
+            return
+        from backmap_plugin.openmm.structure import residue_label
+
+        k = int(change.argmax())
+        atoms = list(self.topology.atoms())
+        a, b = atoms[bonds[k, 0]], atoms[bonds[k, 1]]
+        where = f"in {self.top_path}" if self.top_path else "in the first frame"
+        raise BackmapInputError(
+            f"{self.path}: frame {index}: the {a.name}-{b.name} bond of {residue_label(a.residue)} is "
+            f"{10 * lengths[k]:.2f} A long, {10 * reference[k]:.2f} A {where}: the frame's atoms are not the "
+            "topology's, in its order"
+        )
+
+
+def _residue_bonds(topology) -> np.ndarray:
+    """(B, 2) atom indices of the topology's bonds inside residues."""
+    pairs = [(a.index, b.index) for a, b in topology.bonds() if a.residue is b.residue]
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def _lengths(xyz: np.ndarray, bonds: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(xyz[bonds[:, 0]] - xyz[bonds[:, 1]], axis=-1)
 
 
 def open_structure(path, top=None) -> StructureFrames:
@@ -128,19 +182,20 @@ def open_structure(path, top=None) -> StructureFrames:
                                     "(--top: the first frame as .pdb, or an .h5 file)")
         if _kind(top) in TRAJECTORY_INPUT:
             raise BackmapInputError(f"{top}: a trajectory is no topology; pass a .pdb, .cif or .h5 file")
-        topology = open_structure(top).topology
-        return _trajectory(path, top, topology)
+        frames = open_structure(top)
+        first = next(iter(frames))[0]  # (the coordinates every frame's bonds are checked against)
+        return _trajectory(path, top, frames.topology, _nm(first))
     if top is not None:
         raise BackmapInputError(f"{path}: holds its own topology; --top is for trajectories "
                                 f"({', '.join(TRAJECTORY_INPUT)})")
     if kind == ".h5":
-        return _trajectory(path, None, None)
+        return _trajectory(path, None, None, None)
     if kind in (".pdb", ".ent"):
         return _pdb(path)
     topology, frames = _read_whole(path)
     box = topology.getPeriodicBoxVectors()
     box = None if box is None else _nm(box)
-    return StructureFrames(path, None, topology, len(frames), lambda: ((xyz, box) for xyz in frames))
+    return StructureFrames(path, None, topology, len(frames), lambda: ((xyz, box, None) for xyz in frames))
 
 
 def _nm(quantity) -> np.ndarray:
@@ -215,7 +270,7 @@ def _pdb(path: str) -> StructureFrames:
         boxes = boxes if len(boxes) == len(frames) else [None] * len(frames)
         box = topology.getPeriodicBoxVectors()
         boxes = [b if b is not None or box is None else _nm(box) for b in boxes]
-        return StructureFrames(path, None, topology, len(frames), lambda: zip(frames, boxes))
+        return StructureFrames(path, None, topology, len(frames), lambda: zip(frames, boxes, [None] * len(frames)))
     n_atoms = topology.getNumAtoms()
 
     def frames():
@@ -223,7 +278,7 @@ def _pdb(path: str) -> StructureFrames:
             if coords.shape[0] != n_atoms:
                 raise BackmapInputError(f"{path}: model {index + 1} has {coords.shape[0]} atoms, the first "
                                         f"{n_atoms}; every model must hold the same atoms")
-            yield coords, box
+            yield coords, box, None
 
     return StructureFrames(path, None, topology, n_models, _checked_parse(path, frames))
 
@@ -238,11 +293,13 @@ def _checked_parse(path: str, frames):
     return read
 
 
-def _trajectory(path: str, top: str | None, topology) -> StructureFrames:
-    """An ``.h5`` file (``top`` None: its own topology) or a trajectory with ``topology`` read from ``top``."""
+def _trajectory(path: str, top: str | None, topology, reference) -> StructureFrames:
+    """An ``.h5`` file (``top`` None: its own topology) or a trajectory with ``topology`` read from ``top``
+    (``reference``: its coordinates, nm)."""
     import mdtraj as md
 
     from backmap_plugin.io.c_stdout import c_stdout_to_stderr
+    from backmap_plugin.io.dcd import clock, frames_missing
 
     if topology is not None:
         n_atoms = count_trajectory_atoms(path, os.path.splitext(path)[1])
@@ -264,15 +321,35 @@ def _trajectory(path: str, top: str | None, topology) -> StructureFrames:
         from openmm import unit
 
         topology.createDisulfideBonds(unit.Quantity(first.xyz[0].astype(np.float64), unit.nanometer))
+    dcd_clock = clock(path) if path.lower().endswith(".dcd") else None  # (mdtraj gives DCD frames no times)
 
     def frames():
-        with c_stdout_to_stderr():
-            for chunk in md.iterload(path, top=md_top, chunk=READ_CHUNK):
-                boxes = chunk.unitcell_vectors
-                for k in range(chunk.n_frames):
-                    yield chunk.xyz[k].astype(np.float64), None if boxes is None else boxes[k].astype(np.float64)
+        chunks, done, per_read = md.iterload(path, top=md_top, chunk=READ_CHUNK), 0, READ_CHUNK
+        while True:
+            try:
+                with c_stdout_to_stderr():  # (only while mdtraj reads: the consumer's prints stay on stdout)
+                    chunk = next(chunks, None)
+            except (RuntimeError, OSError, ValueError, IndexError):  # (mdtraj: "XTC read error" ...)
+                if per_read == 1:  # the frame itself cannot be read: the file is cut short (or damaged) there
+                    return
+                # a read of several frames failed: the frames before the one that cannot be read, one at a time
+                chunks, per_read = md.iterload(path, top=md_top, chunk=1, skip=done), 1
+                continue
+            if chunk is None:
+                return
+            boxes = chunk.unitcell_vectors
+            for k in range(chunk.n_frames):
+                if dcd_clock is not None:
+                    time = dcd_clock[0] + done * dcd_clock[1]
+                else:
+                    time = None if path.lower().endswith(".dcd") else float(chunk.time[k])
+                yield chunk.xyz[k].astype(np.float64), None if boxes is None else boxes[k].astype(np.float64), time
+                done += 1
 
-    return StructureFrames(path, top, topology, n_frames, frames)
+    structure = StructureFrames(path, top, topology, n_frames, frames, reference)
+    if path.lower().endswith(".dcd"):
+        structure.notes += [note for note in [frames_missing(path)] if note]
+    return structure
 
 
 def _count_frames(path: str, md_top) -> int:

@@ -38,6 +38,7 @@ uses kJ/mol and Angstrom.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backmap_plugin.core import metrics
-from backmap_plugin.core.chemistry import DISULFIDE_CUTOFF
+from backmap_plugin.core.chemistry import DISULFIDE_CUTOFF, disulfide_pairs
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.atomic import write_json
 from backmap_plugin.io.frames import springs_from_openmm
@@ -57,6 +58,7 @@ from backmap_plugin.openmm.structure import (
     CompletedStructure,
     array_to_positions,
     complete_structure,
+    cysteine_sg,
     heavy_atom_bonds,
     positions_to_array,
     residue_label,
@@ -70,8 +72,11 @@ from backmap_plugin.openmm.systems import (
     soft_core_system,
 )
 
-__all__ = ["BOND_STRAIN_LIMIT", "CLASH_CUTOFF", "RefinementResult", "Refiner", "refine_structure"]
+__all__ = ["BOND_STRAIN_LIMIT", "CLASH_CUTOFF", "RefinementResult", "Refiner", "refine_structure",
+           "trajectory_disulfides"]
 
+#: Frames of a trajectory that choose its disulfides (:func:`trajectory_disulfides`).
+DISULFIDE_FRAMES = 10
 #: Residues from which ``refine`` says, before it starts, that completing the first frame takes minutes
 #: (OpenMM's ``Modeller.addHydrogens`` minimises the hydrogens it adds: 84 s for 5,233 residues on one core).
 LARGE_STRUCTURE = 2000
@@ -174,6 +179,12 @@ class Refiner:
     ----------
     buildCount : int
         Number of times the OpenMM Systems and Contexts were built.
+    disulfides : list of tuple of int or None
+        Residue indices of the cysteine pairs to bond in every frame; None
+        (the default): those whose SG atoms are close in the frame
+        completed (:func:`~backmap_plugin.openmm.structure.create_disulfide_bonds`).
+        :func:`refine_structure` sets it for a trajectory from its first
+        :data:`DISULFIDE_FRAMES` frames.
     """
 
     def __init__(self, restraintK=1000.0, solvent="screened", tolerance=20.0, maxIterations=5000,
@@ -202,6 +213,7 @@ class Refiner:
         self._template, self._input_key = None, None
         self.forcefield = load_force_field(solvent)
         self.variants = None
+        self.disulfides = None
         self._key = None
         self._contexts = None
 
@@ -314,7 +326,8 @@ class Refiner:
         if self._template is not None and input_key == self._input_key:
             completed = self._template.complete(positions)
         else:
-            completed = complete_structure(topology, positions, pH=self.pH, variants=self.variants)
+            completed = complete_structure(topology, positions, pH=self.pH, variants=self.variants,
+                                           disulfides=self.disulfides)
         if self.variants is None:
             self.variants = completed.variants
         restrained = np.nonzero(completed.source_index >= 0)[0]
@@ -431,6 +444,8 @@ class RefinementResult:
     resumed_from : int
         First frame refined by this call (0 unless it continued an
         interrupted run; the frames before came from that run).
+    notes : list of str
+        What the user should know (an input cut short).
     """
 
     output: str
@@ -439,6 +454,7 @@ class RefinementResult:
     seconds: float = 0.0
     platform: str = ""
     resumed_from: int = 0
+    notes: list = field(default_factory=list)
 
     @property
     def all_converged(self) -> bool:
@@ -614,6 +630,8 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     refiner = Refiner(restraintK=restraintK, solvent=solvent, tolerance=tolerance, maxIterations=maxIterations,
                       platform=platform, pH=pH, softCore=softCore, template=template)
     source = open_structure(input, top)
+    if len(source) > 1:
+        refiner.disulfides = trajectory_disulfides(source)
     payload = {
         "input": input,
         "input_sha256": file_digest(input),
@@ -673,7 +691,7 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
                   "at this size (about 1.5 min for 5,000 residues on one core) before the first frame is done",
                   file=sys.stderr)
     try:
-        for index, (positions, box) in enumerate(source):
+        for index, (positions, box, when) in enumerate(source):
             if index < done:  # kept from the run resumed
                 bar.update(1)
                 continue
@@ -685,7 +703,7 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
                     bar.update(1)
                     continue
             box = None if box is None else positions_to_array(box)[None] * 10.0
-            writer.write(positions_to_array(refined)[None] * 10.0, box=box)
+            writer.write(positions_to_array(refined)[None] * 10.0, box=box, time=None if when is None else [when])
             payload["frames"].append({"frame": index, **frame_report})
             payload["platform"] = refiner.platformName
             write_json(partial_report, payload)
@@ -699,6 +717,12 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
         bar.close()
     if writer is None:
         raise BackmapInputError(f"{source.path}: no frames to refine")
+    result.notes += source.notes
+    if source.frames_read < len(source):
+        result.notes.append(f"{source.path}: {source.frames_read} whole frame(s) of the {len(source)} it holds: cut "
+                            "short in a frame? Those were refined")
+    if result.notes:
+        payload["notes"] = result.notes
     writer.close()
     record.remove()
     result.frames = payload["frames"]
@@ -711,6 +735,34 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
     write_json(report, payload)
     os.remove(partial_report)
     return result
+
+
+def trajectory_disulfides(source) -> list:
+    """The disulfides of a trajectory: cysteine pairs whose SG atoms are bonded in at least half of its first
+    :data:`DISULFIDE_FRAMES` frames (:func:`~backmap_plugin.core.chemistry.disulfide_pairs`).
+
+    The first frame completes the others (:class:`Refiner`'s template), so its
+    own distances alone decided: a disulfide whose SG atoms were apart in it
+    (a backmapped frame where they could not meet) was left free in every
+    frame, its cysteines pushed apart where the frames had them bonded.
+
+    Parameters
+    ----------
+    source : StructureFrames
+        From :func:`~backmap_plugin.openmm.frames.open_structure`.
+
+    Returns
+    -------
+    list of tuple of int
+        Residue indices of the bonded pairs (``Refiner.disulfides``).
+    """
+    sg = cysteine_sg(source.topology)
+    if len(sg) < 2:
+        return []
+    frames = [positions_to_array(positions)[sg] * 10.0
+              for positions, _, _ in itertools.islice(source, DISULFIDE_FRAMES)]
+    residues = [atom.residue.index for atom in source.topology.atoms() if atom.index in set(sg)]
+    return [(residues[i], residues[j]) for i, j in disulfide_pairs(np.stack(frames))]
 
 
 def _open_writer(output: str, topology, saved: dict | None, overwrite: bool, record):

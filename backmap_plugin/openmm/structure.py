@@ -23,6 +23,7 @@ __all__ = [
     "CompletedStructure",
     "complete_structure",
     "create_disulfide_bonds",
+    "cysteine_sg",
     "heavy_atom_bonds",
     "is_hydrogen",
     "positions_to_array",
@@ -98,7 +99,7 @@ def read_structure(path, top=None):
     from backmap_plugin.openmm.frames import open_structure
 
     structure = open_structure(path, top)
-    return structure.topology, [positions for positions, _ in structure]
+    return structure.topology, [positions for positions, _, _ in structure]
 
 
 def residue_label(residue) -> str:
@@ -155,8 +156,8 @@ def array_to_positions(xyz):
     return unit.Quantity([Vec3(*row) for row in np.asarray(xyz, dtype=float).tolist()], unit.nanometer)
 
 
-def create_disulfide_bonds(topology, positions, cutoff: float = chem.DISULFIDE_CUTOFF):
-    """Copy of a topology whose SG-SG bonds are the close CYS pairs only.
+def create_disulfide_bonds(topology, positions, cutoff: float = chem.DISULFIDE_CUTOFF, pairs=None):
+    """Copy of a topology whose SG-SG bonds are the close CYS pairs only (or the ``pairs`` given).
 
     OpenMM's readers bond SG atoms up to 3 Angstrom apart; here a disulfide
     needs SG-SG below ``cutoff`` (default :data:`~backmap_plugin.core.chemistry.DISULFIDE_CUTOFF`). Pairs are
@@ -171,6 +172,10 @@ def create_disulfide_bonds(topology, positions, cutoff: float = chem.DISULFIDE_C
         Positions of its atoms.
     cutoff : float, optional
         Largest SG-SG distance of a disulfide, Angstrom.
+    pairs : list of tuple of int, optional
+        Residue indices of the cysteines to bond, however far apart their SG
+        atoms are here (a trajectory's disulfides, chosen from several
+        frames: :func:`~backmap_plugin.core.chemistry.disulfide_pairs`).
 
     Returns
     -------
@@ -197,11 +202,21 @@ def create_disulfide_bonds(topology, positions, cutoff: float = chem.DISULFIDE_C
         if a.name == "SG" and b.name == "SG":
             continue
         new.addBond(atoms[a.index], atoms[b.index], bond.type, bond.order)
-    sg = [a.index for a in topology.atoms() if a.name == "SG" and a.residue.name in ("CYS", "CYX")]
-    pairs = chem.disulfide_pairs(xyz[sg], cutoff)
-    for i, j in pairs:
+    sg = cysteine_sg(topology)
+    if pairs is None:
+        bonded = chem.disulfide_pairs(xyz[sg], cutoff)
+    else:
+        every = list(topology.atoms())
+        sg_of_residue = {every[atom].residue.index: n for n, atom in enumerate(sg)}
+        bonded = [(sg_of_residue[i], sg_of_residue[j]) for i, j in pairs if i in sg_of_residue and j in sg_of_residue]
+    for i, j in bonded:
         new.addBond(atoms[sg[i]], atoms[sg[j]])
-    return new, len(pairs)
+    return new, len(bonded)
+
+
+def cysteine_sg(topology) -> list:
+    """Atom indices of the SG atoms of a topology's cysteines (CYS, CYX), in order."""
+    return [a.index for a in topology.atoms() if a.name == "SG" and a.residue.name in ("CYS", "CYX")]
 
 
 def residue_variants(topology) -> list:
@@ -270,7 +285,7 @@ class CompletedStructure:
     n_disulfides: int
 
 
-def complete_structure(topology, positions, pH: float = 7.0, variants=None) -> CompletedStructure:
+def complete_structure(topology, positions, pH: float = 7.0, variants=None, disulfides=None) -> CompletedStructure:
     """Add missing heavy atoms, disulfides and hydrogens for amber14.
 
     Hydrogens and water of the input are discarded (and rebuilt: hydrogens
@@ -288,6 +303,10 @@ def complete_structure(topology, positions, pH: float = 7.0, variants=None) -> C
     variants : list, optional
         Protonation variant per residue (from a previous frame) to reproduce
         the same atoms; chosen at ``pH`` when None.
+    disulfides : list of tuple of int, optional
+        Residue indices of the cysteine pairs to bond (``pairs`` of
+        :func:`create_disulfide_bonds`); by default those whose SG atoms
+        are close here.
 
     Returns
     -------
@@ -325,7 +344,7 @@ def complete_structure(topology, positions, pH: float = 7.0, variants=None) -> C
             f"PDBFixer changed the number of residues ({stripped.topology.getNumResidues()} -> "
             f"{fixer.topology.getNumResidues()})"
         )
-    heavy_top, n_ss = create_disulfide_bonds(fixer.topology, fixer.positions)
+    heavy_top, n_ss = create_disulfide_bonds(fixer.topology, fixer.positions, pairs=disulfides)
     n_added_heavy = fixer.topology.getNumAtoms() - stripped.topology.getNumAtoms()
     modeller = Modeller(heavy_top, fixer.positions)
     add_hydrogens(modeller, pH, None if variants is None else list(variants))

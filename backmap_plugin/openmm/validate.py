@@ -875,7 +875,7 @@ def validate_structure(input, solvent="gbn2", platform="auto", energy=True, top=
 
     input = os.fspath(input)
     structure = open_structure(input, top)
-    result = validate_frames(structure.topology, (positions for positions, _ in structure), solvent=solvent,
+    result = validate_frames(structure.topology, (positions for positions, _, _ in structure), solvent=solvent,
                              platform=platform, energy=energy, source=input)
     result.input_sha256 = file_digest(input)
     return result
