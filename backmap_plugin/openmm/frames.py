@@ -8,7 +8,10 @@ Models of a PDB file after the first are read line by line (OpenMM's reader
 keeps every model as Python objects, about 0.8 KB an atom); where its first
 model read that way is not what OpenMM read (alternate locations, say), the
 whole file is read by OpenMM instead. Positions are OpenMM quantities, as
-OpenMM's readers give them.
+OpenMM's readers give them; each frame comes with its box and time. A frame
+whose bonds inside residues are not as long as in the topology file (atoms
+in another order) is refused; a trajectory cut short in a frame gives the
+frames before it (:attr:`StructureFrames.frames_read`).
 """
 
 from __future__ import annotations
