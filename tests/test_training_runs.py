@@ -171,3 +171,17 @@ def test_resuming_takes_model_defaults_spelt_out_and_refuses_a_rebuilt_cache(tmp
     index.write_text(index.read_text() + "\n")  # (as a rebuild with other files rewrites it)
     with pytest.raises(ValueError, match="cache changed since .*checkpoint.pt was saved"):
         T.train(_config(str(cache), steps=4), str(run), resume=True, progress=False)
+
+
+def test_init_names_the_shipped_weights_wherever_the_package_is(tmp_path, fixture_cache, monkeypatch, capsys):
+    """``"init": "shipped:ca"`` is the package's C-alpha model from any folder (the shipped configs named
+    backmap_plugin/weights/model.pt, found only from the repository's root); an unknown one is refused by name."""
+    from backmap_plugin.model.weights import shipped_model_path
+
+    assert T.init_path("shipped:ca") == shipped_model_path("ca")
+    with pytest.raises(ValueError, match="init: the package ships no model 'shipped:martini2' .*shipped:ca"):
+        T.init_path("shipped:martini2")
+    monkeypatch.chdir(tmp_path)
+    assert T.init_path("runs/model.pt") == str(tmp_path / "runs" / "model.pt")
+    T.train(_config(fixture_cache, steps=1, model={}, init="shipped:ca"), str(tmp_path / "run"), progress=False)
+    assert f"from {shipped_model_path('ca')}" in capsys.readouterr().err

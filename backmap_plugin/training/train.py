@@ -72,6 +72,7 @@ class TrainConfig:
     #: Model file (``model.pt``) to start from: its parameters whose names
     #: and shapes match are copied, the others keep their fresh
     #: initialisation (a deeper network warm-starts from a shallower one).
+    #: ``shipped:ca`` (``com``, ``martini3``): the package's own (:func:`init_path`).
     #: Ignored when resuming.
     init: str | None = None
     #: Models with a locator: steps during which the decoder reads the true
@@ -367,7 +368,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
 
     cfg.check()
     data_name = cfg.cache  # (as given, for model.json)
-    cfg = replace(cfg, cache=os.path.abspath(cfg.cache), init=None if cfg.init is None else os.path.abspath(cfg.init))
+    cfg = replace(cfg, cache=os.path.abspath(cfg.cache), init=init_path(cfg.init))
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
     found = [name for name in RUN_FILES if os.path.exists(os.path.join(run_dir, name))]
     if resume:
@@ -401,6 +402,33 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
             for name in found:
                 os.remove(os.path.join(run_dir, name))
         return _train(cfg, run_dir, cache, model, device, summary, resume, progress)
+
+
+#: ``init`` values that name the package's own weights, wherever it is installed: ``shipped:<beads>``.
+SHIPPED_INIT = "shipped:"
+
+
+def init_path(init: str | None) -> str | None:
+    """The model file of a config's ``init``: ``shipped:ca`` (``com``, ``martini3``) is the package's model
+    for those beads (:func:`~backmap_plugin.model.weights.shipped_model_path`), a relative path is taken from
+    the current directory.
+
+    Raises
+    ------
+    ValueError
+        ``shipped:`` with beads the package has no model for.
+    """
+    if init is None:
+        return None
+    if init.startswith(SHIPPED_INIT):
+        from backmap_plugin.model.weights import SHIPPED_MODELS, shipped_model_path
+
+        path = shipped_model_path(init[len(SHIPPED_INIT):])
+        if path is None:
+            raise ValueError(f"init: the package ships no model {init!r} (known: "
+                             f"{', '.join(SHIPPED_INIT + beads for beads in SHIPPED_MODELS)})")
+        return path
+    return os.path.abspath(init)
 
 
 def _check_resumed_settings(cfg: TrainConfig, run_dir: str) -> None:
