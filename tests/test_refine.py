@@ -539,3 +539,15 @@ def test_one_refinement_writes_an_output_at_a_time(backmapped, tmp_path):
         with pytest.raises(BackmapInputError, match="another writer is writing this output"):
             refine_structure(backmapped, output, solvent="vacuum", platform="CPU", maxIterations=1, progress=False)
     assert not output.exists()
+
+
+def test_a_residue_without_a_template_is_named_as_the_file_names_it(backmapped, tmp_path, capsys):
+    """A LEU named ILE: amber14 has no template for it; the error names A:ILE2 (OpenMM says residue 1)."""
+    lines = [line[:17] + "ILE" + line[20:] if line.startswith("ATOM") and line[17:26] == "LEU A   2" else line
+             for line in backmapped.read_text().splitlines(keepends=True)]
+    renamed = tmp_path / "renamed.pdb"
+    renamed.write_text("".join(lines))
+    argv = ["refine", str(renamed), "-o", str(tmp_path / "out.pdb"), "--solvent", "vacuum", "--quiet"]
+    assert backmap_main(argv) == 2
+    assert "cannot parametrise the structure: A:ILE2: No template found for residue 1 (ILE)" in \
+        capsys.readouterr().err

@@ -52,6 +52,7 @@ from backmap_plugin.openmm.structure import (
     read_structure,
     residue_variants,
 )
+from backmap_plugin.openmm.systems import template_error
 
 __all__ = [
     "DEFAULT_PADDING",
@@ -139,7 +140,8 @@ def _create_system(forcefield, topology, periodic: bool, flexible: bool):
     try:
         return forcefield.createSystem(topology, **options)
     except Exception as exc:  # "No template found for residue ..."
-        raise BackmapInputError(f"the force field cannot parametrise the structure: {exc}") from exc
+        raise BackmapInputError(f"the force field cannot parametrise the structure: {template_error(exc, topology)}") \
+            from exc
 
 
 def _with_hydrogens(topology, positions, forcefield, pH: float):

@@ -70,6 +70,7 @@ from backmap_plugin.openmm.systems import (
     force_field_parts,
     load_force_field,
     soft_core_system,
+    template_error,
 )
 
 __all__ = ["BOND_STRAIN_LIMIT", "CLASH_CUTOFF", "RefinementResult", "Refiner", "refine_structure",
@@ -228,7 +229,8 @@ class Refiner:
         try:
             system = create_system(self.forcefield, completed.topology, self.solvent)
         except Exception as exc:  # "No template found for residue ..."
-            raise BackmapInputError(f"amber14 cannot parametrise the structure: {exc}") from exc
+            raise BackmapInputError("amber14 cannot parametrise the structure: "
+                                    f"{template_error(exc, completed.topology)}") from exc
         contexts, forces = {}, {}
         stages = {"real": system}
         if self.softCore:

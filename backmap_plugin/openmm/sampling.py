@@ -43,7 +43,13 @@ import numpy as np
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.openmm.platforms import create_context
 from backmap_plugin.openmm.structure import complete_structure
-from backmap_plugin.openmm.systems import SOLVENTS, create_system, load_force_field, soft_core_system
+from backmap_plugin.openmm.systems import (
+    SOLVENTS,
+    create_system,
+    load_force_field,
+    soft_core_system,
+    template_error,
+)
 
 __all__ = [
     "SamplingError",
@@ -237,7 +243,8 @@ def build_system(topology, protocol: SamplingProtocol):
     try:
         return create_system(load_force_field(protocol.solvent), topology, protocol.solvent, **options)
     except Exception as exc:  # "No template found for residue ..."
-        raise SamplingError("parametrise", f"amber14 cannot parametrise the structure: {exc}") from exc
+        raise SamplingError("parametrise", "amber14 cannot parametrise the structure: "
+                                           f"{template_error(exc, topology)}") from exc
 
 
 def kinetic_temperature(kinetic_energy: float, system) -> float:

@@ -94,6 +94,36 @@ def load_force_field(solvent: str = "gbn2"):
     return ForceField(*files)
 
 
+def template_error(exc: Exception, topology) -> str:
+    """What a failed ``ForceField.createSystem`` says, with the residue it names as the files name it.
+
+    OpenMM names a residue without a template by its index counted from 0
+    (``No template found for residue 1 (ILE)``); the message gets its chain,
+    name and number too (``A:ILE2``).
+
+    Parameters
+    ----------
+    exc : Exception
+        What ``createSystem`` raised.
+    topology : openmm.app.Topology
+        The topology it was given.
+
+    Returns
+    -------
+    str
+    """
+    import re
+
+    from backmap_plugin.openmm.structure import residue_label
+
+    text = str(exc)
+    found = re.search(r"No template found for residue (\d+) \(", text)
+    residues = list(topology.residues())
+    if found is None or int(found.group(1)) >= len(residues):
+        return text
+    return f"{residue_label(residues[int(found.group(1))])}: {text}"
+
+
 def create_system(forcefield, topology, solvent: str, **options):
     """The amber14 system of a topology for one solvent model.
 
