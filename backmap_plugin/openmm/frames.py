@@ -133,7 +133,8 @@ class StructureFrames:
         raise BackmapInputError(
             f"{self.path}: frame {index}: the {a.name}-{b.name} bond of {residue_label(a.residue)} is "
             f"{10 * lengths[k]:.2f} A long, {10 * reference[k]:.2f} A {where}: the frame's atoms are not the "
-            "topology's, in its order"
+            "topology's, in its order (or the periodic box cuts the molecule: make it whole first, e.g. "
+            "gmx trjconv -pbc mol)"
         )
 
 
