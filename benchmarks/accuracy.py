@@ -83,6 +83,7 @@ from pathlib import Path
 
 import mdtraj as md
 import numpy as np
+from corpus import add_data_option, corpus
 from tqdm import tqdm
 
 from backmap_plugin.core import chemistry as chem
@@ -108,7 +109,6 @@ BEADS = {"kind": "ca"}
 SIDE_CHAIN_SLOTS = np.arange(chem.SLOT_CB + 1, chem.SLOT_OXT)
 
 _REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = _REPO.parent / "shared" / "data"
 
 
 # ---------------------------------------------------------------- inputs
@@ -834,7 +834,7 @@ def main(argv=None) -> int:
         Exit status.
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with manifest.csv and visible_test/ (default: %(default)s)")
+    add_data_option(parser)
     parser.add_argument("--split", choices=("visible_test", "val"), default="visible_test",
                         help="visible_test (final measurement) or val: the train files of the cache's held-out "
                              "clusters, the set to tune on (default: %(default)s)")
@@ -867,7 +867,7 @@ def main(argv=None) -> int:
     if args.split == "val":
         groups, skipped = discover_val_groups(args.cache, args.max_residues)
     else:
-        groups, skipped = discover_groups(args.data), []
+        groups, skipped = discover_groups(corpus(args.data)), []
     groups = select_groups(groups, args.groups)
     if args.max_files:
         for group in groups:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import mdtraj as md
 import numpy as np
+from corpus import add_data_option, corpus, positive_int
 
 from backmap_plugin.api import backmap
 from backmap_plugin.core import chemistry as chem
@@ -48,7 +49,6 @@ from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.metrics import kabsch_rmsd
 from backmap_plugin.core.topology import gather_slots, read_residues
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ENGH_HUBER = {"N-CA-C": chem.ANGLE_N_CA_C, "CA-C-O": chem.ANGLE_CA_C_O,
               "CA-C-N": chem.ANGLE_CA_C_N, "C-N-CA": chem.ANGLE_C_N_CA}
 FAR = 8.0  # degrees
@@ -104,9 +104,9 @@ def heavy_rmsd(records, xyz, out_records, out_xyz) -> float:
     return float(kabsch_rmsd(out[0][common], truth[0][common])[0])
 
 
-def select_entries(split: str, sample: int, seed: int) -> list[str]:
+def select_entries(data: Path, split: str, sample: int, seed: int) -> list[str]:
     """Entry ids: visible_test's SHIFTX2 crystal structures, or a seeded sample of train's crystal structures."""
-    with open(DATA / "manifest.csv", newline="") as f:
+    with open(data / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     if split == "visible_test":
         return sorted({r["entry_id"] for r in rows if r["split"] == split and r["entry_id"].startswith("shiftx2__")})
@@ -144,17 +144,19 @@ def main(argv=None) -> None:
     parser.add_argument("--split", choices=("visible_test", "train"), default="visible_test",
                         help="visible_test: its SHIFTX2 crystal structures (final figures only); "
                              "train: a sample of its crystal structures (for tuning)")
-    parser.add_argument("--sample", type=int, default=60, help="train structures drawn (default 60)")
+    parser.add_argument("--sample", type=positive_int, default=60, help="train structures drawn (default 60)")
     parser.add_argument("--seed", type=int, default=17, help="seed of the train sample (default 17)")
     parser.add_argument("--method", choices=("ideal", "model"), help="builder (default: backmap's own choice)")
     parser.add_argument("--limit", type=int, default=0, help="first N structures only (default: all)")
     parser.add_argument("--json", help="also write the figures to this file")
+    add_data_option(parser)
     args = parser.parse_args(argv)
-    entries = select_entries(args.split, args.sample, args.seed)[: args.limit or None]
+    data = corpus(args.data)
+    entries = select_entries(data, args.split, args.sample, args.seed)[: args.limit or None]
     truth_parts, output_parts = [], []
     with tempfile.TemporaryDirectory() as work:
         for entry in entries:
-            path = str(DATA / args.split / f"{entry}.pdb.gz")
+            path = str(data / args.split / f"{entry}.pdb.gz")
             records, xyz = _records(path)
             bonded = rama.peptide_bonds([r.atoms for r in records], [r.chain for r in records], xyz)
             out = os.path.join(work, f"{entry}.pdb")

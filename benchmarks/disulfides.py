@@ -23,11 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import frame_indices  # noqa: E402  (the benchmarks' one frame selection)
+from corpus import add_data_option, corpus, positive_int  # noqa: E402
 
 from backmap_plugin.api import Backmapper  # noqa: E402
 from backmap_plugin.core.errors import BackmapInputError  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: SG-SG distance (Angstrom) below which the truth's cysteines are bonded.
 TRUTH_CUTOFF = 2.5
 
@@ -83,12 +83,14 @@ def score_file(path: Path, kind: str, max_frames: int) -> tuple[int, int, int, i
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--beads", choices=("ca", "com"), default="ca")
-    parser.add_argument("--split", default="visible_test", help="folder of ../shared/data (default visible_test)")
-    parser.add_argument("--every", type=int, default=1, help="every N-th file (default 1)")
+    parser.add_argument("--split", choices=("visible_test", "train"), default="visible_test",
+                        help="folder of the corpus (default visible_test)")
+    parser.add_argument("--every", type=positive_int, default=1, help="every N-th file (default 1)")
+    add_data_option(parser)
     parser.add_argument("--max-frames", type=int, default=5, help="frames per file, evenly spread (default 5)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    files = sorted((DATA / args.split).glob("*.pdb.gz"))[:: args.every]
+    files = sorted((corpus(args.data) / args.split).glob("*.pdb.gz"))[:: args.every]
     t0 = time.perf_counter()
     totals, n_files, apart = np.zeros(4, dtype=int), 0, []
     for path in files:
@@ -106,6 +108,9 @@ def main(argv=None) -> int:
             print(f"{path.name}: {found[0]} bonded as in the truth, {found[1]} not disulfides there (SG-SG "
                   f"{', '.join(f'{x:.2f}' for x in found[4])} A), {found[2]} missed, {found[3]} crowded")
     tp, fp, fn, crowded = (int(x) for x in totals)
+    if not n_files:
+        print(f"{args.split}: no file with two or more cysteines was scored")
+        return 1
     print(f"{args.beads} beads, {args.split}: {n_files} files with two or more cysteines; disulfides in the truth "
           f"{tp + fn}, bonded {tp + fp}: {tp} right, {fp} not disulfides in the truth, {fn} missed; recall "
           f"{tp / max(1, tp + fn):.3f}, precision {tp / max(1, tp + fp):.3f}; of the {fp} not disulfides, "

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from martini3 import DEFAULT_DATA, load_structure  # noqa: E402  (the benchmarks' one structure reader)
+from corpus import add_data_option, corpus, positive_int  # noqa: E402
+from martini3 import load_structure  # noqa: E402  (the benchmarks' one structure reader)
 
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.mappings import get_mapping
@@ -50,20 +51,23 @@ def model_beads(kind: str, protein, truth: np.ndarray, beads: np.ndarray) -> tor
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    add_data_option(parser)
     parser.add_argument("--entries", default=",".join(ENTRIES), help="corpus entry ids (train/ or visible_test/)")
     parser.add_argument("--frames", type=int, default=1, help="frames kept (multi-frame files; 0: all)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", default="ca,com,martini3")
     args = parser.parse_args(argv)
+    data = corpus(args.data)
     torch.set_num_threads(args.threads)
     kinds = args.models.split(",")
     methods = {k: ModelMethod(shipped_model_path(k), torch.device("cpu"), temperature=0.0) for k in kinds}
     print("| entry | residues | frames | " + " | ".join(f"{k} (ms per residue)" for k in kinds) + " |")
     print("|---|---:|---:|" + "---:|" * len(kinds))
     for entry in args.entries.split(","):
-        path = next(p for split in ("train", "visible_test") for p in (args.data / split).glob(f"{entry}.*"))
+        path = next((p for split in ("train", "visible_test") for p in (data / split).glob(f"{entry}.*")), None)
+        if path is None:
+            sys.exit(f"{entry}: no such entry in {data}/train or {data}/visible_test")
         protein, truth, _, beads, _ = load_structure(path, args.frames)
         cells = []
         for kind in kinds:

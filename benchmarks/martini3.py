@@ -54,6 +54,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import frame_indices, matched_rmsd  # noqa: E402  (the benchmarks' one frame selection and scoring)
+from corpus import add_data_option, corpus  # noqa: E402
 
 from backmap_plugin.build.martini import BREAK_DISTANCE, backmap_martini3
 from backmap_plugin.core import chemistry as chem
@@ -62,7 +63,6 @@ from backmap_plugin.core import metrics
 from backmap_plugin.core.topology import gather_slots, protein_topology, read_residues
 
 _REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = _REPO.parent / "shared" / "data"
 SIDE_CHAIN_SLOTS = np.arange(chem.SLOT_CB + 1, chem.SLOT_OXT)
 
 
@@ -201,7 +201,7 @@ def table_row(label: str, n_residues, row: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder (manifest.csv, train/, ...)")
+    add_data_option(parser)
     parser.add_argument("--split", default="train", help="split to draw from (train; visible_test to measure)")
     parser.add_argument("--kind", default="crystal", help="manifest kind (crystal, model, nmr, md)")
     parser.add_argument("--count", type=int, default=25, help="structures drawn (0: all)")
@@ -218,8 +218,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     build = make_builder(args.method, args.model)
-    entries = args.entries or pick_entries(args.data, args.split, args.count, args.seed, args.max_residues, args.kind)
-    folder = args.data / args.split
+    data = corpus(args.data)
+    entries = args.entries or pick_entries(data, args.split, args.count, args.seed, args.max_residues, args.kind)
+    if not entries:
+        print(f"{data}: no {args.kind} entries in {args.split} (of at most {args.max_residues} residues)",
+              file=sys.stderr)
+        return 1
+    folder = data / args.split
     run(_REPO / "tests" / "data" / "1l2y.pdb.gz", build=build)  # warm-up
     rows = []
     print(HEADER)

@@ -32,9 +32,10 @@ import time
 
 import mdtraj as md
 import numpy as np
+from corpus import DEFAULT_DATA
 
 #: The corpus, next to the repository (``../shared/data``), or ``$BACKMAP_DATA``.
-DATA = os.environ.get("BACKMAP_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
+DATA = str(DEFAULT_DATA)
 BACKMAP = os.path.join(os.path.dirname(sys.executable), "backmap")
 N_FRAMES = 20
 
@@ -99,19 +100,34 @@ def _validation(path: str) -> str:
 def main(argv=None) -> None:
     """Make the inputs, time ``backmap run`` and ``backmap refine`` and print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="46,87,349")
+    parser.add_argument("--sizes", default="46,87,349",
+                        help="systems, by size: 46 (HPS IDP), 87 (Go model), 349 (rhodopsin MD, 348 C-alpha beads); "
+                             "rows are labelled with the residues built")
     parser.add_argument("--before-frames", type=int, default=1, help="frames refined with the old settings")
     parser.add_argument("--after", default="--solvent vacuum --tolerance 30", help="refine options measured")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="refine_bench_")
+    sizes = [int(x) for x in args.sizes.split(",")] if all(x.strip().isdigit() for x in args.sizes.split(",")) else []
+    if not sizes or set(sizes) - {46, 87, 349}:
+        parser.error(f"--sizes: a comma-separated list of 46, 87 and 349, got {args.sizes!r}")
+    if not os.path.isfile(os.path.join(DATA, "manifest.csv")) and set(sizes) & {87, 349}:
+        parser.error(f"{DATA}: no corpus here (no manifest.csv); set BACKMAP_DATA to the corpus folder")
+    if args.workdir is None:
+        with tempfile.TemporaryDirectory(prefix="refine_bench_") as workdir:
+            _measure(args, sizes, workdir)
+    else:
+        _measure(args, sizes, args.workdir)
+
+
+def _measure(args, sizes: list, workdir: str) -> None:
     print(f"after: backmap refine {args.after}; before: --complete-every-frame --solvent gbn2 --tolerance 10")
     print("| residues | run s | refine s before (per frame, x20) | refine s after | after / run | "
           "converged | heavy clashes after | RMSD to input A | E GBn2 kJ/mol | clashscore | bond / angle outliers "
           "| Rama outliers |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for n_res in [int(x) for x in args.sizes.split(",")]:
-        ca = make_ca(workdir, n_res)
+    for size in sizes:
+        ca = make_ca(workdir, size)
+        n_res = md.load_topology(ca).n_residues
         aa = os.path.join(workdir, f"aa{n_res}.pdb")
         t_run = _timed([BACKMAP, "run", ca, "-o", aa, "--overwrite", "--quiet"])
         before = "-"

@@ -17,6 +17,7 @@ import tempfile
 import time
 
 import openmm
+from corpus import positive_int
 from openmm import app, unit
 
 from backmap_plugin import BackmapReporter
@@ -51,7 +52,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--interval", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--method", default="ideal")
     args = parser.parse_args(argv)
     times = {"none": [], "dcd": [], "backmap": []}

@@ -28,6 +28,7 @@ import time
 import mdtraj as md
 import numpy as np
 import torch
+from corpus import positive_int
 
 from backmap_plugin.api import backmap
 from backmap_plugin.core.allocator import keep_freed_memory
@@ -57,7 +58,7 @@ def main(argv=None) -> None:
     parser.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sizes", default="50,200,1000")
     parser.add_argument("--frames", default="1,100,1000")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--model", default=None, help="model file for --methods model (default: shipped)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)

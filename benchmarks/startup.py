@@ -29,6 +29,7 @@ run.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import statistics
@@ -42,6 +43,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from accuracy import _pdb_ca_line  # noqa: E402  (the one C-alpha PDB record writer of the benchmarks)
+from corpus import positive_int  # noqa: E402
 from speed import make_input  # noqa: E402
 
 
@@ -88,9 +90,11 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--residues", type=int, default=87)
     parser.add_argument("--frames", type=int, default=1100)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--skip-pulchra", action="store_true")
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--skip-pulchra", action="store_true", help="leave out the PULCHRA row (pypulchra)")
     args = parser.parse_args(argv)
+    if not args.skip_pulchra and importlib.util.find_spec("pypulchra") is None:
+        parser.error("pypulchra is not installed: pip install pypulchra, or pass --skip-pulchra")
     backmap = _command()
     rows = []
     with tempfile.TemporaryDirectory() as work:

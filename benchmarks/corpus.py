@@ -1,0 +1,43 @@
+"""What the benchmark scripts share: where the corpus is, and option values they refuse.
+
+The corpus (``manifest.csv``, ``train/``, ``visible_test/``) is looked for
+in ``--data``, else ``$BACKMAP_DATA``, else ``../shared/data`` beside the
+repository; a script that needs it stops with one line naming where it
+looked when it is not there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+#: The corpus folder when ``--data`` is not given.
+DEFAULT_DATA = Path(os.environ.get("BACKMAP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--data``: the corpus folder (default :data:`DEFAULT_DATA`)."""
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="corpus folder with manifest.csv, train/ and visible_test/ (default: $BACKMAP_DATA or "
+                             "../shared/data beside the repository: %(default)s)")
+
+
+def corpus(path: Path) -> Path:
+    """``path`` where it holds the corpus; otherwise the script stops with a line saying where it looked."""
+    if not (Path(path) / "manifest.csv").is_file():
+        sys.exit(f"{path}: no corpus here (no manifest.csv); pass --data with the corpus folder (manifest.csv, "
+                 "train/, visible_test/) or set BACKMAP_DATA")
+    return Path(path)
+
+
+def positive_int(text: str) -> int:
+    """An option counting something (repeats, a stride, a sample): a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
