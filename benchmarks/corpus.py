@@ -41,3 +41,24 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def choice_list(*choices: str):
+    """An option type: a comma-separated list of ``choices`` (``--methods ideal,model``), refused otherwise."""
+    def parse(text: str) -> str:
+        given = [x for x in text.split(",") if x]
+        unknown = [x for x in given if x not in choices]
+        if not given or unknown:
+            raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(choices)}, got {text!r}")
+        return text
+    return parse
+
+
+def devices(text: str) -> str:
+    """An option type: a comma-separated list of ``cpu`` and ``cuda``, ``cuda`` only where torch sees a GPU."""
+    import torch
+
+    choice_list("cpu", "cuda")(text)
+    if "cuda" in text.split(",") and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError("cuda: torch sees no GPU here")
+    return text

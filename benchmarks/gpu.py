@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from corpus import positive_int  # noqa: E402
+from corpus import choice_list, positive_int  # noqa: E402
 from speed import make_input  # noqa: E402  (the benchmarks' one C-alpha coil)
 
 from backmap_plugin.api import Backmapper  # noqa: E402
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--residues", type=int, default=100)
     parser.add_argument("--batches", default="1,64,1024", help="frames per batch (default 1,64,1024)")
-    parser.add_argument("--methods", default="model,ideal")
+    parser.add_argument("--methods", type=choice_list("ideal", "model"), default="model,ideal")
     parser.add_argument("--devices", default="cuda,cpu" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--compare", type=int, default=64, help="frames built on both devices (default 64)")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import add_data_option, corpus, positive_int  # noqa: E402
+from corpus import add_data_option, choice_list, corpus, positive_int  # noqa: E402
 from martini3 import load_structure  # noqa: E402  (the benchmarks' one structure reader)
 
 from backmap_plugin.core import chemistry as chem
@@ -56,7 +56,7 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int, default=1, help="frames kept (multi-frame files; 0: all)")
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--models", default="ca,com,martini3")
+    parser.add_argument("--models", type=choice_list("ca", "com", "martini3"), default="ca,com,martini3")
     args = parser.parse_args(argv)
     data = corpus(args.data)
     torch.set_num_threads(args.threads)

@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--interval", type=int, default=1000)
     parser.add_argument("--repeats", type=positive_int, default=3)
-    parser.add_argument("--method", default="ideal")
+    parser.add_argument("--method", choices=("ideal", "model"), default="ideal")
     args = parser.parse_args(argv)
     times = {"none": [], "dcd": [], "backmap": []}
     with tempfile.TemporaryDirectory() as workdir:

@@ -28,7 +28,7 @@ import time
 import mdtraj as md
 import numpy as np
 import torch
-from corpus import positive_int
+from corpus import choice_list, devices, positive_int
 
 from backmap_plugin.api import backmap
 from backmap_plugin.core.allocator import keep_freed_memory
@@ -54,8 +54,8 @@ def make_input(workdir: str, n_res: int, n_frames: int, seed: int = 0) -> tuple[
 def main(argv=None) -> None:
     """Run the benchmark and print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="ideal,model")
-    parser.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--methods", type=choice_list("ideal", "model"), default="ideal,model")
+    parser.add_argument("--devices", type=devices, default="cpu,cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sizes", default="50,200,1000")
     parser.add_argument("--frames", default="1,100,1000")
     parser.add_argument("--repeats", type=positive_int, default=3)

@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from corpus import choice_list, positive_int
+
 
 def _make_input():
     """``make_input`` of the sibling ``speed.py`` (benchmarks are scripts, not a package)."""
@@ -45,8 +47,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", default="1000,10000")
     parser.add_argument("--residues", type=int, default=100)
-    parser.add_argument("--methods", default="ideal,model")
-    parser.add_argument("--chunk", type=int, default=1000)
+    parser.add_argument("--methods", type=choice_list("ideal", "model"), default="ideal,model")
+    parser.add_argument("--chunk", type=positive_int, default=1000)
     args = parser.parse_args(argv)
     make_input = _make_input()
     print("| method | residues | frames | chunk | wall s | frames/s | peak memory MiB |")
