@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: where the corpus is, and option values they refuse.
+"""What the benchmark scripts share: where the corpus is, and option types that refuse nonsense
+(``positive_int`` is the package's own).
 
 The corpus (``manifest.csv``, ``train/``, ``visible_test/``) is looked for
 in ``--data``, else ``$BACKMAP_DATA``, else ``../shared/data`` beside the
@@ -12,6 +13,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from backmap_plugin.cli.options import positive_int  # (the package's own: a count, at least 1)
 
 #: The corpus folder when ``--data`` is not given.
 DEFAULT_DATA = Path(os.environ.get("BACKMAP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -30,17 +33,6 @@ def corpus(path: Path) -> Path:
         sys.exit(f"{path}: no corpus here (no manifest.csv); pass --data with the corpus folder (manifest.csv, "
                  "train/, visible_test/) or set BACKMAP_DATA")
     return Path(path)
-
-
-def positive_int(text: str) -> int:
-    """An option counting something (repeats, a stride, a sample): a whole number, at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def choice_list(*choices: str):
@@ -62,3 +54,6 @@ def devices(text: str) -> str:
     if "cuda" in text.split(",") and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError("cuda: torch sees no GPU here")
     return text
+
+
+__all__ = ["DEFAULT_DATA", "add_data_option", "choice_list", "corpus", "devices", "positive_int"]
