@@ -865,6 +865,9 @@ def main(argv=None) -> int:
         parser.error(f"unknown tool(s) {', '.join(unknown)}; known: {', '.join(TOOLS)}")
     tools = [TOOLS[t] for t in names]
     if args.split == "val":
+        if not (args.cache / "index.json").is_file():
+            parser.error(f"--split val: {args.cache} is no corpus cache (no index.json): make it with "
+                         f"'backmap data build ../shared/data/train -o {args.cache}' or pass --cache")
         groups, skipped = discover_val_groups(args.cache, args.max_residues)
     else:
         groups, skipped = discover_groups(corpus(args.data)), []
