@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import os
 from collections.abc import Iterator
 
@@ -25,13 +26,16 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box
+from backmap_plugin.io.paths import NEEDS_TOPOLOGY, match_extension
 
 __all__ = ["StructureFrames", "open_structure", "STRUCTURE_INPUT", "TRAJECTORY_INPUT"]
 
-#: Files that hold their own topology (PDB and PDBx/mmCIF optionally gzipped, HDF5).
+#: Files that hold their own topology (PDB and PDBx/mmCIF, also gzipped; HDF5).
 STRUCTURE_INPUT = (".pdb", ".ent", ".cif", ".mmcif", ".h5")
 #: Trajectories that need a topology file (``top``: one of :data:`STRUCTURE_INPUT`).
-TRAJECTORY_INPUT = (".xtc", ".dcd", ".trr", ".nc", ".netcdf")
+TRAJECTORY_INPUT = NEEDS_TOPOLOGY
+#: Formats that may be gzipped.
+_GZIPPED = (".pdb", ".ent", ".cif", ".mmcif")
 #: Frames a trajectory read holds at a time.
 READ_CHUNK = 20
 
@@ -44,16 +48,13 @@ def _open_text(path: str):
 
 def _kind(path: str) -> str:
     """The format's extension (``.gz`` left out; only PDB and mmCIF files may be gzipped)."""
-    lower = path.lower()
-    gzipped = lower.endswith(".gz")
-    lower = lower.removesuffix(".gz")
-    for ext in STRUCTURE_INPUT + TRAJECTORY_INPUT:
-        if lower.endswith(ext) and not (gzipped and ext not in (".pdb", ".ent", ".cif", ".mmcif")):
-            return ext
-    raise BackmapInputError(
-        f"{path}: unsupported input extension; use .pdb or .cif (optionally .gz), .h5, or a trajectory "
-        f"({', '.join(TRAJECTORY_INPUT)}) with its topology"
-    )
+    ext = match_extension(path, STRUCTURE_INPUT + TRAJECTORY_INPUT + tuple(e + ".gz" for e in _GZIPPED))
+    if ext is None:
+        raise BackmapInputError(
+            f"{path}: unsupported input extension; use .pdb or .cif (optionally .gz), .h5, or a trajectory "
+            f"({', '.join(TRAJECTORY_INPUT)}) with its topology"
+        )
+    return ext.removesuffix(".gz")
 
 
 #: Largest change (Angstrom) of a bond inside a residue between a frame and the topology's coordinates (or
@@ -278,23 +279,20 @@ def _pdb(path: str) -> StructureFrames:
     n_atoms = topology.getNumAtoms()
 
     def frames():
-        for index, (coords, box) in enumerate(_pdb_models(path)):
+        models = _pdb_models(path)
+        for index in itertools.count():
+            try:
+                coords, box = next(models)
+            except StopIteration:
+                return
+            except ValueError as exc:  # (a coordinate that is no number)
+                raise BackmapInputError(f"{path}: cannot read coordinates: {exc}") from exc
             if coords.shape[0] != n_atoms:
                 raise BackmapInputError(f"{path}: model {index + 1} has {coords.shape[0]} atoms, the first "
                                         f"{n_atoms}; every model must hold the same atoms")
             yield coords, box, None
 
-    return StructureFrames(path, None, topology, n_models, _checked_parse(path, frames))
-
-
-def _checked_parse(path: str, frames):
-    """``frames`` with a coordinate that is no number reported as bad input."""
-    def read():
-        try:
-            yield from frames()
-        except ValueError as exc:
-            raise BackmapInputError(f"{path}: cannot read coordinates: {exc}") from exc
-    return read
+    return StructureFrames(path, None, topology, n_models, frames)
 
 
 def _trajectory(path: str, top: str | None, topology, reference) -> StructureFrames:

@@ -445,17 +445,6 @@ def scan_sources(sources) -> tuple[list[Path], list[Path]]:
     return sorted({p.resolve() for p in found}), sorted({p.resolve() for p in unread})
 
 
-def find_sources(sources) -> list[Path]:
-    """Structure files named by ``sources`` (files, or folders searched recursively); see :func:`scan_sources`.
-
-    Raises
-    ------
-    BackmapInputError
-        A source that does not exist.
-    """
-    return scan_sources(sources)[0]
-
-
 def _unread_notes(unread: list[Path]) -> list[str]:
     """Notes on the files of the source folders that are not read (trajectories, ``.ent``)."""
     trajectories = [p for p in unread if match_extension(p.name, NEEDS_TOPOLOGY)]
