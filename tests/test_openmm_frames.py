@@ -201,3 +201,20 @@ def test_a_trajectory_cut_short_is_read_as_far_as_it_goes_with_its_times(ensembl
             assert t == u
     assert [t for _, _, t in whole] == [None] * 40  # (mdtraj's DCD holds no times; OpenMM's header does)
     assert [t for _, _, t in open_structure(tmp_path / "t.xtc", first)] == list(np.arange(40) * 2.0)
+
+
+def test_a_strained_bond_is_no_mismatch(ensemble, tmp_path):
+    """A frame whose one bond is stretched by 0.55 A (a noisy or strained input, which refine is for) is read; it
+    was refused as atoms out of order."""
+    path, traj = ensemble
+    lines = path.read_text().splitlines(keepends=True)
+    atom_lines = [k for k, line in enumerate(lines) if line.startswith("ATOM")]
+    names = [lines[k][12:16].strip() for k in atom_lines[: traj.n_atoms]]
+    od1, cg = names.index("OD1"), names.index("CG")  # ASN1's OD1, bonded to its CG alone
+    k, c = atom_lines[2 * traj.n_atoms + od1], atom_lines[2 * traj.n_atoms + cg]
+    xyz = np.array([float(lines[k][i:i + 8]) for i in (30, 38, 46)])
+    centre = np.array([float(lines[c][i:i + 8]) for i in (30, 38, 46)])
+    moved = xyz + 0.55 * (xyz - centre) / np.linalg.norm(xyz - centre)
+    lines[k] = lines[k][:30] + "".join(f"{v:8.3f}" for v in moved) + lines[k][54:]
+    (tmp_path / "strained.pdb").write_text("".join(lines))
+    assert len(list(open_structure(tmp_path / "strained.pdb"))) == 5
