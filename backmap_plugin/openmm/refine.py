@@ -763,7 +763,8 @@ def trajectory_disulfides(source) -> list:
         return []
     frames = [positions_to_array(positions)[sg] * 10.0
               for positions, _, _ in itertools.islice(source, DISULFIDE_FRAMES)]
-    residues = [atom.residue.index for atom in source.topology.atoms() if atom.index in set(sg)]
+    atoms = list(source.topology.atoms())
+    residues = [atoms[index].residue.index for index in sg]
     return [(residues[i], residues[j]) for i, j in disulfide_pairs(np.stack(frames))]
 
 
