@@ -537,7 +537,8 @@ def disulfide_pairs(sg_xyz: np.ndarray, cutoff: float = DISULFIDE_CUTOFF) -> lis
         ``(i, j)`` indices into ``sg_xyz``, ``i < j``.
     """
     sg_xyz = np.asarray(sg_xyz, dtype=np.float64)
-    sg_xyz = sg_xyz.reshape((-1,) + sg_xyz.shape[-2:]) if sg_xyz.ndim == 3 else sg_xyz.reshape(1, -1, 3)
+    if sg_xyz.ndim != 3:  # (one frame)
+        sg_xyz = sg_xyz.reshape(1, -1, 3)
     i, j = np.triu_indices(sg_xyz.shape[1], 1)
     d = np.median(np.linalg.norm(sg_xyz[:, i] - sg_xyz[:, j], axis=-1), axis=0)
     used, pairs = set(), []
