@@ -979,6 +979,7 @@ class Backmapper:
         beads = self._reader.beads(np.asarray(xyz, dtype=np.float32))
         # residue of a chosen pair -> others it could bond (the pairing a guess)
         self._disulfide_pairs, self._other_partners = np.zeros((0, 2), dtype=np.int64), {}
+        self._leading = None
         # (the Martini 3 fit bonds the cysteines its beads bond)
         if self._disulfides_wanted and self.mapping.name != "martini3":
             anchors = self._whole(self._anchors(beads), box, first_index)
@@ -998,8 +999,33 @@ class Backmapper:
         near = np.linalg.norm(anchors[:, :, None] - anchors[:, None], axis=-1) < DISULFIDE_BEAD_REACH
         if not (near & ~np.eye(len(cys), dtype=bool)).any():
             return np.zeros((0, 2), dtype=np.int64), {}
-        atoms, _ = self._built(frames, first_index, box)
+        xyz = np.asarray(frames, dtype=np.float32)
+        atoms, beads = self._built(xyz, first_index, box)
+        # :meth:`build` takes these structures again for these frames (they are built before the pairs are closed)
+        self._leading = (first_index, xyz, box, atoms, beads)
         return common_disulfides(atoms.flatten(0, 1), self.protein)
+
+    def _built_again(self, xyz: np.ndarray, first_index: int, box) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_built` of these frames, taking the structures of the leading frames that
+        :meth:`_choose_disulfides` built where the batch starts with one of those same frames (the reporter and
+        :func:`backmap` build them next, in one batch or several; a resumed run from where it stopped, so that
+        its frames are those the uninterrupted run made to the last bit)."""
+        leading, self._leading = self._leading, None
+        xyz = np.asarray(xyz, dtype=np.float32)
+        if leading is None or not 0 <= first_index - leading[0] < len(leading[1]):
+            return self._built(xyz, first_index, box)
+        start, known, known_box, atoms, beads = leading
+        skip = first_index - start
+        known, known_box, atoms, beads = known[skip:], _frames_of(known_box, skip), atoms[skip:], beads[skip:]
+        n = min(len(known), len(xyz))
+        if not (np.array_equal(known[:n], xyz[:n]) and _same_boxes(known_box, box, n)):
+            return self._built(xyz, first_index, box)
+        if n < len(known):  # the next batch may start with the others
+            self._leading = (first_index + n, known[n:], _frames_of(known_box, n), atoms[n:], beads[n:])
+        if n == len(xyz):
+            return atoms[:n], beads[:n]
+        rest_atoms, rest_beads = self._built(xyz[n:], first_index + n, _frames_of(box, n))
+        return torch.cat([atoms[:n], rest_atoms]), torch.cat([beads[:n], rest_beads])
 
     def _topology_disulfides(self, beads: np.ndarray) -> np.ndarray:
         """(P, 2) the cysteine pairs the output topology bonds: the run's pairs (C-alpha and centre-of-mass
@@ -1123,12 +1149,31 @@ class Backmapper:
             before anything is built; the message names the input, the frame
             (``first_index`` + its place in the batch), chain and residues.
         """
-        atoms, beads = self._built(xyz, first_index, box)
+        atoms, beads = self._built_again(xyz, first_index, box)
         if len(self._disulfide_pairs):
             atoms = self._close_disulfides(atoms, tally)
         if tally:
             self.bead_fit.add(atoms, beads, first_index)
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
+
+
+def _frames_of(box, start: int):
+    """The boxes of the frames from ``start`` on: ``box`` as :meth:`Backmapper.build` takes it (None, one ``(3,)``
+    box for every frame, or one per frame)."""
+    if box is None or np.ndim(box) == 1:
+        return box
+    return np.asarray(box)[start:]
+
+
+def _same_boxes(a, b, n: int) -> bool:
+    """Whether boxes ``a`` and ``b`` (as :meth:`Backmapper.build` takes them) are those of the same first ``n``
+    frames (boxes given otherwise count as other boxes)."""
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim == 1 or b.ndim == 1:
+        return np.array_equal(a, b)
+    return np.array_equal(a[:n], b[:n])
 
 
 def _leading_frames(source, first: FrameChunk, count: int) -> FrameChunk:

@@ -181,6 +181,24 @@ def test_a_trajectory_gets_one_set_of_disulfides(tmp_path, trace):
         in refined.summary()
 
 
+@pytest.mark.parametrize("chunk", [5, 1000])
+def test_the_leading_frames_are_built_once(tmp_path, trace, monkeypatch, chunk):
+    """The leading frames the pairs are chosen on are built once: their structures are the output's (every frame
+    was built twice up to the 10th: 22 frames for a 12-frame trace)."""
+    from backmap_plugin.model.method import ModelMethod
+
+    built = []
+    call = ModelMethod.__call__
+    monkeypatch.setattr(ModelMethod, "__call__", lambda self, beads, *args: built.append(len(beads))
+                        or call(self, beads, *args))
+    ca = md.load(str(trace))
+    noise = np.random.default_rng(2).normal(0.0, 0.012, (12, ca.n_atoms, 3)).astype(np.float32)  # nm
+    md.Trajectory(ca.xyz + noise, ca.topology).save_pdb(str(tmp_path / "noisy.pdb"))
+    result = backmap(tmp_path / "noisy.pdb", tmp_path / "aa.xtc", progress=False, chunk=chunk)
+    assert any(line.startswith("disulfides closed") for line in result.report)
+    assert sum(built) == 12
+
+
 def test_the_reporter_names_its_disulfides_and_notes(tmp_path, trace):
     """A CG simulation of the trace, backmapped as it runs: the reporter names the pairs it bonded (``disulfides``)
     and carries the notes ``backmap run`` prints (``notes``; a reporter's user saw none of them)."""
