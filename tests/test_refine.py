@@ -519,9 +519,9 @@ def test_refine_a_trajectory_with_its_topology(trajectory, tmp_path, capsys):
 
 def test_refine_says_when_completing_a_large_structure_takes_minutes(backmapped, tmp_path, capsys, monkeypatch):
     """From LARGE_STRUCTURE residues the bar would sit at 0 for minutes in OpenMM's addHydrogens: a line says so."""
-    from backmap_plugin.openmm import refine as refine_module
+    from backmap_plugin.openmm import structure
 
-    monkeypatch.setattr(refine_module, "LARGE_STRUCTURE", 20)  # (trp-cage: 20 residues)
+    monkeypatch.setattr(structure, "LARGE_STRUCTURE", 20)  # (trp-cage: 20 residues)
     refine_structure(backmapped, tmp_path / "out.pdb", solvent="vacuum", platform="CPU", maxIterations=1)
     assert "refine: 20 residues: completing the first frame (PDBFixer, hydrogens) takes minutes" in \
         capsys.readouterr().err

@@ -60,6 +60,7 @@ from backmap_plugin.openmm.structure import (
     complete_structure,
     cysteine_sg,
     heavy_atom_bonds,
+    large_structure_message,
     positions_to_array,
     residue_label,
 )
@@ -78,10 +79,6 @@ __all__ = ["BOND_STRAIN_LIMIT", "CLASH_CUTOFF", "RefinementResult", "Refiner", "
 
 #: Frames of a trajectory that choose its disulfides (:func:`trajectory_disulfides`).
 DISULFIDE_FRAMES = 10
-#: Residues from which ``refine`` says, before it starts, that completing the first frame takes minutes
-#: (OpenMM's ``Modeller.addHydrogens`` minimises the hydrogens it adds: 84 s for 5,233 residues on one core).
-LARGE_STRUCTURE = 2000
-
 #: Heavy-atom clash distance (Angstrom) used in the reports.
 CLASH_CUTOFF = 2.0
 #: A bond longer or shorter than its amber14 equilibrium length by more than
@@ -687,11 +684,9 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
     writer, done = None, 0
     result = RefinementResult(output=output, report_path=report)
     bar = tqdm(total=len(source), unit="frame", desc="refine", file=sys.stderr, disable=not progress)
-    n_residues = source.topology.getNumResidues()
-    if progress and n_residues >= LARGE_STRUCTURE:
-        bar.write(f"refine: {n_residues:,} residues: completing the first frame (PDBFixer, hydrogens) takes minutes "
-                  "at this size (about 1.5 min for 5,000 residues on one core) before the first frame is done",
-                  file=sys.stderr)
+    large = large_structure_message(source.topology.getNumResidues(), "refine", "the first frame")
+    if progress and large:
+        bar.write(large, file=sys.stderr)
     try:
         for index, (positions, box, when) in enumerate(source):
             if index < done:  # kept from the run resumed
