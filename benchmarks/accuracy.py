@@ -55,7 +55,9 @@ Aggregation (table and JSON)
 * Group row: mean over the group's structures (each structure's numbers
   are first averaged over its samples); ``D residues`` is the sum over the
   structures; a structure a tool failed on counts as 0 % built and is left
-  out of the other numbers (``failed`` column).
+  out of the other numbers (``failed`` column). A tool whose module is
+  not installed (``pypulchra``) is left out, with a line saying so (stderr,
+  and the notes), rather than counted as failing every structure.
 * ``crystal (median)``: median over the crystal structures.
 * ``MD (mean of trajectories)``: mean over the MD groups of the group means,
   so each trajectory weighs the same (``NMR (mean of ensembles)`` alike).
@@ -71,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -415,12 +418,16 @@ class Tool:
         Draws ``--samples`` structures per frame (diversity is scored).
     timed : bool
         Whether its wall time means anything.
+    needs : str or None
+        A module it imports that is not a dependency of the package
+        (``pypulchra``): without it the tool is left out (:func:`installed_tools`).
     """
 
     name: str
     run: Callable[[ToolRequest, Truth], ToolOutput]
     stochastic: bool = False
     timed: bool = True
+    needs: str | None = None
 
 
 #: Options of the package's ``model`` method, set from the command line
@@ -560,9 +567,31 @@ def run_truth(request: ToolRequest, truth: Truth) -> ToolOutput:
 TOOLS: dict[str, Tool] = {
     "ideal": Tool("ideal", package_tool("ideal")),
     "model": Tool("model", package_tool("model", MODEL_OPTIONS), stochastic=True),
-    "pulchra": Tool("pulchra", run_pulchra),
+    "pulchra": Tool("pulchra", run_pulchra, needs="pypulchra"),
     "truth": Tool("truth", run_truth, timed=False),
 }
+
+
+def installed_tools(tools: list[Tool]) -> tuple[list[Tool], list[str]]:
+    """The tools whose modules are installed, and a line for each one left out (not a structure it failed on).
+
+    Parameters
+    ----------
+    tools : list of Tool
+
+    Returns
+    -------
+    kept : list of Tool
+    lines : list of str
+        ``pulchra: not installed (no module pypulchra; pip install pypulchra): left out``.
+    """
+    kept, lines = [], []
+    for tool in tools:
+        if tool.needs is not None and importlib.util.find_spec(tool.needs) is None:
+            lines.append(f"{tool.name}: not installed (no module {tool.needs}; pip install {tool.needs}): left out")
+        else:
+            kept.append(tool)
+    return kept, lines
 
 
 # ---------------------------------------------------------------- scoring
@@ -863,7 +892,11 @@ def main(argv=None) -> int:
     unknown = [t for t in names if t not in TOOLS]
     if unknown:
         parser.error(f"unknown tool(s) {', '.join(unknown)}; known: {', '.join(TOOLS)}")
-    tools = [TOOLS[t] for t in names]
+    tools, left_out = installed_tools([TOOLS[t] for t in names])
+    for line in left_out:
+        print(line, file=sys.stderr)
+    if not tools:
+        parser.error("none of the tools asked for is installed")
     if args.split == "val":
         if not (args.cache / "index.json").is_file():
             parser.error(f"--split val: {args.cache} is no corpus cache (no index.json): make it with "
@@ -881,6 +914,8 @@ def main(argv=None) -> int:
     group_rows: dict[str, dict[str, list]] = {}
     group_seconds: dict[tuple[str, str], float] = {}
     notes: dict[str, list] = {"tuning set": skipped} if skipped else {}
+    if left_out:
+        notes["tools"] = left_out
     t_start = time.perf_counter()
     warmed = False
     jobs = [(g, p) for g in groups for p in g.files]

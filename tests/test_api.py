@@ -305,6 +305,25 @@ def test_com_gap_of_missing_residues_breaks_the_chain(fixture_pdb, tmp_path):
     assert len(joined) == 1 and ": chain A residue GLY 10 - GLY 16 (" in joined[0]  # said: a gap bonded silently
 
 
+@pytest.mark.parametrize("method", ["model", "ideal"])
+def test_com_gap_bonded_across_missing_residues_has_a_peptide_bond_of_proper_length(fixture_pdb, tmp_path, method):
+    """Trp-cage without GLY10: ASP9's and GLY11's centres of mass lie as close as bonded residues' can, so the
+    chain stays one segment (a note names the pair); the bond made there is a peptide bond of proper length in
+    every frame, not one stretched across the missing residue (a report of a 7 A C-N bond, not reproduced)."""
+    aa = md.load(str(fixture_pdb))[:4]
+    residues = [r for r in aa.topology.residues if r.index != 9]
+    cg = _com_bead_pdb(aa, residues, [r.resSeq for r in residues], tmp_path / "gap.pdb")
+    out = tmp_path / "gap_aa.pdb"
+    result = backmap(str(cg), str(out), mapping="com", method=method, progress=False)
+    assert result.n_segments == 1
+    assert any(line.startswith("bonded where residue numbers skip") and "ASP 9 - GLY 11" in line
+               for line in result.report)
+    back = md.load(str(out))
+    c9, n11 = (back.topology.select(f"resSeq {n} and name {a}")[0] for n, a in ((9, "C"), (11, "N")))
+    length = 10.0 * np.linalg.norm(back.xyz[:, c9] - back.xyz[:, n11], axis=-1)
+    assert ((length > 1.25) & (length < 1.45)).all(), length
+
+
 def test_all_atom_input_with_ca_mapping(fixture_pdb, trp, tmp_path):
     out = tmp_path / "aa.h5"
     result = backmap(str(fixture_pdb), str(out), mapping="ca", progress=False)

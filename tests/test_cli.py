@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -148,6 +149,18 @@ def test_run_ca_pdb(tmp_path, capfd, example):
     assert [c.chain_id for c in back.topology.chains] == ["A"]
     assert [a.name for a in list(back.topology.residues)[-1].atoms][-1] == "OXT"
     np.testing.assert_allclose(ca_xyz(back)[0], ca_xyz(md.load(str(EXAMPLE_PDB)))[0], atol=2e-3)
+
+
+def test_run_reads_ent_as_pdb(tmp_path, capfd, example):
+    """``backmap run`` takes a wwPDB ``.ent`` / ``.ent.gz`` file as the PDB text it is (refine already did)."""
+    ent = tmp_path / "trpcage_ca.ent.gz"
+    with open(EXAMPLE_PDB, "rb") as src, gzip.open(ent, "wb") as dst:
+        dst.write(src.read())
+    out = tmp_path / "aa.pdb"
+    status, stdout, stderr = run_cli(capfd, "run", ent, "-o", out, "--quiet")
+    assert status == 0, stderr
+    assert stdout.startswith("backmapped 1 frame(s) x 1 sample(s), 20 residues in 1 chain(s)")
+    np.testing.assert_allclose(ca_xyz(md.load(str(out)))[0], ca_xyz(md.load(str(EXAMPLE_PDB)))[0], atol=2e-3)
 
 
 def test_run_ca_dcd_with_top_every_frame(tmp_path, capfd, example):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import shutil
 
 import mdtraj as md
 import numpy as np
@@ -219,6 +220,16 @@ def test_go_bonded_terms_by_hand_for_four_beads(fixture_pdb, tmp_path):
     assert _group_energy(context, GO_FORCE_GROUPS["bonds"]) == pytest.approx(bonds, rel=1e-6)
     assert _group_energy(context, GO_FORCE_GROUPS["angles"]) == pytest.approx(angles, rel=1e-6)
     assert _group_energy(context, GO_FORCE_GROUPS["dihedrals"]) == pytest.approx(dihedral, rel=1e-6)
+
+
+def test_go_native_structure_may_be_an_ent_file(fixture_pdb, tmp_path):
+    """A native structure named as wwPDB names PDB text (``.ent``) gives the Go model of the same file as ``.pdb``."""
+    pdb, ent = tmp_path / "four.pdb", tmp_path / "pdb_four.ent"
+    _native_piece(fixture_pdb, pdb, {"A": [2, 3, 4, 5]})
+    shutil.copy(pdb, ent)
+    (_, _, want), (_, _, got) = create_go_system(pdb), create_go_system(ent)
+    np.testing.assert_array_equal(np.array(got.value_in_unit(unit.nanometer)),
+                                  np.array(want.value_in_unit(unit.nanometer)))
 
 
 def test_go_contacts_and_repulsion_by_hand_for_two_chains(fixture_pdb, tmp_path):

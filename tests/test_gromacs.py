@@ -213,6 +213,28 @@ def test_cli_exports(fixture_pdb, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path / "o")) == ["model.pdb", "state.xml", "system.xml"]
 
 
+def test_export_says_when_completing_a_large_structure_takes_minutes(fixture_pdb, tmp_path, capsys, monkeypatch):
+    """From LARGE_STRUCTURE residues OpenMM's addHydrogens works for minutes without a word: export says so first,
+    with refine's line (its own name and what it completes), and not with progress=False."""
+    from backmap_plugin.gromacs import export as export_module
+    from backmap_plugin.openmm import structure
+
+    monkeypatch.setattr(structure, "LARGE_STRUCTURE", 20)  # (trp-cage: 20 residues)
+    said_before = []
+    complete = export_module._with_hydrogens
+
+    def completing(*args):
+        said_before.append(capsys.readouterr().err)
+        return complete(*args)
+
+    monkeypatch.setattr(export_module, "_with_hydrogens", completing)
+    assert backmap_main(["export", str(fixture_pdb), "--to", "openmm", "-o", str(tmp_path / "o")]) == 0
+    line = "export: 20 residues: completing the structure (PDBFixer, hydrogens) takes minutes at this size"
+    assert line in said_before[0]
+    export(fixture_pdb, tmp_path / "quiet", to="openmm", progress=False)
+    assert "completing the structure" not in said_before[1] + capsys.readouterr().err
+
+
 def test_merged_residues_split_into_the_runs_they_hold():
     """A residue whose atoms run BB SC1 BB SC1 is two residues; BB BB (two glycines, or one bead listed twice)
     only for files without insertion codes; an atom listed twice inside a run is never split."""

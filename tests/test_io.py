@@ -3,6 +3,7 @@ and for the atomic-write helper."""
 
 import gzip
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -121,6 +122,22 @@ def test_other_trajectory_inputs(tmp_path, l2y, ext):
     traj.save(str(path))
     _, got = _read_all(path, top=FIXTURE, chunk=4)
     np.testing.assert_allclose(got, xyz[:6], atol=TOLERANCE[".xtc"])
+
+
+def test_ent_files_are_read_as_pdb(tmp_path, l2y):
+    """wwPDB names PDB text ``.ent`` (``pdb1l2y.ent.gz``): read as a PDB file, as a structure and as ``--top``."""
+    top, xyz = l2y
+    with gzip.open(FIXTURE, "rb") as handle:
+        text = handle.read()
+    (tmp_path / "pdb1l2y.ent").write_bytes(text)
+    shutil.copy(FIXTURE, tmp_path / "pdb1l2y.ent.gz")
+    for name in ("pdb1l2y.ent", "pdb1l2y.ent.gz"):
+        got_top, got = _read_all(tmp_path / name)
+        assert _labels(got_top) == _labels(top)
+        np.testing.assert_array_equal(got, xyz)
+    md.Trajectory(xyz[:3] / 10.0, top).save_dcd(str(tmp_path / "three.dcd"))
+    _, got = _read_all(tmp_path / "three.dcd", top=tmp_path / "pdb1l2y.ent.gz")
+    np.testing.assert_allclose(got, xyz[:3], atol=TOLERANCE[".dcd"])
 
 
 def test_gro_input(tmp_path, l2y):

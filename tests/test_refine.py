@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import mdtraj as md
@@ -465,20 +466,30 @@ def test_refine_resumes_where_it_stopped(trajectory, tmp_path, monkeypatch):
         refine_structure(trajectory, output, overwrite=False, **options)
     monkeypatch.undo()
     assert not output.exists() and (tmp_path / ".out.pdb.progress.json").exists()
+    earlier = json.loads((tmp_path / ".out.pdb.progress.json").read_text())["tallies"]["seconds"]
     with pytest.raises(BackmapInputError, match="an unfinished run of this output was found"):
         refine_structure(trajectory, output, overwrite=False, **options)
     with pytest.raises(BackmapInputError, match="cannot resume: the unfinished run used tolerance_kj_mol_nm = 20.0"):
         refine_structure(trajectory, output, overwrite=False, resume=True, tolerance=10.0, **options)
     counted = []
     monkeypatch.setattr(refine_module.Refiner, "refine", lambda self, *a, **k: counted.append(1) or real(self, *a, **k))
+    started = time.perf_counter()
     resumed = refine_structure(trajectory, output, overwrite=False, resume=True, **options)
+    this_run = time.perf_counter() - started
     assert resumed.resumed_from == 2 and len(counted) == 2 and resumed.summary().endswith("; resumed at frame 2")
+    # the time is the whole refinement's: the stopped run's up to its second frame (its record) and the resumed one's
+    assert earlier > 0 and resumed.seconds_before_resume == earlier
+    assert earlier + 0.5 * this_run < resumed.seconds < earlier + this_run
+    assert f"in {resumed.seconds:.1f} s ({earlier:.1f} s of them before the resume); resumed at frame 2" \
+        in resumed.summary()
     assert output.read_text() == (tmp_path / "whole.pdb").read_text()
     drop = ("seconds",)
     assert [{k: v for k, v in f.items() if k not in drop} for f in resumed.frames] == \
         [{k: v for k, v in f.items() if k not in drop} for f in whole.frames]
     report = json.loads((tmp_path / "out.json").read_text())
     assert [f["frame"] for f in report["frames"]] == [0, 1, 2]
+    assert (report["seconds"], report["seconds_before_resume"], report["resumed_from"]) == \
+        (resumed.seconds, earlier, 2)
     assert not (tmp_path / ".out.pdb.progress.json").exists() and not (tmp_path / ".out.json.partial.json").exists()
     with pytest.raises(BackmapInputError, match="nothing to resume: the output is complete"):
         refine_structure(trajectory, output, overwrite=False, resume=True, **options)
@@ -519,9 +530,9 @@ def test_refine_a_trajectory_with_its_topology(trajectory, tmp_path, capsys):
 
 def test_refine_says_when_completing_a_large_structure_takes_minutes(backmapped, tmp_path, capsys, monkeypatch):
     """From LARGE_STRUCTURE residues the bar would sit at 0 for minutes in OpenMM's addHydrogens: a line says so."""
-    from backmap_plugin.openmm import refine as refine_module
+    from backmap_plugin.openmm import structure
 
-    monkeypatch.setattr(refine_module, "LARGE_STRUCTURE", 20)  # (trp-cage: 20 residues)
+    monkeypatch.setattr(structure, "LARGE_STRUCTURE", 20)  # (trp-cage: 20 residues)
     refine_structure(backmapped, tmp_path / "out.pdb", solvent="vacuum", platform="CPU", maxIterations=1)
     assert "refine: 20 residues: completing the first frame (PDBFixer, hydrogens) takes minutes" in \
         capsys.readouterr().err

@@ -18,8 +18,8 @@ __all__ = ["add_parser", "info_lines", "run_augment", "run_build", "run_info"]
 
 
 _BUILD_NOTES = """sources:
-  a file is read whatever its name; folders are searched recursively for .pdb, .cif, .mmcif, .gro
-  (each also .gz) and .h5 files. Trajectories (.xtc, .dcd, .trr, .nc) hold no topology and are not
+  a file is read whatever its name; folders are searched recursively for .pdb, .ent, .cif, .mmcif
+  (each also .gz), .gro and .h5 files. Trajectories (.xtc, .dcd, .trr, .nc) hold no topology and are not
   read: write the frames with their topology as one multi-model PDB, e.g.
   mdtraj.load(TRAJ, top=TOPOLOGY).save_pdb(FRAMES.pdb), and give that file.
 

@@ -238,8 +238,8 @@ def add_all_atom_input(parser: argparse.ArgumentParser) -> None:
     parser : argparse.ArgumentParser
         The parser to extend.
     """
-    parser.add_argument("input", help="PDB or mmCIF (optionally .gz) or .h5, one or more frames; or a trajectory "
-                                      "(.xtc, .dcd, .trr, .nc) with --top")
+    parser.add_argument("input", help="PDB (.pdb or .ent) or mmCIF (optionally .gz) or .h5, one or more frames; "
+                                      "or a trajectory (.xtc, .dcd, .trr, .nc) with --top")
     parser.add_argument("--top", help="topology of a trajectory input: PDB or mmCIF (its first model) or .h5, the "
                                       "same atoms in the same order (e.g. the first frame written as .pdb)")
 

@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
                     "beads) to all heavy atoms.",
         epilog=_EXAMPLE,
     )
-    p.add_argument("input", help="CG input: PDB, mmCIF, GRO, DCD, XTC, TRR, NetCDF, HDF5")
+    p.add_argument("input", help="CG input: PDB (.pdb or .ent), mmCIF, GRO, DCD, XTC, TRR, NetCDF, HDF5")
     options.add_top(p)
     options.add_output(p, "output file: .pdb, .cif, .dcd, .xtc or .h5")
     options.add_backmap_options(p, model=True)

@@ -49,6 +49,7 @@ from backmap_plugin.force_fields.hps import (
     read_parameter_table,
     set_topology_box,
 )
+from backmap_plugin.io.paths import MMCIF, match_extension
 
 __all__ = [
     "CALVADOS3_FORCE_GROUPS",
@@ -170,7 +171,7 @@ def _open_structure(path):
     opener = gzip.open if lower.endswith(".gz") else open
     try:
         with opener(path, "rt") as handle:
-            if lower.endswith((".cif", ".mmcif", ".cif.gz", ".mmcif.gz")):
+            if match_extension(lower, MMCIF):
                 reader = app.PDBxFile(handle)
             else:
                 reader = app.PDBFile(handle)

@@ -33,6 +33,7 @@ from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.geometry import bond_angle, dihedral
 from backmap_plugin.force_fields.hps import load_hps_parameters
+from backmap_plugin.io.paths import PDB, match_extension
 
 __all__ = [
     "BREAK_DISTANCE",
@@ -104,7 +105,7 @@ def _read_native(pdbfile):
     if not os.path.exists(path):
         raise BackmapInputError(f"{path}: no such file")
     try:
-        traj = md.load_frame(path, 0) if not path.lower().endswith((".pdb", ".pdb.gz")) else md.load(path)[0]
+        traj = md.load_pdb(path)[0] if match_extension(path, PDB) else md.load_frame(path, 0)
     except Exception as exc:  # mdtraj raises many kinds
         raise BackmapInputError(f"{path}: cannot read structure: {exc}") from exc
     names, chain_ids, chain_index, numbers, ca, heavy, heavy_res = [], [], [], [], [], [], []

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 
@@ -48,6 +49,7 @@ from backmap_plugin.openmm.structure import (
     complete_structure,
     create_disulfide_bonds,
     is_hydrogen,
+    large_structure_message,
     positions_to_array,
     read_structure,
     residue_variants,
@@ -259,7 +261,8 @@ def _write_openmm(staging, topology, system, positions) -> None:
 
 
 def export(input_pdb, out_dir, to: str = "gromacs", forcefield="amber14-all.xml", water: str | None = None,
-           overwrite: bool = False, pH: float = 7.0, padding: float = DEFAULT_PADDING) -> ExportResult:
+           overwrite: bool = False, pH: float = 7.0, padding: float = DEFAULT_PADDING,
+           progress: bool = True) -> ExportResult:
     """Write a backmapped structure as a GROMACS or OpenMM simulation system.
 
     Parameters
@@ -289,6 +292,10 @@ def export(input_pdb, out_dir, to: str = "gromacs", forcefield="amber14-all.xml"
         nm. Without water: space between the structure and each box face.
         In both cases periodic images of the structure are at least
         ``2 * padding`` apart.
+    progress : bool
+        Print a line on stderr before completing a structure that takes
+        minutes (:func:`~backmap_plugin.openmm.structure.large_structure_message`),
+        as ``refine`` does.
 
     Returns
     -------
@@ -318,6 +325,9 @@ def export(input_pdb, out_dir, to: str = "gromacs", forcefield="amber14-all.xml"
     _check_out_dir(out_dir, overwrite)
     topology, frames = read_structure(input_pdb)
     ff = _force_field(forcefield, water)
+    large = large_structure_message(topology.getNumResidues(), "export", "the structure")
+    if progress and large:
+        print(large, file=sys.stderr, flush=True)
     topology, positions, n_ss, notes = _with_hydrogens(topology, frames[0], ff, pH)
     if len(frames) > 1:
         notes.append(f"input has {len(frames)} models; exported the first")

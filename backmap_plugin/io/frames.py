@@ -32,9 +32,11 @@ from backmap_plugin.io.loaders import (
 from backmap_plugin.io.paths import (
     LOADED_WHOLE,
     NEEDS_TOPOLOGY,
+    PDB,
     SUPPORTED_INPUT,
     TOPOLOGY_FORMATS,
     check_input_file,
+    match_extension,
 )
 
 #: Frames x atoms a trajectory read holds at most (float32: 12 bytes an atom): a CG system with solvent or a
@@ -136,7 +138,7 @@ class FrameSource:
             n_atoms = topology.n_atoms
 
         self.notes = [note for note in (protonation_note(name) for name in dict.fromkeys([self.top_path, self.path])
-                                        if name is not None and name.lower().endswith((".pdb", ".pdb.gz"))) if note]
+                                        if name is not None and match_extension(name, PDB)) if note]
         self.notes += loaded_notes
         self._clock = None  # (t0, dt) ps of a DCD file whose header gives times
         if self._ext == ".dcd":

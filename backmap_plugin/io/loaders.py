@@ -13,7 +13,7 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
-from backmap_plugin.io.paths import MMCIF
+from backmap_plugin.io.paths import MMCIF, PDB
 from backmap_plugin.io.tpr import load_tpr_topology
 
 
@@ -188,7 +188,8 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
     Parameters
     ----------
     path : str
-        A PDB, mmCIF or GRO file (gzipped where the extension says so).
+        A PDB (:data:`~backmap_plugin.io.paths.PDB`: ``.pdb`` or ``.ent``), mmCIF or GRO file (gzipped
+        where the extension says so).
     ext : str
         Its extension, from :func:`backmap_plugin.io.paths.check_input_file`.
     notes : list, optional
@@ -210,15 +211,15 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
         with warnings.catch_warnings():
             # one warning per residue: the residues are read apart later, with one note (split_merged_residues)
             warnings.filterwarnings("ignore", message=".*two consecutive residues with same number")
-            if ext in (".pdb", ".pdb.gz"):
+            if ext in PDB:
                 return _with_model_boxes(md.load_pdb(path), path)  # (md.load parses a PDB twice)
             if ext == ".gro":
                 return md.formats.gro.load_gro(path)  # md.load reads a GRO file's topology twice
             return md.load(path)
     except Exception as exc:  # mdtraj raises many types; keep its message
-        if ext in (".pdb", ".pdb.gz") and not _pdb_has_atoms(path):
+        if ext in PDB and not _pdb_has_atoms(path):
             raise BackmapInputError(f"{path}: is empty: no ATOM/HETATM records") from exc
-        whole = _pdb_whole_models(path) if ext in (".pdb", ".pdb.gz") else None
+        whole = _pdb_whole_models(path) if ext in PDB else None
         if whole is not None:
             text, note = whole
             with tempfile.TemporaryDirectory() as scratch:

@@ -12,28 +12,29 @@ from typing import Optional
 
 from backmap_plugin.core.errors import BackmapInputError
 
-#: Extensions :func:`backmap_plugin.io.frames.open_frames` reads (lower case;
-#: ``.gz`` only where mdtraj decompresses it itself).
-SUPPORTED_INPUT = (
-    ".pdb", ".pdb.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz", ".gro", ".h5",
-    ".dcd", ".xtc", ".trr", ".nc", ".netcdf",
-)
+#: PDB-format text: ``.pdb`` and wwPDB's name for it, ``.ent`` (``pdb1abc.ent.gz``), each also gzipped. Every
+#: reader of this package takes these names as PDB files.
+PDB = (".pdb", ".pdb.gz", ".ent", ".ent.gz")
 
-#: Extensions :class:`backmap_plugin.io.trajectory.TrajectoryWriter` writes.
-SUPPORTED_OUTPUT = (".pdb", ".cif", ".dcd", ".xtc", ".h5")
+#: mmCIF extensions.
+MMCIF = (".cif", ".cif.gz", ".mmcif", ".mmcif.gz")
 
 #: Input formats that hold coordinates only and need a ``top`` file.
 NEEDS_TOPOLOGY = (".dcd", ".xtc", ".trr", ".nc", ".netcdf")
 
+#: Small single-structure / ensemble formats that are loaded whole.
+LOADED_WHOLE = PDB + MMCIF + (".gro",)
+
+#: Extensions :func:`backmap_plugin.io.frames.open_frames` reads (lower case;
+#: ``.gz`` only where the reader decompresses it itself).
+SUPPORTED_INPUT = LOADED_WHOLE + (".h5",) + NEEDS_TOPOLOGY
+
+#: Extensions :class:`backmap_plugin.io.trajectory.TrajectoryWriter` writes.
+SUPPORTED_OUTPUT = (".pdb", ".cif", ".dcd", ".xtc", ".h5")
+
 #: Input formats that hold a topology and can be passed as ``top`` (``.tpr``
 #: through MDAnalysis, an optional dependency).
-TOPOLOGY_FORMATS = (".pdb", ".pdb.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz", ".gro", ".h5", ".tpr")
-
-#: Small single-structure / ensemble formats that are loaded whole.
-LOADED_WHOLE = (".pdb", ".pdb.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz", ".gro")
-
-#: mmCIF extensions.
-MMCIF = (".cif", ".cif.gz", ".mmcif", ".mmcif.gz")
+TOPOLOGY_FORMATS = LOADED_WHOLE + (".h5", ".tpr")
 
 
 def match_extension(path: str, choices: tuple) -> Optional[str]:

@@ -165,8 +165,8 @@ class ProgressRecord:
             :meth:`backmap_plugin.io.trajectory.TrajectoryWriter.state`.
         tallies : dict, optional
             What the run counted of the frames finished
-            (:meth:`backmap_plugin.api.Backmapper.tallies`), for the summary
-            of the resumed run.
+            (:meth:`backmap_plugin.api.Backmapper.tallies`; ``refine``: its
+            ``seconds`` so far), for the summary of the resumed run.
         """
         payload = {
             "format": RECORD_FORMAT,

@@ -26,16 +26,14 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box
-from backmap_plugin.io.paths import NEEDS_TOPOLOGY, match_extension
+from backmap_plugin.io.paths import MMCIF, NEEDS_TOPOLOGY, PDB, match_extension
 
 __all__ = ["StructureFrames", "open_structure", "STRUCTURE_INPUT", "TRAJECTORY_INPUT"]
 
-#: Files that hold their own topology (PDB and PDBx/mmCIF, also gzipped; HDF5).
-STRUCTURE_INPUT = (".pdb", ".ent", ".cif", ".mmcif", ".h5")
+#: Files that hold their own topology (PDB text, ``.pdb`` or ``.ent``, and PDBx/mmCIF, also gzipped; HDF5).
+STRUCTURE_INPUT = PDB + MMCIF + (".h5",)
 #: Trajectories that need a topology file (``top``: one of :data:`STRUCTURE_INPUT`).
 TRAJECTORY_INPUT = NEEDS_TOPOLOGY
-#: Formats that may be gzipped.
-_GZIPPED = (".pdb", ".ent", ".cif", ".mmcif")
 #: Frames a trajectory read holds at a time.
 READ_CHUNK = 20
 
@@ -47,14 +45,14 @@ def _open_text(path: str):
 
 
 def _kind(path: str) -> str:
-    """The format's extension (``.gz`` left out; only PDB and mmCIF files may be gzipped)."""
-    ext = match_extension(path, STRUCTURE_INPUT + TRAJECTORY_INPUT + tuple(e + ".gz" for e in _GZIPPED))
+    """The format's extension, one of :data:`STRUCTURE_INPUT` or :data:`TRAJECTORY_INPUT`."""
+    ext = match_extension(path, STRUCTURE_INPUT + TRAJECTORY_INPUT)
     if ext is None:
         raise BackmapInputError(
-            f"{path}: unsupported input extension; use .pdb or .cif (optionally .gz), .h5, or a trajectory "
+            f"{path}: unsupported input extension; use .pdb, .ent or .cif (optionally .gz), .h5, or a trajectory "
             f"({', '.join(TRAJECTORY_INPUT)}) with its topology"
         )
-    return ext.removesuffix(".gz")
+    return ext
 
 
 #: Largest change (Angstrom) of a bond inside a residue between a frame and the topology's coordinates (or
@@ -197,7 +195,7 @@ def open_structure(path, top=None) -> StructureFrames:
                                 f"({', '.join(TRAJECTORY_INPUT)})")
     if kind == ".h5":
         return _trajectory(path, None, None, None)
-    if kind in (".pdb", ".ent"):
+    if kind in PDB:
         return _pdb(path)
     topology, frames = _read_whole(path)
     box = topology.getPeriodicBoxVectors()
@@ -215,7 +213,7 @@ def _read_whole(path: str, text: str | None = None):
     """OpenMM's reader on the whole file (or on ``text``): topology and every frame's (N, 3) nm array."""
     from openmm.app import PDBFile, PDBxFile
 
-    reader = PDBxFile if _kind(path) in (".cif", ".mmcif") else PDBFile
+    reader = PDBxFile if _kind(path) in MMCIF else PDBFile
     try:
         with (io.StringIO(text) if text is not None else _open_text(path)) as handle:
             structure = reader(handle)

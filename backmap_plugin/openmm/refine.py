@@ -60,6 +60,7 @@ from backmap_plugin.openmm.structure import (
     complete_structure,
     cysteine_sg,
     heavy_atom_bonds,
+    large_structure_message,
     positions_to_array,
     residue_label,
 )
@@ -78,10 +79,6 @@ __all__ = ["BOND_STRAIN_LIMIT", "CLASH_CUTOFF", "RefinementResult", "Refiner", "
 
 #: Frames of a trajectory that choose its disulfides (:func:`trajectory_disulfides`).
 DISULFIDE_FRAMES = 10
-#: Residues from which ``refine`` says, before it starts, that completing the first frame takes minutes
-#: (OpenMM's ``Modeller.addHydrogens`` minimises the hydrogens it adds: 84 s for 5,233 residues on one core).
-LARGE_STRUCTURE = 2000
-
 #: Heavy-atom clash distance (Angstrom) used in the reports.
 CLASH_CUTOFF = 2.0
 #: A bond longer or shorter than its amber14 equilibrium length by more than
@@ -440,12 +437,18 @@ class RefinementResult:
     frames : list of dict
         Per-frame figures (as in the JSON ``frames`` list).
     seconds : float
-        Wall time.
+        Wall time of the whole refinement: where it continued an interrupted
+        run, that run's time up to its last finished frame (from the
+        progress record) plus this call's.
     platform : str
         OpenMM platform used.
     resumed_from : int
         First frame refined by this call (0 unless it continued an
         interrupted run; the frames before came from that run).
+    seconds_before_resume : float or None
+        The interrupted runs' part of :attr:`seconds` (0 for a refinement
+        not resumed); None where their record does not hold it (one written
+        by an older version), and :attr:`seconds` is then this call's alone.
     notes : list of str
         What the user should know (an input cut short).
     """
@@ -456,6 +459,7 @@ class RefinementResult:
     seconds: float = 0.0
     platform: str = ""
     resumed_from: int = 0
+    seconds_before_resume: float | None = 0.0
     notes: list = field(default_factory=list)
 
     @property
@@ -482,8 +486,16 @@ class RefinementResult:
             + (f" ({apart} frame(s) had SG atoms of them more than {DISULFIDE_CUTOFF:g} A apart, pulled together)"
                if apart else "")
             + f", RMSD shift max {max(shifts):.2f} A -> {self.output} (report {self.report_path}) in "
-            f"{self.seconds:.1f} s" + (f"; resumed at frame {self.resumed_from}" if self.resumed_from else "")
+            f"{self.seconds:.1f} s" + self._resume_said()
         )
+
+    def _resume_said(self) -> str:
+        """What the summary says of a resumed refinement's time."""
+        if not self.resumed_from:
+            return ""
+        if self.seconds_before_resume is None:
+            return f" (this run alone: the earlier run's record holds no time); resumed at frame {self.resumed_from}"
+        return f" ({self.seconds_before_resume:.1f} s of them before the resume); resumed at frame {self.resumed_from}"
 
 
 def _disulfides_apart(topology, xyz_nm: np.ndarray) -> int:
@@ -587,7 +599,10 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
         to the minimiser's floating-point summation order on multi-threaded
         platforms. With ``overwrite`` too: continue where the settings
         match, else start over; without it an unfinished run is refused
-        unless ``resume``.
+        unless ``resume``. The report's ``seconds`` cover the whole
+        refinement: the interrupted run's time up to its last finished frame
+        (kept in the progress record) plus this call's, the first part also
+        given as ``seconds_before_resume``.
 
     Returns
     -------
@@ -616,7 +631,8 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     energy, no heavy-atom clash left, no bond strained beyond
     :data:`BOND_STRAIN_LIMIT`, no chirality inverted and the minimiser
     stopped before the iteration limit), atom counts, ``added_heavy_atoms``, ``disulfides``,
-    ``platform`` and ``seconds``. The energy before refinement includes the
+    ``platform`` and ``seconds``; the report's own ``seconds`` are those of the whole refinement
+    (:attr:`RefinementResult.seconds`), with ``resumed_from`` and ``seconds_before_resume``. The energy before refinement includes the
     freshly built, unminimised hydrogens, so it is often very large.
     """
     from backmap_plugin import __version__
@@ -684,14 +700,12 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
                                         f"is unreadable ({exc}); start over with --overwrite") from exc
             record.remove()
             saved = None
-    writer, done = None, 0
+    writer, done, before = None, 0, 0.0
     result = RefinementResult(output=output, report_path=report)
     bar = tqdm(total=len(source), unit="frame", desc="refine", file=sys.stderr, disable=not progress)
-    n_residues = source.topology.getNumResidues()
-    if progress and n_residues >= LARGE_STRUCTURE:
-        bar.write(f"refine: {n_residues:,} residues: completing the first frame (PDBFixer, hydrogens) takes minutes "
-                  "at this size (about 1.5 min for 5,000 residues on one core) before the first frame is done",
-                  file=sys.stderr)
+    large = large_structure_message(source.topology.getNumResidues(), "refine", "the first frame")
+    if progress and large:
+        bar.write(large, file=sys.stderr)
     try:
         for index, (positions, box, when) in enumerate(source):
             if index < done:  # kept from the run resumed
@@ -700,6 +714,7 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
             new_top, refined, frame_report = refiner.refine(source.topology, positions)
             if writer is None:
                 writer, done = _open_writer(output, md.Topology.from_openmm(new_top), saved, overwrite, record)
+                before = _seconds_before(saved, done)
                 payload["frames"] = earlier[:done]
                 if done:  # the first frame, refined again for its protonation states and template, is kept
                     bar.update(1)
@@ -709,7 +724,7 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
             payload["frames"].append({"frame": index, **frame_report})
             payload["platform"] = refiner.platformName
             write_json(partial_report, payload)
-            record.save(index + 1, writer.frames_written, writer.state())
+            record.save(index + 1, writer.frames_written, writer.state(), {"seconds": _seconds_so_far(before, t0)})
             bar.update(1)
     except BaseException:
         if writer is not None:
@@ -730,13 +745,30 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
     result.frames = payload["frames"]
     result.platform = refiner.platformName or ""
     result.resumed_from = done
-    result.seconds = time.perf_counter() - t0
+    result.seconds = (before or 0.0) + time.perf_counter() - t0
+    result.seconds_before_resume = before
     payload["seconds"] = result.seconds
     payload["resumed_from"] = done
+    payload["seconds_before_resume"] = before
     payload["all_converged"] = result.all_converged
     write_json(report, payload)
     os.remove(partial_report)
     return result
+
+
+def _seconds_before(saved: dict | None, done: int) -> float | None:
+    """Seconds the interrupted runs spent up to their last finished frame, from their progress record (``saved``):
+    0 where none of their frames is kept (``done``), None where the record does not say."""
+    if not done:
+        return 0.0
+    seconds = ((saved or {}).get("tallies") or {}).get("seconds")
+    return None if seconds is None else float(seconds)
+
+
+def _seconds_so_far(before: float | None, t0: float) -> float | None:
+    """The whole refinement's seconds: the interrupted runs' (``before``; None: unknown) and this call's since
+    ``t0``."""
+    return None if before is None else before + time.perf_counter() - t0
 
 
 def trajectory_disulfides(source) -> list:

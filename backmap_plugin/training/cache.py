@@ -100,11 +100,11 @@ CA_BREAK = 4.5
 #: C(i)-N(i+1) distance (Angstrom) above which residues are not bonded.
 PEPTIDE_BREAK = 2.0
 #: File name endings read from source folders: every format :func:`backmap_plugin.io.frames.open_frames`
-#: reads that holds its own topology (PDB, mmCIF, GRO, gzipped where mdtraj reads it so, and HDF5).
+#: reads that holds its own topology (PDB as ``.pdb`` or ``.ent``, mmCIF, GRO, gzipped where read so, and HDF5).
 STRUCTURE_SUFFIXES = LOADED_WHOLE + (".h5",)
 #: File name endings in source folders that are not read but counted in a note: trajectories without
-#: a topology, and wwPDB ``.ent`` files (PDB text under a name the readers do not take).
-UNREAD_SUFFIXES = NEEDS_TOPOLOGY + (".ent", ".ent.gz")
+#: a topology.
+UNREAD_SUFFIXES = NEEDS_TOPOLOGY
 #: How to use a trajectory (which holds no topology) for training: a step that exists.
 TRAJECTORY_ADVICE = (
     "write its frames with their topology as one multi-model PDB, e.g. "
@@ -446,17 +446,11 @@ def scan_sources(sources) -> tuple[list[Path], list[Path]]:
 
 
 def _unread_notes(unread: list[Path]) -> list[str]:
-    """Notes on the files of the source folders that are not read (trajectories, ``.ent``)."""
-    trajectories = [p for p in unread if match_extension(p.name, NEEDS_TOPOLOGY)]
-    ent = [p for p in unread if p not in trajectories]
-    notes = []
-    if trajectories:
-        notes.append(f"{len(trajectories)} trajectory file(s) in the source folders not read (e.g. "
-                     f"{trajectories[0]}): they hold no topology; for each, {TRAJECTORY_ADVICE}")
-    if ent:
-        notes.append(f"{len(ent)} .ent file(s) in the source folders not read (e.g. {ent[0]}): "
-                     "rename them to .pdb (.pdb.gz)")
-    return notes
+    """Notes on the files of the source folders that are not read (trajectories)."""
+    if not unread:
+        return []
+    return [f"{len(unread)} trajectory file(s) in the source folders not read (e.g. {unread[0]}): they hold no "
+            f"topology; for each, {TRAJECTORY_ADVICE}"]
 
 
 def _settings(mapping: str, max_frames: int) -> dict:
@@ -820,8 +814,8 @@ def build_cache(
     ----------
     sources : sequence of str or path-like
         Structure files and folders (searched recursively for the names of
-        :data:`STRUCTURE_SUFFIXES`; trajectories and ``.ent`` files there
-        are counted in a note, see :func:`scan_sources`).
+        :data:`STRUCTURE_SUFFIXES`; trajectories there are counted in a
+        note, see :func:`scan_sources`).
     cache_dir : str or path-like
         Cache folder (created).
     mapping : str
