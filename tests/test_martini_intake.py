@@ -187,6 +187,27 @@ def test_missing_side_chain_bead(tmp_path):
     _fails(_write(tmp_path, lines), "chain A residue TRP 3", "missing SC5", "Martini 3 TRP has beads BB, SC1")
 
 
+def test_missing_backbone_bead(tmp_path):
+    """A residue without its BB bead is named (it raised KeyError: 'BB' before the bead check)."""
+    lines = _pdb_lines(DATA / "cg.pdb")
+    at = [i for i, line in enumerate(lines) if _atom(line)[0] == "BB"][5]
+    name, residue, number = _atom(lines[at])
+    path, out = _write(tmp_path, lines[:at] + lines[at + 1:]), tmp_path / "out.pdb"
+    with pytest.raises(BackmapInputError) as info:
+        backmap(path, out, progress=False)
+    message = str(info.value)
+    for needle in (str(path), f"chain A residue {residue} {number}", "missing BB", "pass the run's own .tpr or .gro"):
+        assert needle in message, f"{needle!r} not in: {message}"
+    assert "convert-tpr" not in message and not out.exists()
+
+
+def test_one_residue_per_bead_says_how_to_make_the_topology(tmp_path):
+    """Every bead a residue of its own, numbered on (gmx convert-tpr -n of GROMACS 2022 writes an index group's
+    .tpr so; backmap's own advice named it): the message says so and names gmx trjconv -dump instead."""
+    lines = [line[:22] + f"{k + 1:4d}" + line[26:] for k, line in enumerate(_pdb_lines(DATA / "cg.pdb"))]
+    _fails(_write(tmp_path, lines), "residues of their own", "convert-tpr -n", "gmx trjconv", "-dump 0")
+
+
 def test_nan_bead_as_martinize2_writes_it(tmp_path):
     """martinize2 writes "nan" for a bead whose atoms its input lacks; the run stops before writing anything."""
     lines = _pdb_lines(DATA / "cg.pdb")
@@ -532,6 +553,31 @@ def test_residues_that_share_a_number_and_name(tmp_path):
     lys = [line[17:27] for line in (tmp_path / "codes.pdb").read_text().splitlines()
            if line.startswith("ATOM") and line[12:16] == " CA " and line[22:26].strip() == "366"]
     assert lys[:2] == ["LYS A 366 ", "LYS A 366A"]
+
+
+def test_a_tpr_of_residues_that_share_a_number_and_name_is_refused(tmp_path):
+    """The .tpr of an .itp whose LYS 366 and 367 share the number 366 (martinize2 -resid input and insertion
+    codes): the .tpr as read numbers residues anew and keeps the .itp's order (sorted by name), so the run is
+    refused, saying to give the .gro (it wrote a scrambled antibody with a note and exit status 0)."""
+    pytest.importorskip("MDAnalysis")
+    gmx = shutil.which("gmx")
+    if gmx is None or not (MARTINI3_DIR / "martini_v3.0.0.itp").exists():
+        pytest.skip("needs gmx and the Martini 3 files in ../shared/data/martini3")
+    itp = [line.replace(" 367 LYS ", " 366 LYS ", 1) for line in (DATA / "protein_0.itp").read_text().splitlines()]
+    assert sum(" 366 LYS" in line for line in itp) == 6
+    (tmp_path / "protein_0.itp").write_text("\n".join(itp) + "\n")
+    for name in ("topol.top", "em.mdp"):
+        shutil.copy(DATA / name, tmp_path / name)
+    env = {"GMXLIB": str(MARTINI3_DIR), "PATH": str(Path(gmx).parent)}
+    subprocess.run([gmx, "grompp", "-f", "em.mdp", "-c", str(DATA / "md.gro"), "-p", "topol.top", "-o", "codes.tpr",
+                    "-maxwarn", "2"], cwd=tmp_path, env=env, capture_output=True, check=True)
+    out = tmp_path / "out.pdb"
+    with pytest.raises(BackmapInputError) as info:
+        backmap(DATA / "md.xtc", out, top=tmp_path / "codes.tpr", progress=False)
+    message = str(info.value)
+    for needle in ("codes.tpr", "LYS61", "martinize2 -resid input", "pass the run's .gro as --top"):
+        assert needle in message, f"{needle!r} not in: {message}"
+    assert not out.exists()
 
 
 def test_residues_that_share_a_number_come_in_the_order_their_beads_are_bonded_in(tmp_path, recwarn):

@@ -156,18 +156,17 @@ class FrameSource:
         topology, merged = split_merged_residues(topology, single_atoms=no_codes)
         if merged:
             first = merged[0]
-            self.notes.append(
-                f"{self.top_path or self.path}: {len(merged)} residue(s) held the atoms of consecutive residues "
-                f"with one number and name (a file without insertion codes), each read as the residues it "
-                f"holds (first: chain {first.chain.chain_id!r} {first.name}{first.resSeq})"
-            )
+            held = (f"{len(merged)} residue(s) held the atoms of consecutive residues with one number and name "
+                    f"(first: chain {first.chain.chain_id!r} {first.name}{first.resSeq})")
             if (self.top_path or "").lower().endswith(".tpr"):
-                self.notes.append(
-                    f"{self.top_path}: a .tpr as read keeps no residue numbers, so residues that shared one in "
-                    "the .itp come in its order; martinize2 -resid input sorts them by name, not in sequence: if "
-                    "the protein has insertion codes, pass the run's .gro as --top instead (it keeps the numbers, "
-                    "and the residues are then put in the order their beads are bonded in)"
+                raise BackmapInputError(
+                    f"{self.top_path}: {held}: residues that shared a number in the .itp (insertion codes, "
+                    "martinize2 -resid input), which a .tpr as read numbers anew and keeps in the .itp's order, "
+                    "sorted by name, not in sequence; pass the run's .gro as --top instead (it keeps the numbers, "
+                    "and residues that share one are put in the order their beads are bonded in)"
                 )
+            self.notes.append(f"{self.top_path or self.path}: {held} (a file without insertion codes), each read "
+                              "as the residues it holds")
         check_duplicate_atoms(topology, self.top_path or self.path)
         self.topology = topology
         self.n_atoms = n_atoms
@@ -193,7 +192,7 @@ class FrameSource:
         if len(protein) and topology.n_atoms > n_atoms:
             hint = (f"; its protein is {len(protein)} atoms" + ("" if protein[0] == 0 else f" from atom {protein[0] + 1}")
                     + ": a trajectory of part of a system needs the topology of that part "
-                    "(e.g. gmx convert-tpr -s md.tpr -n index.ndx, or gmx trjconv -s md.tpr -dump 0 of the same group)")
+                    "(e.g. gmx trjconv -s md.tpr -n index.ndx -dump 0 -o part.gro of the same group)")
         raise BackmapInputError(
             f"atom count mismatch: topology {self.top_path} has {topology.n_atoms} atoms "
             f"but coordinates {self.path} have {n_atoms}{hint}"

@@ -192,6 +192,38 @@ def _check_elnedyn(protein: list, xyz: np.ndarray, source: str) -> None:
         )
 
 
+def _check_beads(protein: list) -> None:
+    """Raise, naming the residue, where a residue's beads are not those Martini 3 gives its type.
+
+    A residue of BB alone followed by one of the same name with side-chain
+    beads alone is a residue cut into one residue per bead (``gmx
+    convert-tpr -n`` of GROMACS 2022 writes every atom of an index group as
+    its own residue): the message says how to make the part's topology
+    instead.
+    """
+    for (_, std, beads, where), (_, next_std, next_beads, _) in zip(protein[:-1], protein[1:]):
+        if list(beads) == ["BB"] and next_std == std and next_beads and "BB" not in next_beads:
+            raise BackmapInputError(
+                f"{where}: the beads of residue {std} are residues of their own (BB, then "
+                f"{', '.join(next_beads)}), as in a .tpr made with gmx convert-tpr -n; make the topology of the "
+                "part with gmx trjconv -s run.tpr -n index.ndx -dump 0 -o part.gro (the group of the trajectory) "
+                "and pass that as --top"
+            )
+    for _, std, beads, where in protein:
+        expected = m3.MARTINI3_BEADS[chem.RESIDUE_INDEX[std]]
+        missing = [b for b in expected if b not in beads]
+        extra = [b for b in beads if b not in expected]
+        if missing or extra:
+            problems = ["missing " + ", ".join(missing)] if missing else []
+            problems += ["extra " + ", ".join(extra)] if extra else []
+            raise BackmapInputError(
+                f"{where}: Martini 3 {std} has beads {', '.join(expected)}; this residue has "
+                f"{', '.join(beads) or 'none'} ({'; '.join(problems)}): the topology is not the Martini 3 model "
+                "of this protein as martinize2 writes it; pass the run's own .tpr or .gro (or martinize2's -x "
+                "structure) as --top"
+            )
+
+
 def _order_shared_numbers(protein: list, xyz: np.ndarray) -> list:
     """Put each run of residues that share a chain and a number in the order their BB beads are bonded in.
 
@@ -346,6 +378,7 @@ def martini_residues(topology: md.Topology, source: str, xyz: np.ndarray | None 
         )
     go_sites += sum(residue.n_atoms for residue, _ in ca_only)
     _check_martini2(protein, source)
+    _check_beads(protein)
     if xyz is not None:
         _check_elnedyn(protein, xyz, source)
     reordered = [] if xyz is None else _order_shared_numbers(protein, xyz)
@@ -360,18 +393,6 @@ def martini_residues(topology: md.Topology, source: str, xyz: np.ndarray | None 
     previous = None
     for i, (residue, std, beads, where) in enumerate(protein):
         expected = m3.MARTINI3_BEADS[chem.RESIDUE_INDEX[std]]
-        missing = [b for b in expected if b not in beads]
-        extra = [b for b in beads if b not in expected]
-        if missing or extra:
-            problems = []
-            if missing:
-                problems.append("missing " + ", ".join(missing))
-            if extra:
-                problems.append("extra " + ", ".join(extra))
-            raise BackmapInputError(
-                f"{where}: Martini 3 {std} has beads {', '.join(expected)}; this residue has "
-                f"{', '.join(beads) or 'none'} ({'; '.join(problems)})"
-            )
         file_id = getattr(residue.chain, "chain_id", None) or ""
         file_id = str(file_id).strip()
         new = previous is None or residue.chain.index != previous.chain.index or bool(restart[i])
