@@ -63,6 +63,8 @@ def test_real_nmr_structure_is_clean(nmr_result):
         assert frame["details"]["missing_oxt"] == [] and frame["details"]["chain_breaks"] == []
     assert nmr_result.passed and nmr_result.failures == []
     assert "PASS" in nmr_result.table()
+    # the energy's model is named (validate's default gbn2 is not refine's default, screened)
+    assert "(energy: amber14-all.xml + implicit/gbn2.xml)" in nmr_result.table().splitlines()
 
 
 def test_mirrored_structure_has_d_residues(nmr_models, tmp_path, capsys):

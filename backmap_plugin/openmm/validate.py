@@ -657,6 +657,8 @@ class ValidationResult:
         lines.append(("summary (mean over frames)" if len(self.frames) > 1 else "summary")
                      + (" beside the reference" if reference is not None else "") + ":")
         lines.append(self.compare(reference))
+        if self.settings.get("force_field") and any(f.get("energy_kj_mol") is not None for f in self.frames):
+            lines.append(f"(energy: {self.settings['force_field']})")
         lines.append("")
         failures = self.failures
         verdict = "PASS" if not failures else f"FAIL ({len(failures)} failing check(s))"
