@@ -8,6 +8,7 @@ in chunks so memory stays bounded.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 import sys
@@ -380,6 +381,39 @@ def _unbonded_by_force_field(springs, records: list[ResidueRecord]) -> np.ndarra
     return same & ~bonded & np.isin(chain[:-1], chains_bonded)
 
 
+#: How a note says to leave the cysteines free (``backmap run --no-disulfides``, ``disulfides=False``).
+_ALL_FREE = "--no-disulfides leaves every cysteine free"
+
+
+def _cystine_bonds(topology, bead_index: np.ndarray, res_type: np.ndarray) -> set | None:
+    """The cysteine pairs whose SC1 beads a Martini 3 topology bonds (martinize2 writes a cystine as an SC1-SC1
+    bond or constraint: a ``.tpr`` holds them, its ``.pdb`` has them as CONECT records).
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+        The CG topology as read.
+    bead_index : numpy.ndarray
+        (R, MAX_BEADS) input atom index of each residue's beads, -1 where it has none
+        (:class:`~backmap_plugin.io.martini.MartiniIntake`).
+    res_type : numpy.ndarray
+        (R,) residue types.
+
+    Returns
+    -------
+    set of tuple of int or None
+        ``(i, j)`` residue indices, ``i < j``; None where the topology bonds
+        no two protein beads at all (a ``.gro``: it does not say).
+    """
+    bonds = np.array([(a.index, b.index) for a, b in topology.bonds], dtype=np.int64).reshape(-1, 2)
+    if not np.isin(bonds, bead_index[bead_index >= 0]).all(1).any():
+        return None
+    cys = np.nonzero(res_type == chem.RESIDUE_INDEX["CYS"])[0]
+    residue_of = dict(zip(bead_index[cys, 1].tolist(), cys.tolist()))
+    return {tuple(sorted((residue_of[a], residue_of[b]))) for a, b in bonds.tolist()
+            if a in residue_of and b in residue_of}
+
+
 class MartiniBeadReader:
     """Martini 3 protein beads of input frames, as :class:`BeadReader` reads one bead per residue.
 
@@ -594,24 +628,26 @@ def default_method(mapping: Mapping, model: str | None = None) -> str:
 
 
 def make_builder(method: str, model: str | None = None, device="cpu", temperature: float | None = None,
-                 samples: int = 1, mapping: Mapping | None = None):
+                 samples: int = 1, mapping: Mapping | None = None, disulfides: bool = True):
     """The builder callable of a method (see :data:`METHODS`).
 
     ``temperature`` None means 0 (one deterministic structure) for one sample per
     frame and 1 (draws from the model) for several. ``model`` None takes the
-    shipped model for ``mapping``'s beads.
+    shipped model for ``mapping``'s beads. ``disulfides`` False: the Martini 3
+    fit leaves every cysteine free (it bonds those whose SC1 beads are close;
+    the other builders bond none, :class:`Backmapper` closes them).
     """
     if method == "ideal":
         if mapping is not None and mapping.name == "martini3":
             from backmap_plugin.build.martini import backmap_martini3
 
-            return backmap_martini3
+            return backmap_martini3 if disulfides else functools.partial(backmap_martini3, disulfides=False)
         return backmap_ideal
     from backmap_plugin.model.method import ModelMethod
 
     if temperature is None:
         temperature = 0.0 if samples == 1 else 1.0
-    return ModelMethod(_model_file(model, mapping), device, temperature)
+    return ModelMethod(_model_file(model, mapping), device, temperature, disulfides=disulfides)
 
 
 @dataclass
@@ -769,7 +805,9 @@ class Backmapper:
         :func:`resolve_mapping`).
     disulfides : bool
         Bond the cysteine pairs whose SG atoms can meet (:meth:`build`); from
-        Martini 3 beads the fit bonds those its beads bond either way.
+        Martini 3 beads those whose SC1 beads are close (the fit bonds them
+        frame by frame, the output topology those of at least half of the
+        leading frames). False leaves every cysteine free.
 
     Attributes
     ----------
@@ -785,9 +823,9 @@ class Backmapper:
         Bead RMSD of every structure :meth:`build` made (the output mapped
         back to beads against the input beads).
     disulfides : dict
-        ``("A CYS 23", "A CYS 88") -> n``: cysteine pairs bonded by :meth:`build`
-        (except from Martini 3 beads, whose fit bonds the pairs the beads
-        bond), in ``n`` structures.
+        ``("A CYS 23", "A CYS 88") -> n``: cysteine pairs of the output
+        topology bonded by :meth:`build` in ``n`` structures (from Martini 3
+        beads: those in which the fit bonded them, their SC1 beads close).
     """
 
     def __init__(
@@ -824,6 +862,7 @@ class Backmapper:
             self.mapping_evidence = (f"Martini 3 protein beads (BB, SC1 ...): {len(records)} residues"
                                      + (f"; left out: {skipped}" if skipped else ""))
             self._reader = MartiniBeadReader(intake)
+            self._topology_cystines = _cystine_bonds(topology, intake.bead_index, self._reader.res_type)
             default_break = BREAK_DISTANCE_MARTINI
         else:
             records, self.report = read_residues(topology, source)
@@ -838,6 +877,7 @@ class Backmapper:
             self.mapping, self.mapping_evidence = resolve_mapping(mapping, records, atom_names, frames, box,
                                                                   source, frame, springs)
             self._reader = BeadReader(records, self.mapping, source, atom_names)
+            self._topology_cystines = None
             default_break = BREAK_DISTANCE_CA if self.mapping.bead_is_ca else BREAK_DISTANCE_OTHER
         method = method or default_method(self.mapping, model)
         if samples > 1 and (method == "ideal" or temperature == 0):
@@ -849,7 +889,7 @@ class Backmapper:
         self.method, self.samples, self.seed = method, samples, seed
         self.device = select_device(device)
         self.source = source
-        self._build = make_builder(method, model, self.device, temperature, samples, self.mapping)
+        self._build = make_builder(method, model, self.device, temperature, samples, self.mapping, disulfides)
         self._chain = np.array([r.chain for r in records])
         self.n_chains = len(np.unique(self._chain))  # (chain ids may repeat: mdtraj writes A-Z, then A again)
         self._labels = [r.label() for r in records]
@@ -979,12 +1019,17 @@ class Backmapper:
         beads = self._reader.beads(np.asarray(xyz, dtype=np.float32))
         # residue of a chosen pair -> others it could bond (the pairing a guess)
         self._disulfide_pairs, self._other_partners = np.zeros((0, 2), dtype=np.int64), {}
+        # Martini 3: the pairs the output bonds (the fit bonds the cysteines its beads bond, frame by frame), and
+        # the leading frames' SC1-SC1 distances of every cysteine pair (for the note)
+        self._bead_pairs, self._bead_distances = np.zeros((0, 2), dtype=np.int64), None
         self._leading = None
-        # (the Martini 3 fit bonds the cysteines its beads bond)
-        if self._disulfides_wanted and self.mapping.name != "martini3":
+        if self._disulfides_wanted and self.mapping.name == "martini3":
+            self._choose_bead_disulfides(self._whole_martini(beads, box, first_index))
+        elif self._disulfides_wanted:
             anchors = self._whole(self._anchors(beads), box, first_index)
             self._disulfide_pairs, self._other_partners = self._choose_disulfides(xyz, first_index, box, anchors)
-        self.topology = self.protein.to_mdtraj(self._topology_disulfides(beads))
+        self.topology = self.protein.to_mdtraj(self._bead_pairs if self.mapping.name == "martini3"
+                                               else self._disulfide_pairs)
 
     def _choose_disulfides(self, frames: np.ndarray, first_index: int, box, anchors: np.ndarray) -> tuple:
         """(P, 2) the cysteine pairs every structure of the run may bond: those bonded in at least half of the
@@ -1027,19 +1072,30 @@ class Backmapper:
         rest_atoms, rest_beads = self._built(xyz[n:], first_index + n, _frames_of(box, n))
         return torch.cat([atoms[:n], rest_atoms]), torch.cat([beads[:n], rest_beads])
 
-    def _topology_disulfides(self, beads: np.ndarray) -> np.ndarray:
-        """(P, 2) the cysteine pairs the output topology bonds: the run's pairs (C-alpha and centre-of-mass
-        beads), or for Martini 3 those whose SC1 beads are bonded in at least
-        :data:`~backmap_plugin.build.disulfides.COMMON_SHARE` of the leading frames (``beads``: theirs, as read)
-        (:func:`~backmap_plugin.build.martini.disulfide_pairs`, as its fit bonds them frame by frame)."""
-        if self.mapping.name != "martini3":
-            return self._disulfide_pairs
+    def _choose_bead_disulfides(self, beads: np.ndarray) -> None:
+        """Martini 3: the output topology bonds the cysteine pairs whose SC1 beads are bonded in at least
+        :data:`~backmap_plugin.build.disulfides.COMMON_SHARE` of the leading frames (``beads``: theirs, made whole
+        as the fit gets them) (:func:`~backmap_plugin.build.martini.disulfide_pairs`, as the fit bonds them frame
+        by frame); every cysteine pair's SC1-SC1 distances there are kept for :meth:`disulfide_note`."""
         from backmap_plugin.build.disulfides import COMMON_SHARE
-        from backmap_plugin.build.martini import disulfide_pairs
+        from backmap_plugin.build.martini import cysteine_bead_distances, disulfide_pairs
 
         pairs, bonded = disulfide_pairs(torch.as_tensor(beads), self.protein)
-        return np.asarray(pairs.cpu().numpy(), dtype=np.int64).reshape(-1, 2)[
+        self._bead_pairs = np.asarray(pairs.cpu().numpy(), dtype=np.int64).reshape(-1, 2)[
             bonded.cpu().numpy().mean(0) >= COMMON_SHARE]
+        self._bead_distances = cysteine_bead_distances(beads, self.protein)
+
+    def _tally_bead_disulfides(self, beads: torch.Tensor, samples: int) -> None:
+        """Count in :attr:`disulfides` the structures in which the Martini 3 fit bonded the output's pairs
+        (``beads``: the frames' beads as the fit got them)."""
+        from backmap_plugin.build.martini import disulfide_pairs
+
+        pairs, bonded = disulfide_pairs(beads, self.protein)
+        frames = dict(zip(map(tuple, pairs.tolist()), bonded.sum(0).tolist()))
+        for a, b in self._bead_pairs.tolist():
+            if frames.get((a, b), 0):
+                key = (self._cysteine(a), self._cysteine(b))
+                self.disulfides[key] = self.disulfides.get(key, 0) + frames[(a, b)] * samples
 
     def _close_disulfides(self, atoms: torch.Tensor, tally: bool) -> torch.Tensor:
         """(F, S, R, N_SLOTS, 3) with the run's cysteine pairs bonded where they can meet
@@ -1052,7 +1108,6 @@ class Backmapper:
                 if count:
                     key = (self._cysteine(a), self._cysteine(b))
                     self.disulfides[key] = self.disulfides.get(key, 0) + count
-            self._structures_built += len(bonded)
         return closed.view_as(atoms)
 
     def tallies(self) -> dict:
@@ -1077,7 +1132,11 @@ class Backmapper:
 
     def disulfide_note(self) -> list[str]:
         """Notes on the disulfides :meth:`build` closed so far, and on cysteines that could have bonded another
-        partner ([] when none)."""
+        partner ([] when none); from Martini 3 beads (once :meth:`build` made a structure), the pairs the output
+        bonds with their SC1-SC1 distances in the leading frames, the pairs left free whose beads come close,
+        and whether the input topology bonds the same pairs."""
+        if self._bead_distances is not None:
+            return self._bead_disulfide_note() if self._structures_built else []
         if not self.disulfides:
             return []
         pairs = ", ".join(f"{a} - {b}"
@@ -1092,7 +1151,64 @@ class Backmapper:
             which = "; ".join(f"{chain} CYS {', '.join(numbers)}" for chain, numbers in by_chain.items())
             notes.append(f"disulfide pairing a guess where cysteines crowd (each of these could bond another of them "
                          f"as well): {which}; compare the pairs closed with the protein's known disulfides "
-                         "(--no-disulfides leaves every cysteine free)")
+                         f"({_ALL_FREE})")
+        return notes
+
+    def _bead_disulfide_note(self) -> list[str]:
+        """:meth:`disulfide_note` from Martini 3 beads."""
+        from backmap_plugin.build.disulfides import COMMON_SHARE
+        from backmap_plugin.build.martini import DISULFIDE_BEAD_DISTANCE as CUTOFF
+        from backmap_plugin.build.martini import DISULFIDE_NEAR_MISS
+
+        every, distance = self._bead_distances
+        n = len(distance)
+        within = (distance < CUTOFF).sum(0)
+        closed = {tuple(p) for p in self._bead_pairs.tolist()}
+        index = {tuple(p): k for k, p in enumerate(every.tolist())}
+
+        def named(pairs) -> str:
+            return ", ".join(f"{self._cysteine(a)} - {self._cysteine(b)}" for a, b in pairs)
+
+        def measured(k: int, extra: str = "") -> str:
+            a, b = every[k]
+            d = distance[:, k]
+            low, high = f"{d.min():.2f}", f"{d.max():.2f}"
+            seen = f"{low} A" if low == high else f"{low}-{high} A"
+            seen += "" if n == 1 else f", {within[k]} of {n}"
+            return f"{named([(a, b)])} ({seen}{extra})"
+
+        where = f"within {CUTOFF:g} A" + ("" if n == 1 else f" in at least {COMMON_SHARE:.0%} of the first {n} frames")
+        shown = "SC1-SC1 distance" + ("" if n == 1 else f" there, frames within {CUTOFF:g} A")
+        notes = []
+        if closed:
+            made = []
+            for pair in sorted(closed):
+                count = self.disulfides.get((self._cysteine(pair[0]), self._cysteine(pair[1])), 0)
+                made.append(measured(index[pair], f"; bonded in {count} of {self._structures_built} structures"
+                                     if count < self._structures_built else ""))
+            notes.append(f"disulfides closed (Martini 3 cysteine pairs whose SC1 beads lie {where}; {shown}): "
+                         + ", ".join(made))
+        bonded = {k for pair in closed for k in pair}
+        near = [k for k in np.argsort(distance.min(0), kind="stable")
+                if distance[:, k].min() < DISULFIDE_NEAR_MISS and not bonded.intersection(every[k].tolist())]
+        if near:
+            notes.append(f"free cysteine pairs whose SC1 beads come within {DISULFIDE_NEAR_MISS:g} A "
+                         f"({shown}): {', '.join(measured(k) for k in near)}: the {CUTOFF:g} A cutoff decided, "
+                         "not the protein's disulfides; compare with its known ones (no option bonds a pair the "
+                         f"cutoff leaves free; {_ALL_FREE})")
+        known = self._topology_cystines
+        if known is not None and closed and known == closed:
+            notes[0] += "; the input topology bonds the same pairs (SC1-SC1)"
+        elif known is not None and closed and not known:
+            notes.append("the input topology bonds no cysteine pair (made without disulfides, e.g. martinize2 -cys "
+                         f"none), but the SC1 bead distance closed {named(sorted(closed))} ({_ALL_FREE})")
+        elif known is not None and known != closed:
+            only_here, only_there = sorted(closed - known), sorted(known - closed)
+            parts = ([f"closed, not in the topology: {named(only_here)}"] if only_here else []) + (
+                [f"in the topology, not closed: {named(only_there)}"] if only_there else [])
+            notes.append(f"the disulfides closed differ from the input topology's cystine bonds (SC1-SC1): "
+                         f"{'; '.join(parts)}; the SC1 bead distance decides, not the topology ({_ALL_FREE}"
+                         + ("; no option bonds a pair)" if only_there else ")"))
         return notes
 
     def _check_bonded_beads(self, anchors: np.ndarray, first_index: int) -> None:
@@ -1152,7 +1268,10 @@ class Backmapper:
         atoms, beads = self._built_again(xyz, first_index, box)
         if len(self._disulfide_pairs):
             atoms = self._close_disulfides(atoms, tally)
+        elif tally and len(self._bead_pairs):
+            self._tally_bead_disulfides(beads, atoms.shape[1])
         if tally:
+            self._structures_built += atoms.shape[0] * atoms.shape[1]
             self.bead_fit.add(atoms, beads, first_index)
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
 
@@ -1322,8 +1441,12 @@ def backmap(
     disulfides : bool
         Bond cysteine pairs whose SG atoms can meet, turning them about their
         CA-CB bonds (:func:`~backmap_plugin.build.disulfides.close_disulfides`),
-        with a note naming them; from Martini 3 beads the pairs the beads bond are bonded either
-        way. A C-alpha trace or centres of mass do not say which cysteines
+        with a note naming them; from Martini 3 beads the pairs whose SC1
+        beads lie within :data:`~backmap_plugin.build.martini.DISULFIDE_BEAD_DISTANCE`
+        in at least half of the leading frames, with a note naming them,
+        their bead distances, the free pairs whose beads come close and
+        whether the input topology bonds the same pairs; False leaves every
+        cysteine free. A C-alpha trace or centres of mass do not say which cysteines
         are bonded: on train crystal structures this bonds 95 % of the
         disulfides, and 13 % of the pairs it bonds are not disulfides there.
 

@@ -258,3 +258,91 @@ def test_a_cystine_knot_keeps_its_free_sulfurs_apart(tmp_path, corpus):
         # centres of mass were paired 26-102 and 57-68 without a word)
         guess = [line for line in engine.disulfide_note() if line.startswith("disulfide pairing a guess")]
         assert len(guess) == 1 and "V CYS 26, 57, 68, 102" in guess[0] and "W CYS 26, 57, 68, 102" in guess[0], guess
+
+
+MARTINI = AA.parent
+
+
+def _martini_note(report: list) -> list:
+    """The lines of a report on Martini 3 disulfides."""
+    return [line for line in report if "disulfide" in line or "cysteine" in line]
+
+
+@pytest.mark.parametrize("top", ["md.gro", "md.tpr"])
+def test_a_martini_run_names_its_disulfides(tmp_path, top):
+    """The real Martini 3 run of 6B0S: the note names the two pairs bonded, their SC1-SC1 distances in the 5
+    leading frames and in how many of them they lie within the cutoff (nothing was said); with the .tpr, whose
+    bonds include martinize2's SC1-SC1 constraints, that the topology bonds the same pairs (the .tpr numbers
+    residues from 1)."""
+    if top.endswith(".tpr"):
+        pytest.importorskip("MDAnalysis")
+    result = backmap(str(MARTINI / "md.xtc"), str(tmp_path / "aa.pdb"), top=str(MARTINI / top), progress=False)
+    first, second = ("CYS 334", "CYS 369"), ("CYS 338", "CYS 374")
+    if top.endswith(".tpr"):
+        first, second = ("CYS 29", "CYS 64"), ("CYS 33", "CYS 69")
+    assert _martini_note(result.report) == [
+        "disulfides closed (Martini 3 cysteine pairs whose SC1 beads lie within 3.5 A in at least 50% of the first 5 "
+        f"frames; SC1-SC1 distance there, frames within 3.5 A): A {first[0]} - A {first[1]} (2.40 A, 5 of 5), "
+        f"A {second[0]} - A {second[1]} (2.39-2.40 A, 5 of 5)"
+        + ("; the input topology bonds the same pairs (SC1-SC1)" if top.endswith(".tpr") else "")]
+
+
+def _without_cystine_bonds(topology: md.Topology) -> md.Topology:
+    """``topology`` less its bonds between cysteine SC1 beads (a martinize2 -cys none model's)."""
+    atoms, bonds = topology.to_dataframe()
+    sc1 = {a.index for a in topology.atoms if a.name == "SC1" and a.residue.name == "CYS"}
+    keep = [b for b in bonds if not {int(b[0]), int(b[1])} <= sc1]
+    assert len(keep) == len(bonds) - 2
+    return md.Topology.from_dataframe(atoms, np.array(keep))
+
+
+def test_martini_near_misses_and_the_topology_are_named(tmp_path):
+    """martinize2's 6B0S beads (cg.pdb, its CONECT records bond the cystines' SC1 beads) with the SC1 bead of CYS369
+    moved to 3.6 A from CYS334's: that pair is left free and named as a near miss, with what can be done; the note
+    says the topology bonds it; a topology without cystine bonds (martinize2 -cys none) is named as bonding none.
+    Nothing is said before a structure is built, nor with disulfides=False."""
+    cg = md.load(str(MARTINI / "cg.pdb"))
+    xyz = cg.xyz * 10.0
+    sc1 = {a.residue.resSeq: a.index for a in cg.topology.atoms if a.name == "SC1" and a.residue.name == "CYS"}
+    away = xyz[0, sc1[369]] - xyz[0, sc1[334]]
+    xyz[0, sc1[369]] = xyz[0, sc1[334]] + away / np.linalg.norm(away) * 3.6
+    closed = ("disulfides closed (Martini 3 cysteine pairs whose SC1 beads lie within 3.5 A; SC1-SC1 distance): "
+              "A CYS 338 - A CYS 374 (2.41 A)")
+    near = ("free cysteine pairs whose SC1 beads come within 4.5 A (SC1-SC1 distance): A CYS 334 - A CYS 369 "
+            "(3.60 A): the 3.5 A cutoff decided, not the protein's disulfides; compare with its known ones (no option "
+            "bonds a pair the cutoff leaves free; --no-disulfides leaves every cysteine free)")
+    engine = Backmapper(cg.topology, xyz, method="ideal", source="cg.pdb")
+    assert engine.disulfide_note() == []
+    engine.build(xyz)
+    assert engine.disulfide_note() == [
+        closed, near,
+        "the disulfides closed differ from the input topology's cystine bonds (SC1-SC1): in the topology, not "
+        "closed: A CYS 334 - A CYS 369; the SC1 bead distance decides, not the topology (--no-disulfides leaves "
+        "every cysteine free; no option bonds a pair)"]
+    assert {(a.residue.resSeq, b.residue.resSeq) for a, b in engine.topology.bonds if a.name == b.name == "SG"} \
+        == {(338, 374)}
+    assert engine.disulfides == {("A CYS 338", "A CYS 374"): 1}
+    engine = Backmapper(_without_cystine_bonds(cg.topology), xyz, method="ideal", source="cg.pdb")
+    engine.build(xyz)
+    assert engine.disulfide_note() == [
+        closed, near,
+        "the input topology bonds no cysteine pair (made without disulfides, e.g. martinize2 -cys none), but the SC1 "
+        "bead distance closed A CYS 338 - A CYS 374 (--no-disulfides leaves every cysteine free)"]
+    free = Backmapper(cg.topology, xyz, method="ideal", source="cg.pdb", disulfides=False)
+    free.build(xyz)
+    assert free.disulfide_note() == [] and free.disulfides == {}
+
+
+@pytest.mark.parametrize("method", ["model", "ideal"])
+def test_martini_beads_without_disulfides_leave_cysteines_free(tmp_path, method):
+    """disulfides=False (backmap run --no-disulfides) from Martini 3 beads: no S-S bond in the output, and the fit
+    does not pull the SG atoms onto one (the option did nothing there: both disulfides bonded, SSBOND written)."""
+    out = tmp_path / "free.pdb"
+    result = backmap(str(MARTINI / "md.xtc"), str(out), top=str(MARTINI / "md.gro"), method=method, progress=False,
+                     disulfides=False)
+    assert _martini_note(result.report) == [] and "SSBOND" not in out.read_text()
+    traj = md.load(str(out))
+    assert not [b for b in traj.topology.bonds if b[0].name == b[1].name == "SG"]
+    sg = {a.residue.resSeq: a.index for a in traj.topology.atoms if a.name == "SG"}
+    length = md.compute_distances(traj, [(sg[334], sg[369]), (sg[338], sg[374])]) * 10.0
+    assert np.abs(length - chem.BOND_SG_SG).min() > 0.2, length

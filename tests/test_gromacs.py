@@ -136,6 +136,17 @@ def test_export_solvated_to_gromacs_runs_in_gromacs(fixture_pdb, tmp_path):
     assert math.isfinite(_grompp_and_mdrun(tmp_path / "wet", coulomb="PME")["Potential"])
 
 
+def test_solvated_export_counts_the_protein_chains(fixture_pdb, tmp_path):
+    """With water, the line counts the structure's residues and chains, and the waters and ions apart (OpenMM puts
+    the water and the ions in chains of their own: trp-cage came out '... residues in 3 chain(s)')."""
+    result = export(fixture_pdb, tmp_path / "wet", to="openmm", water="tip3p", padding=0.5)
+    assert f"(20 residues in 1 chain(s), {result.n_waters} waters, 1 ions, box " in result.summary()
+    assert (result.n_residues, result.n_chains, result.n_ions) == (20, 1, 1)  # trp-cage is +1: one Cl-
+    model = md.load_topology(str(tmp_path / "wet" / "model.pdb"))
+    assert model.n_residues == 20 + result.n_waters + 1 and model.n_chains == 3
+    assert ", vacuum, box" in export(fixture_pdb, tmp_path / "dry", to="openmm").summary()
+
+
 def test_export_to_openmm_loads_and_has_finite_energy(fixture_pdb, tmp_path):
     import openmm
     from openmm.app import PDBFile

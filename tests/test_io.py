@@ -628,6 +628,21 @@ def test_tpr_topology_matches_the_gro(tmp_path):
     np.testing.assert_array_equal(next(iter(tpr)).xyz, next(iter(gro)).xyz)
 
 
+def test_tpr_topology_has_the_bonds_of_the_run(tmp_path):
+    """A .tpr topology carries the run's bonds and constraints, as martinize2's .pdb its CONECT records: the real
+    Martini 3 run of 6B0S (tests/data/martini3) holds its two cystines as SC1-SC1 constraints (it had no bonds)."""
+    pytest.importorskip("MDAnalysis", reason="the gromacs extra (MDAnalysis) is not installed")
+    tpr = loaders.load_topology(str(DATA / "martini3" / "md.tpr"), ".tpr")
+    pdb = md.load_topology(str(DATA / "martini3" / "cg.pdb"))
+    assert tpr.n_bonds > 169  # the protein's bonds, its elastic network, its constraints (not those of W, NA, CL)
+
+    def cystines(topology):
+        return sorted((a.index, b.index) for a, b in topology.bonds
+                      if a.name == b.name == "SC1" and a.residue.name == b.residue.name == "CYS")
+
+    assert len(cystines(tpr)) == 2 and cystines(tpr) == cystines(pdb)
+
+
 def test_tpr_without_mdanalysis_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "MDAnalysis", None)  # import fails as if not installed
     with pytest.raises(BackmapInputError, match=r"topol_ca.tpr: reading .tpr files needs MDAnalysis: "

@@ -279,6 +279,13 @@ def test_martini3_simulation_topology(tmp_path):
     assert tally["BB"]["median"] == pytest.approx(np.sqrt((miss[:, 0] ** 2).mean()), abs=1e-4)
     assert tally["SC"]["median"] == pytest.approx(np.sqrt((miss[:, 1:][exists[:, 1:]] ** 2).mean()), abs=1e-4)
     assert len(reporter._engine.bead_fit.frames) == 3
+    # its notes name the disulfides as backmap run does (chosen from the first batch, 2 frames; the topology's
+    # bonds, from cg.pdb's CONECT records, hold the same pairs), and it counts them in every structure written
+    assert [note for note in reporter.notes if "disulfide" in note or "cysteine" in note] == [
+        "disulfides closed (Martini 3 cysteine pairs whose SC1 beads lie within 3.5 A in at least 50% of the first 2 "
+        "frames; SC1-SC1 distance there, frames within 3.5 A): A CYS 334 - A CYS 369 (2.39 A, 2 of 2), A CYS 338 - "
+        "A CYS 374 (2.41 A, 2 of 2); the input topology bonds the same pairs (SC1-SC1)"]
+    assert reporter.disulfides == {("A CYS 334", "A CYS 369"): 3, ("A CYS 338", "A CYS 374"): 3}
 
 
 def test_molecules_cut_by_the_box_are_made_whole(tmp_path):

@@ -238,6 +238,9 @@ TILT_BIAS = 0.5
 #: crystal structures (SG-SG below 2.5 A) put their SC1 beads 1.3-2.8 A apart (99 % below 2.7); two free
 #: cysteines of a train MD trajectory (prolif water_m2, C278/C282, SG 3.5-7.1 A apart) came within 4.3 A.
 DISULFIDE_BEAD_DISTANCE = 3.5
+#: Cysteine pairs left free whose SC1 beads come closer than this (Angstrom) are named in the run's note, as near
+#: misses of :data:`DISULFIDE_BEAD_DISTANCE` (the free cysteines above came within 4.3 A).
+DISULFIDE_NEAR_MISS = 4.5
 DISULFIDE_WEIGHT = 10.0
 #: CB(i)-SG(j) across a disulfide: S-S 2.04, CB-SG 1.81 Angstrom, CB-SG-SG 104 degrees
 #: (:data:`~backmap_plugin.core.chemistry.BOND_SG_SG`, :data:`~backmap_plugin.core.chemistry.ANGLE_CB_SG_SG`).
@@ -245,12 +248,38 @@ CB_SG_SS = 3.04
 _SG = chem.RESIDUES["CYS"].atoms.index("SG")
 
 
+def cysteine_bead_distances(beads, protein: ProteinTopology) -> tuple[np.ndarray, np.ndarray]:
+    """SC1-SC1 distances of every cysteine pair, frame by frame (what :func:`disulfide_pairs` decides on).
+
+    Parameters
+    ----------
+    beads : torch.Tensor or numpy.ndarray
+        (F, R, MAX_BEADS, 3), Angstrom.
+    protein : ProteinTopology
+
+    Returns
+    -------
+    pairs : numpy.ndarray
+        (P, 2) int64 residue indices of the cysteine pairs, first residue
+        first, in residue order.
+    distance : numpy.ndarray
+        (F, P) float64 SC1-SC1 distances, Angstrom.
+    """
+    cys = np.nonzero(protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
+    beads = beads.detach().cpu().numpy() if isinstance(beads, torch.Tensor) else np.asarray(beads)
+    sc1 = beads[:, cys, 1].astype(np.float64)
+    i, j = np.triu_indices(len(cys), 1)
+    pairs = np.stack([cys[i], cys[j]], 1).astype(np.int64).reshape(-1, 2)
+    return pairs, np.linalg.norm(sc1[:, i] - sc1[:, j], axis=-1).reshape(len(sc1), len(pairs))
+
+
 def disulfide_pairs(beads: torch.Tensor, protein: ProteinTopology) -> tuple[torch.Tensor, torch.Tensor]:
     """Cysteine pairs bonded in some frame, and in which frames.
 
     In each frame, pairs whose SC1 beads lie closer than
     :data:`DISULFIDE_BEAD_DISTANCE` are bonded, closest first, each cysteine
-    once, so a frame's disulfides depend on its beads alone.
+    once, so a frame's disulfides depend on its beads alone
+    (:func:`cysteine_bead_distances`).
 
     Parameters
     ----------
@@ -265,21 +294,18 @@ def disulfide_pairs(beads: torch.Tensor, protein: ProteinTopology) -> tuple[torc
     bonded : torch.Tensor
         (F, P) bool: the pair is bonded in the frame.
     """
-    cys = np.nonzero(protein.res_type == chem.RESIDUE_INDEX["CYS"])[0]
-    sc1 = beads[:, cys, 1].detach().cpu().numpy().astype(np.float64)
-    i, j = np.triu_indices(len(cys), 1)
-    d = np.linalg.norm(sc1[:, i] - sc1[:, j], axis=-1)  # (F, pairs)
+    every, d = cysteine_bead_distances(beads, protein)  # (F, pairs)
     close = d < DISULFIDE_BEAD_DISTANCE
     keep = np.nonzero(close.any(0))[0]
     bonded = np.zeros((len(d), len(keep)), dtype=bool)
     for f in range(len(d)):
         taken = set()
         for k in np.argsort(d[f, keep], kind="stable"):
-            a, b = int(cys[i[keep[k]]]), int(cys[j[keep[k]]])
+            a, b = (int(x) for x in every[keep[k]])
             if close[f, keep[k]] and a not in taken and b not in taken:
                 taken.update((a, b))
                 bonded[f, k] = True
-    pairs = np.stack([cys[i[keep]], cys[j[keep]]], 1).astype(np.int64).reshape(-1, 2)
+    pairs = every[keep].reshape(-1, 2)
     return torch.as_tensor(pairs, device=beads.device), torch.as_tensor(bonded, device=beads.device)
 
 
@@ -765,7 +791,7 @@ def tilt_side_chains(atoms: torch.Tensor, beads: torch.Tensor, protein: ProteinT
 
 
 def backmap_martini3(beads: torch.Tensor, protein: ProteinTopology, mapping=None, samples: int = 1,
-                     seeds=None) -> torch.Tensor:
+                     seeds=None, disulfides: bool = True) -> torch.Tensor:
     """All heavy atoms fitted to Martini 3 protein beads.
 
     Parameters
@@ -786,6 +812,9 @@ def backmap_martini3(beads: torch.Tensor, protein: ProteinTopology, mapping=None
         Copies per frame (the method is deterministic).
     seeds : array, optional
         Per-frame seeds (unused: deterministic).
+    disulfides : bool
+        Bond the cysteine pairs whose SC1 beads are close, frame by frame
+        (:func:`disulfide_pairs`); False leaves every cysteine free.
 
     Returns
     -------
@@ -797,10 +826,11 @@ def backmap_martini3(beads: torch.Tensor, protein: ProteinTopology, mapping=None
     All frames are fitted at once (a residue of a frame holds about 30 KB
     while it is fitted); a frame's result does not depend on the others.
     """
-    return fit_to_beads(beads, protein)[:, None].expand(-1, samples, -1, -1, -1)
+    return fit_to_beads(beads, protein, disulfides=disulfides)[:, None].expand(-1, samples, -1, -1, -1)
 
 
-def fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Tensor | None = None) -> torch.Tensor:
+def fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Tensor | None = None,
+                 disulfides: bool = True) -> torch.Tensor:
     """Heavy atoms (F, R, N_SLOTS, 3) fitted to Martini 3 beads, from the BB beads or from a built structure.
 
     Without ``start`` this is the whole fit of the module docstring
@@ -820,20 +850,26 @@ def fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Ten
     start : torch.Tensor, optional
         (F, R, N_SLOTS, 3) heavy atoms in ideal geometry (N, CA, C, O and
         the side chains).
+    disulfides : bool
+        Bond the cysteine pairs whose SC1 beads are close, frame by frame
+        (:func:`disulfide_pairs`); False leaves every cysteine free.
     """
     # the joint fit differentiates: tensors made in inference mode (a model's output) are copied out of it
     with torch.inference_mode(False):
-        return _fit_to_beads(beads.clone(), protein, None if start is None else start.clone())
+        return _fit_to_beads(beads.clone(), protein, None if start is None else start.clone(), disulfides)
 
 
-def _fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Tensor | None) -> torch.Tensor:
+def _fit_to_beads(beads: torch.Tensor, protein: ProteinTopology, start: torch.Tensor | None,
+                  bond_cysteines: bool) -> torch.Tensor:
     dtype = beads.dtype
     exists = torch.as_tensor(m3.BEAD_EXISTS[protein.res_type], device=beads.device)
     beads = torch.where(exists[..., None], beads, torch.zeros((), dtype=beads.dtype, device=beads.device))
     beads = beads.to(FIT_DTYPE)
     target = beads[..., 1:, :]
     layout = protein.backbone_layout
-    disulfides = disulfide_pairs(beads, protein)
+    disulfides = disulfide_pairs(beads, protein) if bond_cysteines else (  # (no pair, in no frame)
+        torch.zeros((0, 2), dtype=torch.int64, device=beads.device),
+        torch.zeros((len(beads), 0), dtype=torch.bool, device=beads.device))
     rt = torch.as_tensor(protein.res_type, device=beads.device)
     with torch.no_grad():
         if start is None:

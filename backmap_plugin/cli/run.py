@@ -45,8 +45,8 @@ def add_parser(subparsers) -> None:
              "centres of mass can be); giving it also builds chains that are mostly breaks",
     )
     p.add_argument("--no-disulfides", action="store_true",
-                   help="leave cysteines free; by default cysteine pairs whose SG atoms can meet are bonded, with a "
-                        "note naming them")
+                   help="leave cysteines free; by default cysteine pairs whose SG atoms can meet are bonded (from "
+                        "Martini 3 beads: whose SC1 beads lie within 3.5 A), with a note naming them")
     options.add_overwrite(p, "replace an existing output (or start an unfinished run over)")
     options.add_resume(p)
     p.add_argument("--json", metavar="PATH", help="also write the run summary as JSON to PATH")

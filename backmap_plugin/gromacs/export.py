@@ -80,10 +80,13 @@ class ExportResult:
         ``gromacs`` or ``openmm``.
     files : list of str
         Paths of the written files.
-    n_atoms, n_residues, n_chains : int
-        Size of the exported system (hydrogens, water and ions included).
-    n_waters : int
-        Water molecules added.
+    n_atoms : int
+        Atoms of the exported system (hydrogens, water and ions included).
+    n_residues, n_chains : int
+        Residues and chains of the structure (the protein; the water and
+        ions added are not counted: OpenMM puts them in chains of their own).
+    n_waters, n_ions : int
+        Water molecules and ions added.
     n_disulfides : int
         Disulfide bonds.
     box : tuple of float
@@ -102,10 +105,11 @@ class ExportResult:
     n_disulfides: int
     box: tuple
     notes: list = field(default_factory=list)
+    n_ions: int = 0
 
     def summary(self) -> str:
         """One line for the terminal."""
-        water = f", {self.n_waters} waters" if self.n_waters else ", vacuum"
+        water = f", {self.n_waters} waters, {self.n_ions} ions" if self.n_waters else ", vacuum"
         box = " x ".join(f"{v:.2f}" for v in self.box)
         return (
             f"exported {self.n_atoms} atoms ({self.n_residues} residues in {self.n_chains} chain(s){water}, "
@@ -334,17 +338,18 @@ def export(input_pdb, out_dir, to: str = "gromacs", forcefield="amber14-all.xml"
     xyz, box = box_around(positions_to_array(positions), padding)
     topology.setPeriodicBoxVectors(np.diag(box) * unit.nanometer)
     positions = array_to_positions(xyz)
-    n_waters = 0
+    n_residues, n_chains = topology.getNumResidues(), topology.getNumChains()
+    n_waters = n_ions = 0
     if water is not None:
         modeller = Modeller(topology, positions)
-        n_before = modeller.topology.getNumResidues()
         # OpenMM's padding is the smallest distance between periodic images of
         # the solute (box width = its diameter + padding): 2 * padding matches
         # the vacuum box
         modeller.addSolvent(ff, model=WATER_MODELS[water][1], padding=2.0 * padding * unit.nanometer,
                             neutralize=True)
         topology, positions = modeller.topology, modeller.positions
-        n_waters = sum(1 for r in topology.residues() if r.index >= n_before and r.name == "HOH")
+        n_waters = sum(1 for r in topology.residues() if r.index >= n_residues and r.name == "HOH")
+        n_ions = topology.getNumResidues() - n_residues - n_waters
         box = np.diag(positions_to_array(topology.getPeriodicBoxVectors()))
     system = _create_system(ff, topology, periodic=water is not None, flexible=to == "gromacs")
     _check_out_dir(out_dir, overwrite)  # again: it may have appeared meanwhile
@@ -363,9 +368,10 @@ def export(input_pdb, out_dir, to: str = "gromacs", forcefield="amber14-all.xml"
         to=to,
         files=files,
         n_atoms=topology.getNumAtoms(),
-        n_residues=topology.getNumResidues(),
-        n_chains=topology.getNumChains(),
+        n_residues=n_residues,
+        n_chains=n_chains,
         n_waters=n_waters,
+        n_ions=n_ions,
         n_disulfides=n_ss,
         box=tuple(float(v) for v in box),
         notes=notes,

@@ -24,7 +24,10 @@ def load_tpr_topology(path: str) -> md.Topology:
     """Topology of a GROMACS run input (.tpr) read with MDAnalysis.
 
     One chain per molecule, split further where the molecule's chain ids
-    change; chains get ids A ... Z, a ... z, 0 ... 9 in turn.
+    change; chains get ids A ... Z, a ... z, 0 ... 9 in turn. The bonds are
+    the file's bonds and constraints (as MDAnalysis reads them), as a
+    ``.pdb`` from martinize2 has them in CONECT records (a Martini 3 run's
+    cystines are SC1-SC1 constraints).
 
     Parameters
     ----------
@@ -35,7 +38,7 @@ def load_tpr_topology(path: str) -> md.Topology:
     -------
     mdtraj.Topology
         Atoms with their names, residue names and numbers; elements where
-        the file has known ones.
+        the file has known ones; bonds.
 
     Raises
     ------
@@ -74,4 +77,8 @@ def load_tpr_topology(path: str) -> md.Topology:
             residue_index = resindices[i]
             residue = topology.add_residue(str(resnames[i]), chain, resSeq=int(resids[i]))
         topology.add_atom(str(names[i]), _element_or_none(elements[i]), residue, serial=i + 1)
+    bonds = atoms.bonds.indices.tolist() if hasattr(atoms, "bonds") else []
+    added = list(topology.atoms)
+    for a, b in bonds:
+        topology.add_bond(added[a], added[b])
     return topology

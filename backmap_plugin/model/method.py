@@ -45,12 +45,18 @@ class ModelMethod:
         Sampling temperature of the discrete choices; 0 gives one
         deterministic structure, the one of least expected error (see
         ``mode`` of :meth:`~backmap_plugin.model.vae.BackmapVAE.sample_candidates`).
+    disulfides : bool
+        From Martini 3 beads: bond the cysteine pairs whose SC1 beads are
+        close, frame by frame (:func:`~backmap_plugin.build.martini.fit_to_beads`);
+        False leaves every cysteine free. (Other beads: the caller closes
+        disulfides, :class:`~backmap_plugin.api.Backmapper`.)
     """
 
-    def __init__(self, path: str | None, device, temperature: float = 1.0):
+    def __init__(self, path: str | None, device, temperature: float = 1.0, disulfides: bool = True):
         self.model = load_model(path, device)
         self.path = path or "(shipped)"
         self.temperature = temperature
+        self.disulfides = disulfides
 
     def __call__(self, beads: torch.Tensor, protein: ProteinTopology, mapping: Mapping, samples: int, seeds) -> torch.Tensor:
         """(F, R, 3) C-alpha beads -> (F, samples, R, N_SLOTS, 3); frame f sample s seeded by (seeds[f], s).
@@ -154,7 +160,7 @@ class ModelMethod:
             cost = cost + BEAD_WEIGHT * candidate_bead_miss(backbone, ics, protein, beads, weight, mapping, present)
             best = cost.argmin(1)[:, None, :, None, None].expand(-1, 1, -1, *ics.shape[3:])
             start = build_side_chains(backbone, protein, torch.gather(ics, 1, best)[:, 0])
-            per_sample.append(fit_to_beads(beads, protein, start=start))
+            per_sample.append(fit_to_beads(beads, protein, start=start, disulfides=self.disulfides))
         return torch.stack(per_sample, 1)
 
     def _martini_trace(self, beads: torch.Tensor, protein: ProteinTopology, dense: list) -> torch.Tensor:
