@@ -930,6 +930,7 @@ class Backmapper:
         self.bead_fit = BeadFit(self.mapping, self.protein)
         self.disulfides: dict = {}  # (label, label) -> structures in which the pair was bonded
         self._structures_built = 0
+        self._evened = None  # [structures, short peptides, largest move in A] of traces evened (Backmapper.notes)
         self._disulfides_wanted = disulfides
         self.choose_disulfides(frames, frame, box)
 
@@ -994,12 +995,21 @@ class Backmapper:
         _check_close_beads(self._anchors(beads), self.protein, self.source, first_index)
         self._check_bonded_beads(self._anchors(beads), first_index)
         beads = torch.as_tensor(beads, device=self.device)
+        trace = self._even_trace(beads)[0] if self.mapping.bead_is_ca else beads
         seeds = self.seed * 1_000_003 + first_index + np.arange(len(beads))
         per_pass = max(1, RESIDUES_PER_PASS // self.protein.n_residues)
         with torch.no_grad():
-            atoms = torch.cat([self._build(beads[k : k + per_pass], self.protein, self.mapping, self.samples,
+            atoms = torch.cat([self._build(trace[k : k + per_pass], self.protein, self.mapping, self.samples,
                                            seeds[k : k + per_pass]) for k in range(0, len(beads), per_pass)])
         return atoms, beads
+
+    def _even_trace(self, beads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """C-alpha beads (F, R, 3) with the frames whose bonds fluctuate brought to peptide distances, and those
+        frames (F,) (:func:`~backmap_plugin.build.ideal.even_noisy_traces`)."""
+        from backmap_plugin.build.ideal import even_noisy_traces
+
+        same = torch.as_tensor(self.protein.segment[1:] == self.protein.segment[:-1], device=beads.device)
+        return even_noisy_traces(beads, same)
 
     def choose_disulfides(self, xyz: np.ndarray, first_index: int = 0, box=None) -> None:
         """Choose the cysteine pairs of the run, and with them :attr:`topology`, from these leading frames.
@@ -1113,7 +1123,8 @@ class Backmapper:
     def tallies(self) -> dict:
         """What :meth:`build` counted so far (bead RMSDs, disulfides closed), for :meth:`restore_tallies`."""
         return {"bead_fit": self.bead_fit.state(), "structures_built": self._structures_built,
-                "disulfides": [[a, b, n] for (a, b), n in self.disulfides.items()]}
+                "disulfides": [[a, b, n] for (a, b), n in self.disulfides.items()],
+                "evened": self._evened}
 
     def restore_tallies(self, tallies: dict | None, before_frame: int, whole: bool) -> None:
         """Take back an interrupted run's :meth:`tallies` of the input frames before ``before_frame``; its
@@ -1123,12 +1134,44 @@ class Backmapper:
         self.bead_fit.restore(tallies["bead_fit"], before_frame)
         if whole:
             self._structures_built += tallies["structures_built"]
+            self._evened = _merge_evened(self._evened, tallies.get("evened"))
             for a, b, n in tallies["disulfides"]:
                 self.disulfides[(a, b)] = self.disulfides.get((a, b), 0) + n
 
     def _cysteine(self, k: int) -> str:
         """Residue ``k`` as disulfides are named, e.g. ``A CYS 23``."""
         return f"{self.protein.chain_ids[k] or '?'} {self.protein.names[k]} {self.protein.res_seq[k]}"
+
+    def _tally_evened(self, beads: torch.Tensor, samples: int) -> None:
+        """Count the structures built on traces :meth:`_even_trace` evened, the peptides among them whose beads
+        were close enough for the builders to make them cis, and the largest move of a bead."""
+        from backmap_plugin.build.backbone import MIN_PEPTIDE_LENGTH, NOISY_CIS_LENGTH
+
+        evened, noisy = self._even_trace(beads)
+        if bool(noisy.any()):
+            distance = torch.linalg.vector_norm(beads[noisy, 1:] - beads[noisy, :-1], dim=-1)
+            same = torch.as_tensor(self.protein.segment[1:] == self.protein.segment[:-1], device=beads.device)
+            short = same & (distance >= NOISY_CIS_LENGTH) & (distance < MIN_PEPTIDE_LENGTH)
+            moved = torch.linalg.vector_norm(evened[noisy] - beads[noisy], dim=-1)
+            now = [int(noisy.sum()) * samples, int(short.sum()) * samples, float(moved.max())]
+            self._evened = _merge_evened(self._evened, now)
+
+    def notes(self) -> list[str]:
+        """Notes on what :meth:`build` did so far: the disulfides (:meth:`disulfide_note`), and the C-alpha traces
+        whose bonds fluctuate that it evened ([] when none)."""
+        from backmap_plugin.build.backbone import MIN_PEPTIDE_LENGTH, NOISY_CIS_LENGTH, NOISY_TRACE_SPREAD
+
+        notes = self.disulfide_note()
+        if self._evened:
+            count, short, largest = self._evened
+            notes.append(
+                f"{count} of {self._structures_built} structure(s) built on C-alpha beads whose bonded distances "
+                f"spread more than {NOISY_TRACE_SPREAD:g} A (a coarse-grained simulation's bonds fluctuate; atoms' "
+                f"do not): the beads moved (at most {largest:.2f} A) to the 3.8 A peptides hold C-alpha atoms at "
+                f"(cis peptides where closer than {NOISY_CIS_LENGTH:g} A)"
+                + (f"; {short} peptide(s) whose beads were {NOISY_CIS_LENGTH:g}-{MIN_PEPTIDE_LENGTH:g} A apart built "
+                   "trans, not cis" if short else ""))
+        return notes
 
     def disulfide_note(self) -> list[str]:
         """Notes on the disulfides :meth:`build` closed so far, and on cysteines that could have bonded another
@@ -1273,7 +1316,16 @@ class Backmapper:
         if tally:
             self._structures_built += atoms.shape[0] * atoms.shape[1]
             self.bead_fit.add(atoms, beads, first_index)
+            if self.mapping.bead_is_ca:
+                self._tally_evened(beads, atoms.shape[1])
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
+
+
+def _merge_evened(a: list | None, b: list | None) -> list | None:
+    """Two tallies ``[structures, short peptides, largest move]`` of :meth:`Backmapper.notes` as one."""
+    if not a or not b:
+        return a or b
+    return [a[0] + b[0], a[1] + b[1], max(a[2], b[2])]
 
 
 def _frames_of(box, start: int):
@@ -1547,7 +1599,7 @@ def backmap(
             n_segments=int(protein.segment.max()) + 1,
             n_atoms=protein.n_atoms,
             seconds=time.perf_counter() - t0,
-            report=source.notes + engine.report + engine.disulfide_note(),
+            report=source.notes + engine.report + engine.notes(),
             method=engine.method,
             mapping=engine.mapping.name,
             mapping_evidence=engine.mapping_evidence,

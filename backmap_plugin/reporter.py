@@ -229,7 +229,7 @@ class BackmapReporter:
             skipped = [f"{self._file}: {len(self._skipped)} frame(s) left out, their beads closer than any two of a "
                        f"protein (the CG model lets beads overlap; first: report {index}, {time:g} ps)"]
         return self._notes + skipped + ([] if self._engine is None else list(self._engine.report)
-                                        + self._engine.disulfide_note())
+                                        + self._engine.notes())
 
     @property
     def topology(self):

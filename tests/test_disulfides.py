@@ -155,7 +155,8 @@ def test_a_trajectory_gets_one_set_of_disulfides(tmp_path, trace):
     from backmap_plugin.openmm.refine import refine_structure
 
     ca = md.load(str(trace))
-    noise = np.random.default_rng(1).normal(0.0, 0.012, (12, ca.n_atoms, 3)).astype(np.float32)  # nm
+    # (frames that differ a little, as an all-atom trajectory's C-alpha atoms do; not a CG run's fluctuating bonds)
+    noise = np.random.default_rng(1).normal(0.0, 0.002, (12, ca.n_atoms, 3)).astype(np.float32)  # nm
     frames = md.Trajectory(ca.xyz + noise, ca.topology)
     frames.save_pdb(str(tmp_path / "noisy.pdb"))
     result = backmap(tmp_path / "noisy.pdb", tmp_path / "aa.pdb", progress=False)
@@ -171,8 +172,12 @@ def test_a_trajectory_gets_one_set_of_disulfides(tmp_path, trace):
         assert made <= BONDED
     # a later frame with one pair apart: refine (bonds from the first frame) says so
     two = out[:2]
-    cys = [a.index for a in two.topology.atoms if a.name == "SG" and a.residue.resSeq == 334][0]
-    two.xyz[1, cys] += np.array([0.25, 0.0, 0.0], dtype=np.float32)
+    ca_, cb, sg = (two.topology.select(f"resSeq 334 and name {name}")[0] for name in ("CA", "CB", "SG"))
+    axis = (two.xyz[1, cb] - two.xyz[1, ca_]) / np.linalg.norm(two.xyz[1, cb] - two.xyz[1, ca_])
+    arm = two.xyz[1, sg] - two.xyz[1, cb]  # SG turned -120 degrees about CA-CB (chi1, bonds kept), from its partner
+    along = axis * (arm @ axis)
+    turned = along + (arm - along) * np.cos(-2.1) + np.cross(axis, arm) * np.sin(-2.1)
+    two.xyz[1, sg] = two.xyz[1, cb] + turned
     two.save_pdb(str(tmp_path / "two.pdb"))
     refined = refine_structure(str(tmp_path / "two.pdb"), str(tmp_path / "two_ref.pdb"), platform="CPU",
                                progress=False)

@@ -215,3 +215,26 @@ def test_plane_turns_reach_their_targets_and_restrain_n_ca_c(trpcage):
 
     held = dict(off, angle=bb.turn_planes_towards(ca, off, layout, protein.res_type, truth, 100.0, 0.0))
     assert n_ca_c_rms(held) < 0.8 * n_ca_c_rms(dofs)
+
+
+def test_noisy_traces_are_evened_exact_ones_kept():
+    """A trace whose bonds fluctuate as a CG simulation's (3.83 +- 0.17 A) is brought to 3.8 A between bonded
+    C-alpha atoms, a pair closer than 3.1 A to the cis length; an all-atom structure's trace is left as it is."""
+    truth = torch.as_tensor(load_truth(frames=slice(0, 2))[1][:, :, chem.SLOT_CA], dtype=torch.float64)
+    same = torch.ones(truth.shape[1] - 1, dtype=torch.bool)
+    kept, noisy = ideal.even_noisy_traces(truth, same)
+    assert not noisy.any() and torch.equal(kept, truth)
+    noise = torch.as_tensor(np.random.default_rng(3).normal(0.0, 0.1, truth.shape))
+    shaken = truth + noise
+    axis = shaken[:, 8] - shaken[:, 7]
+    shaken[:, 8:] -= (axis * (1 - 3.3 / axis.norm(dim=-1, keepdim=True)))[:, None]  # a bond 3.3 A: built cis before
+    shaken[1, 12:] -= (shaken[1, 12] - shaken[1, 11]) * (1 - 2.95 / (shaken[1, 12] - shaken[1, 11]).norm())  # cis
+    assert bb.noisy_traces(shaken, same).all()
+    evened, noisy = ideal.even_noisy_traces(shaken, same)
+    distance = (evened[:, 1:] - evened[:, :-1]).norm(dim=-1)
+    assert noisy.all()
+    cis = torch.zeros_like(distance, dtype=torch.bool)
+    cis[1, 11] = True
+    assert torch.allclose(distance[~cis], torch.full_like(distance[~cis], chem.BOND_CA_CA_TRANS), atol=0.02)
+    assert abs(float(distance[1, 11]) - bb.CIS_PEPTIDE["length"]) < 0.02
+    assert float((evened - shaken).norm(dim=-1).max()) < 0.6

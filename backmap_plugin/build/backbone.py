@@ -80,6 +80,45 @@ CIS_PEPTIDE = _peptide_unit(0.0, chem.ANGLE_CA_C_N_CIS, chem.ANGLE_C_N_CA_CIS)
 """Rigid cis peptide (built where CA-CA is shorter than MIN_PEPTIDE_LENGTH)."""
 
 
+#: C-alpha traces whose bonded C-alpha atoms lie 3.4-4.3 Angstrom apart with a robust spread (1.4826 times the
+#: median absolute deviation) above this are brought to the distances rigid peptides hold them at before building
+#: (:func:`~backmap_plugin.build.ideal.even_noisy_traces`): a coarse-grained simulation's bonds fluctuate (a HPS /
+#: CALVADOS run: 0.17 A), an all-atom trajectory's C-alpha atoms less (train MD frames: median 0.058), a crystal
+#: structure's least (median 0.022; 13 of 150 above 0.05; NMR models 0.012, up to 0.10). On the C-alpha traces of 5
+#: train MD trajectories, evened: heavy-atom RMSD 1.468 -> 1.469 A, angle outliers 8.7 -> 0.9 per frame; with
+#: 0.17 A of noise added: 1.509 -> 1.507 A, 153 -> 0.9 angle outliers, 0.4 -> 0 cis non-proline peptides.
+NOISY_TRACE_SPREAD = 0.05
+#: In such traces a peptide is cis only where its C-alpha atoms are closer than this (Angstrom), not
+#: MIN_PEPTIDE_LENGTH: a fluctuating bond reaches 3.3-3.4 A now and then (0.5 % of a HPS run's bonds, each built
+#: cis), 3.1 A about once in 80,000; a Go model's native cis peptide sits near 2.95. Cis peptides of train crystal
+#: structures: X-Pro 2.71-3.27 A (458), others 2.59-3.40 (60; 44 below 3.1), trans 3.34 and up.
+NOISY_CIS_LENGTH = 3.1
+#: Bonded C-alpha pairs a frame needs for its spread to be judged.
+_MIN_SPREAD_PAIRS = 5
+
+
+def noisy_traces(ca: torch.Tensor, same_segment: torch.Tensor) -> torch.Tensor:
+    """(F,) bool: the frames of traces ``ca`` (F, R, 3) whose bonded C-alpha distances (``same_segment``, (R - 1,)
+    bool) from :data:`MIN_PEPTIDE_LENGTH` to 4.3 Angstrom spread more than :data:`NOISY_TRACE_SPREAD` (robust
+    standard deviation) among at least five pairs: a coarse-grained simulation's beads."""
+    distance = torch.linalg.vector_norm(ca[:, 1:] - ca[:, :-1], dim=-1)
+    usual = same_segment[None, :] & (distance >= MIN_PEPTIDE_LENGTH) & (distance <= 4.3)
+    centred = torch.where(usual, distance, torch.nan)
+    median = torch.nanmedian(centred, dim=1, keepdim=True).values
+    spread = 1.4826 * torch.nanmedian((centred - median).abs(), dim=1).values
+    return (usual.sum(1) >= _MIN_SPREAD_PAIRS) & (spread > NOISY_TRACE_SPREAD)
+
+
+def noisy_trace_lengths(ca: torch.Tensor) -> torch.Tensor:
+    """(F, R - 1, 1): the CA(i)-CA(i+1) distance at which each peptide of noisy traces ``ca`` (F, R, 3) is held:
+    the cis length (:data:`CIS_PEPTIDE`) where its C-alpha atoms are closer than :data:`NOISY_CIS_LENGTH`, 3.8
+    Angstrom (trans) elsewhere."""
+    distance = torch.linalg.vector_norm(ca[:, 1:] - ca[:, :-1], dim=-1, keepdim=True)
+    cis = torch.tensor(CIS_PEPTIDE["length"], dtype=ca.dtype, device=ca.device)
+    return torch.where(distance < NOISY_CIS_LENGTH, cis, torch.tensor(chem.BOND_CA_CA_TRANS, dtype=ca.dtype,
+                                                                      device=ca.device))
+
+
 def peptide_lengths(ca: torch.Tensor, res_type: np.ndarray) -> torch.Tensor:
     """CA(i)-CA(i+1) distance (F, R - 1, 1) at which each peptide of traces ``ca`` (F, R, 3) is held.
 

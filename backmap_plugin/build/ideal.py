@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from backmap_plugin.build import relax
-from backmap_plugin.build.backbone import build_backbone, fit_backbone
+from backmap_plugin.build.backbone import build_backbone, fit_backbone, noisy_trace_lengths, noisy_traces
 from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, ideal_internal
@@ -474,3 +474,27 @@ def backmap_ideal(beads: torch.Tensor, protein: ProteinTopology, mapping: Mappin
 
         atoms = settle_on_beads(kept, protein, beads, lambda x: mapping.bead_positions(x, present, protein.res_type))
     return atoms[:, None].expand(-1, samples, -1, -1, -1)
+
+
+def even_noisy_traces(ca: torch.Tensor, same_segment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """C-alpha traces (F, R, 3) with the frames whose bonds fluctuate brought to the distances peptides hold C-alpha
+    atoms at, and those frames (F,).
+
+    The frames are :func:`~backmap_plugin.build.backbone.noisy_traces`'s (a
+    coarse-grained simulation's beads, or an all-atom trajectory's C-alpha
+    atoms); :func:`constrain_trace` moves their bonded C-alpha atoms to
+    :func:`~backmap_plugin.build.backbone.noisy_trace_lengths`.
+
+    Rigid peptides on C-alpha atoms 3.3-4.3 Angstrom apart give strained
+    angles and twisted planes, and the builders make a peptide cis wherever
+    its C-alpha atoms are closer than
+    :data:`~backmap_plugin.build.backbone.MIN_PEPTIDE_LENGTH`: a bond of a
+    fluctuating trace reaches that now and then. Other frames are returned
+    as they are.
+    """
+    noisy = noisy_traces(ca, same_segment)
+    if not bool(noisy.any()):
+        return ca, noisy
+    ca = ca.clone()
+    ca[noisy] = constrain_trace(ca[noisy], same_segment, length=noisy_trace_lengths(ca[noisy]))
+    return ca, noisy
