@@ -489,6 +489,23 @@ def check_beads(beads: np.ndarray, protein: ProteinTopology, source: str, first_
     _check_close_beads(beads, protein, source, first_frame)
 
 
+#: Factors by which coordinates are too small or too large that are read as nm and Angstrom mixed up (ten times).
+_TEN_TIMES = (8.0, 12.5)
+
+
+def _scale_hint(median: float) -> str:
+    """What the median bead spacing ``median`` (Angstrom; outside :data:`_BEAD_SPACING_RANGE`) says of the unit: ten
+    times off (nm and Angstrom mixed up), else the factor measured against 3.8 A (reduced units: a bond of 1 in
+    Lennard-Jones units is 3.8 times too small)."""
+    factor = chem.BOND_CA_CA_TRANS / median if median > 0 else float("inf")
+    small = factor > 1
+    times = factor if small else 1.0 / factor
+    if _TEN_TIMES[0] <= times <= _TEN_TIMES[1]:
+        return f"ten times too {'small (nm written as Angstrom?)' if small else 'large (Angstrom written as nm?)'}"
+    why = "reduced units (bonds of 1 in Lennard-Jones units?)" if small else "another unit?"
+    return f"{times:.1f} times too {'small' if small else 'large'}: {why}; scale them to Angstrom"
+
+
 def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame: int = 0) -> None:
     """Reject traces that cannot be backmapped, naming file, frame, chain and residue.
 
@@ -523,10 +540,9 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
         median = float(np.median(spacing))
         low, high = _BEAD_SPACING_RANGE
         if median < low or median > high:
-            hint = "ten times too small (nm written as Angstrom?)" if median < low else "ten times too large?"
             raise BackmapInputError(
                 f"{source}: frame {frame}: median distance between consecutive beads is "
-                f"{median:.2f} Angstrom, expected about 3.8: coordinates look {hint}"
+                f"{median:.2f} Angstrom, expected about 3.8: coordinates look {_scale_hint(median)}"
             )
     _check_close_beads(beads[None], protein, source, frame)
 
@@ -867,8 +883,12 @@ class Backmapper:
         else:
             records, self.report = read_residues(topology, source)
             if not records:
+                unknown = sorted({r.name for r in topology.residues
+                                  if r.name.strip().upper() in chem.UNKNOWN_AMINO_ACID})
+                hint = (f": residues named {', '.join(unknown)} do not say their amino acid; "
+                        f"{chem.SEQUENCE_FROM_NAMES}") if unknown else ""
                 raise BackmapInputError(f"{source}: no protein residues found"
-                                        + (f" ({'; '.join(self.report)})" if self.report else ""))
+                                        + (f" ({'; '.join(self.report)})" if self.report else "") + hint)
             if len(records) == 1:
                 one = records[0]
                 raise BackmapInputError(f"{source}: one residue in all (chain {one.chain_id or '?'} residue {one.name} "
