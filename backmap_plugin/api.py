@@ -1567,7 +1567,7 @@ def backmap(
             n_segments=int(protein.segment.max()) + 1,
             n_atoms=protein.n_atoms,
             seconds=time.perf_counter() - t0,
-            report=source.notes + engine.report + engine.disulfide_note(),
+            report=source.notes + engine.report + engine.disulfide_note() + writer.notes,
             method=engine.method,
             mapping=engine.mapping.name,
             mapping_evidence=engine.mapping_evidence,

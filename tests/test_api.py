@@ -511,6 +511,23 @@ def test_chain_cut_by_a_triclinic_box_is_made_whole(tmp_path, trp):
     np.testing.assert_allclose(out.xyz[0] - shift, ref.xyz[0], atol=2e-3)
 
 
+def test_a_huge_box_is_left_out_of_a_pdb_output_with_a_note(tmp_path, trp):
+    """A DCD of one chain in a 1e4 nm box (a run made all but non-periodic) backmapped to .pdb: the box does not fit
+    the CRYST1 record, so the output has none and the run says so (the file could not be read again); .cif keeps
+    it."""
+    huge = md.Trajectory(trp["ca"].xyz[:2], trp["ca"].topology, unitcell_lengths=np.full((2, 3), 1e4),
+                         unitcell_angles=np.full((2, 3), 90.0))
+    huge.save_dcd(str(tmp_path / "huge.dcd"))
+    result = backmap(str(tmp_path / "huge.dcd"), str(tmp_path / "aa.pdb"), top=str(trp["pdb"]), method="ideal",
+                     progress=False)
+    assert any("does not fit the PDB CRYST1 record" in note for note in result.report)
+    out = md.load(str(tmp_path / "aa.pdb"))
+    assert out.n_frames == 2 and out.unitcell_vectors is None
+    backmap(str(tmp_path / "huge.dcd"), str(tmp_path / "aa.cif"), top=str(trp["pdb"]), method="ideal",
+            progress=False)
+    np.testing.assert_allclose(md.load(str(tmp_path / "aa.cif")).unitcell_lengths[0], 1e4, rtol=1e-6)
+
+
 def test_chains_of_a_complex_stay_together_across_the_box(tmp_path, trp):
     """Two chains in contact (trp-cage cut in two), wrapped into a small box: each is made whole and the second
     is gathered to the first, so the output is the complex, not two chains a box vector apart."""

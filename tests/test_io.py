@@ -361,6 +361,28 @@ def test_pdb_layout_ter_model_end_no_conect(tmp_path, l2y):
     assert not any(line.startswith(("MODEL", "ENDMDL")) for line in one) and one[-1] == "END"
 
 
+def test_pdb_box_too_large_for_cryst1_is_left_out_with_a_note(tmp_path, l2y):
+    """A box of 100,000 A or more (HOOMD / LAMMPS runs of one chain in a huge box) overflowed the CRYST1 columns
+    and no reader could parse the file: its CRYST1 record is left out, with a note; 99,999 A still fits."""
+    top, xyz = l2y
+    boxes = np.stack([np.eye(3) * 99999.0, np.eye(3) * 1e5, np.eye(3) * 1e6]).astype(np.float32)
+    path = tmp_path / "huge_box.pdb"
+    with TrajectoryWriter(path, top) as writer:
+        writer.write(xyz[:3], box=boxes)
+    assert len(writer.notes) == 1
+    assert "does not fit the PDB CRYST1 record" in writer.notes[0] and "first in frame 1" in writer.notes[0]
+    assert "100000 x 100000 x 100000 A" in writer.notes[0] and ".cif" in writer.notes[0]
+    cryst1 = [line for line in path.read_text().splitlines() if line.startswith("CRYST1")]
+    assert cryst1 == ["CRYST199999.00099999.00099999.000  90.00  90.00  90.00 P 1           1"]
+    got = md.load(str(path))  # (it raised: could not convert string to float: '000  90')
+    assert got.n_frames == 3
+    np.testing.assert_allclose(got.xyz * 10.0, xyz[:3], atol=1.5e-3)
+    with TrajectoryWriter(tmp_path / "one.pdb", top) as writer:  # a single structure
+        writer.write(xyz[:1], box=boxes[2:])
+    assert len(writer.notes) == 1 and "CRYST1" not in (tmp_path / "one.pdb").read_text()
+    md.load(str(tmp_path / "one.pdb"))
+
+
 def test_cif_repeated_chain_ids_keep_chain_boundaries(tmp_path, l2y):
     top, xyz = l2y
     two = _two_chain_topology(top, chain_ids=("A", "A"))
