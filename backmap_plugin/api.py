@@ -562,6 +562,10 @@ MAX_BROKEN_FRACTION = 0.2
 MIN_BROKEN_PAIRS = 5
 #: Chain breaks between residues whose numbers run on that a note names (it counts the rest).
 MAX_BREAKS_NAMED = 5
+#: Beads farther apart than this many times the mapping's default break distance are no stretched bond: a note
+#: advises no ``--break-distance`` that would bond them (wrapped beads of a trajectory without its box lie a box
+#: length apart, 51-74 A in a 55 A box: the note advised a break distance above 74 A).
+MAX_STRETCH_ADVISED = 2.0
 #: Inputs of at least this many residues, all of one type, get a note (CG programs that name every bead alike).
 HOMOPOLYMER_NOTE_LENGTH = 10
 
@@ -583,10 +587,34 @@ def _frames_said(first: int, n_frames: int) -> str:
     return f"in frame {first}" if n_frames == 1 else f"(median of frames {first}-{first + n_frames - 1})"
 
 
+def _break_advice(distance: np.ndarray, break_distance: float, default_break: float, boxed: bool) -> str:
+    """What to make of chain breaks ``distance`` (Angstrom) apart: a ``--break-distance`` above them bonds those up
+    to :data:`MAX_STRETCH_ADVISED` times the mapping's ``default_break``; beads farther apart are no bond that any
+    break distance should make (wrapped by a periodic box the input does not give, unless ``boxed``; molecules
+    numbered on)."""
+    far_from = MAX_STRETCH_ADVISED * default_break
+    far = distance > far_from
+    near = distance[~far]
+    if not far.any():
+        return f"a --break-distance above those distances (now {break_distance:g} A) bonds them"
+    advice = [f"a --break-distance above {near.max():.1f} A (now {break_distance:g} A) bonds those closer than "
+              f"{far_from:g} A"] if len(near) else []
+    if far.any():
+        why = "molecules numbered on, or a broken frame" if boxed else (
+            "coordinates wrapped into a periodic box that the input does not give (give a trajectory with its "
+            "boxes, a --top with the box: CRYST1 in P 1, .gro; or unwrap it first), or molecules numbered on")
+        advice.append(f"{int(far.sum())} of them {'is' if far.sum() == 1 else 'are'} more than {far_from:g} A "
+                      f"apart, farther than bonded beads stretch, which no --break-distance should bond: {why}")
+    return "; ".join(advice)
+
+
 def _consecutive_break_notes(protein: ProteinTopology, chain: np.ndarray, distance: np.ndarray, first: int,
-                             n_frames: int, break_distance: float, apart: np.ndarray | None = None) -> list:
+                             n_frames: int, break_distance: float, apart: np.ndarray | None = None,
+                             default_break: float | None = None, boxed: bool = False) -> list:
     """Notes naming the chain breaks between residues whose numbers run on (``distance``: (R - 1,) between
-    consecutive beads), at most :data:`MAX_BREAKS_NAMED` of them, those the force field decided (``apart``) apart."""
+    consecutive beads), at most :data:`MAX_BREAKS_NAMED` of them, with what to make of them (:func:`_break_advice`;
+    ``default_break``: the mapping's default break distance, ``break_distance`` when None; ``boxed``: the frames
+    have periodic boxes); those the force field decided (``apart``) apart."""
     notes = []
     if apart is not None and apart.any():
         where = np.nonzero(apart)[0]
@@ -598,9 +626,9 @@ def _consecutive_break_notes(protein: ProteinTopology, chain: np.ndarray, distan
     if len(broken):
         named = ", ".join(f"{_pair_label(protein, i)} ({distance[i]:.1f} A)" for i in broken[:MAX_BREAKS_NAMED])
         more = f" and {len(broken) - MAX_BREAKS_NAMED} more" if len(broken) > MAX_BREAKS_NAMED else ""
+        advice = _break_advice(distance[broken], break_distance, default_break or break_distance, boxed)
         notes.append(f"chain broken where residue numbers run on, beads farther apart than bonded ones "
-                     f"{_frames_said(first, n_frames)}: {named}{more}; a --break-distance above those distances "
-                     f"(now {break_distance:g} A) bonds them")
+                     f"{_frames_said(first, n_frames)}: {named}{more}; {advice}")
     return notes
 
 
@@ -611,20 +639,22 @@ def _pair_label(protein: ProteinTopology, i: int) -> str:
 
 def _check_chains_hold_together(distance: np.ndarray, protein: ProteinTopology, chain: np.ndarray, source: str,
                                 first_frame: int, n_frames: int, break_distance: float,
-                                apart: np.ndarray | None = None) -> None:
+                                apart: np.ndarray | None = None, boxed: bool = True) -> None:
     """Refuse chains that fall apart (``distance``: (R - 1,) between consecutive beads): more than
     :data:`MAX_BROKEN_FRACTION` of their consecutive residues (numbers that do not skip; not those the force field
     bonds not, ``apart``) are breaks (a topology of another system with the same number of beads, scrambled
-    residues)."""
+    residues; unless ``boxed``, beads wrapped into a periodic box that the input does not give)."""
     broken, n_pairs = _breaks_where_numbers_run_on(protein, chain, apart)
     n_broken = int(broken.sum())
     if n_broken >= MIN_BROKEN_PAIRS and n_broken > MAX_BROKEN_FRACTION * n_pairs:
         i = int(np.nonzero(broken)[0][0])
+        wrapped = "" if boxed else (", or are its beads wrapped into a periodic box that the input does not give: "
+                                    "give the box, a --top with it (CRYST1 in P 1, .gro), or unwrap them")
         raise BackmapInputError(
             f"{source}: {n_broken} of the {n_pairs} consecutive residues of the chains lie farther apart than bonded "
             f"ones {_frames_said(first_frame, n_frames)} (first: {protein.labels[i]} and {protein.labels[i + 1]}, "
             f"{distance[i]:.1f} A): these coordinates do not fit the topology (is it another system's, are its "
-            f"residues out of order, or are its bonds stretched?); pass --break-distance (default here "
+            f"residues out of order, or are its bonds stretched{wrapped}?); pass --break-distance (default here "
             f"{break_distance:g} A) to build the pieces anyway"
         )
 
@@ -937,7 +967,7 @@ class Backmapper:
         if self.mapping.name == "com":  # (C-alpha atoms and BB beads across a gap lie too far apart to bond)
             self.report += _numbering_gap_notes(records, spacing, limits, break_distance, self.protein.segment)
         self.report += _consecutive_break_notes(self.protein, self._chain, spacing, frame, len(leading),
-                                                break_distance, ff_apart)
+                                                break_distance, ff_apart, default_break, box is not None)
         names = set(self.protein.names)
         if len(names) == 1 and self.protein.n_residues >= HOMOPOLYMER_NOTE_LENGTH:
             self.report.append(f"every one of the {self.protein.n_residues} residues is {names.pop()}: if the CG "
@@ -946,7 +976,7 @@ class Backmapper:
         check_trace(beads, self.protein, source, frame)
         if default_break_used:
             _check_chains_hold_together(spacing, self.protein, self._chain, source, frame, len(leading),
-                                        break_distance, ff_apart)
+                                        break_distance, ff_apart, box is not None)
         self.bead_fit = BeadFit(self.mapping, self.protein)
         self.disulfides: dict = {}  # (label, label) -> structures in which the pair was bonded
         self._structures_built = 0

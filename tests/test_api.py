@@ -511,6 +511,41 @@ def test_chain_cut_by_a_triclinic_box_is_made_whole(tmp_path, trp):
     np.testing.assert_allclose(out.xyz[0] - shift, ref.xyz[0], atol=2e-3)
 
 
+def test_a_trajectory_without_a_box_takes_the_topology_box(tmp_path, trp):
+    """A DCD written without a unit cell (catdcd, mdconvert from a LAMMPS dump) whose beads are wrapped into the box
+    of the --top PDB (CRYST1, P 1): the chain is made whole in that box, with a note that it is taken to be
+    constant (the chain was cut into pieces a box length apart, and the note advised a --break-distance above
+    them). Without a box anywhere, the note advises no break distance that long and says why."""
+    ca = trp["ca"]
+    a = 2.0  # nm: the chain is cut in three places
+    wrapped = np.mod(ca.xyz[:3] + 0.65, a)
+    md.Trajectory(wrapped, ca.topology).save_dcd(str(tmp_path / "nocell.dcd"))
+    md.Trajectory(ca.xyz[:1], ca.topology, unitcell_lengths=[[a, a, a]], unitcell_angles=[[90.0] * 3]).save_pdb(
+        str(tmp_path / "boxed.pdb"))
+    result = backmap(str(tmp_path / "nocell.dcd"), str(tmp_path / "aa.pdb"), top=str(tmp_path / "boxed.pdb"),
+                     method="ideal", progress=False)
+    assert result.n_segments == 1
+    assert any("nocell.dcd gives no periodic box: every frame takes the box of" in note
+               and "(20.0 x 20.0 x 20.0 A)" in note and "constant" in note for note in result.report)
+    out = md.load(str(tmp_path / "aa.pdb"))
+    ca_out = out.xyz[:, out.topology.select("name CA")] * 10.0
+    assert np.linalg.norm(np.diff(ca_out, axis=1), axis=-1).max() < 4.2
+    np.testing.assert_allclose(out.unitcell_lengths, a, atol=1e-4)  # the box taken is the one written
+    # the same frames with a topology that has no box: pieces, and no advice to bond beads a box length apart
+    ca[0].save_pdb(str(tmp_path / "nobox.pdb"))
+    result = backmap(str(tmp_path / "nocell.dcd"), str(tmp_path / "pieces.pdb"), top=str(tmp_path / "nobox.pdb"),
+                     method="ideal", progress=False)
+    assert result.n_segments > 1
+    note = next(note for note in result.report if note.startswith("chain broken where residue numbers run on"))
+    assert "a --break-distance above those distances" not in note
+    assert "no --break-distance should bond" in note and "wrapped into a periodic box" in note
+    # cut in more places than a chain breaks: refused, naming the box as a cause
+    md.Trajectory(np.mod(ca.xyz[:3], a), ca.topology).save_dcd(str(tmp_path / "cut_often.dcd"))
+    with pytest.raises(BackmapInputError, match="wrapped into a periodic box that the input does not give"):
+        backmap(str(tmp_path / "cut_often.dcd"), str(tmp_path / "refused.pdb"), top=str(tmp_path / "nobox.pdb"),
+                method="ideal", progress=False)
+
+
 def test_a_huge_box_is_left_out_of_a_pdb_output_with_a_note(tmp_path, trp):
     """A DCD of one chain in a 1e4 nm box (a run made all but non-periodic) backmapped to .pdb: the box does not fit
     the CRYST1 record, so the output has none and the run says so (the file could not be read again); .cif keeps

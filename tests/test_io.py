@@ -157,6 +157,39 @@ def test_box_in_angstrom(tmp_path, l2y):
     np.testing.assert_allclose(chunks[0].box, np.broadcast_to(np.eye(3) * 50.0, (3, 3, 3)), atol=1e-4)
 
 
+def test_frames_without_a_box_take_a_simulation_box_of_the_topology(tmp_path, l2y):
+    """A DCD without a unit cell takes the box of its --top: a .gro's, a PDB's CRYST1 in P 1 (as MD programs write
+    it), for every frame, with one note; not a crystal's unit cell (another space group), and not where the
+    frames have boxes of their own."""
+    top, xyz = l2y
+    md.Trajectory(xyz[:3] / 10.0, top).save_dcd(str(tmp_path / "nocell.dcd"))
+    boxed = md.Trajectory(xyz[:1] / 10.0, top, unitcell_lengths=[[5.0, 6.0, 7.0]], unitcell_angles=[[90.0] * 3])
+    boxed.save_pdb(str(tmp_path / "top.pdb"))
+    boxed.save_gro(str(tmp_path / "top.gro"))
+    for name in ("top.pdb", "top.gro"):
+        source = open_frames(tmp_path / "nocell.dcd", top=tmp_path / name, chunk=2)
+        chunks = list(source)
+        assert [len(c.box) for c in chunks] == [2, 1]
+        np.testing.assert_allclose(np.concatenate([c.box for c in chunks]),
+                                   np.broadcast_to(np.diag([50.0, 60.0, 70.0]), (3, 3, 3)), atol=1e-3)
+        assert [note for note in source.notes if "gives no periodic box" in note] == [
+            f"{tmp_path / 'nocell.dcd'} gives no periodic box: every frame takes the box of {tmp_path / name} "
+            "(50.0 x 60.0 x 70.0 A), in which chains cut by its faces are made whole; this takes the box to be "
+            "constant (a constant-volume run): frames of a constant-pressure run need their own boxes in the "
+            "trajectory"]
+    text = (tmp_path / "top.pdb").read_text()
+    assert "P 1 " in text
+    (tmp_path / "crystal.pdb").write_text(text.replace("P 1          ", "P 21 21 21   "))
+    source = open_frames(tmp_path / "nocell.dcd", top=tmp_path / "crystal.pdb")
+    assert all(c.box is None for c in source) and not any("periodic box" in note for note in source.notes)
+    boxed = md.Trajectory(xyz[:3] / 10.0, top, unitcell_lengths=np.full((3, 3), 4.0),
+                          unitcell_angles=np.full((3, 3), 90.0))
+    boxed.save_dcd(str(tmp_path / "cell.dcd"))
+    source = open_frames(tmp_path / "cell.dcd", top=tmp_path / "top.gro")
+    np.testing.assert_allclose(next(iter(source)).box, np.broadcast_to(np.eye(3) * 40.0, (3, 3, 3)), atol=1e-3)
+    assert not any("periodic box" in note for note in source.notes)
+
+
 def test_triclinic_box_vectors_kept(tmp_path, l2y):
     """A GROMACS rhombic dodecahedron reaches the reader as its three box vectors, not as lengths."""
     top, xyz = l2y

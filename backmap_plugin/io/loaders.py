@@ -268,16 +268,70 @@ def load_topology(path: str, ext: str) -> md.Topology:
     BackmapInputError
         The file cannot be read.
     """
+    return load_topology_and_box(path, ext)[0]
+
+
+def load_topology_and_box(path: str, ext: str, notes: Optional[list] = None) -> tuple:
+    """Topology of a structure file (or of an .h5 trajectory, or a .tpr run input), and the periodic box of its
+    first frame.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    ext : str
+        Its extension (one of
+        :data:`backmap_plugin.io.paths.TOPOLOGY_FORMATS`).
+    notes : list, optional
+        Where notes on reading it go (as :func:`load_whole`).
+
+    Returns
+    -------
+    topology : mdtraj.Topology
+    box : numpy.ndarray or None
+        ``(3, 3)`` ``float32`` box vectors (rows, Angstrom) of the first
+        frame of a GRO file, or of a PDB file whose CRYST1 record is a
+        simulation's box (space group P 1, as MD programs write it; a
+        crystal's unit cell is not the box of a run made from it); None
+        where it has none, or none that makes a cell (zero volume), and for
+        mmCIF, .h5 and .tpr files.
+
+    Raises
+    ------
+    BackmapInputError
+        The file cannot be read.
+    """
     if ext == ".tpr":
-        return load_tpr_topology(path)
+        return load_tpr_topology(path), None
     if ext == ".h5":
         try:
-            return md.load_topology(path)
+            return md.load_topology(path), None
         except Exception as exc:
             raise BackmapInputError(
                 f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}"
             ) from exc
-    return load_whole(path, ext).topology
+    traj = load_whole(path, ext, notes)
+    box = box_vectors(traj)  # (not of traj[:1]: slicing copies the topology, slow for big systems)
+    simulation_box = ext == ".gro" or (ext in PDB and pdb_space_group(path) in ("P 1", "P1"))
+    if (not simulation_box or box is None or not np.isfinite(box[0]).all()
+            or abs(float(np.linalg.det(box[0].astype(np.float64)))) <= 0):
+        return traj.topology, None
+    return traj.topology, box[0]
+
+
+def pdb_space_group(path: str) -> Optional[str]:
+    """The space group of a (possibly gzipped) PDB file's first CRYST1 record (before its atoms), e.g. ``P 1``;
+    None where it has none."""
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("CRYST1"):
+                return line[55:66].strip()
+            if line.startswith(("ATOM", "HETATM", "MODEL")):
+                return None
+    return None
 
 
 def count_trajectory_atoms(path: str, ext: str) -> int:
