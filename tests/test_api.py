@@ -511,6 +511,24 @@ def test_chain_cut_by_a_triclinic_box_is_made_whole(tmp_path, trp):
     np.testing.assert_allclose(out.xyz[0] - shift, ref.xyz[0], atol=2e-3)
 
 
+def test_a_cyclic_peptide_is_said_to_be_built_linear(tmp_path, trp):
+    """PDB 5VAV, a head-to-tail cyclic peptide (first and last C-alpha atoms 3.70 A apart), and its C-alpha trace:
+    a note names the chain's ends and says it is built linear with free termini (it was built so without a word);
+    the trp-cage ensemble (38 models, its ends 11-16 A apart) gets no such note."""
+    cyclic = Path(__file__).resolve().parent / "data" / "5vav_cyclic_peptide.pdb.gz"
+    aa = md.load(str(cyclic))
+    aa.atom_slice(aa.topology.select("name CA")).save_pdb(str(tmp_path / "cyclic_ca.pdb"))
+    for path in (cyclic, tmp_path / "cyclic_ca.pdb"):
+        result = backmap(str(path), str(tmp_path / "aa.pdb"), method="ideal", progress=False)
+        notes = [note for note in result.report if "cyclic peptide" in note]
+        assert notes == ["chain A residue GLY 1 and ASP 14, the first and last residues of their chain, have beads "
+                         "3.70 A apart, as bonded ones (3.80 A): a cyclic peptide? It is built linear, with free "
+                         "termini (an N terminus and a C-terminal OXT, which may clash): no head-to-tail bond is built"]
+    result = backmap(str(trp["dcd"]), str(tmp_path / "trp.pdb"), top=str(trp["pdb"]), method="ideal",
+                     progress=False)
+    assert not any("cyclic" in note for note in result.report)
+
+
 def test_a_trajectory_without_a_box_takes_the_topology_box(tmp_path, trp):
     """A DCD written without a unit cell (catdcd, mdconvert from a LAMMPS dump) whose beads are wrapped into the box
     of the --top PDB (CRYST1, P 1): the chain is made whole in that box, with a note that it is taken to be
