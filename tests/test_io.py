@@ -221,6 +221,50 @@ def test_altlocs_keep_first_and_are_not_duplicates(tmp_path):
     np.testing.assert_allclose(xyz[0], ref[0], atol=1e-4)  # A (first listed) kept
 
 
+def test_altlocs_keep_the_conformer_of_highest_occupancy(tmp_path):
+    """Alternate locations of 1L2Y's first model: each residue keeps its conformer of highest occupancy, wherever it
+    is listed (mdtraj kept the first listed: a B of 0.40 before an A of 0.60 was read), A where they tie, the
+    same one in every model; a note counts them. Microheterogeneity (A LEU, B ILE) keeps one residue."""
+    models = gzip.open(FIXTURE, "rt").read().split("ENDMDL")
+    _, ref = _read_all(FIXTURE)
+    out = []
+    for model in models[:2]:
+        for line in model.splitlines(keepends=True):
+            if not line.startswith("ATOM"):
+                out.append(line)
+                continue
+            number = int(line[22:26])
+            moved = line[:30] + f"{float(line[30:38]) + 1.5:8.3f}" + line[38:]
+            if number in (3, 4, 5):  # B (true, 0.60) listed before A (moved, 0.40), and the other way round
+                first, second = (("B", line, "0.60"), ("A", moved, "0.40")) if number != 4 else (
+                    ("A", moved, "0.30"), ("B", line, "0.70"))
+                out += [text[:16] + loc + text[17:54] + f"  {occ}" + text[60:] for loc, text, occ in (first, second)]
+            elif number == 6:  # a tie: A kept, though listed second
+                out += [moved[:16] + "B" + moved[17:54] + "  0.50" + moved[60:],
+                        line[:16] + "A" + line[17:54] + "  0.50" + line[60:]]
+            else:
+                out.append(line)
+        out.append("ENDMDL\n")
+    path = tmp_path / "altloc.pdb"
+    path.write_text("".join(out) + "END\n")  # (the models' MODEL records are the fixture's)
+    source = open_frames(path)
+    xyz = np.concatenate([c.xyz for c in source])
+    assert source.topology.n_atoms == 154 and len(xyz) == 2
+    np.testing.assert_allclose(xyz, ref[:2], atol=1e-3)  # every residue at its true place
+    assert [note for note in source.notes if "alternate" in note] == [
+        f"{path}: 4 residue(s) have alternate locations (first: chain A residue 3: A TYR 0.40, B TYR 0.60, mean "
+        "occupancy): each keeps its conformer of highest occupancy (A where they tie), kept A in 1, B in 3"]
+    # microheterogeneity: residue 2 as A LEU (0.5) and B ILE (0.5, listed first): A kept, one residue
+    lines = gzip.open(FIXTURE, "rt").read().split("ENDMDL")[0].splitlines(keepends=True)[1:]
+    leu = [line for line in lines if line.startswith("ATOM") and int(line[22:26]) == 2]
+    at = lines.index(leu[0])
+    micro = (lines[:at] + [line[:16] + "BILE" + line[20:54] + "  0.50" + line[60:] for line in leu]
+             + [line[:16] + "A" + line[17:54] + "  0.50" + line[60:] for line in leu] + lines[at + len(leu):])
+    (tmp_path / "micro.pdb").write_text("".join(micro) + "END\n")
+    top, _ = _read_all(tmp_path / "micro.pdb")
+    assert [r.name for r in top.residues][:3] == ["ASN", "LEU", "TYR"] and top.n_residues == 20
+
+
 def test_corpus_three_frame_file():
     path = CORPUS / "train" / "mdtraj__1vii_3frames.pdb.gz"
     if not path.exists():

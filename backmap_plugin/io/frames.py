@@ -122,13 +122,13 @@ class FrameSource:
             )
         top_topology = None
         self._top_box = None  # (3, 3) Angstrom: the topology file's box, for frames that have none
+        loaded_notes: list = []
         if self.top_path is not None:
             top_ext = check_input_file(self.top_path, TOPOLOGY_FORMATS, "topology")
-            top_topology, self._top_box = load_topology_and_box(self.top_path, top_ext)
+            top_topology, self._top_box = load_topology_and_box(self.top_path, top_ext, loaded_notes)
 
         self._whole = None  # (xyz in Angstrom, box in Angstrom or None, time in ps), strided
         self._size_at_open = os.path.getsize(self.path)  # (a file that grows is being written, not damaged)
-        loaded_notes: list = []
         if self._ext in LOADED_WHOLE:
             traj = load_whole(self.path, self._ext, loaded_notes)
             topology, n_atoms = traj.topology, traj.n_atoms
@@ -145,7 +145,7 @@ class FrameSource:
 
         self.notes = [note for note in (protonation_note(name) for name in dict.fromkeys([self.top_path, self.path])
                                         if name is not None and match_extension(name, PDB)) if note]
-        self.notes += loaded_notes
+        self.notes += list(dict.fromkeys(loaded_notes))  # (a file given as input and as --top: once)
         self._clock = None  # (t0, dt) ps of a DCD file whose header gives times
         if self._ext == ".dcd":
             self.notes += [note for note in [dcd.frames_missing(self.path)] if note]
@@ -388,8 +388,11 @@ def open_frames(path, top=None, chunk: int = 1000, stride: int = 1) -> FrameSour
     -----
     PDB files are read with mdtraj's defaults, which include its standard
     name replacements (e.g. HSD/HIE -> HIS, CYX -> CYS, ILE CD -> CD1,
-    OT1 -> O); mmCIF readers apply the same table. For alternate locations
-    the first one listed in the file is kept.
+    OT1 -> O); mmCIF readers apply the same table. Of a PDB file's
+    alternate locations each residue keeps its conformer of highest
+    occupancy (A where they tie), with a note
+    (:func:`~backmap_plugin.io.loaders.one_conformer`); of an mmCIF file's,
+    the first listed.
     """
     return FrameSource(path, top=top, chunk=chunk, stride=stride)
 

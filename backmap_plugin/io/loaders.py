@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections import Counter
 from typing import Optional
 
 import mdtraj as md
@@ -183,7 +184,9 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
     reads them, so it is tried when mdtraj fails. A multi-model PDB file
     whose last model is cut short (a run killed while writing it) gives
     its whole models, with a note; models with CRYST1 records of their own
-    keep their boxes (:func:`pdb_model_boxes`).
+    keep their boxes (:func:`pdb_model_boxes`). Of a PDB file's alternate
+    locations each residue keeps its conformer of highest occupancy, with a
+    note (:func:`one_conformer`; mdtraj and OpenMM keep the first listed).
 
     Parameters
     ----------
@@ -193,7 +196,7 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
     ext : str
         Its extension, from :func:`backmap_plugin.io.paths.check_input_file`.
     notes : list, optional
-        Where a note on a model cut short goes.
+        Where notes on a model cut short and on alternate locations go.
 
     Returns
     -------
@@ -212,7 +215,7 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
             # one warning per residue: the residues are read apart later, with one note (split_merged_residues)
             warnings.filterwarnings("ignore", message=".*two consecutive residues with same number")
             if ext in PDB:
-                return _with_model_boxes(md.load_pdb(path), path)  # (md.load parses a PDB twice)
+                return _load_pdb(path, path, notes)
             if ext == ".gro":
                 return md.formats.gro.load_gro(path)  # md.load reads a GRO file's topology twice
             return md.load(path)
@@ -228,7 +231,7 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
                     handle.write(text)
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*two consecutive residues with same number")
-                    traj = _with_model_boxes(md.load_pdb(cut), cut)
+                    traj = _load_pdb(cut, path, notes)
             if notes is not None:
                 notes.append(f"{path}: {note}")
             return traj
@@ -238,6 +241,87 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
             except Exception:
                 pass
         raise BackmapInputError(f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}") from exc
+
+
+def _load_pdb(path: str, name: str, notes: Optional[list]) -> md.Trajectory:
+    """A PDB file (``name`` in notes) read by mdtraj (``md.load`` would parse it twice), one conformer of each
+    residue with alternate locations (:func:`one_conformer`), each model with its box (:func:`_with_model_boxes`)."""
+    picked = one_conformer(path)
+    if picked is None:
+        return _with_model_boxes(md.load_pdb(path), path)
+    text, note = picked
+    with tempfile.TemporaryDirectory() as scratch:
+        one = os.path.join(scratch, "one_conformer.pdb")
+        with open(one, "w") as handle:
+            handle.write(text)
+        traj = _with_model_boxes(md.load_pdb(one), one)
+    if notes is not None:
+        notes.append(f"{name}: {note}")
+    return traj
+
+
+def _occupancy(line: str) -> float:
+    """The occupancy of an ATOM / HETATM record (columns 55-60); 1 where it is blank or unreadable."""
+    try:
+        return float(line[54:60])
+    except ValueError:
+        return 1.0
+
+
+def one_conformer(path: str) -> Optional[tuple]:
+    """The text of a (possibly gzipped) PDB file with one conformer of each residue that has alternate
+    locations, and a note saying which; None where the file has none.
+
+    A residue (chain, number and insertion code, in every model alike) keeps
+    the atoms of no alternate location and those of its location of highest
+    mean occupancy, the first in the alphabet where they tie (A before B),
+    with the location column cleared. mdtraj and OpenMM keep the first
+    location listed, whatever its occupancy; a residue whose conformers are
+    different residues (microheterogeneity: A SER, B THR) is read as the one
+    kept.
+
+    Parameters
+    ----------
+    path : str
+        The PDB file.
+
+    Returns
+    -------
+    tuple of (str, str) or None
+        The text, and the note naming how many residues had alternate
+        locations, which was kept how often, and the first such residue.
+    """
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    occupancy: dict = {}  # residue key -> {location: [occupancy sum, atoms, residue name]}
+    with opener(path, "rt", errors="replace") as handle:  # (streamed: most files have none, some are big)
+        for line in handle:
+            if line.startswith(("ATOM", "HETATM")) and len(line) > 16 and line[16] != " ":
+                where = occupancy.setdefault((line[21], line[22:27]), {})
+                entry = where.setdefault(line[16], [0.0, 0, line[17:20].strip()])
+                entry[0] += _occupancy(line)
+                entry[1] += 1
+    if not occupancy:
+        return None
+    kept = {key: min(where, key=lambda loc: (-round(where[loc][0] / where[loc][1], 3), loc))
+            for key, where in occupancy.items()}
+    text = []
+    with opener(path, "rt", errors="replace") as handle:
+        for line in handle:
+            if line.startswith(("ATOM", "HETATM")) and len(line) > 16 and line[16] != " ":
+                if kept[(line[21], line[22:27])] != line[16]:
+                    continue
+                line = line[:16] + " " + line[17:]
+            text.append(line)
+    (chain, number), where = next(iter(occupancy.items()))
+    first = ", ".join(f"{loc} {name} {total / atoms:.2f}" for loc, (total, atoms, name) in sorted(where.items()))
+    counts = Counter(kept.values())
+    said = ", ".join(f"{loc} in {counts[loc]}" for loc in sorted(counts))
+    note = (f"{len(occupancy)} residue(s) have alternate locations (first: chain {chain.strip() or '?'} residue "
+            f"{number.strip()}: {first}, mean occupancy): each keeps its conformer of highest occupancy (A where "
+            f"they tie), kept {said}")
+    return "".join(text), note
 
 
 def _with_model_boxes(traj: md.Trajectory, path: str) -> md.Trajectory:
