@@ -667,6 +667,74 @@ def _cyclic_chain_notes(protein: ProteinTopology, chain: np.ndarray, beads: np.n
     return notes
 
 
+#: C-alpha virtual torsions (degrees) of helices: right-handed ones lie near +50, their mirror images near -50.
+HELICAL_TORSIONS = (20.0, 80.0)
+#: Consecutive helical torsions (of C-alpha atoms i ... i + 7: two turns) that make a helical window; a chain of
+#: no handedness (HPS, CALVADOS) has three in a row now and then, five seldom.
+HELICAL_WINDOW = 5
+#: A mirror-image note needs a chain with at least this many left-handed helical windows per frame ...
+MIN_MIRROR_WINDOWS = 3
+#: ... and this fraction of all the helical windows left-handed. Train structures: 1 of their 64,440 windows is
+#: left-handed, and their mirror images are found in 1,119 of 1,273 files (the others, beta proteins, have fewer
+#: than three windows in each chain); of 120 frames of HPS runs (140 and 303 residues) none is taken for one.
+MIRROR_FRACTION = 0.8
+
+
+def helical_windows(protein: ProteinTopology, chain: np.ndarray, beads: np.ndarray) -> np.ndarray:
+    """Right- and left-handed helical windows of each chain of C-alpha traces: :data:`HELICAL_WINDOW` consecutive
+    virtual torsions of bonded C-alpha atoms within :data:`HELICAL_TORSIONS` (+50 degrees: right-handed; -50:
+    left-handed).
+
+    Parameters
+    ----------
+    protein : ProteinTopology
+        Its segments say which beads are bonded.
+    chain : numpy.ndarray
+        (R,) chain index of each residue.
+    beads : numpy.ndarray
+        (F, R, 3) C-alpha positions, Angstrom.
+
+    Returns
+    -------
+    numpy.ndarray
+        (C, 2) int: right- and left-handed windows over the frames, per chain (in the order of
+        ``numpy.unique(chain)``).
+    """
+    from backmap_plugin.core.checks import dihedral_values
+
+    chains, index = np.unique(chain, return_inverse=True)
+    counts = np.zeros((len(chains), 2), dtype=np.int64)
+    n = protein.n_residues - 3
+    if n < HELICAL_WINDOW:
+        return counts
+    start = np.arange(n)
+    bonded = protein.segment[start] == protein.segment[start + 3]
+    torsion = dihedral_values(beads, np.stack([start, start + 1, start + 2, start + 3], axis=1))
+    low, high = HELICAL_TORSIONS
+    for hand, sign in enumerate((1.0, -1.0)):
+        helical = bonded & (sign * torsion > low) & (sign * torsion < high)
+        window = np.ones((len(helical), n - HELICAL_WINDOW + 1), dtype=bool)
+        for k in range(HELICAL_WINDOW):
+            window &= helical[:, k:n - HELICAL_WINDOW + 1 + k]
+        np.add.at(counts[:, hand], index[: n - HELICAL_WINDOW + 1], window.sum(axis=0))
+    return counts
+
+
+def _mirror_image_notes(protein: ProteinTopology, chain: np.ndarray, beads: np.ndarray) -> list:
+    """A note where the helices of a C-alpha trace (``beads``: (F, R, 3), the leading frames) are mostly
+    left-handed (:func:`helical_windows`: a chain with :data:`MIN_MIRROR_WINDOWS` left-handed windows a frame, and
+    :data:`MIRROR_FRACTION` of them all): a mirror image. Disordered chains (HPS, CALVADOS) have few windows, of
+    either hand."""
+    counts = helical_windows(protein, chain, beads)
+    right, left = (int(v) for v in counts.sum(axis=0))
+    if counts[:, 1].max(initial=0) < MIN_MIRROR_WINDOWS * len(beads) or left < MIRROR_FRACTION * (left + right):
+        return []
+    return [f"the trace's helices are left-handed: {left} of its {left + right} helical windows (C-alpha virtual "
+            f"torsions near -50 degrees, not +50{'' if len(beads) == 1 else f'; over {len(beads)} frames'}) "
+            "turn left: a mirror image (an axis flipped by a converter, a Go model with its dihedral sign "
+            "wrong)? It is built as it is, L residues on left-handed helices"]
+
+
 def _pair_label(protein: ProteinTopology, i: int) -> str:
     """Residues i and i + 1 for messages, e.g. ``chain A residue PRO 375 - HIS 376``."""
     return f"{protein.labels[i]} - {protein.names[i + 1]} {protein.res_seq[i + 1]}"
@@ -1005,6 +1073,8 @@ class Backmapper:
                                                 break_distance, ff_apart, default_break, box is not None)
         if self.mapping.name != "com":  # (bonded centres of mass lie 2.8-8.7 A apart: their distance tells not)
             self.report += _cyclic_chain_notes(self.protein, self._chain, leading)
+        if self.mapping.name == "ca":
+            self.report += _mirror_image_notes(self.protein, self._chain, leading)
         names = set(self.protein.names)
         if len(names) == 1 and self.protein.n_residues >= HOMOPOLYMER_NOTE_LENGTH:
             self.report.append(f"every one of the {self.protein.n_residues} residues is {names.pop()}: if the CG "

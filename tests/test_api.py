@@ -529,6 +529,22 @@ def test_a_cyclic_peptide_is_said_to_be_built_linear(tmp_path, trp):
     assert not any("cyclic" in note for note in result.report)
 
 
+def test_a_mirror_image_trace_is_said_to_be_one(tmp_path):
+    """The C-alpha trace of TIA1 (a real CALVADOS 3 frame backmapped: two RRM domains with their helices, and
+    disordered linkers) with x flipped, as a converter or a Go model with its dihedral sign wrong writes it: a note
+    says its helices turn left (it was built without a word); the trace as it is gets none."""
+    aa = md.load(str(Path(__file__).resolve().parent / "data" / "tia1_calvados3_frame_aa.pdb.gz"))
+    ca = aa.atom_slice(aa.topology.select("name CA"))
+    ca.save_pdb(str(tmp_path / "ca.pdb"))
+    md.Trajectory(ca.xyz * np.float32([-1.0, 1.0, 1.0]), ca.topology).save_pdb(str(tmp_path / "mirror.pdb"))
+    result = backmap(str(tmp_path / "ca.pdb"), str(tmp_path / "aa.pdb"), method="ideal", progress=False)
+    assert not any("left-handed" in note for note in result.report)
+    result = backmap(str(tmp_path / "mirror.pdb"), str(tmp_path / "mirror_aa.pdb"), method="ideal", progress=False)
+    notes = [note for note in result.report if "left-handed" in note]
+    assert len(notes) == 1 and notes[0].startswith("the trace's helices are left-handed: ")
+    assert "a mirror image" in notes[0]
+
+
 def test_a_trajectory_without_a_box_takes_the_topology_box(tmp_path, trp):
     """A DCD written without a unit cell (catdcd, mdconvert from a LAMMPS dump) whose beads are wrapped into the box
     of the --top PDB (CRYST1, P 1): the chain is made whole in that box, with a note that it is taken to be
