@@ -509,8 +509,8 @@ def _scale_hint(median: float) -> str:
 def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame: int = 0) -> None:
     """Reject traces that cannot be backmapped, naming file, frame, chain and residue.
 
-    Checks, on one frame, non-finite beads, the unit (bead spacing ten times
-    off), and beads closer than
+    Checks, on one frame, non-finite beads, the unit (bead spacing far from
+    3.8 A: ten times off, or the factor measured), and beads closer than
     :data:`MIN_BEAD_DISTANCE` (after the unit, so a trace in nm is called
     that). A residue isolated by breaks on both sides is built, its
     backbone oriented by a neighbour of its chain (a chain of one residue:

@@ -404,8 +404,19 @@ def load_topology_and_box(path: str, ext: str, notes: Optional[list] = None) -> 
 
 
 def pdb_space_group(path: str) -> Optional[str]:
-    """The space group of a (possibly gzipped) PDB file's first CRYST1 record (before its atoms), e.g. ``P 1``;
-    None where it has none."""
+    """The space group of a PDB file's first CRYST1 record, before its atoms.
+
+    Parameters
+    ----------
+    path : str
+        A PDB file (gzipped where it ends in ``.gz``).
+
+    Returns
+    -------
+    str or None
+        E.g. ``P 1`` (as MD programs write it) or ``P 21 21 21`` (a
+        crystal's); None where no CRYST1 record comes before the atoms.
+    """
     import gzip
 
     opener = gzip.open if path.endswith(".gz") else open
