@@ -489,11 +489,28 @@ def check_beads(beads: np.ndarray, protein: ProteinTopology, source: str, first_
     _check_close_beads(beads, protein, source, first_frame)
 
 
+#: Factors by which coordinates are too small or too large that are read as nm and Angstrom mixed up (ten times).
+_TEN_TIMES = (8.0, 12.5)
+
+
+def _scale_hint(median: float) -> str:
+    """What the median bead spacing ``median`` (Angstrom; outside :data:`_BEAD_SPACING_RANGE`) says of the unit: ten
+    times off (nm and Angstrom mixed up), else the factor measured against 3.8 A (reduced units: a bond of 1 in
+    Lennard-Jones units is 3.8 times too small)."""
+    factor = chem.BOND_CA_CA_TRANS / median if median > 0 else float("inf")
+    small = factor > 1
+    times = factor if small else 1.0 / factor
+    if _TEN_TIMES[0] <= times <= _TEN_TIMES[1]:
+        return f"ten times too {'small (nm written as Angstrom?)' if small else 'large (Angstrom written as nm?)'}"
+    why = "reduced units (bonds of 1 in Lennard-Jones units?)" if small else "another unit?"
+    return f"{times:.1f} times too {'small' if small else 'large'}: {why}; scale them to Angstrom"
+
+
 def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame: int = 0) -> None:
     """Reject traces that cannot be backmapped, naming file, frame, chain and residue.
 
-    Checks, on one frame, non-finite beads, the unit (bead spacing ten times
-    off), and beads closer than
+    Checks, on one frame, non-finite beads, the unit (bead spacing far from
+    3.8 A: ten times off, or the factor measured), and beads closer than
     :data:`MIN_BEAD_DISTANCE` (after the unit, so a trace in nm is called
     that). A residue isolated by breaks on both sides is built, its
     backbone oriented by a neighbour of its chain (a chain of one residue:
@@ -523,10 +540,9 @@ def check_trace(beads: np.ndarray, protein: ProteinTopology, source: str, frame:
         median = float(np.median(spacing))
         low, high = _BEAD_SPACING_RANGE
         if median < low or median > high:
-            hint = "ten times too small (nm written as Angstrom?)" if median < low else "ten times too large?"
             raise BackmapInputError(
                 f"{source}: frame {frame}: median distance between consecutive beads is "
-                f"{median:.2f} Angstrom, expected about 3.8: coordinates look {hint}"
+                f"{median:.2f} Angstrom, expected about 3.8: coordinates look {_scale_hint(median)}"
             )
     _check_close_beads(beads[None], protein, source, frame)
 
@@ -546,6 +562,10 @@ MAX_BROKEN_FRACTION = 0.2
 MIN_BROKEN_PAIRS = 5
 #: Chain breaks between residues whose numbers run on that a note names (it counts the rest).
 MAX_BREAKS_NAMED = 5
+#: Beads farther apart than this many times the mapping's default break distance are no stretched bond: a note
+#: advises no ``--break-distance`` that would bond them (wrapped beads of a trajectory without its box lie a box
+#: length apart, 51-74 A in a 55 A box: the note advised a break distance above 74 A).
+MAX_STRETCH_ADVISED = 2.0
 #: Inputs of at least this many residues, all of one type, get a note (CG programs that name every bead alike).
 HOMOPOLYMER_NOTE_LENGTH = 10
 
@@ -567,10 +587,34 @@ def _frames_said(first: int, n_frames: int) -> str:
     return f"in frame {first}" if n_frames == 1 else f"(median of frames {first}-{first + n_frames - 1})"
 
 
+def _break_advice(distance: np.ndarray, break_distance: float, default_break: float, boxed: bool) -> str:
+    """What to make of chain breaks ``distance`` (Angstrom) apart: a ``--break-distance`` above them bonds those up
+    to :data:`MAX_STRETCH_ADVISED` times the mapping's ``default_break``; beads farther apart are no bond that any
+    break distance should make (wrapped by a periodic box the input does not give, unless ``boxed``; molecules
+    numbered on)."""
+    far_from = MAX_STRETCH_ADVISED * default_break
+    far = distance > far_from
+    near = distance[~far]
+    if not far.any():
+        return f"a --break-distance above those distances (now {break_distance:g} A) bonds them"
+    advice = [f"a --break-distance above {near.max():.1f} A (now {break_distance:g} A) bonds those closer than "
+              f"{far_from:g} A"] if len(near) else []
+    if far.any():
+        why = "molecules numbered on, or a broken frame" if boxed else (
+            "coordinates wrapped into a periodic box that the input does not give (give a trajectory with its "
+            "boxes, a --top with the box: CRYST1 in P 1, .gro; or unwrap it first), or molecules numbered on")
+        advice.append(f"{int(far.sum())} of them {'is' if far.sum() == 1 else 'are'} more than {far_from:g} A "
+                      f"apart, farther than bonded beads stretch, which no --break-distance should bond: {why}")
+    return "; ".join(advice)
+
+
 def _consecutive_break_notes(protein: ProteinTopology, chain: np.ndarray, distance: np.ndarray, first: int,
-                             n_frames: int, break_distance: float, apart: np.ndarray | None = None) -> list:
+                             n_frames: int, break_distance: float, apart: np.ndarray | None = None,
+                             default_break: float | None = None, boxed: bool = False) -> list:
     """Notes naming the chain breaks between residues whose numbers run on (``distance``: (R - 1,) between
-    consecutive beads), at most :data:`MAX_BREAKS_NAMED` of them, those the force field decided (``apart``) apart."""
+    consecutive beads), at most :data:`MAX_BREAKS_NAMED` of them, with what to make of them (:func:`_break_advice`;
+    ``default_break``: the mapping's default break distance, ``break_distance`` when None; ``boxed``: the frames
+    have periodic boxes); those the force field decided (``apart``) apart."""
     notes = []
     if apart is not None and apart.any():
         where = np.nonzero(apart)[0]
@@ -582,10 +626,113 @@ def _consecutive_break_notes(protein: ProteinTopology, chain: np.ndarray, distan
     if len(broken):
         named = ", ".join(f"{_pair_label(protein, i)} ({distance[i]:.1f} A)" for i in broken[:MAX_BREAKS_NAMED])
         more = f" and {len(broken) - MAX_BREAKS_NAMED} more" if len(broken) > MAX_BREAKS_NAMED else ""
+        advice = _break_advice(distance[broken], break_distance, default_break or break_distance, boxed)
         notes.append(f"chain broken where residue numbers run on, beads farther apart than bonded ones "
-                     f"{_frames_said(first, n_frames)}: {named}{more}; a --break-distance above those distances "
-                     f"(now {break_distance:g} A) bonds them")
+                     f"{_frames_said(first, n_frames)}: {named}{more}; {advice}")
     return notes
+
+
+#: Chains of fewer residues are not looked at for head-to-tail closure (:func:`_cyclic_chain_notes`).
+MIN_CYCLIC_RESIDUES = 4
+#: Least tolerance (Angstrom) of :func:`_cyclic_chain_notes` about the bonded beads' median distance (crystal
+#: C-alpha traces: bonds 3.80 +- 0.02 A; 1 of 1,804 train chains has its ends 3.99 A apart, not bonded).
+MIN_CYCLIC_TOLERANCE = 0.15
+
+
+def _cyclic_chain_notes(protein: ProteinTopology, chain: np.ndarray, beads: np.ndarray) -> list:
+    """Notes naming the chains (``chain``: (R,) chain index) whose first and last beads lie as far apart as bonded
+    ones (``beads``: (F, R, 3) C-alpha or Martini BB beads of the leading frames; their median distance over the
+    frames, within three robust standard deviations of the bonded beads' distances, at least
+    :data:`MIN_CYCLIC_TOLERANCE`): a cyclic peptide, which is built linear, with free termini."""
+    bonded = protein.segment[1:] == protein.segment[:-1]
+    distance = np.linalg.norm(np.diff(beads, axis=1), axis=-1)[:, bonded]
+    if not distance.size:
+        return []
+    centre = float(np.median(distance))
+    tolerance = max(MIN_CYCLIC_TOLERANCE, 3.0 * 1.4826 * float(np.median(np.abs(distance - centre))))
+    notes = []
+    for c in np.unique(chain):
+        members = np.flatnonzero(chain == c)
+        if len(members) < MIN_CYCLIC_RESIDUES:
+            continue
+        first, last = int(members[0]), int(members[-1])
+        ends = float(np.median(np.linalg.norm(beads[:, first] - beads[:, last], axis=-1)))
+        if abs(ends - centre) <= tolerance:
+            notes.append(
+                f"{protein.labels[first]} and {protein.names[last]} {protein.res_seq[last]}, the first and last "
+                f"residues of their chain, have beads {ends:.2f} A apart, as bonded ones ({centre:.2f} A): a cyclic "
+                "peptide? It is built linear, with free termini (an N terminus and a C-terminal OXT, which may clash): "
+                "no head-to-tail bond is built"
+            )
+    return notes
+
+
+#: C-alpha virtual torsions (degrees) of helices: right-handed ones lie near +50, their mirror images near -50.
+HELICAL_TORSIONS = (20.0, 80.0)
+#: Consecutive helical torsions (of C-alpha atoms i ... i + 7: two turns) that make a helical window; a chain of
+#: no handedness (HPS, CALVADOS) has three in a row now and then, five seldom.
+HELICAL_WINDOW = 5
+#: A mirror-image note needs a chain with at least this many left-handed helical windows per frame ...
+MIN_MIRROR_WINDOWS = 3
+#: ... and this fraction of all the helical windows left-handed. Train structures: 1 of their 64,440 windows is
+#: left-handed, and their mirror images are found in 1,119 of 1,273 files (the others, beta proteins, have fewer
+#: than three windows in each chain); of 120 frames of HPS runs (140 and 303 residues) none is taken for one.
+MIRROR_FRACTION = 0.8
+
+
+def helical_windows(protein: ProteinTopology, chain: np.ndarray, beads: np.ndarray) -> np.ndarray:
+    """Right- and left-handed helical windows of each chain of C-alpha traces: :data:`HELICAL_WINDOW` consecutive
+    virtual torsions of bonded C-alpha atoms within :data:`HELICAL_TORSIONS` (+50 degrees: right-handed; -50:
+    left-handed).
+
+    Parameters
+    ----------
+    protein : ProteinTopology
+        Its segments say which beads are bonded.
+    chain : numpy.ndarray
+        (R,) chain index of each residue.
+    beads : numpy.ndarray
+        (F, R, 3) C-alpha positions, Angstrom.
+
+    Returns
+    -------
+    numpy.ndarray
+        (C, 2) int: right- and left-handed windows over the frames, per chain (in the order of
+        ``numpy.unique(chain)``).
+    """
+    from backmap_plugin.core.checks import dihedral_values
+
+    chains, index = np.unique(chain, return_inverse=True)
+    counts = np.zeros((len(chains), 2), dtype=np.int64)
+    n = protein.n_residues - 3
+    if n < HELICAL_WINDOW:
+        return counts
+    start = np.arange(n)
+    bonded = protein.segment[start] == protein.segment[start + 3]
+    torsion = dihedral_values(beads, np.stack([start, start + 1, start + 2, start + 3], axis=1))
+    low, high = HELICAL_TORSIONS
+    for hand, sign in enumerate((1.0, -1.0)):
+        helical = bonded & (sign * torsion > low) & (sign * torsion < high)
+        window = np.ones((len(helical), n - HELICAL_WINDOW + 1), dtype=bool)
+        for k in range(HELICAL_WINDOW):
+            window &= helical[:, k:n - HELICAL_WINDOW + 1 + k]
+        np.add.at(counts[:, hand], index[: n - HELICAL_WINDOW + 1], window.sum(axis=0))
+    return counts
+
+
+def _mirror_image_notes(protein: ProteinTopology, chain: np.ndarray, beads: np.ndarray) -> list:
+    """A note where the helices of a C-alpha trace (``beads``: (F, R, 3), the leading frames) are mostly
+    left-handed (:func:`helical_windows`: a chain with :data:`MIN_MIRROR_WINDOWS` left-handed windows a frame, and
+    :data:`MIRROR_FRACTION` of them all): a mirror image. Disordered chains (HPS, CALVADOS) have few windows, of
+    either hand."""
+    counts = helical_windows(protein, chain, beads)
+    right, left = (int(v) for v in counts.sum(axis=0))
+    if counts[:, 1].max(initial=0) < MIN_MIRROR_WINDOWS * len(beads) or left < MIRROR_FRACTION * (left + right):
+        return []
+    return [f"the trace's helices are left-handed: {left} of its {left + right} helical windows (C-alpha virtual "
+            f"torsions near -50 degrees, not +50{'' if len(beads) == 1 else f'; over {len(beads)} frames'}) "
+            "turn left: a mirror image (an axis flipped by a converter, a Go model with its dihedral sign "
+            "wrong)? It is built as it is, L residues on left-handed helices"]
 
 
 def _pair_label(protein: ProteinTopology, i: int) -> str:
@@ -595,20 +742,22 @@ def _pair_label(protein: ProteinTopology, i: int) -> str:
 
 def _check_chains_hold_together(distance: np.ndarray, protein: ProteinTopology, chain: np.ndarray, source: str,
                                 first_frame: int, n_frames: int, break_distance: float,
-                                apart: np.ndarray | None = None) -> None:
+                                apart: np.ndarray | None = None, boxed: bool = True) -> None:
     """Refuse chains that fall apart (``distance``: (R - 1,) between consecutive beads): more than
     :data:`MAX_BROKEN_FRACTION` of their consecutive residues (numbers that do not skip; not those the force field
     bonds not, ``apart``) are breaks (a topology of another system with the same number of beads, scrambled
-    residues)."""
+    residues; unless ``boxed``, beads wrapped into a periodic box that the input does not give)."""
     broken, n_pairs = _breaks_where_numbers_run_on(protein, chain, apart)
     n_broken = int(broken.sum())
     if n_broken >= MIN_BROKEN_PAIRS and n_broken > MAX_BROKEN_FRACTION * n_pairs:
         i = int(np.nonzero(broken)[0][0])
+        wrapped = "" if boxed else (", or are its beads wrapped into a periodic box that the input does not give: "
+                                    "give the box, a --top with it (CRYST1 in P 1, .gro), or unwrap them")
         raise BackmapInputError(
             f"{source}: {n_broken} of the {n_pairs} consecutive residues of the chains lie farther apart than bonded "
             f"ones {_frames_said(first_frame, n_frames)} (first: {protein.labels[i]} and {protein.labels[i + 1]}, "
             f"{distance[i]:.1f} A): these coordinates do not fit the topology (is it another system's, are its "
-            f"residues out of order, or are its bonds stretched?); pass --break-distance (default here "
+            f"residues out of order, or are its bonds stretched{wrapped}?); pass --break-distance (default here "
             f"{break_distance:g} A) to build the pieces anyway"
         )
 
@@ -867,8 +1016,12 @@ class Backmapper:
         else:
             records, self.report = read_residues(topology, source)
             if not records:
+                unknown = sorted({r.name for r in topology.residues
+                                  if r.name.strip().upper() in chem.UNKNOWN_AMINO_ACID})
+                hint = (f": residues named {', '.join(unknown)} do not say their amino acid; "
+                        f"{chem.SEQUENCE_FROM_NAMES}") if unknown else ""
                 raise BackmapInputError(f"{source}: no protein residues found"
-                                        + (f" ({'; '.join(self.report)})" if self.report else ""))
+                                        + (f" ({'; '.join(self.report)})" if self.report else "") + hint)
             if len(records) == 1:
                 one = records[0]
                 raise BackmapInputError(f"{source}: one residue in all (chain {one.chain_id or '?'} residue {one.name} "
@@ -917,7 +1070,11 @@ class Backmapper:
         if self.mapping.name == "com":  # (C-alpha atoms and BB beads across a gap lie too far apart to bond)
             self.report += _numbering_gap_notes(records, spacing, limits, break_distance, self.protein.segment)
         self.report += _consecutive_break_notes(self.protein, self._chain, spacing, frame, len(leading),
-                                                break_distance, ff_apart)
+                                                break_distance, ff_apart, default_break, box is not None)
+        if self.mapping.name != "com":  # (bonded centres of mass lie 2.8-8.7 A apart: their distance tells not)
+            self.report += _cyclic_chain_notes(self.protein, self._chain, leading)
+        if self.mapping.name == "ca":
+            self.report += _mirror_image_notes(self.protein, self._chain, leading)
         names = set(self.protein.names)
         if len(names) == 1 and self.protein.n_residues >= HOMOPOLYMER_NOTE_LENGTH:
             self.report.append(f"every one of the {self.protein.n_residues} residues is {names.pop()}: if the CG "
@@ -926,7 +1083,7 @@ class Backmapper:
         check_trace(beads, self.protein, source, frame)
         if default_break_used:
             _check_chains_hold_together(spacing, self.protein, self._chain, source, frame, len(leading),
-                                        break_distance, ff_apart)
+                                        break_distance, ff_apart, box is not None)
         self.bead_fit = BeadFit(self.mapping, self.protein)
         self.disulfides: dict = {}  # (label, label) -> structures in which the pair was bonded
         self._structures_built = 0
@@ -1599,7 +1756,7 @@ def backmap(
             n_segments=int(protein.segment.max()) + 1,
             n_atoms=protein.n_atoms,
             seconds=time.perf_counter() - t0,
-            report=source.notes + engine.report + engine.notes(),
+            report=source.notes + engine.report + engine.notes() + writer.notes,
             method=engine.method,
             mapping=engine.mapping.name,
             mapping_evidence=engine.mapping_evidence,

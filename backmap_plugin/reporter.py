@@ -168,6 +168,7 @@ class BackmapReporter:
         self._interval = None  # ps between reports
         self._openmmTopology = None
         self._writer = None
+        self._writer_notes: list = []  # the output writer's (a box its format cannot hold), kept after it closes
         self._buffer: list[np.ndarray] = []
         self._times: list[float] = []  # ps, of the buffered frames
         self._boxes: list[np.ndarray] = []  # Angstrom box vectors of the buffered frames (periodic systems)
@@ -229,7 +230,7 @@ class BackmapReporter:
             skipped = [f"{self._file}: {len(self._skipped)} frame(s) left out, their beads closer than any two of a "
                        f"protein (the CG model lets beads overlap; first: report {index}, {time:g} ps)"]
         return self._notes + skipped + ([] if self._engine is None else list(self._engine.report)
-                                        + self._engine.notes())
+                                        + self._engine.notes()) + self._writer_notes
 
     @property
     def topology(self):
@@ -300,6 +301,7 @@ class BackmapReporter:
             self._closed = True
             self._lock.release()
             raise
+        self._writer_notes = self._writer.notes
         self._notes += self._append_notes(time)
 
     def _append_notes(self, time: float) -> list:

@@ -533,6 +533,92 @@ def test_chain_cut_by_a_triclinic_box_is_made_whole(tmp_path, trp):
     np.testing.assert_allclose(out.xyz[0] - shift, ref.xyz[0], atol=2e-3)
 
 
+def test_a_cyclic_peptide_is_said_to_be_built_linear(tmp_path, trp):
+    """PDB 5VAV, a head-to-tail cyclic peptide (first and last C-alpha atoms 3.70 A apart), and its C-alpha trace:
+    a note names the chain's ends and says it is built linear with free termini (it was built so without a word);
+    the trp-cage ensemble (38 models, its ends 11-16 A apart) gets no such note."""
+    cyclic = Path(__file__).resolve().parent / "data" / "5vav_cyclic_peptide.pdb.gz"
+    aa = md.load(str(cyclic))
+    aa.atom_slice(aa.topology.select("name CA")).save_pdb(str(tmp_path / "cyclic_ca.pdb"))
+    for path in (cyclic, tmp_path / "cyclic_ca.pdb"):
+        result = backmap(str(path), str(tmp_path / "aa.pdb"), method="ideal", progress=False)
+        notes = [note for note in result.report if "cyclic peptide" in note]
+        assert notes == ["chain A residue GLY 1 and ASP 14, the first and last residues of their chain, have beads "
+                         "3.70 A apart, as bonded ones (3.80 A): a cyclic peptide? It is built linear, with free "
+                         "termini (an N terminus and a C-terminal OXT, which may clash): no head-to-tail bond is built"]
+    result = backmap(str(trp["dcd"]), str(tmp_path / "trp.pdb"), top=str(trp["pdb"]), method="ideal",
+                     progress=False)
+    assert not any("cyclic" in note for note in result.report)
+
+
+def test_a_mirror_image_trace_is_said_to_be_one(tmp_path):
+    """The C-alpha trace of TIA1 (a real CALVADOS 3 frame backmapped: two RRM domains with their helices, and
+    disordered linkers) with x flipped, as a converter or a Go model with its dihedral sign wrong writes it: a note
+    says its helices turn left (it was built without a word); the trace as it is gets none."""
+    aa = md.load(str(Path(__file__).resolve().parent / "data" / "tia1_calvados3_frame_aa.pdb.gz"))
+    ca = aa.atom_slice(aa.topology.select("name CA"))
+    ca.save_pdb(str(tmp_path / "ca.pdb"))
+    md.Trajectory(ca.xyz * np.float32([-1.0, 1.0, 1.0]), ca.topology).save_pdb(str(tmp_path / "mirror.pdb"))
+    result = backmap(str(tmp_path / "ca.pdb"), str(tmp_path / "aa.pdb"), method="ideal", progress=False)
+    assert not any("left-handed" in note for note in result.report)
+    result = backmap(str(tmp_path / "mirror.pdb"), str(tmp_path / "mirror_aa.pdb"), method="ideal", progress=False)
+    notes = [note for note in result.report if "left-handed" in note]
+    assert len(notes) == 1 and notes[0].startswith("the trace's helices are left-handed: ")
+    assert "a mirror image" in notes[0]
+
+
+def test_a_trajectory_without_a_box_takes_the_topology_box(tmp_path, trp):
+    """A DCD written without a unit cell (catdcd, mdconvert from a LAMMPS dump) whose beads are wrapped into the box
+    of the --top PDB (CRYST1, P 1): the chain is made whole in that box, with a note that it is taken to be
+    constant (the chain was cut into pieces a box length apart, and the note advised a --break-distance above
+    them). Without a box anywhere, the note advises no break distance that long and says why."""
+    ca = trp["ca"]
+    a = 2.0  # nm: the chain is cut in three places
+    wrapped = np.mod(ca.xyz[:3] + 0.65, a)
+    md.Trajectory(wrapped, ca.topology).save_dcd(str(tmp_path / "nocell.dcd"))
+    md.Trajectory(ca.xyz[:1], ca.topology, unitcell_lengths=[[a, a, a]], unitcell_angles=[[90.0] * 3]).save_pdb(
+        str(tmp_path / "boxed.pdb"))
+    result = backmap(str(tmp_path / "nocell.dcd"), str(tmp_path / "aa.pdb"), top=str(tmp_path / "boxed.pdb"),
+                     method="ideal", progress=False)
+    assert result.n_segments == 1
+    assert any("nocell.dcd gives no periodic box: every frame takes the box of" in note
+               and "(20.0 x 20.0 x 20.0 A)" in note and "constant" in note for note in result.report)
+    out = md.load(str(tmp_path / "aa.pdb"))
+    ca_out = out.xyz[:, out.topology.select("name CA")] * 10.0
+    assert np.linalg.norm(np.diff(ca_out, axis=1), axis=-1).max() < 4.2
+    np.testing.assert_allclose(out.unitcell_lengths, a, atol=1e-4)  # the box taken is the one written
+    # the same frames with a topology that has no box: pieces, and no advice to bond beads a box length apart
+    ca[0].save_pdb(str(tmp_path / "nobox.pdb"))
+    result = backmap(str(tmp_path / "nocell.dcd"), str(tmp_path / "pieces.pdb"), top=str(tmp_path / "nobox.pdb"),
+                     method="ideal", progress=False)
+    assert result.n_segments > 1
+    note = next(note for note in result.report if note.startswith("chain broken where residue numbers run on"))
+    assert "a --break-distance above those distances" not in note
+    assert "no --break-distance should bond" in note and "wrapped into a periodic box" in note
+    # cut in more places than a chain breaks: refused, naming the box as a cause
+    md.Trajectory(np.mod(ca.xyz[:3], a), ca.topology).save_dcd(str(tmp_path / "cut_often.dcd"))
+    with pytest.raises(BackmapInputError, match="wrapped into a periodic box that the input does not give"):
+        backmap(str(tmp_path / "cut_often.dcd"), str(tmp_path / "refused.pdb"), top=str(tmp_path / "nobox.pdb"),
+                method="ideal", progress=False)
+
+
+def test_a_huge_box_is_left_out_of_a_pdb_output_with_a_note(tmp_path, trp):
+    """A DCD of one chain in a 1e4 nm box (a run made all but non-periodic) backmapped to .pdb: the box does not fit
+    the CRYST1 record, so the output has none and the run says so (the file could not be read again); .cif keeps
+    it."""
+    huge = md.Trajectory(trp["ca"].xyz[:2], trp["ca"].topology, unitcell_lengths=np.full((2, 3), 1e4),
+                         unitcell_angles=np.full((2, 3), 90.0))
+    huge.save_dcd(str(tmp_path / "huge.dcd"))
+    result = backmap(str(tmp_path / "huge.dcd"), str(tmp_path / "aa.pdb"), top=str(trp["pdb"]), method="ideal",
+                     progress=False)
+    assert any("does not fit the PDB CRYST1 record" in note for note in result.report)
+    out = md.load(str(tmp_path / "aa.pdb"))
+    assert out.n_frames == 2 and out.unitcell_vectors is None
+    backmap(str(tmp_path / "huge.dcd"), str(tmp_path / "aa.cif"), top=str(trp["pdb"]), method="ideal",
+            progress=False)
+    np.testing.assert_allclose(md.load(str(tmp_path / "aa.cif")).unitcell_lengths[0], 1e4, rtol=1e-6)
+
+
 def test_chains_of_a_complex_stay_together_across_the_box(tmp_path, trp):
     """Two chains in contact (trp-cage cut in two), wrapped into a small box: each is made whole and the second
     is gathered to the first, so the output is the complex, not two chains a box vector apart."""

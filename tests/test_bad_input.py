@@ -170,6 +170,17 @@ def test_coordinates_in_the_wrong_unit(tmp_path, ca, factor, word):
     assert word in message
 
 
+def test_coordinates_in_reduced_units_give_the_factor(tmp_path, ca):
+    """A trace in Lennard-Jones-like units (bonds of about 1, as HOOMD or LAMMPS runs write them) is 3.8 times too
+    small, not ten times: the message gives the factor measured (it said 'ten times too small (nm written as
+    Angstrom?)')."""
+    reduced = tmp_path / "reduced_units.pdb"
+    spacing = np.median(np.linalg.norm(np.diff(ca.xyz[0], axis=0), axis=-1))  # nm, about 0.38
+    md.Trajectory(ca.xyz[:1] / np.float32(spacing * 10.0), ca.topology).save_pdb(str(reduced))  # bonds of 1 A
+    message = fails(tmp_path, reduced, names=[reduced, "frame 0", re.compile(r"3\.[78] times too small")])
+    assert "ten times" not in message and "Lennard-Jones" in message
+
+
 # --------------------------------------------------------------------------- topology
 
 
@@ -190,6 +201,34 @@ def test_unknown_residue_with_ca(tmp_path, ca):
     names[4] = ("DGL", names[4][1])  # D-glutamate: said as such, not "unknown" with 60 names
     md.Trajectory(ca.xyz[:1], ca_topology(names)).save_pdb(str(unknown))
     fails(tmp_path, unknown, names=[unknown, "DGL 5", "residue 'DGL' is D-GLU: D-amino acids are not supported"])
+
+
+def test_beads_named_unk_ask_for_the_sequence(tmp_path, ca):
+    """HOOMD / LAMMPS converters write every bead as residue UNK (atom C1): the error says the residue names must
+    give the sequence (it said only 'no protein residues found (dropped 20 non-protein residue(s) UNK)')."""
+    top = md.Topology()
+    chain = top.add_chain()
+    for residue in ca.topology.residues:
+        top.add_atom("C1", md.element.carbon, top.add_residue("UNK", chain, resSeq=residue.resSeq))
+    unk = tmp_path / "unk.pdb"
+    md.Trajectory(ca.xyz[:1], top).save_pdb(str(unk))
+    fails(tmp_path, unk, names=[unk, "no protein residues found", "residues named UNK",
+                                "the residue names must give the sequence", "--top"])
+
+
+def test_openawsem_residue_names_are_read(tmp_path, aa):
+    """openAWSEM's coordinate files hold N, CA, C, O and CB, glycine named IGL and proline IPR: they are read as
+    GLY and PRO, with a note (IGL was an unknown residue)."""
+    keep = aa.topology.select("name N CA C O CB")
+    awsem = aa[0].atom_slice(keep)
+    for residue in awsem.topology.residues:
+        residue.name = {"GLY": "IGL", "PRO": "IPR"}.get(residue.name, residue.name)
+    path = tmp_path / "openawsem.pdb"
+    awsem.save_pdb(str(path))
+    result = backmap(str(path), str(tmp_path / "out.pdb"), method="ideal", progress=False)
+    assert "renamed IGL -> GLY" in result.report and "renamed IPR -> PRO" in result.report
+    out = md.load(str(tmp_path / "out.pdb"))
+    assert [r.name for r in out.topology.residues] == [r.name for r in aa.topology.residues]
 
 
 def test_chains_of_one_residue_are_built_an_input_of_one_is_refused(tmp_path, ca):

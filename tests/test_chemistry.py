@@ -256,6 +256,26 @@ def test_unknown_residue_names(name):
         assert standard in message
 
 
+def test_unk_residue_asks_for_the_sequence():
+    """UNK, the PDB's unknown amino acid (HOOMD / LAMMPS converters name every bead so), says how to give the
+    sequence, not the list of supported names."""
+    with pytest.raises(BackmapInputError, match="residue 'UNK' is an unknown amino acid: the residue names must "
+                                                "give the sequence") as err:
+        chem.require_residue_name("UNK", "cg.pdb: chain A residue 1")
+    assert "--top" in str(err.value) and "Supported" not in str(err.value)
+
+
+def test_cg_program_residue_names_are_read_only_on_backbone_atoms():
+    """openAWSEM names glycine IGL and proline IPR (N, CA, C, O, CB atoms): read as GLY / PRO there, and from one
+    bead; not a residue of other atoms (the PDB's chemical components of those codes)."""
+    assert chem.cg_program_residue_name("IGL", ["N", "CA", "C", "O"]) == "GLY"
+    assert chem.cg_program_residue_name(" ipr", ["N", "CA", "C", "O", "CB"]) == "PRO"
+    assert chem.cg_program_residue_name("IPR", ["B1"]) == "PRO"
+    assert chem.cg_program_residue_name("IPR", ["C1", "C2", "CA"]) is None
+    assert chem.cg_program_residue_name("GLY", ["CA"]) is None
+    assert chem.standard_residue_name("IGL") is None  # (the name alone says nothing)
+
+
 @pytest.mark.parametrize("name", ["X", "Z", "x"])
 def test_placeholder_residue_asks_for_sequence(name):
     with pytest.raises(BackmapInputError, match="sequence"):

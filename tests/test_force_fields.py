@@ -166,6 +166,34 @@ def test_hps_trajectory_backmaps(tmp_path):
     assert aa.n_frames == 3 and aa.n_atoms == expected
 
 
+def test_hps_chains_are_no_mirror_images(tmp_path):
+    """A disordered chain of an HPS run has helical windows of either hand now and then (no handedness): neither its
+    frames nor their mirror images are said to be mirror images (the note is for traces whose helices are mostly
+    left-handed)."""
+    from backmap_plugin.api import Backmapper, helical_windows
+
+    sequence = "MASNDYTQQATQSYGAYPTQPGQGYSQQSSQPYGQQSYSGYSQSTDTSGYGQSSYSSYGQSQNTGYGTQSTPQGYGSTGGYGSSQSSQSSYGQQSSYP" * 2
+    top, system, positions = create_hps_system(sequence)
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 0.01 / unit.picosecond, 0.01 * unit.picosecond)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(positions)
+    openmm.LocalEnergyMinimizer.minimize(context)
+    integrator.step(3000)
+    frames = []
+    for _ in range(10):
+        integrator.step(300)
+        frames.append(context.getState(positions=True).getPositions(asNumpy=True).value_in_unit(unit.angstrom))
+    xyz = np.array(frames, dtype=np.float32)
+    topology = md.Topology.from_openmm(top)
+    for beads in (xyz, xyz * np.float32([-1.0, 1.0, 1.0])):
+        engine = Backmapper(topology, beads, method="ideal")
+        assert engine.mapping.name == "ca" and not any("left-handed" in note for note in engine.report)
+        for frame in beads:  # (a frame alone, too)
+            assert not any("left-handed" in note for note in Backmapper(topology, frame, method="ideal").report)
+    counts = helical_windows(engine.protein, np.zeros(len(sequence), dtype=int), xyz)
+    assert counts.shape == (1, 2) and counts.sum() <= 10  # few windows of two helical turns, of either hand
+
+
 # ---------------------------------------------------------------- Go
 
 

@@ -157,6 +157,39 @@ def test_box_in_angstrom(tmp_path, l2y):
     np.testing.assert_allclose(chunks[0].box, np.broadcast_to(np.eye(3) * 50.0, (3, 3, 3)), atol=1e-4)
 
 
+def test_frames_without_a_box_take_a_simulation_box_of_the_topology(tmp_path, l2y):
+    """A DCD without a unit cell takes the box of its --top: a .gro's, a PDB's CRYST1 in P 1 (as MD programs write
+    it), for every frame, with one note; not a crystal's unit cell (another space group), and not where the
+    frames have boxes of their own."""
+    top, xyz = l2y
+    md.Trajectory(xyz[:3] / 10.0, top).save_dcd(str(tmp_path / "nocell.dcd"))
+    boxed = md.Trajectory(xyz[:1] / 10.0, top, unitcell_lengths=[[5.0, 6.0, 7.0]], unitcell_angles=[[90.0] * 3])
+    boxed.save_pdb(str(tmp_path / "top.pdb"))
+    boxed.save_gro(str(tmp_path / "top.gro"))
+    for name in ("top.pdb", "top.gro"):
+        source = open_frames(tmp_path / "nocell.dcd", top=tmp_path / name, chunk=2)
+        chunks = list(source)
+        assert [len(c.box) for c in chunks] == [2, 1]
+        np.testing.assert_allclose(np.concatenate([c.box for c in chunks]),
+                                   np.broadcast_to(np.diag([50.0, 60.0, 70.0]), (3, 3, 3)), atol=1e-3)
+        assert [note for note in source.notes if "gives no periodic box" in note] == [
+            f"{tmp_path / 'nocell.dcd'} gives no periodic box: every frame takes the box of {tmp_path / name} "
+            "(50.0 x 60.0 x 70.0 A), in which chains cut by its faces are made whole; this takes the box to be "
+            "constant (a constant-volume run): frames of a constant-pressure run need their own boxes in the "
+            "trajectory"]
+    text = (tmp_path / "top.pdb").read_text()
+    assert "P 1 " in text
+    (tmp_path / "crystal.pdb").write_text(text.replace("P 1          ", "P 21 21 21   "))
+    source = open_frames(tmp_path / "nocell.dcd", top=tmp_path / "crystal.pdb")
+    assert all(c.box is None for c in source) and not any("periodic box" in note for note in source.notes)
+    boxed = md.Trajectory(xyz[:3] / 10.0, top, unitcell_lengths=np.full((3, 3), 4.0),
+                          unitcell_angles=np.full((3, 3), 90.0))
+    boxed.save_dcd(str(tmp_path / "cell.dcd"))
+    source = open_frames(tmp_path / "cell.dcd", top=tmp_path / "top.gro")
+    np.testing.assert_allclose(next(iter(source)).box, np.broadcast_to(np.eye(3) * 40.0, (3, 3, 3)), atol=1e-3)
+    assert not any("periodic box" in note for note in source.notes)
+
+
 def test_triclinic_box_vectors_kept(tmp_path, l2y):
     """A GROMACS rhombic dodecahedron reaches the reader as its three box vectors, not as lengths."""
     top, xyz = l2y
@@ -186,6 +219,50 @@ def test_altlocs_keep_first_and_are_not_duplicates(tmp_path):
     _, ref = _read_all(FIXTURE)
     assert top.n_atoms == 154  # B locations merged, not added
     np.testing.assert_allclose(xyz[0], ref[0], atol=1e-4)  # A (first listed) kept
+
+
+def test_altlocs_keep_the_conformer_of_highest_occupancy(tmp_path):
+    """Alternate locations of 1L2Y's first model: each residue keeps its conformer of highest occupancy, wherever it
+    is listed (mdtraj kept the first listed: a B of 0.40 before an A of 0.60 was read), A where they tie, the
+    same one in every model; a note counts them. Microheterogeneity (A LEU, B ILE) keeps one residue."""
+    models = gzip.open(FIXTURE, "rt").read().split("ENDMDL")
+    _, ref = _read_all(FIXTURE)
+    out = []
+    for model in models[:2]:
+        for line in model.splitlines(keepends=True):
+            if not line.startswith("ATOM"):
+                out.append(line)
+                continue
+            number = int(line[22:26])
+            moved = line[:30] + f"{float(line[30:38]) + 1.5:8.3f}" + line[38:]
+            if number in (3, 4, 5):  # B (true, 0.60) listed before A (moved, 0.40), and the other way round
+                first, second = (("B", line, "0.60"), ("A", moved, "0.40")) if number != 4 else (
+                    ("A", moved, "0.30"), ("B", line, "0.70"))
+                out += [text[:16] + loc + text[17:54] + f"  {occ}" + text[60:] for loc, text, occ in (first, second)]
+            elif number == 6:  # a tie: A kept, though listed second
+                out += [moved[:16] + "B" + moved[17:54] + "  0.50" + moved[60:],
+                        line[:16] + "A" + line[17:54] + "  0.50" + line[60:]]
+            else:
+                out.append(line)
+        out.append("ENDMDL\n")
+    path = tmp_path / "altloc.pdb"
+    path.write_text("".join(out) + "END\n")  # (the models' MODEL records are the fixture's)
+    source = open_frames(path)
+    xyz = np.concatenate([c.xyz for c in source])
+    assert source.topology.n_atoms == 154 and len(xyz) == 2
+    np.testing.assert_allclose(xyz, ref[:2], atol=1e-3)  # every residue at its true place
+    assert [note for note in source.notes if "alternate" in note] == [
+        f"{path}: 4 residue(s) have alternate locations (first: chain A residue 3: A TYR 0.40, B TYR 0.60, mean "
+        "occupancy): each keeps its conformer of highest occupancy (A where they tie), kept A in 1, B in 3"]
+    # microheterogeneity: residue 2 as A LEU (0.5) and B ILE (0.5, listed first): A kept, one residue
+    lines = gzip.open(FIXTURE, "rt").read().split("ENDMDL")[0].splitlines(keepends=True)[1:]
+    leu = [line for line in lines if line.startswith("ATOM") and int(line[22:26]) == 2]
+    at = lines.index(leu[0])
+    micro = (lines[:at] + [line[:16] + "BILE" + line[20:54] + "  0.50" + line[60:] for line in leu]
+             + [line[:16] + "A" + line[17:54] + "  0.50" + line[60:] for line in leu] + lines[at + len(leu):])
+    (tmp_path / "micro.pdb").write_text("".join(micro) + "END\n")
+    top, _ = _read_all(tmp_path / "micro.pdb")
+    assert [r.name for r in top.residues][:3] == ["ASN", "LEU", "TYR"] and top.n_residues == 20
 
 
 def test_corpus_three_frame_file():
@@ -359,6 +436,28 @@ def test_pdb_layout_ter_model_end_no_conect(tmp_path, l2y):
     write_trajectory(tmp_path / "one.pdb", two, xyz[:1])
     one = (tmp_path / "one.pdb").read_text().splitlines()
     assert not any(line.startswith(("MODEL", "ENDMDL")) for line in one) and one[-1] == "END"
+
+
+def test_pdb_box_too_large_for_cryst1_is_left_out_with_a_note(tmp_path, l2y):
+    """A box of 100,000 A or more (HOOMD / LAMMPS runs of one chain in a huge box) overflowed the CRYST1 columns
+    and no reader could parse the file: its CRYST1 record is left out, with a note; 99,999 A still fits."""
+    top, xyz = l2y
+    boxes = np.stack([np.eye(3) * 99999.0, np.eye(3) * 1e5, np.eye(3) * 1e6]).astype(np.float32)
+    path = tmp_path / "huge_box.pdb"
+    with TrajectoryWriter(path, top) as writer:
+        writer.write(xyz[:3], box=boxes)
+    assert len(writer.notes) == 1
+    assert "does not fit the PDB CRYST1 record" in writer.notes[0] and "first in frame 1" in writer.notes[0]
+    assert "100000 x 100000 x 100000 A" in writer.notes[0] and ".cif" in writer.notes[0]
+    cryst1 = [line for line in path.read_text().splitlines() if line.startswith("CRYST1")]
+    assert cryst1 == ["CRYST199999.00099999.00099999.000  90.00  90.00  90.00 P 1           1"]
+    got = md.load(str(path))  # (it raised: could not convert string to float: '000  90')
+    assert got.n_frames == 3
+    np.testing.assert_allclose(got.xyz * 10.0, xyz[:3], atol=1.5e-3)
+    with TrajectoryWriter(tmp_path / "one.pdb", top) as writer:  # a single structure
+        writer.write(xyz[:1], box=boxes[2:])
+    assert len(writer.notes) == 1 and "CRYST1" not in (tmp_path / "one.pdb").read_text()
+    md.load(str(tmp_path / "one.pdb"))
 
 
 def test_cif_repeated_chain_ids_keep_chain_boundaries(tmp_path, l2y):

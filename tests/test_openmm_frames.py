@@ -72,7 +72,7 @@ def test_alternate_locations_are_read_by_openmm(ensemble, tmp_path):
     lines = path.read_text().splitlines(keepends=True)
     altered = []
     for line in lines:
-        if line.startswith("ATOM") and line[12:16].strip() == "OG1":  # the THR side chains: locations A and B
+        if line.startswith("ATOM") and line[12:16].strip() == "OG":  # the SER side chains: locations A and B
             altered.append(line[:16] + "A" + line[17:])
             moved = f"{float(line[30:38]) + 0.5:8.3f}"
             altered.append(line[:16] + "B" + line[17:30] + moved + line[38:])
@@ -80,9 +80,24 @@ def test_alternate_locations_are_read_by_openmm(ensemble, tmp_path):
             altered.append(line)
     altlocs = tmp_path / "altlocs.pdb"
     altlocs.write_text("".join(altered))
+    assert sum(line[16:17] == "B" for line in altered) == 3 * 5  # (OG1 of THR, which trp-cage has not, made none)
     frames = open_structure(altlocs)
     assert frames.topology.getNumAtoms() == traj.n_atoms and len(frames) == 5
     np.testing.assert_allclose(_nm(list(frames)[4][0]), traj.xyz[4], atol=1e-4)
+    # B listed first with the lower occupancy: A, the higher, is kept (OpenMM kept the first), with a note
+    swapped = []
+    for line in altered:
+        if line.startswith("ATOM") and line[16] in "AB":
+            line = line[:54] + ("  0.70" if line[16] == "A" else "  0.30") + line[60:]
+            if line[16] == "B":
+                swapped.insert(len(swapped) - 1, line)
+                continue
+        swapped.append(line)
+    altlocs.write_text("".join(swapped))
+    frames = open_structure(altlocs)
+    assert frames.topology.getNumAtoms() == traj.n_atoms and len(frames) == 5
+    np.testing.assert_allclose(_nm(list(frames)[4][0]), traj.xyz[4], atol=1e-4)
+    assert len(frames.notes) == 1 and "have alternate locations" in frames.notes[0] and "kept A in" in frames.notes[0]
 
 
 def test_a_model_with_other_atoms_is_refused_by_number(ensemble, tmp_path):

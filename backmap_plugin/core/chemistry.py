@@ -294,6 +294,13 @@ RESIDUE_ALIASES = {
     "LYN": "LYS", "LSN": "LYS", "LYSH": "LYS", "ARN": "ARG",
 }
 
+#: Residue names of coarse-grained programs -> standard name, read only for residues whose atoms are backbone
+#: atoms, a C-beta or one bead (:func:`cg_program_residue_name`): the same codes name other chemical components
+#: in the PDB's dictionary. openAWSEM (``*-openmmawsem.pdb``) names glycine IGL and proline IPR.
+CG_PROGRAM_ALIASES = {"IGL": "GLY", "IPR": "PRO"}
+#: Atoms a residue of :data:`CG_PROGRAM_ALIASES` may hold (openAWSEM: N, CA, C, O, CB).
+_CG_PROGRAM_ATOMS = frozenset({"N", "CA", "C", "O", "CB", "OXT"})
+
 #: Modified amino acids built as their parent (extra atoms dropped, reported).
 MODIFIED_PARENTS = {
     "MSE": "MET", "SEP": "SER", "TPO": "THR", "PTR": "TYR", "HYP": "PRO",
@@ -349,6 +356,29 @@ def standard_residue_name(name: str) -> str | None:
     return key if key in RESIDUE_INDEX else None
 
 
+def cg_program_residue_name(name: str, atoms) -> str | None:
+    """The standard name of a residue that a coarse-grained program names its own way (:data:`CG_PROGRAM_ALIASES`,
+    e.g. openAWSEM's IGL for glycine), else None.
+
+    Parameters
+    ----------
+    name : str
+        Residue name from a file.
+    atoms : iterable of str
+        Names of its heavy atoms: only backbone atoms and a C-beta, or a single bead, read it so (a chemical
+        component of that code has atoms of its own).
+
+    Returns
+    -------
+    str or None
+    """
+    parent = CG_PROGRAM_ALIASES.get(name.strip().upper())
+    names = {atom.strip().upper() for atom in atoms}
+    if parent is None or not (len(names) <= 1 or names <= _CG_PROGRAM_ATOMS):
+        return None
+    return parent
+
+
 def require_residue_name(name: str, where: str) -> str:
     """Like :func:`standard_residue_name` but raise for an unknown name.
 
@@ -373,6 +403,8 @@ def require_residue_name(name: str, where: str) -> str:
             "style); its amino acid is only in your sequence: pass the "
             "sequence (--sequence FILE.fasta)"
         )
+    if name.strip().upper() in UNKNOWN_AMINO_ACID:
+        raise BackmapInputError(f"{where}: residue '{name}' is an unknown amino acid: {SEQUENCE_FROM_NAMES}")
     if name.strip().upper() in D_AMINO_ACIDS:
         raise BackmapInputError(
             f"{where}: residue '{name}' is D-{D_AMINO_ACIDS[name.strip().upper()]}: D-amino acids are not supported "
@@ -385,7 +417,18 @@ def require_residue_name(name: str, where: str) -> str:
         + ", ".join(sorted(RESIDUE_ALIASES))
         + "; modified residues "
         + ", ".join(sorted(MODIFIED_PARENTS))
+        + "; coarse-grained programs' "
+        + ", ".join(sorted(CG_PROGRAM_ALIASES))
+        + " (backbone atoms and C-beta)"
     )
+
+
+#: Residue names that say no amino acid: the PDB's unknown amino acid, which CG programs (HOOMD, LAMMPS converters)
+#: write for every bead.
+UNKNOWN_AMINO_ACID = frozenset({"UNK"})
+#: What an input whose residue names give no sequence needs.
+SEQUENCE_FROM_NAMES = ("the residue names must give the sequence: rename the residues (ALA, GLY ...), or pass a "
+                       "topology with the sequence (--top)")
 
 
 #: The PDB's names of the D-amino acids, with the L residue each mirrors.

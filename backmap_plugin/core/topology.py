@@ -158,7 +158,8 @@ def _is_hydrogen(atom: md.core.topology.Atom) -> bool:
 def read_residues(topology: md.Topology, source: str = "") -> tuple[list[ResidueRecord], list[str]]:
     """Normalise the residues of an input topology.
 
-    Protein residues (standard, variant or modified names; one-letter codes
+    Protein residues (standard, variant or modified names; coarse-grained
+    programs' names on backbone atoms, :func:`~backmap_plugin.core.chemistry.cg_program_residue_name`; one-letter codes
     in one-bead-per-residue files whose residues have no three-letter amino
     acid names and are not all W, Martini water) are kept; water, ions, capping groups and
     any residue that is not an amino acid (no CA and an unknown name; in a
@@ -213,6 +214,7 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
             continue
         else:
             name = chem.standard_residue_name(key) if len(key) > 1 else None
+            name = name or chem.cg_program_residue_name(key, [a.name for a in heavy])
         if name is None:
             if not any(a.name.strip().upper() == "CA" for a in heavy):
                 dropped[key] = dropped.get(key, 0) + 1

@@ -17,6 +17,7 @@ import mdtraj as md
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.pbc import box_lengths_and_angles
 from backmap_plugin.io import dcd
 from backmap_plugin.io.atoms import check_duplicate_atoms, check_finite
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
@@ -26,6 +27,7 @@ from backmap_plugin.io.loaders import (
     count_trajectory_atoms,
     frames_in_file,
     load_topology,
+    load_topology_and_box,
     load_whole,
     protonation_note,
 )
@@ -61,7 +63,10 @@ class FrameChunk(NamedTuple):
         ``float32`` coordinates in Angstrom, shape ``(n, n_atoms, 3)``.
     box : numpy.ndarray or None
         Periodic box vectors (rows) in Angstrom, shape ``(n, 3, 3)``
-        (triclinic cells kept), or None when the file has no unit cell.
+        (triclinic cells kept); where the file has no unit cell the
+        topology file's simulation box for every frame
+        (:func:`~backmap_plugin.io.loaders.load_topology_and_box`), else
+        None.
     time : numpy.ndarray or None
         ``(n,)`` times in ps as the file gives them (DCD: from its
         header's first step, interval and time step; frame indices for
@@ -116,13 +121,14 @@ class FrameSource:
                 f"pass --top (one of {', '.join(TOPOLOGY_FORMATS)})"
             )
         top_topology = None
+        self._top_box = None  # (3, 3) Angstrom: the topology file's box, for frames that have none
+        loaded_notes: list = []
         if self.top_path is not None:
             top_ext = check_input_file(self.top_path, TOPOLOGY_FORMATS, "topology")
-            top_topology = load_topology(self.top_path, top_ext)
+            top_topology, self._top_box = load_topology_and_box(self.top_path, top_ext, loaded_notes)
 
         self._whole = None  # (xyz in Angstrom, box in Angstrom or None, time in ps), strided
         self._size_at_open = os.path.getsize(self.path)  # (a file that grows is being written, not damaged)
-        loaded_notes: list = []
         if self._ext in LOADED_WHOLE:
             traj = load_whole(self.path, self._ext, loaded_notes)
             topology, n_atoms = traj.topology, traj.n_atoms
@@ -139,7 +145,7 @@ class FrameSource:
 
         self.notes = [note for note in (protonation_note(name) for name in dict.fromkeys([self.top_path, self.path])
                                         if name is not None and match_extension(name, PDB)) if note]
-        self.notes += loaded_notes
+        self.notes += list(dict.fromkeys(loaded_notes))  # (a file given as input and as --top: once)
         self._clock = None  # (t0, dt) ps of a DCD file whose header gives times
         if self._ext == ".dcd":
             self.notes += [note for note in [dcd.frames_missing(self.path)] if note]
@@ -223,10 +229,33 @@ class FrameSource:
             xyz, box, time = self._whole
             for start in range(0, len(xyz), self.chunk):
                 stop = start + self.chunk
-                yield FrameChunk(start, xyz[start:stop].copy(), None if box is None else box[start:stop].copy(),
+                yield FrameChunk(start, xyz[start:stop].copy(),
+                                 self._boxes(None if box is None else box[start:stop].copy(), len(xyz[start:stop])),
                                  time[start:stop].copy())
             return
         yield from self._iter_streamed()
+
+    def _boxes(self, box: Optional[np.ndarray], n: int) -> Optional[np.ndarray]:
+        """The boxes of ``n`` frames read with ``box`` (None, or (n, 3, 3)): those, or where the coordinate file
+        gives none (a DCD written without a unit cell, by catdcd or mdconvert from a LAMMPS dump; boxes of zero
+        volume) the topology file's box for every frame, with a note. Chains cut by the box are made whole across
+        it later; without it, a wrapped chain fell into pieces a box length apart."""
+        if self._top_box is None or (box is not None and (np.abs(np.linalg.det(box.astype(np.float64))) > 0).any()):
+            return box
+        note = self._top_box_note()
+        if note not in self.notes:  # (the frames may be read more than once)
+            self.notes.append(note)
+        return np.repeat(self._top_box[None], n, axis=0)
+
+    def _top_box_note(self) -> str:
+        """The note on frames given the topology file's box."""
+        lengths, angles = (values.tolist() for values in box_lengths_and_angles(self._top_box))
+        cell = " x ".join(f"{v:.1f}" for v in lengths) + " A"
+        if any(abs(a - 90.0) > 0.01 for a in angles):
+            cell += ", angles " + ", ".join(f"{a:.1f}" for a in angles)
+        return (f"{self.path} gives no periodic box: every frame takes the box of {self.top_path} ({cell}), in "
+                "which chains cut by its faces are made whole; this takes the box to be constant (a "
+                "constant-volume run): frames of a constant-pressure run need their own boxes in the trajectory")
 
     def _iter_streamed(self) -> Iterator[FrameChunk]:
         frames = max(1, min(self.chunk, ATOM_FRAMES_PER_READ // max(1, self.n_atoms)))
@@ -243,7 +272,7 @@ class FrameSource:
             for first in range(0, traj.n_frames, frames):
                 xyz = _angstrom(traj.xyz[first:first + frames])
                 check_finite(xyz, self.topology, self.path, start, self.stride)
-                yield FrameChunk(start, xyz, None if box is None else box[first:first + frames],
+                yield FrameChunk(start, xyz, self._boxes(None if box is None else box[first:first + frames], len(xyz)),
                                  time[first:first + frames])
                 start += len(xyz)
         if start == 0:
@@ -334,7 +363,9 @@ def open_frames(path, top=None, chunk: int = 1000, stride: int = 1) -> FrameSour
         Topology file (PDB, mmCIF, GRO or H5). Required for ``.dcd``,
         ``.xtc``, ``.trr``, ``.nc`` and ``.netcdf``; if given for a format
         that has its own topology, it replaces that topology (atom counts
-        must match).
+        must match). Frames without a periodic box (a DCD written without
+        a unit cell) take its box, a simulation's (a ``.gro``'s, a PDB
+        CRYST1 record in space group P 1), with a note.
     chunk : int, optional
         Maximum number of frames per yielded chunk (bounds memory).
     stride : int, optional
@@ -357,8 +388,11 @@ def open_frames(path, top=None, chunk: int = 1000, stride: int = 1) -> FrameSour
     -----
     PDB files are read with mdtraj's defaults, which include its standard
     name replacements (e.g. HSD/HIE -> HIS, CYX -> CYS, ILE CD -> CD1,
-    OT1 -> O); mmCIF readers apply the same table. For alternate locations
-    the first one listed in the file is kept.
+    OT1 -> O); mmCIF readers apply the same table. Of a PDB file's
+    alternate locations each residue keeps its conformer of highest
+    occupancy (A where they tie), with a note
+    (:func:`~backmap_plugin.io.loaders.one_conformer`); of an mmCIF file's,
+    the first listed.
     """
     return FrameSource(path, top=top, chunk=chunk, stride=stride)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections import Counter
 from typing import Optional
 
 import mdtraj as md
@@ -183,7 +184,9 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
     reads them, so it is tried when mdtraj fails. A multi-model PDB file
     whose last model is cut short (a run killed while writing it) gives
     its whole models, with a note; models with CRYST1 records of their own
-    keep their boxes (:func:`pdb_model_boxes`).
+    keep their boxes (:func:`pdb_model_boxes`). Of a PDB file's alternate
+    locations each residue keeps its conformer of highest occupancy, with a
+    note (:func:`one_conformer`; mdtraj and OpenMM keep the first listed).
 
     Parameters
     ----------
@@ -193,7 +196,7 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
     ext : str
         Its extension, from :func:`backmap_plugin.io.paths.check_input_file`.
     notes : list, optional
-        Where a note on a model cut short goes.
+        Where notes on a model cut short and on alternate locations go.
 
     Returns
     -------
@@ -212,7 +215,7 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
             # one warning per residue: the residues are read apart later, with one note (split_merged_residues)
             warnings.filterwarnings("ignore", message=".*two consecutive residues with same number")
             if ext in PDB:
-                return _with_model_boxes(md.load_pdb(path), path)  # (md.load parses a PDB twice)
+                return _load_pdb(path, path, notes)
             if ext == ".gro":
                 return md.formats.gro.load_gro(path)  # md.load reads a GRO file's topology twice
             return md.load(path)
@@ -228,7 +231,7 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
                     handle.write(text)
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*two consecutive residues with same number")
-                    traj = _with_model_boxes(md.load_pdb(cut), cut)
+                    traj = _load_pdb(cut, path, notes)
             if notes is not None:
                 notes.append(f"{path}: {note}")
             return traj
@@ -238,6 +241,87 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
             except Exception:
                 pass
         raise BackmapInputError(f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}") from exc
+
+
+def _load_pdb(path: str, name: str, notes: Optional[list]) -> md.Trajectory:
+    """A PDB file (``name`` in notes) read by mdtraj (``md.load`` would parse it twice), one conformer of each
+    residue with alternate locations (:func:`one_conformer`), each model with its box (:func:`_with_model_boxes`)."""
+    picked = one_conformer(path)
+    if picked is None:
+        return _with_model_boxes(md.load_pdb(path), path)
+    text, note = picked
+    with tempfile.TemporaryDirectory() as scratch:
+        one = os.path.join(scratch, "one_conformer.pdb")
+        with open(one, "w") as handle:
+            handle.write(text)
+        traj = _with_model_boxes(md.load_pdb(one), one)
+    if notes is not None:
+        notes.append(f"{name}: {note}")
+    return traj
+
+
+def _occupancy(line: str) -> float:
+    """The occupancy of an ATOM / HETATM record (columns 55-60); 1 where it is blank or unreadable."""
+    try:
+        return float(line[54:60])
+    except ValueError:
+        return 1.0
+
+
+def one_conformer(path: str) -> Optional[tuple]:
+    """The text of a (possibly gzipped) PDB file with one conformer of each residue that has alternate
+    locations, and a note saying which; None where the file has none.
+
+    A residue (chain, number and insertion code, in every model alike) keeps
+    the atoms of no alternate location and those of its location of highest
+    mean occupancy, the first in the alphabet where they tie (A before B),
+    with the location column cleared. mdtraj and OpenMM keep the first
+    location listed, whatever its occupancy; a residue whose conformers are
+    different residues (microheterogeneity: A SER, B THR) is read as the one
+    kept.
+
+    Parameters
+    ----------
+    path : str
+        The PDB file.
+
+    Returns
+    -------
+    tuple of (str, str) or None
+        The text, and the note naming how many residues had alternate
+        locations, which was kept how often, and the first such residue.
+    """
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    occupancy: dict = {}  # residue key -> {location: [occupancy sum, atoms, residue name]}
+    with opener(path, "rt", errors="replace") as handle:  # (streamed: most files have none, some are big)
+        for line in handle:
+            if line.startswith(("ATOM", "HETATM")) and len(line) > 16 and line[16] != " ":
+                where = occupancy.setdefault((line[21], line[22:27]), {})
+                entry = where.setdefault(line[16], [0.0, 0, line[17:20].strip()])
+                entry[0] += _occupancy(line)
+                entry[1] += 1
+    if not occupancy:
+        return None
+    kept = {key: min(where, key=lambda loc: (-round(where[loc][0] / where[loc][1], 3), loc))
+            for key, where in occupancy.items()}
+    text = []
+    with opener(path, "rt", errors="replace") as handle:
+        for line in handle:
+            if line.startswith(("ATOM", "HETATM")) and len(line) > 16 and line[16] != " ":
+                if kept[(line[21], line[22:27])] != line[16]:
+                    continue
+                line = line[:16] + " " + line[17:]
+            text.append(line)
+    (chain, number), where = next(iter(occupancy.items()))
+    first = ", ".join(f"{loc} {name} {total / atoms:.2f}" for loc, (total, atoms, name) in sorted(where.items()))
+    counts = Counter(kept.values())
+    said = ", ".join(f"{loc} in {counts[loc]}" for loc in sorted(counts))
+    note = (f"{len(occupancy)} residue(s) have alternate locations (first: chain {chain.strip() or '?'} residue "
+            f"{number.strip()}: {first}, mean occupancy): each keeps its conformer of highest occupancy (A where "
+            f"they tie), kept {said}")
+    return "".join(text), note
 
 
 def _with_model_boxes(traj: md.Trajectory, path: str) -> md.Trajectory:
@@ -268,16 +352,81 @@ def load_topology(path: str, ext: str) -> md.Topology:
     BackmapInputError
         The file cannot be read.
     """
+    return load_topology_and_box(path, ext)[0]
+
+
+def load_topology_and_box(path: str, ext: str, notes: Optional[list] = None) -> tuple:
+    """Topology of a structure file (or of an .h5 trajectory, or a .tpr run input), and the periodic box of its
+    first frame.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    ext : str
+        Its extension (one of
+        :data:`backmap_plugin.io.paths.TOPOLOGY_FORMATS`).
+    notes : list, optional
+        Where notes on reading it go (as :func:`load_whole`).
+
+    Returns
+    -------
+    topology : mdtraj.Topology
+    box : numpy.ndarray or None
+        ``(3, 3)`` ``float32`` box vectors (rows, Angstrom) of the first
+        frame of a GRO file, or of a PDB file whose CRYST1 record is a
+        simulation's box (space group P 1, as MD programs write it; a
+        crystal's unit cell is not the box of a run made from it); None
+        where it has none, or none that makes a cell (zero volume), and for
+        mmCIF, .h5 and .tpr files.
+
+    Raises
+    ------
+    BackmapInputError
+        The file cannot be read.
+    """
     if ext == ".tpr":
-        return load_tpr_topology(path)
+        return load_tpr_topology(path), None
     if ext == ".h5":
         try:
-            return md.load_topology(path)
+            return md.load_topology(path), None
         except Exception as exc:
             raise BackmapInputError(
                 f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}"
             ) from exc
-    return load_whole(path, ext).topology
+    traj = load_whole(path, ext, notes)
+    box = box_vectors(traj)  # (not of traj[:1]: slicing copies the topology, slow for big systems)
+    simulation_box = ext == ".gro" or (ext in PDB and pdb_space_group(path) in ("P 1", "P1"))
+    if (not simulation_box or box is None or not np.isfinite(box[0]).all()
+            or abs(float(np.linalg.det(box[0].astype(np.float64)))) <= 0):
+        return traj.topology, None
+    return traj.topology, box[0]
+
+
+def pdb_space_group(path: str) -> Optional[str]:
+    """The space group of a PDB file's first CRYST1 record, before its atoms.
+
+    Parameters
+    ----------
+    path : str
+        A PDB file (gzipped where it ends in ``.gz``).
+
+    Returns
+    -------
+    str or None
+        E.g. ``P 1`` (as MD programs write it) or ``P 21 21 21`` (a
+        crystal's); None where no CRYST1 record comes before the atoms.
+    """
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("CRYST1"):
+                return line[55:66].strip()
+            if line.startswith(("ATOM", "HETATM", "MODEL")):
+                return None
+    return None
 
 
 def count_trajectory_atoms(path: str, ext: str) -> int:

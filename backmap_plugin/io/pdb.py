@@ -54,6 +54,9 @@ class PdbBackend(TextBackend):
     ----------
     kept : int
         Frames kept from the resumed file.
+    notes : list of str
+        What was left out on the way: a box too large for the CRYST1
+        columns (:data:`MAX_CRYST1_LENGTH`) is not written.
     """
 
     def __init__(self, partial: str, topology: md.Topology, path: str, resume: Optional[dict] = None,
@@ -64,6 +67,7 @@ class PdbBackend(TextBackend):
         self._first_offset = None
         self._first_frame = None
         self._first_box = None
+        self.notes: list = []
         if append:
             resume = self._append_state(partial)
         # a single kept model would have to be rewritten without MODEL at the end: start over instead
@@ -211,13 +215,26 @@ class PdbBackend(TextBackend):
         in Angstrom, where given), and flush (times not kept)."""
         for k, frame in enumerate(xyz):
             index = first_frame + k
-            cryst1 = "" if box is None else _cryst1(box[k])
+            cryst1 = "" if box is None else self._cryst1(box[k], index)
             if index == 0:
                 self._first_offset = self._file.tell()
                 self._first_frame = frame.copy()
                 self._first_box = cryst1
             self._file.write(f"{cryst1}MODEL     {index % 9999 + 1:4d}\n{self._model_text(frame)}ENDMDL\n")
         self._file.flush()
+
+    def _cryst1(self, box: np.ndarray, index: int) -> str:
+        """The CRYST1 record of frame ``index``'s box (:func:`cryst1_record`); '' with a note (the first time) where
+        its lengths do not fit the columns."""
+        record = cryst1_record(box)
+        if record is None and not self.notes:
+            lengths = " x ".join(f"{v:.0f}" for v in box_lengths_and_angles(box)[0].tolist())
+            self.notes.append(
+                f"{self._path}: the periodic box ({lengths} A, first in frame {index}) does not fit the PDB CRYST1 "
+                f"record (edges up to {MAX_CRYST1_LENGTH:.3f} A): no CRYST1 record is written for such boxes (a box "
+                "this large makes the run all but non-periodic); write .cif, .dcd, .xtc or .h5 to keep it"
+            )
+        return record or ""
 
     def finish(self, n_frames: int) -> None:
         """Write the disulfides' CONECT records and END (dropping MODEL/ENDMDL of a single frame) and close the
@@ -230,7 +247,27 @@ class PdbBackend(TextBackend):
         self._file.close()
 
 
-def _cryst1(box: np.ndarray) -> str:
-    """The CRYST1 record of (3, 3) box vectors (rows, Angstrom), space group P 1."""
+#: The longest box edge (Angstrom) a CRYST1 record's 9.3f columns hold.
+MAX_CRYST1_LENGTH = 99999.999
+
+
+def cryst1_record(box: np.ndarray) -> Optional[str]:
+    """The CRYST1 record of (3, 3) box vectors (rows, Angstrom), space group P 1.
+
+    Parameters
+    ----------
+    box : numpy.ndarray
+        ``(3, 3)`` box vectors (rows), Angstrom.
+
+    Returns
+    -------
+    str or None
+        The line; None where an edge does not fit its 9 columns (from
+        100,000 Angstrom on, as a HOOMD or LAMMPS run of one chain in a huge
+        box writes: the fields ran together and no reader could parse the
+        file).
+    """
     (a, b, c), (alpha, beta, gamma) = (values.tolist() for values in box_lengths_and_angles(box))
+    if not all(-9999.9995 < v < MAX_CRYST1_LENGTH + 0.0005 for v in (a, b, c)):
+        return None
     return f"CRYST1{a:9.3f}{b:9.3f}{c:9.3f}{alpha:7.2f}{beta:7.2f}{gamma:7.2f} P 1           1\n"

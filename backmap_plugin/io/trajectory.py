@@ -83,6 +83,9 @@ class TrajectoryWriter:
     last_time : float or None
         Time (ps) of the last frame kept from an appended XTC, H5 or DCD
         file (DCD: where its header gives times).
+    notes : list of str
+        What the format could not hold and was left out (a PDB file's
+        CRYST1 record of a box too large for its columns), one note each.
 
     Raises
     ------
@@ -98,7 +101,9 @@ class TrajectoryWriter:
     PDB output has MODEL/ENDMDL records only when more than one frame was
     written, a CRYST1 record before each model whose frame has a box, a TER
     record after every chain (also for chains that share a chain id) and
-    CONECT records for the disulfides only. mmCIF output has one model per
+    CONECT records for the disulfides only (a box whose edges do not fit
+    the CRYST1 columns, 100,000 Angstrom or more, gets no CRYST1 record,
+    with a note in :attr:`notes`). mmCIF output has one model per
     frame and the first frame's box as ``_cell``; if chain ids repeat,
     ``label_asym_id`` gets unique generated ids (which OpenMM/mdtraj readers
     then report as the chain ids) while ``auth_asym_id`` keeps the originals.
@@ -116,6 +121,7 @@ class TrajectoryWriter:
         self.frames_written = 0
         self.dropped = 0
         self.last_time = None
+        self.notes: list = []
         self._backend = None
         ext = check_output_path(self.path, overwrite)
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -134,6 +140,7 @@ class TrajectoryWriter:
                 self._backend = MdtrajBackend(self.partial_path, topology, self.path, ext, resume, append,
                                               append_before)
             self.frames_written = self._backend.kept
+            self.notes = getattr(self._backend, "notes", self.notes)  # (the back end's list: it adds to it)
             self.dropped = getattr(self._backend, "dropped", 0)
             self.last_time = getattr(self._backend, "last_time", None)
         except OSError as exc:

@@ -6,8 +6,9 @@
 one, so that a trajectory of thousands of frames is never held in memory.
 Models of a PDB file after the first are read line by line (OpenMM's reader
 keeps every model as Python objects, about 0.8 KB an atom); where its first
-model read that way is not what OpenMM read (alternate locations, say), the
-whole file is read by OpenMM instead. Positions are OpenMM quantities, as
+model read that way is not what OpenMM read, the whole file is read by
+OpenMM instead; so is a file with alternate locations, each residue's
+conformer of highest occupancy (OpenMM keeps the first listed), with a note. Positions are OpenMM quantities, as
 OpenMM's readers give them; each frame comes with its box and time. A frame
 whose bonds inside residues are not as long as in the topology file (atoms
 in another order) is refused; a trajectory cut short in a frame gives the
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box
+from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box, one_conformer
 from backmap_plugin.io.paths import MMCIF, NEEDS_TOPOLOGY, PDB, match_extension
 
 __all__ = ["StructureFrames", "open_structure", "STRUCTURE_INPUT", "TRAJECTORY_INPUT"]
@@ -248,7 +249,15 @@ def _pdb_models(path: str) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
 
 
 def _pdb(path: str) -> StructureFrames:
-    """A PDB file: OpenMM reads its first model (with the header and CONECT records), the rest is read per line."""
+    """A PDB file: OpenMM reads its first model (with the header and CONECT records), the rest is read per line;
+    a file with alternate locations is read whole, each residue's conformer of highest occupancy (OpenMM keeps the
+    first listed), with a note (:func:`~backmap_plugin.io.loaders.one_conformer`)."""
+    picked = one_conformer(path)
+    if picked is not None:
+        text, note = picked
+        structure = _pdb_whole(path, text)
+        structure.notes.append(f"{path}: {note}")
+        return structure
     first, conect, n_models, in_first = [], [], 0, True
     with _open_text(path) as handle:
         for line in handle:
@@ -269,13 +278,8 @@ def _pdb(path: str) -> StructureFrames:
         same = False
     finally:
         models.close()
-    if not same:  # OpenMM read the first model otherwise (alternate locations ...): it reads every model
-        topology, frames = _read_whole(path)
-        boxes = [box for _, box in _pdb_models(path)] if len(frames) > 1 else []
-        boxes = boxes if len(boxes) == len(frames) else [None] * len(frames)
-        box = topology.getPeriodicBoxVectors()
-        boxes = [b if b is not None or box is None else _nm(box) for b in boxes]
-        return StructureFrames(path, None, topology, len(frames), lambda: zip(frames, boxes, [None] * len(frames)))
+    if not same:  # OpenMM read the first model otherwise: it reads every model
+        return _pdb_whole(path)
     n_atoms = topology.getNumAtoms()
 
     def frames():
@@ -293,6 +297,16 @@ def _pdb(path: str) -> StructureFrames:
             yield coords, box, None
 
     return StructureFrames(path, None, topology, n_models, frames)
+
+
+def _pdb_whole(path: str, text: str | None = None) -> StructureFrames:
+    """A PDB file (or ``text``, that of its atoms kept) read whole by OpenMM, every model with its box."""
+    topology, frames = _read_whole(path, text)
+    boxes = [box for _, box in _pdb_models(path)] if len(frames) > 1 else []
+    boxes = boxes if len(boxes) == len(frames) else [None] * len(frames)
+    box = topology.getPeriodicBoxVectors()
+    boxes = [b if b is not None or box is None else _nm(box) for b in boxes]
+    return StructureFrames(path, None, topology, len(frames), lambda: zip(frames, boxes, [None] * len(frames)))
 
 
 def _trajectory(path: str, top: str | None, topology, reference) -> StructureFrames:
