@@ -709,7 +709,8 @@ def helical_windows(protein: ProteinTopology, chain: np.ndarray, beads: np.ndarr
         return counts
     start = np.arange(n)
     bonded = protein.segment[start] == protein.segment[start + 3]
-    torsion = dihedral_values(beads, np.stack([start, start + 1, start + 2, start + 3], axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):  # (coincident beads, refused later: no helix)
+        torsion = dihedral_values(beads, np.stack([start, start + 1, start + 2, start + 3], axis=1))
     low, high = HELICAL_TORSIONS
     for hand, sign in enumerate((1.0, -1.0)):
         helical = bonded & (sign * torsion > low) & (sign * torsion < high)
