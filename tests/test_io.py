@@ -1034,3 +1034,19 @@ def test_pdb_disulfide_records_and_no_conect_past_99999_atoms():
         where = {atom.index: (atom.index + 1, "A", atom.residue.resSeq, " ") for atom in top.atoms}
         ssbond, written = PdbBackend._disulfide_records(top, where)
         assert ssbond == "SSBOND   1 CYS A   22    CYS A   92 \n" and written == conect  # (the insertion code)
+
+
+def test_placeholder_cryst1_is_no_box_and_no_warning(tmp_path):
+    """The CRYST1 1 x 1 x 1 A record of NMR and cryo-EM entries: no box, and mdtraj's warning on it is not passed
+    to the user (every run on such a file printed a UserWarning)."""
+    import warnings
+
+    lines = [line for line in gzip.open(FIXTURE, "rt").read().splitlines() if not line.startswith("CRYST1")]
+    path = tmp_path / "placeholder.pdb"
+    path.write_text("\n".join(["CRYST1    1.000    1.000    1.000  90.00  90.00  90.00 P 1           1"] + lines)
+                    + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        topology, box = loaders.load_topology_and_box(str(path), ".pdb")
+        assert box is None and topology.n_residues == 20
+        assert next(iter(open_frames(str(path)))).box is None

@@ -243,18 +243,26 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
         raise BackmapInputError(f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}") from exc
 
 
+def _mdtraj_pdb(path: str) -> md.Trajectory:
+    """mdtraj's reading of a PDB file, without its warning on the placeholder CRYST1 record (1 x 1 x 1 A) of NMR
+    and cryo-EM entries, which it discards, as a box of none."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unlikely unit cell vectors detected")
+        return md.load_pdb(path)
+
+
 def _load_pdb(path: str, name: str, notes: Optional[list]) -> md.Trajectory:
     """A PDB file (``name`` in notes) read by mdtraj (``md.load`` would parse it twice), one conformer of each
     residue with alternate locations (:func:`one_conformer`), each model with its box (:func:`_with_model_boxes`)."""
     picked = one_conformer(path)
     if picked is None:
-        return _with_model_boxes(md.load_pdb(path), path)
+        return _with_model_boxes(_mdtraj_pdb(path), path)
     text, note = picked
     with tempfile.TemporaryDirectory() as scratch:
         one = os.path.join(scratch, "one_conformer.pdb")
         with open(one, "w") as handle:
             handle.write(text)
-        traj = _with_model_boxes(md.load_pdb(one), one)
+        traj = _with_model_boxes(_mdtraj_pdb(one), one)
     if notes is not None:
         notes.append(f"{name}: {note}")
     return traj
