@@ -599,12 +599,11 @@ def _break_advice(distance: np.ndarray, break_distance: float, default_break: fl
         return f"a --break-distance above those distances (now {break_distance:g} A) bonds them"
     advice = [f"a --break-distance above {near.max():.1f} A (now {break_distance:g} A) bonds those closer than "
               f"{far_from:g} A"] if len(near) else []
-    if far.any():
-        why = "molecules numbered on, or a broken frame" if boxed else (
-            "coordinates wrapped into a periodic box that the input does not give (give a trajectory with its "
-            "boxes, a --top with the box: CRYST1 in P 1, .gro; or unwrap it first), or molecules numbered on")
-        advice.append(f"{int(far.sum())} of them {'is' if far.sum() == 1 else 'are'} more than {far_from:g} A "
-                      f"apart, farther than bonded beads stretch, which no --break-distance should bond: {why}")
+    why = "molecules numbered on, or a broken frame" if boxed else (
+        "coordinates wrapped into a periodic box that the input does not give (give a trajectory with its "
+        "boxes, a --top with the box: CRYST1 in P 1, .gro; or unwrap it first), or molecules numbered on")
+    advice.append(f"{int(far.sum())} of them {'is' if far.sum() == 1 else 'are'} more than {far_from:g} A "
+                  f"apart, farther than bonded beads stretch, which no --break-distance should bond: {why}")
     return "; ".join(advice)
 
 

@@ -27,7 +27,6 @@ gain 2 and 16 g/mol. Force groups: :data:`CALVADOS3_FORCE_GROUPS`.
 
 from __future__ import annotations
 
-import gzip
 import os
 import string
 
@@ -49,6 +48,7 @@ from backmap_plugin.force_fields.hps import (
     read_parameter_table,
     set_topology_box,
 )
+from backmap_plugin.io.loaders import open_text
 from backmap_plugin.io.paths import MMCIF, match_extension
 
 __all__ = [
@@ -168,9 +168,8 @@ def _open_structure(path):
     if not os.path.exists(path):
         raise BackmapInputError(f"{path}: no such file")
     lower = path.lower()
-    opener = gzip.open if lower.endswith(".gz") else open
     try:
-        with opener(path, "rt") as handle:
+        with open_text(path) as handle:
             if match_extension(lower, MMCIF):
                 reader = app.PDBxFile(handle)
             else:

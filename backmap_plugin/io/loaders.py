@@ -3,6 +3,7 @@ cannot read), topologies, the atom count of a trajectory, box vectors."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
 import warnings
@@ -18,6 +19,13 @@ from backmap_plugin.io.paths import MMCIF, PDB
 from backmap_plugin.io.tpr import load_tpr_topology
 
 
+def open_text(path: str):
+    """A text file for reading, gunzipped where its name ends in ``.gz``; undecodable bytes are replaced."""
+    if path.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
 def _mdtraj_can_read(ext: str) -> bool:
     """Whether the installed mdtraj has a loader for ``ext``."""
     return ext in md.formats.registry.FormatRegistry.loaders
@@ -25,8 +33,6 @@ def _mdtraj_can_read(ext: str) -> bool:
 
 def _load_mmcif_with_openmm(path: str) -> md.Trajectory:
     """Load every model of an mmCIF file with OpenMM's reader."""
-    import gzip
-
     from openmm import unit
     from openmm.app import PDBxFile
 
@@ -72,11 +78,8 @@ def pdb_model_boxes(path: str, n_models: int) -> Optional[np.ndarray]:
         where the file has fewer than two CRYST1 records or they do not
         cover its models.
     """
-    import gzip
-
-    opener = gzip.open if path.endswith(".gz") else open
     boxes, current, n_cryst1 = [], None, 0
-    with opener(path, "rt", errors="replace") as handle:
+    with open_text(path) as handle:
         for line in handle:
             if line.startswith("CRYST1"):
                 current = cryst1_box(line)
@@ -108,10 +111,7 @@ def _pdb_whole_models(path: str) -> Optional[tuple]:
     BackmapInputError
         Whole models hold different numbers of atoms (naming two).
     """
-    import gzip
-
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", errors="replace") as handle:
+    with open_text(path) as handle:
         lines = handle.readlines()
     models = []  # [first line, ENDMDL line or None, atoms]
     for i, line in enumerate(lines):
@@ -138,11 +138,8 @@ def _pdb_whole_models(path: str) -> Optional[tuple]:
 
 def _pdb_has_atoms(path: str) -> bool:
     """Whether a (possibly gzipped) PDB file has an ATOM or HETATM record."""
-    import gzip
-
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rt", errors="replace") as handle:
+        with open_text(path) as handle:
             return any(line.startswith(("ATOM", "HETATM")) for line in handle)
     except OSError:
         return True  # unreadable: let the parser's own message through
@@ -157,12 +154,9 @@ PROTONATION_NAMES = {"HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HS
 def protonation_note(path: str) -> Optional[str]:
     """A note naming the residue names of a (possibly gzipped) PDB file that say a protonation state, which reading
     drops (:data:`PROTONATION_NAMES`), or None."""
-    import gzip
-
-    opener = gzip.open if path.endswith(".gz") else open
     found = set()
     try:
-        with opener(path, "rt", errors="replace") as handle:
+        with open_text(path) as handle:
             for line in handle:
                 if line.startswith(("ATOM", "HETATM")) and line[17:21].strip() in PROTONATION_NAMES:
                     found.add(line[17:21].strip())
@@ -299,11 +293,8 @@ def one_conformer(path: str) -> Optional[tuple]:
         The text, and the note naming how many residues had alternate
         locations, which was kept how often, and the first such residue.
     """
-    import gzip
-
-    opener = gzip.open if path.endswith(".gz") else open
     occupancy: dict = {}  # residue key -> {location: [occupancy sum, atoms, residue name]}
-    with opener(path, "rt", errors="replace") as handle:  # (streamed: most files have none, some are big)
+    with open_text(path) as handle:  # (streamed: most files have none, some are big)
         for line in handle:
             if line.startswith(("ATOM", "HETATM")) and len(line) > 16 and line[16] != " ":
                 where = occupancy.setdefault((line[21], line[22:27]), {})
@@ -315,7 +306,7 @@ def one_conformer(path: str) -> Optional[tuple]:
     kept = {key: min(where, key=lambda loc: (-round(where[loc][0] / where[loc][1], 3), loc))
             for key, where in occupancy.items()}
     text = []
-    with opener(path, "rt", errors="replace") as handle:
+    with open_text(path) as handle:
         for line in handle:
             if line.startswith(("ATOM", "HETATM")) and len(line) > 16 and line[16] != " ":
                 if kept[(line[21], line[22:27])] != line[16]:
@@ -341,25 +332,8 @@ def _with_model_boxes(traj: md.Trajectory, path: str) -> md.Trajectory:
 
 
 def load_topology(path: str, ext: str) -> md.Topology:
-    """Topology of a structure file (or of an .h5 trajectory, or a .tpr run input).
-
-    Parameters
-    ----------
-    path : str
-        The file.
-    ext : str
-        Its extension (one of
-        :data:`backmap_plugin.io.paths.TOPOLOGY_FORMATS`).
-
-    Returns
-    -------
-    mdtraj.Topology
-
-    Raises
-    ------
-    BackmapInputError
-        The file cannot be read.
-    """
+    """Topology of a structure file (or of an .h5 trajectory, or a .tpr run input): :func:`load_topology_and_box`
+    without the box."""
     return load_topology_and_box(path, ext)[0]
 
 
@@ -425,10 +399,7 @@ def pdb_space_group(path: str) -> Optional[str]:
         E.g. ``P 1`` (as MD programs write it) or ``P 21 21 21`` (a
         crystal's); None where no CRYST1 record comes before the atoms.
     """
-    import gzip
-
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", errors="replace") as handle:
+    with open_text(path) as handle:
         for line in handle:
             if line.startswith("CRYST1"):
                 return line[55:66].strip()

@@ -17,7 +17,6 @@ frames before it (:attr:`StructureFrames.frames_read`).
 
 from __future__ import annotations
 
-import gzip
 import io
 import itertools
 import os
@@ -26,7 +25,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box, one_conformer
+from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box, one_conformer, open_text
 from backmap_plugin.io.paths import MMCIF, NEEDS_TOPOLOGY, PDB, match_extension
 
 __all__ = ["StructureFrames", "open_structure", "STRUCTURE_INPUT", "TRAJECTORY_INPUT"]
@@ -37,12 +36,6 @@ STRUCTURE_INPUT = PDB + MMCIF + (".h5",)
 TRAJECTORY_INPUT = NEEDS_TOPOLOGY
 #: Frames a trajectory read holds at a time.
 READ_CHUNK = 20
-
-
-def _open_text(path: str):
-    if path.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
 
 
 def _kind(path: str) -> str:
@@ -216,7 +209,7 @@ def _read_whole(path: str, text: str | None = None):
 
     reader = PDBxFile if _kind(path) in MMCIF else PDBFile
     try:
-        with (io.StringIO(text) if text is not None else _open_text(path)) as handle:
+        with (io.StringIO(text) if text is not None else open_text(path)) as handle:
             structure = reader(handle)
     except BackmapInputError:
         raise
@@ -231,7 +224,7 @@ def _read_whole(path: str, text: str | None = None):
 def _pdb_models(path: str) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Each model's ATOM / HETATM coordinates (N, 3) and its box (the last CRYST1 before its atoms; 3, 3), nm."""
     rows, box, model_box = [], None, None
-    with _open_text(path) as handle:
+    with open_text(path) as handle:
         for line in handle:
             record = line[:6]
             if record in ("ATOM  ", "HETATM"):
@@ -259,7 +252,7 @@ def _pdb(path: str) -> StructureFrames:
         structure.notes.append(f"{path}: {note}")
         return structure
     first, conect, n_models, in_first = [], [], 0, True
-    with _open_text(path) as handle:
+    with open_text(path) as handle:
         for line in handle:
             if line.startswith("MODEL"):
                 n_models += 1
