@@ -658,7 +658,7 @@ def _cyclic_chain_notes(protein: ProteinTopology, chain: np.ndarray, beads: np.n
         ends = float(np.median(np.linalg.norm(beads[:, first] - beads[:, last], axis=-1)))
         if abs(ends - centre) <= tolerance:
             notes.append(
-                f"{protein.labels[first]} and {protein.names[last]} {protein.res_seq[last]}, the first and last "
+                f"{protein.labels[first]} and {protein.names[last]} {protein.residue_id(last)}, the first and last "
                 f"residues of their chain, have beads {ends:.2f} A apart, as bonded ones ({centre:.2f} A): a cyclic "
                 "peptide? It is built linear, with free termini (an N terminus and a C-terminal OXT, which may clash): "
                 "no head-to-tail bond is built"
@@ -737,7 +737,7 @@ def _mirror_image_notes(protein: ProteinTopology, chain: np.ndarray, beads: np.n
 
 def _pair_label(protein: ProteinTopology, i: int) -> str:
     """Residues i and i + 1 for messages, e.g. ``chain A residue PRO 375 - HIS 376``."""
-    return f"{protein.labels[i]} - {protein.names[i + 1]} {protein.res_seq[i + 1]}"
+    return f"{protein.labels[i]} - {protein.names[i + 1]} {protein.residue_id(i + 1)}"
 
 
 def _check_chains_hold_together(distance: np.ndarray, protein: ProteinTopology, chain: np.ndarray, source: str,
@@ -1296,8 +1296,8 @@ class Backmapper:
                 self.disulfides[(a, b)] = self.disulfides.get((a, b), 0) + n
 
     def _cysteine(self, k: int) -> str:
-        """Residue ``k`` as disulfides are named, e.g. ``A CYS 23``."""
-        return f"{self.protein.chain_ids[k] or '?'} {self.protein.names[k]} {self.protein.res_seq[k]}"
+        """Residue ``k`` as disulfides are named, e.g. ``A CYS 23`` (``A CYS 23A`` with an insertion code)."""
+        return f"{self.protein.chain_ids[k] or '?'} {self.protein.names[k]} {self.protein.residue_id(k)}"
 
     def _tally_evened(self, beads: torch.Tensor, samples: int) -> None:
         """Count the structures built on traces :meth:`_even_trace` evened, the peptides among them whose beads
@@ -1347,7 +1347,7 @@ class Backmapper:
             crowded = sorted(set(self._other_partners).union(*self._other_partners.values()))
             by_chain: dict = {}
             for k in crowded:
-                by_chain.setdefault(self.protein.chain_ids[k] or "?", []).append(str(self.protein.res_seq[k]))
+                by_chain.setdefault(self.protein.chain_ids[k] or "?", []).append(self.protein.residue_id(k))
             which = "; ".join(f"{chain} CYS {', '.join(numbers)}" for chain, numbers in by_chain.items())
             notes.append(f"disulfide pairing a guess where cysteines crowd (each of these could bond another of them "
                          f"as well): {which}; compare the pairs closed with the protein's known disulfides "

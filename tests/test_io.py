@@ -290,6 +290,74 @@ def test_corpus_insertion_codes_survive_pdb_and_cif(tmp_path):
     assert written == original
 
 
+PROPEPTIDE = DATA / "1deu_ca_propeptide.pdb.gz"  # residues 6P-38P, then 1-13: numbers 6-13 twice, told apart by P
+
+
+def _residue_ids(path):
+    """(chain, number and insertion code, name) of each residue of a PDB file's CA atoms."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    return [(line[21], line[22:27].strip(), line[17:20]) for line in opener(path, "rt")
+            if line.startswith("ATOM") and line[12:16] == " CA "]
+
+
+def test_insertion_codes_of_the_input_are_written_back(tmp_path):
+    """The output keeps the input's codes (6P ... 38P, then 1 ... 13), in PDB and mmCIF; made-up codes from
+    repeated numbers (' ', A, B ...) gave the propeptide's residues 6-13 the mature ones' ids."""
+    from backmap_plugin.api import backmap
+
+    ids = _residue_ids(PROPEPTIDE)
+    assert ids[0] == ("A", "6P", "ARG") and ids[33] == ("A", "1", "LEU") and len(set(ids)) == len(ids) == 46
+    backmap(PROPEPTIDE, output=tmp_path / "out.pdb", method="ideal", progress=False)
+    assert _residue_ids(tmp_path / "out.pdb") == ids
+    backmap(PROPEPTIDE, output=tmp_path / "out.cif", method="ideal", progress=False)
+    top, _ = _read_all(tmp_path / "out.cif")  # read back: the codes come with it
+    write_trajectory(tmp_path / "again.pdb", top, _read_all(tmp_path / "out.cif")[1])
+    assert _residue_ids(tmp_path / "again.pdb") == ids
+
+
+def test_mmcif_insertion_codes_do_not_cut_the_chain(tmp_path):
+    """mdtraj's mmCIF reader puts insertion codes into segment ids, and a new segment id started a new chain:
+    the propeptide came out as 2 chains with a C terminus (OXT) at 38P; now one chain, codes kept."""
+    from openmm.app import PDBFile, PDBxFile
+
+    from backmap_plugin.api import backmap
+
+    pdb = PDBFile(gzip.open(PROPEPTIDE, "rt"))
+    with open(tmp_path / "in.cif", "w") as handle:
+        PDBxFile.writeFile(pdb.topology, pdb.positions, handle, keepIds=True)
+    result = backmap(tmp_path / "in.cif", output=tmp_path / "out.pdb", method="ideal", progress=False)
+    assert result.n_chains == 1 and result.n_segments == 1
+    assert _residue_ids(tmp_path / "out.pdb") == _residue_ids(PROPEPTIDE)
+
+
+def test_distinct_insertion_codes():
+    from backmap_plugin.io.chains import distinct_insertion_codes
+
+    # an input's codes as they came (chymotrypsin numbering 1D ... 1A, 1), even out of alphabetical order
+    assert distinct_insertion_codes([1, 1, 1, 1, 1, 2], ["D", "C", "B", "A", "", ""], "x") == \
+        ["D", "C", "B", "A", " ", " "]
+    # a file without codes (None): repeated numbers get A, B ...; so do residues that repeat number and code
+    assert distinct_insertion_codes([82, 82, 82, 83], [None] * 4, "x") == [" ", "A", "B", " "]
+    assert distinct_insertion_codes([29, 29, 30], ["", "", ""], "x") == [" ", "A", " "]
+    assert distinct_insertion_codes([52, 52, 52], ["", "A", "A"], "x") == [" ", "A", "B"]
+    assert distinct_insertion_codes([6, 6, 6, 7], ["", "", "", ""], "x") == [" ", "A", "B", " "]
+    with pytest.raises(BackmapInputError, match="x: more than 27 consecutive residues numbered 5"):
+        distinct_insertion_codes([5] * 28, [None] * 28, "x")
+    with pytest.raises(BackmapInputError, match="x residue 7: insertion code 'AB' is longer than the one character"):
+        distinct_insertion_codes([6, 7], ["", "AB"], "x")
+
+
+def test_pdb_insertion_codes_follow_mdtraj_residues(tmp_path):
+    """Codes read from the text in mdtraj's residue order; a digit in the code column (a five-digit number written
+    past its columns) is no code."""
+    codes = loaders.pdb_insertion_codes(str(PROPEPTIDE), 46)
+    assert codes[:2] == ["P", "P"] and codes[33:] == [""] * 13
+    assert loaders.pdb_insertion_codes(str(PROPEPTIDE), 45) is None  # another count: not these residues
+    lines = [line for line in gzip.open(PROPEPTIDE, "rt") if line.startswith("ATOM")][:3]
+    (tmp_path / "digits.pdb").write_text("".join(line[:26] + str(k) + line[27:] for k, line in enumerate(lines)))
+    assert loaders.pdb_insertion_codes(str(tmp_path / "digits.pdb"), 3) is None  # no letter: no codes
+
+
 # --------------------------------------------------------------------------- reading errors
 
 def test_error_missing_file(tmp_path):
@@ -436,6 +504,24 @@ def test_pdb_layout_ter_model_end_no_conect(tmp_path, l2y):
     write_trajectory(tmp_path / "one.pdb", two, xyz[:1])
     one = (tmp_path / "one.pdb").read_text().splitlines()
     assert not any(line.startswith(("MODEL", "ENDMDL")) for line in one) and one[-1] == "END"
+
+
+def test_pdb_residue_numbers_past_four_columns_are_written_wrapped_with_a_note(tmp_path, l2y):
+    """Numbers outside -999 ... 9999 are written modulo 10000 (as VMD and OpenMM do): a note says so."""
+    top, xyz = l2y
+    top = top.copy()
+    for k, residue in enumerate(top.residues):
+        residue.resSeq = 9998 + k
+    with TrajectoryWriter(tmp_path / "wrapped.pdb", top) as writer:
+        writer.write(xyz[:1])
+    assert writer.notes == [f"{tmp_path / 'wrapped.pdb'}: 18 residue number(s) outside -999 ... 9999 (first: chain "
+                            "A residue TYR 10000) written modulo 10000, as the PDB format's 4 columns hold; write .cif "
+                            "to keep them"]
+    numbers = [line[22:26] for line in (tmp_path / "wrapped.pdb").read_text().splitlines() if line[12:16] == " CA "]
+    assert numbers[:4] == ["9998", "9999", "   0", "   1"]
+    with TrajectoryWriter(tmp_path / "fits.pdb", l2y[0]) as writer:
+        writer.write(xyz[:1])
+    assert writer.notes == []
 
 
 def test_pdb_box_too_large_for_cryst1_is_left_out_with_a_note(tmp_path, l2y):

@@ -28,6 +28,8 @@ from backmap_plugin.openmm.validate import validate_frames  # noqa: E402
 EXAMPLE_CA = Path(__file__).resolve().parents[1] / "examples" / "trpcage_ca.pdb"
 #: A frame of the real CALVADOS 3 TIA1 run backmapped by the centre-of-mass model (tests/data/README.md)
 TIA1_FRAME = Path(__file__).resolve().parent / "data" / "tia1_calvados3_frame_aa.pdb.gz"
+#: C-alpha trace of residues 6P-38P and 1-13 of train loopmodel__1deu (tests/data/README.md)
+PROPEPTIDE = Path(__file__).resolve().parent / "data" / "1deu_ca_propeptide.pdb.gz"
 
 
 def _heavy(traj: md.Trajectory) -> md.Trajectory:
@@ -198,6 +200,23 @@ def test_refine_every_model_of_an_ensemble(fixture_pdb, tmp_path):
     assert text.count("MODEL") == 2 and text.count("ENDMDL") == 2
     assert md.load(str(output)).n_frames == 2
     assert len(json.loads(report.read_text())["frames"]) == 2
+
+
+def test_refine_h5_whose_residues_share_numbers(tmp_path):
+    """An .h5 holds no insertion codes (GLY 6, 6A and 6B are three glycines numbered 6); PDBFixer read them as
+    one ("PDBFixer changed the number of residues"); now they stay apart, with codes, as in the .pdb output."""
+    import gzip
+
+    lines = [line for line in gzip.open(PROPEPTIDE, "rt") if line.startswith("ATOM")]
+    lines[:3] = [line[:17] + "GLY" + line[20:22] + "   6" + code + line[27:] for line, code in zip(lines[:3], " AB")]
+    (tmp_path / "codes.pdb").write_text("".join(lines) + "END\n")
+    source = tmp_path / "codes.h5"
+    backmap(str(tmp_path / "codes.pdb"), str(source), method="ideal", progress=False)
+    result = refine_structure(source, tmp_path / "refined.pdb", solvent="vacuum", platform="CPU",
+                              maxIterations=20, progress=False)
+    assert len(result.frames) == 1
+    ids = [line[22:27] for line in open(tmp_path / "refined.pdb") if line[12:16] == " CA "]
+    assert len(ids) == 46 and ids[:4] == ["   6 ", "   6A", "   6B", "   9 "]
 
 
 def test_refine_missing_input_is_one_line_error(tmp_path, capsys):

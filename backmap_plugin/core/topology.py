@@ -112,6 +112,23 @@ def backbone_layout(segment: np.ndarray, frame_segment: np.ndarray | None = None
     )
 
 
+#: The attribute of an mdtraj residue that holds the insertion code its input file gave it ('' for none): mdtraj
+#: drops the codes on reading (residues 82, 82A and 82B come back as three residues numbered 82), and the loaders
+#: put them back (:func:`backmap_plugin.io.chains.set_insertion_codes`). A residue read from a file that holds
+#: none (``.gro``, ``.tpr``, ``.h5``) has no such attribute.
+INSERTION_CODE = "insertion_code"
+
+
+def insertion_code(residue) -> str | None:
+    """The insertion code the input file gave an mdtraj residue ('' for none; None: the file holds none)."""
+    return getattr(residue, INSERTION_CODE, None)
+
+
+def set_insertion_code(residue, code: str) -> None:
+    """Give an mdtraj residue the insertion code ``code`` ('' for none)."""
+    setattr(residue, INSERTION_CODE, str(code).strip())
+
+
 @dataclass
 class ResidueRecord:
     """One residue of an input topology, with standard names.
@@ -133,6 +150,9 @@ class ResidueRecord:
     other_atoms : list of int
         Input atom indices of atoms that are not standard heavy atoms
         (hydrogens excluded), e.g. the single bead of a CG residue.
+    insertion_code : str or None
+        Insertion code as written in the input ('' for none; None: the input
+        holds none, e.g. a ``.gro`` file).
     """
 
     chain: int
@@ -142,10 +162,12 @@ class ResidueRecord:
     name: str
     atoms: dict = field(default_factory=dict)
     other_atoms: list = field(default_factory=list)
+    insertion_code: str | None = None
 
     def label(self) -> str:
-        """Human-readable location: ``chain A residue LYS 12``."""
-        return f"chain {(self.chain_id or '').strip() or '?'} residue {self.input_name} {self.res_seq}"
+        """Human-readable location: ``chain A residue LYS 12`` (``12A`` with an insertion code)."""
+        return (f"chain {(self.chain_id or '').strip() or '?'} residue {self.input_name} "
+                f"{self.res_seq}{self.insertion_code or ''}")
 
 
 def _is_hydrogen(atom: md.core.topology.Atom) -> bool:
@@ -225,7 +247,8 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
             continue
         if residue.name.strip().upper() != name and len(residue.name.strip()) > 1:
             renamed[residue.name.strip().upper()] = name
-        rec = ResidueRecord(residue.chain.index, chain_id, residue.resSeq, residue.name, name)
+        rec = ResidueRecord(residue.chain.index, chain_id, residue.resSeq, residue.name, name,
+                            insertion_code=insertion_code(residue))
         for atom in heavy:
             std = chem.standard_atom_name(name, atom.name)
             if std is None:
@@ -332,6 +355,9 @@ class ProteinTopology:
         their backbone.
     labels : list of str, optional
         Location of each residue for messages (default from chain and number).
+    insertion_codes : list, optional
+        Insertion code per residue as in the input ('' for none, None where
+        the input holds none); default None for every residue.
     """
 
     names: list
@@ -339,15 +365,16 @@ class ProteinTopology:
     res_seq: np.ndarray
     segment: np.ndarray
     labels: list = None
+    insertion_codes: list = None
 
     def __post_init__(self):
         self.res_seq = np.asarray(self.res_seq, dtype=np.int64)
         self.segment = np.asarray(self.segment, dtype=np.int64)
+        if self.insertion_codes is None:
+            self.insertion_codes = [None] * len(self.names)
         if self.labels is None:
-            self.labels = [
-                f"chain {c or '?'} residue {n} {s}"
-                for c, n, s in zip(self.chain_ids, self.names, self.res_seq)
-            ]
+            self.labels = [f"chain {c or '?'} residue {n} {self.residue_id(k)}"
+                           for k, (c, n) in enumerate(zip(self.chain_ids, self.names))]
         self.res_type = np.array([chem.RESIDUE_INDEX[n] for n in self.names], dtype=np.int64)
         last = np.ones(len(self.names), bool)
         last[:-1] = self.segment[1:] != self.segment[:-1]
@@ -365,6 +392,10 @@ class ProteinTopology:
     def n_residues(self) -> int:
         """Number of residues."""
         return len(self.names)
+
+    def residue_id(self, k: int) -> str:
+        """Residue ``k``'s number as the input wrote it, with its insertion code (``82``, ``82A``)."""
+        return f"{self.res_seq[k]}{self.insertion_codes[k] or ''}"
 
     @property
     def n_atoms(self) -> int:
@@ -398,6 +429,8 @@ class ProteinTopology:
             if i == 0 or self.segment[i] != self.segment[i - 1]:
                 chain = top.add_chain(chain_id=self.chain_ids[i])
             residue = top.add_residue(name, chain, resSeq=int(self.res_seq[i]))
+            if self.insertion_codes[i] is not None:
+                set_insertion_code(residue, self.insertion_codes[i])
             for atom in chem.residue_atom_names(name, bool(self.c_terminal[i])):
                 added = top.add_atom(atom, md.element.get_by_symbol(chem.element_of(name, atom)), residue)
                 if atom == "SG":
@@ -467,6 +500,7 @@ def protein_topology(
         res_seq=np.array([r.res_seq for r in records]),
         segment=segment,
         labels=[r.label() for r in records],
+        insertion_codes=[r.insertion_code for r in records],
     )
 
 

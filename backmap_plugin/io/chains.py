@@ -1,6 +1,6 @@
 """Chain and residue numbering: generated chain ids, chains split where numbering
-restarts or segment ids change, residues that share a number told apart on reading, and insertion codes for
-them on writing."""
+restarts or segment ids change, residues that share a number told apart on reading, and insertion codes: an
+input's kept on its residues (mdtraj drops them), and made up on writing for residues that share a number."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import mdtraj as md
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.topology import insertion_code, set_insertion_code
 
 #: GROMACS writes residue numbers modulo 100000, PDB writers (VMD, OpenMM) modulo 10000.
 _RESIDUE_WRAPS = (100000, 10000)
@@ -45,12 +46,35 @@ def generated_chain_id(index: int) -> str:
     return letters
 
 
-def insertion_codes(chain, path: str) -> list:
-    """Insertion codes for a chain: ' ' then 'A', 'B', ... for repeated numbers.
+def set_insertion_codes(topology: md.Topology, codes) -> None:
+    """Give the residues of an mdtraj topology (in order) the insertion codes ``codes`` (strings, '' for none).
 
-    mdtraj drops insertion codes on reading, so residues 82, 82A and 82B
-    come back as three residues numbered 82. Writing them with codes again
-    keeps readers from merging them.
+    mdtraj drops the codes of PDB and mmCIF files on reading (residues 82,
+    82A and 82B come back as three residues numbered 82, residues 1D ... 1A,
+    1 as five numbered 1); the loaders put them back with this.
+    """
+    for residue, code in zip(topology.residues, codes):
+        set_insertion_code(residue, code)
+
+
+def topology_from_openmm(topology) -> md.Topology:
+    """``mdtraj.Topology.from_openmm`` that keeps the residues' insertion codes (mdtraj's drops them)."""
+    converted = md.Topology.from_openmm(topology)
+    codes = [residue.insertionCode for residue in topology.residues()]
+    if any(code.strip() for code in codes):
+        set_insertion_codes(converted, codes)
+    return converted
+
+
+def _same_code(old, new) -> None:
+    """``new`` (a residue of a copied topology) keeps the insertion code of ``old``, where it has one."""
+    code = insertion_code(old)
+    if code is not None:
+        set_insertion_code(new, code)
+
+
+def insertion_codes(chain, path: str) -> list:
+    """Insertion codes for writing an mdtraj chain (:func:`distinct_insertion_codes` of its residues).
 
     Parameters
     ----------
@@ -63,27 +87,62 @@ def insertion_codes(chain, path: str) -> list:
     -------
     list of str
         One one-character code per residue of ``chain``.
+    """
+    residues = list(chain.residues)
+    return distinct_insertion_codes([r.resSeq for r in residues], [insertion_code(r) for r in residues],
+                                    f"{path}: chain {chain.chain_id!r}")
+
+
+def distinct_insertion_codes(numbers, codes, where: str) -> list:
+    """Insertion codes for the residues of one chain: each residue's own, and 'A', 'B', ... for repeated numbers.
+
+    A residue keeps the code its input gave it, so that 1D, 1C, 1B, 1A, 1 or
+    a propeptide's 6P ... 38P come out as they came in. A residue without one
+    (read from a file that holds none, e.g. ``.gro``, ``.h5``), or whose
+    number and code repeat the previous residue's (residues a file without
+    codes numbered alike, read apart), takes ' ' or, after a residue of the
+    same number, the letter after that residue's code, so that readers do
+    not merge them.
+
+    Parameters
+    ----------
+    numbers : sequence
+        Residue numbers, in chain order.
+    codes : sequence
+        Each residue's insertion code as read ('' or ' ' for none, None where
+        the input holds none).
+    where : str
+        The file and chain, for messages.
+
+    Returns
+    -------
+    list of str
+        One one-character code per residue (' ' for none).
 
     Raises
     ------
     BackmapInputError
-        More than 27 consecutive residues share a number.
+        More than 27 consecutive residues share a number, or a code is longer
+        than one character.
     """
-    codes = []
-    previous = None
-    for residue in chain.residues:
-        if previous is not None and residue.resSeq == previous.resSeq:
-            index = 0 if codes[-1] == " " else ord(codes[-1]) - ord("A") + 1
-            if index >= 26:
-                raise BackmapInputError(
-                    f"{path}: more than 27 consecutive residues numbered {residue.resSeq} in chain "
-                    f"{chain.chain_id!r}: cannot give them insertion codes"
-                )
-            codes.append(chr(ord("A") + index))
+    out: list = []
+    given = [None if code is None else (str(code).strip() or " ") for code in codes]
+    for k, (number, code) in enumerate(zip(numbers, given)):
+        same_number = k > 0 and number == numbers[k - 1]
+        if code is not None and len(code) > 1:
+            raise BackmapInputError(f"{where} residue {number}: insertion code {code!r} is longer than the one "
+                                    "character PDB and mmCIF hold")
+        if code is not None and not (same_number and code == given[k - 1]):
+            out.append(code)
+        elif same_number:
+            index = 0 if out[-1] == " " else ord(out[-1].upper()) - ord("A") + 1
+            if not 0 <= index < 26:
+                raise BackmapInputError(f"{where}: more than 27 consecutive residues numbered {number}: cannot "
+                                        "give them insertion codes")
+            out.append(chr(ord("A") + index))
         else:
-            codes.append(" ")
-        previous = residue
-    return codes
+            out.append(" ")
+    return out
 
 
 def chain_starts(res_seq) -> np.ndarray:
@@ -151,6 +210,7 @@ def split_chains(topology: md.Topology) -> md.Topology:
                 new_chain = new.add_chain(chain_id=chain.chain_id if named else input_chain_id(n_chains))
                 n_chains += 1
             new_res = new.add_residue(residue.name, new_chain, resSeq=residue.resSeq, segment_id=residue.segment_id)
+            _same_code(residue, new_res)
             for atom in residue.atoms:
                 atoms[atom.index] = new.add_atom(atom.name, atom.element, new_res, serial=atom.serial,
                                                  formal_charge=atom.formal_charge)
@@ -235,12 +295,14 @@ def split_merged_residues(topology: md.Topology, single_atoms: bool = False) -> 
         new_chain = new.add_chain(chain_id=chain.chain_id)
         for residue in chain.residues:
             if residue.n_atoms == 0:
-                new.add_residue(residue.name, new_chain, resSeq=residue.resSeq, segment_id=residue.segment_id)
+                _same_code(residue, new.add_residue(residue.name, new_chain, resSeq=residue.resSeq,
+                                                    segment_id=residue.segment_id))
             again = runs.get(residue.index, ())
             for k, atom in enumerate(residue.atoms):
                 if k == 0 or k in again:
                     new_res = new.add_residue(residue.name, new_chain, resSeq=residue.resSeq,
                                               segment_id=residue.segment_id)
+                    _same_code(residue, new_res)
                 atoms[atom.index] = new.add_atom(atom.name, atom.element, new_res, serial=atom.serial,
                                                  formal_charge=atom.formal_charge)
     for bond in topology.bonds:

@@ -15,6 +15,7 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
+from backmap_plugin.io.chains import set_insertion_codes, topology_from_openmm
 from backmap_plugin.io.paths import MMCIF, PDB
 from backmap_plugin.io.tpr import load_tpr_topology
 
@@ -41,7 +42,7 @@ def _load_mmcif_with_openmm(path: str) -> md.Trajectory:
             pdbx = PDBxFile(handle)
     else:
         pdbx = PDBxFile(path)
-    topology = md.Topology.from_openmm(pdbx.topology)
+    topology = topology_from_openmm(pdbx.topology)
     xyz = np.array(
         [pdbx.getPositions(asNumpy=True, frame=i).value_in_unit(unit.nanometer)
          for i in range(pdbx.getNumFrames())],
@@ -212,7 +213,10 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
                 return _load_pdb(path, path, notes)
             if ext == ".gro":
                 return md.formats.gro.load_gro(path)  # md.load reads a GRO file's topology twice
-            return md.load(path)
+            traj = md.load(path)
+            if ext in MMCIF:
+                _codes_from_segment_ids(traj.topology)
+            return traj
     except Exception as exc:  # mdtraj raises many types; keep its message
         if ext in PDB and not _pdb_has_atoms(path):
             raise BackmapInputError(f"{path}: is empty: no ATOM/HETATM records") from exc
@@ -237,12 +241,65 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
         raise BackmapInputError(f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}") from exc
 
 
+def _codes_from_segment_ids(topology: md.Topology) -> None:
+    """Move the insertion codes mdtraj's mmCIF reader puts into segment ids (``pdbx_PDB_ins_code``) to where the
+    package keeps them (:func:`~backmap_plugin.io.chains.set_insertion_codes`): as segment ids they would cut a
+    chain at every code (:func:`~backmap_plugin.io.chains.split_chains`)."""
+    codes = [residue.segment_id for residue in topology.residues]
+    if any(code.strip() for code in codes):
+        for residue in topology.residues:
+            residue.segment_id = ""
+        set_insertion_codes(topology, codes)
+
+
+def pdb_insertion_codes(path: str, n_residues: int) -> Optional[list]:
+    """The insertion codes of the residues of a PDB file's first model, in the order mdtraj reads them.
+
+    mdtraj reads the codes to tell residues apart and then drops them. A
+    residue starts where the chain, number or code changes, or the name does
+    outside alternate locations (mdtraj's rule). Only letters count as codes:
+    a digit in that column is the fifth digit of a residue number written
+    past its columns.
+
+    Parameters
+    ----------
+    path : str
+        The (possibly gzipped) PDB file.
+    n_residues : int
+        The residues mdtraj read from it.
+
+    Returns
+    -------
+    list of str or None
+        One code per residue ('' for none); None where the file has no codes or
+        its residues, counted so, are not ``n_residues``.
+    """
+    codes, previous = [], None
+    with open_text(path) as handle:  # (streamed: big files)
+        for line in handle:
+            if line.startswith("ENDMDL"):
+                break
+            if not line.startswith(("ATOM", "HETATM")):
+                continue
+            line = line.ljust(27)
+            key, name = (line[21], line[22:26], line[26]), line[17:20]
+            if previous is None or key != previous[0] or (name != previous[1] and line[16] == " "):
+                codes.append(line[26] if line[26].isalpha() else "")
+            previous = key, name
+    return codes if any(codes) and len(codes) == n_residues else None
+
+
 def _mdtraj_pdb(path: str) -> md.Trajectory:
     """mdtraj's reading of a PDB file, without its warning on the placeholder CRYST1 record (1 x 1 x 1 A) of NMR
-    and cryo-EM entries, which it discards, as a box of none."""
+    and cryo-EM entries, which it discards, as a box of none; its residues keep their insertion codes
+    (:func:`pdb_insertion_codes`)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Unlikely unit cell vectors detected")
-        return md.load_pdb(path)
+        traj = md.load_pdb(path)
+    codes = pdb_insertion_codes(path, traj.topology.n_residues)
+    if codes is not None:
+        set_insertion_codes(traj.topology, codes)
+    return traj
 
 
 def _load_pdb(path: str, name: str, notes: Optional[list]) -> md.Trajectory:

@@ -38,7 +38,7 @@ import numpy as np
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.core.topology import ResidueRecord
+from backmap_plugin.core.topology import ResidueRecord, insertion_code
 from backmap_plugin.io.chains import chain_starts, input_chain_id
 
 #: Martini protein bead names in bead order (BB, then side-chain beads).
@@ -409,7 +409,8 @@ def martini_residues(topology: md.Topology, source: str, xyz: np.ndarray | None 
         name = residue.name.strip()
         if _upper(name) != std:
             renamed[name] = std
-        records.append(ResidueRecord(n_chains - 1, chain_id, int(residue.resSeq), name, std, {}, order))
+        records.append(ResidueRecord(n_chains - 1, chain_id, int(residue.resSeq), name, std, {}, order,
+                                     insertion_code(residue)))
 
     if go_sites:
         skipped[GO_SITES] = go_sites

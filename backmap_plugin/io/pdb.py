@@ -55,8 +55,10 @@ class PdbBackend(TextBackend):
     kept : int
         Frames kept from the resumed file.
     notes : list of str
-        What was left out on the way: a box too large for the CRYST1
-        columns (:data:`MAX_CRYST1_LENGTH`) is not written.
+        What was left out on the way: residue numbers and atom serials
+        written modulo what their columns hold (:func:`_wrapped_numbers`); a
+        box too large for the CRYST1 columns (:data:`MAX_CRYST1_LENGTH`) is
+        not written.
     """
 
     def __init__(self, partial: str, topology: md.Topology, path: str, resume: Optional[dict] = None,
@@ -67,7 +69,7 @@ class PdbBackend(TextBackend):
         self._first_offset = None
         self._first_frame = None
         self._first_box = None
-        self.notes: list = []
+        self.notes: list = _wrapped_numbers(topology, path)
         if append:
             resume = self._append_state(partial)
         # a single kept model would have to be rewritten without MODEL at the end: start over instead
@@ -249,6 +251,23 @@ class PdbBackend(TextBackend):
 
 #: The longest box edge (Angstrom) a CRYST1 record's 9.3f columns hold.
 MAX_CRYST1_LENGTH = 99999.999
+
+
+def _wrapped_numbers(topology: md.Topology, path: str) -> list:
+    """Notes on the residue numbers (outside -999 ... 9999) and atom serials (above 99,999) a PDB file can only
+    hold modulo 10,000 and 100,000, as the writer writes them (VMD's and OpenMM's convention; readers that count
+    on take them back, others read the numbers as written)."""
+    notes = []
+    wrapped = [r for r in topology.residues if not -999 <= r.resSeq <= 9999]
+    if wrapped:
+        first = wrapped[0]
+        notes.append(f"{path}: {len(wrapped)} residue number(s) outside -999 ... 9999 (first: chain "
+                     f"{first.chain.chain_id or '?'} residue {first.name} {first.resSeq}) written modulo 10000, "
+                     "as the PDB format's 4 columns hold; write .cif to keep them")
+    if topology.n_atoms > 99999:
+        notes.append(f"{path}: {topology.n_atoms} atoms: serials above 99999 written modulo 100000, and no CONECT "
+                     "records (they would name the wrong atoms); write .cif to keep them")
+    return notes
 
 
 def cryst1_record(box: np.ndarray) -> Optional[str]:

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.chains import topology_from_openmm
 from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box, one_conformer, open_text
 from backmap_plugin.io.paths import MMCIF, NEEDS_TOPOLOGY, PDB, match_extension
 
@@ -321,7 +322,7 @@ def _trajectory(path: str, top: str | None, topology, reference) -> StructureFra
                 md_top = md.load_topology(path)
                 topology = md_top.to_openmm()
             else:
-                md_top = md.Topology.from_openmm(topology)
+                md_top = topology_from_openmm(topology)
             first = md.load_frame(path, 0, top=md_top) if top is not None else md.load_frame(path, 0)
             n_frames = _count_frames(path, md_top)
     except Exception as exc:

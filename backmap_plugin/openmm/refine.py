@@ -683,8 +683,9 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
     """The frame loop of :func:`refine_structure`: refine, write and record each frame (resuming ``saved``)."""
     import json
 
-    import mdtraj as md
     from tqdm import tqdm
+
+    from backmap_plugin.io.chains import topology_from_openmm
 
     # the report of the frames so far goes beside the partial output; the report itself is written with the output
     # (an interrupted run with overwrite left the old output beside a new, partial report)
@@ -713,7 +714,7 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
                 continue
             new_top, refined, frame_report = refiner.refine(source.topology, positions)
             if writer is None:
-                writer, done = _open_writer(output, md.Topology.from_openmm(new_top), saved, overwrite, record)
+                writer, done = _open_writer(output, topology_from_openmm(new_top), saved, overwrite, record)
                 before = _seconds_before(saved, done)
                 payload["frames"] = earlier[:done]
                 if done:  # the first frame, refined again for its protonation states and template, is kept

@@ -17,6 +17,7 @@ import numpy as np
 
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.chains import distinct_insertion_codes
 
 __all__ = [
     "AtomTemplate",
@@ -314,6 +315,22 @@ class CompletedStructure:
     n_disulfides: int
 
 
+def _distinct_residue_ids(topology) -> None:
+    """Give residues of an OpenMM topology that repeat the number and insertion code of the residue before them
+    codes A, B, ... (:func:`~backmap_plugin.io.chains.distinct_insertion_codes`), in place.
+
+    A structure read from a file that holds no insertion codes (``.h5``)
+    numbers residues 82, 82A and 82B alike; PDBFixer, which reads the
+    structure as PDB text, would merge them.
+    """
+    for chain in topology.chains():
+        residues = list(chain.residues())
+        codes = distinct_insertion_codes([r.id for r in residues], [r.insertionCode for r in residues],
+                                         f"chain {chain.id!r}")
+        for residue, code in zip(residues, codes):
+            residue.insertionCode = code
+
+
 def complete_structure(topology, positions, pH: float = 7.0, variants=None, disulfides=None) -> CompletedStructure:
     """Add missing heavy atoms, disulfides and hydrogens for amber14.
 
@@ -357,6 +374,7 @@ def complete_structure(topology, positions, pH: float = 7.0, variants=None, disu
     input_keys = {
         (atom.residue.index, atom.name): original[atom.index].index for atom in stripped.topology.atoms()
     }
+    _distinct_residue_ids(stripped.topology)
     text = io.StringIO()
     PDBFile.writeFile(stripped.topology, stripped.positions, text, keepIds=True)
     text.seek(0)
