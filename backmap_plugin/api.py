@@ -38,7 +38,7 @@ from backmap_plugin.core.topology import (
     protein_topology,
     read_residues,
 )
-from backmap_plugin.io.frames import FrameChunk, frames_from_openmm, open_frames, springs_from_openmm
+from backmap_plugin.io.frames import FrameChunk, bonds_from_openmm, frames_from_openmm, open_frames
 from backmap_plugin.io.lock import OutputLock
 from backmap_plugin.io.paths import check_output_path
 from backmap_plugin.io.progress import ProgressRecord
@@ -350,12 +350,14 @@ def _numbering_gap_notes(records: list[ResidueRecord], distance: np.ndarray, lim
 
 
 def _consecutive_springs(springs, records: list[ResidueRecord]) -> np.ndarray:
-    """(R-1,) index in ``springs`` of a bond between residues i and i+1 of one chain (-1: none)."""
+    """(R-1,) index in ``springs`` of a bond between residues i and i+1 of one chain (-1: none), the last of known
+    length where there is one."""
     residue = {a: k for k, r in enumerate(records) for a in list(r.atoms.values()) + r.other_atoms}
     out = np.full(max(len(records) - 1, 0), -1, dtype=np.int64)
+    known = ~np.isnan(np.asarray(springs[1], dtype=np.float64))
     for k, (a, b) in enumerate(np.asarray(springs[0]).reshape(-1, 2)):
         i, j = sorted((residue.get(int(a), -1), residue.get(int(b), -1)))
-        if i >= 0 and j == i + 1 and records[i].chain == records[j].chain:
+        if i >= 0 and j == i + 1 and records[i].chain == records[j].chain and (known[k] or out[i] < 0):
             out[i] = k
     return out
 
@@ -369,13 +371,18 @@ def _residue_springs(springs, records: list[ResidueRecord]) -> np.ndarray | None
     return lengths[index]  # (-1: the NaN appended)
 
 
+def _bonded_by_force_field(springs, records: list[ResidueRecord]) -> np.ndarray | None:
+    """(R-1,) True where the force field bonds residues i and i+1 of one chain (None without springs)."""
+    return None if springs is None else _consecutive_springs(springs, records) >= 0
+
+
 def _unbonded_by_force_field(springs, records: list[ResidueRecord]) -> np.ndarray | None:
     """(R-1,) True where residues i and i+1 of one chain have no force-field bond while the force field bonds
     other consecutive residues of that chain: molecules one after another in a chain (None without springs)."""
     if springs is None:
         return None
     chain = np.array([r.chain for r in records])
-    bonded = _consecutive_springs(springs, records) >= 0
+    bonded = _bonded_by_force_field(springs, records)
     same = chain[1:] == chain[:-1]
     chains_bonded = np.unique(chain[:-1][bonded])
     return same & ~bonded & np.isin(chain[:-1], chains_bonded)
@@ -762,6 +769,23 @@ def _check_chains_hold_together(distance: np.ndarray, protein: ProteinTopology, 
         )
 
 
+def _check_force_field_bonds(distance: np.ndarray, bonded: np.ndarray, reach: float, labels: list, source: str,
+                             first_frame: int, n_frames: int, boxed: bool) -> None:
+    """Refuse residues that the force field bonds (``bonded``: (R - 1,)) whose beads lie farther apart than bonded
+    beads stretch (``distance``: (R - 1,) between consecutive beads; ``reach``): beads wrapped into a periodic
+    box that the input does not give (unless ``boxed``), or a broken frame; built, they made peptides 50 A long."""
+    far = np.nonzero(bonded & (distance > reach))[0]
+    if len(far):
+        i = int(far[0])
+        why = "" if boxed else ("beads wrapped into a periodic box that the input does not give (give the box, or "
+                                "unwrap them), or ")
+        raise BackmapInputError(
+            f"{source}: the force field bonds {labels[i]} and {labels[i + 1]}, but their beads lie "
+            f"{distance[i]:.1f} A apart {_frames_said(first_frame, n_frames)}, farther than bonded beads stretch "
+            f"({reach:g} A; {len(far)} such pair(s)): {why}a broken frame (a simulation that blew up?)"
+        )
+
+
 #: Builders: ``ideal`` (geometric) and ``model`` (a trained generative model).
 #: A builder is called as ``build(beads, protein, mapping, samples, seeds)``
 #: with beads (F, R, 3) and one random seed per frame, and returns
@@ -1056,16 +1080,20 @@ class Backmapper:
         if default_break_used and self.mapping.name == "com":  # C-alpha and Martini BB beads: the distance tells
             limits = bonded_bead_limits(self.mapping, records, break_distance)
         limits = np.broadcast_to(np.asarray(limits, dtype=np.float32), (max(0, len(records) - 1),))
-        ff_bonds = _residue_springs(springs, records) if default_break_used else None
+        ff_bonded = _bonded_by_force_field(springs, records) if default_break_used else None
         ff_apart = _unbonded_by_force_field(springs, records) if default_break_used else None
-        if ff_bonds is not None:  # residues the force field bonds are bonded, however far a soft bond stretches;
+        reach = MAX_STRETCH_ADVISED * default_break  # (how far bonded beads stretch)
+        if ff_bonded is not None:  # residues the force field bonds are bonded as far as a soft bond stretches;
             # those it does not bond in a chain it bonds are apart, however close (molecules one after another)
-            limits = np.where(np.isnan(ff_bonds), limits, np.inf)
+            limits = np.where(ff_bonded, reach, limits)
             limits = np.where(ff_apart, -np.inf, limits).astype(np.float32)
         self._limits = limits
         # bonded or not by the median distance over the leading frames (touching molecules numbered on lie apart
         # in most of them, a soft bond stretches past the limit now and then)
         spacing = bead_spacing(leading)
+        if ff_bonded is not None:
+            _check_force_field_bonds(spacing, ff_bonded, reach, self._labels, source, frame, len(leading),
+                                     box is not None)
         self.protein = protein_topology(records, leading, limits)
         if self.mapping.name == "com":  # (C-alpha atoms and BB beads across a gap lie too far apart to bond)
             self.report += _numbering_gap_notes(records, spacing, limits, break_distance, self.protein.segment)
@@ -1101,15 +1129,21 @@ class Backmapper:
         positions : openmm.unit.Quantity or numpy.ndarray
             Positions of one frame (a numpy array is taken as nm).
         system : openmm.System, optional
-            The CG system: the equilibrium lengths of its bonds are evidence
-            for ``mapping='auto'`` (:func:`~backmap_plugin.io.frames.springs_from_openmm`).
+            The CG system: the residues its bonds join are bonded, as far as
+            bonded beads stretch, and the equilibrium lengths of its harmonic
+            bonds are evidence for ``mapping='auto'``; with the topology's
+            bonds (:func:`~backmap_plugin.io.frames.bonds_from_openmm`). Its
+            default periodic box is the frames' box where it is periodic and
+            the topology gives none.
         **kwargs
-            As for :class:`Backmapper`.
+            As for :class:`Backmapper` (``box`` in Angstrom; default the
+            topology's periodic box, else the system's).
         """
         kwargs.setdefault("source", "OpenMM topology")
         top, xyz = frames_from_openmm(topology, positions, source=kwargs["source"])
-        if system is not None:
-            kwargs.setdefault("springs", springs_from_openmm(system))
+        kwargs.setdefault("springs", bonds_from_openmm(system, top))
+        if "box" not in kwargs:
+            kwargs["box"] = _openmm_box(topology, system, len(xyz))
         return cls(top, xyz, **kwargs)
 
     @staticmethod
@@ -1483,6 +1517,20 @@ def _merge_evened(a: list | None, b: list | None) -> list | None:
     if not a or not b:
         return a or b
     return [a[0] + b[0], a[1] + b[1], max(a[2], b[2])]
+
+
+def _openmm_box(topology, system, n_frames: int) -> np.ndarray | None:
+    """(n_frames, 3, 3) periodic box in Angstrom of an OpenMM topology (or mdtraj's), else of a periodic system
+    (its default box: hand-built systems often set it there only), else None."""
+    from openmm import unit
+
+    vectors = topology.getPeriodicBoxVectors() if hasattr(topology, "getPeriodicBoxVectors") else None
+    if vectors is None and system is not None and system.usesPeriodicBoundaryConditions():
+        vectors = system.getDefaultPeriodicBoxVectors()
+    if vectors is None:
+        return None
+    box = np.array([v.value_in_unit(unit.angstrom) for v in vectors], dtype=np.float32)
+    return np.repeat(box[None], n_frames, axis=0)
 
 
 def _frames_of(box, start: int):

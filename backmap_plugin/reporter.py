@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import numbers
 import os
+import re
 import warnings
 import weakref
 
@@ -39,6 +40,34 @@ def _check_coarse_grained(topology, file) -> None:
             f"{per_residue[len(per_residue) // 2]} particles); the reporter expects one bead per residue or "
             "Martini 3 beads (BB, SC1 ...)"
         )
+
+
+#: The engine's advice in command-line words (``backmap run``) and in the reporter's: its options, and a periodic
+#: box that comes from the simulation, not from a file.
+_REPORTER_WORDS = (
+    (re.compile(r"--break-distance"), "breakDistance"),
+    (re.compile(r"--mapping (\w+)"), r"mapping='\1'"),
+    (re.compile(r"--no-disulfides"), "disulfides=False"),
+    (re.compile(r"give the box, a --top with it \(CRYST1 in P 1, \.gro\), or unwrap them"),
+     "make the system periodic (simulation.system's forces and box), or unwrap the starting positions"),
+    (re.compile(r"give a trajectory with its boxes, a --top with the box: CRYST1 in P 1, \.gro; or unwrap it "
+                r"first"), "make the system periodic, or unwrap the starting positions"),
+)
+
+
+def _in_reporter_words(message: str) -> str:
+    """An engine message with its command-line advice in the reporter's words (:data:`_REPORTER_WORDS`)."""
+    for pattern, words in _REPORTER_WORDS:
+        message = pattern.sub(words, message)
+    return message
+
+
+def _periodic(simulation) -> bool:
+    """Whether the simulation is periodic: its topology has a box (as OpenMM's reporters tell), or its system uses
+    periodic boundary conditions (a hand-built system may set its box there only)."""
+    system = getattr(simulation, "system", None)
+    return simulation.topology.getPeriodicBoxVectors() is not None or (
+        system is not None and system.usesPeriodicBoundaryConditions())
 
 
 class BackmapReporter:
@@ -229,8 +258,9 @@ class BackmapReporter:
             index, time = self._skipped[0]
             skipped = [f"{self._file}: {len(self._skipped)} frame(s) left out, their beads closer than any two of a "
                        f"protein (the CG model lets beads overlap; first: report {index}, {time:g} ps)"]
-        return self._notes + skipped + ([] if self._engine is None else list(self._engine.report)
-                                        + self._engine.notes()) + self._writer_notes
+        engine = [] if self._engine is None else [_in_reporter_words(note) for note in self._engine.report
+                                                  + self._engine.notes()]
+        return self._notes + skipped + engine + self._writer_notes
 
     @property
     def topology(self):
@@ -249,7 +279,7 @@ class BackmapReporter:
             raise ValueError(f"BackmapReporter({self._file!r}) is closed")
         xyz = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float32)
         box = None
-        if simulation.topology.getPeriodicBoxVectors() is not None:  # a periodic system, as OpenMM's reporters tell
+        if _periodic(simulation):
             box = np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float32)
         if self._engine is None:
             self._start(simulation, xyz, state.getTime().value_in_unit(unit.picosecond), box)
@@ -286,9 +316,11 @@ class BackmapReporter:
                                                                         tally=False)[:1])
                 with TrajectoryWriter(self._firstFrameFile, first_topology) as writer:
                     writer.write(first)
-        except BaseException:
+        except BaseException as exc:
             self._closed = True
             self._lock.release()
+            if isinstance(exc, BackmapInputError):
+                exc.args = (_in_reporter_words(str(exc)),)
             raise
 
     def _open(self, topology: md.Topology, time: float) -> None:
@@ -373,7 +405,8 @@ class BackmapReporter:
                 except BeadsTooCloseError as exc:
                     self._skip(str(exc), first + k, float(times[k]))
                 except BackmapInputError as exc:
-                    raise BackmapInputError(f"{exc}; {self._close_after_bad_frame()}") from exc
+                    raise BackmapInputError(f"{_in_reporter_words(str(exc))}; {self._close_after_bad_frame()}") \
+                        from exc
 
     def _write(self, built: np.ndarray, times: np.ndarray, boxes: np.ndarray | None) -> None:
         """Write the structures ``built`` of CG frames at ``times`` (ps) in ``boxes`` (the output opened first)."""

@@ -27,10 +27,11 @@ DATA = Path(__file__).parent / "data"
 
 
 def cg_simulation(extra_ion: bool = False, box: bool = False, wrapped: bool = False,
-                  unbonded: tuple = ()) -> app.Simulation:
+                  unbonded: tuple = (), topology_box: bool = True, custom_bonds: bool = False) -> app.Simulation:
     """A CA-bead model of trp-cage: harmonic CA-CA bonds, soft repulsion; optional ion and box (``wrapped``: its
-    bonds periodic and its beads wrapped into it one by one, the molecule cut by its faces); no bond after the
-    residues of index ``unbonded``."""
+    bonds periodic and its beads wrapped into it one by one, the molecule cut by its faces; ``topology_box``
+    False: the box set on the System only); no bond after the residues of index ``unbonded``; ``custom_bonds``:
+    the bonds a ``CustomBondForce`` (per-bond r0 and k)."""
     aa = md.load(str(DATA / "1l2y.pdb.gz"))[0]
     ca = aa.atom_slice(aa.topology.select("name CA"))
     top = ca.topology.to_openmm()
@@ -41,10 +42,14 @@ def cg_simulation(extra_ion: bool = False, box: bool = False, wrapped: bool = Fa
     for _ in range(ca.n_atoms):
         system.addParticle(110.0)
     bonds = openmm.HarmonicBondForce()
+    if custom_bonds:
+        bonds = openmm.CustomBondForce("0.5*k*(r-r0)^2")
+        bonds.addPerBondParameter("r0")
+        bonds.addPerBondParameter("k")
     bonds.setUsesPeriodicBoundaryConditions(wrapped)
     for i in range(ca.n_atoms - 1):
         if i not in unbonded:
-            bonds.addBond(i, i + 1, 0.38, 8000.0)
+            bonds.addBond(i, i + 1, [0.38, 8000.0]) if custom_bonds else bonds.addBond(i, i + 1, 0.38, 8000.0)
     system.addForce(bonds)
     if extra_ion:
         chain = top.addChain("I")
@@ -54,8 +59,10 @@ def cg_simulation(extra_ion: bool = False, box: bool = False, wrapped: bool = Fa
         positions.append(np.array([3.0, 3.0, 3.0], dtype=np.float32))
     if box or wrapped:
         system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*v) for v in np.eye(3) * 2.5))
-        top.setPeriodicBoxVectors(np.eye(3) * 2.5 * unit.nanometer)
+        if topology_box:
+            top.setPeriodicBoxVectors(np.eye(3) * 2.5 * unit.nanometer)
     integrator = openmm.LangevinMiddleIntegrator(150 * unit.kelvin, 1.0 / unit.picosecond, 0.005 * unit.picoseconds)
+    integrator.setRandomNumberSeed(7)  # (the same run every time)
     simulation = app.Simulation(top, system, integrator, openmm.Platform.getPlatformByName("Reference"))
     simulation.context.setPositions(np.array(positions) * unit.nanometer)
     return simulation
@@ -292,10 +299,12 @@ def test_martini3_simulation_topology(tmp_path):
     assert reporter.disulfides == {("A CYS 334", "A CYS 369"): 3, ("A CYS 338", "A CYS 374"): 3}
 
 
-def test_molecules_cut_by_the_box_are_made_whole(tmp_path):
+@pytest.mark.parametrize("topology_box", [True, False])
+def test_molecules_cut_by_the_box_are_made_whole(tmp_path, topology_box):
     """Beads wrapped into the box one by one (a LAMMPS or GROMACS snapshot; OpenMM simulates it with periodic
-    bonds): the reporter builds the molecule whole (it got C-N bonds of 20 A and a bead RMSD it called 0)."""
-    simulation = cg_simulation(wrapped=True)
+    bonds): the reporter builds the molecule whole (it got C-N bonds of 20 A and a bead RMSD it called 0), also
+    where the box is set on the System only (it built 50 A peptides then, without a word)."""
+    simulation = cg_simulation(wrapped=True, topology_box=topology_box)
     with BackmapReporter(str(tmp_path / "aa.xtc"), 5, batchFrames=2) as reporter:
         simulation.reporters.append(reporter)
         simulation.step(20)
@@ -307,6 +316,33 @@ def test_molecules_cut_by_the_box_are_made_whole(tmp_path):
     beads = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     shift = (ca - beads) / 2.5
     np.testing.assert_allclose(shift, np.round(shift), atol=1e-3)
+    np.testing.assert_allclose(traj.unitcell_lengths, 2.5, atol=1e-4)
+
+
+def _stretch_start(simulation, pairs, length: float = 0.5) -> None:
+    """Set the simulation's beads with the bonds after the beads of index ``pairs`` stretched to ``length`` nm."""
+    xyz = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    for i in pairs:
+        bond = xyz[i + 1] - xyz[i]
+        xyz[i + 1:] += bond * (length / np.linalg.norm(bond) - 1.0)
+    simulation.context.setPositions(xyz * unit.nanometer)
+
+
+def test_custom_bond_forces_bond_and_errors_name_the_reporters_options(tmp_path):
+    """Bonds stretched to 5 A in six places: written as a ``CustomBondForce`` they are bonds as a
+    ``HarmonicBondForce``'s are (the run was stopped at the first report); without bonds the error advises the
+    reporter's ``breakDistance``, not the command line's ``--break-distance``."""
+    simulation = cg_simulation(custom_bonds=True)
+    _stretch_start(simulation, (1, 4, 7, 10, 13, 16))
+    with BackmapReporter(str(tmp_path / "aa.pdb"), 5, batchFrames=1, mapping="ca", method="ideal") as reporter:
+        reporter.reportInitial(simulation)
+    assert reporter.framesWritten == 1 and sum(a.name == "OXT" for a in reporter.topology.atoms) == 1
+    simulation = cg_simulation(unbonded=tuple(range(19)))
+    _stretch_start(simulation, (1, 4, 7, 10, 13, 16))
+    reporter = BackmapReporter(str(tmp_path / "none.pdb"), 5, mapping="ca", method="ideal")
+    with pytest.raises(BackmapInputError, match="pass breakDistance") as error:
+        reporter.reportInitial(simulation)
+    assert "--" not in str(error.value)
 
 
 def test_molecules_one_after_another_in_a_chain_are_apart_where_the_force_field_bonds_none(tmp_path):

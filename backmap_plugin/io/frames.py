@@ -446,7 +446,6 @@ def frames_from_openmm(topology, positions, source: str = "OpenMM positions"):
     return topology, xyz
 
 
-
 def springs_from_openmm(system) -> tuple[np.ndarray, np.ndarray]:
     """The bonds of an OpenMM ``System``: its harmonic bonds and constraints (custom bond forces hold other terms
     too: a restraint between two molecules, native contacts).
@@ -477,3 +476,35 @@ def springs_from_openmm(system) -> tuple[np.ndarray, np.ndarray]:
                 pairs.append((i, j))
                 lengths.append(length.value_in_unit(angstrom))
     return np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(lengths, dtype=np.float64)
+
+
+def bonds_from_openmm(system=None, topology=None) -> tuple[np.ndarray, np.ndarray]:
+    """Every bond an OpenMM system and topology state: :func:`springs_from_openmm`'s, then the bonds of the
+    system's ``CustomBondForce`` terms and the topology's bonds, their lengths not known (NaN).
+
+    A custom bond force may hold other terms than bonds (native contacts, a restraint between two molecules), so
+    these are evidence only where they join consecutive residues of one chain (what :class:`~backmap_plugin.api.
+    Backmapper` reads of them).
+
+    Parameters
+    ----------
+    system : openmm.System, optional
+    topology : mdtraj.Topology, optional
+
+    Returns
+    -------
+    pairs : numpy.ndarray
+        (P, 2) particle indices.
+    lengths : numpy.ndarray
+        (P,) equilibrium lengths, Angstrom; NaN where not known.
+    """
+    import openmm
+
+    pairs, lengths = springs_from_openmm(system) if system is not None else (np.zeros((0, 2), np.int64), np.zeros(0))
+    more = [force.getBondParameters(k)[:2] for force in (system.getForces() if system is not None else [])
+            if isinstance(force, openmm.CustomBondForce) for k in range(force.getNumBonds())]
+    if topology is not None:
+        more += [(a.index, b.index) for a, b in topology.bonds]
+    more = np.array(more, dtype=np.int64).reshape(-1, 2)
+    return np.concatenate([pairs, more]), np.concatenate([lengths, np.full(len(more), np.nan)])
+
