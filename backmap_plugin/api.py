@@ -908,23 +908,29 @@ class BackmapResult:
 
 
 def check_backmap_options(method: str | None, samples: int, model: str | None = None,
-                          temperature: float | None = None, break_distance: float | None = None) -> None:
+                          temperature: float | None = None, break_distance: float | None = None, seed: int = 0,
+                          mapping: str | Mapping = "auto", device="auto") -> None:
     """Refuse option values that cannot be meant, before any work (:func:`backmap`, :class:`Backmapper`, the reporter).
 
     Raises
     ------
     ValueError
-        An unknown method, fewer than one sample, a model file for the
-        ideal builder, a negative temperature, a break distance that is not
-        a positive number.
+        An unknown method, mapping or device (CUDA asked for where torch
+        sees none), fewer than one sample, a seed that is not a whole number
+        of at least 0, a model file for the ideal builder, a negative
+        temperature, a break distance that is not a positive number.
     FileNotFoundError, BackmapInputError
         A model file that does not exist, has no config beside it, or is a
         folder (:func:`~backmap_plugin.model.weights.check_model_path`).
     """
     if method is not None and method not in METHODS:
         raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
-    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
-        raise ValueError(f"samples must be a whole number, at least 1, got {samples!r}")
+    for name, value, least in (("samples", samples, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise ValueError(f"{name} must be a whole number, at least {least}, got {value!r}")
+    if not (isinstance(mapping, str) and mapping == "auto"):
+        get_mapping(mapping)
+    select_device(device)
     if model is not None and method == "ideal":
         raise ValueError("a model file (--model) is for method 'model'; method 'ideal' uses none")
     if model is not None:
@@ -1019,7 +1025,7 @@ class Backmapper:
         springs=None,
         disulfides: bool = True,
     ):
-        check_backmap_options(method, samples, model, temperature, break_distance)
+        check_backmap_options(method, samples, model, temperature, break_distance, seed, mapping, device)
         atom_names = [a.name for a in topology.atoms]
         frames = np.asarray(frames, dtype=np.float32)
         frames = frames[None] if frames.ndim == 2 else frames
@@ -1729,7 +1735,11 @@ def backmap(
     place) only when complete.
     """
     t0 = time.perf_counter()
-    check_backmap_options(method, samples, model, temperature, break_distance)
+    check_backmap_options(method, samples, model, temperature, break_distance, seed, mapping, device)
+    # numpy numbers (np.random.default_rng().integers() gives them) as Python's: the progress record is JSON
+    samples, seed, stride, chunk, break_distance, temperature = (
+        value.item() if isinstance(value, np.generic) else value
+        for value in (samples, seed, stride, chunk, break_distance, temperature))
     for name, value in (("input", input), ("output", output)):
         if not isinstance(value, (str, os.PathLike)):
             raise TypeError(f"backmap(): {name} must be a file path, got {type(value).__name__}; for coordinates in "

@@ -170,15 +170,16 @@ class BackmapReporter:
         append: bool = False,
         disulfides: bool = True,
     ):
-        for name, value, least in (("reportInterval", reportInterval, 1), ("batchFrames", batchFrames, 1),
-                                   ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        for name, value in (("reportInterval", reportInterval), ("batchFrames", batchFrames)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 steps = " of steps" if name == "reportInterval" else ""
-                raise ValueError(f"BackmapReporter: {name} must be a whole number{steps}, at least {least}, got "
-                                 f"{value!r}")
+                raise ValueError(f"BackmapReporter: {name} must be a whole number{steps}, at least 1, got {value!r}")
         if unit.is_quantity(breakDistance):
             breakDistance = breakDistance.value_in_unit(unit.angstrom)
-        check_backmap_options(method, samples, model, None, breakDistance)
+        try:
+            check_backmap_options(method, samples, model, None, breakDistance, seed, mapping, device)
+        except ValueError as exc:
+            raise ValueError(f"BackmapReporter: {exc}") from None
         check_output_path(file)
         if append and not os.path.isfile(file):
             raise BackmapInputError(f"BackmapReporter({file}): append=True, but the file does not exist")

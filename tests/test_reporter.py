@@ -132,7 +132,10 @@ def test_bad_options_and_outputs_are_refused_before_the_run(tmp_path):
                               "steps, at least 1, got 10 ps"), ({"reportInterval": 10.5}, "got 10.5"),
                              ({"reportInterval": 5, "seed": "a"}, "seed must be a whole number, at least 0, got 'a'"),
                              ({"reportInterval": 5, "batchFrames": 0}, "batchFrames must be a whole number, at "
-                              "least 1, got 0")):
+                              "least 1, got 0"),
+                             # (names that need no topology: they stopped the run at the first report)
+                             ({"reportInterval": 5, "device": "gpu"}, "unknown device 'gpu'"),
+                             ({"reportInterval": 5, "mapping": "CA"}, "unknown mapping 'CA'")):
         with pytest.raises(ValueError, match=re.escape(message)):
             BackmapReporter(str(tmp_path / "aa.pdb"), **options)
     with pytest.raises(ValueError, match=r"break distance must be a positive number of Angstrom .* got 5 A"):
