@@ -18,6 +18,7 @@ from backmap_plugin.core.errors import BackmapInputError, BeadsTooCloseError
 from backmap_plugin.io.lock import OutputLock
 from backmap_plugin.io.martini import has_martini_beads
 from backmap_plugin.io.paths import check_output_path
+from backmap_plugin.io.pdb import check_pdb_topology
 from backmap_plugin.io.trajectory import TrajectoryWriter
 
 
@@ -143,7 +144,7 @@ class BackmapReporter:
 
     The options and the output's name are checked here, before the
     simulation runs; what needs the topology (the mapping, the model's
-    beads) at the first report.
+    beads, chain ids that a .pdb output can hold) at the first report.
 
     Examples
     --------
@@ -307,6 +308,8 @@ class BackmapReporter:
             self._engine = Backmapper.from_openmm(simulation.topology, first_frame / 10.0,
                                                   system=getattr(simulation, "system", None),
                                                   source=f"BackmapReporter({self._file})", box=boxes, **self._options)
+            if os.fspath(self._file).lower().endswith(".pdb"):  # (a batch later, the run went on for long)
+                check_pdb_topology(self._engine.topology, self._file)
             try:
                 self._interval = self._reportInterval * simulation.integrator.getStepSize().value_in_unit(
                     unit.picosecond)

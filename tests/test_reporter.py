@@ -322,6 +322,20 @@ def test_molecules_cut_by_the_box_are_made_whole(tmp_path, topology_box):
     np.testing.assert_allclose(traj.unitcell_lengths, 2.5, atol=1e-4)
 
 
+def test_chain_ids_that_pdb_cannot_hold_stop_the_first_report(tmp_path):
+    """A chain id of four characters (a CHARMM segment) with .pdb output: refused at the first report (it was at the
+    first batch write, batchFrames reports into the run); .cif output takes it."""
+    simulation = cg_simulation()
+    next(simulation.topology.chains()).id = "PROA"
+    reporter = BackmapReporter(str(tmp_path / "aa.pdb"), 5, batchFrames=10)
+    with pytest.raises(BackmapInputError, match=r"aa.pdb: chain id 'PROA' \(chain #0\) does not fit the "
+                                                r"one-character PDB chain column; write .cif instead"):
+        reporter.reportInitial(simulation)
+    with BackmapReporter(str(tmp_path / "aa.cif"), 5, batchFrames=1, method="ideal") as reporter:
+        reporter.reportInitial(simulation)
+    assert [c.chain_id for c in md.load(str(tmp_path / "aa.cif")).topology.chains] == ["PROA"]
+
+
 def _stretch_start(simulation, pairs, length: float = 0.5) -> None:
     """Set the simulation's beads with the bonds after the beads of index ``pairs`` stretched to ``length`` nm."""
     xyz = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
