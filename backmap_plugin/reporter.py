@@ -186,6 +186,9 @@ class BackmapReporter:
             raise BackmapInputError(f"BackmapReporter({file}): append=True, but the file does not exist")
         if firstFrameFile is not None:
             check_output_path(firstFrameFile)
+            if os.path.abspath(firstFrameFile) == os.path.abspath(file):
+                raise BackmapInputError(f"BackmapReporter({file}): firstFrameFile is the output file: the "
+                                        "trajectory would overwrite it; give another file")
         self._file = file
         self._reportInterval = int(reportInterval)
         self._batchFrames = int(batchFrames)

@@ -138,6 +138,8 @@ def test_bad_options_and_outputs_are_refused_before_the_run(tmp_path):
                              ({"reportInterval": 5, "mapping": "CA"}, "unknown mapping 'CA'")):
         with pytest.raises(ValueError, match=re.escape(message)):
             BackmapReporter(str(tmp_path / "aa.pdb"), **options)
+    with pytest.raises(BackmapInputError, match="firstFrameFile is the output file"):
+        BackmapReporter(str(tmp_path / "aa.pdb"), 5, firstFrameFile=str(tmp_path / "." / "aa.pdb"))
     with pytest.raises(ValueError, match=r"break distance must be a positive number of Angstrom .* got 5 A"):
         backmap(str(DATA / "1l2y.pdb.gz"), str(tmp_path / "x.pdb"), break_distance=5 * unit.angstrom)
     # OpenMM-facing: a break distance may be a quantity (it failed in the first report)
