@@ -395,7 +395,6 @@ class BackmapReporter:
             return
         frames, times = np.stack(self._buffer), np.array(self._times)
         boxes = np.stack(self._boxes) if self._boxes else None
-        self._buffer, self._times, self._boxes = [], [], []
         first = self._framesReported - len(frames)  # report index of the batch's first frame (its seed)
         try:
             if self._writer is None:  # the first batch: the run's disulfides from its frames, as backmap() chooses
@@ -414,6 +413,14 @@ class BackmapReporter:
                 except BackmapInputError as exc:
                     raise BackmapInputError(f"{_in_reporter_words(str(exc))}; {self._close_after_bad_frame()}") \
                         from exc
+                self._unbuffer(1)
+            return
+        self._unbuffer(len(frames))
+
+    def _unbuffer(self, n: int) -> None:
+        """Let go of the first ``n`` buffered frames, once written or left out (a KeyboardInterrupt while a batch
+        is built leaves it in the buffer, for the next flush: it was lost)."""
+        del self._buffer[:n], self._times[:n], self._boxes[:n]
 
     def _write(self, built: np.ndarray, times: np.ndarray, boxes: np.ndarray | None) -> None:
         """Write the structures ``built`` of CG frames at ``times`` (ps) in ``boxes`` (the output opened first)."""
