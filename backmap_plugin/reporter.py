@@ -88,6 +88,12 @@ class BackmapReporter:
     ----------
     file : str
         Output file; format by extension: .pdb, .dcd, .xtc, .h5 (or .cif).
+        Every batch is flushed, so .xtc, .dcd and .pdb files can be read
+        while the run goes on; an .h5 file stays open for writing until
+        :meth:`close` (HDF5 refuses to open it again in this process, and
+        its file lock refuses other processes unless they set
+        ``HDF5_USE_FILE_LOCKING=FALSE``): to watch a run, write .xtc, or
+        look at ``firstFrameFile``.
     reportInterval : int
         Steps between reports.
     mapping : str
