@@ -448,6 +448,7 @@ class BackmapReporter:
     def _close_after_bad_frame(self) -> str:
         """Close the output after a bad frame; say what it keeps (a new file without frames is removed)."""
         self._closed = True
+        self._unbuffer(len(self._buffer))  # (never written)
         writer, self._writer = self._writer, None
         try:
             if writer is not None and writer.frames_written:
