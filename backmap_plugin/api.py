@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+import mdtraj as md
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -38,7 +39,7 @@ from backmap_plugin.core.topology import (
     protein_topology,
     read_residues,
 )
-from backmap_plugin.io.frames import FrameChunk, bonds_from_openmm, frames_from_openmm, open_frames
+from backmap_plugin.io.frames import FrameChunk, bonds_from_openmm, frames_from_openmm, frames_of_shape, open_frames
 from backmap_plugin.io.lock import OutputLock
 from backmap_plugin.io.paths import check_output_path
 from backmap_plugin.io.progress import ProgressRecord
@@ -1026,9 +1027,12 @@ class Backmapper:
         disulfides: bool = True,
     ):
         check_backmap_options(method, samples, model, temperature, break_distance, seed, mapping, device)
+        if not isinstance(topology, md.Topology):
+            raise TypeError(f"Backmapper: topology must be an mdtraj.Topology, got {type(topology).__name__}; for an "
+                            "OpenMM Topology and positions use Backmapper.from_openmm(topology, positions)")
+        self._n_input_atoms = topology.n_atoms
+        frames = _frames_in_angstrom(frames, topology.n_atoms, source)
         atom_names = [a.name for a in topology.atoms]
-        frames = np.asarray(frames, dtype=np.float32)
-        frames = frames[None] if frames.ndim == 2 else frames
         box = None if box is None else np.asarray(box)
         if _reads_martini(mapping, topology, source):
             from backmap_plugin.build.martini import BREAK_DISTANCE as BREAK_DISTANCE_MARTINI
@@ -1479,7 +1483,8 @@ class Backmapper:
         Parameters
         ----------
         xyz : numpy.ndarray
-            (F, n_input_atoms, 3) input coordinates, Angstrom.
+            (F, n_input_atoms, 3) input coordinates, Angstrom (one frame may be
+            given as (n_input_atoms, 3)).
         first_index : int
             Index of the first frame in the whole input: frame ``k`` is
             seeded with ``(seed, first_index + k)``, so results do not depend
@@ -1505,6 +1510,7 @@ class Backmapper:
             before anything is built; the message names the input, the frame
             (``first_index`` + its place in the batch), chain and residues.
         """
+        xyz = _frames_in_angstrom(xyz, self._n_input_atoms, self.source)
         atoms, beads = self._built_again(xyz, first_index, box)
         if len(self._disulfide_pairs):
             atoms = self._close_disulfides(atoms, tally)
@@ -1523,6 +1529,16 @@ def _merge_evened(a: list | None, b: list | None) -> list | None:
     if not a or not b:
         return a or b
     return [a[0] + b[0], a[1] + b[1], max(a[2], b[2])]
+
+
+def _frames_in_angstrom(xyz, n_atoms: int, source: str) -> np.ndarray:
+    """(F, n_atoms, 3) float32 of the plain Angstrom coordinates :class:`Backmapper` takes, ``(n_atoms, 3)`` or
+    ``(F, n_atoms, 3)`` (:func:`~backmap_plugin.io.frames.frames_of_shape`); a quantity with a unit refused."""
+    if hasattr(xyz, "value_in_unit"):
+        raise BackmapInputError(f"{source}: coordinates with a unit ({xyz.unit}); Backmapper takes plain numbers in "
+                                "Angstrom: pass xyz.value_in_unit(openmm.unit.angstrom), or make it with "
+                                "Backmapper.from_openmm")
+    return frames_of_shape(xyz, n_atoms, source)
 
 
 def _openmm_box(topology, system, n_frames: int) -> np.ndarray | None:

@@ -719,6 +719,33 @@ def test_a_soft_bond_stretched_in_a_few_frames_stays_bonded(tmp_path, fixture_pd
     assert Backmapper.from_openmm(top, one[0], system=system, break_distance=4.5).protein.segment.max() == 1
 
 
+def test_backmapper_names_wrong_shapes_atom_counts_units_and_topologies(fixture_pdb):
+    """What :class:`Backmapper` (the class backmap()'s TypeError points to for coordinates in memory) says of wrong
+    input: shapes, atom counts, no frames, a Quantity and an OpenMM Topology are named as ``from_openmm`` names them
+    (numpy's broadcast and index errors came out, and a Quantity's unit was dropped)."""
+    from openmm import unit
+
+    from backmap_plugin.api import Backmapper
+
+    aa = md.load(str(fixture_pdb))[0]
+    ca = aa.atom_slice(aa.topology.select("name CA"))
+    xyz = ca.xyz[0] * 10.0
+    for bad, message in ((xyz[:, :2], r"expected shape \(n_atoms, 3\) or \(n_frames, n_atoms, 3\), n_frames at "
+                          r"least 1, got \(1, 20, 2\)"), (xyz[:17], "17 positions for a topology of 20 atoms"),
+                         (xyz[None, :0][:0], r"got \(0, 0, 3\)"),
+                         (xyz * unit.angstrom, r"coordinates with a unit \(angstrom\); Backmapper takes plain numbers")):
+        with pytest.raises(BackmapInputError, match=message):
+            Backmapper(ca.topology, bad, method="ideal", source="mine")
+    with pytest.raises(TypeError, match=r"use Backmapper.from_openmm\(topology, positions\)"):
+        Backmapper(ca.topology.to_openmm(), xyz, method="ideal")
+    engine = Backmapper(ca.topology, xyz, method="ideal", source="mine")
+    assert engine.build(xyz).shape == (1, engine.n_atoms, 3)  # one frame as (n_atoms, 3), as the constructor takes
+    for bad, message in ((xyz[None, :17], "mine: 17 positions for a topology of 20 atoms"),
+                         (xyz[None, :0][:0], r"mine: expected shape .* got \(0, 0, 3\)")):
+        with pytest.raises(BackmapInputError, match=message):
+            engine.build(bad)
+
+
 def _ca_system(ca, bonds):
     """An OpenMM System of the beads of ``ca`` (an mdtraj C-alpha trajectory) with ``bonds``, a bond force whose
     bonds are added here between consecutive beads (its per-bond parameters: r0 and k)."""

@@ -431,19 +431,29 @@ def frames_from_openmm(topology, positions, source: str = "OpenMM positions"):
         xyz = np.asarray([tuple(v) for v in values] if isinstance(values, list) else values, dtype=np.float64)
     else:
         xyz = np.asarray(positions, dtype=np.float64) * 10.0
-    if xyz.ndim == 2:
-        xyz = xyz[np.newaxis]
-    if xyz.ndim != 3 or xyz.shape[2] != 3:
-        raise BackmapInputError(
-            f"{source}: expected shape (n_atoms, 3) or (n_frames, n_atoms, 3), got {xyz.shape}"
-        )
-    if xyz.shape[1] != topology.n_atoms:
-        raise BackmapInputError(
-            f"{source}: {xyz.shape[1]} positions for a topology of {topology.n_atoms} atoms"
-        )
-    xyz = xyz.astype(np.float32)
+    xyz = frames_of_shape(xyz, topology.n_atoms, source)
     check_finite(xyz, topology, source, 0)
     return topology, xyz
+
+
+def frames_of_shape(xyz, n_atoms: int, source: str) -> np.ndarray:
+    """Coordinates given as ``(n_atoms, 3)`` or ``(n_frames, n_atoms, 3)`` as ``(n_frames, n_atoms, 3)`` float32.
+
+    Raises
+    ------
+    BackmapInputError
+        Another shape, no frames, or another number of atoms (``source`` names the coordinates).
+    """
+    xyz = np.asarray(xyz)
+    if xyz.ndim == 2:
+        xyz = xyz[np.newaxis]
+    if xyz.ndim != 3 or xyz.shape[2] != 3 or len(xyz) == 0:
+        raise BackmapInputError(
+            f"{source}: expected shape (n_atoms, 3) or (n_frames, n_atoms, 3), n_frames at least 1, got {xyz.shape}"
+        )
+    if xyz.shape[1] != n_atoms:
+        raise BackmapInputError(f"{source}: {xyz.shape[1]} positions for a topology of {n_atoms} atoms")
+    return xyz.astype(np.float32)
 
 
 def springs_from_openmm(system) -> tuple[np.ndarray, np.ndarray]:
