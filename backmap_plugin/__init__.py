@@ -31,3 +31,8 @@ def __getattr__(name):
 
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    """The module's names with the public ones not imported yet (tab completion in IPython and Jupyter)."""
+    return sorted(set(globals()) | set(_EXPORTS))

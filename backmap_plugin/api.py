@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+import mdtraj as md
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -38,7 +39,7 @@ from backmap_plugin.core.topology import (
     protein_topology,
     read_residues,
 )
-from backmap_plugin.io.frames import FrameChunk, frames_from_openmm, open_frames, springs_from_openmm
+from backmap_plugin.io.frames import FrameChunk, bonds_from_openmm, frames_from_openmm, frames_of_shape, open_frames
 from backmap_plugin.io.lock import OutputLock
 from backmap_plugin.io.paths import check_output_path
 from backmap_plugin.io.progress import ProgressRecord
@@ -350,12 +351,14 @@ def _numbering_gap_notes(records: list[ResidueRecord], distance: np.ndarray, lim
 
 
 def _consecutive_springs(springs, records: list[ResidueRecord]) -> np.ndarray:
-    """(R-1,) index in ``springs`` of a bond between residues i and i+1 of one chain (-1: none)."""
+    """(R-1,) index in ``springs`` of a bond between residues i and i+1 of one chain (-1: none), the last of known
+    length where there is one."""
     residue = {a: k for k, r in enumerate(records) for a in list(r.atoms.values()) + r.other_atoms}
     out = np.full(max(len(records) - 1, 0), -1, dtype=np.int64)
+    known = ~np.isnan(np.asarray(springs[1], dtype=np.float64))
     for k, (a, b) in enumerate(np.asarray(springs[0]).reshape(-1, 2)):
         i, j = sorted((residue.get(int(a), -1), residue.get(int(b), -1)))
-        if i >= 0 and j == i + 1 and records[i].chain == records[j].chain:
+        if i >= 0 and j == i + 1 and records[i].chain == records[j].chain and (known[k] or out[i] < 0):
             out[i] = k
     return out
 
@@ -369,13 +372,18 @@ def _residue_springs(springs, records: list[ResidueRecord]) -> np.ndarray | None
     return lengths[index]  # (-1: the NaN appended)
 
 
+def _bonded_by_force_field(springs, records: list[ResidueRecord]) -> np.ndarray | None:
+    """(R-1,) True where the force field bonds residues i and i+1 of one chain (None without springs)."""
+    return None if springs is None else _consecutive_springs(springs, records) >= 0
+
+
 def _unbonded_by_force_field(springs, records: list[ResidueRecord]) -> np.ndarray | None:
     """(R-1,) True where residues i and i+1 of one chain have no force-field bond while the force field bonds
     other consecutive residues of that chain: molecules one after another in a chain (None without springs)."""
     if springs is None:
         return None
     chain = np.array([r.chain for r in records])
-    bonded = _consecutive_springs(springs, records) >= 0
+    bonded = _bonded_by_force_field(springs, records)
     same = chain[1:] == chain[:-1]
     chains_bonded = np.unique(chain[:-1][bonded])
     return same & ~bonded & np.isin(chain[:-1], chains_bonded)
@@ -762,6 +770,23 @@ def _check_chains_hold_together(distance: np.ndarray, protein: ProteinTopology, 
         )
 
 
+def _check_force_field_bonds(distance: np.ndarray, bonded: np.ndarray, reach: float, labels: list, source: str,
+                             first_frame: int, n_frames: int, boxed: bool) -> None:
+    """Refuse residues that the force field bonds (``bonded``: (R - 1,)) whose beads lie farther apart than bonded
+    beads stretch (``distance``: (R - 1,) between consecutive beads; ``reach``): beads wrapped into a periodic
+    box that the input does not give (unless ``boxed``), or a broken frame; built, they made peptides 50 A long."""
+    far = np.nonzero(bonded & (distance > reach))[0]
+    if len(far):
+        i = int(far[0])
+        why = "" if boxed else ("beads wrapped into a periodic box that the input does not give (give the box, or "
+                                "unwrap them), or ")
+        raise BackmapInputError(
+            f"{source}: the force field bonds {labels[i]} and {labels[i + 1]}, but their beads lie "
+            f"{distance[i]:.1f} A apart {_frames_said(first_frame, n_frames)}, farther than bonded beads stretch "
+            f"({reach:g} A; {len(far)} such pair(s)): {why}a broken frame (a simulation that blew up?)"
+        )
+
+
 #: Builders: ``ideal`` (geometric) and ``model`` (a trained generative model).
 #: A builder is called as ``build(beads, protein, mapping, samples, seeds)``
 #: with beads (F, R, 3) and one random seed per frame, and returns
@@ -884,23 +909,29 @@ class BackmapResult:
 
 
 def check_backmap_options(method: str | None, samples: int, model: str | None = None,
-                          temperature: float | None = None, break_distance: float | None = None) -> None:
+                          temperature: float | None = None, break_distance: float | None = None, seed: int = 0,
+                          mapping: str | Mapping = "auto", device="auto") -> None:
     """Refuse option values that cannot be meant, before any work (:func:`backmap`, :class:`Backmapper`, the reporter).
 
     Raises
     ------
     ValueError
-        An unknown method, fewer than one sample, a model file for the
-        ideal builder, a negative temperature, a break distance that is not
-        a positive number.
+        An unknown method, mapping or device (CUDA asked for where torch
+        sees none), fewer than one sample, a seed that is not a whole number
+        of at least 0, a model file for the ideal builder, a negative
+        temperature, a break distance that is not a positive number.
     FileNotFoundError, BackmapInputError
         A model file that does not exist, has no config beside it, or is a
         folder (:func:`~backmap_plugin.model.weights.check_model_path`).
     """
     if method is not None and method not in METHODS:
         raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
-    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
-        raise ValueError(f"samples must be a whole number, at least 1, got {samples!r}")
+    for name, value, least in (("samples", samples, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise ValueError(f"{name} must be a whole number, at least {least}, got {value!r}")
+    if not (isinstance(mapping, str) and mapping == "auto"):
+        get_mapping(mapping)
+    select_device(device)
     if model is not None and method == "ideal":
         raise ValueError("a model file (--model) is for method 'model'; method 'ideal' uses none")
     if model is not None:
@@ -995,10 +1026,13 @@ class Backmapper:
         springs=None,
         disulfides: bool = True,
     ):
-        check_backmap_options(method, samples, model, temperature, break_distance)
+        check_backmap_options(method, samples, model, temperature, break_distance, seed, mapping, device)
+        if not isinstance(topology, md.Topology):
+            raise TypeError(f"Backmapper: topology must be an mdtraj.Topology, got {type(topology).__name__}; for an "
+                            "OpenMM Topology and positions use Backmapper.from_openmm(topology, positions)")
+        self._n_input_atoms = topology.n_atoms
+        frames = _frames_in_angstrom(frames, topology.n_atoms, source)
         atom_names = [a.name for a in topology.atoms]
-        frames = np.asarray(frames, dtype=np.float32)
-        frames = frames[None] if frames.ndim == 2 else frames
         box = None if box is None else np.asarray(box)
         if _reads_martini(mapping, topology, source):
             from backmap_plugin.build.martini import BREAK_DISTANCE as BREAK_DISTANCE_MARTINI
@@ -1056,16 +1090,20 @@ class Backmapper:
         if default_break_used and self.mapping.name == "com":  # C-alpha and Martini BB beads: the distance tells
             limits = bonded_bead_limits(self.mapping, records, break_distance)
         limits = np.broadcast_to(np.asarray(limits, dtype=np.float32), (max(0, len(records) - 1),))
-        ff_bonds = _residue_springs(springs, records) if default_break_used else None
+        ff_bonded = _bonded_by_force_field(springs, records) if default_break_used else None
         ff_apart = _unbonded_by_force_field(springs, records) if default_break_used else None
-        if ff_bonds is not None:  # residues the force field bonds are bonded, however far a soft bond stretches;
+        reach = MAX_STRETCH_ADVISED * default_break  # (how far bonded beads stretch)
+        if ff_bonded is not None:  # residues the force field bonds are bonded as far as a soft bond stretches;
             # those it does not bond in a chain it bonds are apart, however close (molecules one after another)
-            limits = np.where(np.isnan(ff_bonds), limits, np.inf)
+            limits = np.where(ff_bonded, reach, limits)
             limits = np.where(ff_apart, -np.inf, limits).astype(np.float32)
         self._limits = limits
         # bonded or not by the median distance over the leading frames (touching molecules numbered on lie apart
         # in most of them, a soft bond stretches past the limit now and then)
         spacing = bead_spacing(leading)
+        if ff_bonded is not None:
+            _check_force_field_bonds(spacing, ff_bonded, reach, self._labels, source, frame, len(leading),
+                                     box is not None)
         self.protein = protein_topology(records, leading, limits)
         if self.mapping.name == "com":  # (C-alpha atoms and BB beads across a gap lie too far apart to bond)
             self.report += _numbering_gap_notes(records, spacing, limits, break_distance, self.protein.segment)
@@ -1101,15 +1139,21 @@ class Backmapper:
         positions : openmm.unit.Quantity or numpy.ndarray
             Positions of one frame (a numpy array is taken as nm).
         system : openmm.System, optional
-            The CG system: the equilibrium lengths of its bonds are evidence
-            for ``mapping='auto'`` (:func:`~backmap_plugin.io.frames.springs_from_openmm`).
+            The CG system: the residues its bonds join are bonded, as far as
+            bonded beads stretch, and the equilibrium lengths of its harmonic
+            bonds are evidence for ``mapping='auto'``; with the topology's
+            bonds (:func:`~backmap_plugin.io.frames.bonds_from_openmm`). Its
+            default periodic box is the frames' box where it is periodic and
+            the topology gives none.
         **kwargs
-            As for :class:`Backmapper`.
+            As for :class:`Backmapper` (``box`` in Angstrom; default the
+            topology's periodic box, else the system's).
         """
         kwargs.setdefault("source", "OpenMM topology")
         top, xyz = frames_from_openmm(topology, positions, source=kwargs["source"])
-        if system is not None:
-            kwargs.setdefault("springs", springs_from_openmm(system))
+        kwargs.setdefault("springs", bonds_from_openmm(system, top))
+        if "box" not in kwargs:
+            kwargs["box"] = _openmm_box(topology, system, len(xyz))
         return cls(top, xyz, **kwargs)
 
     @staticmethod
@@ -1439,7 +1483,8 @@ class Backmapper:
         Parameters
         ----------
         xyz : numpy.ndarray
-            (F, n_input_atoms, 3) input coordinates, Angstrom.
+            (F, n_input_atoms, 3) input coordinates, Angstrom (one frame may be
+            given as (n_input_atoms, 3)).
         first_index : int
             Index of the first frame in the whole input: frame ``k`` is
             seeded with ``(seed, first_index + k)``, so results do not depend
@@ -1465,6 +1510,7 @@ class Backmapper:
             before anything is built; the message names the input, the frame
             (``first_index`` + its place in the batch), chain and residues.
         """
+        xyz = _frames_in_angstrom(xyz, self._n_input_atoms, self.source)
         atoms, beads = self._built_again(xyz, first_index, box)
         if len(self._disulfide_pairs):
             atoms = self._close_disulfides(atoms, tally)
@@ -1483,6 +1529,30 @@ def _merge_evened(a: list | None, b: list | None) -> list | None:
     if not a or not b:
         return a or b
     return [a[0] + b[0], a[1] + b[1], max(a[2], b[2])]
+
+
+def _frames_in_angstrom(xyz, n_atoms: int, source: str) -> np.ndarray:
+    """(F, n_atoms, 3) float32 of the plain Angstrom coordinates :class:`Backmapper` takes, ``(n_atoms, 3)`` or
+    ``(F, n_atoms, 3)`` (:func:`~backmap_plugin.io.frames.frames_of_shape`); a quantity with a unit refused."""
+    if hasattr(xyz, "value_in_unit"):
+        raise BackmapInputError(f"{source}: coordinates with a unit ({xyz.unit}); Backmapper takes plain numbers in "
+                                "Angstrom: pass xyz.value_in_unit(openmm.unit.angstrom), or make it with "
+                                "Backmapper.from_openmm")
+    return frames_of_shape(xyz, n_atoms, source)
+
+
+def _openmm_box(topology, system, n_frames: int) -> np.ndarray | None:
+    """(n_frames, 3, 3) periodic box in Angstrom of an OpenMM topology (or mdtraj's), else of a periodic system
+    (its default box: hand-built systems often set it there only), else None."""
+    from openmm import unit
+
+    vectors = topology.getPeriodicBoxVectors() if hasattr(topology, "getPeriodicBoxVectors") else None
+    if vectors is None and system is not None and system.usesPeriodicBoundaryConditions():
+        vectors = system.getDefaultPeriodicBoxVectors()
+    if vectors is None:
+        return None
+    box = np.array([v.value_in_unit(unit.angstrom) for v in vectors], dtype=np.float32)
+    return np.repeat(box[None], n_frames, axis=0)
 
 
 def _frames_of(box, start: int):
@@ -1681,7 +1751,11 @@ def backmap(
     place) only when complete.
     """
     t0 = time.perf_counter()
-    check_backmap_options(method, samples, model, temperature, break_distance)
+    check_backmap_options(method, samples, model, temperature, break_distance, seed, mapping, device)
+    # numpy numbers (np.random.default_rng().integers() gives them) as Python's: the progress record is JSON
+    samples, seed, stride, chunk, break_distance, temperature = (
+        value.item() if isinstance(value, np.generic) else value
+        for value in (samples, seed, stride, chunk, break_distance, temperature))
     for name, value in (("input", input), ("output", output)):
         if not isinstance(value, (str, os.PathLike)):
             raise TypeError(f"backmap(): {name} must be a file path, got {type(value).__name__}; for coordinates in "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import numbers
 import os
+import re
 import warnings
 import weakref
 
@@ -17,6 +18,7 @@ from backmap_plugin.core.errors import BackmapInputError, BeadsTooCloseError
 from backmap_plugin.io.lock import OutputLock
 from backmap_plugin.io.martini import has_martini_beads
 from backmap_plugin.io.paths import check_output_path
+from backmap_plugin.io.pdb import check_pdb_topology
 from backmap_plugin.io.trajectory import TrajectoryWriter
 
 
@@ -41,6 +43,34 @@ def _check_coarse_grained(topology, file) -> None:
         )
 
 
+#: The engine's advice in command-line words (``backmap run``) and in the reporter's: its options, and a periodic
+#: box that comes from the simulation, not from a file.
+_REPORTER_WORDS = (
+    (re.compile(r"--break-distance"), "breakDistance"),
+    (re.compile(r"--mapping (\w+)"), r"mapping='\1'"),
+    (re.compile(r"--no-disulfides"), "disulfides=False"),
+    (re.compile(r"give the box, a --top with it \(CRYST1 in P 1, \.gro\), or unwrap them"),
+     "make the system periodic (simulation.system's forces and box), or unwrap the starting positions"),
+    (re.compile(r"give a trajectory with its boxes, a --top with the box: CRYST1 in P 1, \.gro; or unwrap it "
+                r"first"), "make the system periodic, or unwrap the starting positions"),
+)
+
+
+def _in_reporter_words(message: str) -> str:
+    """An engine message with its command-line advice in the reporter's words (:data:`_REPORTER_WORDS`)."""
+    for pattern, words in _REPORTER_WORDS:
+        message = pattern.sub(words, message)
+    return message
+
+
+def _periodic(simulation) -> bool:
+    """Whether the simulation is periodic: its topology has a box (as OpenMM's reporters tell), or its system uses
+    periodic boundary conditions (a hand-built system may set its box there only)."""
+    system = getattr(simulation, "system", None)
+    return simulation.topology.getPeriodicBoxVectors() is not None or (
+        system is not None and system.usesPeriodicBoundaryConditions())
+
+
 class BackmapReporter:
     """An OpenMM reporter that backmaps CG frames to all heavy atoms as the run goes.
 
@@ -58,6 +88,12 @@ class BackmapReporter:
     ----------
     file : str
         Output file; format by extension: .pdb, .dcd, .xtc, .h5 (or .cif).
+        Every batch is flushed, so .xtc, .dcd and .pdb files can be read
+        while the run goes on; an .h5 file stays open for writing until
+        :meth:`close` (HDF5 refuses to open it again in this process, and
+        its file lock refuses other processes unless they set
+        ``HDF5_USE_FILE_LOCKING=FALSE``): to watch a run, write .xtc, or
+        look at ``firstFrameFile``.
     reportInterval : int
         Steps between reports.
     mapping : str
@@ -114,7 +150,7 @@ class BackmapReporter:
 
     The options and the output's name are checked here, before the
     simulation runs; what needs the topology (the mapping, the model's
-    beads) at the first report.
+    beads, chain ids that a .pdb output can hold) at the first report.
 
     Examples
     --------
@@ -141,20 +177,24 @@ class BackmapReporter:
         append: bool = False,
         disulfides: bool = True,
     ):
-        for name, value, least in (("reportInterval", reportInterval, 1), ("batchFrames", batchFrames, 1),
-                                   ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        for name, value in (("reportInterval", reportInterval), ("batchFrames", batchFrames)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 steps = " of steps" if name == "reportInterval" else ""
-                raise ValueError(f"BackmapReporter: {name} must be a whole number{steps}, at least {least}, got "
-                                 f"{value!r}")
+                raise ValueError(f"BackmapReporter: {name} must be a whole number{steps}, at least 1, got {value!r}")
         if unit.is_quantity(breakDistance):
             breakDistance = breakDistance.value_in_unit(unit.angstrom)
-        check_backmap_options(method, samples, model, None, breakDistance)
+        try:
+            check_backmap_options(method, samples, model, None, breakDistance, seed, mapping, device)
+        except ValueError as exc:
+            raise ValueError(f"BackmapReporter: {exc}") from None
         check_output_path(file)
         if append and not os.path.isfile(file):
             raise BackmapInputError(f"BackmapReporter({file}): append=True, but the file does not exist")
         if firstFrameFile is not None:
             check_output_path(firstFrameFile)
+            if os.path.abspath(firstFrameFile) == os.path.abspath(file):
+                raise BackmapInputError(f"BackmapReporter({file}): firstFrameFile is the output file: the "
+                                        "trajectory would overwrite it; give another file")
         self._file = file
         self._reportInterval = int(reportInterval)
         self._batchFrames = int(batchFrames)
@@ -229,8 +269,9 @@ class BackmapReporter:
             index, time = self._skipped[0]
             skipped = [f"{self._file}: {len(self._skipped)} frame(s) left out, their beads closer than any two of a "
                        f"protein (the CG model lets beads overlap; first: report {index}, {time:g} ps)"]
-        return self._notes + skipped + ([] if self._engine is None else list(self._engine.report)
-                                        + self._engine.notes()) + self._writer_notes
+        engine = [] if self._engine is None else [_in_reporter_words(note) for note in self._engine.report
+                                                  + self._engine.notes()]
+        return self._notes + skipped + engine + self._writer_notes
 
     @property
     def topology(self):
@@ -249,7 +290,7 @@ class BackmapReporter:
             raise ValueError(f"BackmapReporter({self._file!r}) is closed")
         xyz = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float32)
         box = None
-        if simulation.topology.getPeriodicBoxVectors() is not None:  # a periodic system, as OpenMM's reporters tell
+        if _periodic(simulation):
             box = np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float32)
         if self._engine is None:
             self._start(simulation, xyz, state.getTime().value_in_unit(unit.picosecond), box)
@@ -276,6 +317,8 @@ class BackmapReporter:
             self._engine = Backmapper.from_openmm(simulation.topology, first_frame / 10.0,
                                                   system=getattr(simulation, "system", None),
                                                   source=f"BackmapReporter({self._file})", box=boxes, **self._options)
+            if os.fspath(self._file).lower().endswith(".pdb"):  # (a batch later, the run went on for long)
+                check_pdb_topology(self._engine.topology, self._file)
             try:
                 self._interval = self._reportInterval * simulation.integrator.getStepSize().value_in_unit(
                     unit.picosecond)
@@ -286,9 +329,11 @@ class BackmapReporter:
                                                                         tally=False)[:1])
                 with TrajectoryWriter(self._firstFrameFile, first_topology) as writer:
                     writer.write(first)
-        except BaseException:
+        except BaseException as exc:
             self._closed = True
             self._lock.release()
+            if isinstance(exc, BackmapInputError):
+                exc.args = (_in_reporter_words(str(exc)),)
             raise
 
     def _open(self, topology: md.Topology, time: float) -> None:
@@ -356,7 +401,6 @@ class BackmapReporter:
             return
         frames, times = np.stack(self._buffer), np.array(self._times)
         boxes = np.stack(self._boxes) if self._boxes else None
-        self._buffer, self._times, self._boxes = [], [], []
         first = self._framesReported - len(frames)  # report index of the batch's first frame (its seed)
         try:
             if self._writer is None:  # the first batch: the run's disulfides from its frames, as backmap() chooses
@@ -373,7 +417,16 @@ class BackmapReporter:
                 except BeadsTooCloseError as exc:
                     self._skip(str(exc), first + k, float(times[k]))
                 except BackmapInputError as exc:
-                    raise BackmapInputError(f"{exc}; {self._close_after_bad_frame()}") from exc
+                    raise BackmapInputError(f"{_in_reporter_words(str(exc))}; {self._close_after_bad_frame()}") \
+                        from exc
+                self._unbuffer(1)
+            return
+        self._unbuffer(len(frames))
+
+    def _unbuffer(self, n: int) -> None:
+        """Let go of the first ``n`` buffered frames, once written or left out (a KeyboardInterrupt while a batch
+        is built leaves it in the buffer, for the next flush: it was lost)."""
+        del self._buffer[:n], self._times[:n], self._boxes[:n]
 
     def _write(self, built: np.ndarray, times: np.ndarray, boxes: np.ndarray | None) -> None:
         """Write the structures ``built`` of CG frames at ``times`` (ps) in ``boxes`` (the output opened first)."""
@@ -395,6 +448,7 @@ class BackmapReporter:
     def _close_after_bad_frame(self) -> str:
         """Close the output after a bad frame; say what it keeps (a new file without frames is removed)."""
         self._closed = True
+        self._unbuffer(len(self._buffer))  # (never written)
         writer, self._writer = self._writer, None
         try:
             if writer is not None and writer.frames_written:

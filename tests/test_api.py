@@ -719,6 +719,104 @@ def test_a_soft_bond_stretched_in_a_few_frames_stays_bonded(tmp_path, fixture_pd
     assert Backmapper.from_openmm(top, one[0], system=system, break_distance=4.5).protein.segment.max() == 1
 
 
+def test_backmapper_names_wrong_shapes_atom_counts_units_and_topologies(fixture_pdb):
+    """What :class:`Backmapper` (the class backmap()'s TypeError points to for coordinates in memory) says of wrong
+    input: shapes, atom counts, no frames, a Quantity and an OpenMM Topology are named as ``from_openmm`` names them
+    (numpy's broadcast and index errors came out, and a Quantity's unit was dropped)."""
+    from openmm import unit
+
+    from backmap_plugin.api import Backmapper
+
+    aa = md.load(str(fixture_pdb))[0]
+    ca = aa.atom_slice(aa.topology.select("name CA"))
+    xyz = ca.xyz[0] * 10.0
+    for bad, message in ((xyz[:, :2], r"expected shape \(n_atoms, 3\) or \(n_frames, n_atoms, 3\), n_frames at "
+                          r"least 1, got \(1, 20, 2\)"), (xyz[:17], "17 positions for a topology of 20 atoms"),
+                         (xyz[None, :0][:0], r"got \(0, 0, 3\)"),
+                         (xyz * unit.angstrom, r"coordinates with a unit \(angstrom\); Backmapper takes plain numbers")):
+        with pytest.raises(BackmapInputError, match=message):
+            Backmapper(ca.topology, bad, method="ideal", source="mine")
+    with pytest.raises(TypeError, match=r"use Backmapper.from_openmm\(topology, positions\)"):
+        Backmapper(ca.topology.to_openmm(), xyz, method="ideal")
+    engine = Backmapper(ca.topology, xyz, method="ideal", source="mine")
+    assert engine.build(xyz).shape == (1, engine.n_atoms, 3)  # one frame as (n_atoms, 3), as the constructor takes
+    for bad, message in ((xyz[None, :17], "mine: 17 positions for a topology of 20 atoms"),
+                         (xyz[None, :0][:0], r"mine: expected shape .* got \(0, 0, 3\)")):
+        with pytest.raises(BackmapInputError, match=message):
+            engine.build(bad)
+
+
+def _ca_system(ca, bonds):
+    """An OpenMM System of the beads of ``ca`` (an mdtraj C-alpha trajectory) with ``bonds``, a bond force whose
+    bonds are added here between consecutive beads (its per-bond parameters: r0 and k)."""
+    import openmm
+
+    system = openmm.System()
+    for i in range(ca.n_atoms):
+        system.addParticle(110.0)
+        if i:
+            bonds.addBond(i - 1, i, [0.38, 1000.0]) if isinstance(bonds, openmm.CustomBondForce) else \
+                bonds.addBond(i - 1, i, 0.38, 1000.0)
+    system.addForce(bonds)
+    return system
+
+
+def test_from_openmm_takes_the_box_of_a_periodic_system_and_refuses_bonded_beads_far_apart(fixture_pdb):
+    """Beads wrapped into a box that only the System gives (``setDefaultPeriodicBoxVectors``, hand-built systems):
+    ``from_openmm`` makes them whole in it; without a periodic system, beads that the force field bonds 20 A apart
+    are refused (both were built as peptides 20 A long, without a word)."""
+    import openmm
+
+    from backmap_plugin.api import Backmapper
+
+    aa = md.load(str(fixture_pdb))[0]
+    ca = aa.atom_slice(aa.topology.select("name CA"))
+    wrapped = (ca.xyz[0] - ca.xyz[0].mean(0)) % 2.5  # nm, the middle of the molecule on a corner of the box
+    bonds = openmm.HarmonicBondForce()
+    system = _ca_system(ca, bonds)
+    top = ca.topology.to_openmm()
+    with pytest.raises(BackmapInputError, match=r"the force field bonds chain A residue \w+ \d+ and chain A residue "
+                                                r"\w+ \d+, but their beads lie [\d.]+ A apart in frame 0, farther than "
+                                                r"bonded beads stretch \(9 A; \d+ such pair\(s\)\): beads wrapped"):
+        Backmapper.from_openmm(top, wrapped, system=system, method="ideal")
+    bonds.setUsesPeriodicBoundaryConditions(True)
+    system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*v) for v in np.eye(3) * 2.5))
+    engine = Backmapper.from_openmm(top, wrapped, system=system, method="ideal")
+    assert engine.protein.segment.max() == 0
+    built = engine.build(wrapped[None] * 10.0, box=np.eye(3)[None] * 25.0)
+    assert np.linalg.norm(np.diff(built[0, engine.topology.select("name CA")], axis=0), axis=-1).max() < 4.0
+
+
+@pytest.mark.parametrize("bonded_by", ["custom", "topology"])
+def test_custom_bonds_and_topology_bonds_are_bonds(fixture_pdb, bonded_by):
+    """Soft bonds (k = 1000 kJ/mol/nm^2) stretched to 5 A in 6 places, written as a ``CustomBondForce`` or as the
+    Topology's bonds: the chain is one, as with a ``HarmonicBondForce`` (they were refused as coordinates that do not
+    fit the topology, advising a --break-distance)."""
+    import openmm
+
+    from backmap_plugin.api import Backmapper
+
+    aa = md.load(str(fixture_pdb))[0]
+    ca = aa.atom_slice(aa.topology.select("name CA"))
+    xyz = ca.xyz[:1] * 10.0
+    for pair in (1, 4, 7, 10, 13, 16):
+        xyz = _stretch(xyz, pair, 5.0)
+    top = ca.topology.to_openmm()
+    bonds = openmm.CustomBondForce("0.5*k*(r-r0)^2")
+    bonds.addPerBondParameter("r0")
+    bonds.addPerBondParameter("k")
+    system = _ca_system(ca, bonds)
+    with pytest.raises(BackmapInputError, match="pass --break-distance"):
+        Backmapper.from_openmm(top, xyz[0] / 10.0, mapping="ca", method="ideal")  # (no bonds: many breaks)
+    if bonded_by == "topology":
+        atoms = list(top.atoms())
+        for a, b in zip(atoms[:-1], atoms[1:]):
+            top.addBond(a, b)
+        system.removeForce(0)
+    engine = Backmapper.from_openmm(top, xyz[0] / 10.0, system=system, mapping="ca", method="ideal")
+    assert engine.protein.segment.max() == 0
+
+
 def test_molecules_that_touch_in_most_leading_frames_then_part_stop_the_run(tmp_path, fixture_pdb):
     """Two molecules numbered on in one chain, their ends touching in the first 7 frames (bonded by the median)
     and 6.5 A apart from frame 7 on: the run stops at frame 7, naming the residues (they were built with a C-N

@@ -139,6 +139,14 @@ def test_run_loads_only_what_it_uses(tmp_path):
     assert (tmp_path / "out.pdb").stat().st_size > 0
 
 
+def test_dir_lists_the_public_names_before_their_import():
+    """``dir(backmap_plugin)`` (tab completion) lists the names imported on first use, and loads none of them."""
+    code = ("import sys, backmap_plugin\n"
+            "assert {'backmap', 'Backmapper', 'BackmapReporter', 'run_pipeline'} <= set(dir(backmap_plugin))\n"
+            "assert not {'torch', 'mdtraj', 'openmm', 'backmap_plugin.api'} & set(sys.modules)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_e3nn_sympy_parts_work_after_the_deferred_load():
     """e3nn's Legendre polynomials (its one use of sympy) give the real sympy results."""
     code = (

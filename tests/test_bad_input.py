@@ -361,6 +361,20 @@ def test_cli_bad_option_values(tmp_path, capfd, good, options):
     assert not (tmp_path / "out.pdb").exists()
 
 
+def test_numpy_numbers_are_options_and_bad_seeds_are_refused(tmp_path, good):
+    """numpy numbers as options (``np.random.default_rng().integers()`` gives them): the run and its result are
+    as with Python's (a TypeError from the JSON progress record after the first chunk, a partial file left); a seed
+    below 0 or not whole is refused, as the reporter refuses it."""
+    import json
+
+    result = backmap(str(good[1]), str(tmp_path / "np.xtc"), top=str(good[0]), progress=False, method="ideal",
+                     seed=np.int64(1), samples=np.int64(1), stride=np.int64(2), break_distance=np.float32(5.0))
+    assert json.loads(json.dumps(result.to_dict()))["seed"] == 1 and result.stride == 2
+    for seed in (-1, 1.5):
+        with pytest.raises(ValueError, match=f"seed must be a whole number, at least 0, got {seed}"):
+            backmap(str(good[0]), str(tmp_path / "seed.pdb"), seed=seed)
+
+
 def test_output_onto_the_input_is_refused(tmp_path, capfd, good):
     """``-o`` naming the input or its topology, with --overwrite (as workflows pass it): refused before any work
     (the CG input was replaced by the all-atom output)."""

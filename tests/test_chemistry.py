@@ -553,3 +553,12 @@ def test_rotamer_library_content():
     assert lib.pro_cd_torsion["endo"] < 0 < lib.pro_cd_torsion["exo"]
     # derived from the train split only
     assert "train" in lib.source and "visible_test" not in lib.source and "test" not in lib.source
+
+
+def test_terminal_placeholders_advise_no_option_that_does_not_exist():
+    """X and Z (CALVADOS 2 terminal placeholders): the message advised --sequence, which no command has."""
+    from backmap_plugin.core.errors import BackmapInputError
+
+    with pytest.raises(BackmapInputError, match=r"terminal placeholder .*rename the residues") as error:
+        chem.require_residue_name("X", "cg.pdb: chain A residue X 1")
+    assert "--sequence" not in str(error.value)

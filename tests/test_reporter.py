@@ -27,10 +27,11 @@ DATA = Path(__file__).parent / "data"
 
 
 def cg_simulation(extra_ion: bool = False, box: bool = False, wrapped: bool = False,
-                  unbonded: tuple = ()) -> app.Simulation:
+                  unbonded: tuple = (), topology_box: bool = True, custom_bonds: bool = False) -> app.Simulation:
     """A CA-bead model of trp-cage: harmonic CA-CA bonds, soft repulsion; optional ion and box (``wrapped``: its
-    bonds periodic and its beads wrapped into it one by one, the molecule cut by its faces); no bond after the
-    residues of index ``unbonded``."""
+    bonds periodic and its beads wrapped into it one by one, the molecule cut by its faces; ``topology_box``
+    False: the box set on the System only); no bond after the residues of index ``unbonded``; ``custom_bonds``:
+    the bonds a ``CustomBondForce`` (per-bond r0 and k)."""
     aa = md.load(str(DATA / "1l2y.pdb.gz"))[0]
     ca = aa.atom_slice(aa.topology.select("name CA"))
     top = ca.topology.to_openmm()
@@ -41,10 +42,14 @@ def cg_simulation(extra_ion: bool = False, box: bool = False, wrapped: bool = Fa
     for _ in range(ca.n_atoms):
         system.addParticle(110.0)
     bonds = openmm.HarmonicBondForce()
+    if custom_bonds:
+        bonds = openmm.CustomBondForce("0.5*k*(r-r0)^2")
+        bonds.addPerBondParameter("r0")
+        bonds.addPerBondParameter("k")
     bonds.setUsesPeriodicBoundaryConditions(wrapped)
     for i in range(ca.n_atoms - 1):
         if i not in unbonded:
-            bonds.addBond(i, i + 1, 0.38, 8000.0)
+            bonds.addBond(i, i + 1, [0.38, 8000.0]) if custom_bonds else bonds.addBond(i, i + 1, 0.38, 8000.0)
     system.addForce(bonds)
     if extra_ion:
         chain = top.addChain("I")
@@ -54,8 +59,10 @@ def cg_simulation(extra_ion: bool = False, box: bool = False, wrapped: bool = Fa
         positions.append(np.array([3.0, 3.0, 3.0], dtype=np.float32))
     if box or wrapped:
         system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*v) for v in np.eye(3) * 2.5))
-        top.setPeriodicBoxVectors(np.eye(3) * 2.5 * unit.nanometer)
+        if topology_box:
+            top.setPeriodicBoxVectors(np.eye(3) * 2.5 * unit.nanometer)
     integrator = openmm.LangevinMiddleIntegrator(150 * unit.kelvin, 1.0 / unit.picosecond, 0.005 * unit.picoseconds)
+    integrator.setRandomNumberSeed(7)  # (the same run every time)
     simulation = app.Simulation(top, system, integrator, openmm.Platform.getPlatformByName("Reference"))
     simulation.context.setPositions(np.array(positions) * unit.nanometer)
     return simulation
@@ -125,9 +132,14 @@ def test_bad_options_and_outputs_are_refused_before_the_run(tmp_path):
                               "steps, at least 1, got 10 ps"), ({"reportInterval": 10.5}, "got 10.5"),
                              ({"reportInterval": 5, "seed": "a"}, "seed must be a whole number, at least 0, got 'a'"),
                              ({"reportInterval": 5, "batchFrames": 0}, "batchFrames must be a whole number, at "
-                              "least 1, got 0")):
+                              "least 1, got 0"),
+                             # (names that need no topology: they stopped the run at the first report)
+                             ({"reportInterval": 5, "device": "gpu"}, "unknown device 'gpu'"),
+                             ({"reportInterval": 5, "mapping": "CA"}, "unknown mapping 'CA'")):
         with pytest.raises(ValueError, match=re.escape(message)):
             BackmapReporter(str(tmp_path / "aa.pdb"), **options)
+    with pytest.raises(BackmapInputError, match="firstFrameFile is the output file"):
+        BackmapReporter(str(tmp_path / "aa.pdb"), 5, firstFrameFile=str(tmp_path / "." / "aa.pdb"))
     with pytest.raises(ValueError, match=r"break distance must be a positive number of Angstrom .* got 5 A"):
         backmap(str(DATA / "1l2y.pdb.gz"), str(tmp_path / "x.pdb"), break_distance=5 * unit.angstrom)
     # OpenMM-facing: a break distance may be a quantity (it failed in the first report)
@@ -292,10 +304,12 @@ def test_martini3_simulation_topology(tmp_path):
     assert reporter.disulfides == {("A CYS 334", "A CYS 369"): 3, ("A CYS 338", "A CYS 374"): 3}
 
 
-def test_molecules_cut_by_the_box_are_made_whole(tmp_path):
+@pytest.mark.parametrize("topology_box", [True, False])
+def test_molecules_cut_by_the_box_are_made_whole(tmp_path, topology_box):
     """Beads wrapped into the box one by one (a LAMMPS or GROMACS snapshot; OpenMM simulates it with periodic
-    bonds): the reporter builds the molecule whole (it got C-N bonds of 20 A and a bead RMSD it called 0)."""
-    simulation = cg_simulation(wrapped=True)
+    bonds): the reporter builds the molecule whole (it got C-N bonds of 20 A and a bead RMSD it called 0), also
+    where the box is set on the System only (it built 50 A peptides then, without a word)."""
+    simulation = cg_simulation(wrapped=True, topology_box=topology_box)
     with BackmapReporter(str(tmp_path / "aa.xtc"), 5, batchFrames=2) as reporter:
         simulation.reporters.append(reporter)
         simulation.step(20)
@@ -307,6 +321,71 @@ def test_molecules_cut_by_the_box_are_made_whole(tmp_path):
     beads = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     shift = (ca - beads) / 2.5
     np.testing.assert_allclose(shift, np.round(shift), atol=1e-3)
+    np.testing.assert_allclose(traj.unitcell_lengths, 2.5, atol=1e-4)
+
+
+def test_an_interrupt_while_a_batch_is_built_keeps_its_frames(tmp_path):
+    """Ctrl-C while a batch is built (the slow part of a report), caught in a notebook that runs on: the batch's
+    frames stay buffered and are written with the next (they were lost without a word)."""
+    simulation = cg_simulation()
+    with BackmapReporter(str(tmp_path / "aa.xtc"), 5, batchFrames=2, method="ideal") as reporter:
+        simulation.reporters.append(reporter)
+        simulation.step(10)
+        build, calls = reporter._engine.build, []
+
+        def interrupted(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise KeyboardInterrupt
+            return build(*args, **kwargs)
+
+        reporter._engine.build = interrupted
+        with pytest.raises(KeyboardInterrupt):
+            simulation.step(10)
+        simulation.step(10)
+    assert reporter.framesReported == reporter.framesWritten == 6
+    assert md.load(str(tmp_path / "aa.xtc"), top=reporter.topology).time.tolist() == pytest.approx(
+        [0.025 * k for k in range(1, 7)])
+
+
+def test_chain_ids_that_pdb_cannot_hold_stop_the_first_report(tmp_path):
+    """A chain id of four characters (a CHARMM segment) with .pdb output: refused at the first report (it was at the
+    first batch write, batchFrames reports into the run); .cif output takes it."""
+    simulation = cg_simulation()
+    next(simulation.topology.chains()).id = "PROA"
+    reporter = BackmapReporter(str(tmp_path / "aa.pdb"), 5, batchFrames=10)
+    with pytest.raises(BackmapInputError, match=r"aa.pdb: chain id 'PROA' \(chain #0\) does not fit the "
+                                                r"one-character PDB chain column; write .cif instead"):
+        reporter.reportInitial(simulation)
+    with BackmapReporter(str(tmp_path / "aa.cif"), 5, batchFrames=1, method="ideal") as reporter:
+        reporter.reportInitial(simulation)
+    assert [c.chain_id for c in md.load(str(tmp_path / "aa.cif")).topology.chains] == ["PROA"]
+
+
+def _stretch_start(simulation, pairs, length: float = 0.5) -> None:
+    """Set the simulation's beads with the bonds after the beads of index ``pairs`` stretched to ``length`` nm."""
+    xyz = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    for i in pairs:
+        bond = xyz[i + 1] - xyz[i]
+        xyz[i + 1:] += bond * (length / np.linalg.norm(bond) - 1.0)
+    simulation.context.setPositions(xyz * unit.nanometer)
+
+
+def test_custom_bond_forces_bond_and_errors_name_the_reporters_options(tmp_path):
+    """Bonds stretched to 5 A in six places: written as a ``CustomBondForce`` they are bonds as a
+    ``HarmonicBondForce``'s are (the run was stopped at the first report); without bonds the error advises the
+    reporter's ``breakDistance``, not the command line's ``--break-distance``."""
+    simulation = cg_simulation(custom_bonds=True)
+    _stretch_start(simulation, (1, 4, 7, 10, 13, 16))
+    with BackmapReporter(str(tmp_path / "aa.pdb"), 5, batchFrames=1, mapping="ca", method="ideal") as reporter:
+        reporter.reportInitial(simulation)
+    assert reporter.framesWritten == 1 and sum(a.name == "OXT" for a in reporter.topology.atoms) == 1
+    simulation = cg_simulation(unbonded=tuple(range(19)))
+    _stretch_start(simulation, (1, 4, 7, 10, 13, 16))
+    reporter = BackmapReporter(str(tmp_path / "none.pdb"), 5, mapping="ca", method="ideal")
+    with pytest.raises(BackmapInputError, match="pass breakDistance") as error:
+        reporter.reportInitial(simulation)
+    assert "--" not in str(error.value)
 
 
 def test_molecules_one_after_another_in_a_chain_are_apart_where_the_force_field_bonds_none(tmp_path):

@@ -300,7 +300,7 @@ def _topology(residues):
             chains[chain_id] = top.add_chain(chain_id=chain_id)
         residue = top.add_residue(name, chains[chain_id], resSeq=seq)
         for atom, element in atoms:
-            top.add_atom(atom, md.element.get_by_symbol(element), residue)
+            top.add_atom(atom, md.element.get_by_symbol(element) if element else None, residue)
     return top
 
 
@@ -344,6 +344,22 @@ def test_read_residues_one_letter_beads():
     assert [r.name for r in records] == ["LYS", "ALA", "ASN", "ASP", "CYS"]
     assert all(r.atoms == {} and len(r.other_atoms) == 1 for r in records)
     assert report == []
+
+
+def test_read_residues_one_letter_beads_beside_ions_and_crowders():
+    """One-letter protein beads bonded in a chain, potassium ions named K (element K) and crowders named C that no
+    bond joins: the ions and crowders are dropped, noted (they were built as free lysines and cysteines); without
+    any bond in the topology, the ions are dropped by their element, and a bead named C is a cysteine still."""
+    top = _topology([("A", name, i + 1, [("CA", "C")]) for i, name in enumerate("KANDC")]
+                    + [("B", "K", 1, [("K", "K")]), ("B", "K", 2, [("K", "K")]), ("C", "C", 1, [("C", None)])])
+    records, _ = tp.read_residues(top, "cg.pdb")
+    assert [r.name for r in records] == ["LYS", "ALA", "ASN", "ASP", "CYS", "CYS"]
+    atoms = list(top.atoms)
+    for a, b in zip(atoms[:4], atoms[1:5]):
+        top.add_bond(a, b)
+    records, report = tp.read_residues(top, "cg.pdb")
+    assert [r.name for r in records] == ["LYS", "ALA", "ASN", "ASP", "CYS"]
+    assert report == ["dropped 1 non-protein residue(s) C", "dropped 2 non-protein residue(s) K"]
 
 
 def test_read_residues_one_letter_bead_beside_three_letter_protein():

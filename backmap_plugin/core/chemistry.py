@@ -400,8 +400,7 @@ def require_residue_name(name: str, where: str) -> str:
     if name.strip().upper() in ("X", "Z"):
         raise BackmapInputError(
             f"{where}: residue '{name}' is a terminal placeholder (CALVADOS 2 "
-            "style); its amino acid is only in your sequence: pass the "
-            "sequence (--sequence FILE.fasta)"
+            f"style); its amino acid is only in your sequence: {SEQUENCE_FROM_NAMES}"
         )
     if name.strip().upper() in UNKNOWN_AMINO_ACID:
         raise BackmapInputError(f"{where}: residue '{name}' is an unknown amino acid: {SEQUENCE_FROM_NAMES}")

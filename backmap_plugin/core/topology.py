@@ -177,13 +177,30 @@ def _is_hydrogen(atom: md.core.topology.Atom) -> bool:
     return name.startswith("H") and atom.element is None
 
 
+#: Elements of ions (metals, halogens): a bead of one is no amino acid, whatever its one-letter residue name.
+ION_ELEMENTS = frozenset({"Li", "Na", "K", "Rb", "Cs", "Mg", "Ca", "Sr", "Ba", "Mn", "Fe", "Co", "Ni", "Cu", "Zn",
+                          "Cd", "Hg", "Al", "F", "Cl", "Br", "I"})
+
+
+def _lone_particle(heavy: list, bonded: set | None) -> bool:
+    """Whether a residue of these atoms is one particle that is no amino acid bead: an ion by its element, or one the
+    topology bonds to nothing where it bonds others (``bonded``: the atoms of its bonds; None where it has none)."""
+    if len(heavy) != 1:
+        return False
+    element = heavy[0].element
+    return (element is not None and element.symbol in ION_ELEMENTS) or (
+        bonded is not None and heavy[0].index not in bonded)
+
+
 def read_residues(topology: md.Topology, source: str = "") -> tuple[list[ResidueRecord], list[str]]:
     """Normalise the residues of an input topology.
 
     Protein residues (standard, variant or modified names; coarse-grained
     programs' names on backbone atoms, :func:`~backmap_plugin.core.chemistry.cg_program_residue_name`; one-letter codes
     in one-bead-per-residue files whose residues have no three-letter amino
-    acid names and are not all W, Martini water) are kept; water, ions, capping groups and
+    acid names and are not all W, Martini water; not a bead of an ion's
+    element, :data:`ION_ELEMENTS`, nor one the topology bonds to nothing
+    where it bonds others) are kept; water, ions, capping groups and
     any residue that is not an amino acid (no CA and an unknown name; in a
     one-bead-per-residue file also in a chain without amino acids: crowders)
     are dropped and reported. Otherwise an unknown name on a residue that
@@ -224,11 +241,15 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
     # nothing but W in one letter: Martini water beads (a file of water, with ions or not), not poly-tryptophan
     one_letter = {r.name.strip().upper() for r in topology.residues if len(r.name.strip()) == 1}
     water_only = one_letter == {"W"}
+    bonded = {atom.index for bond in topology.bonds for atom in bond} or None
     for residue in topology.residues:
         chain_id = getattr(residue.chain, "chain_id", None) or ""
         where = f"{source}: chain {chain_id or '?'} residue {residue.name} {residue.resSeq}"
         key = residue.name.strip().upper()
         heavy = heavy_atoms[residue.index]
+        if cg_file and len(key) == 1 and not (three_letter or water_only) and _lone_particle(heavy, bonded):
+            dropped[key] = dropped.get(key, 0) + 1  # an ion or crowder named K, F or C: no lysine, no cysteine
+            continue
         if cg_file and len(key) == 1 and not (three_letter or water_only):
             name = chem.require_residue_name(key, where)
         elif key in _SOLVENT or key in chem.CAPS or (water_only and key == "W"):

@@ -431,20 +431,29 @@ def frames_from_openmm(topology, positions, source: str = "OpenMM positions"):
         xyz = np.asarray([tuple(v) for v in values] if isinstance(values, list) else values, dtype=np.float64)
     else:
         xyz = np.asarray(positions, dtype=np.float64) * 10.0
-    if xyz.ndim == 2:
-        xyz = xyz[np.newaxis]
-    if xyz.ndim != 3 or xyz.shape[2] != 3:
-        raise BackmapInputError(
-            f"{source}: expected shape (n_atoms, 3) or (n_frames, n_atoms, 3), got {xyz.shape}"
-        )
-    if xyz.shape[1] != topology.n_atoms:
-        raise BackmapInputError(
-            f"{source}: {xyz.shape[1]} positions for a topology of {topology.n_atoms} atoms"
-        )
-    xyz = xyz.astype(np.float32)
+    xyz = frames_of_shape(xyz, topology.n_atoms, source)
     check_finite(xyz, topology, source, 0)
     return topology, xyz
 
+
+def frames_of_shape(xyz, n_atoms: int, source: str) -> np.ndarray:
+    """Coordinates given as ``(n_atoms, 3)`` or ``(n_frames, n_atoms, 3)`` as ``(n_frames, n_atoms, 3)`` float32.
+
+    Raises
+    ------
+    BackmapInputError
+        Another shape, no frames, or another number of atoms (``source`` names the coordinates).
+    """
+    xyz = np.asarray(xyz)
+    if xyz.ndim == 2:
+        xyz = xyz[np.newaxis]
+    if xyz.ndim != 3 or xyz.shape[2] != 3 or len(xyz) == 0:
+        raise BackmapInputError(
+            f"{source}: expected shape (n_atoms, 3) or (n_frames, n_atoms, 3), n_frames at least 1, got {xyz.shape}"
+        )
+    if xyz.shape[1] != n_atoms:
+        raise BackmapInputError(f"{source}: {xyz.shape[1]} positions for a topology of {n_atoms} atoms")
+    return xyz.astype(np.float32)
 
 
 def springs_from_openmm(system) -> tuple[np.ndarray, np.ndarray]:
@@ -477,3 +486,35 @@ def springs_from_openmm(system) -> tuple[np.ndarray, np.ndarray]:
                 pairs.append((i, j))
                 lengths.append(length.value_in_unit(angstrom))
     return np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(lengths, dtype=np.float64)
+
+
+def bonds_from_openmm(system=None, topology=None) -> tuple[np.ndarray, np.ndarray]:
+    """Every bond an OpenMM system and topology state: :func:`springs_from_openmm`'s, then the bonds of the
+    system's ``CustomBondForce`` terms and the topology's bonds, their lengths not known (NaN).
+
+    A custom bond force may hold other terms than bonds (native contacts, a restraint between two molecules), so
+    these are evidence only where they join consecutive residues of one chain (what :class:`~backmap_plugin.api.
+    Backmapper` reads of them).
+
+    Parameters
+    ----------
+    system : openmm.System, optional
+    topology : mdtraj.Topology, optional
+
+    Returns
+    -------
+    pairs : numpy.ndarray
+        (P, 2) particle indices.
+    lengths : numpy.ndarray
+        (P,) equilibrium lengths, Angstrom; NaN where not known.
+    """
+    import openmm
+
+    pairs, lengths = springs_from_openmm(system) if system is not None else (np.zeros((0, 2), np.int64), np.zeros(0))
+    more = [force.getBondParameters(k)[:2] for force in (system.getForces() if system is not None else [])
+            if isinstance(force, openmm.CustomBondForce) for k in range(force.getNumBonds())]
+    if topology is not None:
+        more += [(a.index, b.index) for a, b in topology.bonds]
+    more = np.array(more, dtype=np.int64).reshape(-1, 2)
+    return np.concatenate([pairs, more]), np.concatenate([lengths, np.full(len(more), np.nan)])
+

@@ -290,3 +290,9 @@ def cryst1_record(box: np.ndarray) -> Optional[str]:
     if not all(-9999.9995 < v < MAX_CRYST1_LENGTH + 0.0005 for v in (a, b, c)):
         return None
     return f"CRYST1{a:9.3f}{b:9.3f}{c:9.3f}{alpha:7.2f}{beta:7.2f}{gamma:7.2f} P 1           1\n"
+
+
+def check_pdb_topology(topology: md.Topology, path: str) -> None:
+    """Raise, before any frame, where ``topology`` does not fit PDB's columns (chain ids of more than one character,
+    residue or atom names of more than four), as :class:`PdbBackend` would when it opens ``path``."""
+    PdbBackend._atom_fields(topology, path)
