@@ -313,6 +313,14 @@ def test_insertion_codes_of_the_input_are_written_back(tmp_path):
     top, _ = _read_all(tmp_path / "out.cif")  # read back: the codes come with it
     write_trajectory(tmp_path / "again.pdb", top, _read_all(tmp_path / "out.cif")[1])
     assert _residue_ids(tmp_path / "again.pdb") == ids
+    # an OpenMM topology (the reporter's, Backmapper.from_openmm) holds them too
+    from openmm.app import PDBFile
+
+    from backmap_plugin.api import Backmapper
+
+    pdb = PDBFile(gzip.open(PROPEPTIDE, "rt"))
+    engine = Backmapper.from_openmm(pdb.topology, pdb.positions, method="ideal")
+    assert [engine.protein.residue_id(k) for k in (0, 32, 33)] == ["6P", "38P", "1"]
 
 
 def test_mmcif_insertion_codes_do_not_cut_the_chain(tmp_path):

@@ -371,6 +371,18 @@ def _stretch_start(simulation, pairs, length: float = 0.5) -> None:
     simulation.context.setPositions(xyz * unit.nanometer)
 
 
+def test_every_command_line_phrase_the_reporter_rewords_is_in_the_engine():
+    """The reporter rewords the engine's command-line advice by pattern: a pattern that no longer matches a
+    message of the engine (its wording changed) would let command-line advice through unnoticed."""
+    import backmap_plugin.api as api
+    from backmap_plugin.reporter import _REPORTER_WORDS
+
+    # the engine's string literals run together, as Python joins a message's adjacent pieces
+    source = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', Path(api.__file__).read_text()))
+    for pattern, _ in _REPORTER_WORDS:
+        assert pattern.search(source), pattern.pattern
+
+
 def test_custom_bond_forces_bond_and_errors_name_the_reporters_options(tmp_path):
     """Bonds stretched to 5 A in six places: written as a ``CustomBondForce`` they are bonds as a
     ``HarmonicBondForce``'s are (the run was stopped at the first report); without bonds the error advises the

@@ -21,7 +21,7 @@ from backmap_plugin.core.pbc import box_lengths_and_angles
 from backmap_plugin.io import dcd
 from backmap_plugin.io.atoms import check_duplicate_atoms, check_finite
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
-from backmap_plugin.io.chains import split_chains, split_merged_residues
+from backmap_plugin.io.chains import split_chains, split_merged_residues, topology_from_openmm
 from backmap_plugin.io.loaders import (
     box_vectors,
     count_trajectory_atoms,
@@ -425,7 +425,7 @@ def frames_from_openmm(topology, positions, source: str = "OpenMM positions"):
     from openmm import unit
 
     if not isinstance(topology, md.Topology):
-        topology = md.Topology.from_openmm(topology)
+        topology = topology_from_openmm(topology)
     if unit.is_quantity(positions):
         values = positions.value_in_unit(unit.angstrom)
         xyz = np.asarray([tuple(v) for v in values] if isinstance(values, list) else values, dtype=np.float64)
