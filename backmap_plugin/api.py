@@ -282,12 +282,23 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
     return COMMapping(decision.ca_residues), decision.evidence + named
 
 
+def _sparse_residues(records: list[ResidueRecord]) -> list[ResidueRecord]:
+    """The residues that hold fewer than half their heavy atoms (the beads of a CG model)."""
+    return [r for r in records if len(r.atoms) + len(r.other_atoms) < len(chem.RESIDUES[r.name].atoms) / 2]
+
+
+def holds_all_atoms(records: list[ResidueRecord]) -> bool:
+    """Whether an input is all-atom: most of its residues hold at least half their heavy atoms (not a CG model
+    of one bead per residue, nor of several: AWSEM's CA, CB and O, UNRES's CA and side-chain centroid)."""
+    return len(_sparse_residues(records)) <= len(records) / 2
+
+
 def _all_atom_evidence(records: list[ResidueRecord], atom_names: list[str]) -> str:
     """What ``auto`` says of residues of several atoms: all-atom residues read at their C-alpha atoms; where most
     lack most of their heavy atoms (a multi-bead CG model: AWSEM's CA, CB and O, UNRES's CA and side-chain
     centroid), which atoms they hold, and that those other than CA are not used."""
     evidence = "all-atom residues: beads at their C-alpha atoms"
-    sparse = [r for r in records if len(r.atoms) + len(r.other_atoms) < len(chem.RESIDUES[r.name].atoms) / 2]
+    sparse = _sparse_residues(records)
     if len(sparse) <= len(records) / 2:
         return evidence
     held = Counter(", ".join(sorted(atom_names[a].strip() for a in list(r.atoms.values()) + r.other_atoms))
@@ -988,11 +999,17 @@ class Backmapper:
         Martini 3 beads those whose SC1 beads are close (the fit bonds them
         frame by frame, the output topology those of at least half of the
         leading frames). False leaves every cysteine free.
+    virtual_sites : sequence of int
+        Input particles that are no beads (an OpenMM System's virtual sites,
+        placed from other particles: :meth:`from_openmm` gives them), left
+        out of their residues, with a note (Martini 3 input: by their names).
 
     Attributes
     ----------
     protein : ProteinTopology
         Residue-level topology.
+    all_atom : bool
+        The input is all-atom (:func:`holds_all_atoms`), not coarse-grained.
     n_chains : int
         Chains of the input (chain ids may repeat).
     topology : mdtraj.Topology
@@ -1025,6 +1042,7 @@ class Backmapper:
         box=None,
         springs=None,
         disulfides: bool = True,
+        virtual_sites=(),
     ):
         check_backmap_options(method, samples, model, temperature, break_distance, seed, mapping, device)
         if not isinstance(topology, md.Topology):
@@ -1048,7 +1066,10 @@ class Backmapper:
             self._topology_cystines = _cystine_bonds(topology, intake.bead_index, self._reader.res_type)
             default_break = BREAK_DISTANCE_MARTINI
         else:
-            records, self.report = read_residues(topology, source)
+            records, self.report = read_residues(topology, source, ignored=virtual_sites)
+            if len(virtual_sites):
+                self.report.append(f"left out {len(virtual_sites)} virtual site(s) (particles the system places "
+                                   "from others: no beads)")
             if not records:
                 unknown = sorted({r.name for r in topology.residues
                                   if r.name.strip().upper() in chem.UNKNOWN_AMINO_ACID})
@@ -1066,6 +1087,7 @@ class Backmapper:
             self._reader = BeadReader(records, self.mapping, source, atom_names)
             self._topology_cystines = None
             default_break = BREAK_DISTANCE_CA if self.mapping.bead_is_ca else BREAK_DISTANCE_OTHER
+        self.all_atom = not self.mapping.name == "martini3" and holds_all_atoms(records)
         method = method or default_method(self.mapping, model)
         if samples > 1 and (method == "ideal" or temperature == 0):
             why = "the ideal builder is deterministic" if method == "ideal" else "temperature 0 gives one structure"
@@ -1144,7 +1166,8 @@ class Backmapper:
             bonds are evidence for ``mapping='auto'``; with the topology's
             bonds (:func:`~backmap_plugin.io.frames.bonds_from_openmm`). Its
             default periodic box is the frames' box where it is periodic and
-            the topology gives none.
+            the topology gives none; its virtual sites are no beads
+            (``virtual_sites``).
         **kwargs
             As for :class:`Backmapper` (``box`` in Angstrom; default the
             topology's periodic box, else the system's).
@@ -1152,6 +1175,8 @@ class Backmapper:
         kwargs.setdefault("source", "OpenMM topology")
         top, xyz = frames_from_openmm(topology, positions, source=kwargs["source"])
         kwargs.setdefault("springs", bonds_from_openmm(system, top))
+        if system is not None:
+            kwargs.setdefault("virtual_sites", [i for i in range(system.getNumParticles()) if system.isVirtualSite(i)])
         if "box" not in kwargs:
             kwargs["box"] = _openmm_box(topology, system, len(xyz))
         return cls(top, xyz, **kwargs)

@@ -15,8 +15,8 @@ from openmm import unit
 
 from backmap_plugin.api import Backmapper, check_backmap_options
 from backmap_plugin.core.errors import BackmapInputError, BeadsTooCloseError
+from backmap_plugin.io.chains import topology_from_openmm, topology_to_openmm
 from backmap_plugin.io.lock import OutputLock
-from backmap_plugin.io.martini import has_martini_beads
 from backmap_plugin.io.paths import check_output_path
 from backmap_plugin.io.pdb import check_pdb_topology
 from backmap_plugin.io.trajectory import TrajectoryWriter
@@ -28,19 +28,6 @@ def _refiner():
     from backmap_plugin.openmm.refine import Refiner
 
     return Refiner(platform="auto")
-
-
-def _check_coarse_grained(topology, file) -> None:
-    """Refuse an all-atom simulation: the reporter is for CG runs (one bead per residue, or Martini 3 beads)."""
-    if has_martini_beads(md.Topology.from_openmm(topology)):
-        return
-    per_residue = sorted(len(list(r.atoms())) for r in topology.residues())
-    if per_residue and per_residue[len(per_residue) // 2] > 1:
-        raise BackmapInputError(
-            f"BackmapReporter({file}): simulation.topology is not coarse-grained (a typical residue has "
-            f"{per_residue[len(per_residue) // 2]} particles); the reporter expects one bead per residue or "
-            "Martini 3 beads (BB, SC1 ...)"
-        )
 
 
 #: The engine's advice in command-line words (``backmap run``) and in the reporter's: its options, and a periodic
@@ -313,10 +300,14 @@ class BackmapReporter:
         (:meth:`_open`)."""
         boxes = None if box is None else box[None]
         try:
-            _check_coarse_grained(simulation.topology, self._file)
             self._engine = Backmapper.from_openmm(simulation.topology, first_frame / 10.0,
                                                   system=getattr(simulation, "system", None),
                                                   source=f"BackmapReporter({self._file})", box=boxes, **self._options)
+            if self._engine.all_atom:
+                raise BackmapInputError(
+                    f"BackmapReporter({self._file}): simulation.topology is not coarse-grained: most of its residues "
+                    "hold at least half their heavy atoms (an all-atom simulation); the reporter is for CG runs: one "
+                    "bead per residue, a few (e.g. C-alpha and side-chain beads), or Martini 3 beads (BB, SC1 ...)")
             if os.fspath(self._file).lower().endswith(".pdb"):  # (a batch later, the run went on for long)
                 check_pdb_topology(self._engine.topology, self._file)
             try:
@@ -371,13 +362,13 @@ class BackmapReporter:
         if self._refiner is None:
             return self._engine.topology, xyz
         if self._openmmTopology is None:  # converted once, reused for every batch
-            self._openmmTopology = self._engine.topology.to_openmm()
+            self._openmmTopology = topology_to_openmm(self._engine.topology)
         top = self._openmmTopology
         frames = []
         for frame in xyz:
             refined_top, positions, _ = self._refiner.refine(top, frame / 10.0 * unit.nanometer)
             frames.append(np.asarray(positions.value_in_unit(unit.angstrom), dtype=np.float32))
-        return md.Topology.from_openmm(refined_top), np.stack(frames)
+        return topology_from_openmm(refined_top), np.stack(frames)
 
     def flush(self) -> None:
         """Backmap and write the buffered frames now.

@@ -17,7 +17,7 @@ import pytest
 import torch
 from openmm import unit
 
-from backmap_plugin.api import backmap
+from backmap_plugin.api import Backmapper, backmap
 from backmap_plugin.build.ideal import even_noisy_traces
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io import dcd, mdtraj_formats
@@ -207,8 +207,6 @@ def test_killed_run_keeps_reported_frames(tmp_path):
 
 def _topology_of_trpcage(tmp_path):
     """The all-atom topology the reporter writes for the trp-cage CG model."""
-    from backmap_plugin.api import Backmapper
-
     simulation = cg_simulation()
     state = simulation.context.getState(getPositions=True)
     path = tmp_path / "top.pdb"
@@ -229,6 +227,69 @@ def test_all_atom_simulation_is_refused(tmp_path):
     simulation.reporters.append(BackmapReporter(str(tmp_path / "aa.pdb"), 1))
     with pytest.raises(BackmapInputError, match="not coarse-grained"):
         simulation.step(1)
+
+
+def _beads_of_trpcage(side_chain_beads: bool):
+    """An OpenMM topology, system and positions (nm) of trp-cage as beads: one per residue at its heavy-atom centre
+    of mass, or (``side_chain_beads``) a CA bead and, but for glycine, a CB bead at its side chain's centroid;
+    harmonic bonds between consecutive residues' first beads and from each CA to its CB."""
+    aa = md.load(str(DATA / "1l2y.pdb.gz"))[0]
+    top, system, bonds, positions = app.Topology(), openmm.System(), openmm.HarmonicBondForce(), []
+    chain = top.addChain("A")
+    first = []
+    for residue in aa.topology.residues:
+        heavy = [a.index for a in residue.atoms if a.element.symbol != "H"]
+        side = [i for i in heavy if aa.topology.atom(i).name not in ("N", "CA", "C", "O", "OXT")]
+        masses = np.array([aa.topology.atom(i).element.mass for i in heavy])
+        res = top.addResidue(residue.name, chain, id=str(residue.resSeq))
+        first.append(len(positions))
+        if side_chain_beads:
+            top.addAtom("CA", app.element.carbon, res)
+            positions.append(aa.xyz[0, [a.index for a in residue.atoms if a.name == "CA"][0]])
+            if side:
+                top.addAtom("CB", app.element.carbon, res)
+                positions.append(aa.xyz[0, side].mean(0))
+                bonds.addBond(len(positions) - 2, len(positions) - 1, 0.2, 5000.0)
+        else:
+            top.addAtom("CA", app.element.carbon, res)
+            positions.append((aa.xyz[0, heavy] * masses[:, None]).sum(0) / masses.sum())
+    for particle in range(len(positions)):
+        system.addParticle(100.0)
+    for a, b in zip(first[:-1], first[1:]):
+        bonds.addBond(a, b, float(np.linalg.norm(positions[a] - positions[b])), 8000.0)
+    system.addForce(bonds)
+    return top, system, np.array(positions, dtype=np.float64)
+
+
+def test_a_virtual_site_is_no_bead():
+    """One virtual site in one residue of a centre-of-mass model made the whole protein read as all-atom
+    residues at their C-alpha atoms, silently; the system's virtual sites are left out, with a note."""
+    top, system, positions = _beads_of_trpcage(side_chain_beads=False)
+    residue = list(top.residues())[-1]
+    top.addAtom("CB", app.element.carbon, residue)
+    system.addParticle(0.0)
+    system.setVirtualSite(system.getNumParticles() - 1, openmm.TwoParticleAverageSite(18, 19, 0.5, 0.5))
+    positions = np.vstack([positions, positions[18:20].mean(0)])
+    engine = Backmapper.from_openmm(top, positions * unit.nanometer, system=system, method="ideal")
+    assert engine.mapping.name == "com" and engine.mapping_evidence.startswith("residue centres of mass")
+    assert "left out 1 virtual site(s) (particles the system places from others: no beads)" in engine.report
+    assert not engine.all_atom
+
+
+def test_a_model_of_two_beads_per_residue_is_coarse_grained(tmp_path):
+    """A model of C-alpha and side-chain beads (Go / UNRES-like) was refused by the reporter as "not
+    coarse-grained", while backmap() reads the same topology at its C-alpha beads; the reporter reads it too."""
+    top, system, positions = _beads_of_trpcage(side_chain_beads=True)
+    integrator = openmm.LangevinMiddleIntegrator(150 * unit.kelvin, 1.0 / unit.picosecond, 0.002 * unit.picoseconds)
+    integrator.setRandomNumberSeed(7)
+    simulation = app.Simulation(top, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(positions * unit.nanometer)
+    with BackmapReporter(str(tmp_path / "two_beads.pdb"), 5, batchFrames=2, method="ideal") as reporter:
+        simulation.reporters.append(reporter)
+        simulation.step(10)
+    assert reporter.framesWritten == 2
+    assert "only their CA atoms are read" in reporter.mappingEvidence
+    assert md.load(str(tmp_path / "two_beads.pdb")).topology.n_residues == 20
 
 
 def test_refined_frames_have_hydrogens_and_no_clashes(tmp_path):

@@ -192,7 +192,7 @@ def _lone_particle(heavy: list, bonded: set | None) -> bool:
         bonded is not None and heavy[0].index not in bonded)
 
 
-def read_residues(topology: md.Topology, source: str = "") -> tuple[list[ResidueRecord], list[str]]:
+def read_residues(topology: md.Topology, source: str = "", ignored=()) -> tuple[list[ResidueRecord], list[str]]:
     """Normalise the residues of an input topology.
 
     Protein residues (standard, variant or modified names; coarse-grained
@@ -213,6 +213,10 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
         Input topology (all-atom or coarse-grained).
     source : str
         File name for messages.
+    ignored : collection of int
+        Atoms that are no part of any residue's beads (an OpenMM System's
+        virtual sites), left out as hydrogens are; a residue of nothing else
+        is no residue.
 
     Returns
     -------
@@ -231,18 +235,20 @@ def read_residues(topology: md.Topology, source: str = "") -> tuple[list[Residue
     dropped: dict[str, int] = {}
     renamed: dict[str, str] = {}
     unknown: list = []  # (chain index, name, where, name as written) of residues with a CA atom, no amino acid
-    heavy_atoms = {r.index: [a for a in r.atoms if not _is_hydrogen(a)] for r in topology.residues}
+    ignored = set(ignored)
+    residues = [r for r in topology.residues if not ignored or any(a.index not in ignored for a in r.atoms)]
+    heavy_atoms = {r.index: [a for a in r.atoms if not _is_hydrogen(a) and a.index not in ignored] for r in residues}
     # one bead per residue: one-letter residue names are amino acids (CALVADOS 2
     # style), not ions or nucleotides; unless the protein is named in three letters
     # (then a one-letter residue is something else, e.g. a Martini water bead W)
     cg_file = bool(heavy_atoms) and np.median([len(v) for v in heavy_atoms.values()]) <= 1
     three_letter = cg_file and any(len(r.name.strip()) > 1 and chem.standard_residue_name(r.name.strip().upper())
-                                   for r in topology.residues)
+                                   for r in residues)
     # nothing but W in one letter: Martini water beads (a file of water, with ions or not), not poly-tryptophan
-    one_letter = {r.name.strip().upper() for r in topology.residues if len(r.name.strip()) == 1}
+    one_letter = {r.name.strip().upper() for r in residues if len(r.name.strip()) == 1}
     water_only = one_letter == {"W"}
     bonded = {atom.index for bond in topology.bonds for atom in bond} or None
-    for residue in topology.residues:
+    for residue in residues:
         chain_id = getattr(residue.chain, "chain_id", None) or ""
         where = f"{source}: chain {chain_id or '?'} residue {residue.name} {residue.resSeq}"
         key = residue.name.strip().upper()

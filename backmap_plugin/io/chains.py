@@ -66,6 +66,16 @@ def topology_from_openmm(topology) -> md.Topology:
     return converted
 
 
+def topology_to_openmm(topology: md.Topology):
+    """``mdtraj.Topology.to_openmm`` that keeps the residues' insertion codes (mdtraj's drops them)."""
+    converted = topology.to_openmm()
+    for residue, openmm_residue in zip(topology.residues, converted.residues()):
+        code = insertion_code(residue)
+        if code:
+            openmm_residue.insertionCode = code
+    return converted
+
+
 def _same_code(old, new) -> None:
     """``new`` (a residue of a copied topology) keeps the insertion code of ``old``, where it has one."""
     code = insertion_code(old)
