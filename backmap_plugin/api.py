@@ -259,7 +259,8 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
     if given is None and "BB" in names and names <= _MARTINI_NAMES | {"CA"}:
         raise BackmapInputError(
             f"{source}: the beads are named {', '.join(sorted(names))} but their residues are not Martini 3 "
-            "protein residues"
+            "protein residues; beads of one per residue named so by another CG model are read with --mapping ca "
+            "(at the C-alpha atoms) or --mapping com (at the residues' centres of mass)"
         )
     single = [len(r.atoms) + len(r.other_atoms) == 1 for r in records]
     if not all(single):
@@ -510,6 +511,8 @@ def check_beads(beads: np.ndarray, protein: ProteinTopology, source: str, first_
 
 #: Factors by which coordinates are too small or too large that are read as nm and Angstrom mixed up (ten times).
 _TEN_TIMES = (8.0, 12.5)
+#: Beads spaced more than this many times 3.8 A apart: no unit is that far off (nm against pm is 1000), a run blew up.
+_BLOWN_UP = 2000.0
 
 
 def _scale_hint(median: float) -> str:
@@ -521,6 +524,8 @@ def _scale_hint(median: float) -> str:
     times = factor if small else 1.0 / factor
     if _TEN_TIMES[0] <= times <= _TEN_TIMES[1]:
         return f"ten times too {'small (nm written as Angstrom?)' if small else 'large (Angstrom written as nm?)'}"
+    if not small and times > _BLOWN_UP:
+        return f"{times:.3g} times too large: beads flown apart (a run that blew up?) or another unit"
     why = "reduced units (bonds of 1 in Lennard-Jones units?)" if small else "another unit?"
     return f"{times:.1f} times too {'small' if small else 'large'}: {why}; scale them to Angstrom"
 

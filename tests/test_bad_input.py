@@ -181,6 +181,29 @@ def test_coordinates_in_reduced_units_give_the_factor(tmp_path, ca):
     assert "ten times" not in message and "Lennard-Jones" in message
 
 
+def test_beads_flown_apart_are_no_unit(tmp_path, ca):
+    """Beads thousands of times too far apart (a CG run that blew up; an .h5 holds such numbers) were called
+    'another unit'; no unit is that far off."""
+    blown = tmp_path / "blown_up.h5"
+    md.Trajectory(ca.xyz[:1] * np.float32(1e5), ca.topology).save_hdf5(str(blown))
+    message = fails(tmp_path, blown, names=[blown, "frame 0", "times too large: beads flown apart"])
+    assert "a run that blew up?" in message and "scale them" not in message
+
+
+def test_beads_named_bb_of_another_cg_model_say_what_to_pass(tmp_path, ca):
+    """One bead per residue named BB (a Go model's own, not Martini 3) on residues named by one-letter codes: the
+    refusal names --mapping ca / com, which read it (it named no way out)."""
+    top = ca.topology.copy()
+    for residue in top.residues:
+        residue.name = residue.code
+    for atom in top.atoms:
+        atom.name = "BB"
+    named = tmp_path / "bb_beads.pdb"
+    md.Trajectory(ca.xyz[:1], top).save_pdb(str(named))
+    message = fails(tmp_path, named, names=[named, "BB", "not Martini 3 protein residues"])
+    assert "--mapping ca" in message and "--mapping com" in message
+
+
 # --------------------------------------------------------------------------- topology
 
 
