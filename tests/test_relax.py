@@ -168,6 +168,21 @@ def test_relief_removes_a_clash_and_keeps_bonds_and_angles(trpcage):
     assert torch.equal(calm, out)
 
 
+def test_relief_turns_only_the_residues_it_may(trpcage):
+    """``may_turn`` holds the residues it leaves out: none free, nothing moves; the clashing residue alone free,
+    nothing else moves."""
+    protein, x = trpcage
+    mask, rt, seg = _tensors(protein)
+    y, target = _with_clash(x, protein)
+    options = dict(steps=20, distance=2.8, restraint=1.0, step_size=0.05, max_turn=0.2)
+    none = torch.zeros(x.shape[:2], dtype=torch.bool)
+    assert torch.equal(relax.relieve_clashes(y, mask, rt, seg, **options, may_turn=none), y)
+    alone = none.clone()
+    alone[:, target] = True
+    moved = (relax.relieve_clashes(y, mask, rt, seg, **options, may_turn=alone) - y).norm(dim=-1) > 1e-9
+    assert moved[:, target].any() and not moved[:, np.arange(x.shape[1]) != target].any()
+
+
 def test_side_chain_placement_is_deterministic_and_frame_local(trpcage):
     """A frame's side chains do not depend on the other frames of the batch."""
     protein, x = trpcage

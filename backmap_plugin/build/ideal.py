@@ -389,14 +389,17 @@ def build_side_chains(backbone: torch.Tensor, protein: ProteinTopology, ics: tor
     return atoms * torch.as_tensor(protein.slot_mask, device=backbone.device)[..., None]
 
 
-def relieve_clashes(atoms: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
-    """Relieve side-chain clashes of built structures (F, R, N_SLOTS, 3) by chi-angle steps, as :func:`place_side_chains` ends."""
+def relieve_clashes(atoms: torch.Tensor, protein: ProteinTopology,
+                    may_turn: torch.Tensor | None = None) -> torch.Tensor:
+    """Relieve side-chain clashes of built structures (F, R, N_SLOTS, 3) by chi-angle steps, as
+    :func:`place_side_chains` ends; ``may_turn`` (F, R) bool: the residues that may turn (default all)."""
     dev = atoms.device
     rt = torch.as_tensor(protein.res_type, device=dev)
     mask = torch.as_tensor(protein.slot_mask, device=dev)
     segment = torch.as_tensor(protein.segment, device=dev)
     return relax.relieve_clashes(atoms, mask, rt, segment, RELIEF_STEPS, RELIEF_DISTANCE, RELIEF_RESTRAINT,
-                                 RELIEF_STEP_SIZE, RELIEF_MAX_TURN, RELIEF_MARGIN, RELIEF_TRIGGER) * mask[..., None]
+                                 RELIEF_STEP_SIZE, RELIEF_MAX_TURN, RELIEF_MARGIN, RELIEF_TRIGGER,
+                                 may_turn=may_turn) * mask[..., None]
 
 
 #: Fitting a C-alpha trace to non-CA beads: damped fixed-point steps, and
