@@ -1027,6 +1027,33 @@ def test_dcd_output_gives_its_times_in_its_header(tmp_path):
     assert dcd.clock(str(tmp_path / "uneven.dcd")) is None
 
 
+def test_dcd_output_says_where_it_gives_no_times(tmp_path):
+    """Frames whose times a DCD header cannot give (not evenly spaced: the samples of a frame share its time, as
+    --samples 2 writes them) get a note that the file gives no times (it gave readers a time axis of its own, 1 AKMA
+    between frames, without a word); frames evenly spaced, or without times, none."""
+    from backmap_plugin.api import backmap
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    traj = md.load(str(examples / "trpcage_ca.pdb"))
+    note = (f"{tmp_path / 'samples.dcd'}: the frames' times do not fit a DCD header, which gives all frames one "
+            "first time and one interval (they are not evenly spaced, e.g. where several samples of a frame share its "
+            "time, or the first is on no step of the interval): the file gives no times (readers take its frames as 1 "
+            "AKMA, 0.049 ps, apart); write .xtc or .h5 to keep them")
+    with TrajectoryWriter(str(tmp_path / "samples.dcd"), traj.topology) as writer:
+        writer.write(np.repeat(traj.xyz * 10, 2, axis=0), time=np.array([150.0, 150.0]))
+        writer.write(np.repeat(traj.xyz * 10, 2, axis=0), time=np.array([1200.0, 1200.0]))
+    assert writer.notes == [note]
+    for name, times in (("even.dcd", np.array([150.0, 900.0])), ("untimed.dcd", None)):
+        with TrajectoryWriter(str(tmp_path / name), traj.topology) as writer:
+            writer.write(np.repeat(traj.xyz * 10, 2, axis=0), time=times)
+        assert writer.notes == []
+    md.load(str(examples / "trpcage_ca.dcd"), top=str(examples / "trpcage_ca.pdb"))[:2].save_dcd(
+        str(tmp_path / "ca.dcd"))
+    result = backmap(str(tmp_path / "ca.dcd"), str(tmp_path / "samples.dcd"), top=str(examples / "trpcage_ca.pdb"),
+                     samples=2, method="ideal", progress=False)
+    assert note in result.report
+
+
 def test_a_gro_of_many_chains_writes_a_pdb(tmp_path):
     """70 peptides in a .gro (no chain ids): read as 70 chains with one-character ids A ... Z, a ... z, 0 ... 9,
     then A again, so the PDB output holds them (the 27th got 'AA', which PDB's column refused), TER between."""
