@@ -18,6 +18,8 @@ from backmap_plugin.core.geometry import bond_angle
 from backmap_plugin.core.topology import gather_slots, protein_topology, read_residues
 
 AA = Path(__file__).resolve().parent / "data" / "martini3" / "aa.pdb.gz"
+#: The C-alpha trace of an antibody chain: 5CBA chain B (tests/data/README.md), disulfide C23-C88.
+FV_TRACE = Path(__file__).resolve().parent / "data" / "5cba_chain_b_ca.pdb.gz"
 BONDED = {("CYS334", "CYS369"), ("CYS338", "CYS374")}
 
 
@@ -98,6 +100,21 @@ def test_only_sg_moves_bond_lengths_and_angles_kept():
                                bond_angle(atoms[0, cys, chem.SLOT_CA], atoms[0, cys, chem.SLOT_CB], atoms[0, cys, sg]))
     ss = {(int(a), int(b)) for (a, b), k in zip(pairs, bonded[0]) if k}
     assert {(protein.res_seq[a], protein.res_seq[b]) for a, b in ss} == {(334, 369), (338, 374)}
+
+
+def test_side_chains_the_closing_overlaps_are_turned_away(tmp_path):
+    """Turning CYS88's SG onto the S-S bond put it 1.04 A from GLN6's NE2 (and CYS23's 1.76 A), which the model had
+    placed around the SG as built: the side chains a closed SG overlaps are relieved after the closing, the
+    bonded cysteines held (S-S as closed); no other residue's atom is left within 2.5 A of an SG."""
+    backmap(FV_TRACE, tmp_path / "fv.pdb", progress=False)
+    made = _sg_pairs(tmp_path / "fv.pdb")
+    assert set(made) == {("CYS23", "CYS88")} and abs(made[("CYS23", "CYS88")] - chem.BOND_SG_SG) < 0.05
+    traj = md.load(str(tmp_path / "fv.pdb"))
+    xyz = traj.xyz[0] * 10
+    cysteines = {r.index for r in traj.topology.residues if r.name == "CYS"}
+    others = [a.index for a in traj.topology.atoms if a.residue.index not in cysteines]
+    for sg in traj.topology.select("name SG"):
+        assert np.linalg.norm(xyz[others] - xyz[sg], axis=-1).min() > 2.5
 
 
 def test_refine_makes_the_bonds(tmp_path, trace):

@@ -190,6 +190,48 @@ def test_frames_without_a_box_take_a_simulation_box_of_the_topology(tmp_path, l2
     assert not any("periodic box" in note for note in source.notes)
 
 
+def test_a_crystal_unit_cell_is_no_box_of_the_frames(tmp_path, l2y):
+    """A PDB input whose CRYST1 is a crystal's unit cell (1RDQ's, P 21 21 21) gives its frames no periodic box, with a
+    note, and the output no CRYST1 (it was written in P 1, which made the crystal's cell a simulation's box); in
+    P 1 it stays the frames' box. An mmCIF input alike (its _cell a crystal's where _symmetry names a space group
+    other than P 1; OpenMM and this package write a _cell alone)."""
+    from openmm.app import PDBxFile
+
+    from backmap_plugin.api import backmap
+
+    top, xyz = l2y
+    frame = md.Trajectory(xyz[:1] / 10.0, top, unitcell_lengths=[[5.776, 7.9513, 9.7739]],
+                          unitcell_angles=[[90.0] * 3])
+    ca = frame.atom_slice(top.select("name CA"))
+    ca.save_pdb(str(tmp_path / "p1.pdb"))
+    text = (tmp_path / "p1.pdb").read_text()
+    assert "P 1 " in text
+    (tmp_path / "crystal.pdb").write_text(text.replace("P 1          ", "P 21 21 21   "))
+    note = (f"{tmp_path / 'crystal.pdb'}: its CRYST1 record is a crystal's unit cell (space group P 21 21 21), not "
+            "a simulation's box: the frames have no periodic box (chains are not made whole across it, and the output "
+            "gets none)")
+    source = open_frames(tmp_path / "crystal.pdb")
+    assert all(c.box is None for c in source) and note in source.notes
+    result = backmap(str(tmp_path / "crystal.pdb"), str(tmp_path / "out.pdb"), progress=False)
+    assert note in result.report and "CRYST1" not in (tmp_path / "out.pdb").read_text()
+    result = backmap(str(tmp_path / "p1.pdb"), str(tmp_path / "out_p1.pdb"), progress=False)
+    assert not any("crystal" in line for line in result.report)
+    assert "CRYST1   57.760   79.513   97.739  90.00  90.00  90.00 P 1 " in (tmp_path / "out_p1.pdb").read_text()
+    with open(tmp_path / "cell.cif", "w") as handle:
+        PDBxFile.writeFile(ca.topology.to_openmm(ca), ca.openmm_positions(0), handle)
+    text = (tmp_path / "cell.cif").read_text()
+    assert "_cell.length_a" in text and "_symmetry" not in text
+    np.testing.assert_allclose(next(iter(open_frames(tmp_path / "cell.cif"))).box[0], np.diag([57.76, 79.513, 97.739]),
+                               atol=1e-3)
+    (tmp_path / "crystal.cif").write_text(text.replace("_cell.angle_gamma", "_symmetry.space_group_name_H-M   "
+                                                       "'P 21 21 21'\n_cell.angle_gamma"))
+    source = open_frames(tmp_path / "crystal.cif")
+    assert all(c.box is None for c in source)
+    assert [n for n in source.notes if "crystal" in n] == [
+        f"{tmp_path / 'crystal.cif'}: its _cell is a crystal's unit cell (space group P 21 21 21), not a simulation's "
+        "box: the frames have no periodic box (chains are not made whole across it, and the output gets none)"]
+
+
 def test_triclinic_box_vectors_kept(tmp_path, l2y):
     """A GROMACS rhombic dodecahedron reaches the reader as its three box vectors, not as lengths."""
     top, xyz = l2y
@@ -1077,6 +1119,33 @@ def test_dcd_output_gives_its_times_in_its_header(tmp_path):
     with TrajectoryWriter(str(tmp_path / "uneven.dcd"), traj.topology) as writer:
         writer.write(traj.xyz[:3] * 10, time=np.array([0.0, 1.0, 3.0]))
     assert dcd.clock(str(tmp_path / "uneven.dcd")) is None
+
+
+def test_dcd_output_says_where_it_gives_no_times(tmp_path):
+    """Frames whose times a DCD header cannot give (not evenly spaced: the samples of a frame share its time, as
+    --samples 2 writes them) get a note that the file gives no times (it gave readers a time axis of its own, 1 AKMA
+    between frames, without a word); frames evenly spaced, or without times, none."""
+    from backmap_plugin.api import backmap
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    traj = md.load(str(examples / "trpcage_ca.pdb"))
+    note = (f"{tmp_path / 'samples.dcd'}: the frames' times do not fit a DCD header, which gives all frames one "
+            "first time and one interval (they are not evenly spaced, e.g. where several samples of a frame share its "
+            "time, or the first is on no step of the interval): the file gives no times (readers take its frames as 1 "
+            "AKMA, 0.049 ps, apart); write .xtc or .h5 to keep them")
+    with TrajectoryWriter(str(tmp_path / "samples.dcd"), traj.topology) as writer:
+        writer.write(np.repeat(traj.xyz * 10, 2, axis=0), time=np.array([150.0, 150.0]))
+        writer.write(np.repeat(traj.xyz * 10, 2, axis=0), time=np.array([1200.0, 1200.0]))
+    assert writer.notes == [note]
+    for name, times in (("even.dcd", np.array([150.0, 900.0])), ("untimed.dcd", None)):
+        with TrajectoryWriter(str(tmp_path / name), traj.topology) as writer:
+            writer.write(np.repeat(traj.xyz * 10, 2, axis=0), time=times)
+        assert writer.notes == []
+    md.load(str(examples / "trpcage_ca.dcd"), top=str(examples / "trpcage_ca.pdb"))[:2].save_dcd(
+        str(tmp_path / "ca.dcd"))
+    result = backmap(str(tmp_path / "ca.dcd"), str(tmp_path / "samples.dcd"), top=str(examples / "trpcage_ca.pdb"),
+                     samples=2, method="ideal", progress=False)
+    assert note in result.report
 
 
 def test_a_gro_of_many_chains_writes_a_pdb(tmp_path):

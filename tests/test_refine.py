@@ -581,3 +581,19 @@ def test_a_residue_without_a_template_is_named_as_the_file_names_it(backmapped, 
     assert backmap_main(argv) == 2
     assert "cannot parametrise the structure: A:ILE2: No template found for residue 1 (ILE)" in \
         capsys.readouterr().err
+
+
+def test_a_chain_of_one_residue_is_named_with_why_and_what_to_do(tmp_path, capsys):
+    """A chain of one residue (the example trace's SER20 as chain B) builds, but amber14 has no template for a free
+    amino acid: the error names B:SER20 and says why and what to do (it gave OpenMM's words alone: "No template
+    found ... matches CSER, but the residue has 2 H atoms too many")."""
+    lines = [line[:21] + "B" + line[22:] if line.startswith("ATOM") and line[17:26] == "SER A  20" else line
+             for line in EXAMPLE_CA.read_text().splitlines(keepends=True)]
+    (tmp_path / "ca.pdb").write_text("".join(line for line in lines if not line.startswith("TER")))
+    backmap(str(tmp_path / "ca.pdb"), str(tmp_path / "aa.pdb"), method="ideal", progress=False)
+    argv = ["refine", str(tmp_path / "aa.pdb"), "-o", str(tmp_path / "out.pdb"), "--solvent", "vacuum", "--quiet"]
+    assert backmap_main(argv) == 2
+    err = capsys.readouterr().err
+    assert ("cannot parametrise the structure: B:SER20 is bonded to no other residue: a chain of one residue (or a "
+            "piece of one between two breaks), a free amino acid, which amber14 has no template for") in err
+    assert "leave it out of the structure, or give it the residues it is bonded to (OpenMM: No template found" in err

@@ -24,6 +24,8 @@ import math
 import numpy as np
 import torch
 
+from backmap_plugin.build.ideal import RELIEF_TRIGGER, relieve_clashes
+from backmap_plugin.build.relax import is_side
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.checks import ANGLE_SIGMA, BOND_SIGMA
 from backmap_plugin.core.geometry import rotate_about_axis
@@ -73,7 +75,8 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology,
     :data:`ANGLE_RANGE`) are scored by
     ``(SG-SG - BOND_SG_SG)^2 + ANGLE_WEIGHT * sum (CB-SG-SG - ANGLE_CB_SG_SG)^2``
     and the least taken. Pairs that can close are bonded from the least
-    score on, each cysteine at most once.
+    score on, each cysteine at most once. Side chains the turned SG atoms
+    came to overlap are then turned away (:func:`_relieve_closed`).
 
     Parameters
     ----------
@@ -88,7 +91,8 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology,
     Returns
     -------
     atoms : torch.Tensor
-        (N, R, N_SLOTS, 3), the SG atoms of the bonded pairs moved.
+        (N, R, N_SLOTS, 3), the SG atoms of the bonded pairs moved (and the
+        side chains they overlapped).
     pairs : numpy.ndarray
         (P, 2) residue indices of the cysteine pairs considered.
     bonded : numpy.ndarray
@@ -100,7 +104,34 @@ def close_disulfides(atoms: torch.Tensor, protein: ProteinTopology,
         out[n, pairs[p, 0], _SG] = sg_a[n, p]
         out[n, pairs[p, 1], _SG] = sg_b[n, p]
     _clear_all_crowded(out, protein, pairs, bonded)
-    return out, pairs, bonded
+    return _relieve_closed(out, protein, pairs, bonded), pairs, bonded
+
+
+def _relieve_closed(atoms: torch.Tensor, protein: ProteinTopology, pairs: np.ndarray,
+                    bonded: np.ndarray) -> torch.Tensor:
+    """``atoms`` (N, R, N_SLOTS, 3) with the side chains that the SG atoms of the bonded pairs (``bonded``: (N, P))
+    overlap, nearer than :data:`~backmap_plugin.build.ideal.RELIEF_TRIGGER`, turned away by the builders' clash
+    relief (:func:`~backmap_plugin.build.ideal.relieve_clashes`), the bonded cysteines held: the builders placed
+    the side chains around each SG as they built it, and the turns onto the S-S bond took no account of them (an
+    Fv, 5CBA: a GLN NE2 1.04 A from a closed SG)."""
+    dev = atoms.device
+    slots = torch.arange(atoms.shape[2], device=dev)
+    side = (torch.as_tensor(protein.slot_mask, device=dev) & is_side(slots)).flatten()  # (R * N_SLOTS,)
+    frames, turning = [], []
+    for n in np.nonzero(bonded.any(1))[0]:
+        cys = torch.as_tensor(pairs[bonded[n]].ravel(), device=dev)
+        distance = torch.cdist(atoms[n, cys, _SG], atoms[n].flatten(0, 1), compute_mode="donot_use_mm_for_euclid_dist")
+        near = ((distance < RELIEF_TRIGGER) & side).any(0).view(atoms.shape[1:3]).any(1)  # (R,)
+        near[cys] = False
+        if near.any():
+            frames.append(int(n))
+            turning.append(near)
+    if not frames:
+        return atoms
+    index = torch.as_tensor(frames, device=dev)
+    out = atoms.clone()
+    out[index] = relieve_clashes(atoms[index], protein, may_turn=torch.stack(turning))
+    return out
 
 
 def _closures(atoms: torch.Tensor, protein: ProteinTopology, pairs: np.ndarray | None) -> tuple:

@@ -47,7 +47,11 @@ RELIEF_DISTANCE = 2.8
 RELIEF_RESTRAINT = 1.0
 RELIEF_STEP_SIZE = 0.05
 RELIEF_MAX_TURN = 0.2
-RELIEF_MARGIN = 1.0
+#: The relief lists its contacts once, up to RELIEF_DISTANCE + RELIEF_MARGIN: a side chain it turns farther than the
+#: margin meets atoms it does not see. At 1.0, 2FD6's TYR195 turned 68 degrees about chi1 onto a backbone 4.15 A
+#: away (OH 1.05 A from N); at 1.5, on 16 train crystal C-alpha traces (model): clashes 0.91 -> 0.54 per 100
+#: residues (mean), heavy-atom RMSD 1.386 -> 1.384 A, the side-chain placement 3 % slower.
+RELIEF_MARGIN = 1.5
 RELIEF_TRIGGER = 2.5
 #: Contacts listed for a placement: those its choice and its relief look at.
 _LIST_CUTOFF = max(OVERLAP_DISTANCE, RELIEF_DISTANCE + RELIEF_MARGIN)
@@ -389,14 +393,17 @@ def build_side_chains(backbone: torch.Tensor, protein: ProteinTopology, ics: tor
     return atoms * torch.as_tensor(protein.slot_mask, device=backbone.device)[..., None]
 
 
-def relieve_clashes(atoms: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
-    """Relieve side-chain clashes of built structures (F, R, N_SLOTS, 3) by chi-angle steps, as :func:`place_side_chains` ends."""
+def relieve_clashes(atoms: torch.Tensor, protein: ProteinTopology,
+                    may_turn: torch.Tensor | None = None) -> torch.Tensor:
+    """Relieve side-chain clashes of built structures (F, R, N_SLOTS, 3) by chi-angle steps, as
+    :func:`place_side_chains` ends; ``may_turn`` (F, R) bool: the residues that may turn (default all)."""
     dev = atoms.device
     rt = torch.as_tensor(protein.res_type, device=dev)
     mask = torch.as_tensor(protein.slot_mask, device=dev)
     segment = torch.as_tensor(protein.segment, device=dev)
     return relax.relieve_clashes(atoms, mask, rt, segment, RELIEF_STEPS, RELIEF_DISTANCE, RELIEF_RESTRAINT,
-                                 RELIEF_STEP_SIZE, RELIEF_MAX_TURN, RELIEF_MARGIN, RELIEF_TRIGGER) * mask[..., None]
+                                 RELIEF_STEP_SIZE, RELIEF_MAX_TURN, RELIEF_MARGIN, RELIEF_TRIGGER,
+                                 may_turn=may_turn) * mask[..., None]
 
 
 #: Fitting a C-alpha trace to non-CA beads: damped fixed-point steps, and

@@ -394,6 +394,7 @@ def relieve_clashes(
     margin: float = 1.0,
     trigger: float | None = None,
     pairs: AtomPairs | None = None,
+    may_turn: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Relieve side-chain clashes by gradient steps on the chi angles.
 
@@ -401,8 +402,8 @@ def relieve_clashes(
     ``distance`` that involve a side chain and are more than three bonds
     apart, plus ``restraint / 2 * sum dchi^2``. The residues that move are
     those with a side-chain atom in a pair closer than ``trigger`` (default
-    ``distance``; proline excepted); their pairs are listed once, up to
-    ``distance + margin``. Each step turns every
+    ``distance``; proline excepted, and those ``may_turn`` leaves out); their
+    pairs are listed once, up to ``distance + margin``. Each step turns every
     chi by ``-step_size * gradient`` (at most ``max_turn``); atoms move by
     :class:`~backmap_plugin.build.chi_turns.ChiTurner` from where they started, so bonds and angles stay exact.
 
@@ -420,6 +421,8 @@ def relieve_clashes(
     pairs : AtomPairs, optional
         Every pair closer than ``distance + margin`` that involves a side
         chain, once (default: :func:`structure_contacts`).
+    may_turn : torch.Tensor, optional
+        (F, R) bool: the residues whose chi angles may turn (default all).
 
     Returns
     -------
@@ -437,6 +440,8 @@ def relieve_clashes(
     f, i, j, slot_a, slot_b = pairs.frame, pairs.residue_a, pairs.residue_b, pairs.slot_a, pairs.slot_b
     movable = tb.movable.to(dev)[res_type].any(1)  # (R,)
     moves_a, moves_b = is_side(slot_a) & movable[i], is_side(slot_b) & movable[j]
+    if may_turn is not None:
+        moves_a, moves_b = moves_a & may_turn[f, i], moves_b & may_turn[f, j]
     clash = pairs.distance < (distance if trigger is None else trigger)
     key_a, key_b = f * n_res + i, f * n_res + j
     active = torch.unique(torch.cat([key_a[clash & moves_a], key_b[clash & moves_b]]))

@@ -121,9 +121,11 @@ class EvenClock:
         self._last = None
         self._n = 0
         self._even = True
+        self._timed = False  # frames came with times
 
     def add(self, times: Optional[np.ndarray], n_frames: int) -> None:
         """Follow ``n_frames`` more frames, at ``times`` (ps; None: frames without times)."""
+        self._timed |= times is not None and n_frames > 0
         if not self._even or n_frames == 0:
             return
         if times is None:
@@ -148,13 +150,25 @@ class EvenClock:
 
     def header(self) -> tuple:
         """``(ISTART, NSAVC, DELTA)`` for :func:`write_clock`."""
-        if not self._even or self._n == 0 or self._t0 == 0 and self._n == 1:
+        return self._header() or NO_CLOCK
+
+    @property
+    def times_lost(self) -> bool:
+        """Whether frames came with times that :meth:`header` cannot give (the file then gives none)."""
+        return self._timed and self._header() is None
+
+    def _header(self) -> Optional[tuple]:
+        """:meth:`header`; None where the frames' times cannot be given (not evenly spaced, not increasing, frames
+        without times, a first frame off every step)."""
+        if not self._even:
+            return None
+        if self._n == 0 or self._t0 == 0 and self._n == 1:
             return NO_CLOCK
         if self._n == 1:
             return (1, 1, self._t0 / AKMA_PS) if self._t0 > 0 else (-1, 1, -self._t0 / AKMA_PS)
         offset = Fraction(self._t0 / self._dt).limit_denominator(MAX_STEPS_BETWEEN)
         if abs(float(offset) * self._dt - self._t0) > TIME_TOLERANCE + RELATIVE_TOLERANCE * abs(self._t0):
-            return NO_CLOCK
+            return None
         return offset.numerator, offset.denominator, self._dt / offset.denominator / AKMA_PS
 
 

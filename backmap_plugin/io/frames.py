@@ -25,6 +25,7 @@ from backmap_plugin.io.chains import split_chains, split_merged_residues, topolo
 from backmap_plugin.io.loaders import (
     box_vectors,
     count_trajectory_atoms,
+    crystal_space_group,
     frames_in_file,
     load_topology,
     load_topology_and_box,
@@ -63,10 +64,12 @@ class FrameChunk(NamedTuple):
         ``float32`` coordinates in Angstrom, shape ``(n, n_atoms, 3)``.
     box : numpy.ndarray or None
         Periodic box vectors (rows) in Angstrom, shape ``(n, 3, 3)``
-        (triclinic cells kept); where the file has no unit cell the
-        topology file's simulation box for every frame
-        (:func:`~backmap_plugin.io.loaders.load_topology_and_box`), else
-        None.
+        (triclinic cells kept; a crystal's unit cell, in a space group
+        other than P 1, is no box:
+        :func:`~backmap_plugin.io.loaders.crystal_space_group`); where the
+        file has no unit cell the topology file's simulation box for every
+        frame (:func:`~backmap_plugin.io.loaders.load_topology_and_box`),
+        else None.
     time : numpy.ndarray or None
         ``(n,)`` times in ps as the file gives them (DCD: from its
         header's first step, interval and time step; frame indices for
@@ -135,6 +138,10 @@ class FrameSource:
             if traj.n_frames == 0:
                 raise BackmapInputError(f"{self.path}: contains no frames")
             box = box_vectors(traj)  # (slicing the trajectory would copy its topology: slow for big systems)
+            group = None if box is None else crystal_space_group(self.path, self._ext)
+            if group is not None:
+                loaded_notes.append(self._crystal_cell_note(group))
+                box = None
             self._whole = (_angstrom(traj.xyz[:: self.stride]), None if box is None else box[:: self.stride],
                            np.asarray(traj.time[:: self.stride], dtype=np.float32))
         elif self._ext in NEEDS_TOPOLOGY:
@@ -178,6 +185,13 @@ class FrameSource:
         self.n_atoms = n_atoms
         if self._whole is not None:
             check_finite(self._whole[0], topology, self.path, 0, self.stride)
+
+    def _crystal_cell_note(self, group: str) -> str:
+        """The note on a file whose unit cell is a crystal's (space group ``group``, not P 1), which its frames do
+        not take as their periodic box (the output written in P 1 made a simulation's box of it)."""
+        record = "CRYST1 record" if self._ext in PDB else "_cell"
+        return (f"{self.path}: its {record} is a crystal's unit cell (space group {group}), not a simulation's box: "
+                "the frames have no periodic box (chains are not made whole across it, and the output gets none)")
 
     def _protein_prefix(self, topology, n_atoms: int):
         """The topology of a trajectory that holds only the system's protein, as GROMACS writes one.

@@ -465,6 +465,40 @@ def pdb_space_group(path: str) -> Optional[str]:
     return None
 
 
+def mmcif_space_group(path: str) -> Optional[str]:
+    """The space group of an mmCIF file (``_symmetry.space_group_name_H-M``, or ``_space_group.name_H-M_alt``),
+    before its atoms.
+
+    Parameters
+    ----------
+    path : str
+        An mmCIF file (gzipped where it ends in ``.gz``).
+
+    Returns
+    -------
+    str or None
+        E.g. ``P 21 21 21`` (a crystal's, as the PDB writes it); None where
+        the file names none before its ``atom_site`` records (OpenMM and
+        this package write a ``_cell`` alone).
+    """
+    with open_text(path) as handle:
+        for line in handle:
+            if line.startswith(("_symmetry.space_group_name_H-M", "_space_group.name_H-M_alt")):
+                fields = line.split(None, 1)
+                value = fields[1].strip().strip("'\"") if len(fields) > 1 else ""
+                return value if value not in ("", "?", ".") else None
+            if line.startswith("_atom_site."):
+                return None
+    return None
+
+
+def crystal_space_group(path: str, ext: str) -> Optional[str]:
+    """The space group of a PDB or mmCIF file whose unit cell is a crystal's, not a simulation's box: any but
+    ``P 1``, the one MD programs write (:func:`pdb_space_group`, :func:`mmcif_space_group`); None for others."""
+    group = pdb_space_group(path) if ext in PDB else mmcif_space_group(path) if ext in MMCIF else None
+    return None if group is None or group.replace(" ", "") == "P1" else group
+
+
 def count_trajectory_atoms(path: str, ext: str) -> int:
     """Number of atoms in the first frame of a coordinate-only trajectory.
 

@@ -66,6 +66,9 @@ class MdtrajBackend:
         Frames of the appended file left out by ``before_time``.
     last_time : float or None
         Time (ps) of the last frame kept from the appended file.
+    notes : list of str
+        What the format could not hold: a DCD file's times where its
+        frames' times are not evenly spaced (one note).
     """
 
     _CLASSES = {".h5": "HDF5TrajectoryFile", ".xtc": "XTCTrajectoryFile", ".dcd": "DCDTrajectoryFile"}
@@ -74,6 +77,8 @@ class MdtrajBackend:
                  append: bool = False, before_time: Optional[float] = None):
         self._ext = ext
         self._partial = partial
+        self._path = path
+        self.notes: list = []
         self._before_time = before_time
         self.dropped = 0
         self.last_time = None
@@ -219,6 +224,13 @@ class MdtrajBackend:
             self._file.write(frames["xyz"], cell_lengths=frames.get("lengths"), cell_angles=frames.get("angles"))
             self._clock.add(frames.get("time"), len(frames["xyz"]))
             dcd.write_clock(self._partial, self._clock.header())
+            if self._clock.times_lost and not self.notes:
+                self.notes.append(
+                    f"{self._path}: the frames' times do not fit a DCD header, which gives all frames one first time "
+                    "and one interval (they are not evenly spaced, e.g. where several samples of a frame share its "
+                    "time, or the first is on no step of the interval): the file gives no times (readers take its "
+                    f"frames as 1 AKMA, {dcd.AKMA_PS:.3f} ps, apart); write .xtc or .h5 to keep them"
+                )
         elif self._ext == ".xtc":
             step = np.arange(first_frame, first_frame + len(frames["xyz"]), dtype=np.int32)
             time = step.astype(np.float32) if frames.get("time") is None else frames["time"]

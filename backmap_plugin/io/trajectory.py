@@ -85,7 +85,8 @@ class TrajectoryWriter:
         file (DCD: where its header gives times).
     notes : list of str
         What the format could not hold and was left out (a PDB file's
-        CRYST1 record of a box too large for its columns), one note each.
+        CRYST1 record of a box too large for its columns, a DCD file's
+        times where frames are not evenly spaced), one note each.
 
     Raises
     ------

@@ -99,7 +99,10 @@ def template_error(exc: Exception, topology) -> str:
 
     OpenMM names a residue without a template by its index counted from 0
     (``No template found for residue 1 (ILE)``); the message gets its chain,
-    name and number too (``A:ILE2``).
+    name and number too (``A:ILE2``); where that residue is bonded to no
+    other (a chain of one residue: a free amino acid, which amber14 has no
+    template for, its templates being for a chain's first, inner and last
+    residues), the message says so and what to do, before OpenMM's words.
 
     Parameters
     ----------
@@ -121,7 +124,14 @@ def template_error(exc: Exception, topology) -> str:
     residues = list(topology.residues())
     if found is None or int(found.group(1)) >= len(residues):
         return text
-    return f"{residue_label(residues[int(found.group(1))])}: {text}"
+    residue = residues[int(found.group(1))]
+    label = residue_label(residue)
+    if next(residue.external_bonds(), None) is not None:
+        return f"{label}: {text}"
+    return (f"{label} is bonded to no other residue: a chain of one residue (or a piece of one between two "
+            "breaks), a free amino acid, which amber14 has no template for (its templates are for a chain's first, "
+            "inner and last residues); leave it out of the structure, or give it the residues it is bonded to "
+            f"(OpenMM: {text})")
 
 
 def create_system(forcefield, topology, solvent: str, **options):
