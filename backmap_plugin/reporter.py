@@ -172,6 +172,8 @@ class BackmapReporter:
             breakDistance = breakDistance.value_in_unit(unit.angstrom)
         try:
             check_backmap_options(method, samples, model, None, breakDistance, seed, mapping, device)
+        except BackmapInputError:  # (a model file's: the loader's message, as backmap run and backmap() give it)
+            raise
         except ValueError as exc:
             raise ValueError(f"BackmapReporter: {exc}") from None
         check_output_path(file)
