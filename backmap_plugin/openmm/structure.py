@@ -321,7 +321,7 @@ def _distinct_residue_ids(topology) -> None:
 
     A structure read from a file that holds no insertion codes (``.h5``)
     numbers residues 82, 82A and 82B alike; PDBFixer, which reads the
-    structure as PDB text, would merge them.
+    structure as PDBx text, would merge them.
     """
     for chain in topology.chains():
         residues = list(chain.residues())
@@ -363,7 +363,7 @@ def complete_structure(topology, positions, pH: float = 7.0, variants=None, disu
     BackmapInputError
         When PDBFixer cannot complete the structure.
     """
-    from openmm.app import Modeller, PDBFile
+    from openmm.app import Modeller, PDBxFile
     from pdbfixer import PDBFixer
 
     water = [r for r in topology.residues() if r.name in _WATER]
@@ -375,11 +375,12 @@ def complete_structure(topology, positions, pH: float = 7.0, variants=None, disu
         (atom.residue.index, atom.name): original[atom.index].index for atom in stripped.topology.atoms()
     }
     _distinct_residue_ids(stripped.topology)
+    # handed over as PDBx text: PDB text would cut chain ids to one character and numbers to four digits
     text = io.StringIO()
-    PDBFile.writeFile(stripped.topology, stripped.positions, text, keepIds=True)
+    PDBxFile.writeFile(stripped.topology, stripped.positions, text, keepIds=True)
     text.seek(0)
     try:
-        fixer = PDBFixer(pdbfile=text)
+        fixer = PDBFixer(pdbxfile=text)
         fixer.findMissingResidues()
         fixer.missingResidues = {}
         fixer.findMissingAtoms()
