@@ -3,6 +3,7 @@ and for the atomic-write helper."""
 
 import gzip
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -408,6 +409,73 @@ def test_pdb_insertion_codes_follow_mdtraj_residues(tmp_path):
     assert loaders.pdb_insertion_codes(str(tmp_path / "digits.pdb"), 3) is None  # no letter: no codes
 
 
+def _cif(rows, cell="", columns=("group_PDB", "type_symbol", "label_atom_id", "label_alt_id", "label_comp_id",
+                                   "label_asym_id", "label_seq_id", "pdbx_PDB_ins_code", "Cartn_x", "Cartn_y",
+                                   "Cartn_z", "occupancy", "auth_seq_id", "auth_asym_id", "pdbx_PDB_model_num")):
+    """An mmCIF text of one atom_site loop (``rows``: one string of values per atom) and a ``_cell``."""
+    return ("data_test\n#\n" + cell + "loop_\n" + "".join(f"_atom_site.{c}\n" for c in columns)
+            + "".join(row + "\n" for row in rows) + "#\n")
+
+
+#: Three C-alpha atoms 3.8 A apart: label id A, author id E, the second residue 52A (its code), the third with two
+#: conformers; then a water of the same author id, another label id (as every PDB crystal entry has).
+_CIF_ROWS = [
+    "ATOM C CA ? GLY A 1 ? 0.000 0.000 0.000 1.00 52 E 1",
+    "ATOM C CA ? SER A 2 A 3.800 0.000 0.000 1.00 52 E 1",
+    "ATOM C CA A ALA A 3 ? 7.600 0.000 0.000 0.30 53 E 1",
+    "ATOM C CA B ALA A 3 ? 7.600 1.000 0.000 0.70 53 E 1",
+    "HETATM O O . HOH C . ? 20.0 20.0 20.0 1.00 301 E 1",
+]
+
+
+def test_mmcif_is_read_by_author_ids_with_codes_and_one_conformer(tmp_path):
+    """Author chain ids (mdtraj and OpenMM took label ids where a file has more of them: chains E and I came out
+    A and B), residues with codes kept (with label_alt_id '?', mdtraj took 52A's atoms for alternate locations of
+    52 and dropped them), the conformer of highest occupancy with a note (mdtraj kept the first listed)."""
+    (tmp_path / "e.cif").write_text(_cif(_CIF_ROWS))
+    notes = []
+    traj = loaders.load_whole(str(tmp_path / "e.cif"), ".cif", notes)
+    residues = list(traj.topology.residues)
+    assert [(r.chain.chain_id, r.name, r.resSeq, r.insertion_code) for r in residues] == [
+        ("E", "GLY", 52, ""), ("E", "SER", 52, "A"), ("E", "ALA", 53, ""), ("E", "HOH", 301, "")]
+    np.testing.assert_allclose(traj.xyz[0, 2] * 10.0, [7.6, 1.0, 0.0], atol=1e-4)  # B, occupancy 0.70
+    assert notes == [f"{tmp_path / 'e.cif'}: 1 residue(s) have alternate locations (first: chain E residue 53: A ALA "
+                     "0.30, B ALA 0.70, mean occupancy): each keeps its conformer of highest occupancy (A where they "
+                     "tie), kept B in 1"]
+
+
+def test_mmcif_cells_models_and_damage(tmp_path):
+    path = str(tmp_path / "m.cif")
+    monoclinic = "_cell.length_a 50.0\n_cell.length_b 60.0\n_cell.length_c 70.0\n_cell.angle_alpha 90.0\n" \
+                 "_cell.angle_beta 105.0\n_cell.angle_gamma 90.0\n"
+    one = _CIF_ROWS[:2] + [_CIF_ROWS[2].replace("CA A ALA", "CA . ALA")]
+    two_models = one + [row[:-1] + "2" for row in one]
+    open(path, "w").write(_cif(two_models, cell=monoclinic))
+    traj = loaders.load_whole(path, ".cif")
+    assert traj.n_frames == 2
+    np.testing.assert_allclose(traj.unitcell_lengths[0] * 10.0, [50, 60, 70], atol=1e-3)  # (angles were read as 90)
+    np.testing.assert_allclose(traj.unitcell_angles[0], [90, 105, 90], atol=1e-3)
+    placeholder = monoclinic.replace("50.0", "1.0").replace("60.0", "1.0").replace("70.0", "1.0")
+    open(path, "w").write(_cif(two_models, cell=placeholder))  # the wwPDB's cell of NMR and cryo-EM entries
+    assert loaders.load_whole(path, ".cif").unitcell_vectors is None
+    # a last model cut short (a killed writer): the whole ones, with a note
+    open(path, "w").write(_cif(two_models)[:-len(two_models[-1]) - 12])
+    notes = []
+    assert loaders.load_whole(path, ".cif", notes).n_frames == 1
+    assert notes == [f"{path}: read 1 whole model(s); model 2 is cut short (1 of 3 atoms): a truncated file, or one "
+                     "still being written?"]
+    for text, message in (
+        (_cif(_CIF_ROWS[:3])[:-30], "the atom_site loop ends inside a row"),
+        (_cif(_CIF_ROWS[:3]).replace("_atom_site.Cartn_z\n", ""), "has no Cartn_z column"),  # (z read from another)
+        (_cif([_CIF_ROWS[0], _CIF_ROWS[1].replace("3.800", "3.8x0")]),
+         "line 20 (model 1, chain E residue SER 52, atom CA): coordinates 3.8x0 0.000 0.000 are no numbers"),
+        ("data_x\n_cell.length_a 10\n", "no atom_site records"),
+    ):
+        open(path, "w").write(text)
+        with pytest.raises(BackmapInputError, match=re.escape(f"{path}: ") + ".*" + re.escape(message)):
+            loaders.load_whole(path, ".cif")
+
+
 # --------------------------------------------------------------------------- reading errors
 
 def test_error_missing_file(tmp_path):
@@ -605,17 +673,6 @@ def test_cif_repeated_chain_ids_keep_chain_boundaries(tmp_path, l2y):
     np.testing.assert_allclose(got, xyz[:2], atol=TOLERANCE[".cif"])
     rows = [line.split() for line in open(tmp_path / "same.cif") if line.startswith("ATOM")]
     assert {row[17] for row in rows} == {"A"}  # auth_asym_id keeps the original id
-
-
-def test_cif_fallback_reader_agrees(tmp_path, l2y, monkeypatch):
-    top, xyz = l2y
-    two = _two_chain_topology(top)
-    write_trajectory(tmp_path / "two.cif", two, xyz[:2])
-    ref_top, ref = _read_all(tmp_path / "two.cif")
-    monkeypatch.setattr(loaders, "_mdtraj_can_read", lambda ext: False)
-    got_top, got = _read_all(tmp_path / "two.cif")
-    assert _labels(got_top) == _labels(ref_top)
-    np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
 def test_partial_file_kept_on_exception(tmp_path, l2y):

@@ -1,5 +1,5 @@
-"""Loading with mdtraj: whole structure files (OpenMM for mmCIF files mdtraj
-cannot read), topologies, the atom count of a trajectory, box vectors."""
+"""Loading with mdtraj: whole structure files (mmCIF with this package's reader), topologies, the atom count of
+a trajectory, box vectors."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
-from backmap_plugin.io.chains import set_insertion_codes, topology_from_openmm
+from backmap_plugin.io.chains import set_insertion_codes
+from backmap_plugin.io.cif_atoms import read_mmcif
 from backmap_plugin.io.paths import MMCIF, PDB
 from backmap_plugin.io.tpr import load_tpr_topology
 
@@ -25,35 +26,6 @@ def open_text(path: str):
     if path.lower().endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8", errors="replace")
     return open(path, encoding="utf-8", errors="replace")
-
-
-def _mdtraj_can_read(ext: str) -> bool:
-    """Whether the installed mdtraj has a loader for ``ext``."""
-    return ext in md.formats.registry.FormatRegistry.loaders
-
-
-def _load_mmcif_with_openmm(path: str) -> md.Trajectory:
-    """Load every model of an mmCIF file with OpenMM's reader."""
-    from openmm import unit
-    from openmm.app import PDBxFile
-
-    if path.lower().endswith(".gz"):
-        with gzip.open(path, "rt") as handle:
-            pdbx = PDBxFile(handle)
-    else:
-        pdbx = PDBxFile(path)
-    topology = topology_from_openmm(pdbx.topology)
-    xyz = np.array(
-        [pdbx.getPositions(asNumpy=True, frame=i).value_in_unit(unit.nanometer)
-         for i in range(pdbx.getNumFrames())],
-        dtype=np.float32,
-    )
-    lengths = angles = None
-    cell = pdbx.topology.getUnitCellDimensions()
-    if cell is not None:
-        lengths = np.tile(cell.value_in_unit(unit.nanometer), (len(xyz), 1))
-        angles = np.full((len(xyz), 3), 90.0)
-    return md.Trajectory(xyz, topology, unitcell_lengths=lengths, unitcell_angles=angles)
 
 
 def pdb_model_boxes(path: str, n_models: int) -> Optional[np.ndarray]:
@@ -171,12 +143,11 @@ def protonation_note(path: str) -> Optional[str]:
 
 
 def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajectory:
-    """Load a whole structure file with mdtraj (OpenMM for mmCIF if needed).
+    """Load a whole structure file with mdtraj (mmCIF with this package's reader).
 
-    mdtraj's mmCIF reader keys atoms of later models by author residue
-    number without insertion code, so it rejects multi-model files where a
-    number repeats in a chain; OpenMM's reader (keyed by ``label_seq_id``)
-    reads them, so it is tried when mdtraj fails. A multi-model PDB file
+    An mmCIF file is read by :func:`~backmap_plugin.io.cif_atoms.read_mmcif`
+    (author chain ids and numbers, insertion codes, one conformer of each
+    residue, a last model cut short left out). A multi-model PDB file
     whose last model is cut short (a run killed while writing it) gives
     its whole models, with a note; models with CRYST1 records of their own
     keep their boxes (:func:`pdb_model_boxes`). Of a PDB file's alternate
@@ -203,9 +174,10 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
     BackmapInputError
         The file has no atoms or cannot be parsed.
     """
+    if ext in MMCIF:
+        with open_text(path) as handle:
+            return read_mmcif(path, handle, notes)
     try:
-        if ext in MMCIF and not _mdtraj_can_read(ext):
-            return _load_mmcif_with_openmm(path)
         with warnings.catch_warnings():
             # one warning per residue: the residues are read apart later, with one note (split_merged_residues)
             warnings.filterwarnings("ignore", message=".*two consecutive residues with same number")
@@ -213,10 +185,7 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
                 return _load_pdb(path, path, notes)
             if ext == ".gro":
                 return md.formats.gro.load_gro(path)  # md.load reads a GRO file's topology twice
-            traj = md.load(path)
-            if ext in MMCIF:
-                _codes_from_segment_ids(traj.topology)
-            return traj
+            return md.load(path)
     except Exception as exc:  # mdtraj raises many types; keep its message
         if ext in PDB and not _pdb_has_atoms(path):
             raise BackmapInputError(f"{path}: is empty: no ATOM/HETATM records") from exc
@@ -233,23 +202,7 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
             if notes is not None:
                 notes.append(f"{path}: {note}")
             return traj
-        if ext in MMCIF:
-            try:
-                return _load_mmcif_with_openmm(path)
-            except Exception:
-                pass
         raise BackmapInputError(f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}") from exc
-
-
-def _codes_from_segment_ids(topology: md.Topology) -> None:
-    """Move the insertion codes mdtraj's mmCIF reader puts into segment ids (``pdbx_PDB_ins_code``) to where the
-    package keeps them (:func:`~backmap_plugin.io.chains.set_insertion_codes`): as segment ids they would cut a
-    chain at every code (:func:`~backmap_plugin.io.chains.split_chains`)."""
-    codes = [residue.segment_id for residue in topology.residues]
-    if any(code.strip() for code in codes):
-        for residue in topology.residues:
-            residue.segment_id = ""
-        set_insertion_codes(topology, codes)
 
 
 def pdb_insertion_codes(path: str, n_residues: int) -> Optional[list]:
@@ -360,8 +313,7 @@ def one_conformer(path: str) -> Optional[tuple]:
                 entry[1] += 1
     if not occupancy:
         return None
-    kept = {key: min(where, key=lambda loc: (-round(where[loc][0] / where[loc][1], 3), loc))
-            for key, where in occupancy.items()}
+    kept, note = choose_conformers(occupancy)
     text = []
     with open_text(path) as handle:
         for line in handle:
@@ -370,6 +322,27 @@ def one_conformer(path: str) -> Optional[tuple]:
                     continue
                 line = line[:16] + " " + line[17:]
             text.append(line)
+    return "".join(text), note
+
+
+def choose_conformers(occupancy: dict) -> tuple[dict, str]:
+    """The conformer each residue with alternate locations keeps, and the note saying which.
+
+    Parameters
+    ----------
+    occupancy : dict
+        ``(chain id, number with insertion code) -> {location: [occupancy sum, atoms, residue name]}``, in file
+        order.
+
+    Returns
+    -------
+    kept : dict
+        The same keys -> the location of highest mean occupancy (the first in the alphabet where they tie).
+    note : str
+        How many residues had alternate locations, the first of them, and which were kept how often.
+    """
+    kept = {key: min(where, key=lambda loc: (-round(where[loc][0] / where[loc][1], 3), loc))
+            for key, where in occupancy.items()}
     (chain, number), where = next(iter(occupancy.items()))
     first = ", ".join(f"{loc} {name} {total / atoms:.2f}" for loc, (total, atoms, name) in sorted(where.items()))
     counts = Counter(kept.values())
@@ -377,7 +350,7 @@ def one_conformer(path: str) -> Optional[tuple]:
     note = (f"{len(occupancy)} residue(s) have alternate locations (first: chain {chain.strip() or '?'} residue "
             f"{number.strip()}: {first}, mean occupancy): each keeps its conformer of highest occupancy (A where "
             f"they tie), kept {said}")
-    return "".join(text), note
+    return kept, note
 
 
 def _with_model_boxes(traj: md.Trajectory, path: str) -> md.Trajectory:
