@@ -233,3 +233,41 @@ def test_a_strained_bond_is_no_mismatch(ensemble, tmp_path):
     lines[k] = lines[k][:30] + "".join(f"{v:8.3f}" for v in moved) + lines[k][54:]
     (tmp_path / "strained.pdb").write_text("".join(lines))
     assert len(list(open_structure(tmp_path / "strained.pdb"))) == 5
+
+
+def test_mmcif_of_a_killed_writer_gives_its_whole_models(ensemble, tmp_path):
+    """A multi-model mmCIF whose last model is cut short (what a killed run leaves): the whole models with a note,
+    as for PDB (refine and validate stopped with an IndexError); the 1 A placeholder cell of NMR and cryo-EM
+    entries is no periodic box (refine wrote it into its output)."""
+    path, traj = ensemble
+    whole = tmp_path / "models.cif"
+    with TrajectoryWriter(whole, traj.topology) as writer:
+        writer.write(traj.xyz[:3] * 10.0, box=np.repeat(np.eye(3, dtype=np.float32)[None], 3, axis=0))
+    lines = whole.read_text().splitlines(keepends=True)
+    atom_lines = [k for k, line in enumerate(lines) if line.startswith("ATOM")]
+    cut = tmp_path / "cut.cif"
+    cut.write_text("".join(lines[:atom_lines[-1] - 10]))  # model 3 without its last 11 atoms, and no closing lines
+    source = open_structure(cut)
+    frames = list(source)
+    assert len(frames) == 2 and all(box is None for _, box, _ in frames)
+    assert source.notes == [f"{cut}: read 2 whole model(s); model 3 is cut short ({traj.n_atoms - 11} of "
+                            f"{traj.n_atoms} atoms): a truncated file, or one still being written?"]
+    np.testing.assert_allclose(_nm(frames[1][0]), traj.xyz[1], atol=1e-4)
+
+
+def test_a_file_of_no_protein_is_refused_by_name(tmp_path):
+    """Water alone: refine and export said "PDBFixer could not complete the structure: 'NoneType' object has no
+    attribute '_finalize'", validate passed it."""
+    water = tmp_path / "water.pdb"
+    water.write_text("HETATM    1  O   HOH A 301      20.000  20.000  20.000  1.00  0.00           O\nEND\n")
+    with pytest.raises(BackmapInputError, match=f"{water}: no protein residues \\(it holds HOH\\)"):
+        open_structure(water)
+
+
+def test_residue_labels_name_insertion_codes():
+    from backmap_plugin.openmm.structure import residue_label
+
+    top = app.Topology()
+    residue = top.addResidue("SER", top.addChain("H"), "82", "B")
+    assert residue_label(residue) == "H:SER82B"
+    assert residue_label(top.addResidue("GLY", top.addChain("L"), "83")) == "L:GLY83"

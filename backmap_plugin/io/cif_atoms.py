@@ -46,8 +46,9 @@ _CHOICES = {
     "chain": ("auth_asym_id", "label_asym_id"),
     "number": ("auth_seq_id", "label_seq_id"),
 }
-#: A cell no larger than this (Angstrom) is the wwPDB's placeholder (1 x 1 x 1) of entries without a crystal.
-_PLACEHOLDER_CELL = 2.0
+#: A cell no longer than this (Angstrom) is the wwPDB's placeholder (1 x 1 x 1) of entries without a crystal
+#: (NMR, cryo-EM): no box.
+PLACEHOLDER_CELL = 2.0
 
 
 def _values(line: str) -> list:
@@ -111,7 +112,7 @@ def _box(cell: dict) -> Optional[np.ndarray]:
         angles = [float(cell.get(f"angle_{k}", "90")) for k in ("alpha", "beta", "gamma")]
     except (KeyError, ValueError):
         return None
-    if max(lengths) <= _PLACEHOLDER_CELL:
+    if max(lengths) <= PLACEHOLDER_CELL:
         return None
     a, b, c = md.utils.lengths_and_angles_to_box_vectors(*lengths, *angles)
     return np.array([a, b, c], dtype=np.float64)

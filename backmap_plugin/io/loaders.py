@@ -16,7 +16,7 @@ import numpy as np
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
 from backmap_plugin.io.chains import set_insertion_codes
-from backmap_plugin.io.cif_atoms import read_mmcif
+from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL, read_mmcif
 from backmap_plugin.io.paths import MMCIF, PDB
 from backmap_plugin.io.tpr import load_tpr_topology
 
@@ -67,10 +67,13 @@ def pdb_model_boxes(path: str, n_models: int) -> Optional[np.ndarray]:
 
 
 def cryst1_box(line: str) -> Optional[np.ndarray]:
-    """Box vectors (rows, Angstrom; float64 (3, 3)) of a PDB CRYST1 record, None where it is unreadable."""
+    """Box vectors (rows, Angstrom; float64 (3, 3)) of a PDB CRYST1 record, None where it is unreadable or the
+    placeholder of NMR and cryo-EM entries (1 x 1 x 1 A: :data:`~backmap_plugin.io.cif_atoms.PLACEHOLDER_CELL`)."""
     try:
         lengths_angles = [float(line[i:j]) for i, j in ((6, 15), (15, 24), (24, 33), (33, 40), (40, 47), (47, 54))]
     except ValueError:
+        return None
+    if max(lengths_angles[:3]) <= PLACEHOLDER_CELL:
         return None
     return np.array(md.utils.lengths_and_angles_to_box_vectors(*lengths_angles), dtype=np.float64)
 

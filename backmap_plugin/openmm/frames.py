@@ -24,8 +24,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.chains import topology_from_openmm
+from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL
 from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box, one_conformer, open_text
 from backmap_plugin.io.paths import MMCIF, NEEDS_TOPOLOGY, PDB, match_extension
 
@@ -145,7 +147,8 @@ def _lengths(xyz: np.ndarray, bonds: np.ndarray) -> np.ndarray:
 
 
 def open_structure(path, top=None) -> StructureFrames:
-    """Open an all-atom structure or trajectory for reading frame by frame.
+    """Open an all-atom structure or trajectory for reading frame by frame (a protein's: a file of no amino acid
+    residue is refused).
 
     Parameters
     ----------
@@ -164,12 +167,20 @@ def open_structure(path, top=None) -> StructureFrames:
     Raises
     ------
     BackmapInputError
-        Missing or unreadable file, unsupported extension, no atoms, a
-        trajectory without ``top`` or whose atoms are not ``top``'s, a PDB
-        model with other atoms than the first.
+        Missing or unreadable file, unsupported extension, no atoms, no
+        protein residue, a trajectory without ``top`` or whose atoms are not
+        ``top``'s, a model with other atoms than the first.
     """
-    path = os.fspath(path)
-    top = None if top is None else os.fspath(top)
+    structure = _open(os.fspath(path), None if top is None else os.fspath(top))
+    if not any(chem.standard_residue_name(r.name.strip().upper()) for r in structure.topology.residues()):
+        names = sorted({r.name for r in structure.topology.residues()})
+        raise BackmapInputError(f"{structure.path}: no protein residues (it holds {', '.join(names[:5])}"
+                                f"{' ...' if len(names) > 5 else ''})")
+    return structure
+
+
+def _open(path: str, top: str | None) -> StructureFrames:
+    """:func:`open_structure` of any structure."""
     for name in (path, top):
         if name is not None and not os.path.exists(name):
             raise BackmapInputError(f"{name}: no such file")
@@ -182,7 +193,7 @@ def open_structure(path, top=None) -> StructureFrames:
                                     "(--top: the first frame as .pdb, or an .h5 file)")
         if _kind(top) in TRAJECTORY_INPUT:
             raise BackmapInputError(f"{top}: a trajectory is no topology; pass a .pdb, .cif or .h5 file")
-        frames = open_structure(top)
+        frames = _open(top, None)
         first = next(iter(frames))[0]  # (the coordinates every frame's bonds are checked against)
         return _trajectory(path, top, frames.topology, _nm(first))
     if top is not None:
@@ -193,9 +204,32 @@ def open_structure(path, top=None) -> StructureFrames:
     if kind in PDB:
         return _pdb(path)
     topology, frames = _read_whole(path)
+    frames, notes = _whole_models(path, frames, topology.getNumAtoms())
+    box = _topology_box(topology)
+    structure = StructureFrames(path, None, topology, len(frames), lambda: ((xyz, box, None) for xyz in frames))
+    structure.notes += notes
+    return structure
+
+
+def _topology_box(topology) -> np.ndarray | None:
+    """An OpenMM topology's periodic box (nm), None where it has none or the 1 A placeholder of NMR and cryo-EM
+    entries (:data:`~backmap_plugin.io.cif_atoms.PLACEHOLDER_CELL`), which OpenMM's readers take as a box."""
     box = topology.getPeriodicBoxVectors()
-    box = None if box is None else _nm(box)
-    return StructureFrames(path, None, topology, len(frames), lambda: ((xyz, box, None) for xyz in frames))
+    return None if box is None or 10 * _nm(box).max() <= PLACEHOLDER_CELL else _nm(box)
+
+
+def _whole_models(path: str, frames: list, n_atoms: int) -> tuple[list, list]:
+    """The models of an mmCIF file that hold every atom, and a note where the last is cut short (a killed writer);
+    other models of other atoms are refused (naming them)."""
+    sizes = [len(xyz) for xyz in frames]
+    if all(size == n_atoms for size in sizes):
+        return frames, []
+    if len(frames) > 1 and sizes[-1] < n_atoms and all(size == n_atoms for size in sizes[:-1]):
+        return frames[:-1], [f"{path}: read {len(frames) - 1} whole model(s); model {len(frames)} is cut short "
+                             f"({sizes[-1]} of {n_atoms} atoms): a truncated file, or one still being written?"]
+    other = next(k for k, size in enumerate(sizes) if size != n_atoms)
+    raise BackmapInputError(f"{path}: model {other + 1} holds {sizes[other]} atoms, model 1 {n_atoms}: every model "
+                            "must hold the same atoms")
 
 
 def _nm(quantity) -> np.ndarray:
@@ -298,8 +332,8 @@ def _pdb_whole(path: str, text: str | None = None) -> StructureFrames:
     topology, frames = _read_whole(path, text)
     boxes = [box for _, box in _pdb_models(path)] if len(frames) > 1 else []
     boxes = boxes if len(boxes) == len(frames) else [None] * len(frames)
-    box = topology.getPeriodicBoxVectors()
-    boxes = [b if b is not None or box is None else _nm(box) for b in boxes]
+    box = _topology_box(topology)
+    boxes = [b if b is not None or box is None else box for b in boxes]
     return StructureFrames(path, None, topology, len(frames), lambda: zip(frames, boxes, [None] * len(frames)))
 
 

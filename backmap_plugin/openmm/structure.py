@@ -133,8 +133,9 @@ def read_structure(path, top=None):
 
 
 def residue_label(residue) -> str:
-    """How reports name an OpenMM residue: chain, name and number, e.g. ``A:ILE167`` (``?`` for no chain id)."""
-    return f"{residue.chain.id or '?'}:{residue.name}{residue.id}"
+    """How reports name an OpenMM residue: chain, name, number and insertion code, e.g. ``A:ILE167``, ``H:SER82B``
+    (``?`` for no chain id)."""
+    return f"{residue.chain.id or '?'}:{residue.name}{residue.id}{(residue.insertionCode or '').strip()}"
 
 
 def is_hydrogen(atom) -> bool:
