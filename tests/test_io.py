@@ -1270,3 +1270,20 @@ def test_placeholder_cryst1_is_no_box_and_no_warning(tmp_path):
         topology, box = loaders.load_topology_and_box(str(path), ".pdb")
         assert box is None and topology.n_residues == 20
         assert next(iter(open_frames(str(path)))).box is None
+
+
+def test_mmcif_disulfides_name_insertion_codes(tmp_path):
+    """struct_conn names each cysteine with its insertion code too (CYS 88 and CYS 88A are two residues)."""
+    from backmap_plugin.api import backmap
+    from backmap_plugin.core.topology import set_insertion_code
+
+    backmap(DATA / "5cba_chain_b_ca.pdb.gz", output=tmp_path / "fv.h5", method="ideal", progress=False)
+    traj = md.load(str(tmp_path / "fv.h5"))
+    sg = [bond for bond in traj.topology.bonds if bond[0].name == "SG" and bond[1].name == "SG"]
+    assert len(sg) == 1
+    set_insertion_code(sg[0][1].residue, "A")
+    write_trajectory(tmp_path / "fv.cif", traj.topology, traj.xyz * 10.0)
+    text = (tmp_path / "fv.cif").read_text()
+    assert "_struct_conn.pdbx_ptnr2_PDB_ins_code" in text
+    row = next(line for line in text.splitlines() if line.startswith("disulf1 "))
+    assert row.split()[-2:] == ["?", "A"]

@@ -86,7 +86,7 @@ class CifBackend(TextBackend):
         usable = all(cid and cid.strip() for cid in chain_ids)
         unique = usable and len(set(chain_ids)) == len(chain_ids)
         self._prefix, self._suffix = [], []
-        where = {}  # atom index -> (label_asym_id, comp, label_seq_id, atom name, auth_asym_id, auth_seq_id)
+        where = {}  # atom index -> (label_asym_id, comp, label_seq_id, atom name, auth_asym_id, auth_seq_id, code)
         serial = 0
         for chain in topology.chains:
             label = chain.chain_id if unique else generated_chain_id(chain.index)
@@ -102,7 +102,7 @@ class CifBackend(TextBackend):
                         f"ATOM {serial} {symbol} {name} . {comp} {cif_token(label)} ? {seq} {icode} "
                     )
                     self._suffix.append(f" 1.00 0.00 {residue.resSeq} {comp} {cif_token(author)} {name} ")
-                    where[atom.index] = (cif_token(label), comp, seq, name, cif_token(author), residue.resSeq)
+                    where[atom.index] = (cif_token(label), comp, seq, name, cif_token(author), residue.resSeq, icode)
         stem = re.sub(r"\.(cif|mmcif)$", "", os.path.basename(path), flags=re.IGNORECASE)
         block = re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "backmap"
         header = [f"data_{block}", "#", f"_entry.id {block}", "#"] + _struct_conn(topology, where) + ["loop_"]
@@ -178,18 +178,19 @@ class CifBackend(TextBackend):
 
 def _struct_conn(topology: md.Topology, where: dict) -> list:
     """The ``struct_conn`` loop of the topology's SG-SG bonds (disulfides), as lines ([] when none): OpenMM's
-    PDBx reader bonds them from it (it does not find disulfides by distance), ParmEd from its author columns."""
+    PDBx reader bonds them from it (it does not find disulfides by distance), ParmEd from its author columns (with
+    the insertion codes, which tell CYS 82 from CYS 82A)."""
     rows = []
     for a, b in topology.bonds:
         if a.name == "SG" and b.name == "SG":
-            (la, ca, sa, na, aa, ra), (lb, cb, sb, nb, ab, rb) = where[a.index], where[b.index]
+            (la, ca, sa, na, aa, ra, ia), (lb, cb, sb, nb, ab, rb, ib) = where[a.index], where[b.index]
             rows.append(f"disulf{len(rows) + 1} disulf {la} {ca} {sa} {na} {lb} {cb} {sb} {nb} {aa} {ca} {ra} {na} "
-                        f"{ab} {cb} {rb} {nb}")
+                        f"{ab} {cb} {rb} {nb} {ia} {ib}")
     if not rows:
         return []
     columns = ("id", "conn_type_id", "ptnr1_label_asym_id", "ptnr1_label_comp_id", "ptnr1_label_seq_id",
                "ptnr1_label_atom_id", "ptnr2_label_asym_id", "ptnr2_label_comp_id", "ptnr2_label_seq_id",
                "ptnr2_label_atom_id", "ptnr1_auth_asym_id", "ptnr1_auth_comp_id", "ptnr1_auth_seq_id",
                "ptnr1_auth_atom_id", "ptnr2_auth_asym_id", "ptnr2_auth_comp_id", "ptnr2_auth_seq_id",
-               "ptnr2_auth_atom_id")
+               "ptnr2_auth_atom_id", "pdbx_ptnr1_PDB_ins_code", "pdbx_ptnr2_PDB_ins_code")
     return ["loop_"] + [f"_struct_conn.{column}" for column in columns] + rows + ["#"]
