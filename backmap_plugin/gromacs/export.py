@@ -264,6 +264,22 @@ def _write_openmm(staging, topology, system, positions) -> None:
         PDBFile.writeFile(topology, positions, handle, keepIds=True)
 
 
+def _model_pdb_notes(topology) -> list:
+    """What ``model.pdb`` (OpenMM's PDB writer) cannot hold of a topology: chain ids of several characters (it
+    writes A, B ...) and residue numbers past four digits (it numbers them anew); the system and state keep the
+    atoms by index."""
+    long_ids = sorted({chain.id for chain in topology.chains() if len(chain.id) > 1})
+    wide = [r for r in topology.residues() if len(r.id) > 4]
+    notes = []
+    if long_ids:
+        notes.append(f"model.pdb: chain id(s) {', '.join(long_ids[:5])}{' ...' * (len(long_ids) > 5)} do not fit "
+                     "PDB's one-character column: OpenMM's writer gives chains A, B ... instead")
+    if wide:
+        notes.append(f"model.pdb: {len(wide)} residue number(s) past 4 digits (first {wide[0].name} {wide[0].id}): "
+                     "OpenMM's writer numbers them anew")
+    return notes
+
+
 def export(input_pdb, out_dir, to: str = "gromacs", forcefield="amber14-all.xml", water: str | None = None,
            overwrite: bool = False, pH: float = 7.0, padding: float = DEFAULT_PADDING,
            progress: bool = True) -> ExportResult:
@@ -359,6 +375,7 @@ def export(input_pdb, out_dir, to: str = "gromacs", forcefield="amber14-all.xml"
             _write_gromacs(staging, topology, system, positions, box)
         else:
             _write_openmm(staging, topology, system, positions)
+            notes += _model_pdb_notes(topology)
         files = _move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
