@@ -118,6 +118,103 @@ def _box(cell: dict) -> Optional[np.ndarray]:
     return np.array([a, b, c], dtype=np.float64)
 
 
+class _Columns:
+    """Where an atom_site loop holds what is read (column indices; None: absent), and each row's values."""
+
+    def __init__(self, columns: list, path: str):
+        self.xyz = [_column(columns, (name,), path) for name in _COORDINATES]
+        self.at = {key: _column(columns, names, path, required=key != "number") for key, names in _CHOICES.items()}
+        self.at.update({key: _column(columns, (name,), path, required=False) for key, name in (
+            ("label_seq", "label_seq_id"), ("label_asym", "label_asym_id"), ("code", "pdbx_PDB_ins_code"),
+            ("alt", "label_alt_id"), ("occupancy", "occupancy"), ("model", "pdbx_PDB_model_num"),
+            ("element", "type_symbol"))})
+
+    def value(self, row: list, key: str) -> str:
+        """The row's value of ``key`` ('' where the column is absent or holds ``?`` / ``.``)."""
+        index = self.at[key]
+        return "" if index is None or row[index] in _NONE else row[index]
+
+    def residue(self, row: list) -> tuple[str, str, str]:
+        """(chain id, number, insertion code) of the row's residue."""
+        return self.value(row, "chain"), self.value(row, "number") or self.value(row, "label_seq"), \
+            self.value(row, "code")
+
+
+def _one_conformer(rows: list, cols: _Columns, path: str, notes: Optional[list]) -> list:
+    """The rows of each residue's conformer of highest mean occupancy (the first model's decide), and those of no
+    alternate location; a note on what was kept (:func:`~backmap_plugin.io.loaders.choose_conformers`)."""
+    from backmap_plugin.io.loaders import choose_conformers  # (loaders reads mmCIF files with this module)
+
+    first_model = cols.value(rows[0][1], "model")
+    occupancy: dict = {}
+    for line, row in rows:
+        alt = cols.value(row, "alt")
+        if alt and cols.value(row, "model") == first_model:
+            chain, number, code = cols.residue(row)
+            entry = occupancy.setdefault((chain, f"{number}{code}"), {}).setdefault(
+                alt, [0.0, 0, cols.value(row, "residue")])
+            try:
+                entry[0] += float(cols.value(row, "occupancy") or 1.0)
+            except ValueError:
+                raise BackmapInputError(f"{path}: line {line}: occupancy {cols.value(row, 'occupancy')!r} is no "
+                                        "number") from None
+            entry[1] += 1
+    if not occupancy:
+        return rows
+    kept, note = choose_conformers(occupancy)
+    if notes is not None:
+        notes.append(f"{path}: {note}")
+
+    def kept_row(row):
+        chain, number, code = cols.residue(row)
+        return kept.get((chain, f"{number}{code}"), cols.value(row, "alt")) == cols.value(row, "alt")
+
+    return [(line, row) for line, row in rows if not cols.value(row, "alt") or kept_row(row)]
+
+
+def _topology(sites: list, cols: _Columns, path: str) -> md.Topology:
+    """The topology of one model's sites: a chain where the author or label chain id changes (chains that share an
+    author id have label ids apart), a residue where its number, code or name changes."""
+    topology = md.Topology()
+    chain = residue = previous = None
+    for line, row in sites:
+        chain_id, number, code = cols.residue(row)
+        name, entity = cols.value(row, "residue"), (chain_id, cols.value(row, "label_asym"))
+        if chain is None or entity != previous[0]:
+            chain = topology.add_chain(chain_id=chain_id)
+            residue = None
+        if residue is None or (entity, number, code, name) != previous:
+            try:
+                resseq = int(number) if number else topology.n_residues + 1
+            except ValueError:
+                raise BackmapInputError(f"{path}: line {line}: residue number {number!r} is no whole number") from None
+            residue = topology.add_residue(name, chain, resSeq=resseq)
+            set_insertion_code(residue, code)
+        previous = (entity, number, code, name)
+        symbol = cols.value(row, "element").capitalize()
+        try:
+            element = md.element.get_by_symbol(symbol) if symbol else None
+        except KeyError:
+            element = None
+        topology.add_atom(cols.value(row, "atom"), element, residue)
+    return topology
+
+
+def _coordinates(sites: list, cols: _Columns, topology: md.Topology, path: str, model: str) -> np.ndarray:
+    """(N, 3) Angstrom of one model's sites."""
+    xyz = np.empty((len(sites), 3), dtype=np.float64)
+    for k, (line, row) in enumerate(sites):
+        try:
+            xyz[k] = [float(row[i]) for i in cols.xyz]
+        except ValueError:
+            atom = topology.atom(k)
+            raise BackmapInputError(
+                f"{path}: line {line} (model {model}, chain {atom.residue.chain.chain_id} residue "
+                f"{atom.residue.name} {atom.residue.resSeq}, atom {atom.name}): coordinates "
+                f"{' '.join(row[i] for i in cols.xyz)} are no numbers") from None
+    return xyz
+
+
 def read_mmcif(path: str, handle, notes: Optional[list] = None) -> md.Trajectory:
     """Every model of an mmCIF file's atom sites (see the module's docstring).
 
@@ -141,104 +238,31 @@ def read_mmcif(path: str, handle, notes: Optional[list] = None) -> md.Trajectory
         No atom_site loop, a coordinate column missing, a value that is no
         number, models of different atoms: naming the file, line and atom.
     """
-    from backmap_plugin.io.loaders import choose_conformers  # (loaders reads mmCIF files with this module)
-
     columns, rows, cell, cut = _atom_site_rows(path, handle)
     if not rows:
         raise BackmapInputError(f"{path}: no atom_site records (no atoms)")
-    model_at = _column(columns, ("pdbx_PDB_model_num",), path, required=False)
-    if cut and (model_at is None or rows[-1][1][model_at] == rows[0][1][model_at]):
+    cols = _Columns(columns, path)
+    if cut and cols.value(rows[-1][1], "model") == cols.value(rows[0][1], "model"):
         # (of several models, the last one is then cut short, and left out below)
         raise BackmapInputError(f"{path}: the atom_site loop ends inside a row ({cut} of {len(columns)} values): "
                                 "the file is cut short, or a row lacks values")
-    xyz_at = [_column(columns, (name,), path) for name in _COORDINATES]
-    at = {key: _column(columns, names, path, required=key != "number") for key, names in _CHOICES.items()}
-    label_seq = _column(columns, ("label_seq_id",), path, required=False)
-    label_asym = _column(columns, ("label_asym_id",), path, required=False)
-    code_at = _column(columns, ("pdbx_PDB_ins_code",), path, required=False)
-    alt_at = _column(columns, ("label_alt_id",), path, required=False)
-    occupancy_at = _column(columns, ("occupancy",), path, required=False)
-    element_at = _column(columns, ("type_symbol",), path, required=False)
-
-    def value(row, index):
-        return "" if index is None or row[index] in _NONE else row[index]
-
-    def residue_key(row):
-        return value(row, at["chain"]), value(row, at["number"]) or value(row, label_seq), value(row, code_at)
-
-    first_model = value(rows[0][1], model_at)
-    # alternate locations: each residue (of the first model) keeps one conformer
-    occupancy: dict = {}
-    for _, row in rows:
-        alt = value(row, alt_at)
-        if alt and value(row, model_at) == first_model:
-            chain, number, code = residue_key(row)
-            entry = occupancy.setdefault((chain, f"{number}{code}"), {}).setdefault(alt, [0.0, 0, value(
-                row, at["residue"])])
-            entry[0] += float(value(row, occupancy_at) or 1.0)
-            entry[1] += 1
-    kept = {}
-    if occupancy:
-        kept, note = choose_conformers(occupancy)
-        if notes is not None:
-            notes.append(f"{path}: {note}")
-
     models: dict = {}
-    for line, row in rows:
-        alt = value(row, alt_at)
-        if alt:
-            chain, number, code = residue_key(row)
-            if kept.get((chain, f"{number}{code}"), alt) != alt:
-                continue
-        models.setdefault(value(row, model_at), []).append((line, row))
-    first = next(iter(models.values()))
-    topology = md.Topology()
-    chain = residue = None
-    previous = None
-    for line, row in first:
-        chain_id, number, code = residue_key(row)
-        name, entity = value(row, at["residue"]), (chain_id, value(row, label_asym))
-        if chain is None or entity != previous[0]:  # (chains that share an author id have label ids apart)
-            chain = topology.add_chain(chain_id=chain_id)
-            residue = None
-        if residue is None or (entity, number, code, name) != previous:
-            try:
-                resseq = int(number) if number else topology.n_residues + 1
-            except ValueError:
-                raise BackmapInputError(f"{path}: line {line}: residue number {number!r} is no whole number") from None
-            residue = topology.add_residue(name, chain, resSeq=resseq)
-            set_insertion_code(residue, code)
-        previous = (entity, number, code, name)
-        symbol = value(row, element_at).capitalize()
-        try:
-            element = md.element.get_by_symbol(symbol) if symbol else None
-        except KeyError:
-            element = None
-        topology.add_atom(value(row, at["atom"]), element, residue)
-    frames = []
-    sizes = {model: len(sites) for model, sites in models.items()}
-    whole = list(models)
-    if len(whole) > 1 and sizes[whole[-1]] < len(first) and all(sizes[m] == len(first) for m in whole[:-1]):
+    for line, row in _one_conformer(rows, cols, path, notes):
+        models.setdefault(cols.value(row, "model"), []).append((line, row))
+    names = list(models)
+    first = models[names[0]]
+    topology = _topology(first, cols, path)
+    sizes = [len(models[name]) for name in names]
+    if len(names) > 1 and sizes[-1] < len(first) and all(size == len(first) for size in sizes[:-1]):
         if notes is not None:
-            notes.append(f"{path}: read {len(whole) - 1} whole model(s); model {whole[-1]} is cut short "
-                         f"({sizes[whole[-1]]} of {len(first)} atoms): a truncated file, or one still being written?")
-        whole = whole[:-1]
-    for model in whole:
-        sites = models[model]
-        if len(sites) != len(first):
-            raise BackmapInputError(f"{path}: model {model} holds {len(sites)} atoms, model {whole[0]} "
+            notes.append(f"{path}: read {len(names) - 1} whole model(s); model {names[-1]} is cut short "
+                         f"({sizes[-1]} of {len(first)} atoms): a truncated file, or one still being written?")
+        names = names[:-1]
+    for name in names:
+        if len(models[name]) != len(first):
+            raise BackmapInputError(f"{path}: model {name} holds {len(models[name])} atoms, model {names[0]} "
                                     f"{len(first)}: the frames of a trajectory hold the same atoms")
-        xyz = np.empty((len(sites), 3), dtype=np.float64)
-        for k, (line, row) in enumerate(sites):
-            try:
-                xyz[k] = [float(row[i]) for i in xyz_at]
-            except ValueError:
-                atom = topology.atom(k)
-                raise BackmapInputError(
-                    f"{path}: line {line} (model {model}, chain {atom.residue.chain.chain_id} residue "
-                    f"{atom.residue.name} {atom.residue.resSeq}, atom {atom.name}): coordinates "
-                    f"{' '.join(row[i] for i in xyz_at)} are no numbers") from None
-        frames.append(xyz)
+    frames = [_coordinates(models[name], cols, topology, path, name) for name in names]
     traj = md.Trajectory(np.array(frames, dtype=np.float32) / 10.0, topology)
     box = _box(cell)
     if box is not None:
