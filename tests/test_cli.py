@@ -302,3 +302,47 @@ def test_mapping_martini3_option(tmp_path, capfd):
     assert main(["run", str(EXAMPLE_PDB), "-o", str(tmp_path / "x.pdb"), "--mapping", "martini3", "--quiet"]) == 2  # bad input
     assert "no Martini protein beads" in capfd.readouterr().err
     assert not (tmp_path / "x.pdb").exists()
+
+
+def test_run_json_never_replaces_an_input_or_the_output(tmp_path, capfd):
+    """``--json`` naming the input, the topology or the output is refused before any work, naming both files;
+    an existing summary is replaced only with --overwrite, as refine's report."""
+    cg = tmp_path / "ca.pdb"
+    shutil.copy(EXAMPLE_PDB, cg)
+    out = tmp_path / "aa.pdb"
+    for json_path, role in ((cg, "input"), (out, "output")):
+        status, _, err = run_cli(capfd, "run", cg, "-o", out, "--json", json_path, "--quiet")
+        assert status == 2 and f"{json_path}: the run summary would overwrite the {role} file" in err
+    assert cg.read_bytes() == EXAMPLE_PDB.read_bytes() and not out.exists()
+    summary = tmp_path / "run.json"
+    summary.write_text("keep")
+    status, _, err = run_cli(capfd, "run", cg, "-o", out, "--json", summary, "--quiet")
+    assert status == 2 and "run.json: the run summary file exists; pass --overwrite" in err and not out.exists()
+    assert summary.read_text() == "keep"
+    assert run_cli(capfd, "run", cg, "-o", out, "--json", summary, "--quiet", "--overwrite")[0] == 0
+    assert json.loads(summary.read_text())["output"] == str(out)
+
+
+def test_run_json_dash_is_standard_output(tmp_path, capfd, monkeypatch):
+    """``--json -``: the summary as JSON on stdout (alone), the summary line on stderr; no file named '-'."""
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_cli(capfd, "run", EXAMPLE_PDB, "-o", tmp_path / "aa.pdb", "--json", "-", "--quiet")
+    assert status == 0 and json.loads(out)["output"] == str(tmp_path / "aa.pdb")
+    assert "backmapped 1 frame(s)" in err and not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("argv, role", [
+    (["validate", "aa.pdb", "--reference", "ref.pdb", "--no-energy", "-o", "ref.pdb"], "--reference"),
+    (["validate", "aa.pdb", "--top", "ref.pdb", "--no-energy", "-o", "ref.pdb"], "--top"),
+    (["refine", "aa.pdb", "-o", "r.pdb", "--report", "aa.pdb", "--overwrite"], "input"),
+    (["refine", "aa.pdb", "-o", "r.pdb", "--report", "r.pdb", "--overwrite"], "output"),
+])
+def test_report_never_replaces_a_file_the_command_reads(tmp_path, capfd, monkeypatch, argv, role):
+    """``validate -o`` and ``refine --report`` naming a file the command reads or writes: refused, both named."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("aa.pdb", "ref.pdb"):
+        shutil.copy(EXAMPLE_PDB, tmp_path / name)
+    status, _, err = run_cli(capfd, *argv)
+    assert status == 2 and f"the report would overwrite the {role} file" in err, err
+    assert (tmp_path / "aa.pdb").read_bytes() == (tmp_path / "ref.pdb").read_bytes() == EXAMPLE_PDB.read_bytes()
+    assert not (tmp_path / "r.pdb").exists()

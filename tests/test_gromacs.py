@@ -294,3 +294,13 @@ def test_export_to_openmm_says_what_model_pdb_cannot_hold(tmp_path):
         "model.pdb: chain id(s) HEAVY do not fit PDB's one-character column: OpenMM's writer gives chains A, B ... "
         "instead",
         "model.pdb: 46 residue number(s) past 4 digits (first ARG 10001): OpenMM's writer numbers them anew"]
+
+
+def test_export_folder_gets_the_mode_of_a_new_folder(fixture_pdb, tmp_path):
+    """The output folder has the mode ``mkdir`` gives under the umask (it was always 0700: ``mkdtemp``)."""
+    umask = os.umask(0o027)
+    try:
+        export(fixture_pdb, tmp_path / "omm", to="openmm", progress=False)
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "omm").stat().st_mode & 0o777 == 0o750

@@ -2,10 +2,13 @@
 and for the atomic-write helper."""
 
 import gzip
+import json
 import os
 import re
 import shutil
+import stat
 import sys
+import threading
 from pathlib import Path
 
 import mdtraj as md
@@ -13,7 +16,7 @@ import numpy as np
 import pytest
 
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io import atomic, loaders
+from backmap_plugin.io import atomic, loaders, paths
 from backmap_plugin.io.frames import frames_from_openmm, open_frames
 from backmap_plugin.io.paths import SUPPORTED_OUTPUT
 from backmap_plugin.io.trajectory import TrajectoryWriter, write_trajectory
@@ -1287,3 +1290,79 @@ def test_mmcif_disulfides_name_insertion_codes(tmp_path):
     assert "_struct_conn.pdbx_ptnr2_PDB_ins_code" in text
     row = next(line for line in text.splitlines() if line.startswith("disulf1 "))
     assert row.split()[-2:] == ["?", "A"]
+
+
+# --------------------------------------------------------------------------- links, streams, long names
+
+def test_atomic_write_follows_a_link_and_keeps_it(tmp_path):
+    """A linked target: the file it names is replaced and the link stays a link; a dangling link's file is made."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "old.json").write_text("old")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real" / "old.json")
+    (tmp_path / "dangling.json").symlink_to(Path("real") / "new.json")
+    atomic.write_json(tmp_path / "link.json", {"a": 1})
+    atomic.write_json(tmp_path / "dangling.json", {"b": 2})
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "dangling.json").is_symlink()
+    assert json.loads((tmp_path / "real" / "old.json").read_text()) == {"a": 1}
+    assert json.loads((tmp_path / "real" / "new.json").read_text()) == {"b": 2}
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["new.json", "old.json"]
+
+
+def test_atomic_write_to_a_fifo_writes_in_place(tmp_path):
+    """A FIFO (as /dev/stdout or a device) is written to, never replaced by a file."""
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)  # (left blocked on failure)
+    reader.start()
+    atomic.write_json(fifo, {"a": 1})
+    reader.join(timeout=20)
+    assert not reader.is_alive() and json.loads(got[0]) == {"a": 1}
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe.json"]
+
+
+def test_trajectory_writer_follows_a_link(tmp_path, l2y):
+    """An output that is a link: written (new, no overwrite needed where it dangles) where it points, link kept."""
+    top, xyz = l2y
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "latest.pdb"
+    link.symlink_to(Path("real") / "out.pdb")
+    with TrajectoryWriter(link, top, overwrite=False) as writer:
+        assert os.path.dirname(writer.partial_path) == str(tmp_path / "real")
+        writer.write(xyz[:1])
+    assert link.is_symlink() and (tmp_path / "real" / "out.pdb").read_text().count("ATOM") == 154
+    with pytest.raises(BackmapInputError, match="output file exists"):
+        TrajectoryWriter(link, top, overwrite=False)
+
+
+def test_output_that_is_a_fifo_is_refused(tmp_path, l2y):
+    os.mkfifo(tmp_path / "out.pdb")
+    with pytest.raises(BackmapInputError, match="not a regular file"):
+        TrajectoryWriter(tmp_path / "out.pdb", l2y[0])
+
+
+def test_file_name_of_255_characters_is_written(tmp_path, l2y):
+    """The hidden partial and temporary files of a name near the limit get a hash for a name, the same each time
+    (a resumed run finds its partial file)."""
+    top, xyz = l2y
+    path = tmp_path / ("a" * 251 + ".pdb")
+    with TrajectoryWriter(path, top) as writer:
+        assert len(os.path.basename(writer.partial_path)) <= 255
+        assert writer.partial_path == paths.partial_path(path) and writer.partial_path.endswith(".partial.pdb")
+        writer.write(xyz[:1])
+    assert path.read_text().count("ATOM") == 154
+    atomic.write_json(tmp_path / ("b" * 250 + ".json"), {"a": 1})
+    assert sorted(len(p.name) for p in tmp_path.iterdir()) == [255, 255]
+    assert paths.partial_path(tmp_path / "short.pdb") == str(tmp_path / ".short.pdb.partial.pdb")
+
+
+def test_check_file_path_refuses_a_file_the_job_reads(tmp_path):
+    """A side file (report, summary) is never one of the job's inputs or its output, by any name."""
+    (tmp_path / "in.pdb").write_text("ATOM")
+    (tmp_path / "link.pdb").symlink_to(tmp_path / "in.pdb")
+    reads = {"input": str(tmp_path / "in.pdb"), "--top": None, "output": str(tmp_path / "out.pdb")}
+    for path, role in ((tmp_path / "link.pdb", "input"), (tmp_path / "out.pdb", "output")):
+        with pytest.raises(BackmapInputError, match=f"the report would overwrite the {role} file {reads[role]}"):
+            paths.check_file_path(path, "report", reads=reads)
+    paths.check_file_path(tmp_path / "report.json", "report", reads=reads)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -423,3 +424,22 @@ def test_stopped_process_resumes_to_the_same_file(tmp_path, long_dcd, sig):
     assert done.returncode == 0, done.stderr
     assert "resumed at frame" in done.stdout
     assert out.read_bytes() == whole.read_bytes()
+
+
+def test_resume_through_a_linked_folder(tmp_path, monkeypatch):
+    """The same input reached through a linked folder is the same input (its real path is recorded); a record
+    made before, which kept the path through the link, resumes too."""
+    (tmp_path / "real").mkdir()
+    shutil.copy(EXAMPLE_DCD, tmp_path / "real" / "ca.dcd")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    out = tmp_path / "real" / "out.xtc"
+    with monkeypatch.context() as patch:
+        _Interrupt(patch, 1, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            _run(tmp_path / "link" / "ca.dcd", tmp_path / "link" / "out.xtc")
+    record = json.loads(Path(record_path(out)).read_text())
+    assert record["settings"]["input"]["path"] == str(tmp_path / "real" / "ca.dcd")
+    record["settings"]["input"]["path"] = str(tmp_path / "link" / "ca.dcd")  # as records made before kept it
+    Path(record_path(out)).write_text(json.dumps(record))
+    result = _run(tmp_path / "real" / "ca.dcd", out, resume=True)
+    assert result.resumed_from == CHUNK and result.n_frames == 38

@@ -119,14 +119,14 @@ def _kept_anything(args) -> bool:
     output = getattr(args, "output", None)
     if args.command not in ("run", "refine", "train") or not isinstance(output, str):
         return True
+    from backmap_plugin.io.paths import partial_path
     from backmap_plugin.io.progress import record_path
 
     if args.command == "train":
         return os.path.exists(os.path.join(output, "checkpoint.pt"))
     if args.command == "run":
         return os.path.exists(record_path(output))
-    directory, name = os.path.split(os.path.abspath(output))
-    return os.path.exists(os.path.join(directory, f".{name}.partial{os.path.splitext(name)[1]}"))
+    return os.path.exists(partial_path(output))
 
 
 class Terminated(KeyboardInterrupt):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -49,7 +50,9 @@ def add_parser(subparsers) -> None:
                         "Martini 3 beads: whose SC1 beads lie within 3.5 A), with a note naming them")
     options.add_overwrite(p, "replace an existing output (or start an unfinished run over)")
     options.add_resume(p)
-    p.add_argument("--json", metavar="PATH", help="also write the run summary as JSON to PATH")
+    p.add_argument("--json", metavar="PATH",
+                   help="also write the run summary as JSON to PATH ('-': standard output, and the summary line to "
+                        "stderr); an existing file is replaced only with --overwrite (or when resuming)")
     options.add_quiet(p)
     options.add_debug(p)
     p.set_defaults(func=run)
@@ -71,10 +74,9 @@ def run(args) -> int:
     from backmap_plugin.api import backmap
     from backmap_plugin.core.bead_fit import describe
     from backmap_plugin.io.atomic import write_json
-    from backmap_plugin.io.paths import check_file_path
 
-    if args.json:
-        check_file_path(args.json, "the run summary")  # before the run, not after it
+    if args.json and args.json != "-":
+        _check_json_path(args)  # before the run, not after it
     result = backmap(
         args.input,
         args.output,
@@ -94,7 +96,9 @@ def run(args) -> int:
         resume=args.resume,
         disulfides=not args.no_disulfides,
     )
-    if args.json:
+    if args.json == "-":
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    elif args.json:
         write_json(args.json, result.to_dict())
     if result.mapping_evidence:
         print(f"mapping: {result.mapping_evidence}", file=sys.stderr)
@@ -103,8 +107,23 @@ def run(args) -> int:
         print(f"note: {line}", file=sys.stderr)
     if result.bead_rmsd:
         print(f"beads: {describe(result.bead_rmsd)}", file=sys.stderr)
-    print(result.summary())
+    print(result.summary(), file=sys.stderr if args.json == "-" else sys.stdout)
     return 0
+
+
+def _check_json_path(args) -> None:
+    """Refuse a ``--json`` path that cannot be written, that is a file the run reads or writes, or that exists
+    without ``--overwrite`` (or a run to resume, which was to replace it), as ``refine`` its report."""
+    from backmap_plugin.core.errors import BackmapInputError
+    from backmap_plugin.io.atomic import is_stream
+    from backmap_plugin.io.paths import check_file_path
+    from backmap_plugin.io.progress import record_path
+
+    check_file_path(args.json, "run summary", reads={"input": args.input, "--top": args.top, "output": args.output})
+    resuming = args.resume and os.path.exists(record_path(args.output))
+    if os.path.exists(args.json) and not is_stream(args.json) and not (args.overwrite or resuming):
+        raise BackmapInputError(f"{args.json}: the run summary file exists; pass --overwrite to replace it, or "
+                                "another path (--json)")
 
 
 def method_line(method: str, model_file: str | None, model_option: str | None) -> str:

@@ -57,16 +57,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _check_report_path(path: str, input: str) -> None:
-    """Fail before any work when the JSON report cannot be written at ``path``."""
-    from backmap_plugin.core.errors import BackmapInputError
-    from backmap_plugin.io.paths import check_file_path
-
-    check_file_path(path, "report")
-    if os.path.exists(input) and os.path.exists(path) and os.path.samefile(path, input):
-        raise BackmapInputError(f"{path}: the report would overwrite the input structure; choose another path")
-
-
 def run(args) -> int:
     """Validate ``args.input``; print a table or the JSON report, write it to ``args.output`` if given.
 
@@ -81,10 +71,12 @@ def run(args) -> int:
         The exit status: 1 with ``--strict`` when a check failed, else 0.
     """
     from backmap_plugin.io.atomic import write_json
+    from backmap_plugin.io.paths import check_file_path
     from backmap_plugin.openmm.validate import validate_structure
 
-    if args.output is not None:
-        _check_report_path(args.output, args.input)
+    if args.output is not None:  # before any work
+        check_file_path(args.output, "report", reads={"input": args.input, "--top": args.top,
+                                                      "--reference": args.reference})
     if args.reference is not None and not os.path.isfile(args.reference):
         from backmap_plugin.core.errors import BackmapInputError
 

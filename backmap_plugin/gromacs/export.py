@@ -198,9 +198,19 @@ def _check_out_dir(out_dir: str, overwrite: bool) -> None:
 
 
 def _staging_dir(out_dir: str) -> str:
-    """An empty hidden directory next to ``out_dir`` for the files being written."""
+    """An empty hidden directory next to ``out_dir`` for the files being written, with the mode the umask gives a
+    new directory (``mkdtemp`` makes it 0700, and it becomes ``out_dir``)."""
     parent = os.path.dirname(os.path.abspath(out_dir))
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.partial-", dir=parent)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.partial-", dir=parent)
+    os.chmod(staging, 0o777 & ~_umask())
+    return staging
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, and set back at once)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _move_into_place(staging: str, out_dir: str) -> list:

@@ -7,6 +7,12 @@ file or the complete new one, never a half-written one, and a crash leaves
 the old file in place. If writing fails, the temporary file is removed and
 the target is left as it was.
 
+A symbolic link is followed: the file it names is replaced (a dangling
+link: created) and the link is kept (:func:`target_path`). A target that is
+there and is not a regular file (a character device such as a terminal or
+``/dev/null``, a FIFO) is written in place: never renamed over
+(:func:`is_stream`).
+
 * :func:`atomic_write`: a context manager that yields the open temporary
   file (text or binary) and commits it when the block ends normally;
 * :func:`atomic_path`: the same for writers that open the file themselves
@@ -21,9 +27,79 @@ Standard library only: importing this module loads no numerical library.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import stat
 from typing import IO, Iterator, Optional
+
+
+def target_path(path) -> str:
+    """The file a write of ``path`` replaces: symbolic links followed (a dangling link: the file it names).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    str
+        An absolute path.
+    """
+    return os.path.realpath(os.fspath(path))
+
+
+def is_stream(path) -> bool:
+    """Whether ``path`` is there and is neither a regular file nor a directory (a character device, a FIFO, a socket;
+    links followed by the system, so ``/dev/stdout`` is its stream): written in place, never replaced.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    bool
+    """
+    try:
+        mode = os.stat(os.fspath(path)).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _name_max(directory: str) -> int:
+    """The longest file name (bytes) ``directory``'s file system allows; 255 where it does not say."""
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def hidden_path(path, suffix: str) -> str:
+    """A hidden file beside the file ``path`` names (:func:`target_path`): ``.<name><suffix>``.
+
+    Where that name is longer than the file system allows (a file name of
+    about 240 characters or more), ``<name>`` is replaced by the first 32 hex
+    digits of its SHA-256: the same path for the same ``path``, so a later
+    run finds the file again.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file it belongs to.
+    suffix : str
+        What the hidden file is (``.partial.pdb``, ``.lock`` ...).
+
+    Returns
+    -------
+    str
+    """
+    directory, name = os.path.split(target_path(path))
+    hidden = f".{name}{suffix}"
+    if len(os.fsencode(hidden)) > _name_max(directory):
+        hidden = f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}{suffix}"
+    return os.path.join(directory, hidden)
 
 
 def temporary_path(path) -> str:
@@ -37,12 +113,12 @@ def temporary_path(path) -> str:
     Returns
     -------
     str
-        ``.<name>.<pid>.partial`` in the directory of ``path``: hidden, in
-        the same file system (so ``os.replace`` is atomic), and one per
-        process, so processes writing into one folder never share one.
+        ``.<name>.<pid>.partial`` beside the file ``path`` names
+        (:func:`hidden_path`): hidden, in the same file system (so
+        ``os.replace`` is atomic), and one per process, so processes writing
+        into one folder never share one.
     """
-    path = os.path.abspath(os.fspath(path))
-    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.partial")
+    return hidden_path(path, f".{os.getpid()}.partial")
 
 
 def _fsync(path: str) -> None:
@@ -65,7 +141,8 @@ def commit(temporary, path) -> None:
 
     The temporary file's data are synced to the disk (``fsync``) before
     ``os.replace`` renames it, so after a crash ``path`` holds either its
-    old contents or the complete new ones.
+    old contents or the complete new ones. A symbolic link ``path`` is kept:
+    the file it names is replaced (:func:`target_path`).
 
     Parameters
     ----------
@@ -77,7 +154,7 @@ def commit(temporary, path) -> None:
     """
     temporary = os.fspath(temporary)
     _fsync(temporary)
-    os.replace(temporary, os.fspath(path))
+    os.replace(temporary, target_path(path))
 
 
 @contextlib.contextmanager
@@ -87,7 +164,8 @@ def atomic_path(path, temporary=None) -> Iterator[str]:
     For writers that open the file themselves. When the block ends
     normally the temporary file is committed (:func:`commit`); when it
     raises, the temporary file is removed, ``path`` is left untouched and
-    the exception propagates.
+    the exception propagates. A ``path`` that is a stream (:func:`is_stream`:
+    ``/dev/stdout``, a FIFO) is yielded itself, to be written in place.
 
     Parameters
     ----------
@@ -104,6 +182,9 @@ def atomic_path(path, temporary=None) -> Iterator[str]:
         The temporary path to write.
     """
     path = os.fspath(path)
+    if is_stream(path):
+        yield path
+        return
     temporary = temporary_path(path) if temporary is None else os.fspath(temporary)
     try:
         yield temporary

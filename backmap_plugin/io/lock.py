@@ -17,12 +17,13 @@ import os
 import socket
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.atomic import hidden_path
 
 
 def lock_path(output) -> str:
-    """Path of the lock file of ``output`` (hidden file in its directory, symbolic links followed)."""
-    output = os.path.realpath(os.fspath(output))
-    return os.path.join(os.path.dirname(output), f".{os.path.basename(output)}.lock")
+    """Path of the lock file of ``output`` (hidden file in its directory, symbolic links followed:
+    :func:`~backmap_plugin.io.atomic.hidden_path`)."""
+    return hidden_path(output, ".lock")
 
 
 class OutputLock:

@@ -11,6 +11,7 @@ import os
 from typing import Optional
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io.atomic import hidden_path, is_stream, target_path
 
 #: PDB-format text: ``.pdb`` and wwPDB's name for it, ``.ent`` (``pdb1abc.ent.gz``), each also gzipped. Every
 #: reader of this package takes these names as PDB files.
@@ -98,8 +99,13 @@ def check_input_file(path: str, choices: tuple, role: str) -> str:
     return ext
 
 
-def check_file_path(path, what: str = "file") -> None:
+def check_file_path(path, what: str = "file", reads: dict | None = None) -> None:
     """Check, before any work, that a file (a report, a summary) can be written at ``path``.
+
+    A symbolic link is followed (the file it names is written); a stream
+    (``/dev/stdout``, a FIFO: :func:`~backmap_plugin.io.atomic.is_stream`)
+    is written in place, so it needs write permission itself, not its
+    directory.
 
     Parameters
     ----------
@@ -107,21 +113,49 @@ def check_file_path(path, what: str = "file") -> None:
         The file.
     what : str
         What it is, for the message (``cannot write report: ...``).
+    reads : dict, optional
+        The files of the job it must not be: ``{"input": path, "--top": path, "output": path, ...}`` (None values
+        skipped), for the message.
 
     Raises
     ------
     BackmapInputError
         Its directory does not exist or cannot be written in (no
-        permission, a read-only file system), or a directory is in its way.
+        permission, a read-only file system), a directory is in its way, or
+        it is one of ``reads``.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    for role, other in (reads or {}).items():
+        if other is not None and same_file(path, other):
+            raise BackmapInputError(f"{path}: the {what} would overwrite the {role} file {os.fspath(other)}; "
+                                    "choose another path")
+    if is_stream(path):
+        if not os.access(path, os.W_OK):
+            raise BackmapInputError(f"{path}: cannot write {what}: no permission to write it")
+        return
+    directory = os.path.dirname(target_path(path))
     if not os.path.isdir(directory):
         raise BackmapInputError(f"{path}: cannot write {what}: directory {directory} does not exist")
     if os.path.isdir(path):
         raise BackmapInputError(f"{path}: cannot write {what}: it is a directory")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise BackmapInputError(f"{path}: cannot write {what}: no permission to write in {directory}")
+
+
+def same_file(path, other) -> bool:
+    """Whether two paths name one file (links followed; also where neither exists yet).
+
+    Parameters
+    ----------
+    path, other : str or os.PathLike
+
+    Returns
+    -------
+    bool
+    """
+    if target_path(path) == target_path(other):
+        return True
+    return os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other)
 
 
 def check_output_path(path, overwrite: bool = True, inputs=()) -> str:
@@ -146,26 +180,51 @@ def check_output_path(path, overwrite: bool = True, inputs=()) -> str:
     BackmapInputError
         Unsupported extension, missing directory, a directory in the way,
         an existing file with ``overwrite=False``, no write permission, the
-        output is one of ``inputs``.
+        output is one of ``inputs``, a stream (a device, a FIFO: the
+        output is written to a partial file and moved into place).
+
+    Notes
+    -----
+    A symbolic link is followed: the file it names is written (a dangling
+    link: created, as a new output).
     """
     path = os.fspath(path)
     for read in inputs:
-        if read is not None and os.path.exists(path) and os.path.exists(read) and os.path.samefile(path, read):
+        if read is not None and same_file(path, read):
             raise BackmapInputError(f"{path}: the output is the input file {os.fspath(read)}: writing it would "
                                     "destroy the input; choose another output name")
     ext = match_extension(path, SUPPORTED_OUTPUT)
     if ext is None:
         raise BackmapInputError(f"{path}: unsupported output file extension; supported: {', '.join(SUPPORTED_OUTPUT)}")
-    directory = os.path.dirname(os.path.abspath(path))
+    directory = os.path.dirname(target_path(path))
     if not os.path.isdir(directory):
         raise BackmapInputError(f"{path}: cannot write output: directory {directory} does not exist")
     if os.path.isdir(path):
         raise BackmapInputError(f"{path}: cannot write output: it is a directory")
+    if is_stream(path):
+        raise BackmapInputError(f"{path}: cannot write output: not a regular file (a device or FIFO); the output is "
+                                "written beside it and moved into place: give a file name")
     if os.path.exists(path) and not overwrite:
         raise BackmapInputError(f"{path}: output file exists; pass overwrite=True (--overwrite) to replace it")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise BackmapInputError(f"{path}: cannot write output: no permission to write in {directory}")
     return ext
+
+
+def partial_path(output) -> str:
+    """The partial file an output is written to until it is complete (``.<name>.partial<ext>`` beside it,
+    :func:`~backmap_plugin.io.atomic.hidden_path`).
+
+    Parameters
+    ----------
+    output : str or os.PathLike
+        An output file, extension in :data:`SUPPORTED_OUTPUT`.
+
+    Returns
+    -------
+    str
+    """
+    return hidden_path(output, f".partial{match_extension(os.fspath(output), SUPPORTED_OUTPUT) or ''}")
 
 
 def file_digest(path) -> str:

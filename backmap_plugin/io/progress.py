@@ -17,24 +17,33 @@ import json
 import os
 
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io.atomic import write_json
+from backmap_plugin.io.atomic import hidden_path, write_json
 
 #: Format tag written into every record.
 RECORD_FORMAT = "backmap-progress/1"
 
 
 def record_path(output) -> str:
-    """Path of the progress record of ``output`` (hidden file in its directory)."""
-    output = os.path.abspath(os.fspath(output))
-    return os.path.join(os.path.dirname(output), f".{os.path.basename(output)}.progress.json")
+    """Path of the progress record of ``output`` (hidden file in its directory,
+    :func:`~backmap_plugin.io.atomic.hidden_path`)."""
+    return hidden_path(output, ".progress.json")
 
 
 def input_fingerprint(path) -> dict | None:
-    """Size and modification time (ns) of an input file, to notice a changed input; None for no file."""
+    """Real path (links followed), size and modification time (ns) of an input file, to notice a changed input;
+    None for no file."""
     if path is None:
         return None
     stat = os.stat(path)
-    return {"path": os.path.abspath(os.fspath(path)), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"path": os.path.realpath(os.fspath(path)), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _real(value):
+    """A setting as compared: an input fingerprint's path followed to its real path (records made before kept
+    the absolute path, perhaps through a linked folder)."""
+    if isinstance(value, dict) and isinstance(value.get("path"), str):
+        return {**value, "path": os.path.realpath(value["path"])}
+    return value
 
 
 class ProgressRecord:
@@ -95,7 +104,7 @@ class ProgressRecord:
             ) from exc
         old = saved.get("settings", {})
         for key in sorted(set(old) | set(self.settings)):
-            was, now = old.get(key), self.settings.get(key)
+            was, now = _real(old.get(key)), _real(self.settings.get(key))
             if was != now and isinstance(was, dict) and isinstance(now, dict) and was.get("path") == now.get("path"):
                 raise BackmapInputError(  # (an input fingerprint: say what changed, not the dicts)
                     f"{self.output}: cannot resume: the {key} file {now['path']} changed since the unfinished run "

@@ -20,7 +20,7 @@ from backmap_plugin.io.atomic import commit
 from backmap_plugin.io.atoms import check_finite
 from backmap_plugin.io.cif import CifBackend
 from backmap_plugin.io.mdtraj_formats import MdtrajBackend
-from backmap_plugin.io.paths import check_output_path
+from backmap_plugin.io.paths import check_output_path, partial_path
 from backmap_plugin.io.pdb import PdbBackend
 
 
@@ -28,10 +28,12 @@ class TrajectoryWriter:
     """Stream frames to a structure/trajectory file, replacing it atomically.
 
     Frames go to a partial file ``.<name>.partial<ext>`` in the output's
-    directory, flushed after every :meth:`write`. A successful :meth:`close`
-    (or leaving the ``with`` block normally) syncs it to the disk and moves
-    it onto ``path`` with ``os.replace``
-    (:func:`backmap_plugin.io.atomic.commit`). If the ``with`` block raises,
+    directory (:func:`~backmap_plugin.io.paths.partial_path`: a hash for
+    ``<name>`` where that name would be too long), flushed after every
+    :meth:`write`. A successful :meth:`close` (or leaving the ``with`` block
+    normally) syncs it to the disk and moves it onto ``path`` with
+    ``os.replace`` (:func:`backmap_plugin.io.atomic.commit`; a symbolic link
+    ``path`` is kept and the file it names replaced). If the ``with`` block raises,
     the partial file is closed and kept under its ``.partial`` name,
     ``path`` is left untouched, and the exception propagates.
 
@@ -125,11 +127,7 @@ class TrajectoryWriter:
         self.notes: list = []
         self._backend = None
         ext = check_output_path(self.path, overwrite)
-        directory = os.path.dirname(os.path.abspath(self.path))
-        if atomic:
-            self.partial_path = os.path.join(directory, f".{os.path.basename(self.path)}.partial{ext}")
-        else:
-            self.partial_path = self.path
+        self.partial_path = partial_path(self.path) if atomic else self.path
         stale_partial = os.path.exists(self.partial_path)
         append = append and stale_partial
         try:

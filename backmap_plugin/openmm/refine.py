@@ -50,7 +50,7 @@ import numpy as np
 from backmap_plugin.core import metrics
 from backmap_plugin.core.chemistry import DISULFIDE_CUTOFF, disulfide_pairs
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io.atomic import write_json
+from backmap_plugin.io.atomic import hidden_path, write_json
 from backmap_plugin.io.frames import springs_from_openmm
 from backmap_plugin.openmm.platforms import create_context
 from backmap_plugin.openmm.structure import (
@@ -513,16 +513,14 @@ def _default_report_path(output: str) -> str:
     return root + ".json"
 
 
-def _check_outputs(output: str, report: str, inputs: tuple) -> None:
-    """Fail before any work on outputs that cannot be written (or that are an input); existing ones are the
-    progress record's matter (:meth:`~backmap_plugin.io.progress.ProgressRecord.resume_point`) and
-    :func:`_check_report`'s."""
+def _check_outputs(output: str, report: str, input: str, top: str | None) -> None:
+    """Fail before any work on outputs that cannot be written (or that are an input, or the report the output);
+    existing ones are the progress record's matter (:meth:`~backmap_plugin.io.progress.ProgressRecord.resume_point`)
+    and :func:`_check_report`'s."""
     from backmap_plugin.io.paths import check_file_path, check_output_path
 
-    check_output_path(output, True, inputs=inputs)
-    if os.path.abspath(report) == os.path.abspath(output):
-        raise BackmapInputError(f"{output}: the report would overwrite the output; choose another report path")
-    check_file_path(report, "report")
+    check_output_path(output, True, inputs=(input, top))
+    check_file_path(report, "report", reads={"input": input, "--top": top, "output": output})
 
 
 def _check_report(report: str, replace: bool) -> None:
@@ -671,7 +669,7 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     record = ProgressRecord(output, {"input": input_fingerprint(input), "top": input_fingerprint(top),
                                      "report": os.path.abspath(report), "platform": platform,
                                      **payload["settings"], "version": __version__})
-    _check_outputs(output, report, (input,) if top is None else (input, top))
+    _check_outputs(output, report, input, top)
     with OutputLock(output, who="backmap refine"):  # one refinement per output: two replaced each other's frames
         saved = record.resume_point(overwrite, resume)
         _check_report(report, overwrite or saved is not None)  # (resuming a run that was to replace them)
@@ -689,7 +687,7 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
 
     # the report of the frames so far goes beside the partial output; the report itself is written with the output
     # (an interrupted run with overwrite left the old output beside a new, partial report)
-    partial_report = os.path.join(os.path.dirname(os.path.abspath(report)), f".{os.path.basename(report)}.partial.json")
+    partial_report = hidden_path(report, ".partial.json")
     earlier = []
     if saved is not None:
         try:
