@@ -1364,5 +1364,5 @@ def test_check_file_path_refuses_a_file_the_job_reads(tmp_path):
     reads = {"input": str(tmp_path / "in.pdb"), "--top": None, "output": str(tmp_path / "out.pdb")}
     for path, role in ((tmp_path / "link.pdb", "input"), (tmp_path / "out.pdb", "output")):
         with pytest.raises(BackmapInputError, match=f"the report would overwrite the {role} file {reads[role]}"):
-            paths.check_file_path(path, "report", reads=reads)
-    paths.check_file_path(tmp_path / "report.json", "report", reads=reads)
+            paths.check_file_path(path, "the report", reads=reads)
+    paths.check_file_path(tmp_path / "report.json", "the report", reads=reads)

@@ -119,7 +119,7 @@ def _check_json_path(args) -> None:
     from backmap_plugin.io.paths import check_file_path
     from backmap_plugin.io.progress import record_path
 
-    check_file_path(args.json, "run summary", reads={"input": args.input, "--top": args.top, "output": args.output})
+    check_file_path(args.json, "the run summary", reads={"input": args.input, "--top": args.top, "output": args.output})
     resuming = args.resume and os.path.exists(record_path(args.output))
     if os.path.exists(args.json) and not is_stream(args.json) and not (args.overwrite or resuming):
         raise BackmapInputError(f"{args.json}: the run summary file exists; pass --overwrite to replace it, or "

@@ -75,7 +75,7 @@ def run(args) -> int:
     from backmap_plugin.openmm.validate import validate_structure
 
     if args.output is not None:  # before any work
-        check_file_path(args.output, "report", reads={"input": args.input, "--top": args.top,
+        check_file_path(args.output, "the report", reads={"input": args.input, "--top": args.top,
                                                       "--reference": args.reference})
     if args.reference is not None and not os.path.isfile(args.reference):
         from backmap_plugin.core.errors import BackmapInputError

@@ -99,7 +99,7 @@ def check_input_file(path: str, choices: tuple, role: str) -> str:
     return ext
 
 
-def check_file_path(path, what: str = "file", reads: dict | None = None) -> None:
+def check_file_path(path, what: str = "the file", reads: dict | None = None) -> None:
     """Check, before any work, that a file (a report, a summary) can be written at ``path``.
 
     A symbolic link is followed (the file it names is written); a stream
@@ -112,7 +112,7 @@ def check_file_path(path, what: str = "file", reads: dict | None = None) -> None
     path : str or os.PathLike
         The file.
     what : str
-        What it is, for the message (``cannot write report: ...``).
+        What it is, with its article, for the message (``cannot write the report: ...``).
     reads : dict, optional
         The files of the job it must not be: ``{"input": path, "--top": path, "output": path, ...}`` (None values
         skipped), for the message.
@@ -127,7 +127,7 @@ def check_file_path(path, what: str = "file", reads: dict | None = None) -> None
     path = os.fspath(path)
     for role, other in (reads or {}).items():
         if other is not None and same_file(path, other):
-            raise BackmapInputError(f"{path}: the {what} would overwrite the {role} file {os.fspath(other)}; "
+            raise BackmapInputError(f"{path}: {what} would overwrite the {role} file {os.fspath(other)}; "
                                     "choose another path")
     if is_stream(path):
         if not os.access(path, os.W_OK):

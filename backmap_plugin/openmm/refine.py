@@ -520,7 +520,7 @@ def _check_outputs(output: str, report: str, input: str, top: str | None) -> Non
     from backmap_plugin.io.paths import check_file_path, check_output_path
 
     check_output_path(output, True, inputs=(input, top))
-    check_file_path(report, "report", reads={"input": input, "--top": top, "output": output})
+    check_file_path(report, "the report", reads={"input": input, "--top": top, "output": output})
 
 
 def _check_report(report: str, replace: bool) -> None:

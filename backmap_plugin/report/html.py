@@ -332,7 +332,7 @@ def write_report(run_dir, output_html) -> str:
 
     output_html = os.fspath(output_html)
     run_directory(run_dir)  # before the output's directory, which is often inside it
-    check_file_path(output_html, "report")
+    check_file_path(output_html, "the report")
     require_matplotlib()  # fail on a missing matplotlib before any work
     summary, ensemble = collect(run_dir)
     dump_summary(summary)
