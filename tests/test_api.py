@@ -733,7 +733,8 @@ def test_backmapper_names_wrong_shapes_atom_counts_units_and_topologies(fixture_
     for bad, message in ((xyz[:, :2], r"expected shape \(n_atoms, 3\) or \(n_frames, n_atoms, 3\), n_frames at "
                           r"least 1, got \(1, 20, 2\)"), (xyz[:17], "17 positions for a topology of 20 atoms"),
                          (xyz[None, :0][:0], r"got \(0, 0, 3\)"),
-                         (xyz * unit.angstrom, r"coordinates with a unit \(angstrom\); Backmapper takes plain numbers")):
+                         (xyz * unit.angstrom,
+                          r"coordinates with a unit \(angstrom\); Backmapper takes plain numbers")):
         with pytest.raises(BackmapInputError, match=message):
             Backmapper(ca.topology, bad, method="ideal", source="mine")
     with pytest.raises(TypeError, match=r"use Backmapper.from_openmm\(topology, positions\)"):
