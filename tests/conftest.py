@@ -40,6 +40,28 @@ def fixture_pdb() -> Path:
 
 
 @pytest.fixture(scope="session")
+def wide_ids_backmapped(tmp_path_factory) -> Path:
+    """``tests/data/1deu_ca_propeptide.pdb.gz`` as mmCIF with what PDB cannot hold (chain HEAVY, residues numbered
+    10001 on), backmapped by the ideal builder to ``aa.cif``."""
+    import gzip
+
+    from openmm.app import PDBFile, PDBxFile
+
+    from backmap_plugin.api import backmap
+
+    folder = tmp_path_factory.mktemp("wide_ids")
+    pdb = PDBFile(gzip.open(Path(__file__).resolve().parent / "data" / "1deu_ca_propeptide.pdb.gz", "rt"))
+    for chain in pdb.topology.chains():
+        chain.id = "HEAVY"
+    for k, residue in enumerate(pdb.topology.residues()):
+        residue.id, residue.insertionCode = str(10001 + k), ""
+    with open(folder / "in.cif", "w") as handle:
+        PDBxFile.writeFile(pdb.topology, pdb.positions, handle, keepIds=True)
+    backmap(str(folder / "in.cif"), str(folder / "aa.cif"), method="ideal", progress=False)
+    return folder / "aa.cif"
+
+
+@pytest.fixture(scope="session")
 def fixture_cache(tmp_path_factory) -> str:
     """A corpus cache (``backmap data build``) of the shipped fixture alone, no val split; read-only for tests."""
     from backmap_plugin.training.cache import build_cache

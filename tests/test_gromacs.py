@@ -271,25 +271,10 @@ def test_merged_residues_split_into_the_runs_they_hold():
     assert same is split and merged == []
 
 
-def test_export_to_openmm_says_what_model_pdb_cannot_hold(tmp_path):
+def test_export_to_openmm_says_what_model_pdb_cannot_hold(wide_ids_backmapped, tmp_path):
     """A chain id of several characters and five-digit numbers (mmCIF input): OpenMM's PDB writer makes them A and
     new numbers in model.pdb; a note says so (it did so silently)."""
-    import gzip
-    from pathlib import Path
-
-    from openmm.app import PDBFile, PDBxFile
-
-    from backmap_plugin.api import backmap
-
-    pdb = PDBFile(gzip.open(Path(__file__).resolve().parent / "data" / "1deu_ca_propeptide.pdb.gz", "rt"))
-    for chain in pdb.topology.chains():
-        chain.id = "HEAVY"
-    for k, residue in enumerate(pdb.topology.residues()):
-        residue.id, residue.insertionCode = str(10001 + k), ""
-    with open(tmp_path / "in.cif", "w") as handle:
-        PDBxFile.writeFile(pdb.topology, pdb.positions, handle, keepIds=True)
-    backmap(str(tmp_path / "in.cif"), str(tmp_path / "aa.cif"), method="ideal", progress=False)
-    result = export(tmp_path / "aa.cif", tmp_path / "omm", to="openmm", progress=False)
+    result = export(wide_ids_backmapped, tmp_path / "omm", to="openmm", progress=False)
     assert [note for note in result.notes if note.startswith("model.pdb")] == [
         "model.pdb: chain id(s) HEAVY do not fit PDB's one-character column: OpenMM's writer gives chains A, B ... "
         "instead",

@@ -219,22 +219,12 @@ def test_refine_h5_whose_residues_share_numbers(tmp_path):
     assert len(ids) == 46 and ids[:4] == ["   6 ", "   6A", "   6B", "   9 "]
 
 
-def test_refine_keeps_chain_ids_and_numbers_that_pdb_cannot_hold(tmp_path):
+def test_refine_keeps_chain_ids_and_numbers_that_pdb_cannot_hold(wide_ids_backmapped, tmp_path):
     """mmCIF in, mmCIF out: a chain id of several characters and numbers of five digits stay as they are (the
     structure went to PDBFixer as PDB text, which made them A and serial numbers)."""
-    import gzip
+    from openmm.app import PDBxFile
 
-    from openmm.app import PDBFile, PDBxFile
-
-    pdb = PDBFile(gzip.open(PROPEPTIDE, "rt"))
-    for chain in pdb.topology.chains():
-        chain.id = "HEAVY"
-    for k, residue in enumerate(pdb.topology.residues()):
-        residue.id, residue.insertionCode = str(10001 + k), ""
-    with open(tmp_path / "in.cif", "w") as handle:
-        PDBxFile.writeFile(pdb.topology, pdb.positions, handle, keepIds=True)
-    backmap(str(tmp_path / "in.cif"), str(tmp_path / "aa.cif"), method="ideal", progress=False)
-    refine_structure(tmp_path / "aa.cif", tmp_path / "refined.cif", solvent="vacuum", platform="CPU",
+    refine_structure(wide_ids_backmapped, tmp_path / "refined.cif", solvent="vacuum", platform="CPU",
                      maxIterations=20, progress=False)
     residues = list(PDBxFile(str(tmp_path / "refined.cif")).topology.residues())
     assert {r.chain.id for r in residues} == {"HEAVY"}
