@@ -267,7 +267,39 @@ def test_built_model_cache_gives_the_same_structures(tmp_path, monkeypatch, trpc
     assert weights._read_cached(str(entry)) is None
     assert torch.equal(structures(), built)  # rebuilt and rewritten
     assert weights._read_cached(str(entry)) is not None
+    assert entry.stat().st_mode & 0o777 == 0o600
     weights._load.cache_clear()
+
+
+def test_a_cache_entry_others_can_write_is_not_unpickled(tmp_path, monkeypatch):
+    """Unpickling runs code: an entry in a folder others can write (a shared BACKMAP_CACHE_DIR), or one others can
+    write, is built again rather than loaded (a planted file ran its code, and the run reported success)."""
+    import pickle
+
+    from backmap_plugin.model import weights
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    planted = shared / "model-planted.pt"
+    ran = tmp_path / "ran"
+    planted.write_bytes(pickle.dumps(_Planted(str(ran))))
+    assert weights._read_cached(str(planted)) is None and not ran.exists()
+    shared.chmod(0o700)
+    planted.chmod(0o666)
+    assert weights._read_cached(str(planted)) is None and not ran.exists()
+    planted.chmod(0o600)  # this user's alone: trusted (and, not being a model, not taken)
+    assert weights._read_cached(str(planted)) is None and ran.exists()
+
+
+class _Planted:
+    """A pickle that leaves a mark when it is loaded."""
+
+    def __init__(self, mark: str):
+        self.mark = mark
+
+    def __reduce__(self):
+        return (open, (self.mark, "w"))
 
 
 def test_generation_model_leaves_out_the_encoder_and_samples_the_same(trpcage):

@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import sys
 import types
 import warnings
@@ -139,9 +140,23 @@ def _no_dynamo_import():
             del torch._dynamo
 
 
+def _trusted(cached: str) -> bool:
+    """Whether a cache entry may be unpickled (unpickling runs code: a file planted in a cache folder others can
+    write, such as a shared ``BACKMAP_CACHE_DIR``, must not be): it and its folder belong to this user and no one
+    else can write them (POSIX; elsewhere every entry is)."""
+    if not hasattr(os, "getuid"):
+        return True
+    for path in (cached, os.path.dirname(cached)):
+        info = os.stat(path)
+        if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+    return True
+
+
 def _read_cached(cached: str | None) -> BackmapVAE | None:
-    """The built model kept in ``cached``, or None (absent or unreadable: built again)."""
-    if cached is None or not os.path.exists(cached):
+    """The built model kept in ``cached``, or None (absent, unreadable, or not this user's alone
+    (:func:`_trusted`): built again)."""
+    if cached is None or not os.path.exists(cached) or not _trusted(cached):
         return None
     try:
         with _no_dynamo_import():
@@ -152,13 +167,15 @@ def _read_cached(cached: str | None) -> BackmapVAE | None:
 
 
 def _keep_built(model: BackmapVAE, cached: str | None) -> None:
-    """Keep a built model in the cache; a folder that cannot be written is skipped."""
+    """Keep a built model in the cache, readable and writable by this user alone (a new folder too); a folder that
+    cannot be written is skipped."""
     if cached is None:
         return
     try:
-        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        os.makedirs(os.path.dirname(cached), mode=0o700, exist_ok=True)
         with atomic_path(cached) as tmp, _no_dynamo_import():  # pickling e3nn's modules asks the same
             torch.save(model, tmp)
+            os.chmod(tmp, 0o600)  # (this user's alone, whatever the umask: _trusted)
     except OSError:
         pass
 
