@@ -326,6 +326,21 @@ def test_write_report_needs_an_existing_directory(run_dir, tmp_path):
         report.write_report(run_dir, tmp_path / "no" / "report.html")
 
 
+def test_a_run_directory_that_cannot_be_written_is_said_before_the_work(run_dir, tmp_path, monkeypatch):
+    """Another user's run, read-only: the summary it writes there failed after the work, naming a hidden temporary
+    file; now before it, naming the summary and the folder (the root user passes permission bits: os.access says)."""
+    import os
+
+    from backmap_plugin.io import paths
+
+    real = os.access
+    monkeypatch.setattr(paths.os, "access", lambda path, mode: False if str(path) == str(run_dir) else real(path, mode))
+    monkeypatch.setattr(report.html, "collect", lambda *args: pytest.fail("the work began"))
+    with pytest.raises(BackmapInputError, match=re.escape(f"cannot write the run's summary: no permission to write "
+                                                          f"in {run_dir}")):
+        report.write_report(run_dir, tmp_path / "elsewhere.html")
+
+
 def test_cli_error_is_one_line(tmp_path, capsys):
     assert backmap_main(["report", str(tmp_path), "-o", str(tmp_path / "x.html")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -18,7 +18,14 @@ from backmap_plugin.report.plots import (
     plot_refinement,
     require_matplotlib,
 )
-from backmap_plugin.report.summary import FILES, VALIDATION_COLUMNS, collect, dump_summary, run_directory
+from backmap_plugin.report.summary import (
+    FILES,
+    SUMMARY_NAME,
+    VALIDATION_COLUMNS,
+    collect,
+    dump_summary,
+    run_directory,
+)
 
 #: Largest number of structure rows in the HTML validation table.
 MAX_TABLE_ROWS = 500
@@ -323,7 +330,9 @@ def write_report(run_dir, output_html) -> str:
     Raises
     ------
     BackmapInputError
-        As :func:`~.summary.summarize`, or an output directory that does not exist.
+        As :func:`~.summary.summarize`, an output directory that does not
+        exist, or a run directory where ``summary.json`` cannot be written
+        (before any work).
     ImportError
         matplotlib is not installed (``pip install backmap_plugin[report]``).
     """
@@ -333,6 +342,8 @@ def write_report(run_dir, output_html) -> str:
     output_html = os.fspath(output_html)
     run_directory(run_dir)  # before the output's directory, which is often inside it
     check_file_path(output_html, "the report")
+    # (the summary goes into the run directory: one that cannot be written, another user's run, is said before the work)
+    check_file_path(os.path.join(os.fspath(run_dir), SUMMARY_NAME), "the run's summary")
     require_matplotlib()  # fail on a missing matplotlib before any work
     summary, ensemble = collect(run_dir)
     dump_summary(summary)
