@@ -125,6 +125,7 @@ def test_hps_positions_are_a_clean_coil_and_dynamics_stay_finite():
     assert d[far].min() >= 0.6 - 1e-9
     assert system.usesPeriodicBoundaryConditions()
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 0.01 / unit.picosecond, 0.01 * unit.picosecond)
+    integrator.setRandomNumberSeed(1)  # (the same run every time)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
     context.setPositions(positions)
     integrator.step(2000)
@@ -155,6 +156,7 @@ def test_hps_trajectory_backmaps(tmp_path):
     sequence = "GSMEEPQSDPSVEPPLSQETFSDLWKLL"
     top, system, positions = create_hps_system(sequence)
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 0.01 / unit.picosecond, 0.01 * unit.picosecond)
+    integrator.setRandomNumberSeed(1)  # (the same run every time)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
     context.setPositions(positions)
     cg = tmp_path / "hps_cg.pdb"
@@ -293,6 +295,7 @@ def test_go_dynamics_finite_and_trajectory_backmaps(fixture_pdb, tmp_path):
     top, system, positions = create_go_system(fixture_pdb, epsilon=2.5)
     _assert_cg_topology(top, [r.name for r in md.load_topology(str(fixture_pdb)).residues], ["A"])
     integrator = openmm.LangevinMiddleIntegrator(120 * unit.kelvin, 1.0 / unit.picosecond, 0.005 * unit.picosecond)
+    integrator.setRandomNumberSeed(1)  # (the same run every time)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(positions)
     cg = tmp_path / "go_cg.pdb"
