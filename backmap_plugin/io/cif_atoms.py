@@ -51,6 +51,40 @@ _CHOICES = {
 PLACEHOLDER_CELL = 2.0
 
 
+def whole_models(path: str, sizes: list, names: list) -> tuple[int, Optional[str]]:
+    """How many of a file's models to read: all, or all but a last one cut short (a killed writer), with a note.
+
+    Parameters
+    ----------
+    path : str
+        The file, for messages.
+    sizes : list of int
+        Atoms of each model, in file order.
+    names : list
+        Each model's name (number) for messages.
+
+    Returns
+    -------
+    kept : int
+        Models to read, from the first.
+    note : str or None
+        Where the last model is left out, which and why.
+
+    Raises
+    ------
+    BackmapInputError
+        Another model holds other atoms than the first (naming both).
+    """
+    if all(size == sizes[0] for size in sizes):
+        return len(sizes), None
+    if len(sizes) > 1 and sizes[-1] < sizes[0] and all(size == sizes[0] for size in sizes[:-1]):
+        return len(sizes) - 1, (f"{path}: read {len(sizes) - 1} whole model(s); model {names[-1]} is cut short "
+                                f"({sizes[-1]} of {sizes[0]} atoms): a truncated file, or one still being written?")
+    other = next(k for k, size in enumerate(sizes) if size != sizes[0])
+    raise BackmapInputError(f"{path}: model {names[other]} holds {sizes[other]} atoms, model {names[0]} {sizes[0]}: "
+                            "every model must hold the same atoms")
+
+
 def _values(line: str) -> list:
     """The CIF values of one line."""
     return [next(g for g in m.groups() if g is not None) for m in _TOKEN.finditer(line)]
@@ -250,18 +284,11 @@ def read_mmcif(path: str, handle, notes: Optional[list] = None) -> md.Trajectory
     for line, row in _one_conformer(rows, cols, path, notes):
         models.setdefault(cols.value(row, "model"), []).append((line, row))
     names = list(models)
-    first = models[names[0]]
-    topology = _topology(first, cols, path)
-    sizes = [len(models[name]) for name in names]
-    if len(names) > 1 and sizes[-1] < len(first) and all(size == len(first) for size in sizes[:-1]):
-        if notes is not None:
-            notes.append(f"{path}: read {len(names) - 1} whole model(s); model {names[-1]} is cut short "
-                         f"({sizes[-1]} of {len(first)} atoms): a truncated file, or one still being written?")
-        names = names[:-1]
-    for name in names:
-        if len(models[name]) != len(first):
-            raise BackmapInputError(f"{path}: model {name} holds {len(models[name])} atoms, model {names[0]} "
-                                    f"{len(first)}: the frames of a trajectory hold the same atoms")
+    topology = _topology(models[names[0]], cols, path)
+    kept, note = whole_models(path, [len(models[name]) for name in names], names)
+    if note and notes is not None:
+        notes.append(note)
+    names = names[:kept]
     frames = [_coordinates(models[name], cols, topology, path, name) for name in names]
     traj = md.Trajectory(np.array(frames, dtype=np.float32) / 10.0, topology)
     box = _box(cell)

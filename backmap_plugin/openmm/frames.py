@@ -27,7 +27,7 @@ import numpy as np
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.chains import topology_from_openmm
-from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL
+from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL, whole_models
 from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box, one_conformer, open_text
 from backmap_plugin.io.paths import MMCIF, NEEDS_TOPOLOGY, PDB, match_extension
 
@@ -204,7 +204,8 @@ def _open(path: str, top: str | None) -> StructureFrames:
     if kind in PDB:
         return _pdb(path)
     topology, frames = _read_whole(path)
-    frames, notes = _whole_models(path, frames, topology.getNumAtoms())
+    kept, note = whole_models(path, [len(xyz) for xyz in frames], list(range(1, len(frames) + 1)))
+    frames, notes = frames[:kept], [note] if note else []
     box = _topology_box(topology)
     structure = StructureFrames(path, None, topology, len(frames), lambda: ((xyz, box, None) for xyz in frames))
     structure.notes += notes
@@ -216,20 +217,6 @@ def _topology_box(topology) -> np.ndarray | None:
     entries (:data:`~backmap_plugin.io.cif_atoms.PLACEHOLDER_CELL`), which OpenMM's readers take as a box."""
     box = topology.getPeriodicBoxVectors()
     return None if box is None or 10 * _nm(box).max() <= PLACEHOLDER_CELL else _nm(box)
-
-
-def _whole_models(path: str, frames: list, n_atoms: int) -> tuple[list, list]:
-    """The models of an mmCIF file that hold every atom, and a note where the last is cut short (a killed writer);
-    other models of other atoms are refused (naming them)."""
-    sizes = [len(xyz) for xyz in frames]
-    if all(size == n_atoms for size in sizes):
-        return frames, []
-    if len(frames) > 1 and sizes[-1] < n_atoms and all(size == n_atoms for size in sizes[:-1]):
-        return frames[:-1], [f"{path}: read {len(frames) - 1} whole model(s); model {len(frames)} is cut short "
-                             f"({sizes[-1]} of {n_atoms} atoms): a truncated file, or one still being written?"]
-    other = next(k for k, size in enumerate(sizes) if size != n_atoms)
-    raise BackmapInputError(f"{path}: model {other + 1} holds {sizes[other]} atoms, model 1 {n_atoms}: every model "
-                            "must hold the same atoms")
 
 
 def _nm(quantity) -> np.ndarray:
