@@ -8,6 +8,7 @@ import re
 import shutil
 import stat
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -723,6 +724,37 @@ def test_flush_after_each_write(tmp_path, l2y):
 def test_error_unsupported_output_extension(tmp_path, l2y):
     with pytest.raises(BackmapInputError, match=r"out.gro: unsupported output.*\.pdb, \.cif, \.dcd, \.xtc, \.h5"):
         TrajectoryWriter(tmp_path / "out.gro", l2y[0])
+
+
+def test_paths_that_are_not_ascii(tmp_path, l2y, monkeypatch):
+    """mdtraj's XTC, TRR and DCD code takes ASCII paths only (a UnicodeEncodeError): files in a folder with any name,
+    and under names of any characters, are read and written (through links in a temporary folder, removed after);
+    only a file written in place (no partial file: the reporter's append) needs an ASCII name of its own."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    top, xyz = l2y
+    folder = tmp_path / "Müller ü"
+    folder.mkdir()
+    md.Trajectory(xyz[:4] / 10.0, top).save(str(tmp_path / "made.trr"))
+    shutil.move(tmp_path / "made.trr", folder / "ß.trr")
+    got = _read_all(folder / "ß.trr", top=FIXTURE)[1]
+    np.testing.assert_allclose(got, xyz[:4], atol=1e-3)
+    for name in ("plain.dcd", "plain.xtc", "é.dcd", "é.xtc"):
+        with TrajectoryWriter(folder / name, top) as writer:
+            writer.write(xyz[:3])
+            writer.write(xyz[3:5])
+        source = open_frames(folder / name, top=FIXTURE)
+        assert source.n_frames == 5
+        np.testing.assert_allclose(np.concatenate([c.xyz for c in source]), xyz[:5], atol=TOLERANCE[name[-4:]])
+    assert sorted(os.listdir(folder)) == sorted(["ß.trr", "plain.dcd", "plain.xtc", "é.dcd", "é.xtc"])  # no partial
+    with TrajectoryWriter(folder / "live.xtc", top, atomic=False) as writer:
+        writer.write(xyz[:2])
+    assert open_frames(folder / "live.xtc", top=FIXTURE).n_frames == 2
+    with pytest.raises(BackmapInputError, match=r"ü/ö\.xtc: mdtraj writes \.xtc files under ASCII names only"):
+        TrajectoryWriter(folder / "ö.xtc", top, atomic=False)
+    assert not (folder / "ö.xtc").exists()
+    assert os.listdir(scratch) == []  # the links' folders are gone
 
 
 def test_error_output_directory_missing(tmp_path, l2y):

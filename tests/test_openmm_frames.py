@@ -271,3 +271,18 @@ def test_residue_labels_name_insertion_codes():
     residue = top.addResidue("SER", top.addChain("H"), "82", "B")
     assert residue_label(residue) == "H:SER82B"
     assert residue_label(top.addResidue("GLY", top.addChain("L"), "83")) == "L:GLY83"
+
+
+def test_trajectories_in_folders_that_are_not_ascii(ensemble, tmp_path):
+    """refine / validate read DCD and XTC frames in a folder whose name is not ASCII (mdtraj's compiled readers
+    take ASCII paths only: :func:`~backmap_plugin.io.mdtraj_files.ascii_path`)."""
+    path, traj = ensemble
+    folder = tmp_path / "Ångström"
+    folder.mkdir()
+    for name in ("frames.dcd", "frames.xtc"):
+        with TrajectoryWriter(str(folder / name), traj.topology) as writer:
+            writer.write(traj.xyz * 10.0)
+        frames = open_structure(folder / name, top=path)
+        read = list(frames)
+        assert len(frames) == len(read) == 5
+        np.testing.assert_allclose(_nm(read[4][0]), traj.xyz[4], atol=1e-3)

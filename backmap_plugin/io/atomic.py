@@ -80,9 +80,11 @@ def hidden_path(path, suffix: str) -> str:
     """A hidden file beside the file ``path`` names (:func:`target_path`): ``.<name><suffix>``.
 
     Where that name is longer than the file system allows (a file name of
-    about 240 characters or more), ``<name>`` is replaced by the first 32 hex
-    digits of its SHA-256: the same path for the same ``path``, so a later
-    run finds the file again.
+    about 240 characters or more) or is not ASCII (mdtraj writes XTC, TRR
+    and DCD files under ASCII names only,
+    :func:`~backmap_plugin.io.mdtraj_files.ascii_path`), ``<name>`` is
+    replaced by the first 32 hex digits of its SHA-256: the same path for
+    the same ``path``, so a later run finds the file again.
 
     Parameters
     ----------
@@ -97,7 +99,7 @@ def hidden_path(path, suffix: str) -> str:
     """
     directory, name = os.path.split(target_path(path))
     hidden = f".{name}{suffix}"
-    if len(os.fsencode(hidden)) > _name_max(directory):
+    if not hidden.isascii() or len(os.fsencode(hidden)) > _name_max(directory):
         hidden = f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}{suffix}"
     return os.path.join(directory, hidden)
 

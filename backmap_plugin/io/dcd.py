@@ -15,10 +15,9 @@ import struct
 from fractions import Fraction
 from typing import Optional
 
-import mdtraj as md
 import numpy as np
 
-from backmap_plugin.io.c_stdout import c_stdout_to_stderr
+from backmap_plugin.io.mdtraj_files import open_file
 
 #: ps per AKMA time unit (CHARMM's, in which DCD headers give their time step).
 AKMA_PS = 0.04888821
@@ -73,7 +72,7 @@ def frames_missing(path: str) -> Optional[str]:
     if header is None:
         return None
     announced = header[0]
-    with c_stdout_to_stderr(), md.open(path) as handle:
+    with open_file(path) as handle:
         whole = len(handle)
     if 0 < whole < announced:
         return f"{path}: {whole} whole frame(s) of the {announced} its header announces: a truncated file?"

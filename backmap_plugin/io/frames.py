@@ -32,6 +32,7 @@ from backmap_plugin.io.loaders import (
     load_whole,
     protonation_note,
 )
+from backmap_plugin.io.mdtraj_files import iterload, open_file
 from backmap_plugin.io.paths import (
     LOADED_WHOLE,
     NEEDS_TOPOLOGY,
@@ -231,7 +232,7 @@ class FrameSource:
             return len(self._whole[0])
         if not hasattr(self, "_n_frames"):
             try:
-                with c_stdout_to_stderr(), md.open(self.path) as handle:
+                with open_file(self.path) as handle:
                     total = len(handle)
                 self._n_frames = -(-total // self.stride)
             except Exception:  # a length is only for the progress bar
@@ -331,7 +332,7 @@ class FrameSource:
             yield traj
 
     def _chunks(self, per_read: int) -> Iterator[md.Trajectory]:
-        return md.iterload(self.path, chunk=per_read, stride=self.stride,
+        return iterload(self.path, chunk=per_read, stride=self.stride,
                            top=self.topology if self._ext in NEEDS_TOPOLOGY else None)
 
     def _whole_frames_of(self, done: int, failure: Exception) -> Iterator[md.Trajectory]:

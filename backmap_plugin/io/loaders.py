@@ -14,9 +14,9 @@ import mdtraj as md
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io.c_stdout import c_stdout_to_stderr
 from backmap_plugin.io.chains import set_insertion_codes
 from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL, read_mmcif
+from backmap_plugin.io.mdtraj_files import open_file
 from backmap_plugin.io.paths import MMCIF, PDB
 from backmap_plugin.io.tpr import load_tpr_topology
 
@@ -495,7 +495,7 @@ def count_trajectory_atoms(path: str, ext: str) -> int:
         The file cannot be read or has no frames.
     """
     try:
-        with c_stdout_to_stderr(), md.open(path) as handle:
+        with open_file(path) as handle:
             first = handle.read(n_frames=1)
         xyz = first[0] if isinstance(first, tuple) else first
     except Exception as exc:
@@ -541,7 +541,7 @@ def frames_in_file(path: str) -> Optional[float]:
     -------
     float or None
     """
-    with c_stdout_to_stderr(), md.open(path) as handle:
+    with open_file(path) as handle:
         found = len(handle)
         offsets = getattr(handle, "offsets", None)
     if path.lower().endswith(".dcd") or offsets is None or found < 2:

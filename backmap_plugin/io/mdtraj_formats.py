@@ -3,6 +3,7 @@ through mdtraj's file objects (DCD stores Angstrom, XTC and H5 nm)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from typing import Optional
@@ -14,6 +15,7 @@ from backmap_plugin.core.errors import BackmapInputError, last_line
 from backmap_plugin.core.pbc import box_lengths_and_angles
 from backmap_plugin.io import dcd
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
+from backmap_plugin.io.mdtraj_files import ascii_path, open_file
 
 COPY_CHUNK = 100
 """Frames read at a time from a file being appended to (:class:`MdtrajBackend` with ``append``)."""
@@ -84,18 +86,31 @@ class MdtrajBackend:
         self.last_time = None
         self._cls = getattr(md.formats, self._CLASSES[ext])
         self._clock = dcd.EvenClock() if ext == ".dcd" else None
+        # the DCD writer opens its file at its first write: an ASCII path as long as the writer lives
+        self._alias = contextlib.ExitStack()
+        alias = self._alias.enter_context(ascii_path(partial, write=True))
+        try:
+            self._open(partial, alias, topology, path, resume, append)
+        except BaseException:
+            self._alias.close()
+            raise
+
+    def _open(self, partial: str, alias: str, topology: md.Topology, path: str, resume: Optional[dict],
+              append: bool) -> None:
+        """Open the new file (at ``alias``, :func:`~backmap_plugin.io.mdtraj_files.ascii_path` of ``partial``)
+        with the frames kept from a resumed or appended file."""
         kept = None
         if resume is not None and resume["frames"]:
             kept = self._read_kept(partial, resume["frames"], path)
         if append:
-            moved = os.path.join(os.path.dirname(partial), f".{os.path.basename(partial)}.appending{ext}")
+            moved = os.path.join(os.path.dirname(partial), f".{os.path.basename(partial)}.appending{self._ext}")
             if os.path.exists(moved):  # an append stopped while copying: the whole old file is there, not at partial
                 os.replace(moved, partial)
             self._check_atoms(partial, topology, path)
             os.replace(partial, moved)
         with c_stdout_to_stderr():
-            self._file = self._cls(partial, "w", force_overwrite=True)
-        if ext == ".h5":
+            self._file = self._cls(alias, "w", force_overwrite=True)
+        if self._ext == ".h5":
             self._file.topology = topology
         self.kept = 0
         if kept is not None:
@@ -107,7 +122,7 @@ class MdtrajBackend:
     def _check_atoms(self, partial: str, topology: md.Topology, path: str) -> None:
         """Refuse to append to a file whose frames have another number of atoms (or, in H5, another topology)."""
         try:
-            with c_stdout_to_stderr(), self._cls(partial, "r") as handle:
+            with open_file(partial, opener=self._cls) as handle:
                 found = self._native(handle.read(n_frames=1))["xyz"].shape[1]
                 stored = handle.topology if self._ext == ".h5" else None
         except Exception as exc:
@@ -132,7 +147,7 @@ class MdtrajBackend:
         """
         try:
             clock = dcd.clock(moved) if self._ext == ".dcd" else None
-            with c_stdout_to_stderr(), self._cls(moved, "r") as handle:
+            with open_file(moved, opener=self._cls) as handle:
                 n_frames, read = len(handle), 0
                 while read < n_frames:
                     try:
@@ -149,11 +164,18 @@ class MdtrajBackend:
                     read += len(frames["xyz"])
                     self._copy(frames)
         except BaseException as exc:
-            self._file.close()
+            self._close()
             os.replace(moved, partial)
             raise BackmapInputError(f"{path}: cannot append: copying its frames failed ({exc}); the file is as it "
                                     "was") from exc
         os.remove(moved)
+
+    def _close(self) -> None:
+        """Close the file, and end its ASCII path (:func:`~backmap_plugin.io.mdtraj_files.ascii_path`)."""
+        try:
+            self._file.close()
+        finally:
+            self._alias.close()
 
     def _copy(self, frames: dict) -> None:
         """Write frames of the file being appended to (:meth:`_native`) after those kept (those before
@@ -184,7 +206,7 @@ class MdtrajBackend:
         """The first ``n_frames`` frames of the old partial file, in the file's units (see :meth:`_write_native`)."""
         try:
             clock = dcd.clock(partial) if self._ext == ".dcd" else None
-            with c_stdout_to_stderr(), self._cls(partial, "r") as handle:
+            with open_file(partial, opener=self._cls) as handle:
                 kept = self._native(handle.read(n_frames=n_frames), clock)
         except Exception as exc:
             raise BackmapInputError(f"{path}: cannot resume: partial file {partial} is unreadable ({last_line(exc)}); "
@@ -248,11 +270,11 @@ class MdtrajBackend:
         ``h_fsize``) fail without an error: the file is cut short and
         unreadable.
         """
-        self._file.close()
+        self._close()
         if self._ext != ".h5":  # (XTC and DCD writes that fail raise)
             return
         try:
-            with c_stdout_to_stderr(), self._cls(self._partial, "r") as handle:
+            with open_file(self._partial, opener=self._cls) as handle:
                 found = len(handle)
         except Exception as exc:
             raise OSError(errno.EIO, f"the file cannot be read back ({last_line(exc)})") from exc
@@ -263,6 +285,6 @@ class MdtrajBackend:
         """Close the partial file as it is (a close that fails is let go: the error that stopped the writer is the
         one to tell)."""
         try:
-            self._file.close()
+            self._close()
         except (OSError, RuntimeError):
             pass

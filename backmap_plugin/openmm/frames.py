@@ -331,6 +331,7 @@ def _trajectory(path: str, top: str | None, topology, reference) -> StructureFra
 
     from backmap_plugin.io.c_stdout import c_stdout_to_stderr
     from backmap_plugin.io.dcd import clock, frames_missing
+    from backmap_plugin.io.mdtraj_files import iterload, load_frame
 
     if topology is not None:
         n_atoms = count_trajectory_atoms(path, os.path.splitext(path)[1])
@@ -344,7 +345,7 @@ def _trajectory(path: str, top: str | None, topology, reference) -> StructureFra
                 topology = md_top.to_openmm()
             else:
                 md_top = topology_from_openmm(topology)
-            first = md.load_frame(path, 0, top=md_top) if top is not None else md.load_frame(path, 0)
+            first = load_frame(path, 0, top=md_top) if top is not None else load_frame(path, 0)
             n_frames = _count_frames(path, md_top)
     except Exception as exc:
         raise BackmapInputError(f"{path}: cannot read trajectory: {exc}") from exc
@@ -355,7 +356,7 @@ def _trajectory(path: str, top: str | None, topology, reference) -> StructureFra
     dcd_clock = clock(path) if path.lower().endswith(".dcd") else None  # (mdtraj gives DCD frames no times)
 
     def frames():
-        chunks, done, per_read = md.iterload(path, top=md_top, chunk=READ_CHUNK), 0, READ_CHUNK
+        chunks, done, per_read = iterload(path, top=md_top, chunk=READ_CHUNK), 0, READ_CHUNK
         while True:
             try:
                 with c_stdout_to_stderr():  # (only while mdtraj reads: the consumer's prints stay on stdout)
@@ -364,7 +365,7 @@ def _trajectory(path: str, top: str | None, topology, reference) -> StructureFra
                 if per_read == 1:  # the frame itself cannot be read: the file is cut short (or damaged) there
                     return
                 # a read of several frames failed: the frames before the one that cannot be read, one at a time
-                chunks, per_read = md.iterload(path, top=md_top, chunk=1, skip=done), 1
+                chunks, per_read = iterload(path, top=md_top, chunk=1, skip=done), 1
                 continue
             if chunk is None:
                 return
@@ -385,11 +386,11 @@ def _trajectory(path: str, top: str | None, topology, reference) -> StructureFra
 
 def _count_frames(path: str, md_top) -> int:
     """Frames of a trajectory file, without reading its coordinates where the format says."""
-    import mdtraj as md
+    from backmap_plugin.io.mdtraj_files import iterload, open_file
 
-    with md.open(path) as handle:
+    with open_file(path) as handle:
         try:
             return len(handle)
         except (TypeError, NotImplementedError):
             pass
-    return sum(chunk.n_frames for chunk in md.iterload(path, top=md_top, chunk=READ_CHUNK))
+    return sum(chunk.n_frames for chunk in iterload(path, top=md_top, chunk=READ_CHUNK))
