@@ -27,6 +27,7 @@ LAYERS = {
     "api": 6, "report": 6,
     "pipeline": 7, "reporter": 7,
     "cli": 8,
+    "__main__": 9,
 }
 
 #: libraries that ``backmap --help`` must not load (each costs 0.1-1 s)

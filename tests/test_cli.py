@@ -108,6 +108,12 @@ def test_every_subcommand_help_shows_an_example():
         assert " ".join(words) in help_text.split("example:", 1)[1], " ".join(words)
 
 
+def test_python_m_backmap_plugin_is_the_command():
+    """``python -m backmap_plugin`` runs the ``backmap`` command (as ``python -m backmap_plugin.cli``)."""
+    proc = subprocess.run([sys.executable, "-m", "backmap_plugin", "run"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "backmap run: error: the following arguments are required: input" in proc.stderr
+
+
 def test_console_script_end_to_end(tmp_path, capfd, example):
     """The installed ``backmap`` command: summary alone on stdout, progress on stderr; its torch import
     (compiler front end left out, core/torch_import.py) gives the same structures as this process."""
