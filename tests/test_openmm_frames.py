@@ -106,9 +106,9 @@ def test_a_model_with_other_atoms_is_refused_by_number(ensemble, tmp_path):
     cut = text.rsplit("ATOM", 3)[0] + "TER\nENDMDL\nEND\n"  # the last model loses atoms
     short = tmp_path / "short.pdb"
     short.write_text(cut)
-    frames = open_structure(short)
-    with pytest.raises(BackmapInputError, match=r"short.pdb: model 5 has \d+ atoms, the first \d+"):
-        list(frames)
+    with pytest.raises(BackmapInputError, match=r"short.pdb: its models hold different numbers of atoms \(model 1: "
+                                                r"154, model 5: 151\)"):
+        open_structure(short)  # (before any frame is read)
 
 
 def test_trajectory_with_its_topology(ensemble, tmp_path):

@@ -422,3 +422,22 @@ def test_frames_are_validated_a_chunk_at_a_time(nmr_models, monkeypatch):
     chunked = validate_structure(nmr_models, energy=False)
     assert [f["frame"] for f in chunked.frames] == [0, 1, 2]
     assert chunked.frames == together.frames
+
+
+@pytest.mark.parametrize("cut", ["line", "mid-line"])
+def test_a_pdb_cut_in_its_last_model_is_validated_with_a_note(nmr_models, tmp_path, capsys, cut):
+    """Three models, the third cut short (a killed writer; at a line end or inside a line): its two whole models
+    are validated, and the note that says so is printed and in the JSON report (validate stopped with "model 3 has
+    12 atoms, the first 154" or "cannot read coordinates: could not convert string to float")."""
+    lines = nmr_models.read_text().splitlines(keepends=True)
+    third = [i for i, line in enumerate(lines) if line.startswith("MODEL")][2]
+    text = "".join(lines[:third + 13])
+    path = tmp_path / "cut.pdb"
+    path.write_text(text if cut == "line" else text[:-40])
+    assert backmap_main(["validate", str(path), "--no-energy", "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    note = (f"{path}: read 2 whole model(s); model 3 is cut short (12 of 154 atoms): a truncated file, or one still "
+            "being written?")
+    assert report["n_frames"] == 2 and report["notes"] == [note]
+    assert f"note: {note}" in captured.err

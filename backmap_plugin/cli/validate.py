@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from backmap_plugin.cli import options
 
@@ -92,6 +93,8 @@ def run(args) -> int:
         report["reference"] = reference.to_dict()
     if args.output is not None:
         write_json(args.output, report)
+    for note in result.notes + ([] if reference is None else reference.notes):
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=2, allow_nan=False))
     else:

@@ -4,6 +4,7 @@ a trajectory, box vectors."""
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import tempfile
 import warnings
@@ -78,25 +79,33 @@ def cryst1_box(line: str) -> Optional[np.ndarray]:
     return np.array(md.utils.lengths_and_angles_to_box_vectors(*lengths_angles), dtype=np.float64)
 
 
-def _pdb_whole_models(path: str) -> Optional[tuple]:
+def pdb_whole_models(path: str) -> Optional[tuple]:
     """``(text, note)``: the whole models of a multi-model PDB file whose last model is cut short (no ENDMDL,
     fewer atoms than the others, which all hold as many), and what was left out; else None.
+
+    Parameters
+    ----------
+    path : str
+        A (possibly gzipped) PDB file, read line by line (its text is kept only where a model is cut).
+
+    Returns
+    -------
+    tuple of (str, str) or None
 
     Raises
     ------
     BackmapInputError
         Whole models hold different numbers of atoms (naming two).
     """
-    with open_text(path) as handle:
-        lines = handle.readlines()
     models = []  # [first line, ENDMDL line or None, atoms]
-    for i, line in enumerate(lines):
-        if line.startswith("MODEL"):
-            models.append([i, None, 0])
-        elif models and line.startswith(("ATOM", "HETATM")):
-            models[-1][2] += 1
-        elif models and line.startswith("ENDMDL"):
-            models[-1][1] = i
+    with open_text(path) as handle:
+        for i, line in enumerate(handle):
+            if line.startswith("MODEL"):
+                models.append([i, None, 0])
+            elif models and line.startswith(("ATOM", "HETATM")):
+                models[-1][2] += 1
+            elif models and line.startswith("ENDMDL"):
+                models[-1][1] = i
     if len(models) < 2 or any(m[1] is None for m in models[:-1]):
         return None
     size, last = models[0][2], models[-1]
@@ -109,7 +118,8 @@ def _pdb_whole_models(path: str) -> Optional[tuple]:
         return None
     note = (f"read {len(models) - 1} whole model(s); model {len(models)} is cut short ({last[2]} of {size} atoms): "
             "a truncated file, or one still being written?")
-    return "".join(lines[:last[0]]) + "END\n", note
+    with open_text(path) as handle:
+        return "".join(itertools.islice(handle, last[0])) + "END\n", note
 
 
 def _pdb_has_atoms(path: str) -> bool:
@@ -192,7 +202,7 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
     except Exception as exc:  # mdtraj raises many types; keep its message
         if ext in PDB and not _pdb_has_atoms(path):
             raise BackmapInputError(f"{path}: is empty: no ATOM/HETATM records") from exc
-        whole = _pdb_whole_models(path) if ext in PDB else None
+        whole = pdb_whole_models(path) if ext in PDB else None
         if whole is not None:
             text, note = whole
             with tempfile.TemporaryDirectory() as scratch:

@@ -28,7 +28,7 @@ from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.chains import topology_from_openmm
 from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL, whole_models
-from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box, one_conformer, open_text
+from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box, one_conformer, open_text, pdb_whole_models
 from backmap_plugin.io.paths import MMCIF, NEEDS_TOPOLOGY, PDB, match_extension
 
 __all__ = ["StructureFrames", "open_structure", "STRUCTURE_INPUT", "TRAJECTORY_INPUT"]
@@ -117,6 +117,23 @@ class StructureFrames:
             self._check_bonds(index, lengths, reference, bonds)
             self.frames_read = index + 1
             yield array_to_positions(xyz), None if box is None else array_to_positions(box), time
+
+    def read_notes(self, done: str) -> list:
+        """:attr:`notes`, and where the last iteration stopped short of :attr:`n_frames`, that it did.
+
+        Parameters
+        ----------
+        done : str
+            What was done with the frames read (``refined``, ``validated``).
+
+        Returns
+        -------
+        list of str
+        """
+        if self.frames_read >= self.n_frames:
+            return list(self.notes)
+        return self.notes + [f"{self.path}: {self.frames_read} whole frame(s) of the {self.n_frames} it holds: cut "
+                             f"short in a frame? Those were {done}"]
 
     def _check_bonds(self, index: int, lengths: np.ndarray, reference: np.ndarray, bonds: np.ndarray) -> None:
         change = np.abs(lengths - reference)
@@ -243,10 +260,11 @@ def _read_whole(path: str, text: str | None = None):
     return structure.topology, frames
 
 
-def _pdb_models(path: str) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Each model's ATOM / HETATM coordinates (N, 3) and its box (the last CRYST1 before its atoms; 3, 3), nm."""
+def _pdb_models(path: str, text: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Each model's ATOM / HETATM coordinates (N, 3) and its box (the last CRYST1 before its atoms; 3, 3), nm, of
+    the file (or of ``text``, a part of it)."""
     rows, box, model_box = [], None, None
-    with open_text(path) as handle:
+    with io.StringIO(text) if text is not None else open_text(path) as handle:
         for line in handle:
             record = line[:6]
             if record in ("ATOM  ", "HETATM"):
@@ -266,7 +284,15 @@ def _pdb_models(path: str) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
 def _pdb(path: str) -> StructureFrames:
     """A PDB file: OpenMM reads its first model (with the header and CONECT records), the rest is read per line;
     a file with alternate locations is read whole, each residue's conformer of highest occupancy (OpenMM keeps the
-    first listed), with a note (:func:`~backmap_plugin.io.loaders.one_conformer`)."""
+    first listed), with a note (:func:`~backmap_plugin.io.loaders.one_conformer`); a file whose last model is cut
+    short (a killed writer) gives its whole models, with a note (:func:`~backmap_plugin.io.loaders.pdb_whole_models`;
+    their alternate locations as OpenMM keeps them)."""
+    whole = pdb_whole_models(path)
+    if whole is not None:
+        text, note = whole
+        structure = _pdb_whole(path, text)
+        structure.notes.append(f"{path}: {note}")
+        return structure
     picked = one_conformer(path)
     if picked is not None:
         text, note = picked
@@ -317,7 +343,7 @@ def _pdb(path: str) -> StructureFrames:
 def _pdb_whole(path: str, text: str | None = None) -> StructureFrames:
     """A PDB file (or ``text``, that of its atoms kept) read whole by OpenMM, every model with its box."""
     topology, frames = _read_whole(path, text)
-    boxes = [box for _, box in _pdb_models(path)] if len(frames) > 1 else []
+    boxes = [box for _, box in _pdb_models(path, text)] if len(frames) > 1 else []
     boxes = boxes if len(boxes) == len(frames) else [None] * len(frames)
     box = _topology_box(topology)
     boxes = [b if b is not None or box is None else box for b in boxes]

@@ -733,10 +733,7 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
         bar.close()
     if writer is None:
         raise BackmapInputError(f"{source.path}: no frames to refine")
-    result.notes += source.notes
-    if source.frames_read < len(source):
-        result.notes.append(f"{source.path}: {source.frames_read} whole frame(s) of the {len(source)} it holds: cut "
-                            "short in a frame? Those were refined")
+    result.notes += source.read_notes("refined")
     if result.notes:
         payload["notes"] = result.notes
     writer.close()

@@ -550,6 +550,9 @@ class ValidationResult:
     input_sha256 : str or None
         SHA-256 of the file validated (:func:`validate_structure`), so a
         report can tell it from a later file of the same name.
+    notes : list of str
+        What the user should know of the file read (models or frames cut
+        short, alternate locations chosen ...).
     """
 
     input: str
@@ -557,6 +560,7 @@ class ValidationResult:
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
     input_sha256: str | None = None
+    notes: list = field(default_factory=list)
 
     @property
     def failures(self) -> list:
@@ -582,12 +586,12 @@ class ValidationResult:
         -------
         dict
             ``input``, ``input_sha256`` (of a file validated, else None),
-            ``settings``, ``n_frames``, ``passed``, ``failures``, ``frames``
-            and ``seconds``.
+            ``settings``, ``n_frames``, ``passed``, ``failures``, ``frames``,
+            ``seconds`` and ``notes``.
         """
         return {"input": self.input, "input_sha256": self.input_sha256, "settings": self.settings,
                 "n_frames": len(self.frames), "passed": self.passed, "failures": self.failures,
-                "summary": self.summary(), "frames": self.frames, "seconds": self.seconds}
+                "summary": self.summary(), "frames": self.frames, "seconds": self.seconds, "notes": self.notes}
 
     def summary(self) -> dict:
         """The :data:`SUMMARY_FIGURES` over all frames: the mean of each (None where no frame has it).
@@ -880,4 +884,5 @@ def validate_structure(input, solvent="gbn2", platform="auto", energy=True, top=
     result = validate_frames(structure.topology, (positions for positions, _, _ in structure), solvent=solvent,
                              platform=platform, energy=energy, source=input)
     result.input_sha256 = file_digest(input)
+    result.notes = structure.read_notes("validated")
     return result
