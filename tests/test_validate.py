@@ -422,3 +422,15 @@ def test_frames_are_validated_a_chunk_at_a_time(nmr_models, monkeypatch):
     chunked = validate_structure(nmr_models, energy=False)
     assert [f["frame"] for f in chunked.frames] == [0, 1, 2]
     assert chunked.frames == together.frames
+
+
+def test_validate_names_mmcif_residues_as_run_does(capsys):
+    """Real 1NCB rows (tests/data/README.md): the report named chain N's residues A:ILE81 ... and chain H's C:ASN84
+    (OpenMM's reader took label chain ids, which outnumber author ids there); run calls those chains N and H."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "data" / "1ncb_n81-85_h81-84.cif.gz"
+    assert backmap_main(["validate", str(path), "--json", "--no-energy"]) == 0
+    details = json.loads(capsys.readouterr().out)["frames"][0]["details"]
+    assert details["missing_oxt"] == ["N:ASN85", "H:ASN84"]
+    assert details["bond_outliers"] == ["N:ILE81 CA-CB"]
