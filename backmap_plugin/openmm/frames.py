@@ -29,7 +29,7 @@ import numpy as np
 
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io.chains import topology_from_openmm, topology_to_openmm
+from backmap_plugin.io.chains import topology_from_openmm, topology_to_openmm_as_read
 from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL, read_mmcif_models
 from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box, one_conformer, open_text
 from backmap_plugin.io.paths import MMCIF, NEEDS_TOPOLOGY, PDB, match_extension
@@ -212,7 +212,8 @@ def _open(path: str, top: str | None) -> StructureFrames:
 def _mmcif(path: str) -> StructureFrames:
     """An mmCIF file read as ``backmap run`` reads it (:func:`~backmap_plugin.io.cif_atoms.read_mmcif_models`:
     chains by author id, insertion codes, each residue's conformer of highest occupancy and a last model cut short
-    left out, with notes, the placeholder cell as no box), for OpenMM (:func:`_as_openmm_reads`).
+    left out, with notes, the placeholder cell as no box), for OpenMM
+    (:func:`~backmap_plugin.io.chains.topology_to_openmm_as_read`).
 
     OpenMM's PDBx reader named chains by ``label_asym_id`` where a file has
     more label ids than author ids (a crystal entry's chains N and H came out
@@ -222,32 +223,10 @@ def _mmcif(path: str) -> StructureFrames:
         md_topology, xyz, box = read_mmcif_models(path, handle, notes)
     frames = [model / 10.0 for model in xyz]
     box = None if box is None else box / 10.0
-    topology = _as_openmm_reads(md_topology, frames[0], box)
+    topology = topology_to_openmm_as_read(md_topology, frames[0], box)
     structure = StructureFrames(path, None, topology, len(frames), lambda: ((x, box, None) for x in frames))
     structure.notes += notes
     return structure
-
-
-def _as_openmm_reads(md_topology, xyz: np.ndarray, box: np.ndarray | None):
-    """An mdtraj topology read by the package (:func:`~backmap_plugin.io.chains.topology_to_openmm`, which keeps
-    insertion codes) as OpenMM's structure readers give theirs: the residue and atom names of their table of
-    alternatives (``OT1`` -> ``O``, ``OT2`` -> ``OXT`` ...), standard bonds, disulfides (SG atoms within 0.3 nm
-    at ``xyz``, nm) and the periodic box (nm) or none."""
-    from openmm import unit
-    from openmm.app import PDBFile
-
-    topology = topology_to_openmm(md_topology)
-    PDBFile._loadNameReplacementTables()  # (the table OpenMM's PDB and PDBx readers apply while reading)
-    for residue in topology.residues():
-        residue.name = PDBFile._residueNameReplacements.get(residue.name, residue.name)
-        atom_names = PDBFile._atomNameReplacements.get(residue.name, {})
-        for atom in residue.atoms():
-            atom.name = atom_names.get(atom.name, atom.name)
-    topology.createStandardBonds()
-    topology.createDisulfideBonds(unit.Quantity(xyz, unit.nanometer))
-    if box is not None:
-        topology.setPeriodicBoxVectors(unit.Quantity(box, unit.nanometer))
-    return topology
 
 
 def _topology_box(topology) -> np.ndarray | None:
