@@ -315,3 +315,13 @@ def test_tia1_trajectory_energies(tia1):
         # measured 0.15-0.22 kT per restraint: restraint set and rest lengths are the run's
         assert energies["restraints"] / n_restraints < 0.5 * KT_293
         assert energies["ashbaugh_hatch"] < 0  # compact, no clashes
+
+
+def test_mmcif_chains_are_named_as_backmap_run_names_them():
+    """Real 1NCB rows (tests/data/README.md): the beads of chains N and H came out in chains A and C (OpenMM's PDBx
+    reader took label chain ids, which outnumber author ids there), which backmap run, refine and validate call N
+    and H."""
+    path = Path(__file__).resolve().parent / "data" / "1ncb_n81-85_h81-84.cif.gz"
+    topology, _, _ = create_calvados3_system(path)
+    assert [c.id for c in topology.chains()] == ["N", "H"]
+    assert [f"{r.chain.id}:{r.name}{r.id}" for r in topology.residues()][5:8] == ["H:GLN81", "H:ILE82", "H:ASN82"]

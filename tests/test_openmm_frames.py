@@ -286,3 +286,62 @@ def test_trajectories_in_folders_that_are_not_ascii(ensemble, tmp_path):
         read = list(frames)
         assert len(frames) == len(read) == 5
         np.testing.assert_allclose(_nm(read[4][0]), traj.xyz[4], atol=1e-3)
+
+
+DATA = Path(__file__).resolve().parent / "data"
+#: Real mmCIF rows of PDB 1NCB (chains N and H, glycan chain B, waters; tests/data/README.md)
+NCB = DATA / "1ncb_n81-85_h81-84.cif.gz"
+#: Real mmCIF rows of PDB 3U7T (SER/PRO 22 and ILE/LEU 25 as alternate locations; tests/data/README.md)
+CRAMBIN = DATA / "3u7t_20-26_altloc.cif.gz"
+
+
+def _run_residues(path, notes=None):
+    """(chain id, name, number, insertion code, atom names) of each residue as ``backmap run`` reads the file."""
+    from backmap_plugin.io.loaders import load_whole
+
+    traj = load_whole(str(path), ".cif", notes)
+    return traj, [(r.chain.chain_id, r.name, str(r.resSeq), r.insertion_code, [a.name for a in r.atoms])
+                  for r in traj.topology.residues]
+
+
+def _refine_residues(structure):
+    return [(r.chain.id, r.name, r.id, r.insertionCode, [a.name for a in r.atoms()])
+            for r in structure.topology.residues()]
+
+
+def test_mmcif_chains_are_named_as_backmap_run_names_them():
+    """A crystal entry whose label chain ids (one per chain, ligand and water group) outnumber its author ids:
+    refine and validate named chains N and H A and C (OpenMM's reader takes label ids then), and the glycan's
+    chain B E, while run names them N, H and B; residues 82A-82C keep their codes."""
+    structure = open_structure(NCB)
+    _, expected = _run_residues(NCB)
+    assert _refine_residues(structure) == expected
+    chains = [(c.id, [r.name for r in c.residues()][0]) for c in structure.topology.chains()]
+    assert chains[:3] == [("N", "ILE"), ("H", "GLN"), ("B", "NAG")]
+    assert [f"{r.id}{r.insertionCode}" for r in structure.topology.residues() if r.chain.id == "H"][:6] == [
+        "81", "82", "82A", "82B", "82C", "83"]
+    assert structure.notes == [] and len(structure) == 1
+    (positions, box, _), = list(structure)
+    assert box is None  # (the rows come without the entry's _cell)
+    np.testing.assert_allclose(_nm(positions)[0], [7.0707, 0.8303, 15.3578], atol=1e-9)  # ILE N 81 N, as written
+    # standard bonds: the peptide bonds of both chains, none between them
+    peptide = [(a.residue.id, b.residue.id) for a, b in structure.topology.bonds()
+               if {a.name, b.name} == {"C", "N"} and a.residue is not b.residue]
+    assert len(peptide) == 4 + 6
+
+
+def test_mmcif_alternate_conformers_are_read_as_backmap_run_reads_them():
+    """Microheterogeneity (SER or PRO 22, ILE or LEU 25, as alternate locations A and B): OpenMM's reader put the
+    B atoms of other names into the A residue (SER22 with a CG and a CD, ILE25 with a CD2), which amber14 has no
+    template for; now each residue is its conformer of highest occupancy (A: 0.53, 0.61), with run's note."""
+    notes = []
+    traj, expected = _run_residues(CRAMBIN, notes)
+    structure = open_structure(CRAMBIN)
+    assert _refine_residues(structure) == expected
+    residues = {r.id: r for r in structure.topology.residues()}
+    assert residues["22"].name == "SER" and {"CG", "CD"}.isdisjoint(a.name for a in residues["22"].atoms())
+    assert residues["25"].name == "ILE" and "CD2" not in {a.name for a in residues["25"].atoms()}
+    assert structure.notes == notes and len(notes) == 1
+    assert "chain A residue 22: A SER 0.53, B PRO 0.47" in notes[0]
+    (positions, _, _), = list(structure)
+    np.testing.assert_allclose(_nm(positions), traj.xyz[0], atol=1e-6)

@@ -609,3 +609,36 @@ def test_a_chain_of_one_residue_is_named_with_why_and_what_to_do(tmp_path, capsy
     assert ("cannot parametrise the structure: B:SER20 is bonded to no other residue: a chain of one residue (or a "
             "piece of one between two breaks), a free amino acid, which amber14 has no template for") in err
     assert "leave it out of the structure, or give it the residues it is bonded to (OpenMM: No template found" in err
+
+
+#: Real mmCIF rows of PDB 1NCB and 3U7T (tests/data/README.md)
+NCB = Path(__file__).resolve().parent / "data" / "1ncb_n81-85_h81-84.cif.gz"
+CRAMBIN = Path(__file__).resolve().parent / "data" / "3u7t_20-26_altloc.cif.gz"
+
+
+def test_refine_names_mmcif_chains_and_conformers_as_run_does(tmp_path, capsys):
+    """1NCB's protein and water rows (label ids A, C, H, I, J; author ids N, H, L): refine wrote chains N and H as
+    A and C (OpenMM's reader took label ids), run writes N and H. 3U7T's SER/PRO 22 and ILE/LEU 25: refine stopped
+    ("amber14 cannot parametrise the structure: A:SER22", OpenMM had put PRO's CG and CD into it); now each residue
+    keeps its conformer of highest occupancy, with run's note."""
+    import gzip
+
+    lines = gzip.open(NCB, "rt").read().splitlines(keepends=True)
+    (tmp_path / "ncb.cif").write_text("".join(line for line in lines if " NAG " not in line and " CA  G " not in line))
+    run_out, refine_out = tmp_path / "run.pdb", tmp_path / "refined.pdb"
+    backmap(str(tmp_path / "ncb.cif"), str(run_out), method="ideal", progress=False)
+    assert backmap_main(["refine", str(tmp_path / "ncb.cif"), "-o", str(refine_out), "--steps", "1", "--solvent",
+                         "vacuum", "--platform", "CPU", "--threads", "1", "--quiet"]) == 0
+
+    def chains(path):
+        return [c.chain_id for c in md.load(str(path)).topology.chains if c.residue(0).name != "HOH"]
+
+    assert chains(refine_out) == chains(run_out) == ["N", "H"]
+    codes = [line[22:27] for line in open(refine_out) if line[12:16] == " CA " and line[21] == "H"]
+    assert codes[1:5] == ["  82 ", "  82A", "  82B", "  82C"]
+    capsys.readouterr()
+    assert backmap_main(["refine", str(CRAMBIN), "-o", str(tmp_path / "crambin.pdb"), "--steps", "1", "--solvent",
+                         "vacuum", "--platform", "CPU", "--threads", "1"]) == 0
+    assert "chain A residue 22: A SER 0.53, B PRO 0.47" in capsys.readouterr().err
+    residues = list(md.load(str(tmp_path / "crambin.pdb")).topology.residues)
+    assert [r.name for r in residues] == ["GLY", "THR", "SER", "GLU", "ALA", "ILE", "CYS"]

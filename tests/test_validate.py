@@ -441,3 +441,15 @@ def test_a_pdb_cut_in_its_last_model_is_validated_with_a_note(nmr_models, tmp_pa
             "being written?")
     assert report["n_frames"] == 2 and report["notes"] == [note]
     assert f"note: {note}" in captured.err
+
+
+def test_validate_names_mmcif_residues_as_run_does(capsys):
+    """Real 1NCB rows (tests/data/README.md): the report named chain N's residues A:ILE81 ... and chain H's C:ASN84
+    (OpenMM's reader took label chain ids, which outnumber author ids there); run calls those chains N and H."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "data" / "1ncb_n81-85_h81-84.cif.gz"
+    assert backmap_main(["validate", str(path), "--json", "--no-energy"]) == 0
+    details = json.loads(capsys.readouterr().out)["frames"][0]["details"]
+    assert details["missing_oxt"] == ["N:ASN85", "H:ASN84"]
+    assert details["bond_outliers"] == ["N:ILE81 CA-CB"]

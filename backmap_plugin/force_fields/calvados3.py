@@ -48,6 +48,8 @@ from backmap_plugin.force_fields.hps import (
     read_parameter_table,
     set_topology_box,
 )
+from backmap_plugin.io.chains import topology_to_openmm_as_read
+from backmap_plugin.io.cif_atoms import read_mmcif_models
 from backmap_plugin.io.loaders import open_text
 from backmap_plugin.io.paths import MMCIF, match_extension
 
@@ -163,17 +165,19 @@ def _domain_of(domains, n) -> np.ndarray:
 
 
 def _open_structure(path):
+    """Topology and first-model positions (nm) of a PDB file (OpenMM's reader) or an mmCIF file (read as ``backmap
+    run`` and ``refine`` read it: :func:`~backmap_plugin.io.cif_atoms.read_mmcif_models`, chains by author id)."""
     from openmm import app
 
     if not os.path.exists(path):
         raise BackmapInputError(f"{path}: no such file")
-    lower = path.lower()
+    if match_extension(path.lower(), MMCIF):
+        with open_text(path) as handle:
+            topology, xyz, _ = read_mmcif_models(path, handle)
+        return topology_to_openmm_as_read(topology, xyz[0] / 10.0), xyz[0] / 10.0
     try:
         with open_text(path) as handle:
-            if match_extension(lower, MMCIF):
-                reader = app.PDBxFile(handle)
-            else:
-                reader = app.PDBFile(handle)
+            reader = app.PDBFile(handle)
     except Exception as exc:  # OpenMM raises many kinds
         raise BackmapInputError(f"{path}: cannot read structure: {exc}") from exc
     return reader.topology, reader.getPositions(asNumpy=True)

@@ -76,6 +76,46 @@ def topology_to_openmm(topology: md.Topology):
     return converted
 
 
+def topology_to_openmm_as_read(topology: md.Topology, xyz, box=None):
+    """An mdtraj topology read by the package (mmCIF: :func:`~backmap_plugin.io.cif_atoms.read_mmcif_models`) as
+    OpenMM's structure readers give theirs.
+
+    :func:`topology_to_openmm` (insertion codes kept), then what OpenMM's
+    PDB and PDBx readers do while reading: the residue and atom names of
+    their table of alternatives (``OT1`` -> ``O``, ``OT2`` -> ``OXT`` ...),
+    standard bonds, disulfides (SG atoms within 0.3 nm) and the periodic box.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+        Topology as read.
+    xyz : numpy.ndarray
+        ``(n_atoms, 3)`` coordinates in nm (the first model), for the disulfides.
+    box : numpy.ndarray, optional
+        ``(3, 3)`` periodic box vectors (rows, nm); None for none.
+
+    Returns
+    -------
+    openmm.app.Topology
+        The same chains, residues and atoms, in the same order.
+    """
+    from openmm import unit
+    from openmm.app import PDBFile
+
+    converted = topology_to_openmm(topology)
+    PDBFile._loadNameReplacementTables()  # (the table OpenMM's PDB and PDBx readers apply while reading)
+    for residue in converted.residues():
+        residue.name = PDBFile._residueNameReplacements.get(residue.name, residue.name)
+        atom_names = PDBFile._atomNameReplacements.get(residue.name, {})
+        for atom in residue.atoms():
+            atom.name = atom_names.get(atom.name, atom.name)
+    converted.createStandardBonds()
+    converted.createDisulfideBonds(unit.Quantity(np.asarray(xyz, dtype=np.float64), unit.nanometer))
+    if box is not None:
+        converted.setPeriodicBoxVectors(unit.Quantity(np.asarray(box, dtype=np.float64), unit.nanometer))
+    return converted
+
+
 def _same_code(old, new) -> None:
     """``new`` (a residue of a copied topology) keeps the insertion code of ``old``, where it has one."""
     code = insertion_code(old)

@@ -249,8 +249,12 @@ def _coordinates(sites: list, cols: _Columns, topology: md.Topology, path: str, 
     return xyz
 
 
-def read_mmcif(path: str, handle, notes: Optional[list] = None) -> md.Trajectory:
-    """Every model of an mmCIF file's atom sites (see the module's docstring).
+def read_mmcif_models(path: str, handle, notes: Optional[list] = None) -> tuple:
+    """Every model of an mmCIF file's atom sites (see the module's docstring): topology, coordinates and box.
+
+    :func:`read_mmcif` makes an mdtraj trajectory of them (``backmap run``);
+    :func:`~backmap_plugin.openmm.frames.open_structure` an OpenMM topology
+    and frames (``refine``, ``validate``, ``export``): both read a file alike.
 
     Parameters
     ----------
@@ -263,8 +267,13 @@ def read_mmcif(path: str, handle, notes: Optional[list] = None) -> md.Trajectory
 
     Returns
     -------
-    mdtraj.Trajectory
-        Coordinates in nm; residues carry their insertion codes.
+    topology : mdtraj.Topology
+        Chains by author id, residues with their insertion codes, no bonds.
+    xyz : numpy.ndarray
+        ``(n_models, n_atoms, 3)`` float64 coordinates in Angstrom, as the file holds them.
+    box : numpy.ndarray or None
+        ``(3, 3)`` box vectors (rows, Angstrom) of the ``_cell``; None where
+        there is none or it is the 1 A placeholder.
 
     Raises
     ------
@@ -289,9 +298,34 @@ def read_mmcif(path: str, handle, notes: Optional[list] = None) -> md.Trajectory
     if note and notes is not None:
         notes.append(note)
     names = names[:kept]
-    frames = [_coordinates(models[name], cols, topology, path, name) for name in names]
-    traj = md.Trajectory(np.array(frames, dtype=np.float32) / 10.0, topology)
-    box = _box(cell)
+    xyz = np.array([_coordinates(models[name], cols, topology, path, name) for name in names], dtype=np.float64)
+    return topology, xyz, _box(cell)
+
+
+def read_mmcif(path: str, handle, notes: Optional[list] = None) -> md.Trajectory:
+    """Every model of an mmCIF file's atom sites as an mdtraj trajectory (:func:`read_mmcif_models`).
+
+    Parameters
+    ----------
+    path : str
+        The file, for messages.
+    handle : file object
+        Its text (:func:`~backmap_plugin.io.loaders.open_text`).
+    notes : list, optional
+        Where notes go (alternate locations, a last model cut short).
+
+    Returns
+    -------
+    mdtraj.Trajectory
+        Coordinates in nm; residues carry their insertion codes.
+
+    Raises
+    ------
+    BackmapInputError
+        As :func:`read_mmcif_models`.
+    """
+    topology, xyz, box = read_mmcif_models(path, handle, notes)
+    traj = md.Trajectory(xyz.astype(np.float32) / 10.0, topology)
     if box is not None:
         traj.unitcell_vectors = np.repeat(box[None] / 10.0, traj.n_frames, axis=0).astype(np.float32)
     return traj

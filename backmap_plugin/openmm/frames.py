@@ -2,8 +2,11 @@
 
 :func:`open_structure` reads the topology of a PDB, PDBx/mmCIF or HDF5 file
 (or of the ``top`` file that goes with an ``.xtc``, ``.dcd``, ``.trr`` or
-``.nc`` trajectory) with OpenMM's readers, and then gives the frames one by
-one, so that a trajectory of thousands of frames is never held in memory.
+``.nc`` trajectory) with OpenMM's readers, an mmCIF file with the package's
+own (:func:`~backmap_plugin.io.cif_atoms.read_mmcif_models`, as ``backmap
+run`` reads it: the same chain ids, residues and atoms), and then gives the
+frames one by one, so that a trajectory of thousands of frames is never held
+in memory.
 Models of a PDB file after the first are read line by line (OpenMM's reader
 keeps every model as Python objects, about 0.8 KB an atom); where its first
 model read that way is not what OpenMM read, the whole file is read by
@@ -26,8 +29,8 @@ import numpy as np
 
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io.chains import topology_from_openmm
-from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL, whole_models
+from backmap_plugin.io.chains import topology_from_openmm, topology_to_openmm_as_read
+from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL, read_mmcif_models
 from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box, one_conformer, open_text, pdb_whole_models
 from backmap_plugin.io.paths import MMCIF, NEEDS_TOPOLOGY, PDB, match_extension
 
@@ -220,11 +223,25 @@ def _open(path: str, top: str | None) -> StructureFrames:
         return _trajectory(path, None, None, None)
     if kind in PDB:
         return _pdb(path)
-    topology, frames = _read_whole(path)
-    kept, note = whole_models(path, [len(xyz) for xyz in frames], list(range(1, len(frames) + 1)))
-    frames, notes = frames[:kept], [note] if note else []
-    box = _topology_box(topology)
-    structure = StructureFrames(path, None, topology, len(frames), lambda: ((xyz, box, None) for xyz in frames))
+    return _mmcif(path)
+
+
+def _mmcif(path: str) -> StructureFrames:
+    """An mmCIF file read as ``backmap run`` reads it (:func:`~backmap_plugin.io.cif_atoms.read_mmcif_models`:
+    chains by author id, insertion codes, each residue's conformer of highest occupancy and a last model cut short
+    left out, with notes, the placeholder cell as no box), for OpenMM
+    (:func:`~backmap_plugin.io.chains.topology_to_openmm_as_read`).
+
+    OpenMM's PDBx reader named chains by ``label_asym_id`` where a file has
+    more label ids than author ids (a crystal entry's chains N and H came out
+    A and C), and took the atoms of a residue's other conformers into it."""
+    notes: list = []
+    with open_text(path) as handle:
+        md_topology, xyz, box = read_mmcif_models(path, handle, notes)
+    frames = [model / 10.0 for model in xyz]
+    box = None if box is None else box / 10.0
+    topology = topology_to_openmm_as_read(md_topology, frames[0], box)
+    structure = StructureFrames(path, None, topology, len(frames), lambda: ((x, box, None) for x in frames))
     structure.notes += notes
     return structure
 
@@ -243,13 +260,12 @@ def _nm(quantity) -> np.ndarray:
 
 
 def _read_whole(path: str, text: str | None = None):
-    """OpenMM's reader on the whole file (or on ``text``): topology and every frame's (N, 3) nm array."""
-    from openmm.app import PDBFile, PDBxFile
+    """OpenMM's PDB reader on the whole file (or on ``text``): topology and every frame's (N, 3) nm array."""
+    from openmm.app import PDBFile
 
-    reader = PDBxFile if _kind(path) in MMCIF else PDBFile
     try:
         with (io.StringIO(text) if text is not None else open_text(path)) as handle:
-            structure = reader(handle)
+            structure = PDBFile(handle)
     except BackmapInputError:
         raise
     except Exception as exc:  # OpenMM readers raise plain Exception/ValueError/KeyError
