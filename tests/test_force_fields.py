@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import shutil
+from pathlib import Path
 
 import mdtraj as md
 import numpy as np
@@ -261,6 +262,15 @@ def test_go_native_structure_may_be_an_ent_file(fixture_pdb, tmp_path):
     (_, _, want), (_, _, got) = create_go_system(pdb), create_go_system(ent)
     np.testing.assert_array_equal(np.array(got.value_in_unit(unit.nanometer)),
                                   np.array(want.value_in_unit(unit.nanometer)))
+
+
+def test_go_native_mmcif_chains_are_named_as_backmap_run_names_them():
+    """Real 1NCB rows (tests/data/README.md): mdtraj's mmCIF reader named chains N and H by their label ids, A and
+    C; the Go model reads the file as backmap run, refine and validate do."""
+    native = Path(__file__).resolve().parent / "data" / "1ncb_n81-85_h81-84.cif.gz"
+    top, _, _ = create_go_system(native)
+    assert [c.id for c in top.chains()] == ["N", "H"]
+    assert [r.id for r in top.residues()][:5] == ["81", "82", "83", "84", "85"]
 
 
 def test_go_contacts_and_repulsion_by_hand_for_two_chains(fixture_pdb, tmp_path):

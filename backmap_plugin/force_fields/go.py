@@ -33,7 +33,7 @@ from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.geometry import bond_angle, dihedral
 from backmap_plugin.force_fields.hps import load_hps_parameters
-from backmap_plugin.io.paths import PDB, match_extension
+from backmap_plugin.io.paths import LOADED_WHOLE, match_extension
 
 __all__ = [
     "BREAK_DISTANCE",
@@ -98,14 +98,20 @@ def _dihedral(a, b, c, d) -> float:
 
 
 def _read_native(pdbfile):
-    """Protein residues of the first model: names, chain ids/indices, numbers, CA and heavy atoms (nm)."""
-    import mdtraj as md
+    """Protein residues of the first model: names, chain ids/indices, numbers, CA and heavy atoms (nm); a PDB,
+    mmCIF or GRO file read as ``backmap run`` reads it (:func:`~backmap_plugin.io.loaders.load_whole`: mmCIF
+    chains by author id, each residue's conformer of highest occupancy)."""
+    from backmap_plugin.io.loaders import load_whole
+    from backmap_plugin.io.mdtraj_files import load_frame
 
     path = os.fspath(pdbfile)
     if not os.path.exists(path):
         raise BackmapInputError(f"{path}: no such file")
+    ext = match_extension(path, LOADED_WHOLE)
     try:
-        traj = md.load_pdb(path)[0] if match_extension(path, PDB) else md.load_frame(path, 0)
+        traj = load_whole(path, ext)[0] if ext is not None else load_frame(path, 0)
+    except BackmapInputError:
+        raise
     except Exception as exc:  # mdtraj raises many kinds
         raise BackmapInputError(f"{path}: cannot read structure: {exc}") from exc
     names, chain_ids, chain_index, numbers, ca, heavy, heavy_res = [], [], [], [], [], [], []
