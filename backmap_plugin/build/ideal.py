@@ -406,6 +406,49 @@ def relieve_clashes(atoms: torch.Tensor, protein: ProteinTopology,
                                  may_turn=may_turn) * mask[..., None]
 
 
+def relieve_periodic_clashes(atoms: torch.Tensor, protein: ProteinTopology, box) -> torch.Tensor:
+    """Relieve the side-chain clashes that only periodic images make, by chi-angle steps.
+
+    The builders see each structure as it is; in a periodic box (a
+    condensate or slab of many chains) chains also pack against the images
+    of others across the boundary, where nothing kept them apart. Every
+    contact is taken at its nearest image
+    (:func:`backmap_plugin.build.relax.periodic_contacts`), and the residues
+    in a clash that crosses the boundary are relieved as
+    :func:`relieve_clashes` does, with all their contacts in view.
+
+    Parameters
+    ----------
+    atoms : torch.Tensor
+        (F, R, N_SLOTS, 3) built structures, Angstrom.
+    protein : ProteinTopology
+    box : numpy.ndarray
+        (F, 3, 3) box vectors (rows) of each structure, Angstrom; rows of
+        zeros where there is none (:func:`~backmap_plugin.core.pbc.box_matrices`).
+
+    Returns
+    -------
+    torch.Tensor
+        (F, R, N_SLOTS, 3): ``atoms`` itself where no clash crosses the
+        boundary, else a new tensor with only the residues in such clashes
+        (and none of a structure without a box) turned.
+    """
+    dev = atoms.device
+    rt = torch.as_tensor(protein.res_type, device=dev)
+    mask = torch.as_tensor(protein.slot_mask, device=dev)
+    segment = torch.as_tensor(protein.segment, device=dev)
+    pairs = relax.periodic_contacts(atoms, mask, rt, segment, RELIEF_DISTANCE + RELIEF_MARGIN, box)
+    across = (pairs.shift.abs().amax(-1) > 0.5) & (pairs.distance < RELIEF_TRIGGER)
+    if not across.any():
+        return atoms
+    may_turn = torch.zeros(atoms.shape[:2], dtype=torch.bool, device=dev)
+    may_turn[pairs.frame[across], pairs.residue_a[across]] = True
+    may_turn[pairs.frame[across], pairs.residue_b[across]] = True
+    return relax.relieve_clashes(atoms, mask, rt, segment, RELIEF_STEPS, RELIEF_DISTANCE, RELIEF_RESTRAINT,
+                                 RELIEF_STEP_SIZE, RELIEF_MAX_TURN, RELIEF_MARGIN, RELIEF_TRIGGER, pairs=pairs,
+                                 may_turn=may_turn) * mask[..., None]
+
+
 #: Fitting a C-alpha trace to non-CA beads: damped fixed-point steps, and
 #: constraint sweeps that keep bonded C-alpha atoms 3.8 Angstrom apart (the
 #: builder's peptide planes assume it; without them ~20 % of bonds come out
