@@ -11,6 +11,7 @@ from backmap_plugin.core.pbc import (
     box_around,
     box_matrices,
     cell_shifts,
+    image_gap,
     images_near_cell,
     make_whole,
     unwrap_needed,
@@ -167,3 +168,18 @@ def test_images_near_cell_hold_every_image_within_the_margin(vectors):
         near = np.linalg.norm(image[:, None] - probe[None], axis=-1).min(1) < margin
         for i in np.flatnonzero(near):
             assert (int(i), *n) in listed
+
+
+def test_image_gap_is_the_least_distance_to_an_image():
+    """Points spanning 3 A of a 10 A cubic cell come 7 A from their images; in a triclinic cell no image comes
+    closer than the gap (checked over two lattice steps); a set that spans the cell has none."""
+    cube = np.eye(3) * 10.0
+    points = np.array([[1.0, 1.0, 1.0], [4.0, 2.0, 2.5]])
+    assert image_gap(points, cube) == pytest.approx(7.0)
+    rng = np.random.default_rng(1)
+    cloud = rng.uniform(0.0, 6.0, size=(200, 3))
+    gap = image_gap(cloud, TRICLINIC)
+    steps = np.array([(a, b, c) for a in range(-2, 3) for b in range(-2, 3) for c in range(-2, 3) if a or b or c])
+    nearest = min(np.linalg.norm(cloud[:, None] - (cloud + n @ TRICLINIC)[None], axis=-1).min() for n in steps)
+    assert 0 < gap <= nearest
+    assert image_gap(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 10.5]]), cube) < 0

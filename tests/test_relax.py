@@ -266,3 +266,22 @@ def test_side_chains_are_kept_off_the_periodic_images_of_chains():
 
     assert with_image(None) > 5
     assert with_image(box) <= 2
+
+
+def test_a_protein_far_from_its_images_is_not_searched(trpcage, monkeypatch):
+    """A protein in a box of solvent (its images at least the contact reach away, core/pbc.image_gap) is returned
+    as built, without the periodic search (which doubled such runs' time); in a cell it nearly fills, its frames
+    are searched."""
+    from backmap_plugin.build.ideal import relieve_periodic_clashes
+
+    protein, x = trpcage
+    searched = []
+    search = relax.periodic_contacts
+    monkeypatch.setattr(relax, "periodic_contacts", lambda atoms, *args: searched.append(len(atoms)) or
+                        search(atoms, *args))
+    big = np.repeat(np.diag([80.0, 80.0, 80.0])[None], len(x), axis=0)
+    assert relieve_periodic_clashes(x, protein, big) is x and searched == []
+    extent = float((x[..., chem.SLOT_CA, :].amax(1) - x[..., chem.SLOT_CA, :].amin(1)).max())
+    tight = np.repeat(np.eye(3)[None] * (extent + 3.0), len(x), axis=0)
+    relieve_periodic_clashes(x, protein, tight)
+    assert searched == [len(x)]

@@ -25,8 +25,8 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 
-__all__ = ["bond_images", "box_around", "box_matrices", "cell_heights", "cell_shifts", "images_near_cell",
-           "make_whole", "unwrap_needed"]
+__all__ = ["bond_images", "box_around", "box_matrices", "cell_heights", "cell_shifts", "image_gap",
+           "images_near_cell", "make_whole", "unwrap_needed"]
 
 #: Neighbouring lattice translations searched for the nearest image in a
 #: triclinic cell, after the shift by rounded fractional coordinates.
@@ -110,6 +110,32 @@ def cell_heights(vectors) -> np.ndarray:
     volume = abs(np.linalg.det(vectors))
     cross = np.cross(vectors[[1, 2, 0]], vectors[[2, 0, 1]])
     return volume / np.linalg.norm(cross, axis=-1)
+
+
+def image_gap(points, vectors) -> float:
+    """How close the periodic images of a set of points can come to the set, at least.
+
+    An image moved by whole box vectors that include vector ``i`` lies
+    across the cell's face ``i`` from the set, at least ``(1 - s_i) h_i``
+    away, where ``s_i`` is the set's spread in fractional coordinate ``i``
+    and ``h_i`` the cell's height (:func:`cell_heights`).
+
+    Parameters
+    ----------
+    points : array_like
+        ``(N, 3)`` positions, Angstrom (a molecule made whole, or several).
+    vectors : array_like
+        ``(3, 3)`` box vectors (rows) of a usable box.
+
+    Returns
+    -------
+    float
+        Angstrom; zero or less where the set spans the cell in some direction.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    fractional = np.asarray(points, dtype=np.float64) @ np.linalg.inv(vectors)
+    spread = fractional.max(axis=0) - fractional.min(axis=0)
+    return float(((1.0 - spread) * cell_heights(vectors)).min())
 
 
 def cell_shifts(points, vectors) -> np.ndarray:
