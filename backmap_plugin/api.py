@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from backmap_plugin import __version__
-from backmap_plugin.build.ideal import backmap_ideal
+from backmap_plugin.build.ideal import backmap_ideal, relieve_periodic_clashes
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.bead_fit import BeadFit
 from backmap_plugin.core.beads import MIN_BEAD_DISTANCE, first_close_pair, first_non_finite
@@ -30,7 +30,7 @@ from backmap_plugin.core.detect import decide_mapping
 from backmap_plugin.core.device import select_device
 from backmap_plugin.core.errors import BackmapInputError, BeadsTooCloseError
 from backmap_plugin.core.mappings import COMMapping, Mapping, get_mapping, model_beads
-from backmap_plugin.core.pbc import make_whole
+from backmap_plugin.core.pbc import box_matrices, make_whole
 from backmap_plugin.core.topology import (
     ProteinTopology,
     ResidueRecord,
@@ -1196,7 +1196,7 @@ class Backmapper:
 
     def _whole_martini(self, beads: np.ndarray, box, first_index: int) -> np.ndarray:
         """Martini beads with chains whole: BB beads unwrapped along each chain, side-chain beads to the image nearest their BB."""
-        from backmap_plugin.core.pbc import bond_images, box_matrices
+        from backmap_plugin.core.pbc import bond_images
 
         anchors = beads[:, :, 0]
         whole = self._whole(anchors, box, first_index)
@@ -1232,6 +1232,7 @@ class Backmapper:
         with torch.no_grad():
             atoms = torch.cat([self._build(trace[k : k + per_pass], self.protein, self.mapping, self.samples,
                                            seeds[k : k + per_pass]) for k in range(0, len(beads), per_pass)])
+            atoms = _relieve_across_box(atoms, self.protein, box_matrices(box, len(beads)))
         return atoms, beads
 
     def _even_trace(self, beads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1552,6 +1553,15 @@ class Backmapper:
             if self.mapping.bead_is_ca:
                 self._tally_evened(beads, atoms.shape[1])
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
+
+
+def _relieve_across_box(atoms: torch.Tensor, protein: ProteinTopology, vectors: np.ndarray | None) -> torch.Tensor:
+    """Structures (F, S, R, N_SLOTS, 3) with the clashes between periodic images relieved (F, 3, 3) ``vectors``
+    (:func:`~backmap_plugin.build.ideal.relieve_periodic_clashes`); as they are without a box."""
+    if vectors is None or not np.abs(vectors).any():
+        return atoms
+    flat = atoms.reshape(-1, *atoms.shape[2:])
+    return relieve_periodic_clashes(flat, protein, np.repeat(vectors, atoms.shape[1], axis=0)).reshape(atoms.shape)
 
 
 def _merge_evened(a: list | None, b: list | None) -> list | None:

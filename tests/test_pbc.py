@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.core.pbc import box_around, box_matrices, make_whole, unwrap_needed
+from backmap_plugin.core.pbc import (
+    box_around,
+    box_matrices,
+    cell_shifts,
+    image_gap,
+    images_near_cell,
+    make_whole,
+    unwrap_needed,
+)
 
 #: A triclinic cell (rows are box vectors, GROMACS lower-triangular form), Angstrom.
 TRICLINIC = np.array([[20.0, 0.0, 0.0], [6.0, 19.0, 0.0], [-5.0, 4.0, 18.0]])
@@ -136,3 +144,42 @@ def test_gather_keeps_chains_and_pieces_together(trace):
     wrapped = _wrap(trace, TRICLINIC * 1.2)
     gathered = make_whole(wrapped, np.broadcast_to(TRICLINIC * 1.2, (len(trace), 3, 3)), SEGMENT, gather=True)
     _assert_shifted_by_lattice(gathered, trace, TRICLINIC * 1.2, np.zeros(20))
+
+
+@pytest.mark.parametrize("vectors", [np.diag([20.0, 24.0, 30.0]), TRICLINIC])
+def test_images_near_cell_hold_every_image_within_the_margin(vectors):
+    """Points moved into the cell stay there; every periodic image within the margin of a point of the cell (its
+    nearest images, searched over two lattice steps) is listed, and no image is the point itself."""
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-40.0, 40.0, size=(300, 3))
+    inside = points + cell_shifts(points, vectors)
+    fractional = inside @ np.linalg.inv(vectors)
+    assert (fractional > -1e-9).all() and (fractional < 1 + 1e-9).all()
+    np.testing.assert_allclose((inside - points) @ np.linalg.inv(vectors),
+                               np.round((inside - points) @ np.linalg.inv(vectors)), atol=1e-9)
+    margin = 4.0
+    index, shift = images_near_cell(inside, vectors, margin)
+    listed = {(int(i), *np.round(s @ np.linalg.inv(vectors)).astype(int)) for i, s in zip(index, shift)}
+    assert all(any(key[1:]) for key in listed)
+    probe = rng.uniform(0.0, 1.0, size=(2000, 3)) @ vectors  # points of the cell
+    steps = np.array([(a, b, c) for a in range(-2, 3) for b in range(-2, 3) for c in range(-2, 3) if a or b or c])
+    for n in steps:
+        image = inside + n @ vectors
+        near = np.linalg.norm(image[:, None] - probe[None], axis=-1).min(1) < margin
+        for i in np.flatnonzero(near):
+            assert (int(i), *n) in listed
+
+
+def test_image_gap_is_the_least_distance_to_an_image():
+    """Points spanning 3 A of a 10 A cubic cell come 7 A from their images; in a triclinic cell no image comes
+    closer than the gap (checked over two lattice steps); a set that spans the cell has none."""
+    cube = np.eye(3) * 10.0
+    points = np.array([[1.0, 1.0, 1.0], [4.0, 2.0, 2.5]])
+    assert image_gap(points, cube) == pytest.approx(7.0)
+    rng = np.random.default_rng(1)
+    cloud = rng.uniform(0.0, 6.0, size=(200, 3))
+    gap = image_gap(cloud, TRICLINIC)
+    steps = np.array([(a, b, c) for a in range(-2, 3) for b in range(-2, 3) for c in range(-2, 3) if a or b or c])
+    nearest = min(np.linalg.norm(cloud[:, None] - (cloud + n @ TRICLINIC)[None], axis=-1).min() for n in steps)
+    assert 0 < gap <= nearest
+    assert image_gap(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 10.5]]), cube) < 0

@@ -228,3 +228,60 @@ def test_choice_and_relief_reduce_clashes(trpcage):
     chosen = clashes(relief_steps=0)
     relieved = clashes()
     assert relieved < chosen < first
+
+
+def _pair_keys(pairs):
+    """(frame, residue, slot, residue, slot) of each pair, as a set."""
+    return set(zip(*(t.tolist() for t in (pairs.frame, pairs.residue_a, pairs.slot_a, pairs.residue_b,
+                                            pairs.slot_b))))
+
+
+def test_periodic_contacts_of_a_structure_cut_by_the_cell_are_its_own(trpcage):
+    """Trp-cage straddling the faces of a cell far wider than it (its residues moved into the cell on both sides):
+    the periodic contacts are the structure's, bonded pairs left out as before, none shifted."""
+    protein, x = trpcage
+    mask, rt, seg = _tensors(protein)
+    centred = x - x[:, :, chem.SLOT_CA].mean(1)[:, None, None]  # the origin, a corner of the cell, inside it
+    box = np.repeat(np.diag([60.0, 60.0, 60.0])[None], len(x), axis=0)
+    periodic = relax.periodic_contacts(centred, mask, rt, seg, 4.3, box)
+    plain = relax.structure_contacts(centred, mask, rt, seg, 4.3)
+    assert _pair_keys(periodic) == _pair_keys(plain) and len(periodic.frame) == len(plain.frame)
+    assert not periodic.shift.any()
+
+
+def test_side_chains_are_kept_off_the_periodic_images_of_chains():
+    """The C-alpha trace of 2FD6 chain U in a cell 44 A long in x, where its C-alpha atoms come 4.6 A from those
+    of its image (chains packed in a slab): built without the box, 14 heavy-atom pairs between the two lie closer
+    than 2 A; built with it, the side chains are turned off the image too."""
+    from backmap_plugin.api import Backmapper
+
+    traj = md.load(str(TRACE_2FD6))
+    beads = traj.xyz[:1] * 10.0
+    length = 44.0
+    box = np.array([[length, 100.0, 100.0]], dtype=np.float32)
+
+    def with_image(box):
+        atoms = Backmapper(traj.topology, beads, box=box).build(beads, box=box)[0]
+        return cKDTree(atoms).count_neighbors(cKDTree(atoms + [length, 0.0, 0.0]), 2.0)
+
+    assert with_image(None) > 5
+    assert with_image(box) <= 2
+
+
+def test_a_protein_far_from_its_images_is_not_searched(trpcage, monkeypatch):
+    """A protein in a box of solvent (its images at least the contact reach away, core/pbc.image_gap) is returned
+    as built, without the periodic search (which doubled such runs' time); in a cell it nearly fills, its frames
+    are searched."""
+    from backmap_plugin.build.ideal import relieve_periodic_clashes
+
+    protein, x = trpcage
+    searched = []
+    search = relax.periodic_contacts
+    monkeypatch.setattr(relax, "periodic_contacts", lambda atoms, *args: searched.append(len(atoms)) or
+                        search(atoms, *args))
+    big = np.repeat(np.diag([80.0, 80.0, 80.0])[None], len(x), axis=0)
+    assert relieve_periodic_clashes(x, protein, big) is x and searched == []
+    extent = float((x[..., chem.SLOT_CA, :].amax(1) - x[..., chem.SLOT_CA, :].amin(1)).max())
+    tight = np.repeat(np.eye(3)[None] * (extent + 3.0), len(x), axis=0)
+    relieve_periodic_clashes(x, protein, tight)
+    assert searched == [len(x)]

@@ -18,11 +18,17 @@ import numpy as np
 import torch
 
 from backmap_plugin.build import relax
-from backmap_plugin.build.backbone import build_backbone, fit_backbone, noisy_trace_lengths, noisy_traces
+from backmap_plugin.build.backbone import (
+    build_backbone,
+    fit_backbone,
+    noisy_trace_lengths,
+    noisy_traces,
+)
 from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, ideal_internal
 from backmap_plugin.core.mappings import Mapping
+from backmap_plugin.core.pbc import image_gap
 from backmap_plugin.core.topology import ProteinTopology
 
 #: Rotamers tried per residue (most frequent first).
@@ -406,6 +412,69 @@ def relieve_clashes(atoms: torch.Tensor, protein: ProteinTopology,
                                  may_turn=may_turn) * mask[..., None]
 
 
+def relieve_periodic_clashes(atoms: torch.Tensor, protein: ProteinTopology, box) -> torch.Tensor:
+    """Relieve the side-chain clashes that only periodic images make, by chi-angle steps.
+
+    The builders see each structure as it is; in a periodic box (a
+    condensate or slab of many chains) chains also pack against the images
+    of others across the boundary, where nothing kept them apart. Every
+    contact is taken at its nearest image
+    (:func:`backmap_plugin.build.relax.periodic_contacts`), and the residues
+    in a clash that crosses the boundary are relieved as
+    :func:`relieve_clashes` does, with all their contacts in view.
+
+    Parameters
+    ----------
+    atoms : torch.Tensor
+        (F, R, N_SLOTS, 3) built structures, Angstrom.
+    protein : ProteinTopology
+    box : numpy.ndarray
+        (F, 3, 3) box vectors (rows) of each structure, Angstrom; rows of
+        zeros where there is none (:func:`~backmap_plugin.core.pbc.box_matrices`).
+
+    Returns
+    -------
+    torch.Tensor
+        (F, R, N_SLOTS, 3): ``atoms`` itself where no clash crosses the
+        boundary, else a new tensor with only the residues in such clashes
+        (and none of a structure without a box) turned.
+
+    Notes
+    -----
+    Only structures whose images can come within reach of them
+    (:func:`~backmap_plugin.core.pbc.image_gap` of the C-alpha atoms less
+    than the contact distance and twice the farthest atom from its C-alpha)
+    are searched: a protein in a box of solvent is not (the search doubled
+    the time of such runs).
+    """
+    dev = atoms.device
+    rt = torch.as_tensor(protein.res_type, device=dev)
+    mask = torch.as_tensor(protein.slot_mask, device=dev)
+    segment = torch.as_tensor(protein.segment, device=dev)
+    cutoff = RELIEF_DISTANCE + RELIEF_MARGIN
+    ca = atoms[:, :, chem.SLOT_CA]
+    reach = cutoff + 2 * float((atoms - ca[:, :, None]).norm(dim=-1)[:, mask].max())
+    ca = ca.double().cpu().numpy()
+    near = [f for f in range(len(atoms)) if np.abs(box[f]).any() and image_gap(ca[f], box[f]) < reach]
+    if not near:
+        return atoms
+    some = atoms[near]
+    pairs = relax.periodic_contacts(some, mask, rt, segment, cutoff, np.asarray(box)[near])
+    if pairs.shift is None:  # (cells too small to search for images in)
+        return atoms
+    across = (pairs.shift.abs().amax(-1) > 0.5) & (pairs.distance < RELIEF_TRIGGER)
+    if not across.any():
+        return atoms
+    may_turn = torch.zeros(some.shape[:2], dtype=torch.bool, device=dev)
+    may_turn[pairs.frame[across], pairs.residue_a[across]] = True
+    may_turn[pairs.frame[across], pairs.residue_b[across]] = True
+    out = atoms.clone()
+    out[near] = relax.relieve_clashes(some, mask, rt, segment, RELIEF_STEPS, RELIEF_DISTANCE, RELIEF_RESTRAINT,
+                                      RELIEF_STEP_SIZE, RELIEF_MAX_TURN, RELIEF_MARGIN, RELIEF_TRIGGER, pairs=pairs,
+                                      may_turn=may_turn) * mask[..., None]
+    return out
+
+
 #: Fitting a C-alpha trace to non-CA beads: damped fixed-point steps, and
 #: constraint sweeps that keep bonded C-alpha atoms 3.8 Angstrom apart (the
 #: builder's peptide planes assume it; without them ~20 % of bonds come out
@@ -477,7 +546,9 @@ def backmap_ideal(beads: torch.Tensor, protein: ProteinTopology, mapping: Mappin
                 break
             ca = constrain_trace(ca + _FIT_DAMPING * deviation, same)
             atoms = build(ca)
-        from backmap_plugin.build.settle import settle_on_beads  # (settle imports this module)
+        from backmap_plugin.build.settle import (
+            settle_on_beads,  # (settle imports this module)
+        )
 
         atoms = settle_on_beads(kept, protein, beads, lambda x: mapping.bead_positions(x, present, protein.res_type))
     return atoms[:, None].expand(-1, samples, -1, -1, -1)

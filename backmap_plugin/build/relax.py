@@ -37,6 +37,7 @@ from backmap_plugin.build.chi_turns import ChiTurner, chi_bonds, chi_tables, chi
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.cell_list import close_pairs
 from backmap_plugin.core.metrics import bonded_exclusions
+from backmap_plugin.core.pbc import cell_heights, cell_shifts, images_near_cell
 
 #: Side-chain slots (atoms beyond CB, OXT excluded): the atoms that move.
 SIDE_SLOTS = np.arange(chem.SLOT_CB + 1, chem.SLOT_OXT)
@@ -159,6 +160,10 @@ class AtomPairs:
         (P,) Angstrom.
     query : torch.Tensor or None
         (P,) the query atom ``a`` belongs to (:func:`side_chain_contacts`).
+    shift : torch.Tensor or None
+        (P, 3) box vectors that bring atom ``b`` to the periodic image of it
+        that is ``distance`` from atom ``a`` (:func:`periodic_contacts`);
+        None: no shift, the pairs of one structure as it is.
     """
 
     frame: torch.Tensor
@@ -168,6 +173,7 @@ class AtomPairs:
     slot_b: torch.Tensor
     distance: torch.Tensor
     query: torch.Tensor | None = None
+    shift: torch.Tensor | None = None
 
     def select(self, keep: torch.Tensor) -> AtomPairs:
         """The pairs where ``keep`` is True."""
@@ -175,9 +181,13 @@ class AtomPairs:
 
     @staticmethod
     def cat(parts: list) -> AtomPairs:
-        """All pairs of ``parts`` (``query`` dropped)."""
+        """All pairs of ``parts`` (``query`` dropped; ``shift`` kept where a part has one, zero for the others)."""
         fields = ("frame", "residue_a", "slot_a", "residue_b", "slot_b", "distance")
-        return AtomPairs(*(torch.cat([getattr(p, name) for p in parts]) for name in fields))
+        out = AtomPairs(*(torch.cat([getattr(p, name) for p in parts]) for name in fields))
+        if any(p.shift is not None for p in parts):
+            out.shift = torch.cat([p.distance.new_zeros(len(p.distance), 3) if p.shift is None else p.shift
+                                   for p in parts])
+        return out
 
 
 def _atom_pairs(xa, ma, xb, mb, slots_a, slots_b, frame, res_a, res_b, query, res_type, segment, cutoff,
@@ -247,6 +257,78 @@ def structure_contacts(atoms: torch.Tensor, atom_mask: torch.Tensor, res_type: t
     gs = _tables().group_slots.to(dev)
     return _atom_pairs(groups[f, i, pi], group_mask[i, pi], groups[f, j, pj], group_mask[j, pj], gs[pi], gs[pj],
                        f, i, j, None, res_type, segment, cutoff)
+
+
+def periodic_contacts(atoms: torch.Tensor, atom_mask: torch.Tensor, res_type: torch.Tensor, segment: torch.Tensor,
+                      cutoff: float, box) -> AtomPairs:
+    """:func:`structure_contacts` of periodic structures: every pair at its nearest periodic image.
+
+    Each residue is moved by whole box vectors into the cell (by its
+    C-alpha atom), the images of the residues that come within reach of the
+    cell (:func:`~backmap_plugin.core.pbc.images_near_cell`) are added, and
+    the contacts of that set are mapped back to the residues: pairs of the
+    structure as it is (their shift zero; bonded atoms left out as in
+    :func:`structure_contacts`) and pairs that only periodic images bring
+    together (chains packed against each other across the boundary), each
+    once. Frames without a usable box get :func:`structure_contacts`.
+
+    Parameters
+    ----------
+    atoms : torch.Tensor
+        (F, R, N_SLOTS, 3).
+    atom_mask : torch.Tensor
+        (R, N_SLOTS) bool, atoms that exist.
+    res_type, segment : torch.Tensor
+        (R,) long; residues of one segment are peptide-bonded in order.
+    cutoff : float
+        Angstrom.
+    box : numpy.ndarray
+        (F, 3, 3) box vectors (rows) of each frame, Angstrom; rows of zeros
+        for a frame without one (:func:`~backmap_plugin.core.pbc.box_matrices`).
+        A cell less than twice the reach (``cutoff`` plus twice the
+        largest distance of an atom from its C-alpha) high has its pairs
+        found without images.
+
+    Returns
+    -------
+    AtomPairs
+        With ``shift`` (P, 3): ``atoms[f, residue_b, slot_b] + shift`` is the
+        image of atom ``b`` ``distance`` from atom ``a``.
+    """
+    dev = atoms.device
+    n_res = atoms.shape[1]
+    x_all = atoms.to(CONTACT_DTYPE)
+    parts = []
+    for f in range(atoms.shape[0]):
+        x = x_all[f]
+        vectors = np.asarray(box[f], dtype=np.float64)
+        reach = cutoff + 2 * float((x - x[:, chem.SLOT_CA, None]).norm(dim=-1)[atom_mask].max())
+        if not np.abs(vectors).any() or cell_heights(vectors).min() < 2 * reach:
+            found = structure_contacts(x[None], atom_mask, res_type, segment, cutoff)
+            found.frame[:] = f
+            parts.append(found)
+            continue
+        ca = x[:, chem.SLOT_CA].double().cpu().numpy()
+        into = cell_shifts(ca, vectors)
+        index, shift = images_near_cell(ca + into, vectors, reach)
+        origin = torch.as_tensor(np.concatenate([np.arange(n_res), index]), device=dev)
+        place = torch.as_tensor(np.concatenate([into, into[index] + shift]), dtype=x.dtype, device=dev)
+        # images are residues of their own segments: bonded atoms are told apart below, by the original residues
+        apart = segment.max() + 1 + torch.arange(len(index), device=dev)
+        found = structure_contacts((x[origin] + place[:, None])[None], atom_mask[origin], res_type[origin],
+                                   torch.cat([segment, apart]), cutoff)
+        a, b = found.residue_a, found.residue_b  # a < b: a pair with an image has it as b
+        ra, rb = origin[a], origin[b]
+        relative = place[b] - place[a]
+        own = relative.abs().amax(-1) < 0.5  # the two atoms as the structure holds them
+        # a pair with an image, and its mirror (b's residue with the image of a's), listed once
+        keep = (a < n_res) & ((b < n_res) | (ra < rb))
+        bonded = _bonds_apart(ra, found.slot_a, rb, found.slot_b, res_type, segment) <= MAX_EXCLUDED_BONDS
+        keep &= ~(own & bonded) & (own | (ra != rb))
+        found = AtomPairs(torch.full_like(a, f), ra, found.slot_a, rb, found.slot_b, found.distance, None,
+                          relative.to(atoms.dtype)).select(keep)
+        parts.append(found)
+    return AtomPairs.cat(parts) if parts else structure_contacts(atoms, atom_mask, res_type, segment, cutoff)
 
 
 @dataclass
@@ -420,7 +502,8 @@ def relieve_clashes(
     trigger : float, optional
     pairs : AtomPairs, optional
         Every pair closer than ``distance + margin`` that involves a side
-        chain, once (default: :func:`structure_contacts`).
+        chain, once (default: :func:`structure_contacts`); with a ``shift``
+        (:func:`periodic_contacts`), atom ``b`` is taken at that image.
     may_turn : torch.Tensor, optional
         (F, R) bool: the residues whose chi angles may turn (default all).
 
@@ -457,8 +540,9 @@ def relieve_clashes(
     af, ai = active // n_res, active % n_res
     start = atoms[af, ai]  # (N, S, 3)
     types = res_type[ai]
+    shift = None if pairs.shift is None else pairs.shift[keep].to(atoms.dtype)
     fixed_a = atoms[f, i, slot_a]
-    fixed_b = atoms[f, j, slot_b]
+    fixed_b = atoms[f, j, slot_b] if shift is None else atoms[f, j, slot_b] + shift
     chi_ok = tb.movable.to(dev)[types].to(atoms.dtype)  # (N, 4)
     chi = chi_tables()
     moved = chi.moved.to(dev)[types].to(atoms.dtype)  # (N, S, 4)
@@ -468,7 +552,8 @@ def relieve_clashes(
     turner = ChiTurner(start, types)
     for _ in range(steps):
         pa = torch.where((la >= 0)[:, None], x[la.clamp(min=0), slot_a], fixed_a)
-        pb = torch.where((lb >= 0)[:, None], x[lb.clamp(min=0), slot_b], fixed_b)
+        pb = torch.where((lb >= 0)[:, None], x[lb.clamp(min=0), slot_b] if shift is None else
+                         x[lb.clamp(min=0), slot_b] + shift, fixed_b)
         diff = pa - pb
         d = diff.norm(dim=-1, keepdim=True).clamp(min=1e-6)
         g = -2 * torch.relu(distance - d) * diff / d  # dE/dpa; dE/dpb = -g

@@ -25,7 +25,8 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 
-__all__ = ["bond_images", "box_around", "box_matrices", "make_whole", "unwrap_needed"]
+__all__ = ["bond_images", "box_around", "box_matrices", "cell_heights", "cell_shifts", "image_gap",
+           "images_near_cell", "make_whole", "unwrap_needed"]
 
 #: Neighbouring lattice translations searched for the nearest image in a
 #: triclinic cell, after the shift by rounded fractional coordinates.
@@ -88,6 +89,108 @@ def _half_widths(vectors: np.ndarray) -> np.ndarray:
     area = np.linalg.norm(cross, axis=-1).max(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(area > 0, 0.5 * volume / np.where(area > 0, area, 1.0), 0.0)
+
+
+def cell_heights(vectors) -> np.ndarray:
+    """Distances between opposite faces of a cell.
+
+    Parameters
+    ----------
+    vectors : array_like
+        ``(3, 3)`` box vectors (rows), Angstrom.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(3,)`` the cell's height along each vector: the distance between
+        the two faces the other two vectors span (the edge lengths of an
+        orthorhombic cell).
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    volume = abs(np.linalg.det(vectors))
+    cross = np.cross(vectors[[1, 2, 0]], vectors[[2, 0, 1]])
+    return volume / np.linalg.norm(cross, axis=-1)
+
+
+def image_gap(points, vectors) -> float:
+    """How close the periodic images of a set of points can come to the set, at least.
+
+    An image moved by whole box vectors that include vector ``i`` lies
+    across the cell's face ``i`` from the set, at least ``(1 - s_i) h_i``
+    away, where ``s_i`` is the set's spread in fractional coordinate ``i``
+    and ``h_i`` the cell's height (:func:`cell_heights`).
+
+    Parameters
+    ----------
+    points : array_like
+        ``(N, 3)`` positions, Angstrom (a molecule made whole, or several).
+    vectors : array_like
+        ``(3, 3)`` box vectors (rows) of a usable box.
+
+    Returns
+    -------
+    float
+        Angstrom; zero or less where the set spans the cell in some direction.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    fractional = np.asarray(points, dtype=np.float64) @ np.linalg.inv(vectors)
+    spread = fractional.max(axis=0) - fractional.min(axis=0)
+    return float(((1.0 - spread) * cell_heights(vectors)).min())
+
+
+def cell_shifts(points, vectors) -> np.ndarray:
+    """Whole box vectors that move each point into the cell.
+
+    Parameters
+    ----------
+    points : array_like
+        ``(N, 3)`` positions, Angstrom.
+    vectors : array_like
+        ``(3, 3)`` box vectors (rows) of a usable box.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 3)`` float64 shifts: ``points + shifts`` have fractional
+        coordinates in ``[0, 1)`` (up to rounding).
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    fractional = np.asarray(points, dtype=np.float64) @ np.linalg.inv(vectors)
+    return -np.floor(fractional) @ vectors
+
+
+def images_near_cell(points, vectors, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """The periodic images of points in a cell that lie within ``margin`` of the cell.
+
+    Parameters
+    ----------
+    points : array_like
+        ``(N, 3)`` positions inside the cell (e.g. moved there by
+        :func:`cell_shifts`), Angstrom.
+    vectors : array_like
+        ``(3, 3)`` box vectors (rows) of a usable box.
+    margin : float
+        Angstrom; images in the 26 neighbouring cells are kept where their
+        fractional coordinates lie within ``margin`` (as a share of the
+        cell's heights, :func:`cell_heights`) of the cell: every image
+        closer than ``margin`` to a point of the cell, and in a triclinic
+        cell some farther ones.
+
+    Returns
+    -------
+    index : numpy.ndarray
+        ``(K,)`` int64, the point each image is of.
+    shift : numpy.ndarray
+        ``(K, 3)`` float64, the box vectors that make it: the image is
+        ``points[index] + shift``.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    fractional = np.asarray(points, dtype=np.float64) @ np.linalg.inv(vectors)
+    reach = float(margin) / cell_heights(vectors)
+    lattice = _NEIGHBOURS[_NEIGHBOURS.any(axis=1)]
+    moved = fractional[None] + lattice[:, None]  # (26, N, 3)
+    which, index = np.nonzero(((moved >= -reach) & (moved < 1.0 + reach)).all(axis=-1))
+    return index.astype(np.int64), lattice[which] @ vectors
 
 
 def _is_orthorhombic(vectors: np.ndarray) -> bool:
