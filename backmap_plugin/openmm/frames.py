@@ -303,18 +303,13 @@ def _pdb(path: str) -> StructureFrames:
     first listed), with a note (:func:`~backmap_plugin.io.loaders.one_conformer`); a file whose last model is cut
     short (a killed writer) gives its whole models, with a note (:func:`~backmap_plugin.io.loaders.pdb_whole_models`;
     their alternate locations as OpenMM keeps them)."""
-    whole = pdb_whole_models(path)
-    if whole is not None:
-        text, note = whole
-        structure = _pdb_whole(path, text)
-        structure.notes.append(f"{path}: {note}")
-        return structure
-    picked = one_conformer(path)
-    if picked is not None:
-        text, note = picked
-        structure = _pdb_whole(path, text)
-        structure.notes.append(f"{path}: {note}")
-        return structure
+    for part_of in (pdb_whole_models, one_conformer):  # (the text of the file to read, and why)
+        picked = part_of(path)
+        if picked is not None:
+            text, note = picked
+            structure = _pdb_whole(path, text)
+            structure.notes.append(f"{path}: {note}")
+            return structure
     first, conect, n_models, in_first = [], [], 0, True
     with open_text(path) as handle:
         for line in handle:
