@@ -345,3 +345,21 @@ def test_mmcif_alternate_conformers_are_read_as_backmap_run_reads_them():
     assert "chain A residue 22: A SER 0.53, B PRO 0.47" in notes[0]
     (positions, _, _), = list(structure)
     np.testing.assert_allclose(_nm(positions), traj.xyz[0], atol=1e-6)
+
+
+def test_frames_near_their_periodic_images_get_a_note(ensemble, tmp_path):
+    """Trp-cage in a cell it nearly fills (its atoms within 4 A of their images: a slab's chains packed across the
+    faces) is refined and validated without images, and a note says so; in a box of solvent around it, none."""
+    _, traj = ensemble
+    xyz = traj.xyz[:2] * 10.0
+    extent = float((xyz.max(1) - xyz.min(1)).max())
+    for name, edge, noted in (("tight.pdb", extent + 2.0, True), ("solvated.pdb", extent + 20.0, False)):
+        path = tmp_path / name
+        with TrajectoryWriter(str(path), traj.topology) as writer:
+            writer.write(xyz, box=np.repeat(np.eye(3, dtype=np.float32)[None] * edge, 2, axis=0))
+        structure = open_structure(path)
+        assert len(list(structure)) == 2
+        notes = structure.read_notes("validated")
+        assert (notes == [f"{path}: its atoms come within 4 A of their periodic images (e.g. chains packed across "
+                          "the box's faces), and the frames were validated without images: clashes across the faces "
+                          "are not counted (nor, in refine, minimised away)"]) if noted else notes == []

@@ -29,6 +29,7 @@ import numpy as np
 
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.pbc import image_gap
 from backmap_plugin.io.chains import topology_from_openmm, topology_to_openmm_as_read
 from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL, read_mmcif_models
 from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box, one_conformer, open_text, pdb_whole_models
@@ -61,6 +62,10 @@ def _kind(path: str) -> str:
 #: them by hundredths, and a noisy or strained input (other tools' output) by up to about half an Angstrom
 #: (0.54 A seen in a 20-frame all-atom file that refine takes as it is).
 BOND_MISMATCH = 0.75
+#: Angstrom: a frame whose periodic images can come this close to it (:func:`~backmap_plugin.core.pbc.image_gap`;
+#: chains of a slab or condensate packed against the images of others) gets a note that clashes are counted, and
+#: structures minimised, without periodic images.
+NEAR_IMAGE = 4.0
 
 
 class StructureFrames:
@@ -92,6 +97,9 @@ class StructureFrames:
     notes : list of str
         What the user should know of the file (a DCD holding fewer frames
         than its header announces).
+    near_images : bool
+        A frame of the last iteration has periodic images within
+        :data:`NEAR_IMAGE` of it (see :meth:`read_notes`).
     """
 
     def __init__(self, path: str, top_path: str | None, topology, n_frames: int, frames, reference=None):
@@ -100,6 +108,7 @@ class StructureFrames:
         self.topology = topology
         self.n_frames = n_frames
         self.frames_read = 0
+        self.near_images = False
         self.notes = []
         self._frames = frames  # callable -> iterator of (xyz nm (N, 3), box nm (3, 3) or None, time ps or None)
         self._reference = reference  # (N, 3) nm coordinates of the topology file, or None: the first frame
@@ -113,7 +122,10 @@ class StructureFrames:
         bonds = _residue_bonds(self.topology)
         reference = None if self._reference is None else _lengths(self._reference, bonds)
         self.frames_read = 0
+        self.near_images = False
         for index, (xyz, box, time) in enumerate(self._frames()):
+            if box is not None and not self.near_images:
+                self.near_images = image_gap(xyz * 10.0, box * 10.0) < NEAR_IMAGE
             lengths = _lengths(xyz, bonds)
             if reference is None:
                 reference = lengths
@@ -122,7 +134,8 @@ class StructureFrames:
             yield array_to_positions(xyz), None if box is None else array_to_positions(box), time
 
     def read_notes(self, done: str) -> list:
-        """:attr:`notes`, and where the last iteration stopped short of :attr:`n_frames`, that it did.
+        """:attr:`notes`; where the last iteration stopped short of :attr:`n_frames`, that it did; where frames came
+        within reach of their periodic images (:attr:`near_images`), that they were taken without them.
 
         Parameters
         ----------
@@ -133,10 +146,15 @@ class StructureFrames:
         -------
         list of str
         """
-        if self.frames_read >= self.n_frames:
-            return list(self.notes)
-        return self.notes + [f"{self.path}: {self.frames_read} whole frame(s) of the {self.n_frames} it holds: cut "
-                             f"short in a frame? Those were {done}"]
+        notes = list(self.notes)
+        if self.frames_read < self.n_frames:
+            notes.append(f"{self.path}: {self.frames_read} whole frame(s) of the {self.n_frames} it holds: cut short "
+                         f"in a frame? Those were {done}")
+        if self.near_images:
+            notes.append(f"{self.path}: its atoms come within {NEAR_IMAGE:.0f} A of their periodic images (e.g. "
+                         f"chains packed across the box's faces), and the frames were {done} without images: "
+                         "clashes across the faces are not counted (nor, in refine, minimised away)")
+        return notes
 
     def _check_bonds(self, index: int, lengths: np.ndarray, reference: np.ndarray, bonds: np.ndarray) -> None:
         change = np.abs(lengths - reference)
