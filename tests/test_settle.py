@@ -105,3 +105,42 @@ def test_backbone_contact_pairs_are_every_close_pair(trpcage):
                                                      < 4.5)))]
     assert len(expected) > 1000
     assert got.T.tolist() == [list(map(int, e)) for e in expected]
+
+
+def test_separate_planes_turns_overlapping_peptides_apart(trpcage):
+    """Trp-cage's backbone (its planes' own angles, models 1-2) with the plane of GLY11-PRO12 turned until its O
+    comes within 1.5 A of a neighbouring O (a flipped peptide, as the C-alpha model builds about one in 600): that
+    plane and its neighbours turn apart, nothing else moves, N-CA-C stays near ideal; structures without such a
+    pair are returned as they are."""
+    from backmap_plugin.build.backbone_contacts import separate_planes
+
+    protein, slots, _ = trpcage
+    layout, rt = protein.backbone_layout, protein.res_type
+    truth = torch.as_tensor(slots[:2], dtype=torch.float64)
+    ca = truth[..., chem.SLOT_CA, :]
+    dofs = backbone_dofs(truth, layout)
+    backbone = build_backbone(ca, layout, rt, dofs)
+    assert separate_planes(backbone, protein) is backbone
+    plane = int(np.flatnonzero(np.asarray(layout.first) == 10)[0])
+
+    def oo(b):
+        return min(float((b[0, 10, chem.SLOT_O] - b[0, other, chem.SLOT_O]).norm()) for other in (9, 11))
+
+    turns = torch.linspace(-np.pi, np.pi, 73, dtype=torch.float64)
+    tried = []
+    for turn in turns:
+        angle = dofs["angle"].clone()
+        angle[0, plane] += turn
+        tried.append(oo(build_backbone(ca, layout, rt, {**dofs, "angle": angle})))
+    angle = dofs["angle"].clone()
+    angle[0, plane] += turns[int(np.argmin(tried))]
+    flipped = build_backbone(ca, layout, rt, {**dofs, "angle": angle})
+    assert oo(flipped) < 1.5
+    out = separate_planes(flipped, protein)
+    assert oo(out) > 2.0 and oo(out) > oo(flipped) + 0.5
+    assert torch.equal(out[1], flipped[1])
+    moved = (out[0] - flipped[0]).norm(dim=-1).amax(-1) > 1e-6
+    assert moved.any() and not moved[:8].any() and not moved[14:].any()  # (the planes of the pair, and neighbours)
+    u, v = out[0, :, chem.SLOT_N] - ca[0], out[0, :, chem.SLOT_C] - ca[0]
+    n_ca_c = torch.rad2deg(torch.acos((u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1))))
+    assert (n_ca_c[moved] - chem.ANGLE_N_CA_C).abs().max() < 10.0
