@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from backmap_plugin.build.backbone import backbone_dofs, build_backbone, fit_backbone, turn_planes_towards
 from backmap_plugin.build.relax import residue_neighbours
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.topology import ProteinTopology
@@ -111,7 +112,8 @@ def backbone_contact_loss(backbone: torch.Tensor, pairs: torch.Tensor, weight: f
 #: Turning peptide planes apart (:func:`separate_planes`): Gauss-Newton steps; the weight of the N-CA-C angles
 #: between planes (per rad^2) and the damping (Angstrom^2 per rad^2) of
 #: :func:`~backmap_plugin.build.backbone.turn_planes_towards`; pairs searched this far beyond
-#: :data:`CONTACT_DISTANCE` (the turns bring atoms closer).
+#: :data:`CONTACT_DISTANCE` (the turns bring atoms closer); planes turn where a pair is closer than
+#: SEPARATE_TRIGGER (Angstrom; chosen on the val clusters of the train cache).
 SEPARATE_STEPS = 8
 SEPARATE_ANGLE_WEIGHT = 5.0
 SEPARATE_DAMPING = 1.0
@@ -168,8 +170,6 @@ def _turn_apart(backbone: torch.Tensor, protein: ProteinTopology, f: torch.Tenso
                 short: torch.Tensor, steps: int) -> torch.Tensor:
     """:func:`separate_planes` of structures with close pairs (frame, atom, atom; ``short``: closer than the
     trigger)."""
-    from backmap_plugin.build.backbone import backbone_dofs, build_backbone, fit_backbone, turn_planes_towards
-
     dev = backbone.device
     layout = protein.backbone_layout
     ca = backbone[..., chem.SLOT_CA, :]
