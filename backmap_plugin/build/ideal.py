@@ -466,16 +466,15 @@ def relieve_periodic_clashes(atoms: torch.Tensor, protein: ProteinTopology, box)
     mask = torch.as_tensor(protein.slot_mask, device=dev)
     segment = torch.as_tensor(protein.segment, device=dev)
     cutoff = RELIEF_DISTANCE + RELIEF_MARGIN
-    ca = atoms[:, :, chem.SLOT_CA]
-    reach = cutoff + 2 * float((atoms - ca[:, :, None]).norm(dim=-1)[:, mask].max())
-    ca = ca.double().cpu().numpy()
+    reach = relax.contact_reach(atoms, mask, cutoff)
+    ca = atoms[:, :, chem.SLOT_CA].double().cpu().numpy()
     near = [f for f in range(len(atoms)) if np.abs(box[f]).any() and image_gap(ca[f], box[f]) < reach]
     if not near:
         return atoms
-    some = atoms[near]
+    some, cells = atoms[near], np.asarray(box)[near]
     relieved = False
     for _ in range(PERIODIC_ROUNDS):
-        pairs = relax.periodic_contacts(some, mask, rt, segment, cutoff, np.asarray(box)[near])
+        pairs = relax.periodic_contacts(some, mask, rt, segment, cutoff, cells)
         if pairs.shift is None:  # (cells too small to search for images in)
             break
         across = (pairs.shift.abs().amax(-1) > 0.5) & (pairs.distance < RELIEF_TRIGGER)

@@ -259,6 +259,25 @@ def structure_contacts(atoms: torch.Tensor, atom_mask: torch.Tensor, res_type: t
                        f, i, j, None, res_type, segment, cutoff)
 
 
+def contact_reach(atoms: torch.Tensor, atom_mask: torch.Tensor, cutoff: float) -> float:
+    """How far apart two residues' C-alpha atoms can lie and still have atoms closer than ``cutoff``: ``cutoff``
+    plus twice the farthest atom from its C-alpha (Angstrom).
+
+    Parameters
+    ----------
+    atoms : torch.Tensor
+        (..., R, N_SLOTS, 3).
+    atom_mask : torch.Tensor
+        (R, N_SLOTS) bool, atoms that exist.
+    cutoff : float
+
+    Returns
+    -------
+    float
+    """
+    return cutoff + 2 * float((atoms - atoms[..., chem.SLOT_CA, None, :]).norm(dim=-1)[..., atom_mask].max())
+
+
 def periodic_contacts(atoms: torch.Tensor, atom_mask: torch.Tensor, res_type: torch.Tensor, segment: torch.Tensor,
                       cutoff: float, box) -> AtomPairs:
     """:func:`structure_contacts` of periodic structures: every pair at its nearest periodic image.
@@ -285,9 +304,8 @@ def periodic_contacts(atoms: torch.Tensor, atom_mask: torch.Tensor, res_type: to
     box : numpy.ndarray
         (F, 3, 3) box vectors (rows) of each frame, Angstrom; rows of zeros
         for a frame without one (:func:`~backmap_plugin.core.pbc.box_matrices`).
-        A cell less than twice the reach (``cutoff`` plus twice the
-        largest distance of an atom from its C-alpha) high has its pairs
-        found without images.
+        A cell less than twice the reach (:func:`contact_reach`) high has
+        its pairs found without images.
 
     Returns
     -------
@@ -302,7 +320,7 @@ def periodic_contacts(atoms: torch.Tensor, atom_mask: torch.Tensor, res_type: to
     for f in range(atoms.shape[0]):
         x = x_all[f]
         vectors = np.asarray(box[f], dtype=np.float64)
-        reach = cutoff + 2 * float((x - x[:, chem.SLOT_CA, None]).norm(dim=-1)[atom_mask].max())
+        reach = contact_reach(x, atom_mask, cutoff)
         if not np.abs(vectors).any() or cell_heights(vectors).min() < 2 * reach:
             found = structure_contacts(x[None], atom_mask, res_type, segment, cutoff)
             found.frame[:] = f
