@@ -17,7 +17,7 @@ from backmap_plugin.api import Backmapper, check_backmap_options
 from backmap_plugin.core.errors import BackmapInputError, BeadsTooCloseError
 from backmap_plugin.io.chains import topology_from_openmm, topology_to_openmm
 from backmap_plugin.io.lock import OutputLock
-from backmap_plugin.io.paths import check_output_path
+from backmap_plugin.io.paths import check_output_path, match_extension
 from backmap_plugin.io.pdb import check_pdb_topology
 from backmap_plugin.io.trajectory import TrajectoryWriter
 
@@ -207,7 +207,7 @@ class BackmapReporter:
         self._closed = False
         # flush at interpreter exit without keeping the reporter alive; exit handlers run last-registered
         # first, so PyTables (HDF5 output) is loaded before this one is registered: it closes its files after
-        if os.fspath(file).lower().endswith(".h5"):
+        if match_extension(file, (".h5",)):
             import tables  # noqa: F401
         # one writer per file: two reporters given one file interleaved (XTC kept 10 of 30 frames, DCD 6)
         self._lock = OutputLock(file, who="a BackmapReporter")
@@ -310,7 +310,7 @@ class BackmapReporter:
                     f"BackmapReporter({self._file}): simulation.topology is not coarse-grained: most of its residues "
                     "hold at least half their heavy atoms (an all-atom simulation); the reporter is for CG runs: one "
                     "bead per residue, a few (e.g. C-alpha and side-chain beads), or Martini 3 beads (BB, SC1 ...)")
-            if os.fspath(self._file).lower().endswith(".pdb"):  # (a batch later, the run went on for long)
+            if match_extension(self._file, (".pdb",)):  # (a batch later, the run went on for long)
                 check_pdb_topology(self._engine.topology, self._file)
             try:
                 self._interval = self._reportInterval * simulation.integrator.getStepSize().value_in_unit(

@@ -169,6 +169,45 @@ def test_run_reads_ent_as_pdb(tmp_path, capfd, example):
     np.testing.assert_allclose(ca_xyz(md.load(str(out)))[0], ca_xyz(md.load(str(EXAMPLE_PDB)))[0], atol=2e-3)
 
 
+def test_run_upper_case_pdb_to_upper_case_pdb(tmp_path, capfd, example):
+    """``backmap run TRPCAGE_CA.PDB -o OUT.PDB``: the names Windows programs write are the formats of their
+    lower-case twins, and the messages name the files as given."""
+    upper = tmp_path / "TRPCAGE_CA.PDB"
+    shutil.copy(EXAMPLE_PDB, upper)
+    out = tmp_path / "OUT.PDB"
+    status, stdout, stderr = run_cli(capfd, "run", upper, "-o", out, "--quiet")
+    assert status == 0, stderr
+    assert stdout.startswith("backmapped 1 frame(s) x 1 sample(s), 20 residues") and f"-> {out} " in stdout
+    assert sorted(os.listdir(tmp_path)) == ["OUT.PDB", "TRPCAGE_CA.PDB"]
+    assert out.read_text().startswith(("ATOM", "CRYST1", "MODEL", "REMARK"))
+    shutil.copy(out, tmp_path / "twin.pdb")
+    back = md.load(str(tmp_path / "twin.pdb"))
+    assert_complete(back, example[1], 1)
+    np.testing.assert_allclose(ca_xyz(back)[0], ca_xyz(md.load(str(EXAMPLE_PDB)))[0], atol=2e-3)
+
+
+@pytest.mark.parametrize("source, top, output", [
+    (EXAMPLE_DCD, EXAMPLE_PDB, "OUT.DCD"),
+    (EXAMPLES / "gromacs" / "traj_ca.xtc", EXAMPLES / "gromacs" / "conf_ca.gro", "OUT.XTC"),
+])
+def test_run_reads_an_upper_case_trajectory(tmp_path, capfd, source, top, output):
+    """``backmap run TRAJ.DCD --top TOP.PDB`` (``TRAJ.XTC --top TOP.GRO``) writes the structures that the
+    lower-case names give, in the format of the output's extension."""
+    upper = tmp_path / f"TRAJ{source.suffix.upper()}"
+    upper_top = tmp_path / f"TOP{top.suffix.upper()}"
+    shutil.copy(source, upper)
+    shutil.copy(top, upper_top)
+    lower_out = tmp_path / output.lower()
+    assert run_cli(capfd, "run", source, "--top", top, "-o", lower_out, "--method", "ideal", "--quiet")[0] == 0
+    status, stdout, stderr = run_cli(capfd, "run", upper, "--top", upper_top, "-o", tmp_path / output,
+                                     "--method", "ideal", "--quiet")
+    assert status == 0, stderr
+    assert stdout.startswith("backmapped 38 frame(s)") and f"-> {tmp_path / output} " in stdout
+    reader = {"OUT.DCD": md.formats.DCDTrajectoryFile, "OUT.XTC": md.formats.XTCTrajectoryFile}[output]
+    with reader(str(tmp_path / output)) as got, reader(str(lower_out)) as want:  # (a DCD header has the time)
+        np.testing.assert_array_equal(got.read()[0], want.read()[0])
+
+
 def test_run_ca_dcd_with_top_every_frame(tmp_path, capfd, example):
     out = tmp_path / "aa.pdb"
     status, stdout, stderr = run_cli(capfd, "run", EXAMPLE_DCD, "--top", EXAMPLE_PDB, "-o", out)

@@ -503,10 +503,78 @@ def test_error_unsupported_extension(tmp_path):
         open_frames(tmp_path / "coords.txt")
 
 
-def test_error_upper_case_extension(tmp_path):
+def test_match_extension_is_case_insensitive():
+    """The one test of a file's name: the longest extension of ``choices`` it ends with, in any case, given as
+    written there (lower case); path-like names too."""
+    assert paths.match_extension("PROTEIN.PDB", paths.SUPPORTED_INPUT) == ".pdb"
+    assert paths.match_extension("x.PDB.GZ", paths.SUPPORTED_INPUT) == ".pdb.gz"
+    assert paths.match_extension(Path("run.pdb") / "TRAJ.Xtc", paths.SUPPORTED_INPUT) == ".xtc"
+    assert paths.match_extension("topol.TPR", paths.TOPOLOGY_FORMATS) == ".tpr"
+    assert paths.match_extension("model.CIF", paths.SUPPORTED_OUTPUT) == ".cif"
+    assert paths.match_extension("conf.gro", paths.SUPPORTED_OUTPUT) is None
+    assert paths.match_extension("SHOUT.TXT", paths.SUPPORTED_INPUT) is None
+
+
+def test_upper_case_extensions_are_read(tmp_path, l2y):
+    """``SHOUT.PDB`` and ``SHOUT.PDB.GZ``, a ``CONF.GRO`` topology of ``TRAJ.TRR`` and ``TRAJ.NC``: the frames of
+    their lower-case twins (mdtraj takes lower-case extensions only: it opens them through links), under the names
+    given."""
+    top, xyz = l2y
     (tmp_path / "SHOUT.PDB").write_bytes(gzip.open(FIXTURE).read())
-    with pytest.raises(BackmapInputError, match=r"SHOUT.PDB: .*lower-case extension; rename .* \.pdb"):
-        open_frames(tmp_path / "SHOUT.PDB")
+    shutil.copy(FIXTURE, tmp_path / "SHOUT.PDB.GZ")
+    for name in ("SHOUT.PDB", "SHOUT.PDB.GZ"):
+        source = open_frames(tmp_path / name)
+        assert source.path == str(tmp_path / name) and _labels(source.topology) == _labels(top)
+        np.testing.assert_array_equal(np.concatenate([c.xyz for c in source]), xyz)
+    traj = md.Trajectory(xyz[:4] / 10.0, top)
+    traj[0].save_gro(str(tmp_path / "conf.gro"))
+    os.rename(tmp_path / "conf.gro", tmp_path / "CONF.GRO")
+    for ext in (".trr", ".nc"):
+        traj.save(str(tmp_path / f"traj{ext}"))
+        os.rename(tmp_path / f"traj{ext}", tmp_path / f"TRAJ{ext.upper()}")
+        source = open_frames(tmp_path / f"TRAJ{ext.upper()}", top=tmp_path / "CONF.GRO", chunk=3)
+        assert source.n_frames == 4 and source.topology.n_atoms == 154
+        np.testing.assert_allclose(np.concatenate([c.xyz for c in source]), xyz[:4], atol=TOLERANCE[".xtc"])
+    (tmp_path / "BAD.XTC").write_bytes(b"not an xtc file" * 10)
+    with pytest.raises(BackmapInputError, match=r"BAD.XTC: cannot be read as \.xtc"):
+        open_frames(tmp_path / "BAD.XTC", top=tmp_path / "CONF.GRO")
+
+
+def test_mdtraj_path_names_upper_case_extensions_in_lower_case(tmp_path, monkeypatch):
+    """A file mdtraj reads is opened under a link of its name with the extension in lower case where it has another
+    case (in a temporary folder, removed after); a lower-case name, an unknown extension and a file to be written
+    (whose format its writer names) keep their names."""
+    from backmap_plugin.io.mdtraj_files import mdtraj_path
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    shutil.copy(FIXTURE, tmp_path / "X.Pdb.GZ")
+    with mdtraj_path(tmp_path / "X.Pdb.GZ") as alias:
+        assert os.path.basename(alias) == "X.pdb.gz" and os.path.samefile(alias, tmp_path / "X.Pdb.GZ")
+    for name, write in (("x.pdb.gz", False), ("NOTES.TXT", False), ("OUT.DCD", True)):
+        with mdtraj_path(tmp_path / name, write=write) as alias:
+            assert alias == str(tmp_path / name)
+    assert os.listdir(scratch) == []
+
+
+@pytest.mark.parametrize("ext", SUPPORTED_OUTPUT)
+def test_upper_case_output_extensions_choose_the_format(tmp_path, l2y, ext):
+    """``OUT.PDB``, ``OUT.CIF``, ``OUT.DCD``, ``OUT.XTC``, ``OUT.H5`` are written in their format (as a copy
+    under the lower-case name reads with mdtraj), and read back (a trajectory with a ``PROTEIN.PDB.GZ`` topology)."""
+    top, xyz = l2y
+    path = tmp_path / f"OUT{ext.upper()}"
+    with TrajectoryWriter(path, top) as writer:
+        writer.write(xyz[:3])
+    assert os.listdir(tmp_path) == [path.name]  # (no partial file left)
+    shutil.copy(path, tmp_path / f"twin{ext}")
+    shutil.copy(FIXTURE, tmp_path / "PROTEIN.PDB.GZ")
+    needs_top = ext in paths.NEEDS_TOPOLOGY
+    twin = md.load(str(tmp_path / f"twin{ext}"), **({"top": str(FIXTURE)} if needs_top else {}))
+    np.testing.assert_allclose(twin.xyz * 10.0, xyz[:3], atol=TOLERANCE[ext])
+    got_top, got = _read_all(path, top=tmp_path / "PROTEIN.PDB.GZ" if needs_top else None)
+    np.testing.assert_allclose(got, xyz[:3], atol=TOLERANCE[ext])
+    assert _labels(got_top) == _labels(top)
 
 
 def test_error_trajectory_without_top(tmp_path, l2y):
@@ -968,6 +1036,16 @@ def test_tpr_topology_has_the_bonds_of_the_run(tmp_path):
                       if a.name == b.name == "SC1" and a.residue.name == b.residue.name == "CYS")
 
     assert len(cystines(tpr)) == 2 and cystines(tpr) == cystines(pdb)
+
+
+def test_upper_case_tpr_and_xtc_are_read_as_their_lower_case_twins(tmp_path):
+    pytest.importorskip("MDAnalysis", reason="the gromacs extra (MDAnalysis) is not installed")
+    shutil.copy(GMX_EXAMPLE / "topol_ca.tpr", tmp_path / "TOPOL.TPR")
+    shutil.copy(GMX_EXAMPLE / "traj_ca.xtc", tmp_path / "TRAJ.XTC")
+    upper = open_frames(tmp_path / "TRAJ.XTC", top=tmp_path / "TOPOL.TPR")
+    lower = open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=GMX_EXAMPLE / "topol_ca.tpr")
+    assert _labels(upper.topology) == _labels(lower.topology) and upper.n_frames == lower.n_frames == 38
+    np.testing.assert_array_equal(np.concatenate([c.xyz for c in upper]), np.concatenate([c.xyz for c in lower]))
 
 
 def test_tpr_without_mdanalysis_says_how_to_install(monkeypatch):

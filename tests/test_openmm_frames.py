@@ -143,6 +143,30 @@ def test_trajectory_with_its_topology(ensemble, tmp_path):
         open_structure(tmp_path / "five.gro")
 
 
+def test_upper_case_extensions_read_as_their_lower_case_twins(ensemble, tmp_path):
+    """``FIVE.PDB``, ``FIVE.H5``, and ``FIVE.XTC`` / ``FIVE.DCD`` with a ``FIRST.PDB`` topology (refine's and
+    validate's input) give the frames, boxes and times of the lower-case names."""
+    path, traj = ensemble
+    md.load_frame(str(path), 0).save(str(tmp_path / "first.pdb"))
+    (tmp_path / "FIRST.PDB").write_bytes((tmp_path / "first.pdb").read_bytes())
+    (tmp_path / "FIVE.PDB").write_bytes(path.read_bytes())
+    for ext in (".xtc", ".h5", ".dcd"):
+        with TrajectoryWriter(str(tmp_path / f"five{ext}"), traj.topology) as writer:
+            writer.write(traj.xyz * 10.0, box=np.repeat(np.eye(3, dtype=np.float32)[None] * 30.0, 5, axis=0),
+                         time=np.arange(5, dtype=np.float32) * 2.0)
+        (tmp_path / f"FIVE{ext.upper()}").write_bytes((tmp_path / f"five{ext}").read_bytes())
+    for lower, upper, top in ((path, "FIVE.PDB", None), ("five.h5", "FIVE.H5", None),
+                              ("five.xtc", "FIVE.XTC", "FIRST.PDB"), ("five.dcd", "FIVE.DCD", "FIRST.PDB")):
+        want = open_structure(tmp_path / lower, None if top is None else tmp_path / top.lower())
+        got = open_structure(tmp_path / upper, None if top is None else tmp_path / top)
+        assert got.path == str(tmp_path / upper) and len(got) == len(want) == 5, upper
+        assert got.notes == [note.replace(str(tmp_path / lower), str(tmp_path / upper)) for note in want.notes]
+        for (positions, box, time), (p_want, b_want, t_want) in zip(got, want):
+            np.testing.assert_array_equal(_nm(positions), _nm(p_want))
+            np.testing.assert_array_equal(_nm(box), _nm(b_want))
+            assert time == t_want, upper
+
+
 def test_hdf5_without_bonds_gets_its_disulfides_by_distance(tmp_path):
     """An HDF5 topology without an SG-SG bond gets the disulfides of its first frame, as OpenMM's PDB reader
     bonds them (SG atoms within 0.3 nm)."""
@@ -275,7 +299,7 @@ def test_residue_labels_name_insertion_codes():
 
 def test_trajectories_in_folders_that_are_not_ascii(ensemble, tmp_path):
     """refine / validate read DCD and XTC frames in a folder whose name is not ASCII (mdtraj's compiled readers
-    take ASCII paths only: :func:`~backmap_plugin.io.mdtraj_files.ascii_path`)."""
+    take ASCII paths only: :func:`~backmap_plugin.io.mdtraj_files.mdtraj_path`)."""
     path, traj = ensemble
     folder = tmp_path / "Ångström"
     folder.mkdir()

@@ -302,9 +302,11 @@ def test_refine_stopped_leaves_the_output_and_its_report_as_they_were(fixture_pd
         refine_structure(source, source, platform="CPU", overwrite=True, progress=False)
 
 
-def test_refine_to_coordinates_only_says_where_the_topology_is(backmapped, tmp_path, capsys):
-    """An .xtc of refined frames (hydrogens added) has no topology anywhere: the command says how to get one."""
-    argv = ["refine", str(backmapped), "-o", str(tmp_path / "out.xtc"), "--steps", "1", "--solvent", "vacuum",
+@pytest.mark.parametrize("name", ["out.xtc", "OUT.DCD"])
+def test_refine_to_coordinates_only_says_where_the_topology_is(backmapped, tmp_path, capsys, name):
+    """An .xtc (or ``.DCD``) of refined frames (hydrogens added) has no topology anywhere: the command says how to
+    get one."""
+    argv = ["refine", str(backmapped), "-o", str(tmp_path / name), "--steps", "1", "--solvent", "vacuum",
             "--quiet"]
     assert backmap_main(argv) == 0
     assert "an .xtc / .dcd holds no topology: refine the first model to .pdb for it" in capsys.readouterr().err

@@ -69,6 +69,7 @@ def run(args) -> int:
     int
         The exit status, 0 (frames that did not converge are written anyway).
     """
+    from backmap_plugin.io.paths import match_extension
     from backmap_plugin.openmm.refine import BOND_STRAIN_LIMIT, refine_structure
 
     result = refine_structure(
@@ -104,7 +105,7 @@ def run(args) -> int:
                 reasons.append(f"chirality inverted at {', '.join(frame['chirality_inverted'])}")
             print(f"warning: frame {frame['frame']} did not converge ({', '.join(reasons)}); written anyway",
                   file=sys.stderr)
-    if args.output.lower().endswith((".xtc", ".dcd")):  # coordinates only, and refine adds atoms
+    if match_extension(args.output, (".xtc", ".dcd")):  # coordinates only, and refine adds atoms
         print("note: the refined frames have hydrogens and the added atoms; an .xtc / .dcd holds no topology: "
               "refine the first model to .pdb for it (the same atoms in the same order), or write .pdb / .cif / .h5",
               file=sys.stderr)

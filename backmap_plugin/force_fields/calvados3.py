@@ -171,7 +171,7 @@ def _open_structure(path):
 
     if not os.path.exists(path):
         raise BackmapInputError(f"{path}: no such file")
-    if match_extension(path.lower(), MMCIF):
+    if match_extension(path, MMCIF):
         with open_text(path) as handle:
             topology, xyz, _ = read_mmcif_models(path, handle)
         return topology_to_openmm_as_read(topology, xyz[0] / 10.0), xyz[0] / 10.0

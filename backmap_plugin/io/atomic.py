@@ -82,7 +82,7 @@ def hidden_path(path, suffix: str) -> str:
     Where that name is longer than the file system allows (a file name of
     about 240 characters or more) or is not ASCII (mdtraj writes XTC, TRR
     and DCD files under ASCII names only,
-    :func:`~backmap_plugin.io.mdtraj_files.ascii_path`), ``<name>`` is
+    :func:`~backmap_plugin.io.mdtraj_files.mdtraj_path`), ``<name>`` is
     replaced by the first 32 hex digits of its SHA-256: the same path for
     the same ``path``, so a later run finds the file again.
 

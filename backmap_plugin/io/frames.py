@@ -164,15 +164,15 @@ class FrameSource:
             topology = top_topology
         if n_atoms == 0:
             raise BackmapInputError(f"{self.path}: contains no atoms")
-        if (self.top_path or self.path).lower().endswith(LOADED_WHOLE):
+        if match_extension(self.top_path or self.path, LOADED_WHOLE):
             topology = split_chains(topology)  # .gro has no chain ids; PDB files may leave them blank
-        no_codes = (self.top_path or self.path).lower().endswith((".gro", ".tpr"))
+        no_codes = match_extension(self.top_path or self.path, (".gro", ".tpr")) is not None
         topology, merged = split_merged_residues(topology, single_atoms=no_codes)
         if merged:
             first = merged[0]
             held = (f"{len(merged)} residue(s) held the atoms of consecutive residues with one number and name "
                     f"(first: chain {first.chain.chain_id!r} {first.name}{first.resSeq})")
-            if (self.top_path or "").lower().endswith(".tpr"):
+            if match_extension(self.top_path or "", (".tpr",)):
                 raise BackmapInputError(
                     f"{self.top_path}: {held}: residues that shared a number in the .itp (insertion codes, "
                     "martinize2 -resid input), which a .tpr as read numbers anew and keeps in the .itp's order, "

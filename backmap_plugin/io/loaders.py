@@ -15,16 +15,17 @@ import mdtraj as md
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.io import mdtraj_files
 from backmap_plugin.io.chains import set_insertion_codes
 from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL, read_mmcif
 from backmap_plugin.io.mdtraj_files import open_file
-from backmap_plugin.io.paths import MMCIF, PDB
+from backmap_plugin.io.paths import MMCIF, PDB, match_extension
 from backmap_plugin.io.tpr import load_tpr_topology
 
 
 def open_text(path: str):
-    """A text file for reading, gunzipped where its name ends in ``.gz``; undecodable bytes are replaced."""
-    if path.lower().endswith(".gz"):
+    """A text file for reading, gunzipped where its name ends in ``.gz`` (any case); undecodable bytes are replaced."""
+    if match_extension(path, (".gz",)):
         return gzip.open(path, "rt", encoding="utf-8", errors="replace")
     return open(path, encoding="utf-8", errors="replace")
 
@@ -414,7 +415,7 @@ def load_topology_and_box(path: str, ext: str, notes: Optional[list] = None) -> 
         return load_tpr_topology(path), None
     if ext == ".h5":
         try:
-            return md.load_topology(path), None
+            return mdtraj_files.load_topology(path), None
         except Exception as exc:
             raise BackmapInputError(
                 f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}"
@@ -554,7 +555,7 @@ def frames_in_file(path: str) -> Optional[float]:
     with open_file(path) as handle:
         found = len(handle)
         offsets = getattr(handle, "offsets", None)
-    if path.lower().endswith(".dcd") or offsets is None or found < 2:
+    if match_extension(path, (".dcd",)) or offsets is None or found < 2:
         return float(found)
     per_frame = float(offsets[-1]) / (found - 1)
     return found - 1 + (os.path.getsize(path) - float(offsets[-1])) / per_frame

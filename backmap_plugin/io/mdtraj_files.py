@@ -1,12 +1,14 @@
-"""Opening files with mdtraj's compiled XTC, TRR and DCD code.
+"""Opening files with mdtraj: under names it reads, and with its compiled XTC, TRR and DCD code's output on stderr.
 
-That code prints to the C library's stdout and stderr
-(:func:`~backmap_plugin.io.c_stdout.c_stdout_to_stderr` moves it), and it
+mdtraj picks a file's format by its exact, lower-case extension
+(``PROTEIN.PDB``, ``TRAJ.XTC`` are unknown formats to it), and its compiled
+XTC, TRR and DCD code prints to the C library's stdout and stderr
+(:func:`~backmap_plugin.io.c_stdout.c_stdout_to_stderr` moves it) and
 encodes file names in ASCII: a path with any other character (a folder
-named ``Müller``) fails with a ``UnicodeEncodeError``. :func:`ascii_path`
-gives such a file an ASCII name, a symbolic link in a temporary folder of
-its own, for as long as the file is opened. Readers and writers of this
-package open these formats through this module only.
+named ``Müller``) fails with a ``UnicodeEncodeError``. :func:`mdtraj_path`
+gives such a file a name mdtraj reads, a symbolic link in a temporary folder
+of its own, for as long as the file is opened. Readers and writers of this
+package open files with mdtraj through this module only.
 """
 
 from __future__ import annotations
@@ -19,22 +21,30 @@ from typing import Iterator
 
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
+from backmap_plugin.io.paths import SUPPORTED_INPUT, match_extension
 
 #: Extensions whose mdtraj code encodes file names in ASCII.
 COMPILED = (".xtc", ".trr", ".dcd")
 
 
 @contextlib.contextmanager
-def ascii_path(path, write: bool = False) -> Iterator[str]:
-    """An ASCII path to the file ``path`` names, valid inside the block.
+def mdtraj_path(path, write: bool = False) -> Iterator[str]:
+    """A path to the file ``path`` names that mdtraj opens, valid inside the block.
 
-    ``path`` itself where it is ASCII or not a :data:`COMPILED` format.
-    Otherwise a temporary folder holds a link to the file's folder, and the
-    path goes through it, so the file is read, created or replaced in its
-    own folder; where the file's own name is not ASCII, the link is to the
-    file itself, which is enough to read it (mdtraj's writers replace a file
-    by removing it first: they would replace the link). The folder is
-    removed at the end of the block; files opened in it stay open.
+    ``path`` itself where its extension (one of
+    :data:`~backmap_plugin.io.paths.SUPPORTED_INPUT`, matched by
+    :func:`~backmap_plugin.io.paths.match_extension`) is written in lower
+    case and it is ASCII or not a :data:`COMPILED` format. Otherwise a
+    temporary folder holds a link, and the path goes through it: to the
+    file's folder, so the file is read, created or replaced in its own
+    folder, where only the folder's name is not ASCII; to the file itself,
+    under its own name with the extension in lower case (``file<ext>``
+    where the name is not ASCII), where its own name is not ASCII or its
+    extension not lower case, which is enough to read it (mdtraj's writers
+    replace a file by removing it first: they would replace the link). A file to be written keeps its extension: the
+    writers of this package name their format (a class of
+    ``mdtraj.formats``). The folder is removed at the end of the block;
+    files opened in it stay open.
 
     Parameters
     ----------
@@ -49,23 +59,25 @@ def ascii_path(path, write: bool = False) -> Iterator[str]:
     Raises
     ------
     BackmapInputError
-        ``write`` of a file whose own name is not ASCII.
+        ``write`` of a :data:`COMPILED` file whose own name is not ASCII.
     """
     path = os.fspath(path)
-    if path.isascii() or not path.lower().endswith(COMPILED):
+    ext = match_extension(path, SUPPORTED_INPUT)
+    renamed = not write and ext is not None and not path.endswith(ext)  # (mdtraj: PROTEIN.PDB is no .pdb)
+    if not renamed and (path.isascii() or ext not in COMPILED):
         yield path
         return
     folder = tempfile.mkdtemp(prefix="backmap-")
     try:
         directory, name = os.path.split(os.path.abspath(path))
-        if name.isascii():
+        if name.isascii() and not renamed:
             os.symlink(directory, os.path.join(folder, "folder"))
             yield os.path.join(folder, "folder", name)
         elif write:
-            raise BackmapInputError(f"{path}: mdtraj writes {os.path.splitext(name)[1].lower()} files under ASCII "
-                                    "names only: name the file in ASCII (its folder may have any name)")
+            raise BackmapInputError(f"{path}: mdtraj writes {ext} files under ASCII names only: name the file in "
+                                    "ASCII (its folder may have any name)")
         else:
-            alias = os.path.join(folder, "file" + os.path.splitext(name)[1].lower())
+            alias = os.path.join(folder, (name[: -len(ext)] if name.isascii() else "file") + ext)
             os.symlink(os.path.abspath(path), alias)
             yield alias
     finally:
@@ -75,7 +87,7 @@ def ascii_path(path, write: bool = False) -> Iterator[str]:
 @contextlib.contextmanager
 def open_file(path, mode: str = "r", opener=None, **kwargs):
     """mdtraj's file object for ``path`` (``mdtraj.open``, or ``opener``: a class of ``mdtraj.formats``), its C
-    output sent to stderr (:func:`~backmap_plugin.io.c_stdout.c_stdout_to_stderr`), through :func:`ascii_path`.
+    output sent to stderr (:func:`~backmap_plugin.io.c_stdout.c_stdout_to_stderr`), through :func:`mdtraj_path`.
 
     Parameters
     ----------
@@ -92,13 +104,13 @@ def open_file(path, mode: str = "r", opener=None, **kwargs):
     """
     import mdtraj as md
 
-    with c_stdout_to_stderr(), ascii_path(path, mode != "r") as alias, \
+    with c_stdout_to_stderr(), mdtraj_path(path, mode != "r") as alias, \
             (opener or md.open)(alias, mode, **kwargs) as handle:
         yield handle
 
 
 def iterload(path, **kwargs) -> Iterator:
-    """``mdtraj.iterload`` of ``path`` through :func:`ascii_path` (the link lasts as long as the iteration).
+    """``mdtraj.iterload`` of ``path`` through :func:`mdtraj_path` (the link lasts as long as the iteration).
 
     Parameters
     ----------
@@ -112,12 +124,12 @@ def iterload(path, **kwargs) -> Iterator:
     """
     import mdtraj as md
 
-    with ascii_path(path) as alias:
+    with mdtraj_path(path) as alias:
         yield from md.iterload(alias, **kwargs)
 
 
 def load_frame(path, index: int, **kwargs):
-    """``mdtraj.load_frame`` of ``path`` through :func:`ascii_path`.
+    """``mdtraj.load_frame`` of ``path`` through :func:`mdtraj_path`.
 
     Parameters
     ----------
@@ -132,5 +144,24 @@ def load_frame(path, index: int, **kwargs):
     """
     import mdtraj as md
 
-    with ascii_path(path) as alias:
+    with mdtraj_path(path) as alias:
         return md.load_frame(alias, index, **kwargs)
+
+
+def load_topology(path, **kwargs):
+    """``mdtraj.load_topology`` of ``path`` through :func:`mdtraj_path`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    **kwargs
+        Passed on to ``mdtraj.load_topology``.
+
+    Returns
+    -------
+    mdtraj.Topology
+    """
+    import mdtraj as md
+
+    with mdtraj_path(path) as alias:
+        return md.load_topology(alias, **kwargs)

@@ -15,7 +15,7 @@ from backmap_plugin.core.errors import BackmapInputError, last_line
 from backmap_plugin.core.pbc import box_lengths_and_angles
 from backmap_plugin.io import dcd
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
-from backmap_plugin.io.mdtraj_files import ascii_path, open_file
+from backmap_plugin.io.mdtraj_files import mdtraj_path, open_file
 
 COPY_CHUNK = 100
 """Frames read at a time from a file being appended to (:class:`MdtrajBackend` with ``append``)."""
@@ -88,7 +88,7 @@ class MdtrajBackend:
         self._clock = dcd.EvenClock() if ext == ".dcd" else None
         # the DCD writer opens its file at its first write: an ASCII path as long as the writer lives
         self._alias = contextlib.ExitStack()
-        alias = self._alias.enter_context(ascii_path(partial, write=True))
+        alias = self._alias.enter_context(mdtraj_path(partial, write=True))
         try:
             self._open(partial, alias, topology, path, resume, append)
         except BaseException:
@@ -97,7 +97,7 @@ class MdtrajBackend:
 
     def _open(self, partial: str, alias: str, topology: md.Topology, path: str, resume: Optional[dict],
               append: bool) -> None:
-        """Open the new file (at ``alias``, :func:`~backmap_plugin.io.mdtraj_files.ascii_path` of ``partial``)
+        """Open the new file (at ``alias``, :func:`~backmap_plugin.io.mdtraj_files.mdtraj_path` of ``partial``)
         with the frames kept from a resumed or appended file."""
         kept = None
         if resume is not None and resume["frames"]:
@@ -171,7 +171,7 @@ class MdtrajBackend:
         os.remove(moved)
 
     def _close(self) -> None:
-        """Close the file, and end its ASCII path (:func:`~backmap_plugin.io.mdtraj_files.ascii_path`)."""
+        """Close the file, and end its ASCII path (:func:`~backmap_plugin.io.mdtraj_files.mdtraj_path`)."""
         try:
             self._file.close()
         finally:

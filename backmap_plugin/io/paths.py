@@ -1,8 +1,9 @@
 """File names: the formats read and written, and checks of input and output paths.
 
-The format of a file is chosen by its extension. These checks run before
-any work is done, so a wrong name fails at once with a clear message.
-Standard library only.
+The format of a file is chosen by its extension, in any case (``TRAJ.XTC``,
+``PROTEIN.PDB.GZ``): :func:`match_extension` is where every such decision is
+made. These checks run before any work is done, so a wrong name fails at once
+with a clear message. Standard library only.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ NEEDS_TOPOLOGY = (".dcd", ".xtc", ".trr", ".nc", ".netcdf")
 #: Small single-structure / ensemble formats that are loaded whole.
 LOADED_WHOLE = PDB + MMCIF + (".gro",)
 
-#: Extensions :func:`backmap_plugin.io.frames.open_frames` reads (lower case;
-#: ``.gz`` only where the reader decompresses it itself).
+#: Extensions :func:`backmap_plugin.io.frames.open_frames` reads (lower case, matched in any case:
+#: :func:`match_extension`; ``.gz`` only where the reader decompresses it itself).
 SUPPORTED_INPUT = LOADED_WHOLE + (".h5",) + NEEDS_TOPOLOGY
 
 #: Extensions :class:`backmap_plugin.io.trajectory.TrajectoryWriter` writes.
@@ -38,12 +39,16 @@ SUPPORTED_OUTPUT = (".pdb", ".cif", ".dcd", ".xtc", ".h5")
 TOPOLOGY_FORMATS = LOADED_WHOLE + (".h5", ".tpr")
 
 
-def match_extension(path: str, choices: tuple) -> Optional[str]:
-    """The longest extension in ``choices`` that ``path`` ends with (any case).
+def match_extension(path, choices: tuple) -> Optional[str]:
+    """The longest extension in ``choices`` that ``path`` ends with, in any case (``PROTEIN.PDB`` is a ``.pdb``).
+
+    Every decision of this package made from a file's name goes through
+    here, so that ``TRAJ.XTC`` is read (and ``OUT.DCD`` written) as its
+    lower-case twin.
 
     Parameters
     ----------
-    path : str
+    path : str or os.PathLike
         A file name.
     choices : tuple of str
         Lower-case extensions, dot included.
@@ -51,9 +56,9 @@ def match_extension(path: str, choices: tuple) -> Optional[str]:
     Returns
     -------
     str or None
-        The matching extension, None when none matches.
+        The matching extension (lower case, as in ``choices``), None when none matches.
     """
-    lower = path.lower()
+    lower = os.fspath(path).lower()
     hits = [ext for ext in choices if lower.endswith(ext)]
     return max(hits, key=len) if hits else None
 
@@ -73,13 +78,13 @@ def check_input_file(path: str, choices: tuple, role: str) -> str:
     Returns
     -------
     str
-        The file's extension.
+        The file's extension, lower case (one of ``choices``).
 
     Raises
     ------
     BackmapInputError
-        Missing file, a directory, an unsupported or upper-case extension,
-        an empty file.
+        Missing file, a directory, an unsupported extension (in any case:
+        :func:`match_extension`), an empty file.
     """
     if not os.path.exists(path):
         raise BackmapInputError(f"{path}: {role} file does not exist")
@@ -89,10 +94,6 @@ def check_input_file(path: str, choices: tuple, role: str) -> str:
     if ext is None:
         raise BackmapInputError(
             f"{path}: unsupported {role} file extension; supported: {', '.join(choices)}"
-        )
-    if not path.endswith(ext):
-        raise BackmapInputError(
-            f"{path}: mdtraj picks the format by the exact, lower-case extension; rename the file to end in {ext}"
         )
     if os.path.getsize(path) == 0:
         raise BackmapInputError(f"{path}: {role} file is empty")

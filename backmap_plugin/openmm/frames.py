@@ -382,21 +382,21 @@ def _pdb_whole(path: str, text: str | None = None) -> StructureFrames:
 def _trajectory(path: str, top: str | None, topology, reference) -> StructureFrames:
     """An ``.h5`` file (``top`` None: its own topology) or a trajectory with ``topology`` read from ``top``
     (``reference``: its coordinates, nm)."""
-    import mdtraj as md
-
     from backmap_plugin.io.c_stdout import c_stdout_to_stderr
     from backmap_plugin.io.dcd import clock, frames_missing
-    from backmap_plugin.io.mdtraj_files import iterload, load_frame
+    from backmap_plugin.io.mdtraj_files import iterload, load_frame, load_topology
 
+    kind = _kind(path)
+    is_dcd = kind == ".dcd"
     if topology is not None:
-        n_atoms = count_trajectory_atoms(path, os.path.splitext(path)[1])
+        n_atoms = count_trajectory_atoms(path, kind)
         if n_atoms != topology.getNumAtoms():
             raise BackmapInputError(f"{path}: {n_atoms} atoms, its topology {top} {topology.getNumAtoms()}: "
                                     "pass the topology these frames were written with")
     try:
         with c_stdout_to_stderr():
             if topology is None:
-                md_top = md.load_topology(path)
+                md_top = load_topology(path)
                 topology = md_top.to_openmm()
             else:
                 md_top = topology_from_openmm(topology)
@@ -408,7 +408,7 @@ def _trajectory(path: str, top: str | None, topology, reference) -> StructureFra
         from openmm import unit
 
         topology.createDisulfideBonds(unit.Quantity(first.xyz[0].astype(np.float64), unit.nanometer))
-    dcd_clock = clock(path) if path.lower().endswith(".dcd") else None  # (mdtraj gives DCD frames no times)
+    dcd_clock = clock(path) if is_dcd else None  # (mdtraj gives DCD frames no times)
 
     def frames():
         chunks, done, per_read = iterload(path, top=md_top, chunk=READ_CHUNK), 0, READ_CHUNK
@@ -429,12 +429,12 @@ def _trajectory(path: str, top: str | None, topology, reference) -> StructureFra
                 if dcd_clock is not None:
                     time = dcd_clock[0] + done * dcd_clock[1]
                 else:
-                    time = None if path.lower().endswith(".dcd") else float(chunk.time[k])
+                    time = None if is_dcd else float(chunk.time[k])
                 yield chunk.xyz[k].astype(np.float64), None if boxes is None else boxes[k].astype(np.float64), time
                 done += 1
 
     structure = StructureFrames(path, top, topology, n_frames, frames, reference)
-    if path.lower().endswith(".dcd"):
+    if is_dcd:
         structure.notes += [note for note in [frames_missing(path)] if note]
     return structure
 
