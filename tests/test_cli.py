@@ -108,6 +108,31 @@ def test_every_subcommand_help_shows_an_example():
         assert " ".join(words) in help_text.split("example:", 1)[1], " ".join(words)
 
 
+def test_every_parser_takes_long_options_only_in_full():
+    from backmap_plugin.cli.command import build_parser
+
+    parser = build_parser()
+    found = dict(_subcommands(parser))
+    assert parser.allow_abbrev is False
+    assert [" ".join(words) for words, sub in found.items() if sub.allow_abbrev] == []
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["run", EXAMPLE_PDB, "--out", "aa.pdb"], "backmap run: error: the following arguments are required: -o/--output"),
+    (["run", EXAMPLE_PDB, "-o", "aa.pdb", "--over"], "backmap: error: unrecognized arguments: --over"),
+    (["data", "info", "cache", "--deb"], "backmap: error: unrecognized arguments: --deb"),
+])
+def test_abbreviated_long_options_are_refused(tmp_path, capsys, monkeypatch, argv, said):
+    """``--out`` is not taken for ``--output`` (nor ``--over`` for ``--overwrite``): an option added later would
+    change what such a command line means. argparse's usual error, exit status 2, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    assert exit_info.value.code == 2
+    assert said in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
 def test_python_m_backmap_plugin_is_the_command():
     """``python -m backmap_plugin`` runs the ``backmap`` command (as ``python -m backmap_plugin.cli``)."""
     proc = subprocess.run([sys.executable, "-m", "backmap_plugin", "run"], capture_output=True, text=True, timeout=120)

@@ -63,9 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     -------
     argparse.ArgumentParser
         Parsing sets ``func`` (the subcommand's run function) and
-        ``command`` (its name) on the namespace.
+        ``command`` (its name) on the namespace. It and every subcommand's
+        parser (:func:`~backmap_plugin.cli.options.add_command`) take long
+        options only in full (``allow_abbrev=False``): ``--out`` is not
+        ``--output``, so an option added later cannot change what an old
+        command line means.
     """
-    parser = argparse.ArgumentParser(prog="backmap", description="Backmap coarse-grained protein simulations to all-atom structures.")
+    parser = argparse.ArgumentParser(prog="backmap", allow_abbrev=False,
+                                     description="Backmap coarse-grained protein simulations to all-atom structures.")
     parser.add_argument("--version", action="version", version=f"backmap_plugin {__version__}")
     options.add_debug(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", required=True)

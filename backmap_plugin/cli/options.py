@@ -33,7 +33,8 @@ SOLVENTS = ("screened", "gbn2", "obc2", "vacuum")
 
 
 def add_command(subparsers, name: str, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
-    """Add one subcommand whose help ends with its example lines, kept as written.
+    """Add one subcommand whose help ends with its example lines, kept as written, and whose long options are taken
+    only in full (``allow_abbrev=False``: ``--out`` is no ``--output``).
 
     Parameters
     ----------
@@ -49,7 +50,7 @@ def add_command(subparsers, name: str, help: str, description: str, epilog: str)
     argparse.ArgumentParser
         The subcommand's parser.
     """
-    return subparsers.add_parser(name, help=help, description=description, epilog=epilog,
+    return subparsers.add_parser(name, help=help, description=description, epilog=epilog, allow_abbrev=False,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
