@@ -14,7 +14,7 @@ from backmap_plugin.core import metrics
 from backmap_plugin.core.topology import gather_slots, protein_topology, read_residues
 from backmap_plugin.model import graph as G
 from backmap_plugin.model.targets import measure
-from backmap_plugin.model.testing import assert_invariant
+from backmap_plugin.model.testing import assert_invariant, random_rigid_motion
 from backmap_plugin.model.vae import BackmapVAE, ModelConfig
 
 DATA = Path(__file__).parent / "data"
@@ -169,6 +169,33 @@ def test_training_keeps_runs_and_interrupted_steps(tmp_path, fixture_cache, monk
     (com_cache / "index.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match="holds com beads; a C-alpha model"):
         T.train(T.TrainConfig(**{**cfg.__dict__, "cache": str(com_cache)}), str(tmp_path / "ca"), progress=False)
+
+
+def test_perceptron_locator_moves_only_centre_of_mass_beads_and_turns_with_them(trpcage):
+    """A :class:`PerceptronLocator` moves centre-of-mass beads, keeps C-alpha beads and the residues of a
+    two-residue segment (no frame) where they are, and its trace moves rigidly with the beads."""
+    from backmap_plugin.core.mappings import get_mapping
+    from backmap_plugin.model.locator import PerceptronLocator
+
+    protein, slots, present = trpcage
+    torch.manual_seed(1)
+    locator = PerceptronLocator(16).double()
+    beads = torch.as_tensor(get_mapping("com").bead_positions(slots.numpy(), present.numpy(), protein.res_type))
+    n = protein.n_residues
+    is_com = torch.ones(3, n, dtype=torch.bool)
+    is_com[:, 12:16] = False  # a C-alpha linker
+    segment = protein.segment.copy()
+    segment[:2] = -5  # residues 0 and 1: a segment of their own
+    dense = [np.broadcast_to(a, (3, n)) for a in (protein.res_type, np.ones(n, bool), segment)]
+    with torch.no_grad():
+        located = locator(G.make_batch(beads, *dense), is_com)
+        kept = ~is_com
+        kept[:, :2] = True
+        torch.testing.assert_close(located[kept], beads[kept], rtol=0, atol=0)
+        assert bool(((located - beads).norm(dim=-1)[~kept] > 1e-3).all())
+        rotation, translation = random_rigid_motion()
+        moved = locator(G.make_batch(beads @ rotation.T + translation, *dense), is_com)
+        torch.testing.assert_close(moved, located @ rotation.T + translation)
 
 
 def test_locator_alone_trains_and_the_rest_stays_as_initialised(tmp_path, fixture_cache):

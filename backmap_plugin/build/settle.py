@@ -62,11 +62,12 @@ def _contact_terms(atoms: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tens
     f, i, j = pairs
     v = backbone[f, i] - backbone[f, j]
     d = v.norm(dim=-1)
-    short = torch.relu(CONTACT_DISTANCE - d)
+    close = d < CONTACT_DISTANCE  # (the others add nothing)
+    f, i, j, v, d = f[close], i[close], j[close], v[close], d[close]
+    short = CONTACT_DISTANCE - d
     e = v / d.clamp(min=1e-9)[:, None]
-    w = CONTACT_WEIGHT * (short > 0).to(atoms.dtype)
-    outer = w[:, None, None] * e[:, :, None] * e[:, None, :]
-    push = (w * short / 2)[:, None] * e
+    outer = CONTACT_WEIGHT * e[:, :, None] * e[:, None, :]
+    push = (CONTACT_WEIGHT * short / 2)[:, None] * e
     k = len(SLOTS)
     row_i = f * n_res + torch.div(i, k, rounding_mode="floor")
     row_j = f * n_res + torch.div(j, k, rounding_mode="floor")

@@ -19,18 +19,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
 from backmap_plugin.model import graph as G
+from backmap_plugin.model.locator import CONTEXT, FEATURE_SCALE, chain_context, perceptron
 
 #: BB beads either side of a residue whose offsets are features.
 NEIGHBOURS = (-2, -1, 1, 2)
-#: Length unit of the features, Angstrom.
-FEATURE_SCALE = 5.0
-N_TYPES = len(chem.RESIDUE_NAMES)
-#: Frame kinds: inside a segment, first residue, last residue.
-N_KINDS = 3
-FEATURES = 4 * len(NEIGHBOURS) + 3 * (m3.MAX_BEADS - 1) + 2 * 3 + 3 * N_TYPES + N_KINDS
+FEATURES = 4 * len(NEIGHBOURS) + 3 * (m3.MAX_BEADS - 1) + 2 * 3 + CONTEXT
 
 
 def locator_features(bb_trace: G.ResidueBatch, beads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -52,12 +47,13 @@ def locator_features(bb_trace: G.ResidueBatch, beads: torch.Tensor) -> tuple[tor
         (G, L, FEATURES): offsets of the BB beads in :data:`NEIGHBOURS`
         (with a flag each), of the residue's side-chain beads and of its
         neighbours' first side-chain beads from the residue's BB bead, in
-        its frame, in units of :data:`FEATURE_SCALE`; one-hot residue types
-        of the residue and its two neighbours; one-hot frame kind.
+        its frame, in units of :data:`~backmap_plugin.model.locator.FEATURE_SCALE`;
+        :func:`~backmap_plugin.model.locator.chain_context`.
     frames : torch.Tensor
         (G, L, 3, 3) rows e1, e2, e3.
     located : torch.Tensor
-        (G, L) bool: a real residue whose frame comes from its segment's beads.
+        (G, L) bool: a real residue whose frame comes from its segment's beads
+        (:func:`~backmap_plugin.model.locator.chain_context`).
     """
     bb = bb_trace.beads
     frames = G.local_frames(bb_trace)
@@ -77,16 +73,8 @@ def locator_features(bb_trace: G.ResidueBatch, beads: torch.Tensor) -> tuple[tor
         idx, has = near[k]
         side = G.take_along(beads[..., 1, :], idx)
         parts.append(local(side - bb, has & torch.gather(exists[..., 1], 1, idx)))
-    one_hot = nn.functional.one_hot(bb_trace.res_type, N_TYPES).to(bb.dtype) * bb_trace.mask[..., None]
-    parts.append(one_hot)
-    for k in (-1, 1):
-        idx, has = near[k]
-        parts.append(G.take_along(one_hot, idx) * has[..., None])
-    has_prev, has_next = near[-1][1], near[1][1]
-    inside, first, last = has_prev & has_next, ~has_prev & has_next, has_prev & ~has_next
-    parts.append(torch.stack([inside, first, last], -1).to(bb.dtype))
-    located = inside | (first & near[2][1]) | (last & near[-2][1])
-    return torch.cat(parts, -1), frames, located
+    context, located = chain_context(bb_trace)
+    return torch.cat(parts + [context], -1), frames, located
 
 
 class MartiniLocator(nn.Module):
@@ -100,8 +88,7 @@ class MartiniLocator(nn.Module):
 
     def __init__(self, hidden: int = 256):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(FEATURES, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, 3))
+        self.net = perceptron(FEATURES, hidden)
 
     def forward(self, bb_trace: G.ResidueBatch, beads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """C-alpha positions (G, L, 3) and ``located`` (G, L) (see :func:`locator_features`).

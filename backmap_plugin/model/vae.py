@@ -31,7 +31,7 @@ from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, extend_with_context
 from backmap_plugin.core.torch_import import seeded_generator
 from backmap_plugin.model import graph as G
-from backmap_plugin.model.locator import BeadLocator
+from backmap_plugin.model.locator import BeadLocator, PerceptronLocator
 from backmap_plugin.model.martini_locator import MartiniLocator
 from backmap_plugin.model.networks import EquivariantNet, InvariantNet, mlp
 from backmap_plugin.model.targets import Targets, chi_periods
@@ -79,6 +79,11 @@ class ModelConfig:
     locator_scalars: int = 32
     locator_vectors: int = 8
     locator_layers: int = 3
+    #: Centre-of-mass models: hidden units of a
+    #: :class:`~backmap_plugin.model.locator.PerceptronLocator`; 0: the
+    #: equivariant :class:`~backmap_plugin.model.locator.BeadLocator`
+    #: (``locator_scalars``, ``locator_vectors``, ``locator_layers``).
+    com_locator_hidden: int = 0
     w_locate: float = 1.0
     #: Martini 3 models: hidden units of the
     #: :class:`~backmap_plugin.model.martini_locator.MartiniLocator` that
@@ -157,7 +162,9 @@ class BackmapVAE(nn.Module):
         self.peptide_head = mlp([2 * c.hidden, c.hidden, 2 * c.bins])
         self.terminal_head = mlp([c.hidden, c.hidden, len(TERMINAL) * 2 * c.bins])
         self.rotamer_head = mlp([c.hidden, c.hidden, c.max_rotamers * 5])
-        if c.mapping == "com":
+        if c.mapping == "com" and c.com_locator_hidden:
+            self.locator = PerceptronLocator(c.com_locator_hidden)
+        elif c.mapping == "com":
             self.locator = BeadLocator(c.type_dim, c.locator_scalars, c.locator_vectors, c.locator_layers,
                                        c.k_invariant, c.cutoff)
         if c.mapping == "martini3" and c.martini_locator_hidden:
