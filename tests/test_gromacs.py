@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import mdtraj as md
 import numpy as np
@@ -177,6 +178,67 @@ def test_export_to_openmm_loads_and_has_finite_energy(fixture_pdb, tmp_path):
     assert completed.n_atoms == 304
     assert any(n.startswith("input hydrogens dropped and rebuilt") for n in completed.notes)
     assert "1 missing heavy atom(s) added" in completed.notes
+
+
+#: Real 1NCB protein rows (tests/data/README.md): chains N (81-85) and H (81, 82, 82A, 82B, 82C, 83, 84).
+NCB = Path(__file__).resolve().parent / "data" / "1ncb_n81-85_h81-84_protein.pdb.gz"
+NCB_IDS = ["81", "82", "83", "84", "85", "81", "82", "82A", "82B", "82C", "83", "84"]
+
+
+def _top_residue_ids(path, atom: str = "CA") -> list:
+    """The resnr of each ``atom`` row of the ``[ atoms ]`` sections of a GROMACS topology, in order."""
+    ids, section = [], None
+    for line in open(path):
+        fields = line.split(";")[0].split()
+        if line.lstrip().startswith("["):
+            section = line.strip().strip("[]").strip()
+        elif section == "atoms" and len(fields) > 4 and fields[4] == atom:
+            ids.append(fields[2])
+    return ids
+
+
+def test_export_keeps_residue_numbers_and_insertion_codes(tmp_path, capsys):
+    """Real 1NCB rows: ParmEd numbered conf.gro's residues 1-12 and each chain's in topol.top from 1 (chain H's 81,
+    82, 82A ... came out 6, 7, 8 ... and 1, 2, 3 ...). topol.top holds the input's numbers and insertion codes
+    (resnr 82A, as pdb2gmx writes them); conf.gro, which holds no codes, the numbers; model.pdb both."""
+    assert backmap_main(["export", str(NCB), "-o", str(tmp_path / "gmx")]) == 0
+    assert _top_residue_ids(tmp_path / "gmx" / "topol.top") == NCB_IDS
+    gro = (tmp_path / "gmx" / "conf.gro").read_text().splitlines()[2:-1]
+    assert [line[:5].strip() for line in gro if line[10:15].strip() == "CA"] == [i.rstrip("ABC") for i in NCB_IDS]
+    assert ("note: conf.gro: 3 residue(s) with insertion codes (first H:ASN82A) written with their numbers alone (a "
+            ".gro holds none); topol.top keeps the codes") in capsys.readouterr().err
+    export(NCB, tmp_path / "omm", to="openmm")
+    model = [line for line in open(tmp_path / "omm" / "model.pdb") if line[12:16] == " CA "]
+    assert [line[22:27].strip() for line in model] == NCB_IDS
+
+
+def test_export_says_when_identical_chains_share_numbers(tmp_path):
+    """Chain H of 1NCB and a copy of it numbered from 181 (and moved 3 nm) are one molecule type of topol.top, whose
+    numbers are chain H's: the note says so; conf.gro keeps each chain's numbers."""
+    import gzip
+
+    rows = [line for line in gzip.open(NCB, "rt") if line.startswith("ATOM") and line[21] == "H"]
+    copy = [f"{line[:21]}K{int(line[22:26]) + 100:4d}{line[26:30]}{float(line[30:38]) + 30:8.3f}{line[38:]}"
+            for line in rows]
+    (tmp_path / "dimer.pdb").write_text("".join(rows + ["TER\n"] + copy + ["TER\nEND\n"]))
+    result = export(tmp_path / "dimer.pdb", tmp_path / "gmx")
+    assert ("topol.top: chains of the same atoms share a molecule type, and so its residue numbers (chain K as H); "
+            "conf.gro keeps each chain's") in result.notes
+    assert _top_residue_ids(tmp_path / "gmx" / "topol.top") == NCB_IDS[5:]
+    gro = (tmp_path / "gmx" / "conf.gro").read_text().splitlines()[2:-1]
+    assert [line[:5].strip() for line in gro if line[10:15].strip() == "CA"][7:] == [
+        "181", "182", "182", "182", "182", "183", "184"]
+
+
+@needs_gmx
+def test_gromacs_reads_the_exported_insertion_codes(tmp_path):
+    """The run input GROMACS makes of the export numbers chain H's residues 82, 82A, 82B, 82C as the input does."""
+    export(NCB, tmp_path / "gmx")
+    (tmp_path / "gmx" / "run.mdp").write_text(MDP.format(coulomb="Cut-off"))
+    _gmx(["grompp", "-f", "run.mdp", "-c", "conf.gro", "-p", "topol.top", "-o", "run.tpr"], tmp_path / "gmx")
+    _gmx(["editconf", "-f", "run.tpr", "-o", "run.pdb"], tmp_path / "gmx")
+    model = [line for line in open(tmp_path / "gmx" / "run.pdb") if line[12:16] == " CA "]
+    assert [line[22:27].strip() for line in model] == NCB_IDS
 
 
 def test_existing_output_directory_is_refused(fixture_pdb, tmp_path):

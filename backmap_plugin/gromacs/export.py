@@ -28,11 +28,17 @@ uses PME with a 1 nm cut-off, and GROMACS runs want ``coulombtype = PME``,
 bonds to hydrogen and keeps water rigid (ready for 2 fs steps); ``topol.top``
 holds every bond with its force constant (choose ``constraints = h-bonds``
 in the mdp) and ``[ settles ]`` for water.
+
+Residues keep the input's numbers: in ``topol.top`` with their insertion
+codes (``resnr`` 82A, as ``pdb2gmx`` writes it; GROMACS takes it into the
+run input), in ``conf.gro``, which holds no codes, the numbers alone (ParmEd
+counts residues from 1; water and ions added keep its count).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -224,7 +230,9 @@ def _move_into_place(staging: str, out_dir: str) -> list:
     return [os.path.join(out_dir, name) for name in names]
 
 
-def _write_gromacs(staging, topology, system, positions, box) -> None:
+def _write_gromacs(staging, topology, system, positions, box, n_input: int) -> list:
+    """Write ``topol.top`` and ``conf.gro`` (ParmEd) into ``staging``, the first ``n_input`` residues (the input's)
+    numbered as the input numbers them (:func:`_number_as_input`); the notes on what a ``.gro`` cannot hold."""
     import warnings
 
     import parmed
@@ -255,6 +263,7 @@ def _write_gromacs(staging, topology, system, positions, box) -> None:
     with open(top, encoding="utf-8") as handle:
         text = handle.read()
     write_text(top, text.replace(f"File {top} ", "File topol.top ", 1))
+    return _number_as_input(staging, structure, n_input)
 
 
 def _parmed_failed(exc: Exception) -> BackmapInputError:
@@ -288,6 +297,178 @@ def _model_pdb_notes(topology) -> list:
         notes.append(f"model.pdb: {len(wide)} residue number(s) past 4 digits (first {wide[0].name} {wide[0].id}): "
                      "OpenMM's writer numbers them anew")
     return notes
+
+
+#: A row of a ``[ atoms ]`` section (``nr type resnr ...``) and a ``; residue N NAME ...`` comment of ParmEd's
+#: ``topol.top``: what precedes the residue's count, the blanks before it, the count.
+_ATOMS_ROW = re.compile(r"(\s*\S+\s+\S+)(\s+)(\d+)\s")
+_RESIDUE_COMMENT = re.compile(r"(;\s*residue)(\s+)(\d+)\s")
+
+
+def _residue_id(residue) -> str:
+    """A ParmEd residue's number and insertion code as a GROMACS topology's ``resnr`` holds them (``82``, ``82A``,
+    as ``pdb2gmx`` writes them)."""
+    return f"{residue.number}{(residue.insertion_code or '').strip()}"
+
+
+def _molecules(structure) -> list:
+    """The atoms of each molecule (bonded atoms) of a ParmEd structure, as ParmEd's GROMACS writers take them:
+    molecules in the order of their first atoms (``parmed.utils.tag_molecules``), each one's atoms in order."""
+    from parmed.utils import tag_molecules
+
+    return [[structure.atoms[i] for i in sorted(atoms)] for atoms in tag_molecules(structure)]
+
+
+def _renumbered(line: str, match, residue_id: str) -> str:
+    """``line`` with the residue count ``match`` found in it replaced by ``residue_id``, right-aligned where the
+    count was while it fits."""
+    head, blanks, count = match.groups()
+    return head + " " + residue_id.rjust(len(blanks) - 1 + len(count)) + line[match.end(3):]
+
+
+def _data_lines(text: str):
+    """``(section, fields, line)`` of each line of a GROMACS topology: the section it is in (``atoms`` ...) and its
+    fields (None for a section's heading, a comment or a blank line)."""
+    section = None
+    for line in text.splitlines(keepends=True):
+        stripped = line.split(";")[0].strip()
+        if stripped.startswith("["):
+            section = stripped.strip("[]").strip()
+            yield section, None, line
+        else:
+            yield section, stripped.split() or None, line
+
+
+def _molecule_types(text: str) -> list:
+    """The molecule type of each molecule of the system, in order, from a topology's ``[ molecules ]``."""
+    types = []
+    for section, fields, _ in _data_lines(text):
+        if section == "molecules" and fields:
+            types += [fields[0]] * int(fields[1])
+    return types
+
+
+def _residues(atoms) -> list:
+    """The residues of ``atoms`` (ParmEd's), in order."""
+    return list(dict.fromkeys(atom.residue for atom in atoms))
+
+
+def _top_numbered_as_input(text: str, molecules: list, types: list, n_input: int) -> str:
+    """ParmEd's ``topol.top`` (each molecule type's residues counted from 1) with each ``[ atoms ]`` row's
+    ``resnr``, and each ``; residue`` comment's number, the input's number and insertion code of the residue.
+
+    Parameters
+    ----------
+    text : str
+        The topology as ParmEd wrote it.
+    molecules : list
+        The atoms of each molecule of the structure written (:func:`_molecules`). A molecule type is numbered as
+        its first molecule: identical chains share a ``[ moleculetype ]`` and so its numbers (those of a
+        homodimer are mostly alike).
+    types : list
+        The molecule type of each molecule (:func:`_molecule_types`).
+    n_input : int
+        The structure's first residues, which came from the input; residues after them (water and ions the
+        export added) keep ParmEd's count.
+
+    Returns
+    -------
+    str
+    """
+    out, residues = [], []
+    for section, fields, line in _data_lines(text):
+        if section == "moleculetype" and fields:  # (its one line: name, nrexcl)
+            residues = _residues(molecules[types.index(fields[0])])
+        elif section == "atoms" and line.strip():
+            match = (_ATOMS_ROW if fields else _RESIDUE_COMMENT).match(line)
+            residue = residues[int(match.group(3)) - 1] if match is not None else None
+            if residue is not None and residue.idx < n_input:
+                line = _renumbered(line, match, _residue_id(residue))
+        out.append(line)
+    return "".join(out)
+
+
+def _gro_number(number: int) -> int:
+    """A residue number as a ``.gro`` file's five columns hold it (modulo 100000 past them, as GROMACS writes)."""
+    return number if -9999 <= number <= 99999 else number % 100000
+
+
+def _gro_numbered_as_input(text: str, molecules: list, n_input: int) -> str:
+    """ParmEd's ``conf.gro`` (residues counted 1, 2, ... through the file) with the atoms of the first ``n_input``
+    residues (the input's) in residues of the input's numbers (:func:`_gro_number`; a ``.gro`` holds no insertion
+    codes).
+
+    ParmEd writes the atoms molecule by molecule (:func:`_molecules`); each line is checked to name the atom
+    expected there.
+    """
+    lines = text.splitlines(keepends=True)
+    order = [atom for atoms in molecules for atom in atoms]
+    for k, atom in enumerate(order, start=2):
+        line = lines[k]
+        if line[5:10].strip() != atom.residue.name[:5].strip() or line[10:15].strip() != atom.name[:5].strip():
+            raise RuntimeError(f"conf.gro line {k + 1} ({line.rstrip()!r}) is not atom {atom.name} of residue "
+                               f"{atom.residue.name} {_residue_id(atom.residue)}, as expected")
+        if atom.residue.idx < n_input:
+            lines[k] = f"{_gro_number(atom.residue.number):5d}{line[5:]}"
+    return "".join(lines)
+
+
+def _number_as_input(staging: str, structure, n_input: int) -> list:
+    """Give the input's residues in ParmEd's ``topol.top`` and ``conf.gro`` (``staging``) the input's numbers (ParmEd
+    counts residues from 1) and, in ``topol.top``, its insertion codes, which GROMACS takes into the run input.
+
+    Parameters
+    ----------
+    staging : str
+        The directory holding the two files.
+    structure : parmed.Structure
+        The structure written (its residues with the OpenMM topology's numbers and insertion codes).
+    n_input : int
+        Its first residues, which came from the input (water and ions added after them keep ParmEd's count).
+
+    Returns
+    -------
+    list of str
+        Notes: residues with insertion codes (``conf.gro`` holds none), identical chains numbered apart
+        (``topol.top`` numbers them alike).
+    """
+    molecules = _molecules(structure)
+    top, gro = os.path.join(staging, "topol.top"), os.path.join(staging, "conf.gro")
+    with open(top, encoding="utf-8") as handle:
+        text = handle.read()
+    types = _molecule_types(text)
+    write_text(top, _top_numbered_as_input(text, molecules, types, n_input))
+    with open(gro, encoding="utf-8") as handle:
+        write_text(gro, _gro_numbered_as_input(handle.read(), molecules, n_input))
+    return _codes_note(structure.residues[:n_input]) + _shared_types_note(molecules, types, n_input)
+
+
+def _codes_note(residues) -> list:
+    """A note where residues have insertion codes, which ``conf.gro`` cannot hold."""
+    coded = [r for r in residues if (r.insertion_code or "").strip()]
+    if not coded:
+        return []
+    first = coded[0]
+    return [f"conf.gro: {len(coded)} residue(s) with insertion codes (first {first.chain or '?'}:{first.name}"
+            f"{_residue_id(first)}) written with their numbers alone (a .gro holds none); topol.top keeps the codes"]
+
+
+def _shared_types_note(molecules: list, types: list, n_input: int) -> list:
+    """A note where input molecules of one molecule type (identical chains) are numbered apart: ``topol.top``, and so
+    GROMACS's run input, numbers them all as the first (``conf.gro`` keeps each one's numbers)."""
+    first, apart = {}, []
+    for molecule, name in zip(molecules, types):
+        if molecule[0].residue.idx >= n_input:
+            continue
+        residues = _residues(molecule)
+        ids = [_residue_id(r) for r in residues]
+        shown = first.setdefault(name, (residues[0].chain, ids))
+        if shown[1] != ids:
+            apart.append(f"{residues[0].chain or '?'} as {shown[0] or '?'}")
+    if not apart:
+        return []
+    return [f"topol.top: chains of the same atoms share a molecule type, and so its residue numbers (chain "
+            f"{', '.join(apart[:5])}{' ...' * (len(apart) > 5)}); conf.gro keeps each chain's"]
 
 
 def export(input_pdb, out_dir, to: str = "gromacs", forcefield="amber14-all.xml", water: str | None = None,
@@ -382,7 +563,7 @@ def export(input_pdb, out_dir, to: str = "gromacs", forcefield="amber14-all.xml"
     staging = _staging_dir(out_dir)
     try:
         if to == "gromacs":
-            _write_gromacs(staging, topology, system, positions, box)
+            notes += _write_gromacs(staging, topology, system, positions, box, n_residues)
         else:
             _write_openmm(staging, topology, system, positions)
             notes += _model_pdb_notes(topology)
