@@ -324,4 +324,43 @@ def test_mmcif_chains_are_named_as_backmap_run_names_them():
     path = Path(__file__).resolve().parent / "data" / "1ncb_n81-85_h81-84.cif.gz"
     topology, _, _ = create_calvados3_system(path)
     assert [c.id for c in topology.chains()] == ["N", "H"]
-    assert [f"{r.chain.id}:{r.name}{r.id}" for r in topology.residues()][5:8] == ["H:GLN81", "H:ILE82", "H:ASN82"]
+    assert [f"{r.chain.id}:{r.name}{r.id}" for r in topology.residues()][5:7] == ["H:GLN81", "H:ILE82"]
+
+
+#: Real rows of 1NCB (chain H: 82, 82A, 82B, 82C) and 1DEU (residues 6P ... 38P of the propeptide, then 1 ... 13 of
+#: the mature enzyme), tests/data/README.md.
+NCB = ROOT / "tests" / "data" / "1ncb_n81-85_h81-84.cif.gz"
+NCB_PDB = ROOT / "tests" / "data" / "1ncb_n81-85_h81-84_protein.pdb.gz"
+PROPEPTIDE = ROOT / "tests" / "data" / "1deu_ca_propeptide.pdb.gz"
+
+
+def _residue_ids(topology) -> list:
+    """Number and insertion code of each residue of an OpenMM topology (``82A``)."""
+    return [f"{r.id}{r.insertionCode.strip()}" for r in topology.residues()]
+
+
+@pytest.mark.parametrize("path", [NCB, NCB_PDB], ids=["mmcif", "pdb"])
+def test_beads_keep_the_insertion_codes(path):
+    """The beads of 1NCB's chain H were numbered 82, 82, 82, 82 (the codes A, B, C of the structure dropped)."""
+    topology, _, _ = create_calvados3_system(path)
+    assert _residue_ids(topology)[5:] == ["81", "82", "82A", "82B", "82C", "83", "84"]
+
+
+def test_backmapped_beads_are_numbered_as_the_structure(tmp_path):
+    """1DEU's propeptide (6P ... 38P, then 1 ... 13): its beads lost the code P, and a run's frames backmapped came
+    out numbered 6 ... 38, 1 ... 13, its residues 6-13 named as the mature enzyme's (written with OpenMM's PDB
+    writer, keepIds, and handed to backmap; or to the reporter's Backmapper.from_openmm)."""
+    from backmap_plugin.api import Backmapper, backmap
+
+    with gzip.open(PROPEPTIDE, "rt") as handle:
+        structure = app.PDBFile(handle)
+    topology, _, positions = create_calvados3_system(structure)
+    assert _residue_ids(topology) == _residue_ids(structure.topology)
+    with open(tmp_path / "cg.pdb", "w") as handle:
+        app.PDBFile.writeFile(topology, positions, handle, keepIds=True)
+    backmap(tmp_path / "cg.pdb", output=tmp_path / "aa.pdb", method="ideal", progress=False)
+    with open(tmp_path / "aa.pdb") as handle:
+        assert [f"{r.id}{r.insertionCode.strip()}" for r in app.PDBFile(handle).topology.residues()] == \
+            _residue_ids(structure.topology)
+    engine = Backmapper.from_openmm(topology, positions, method="ideal")
+    assert [engine.protein.residue_id(k) for k in (0, 32, 33)] == ["6P", "38P", "1"]

@@ -273,6 +273,15 @@ def test_go_native_mmcif_chains_are_named_as_backmap_run_names_them():
     assert [r.id for r in top.residues()][:5] == ["81", "82", "83", "84", "85"]
 
 
+@pytest.mark.parametrize("name", ["1ncb_n81-85_h81-84.cif.gz", "1ncb_n81-85_h81-84_protein.pdb.gz"])
+def test_go_beads_keep_the_insertion_codes(name):
+    """Real 1NCB rows (tests/data/README.md): the beads of chain H's 82A, 82B and 82C were numbered 82, their codes
+    dropped."""
+    top, _, _ = create_go_system(Path(__file__).resolve().parent / "data" / name)
+    assert [f"{r.id}{r.insertionCode.strip()}" for r in top.residues()][5:] == [
+        "81", "82", "82A", "82B", "82C", "83", "84"]
+
+
 def test_go_contacts_and_repulsion_by_hand_for_two_chains(fixture_pdb, tmp_path):
     # Tyr3-Ile4 (chain A) packs against Pro18-Pro19 (chain B) in trp-cage
     native_file = tmp_path / "two_chains.pdb"

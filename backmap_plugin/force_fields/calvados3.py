@@ -211,8 +211,9 @@ def _heavy_atom_mass(atom):
 
 
 def _residue_beads(topology, xyz):
-    """Protein residues: three-letter names, chain index and id, residue ids, heavy-atom centres of mass (nm)."""
-    names, chain_index, chain_ids, residue_ids, beads = [], [], [], [], []
+    """Protein residues: three-letter names, chain index and id, residue ids and insertion codes, heavy-atom centres
+    of mass (nm)."""
+    names, chain_index, chain_ids, residue_ids, codes, beads = [], [], [], [], [], []
     for c, chain in enumerate(topology.chains()):
         chain_id = chain.id.strip() or string.ascii_uppercase[c % 26]
         for residue in chain.residues():
@@ -227,8 +228,10 @@ def _residue_beads(topology, xyz):
             chain_index.append(c)
             chain_ids.append(chain_id)
             residue_ids.append(residue.id)
+            codes.append(residue.insertionCode)
             beads.append((xyz[index] * mass[:, None]).sum(axis=0) / mass.sum())
-    return names, np.array(chain_index, dtype=np.int64), chain_ids, residue_ids, np.array(beads).reshape(-1, 3)
+    return (names, np.array(chain_index, dtype=np.int64), chain_ids, residue_ids, codes,
+            np.array(beads).reshape(-1, 3))
 
 
 def _restrained_pairs(xyz, owner, cutoff=RESTRAINT_CUTOFF, min_separation=RESTRAINT_MIN_SEPARATION):
@@ -285,9 +288,10 @@ def create_calvados3_system(structure, domains=(), positions=None, temperature=2
     Returns
     -------
     topology : openmm.app.Topology
-        One residue per bead (three-letter names, the input's chain ids and
-        residue numbers; blank chain ids become A, B, ...), one atom ``CA``
-        (element carbon) each; consecutive beads of a chain bonded.
+        One residue per bead (three-letter names, the input's chain ids,
+        residue numbers and insertion codes; blank chain ids become A, B,
+        ...), one atom ``CA`` (element carbon) each; consecutive beads of a
+        chain bonded.
     system : openmm.System
         Forces in the groups of :data:`CALVADOS3_FORCE_GROUPS`, named
         ``CALVADOS3Bonds``, ``AshbaughHatch``, ``DebyeHueckel`` and
@@ -319,7 +323,7 @@ def create_calvados3_system(structure, domains=(), positions=None, temperature=2
     xyz = _positions_nm(positions)
     if xyz.shape != (topology_aa.getNumAtoms(), 3):
         raise ValueError(f"{xyz.shape[0]} positions for {topology_aa.getNumAtoms()} atoms")
-    names, chain, chain_ids, residue_ids, beads = _residue_beads(topology_aa, xyz)
+    names, chain, chain_ids, residue_ids, codes, beads = _residue_beads(topology_aa, xyz)
     n = len(names)
     if n < 2:
         raise BackmapInputError(f"{source}: needs at least two amino-acid residues with CA atoms, found {n}")
@@ -373,7 +377,8 @@ def create_calvados3_system(structure, domains=(), positions=None, temperature=2
         force.setForceGroup(CALVADOS3_FORCE_GROUPS[group])
         system.addForce(force)
 
-    topology = cg_topology(names, chain_ids=chain_ids, residue_ids=residue_ids, chain_index=chain.tolist())
+    topology = cg_topology(names, chain_ids=chain_ids, residue_ids=residue_ids, chain_index=chain.tolist(),
+                           insertion_codes=codes)
     if periodic:
         set_topology_box(topology, vectors)
     return topology, system, unit.Quantity([openmm.Vec3(*row) for row in beads.tolist()], unit.nanometer)

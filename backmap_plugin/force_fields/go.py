@@ -32,6 +32,7 @@ from scipy.spatial import cKDTree
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.geometry import bond_angle, dihedral
+from backmap_plugin.core.topology import insertion_code
 from backmap_plugin.force_fields.hps import load_hps_parameters
 from backmap_plugin.io.paths import LOADED_WHOLE, match_extension
 
@@ -98,9 +99,10 @@ def _dihedral(a, b, c, d) -> float:
 
 
 def _read_native(pdbfile):
-    """Protein residues of the first model: names, chain ids/indices, numbers, CA and heavy atoms (nm); a PDB,
-    mmCIF or GRO file read as ``backmap run`` reads it (:func:`~backmap_plugin.io.loaders.load_whole`: mmCIF
-    chains by author id, each residue's conformer of highest occupancy)."""
+    """Protein residues of the first model: names, chain ids/indices, numbers and insertion codes ('' for none), CA
+    and heavy atoms (nm); a PDB, mmCIF or GRO file read as ``backmap run`` reads it
+    (:func:`~backmap_plugin.io.loaders.load_whole`: mmCIF chains by author id, insertion codes, each residue's
+    conformer of highest occupancy)."""
     from backmap_plugin.io.loaders import load_whole
     from backmap_plugin.io.mdtraj_files import load_frame
 
@@ -109,12 +111,13 @@ def _read_native(pdbfile):
         raise BackmapInputError(f"{path}: no such file")
     ext = match_extension(path, LOADED_WHOLE)
     try:
-        traj = load_whole(path, ext)[0] if ext is not None else load_frame(path, 0)
+        # (every model, the first used below: a slice, traj[0], copies the topology without its insertion codes)
+        traj = load_whole(path, ext) if ext is not None else load_frame(path, 0)
     except BackmapInputError:
         raise
     except Exception as exc:  # mdtraj raises many kinds
         raise BackmapInputError(f"{path}: cannot read structure: {exc}") from exc
-    names, chain_ids, chain_index, numbers, ca, heavy, heavy_res = [], [], [], [], [], [], []
+    names, chain_ids, chain_index, numbers, codes, ca, heavy, heavy_res = [], [], [], [], [], [], [], []
     chains = {}
     for residue in traj.topology.residues:
         std = chem.standard_residue_name(residue.name)
@@ -126,6 +129,7 @@ def _read_native(pdbfile):
         chain_ids.append(getattr(residue.chain, "chain_id", None) or "A")
         chain_index.append(chains.setdefault(residue.chain.index, len(chains)))
         numbers.append(residue.resSeq)
+        codes.append(insertion_code(residue) or "")
         ca.append(traj.xyz[0, atoms["CA"]])
         for atom in residue.atoms:
             if atom.element is not None and atom.element.symbol not in ("H", "D"):
@@ -135,7 +139,7 @@ def _read_native(pdbfile):
         raise BackmapInputError(f"{path}: needs at least two amino-acid residues with CA atoms")
     if len(heavy) == len(names):
         raise BackmapInputError(f"{path}: only C-alpha atoms; the native contact map needs all heavy atoms")
-    return (names, chain_ids, np.array(chain_index), numbers, np.array(ca, dtype=np.float64),
+    return (names, chain_ids, np.array(chain_index), numbers, codes, np.array(ca, dtype=np.float64),
             np.array(heavy, dtype=np.float64), np.array(heavy_res))
 
 
@@ -155,9 +159,9 @@ def create_go_system(pdbfile, epsilon=1.0, contactCutoff=CONTACT_CUTOFF):
     Returns
     -------
     topology : openmm.app.Topology
-        One residue per amino acid (three-letter names, native chain ids and
-        residue numbers), one atom ``CA`` (element carbon) each; bonds
-        between bonded beads.
+        One residue per amino acid (three-letter names, native chain ids,
+        residue numbers and insertion codes), one atom ``CA`` (element
+        carbon) each; bonds between bonded beads.
     system : openmm.System
         Non-periodic; masses from the residue masses of
         ``hps_parameters.csv``; forces in the groups of
@@ -179,7 +183,7 @@ def create_go_system(pdbfile, epsilon=1.0, contactCutoff=CONTACT_CUTOFF):
     if unit.is_quantity(contactCutoff):
         contactCutoff = contactCutoff.value_in_unit(unit.nanometer)
     eps = float(epsilon)
-    names, chain_ids, chain, numbers, ca, heavy, heavy_res = _read_native(pdbfile)
+    names, chain_ids, chain, numbers, codes, ca, heavy, heavy_res = _read_native(pdbfile)
     n = len(names)
     masses = {p.three: p.mass for p in load_hps_parameters().values()}
 
@@ -195,7 +199,7 @@ def create_go_system(pdbfile, epsilon=1.0, contactCutoff=CONTACT_CUTOFF):
         system.addParticle(masses[name])
         if i == 0 or chain[i] != chain[i - 1]:
             top_chain = topology.addChain(chain_ids[i])
-        residue = topology.addResidue(name, top_chain, str(numbers[i]))
+        residue = topology.addResidue(name, top_chain, str(numbers[i]), codes[i])
         atoms.append(topology.addAtom("CA", element.carbon, residue))
 
     bonds = openmm.HarmonicBondForce()

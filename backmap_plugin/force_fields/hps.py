@@ -310,7 +310,8 @@ def _zigzag(n, bond, min_distance):
     return xyz - xyz.mean(axis=0)
 
 
-def cg_topology(names, chain_id="A", first_id=1, chain_ids=None, residue_ids=None, chain_index=None):
+def cg_topology(names, chain_id="A", first_id=1, chain_ids=None, residue_ids=None, chain_index=None,
+                insertion_codes=None):
     """CA-only OpenMM topology: one residue per bead, atom ``CA`` (carbon).
 
     Parameters
@@ -328,6 +329,9 @@ def cg_topology(names, chain_id="A", first_id=1, chain_ids=None, residue_ids=Non
     chain_index : sequence of int, optional
         Chain of each bead: a new chain starts wherever it changes (default:
         wherever the chain identifier changes).
+    insertion_codes : sequence of str, optional
+        Insertion code of each bead's residue ('' for none, the default), so
+        that residues 82, 82A and 82B of a structure keep their ids.
 
     Returns
     -------
@@ -340,9 +344,10 @@ def cg_topology(names, chain_id="A", first_id=1, chain_ids=None, residue_ids=Non
     chain_ids = [chain_id] * n if chain_ids is None else list(chain_ids)
     residue_ids = [first_id + k for k in range(n)] if residue_ids is None else list(residue_ids)
     chain_index = chain_ids if chain_index is None else list(chain_index)
-    if not len(chain_ids) == len(residue_ids) == len(chain_index) == n:
-        raise ValueError(f"{n} names but {len(chain_ids)} chain ids, {len(residue_ids)} residue ids "
-                         f"and {len(chain_index)} chain indices")
+    codes = [""] * n if insertion_codes is None else list(insertion_codes)
+    if not len(chain_ids) == len(residue_ids) == len(chain_index) == len(codes) == n:
+        raise ValueError(f"{n} names but {len(chain_ids)} chain ids, {len(residue_ids)} residue ids, "
+                         f"{len(chain_index)} chain indices and {len(codes)} insertion codes")
     top = Topology()
     chain = None
     previous = None
@@ -350,7 +355,7 @@ def cg_topology(names, chain_id="A", first_id=1, chain_ids=None, residue_ids=Non
         if chain is None or chain_index[k] != chain_index[k - 1]:
             chain = top.addChain(chain_ids[k])
             previous = None
-        residue = top.addResidue(name, chain, str(residue_ids[k]))
+        residue = top.addResidue(name, chain, str(residue_ids[k]), codes[k])
         atom = top.addAtom("CA", element.carbon, residue)
         if previous is not None:
             top.addBond(previous, atom)
