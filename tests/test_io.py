@@ -385,6 +385,23 @@ def test_mmcif_insertion_codes_do_not_cut_the_chain(tmp_path):
     assert _residue_ids(tmp_path / "out.pdb") == _residue_ids(PROPEPTIDE)
 
 
+def test_protein_trajectory_of_a_system_keeps_the_topologys_insertion_codes(tmp_path):
+    """An .xtc of the protein alone (a Protein output group) read with the whole system's PDB (the propeptide and
+    three waters): the protein part of the topology lost its codes (mdtraj's subset), and the propeptide's 6P ...
+    38P came out 6 ... 38, numbered as the mature enzyme's residues."""
+    from backmap_plugin.api import backmap
+
+    rows = [line for line in gzip.open(PROPEPTIDE, "rt") if line.startswith("ATOM")]
+    water = [f"HETATM{900 + k:5d}  O   HOH W{k + 1:4d}    {10.0 + 3 * k:8.3f}{0.0:8.3f}{0.0:8.3f}  1.00  0.00"
+             "           O\n" for k in range(3)]
+    (tmp_path / "system.pdb").write_text("".join(rows + ["TER\n"] + water + ["END\n"]))
+    md.load(str(PROPEPTIDE)).save_xtc(str(tmp_path / "protein.xtc"))
+    result = backmap(tmp_path / "protein.xtc", top=tmp_path / "system.pdb", output=tmp_path / "out.pdb",
+                     method="ideal", progress=False)
+    assert any("holds 46 of the 49 atoms of" in line for line in result.report)
+    assert _residue_ids(tmp_path / "out.pdb") == _residue_ids(PROPEPTIDE)
+
+
 def test_distinct_insertion_codes():
     from backmap_plugin.io.chains import distinct_insertion_codes
 

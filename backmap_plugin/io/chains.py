@@ -57,6 +57,29 @@ def set_insertion_codes(topology: md.Topology, codes) -> None:
         set_insertion_code(residue, code)
 
 
+def topology_subset(topology: md.Topology, atoms) -> md.Topology:
+    """``mdtraj.Topology.subset`` that keeps the residues' insertion codes (mdtraj's copy drops them).
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+        Topology as read.
+    atoms : sequence of int
+        Indices of the atoms to keep.
+
+    Returns
+    -------
+    mdtraj.Topology
+        The residues that hold any of ``atoms``, in order, with those atoms.
+    """
+    subset = topology.subset(atoms)
+    kept = {int(i) for i in atoms}
+    residues = [r for r in topology.residues if any(atom.index in kept for atom in r.atoms)]
+    for residue, copy in zip(residues, subset.residues):
+        _same_code(residue, copy)
+    return subset
+
+
 def topology_from_openmm(topology) -> md.Topology:
     """``mdtraj.Topology.from_openmm`` that keeps the residues' insertion codes (mdtraj's drops them)."""
     converted = md.Topology.from_openmm(topology)

@@ -21,7 +21,7 @@ from backmap_plugin.core.pbc import box_lengths_and_angles
 from backmap_plugin.io import dcd
 from backmap_plugin.io.atoms import check_duplicate_atoms, check_finite
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
-from backmap_plugin.io.chains import split_chains, split_merged_residues, topology_from_openmm
+from backmap_plugin.io.chains import split_chains, split_merged_residues, topology_from_openmm, topology_subset
 from backmap_plugin.io.loaders import (
     box_vectors,
     count_trajectory_atoms,
@@ -208,7 +208,7 @@ class FrameSource:
                 f"{self.path} holds {n_atoms} of the {topology.n_atoms} atoms of {self.top_path}: its protein, "
                 "the first atoms (a Protein output group); the rest of the topology left out"
             )
-            return topology.subset(range(n_atoms))
+            return topology_subset(topology, range(n_atoms))
         hint = "; pass the topology of the system the trajectory was written from (e.g. the run's .tpr or .gro)"
         if len(protein) and topology.n_atoms > n_atoms:
             hint = (f"; its protein is {len(protein)} atoms" + ("" if protein[0] == 0 else f" from atom {protein[0] + 1}")
