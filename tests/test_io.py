@@ -402,6 +402,22 @@ def test_protein_trajectory_of_a_system_keeps_the_topologys_insertion_codes(tmp_
     assert _residue_ids(tmp_path / "out.pdb") == _residue_ids(PROPEPTIDE)
 
 
+def test_openmm_residue_ids_that_are_no_numbers_are_refused():
+    """An OpenMM topology whose ids hold the insertion codes (1NCB's 82A as id '82A', no insertionCode; OpenMM's
+    readers keep the two apart): mdtraj numbered such residues by their index, and chain H's 82A, 82B and 82C came
+    out 7, 8 and 9; now the residue is named."""
+    from openmm.app import Modeller, PDBFile
+
+    pdb = PDBFile(gzip.open(DATA / "1ncb_n81-85_h81-84_protein.pdb.gz", "rt"))
+    trace = Modeller(pdb.topology, pdb.positions)
+    trace.delete([atom for atom in pdb.topology.atoms() if atom.name != "CA"])
+    for residue in trace.topology.residues():
+        residue.id, residue.insertionCode = residue.id + residue.insertionCode.strip(), ""
+    with pytest.raises(BackmapInputError, match=re.escape(
+            "reporter.pdb: chain 'H' residue ASN '82A': the residue id is no whole number")):
+        frames_from_openmm(trace.topology, trace.positions, source="reporter.pdb")
+
+
 def test_distinct_insertion_codes():
     from backmap_plugin.io.chains import distinct_insertion_codes
 

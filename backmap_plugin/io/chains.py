@@ -7,6 +7,7 @@ from __future__ import annotations
 import mdtraj as md
 import numpy as np
 
+from backmap_plugin.core.chemistry import standard_residue_name
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.topology import insertion_code, set_insertion_code
 
@@ -80,13 +81,60 @@ def topology_subset(topology: md.Topology, atoms) -> md.Topology:
     return subset
 
 
-def topology_from_openmm(topology) -> md.Topology:
-    """``mdtraj.Topology.from_openmm`` that keeps the residues' insertion codes (mdtraj's drops them)."""
+def topology_from_openmm(topology, source: str = "OpenMM topology") -> md.Topology:
+    """``mdtraj.Topology.from_openmm`` that keeps the residues' insertion codes (mdtraj's drops them).
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+        The topology to convert.
+    source : str
+        What to call it in messages (e.g. the reporter's file).
+
+    Returns
+    -------
+    mdtraj.Topology
+
+    Raises
+    ------
+    BackmapInputError
+        An amino-acid residue whose id is no whole number (:func:`check_openmm_residue_ids`).
+    """
+    check_openmm_residue_ids(topology, source)
     converted = md.Topology.from_openmm(topology)
     codes = [residue.insertionCode for residue in topology.residues()]
     if any(code.strip() for code in codes):
         set_insertion_codes(converted, codes)
     return converted
+
+
+def check_openmm_residue_ids(topology, source: str) -> None:
+    """Refuse an OpenMM topology with an amino-acid residue whose id is no whole number.
+
+    OpenMM's readers keep a residue's number in ``Residue.id`` and its
+    insertion code in ``Residue.insertionCode`` (82 and ``A``); a topology
+    built otherwise (id ``82A``) was numbered by mdtraj's conversion by the
+    residue's index, silently. Other residues (water whose id is ``.``) are
+    left to it: they are not written.
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+        The topology.
+    source : str
+        What to call it in the message.
+
+    Raises
+    ------
+    BackmapInputError
+        Naming the first such residue: chain, name and id.
+    """
+    for residue in topology.residues():
+        if not residue.id.strip().lstrip("-").isdigit() and standard_residue_name(residue.name.strip().upper()):
+            raise BackmapInputError(
+                f"{source}: chain {residue.chain.id!r} residue {residue.name} {residue.id!r}: the residue id is no "
+                "whole number; OpenMM topologies keep the number in Residue.id and the insertion code in "
+                "Residue.insertionCode (82 and 'A', not '82A')")
 
 
 def topology_to_openmm(topology: md.Topology):

@@ -440,7 +440,7 @@ def frames_from_openmm(topology, positions, source: str = "OpenMM positions"):
     from openmm import unit
 
     if not isinstance(topology, md.Topology):
-        topology = topology_from_openmm(topology)
+        topology = topology_from_openmm(topology, source)
     if unit.is_quantity(positions):
         values = positions.value_in_unit(unit.angstrom)
         xyz = np.asarray([tuple(v) for v in values] if isinstance(values, list) else values, dtype=np.float64)
