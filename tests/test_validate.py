@@ -453,3 +453,14 @@ def test_validate_names_mmcif_residues_as_run_does(capsys):
     details = json.loads(capsys.readouterr().out)["frames"][0]["details"]
     assert details["missing_oxt"] == ["N:ASN85", "H:ASN84"]
     assert details["bond_outliers"] == ["N:ILE81 CA-CB"]
+
+
+def test_energy_error_names_the_residue(capsys):
+    """Real 1NCB rows (tests/data/README.md) lack the OXT of N:ASN85 and H:ASN84: the energy error named the
+    residue by OpenMM's count from 0 ('No template found for residue 4 (ASN)'); now by chain, name and number."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "data" / "1ncb_n81-85_h81-84_protein.pdb.gz"
+    assert backmap_main(["validate", str(path), "--json", "--solvent", "vacuum"]) == 0
+    error = json.loads(capsys.readouterr().out)["frames"][0]["energy_error"]
+    assert error.startswith("N:ASN85: No template found for residue 4 (ASN).")

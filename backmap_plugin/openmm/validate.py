@@ -88,7 +88,7 @@ from backmap_plugin.openmm.structure import (
     positions_to_array,
     residue_label,
 )
-from backmap_plugin.openmm.systems import create_system, force_field_parts, load_force_field
+from backmap_plugin.openmm.systems import create_system, force_field_parts, load_force_field, template_error
 
 __all__ = [
     "CLASH_CUTOFF",
@@ -444,8 +444,8 @@ class _Energy:
                 system = create_system(self.forcefield, topology, self.solvent)
                 self._hydrogen_bonds = _hydrogen_bond_lengths(system, topology)
                 self._context = create_context(system, openmm.VerletIntegrator(0.001), self.platform)
-            except Exception as exc:  # "No template found ..."
-                self._error = str(exc).splitlines()[0]
+            except Exception as exc:  # "No template found for residue 4 ...": named by chain, name and number
+                self._error = template_error(exc, topology).splitlines()[0]
         if self._context is None:
             return math.nan, self._error
         xyz = positions_to_array(positions)
