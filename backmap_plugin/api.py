@@ -354,8 +354,8 @@ def _numbering_gap_notes(records: list[ResidueRecord], distance: np.ndarray, lim
     skips = np.diff([r.res_seq for r in records]) > 1
     joined = np.nonzero(skips & (segment[1:] == segment[:-1]))[0]
     if len(joined):
-        pairs = ", ".join(f"{records[i].label()} - {records[i + 1].name} {records[i + 1].res_seq} ({distance[i]:.1f} A)"
-                          for i in joined)
+        pairs = ", ".join(f"{records[i].label()} - {records[i + 1].name} {records[i + 1].res_seq}"
+                          f"{records[i + 1].insertion_code or ''} ({distance[i]:.1f} A)" for i in joined)
         notes.append(f"bonded where residue numbers skip (beads as close as bonded residues' can be; antibody "
                      f"numberings skip numbers, and a CG model bonds its beads in order): {pairs}; if residues are "
                      "missing there, a TER record between them in the topology breaks the chain")
@@ -1084,9 +1084,8 @@ class Backmapper:
                                         + (f" ({'; '.join(self.report)})" if self.report else "") + hint)
             if len(records) == 1:
                 one = records[0]
-                raise BackmapInputError(f"{source}: one residue in all (chain {one.chain_id or '?'} residue {one.name} "
-                                        f"{one.res_seq}): a bead alone does not say how its backbone lies; at least "
-                                        "two residues are needed")
+                raise BackmapInputError(f"{source}: one residue in all ({one.label()}): a bead alone does not say "
+                                        "how its backbone lies; at least two residues are needed")
             self.mapping, self.mapping_evidence = resolve_mapping(mapping, records, atom_names, frames, box,
                                                                   source, frame, springs)
             self._reader = BeadReader(records, self.mapping, source, atom_names)

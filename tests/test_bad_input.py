@@ -799,3 +799,29 @@ def test_residues_missing_between_are_not_counted_as_falling_apart(tmp_path, ca)
     ca[0].atom_slice(keep).save_pdb(str(path))
     result = backmap(str(path), str(tmp_path / "aa.pdb"), progress=False)
     assert result.n_segments == 7
+
+
+#: The C-alpha trace of 5CBA's chain B (tests/data/README.md): Kabat numbers, residues 27, 27A, 27B, 27C.
+KABAT = Path(__file__).resolve().parent / "data" / "5cba_chain_b_ca.pdb.gz"
+
+
+def _kabat_with(tmp_path, edit) -> Path:
+    """The 5CBA trace with ``edit`` (line -> lines) applied to the line of SER 27A's CA."""
+    import gzip
+
+    lines = []
+    for line in gzip.open(KABAT, "rt"):
+        lines += edit(line) if line[17:27] == "SER B  27A" else [line]
+    (tmp_path / "x.pdb").write_text("".join(lines))
+    return tmp_path / "x.pdb"
+
+
+def test_errors_name_residues_with_their_insertion_codes(tmp_path):
+    """Errors named SER 27A of 5CBA 'residue XYZ 27' and 'residue SER27', as if residue 27 (also SER) were meant."""
+    path = _kabat_with(tmp_path, lambda line: [line.replace("SER B  27A", "XYZ B  27A")])
+    with pytest.raises(BackmapInputError, match=re.escape("x.pdb: chain B residue XYZ 27A: unknown residue 'XYZ'")):
+        backmap(path, output=tmp_path / "out.pdb", method="ideal", progress=False)
+    path = _kabat_with(tmp_path, lambda line: [line, line])
+    with pytest.raises(BackmapInputError, match=re.escape(
+            "x.pdb: duplicate atom: chain 'B' residue SER27A atom CA appears 2 times")):
+        backmap(path, output=tmp_path / "out.pdb", method="ideal", progress=False)

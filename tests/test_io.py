@@ -505,7 +505,7 @@ def test_mmcif_cells_models_and_damage(tmp_path):
         (_cif(_CIF_ROWS[:3])[:-30], "the atom_site loop ends inside a row"),
         (_cif(_CIF_ROWS[:3]).replace("_atom_site.Cartn_z\n", ""), "has no Cartn_z column"),  # (z read from another)
         (_cif([_CIF_ROWS[0], _CIF_ROWS[1].replace("3.800", "3.8x0")]),
-         "line 20 (model 1, chain E residue SER 52, atom CA): coordinates 3.8x0 0.000 0.000 are no numbers"),
+         "line 20 (model 1, chain E residue SER 52A, atom CA): coordinates 3.8x0 0.000 0.000 are no numbers"),
         ("data_x\n_cell.length_a 10\n", "no atom_site records"),
     ):
         open(path, "w").write(text)

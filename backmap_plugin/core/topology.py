@@ -129,6 +129,11 @@ def set_insertion_code(residue, code: str) -> None:
     setattr(residue, INSERTION_CODE, str(code).strip())
 
 
+def residue_number(residue) -> str:
+    """An mdtraj residue's number as the input wrote it, with its insertion code (``82``, ``82A``), for messages."""
+    return f"{residue.resSeq}{insertion_code(residue) or ''}"
+
+
 @dataclass
 class ResidueRecord:
     """One residue of an input topology, with standard names.
@@ -250,7 +255,7 @@ def read_residues(topology: md.Topology, source: str = "", ignored=()) -> tuple[
     bonded = {atom.index for bond in topology.bonds for atom in bond} or None
     for residue in residues:
         chain_id = getattr(residue.chain, "chain_id", None) or ""
-        where = f"{source}: chain {chain_id or '?'} residue {residue.name} {residue.resSeq}"
+        where = f"{source}: chain {chain_id or '?'} residue {residue.name} {residue_number(residue)}"
         key = residue.name.strip().upper()
         heavy = heavy_atoms[residue.index]
         if cg_file and len(key) == 1 and not (three_letter or water_only) and _lone_particle(heavy, bonded):

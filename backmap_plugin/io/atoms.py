@@ -9,6 +9,7 @@ import mdtraj as md
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.topology import residue_number
 from backmap_plugin.io.chains import residues_with_repeated_names
 from backmap_plugin.io.martini import BEAD_NAMES
 
@@ -24,12 +25,13 @@ def describe_atom(atom) -> str:
     Returns
     -------
     str
-        E.g. ``chain 'A' residue ALA12 atom CB`` (``chain #0`` without an id).
+        E.g. ``chain 'A' residue ALA12 atom CB`` (``ALA12A`` with an insertion code; ``chain #0`` without an
+        id).
     """
     residue = atom.residue
     chain_id = residue.chain.chain_id
     chain = repr(chain_id) if chain_id else f"#{residue.chain.index}"
-    return f"chain {chain} residue {residue.name}{residue.resSeq} atom {atom.name}"
+    return f"chain {chain} residue {residue.name}{residue_number(residue)} atom {atom.name}"
 
 
 def element_symbol(atom) -> str:

@@ -32,7 +32,7 @@ import mdtraj as md
 import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.core.topology import set_insertion_code
+from backmap_plugin.core.topology import residue_number, set_insertion_code
 
 #: One CIF value: quoted ('...' or "...", closed by a quote before white space) or bare.
 _TOKEN = re.compile(r"""'(.*?)'(?=\s|$)|"(.*?)"(?=\s|$)|(\S+)""")
@@ -244,7 +244,7 @@ def _coordinates(sites: list, cols: _Columns, topology: md.Topology, path: str, 
             atom = topology.atom(k)
             raise BackmapInputError(
                 f"{path}: line {line} (model {model}, chain {atom.residue.chain.chain_id} residue "
-                f"{atom.residue.name} {atom.residue.resSeq}, atom {atom.name}): coordinates "
+                f"{atom.residue.name} {residue_number(atom.residue)}, atom {atom.name}): coordinates "
                 f"{' '.join(row[i] for i in cols.xyz)} are no numbers") from None
     return xyz
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.pbc import box_lengths_and_angles
+from backmap_plugin.core.topology import residue_number
 from backmap_plugin.io import dcd
 from backmap_plugin.io.atoms import check_duplicate_atoms, check_finite
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
@@ -171,7 +172,7 @@ class FrameSource:
         if merged:
             first = merged[0]
             held = (f"{len(merged)} residue(s) held the atoms of consecutive residues with one number and name "
-                    f"(first: chain {first.chain.chain_id!r} {first.name}{first.resSeq})")
+                    f"(first: chain {first.chain.chain_id!r} {first.name}{residue_number(first)})")
             if match_extension(self.top_path or "", (".tpr",)):
                 raise BackmapInputError(
                     f"{self.top_path}: {held}: residues that shared a number in the .itp (insertion codes, "

@@ -38,7 +38,7 @@ import numpy as np
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.core.topology import ResidueRecord, insertion_code
+from backmap_plugin.core.topology import ResidueRecord, insertion_code, residue_number
 from backmap_plugin.io.chains import chain_starts, input_chain_id
 
 #: Martini protein bead names in bead order (BB, then side-chain beads).
@@ -129,7 +129,7 @@ def has_martini_beads(topology: md.Topology) -> bool:
 
 
 def _where(source: str, chain_id, residue) -> str:
-    return f"{source}: chain {chain_id or '?'} residue {residue.name} {residue.resSeq}"
+    return f"{source}: chain {chain_id or '?'} residue {residue.name} {residue_number(residue)}"
 
 
 def _check_martini2(protein: list, source: str) -> None:
@@ -427,7 +427,7 @@ def martini_residues(topology: md.Topology, source: str, xyz: np.ndarray | None 
         report.append(
             f"{len(reordered)} run(s) of residues sharing a number read in the order their BB beads are bonded in, "
             f"not the file's (martinize2 -resid input sorts such residues by name; first: chain "
-            f"{residue.chain.chain_id or '?'} residue {residue.resSeq})"
+            f"{residue.chain.chain_id or '?'} residue {residue_number(residue)})"
         )
     report += [f"renamed {k} -> {v}" for k, v in sorted(renamed.items())]
     if "HID" in renamed:

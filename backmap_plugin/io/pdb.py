@@ -18,6 +18,7 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.pbc import box_lengths_and_angles
+from backmap_plugin.core.topology import residue_number
 from backmap_plugin.io.atomic import atomic_write
 from backmap_plugin.io.atoms import describe_atom, element_symbol
 from backmap_plugin.io.chains import input_chain_id, insertion_codes
@@ -118,7 +119,7 @@ class PdbBackend(TextBackend):
                 name = residue.name
                 if len(name) > 4:
                     raise BackmapInputError(
-                        f"{path}: residue name {name!r} (chain {chain_id!r} residue {residue.resSeq}) is "
+                        f"{path}: residue name {name!r} (chain {chain_id!r} residue {residue_number(residue)}) is "
                         f"longer than the 4 characters PDB allows; write .cif instead"
                     )
                 res_field = f"{name:>3} " if len(name) <= 3 else name
@@ -262,8 +263,8 @@ def _wrapped_numbers(topology: md.Topology, path: str) -> list:
     if wrapped:
         first = wrapped[0]
         notes.append(f"{path}: {len(wrapped)} residue number(s) outside -999 ... 9999 (first: chain "
-                     f"{first.chain.chain_id or '?'} residue {first.name} {first.resSeq}) written modulo 10000, "
-                     "as the PDB format's 4 columns hold; write .cif to keep them")
+                     f"{first.chain.chain_id or '?'} residue {first.name} {residue_number(first)}) written modulo "
+                     "10000, as the PDB format's 4 columns hold; write .cif to keep them")
     if topology.n_atoms > 99999:
         notes.append(f"{path}: {topology.n_atoms} atoms: serials above 99999 written modulo 100000, and no CONECT "
                      "records (they would name the wrong atoms); write .cif to keep them")
