@@ -370,6 +370,18 @@ def test_insertion_codes_of_the_input_are_written_back(tmp_path):
     assert [engine.protein.residue_id(k) for k in (0, 32, 33)] == ["6P", "38P", "1"]
 
 
+def test_h5_output_says_it_holds_no_insertion_codes(tmp_path):
+    """An .h5 topology holds no insertion codes: the propeptide's 6P ... 38P were written as 6 ... 38 without a
+    word (read back, numbered as the mature enzyme's residues 6-13); now a note says so."""
+    from backmap_plugin.api import backmap
+
+    result = backmap(PROPEPTIDE, output=tmp_path / "out.h5", method="ideal", progress=False)
+    note = (f"{tmp_path / 'out.h5'}: 33 residue(s) with insertion codes (first: chain A residue ARG 6P) written "
+            "without them (an .h5 topology holds none); write .pdb or .cif to keep them")
+    assert note in result.report
+    assert [r.resSeq for r in md.load_topology(str(tmp_path / "out.h5")).residues][:2] == [6, 7]
+
+
 def test_mmcif_insertion_codes_do_not_cut_the_chain(tmp_path):
     """mdtraj's mmCIF reader puts insertion codes into segment ids, and a new segment id started a new chain:
     the propeptide came out as 2 chains with a C terminus (OXT) at 38P; now one chain, codes kept."""

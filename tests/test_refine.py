@@ -638,6 +638,12 @@ def test_refine_names_mmcif_chains_and_conformers_as_run_does(tmp_path, capsys):
     assert chains(refine_out) == chains(run_out) == ["N", "H"]
     codes = [line[22:27] for line in open(refine_out) if line[12:16] == " CA " and line[21] == "H"]
     assert codes[1:5] == ["  82 ", "  82A", "  82B", "  82C"]
+    # written to .h5, which holds no codes: the report says so (refine kept its writer's notes to itself)
+    pdb = Path(__file__).resolve().parent / "data" / "1ncb_n81-85_h81-84_protein.pdb.gz"
+    result = refine_structure(pdb, tmp_path / "refined.h5", maxIterations=1, solvent="vacuum", platform="CPU",
+                              progress=False)
+    assert any("3 residue(s) with insertion codes (first: chain H residue ASN 82A) written without them" in note
+               for note in result.notes)
     capsys.readouterr()
     assert backmap_main(["refine", str(CRAMBIN), "-o", str(tmp_path / "crambin.pdb"), "--steps", "1", "--solvent",
                          "vacuum", "--platform", "CPU", "--threads", "1"]) == 0

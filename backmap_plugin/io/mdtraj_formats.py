@@ -13,6 +13,7 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError, last_line
 from backmap_plugin.core.pbc import box_lengths_and_angles
+from backmap_plugin.core.topology import insertion_code, residue_number
 from backmap_plugin.io import dcd
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
 from backmap_plugin.io.mdtraj_files import mdtraj_path, open_file
@@ -22,6 +23,31 @@ COPY_CHUNK = 100
 TIME_TOLERANCE = 1e-3
 """ps: frames of a file being appended to at the new frames' first time, less this, are left out (XTC stores times
 in float32)."""
+
+
+def codes_left_out(topology: md.Topology, path: str) -> list:
+    """A note where residues of a topology written to an H5 file have insertion codes, which it cannot hold (read
+    back, the residues of a propeptide's 6P ... 38P are numbered 6 ... 38).
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+        The topology written.
+    path : str
+        The output, for the note.
+
+    Returns
+    -------
+    list of str
+        One note, or none.
+    """
+    coded = [residue for residue in topology.residues if insertion_code(residue)]
+    if not coded:
+        return []
+    first = coded[0]
+    return [f"{path}: {len(coded)} residue(s) with insertion codes (first: chain {first.chain.chain_id or '?'} "
+            f"residue {first.name} {residue_number(first)}) written without them (an .h5 topology holds none); "
+            "write .pdb or .cif to keep them"]
 
 
 class MdtrajBackend:
@@ -70,7 +96,8 @@ class MdtrajBackend:
         Time (ps) of the last frame kept from the appended file.
     notes : list of str
         What the format could not hold: a DCD file's times where its
-        frames' times are not evenly spaced (one note).
+        frames' times are not evenly spaced, an H5 topology's insertion
+        codes (one note each).
     """
 
     _CLASSES = {".h5": "HDF5TrajectoryFile", ".xtc": "XTCTrajectoryFile", ".dcd": "DCDTrajectoryFile"}
@@ -86,6 +113,8 @@ class MdtrajBackend:
         self.last_time = None
         self._cls = getattr(md.formats, self._CLASSES[ext])
         self._clock = dcd.EvenClock() if ext == ".dcd" else None
+        if ext == ".h5":
+            self.notes += codes_left_out(topology, path)
         # the DCD writer opens its file at its first write: an ASCII path as long as the writer lives
         self._alias = contextlib.ExitStack()
         alias = self._alias.enter_context(mdtraj_path(partial, write=True))

@@ -733,7 +733,7 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
         bar.close()
     if writer is None:
         raise BackmapInputError(f"{source.path}: no frames to refine")
-    result.notes += source.read_notes("refined")
+    result.notes += source.read_notes("refined") + writer.notes
     if result.notes:
         payload["notes"] = result.notes
     writer.close()
