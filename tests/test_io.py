@@ -595,6 +595,19 @@ def test_error_atom_count_mismatch(tmp_path, l2y):
     assert "100" in message and "154" in message and "small.pdb" in message and "t.dcd" in message
 
 
+def test_error_all_atom_top_for_a_trajectory_of_one_bead_per_residue():
+    """The all-atom structure a coarse-grained run started from, given as --top of its trajectory (one bead per
+    residue): the error says so and asks for the coarse-grained topology (it spoke of a trajectory of part of a
+    system and gmx trjconv)."""
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    with pytest.raises(BackmapInputError) as info:
+        open_frames(examples / "trpcage_ca.dcd", top=examples / "trpcage.pdb")
+    message = str(info.value)
+    assert "has 154 atoms" in message and "have 20" in message
+    assert "its 20 protein residues are as many as the coordinates' atoms" in message
+    assert "coarse-grained topology" in message and "trjconv" not in message
+
+
 def test_error_nan_coordinates(tmp_path):
     lines = gzip.open(FIXTURE, "rt").read().splitlines(keepends=True)
     models = 0

@@ -83,6 +83,26 @@ class FrameChunk(NamedTuple):
     time: Optional[np.ndarray] = None
 
 
+def _mismatch_hint(topology, protein: np.ndarray, n_atoms: int) -> str:
+    """What to pass instead of a ``--top`` of ``topology`` (``protein``: the indices of its protein atoms) for
+    coordinates of ``n_atoms`` atoms.
+
+    An all-atom topology of as many protein residues as the coordinates have atoms is the all-atom structure a
+    coarse-grained run started from (one bead per residue); another larger topology with protein atoms is a whole
+    system whose protein part the trajectory may hold.
+    """
+    n_residues = sum(1 for residue in topology.residues if residue.is_protein)
+    if topology.n_atoms > n_atoms and n_residues == n_atoms:
+        return (f"; its {n_residues} protein residues are as many as the coordinates' atoms: an all-atom structure "
+                "given for a coarse-grained trajectory of one bead per residue? pass the coarse-grained topology the "
+                "trajectory was written with (e.g. the top.pdb of a CALVADOS run, a C-alpha trace's .pdb)")
+    if len(protein) and topology.n_atoms > n_atoms:
+        return (f"; its protein is {len(protein)} atoms" + ("" if protein[0] == 0 else f" from atom {protein[0] + 1}")
+                + ": a trajectory of part of a system needs the topology of that part "
+                "(e.g. gmx trjconv -s md.tpr -n index.ndx -dump 0 -o part.gro of the same group)")
+    return "; pass the topology of the system the trajectory was written from (e.g. the run's .tpr or .gro)"
+
+
 class FrameSource:
     """Frames of a structure or trajectory file, read in bounded chunks.
 
@@ -209,14 +229,9 @@ class FrameSource:
                 "the first atoms (a Protein output group); the rest of the topology left out"
             )
             return topology.subset(range(n_atoms))
-        hint = "; pass the topology of the system the trajectory was written from (e.g. the run's .tpr or .gro)"
-        if len(protein) and topology.n_atoms > n_atoms:
-            hint = (f"; its protein is {len(protein)} atoms" + ("" if protein[0] == 0 else f" from atom {protein[0] + 1}")
-                    + ": a trajectory of part of a system needs the topology of that part "
-                    "(e.g. gmx trjconv -s md.tpr -n index.ndx -dump 0 -o part.gro of the same group)")
         raise BackmapInputError(
             f"atom count mismatch: topology {self.top_path} has {topology.n_atoms} atoms "
-            f"but coordinates {self.path} have {n_atoms}{hint}"
+            f"but coordinates {self.path} have {n_atoms}{_mismatch_hint(topology, protein, n_atoms)}"
         )
 
     def __repr__(self) -> str:
