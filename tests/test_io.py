@@ -608,6 +608,23 @@ def test_error_all_atom_top_for_a_trajectory_of_one_bead_per_residue():
     assert "coarse-grained topology" in message and "trjconv" not in message
 
 
+def test_error_top_of_other_residues_for_a_structure(tmp_path):
+    """A structure file holds its own residues: a --top of as many atoms but other residues (another structure's
+    trace) is refused, naming the first atom whose residues differ (the output carried the --top's sequence on the
+    input's coordinates, silently). The same topology, and a .gro with its run's .tpr, still read."""
+    trace = Path(__file__).resolve().parents[1] / "examples" / "trpcage_ca.pdb"
+    lines = trace.read_text().splitlines(keepends=True)
+    first = next(k for k, line in enumerate(lines) if line.startswith("ATOM"))
+    lines[first] = lines[first][:17] + "GLY" + lines[first][20:]  # ASN 1 -> GLY 1
+    (tmp_path / "other.pdb").write_text("".join(lines))
+    with pytest.raises(BackmapInputError, match=r"trpcage_ca.pdb: its residues are not those of --top .*other.pdb: "
+                                                r"atom 1 is in ASN 1 there, in GLY 1 in the topology"):
+        open_frames(trace, top=tmp_path / "other.pdb")
+    assert open_frames(trace, top=trace).topology.n_residues == 20
+    martini = DATA / "martini3"
+    assert open_frames(martini / "md.gro", top=martini / "md.tpr").n_atoms == 1350
+
+
 def test_error_nan_coordinates(tmp_path):
     lines = gzip.open(FIXTURE, "rt").read().splitlines(keepends=True)
     models = 0

@@ -16,6 +16,7 @@ from typing import Iterator, NamedTuple, Optional
 import mdtraj as md
 import numpy as np
 
+from backmap_plugin.core.chemistry import standard_residue_name
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.pbc import box_lengths_and_angles
 from backmap_plugin.io import dcd
@@ -81,6 +82,26 @@ class FrameChunk(NamedTuple):
     xyz: np.ndarray
     box: Optional[np.ndarray]
     time: Optional[np.ndarray] = None
+
+
+def _check_same_residues(own, top, path: str, top_path: str) -> None:
+    """Refuse a ``--top`` whose residues are not those of an input that holds its own topology (a structure file).
+
+    The frames are built on the residues of ``top``; where its residue names (each read as its standard residue:
+    HSD as HIS) differ from the input's at some atom, another structure's topology was given, and the output
+    would carry its sequence on the input's coordinates.
+    """
+    def name(atom) -> str:
+        return standard_residue_name(atom.residue.name) or atom.residue.name
+
+    for atom, top_atom in zip(own.atoms, top.atoms):
+        if name(atom) != name(top_atom):
+            raise BackmapInputError(
+                f"{path}: its residues are not those of --top {top_path}: atom {atom.index + 1} is in "
+                f"{atom.residue.name} {atom.residue.resSeq} there, in {top_atom.residue.name} "
+                f"{top_atom.residue.resSeq} in the topology; pass the topology {path} was written with, or no --top "
+                "(the file holds its own)"
+            )
 
 
 def _mismatch_hint(topology, protein: np.ndarray, n_atoms: int) -> str:
@@ -181,6 +202,8 @@ class FrameSource:
         if top_topology is not None:
             if top_topology.n_atoms != n_atoms:
                 top_topology = self._protein_prefix(top_topology, n_atoms)
+            if topology is not None:
+                _check_same_residues(topology, top_topology, self.path, self.top_path)
             topology = top_topology
         if n_atoms == 0:
             raise BackmapInputError(f"{self.path}: contains no atoms")
