@@ -64,6 +64,17 @@ BREAK_DISTANCE_OTHER = 10.0
 BONDED_LIMIT_SLACK = 0.3
 
 
+def _decision_is(decision, given: Mapping) -> bool:
+    """Whether what the beads' distances say (``decision``) is the mapping ``given``: both C-alpha beads, or both
+    centres of mass, where C-alpha regions found (a CALVADOS 3 chain's linkers and tails) are those given (none
+    for ``--mapping com``, which builds every bead as a centre of mass)."""
+    if (decision.name == "ca") != given.bead_is_ca:
+        return False
+    if decision.name == "ca":
+        return True
+    return np.array_equal(np.asarray(decision.ca_residues, bool), given.is_ca(len(decision.ca_residues)))
+
+
 def bonded_bead_limits(mapping: COMMapping, records: list[ResidueRecord], break_distance: float) -> np.ndarray:
     """(R - 1,) bead distance above which two consecutive residues are not bonded (a chain break).
 
@@ -275,7 +286,7 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
         return given or get_mapping("ca"), ""
     named = "" if names == {"CA"} else f" (beads named {', '.join(sorted(names)[:5])}{' ...' * (len(names) > 5)})"
     if given is not None:
-        if (decision.name == "ca") == given.bead_is_ca:
+        if _decision_is(decision, given):
             return given, ""
         return given, f"as given ({given.name}), though the beads look otherwise: {decision.evidence}{named}"
     if decision.name == "ca":

@@ -157,6 +157,19 @@ def test_real_calvados3_run_detected_alike_for_every_chunk(tmp_path):
     assert runs[0].mapping_evidence == runs[1].mapping_evidence
 
 
+@pytest.mark.skipif(not TIA1.is_dir(), reason="corpus ../shared/data/calvados3 not present")
+def test_mapping_com_given_for_a_calvados3_chain_says_what_the_beads_look_like(tmp_path):
+    """--mapping com on a CALVADOS 3 chain builds every bead as a centre of mass, and the evidence says the beads
+    look like centres of mass with C-alpha linkers (it said nothing: only C-alpha against centre-of-mass beads
+    counted as another look)."""
+    told = backmap(TIA1 / "traj.dcd", tmp_path / "com.pdb", top=TIA1 / "top.pdb", mapping="com", stride=10,
+                   progress=False)
+    assert told.mapping == "com"
+    assert told.mapping_evidence.startswith("as given (com), though the beads look otherwise: residue centres of "
+                                            "mass with C-alpha beads"), told.mapping_evidence
+    assert "C-alpha beads in A:1-5" in told.mapping_evidence
+
+
 def _write_beads(path, protein, beads):
     """A one-bead-per-residue PDB with beads named CA (as CALVADOS writes them)."""
     top = md.Topology()

@@ -279,6 +279,16 @@ def test_cli_errors_are_one_line(fixture_pdb, tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
+def test_cli_refuses_a_trajectory_without_asking_for_top(tmp_path, capsys):
+    """A trajectory given to export (which has no --top) is refused as one, before the output folder is made: the
+    error asked for --top, which export then refused as an unrecognised argument."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "trpcage_ca.dcd"
+    assert backmap_main(["export", str(example), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "a .dcd trajectory holds no topology, and export takes one structure" in err and "--top" not in err
+    assert err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
 def test_cli_exports(fixture_pdb, tmp_path, capsys):
     rc = backmap_main(["export", str(fixture_pdb), "--to", "openmm", "-o", str(tmp_path / "o")])
     out, err = capsys.readouterr()

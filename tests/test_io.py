@@ -640,6 +640,36 @@ def test_error_atom_count_mismatch(tmp_path, l2y):
     assert "100" in message and "154" in message and "small.pdb" in message and "t.dcd" in message
 
 
+def test_error_all_atom_top_for_a_trajectory_of_one_bead_per_residue():
+    """The all-atom structure a coarse-grained run started from, given as --top of its trajectory (one bead per
+    residue): the error says so and asks for the coarse-grained topology (it spoke of a trajectory of part of a
+    system and gmx trjconv)."""
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    with pytest.raises(BackmapInputError) as info:
+        open_frames(examples / "trpcage_ca.dcd", top=examples / "trpcage.pdb")
+    message = str(info.value)
+    assert "has 154 atoms" in message and "have 20" in message
+    assert "its 20 protein residues are as many as the coordinates' atoms" in message
+    assert "coarse-grained topology" in message and "trjconv" not in message
+
+
+def test_error_top_of_other_residues_for_a_structure(tmp_path):
+    """A structure file holds its own residues: a --top of as many atoms but other residues (another structure's
+    trace) is refused, naming the first atom whose residues differ (the output carried the --top's sequence on the
+    input's coordinates, silently). The same topology, and a .gro with its run's .tpr, still read."""
+    trace = Path(__file__).resolve().parents[1] / "examples" / "trpcage_ca.pdb"
+    lines = trace.read_text().splitlines(keepends=True)
+    first = next(k for k, line in enumerate(lines) if line.startswith("ATOM"))
+    lines[first] = lines[first][:17] + "GLY" + lines[first][20:]  # ASN 1 -> GLY 1
+    (tmp_path / "other.pdb").write_text("".join(lines))
+    with pytest.raises(BackmapInputError, match=r"trpcage_ca.pdb: its residues are not those of --top .*other.pdb: "
+                                                r"atom 1 is in ASN 1 there, in GLY 1 in the topology"):
+        open_frames(trace, top=tmp_path / "other.pdb")
+    assert open_frames(trace, top=trace).topology.n_residues == 20
+    martini = DATA / "martini3"
+    assert open_frames(martini / "md.gro", top=martini / "md.tpr").n_atoms == 1350
+
+
 def test_error_nan_coordinates(tmp_path):
     lines = gzip.open(FIXTURE, "rt").read().splitlines(keepends=True)
     models = 0

@@ -114,6 +114,24 @@ def test_missing_atom_is_reported_and_energy_is_nan(nmr_models, tmp_path):
     assert frame["energy_kj_mol"] is None and frame["energy_error"]
 
 
+def test_hydrogens_not_added_is_no_energy_failure_without_energy(capsys):
+    """A structure amber14's hydrogen templates do not fit (a C-alpha trace with HIS), validated with --no-energy:
+    the failure says the hydrogens were not added and the clashscore lacks them (it said "energy not finite", for an
+    energy not asked for); with the energy, the energy line says why, once."""
+    from pathlib import Path
+
+    trace = Path(__file__).resolve().parent / "data" / "5cba_chain_b_ca.pdb.gz"
+    failures = validate_structure(trace, energy=False).failures
+    assert not any("energy" in line for line in failures), failures
+    assert any(line.startswith("frame 0: hydrogens not added (cannot add hydrogens: HIS residue")
+               and line.endswith("clashscore of heavy atoms only") for line in failures), failures
+    assert backmap_main(["validate", str(trace), "--no-energy"]) == 0
+    assert "frame 0: hydrogens not added" in capsys.readouterr().out
+    with_energy = validate_structure(trace, solvent="vacuum", platform="CPU").failures
+    assert [line for line in with_energy if "hydrogens" in line] == [
+        "frame 0: energy not finite (cannot add hydrogens: HIS residue (40) has the wrong set of atoms)"]
+
+
 def test_validate_json_is_strict_json(nmr_models, capsys):
     assert backmap_main(["validate", str(nmr_models), "--json", "--no-energy", "--strict"]) == 0
     report = json.loads(capsys.readouterr().out)

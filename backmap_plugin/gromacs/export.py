@@ -50,6 +50,7 @@ from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.pbc import box_around
 from backmap_plugin.gromacs.defaults import DEFAULT_PADDING, EXPORT_FILES, PME_CUTOFF, WATER_MODELS
 from backmap_plugin.io.atomic import atomic_write, write_text
+from backmap_plugin.io.paths import NEEDS_TOPOLOGY, match_extension
 from backmap_plugin.openmm.structure import (
     array_to_positions,
     complete_structure,
@@ -471,6 +472,17 @@ def _shared_types_note(molecules: list, types: list, n_input: int) -> list:
             f"{', '.join(apart[:5])}{' ...' * (len(apart) > 5)}); conf.gro keeps each chain's"]
 
 
+def _check_structure_file(path: str) -> None:
+    """Refuse a trajectory (``.xtc``, ``.dcd`` ...) as the input of :func:`export`, which takes no topology file:
+    the reader's error asked for ``--top``, an option ``backmap export`` does not have."""
+    ext = match_extension(path, NEEDS_TOPOLOGY)
+    if ext is not None:
+        raise BackmapInputError(
+            f"{path}: a {ext} trajectory holds no topology, and export takes one structure: give a .pdb, .cif or "
+            ".h5 file (e.g. the first frame written as .pdb, the topology of the trajectory)"
+        )
+
+
 def export(input_pdb, out_dir, to: str = "gromacs", forcefield="amber14-all.xml", water: str | None = None,
            overwrite: bool = False, pH: float = 7.0, padding: float = DEFAULT_PADDING,
            progress: bool = True) -> ExportResult:
@@ -515,7 +527,7 @@ def export(input_pdb, out_dir, to: str = "gromacs", forcefield="amber14-all.xml"
     Raises
     ------
     BackmapInputError
-        Unreadable input, existing or unwritable ``out_dir``, a structure the
+        Unreadable input or a trajectory, existing or unwritable ``out_dir``, a structure the
         force field cannot parametrise, a failed conversion.
     ValueError
         Unknown ``to`` or ``water``, negative ``padding``.
@@ -533,6 +545,7 @@ def export(input_pdb, out_dir, to: str = "gromacs", forcefield="amber14-all.xml"
     if padding < 0:
         raise ValueError(f"padding must not be negative, got {padding}")
     input_pdb, out_dir = os.fspath(input_pdb), os.fspath(out_dir)
+    _check_structure_file(input_pdb)
     _check_out_dir(out_dir, overwrite)
     topology, frames = read_structure(input_pdb)
     ff = _force_field(forcefield, water)

@@ -16,6 +16,7 @@ from typing import Iterator, NamedTuple, Optional
 import mdtraj as md
 import numpy as np
 
+from backmap_plugin.core.chemistry import standard_residue_name
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.pbc import box_lengths_and_angles
 from backmap_plugin.core.topology import residue_number
@@ -82,6 +83,46 @@ class FrameChunk(NamedTuple):
     xyz: np.ndarray
     box: Optional[np.ndarray]
     time: Optional[np.ndarray] = None
+
+
+def _check_same_residues(own, top, path: str, top_path: str) -> None:
+    """Refuse a ``--top`` whose residues are not those of an input that holds its own topology (a structure file).
+
+    The frames are built on the residues of ``top``; where its residue names (each read as its standard residue:
+    HSD as HIS) differ from the input's at some atom, another structure's topology was given, and the output
+    would carry its sequence on the input's coordinates.
+    """
+    def name(atom) -> str:
+        return standard_residue_name(atom.residue.name) or atom.residue.name
+
+    for atom, top_atom in zip(own.atoms, top.atoms):
+        if name(atom) != name(top_atom):
+            raise BackmapInputError(
+                f"{path}: its residues are not those of --top {top_path}: atom {atom.index + 1} is in "
+                f"{atom.residue.name} {atom.residue.resSeq} there, in {top_atom.residue.name} "
+                f"{top_atom.residue.resSeq} in the topology; pass the topology {path} was written with, or no --top "
+                "(the file holds its own)"
+            )
+
+
+def _mismatch_hint(topology, protein: np.ndarray, n_atoms: int) -> str:
+    """What to pass instead of a ``--top`` of ``topology`` (``protein``: the indices of its protein atoms) for
+    coordinates of ``n_atoms`` atoms.
+
+    An all-atom topology of as many protein residues as the coordinates have atoms is the all-atom structure a
+    coarse-grained run started from (one bead per residue); another larger topology with protein atoms is a whole
+    system whose protein part the trajectory may hold.
+    """
+    n_residues = sum(1 for residue in topology.residues if residue.is_protein)
+    if topology.n_atoms > n_atoms and n_residues == n_atoms:
+        return (f"; its {n_residues} protein residues are as many as the coordinates' atoms: an all-atom structure "
+                "given for a coarse-grained trajectory of one bead per residue? pass the coarse-grained topology the "
+                "trajectory was written with (e.g. the top.pdb of a CALVADOS run, a C-alpha trace's .pdb)")
+    if len(protein) and topology.n_atoms > n_atoms:
+        return (f"; its protein is {len(protein)} atoms" + ("" if protein[0] == 0 else f" from atom {protein[0] + 1}")
+                + ": a trajectory of part of a system needs the topology of that part "
+                "(e.g. gmx trjconv -s md.tpr -n index.ndx -dump 0 -o part.gro of the same group)")
+    return "; pass the topology of the system the trajectory was written from (e.g. the run's .tpr or .gro)"
 
 
 class FrameSource:
@@ -162,6 +203,8 @@ class FrameSource:
         if top_topology is not None:
             if top_topology.n_atoms != n_atoms:
                 top_topology = self._protein_prefix(top_topology, n_atoms)
+            if topology is not None:
+                _check_same_residues(topology, top_topology, self.path, self.top_path)
             topology = top_topology
         if n_atoms == 0:
             raise BackmapInputError(f"{self.path}: contains no atoms")
@@ -210,14 +253,9 @@ class FrameSource:
                 "the first atoms (a Protein output group); the rest of the topology left out"
             )
             return topology_subset(topology, range(n_atoms))
-        hint = "; pass the topology of the system the trajectory was written from (e.g. the run's .tpr or .gro)"
-        if len(protein) and topology.n_atoms > n_atoms:
-            hint = (f"; its protein is {len(protein)} atoms" + ("" if protein[0] == 0 else f" from atom {protein[0] + 1}")
-                    + ": a trajectory of part of a system needs the topology of that part "
-                    "(e.g. gmx trjconv -s md.tpr -n index.ndx -dump 0 -o part.gro of the same group)")
         raise BackmapInputError(
             f"atom count mismatch: topology {self.top_path} has {topology.n_atoms} atoms "
-            f"but coordinates {self.path} have {n_atoms}{hint}"
+            f"but coordinates {self.path} have {n_atoms}{_mismatch_hint(topology, protein, n_atoms)}"
         )
 
     def __repr__(self) -> str:

@@ -572,6 +572,9 @@ class ValidationResult:
                     out.append(f"frame {f['frame']}: {key.replace('_', ' ')}: {f[key]}")
             if f["energy_kj_mol"] is None and f.get("energy_error") != _NOT_COMPUTED:
                 out.append(f"frame {f['frame']}: energy not finite ({f.get('energy_error') or 'NaN'})")
+            elif f.get("hydrogen_error"):  # (no energy asked for: the clashscore is what lacks them)
+                out.append(f"frame {f['frame']}: hydrogens not added ({f['hydrogen_error']}): clashscore of heavy "
+                           "atoms only")
         return out
 
     @property
@@ -713,13 +716,13 @@ def _validate_chunk(frames: list, first: int, tables, energy_topology, evaluate,
         rot_bad = np.zeros((len(xyz), 0), dtype=bool)
     results = []
     for f, positions in enumerate(frames):
-        top_h, pos_h, error = _with_hydrogens(energy_topology, positions)
-        if error is not None:
-            e = math.nan
-        elif energy:
-            e, error = evaluate(top_h, pos_h)
-        else:
+        top_h, pos_h, hydrogen_error = _with_hydrogens(energy_topology, positions)
+        if not energy:
             e, error = math.nan, _NOT_COMPUTED
+        elif hydrogen_error is not None:
+            e, error = math.nan, hydrogen_error
+        else:
+            e, error = evaluate(top_h, pos_h)
         xyz_h = positions_to_array(pos_h) * 10.0
         bonds_h = _bonds(top_h, xyz_h)
         kinds = _hbond_kinds(top_h)
@@ -734,6 +737,7 @@ def _validate_chunk(frames: list, first: int, tables, energy_topology, evaluate,
             "frame": first + f,
             "energy_kj_mol": float(e) if math.isfinite(e) else None,
             "energy_error": error,
+            "hydrogen_error": hydrogen_error,
             "heavy_clashes": int(heavy_clashes[f]),
             "clashscore": 1000.0 * n_clash / max(1, len(xyz_h)),
             "all_atom_clashes": n_clash,
@@ -804,7 +808,8 @@ def validate_frames(topology, frames, solvent="gbn2", platform="auto", energy=Tr
     -------
     ValidationResult
         ``frames`` holds one dict per model with ``energy_kj_mol`` (None if
-        not finite) and ``energy_error``, ``heavy_clashes``, ``clashscore``
+        not finite) and ``energy_error``, ``hydrogen_error`` (why hydrogens
+        could not be added, else None), ``heavy_clashes``, ``clashscore``
         (clashes per 1,000 atoms, hydrogens included) and
         ``all_atom_clashes``, ``bond_outliers``, ``angle_outliers``,
         ``cis_non_pro`` and ``cis_pro``, ``twisted_peptides`` (of
