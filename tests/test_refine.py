@@ -650,3 +650,31 @@ def test_refine_names_mmcif_chains_and_conformers_as_run_does(tmp_path, capsys):
     assert "chain A residue 22: A SER 0.53, B PRO 0.47" in capsys.readouterr().err
     residues = list(md.load(str(tmp_path / "crambin.pdb")).topology.residues)
     assert [r.name for r in residues] == ["GLY", "THR", "SER", "GLU", "ALA", "ILE", "CYS"]
+
+
+@pytest.mark.parametrize("command", ["refine", "validate", "export"])
+def test_bead_files_are_refused_with_a_pointer_to_run(tmp_path, capsys, command):
+    """Residue centres of mass named CA (a CALVADOS 3 top.pdb) and Martini beads are no all-atom input: refine,
+    validate and export refuse them, naming `backmap run` (they were read as C-alpha atoms and built around, or
+    failed in OpenMM's templates); a C-alpha trace is still completed (test_refine_says_what_it_added)."""
+    truth = md.load(str(Path(__file__).parent / "data" / "1l2y.pdb.gz"))[0]
+    heavy = truth.atom_slice(truth.topology.select("not element H"))
+    ca = heavy.atom_slice(heavy.topology.select("name CA"))
+    masses = {"C": 12.011, "N": 14.007, "O": 15.999, "S": 32.06}
+    beads = []
+    for residue in heavy.topology.residues:
+        atoms = [a for a in residue.atoms if a.name != "OXT"]
+        w = np.array([masses[a.element.symbol] for a in atoms])
+        beads.append((heavy.xyz[0, [a.index for a in atoms]] * w[:, None]).sum(0) / w.sum())
+    ca.xyz[0] = np.array(beads)
+    com_trace = tmp_path / "com_trace.pdb"
+    ca.save_pdb(str(com_trace))
+    martini = Path(__file__).parent / "data" / "martini3" / "cg.pdb"
+    for path, kind in ((com_trace, "not at the C-alpha atoms: residue centres of mass"), (martini, "Martini beads")):
+        args = {"refine": ["refine", str(path), "-o", str(tmp_path / f"{command}_{path.stem}"), "--quiet"],
+                "validate": ["validate", str(path)],
+                "export": ["export", str(path), "-o", str(tmp_path / f"{command}_{path.stem}")]}[command]
+        assert backmap_main(args) != 0
+        err = capsys.readouterr().err
+        assert kind in err and "`backmap run` builds the atoms of beads" in err, err
+        assert not (tmp_path / f"{command}_{path.stem}").exists()

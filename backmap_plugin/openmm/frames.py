@@ -28,6 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from backmap_plugin.core import chemistry as chem
+from backmap_plugin.core.detect import decide_mapping
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.pbc import image_gap
 from backmap_plugin.io.chains import topology_from_openmm, topology_to_openmm_as_read
@@ -214,7 +215,42 @@ def open_structure(path, top=None) -> StructureFrames:
         names = sorted({r.name for r in structure.topology.residues()})
         raise BackmapInputError(f"{structure.path}: no protein residues (it holds {', '.join(names[:5])}"
                                 f"{' ...' if len(names) > 5 else ''})")
+    _refuse_beads(structure)
     return structure
+
+
+#: Atom names of Martini protein beads (``martinize2``): backbone and side-chain beads.
+_MARTINI_NAMES = {"BB"} | {f"SC{k}" for k in range(1, 6)}
+
+
+def _refuse_beads(structure: StructureFrames) -> None:
+    """Refuse coarse-grained beads other than a C-alpha trace (which is completed, as all-atom input lacking atoms).
+
+    Martini beads (``BB``, ``SC1`` ...), and a trace of one bead per residue whose bead distances say residue
+    centres of mass (:func:`~backmap_plugin.core.detect.decide_mapping` on the first frame: a CALVADOS 3
+    ``top.pdb``, whose beads are named CA) would otherwise be read as C-alpha atoms and built around.
+    """
+    residues = [r for r in structure.topology.residues() if chem.standard_residue_name(r.name.strip().upper())]
+    names = {atom.name.strip().upper() for r in residues for atom in r.atoms()}
+    run_first = "`backmap run` builds the atoms of beads; refine, validate and export take its all-atom output"
+    if names & _MARTINI_NAMES and "CA" not in names:
+        raise BackmapInputError(f"{structure.path}: Martini beads ({', '.join(sorted(names & _MARTINI_NAMES))}), "
+                                f"not atoms: {run_first}")
+    if len(residues) < 3 or any(len(list(r.atoms())) != 1 for r in residues):
+        return
+    positions = next(iter(structure))[0]
+    index = [next(r.atoms()).index for r in residues]
+    beads = np.array([[v.x, v.y, v.z] for v in positions], dtype=np.float64)[index] * 10.0
+    res_seq = [int(r.id) if r.id.strip().lstrip("-").isdigit() else k for k, r in enumerate(residues)]
+    res_type = [chem.RESIDUE_INDEX[chem.standard_residue_name(r.name.strip().upper())] for r in residues]
+    try:
+        decision = decide_mapping(beads, np.array(res_type), np.array([r.chain.index for r in residues]),
+                                  [r.chain.id for r in residues], res_seq, source=f"{structure.path}: frame 0")
+    except BackmapInputError:
+        return  # (the distances cannot tell: read as a C-alpha trace, as before)
+    if decision.name != "ca":
+        raise BackmapInputError(f"{structure.path}: one bead per residue, and not at the C-alpha atoms: "
+                                f"{decision.evidence}; {run_first}")
 
 
 def _open(path: str, top: str | None) -> StructureFrames:
