@@ -675,6 +675,29 @@ def test_truncated_trajectory_keeps_its_whole_frames(tmp_path, capfd):
     assert "xdrfile error" not in capfd.readouterr().err
 
 
+def test_single_model_pdb_cut_short_says_so(tmp_path):
+    """A one-model PDB cut inside its model (MODEL, no ENDMDL, no END: a killed writer, or `head -c`) was read
+    without a word; now `run` and refine's reader say how many atoms they read and that the file may be cut. A
+    whole one-model file (ENDMDL or END) gets no such note."""
+    from backmap_plugin.openmm.frames import open_structure
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    two = md.load(str(examples / "trpcage_ca.dcd"), top=str(examples / "trpcage_ca.pdb"))[:2]
+    two.save_pdb(str(tmp_path / "two.pdb"))
+    lines = (tmp_path / "two.pdb").read_text().splitlines(keepends=True)
+    model, end = (next(i for i, line in enumerate(lines) if line.startswith(kind)) for kind in ("MODEL", "ENDMDL"))
+    (tmp_path / "cut.pdb").write_text("".join(lines[:model + 15]))
+    (tmp_path / "one.pdb").write_text("".join(lines[:end + 1]) + "END\n")
+    note = ("model 1 has no ENDMDL and the file no END (14 atoms read): a truncated file, or one still being written? "
+            "(how much is missing cannot be told)")
+    result = backmap(str(tmp_path / "cut.pdb"), str(tmp_path / "cut_aa.pdb"), progress=False, mapping="ca")
+    assert result.n_residues == 14 and f"{tmp_path / 'cut.pdb'}: {note}" in result.report
+    assert any(note in n for n in open_structure(tmp_path / "cut.pdb").notes)
+    whole = backmap(str(tmp_path / "one.pdb"), str(tmp_path / "one_aa.pdb"), progress=False)
+    assert "no ENDMDL" not in whole.report
+    assert not open_structure(tmp_path / "one.pdb").notes
+
+
 def test_pdb_trajectory_cut_in_its_last_model_keeps_its_whole_models(tmp_path):
     """A multi-model C-alpha PDB cut inside its fifth model (a run killed while writing it): its four whole models
     are backmapped, with a note (it was refused: "All MODELs must contain the same number of ATOMs"); models of

@@ -80,9 +80,46 @@ def cryst1_box(line: str) -> Optional[np.ndarray]:
     return np.array(md.utils.lengths_and_angles_to_box_vectors(*lengths_angles), dtype=np.float64)
 
 
+def _pdb_models_read(path: str) -> tuple[list, bool]:
+    """The MODEL records of a (possibly gzipped) PDB file, ``[line, ENDMDL line or None, atoms]`` each, and whether
+    it has an END record."""
+    models, ended = [], False
+    with open_text(path) as handle:
+        for i, line in enumerate(handle):
+            if line.startswith("MODEL"):
+                models.append([i, None, 0])
+            elif models and line.startswith(("ATOM", "HETATM")):
+                models[-1][2] += 1
+            elif models and line.startswith("ENDMDL"):
+                models[-1][1] = i
+            elif line.rstrip() == "END":
+                ended = True
+    return models, ended
+
+
+def cut_model_note(n_atoms: int) -> str:
+    """The note on a PDB file of one MODEL without ENDMDL or END (``n_atoms`` read)."""
+    return (f"model 1 has no ENDMDL and the file no END ({n_atoms} atoms read): a truncated file, or one still "
+            "being written? (how much is missing cannot be told)")
+
+
+def single_model_cut(path: str) -> Optional[str]:
+    """:func:`cut_model_note` where the (possibly gzipped) PDB file ``path`` holds one MODEL without ENDMDL or END
+    (cut short, or still being written); else None."""
+    models, ended = _pdb_models_read(path)
+    return cut_model_note(models[0][2]) if _one_model_cut(models, ended) else None
+
+
+def _one_model_cut(models: list, ended: bool) -> bool:
+    """Whether :func:`_pdb_models_read` found one MODEL with atoms, no ENDMDL and no END."""
+    return len(models) == 1 and models[0][1] is None and not ended and models[0][2] > 0
+
+
 def pdb_whole_models(path: str) -> Optional[tuple]:
     """``(text, note)``: the whole models of a multi-model PDB file whose last model is cut short (no ENDMDL,
-    fewer atoms than the others, which all hold as many), and what was left out; else None.
+    fewer atoms than the others, which all hold as many), and what was left out; the whole text of a file of one
+    model without ENDMDL or END (:func:`single_model_cut`: how much is missing cannot be told), and a note saying
+    so; else None.
 
     Parameters
     ----------
@@ -98,15 +135,10 @@ def pdb_whole_models(path: str) -> Optional[tuple]:
     BackmapInputError
         Whole models hold different numbers of atoms (naming two).
     """
-    models = []  # [first line, ENDMDL line or None, atoms]
-    with open_text(path) as handle:
-        for i, line in enumerate(handle):
-            if line.startswith("MODEL"):
-                models.append([i, None, 0])
-            elif models and line.startswith(("ATOM", "HETATM")):
-                models[-1][2] += 1
-            elif models and line.startswith("ENDMDL"):
-                models[-1][1] = i
+    models, ended = _pdb_models_read(path)
+    if _one_model_cut(models, ended):
+        with open_text(path) as handle:
+            return handle.read(), cut_model_note(models[0][2])
     if len(models) < 2 or any(m[1] is None for m in models[:-1]):
         return None
     size, last = models[0][2], models[-1]
@@ -272,6 +304,9 @@ def _mdtraj_pdb(path: str) -> md.Trajectory:
 def _load_pdb(path: str, name: str, notes: Optional[list]) -> md.Trajectory:
     """A PDB file (``name`` in notes) read by mdtraj (``md.load`` would parse it twice), one conformer of each
     residue with alternate locations (:func:`one_conformer`), each model with its box (:func:`_with_model_boxes`)."""
+    cut = single_model_cut(path)
+    if cut is not None and notes is not None:
+        notes.append(f"{name}: {cut}")
     picked = one_conformer(path)
     if picked is None:
         return _with_model_boxes(_mdtraj_pdb(path), path)
