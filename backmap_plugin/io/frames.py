@@ -99,9 +99,9 @@ def _check_same_residues(own, top, path: str, top_path: str) -> None:
         if name(atom) != name(top_atom):
             raise BackmapInputError(
                 f"{path}: its residues are not those of --top {top_path}: atom {atom.index + 1} is in "
-                f"{atom.residue.name} {atom.residue.resSeq} there, in {top_atom.residue.name} "
-                f"{top_atom.residue.resSeq} in the topology; pass the topology {path} was written with, or no --top "
-                "(the file holds its own)"
+                f"{atom.residue.name} {residue_number(atom.residue)} there, in {top_atom.residue.name} "
+                f"{residue_number(top_atom.residue)} in the topology; pass the topology {path} was written with, or no "
+                "--top (the file holds its own)"
             )
 
 
