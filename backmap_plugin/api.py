@@ -41,6 +41,7 @@ from backmap_plugin.core.topology import (
 )
 from backmap_plugin.io.frames import FrameChunk, bonds_from_openmm, frames_from_openmm, frames_of_shape, open_frames
 from backmap_plugin.io.lock import OutputLock
+from backmap_plugin.io.martini import BEAD_NAMES
 from backmap_plugin.io.paths import check_output_path
 from backmap_plugin.io.progress import ProgressRecord
 from backmap_plugin.io.trajectory import TrajectoryWriter
@@ -213,10 +214,6 @@ def _reads_martini(mapping, topology, source: str) -> bool:
     return False
 
 
-#: Bead names of Martini force fields (backbone and side-chain beads).
-_MARTINI_NAMES = {"BB", "SC1", "SC2", "SC3", "SC4", "SC5"}
-
-
 def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_names: list[str], frames: np.ndarray,
                     box, source: str, frame: int = 0, springs=None) -> tuple[Mapping, str]:
     """The mapping of an input: the one given, or for ``auto`` the one its beads show.
@@ -267,7 +264,7 @@ def resolve_mapping(mapping: str | Mapping, records: list[ResidueRecord], atom_n
     """
     given = None if isinstance(mapping, str) and mapping == "auto" else get_mapping(mapping)
     names = {atom_names[a].strip().upper() for r in records for a in list(r.atoms.values()) + r.other_atoms}
-    if given is None and "BB" in names and names <= _MARTINI_NAMES | {"CA"}:
+    if given is None and "BB" in names and names <= set(BEAD_NAMES) | {"CA"}:
         raise BackmapInputError(
             f"{source}: the beads are named {', '.join(sorted(names))} but their residues are not Martini 3 "
             "protein residues; beads of one per residue named so by another CG model are read with --mapping ca "

@@ -34,6 +34,7 @@ from backmap_plugin.core.pbc import image_gap
 from backmap_plugin.io.chains import topology_from_openmm, topology_to_openmm_as_read
 from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL, read_mmcif_models
 from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box, one_conformer, open_text, pdb_whole_models
+from backmap_plugin.io.martini import BEAD_NAMES
 from backmap_plugin.io.paths import MMCIF, NEEDS_TOPOLOGY, PDB, match_extension
 
 __all__ = ["StructureFrames", "open_structure", "STRUCTURE_INPUT", "TRAJECTORY_INPUT"]
@@ -219,10 +220,6 @@ def open_structure(path, top=None) -> StructureFrames:
     return structure
 
 
-#: Atom names of Martini protein beads (``martinize2``): backbone and side-chain beads.
-_MARTINI_NAMES = {"BB"} | {f"SC{k}" for k in range(1, 6)}
-
-
 def _refuse_beads(structure: StructureFrames) -> None:
     """Refuse coarse-grained beads other than a C-alpha trace (which is completed, as all-atom input lacking atoms).
 
@@ -233,8 +230,8 @@ def _refuse_beads(structure: StructureFrames) -> None:
     residues = [r for r in structure.topology.residues() if chem.standard_residue_name(r.name.strip().upper())]
     names = {atom.name.strip().upper() for r in residues for atom in r.atoms()}
     run_first = "`backmap run` builds the atoms of beads; refine, validate and export take its all-atom output"
-    if names & _MARTINI_NAMES and "CA" not in names:
-        raise BackmapInputError(f"{structure.path}: Martini beads ({', '.join(sorted(names & _MARTINI_NAMES))}), "
+    if names & set(BEAD_NAMES) and "CA" not in names:
+        raise BackmapInputError(f"{structure.path}: Martini beads ({', '.join(sorted(names & set(BEAD_NAMES)))}), "
                                 f"not atoms: {run_first}")
     if len(residues) < 3 or any(len(list(r.atoms())) != 1 for r in residues):
         return
