@@ -1159,7 +1159,7 @@ class Backmapper:
         self.bead_fit = BeadFit(self.mapping, self.protein)
         self.disulfides: dict = {}  # (label, label) -> structures in which the pair was bonded
         self._structures_built = 0
-        self._evened = None  # [structures, short peptides, largest move in A] of traces evened (Backmapper.notes)
+        self._evened = None  # [structures, short peptides, largest C-alpha-to-bead distance in A, structures fitted]
         self._disulfides_wanted = disulfides
         self.choose_disulfides(frames, frame, box)
 
@@ -1239,8 +1239,29 @@ class Backmapper:
         with torch.no_grad():
             atoms = torch.cat([self._build(trace[k : k + per_pass], self.protein, self.mapping, self.samples,
                                            seeds[k : k + per_pass]) for k in range(0, len(beads), per_pass)])
+            atoms = self._fit_coarse_grained(atoms, beads, per_pass)
             atoms = _relieve_across_box(atoms, self.protein, box_matrices(box, len(beads)))
         return atoms, beads
+
+    def _fit_coarse_grained(self, atoms: torch.Tensor, beads: torch.Tensor, per_pass: int) -> torch.Tensor:
+        """Structures (F, S, R, N_SLOTS, 3) with those built on a coarse-grained simulation's beads (F, R, 3)
+        given backbones a protein can have near their beads
+        (:func:`~backmap_plugin.build.cg_backbone.fit_backbone_to_beads`, the frames of
+        :func:`~backmap_plugin.build.cg_backbone.frames_to_fit`)."""
+        from backmap_plugin.build.cg_backbone import fit_backbone_to_beads, fit_settings, frames_to_fit
+
+        chosen = frames_to_fit(beads, self.protein, self.mapping)
+        if not bool(chosen.any()):
+            return atoms
+        weights, bead_weight = fit_settings(self.mapping, self.protein)
+        samples = atoms.shape[1]
+        picked = atoms[chosen].flatten(0, 1)
+        targets = beads[chosen].repeat_interleave(samples, 0)
+        fitted = torch.cat([fit_backbone_to_beads(picked[k : k + per_pass], targets[k : k + per_pass], self.protein,
+                                                  weights, bead_weight) for k in range(0, len(picked), per_pass)])
+        atoms = atoms.clone()
+        atoms[chosen] = fitted.view(-1, samples, *atoms.shape[2:])
+        return atoms
 
     def _even_trace(self, beads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """C-alpha beads (F, R, 3) with the frames whose bonds fluctuate brought to peptide distances, and those
@@ -1381,33 +1402,45 @@ class Backmapper:
         """Residue ``k`` as disulfides are named, e.g. ``A CYS 23`` (``A CYS 23A`` with an insertion code)."""
         return f"{self.protein.chain_ids[k] or '?'} {self.protein.names[k]} {self.protein.residue_id(k)}"
 
-    def _tally_evened(self, beads: torch.Tensor, samples: int) -> None:
-        """Count the structures built on traces :meth:`_even_trace` evened, the peptides among them whose beads
-        were close enough for the builders to make them cis, and the largest move of a bead."""
-        from backmap_plugin.build.backbone import MIN_PEPTIDE_LENGTH, NOISY_CIS_LENGTH
+    def _tally_evened(self, beads: torch.Tensor, atoms: torch.Tensor) -> None:
+        """Count the structures (F, S, R, N_SLOTS, 3) built on traces :meth:`_even_trace` evened, the peptides
+        among them whose beads (F, R, 3) were close enough for the builders to make them cis, those whose backbones
+        were fitted (:meth:`_fit_coarse_grained`), and the largest distance of a C-alpha atom from its bead."""
+        from backmap_plugin.build.backbone import MIN_PEPTIDE_LENGTH, NOISY_CIS_LENGTH, noisy_traces
+        from backmap_plugin.build.cg_backbone import coarse_grained_traces
 
-        evened, noisy = self._even_trace(beads)
+        same = torch.as_tensor(self.protein.segment[1:] == self.protein.segment[:-1], device=beads.device)
+        noisy = noisy_traces(beads, same)
         if bool(noisy.any()):
+            samples = atoms.shape[1]
             distance = torch.linalg.vector_norm(beads[noisy, 1:] - beads[noisy, :-1], dim=-1)
-            same = torch.as_tensor(self.protein.segment[1:] == self.protein.segment[:-1], device=beads.device)
             short = same & (distance >= NOISY_CIS_LENGTH) & (distance < MIN_PEPTIDE_LENGTH)
-            moved = torch.linalg.vector_norm(evened[noisy] - beads[noisy], dim=-1)
-            now = [int(noisy.sum()) * samples, int(short.sum()) * samples, float(moved.max())]
+            ca = atoms[noisy][..., chem.SLOT_CA, :].to(beads.dtype)
+            moved = torch.linalg.vector_norm(ca - beads[noisy, None], dim=-1)
+            fitted = int(coarse_grained_traces(beads, same).sum())
+            now = [int(noisy.sum()) * samples, int(short.sum()) * samples, float(moved.max()), fitted * samples]
             self._evened = _merge_evened(self._evened, now)
 
     def notes(self) -> list[str]:
-        """Notes on what :meth:`build` did so far: the disulfides (:meth:`disulfide_note`), and the C-alpha traces
-        whose bonds fluctuate that it evened ([] when none)."""
+        """Notes on what :meth:`build` did so far: the disulfides (:meth:`disulfide_note`), the backbones fitted to
+        a CALVADOS 3 chain's beads, and the C-alpha traces whose bonds fluctuate that it evened ([] when none)."""
         from backmap_plugin.build.backbone import MIN_PEPTIDE_LENGTH, NOISY_CIS_LENGTH, NOISY_TRACE_SPREAD
+        from backmap_plugin.build.cg_backbone import CG_TRACE_SPREAD, mixes_beads
 
         notes = self.disulfide_note()
+        if self._structures_built and mixes_beads(self.mapping, self.protein.n_residues):
+            notes.append("backbones fitted near the beads (centres of mass and C-alpha beads in one chain: a "
+                         "coarse-grained run's), to ideal N-CA-C angles and favoured Ramachandran dihedrals")
         if self._evened:
-            count, short, largest = self._evened
+            count, short, largest, fitted = self._evened
             notes.append(
                 f"{count} of {self._structures_built} structure(s) built on C-alpha beads whose bonded distances "
-                f"spread more than {NOISY_TRACE_SPREAD:g} A (a coarse-grained simulation's bonds fluctuate; atoms' "
-                f"do not): the beads moved (at most {largest:.2f} A) to the 3.8 A peptides hold C-alpha atoms at "
-                f"(cis peptides where closer than {NOISY_CIS_LENGTH:g} A)"
+                f"spread more than {NOISY_TRACE_SPREAD:g} A (an all-atom trajectory's up to about 0.09 A, a "
+                f"coarse-grained simulation's 0.15-0.2): their C-alpha atoms held 3.8 A apart, as peptides hold them "
+                f"(cis where the beads were closer than {NOISY_CIS_LENGTH:g} A)"
+                + (f"; {fitted} of them, spread more than {CG_TRACE_SPREAD:g} A, with backbones fitted to ideal "
+                   "N-CA-C angles and favoured Ramachandran dihedrals near the beads" if fitted else "")
+                + f"; C-alpha atoms at most {largest:.2f} A from their beads"
                 + (f"; {short} peptide(s) whose beads were {NOISY_CIS_LENGTH:g}-{MIN_PEPTIDE_LENGTH:g} A apart built "
                    "trans, not cis" if short else ""))
         return notes
@@ -1558,7 +1591,7 @@ class Backmapper:
             self._structures_built += atoms.shape[0] * atoms.shape[1]
             self.bead_fit.add(atoms, beads, first_index)
             if self.mapping.bead_is_ca:
-                self._tally_evened(beads, atoms.shape[1])
+                self._tally_evened(beads, atoms)
         return self.protein.scatter(atoms).reshape(-1, self.n_atoms, 3).cpu().numpy()
 
 
@@ -1572,10 +1605,11 @@ def _relieve_across_box(atoms: torch.Tensor, protein: ProteinTopology, vectors: 
 
 
 def _merge_evened(a: list | None, b: list | None) -> list | None:
-    """Two tallies ``[structures, short peptides, largest move]`` of :meth:`Backmapper.notes` as one."""
+    """Two tallies ``[structures, short peptides, largest move, structures fitted]`` of :meth:`Backmapper.notes` as
+    one."""
     if not a or not b:
         return a or b
-    return [a[0] + b[0], a[1] + b[1], max(a[2], b[2])]
+    return [a[0] + b[0], a[1] + b[1], max(a[2], b[2]), a[3] + b[3]]
 
 
 def _frames_in_angstrom(xyz, n_atoms: int, source: str) -> np.ndarray:

@@ -10,7 +10,7 @@ from conftest import load_truth
 from backmap_plugin.build.backbone import backbone_dofs, build_backbone
 from backmap_plugin.build.ideal import side_chain_internal
 from backmap_plugin.build.relax import TURNABLE_CHIS
-from backmap_plugin.build.settle import _slot_weights, settle_on_beads
+from backmap_plugin.build.settle import settle_on_beads, slot_weights
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.geometry import build_residues, chi_angles
 from backmap_plugin.core.mappings import SLOT_MASSES, COMMapping
@@ -34,7 +34,7 @@ def test_slot_weights_are_the_mappings(trpcage):
     protein, slots, _ = trpcage
     ca_residues = np.zeros(protein.n_residues, bool)
     ca_residues[5:9] = True
-    weight = _slot_weights(_beads(protein, COMMapping(ca_residues)), torch.as_tensor(slots, dtype=torch.float64))
+    weight = slot_weights(_beads(protein, COMMapping(ca_residues)), torch.as_tensor(slots, dtype=torch.float64))
     mass = SLOT_MASSES[protein.res_type] * protein.slot_mask
     mass[:, chem.SLOT_OXT] = 0
     expected = mass / mass.sum(-1, keepdims=True)

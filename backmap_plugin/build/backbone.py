@@ -99,14 +99,21 @@ _MIN_SPREAD_PAIRS = 5
 
 def noisy_traces(ca: torch.Tensor, same_segment: torch.Tensor) -> torch.Tensor:
     """(F,) bool: the frames of traces ``ca`` (F, R, 3) whose bonded C-alpha distances (``same_segment``, (R - 1,)
-    bool) from :data:`MIN_PEPTIDE_LENGTH` to 4.3 Angstrom spread more than :data:`NOISY_TRACE_SPREAD` (robust
-    standard deviation) among at least five pairs: a coarse-grained simulation's beads."""
+    bool) spread more than :data:`NOISY_TRACE_SPREAD` (:func:`trace_spread`): a coarse-grained simulation's beads,
+    or an all-atom trajectory's C-alpha atoms."""
+    return trace_spread(ca, same_segment) > NOISY_TRACE_SPREAD
+
+
+def trace_spread(ca: torch.Tensor, same_segment: torch.Tensor) -> torch.Tensor:
+    """(F,) robust standard deviation (1.4826 times the median absolute deviation) of the bonded C-alpha distances
+    (``same_segment``, (R - 1,) bool) of traces ``ca`` (F, R, 3) from :data:`MIN_PEPTIDE_LENGTH` to 4.3 Angstrom;
+    0 for frames with fewer than five such pairs."""
     distance = torch.linalg.vector_norm(ca[:, 1:] - ca[:, :-1], dim=-1)
     usual = same_segment[None, :] & (distance >= MIN_PEPTIDE_LENGTH) & (distance <= 4.3)
     centred = torch.where(usual, distance, torch.nan)
     median = torch.nanmedian(centred, dim=1, keepdim=True).values
     spread = 1.4826 * torch.nanmedian((centred - median).abs(), dim=1).values
-    return (usual.sum(1) >= _MIN_SPREAD_PAIRS) & (spread > NOISY_TRACE_SPREAD)
+    return torch.where(usual.sum(1) >= _MIN_SPREAD_PAIRS, spread, torch.zeros_like(spread))
 
 
 def noisy_trace_lengths(ca: torch.Tensor) -> torch.Tensor:

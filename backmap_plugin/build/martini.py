@@ -114,7 +114,7 @@ from backmap_plugin.build.rama_prior import RamachandranPrior
 from backmap_plugin.build.rotamers import load_rotamers
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core import martini3 as m3
-from backmap_plugin.core.adam import Adam
+from backmap_plugin.core.adam import Adam, decaying_size
 from backmap_plugin.core.geometry import (
     bond_angle,
     build_residues,
@@ -664,9 +664,8 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
         on_local = torch.einsum("frkc,frbc->frbk", frame.detach(), on_side[:, :, :n_levers])
         on_chis = levers.gradient(turned.flatten(0, 1), on_local.flatten(0, 1)).view_as(turn)
         chi_grad = (on_chis + 2 * CHI_RESTRAINT * turn) * free
-        # step size decaying linearly
         adam.step([grads[0], chi_grad, *grads[1:]],
-                  FIT_STEP_SIZE * (1.0 - (1.0 - FIT_FINAL_FRACTION) * step / max(1, steps - 1)))
+                  decaying_size(FIT_STEP_SIZE, FIT_FINAL_FRACTION, step, steps))
     params = [p.detach() for p in params]
     ca, turn = params[0], params[1]
     return ca, dict(zip(names, params[2:])), start + turn * free

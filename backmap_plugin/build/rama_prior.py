@@ -42,9 +42,14 @@ class RamachandranPrior:
         taken as trans (prolines use the trans-proline table).
     dtype : torch.dtype
     device : torch.device
+    margin : float, optional
+        Log10 density units above the favoured contour where the penalty
+        starts (default 0: at the contour). A positive margin pulls dihedrals
+        into the region rather than onto its edge, where any later move
+        tips half of them out.
     """
 
-    def __init__(self, protein: ProteinTopology, dtype=torch.float64, device=None):
+    def __init__(self, protein: ProteinTopology, dtype=torch.float64, device=None, margin: float = 0.0):
         # imported here: core.ramachandran loads scipy, which a C-alpha run does not need
         from backmap_plugin.core.ramachandran import load_table, residue_classes
 
@@ -57,7 +62,8 @@ class RamachandranPrior:
         index = np.nonzero(np.r_[False, bonded] & np.r_[bonded, False])[0]  # residues with phi and psi
         self.index = torch.as_tensor(index, device=device)
         # grid values relative to each table's favoured level: penalty = max(0, -value)
-        relative = np.stack([grids[t].astype(np.float64) - info["tables"][t]["favoured_level"] for t in tables])
+        relative = np.stack([grids[t].astype(np.float64) - info["tables"][t]["favoured_level"] - margin
+                             for t in tables])
         self.grid = torch.as_tensor(relative, dtype=dtype, device=device)  # (T, n_phi, n_psi)
         self.table = torch.as_tensor(table_of[index], device=device)
         self.start = [math.radians(s) for s in info["grid"]["start"]]
@@ -79,8 +85,12 @@ class RamachandranPrior:
             (F, R, 3) backbone atoms (e.g.
             :func:`~backmap_plugin.build.backbone.backbone_atoms`); differentiable.
         """
-        phi, psi = self.dihedrals(n, ca, c)
-        return (-self._interpolate(phi, psi)).clamp(min=0.0, max=MAX_PENALTY)
+        return self.penalty_of(*self.dihedrals(n, ca, c))
+
+    def penalty_of(self, phi: torch.Tensor, psi: torch.Tensor, rows=slice(None)) -> torch.Tensor:
+        """Penalty (..., M) of dihedrals ``phi``, ``psi`` (..., M, radians) of the residues ``self.index[rows]``
+        (default all of them, in order)."""
+        return (-self._interpolate(phi, psi, self.table[rows])).clamp(min=0.0, max=MAX_PENALTY)
 
     def __call__(self, n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """(F,) summed :meth:`penalties` of each frame."""
@@ -88,15 +98,16 @@ class RamachandranPrior:
             return ca.new_zeros(ca.shape[0])
         return self.penalties(n, ca, c).sum(-1)
 
-    def _interpolate(self, phi: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-        """Bilinear, periodic interpolation of each residue's table at (phi, psi), between cell centres."""
+    def _interpolate(self, phi: torch.Tensor, psi: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Bilinear, periodic interpolation of each residue's ``table`` (its last axis) at (phi, psi), between
+        cell centres."""
         lower, fraction = [], []
         for angle, start, n in ((phi, self.start[0], self.shape[0]), (psi, self.start[1], self.shape[1])):
             u = torch.remainder(angle - start, 2 * math.pi) / (2 * math.pi) * n - 0.5
             i0 = torch.floor(u)
             lower.append(i0.long())
             fraction.append(u - i0)
-        table = self.table.expand_as(lower[0])
+        table = table.expand_as(lower[0])
         out = 0.0
         for up_phi in (0, 1):
             for up_psi in (0, 1):

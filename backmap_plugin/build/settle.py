@@ -76,7 +76,7 @@ def _contact_terms(atoms: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tens
     return normal.view(n_frames, n_res, 3, 3), rhs.view(n_frames, n_res, 3)
 
 
-def _slot_weights(bead_positions: Callable[[torch.Tensor], torch.Tensor], atoms: torch.Tensor) -> torch.Tensor:
+def slot_weights(bead_positions: Callable[[torch.Tensor], torch.Tensor], atoms: torch.Tensor) -> torch.Tensor:
     """(R, N_SLOTS) weight of each atom slot in its residue's bead (``bead_positions`` is linear in the atoms)."""
     n_res, n_slots = atoms.shape[1:3]
     probe = torch.zeros((n_slots, n_res, n_slots, 3), dtype=atoms.dtype, device=atoms.device)
@@ -131,7 +131,7 @@ def settle_on_beads(atoms: torch.Tensor, protein: ProteinTopology, beads: torch.
     mask = torch.as_tensor(protein.slot_mask, device=dev)
     same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev)
     turnable = torch.as_tensor(TURNABLE_CHIS[protein.res_type], device=dev)
-    weight = _slot_weights(bead_positions, atoms)  # (R, S)
+    weight = slot_weights(bead_positions, atoms)  # (R, S)
     levers = ChiLevers(rt.repeat(n_frames), weight.repeat(n_frames, 1)[:, None])
     damping = torch.diag(torch.tensor([TRANSLATION_DAMPING] * 3 + [CHI_DAMPING] * 4, dtype=dtype, device=dev))
     eye = torch.eye(3, dtype=dtype, device=dev).expand(n_frames, n_res, 3, 3)

@@ -41,3 +41,8 @@ class Adam:
             m.mul_(BETA1).add_(g, alpha=1 - BETA1)
             v.mul_(BETA2).addcmul_(g, g, value=1 - BETA2)
             p.sub_(size * (m / c1) / ((v / c2).sqrt() + self.eps))
+
+
+def decaying_size(size: float, final_fraction: float, step: int, steps: int) -> float:
+    """Step size of step ``step`` of ``steps``: ``size`` decaying linearly to ``final_fraction`` of it."""
+    return size * (1.0 - (1.0 - final_fraction) * step / max(1, steps - 1))
