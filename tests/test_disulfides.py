@@ -294,14 +294,11 @@ def _martini_note(report: list) -> list:
 def test_a_martini_run_names_its_disulfides(tmp_path, top):
     """The real Martini 3 run of 6B0S: the note names the two pairs bonded, their SC1-SC1 distances in the 5
     leading frames and in how many of them they lie within the cutoff (nothing was said); with the .tpr, whose
-    bonds include martinize2's SC1-SC1 constraints, that the topology bonds the same pairs (the .tpr numbers
-    residues from 1)."""
+    bonds include martinize2's SC1-SC1 constraints, that the topology bonds the same pairs."""
     if top.endswith(".tpr"):
         pytest.importorskip("MDAnalysis")
     result = backmap(str(MARTINI / "md.xtc"), str(tmp_path / "aa.pdb"), top=str(MARTINI / top), progress=False)
-    first, second = ("CYS 334", "CYS 369"), ("CYS 338", "CYS 374")
-    if top.endswith(".tpr"):
-        first, second = ("CYS 29", "CYS 64"), ("CYS 33", "CYS 69")
+    first, second = ("CYS 334", "CYS 369"), ("CYS 338", "CYS 374")  # the file's numbers, .tpr too
     assert _martini_note(result.report) == [
         "disulfides closed (Martini 3 cysteine pairs whose SC1 beads lie within 3.5 A in at least 50% of the first 5 "
         f"frames; SC1-SC1 distance there, frames within 3.5 A): A {first[0]} - A {first[1]} (2.40 A, 5 of 5), "

@@ -1086,14 +1086,33 @@ def test_frames_from_openmm_quantity_and_array(l2y):
 GMX_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gromacs"
 
 
+def test_tpr_numbers_kept_and_mdanalysis_left_as_found(tmp_path):
+    """The residue numbers come from the file while MDAnalysis reads it (its reader is patched for that read
+    alone and put back, also when the read fails)."""
+    pytest.importorskip("MDAnalysis", reason="the gromacs extra (MDAnalysis) is not installed")
+    from MDAnalysis.topology.tpr import utils
+
+    from backmap_plugin.io.tpr import load_tpr_topology
+
+    before = utils.do_resinfo, utils.do_moltype
+    topology = load_tpr_topology(str(DATA / "martini3" / "md.tpr"))
+    assert [r.resSeq for r in topology.residues][:3] == [306, 307, 308]
+    (tmp_path / "bad.tpr").write_bytes(b"not a tpr")
+    with pytest.raises(BackmapInputError, match="cannot be read as .tpr"):
+        load_tpr_topology(str(tmp_path / "bad.tpr"))
+    assert (utils.do_resinfo, utils.do_moltype) == before
+
+
 def test_tpr_topology_matches_the_gro(tmp_path):
-    """``--top topol.tpr`` (MDAnalysis) gives the chains of the molecules and the same frames as the .gro."""
+    """``--top topol.tpr`` (MDAnalysis) gives the chains of the molecules, the residue numbers (MDAnalysis gives
+    1..N; the file's are kept) and the same frames as the .gro."""
     pytest.importorskip("MDAnalysis", reason="the gromacs extra (MDAnalysis) is not installed")
     tpr = open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=GMX_EXAMPLE / "topol_ca.tpr")
     gro = open_frames(GMX_EXAMPLE / "traj_ca.xtc", top=GMX_EXAMPLE / "conf_ca.gro")
     assert [c.chain_id for c in tpr.topology.chains] == ["A", "B"]
     assert [c.n_residues for c in tpr.topology.chains] == [20, 20]
     assert [r.name for r in tpr.topology.residues] == [r.name for r in gro.topology.residues]
+    assert [r.resSeq for r in tpr.topology.residues] == [r.resSeq for r in gro.topology.residues]  # the file's
     assert {a.name for a in tpr.topology.atoms} == {"CA"} and tpr.topology.atom(0).element.symbol == "C"
     np.testing.assert_array_equal(next(iter(tpr)).xyz, next(iter(gro)).xyz)
 

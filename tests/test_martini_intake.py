@@ -75,10 +75,7 @@ def test_fixtures_give_the_71_residues_and_their_beads(name, reference):
     names, numbers = reference
     assert [r.name for r in intake.records] == names
     assert [r.input_name for r in intake.records] == names  # martinize2 kept the input names here
-    if name != "md.tpr":  # MDAnalysis numbers the residues of a .tpr 1..N
-        assert [r.res_seq for r in intake.records] == numbers
-    else:
-        assert [r.res_seq for r in intake.records] == list(range(1, N_RESIDUES + 1))
+    assert [r.res_seq for r in intake.records] == numbers  # a .tpr's own numbers too (MDAnalysis gives 1..N)
     assert {r.chain for r in intake.records} == {0} and {r.chain_id for r in intake.records} == {"A"}
     # every bead index points at the bead of that name in that residue, in Martini 3 order
     assert intake.bead_index.shape == (N_RESIDUES, m3.MAX_BEADS) and intake.bead_index.dtype == np.int64
@@ -101,7 +98,7 @@ def test_fixtures_give_the_71_residues_and_their_beads(name, reference):
 
 
 def test_go_model_tpr_read_through_mdanalysis(tmp_path):
-    """The Go model's .tpr (virtual sites numbered on after the protein by MDAnalysis), made with grompp."""
+    """The Go model's .tpr (virtual sites as residues of their own after the protein), made with grompp."""
     pytest.importorskip("MDAnalysis")
     gmx = shutil.which("gmx")
     if gmx is None or not (MARTINI3_DIR / "martini_v3.0.0.itp").exists():
@@ -555,10 +552,10 @@ def test_residues_that_share_a_number_and_name(tmp_path):
     assert lys[:2] == ["LYS A 366 ", "LYS A 366A"]
 
 
-def test_a_tpr_of_residues_that_share_a_number_and_name_is_refused(tmp_path):
+def test_a_tpr_of_residues_that_share_a_number_reads_as_its_gro(tmp_path):
     """The .tpr of an .itp whose LYS 366 and 367 share the number 366 (martinize2 -resid input and insertion
-    codes): the .tpr as read numbers residues anew and keeps the .itp's order (sorted by name), so the run is
-    refused, saying to give the .gro (it wrote a scrambled antibody with a note and exit status 0)."""
+    codes) gives what the .gro with those numbers gives: the file's numbers (MDAnalysis renumbers residues 1..N,
+    so this was refused), the two residues apart, the same structures."""
     pytest.importorskip("MDAnalysis")
     gmx = shutil.which("gmx")
     if gmx is None or not (MARTINI3_DIR / "martini_v3.0.0.itp").exists():
@@ -571,13 +568,16 @@ def test_a_tpr_of_residues_that_share_a_number_and_name_is_refused(tmp_path):
     env = {"GMXLIB": str(MARTINI3_DIR), "PATH": str(Path(gmx).parent)}
     subprocess.run([gmx, "grompp", "-f", "em.mdp", "-c", str(DATA / "md.gro"), "-p", "topol.top", "-o", "codes.tpr",
                     "-maxwarn", "2"], cwd=tmp_path, env=env, capture_output=True, check=True)
-    out = tmp_path / "out.pdb"
-    with pytest.raises(BackmapInputError) as info:
-        backmap(DATA / "md.xtc", out, top=tmp_path / "codes.tpr", progress=False)
-    message = str(info.value)
-    for needle in ("codes.tpr", "LYS61", "martinize2 -resid input", "pass the run's .gro as --top"):
-        assert needle in message, f"{needle!r} not in: {message}"
-    assert not out.exists()
+    gro = [line.replace("  367LYS", "  366LYS", 1) for line in (DATA / "md.gro").read_text().splitlines()]
+    (tmp_path / "codes.gro").write_text("\n".join(gro) + "\n")
+    runs = [backmap(DATA / "md.xtc", tmp_path / f"{top}.pdb", top=tmp_path / f"codes.{top}", stride=5,
+                    progress=False) for top in ("tpr", "gro")]
+    assert all(any("LYS366" in line and "each read as the residues it holds" in line for line in run.report)
+               for run in runs)
+    tpr, gro = (md.load(str(tmp_path / f"{top}.pdb")) for top in ("tpr", "gro"))
+    assert [r.resSeq for r in tpr.topology.residues][59:63] == [365, 366, 366, 368]
+    assert [r.resSeq for r in tpr.topology.residues] == [r.resSeq for r in gro.topology.residues]
+    np.testing.assert_array_equal(tpr.xyz, gro.xyz)
 
 
 def test_residues_that_share_a_number_come_in_the_order_their_beads_are_bonded_in(tmp_path, recwarn):

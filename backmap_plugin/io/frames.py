@@ -216,13 +216,6 @@ class FrameSource:
             first = merged[0]
             held = (f"{len(merged)} residue(s) held the atoms of consecutive residues with one number and name "
                     f"(first: chain {first.chain.chain_id!r} {first.name}{residue_number(first)})")
-            if match_extension(self.top_path or "", (".tpr",)):
-                raise BackmapInputError(
-                    f"{self.top_path}: {held}: residues that shared a number in the .itp (insertion codes, "
-                    "martinize2 -resid input), which a .tpr as read numbers anew and keeps in the .itp's order, "
-                    "sorted by name, not in sequence; pass the run's .gro as --top instead (it keeps the numbers, "
-                    "and residues that share one are put in the order their beads are bonded in)"
-                )
             self.notes.append(f"{self.top_path or self.path}: {held} (a file without insertion codes), each read "
                               "as the residues it holds")
         check_duplicate_atoms(topology, self.top_path or self.path)
