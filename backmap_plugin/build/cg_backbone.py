@@ -1,8 +1,8 @@
-"""Backbones for the C-alpha traces of coarse-grained simulations.
+"""Backbones for the beads of coarse-grained simulations.
 
 A one-bead-per-residue CG model (HPS, CALVADOS) has no term for the local
 shape of the chain, and its traces take shapes no protein backbone follows:
-an alpha-synuclein HPS run straightens 15 % of its virtual angles beyond 150
+an alpha-synuclein HPS run straightens 14 % of its virtual angles beyond 150
 degrees (train crystal structures: 0.25 %), and a backbone hung on every
 bead keeps N-CA-C 10-40 degrees off and phi / psi where no protein has them.
 :func:`fit_backbone_to_beads` gives the C-alpha atoms some room instead:
@@ -12,17 +12,22 @@ bead keeps N-CA-C 10-40 degrees off and phi / psi where no protein has them.
    N-CA-C angle and its phi and psi depend on its two peptide planes only,
    so along a chain the turns that best meet the Ramachandran prior
    (:class:`~backmap_plugin.build.rama_prior.RamachandranPrior`,
-   :data:`RAMA_MARGIN` inside the favoured contour, :data:`RAMA_WEIGHT`) and
-   the ideal N-CA-C (:data:`CHOICE_ANGLE_WEIGHT`) are found exactly, by
+   :data:`RAMA_MARGIN` inside the favoured contour, :data:`CHOICE_RAMA_WEIGHT`)
+   and the ideal N-CA-C (:data:`CHOICE_ANGLE_WEIGHT`) are found exactly, by
    dynamic programming, at :data:`TURN_COST` times (1 - cos turn) for
    leaving the builder's plane.
-2. Adam steps on the trace, the plane turns and the terminal torsions: the
-   squared distance of each C-alpha atom to its bead (weight 1 per
-   Angstrom^2), bonded C-alpha atoms at their peptide length
-   (:data:`BOND_WEIGHT`), N-CA-C (:data:`ANGLE_WEIGHT`) and the same prior.
-3. The side chains are built again with their chi angles on the new
-   backbone and their clashes relieved.
+2. :data:`STEPS` Adam steps on the trace, the plane turns and the terminal
+   torsions: each bead's squared distance to its input bead (a bead is a
+   weighted mean of its residue's atoms, the C-alpha atom by default; side
+   chains move with their residues' frames), N-CA-C (:data:`ANGLE_WEIGHT`),
+   the same prior (:data:`RAMA_WEIGHT`) and backbone contacts; bonded
+   C-alpha atoms are brought back to their peptide lengths after each step.
+3. N, C and O fitted to Engh & Huber geometry around the new trace
+   (:func:`~backmap_plugin.build.backbone.fit_backbone`), the side chains
+   built again with their chi angles, their clashes relieved.
 
+:func:`frames_to_fit` says which frames get it; the API applies it after
+any builder.
 Lengths in Angstrom, angles in radians.
 """
 
