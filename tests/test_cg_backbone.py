@@ -197,3 +197,13 @@ def test_real_calvados3_run_beads_and_backbones(tmp_path):
     classes = residue_classes(names, np.ones(len(names), bool), np.full(len(names), 180.0))[1:-1]
     outliers = classify(np.degrees(phi[:, :-1]), np.degrees(psi[:, 1:]), classes) == OUTLIER
     assert outliers.mean() < 0.05
+
+
+def test_a_frames_fit_does_not_depend_on_the_others(hps):
+    """Fitted alone or with the other frames, a frame's structure is the same to the bit."""
+    protein, beads = hps
+    same = torch.ones(protein.n_residues - 1, dtype=torch.bool)
+    atoms = build_ideal(constrain_trace(beads, same), protein)
+    together = cg.fit_backbone_to_beads(atoms, beads, protein)
+    alone = cg.fit_backbone_to_beads(atoms[1:2], beads[1:2], protein)
+    assert torch.equal(together[1:2], alone)

@@ -182,7 +182,8 @@ def plane_pair_costs(ca: torch.Tensor, dofs: dict, protein: ProteinTopology,
     # N-CA-C, phi and psi from dot products of a's vectors with b's ((F, M, K, 3) each)
     centre = ca[:, residue, None]
     to_n, to_c = n_of[:, p - 1] - centre, c_of[:, p] - centre
-    pair = lambda u, v: torch.einsum("fmac,fmbc->fmab", u, v)  # noqa: E731
+    # (element-wise, not einsum's batched products: a frame's choice does not depend on the batch it came in)
+    pair = lambda u, v: (u[..., :, None, :] * v[..., None, :, :]).sum(-1)  # noqa: E731
     ideal = math.radians(chem.ANGLE_N_CA_C)
     cosine = pair(to_n, to_c) / (to_n.norm(dim=-1)[..., :, None] * to_c.norm(dim=-1)[..., None, :])
     block = CHOICE_ANGLE_WEIGHT * (torch.acos(cosine.clamp(-1.0, 1.0)) - ideal).pow(2)
@@ -303,12 +304,13 @@ def _fit(atoms: torch.Tensor, beads: torch.Tensor, protein: ProteinTopology, wei
     cis = torch.tensor(CIS_PEPTIDE["length"], dtype=work, device=dev)
     length = torch.where((ca[:, 1:] - ca[:, :-1]).norm(dim=-1, keepdim=True) < MIN_PEPTIDE_LENGTH, cis,
                          torch.tensor(chem.BOND_CA_CA_TRANS, dtype=work, device=dev))
-    # a bead: its backbone atoms', and its side chain's held in the residue's frame (moment about CA, frame axes)
+    # a bead: its backbone atoms', and its side chain's held in the residue's frame (moment about CA, frame axes);
+    # products written out element-wise, so that a frame's fit does not depend on the batch it came in
     side = torch.as_tensor(chem.SIDE_CHAIN_SLOTS, device=dev)
     side_weights = weights * side
     start_frame = residue_frame(built[..., chem.SLOT_N, :], ca, built[..., chem.SLOT_C, :])
-    local = torch.einsum("frkc,frsc->frsk", start_frame, built - ca[..., None, :])
-    moment = torch.einsum("rs,frsk->frk", side_weights, local)
+    local = (start_frame[:, :, None] * (built - ca[..., None, :])[..., None, :]).sum(-1)  # (F, R, S, 3) frame axes
+    moment = (side_weights[None, :, :, None] * local).sum(2)
     on_ca = weights[:, chem.SLOT_CA] + side_weights.sum(-1)
     local_cb = local[:, :, chem.SLOT_CB]
     exists = torch.as_tensor(protein.slot_mask[:, SLOTS], device=dev)
@@ -326,10 +328,10 @@ def _fit(atoms: torch.Tensor, beads: torch.Tensor, protein: ProteinTopology, wei
             n, trace, c, o = backbone_atoms(leaves[0], layout, protein.res_type, dict(zip(names, leaves[1:])))
             frame = residue_frame(n, trace, c)
             bead = (weights[:, chem.SLOT_N, None] * n + on_ca[:, None] * trace + weights[:, chem.SLOT_C, None] * c
-                    + weights[:, chem.SLOT_O, None] * o + torch.einsum("frkc,frk->frc", frame, moment))
+                    + weights[:, chem.SLOT_O, None] * o + (frame * moment[..., None]).sum(-2))
             loss = bead_weight * (bead - beads).pow(2).sum()
             if contacts.shape[1]:
-                cb = trace + torch.einsum("frkc,frk->frc", frame, local_cb)
+                cb = trace + (frame * local_cb[..., None]).sum(-2)
                 stack = torch.stack([n, trace, c, o, no_oxt, cb], 2)  # backbone_contacts.SLOTS
                 loss = loss + backbone_contact_loss(stack, contacts, CONTACT_WEIGHT).sum()
             loss = loss + ANGLE_WEIGHT * (bond_angle(n, trace, c) - ideal).pow(2).sum()
