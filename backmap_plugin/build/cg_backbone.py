@@ -297,7 +297,7 @@ def _fit(atoms: torch.Tensor, beads: torch.Tensor, protein: ProteinTopology, wei
     dtype, dev = atoms.dtype, atoms.device
     rt = torch.as_tensor(protein.res_type, device=dev)
     work = torch.float64
-    built, beads, weights = atoms.to(work), beads.to(work), weights.to(work)
+    built, beads, weights = atoms.to(work), beads.to(work), weights.to(device=dev, dtype=work)
     same = torch.as_tensor(protein.segment[1:] == protein.segment[:-1], device=dev)
     prior = RamachandranPrior(protein, work, dev, margin=RAMA_MARGIN)
     ca = built[..., chem.SLOT_CA, :]
