@@ -230,8 +230,9 @@ def cheapest_turns(cost: torch.Tensor, coupled: torch.Tensor, leave: torch.Tenso
     n_frames, n_planes = cost.shape[:2]
     best = leave.expand(n_frames, -1).clone()
     back = []
+    links = coupled.tolist()  # (read once: on a GPU each element read would wait for the device)
     for p in range(1, n_planes):
-        if bool(coupled[p]):
+        if links[p]:
             best, arg = (best[:, :, None] + cost[:, p]).min(1)
         else:
             lowest, arg = best.min(1, keepdim=True)
