@@ -1406,18 +1406,19 @@ class Backmapper:
         """Count the structures (F, S, R, N_SLOTS, 3) built on traces :meth:`_even_trace` evened, the peptides
         among them whose beads (F, R, 3) were close enough for the builders to make them cis, those whose backbones
         were fitted (:meth:`_fit_coarse_grained`), and the largest distance of a C-alpha atom from its bead."""
-        from backmap_plugin.build.backbone import MIN_PEPTIDE_LENGTH, NOISY_CIS_LENGTH, noisy_traces
-        from backmap_plugin.build.cg_backbone import coarse_grained_traces
+        from backmap_plugin.build.backbone import MIN_PEPTIDE_LENGTH, NOISY_CIS_LENGTH, NOISY_TRACE_SPREAD, trace_spread
+        from backmap_plugin.build.cg_backbone import CG_TRACE_SPREAD
 
         same = torch.as_tensor(self.protein.segment[1:] == self.protein.segment[:-1], device=beads.device)
-        noisy = noisy_traces(beads, same)
+        spread = trace_spread(beads, same)  # (noisy_traces and coarse_grained_traces, computed once)
+        noisy = spread > NOISY_TRACE_SPREAD
         if bool(noisy.any()):
             samples = atoms.shape[1]
             distance = torch.linalg.vector_norm(beads[noisy, 1:] - beads[noisy, :-1], dim=-1)
             short = same & (distance >= NOISY_CIS_LENGTH) & (distance < MIN_PEPTIDE_LENGTH)
             ca = atoms[noisy][..., chem.SLOT_CA, :].to(beads.dtype)
             moved = torch.linalg.vector_norm(ca - beads[noisy, None], dim=-1)
-            fitted = int(coarse_grained_traces(beads, same).sum())
+            fitted = int((spread > CG_TRACE_SPREAD).sum())
             now = [int(noisy.sum()) * samples, int(short.sum()) * samples, float(moved.max()), fitted * samples]
             self._evened = _merge_evened(self._evened, now)
 

@@ -49,12 +49,12 @@ from backmap_plugin.build.backbone import (
 )
 from backmap_plugin.build.backbone_contacts import SLOTS, backbone_contact_loss, backbone_contact_pairs
 from backmap_plugin.build.carry import residue_frame
-from backmap_plugin.build.ideal import constrain_trace, relieve_clashes, side_chain_internal
+from backmap_plugin.build.ideal import build_side_chains, constrain_trace, relieve_clashes, side_chain_internal
 from backmap_plugin.build.rama_prior import RamachandranPrior
 from backmap_plugin.build.settle import slot_weights
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.adam import Adam, decaying_size
-from backmap_plugin.core.geometry import bond_angle, build_residues, chi_angles
+from backmap_plugin.core.geometry import bond_angle, chi_angles
 from backmap_plugin.core.mappings import Mapping
 from backmap_plugin.core.topology import ProteinTopology
 
@@ -353,7 +353,4 @@ def _fit(atoms: torch.Tensor, beads: torch.Tensor, protein: ProteinTopology, wei
     backbone = fit_backbone(build_backbone(trace, layout, protein.res_type, dict(zip(names, params[1:]))), layout)
     backbone = turn_proline_units(backbone, layout)
     internal = side_chain_internal(protein.res_type, torch.nan_to_num(chi_angles(built, rt)))
-    mask = torch.as_tensor(protein.slot_mask, device=dev)
-    side_order = [s for s in chem.BUILD_ORDER if s >= chem.SLOT_CB]
-    rebuilt = build_residues(backbone, internal, rt, slots=side_order)[..., : chem.N_SLOTS, :] * mask[..., None]
-    return relieve_clashes(rebuilt, protein).to(dtype)
+    return relieve_clashes(build_side_chains(backbone, protein, internal), protein).to(dtype)
