@@ -219,6 +219,27 @@ def test_refine_h5_whose_residues_share_numbers(tmp_path):
     assert len(ids) == 46 and ids[:4] == ["   6 ", "   6A", "   6B", "   9 "]
 
 
+def test_refine_keeps_the_pieces_of_a_broken_chain_apart(tmp_path):
+    """A chain broken in two (martinize2 -merge, Go models of complexes) is written as two chains of one id, each
+    with its TER and OXT; PDBFixer read them as one chain and bonded the ends across the break ("No template found
+    for residue ... (VAL) ... externally bonded atoms has 1 C atom too many"). Each piece is refined as its own
+    chain now, under the id it came with."""
+    lines = [line for line in open(EXAMPLE_CA) if line.startswith("ATOM")]
+    moved = [line[:30] + f"{float(line[30:38]) + 25.0:8.3f}" + line[38:] if int(line[22:26]) > 10 else line
+             for line in lines]
+    (tmp_path / "broken_ca.pdb").write_text("".join(moved) + "END\n")
+    source = tmp_path / "broken.pdb"
+    backmap(str(tmp_path / "broken_ca.pdb"), str(source), method="ideal", break_distance=10.0, progress=False)
+    assert sum(line.startswith("TER") for line in open(source)) == 2
+    result = refine_structure(source, tmp_path / "refined.pdb", solvent="vacuum", platform="CPU",
+                              maxIterations=20, progress=False)
+    assert len(result.frames) == 1
+    atoms = [line for line in open(tmp_path / "refined.pdb") if line.startswith("ATOM")]
+    assert {line[21] for line in atoms} == {"A"}
+    assert [int(line[22:26]) for line in atoms if line[12:16] == " OXT"] == [10, 20]
+    assert sum(line.startswith("TER") for line in open(tmp_path / "refined.pdb")) == 2
+
+
 def test_refine_keeps_chain_ids_and_numbers_that_pdb_cannot_hold(wide_ids_backmapped, tmp_path):
     """mmCIF in, mmCIF out: a chain id of several characters and numbers of five digits stay as they are (the
     structure went to PDBFixer as PDB text, which made them A and serial numbers)."""

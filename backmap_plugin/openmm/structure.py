@@ -376,7 +376,12 @@ def complete_structure(topology, positions, pH: float = 7.0, variants=None, disu
         (atom.residue.index, atom.name): original[atom.index].index for atom in stripped.topology.atoms()
     }
     _distinct_residue_ids(stripped.topology)
-    # handed over as PDBx text: PDB text would cut chain ids to one character and numbers to four digits
+    # handed over as PDBx text: PDB text would cut chain ids to one character and numbers to four digits; each chain
+    # under an id of its own, as the PDBx reader joins consecutive chains of one id (the pieces of a broken chain,
+    # which would then be bonded across the break), its own id given back after
+    given = {}
+    for index, chain in enumerate(stripped.topology.chains()):
+        given[str(index)], chain.id = chain.id, str(index)
     text = io.StringIO()
     PDBxFile.writeFile(stripped.topology, stripped.positions, text, keepIds=True)
     text.seek(0)
@@ -388,6 +393,8 @@ def complete_structure(topology, positions, pH: float = 7.0, variants=None, disu
         fixer.addMissingAtoms()
     except Exception as exc:  # PDBFixer raises plain Exception
         raise BackmapInputError(f"PDBFixer could not complete the structure: {exc}") from exc
+    for chain in fixer.topology.chains():
+        chain.id = given[chain.id]
     if fixer.topology.getNumResidues() != stripped.topology.getNumResidues():
         raise BackmapInputError(
             f"PDBFixer changed the number of residues ({stripped.topology.getNumResidues()} -> "
