@@ -38,6 +38,10 @@ def _wrap(xyz: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     return (fractional - np.floor(fractional)) @ vectors
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
 def _assert_shifted_by_lattice(result, original, vectors, segment):
     """Each chain of each frame equals the original moved by one lattice vector."""
     inverse = np.linalg.inv(vectors)
@@ -136,10 +140,19 @@ def test_gather_keeps_chains_and_pieces_together(trace):
     wrapped = _wrap(beads, np.diag(lengths))
     gathered = make_whole(wrapped, lengths, np.zeros(20), max_bond=6.0, gather=True)
     _assert_shifted_by_lattice(gathered, beads, np.diag(lengths), np.zeros(20))
+    # chains whose nearest beads lie 10 A apart (centres of mass of residues whose atoms touch) are gathered too
+    near = trace[:1].copy()
+    near[:, 10:] += 8.0 * _unit(near[0, 10:].mean(0) - near[0, :10].mean(0))  # chain B moved away from A
+    gap = np.linalg.norm(near[0, :10, None] - near[0, None, 10:], axis=-1).min()
+    assert 8.0 < gap < 12.0
+    split = near.copy()
+    split[:, 10:] += [40.0, 0.0, 0.0]
+    _assert_shifted_by_lattice(make_whole(split, [40.0, 40.0, 40.0], SEGMENT, gather=True), near,
+                               np.diag([40.0, 40.0, 40.0]), np.zeros(20))
     # chains that touch nothing either way stay where they are (e.g. a crystal's chains in a small cell)
     apart = trace[:2].copy()
-    apart[:, 10:] += [35.0, 0.0, 0.0]  # chain B's centroid over half the box from A's, its nearest image 20+ A away
-    np.testing.assert_array_equal(make_whole(apart, [60.0, 60.0, 60.0], SEGMENT, gather=True), apart)
+    apart[:, 10:] += [40.0, 0.0, 0.0]  # chain B's centroid half the box from A's, its nearest beads 30+ A away
+    np.testing.assert_array_equal(make_whole(apart, [80.0, 80.0, 80.0], SEGMENT, gather=True), apart)
     # triclinic: the same
     wrapped = _wrap(trace, TRICLINIC * 1.2)
     gathered = make_whole(wrapped, np.broadcast_to(TRICLINIC * 1.2, (len(trace), 3, 3)), SEGMENT, gather=True)

@@ -341,9 +341,10 @@ def make_whole(beads, box, segment, max_bond: float | None = None, labels=None,
     gather : bool, optional
         Then the pieces (chains, and the parts of a chain after a break) are
         gathered too: each, in order, that touches none of the pieces before
-        it in the frame moves by whole box vectors to the periodic image of
-        its centroid nearest theirs, if it touches them there
-        (:data:`CONTACT_DISTANCE`; the first piece stays). The chains of a
+        it in the frame (:data:`CONTACT_DISTANCE`) moves by whole box vectors
+        to the periodic image of its centroid nearest theirs, if it lies
+        closer to them there, within :data:`GATHER_DISTANCE` (the first
+        piece stays). The chains of a
         complex, and the parts of a chain, then stay together as in the
         simulation (when the box is wider than twice the distance between
         their centroids); pieces that touch nothing stay where they are.
@@ -400,10 +401,14 @@ def make_whole(beads, box, segment, max_bond: float | None = None, labels=None,
 
 
 #: Gathering moves a piece only from where it touches none of the pieces before it (no two beads closer than
-#: this, Angstrom) to where it touches them: a complex split by the box is joined again, and pieces that touch
-#: nothing either way (e.g. chains of a crystal structure's asymmetric unit, in a cell smaller than the
-#: molecule) stay where the file has them.
+#: CONTACT_DISTANCE, Angstrom) to where it lies closer to them, within GATHER_DISTANCE: a complex split by the box
+#: is joined again, and pieces that touch nothing either way (e.g. chains of a crystal structure's asymmetric
+#: unit, in a cell smaller than the molecule) stay where the file has them. Beads that are not C-alpha atoms lie
+#: farther apart than their atoms: in a CALVADOS 3 run of a two-chain complex, frames whose chains came within
+#: 4.8-5.4 A (atoms) had their nearest centres of mass 8.1-9.7 A apart, and with 8 A for both these two frames
+#: were written split by the box.
 CONTACT_DISTANCE = 8.0
+GATHER_DISTANCE = 12.0
 #: Beads per piece that the contact test compares (evenly spread; all of smaller pieces).
 _CONTACT_SAMPLE = 64
 
@@ -419,8 +424,9 @@ def _gather(xyz: np.ndarray, starts: np.ndarray, vectors: np.ndarray) -> np.ndar
     """Pieces (F, R) ``starts`` of ``xyz`` (F, R, 3) moved, one by one, next to those before them.
 
     A piece goes to the image of its centroid nearest the centroid of the
-    pieces before it, if it touches none of them where it is and touches
-    them there (:data:`CONTACT_DISTANCE`).
+    pieces before it, if it touches none of them where it is
+    (:data:`CONTACT_DISTANCE`) and lies closer to them there, within
+    :data:`GATHER_DISTANCE`.
     """
     if starts.sum(1).max(initial=0) < 2:  # one piece per frame (a single whole chain): nothing to gather
         return xyz
@@ -435,7 +441,8 @@ def _gather(xyz: np.ndarray, starts: np.ndarray, vectors: np.ndarray) -> np.ndar
             shift = bond_images(delta[None, None], vectors[f][None])[0, 0] @ vectors[f]
             if not shift.any():
                 continue
-            if _closest(piece, placed) > CONTACT_DISTANCE >= _closest(piece + shift, placed):
+            here, there = _closest(piece, placed), _closest(piece + shift, placed)
+            if here > CONTACT_DISTANCE and there <= GATHER_DISTANCE and there < here:
                 out[f, bounds[k] : bounds[k + 1]] += shift
     return out
 
