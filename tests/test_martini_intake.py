@@ -580,6 +580,32 @@ def test_a_tpr_of_residues_that_share_a_number_reads_as_its_gro(tmp_path):
     np.testing.assert_array_equal(tpr.xyz, gro.xyz)
 
 
+def test_a_tpr_molecule_whose_numbers_start_again_holds_two_chains(tmp_path):
+    """martinize2 -merge (and a Go model of a complex) makes one molecule of several chains, numbered as the input
+    numbered them: where the numbers start again a new chain starts, with an id of its own, as the .gro of the run
+    is read (the .tpr gave both chains id A, two residues A 5 and an ambiguous SSBOND)."""
+    pytest.importorskip("MDAnalysis")
+    gmx = shutil.which("gmx")
+    if gmx is None or not (MARTINI3_DIR / "martini_v3.0.0.itp").exists():
+        pytest.skip("needs gmx and the Martini 3 files in ../shared/data/martini3")
+    itp, in_atoms = [], False
+    for line in (DATA / "protein_0.itp").read_text().splitlines():
+        in_atoms = line.strip() == "[ atoms ]" or (in_atoms and not line.startswith("["))
+        fields = line.split()
+        if in_atoms and len(fields) > 3 and fields[2].isdigit() and int(fields[2]) >= 342:
+            line = line.replace(f" {fields[2]} {fields[3]} ", f" {int(fields[2]) - 341:3d} {fields[3]} ", 1)
+        itp.append(line)
+    (tmp_path / "protein_0.itp").write_text("\n".join(itp) + "\n")
+    for name in ("topol.top", "em.mdp"):
+        shutil.copy(DATA / name, tmp_path / name)
+    env = {"GMXLIB": str(MARTINI3_DIR), "PATH": str(Path(gmx).parent)}
+    subprocess.run([gmx, "grompp", "-f", "em.mdp", "-c", str(DATA / "md.gro"), "-p", "topol.top", "-o", "two.tpr",
+                    "-maxwarn", "2"], cwd=tmp_path, env=env, capture_output=True, check=True)
+    intake = martini_residues(load_tpr_topology(str(tmp_path / "two.tpr")), "two.tpr")
+    assert [r.res_seq for r in intake.records] == list(range(306, 342)) + list(range(1, 36))
+    assert [r.chain_id for r in intake.records] == ["A"] * 36 + ["B"] * 35
+
+
 def test_residues_that_share_a_number_come_in_the_order_their_beads_are_bonded_in(tmp_path, recwarn):
     """martinize2 -resid input numbers residues 350, 350A ... 350E (insertion codes) all 350 in a .gro and sorts
     them by name: SER ALA ASN LYS PRO LYS comes as ALA ASN LYS LYS PRO SER. They are read in sequence again,

@@ -11,7 +11,7 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.topology import set_insertion_code
-from backmap_plugin.io.chains import input_chain_id
+from backmap_plugin.io.chains import chain_starts, input_chain_id
 
 
 def _element_or_none(symbol: str):
@@ -26,7 +26,10 @@ def load_tpr_topology(path: str) -> md.Topology:
     """Topology of a GROMACS run input (.tpr) read with MDAnalysis.
 
     One chain per molecule, split further where the molecule's chain ids
-    change; chains get ids A ... Z, a ... z, 0 ... 9 in turn. The bonds are
+    change or its residue numbers start again (the chains of one molecule
+    that ``martinize2 -merge`` or a Go model made, numbered as their input
+    chains were: :func:`~backmap_plugin.io.chains.chain_starts`, as a
+    ``.gro`` is read); chains get ids A ... Z, a ... z, 0 ... 9 in turn. The bonds are
     the file's bonds and constraints (as MDAnalysis reads them), as a
     ``.pdb`` from martinize2 has them in CONECT records (a Martini 3 run's
     cystines are SC1-SC1 constraints).
@@ -75,7 +78,10 @@ def load_tpr_topology(path: str) -> md.Topology:
     chain_key = residue_index = chain = residue = None
     for i in range(n):
         key = (molecules[i], chain_ids[i])
-        if key != chain_key:
+        new_residue = resindices[i] != residue_index
+        restarts = (key == chain_key and new_residue and residue is not None
+                    and bool(chain_starts([residue.resSeq, int(numbers[i])])[1]))
+        if key != chain_key or restarts:
             chain = topology.add_chain(chain_id=input_chain_id(topology.n_chains))
             chain_key, residue_index = key, None
         if resindices[i] != residue_index:
