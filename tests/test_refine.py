@@ -261,6 +261,32 @@ def test_refine_missing_input_is_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "out.pdb").exists()
 
 
+@pytest.mark.parametrize("command", ["refine", "validate", "export"])
+def test_an_empty_input_is_named_as_empty(tmp_path, capsys, command):
+    """(It was "cannot read structure: list index out of range".)"""
+    (tmp_path / "empty.pdb").write_text("")
+    status = backmap_main([command, str(tmp_path / "empty.pdb"), "-o", str(tmp_path / "out.pdb")])
+    assert status == 2
+    assert capsys.readouterr().err.strip() == f"backmap: error: {tmp_path / 'empty.pdb'}: the file is empty"
+
+
+@pytest.mark.parametrize("command", ["refine", "validate"])
+def test_a_frame_with_a_non_finite_coordinate_is_named(backmapped, tmp_path, capsys, command):
+    """The atom, residue and frame (it was "the CB-CG bond of A:TRP6 is nan A long ...: the frame's atoms are not
+    the topology's")."""
+    atoms = [line for line in open(backmapped) if line.startswith("ATOM")]
+    bad = [line[:30] + "     nan" + line[38:] if line[12:16] == " CG " and line[22:26] == "   6" else line
+           for line in atoms]
+    models = [f"MODEL     {k + 1:4d}\n" + "".join(lines) + "ENDMDL\n" for k, lines in enumerate((atoms, bad))]
+    (tmp_path / "nan.pdb").write_text("".join(models) + "END\n")
+    status = backmap_main([command, str(tmp_path / "nan.pdb"), "-o", str(tmp_path / "out.pdb"), "--no-energy"]
+                          if command == "validate" else [command, str(tmp_path / "nan.pdb"), "-o",
+                                                         str(tmp_path / "out.pdb"), "--solvent", "vacuum"])
+    assert status == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "nan.pdb: frame 1: atom CG of A:TRP6 has a non-finite coordinate (1 such atom(s) in the frame)")
+
+
 def test_refine_rejects_bad_output_before_any_work(backmapped, tmp_path, capsys):
     status = backmap_main(["refine", str(backmapped), "-o", str(tmp_path / "out.txt")])
     assert status == 2

@@ -126,6 +126,7 @@ class StructureFrames:
         self.frames_read = 0
         self.near_images = False
         for index, (xyz, box, time) in enumerate(self._frames()):
+            self._check_finite(index, xyz)
             if box is not None and not self.near_images:
                 self.near_images = image_gap(xyz * 10.0, box * 10.0) < NEAR_IMAGE
             lengths = _lengths(xyz, bonds)
@@ -157,6 +158,16 @@ class StructureFrames:
                          f"chains packed across the box's faces), and the frames were {done} without images: "
                          "clashes across the faces are not counted (nor, in refine, minimised away)")
         return notes
+
+    def _check_finite(self, index: int, xyz: np.ndarray) -> None:
+        bad = np.flatnonzero(~np.isfinite(xyz).all(axis=1))
+        if not len(bad):
+            return
+        from backmap_plugin.openmm.structure import residue_label
+
+        atom = list(self.topology.atoms())[int(bad[0])]
+        raise BackmapInputError(f"{self.path}: frame {index}: atom {atom.name} of {residue_label(atom.residue)} has "
+                                f"a non-finite coordinate ({len(bad)} such atom(s) in the frame)")
 
     def _check_bonds(self, index: int, lengths: np.ndarray, reference: np.ndarray, bonds: np.ndarray) -> None:
         change = np.abs(lengths - reference)
@@ -257,6 +268,8 @@ def _open(path: str, top: str | None) -> StructureFrames:
             raise BackmapInputError(f"{name}: no such file")
         if name is not None and os.path.isdir(name):
             raise BackmapInputError(f"{name}: is a directory, expected a structure or trajectory file")
+        if name is not None and os.path.getsize(name) == 0:
+            raise BackmapInputError(f"{name}: the file is empty")
     kind = _kind(path)
     if kind in TRAJECTORY_INPUT:
         if top is None:
