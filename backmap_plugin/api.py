@@ -887,7 +887,8 @@ class BackmapResult:
         backmap_plugin version.
     bead_rmsd : dict
         Per kind of bead (Martini 3 ``BB`` / ``SC``, ``centre of mass``,
-        ``C-alpha``): the median, the largest and its frame of the bead
+        ``C-alpha``): the median, the largest and its frame (of the input,
+        ``k * stride`` for the run's frame ``k``) of the bead
         RMSD (Angstrom, no superposition) between each structure of the
         output (those of the run it resumed too), mapped back to beads, and
         the input beads
@@ -1925,5 +1926,5 @@ def backmap(
             model=_model_file(model, engine.mapping) if engine.method == "model" else None,
             device=engine.device.type,
             version=__version__,
-            bead_rmsd=engine.bead_fit.summary(),
+            bead_rmsd=engine.bead_fit.summary(stride),
         )

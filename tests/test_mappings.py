@@ -168,6 +168,7 @@ def test_bead_fit_reports_each_kind_of_bead_apart(l2y):
     assert summary["C-alpha"]["max"] == pytest.approx(2.0 / np.sqrt(5))  # 2 A on one of 5 beads
     assert summary["C-alpha"]["worst_frame"] == 12
     assert "C-alpha 0.00 (worst 0.89, frame 12)" in describe(summary)
+    assert fit.summary(stride=4)["C-alpha"]["worst_frame"] == 48  # frame 12 of those read every 4th: input frame 48
     # Martini 3: BB and SC beads apart; beads a residue does not have are ignored whatever they hold
     martini = mp.get_mapping("martini3")
     beads = martini.bead_positions(atoms, protein.slot_mask, res_type)

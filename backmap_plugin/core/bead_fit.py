@@ -53,7 +53,8 @@ class BeadFit:
             (F, R, 3) or (F, R, MAX_BEADS, 3) input beads they were built from
             (beads a residue does not have are ignored, whatever they hold).
         first_index : int
-            Input frame of the first of the batch.
+            Index of the first of the batch among the frames backmapped
+            (input frame ``first_index * stride`` of a run with a stride).
         """
         atoms = atoms.detach().cpu().numpy() if hasattr(atoms, "detach") else np.asarray(atoms)
         beads = beads.detach().cpu().numpy() if hasattr(beads, "detach") else np.asarray(beads)
@@ -78,14 +79,21 @@ class BeadFit:
             old = state["rmsd"].get(name, [])
             self.rmsd[name] = [old[k] for k in keep if k < len(old)] + self.rmsd[name]
 
-    def summary(self) -> dict:
-        """Kind of bead -> ``{"median": A, "max": A, "worst_frame": input frame}`` over the structures scored."""
+    def summary(self, stride: int = 1) -> dict:
+        """Kind of bead -> ``{"median": A, "max": A, "worst_frame": input frame}`` over the structures scored.
+
+        Parameters
+        ----------
+        stride : int, optional
+            The run's read stride: frame ``k`` of those scored is input frame
+            ``k * stride``.
+        """
         out = {}
         for name, values in self.rmsd.items():
             if values:
                 worst = int(np.argmax(values))
                 out[name] = {"median": float(np.median(values)), "max": float(values[worst]),
-                             "worst_frame": int(self.frames[worst])}
+                             "worst_frame": int(self.frames[worst]) * stride}
         return out
 
 
