@@ -1161,6 +1161,7 @@ class Backmapper:
         self.disulfides: dict = {}  # (label, label) -> structures in which the pair was bonded
         self._structures_built = 0
         self._evened = None  # [structures, short peptides, largest C-alpha-to-bead distance in A, structures fitted]
+        self._strained = 0  # structures built on centres of mass alone fitted for their strained backbones
         self._disulfides_wanted = disulfides
         self.choose_disulfides(frames, frame, box)
 
@@ -1245,23 +1246,29 @@ class Backmapper:
         return atoms, beads
 
     def _fit_coarse_grained(self, atoms: torch.Tensor, beads: torch.Tensor, per_pass: int) -> torch.Tensor:
-        """Structures (F, S, R, N_SLOTS, 3) with those built on a coarse-grained simulation's beads (F, R, 3)
-        given backbones a protein can have near their beads
-        (:func:`~backmap_plugin.build.cg_backbone.fit_backbone_to_beads`, the frames of
-        :func:`~backmap_plugin.build.cg_backbone.frames_to_fit`)."""
-        from backmap_plugin.build.cg_backbone import fit_backbone_to_beads, fit_settings, frames_to_fit
+        """Structures (F, S, R, N_SLOTS, 3) with those built on a coarse-grained simulation's beads (F, R, 3), or
+        strained on centres of mass, given backbones a protein can have near their beads
+        (:func:`~backmap_plugin.build.cg_backbone.fit_backbone_to_beads`, the structures of
+        :func:`~backmap_plugin.build.cg_backbone.structures_to_fit`)."""
+        from backmap_plugin.build.cg_backbone import (
+            fit_backbone_to_beads,
+            fit_settings,
+            mixes_beads,
+            structures_to_fit,
+        )
 
-        chosen = frames_to_fit(beads, self.protein, self.mapping)
+        chosen = structures_to_fit(atoms, beads, self.protein, self.mapping)  # (F, S)
         if not bool(chosen.any()):
             return atoms
+        if self.mapping.name == "com" and not mixes_beads(self.mapping, self.protein.n_residues):
+            self._strained += int(chosen.sum())
         weights, bead_weight = fit_settings(self.mapping, self.protein)
-        samples = atoms.shape[1]
-        picked = atoms[chosen].flatten(0, 1)
-        targets = beads[chosen].repeat_interleave(samples, 0)
+        picked = atoms[chosen]
+        targets = beads[:, None].expand(-1, atoms.shape[1], -1, -1)[chosen]
         fitted = torch.cat([fit_backbone_to_beads(picked[k : k + per_pass], targets[k : k + per_pass], self.protein,
                                                   weights, bead_weight) for k in range(0, len(picked), per_pass)])
         atoms = atoms.clone()
-        atoms[chosen] = fitted.view(-1, samples, *atoms.shape[2:])
+        atoms[chosen] = fitted.to(atoms.dtype)
         return atoms
 
     def _even_trace(self, beads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1385,7 +1392,7 @@ class Backmapper:
         """What :meth:`build` counted so far (bead RMSDs, disulfides closed), for :meth:`restore_tallies`."""
         return {"bead_fit": self.bead_fit.state(), "structures_built": self._structures_built,
                 "disulfides": [[a, b, n] for (a, b), n in self.disulfides.items()],
-                "evened": self._evened}
+                "evened": self._evened, "strained": self._strained}
 
     def restore_tallies(self, tallies: dict | None, before_frame: int, whole: bool) -> None:
         """Take back an interrupted run's :meth:`tallies` of the input frames before ``before_frame``; its
@@ -1396,6 +1403,7 @@ class Backmapper:
         if whole:
             self._structures_built += tallies["structures_built"]
             self._evened = _merge_evened(self._evened, tallies.get("evened"))
+            self._strained += tallies.get("strained", 0)
             for a, b, n in tallies["disulfides"]:
                 self.disulfides[(a, b)] = self.disulfides.get((a, b), 0) + n
 
@@ -1425,14 +1433,26 @@ class Backmapper:
 
     def notes(self) -> list[str]:
         """Notes on what :meth:`build` did so far: the disulfides (:meth:`disulfide_note`), the backbones fitted to
-        a CALVADOS 3 chain's beads, and the C-alpha traces whose bonds fluctuate that it evened ([] when none)."""
+        a CALVADOS 3 chain's beads or strained on centres of mass, and the C-alpha traces whose bonds fluctuate that
+        it evened ([] when none)."""
         from backmap_plugin.build.backbone import MIN_PEPTIDE_LENGTH, NOISY_CIS_LENGTH, NOISY_TRACE_SPREAD
-        from backmap_plugin.build.cg_backbone import CG_TRACE_SPREAD, mixes_beads
+        from backmap_plugin.build.cg_backbone import (
+            CG_TRACE_SPREAD,
+            STRAINED_FRACTION,
+            STRAINED_PENALTY,
+            mixes_beads,
+        )
 
         notes = self.disulfide_note()
         if self._structures_built and mixes_beads(self.mapping, self.protein.n_residues):
             notes.append("backbones fitted near the beads (centres of mass and C-alpha beads in one chain: a "
                          "coarse-grained run's), to ideal N-CA-C angles and favoured Ramachandran dihedrals")
+        if self._strained:
+            notes.append(f"{self._strained} of {self._structures_built} structure(s) built on the centres of mass had "
+                         f"more than {100 * STRAINED_FRACTION:g} % of their residues far outside the favoured "
+                         f"Ramachandran region ({STRAINED_PENALTY:g} log10 density units below its contour; a "
+                         "coarse-grained run's beads leave them so): their backbones fitted near the beads, to ideal "
+                         "N-CA-C angles and favoured Ramachandran dihedrals")
         if self._evened:
             count, short, largest, fitted = self._evened
             notes.append(

@@ -365,6 +365,13 @@ def backbone_atoms(ca: torch.Tensor, layout: BackboneLayout, res_type: np.ndarra
     return n, ca, c, o
 
 
+def oxt_position(c: torch.Tensor, ca: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """OXT (..., 3) on C, CA, O (..., 3) as the ideal builder places it (differentiable)."""
+    dtype, dev = c.dtype, c.device
+    return place_atom(c, ca, o, *(torch.tensor(v, dtype=dtype, device=dev)
+                                  for v in (chem.BOND_C_OXT, math.radians(chem.ANGLE_CA_C_OXT), math.pi)))
+
+
 def turn_planes_towards(ca: torch.Tensor, dofs: dict, layout: BackboneLayout, res_type: np.ndarray,
                         targets: torch.Tensor, angle_weight: float, damping: float) -> torch.Tensor:
     """One Gauss-Newton step on the peptide-plane rotations towards target atoms, N-CA-C restrained.

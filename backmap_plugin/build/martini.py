@@ -94,6 +94,7 @@ from backmap_plugin.build.backbone import (
     backbone_atoms,
     backbone_dofs,
     build_backbone,
+    oxt_position,
     peptide_lengths,
     turn_planes_towards,
     turn_proline_units,
@@ -119,7 +120,6 @@ from backmap_plugin.core.geometry import (
     bond_angle,
     build_residues,
     chi_angles,
-    place_atom,
     rigid_fit,
     rotate_about_axis,
     rotation_axis_angle,
@@ -330,17 +330,10 @@ def bead_weights(protein: ProteinTopology) -> np.ndarray:
     return np.divide(w, total, out=np.zeros_like(w), where=total > 0)
 
 
-def _oxt(c: torch.Tensor, ca: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
-    """OXT (..., 3) on C, CA, O (..., 3) as the ideal builder places it."""
-    dtype, dev = c.dtype, c.device
-    return place_atom(c, ca, o, *(torch.tensor(v, dtype=dtype, device=dev)
-                                  for v in (chem.BOND_C_OXT, math.radians(chem.ANGLE_CA_C_OXT), math.pi)))
-
-
 def _with_oxt(backbone: torch.Tensor, protein: ProteinTopology) -> torch.Tensor:
     """``backbone`` (..., R, N_SLOTS, 3) with OXT placed at C termini as the ideal builder places it."""
     dev = backbone.device
-    oxt = _oxt(backbone[..., chem.SLOT_C, :], backbone[..., chem.SLOT_CA, :], backbone[..., chem.SLOT_O, :])
+    oxt = oxt_position(backbone[..., chem.SLOT_C, :], backbone[..., chem.SLOT_CA, :], backbone[..., chem.SLOT_O, :])
     terminal = torch.as_tensor(protein.c_terminal, device=dev)[:, None]
     oxt = torch.where(terminal, oxt, backbone[..., chem.SLOT_OXT, :])
     return torch.cat([backbone[..., : chem.SLOT_OXT, :], oxt[..., None, :]], -2)
@@ -636,7 +629,7 @@ def fit_beads(ca: torch.Tensor, dofs: dict, chis: torch.Tensor, beads: torch.Ten
             side = carried.means(n, trace, c, frame, turned, side_rows)  # (F, R, MAX_BEADS + 1, 3)
             bb = w_bb[0] * n + w_bb[1] * trace + w_bb[2] * c + w_bb[3] * o
             if len(term):
-                oxt = _oxt(c[:, term], trace[:, term], o[:, term])
+                oxt = oxt_position(c[:, term], trace[:, term], o[:, term])
                 bb = bb.index_add(1, term, w_oxt * oxt)
             predicted = torch.cat([bb[:, :, None], side[:, :, : n_levers - 1]], 2)
             loss = ((predicted - beads).pow(2).sum(-1) * exists).sum()
