@@ -73,8 +73,8 @@ def main(argv=None) -> None:
     methods = {k: ModelMethod(shipped_model_path(k), torch.device("cpu"), temperature=0.0) for k in kinds}
     columns = [(k, k, methods[k]) for k in kinds]
     if args.ideal:
-        columns += [(f"ideal {k}", k, builder) for k, builder in (("com", backmap_ideal), ("martini3", backmap_martini3))
-                    if k in kinds]
+        builders = (("com", backmap_ideal), ("martini3", backmap_martini3))
+        columns += [(f"ideal {k}", k, builder) for k, builder in builders if k in kinds]
     print("| entry | residues | frames | " + " | ".join(f"{name} (ms per residue)" for name, _, _ in columns) + " |")
     print("|---|---:|---:|" + "---:|" * len(columns))
     for entry in args.entries.split(","):
