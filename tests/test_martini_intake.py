@@ -552,22 +552,28 @@ def test_residues_that_share_a_number_and_name(tmp_path):
     assert lys[:2] == ["LYS A 366 ", "LYS A 366A"]
 
 
-def test_a_tpr_of_residues_that_share_a_number_reads_as_its_gro(tmp_path):
-    """The .tpr of an .itp whose LYS 366 and 367 share the number 366 (martinize2 -resid input and insertion
-    codes) gives what the .gro with those numbers gives: the file's numbers (MDAnalysis renumbers residues 1..N,
-    so this was refused), the two residues apart, the same structures."""
+def _tpr_of_itp(tmp_path: Path, itp: list, name: str) -> Path:
+    """The .tpr that grompp makes of the fixture's md.gro with ``itp`` (lines) as its protein_0.itp."""
     pytest.importorskip("MDAnalysis")
     gmx = shutil.which("gmx")
     if gmx is None or not (MARTINI3_DIR / "martini_v3.0.0.itp").exists():
         pytest.skip("needs gmx and the Martini 3 files in ../shared/data/martini3")
+    (tmp_path / "protein_0.itp").write_text("\n".join(itp) + "\n")
+    for file in ("topol.top", "em.mdp"):
+        shutil.copy(DATA / file, tmp_path / file)
+    env = {"GMXLIB": str(MARTINI3_DIR), "PATH": str(Path(gmx).parent)}
+    subprocess.run([gmx, "grompp", "-f", "em.mdp", "-c", str(DATA / "md.gro"), "-p", "topol.top", "-o", name,
+                    "-maxwarn", "2"], cwd=tmp_path, env=env, capture_output=True, check=True)
+    return tmp_path / name
+
+
+def test_a_tpr_of_residues_that_share_a_number_reads_as_its_gro(tmp_path):
+    """The .tpr of an .itp whose LYS 366 and 367 share the number 366 (martinize2 -resid input and insertion
+    codes) gives what the .gro with those numbers gives: the file's numbers (MDAnalysis renumbers residues 1..N,
+    so this was refused), the two residues apart, the same structures."""
     itp = [line.replace(" 367 LYS ", " 366 LYS ", 1) for line in (DATA / "protein_0.itp").read_text().splitlines()]
     assert sum(" 366 LYS" in line for line in itp) == 6
-    (tmp_path / "protein_0.itp").write_text("\n".join(itp) + "\n")
-    for name in ("topol.top", "em.mdp"):
-        shutil.copy(DATA / name, tmp_path / name)
-    env = {"GMXLIB": str(MARTINI3_DIR), "PATH": str(Path(gmx).parent)}
-    subprocess.run([gmx, "grompp", "-f", "em.mdp", "-c", str(DATA / "md.gro"), "-p", "topol.top", "-o", "codes.tpr",
-                    "-maxwarn", "2"], cwd=tmp_path, env=env, capture_output=True, check=True)
+    _tpr_of_itp(tmp_path, itp, "codes.tpr")
     gro = [line.replace("  367LYS", "  366LYS", 1) for line in (DATA / "md.gro").read_text().splitlines()]
     (tmp_path / "codes.gro").write_text("\n".join(gro) + "\n")
     runs = [backmap(DATA / "md.xtc", tmp_path / f"{top}.pdb", top=tmp_path / f"codes.{top}", stride=5,
@@ -584,10 +590,6 @@ def test_a_tpr_molecule_whose_numbers_start_again_holds_two_chains(tmp_path):
     """martinize2 -merge (and a Go model of a complex) makes one molecule of several chains, numbered as the input
     numbered them: where the numbers start again a new chain starts, with an id of its own, as the .gro of the run
     is read (the .tpr gave both chains id A, two residues A 5 and an ambiguous SSBOND)."""
-    pytest.importorskip("MDAnalysis")
-    gmx = shutil.which("gmx")
-    if gmx is None or not (MARTINI3_DIR / "martini_v3.0.0.itp").exists():
-        pytest.skip("needs gmx and the Martini 3 files in ../shared/data/martini3")
     itp, in_atoms = [], False
     for line in (DATA / "protein_0.itp").read_text().splitlines():
         in_atoms = line.strip() == "[ atoms ]" or (in_atoms and not line.startswith("["))
@@ -595,13 +597,7 @@ def test_a_tpr_molecule_whose_numbers_start_again_holds_two_chains(tmp_path):
         if in_atoms and len(fields) > 3 and fields[2].isdigit() and int(fields[2]) >= 342:
             line = line.replace(f" {fields[2]} {fields[3]} ", f" {int(fields[2]) - 341:3d} {fields[3]} ", 1)
         itp.append(line)
-    (tmp_path / "protein_0.itp").write_text("\n".join(itp) + "\n")
-    for name in ("topol.top", "em.mdp"):
-        shutil.copy(DATA / name, tmp_path / name)
-    env = {"GMXLIB": str(MARTINI3_DIR), "PATH": str(Path(gmx).parent)}
-    subprocess.run([gmx, "grompp", "-f", "em.mdp", "-c", str(DATA / "md.gro"), "-p", "topol.top", "-o", "two.tpr",
-                    "-maxwarn", "2"], cwd=tmp_path, env=env, capture_output=True, check=True)
-    intake = martini_residues(load_tpr_topology(str(tmp_path / "two.tpr")), "two.tpr")
+    intake = martini_residues(load_tpr_topology(str(_tpr_of_itp(tmp_path, itp, "two.tpr"))), "two.tpr")
     assert [r.res_seq for r in intake.records] == list(range(306, 342)) + list(range(1, 36))
     assert [r.chain_id for r in intake.records] == ["A"] * 36 + ["B"] * 35
 
