@@ -20,7 +20,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 
 AA_INPUT=$REPO/tests/data/martini3/aa.pdb.gz   # 6B0S chain A, 71 residues, heavy atoms only
-NT=${NT:-2}                                     # CPU threads for gmx mdrun
+NT=${NT:-${OMP_NUM_THREADS:-2}}                   # CPU threads for gmx mdrun (mdrun refuses an -ntomp other than OMP_NUM_THREADS)
 GMX=${GMX:-gmx}
 MARTINIZE2=${MARTINIZE2:-martinize2}
 BACKMAP=${BACKMAP:-backmap}
