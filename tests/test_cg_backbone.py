@@ -239,6 +239,19 @@ def test_centre_of_mass_run_gets_fitted_backbones(tmp_path):
     assert (classify(np.degrees(phi[:, :-1]), np.degrees(psi[:, 1:]), classes) == OUTLIER).mean() < 0.04
 
 
+def test_prolines_keep_the_phi_their_ring_allows(tmp_path):
+    """Two frames of a HPS run of p53 1-93 (22 prolines; tests/data) where the fit left prolines at phi -140 to
+    -172 degrees (the Ramachandran prior's penalty is capped out there, so it did not pull them back): every
+    proline's phi now within 60 degrees of -65."""
+    backmap(DATA / "p53_hps_prolines.pdb.gz", tmp_path / "aa.pdb", progress=False)
+    traj = md.load(str(tmp_path / "aa.pdb"))
+    index, phi = md.compute_phi(traj)
+    proline = [k for k, atoms in enumerate(index) if traj.topology.atom(atoms[1]).residue.name == "PRO"]
+    assert len(proline) == 22
+    off = np.abs((np.degrees(phi[:, proline]) + 65.0 + 180.0) % 360.0 - 180.0)
+    assert off.max() < 60.0
+
+
 def test_a_frames_fit_does_not_depend_on_the_others(hps):
     """Fitted alone or with the other frames, each frame's structure is the same, to rounding: torch's atan2 (bond
     and dihedral angles) takes vectorised and scalar paths that differ in the last bit, and which elements take
