@@ -1438,6 +1438,7 @@ class Backmapper:
         from backmap_plugin.build.backbone import MIN_PEPTIDE_LENGTH, NOISY_CIS_LENGTH, NOISY_TRACE_SPREAD
         from backmap_plugin.build.cg_backbone import (
             CG_TRACE_SPREAD,
+            MISSED_BEADS,
             STRAINED_FRACTION,
             STRAINED_PENALTY,
             mixes_beads,
@@ -1450,9 +1451,10 @@ class Backmapper:
         if self._strained:
             notes.append(f"{self._strained} of {self._structures_built} structure(s) built on the centres of mass had "
                          f"more than {100 * STRAINED_FRACTION:g} % of their residues far outside the favoured "
-                         f"Ramachandran region ({STRAINED_PENALTY:g} log10 density units below its contour; a "
-                         "coarse-grained run's beads leave them so): their backbones fitted near the beads, to ideal "
-                         "N-CA-C angles and favoured Ramachandran dihedrals")
+                         f"Ramachandran region ({STRAINED_PENALTY:g} log10 density units below its contour) or missed "
+                         f"the beads by more than {MISSED_BEADS:g} A (a coarse-grained run's beads leave them so): "
+                         "their backbones fitted near the beads, to ideal N-CA-C angles and favoured Ramachandran "
+                         "dihedrals")
         if self._evened:
             count, short, largest, fitted = self._evened
             notes.append(
