@@ -523,6 +523,43 @@ def test_trajectory_of_the_protein_group_with_the_system_topology(tmp_path):
     assert not (tmp_path / "x.pdb").exists()
 
 
+def test_trajectory_of_the_protein_group_after_the_solvent(tmp_path):
+    """The protein need not come first: with the water before it in the system (.gro and .tpr, made with grompp),
+    an .xtc of the Protein group takes the topology's protein atoms wherever they lie, chain A as from the protein
+    alone, and the same structures."""
+    from backmap_plugin.api import backmap
+
+    pytest.importorskip("MDAnalysis")
+    gmx = shutil.which("gmx")
+    if gmx is None or not (MARTINI3_DIR / "martini_v3.0.0.itp").exists():
+        pytest.skip("needs gmx and the Martini 3 files in ../shared/data/martini3")
+    lines = (DATA / "md.gro").read_text().splitlines()
+    atoms = lines[2:-1]
+    protein = [line for line in atoms if line[5:10].strip() not in SOLVENT]
+    rest = [line for line in atoms if line[5:10].strip() in SOLVENT]
+    (tmp_path / "water_first.gro").write_text("\n".join(lines[:2] + rest[:1151] + protein + rest[1151:] + lines[-1:])
+                                              + "\n")
+    top = (DATA / "topol.top").read_text().replace("protein_0    1\nW           1151\n", "W           1151\nprotein_0    1\n")
+    assert "W           1151\nprotein_0" in top
+    (tmp_path / "topol.top").write_text(top)
+    for name in ("protein_0.itp", "em.mdp"):
+        shutil.copy(DATA / name, tmp_path / name)
+    env = {"GMXLIB": str(MARTINI3_DIR), "PATH": str(Path(gmx).parent)}
+    subprocess.run([gmx, "grompp", "-f", "em.mdp", "-c", "water_first.gro", "-p", "topol.top", "-o", "water_first.tpr",
+                    "-maxwarn", "2"], cwd=tmp_path, env=env, capture_output=True, check=True)
+    full = md.load(str(DATA / "md.xtc"), top=str(DATA / "md.gro"))
+    full.atom_slice(full.topology.select("protein")).save_xtc(str(tmp_path / "protein.xtc"))
+    runs = {top: backmap(tmp_path / "protein.xtc", tmp_path / f"{top}.pdb", top=tmp_path / f"water_first.{top}",
+                         progress=False) for top in ("gro", "tpr")}
+    for run in runs.values():
+        assert any("its protein, atoms 1152-1320 (a Protein output group)" in line for line in run.report)
+    backmap(DATA / "md.xtc", tmp_path / "full.pdb", top=DATA / "md.gro", progress=False)
+    for top in ("gro", "tpr"):
+        out = md.load(str(tmp_path / f"{top}.pdb"))
+        assert {c.chain_id for c in out.topology.chains} == {"A"}
+        np.testing.assert_array_equal(out.xyz, md.load(str(tmp_path / "full.pdb")).xyz)
+
+
 def test_residues_that_share_a_number_and_name(tmp_path):
     """Residues 366 and 366A (no insertion codes in a .gro: both 366, both LYS) come back as two residues, with
     a note, and give the structures of the file numbered 366, 367: martinize2 -resid input writes such files for

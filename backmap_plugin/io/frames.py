@@ -202,7 +202,7 @@ class FrameSource:
             self._clock = dcd.clock(self.path)
         if top_topology is not None:
             if top_topology.n_atoms != n_atoms:
-                top_topology = self._protein_prefix(top_topology, n_atoms)
+                top_topology = self._protein_part(top_topology, n_atoms)
             if topology is not None:
                 _check_same_residues(topology, top_topology, self.path, self.top_path)
             topology = top_topology
@@ -231,21 +231,24 @@ class FrameSource:
         return (f"{self.path}: its {record} is a crystal's unit cell (space group {group}), not a simulation's box: "
                 "the frames have no periodic box (chains are not made whole across it, and the output gets none)")
 
-    def _protein_prefix(self, topology, n_atoms: int):
+    def _protein_part(self, topology, n_atoms: int):
         """The topology of a trajectory that holds only the system's protein, as GROMACS writes one.
 
         A trajectory written with a ``Protein`` output group (``compressed-x-grps``, or ``gmx trjconv``
-        with that group) holds the protein's atoms in topology order: when they are exactly the first
-        ``n_atoms`` atoms of a larger system's topology, that part of it is the trajectory's topology.
-        Any other count mismatch is an error.
+        with that group) holds the protein's atoms in topology order: when the topology of a larger system
+        has exactly ``n_atoms`` protein atoms (first or not: water or lipids may come before them), that part
+        of it is the trajectory's topology. Any other count mismatch is an error.
         """
         protein = np.array([a.index for a in topology.atoms if a.residue.is_protein], dtype=np.int64)
-        if topology.n_atoms > n_atoms and len(protein) == n_atoms and (protein == np.arange(n_atoms)).all():
+        if topology.n_atoms > n_atoms and len(protein) == n_atoms:
+            where = ("the first atoms" if protein[-1] == n_atoms - 1 else
+                     f"atoms {protein[0] + 1}-{protein[-1] + 1}" if protein[-1] - protein[0] == n_atoms - 1 else
+                     f"{n_atoms} atoms between atoms {protein[0] + 1} and {protein[-1] + 1}")
             self.notes.append(
                 f"{self.path} holds {n_atoms} of the {topology.n_atoms} atoms of {self.top_path}: its protein, "
-                "the first atoms (a Protein output group); the rest of the topology left out"
+                f"{where} (a Protein output group); the rest of the topology left out"
             )
-            return topology_subset(topology, range(n_atoms))
+            return topology_subset(topology, protein)
         raise BackmapInputError(
             f"atom count mismatch: topology {self.top_path} has {topology.n_atoms} atoms "
             f"but coordinates {self.path} have {n_atoms}{_mismatch_hint(topology, protein, n_atoms)}"

@@ -29,7 +29,8 @@ def load_tpr_topology(path: str) -> md.Topology:
     change or its residue numbers start again (the chains of one molecule
     that ``martinize2 -merge`` or a Go model made, numbered as their input
     chains were: :func:`~backmap_plugin.io.chains.chain_starts`, as a
-    ``.gro`` is read); chains get ids A ... Z, a ... z, 0 ... 9 in turn. The bonds are
+    ``.gro`` is read); chains get ids A ... Z, a ... z, 0 ... 9 in turn, the
+    protein's first (water or lipids may come before it in the file). The bonds are
     the file's bonds and constraints (as MDAnalysis reads them), as a
     ``.pdb`` from martinize2 has them in CONECT records (a Martini 3 run's
     cystines are SC1-SC1 constraints).
@@ -82,7 +83,7 @@ def load_tpr_topology(path: str) -> md.Topology:
         restarts = (key == chain_key and new_residue and residue is not None
                     and bool(chain_starts([residue.resSeq, int(numbers[i])])[1]))
         if key != chain_key or restarts:
-            chain = topology.add_chain(chain_id=input_chain_id(topology.n_chains))
+            chain = topology.add_chain()
             chain_key, residue_index = key, None
         if resindices[i] != residue_index:
             residue_index = resindices[i]
@@ -94,6 +95,10 @@ def load_tpr_topology(path: str) -> md.Topology:
     added = list(topology.atoms)
     for a, b in bonds:
         topology.add_bond(added[a], added[b])
+    # ids: the protein's chains first (A, B ... wherever they lie: solvent may come before them), then the others
+    chains = sorted(topology.chains, key=lambda c: not any(r.is_protein for r in c.residues))
+    for k, chain in enumerate(chains):
+        chain.chain_id = input_chain_id(k)
     return topology
 
 
