@@ -539,7 +539,8 @@ def test_trajectory_of_the_protein_group_after_the_solvent(tmp_path):
     rest = [line for line in atoms if line[5:10].strip() in SOLVENT]
     (tmp_path / "water_first.gro").write_text("\n".join(lines[:2] + rest[:1151] + protein + rest[1151:] + lines[-1:])
                                               + "\n")
-    top = (DATA / "topol.top").read_text().replace("protein_0    1\nW           1151\n", "W           1151\nprotein_0    1\n")
+    order = ("protein_0    1\nW           1151\n", "W           1151\nprotein_0    1\n")
+    top = (DATA / "topol.top").read_text().replace(*order)
     assert "W           1151\nprotein_0" in top
     (tmp_path / "topol.top").write_text(top)
     for name in ("protein_0.itp", "em.mdp"):
