@@ -1708,12 +1708,20 @@ def _model_file(model: str | None, mapping: Mapping | None = None) -> str | None
 
 def _run_settings(input, top, mapping, method, model, samples, seed, stride, chunk, break_distance,
                   temperature, device, disulfides) -> dict:
-    """What determines the output of :func:`backmap`: a resumed run must have the same."""
+    """What determines the output of :func:`backmap`: a resumed run must have the same (a default and the same value
+    given count as one: ``method`` None and ``model`` where the default is the model, ``temperature`` None and its
+    value for ``samples``)."""
     from backmap_plugin.io.progress import input_fingerprint
+    from backmap_plugin.model.weights import SHIPPED_MODELS, shipped_model_path
 
+    if temperature is None:
+        temperature = 0.0 if samples == 1 else 1.0
     if isinstance(mapping, str) and mapping == "auto":
-        # decided from the input, which the fingerprint pins; so are the method and model it implies
+        # decided from the input, which the fingerprint pins; so are the method and model it implies (the model
+        # whatever the beads, where the package ships one for every kind)
         name, model_file = "auto", input_fingerprint(model)
+        if method is None and (model is not None or all(shipped_model_path(k) for k in SHIPPED_MODELS)):
+            method = "model"
     else:
         mapping = get_mapping(mapping)
         name = mapping.name

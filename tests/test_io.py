@@ -542,6 +542,15 @@ def test_error_empty_file(tmp_path):
         open_frames(tmp_path / "nothing.pdb.gz")
 
 
+def test_error_atom_line_cut_short(tmp_path, fixture_pdb):
+    """A PDB file cut in the middle of an atom record names the line (it was "AssertionError: " from mdtraj)."""
+    lines = gzip.open(fixture_pdb, "rt").read().splitlines(keepends=True)
+    first_atom = next(k for k, line in enumerate(lines) if line.startswith("ATOM"))
+    (tmp_path / "cut.pdb").write_text("".join(lines[: first_atom + 5]) + lines[first_atom + 5][:20])
+    with pytest.raises(BackmapInputError, match=rf"cut.pdb: line {first_atom + 6} is an atom record cut short"):
+        open_frames(tmp_path / "cut.pdb")
+
+
 def test_error_unsupported_extension(tmp_path):
     (tmp_path / "coords.txt").write_text("1 2 3\n")
     with pytest.raises(BackmapInputError, match=r"coords.txt.*unsupported.*\.pdb.*\.dcd"):

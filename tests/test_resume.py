@@ -195,6 +195,25 @@ def test_resume_refuses_other_settings(tmp_path, monkeypatch):
         _run(grown, out, resume=True)
 
 
+def test_resume_takes_a_default_given_as_the_same(tmp_path, monkeypatch):
+    """A run left with the defaults resumes when the defaults are given by name (--method model, --temperature 0:
+    it was refused, "the unfinished run used method = None, this one 'model'", and --resume --overwrite started
+    over); other values are still refused."""
+    out = tmp_path / "out.xtc"
+    with monkeypatch.context() as patch:
+        _Interrupt(patch, 1, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            _run(EXAMPLE_DCD, out)
+    result = _run(EXAMPLE_DCD, out, method="model", temperature=0.0, resume=True)
+    assert result.resumed_from > 0 and result.n_frames == 38
+    with monkeypatch.context() as patch:
+        _Interrupt(patch, 1, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            _run(EXAMPLE_DCD, out, overwrite=True)
+    with pytest.raises(BackmapInputError, match="temperature = 0.0.*this one 0.5"):
+        _run(EXAMPLE_DCD, out, temperature=0.5, resume=True)
+
+
 def test_resume_without_unfinished_run(tmp_path):
     out = tmp_path / "out.pdb"
     result = _run(EXAMPLE_PDB, out, resume=True)  # nothing to resume: a normal run

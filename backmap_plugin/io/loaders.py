@@ -164,6 +164,19 @@ def _pdb_has_atoms(path: str) -> bool:
         return True  # unreadable: let the parser's own message through
 
 
+def _short_atom_line(path: str) -> Optional[int]:
+    """The number (from 1) of a (possibly gzipped) PDB file's first ATOM / HETATM line too short to hold its
+    coordinates (columns 31-54), or None."""
+    try:
+        with open_text(path) as handle:
+            for number, line in enumerate(handle, 1):
+                if line.startswith(("ATOM", "HETATM")) and len(line.rstrip("\r\n")) < 54:
+                    return number
+    except OSError:
+        pass
+    return None
+
+
 #: Residue names that carry a protonation state (or a disulfide) and that mdtraj's PDB reader replaces by the
 #: standard name as it reads them.
 PROTONATION_NAMES = {"HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS",
@@ -235,19 +248,27 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
     except Exception as exc:  # mdtraj raises many types; keep its message
         if ext in PDB and not _pdb_has_atoms(path):
             raise BackmapInputError(f"{path}: is empty: no ATOM/HETATM records") from exc
+        short = _short_atom_line(path) if ext in PDB else None
         whole = pdb_whole_models(path) if ext in PDB else None
-        if whole is not None:
-            text, note = whole
-            with tempfile.TemporaryDirectory() as scratch:
-                cut = os.path.join(scratch, "whole_models.pdb")
-                with open(cut, "w") as handle:
-                    handle.write(text)
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*two consecutive residues with same number")
-                    traj = _load_pdb(cut, path, notes)
-            if notes is not None:
-                notes.append(f"{path}: {note}")
-            return traj
+        try:
+            if whole is not None:
+                text, note = whole
+                with tempfile.TemporaryDirectory() as scratch:
+                    cut = os.path.join(scratch, "whole_models.pdb")
+                    with open(cut, "w") as handle:
+                        handle.write(text)
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=".*two consecutive residues with same number")
+                        traj = _load_pdb(cut, path, notes)
+                if notes is not None:
+                    notes.append(f"{path}: {note}")
+                return traj
+        except Exception:  # (the whole models hold the line cut short too: said below)
+            if short is None:
+                raise
+        if short is not None:
+            raise BackmapInputError(f"{path}: line {short} is an atom record cut short (its coordinates need columns "
+                                    "31-54): a truncated or damaged file?") from exc
         raise BackmapInputError(f"{path}: cannot be read as {ext}: {type(exc).__name__}: {exc}") from exc
 
 
