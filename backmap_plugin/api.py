@@ -1712,7 +1712,6 @@ def _run_settings(input, top, mapping, method, model, samples, seed, stride, chu
     given count as one: ``method`` None and ``model`` where the default is the model, ``temperature`` None and its
     value for ``samples``)."""
     from backmap_plugin.io.progress import input_fingerprint
-    from backmap_plugin.model.weights import SHIPPED_MODELS, shipped_model_path
 
     if temperature is None:
         temperature = 0.0 if samples == 1 else 1.0
@@ -1720,8 +1719,11 @@ def _run_settings(input, top, mapping, method, model, samples, seed, stride, chu
         # decided from the input, which the fingerprint pins; so are the method and model it implies (the model
         # whatever the beads, where the package ships one for every kind)
         name, model_file = "auto", input_fingerprint(model)
-        if method is None and (model is not None or all(shipped_model_path(k) for k in SHIPPED_MODELS)):
-            method = "model"
+        if method is None:
+            from backmap_plugin.model.weights import SHIPPED_MODELS, shipped_model_path  # (imports the model code)
+
+            if model is not None or all(shipped_model_path(k) for k in SHIPPED_MODELS):
+                method = "model"
     else:
         mapping = get_mapping(mapping)
         name = mapping.name
