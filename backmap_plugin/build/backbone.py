@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from backmap_plugin.core import chemistry as chem
-from backmap_plugin.core.geometry import bond_angle, dihedral, place_atom, rotate_about_axis
+from backmap_plugin.core.geometry import bond_angle, dihedral, place_atom, rotate_about_axis, wrap_angle
 from backmap_plugin.core.topology import BackboneLayout
 from backmap_plugin.core.tridiagonal import solve_tridiagonal
 
@@ -608,8 +608,7 @@ def turn_proline_units(slots: torch.Tensor, layout: BackboneLayout) -> torch.Ten
     axis = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-6)
     angles = torch.arange(PROLINE_TURNS, dtype=slots.dtype, device=slots.device) * (2 * math.pi / PROLINE_TURNS)
     tried = rotate_about_axis(moving, ca_i, axis, angles.reshape(-1, *([1] * phi.dim())))  # (A, ..., U, 3, 3)
-    miss = torch.remainder(dihedral(tried[..., 0, :], tried[..., 2, :], ca_j, c_j) - PROLINE_PHI + math.pi,
-                           2 * math.pi) - math.pi
+    miss = wrap_angle(dihedral(tried[..., 0, :], tried[..., 2, :], ca_j, c_j) - PROLINE_PHI)
     best = angles[miss.abs().argmin(0)]
     moved = torch.where((phi > 0)[..., None, None], rotate_about_axis(moving, ca_i, axis, best), moving)
     out = slots.clone()
@@ -737,7 +736,7 @@ def fit_backbone(slots: torch.Tensor, layout: BackboneLayout, steps: int = FIT_S
         aa, bb = _dot(a, a).clamp(min=1e-12), _dot(b, b).clamp(min=1e-12)
         gn = torch.sqrt(_dot(gg, gg)).clamp(min=1e-6)
         omega = torch.atan2(_dot(_cross(b, a), gg) / gn, _dot(a, b))
-        dev = k_omega * (torch.remainder(omega - omega0 + math.pi, 2 * math.pi) - math.pi)
+        dev = k_omega * wrap_angle(omega - omega0)
         fg, hg = _dot(f, gg) / gn, _dot(hh, gg) / gn
         normal = a / torch.sqrt(aa)  # of the plane CA(i), C, N(i+1)
         a, b = a / aa, b / bb

@@ -57,7 +57,7 @@ from backmap_plugin.build.rama_prior import RamachandranPrior
 from backmap_plugin.build.settle import slot_weights
 from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.adam import Adam, decaying_size
-from backmap_plugin.core.geometry import bond_angle, chi_angles, dihedral
+from backmap_plugin.core.geometry import bond_angle, chi_angles, dihedral, wrap_angle
 from backmap_plugin.core.mappings import Mapping
 from backmap_plugin.core.topology import ProteinTopology
 
@@ -150,8 +150,9 @@ def structures_to_fit(atoms: torch.Tensor, beads: torch.Tensor, protein: Protein
     if mixes_beads(mapping, protein.n_residues):
         return torch.ones((n_frames, samples), dtype=torch.bool, device=atoms.device)
     flat = atoms.flatten(0, 1)
-    weights, _ = fit_settings(mapping, protein)
-    built = (flat.to(torch.float64) * weights.to(flat.device)[..., None]).sum(-2)
+    present = protein.slot_mask.copy()
+    present[:, chem.SLOT_OXT] = False
+    built = mapping.bead_positions(flat.to(torch.float64), present, protein.res_type)
     target = beads.to(torch.float64).repeat_interleave(samples, 0)
     missed = (built - target).pow(2).sum(-1).mean(-1).sqrt() > MISSED_BEADS
     return (strained_backbones(flat, protein) | missed).view(n_frames, samples)
@@ -405,7 +406,7 @@ def _fit(atoms: torch.Tensor, beads: torch.Tensor, protein: ProteinTopology, wei
             loss = loss + RAMA_WEIGHT * prior(n, trace, c).sum()
             if len(proline):
                 phi = dihedral(c[:, proline - 1], n[:, proline], trace[:, proline], c[:, proline])
-                off = torch.remainder(phi - PROLINE_PHI + math.pi, 2 * math.pi) - math.pi
+                off = wrap_angle(phi - PROLINE_PHI)
                 loss = loss + PROLINE_WEIGHT * torch.relu(off.abs() - PROLINE_TOLERANCE).pow(2).sum()
             grads = torch.autograd.grad(loss, leaves, allow_unused=True)
         adam.step([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)],

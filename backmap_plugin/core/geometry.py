@@ -13,6 +13,8 @@ sequential only over the atom slots inside a residue.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -79,6 +81,11 @@ def dihedral(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor)
     x = (v * w).sum(-1)
     y = (torch.linalg.cross(b1u, v, dim=-1) * w).sum(-1)
     return torch.atan2(y, x)
+
+
+def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
+    """Angles (radians) wrapped to [-pi, pi)."""
+    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
 
 
 def place_atom(

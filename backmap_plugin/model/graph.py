@@ -12,7 +12,6 @@ separately (``node_vectors``, ``edge_vectors``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -270,11 +269,6 @@ def gather_neighbours(h: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def frame_vectors(frames: torch.Tensor) -> torch.Tensor:
     """The frame axes e1, e2 as equivariant node vectors (G, L, 2, 3)."""
     return frames[..., :2, :]
-
-
-def wrap(angle: torch.Tensor, period: float | torch.Tensor = 2 * math.pi) -> torch.Tensor:
-    """Wrap angles to [-period/2, period/2)."""
-    return torch.remainder(angle + period / 2, period) - period / 2
 
 
 def bead_features(batch: ResidueBatch, beads: torch.Tensor, is_com: torch.Tensor) -> torch.Tensor:
