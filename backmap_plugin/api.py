@@ -13,6 +13,7 @@ import numbers
 import os
 import sys
 import time
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -893,6 +894,11 @@ class BackmapResult:
         output (those of the run it resumed too), mapped back to beads, and
         the input beads
         (:meth:`backmap_plugin.core.bead_fit.BeadFit.summary`).
+    cut_short : str or None
+        Where the input ends inside a frame (a run killed while writing it,
+        or one still writing it): the message naming the file and its last
+        whole frame read (:class:`CutShortWarning`); None for an input read
+        to its end.
     """
 
     output: str
@@ -917,6 +923,7 @@ class BackmapResult:
     device: str = ""
     version: str = ""
     bead_rmsd: dict = field(default_factory=dict)
+    cut_short: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary of the fields (what ``backmap run --json`` writes)."""
@@ -931,6 +938,14 @@ class BackmapResult:
             f"{self.output} in {self.seconds:.2f} s ({per:.1f} ms per structure)"
             + (f"; resumed at frame {self.resumed_from}" if self.resumed_from else "")
         )
+
+
+class CutShortWarning(UserWarning):
+    """:func:`backmap` read an input that ends inside a frame (a run killed while writing it, or one still writing
+    it): every whole frame was backmapped and the output written, but it is not the whole trajectory. The message
+    names the file and its last whole frame read, as :attr:`BackmapResult.cut_short` does; ``backmap run`` then
+    exits with its input-error status, 2. ``warnings.simplefilter("error", CutShortWarning)`` makes it an
+    exception (raised once the output is written)."""
 
 
 def check_backmap_options(method: str | None, samples: int, model: str | None = None,
@@ -1858,12 +1873,22 @@ def backmap(
         When writing fails (disk full ...); the frames finished before are
         kept in the partial file, and ``resume=True`` continues from there.
 
+    Warns
+    -----
+    CutShortWarning
+        The input ends inside a frame (cut short, or still being written):
+        its whole frames are backmapped and the output is written (a resumed
+        run's too) before the warning; :attr:`BackmapResult.cut_short` says
+        the same. A later run of the whole file needs ``overwrite=True``.
+
     Notes
     -----
     While the run goes, finished frames are in a hidden partial file next to
     the output, with a progress record updated after every chunk; both stay
     when the run is interrupted or fails, and the output appears (moved into
-    place) only when complete.
+    place) only when complete. Each structure of an ``.xtc`` output keeps its
+    input frame's step number where the input gives them (XTC, TRR, a DCD
+    header), else gets the frame's index in the input (``k * stride``).
     """
     t0 = time.perf_counter()
     check_backmap_options(method, samples, model, temperature, break_distance, seed, mapping, device)
@@ -1905,7 +1930,7 @@ def backmap(
                     except BackmapInputError as exc:
                         if writer_state is None or not replace:
                             raise
-                        engine.report.append(f"{exc}: started over, as --overwrite says")  # (the partial file is gone)
+                        engine.report.append(f"{exc}: started over, as overwrite=True says")  # (partial file gone)
                         record.remove()
                         writer_state, tallies = None, None
                         writer = TrajectoryWriter(output, engine.topology)
@@ -1916,10 +1941,10 @@ def backmap(
                 skip = min(max(first_new - frames.start, 0), len(frames.xyz))
                 if skip < len(frames.xyz):
                     box = None if frames.box is None else frames.box[skip:]
-                    times = None if frames.time is None else frames.time[skip:]
-                    writer.write(engine.build(frames.xyz[skip:], frames.start + skip, box),
-                                 box=None if box is None else np.repeat(box, samples, axis=0),
-                                 time=None if times is None else np.repeat(times, samples))
+                    boxes, times, steps = (None if values is None else np.repeat(values[skip:], samples, axis=0)
+                                           for values in (frames.box, frames.time, frames.step))  # (per structure)
+                    writer.write(engine.build(frames.xyz[skip:], frames.start + skip, box), box=boxes, time=times,
+                                 step=steps)
                     record.save(n_frames, writer.frames_written, writer.state(), engine.tallies())
                 bar.update(len(frames.xyz))
         except BaseException as exc:
@@ -1935,6 +1960,10 @@ def backmap(
             raise BackmapInputError(f"{input}: no frames to backmap")
         writer.close()
         record.remove()
+        cut_short = source.cut_short
+        if cut_short:
+            cut_short += f"; {output} holds the {n_frames} frame(s) read up to it"
+            warnings.warn(cut_short, CutShortWarning, stacklevel=2)
         protein = engine.protein
         return BackmapResult(
             output=output,
@@ -1959,4 +1988,5 @@ def backmap(
             device=engine.device.type,
             version=__version__,
             bead_rmsd=engine.bead_fit.summary(stride),
+            cut_short=cut_short,
         )

@@ -108,7 +108,7 @@ def _prepare_run_dir(run_dir: str, overwrite: bool) -> None:
     if os.path.isdir(run_dir) and os.listdir(run_dir):
         if not overwrite:
             raise BackmapInputError(
-                f"{run_dir}: run directory is not empty; choose a new one or pass overwrite=True (--overwrite)"
+                f"{run_dir}: run directory is not empty; choose a new one or pass overwrite=True"
             )
         for name in RUN_FILES.values():
             path = os.path.join(run_dir, name)

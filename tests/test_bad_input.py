@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import mdtraj as md
@@ -17,7 +18,7 @@ import pytest
 from conftest import FakeSimulation, FakeState
 
 from backmap_plugin import api
-from backmap_plugin.api import backmap
+from backmap_plugin.api import CutShortWarning, backmap
 from backmap_plugin.cli.command import main
 from backmap_plugin.core.errors import BackmapInputError
 
@@ -653,19 +654,26 @@ def test_all_atom_file_with_a_one_atom_residue_is_still_read(tmp_path):
 
 def test_truncated_trajectory_keeps_its_whole_frames(tmp_path, capfd):
     """The real Martini 3 run's .xtc cut mid-frame (a killed run, or one still writing): its 3 whole frames are
-    backmapped, with a note (nothing was, and the message said the block from frame 0 on failed); cut inside its
-    first frame, it is refused. The XTC reader's bare error codes stay out of the output."""
+    backmapped, with a note (nothing was, and the message said the block from frame 0 on failed), and, once the
+    output is written, a CutShortWarning naming the file and its last whole frame (the run looked finished);
+    cut inside its first frame, it is refused. The XTC reader's bare error codes stay out of the output."""
     data = Path(__file__).resolve().parent / "data" / "martini3"
     cut = tmp_path / "cut.xtc"
     cut.write_bytes((data / "md.xtc").read_bytes()[:20000])
-    result = backmap(str(cut), str(tmp_path / "cut_aa.pdb"), top=str(data / "md.gro"), progress=False)
-    assert result.n_frames == 3
+    with pytest.warns(CutShortWarning) as caught:
+        result = backmap(str(cut), str(tmp_path / "cut_aa.pdb"), top=str(data / "md.gro"), progress=False)
+    assert result.n_frames == 3 and md.load(str(tmp_path / "cut_aa.pdb")).n_frames == 3
     assert [line for line in result.report if "read 3 whole frame(s); the next could not be read" in line
             and "a truncated file, or one still being written?" in line]
+    assert [str(w.message) for w in caught] == [result.cut_short] == [
+        f"{cut}: the file is cut short (it ends inside a frame: a run killed while writing it, or one still writing "
+        f"it?): its last whole frame read is frame 2; {tmp_path / 'cut_aa.pdb'} holds the 3 frame(s) read up to it"]
     md.load(str(data / "md.xtc"), top=str(data / "md.gro"))[:3].save_xtc(str(tmp_path / "whole.xtc"))
-    again = backmap(str(tmp_path / "whole.xtc"), str(tmp_path / "whole_aa.pdb"), top=str(data / "md.gro"),
-                    progress=False)
-    assert not any("could not be read" in line for line in again.report)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CutShortWarning)
+        again = backmap(str(tmp_path / "whole.xtc"), str(tmp_path / "whole_aa.pdb"), top=str(data / "md.gro"),
+                        progress=False)
+    assert not any("could not be read" in line for line in again.report) and again.cut_short is None
     # the same structures (read one at a time, the frames were built in other batches: float rounding)
     np.testing.assert_allclose(md.load(str(tmp_path / "cut_aa.pdb")).xyz, md.load(str(tmp_path / "whole_aa.pdb")).xyz,
                                atol=2e-4)
@@ -700,43 +708,54 @@ def test_single_model_pdb_cut_short_says_so(tmp_path):
 
 def test_pdb_trajectory_cut_in_its_last_model_keeps_its_whole_models(tmp_path):
     """A multi-model C-alpha PDB cut inside its fifth model (a run killed while writing it): its four whole models
-    are backmapped, with a note (it was refused: "All MODELs must contain the same number of ATOMs"); models of
-    different sizes before the last are refused, naming two of them."""
+    are backmapped, with a note and a CutShortWarning (it was refused: "All MODELs must contain the same number of
+    ATOMs"); models of different sizes before the last are refused, naming two of them. Models are named as
+    frames counted from 0, as every other message counts them ("frame 3: the beads of ..."; they said "model 5"
+    for frame 4), with the line of their MODEL record."""
     examples = Path(__file__).resolve().parents[1] / "examples"
     traj = md.load(str(examples / "trpcage_ca.dcd"), top=str(examples / "trpcage_ca.pdb"))[:5]
     traj.save_pdb(str(tmp_path / "five.pdb"))
     lines = (tmp_path / "five.pdb").read_text().splitlines(keepends=True)
     fifth = max(i for i, line in enumerate(lines) if line.startswith("MODEL"))
     (tmp_path / "cut.pdb").write_text("".join(lines[:fifth + 8]))
-    result = backmap(str(tmp_path / "cut.pdb"), str(tmp_path / "cut_aa.pdb"), progress=False)
+    with pytest.warns(CutShortWarning, match=r"cut.pdb: the file is cut short .*: its last whole frame read is frame "
+                                             r"3; .*cut_aa.pdb holds the 4 frame\(s\) read up to it$"):
+        result = backmap(str(tmp_path / "cut.pdb"), str(tmp_path / "cut_aa.pdb"), progress=False)
     assert result.n_frames == 4
-    assert (f"{tmp_path / 'cut.pdb'}: read 4 whole model(s); model 5 is cut short (7 of 20 atoms): a truncated "
-            "file, or one still being written?") in result.report
+    assert (f"{tmp_path / 'cut.pdb'}: read 4 whole model(s) (frames 0-3); frame 4 (the MODEL on line {fifth + 1}) is "
+            "cut short (7 of 20 atoms): a truncated file, or one still being written?") in result.report
     second = [i for i, line in enumerate(lines) if line.startswith("MODEL")][1]
     (tmp_path / "odd.pdb").write_text("".join(lines[:second + 2] + lines[second + 3:]))
-    fails(tmp_path, tmp_path / "odd.pdb", names=["odd.pdb: its models hold different numbers of atoms (model 1: "
-                                                 "20, model 2: 19)"])
+    fails(tmp_path, tmp_path / "odd.pdb", names=["odd.pdb: its models hold different numbers of atoms (frame 0: "
+                                                 f"20, frame 1: 19, the MODEL on line {second + 1})"])
     # a last model that ends (ENDMDL) is whole, not cut: a smaller one is another size, not lost work
     (tmp_path / "small_last.pdb").write_text("".join(lines[:fifth + 2] + lines[fifth + 3:]))
     fails(tmp_path, tmp_path / "small_last.pdb", names=["small_last.pdb: its models hold different numbers of atoms "
-                                                        "(model 1: 20, model 5: 19)"])
+                                                        f"(frame 0: 20, frame 4: 19, the MODEL on line {fifth + 1})"])
     (tmp_path / "small_first.pdb").write_text("".join(lines[:3] + lines[4:second] + lines[second:]))
-    fails(tmp_path, tmp_path / "small_first.pdb", names=["small_first.pdb: its models hold different numbers of "
-                                                         "atoms (model 1: 19, model 2: 20)"])
+    fails(tmp_path, tmp_path / "small_first.pdb",
+          names=[f"small_first.pdb: its models hold different numbers of atoms (frame 0: 19, frame 1: 20, the MODEL on "
+                 f"line {second})"])
 
 
 def test_truncated_dcd_is_noted(tmp_path):
-    """The shipped 38-frame DCD cut to 5,000 bytes: its 17 whole frames are backmapped, with a note (the only sign
-    was the DCD plugin's own warning); the whole file gets none."""
+    """The shipped 38-frame DCD cut to 5,000 bytes: its 17 whole frames are backmapped, with a note and a
+    CutShortWarning naming the last whole frame read (the only sign was the DCD plugin's own warning), with a stride
+    as its frame in the file too; the whole file gets neither."""
     examples = Path(__file__).resolve().parents[1] / "examples"
     cut = tmp_path / "cut.dcd"
     cut.write_bytes((examples / "trpcage_ca.dcd").read_bytes()[:5000])
     top = str(examples / "trpcage_ca.pdb")
-    result = backmap(str(cut), str(tmp_path / "cut_aa.pdb"), top=top, progress=False)
-    assert result.n_frames == 17
+    with pytest.warns(CutShortWarning, match="its last whole frame read is frame 16;"):
+        result = backmap(str(cut), str(tmp_path / "cut_aa.pdb"), top=top, progress=False)
+    assert result.n_frames == 17 and "frame 16;" in result.cut_short
     assert f"{cut}: 17 whole frame(s) of the 38 its header announces: a truncated file?" in result.report
-    whole = backmap(str(examples / "trpcage_ca.dcd"), str(tmp_path / "whole_aa.pdb"), top=top, progress=False)
-    assert not any("truncated" in line for line in whole.report)
+    with pytest.warns(CutShortWarning, match=r"frame 5 \(frame 15 of the file, stride 3\); .* holds the 6 frame"):
+        backmap(str(cut), str(tmp_path / "strided_aa.pdb"), top=top, progress=False, stride=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CutShortWarning)
+        whole = backmap(str(examples / "trpcage_ca.dcd"), str(tmp_path / "whole_aa.pdb"), top=top, progress=False)
+    assert not any("truncated" in line for line in whole.report) and whole.cut_short is None
 
 
 @pytest.mark.parametrize("ext", [".dcd", ".xtc"])

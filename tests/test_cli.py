@@ -416,3 +416,28 @@ def test_report_never_replaces_a_file_the_command_reads(tmp_path, capfd, monkeyp
     assert status == 2 and f"the report would overwrite the {role} file" in err, err
     assert (tmp_path / "aa.pdb").read_bytes() == (tmp_path / "ref.pdb").read_bytes() == EXAMPLE_PDB.read_bytes()
     assert not (tmp_path / "r.pdb").exists()
+
+
+def test_the_command_names_options_where_the_api_names_keywords(tmp_path, capsys):
+    """The Python API names a flag by its keyword (``pass overwrite=True``), the command by its option (``pass
+    --overwrite``): both said "pass overwrite=True (--overwrite)"; the command says so of messages still written
+    that way too (refine's report, export's folder), and of ``resume=True``."""
+    import argparse
+
+    from backmap_plugin.cli.command import call
+    from backmap_plugin.cli.options import in_option_words
+    from backmap_plugin.core.errors import BackmapInputError
+    from backmap_plugin.pipeline import _prepare_run_dir
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine\n")
+    with pytest.raises(BackmapInputError, match=r"not empty; choose a new one or pass overwrite=True$"):
+        _prepare_run_dir(str(run_dir), False)
+    assert call(lambda args: _prepare_run_dir(str(run_dir), False), argparse.Namespace()) == 2
+    assert capsys.readouterr().err == (f"backmap: error: {run_dir}: run directory is not empty; choose a new one or "
+                                       "pass --overwrite\n")
+    assert in_option_words("r.json: the report file exists; pass overwrite=True (--overwrite) to replace it") == (
+        "r.json: the report file exists; pass --overwrite to replace it")
+    assert in_option_words("pass resume=True to continue it or overwrite=True to start over") == (
+        "pass --resume to continue it or --overwrite to start over")

@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import gzip
 import shutil
+import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -166,8 +169,8 @@ def test_summary_names_the_report_and_no_entries_fails(fixture_pdb, tmp_path, ca
     bad.mkdir()
     (bad / "garbage.pdb").write_text("not a PDB file\n")
     rc, out, err = _build_cli(capsys, bad, "-o", tmp_path / "badcache")
-    assert rc == 2 and out == ""
-    assert "no usable structure" in err and str(tmp_path / "badcache" / "report.csv") in err
+    assert rc == 2 and out == "" and not (tmp_path / "badcache").exists()
+    assert "no usable structure" in err and "(files by reason: parse error: 1)" in err
     assert "garbage.pdb: parse error" in err and len(err.strip().splitlines()) == 1
 
     (tmp_path / "empty").mkdir()
@@ -178,6 +181,56 @@ def test_summary_names_the_report_and_no_entries_fails(fixture_pdb, tmp_path, ca
 
 
 # --------------------------------------------------------------------------- augment --append
+
+
+def test_parsing_processes_end_on_sigterm_as_by_default():
+    """The pool's processes take the default SIGTERM (the pool's end), not the ``backmap`` command's handler that
+    ``fork`` gave them: it raised in each idle process, and a build printed a traceback per process (at random)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # (as the command's)
+    try:
+        dc._init_worker()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        torch.set_num_threads(threads)
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def test_a_build_that_keeps_nothing_leaves_no_folder_behind(fixture_pdb, tmp_path, capfd):
+    """Every file skipped: the build fails (status 2) and writes nothing: the folders it created are removed (it
+    left a cache folder of no structure: an empty index, a report, the skipped files' entries), a cache that was
+    there is left as it was (its index was emptied and its entries removed); the message counts the reasons, in
+    one line (no parsing process's traceback: test_parsing_processes_end_on_sigterm_as_by_default)."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("one.pdb", "two.pdb"):
+        (bad / name).write_text("not a PDB file\n")
+    build = ["data", "build", str(bad), "--workers", "2", "--quiet", "-o"]
+    done = subprocess.run([sys.executable, "-m", "backmap_plugin.cli", *build, str(tmp_path / "new" / "cache")],
+                          capture_output=True, text=True)
+    err = done.stderr
+    assert done.returncode == 2 and not (tmp_path / "new").exists()
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"backmap: error: {tmp_path / 'new' / 'cache'}: no usable structure: all 2 file(s) were "
+                          "skipped (files by reason: parse error: 2), e.g. ")
+    assert err.strip().endswith(f"nothing was cached: {tmp_path / 'new'}, which this build created, was removed")
+    (tmp_path / "empty").mkdir()
+    assert backmap_main([*build, str(tmp_path / "empty")]) == 2
+    assert "nothing was cached: " in capfd.readouterr().err and _tree(tmp_path / "empty") == {}
+    good = tmp_path / "good"
+    good.mkdir()
+    shutil.copy(fixture_pdb, good / "good.pdb.gz")
+    assert backmap_main(["data", "build", str(good), "--workers", "1", "--quiet", "-o", str(tmp_path / "cache")]) == 0
+    before = _tree(tmp_path / "cache")
+    assert backmap_main([*build, str(tmp_path / "cache")]) == 2
+    assert capfd.readouterr().err.strip().endswith(f"nothing was cached: {tmp_path / 'cache'} is left as it was")
+    assert _tree(tmp_path / "cache") == before and len(dc.open_cache(tmp_path / "cache")) == 1
 
 
 def test_append_from_a_missing_folder_names_it(fixture_pdb, tmp_path, capsys):

@@ -282,6 +282,21 @@ def test_go_beads_keep_the_insertion_codes(name):
         "81", "82", "82A", "82B", "82C", "83", "84"]
 
 
+def test_go_chains_without_ids_are_lettered_apart(fixture_pdb, tmp_path):
+    """Two chains with blank chain ids (split by TER) became two chains both named A."""
+    native_file = tmp_path / "blank_ids.pdb"
+    _native_piece(fixture_pdb, native_file, {"A": [2, 3], "B": [17, 18]})
+    lines = []
+    for line in native_file.read_text().splitlines():
+        if line.startswith("ATOM") and line[21] == "B" and lines[-1][21] == "A":
+            lines.append("TER")
+        lines.append(line)
+    native_file.write_text("\n".join(line[:21] + " " + line[22:] if line.startswith("ATOM") else line
+                                     for line in lines) + "\n")
+    top, _, _ = create_go_system(native_file)
+    _assert_cg_topology(top, ["TYR", "ILE", "PRO", "PRO"], ["A", "B"])
+
+
 def test_go_contacts_and_repulsion_by_hand_for_two_chains(fixture_pdb, tmp_path):
     # Tyr3-Ile4 (chain A) packs against Pro18-Pro19 (chain B) in trp-cage
     native_file = tmp_path / "two_chains.pdb"

@@ -18,6 +18,7 @@ import pytest
 
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io import atomic, loaders, paths
+from backmap_plugin.io.atoms import CutShortNote
 from backmap_plugin.io.frames import frames_from_openmm, open_frames
 from backmap_plugin.io.paths import SUPPORTED_OUTPUT
 from backmap_plugin.io.trajectory import TrajectoryWriter, write_trajectory
@@ -513,6 +514,7 @@ def test_mmcif_cells_models_and_damage(tmp_path):
     assert loaders.load_whole(path, ".cif", notes).n_frames == 1
     assert notes == [f"{path}: read 1 whole model(s); model 2 is cut short (1 of 3 atoms): a truncated file, or one "
                      "still being written?"]
+    assert isinstance(notes[0], CutShortNote)  # (what tells backmap run that frames are missing)
     for text, message in (
         (_cif(_CIF_ROWS[:3])[:-30], "the atom_site loop ends inside a row"),
         (_cif(_CIF_ROWS[:3]).replace("_atom_site.Cartn_z\n", ""), "has no Cartn_z column"),  # (z read from another)
@@ -1360,6 +1362,44 @@ def test_dcd_times_come_from_its_header(tmp_path):
             stride=10, progress=False)
     with md.formats.XTCTrajectoryFile(str(tmp_path / "ex.xtc")) as handle:
         np.testing.assert_allclose(handle.read()[1], [0.0, 10.0, 20.0, 30.0])
+
+
+def _xtc_steps_and_times(path) -> tuple[list, list]:
+    with md.formats.XTCTrajectoryFile(str(path)) as handle:
+        _, time, step, _ = handle.read()
+    return step.tolist(), np.round(time, 3).tolist()
+
+
+def test_xtc_output_keeps_the_input_step_numbers(tmp_path):
+    """An .xtc output's frames keep their input frames' step numbers (they were numbered 0, 1, 2 ... whatever the
+    input and --stride): a GROMACS .xtc's own (steps 0, 100, 200 ...: every 2nd frame with samples=2 gives 0, 0,
+    200, 200, 400, 400), an OpenMM DCD header's (first step 1000, 500 between frames), else each frame's index in
+    the input (mdtraj's DCD header, a PDB file) with the stride; times as before."""
+    from backmap_plugin.api import backmap
+
+    martini = DATA / "martini3"
+    backmap(str(martini / "md.xtc"), str(tmp_path / "martini.xtc"), top=str(martini / "md.gro"), stride=2, samples=2,
+            method="ideal", progress=False)
+    assert _xtc_steps_and_times(tmp_path / "martini.xtc") == ([0, 0, 200, 200, 400, 400], [0, 0, 4, 4, 8, 8])
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    ca = str(examples / "trpcage_ca.pdb")
+    traj = md.load(str(examples / "trpcage_ca.dcd"), top=ca)[:6]
+    with open(tmp_path / "openmm.dcd", "wb") as handle:
+        import openmm.app as app
+        from openmm import unit
+
+        dcd = app.DCDFile(handle, traj.topology.to_openmm(), 0.002 * unit.picoseconds, firstStep=1000, interval=500)
+        for xyz in traj.xyz:
+            dcd.writeModel(xyz * unit.nanometer)
+    backmap(str(tmp_path / "openmm.dcd"), str(tmp_path / "openmm.xtc"), top=ca, stride=2, method="ideal",
+            progress=False)
+    assert _xtc_steps_and_times(tmp_path / "openmm.xtc") == ([1000, 2000, 3000], [2, 4, 6])
+    backmap(str(examples / "trpcage_ca.dcd"), str(tmp_path / "ex.xtc"), top=ca, stride=10, method="ideal",
+            progress=False)
+    assert _xtc_steps_and_times(tmp_path / "ex.xtc") == ([0, 10, 20, 30], [0, 10, 20, 30])
+    traj.save_pdb(str(tmp_path / "six.pdb"))
+    backmap(str(tmp_path / "six.pdb"), str(tmp_path / "six.xtc"), stride=4, method="ideal", progress=False)
+    assert _xtc_steps_and_times(tmp_path / "six.xtc")[0] == [0, 4]
 
 
 def test_dcd_output_gives_its_times_in_its_header(tmp_path):

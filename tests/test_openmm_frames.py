@@ -101,14 +101,26 @@ def test_alternate_locations_are_read_by_openmm(ensemble, tmp_path):
 
 
 def test_a_model_with_other_atoms_is_refused_by_number(ensemble, tmp_path):
+    """A model of other atoms is named as the frame it is, counted from 0 as every message counts frames (it was
+    "model 5" for frame 4), with the line of its MODEL record; so too where the models have no ENDMDL records
+    (read one at a time: "model 3 has 153 atoms, the first 154" named frame 2)."""
     path, _ = ensemble
     text = path.read_text()
     cut = text.rsplit("ATOM", 3)[0] + "TER\nENDMDL\nEND\n"  # the last model loses atoms
     short = tmp_path / "short.pdb"
     short.write_text(cut)
-    with pytest.raises(BackmapInputError, match=r"short.pdb: its models hold different numbers of atoms \(model 1: "
-                                                r"154, model 5: 151\)"):
+    models = [n for n, line in enumerate(cut.splitlines(), start=1) if line.startswith("MODEL")]
+    with pytest.raises(BackmapInputError, match=r"short.pdb: its models hold different numbers of atoms \(frame 0: "
+                                                rf"154, frame 4: 151, the MODEL on line {models[4]}\)"):
         open_structure(short)  # (before any frame is read)
+    lines = [line for line in text.splitlines(keepends=True) if not line.startswith("ENDMDL")]
+    models = [k for k, line in enumerate(lines) if line.startswith("MODEL")]
+    del lines[models[2] + 1]  # frame 2's first atom
+    (tmp_path / "no_endmdl.pdb").write_text("".join(lines))
+    frames = open_structure(tmp_path / "no_endmdl.pdb")
+    with pytest.raises(BackmapInputError, match=rf"no_endmdl.pdb: frame 2 \(the MODEL on line {models[2] + 1}\) has "
+                                                r"153 atoms, frame 0 154; every model must hold the same atoms"):
+        list(frames)
 
 
 def test_trajectory_with_its_topology(ensemble, tmp_path):

@@ -84,7 +84,7 @@ def test_refine_removes_clashes_and_adds_hydrogens(refined):
 
 def test_refine_json_report_is_consistent(refined):
     source, output, result = refined
-    report_path = output.with_suffix(".json")
+    report_path = output.parent / (output.name + ".json")
     assert result.report_path == str(report_path)
     report = json.loads(report_path.read_text())
     assert report["all_converged"] is True
@@ -177,7 +177,7 @@ def test_non_convergence_is_reported_and_written(backmapped, tmp_path, capsys):
     assert "warning: frame 0 did not converge" in captured.err
     assert "iteration limit reached" in captured.err
     assert output.exists()
-    report = json.loads(output.with_suffix(".json").read_text())
+    report = json.loads((tmp_path / "limited.pdb.json").read_text())  # (the default report: OUTPUT.json)
     frame = report["frames"][0]
     assert frame["converged"] is False
     assert frame["hit_iteration_limit"] is True
@@ -297,21 +297,31 @@ def test_refine_rejects_bad_output_before_any_work(backmapped, tmp_path, capsys)
 
 
 def test_refine_keeps_an_existing_output_unless_told(backmapped, tmp_path, capsys):
-    """As ``backmap run``: an existing output is replaced only with --overwrite (refine replaced it silently)."""
+    """As ``backmap run``: an existing output is replaced only with --overwrite (refine replaced it silently); the
+    command's messages name the option alone (they said "pass overwrite=True (--overwrite)"). The default report
+    is the output's whole name plus .json: out.cif after out.pdb gets its own (both were out.json, and the second
+    refine was refused); a report path given that exists is kept unless told."""
     output = tmp_path / "out.pdb"
     output.write_text("earlier work\n")
     argv = ["refine", str(backmapped), "-o", str(output), "--steps", "1", "--solvent", "vacuum", "--quiet"]
     assert backmap_main(argv) == 2
-    assert "output file exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "output file exists; pass --overwrite to replace it" in err and "overwrite=True" not in err
     assert output.read_text() == "earlier work\n"
     assert backmap_main(argv + ["--overwrite"]) == 0 and output.read_text().startswith(("ATOM", "REMARK", "CRYST1"))
-    # another output whose report is the same file (out.cif after out.pdb: out.json) keeps the report unless told
-    report = tmp_path / "out.json"
+    report = tmp_path / "out.pdb.json"
     before = report.read_text()
+    assert json.loads(before)["output"].endswith("out.pdb") and not (tmp_path / "out.json").exists()
     argv_cif = ["refine", str(backmapped), "-o", str(tmp_path / "out.cif"), "--steps", "1", "--solvent", "vacuum",
                 "--quiet"]
-    assert backmap_main(argv_cif) == 2
-    assert f"{report}: the report file exists" in capsys.readouterr().err and report.read_text() == before
+    assert backmap_main(argv_cif) == 0
+    assert json.loads((tmp_path / "out.cif.json").read_text())["output"].endswith("out.cif")
+    assert report.read_text() == before
+    other = ["refine", str(backmapped), "-o", str(tmp_path / "other.pdb"), "--report", str(report), "--quiet"]
+    assert backmap_main(other) == 2  # (before any work)
+    err = capsys.readouterr().err
+    assert f"{report}: the report file exists; pass --overwrite to replace it, or another report path" in err
+    assert "overwrite=True" not in err and report.read_text() == before
 
 
 def _stop_refining_at(monkeypatch, call: int) -> None:
@@ -336,7 +346,7 @@ def test_refine_stopped_leaves_the_output_and_its_report_as_they_were(fixture_pd
     partial output. Refining the output onto its input is refused before any work."""
     source = tmp_path / "two_models.pdb"
     md.load(str(fixture_pdb))[:2].save(str(source))
-    output, report = tmp_path / "out.pdb", tmp_path / "out.json"
+    output, report = tmp_path / "out.pdb", tmp_path / "out.pdb.json"
     output.write_text("earlier work\n")
     report.write_text("{}")
     _stop_refining_at(monkeypatch, 2)
@@ -344,7 +354,7 @@ def test_refine_stopped_leaves_the_output_and_its_report_as_they_were(fixture_pd
         refine_structure(source, output, solvent="vacuum", platform="CPU", maxIterations=1, overwrite=True,
                          progress=False)
     assert output.read_text() == "earlier work\n" and report.read_text() == "{}"
-    assert len(json.loads((tmp_path / ".out.json.partial.json").read_text())["frames"]) == 1
+    assert len(json.loads((tmp_path / ".out.pdb.json.partial.json").read_text())["frames"]) == 1
     with pytest.raises(BackmapInputError, match="the output is the input file"):
         refine_structure(source, source, platform="CPU", overwrite=True, progress=False)
 
@@ -487,7 +497,7 @@ def test_multi_frame_output_matches_frame_by_frame(trajectory, tmp_path):
     together = refine_structure(trajectory, tmp_path / "all.pdb", solvent="vacuum", platform="Reference",
                                 progress=False)  # Reference: deterministic sums
     assert together.all_converged and sum(f["clashes_after"] for f in together.frames) == 0
-    assert json.loads((tmp_path / "all.json").read_text())["settings"]["template"] is True
+    assert json.loads((tmp_path / "all.pdb.json").read_text())["settings"]["template"] is True
     for path in (trajectory, tmp_path / "all.pdb"):  # each model keeps its box (mdtraj and OpenMM read the last one)
         np.testing.assert_allclose(pdb_model_boxes(str(path), 3)[:, 0, 0], [40.0, 42.0, 44.0])
     heavy_all = _heavy(md.load(str(tmp_path / "all.pdb")))
@@ -566,11 +576,11 @@ def test_refine_resumes_where_it_stopped(trajectory, tmp_path, monkeypatch):
     drop = ("seconds",)
     assert [{k: v for k, v in f.items() if k not in drop} for f in resumed.frames] == \
         [{k: v for k, v in f.items() if k not in drop} for f in whole.frames]
-    report = json.loads((tmp_path / "out.json").read_text())
+    report = json.loads((tmp_path / "out.pdb.json").read_text())
     assert [f["frame"] for f in report["frames"]] == [0, 1, 2]
     assert (report["seconds"], report["seconds_before_resume"], report["resumed_from"]) == \
         (resumed.seconds, earlier, 2)
-    assert not (tmp_path / ".out.pdb.progress.json").exists() and not (tmp_path / ".out.json.partial.json").exists()
+    assert not (tmp_path / ".out.pdb.progress.json").exists() and not (tmp_path / ".out.pdb.json.partial.json").exists()
     with pytest.raises(BackmapInputError, match="nothing to resume: the output is complete"):
         refine_structure(trajectory, output, overwrite=False, resume=True, **options)
 
@@ -597,7 +607,7 @@ def test_refine_a_trajectory_with_its_topology(trajectory, tmp_path, capsys):
     assert rmsd.max() < 0.3, rmsd
     np.testing.assert_allclose(refined.unitcell_lengths[:, 0], [4.0, 4.2, 4.4], atol=1e-5)
     np.testing.assert_allclose(refined.time, [10.0, 12.0, 14.0])  # (the frames' times were lost)
-    report = json.loads((tmp_path / "out.json").read_text())
+    report = json.loads((tmp_path / "out.h5.json").read_text())  # (the command's default report: OUTPUT.json)
     assert report["top"] == str(first) and len(report["frames"]) == 3
     data = (tmp_path / "aa3.xtc").read_bytes()
     (tmp_path / "cut.xtc").write_bytes(data[: len(data) - 100])  # (cut in its last frame)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import mdtraj as md
@@ -174,7 +175,7 @@ def test_resume_refuses_other_settings(tmp_path, monkeypatch):
     with pytest.raises(BackmapInputError, match="seed = 1.*this one 2"):
         _run(EXAMPLE_DCD, out, seed=2, resume=True)
     # without --resume or --overwrite the unfinished run is not thrown away
-    with pytest.raises(BackmapInputError, match="unfinished run.*--resume"):
+    with pytest.raises(BackmapInputError, match="unfinished run.*pass resume=True to continue it or overwrite=True"):
         _run(EXAMPLE_DCD, out, seed=1, overwrite=False)
     # --overwrite starts over
     result = _run(EXAMPLE_DCD, out, seed=2, overwrite=True)
@@ -249,19 +250,27 @@ def test_resume_with_overwrite_continues_or_starts_over(tmp_path, monkeypatch):
     os.remove(tmp_path / ".out.xtc.partial.xtc")
     result = _run(EXAMPLE_DCD, out, seed=1, resume=True, overwrite=True)
     assert result.resumed_from == 0 and _content(out) == _content(reference)
-    assert any("cannot resume" in line and line.endswith("started over, as --overwrite says")
+    assert any("cannot resume" in line and line.endswith("started over, as overwrite=True says")
                for line in result.report)
     with pytest.raises(BackmapInputError, match="nothing to resume"):
         _run(EXAMPLE_DCD, out, seed=1, resume=True)
 
 
 def test_cli_refuses_existing_output_unless_overwrite(tmp_path, capfd):
+    """An existing output is refused; the command names its option, the Python API its keyword (both said "pass
+    overwrite=True (--overwrite)"), as for an unfinished run."""
     out = tmp_path / "out.pdb"
     out.write_text("previous result\n")
     status = main(["run", str(EXAMPLE_PDB), "-o", str(out), "--quiet"])
     err = capfd.readouterr().err
-    assert status == 2 and "exists; pass overwrite=True (--overwrite)" in err
+    assert status == 2 and err.strip().endswith(f"{out}: output file exists; pass --overwrite to replace it")
+    with pytest.raises(BackmapInputError, match=r"out.pdb: output file exists; pass overwrite=True to replace it$"):
+        backmap(str(EXAMPLE_PDB), str(out), overwrite=False, progress=False)
     assert out.read_text() == "previous result\n"
+    Path(record_path(out)).write_text("{}")  # (an unfinished run's)
+    assert main(["run", str(EXAMPLE_PDB), "-o", str(out), "--quiet"]) == 2
+    assert "pass --resume to continue it or --overwrite to start over" in capfd.readouterr().err
+    os.remove(record_path(out))
     assert main(["run", str(EXAMPLE_PDB), "-o", str(out), "--quiet", "--overwrite"]) == 0
     assert md.load(str(out)).n_atoms == 154
 
@@ -443,6 +452,83 @@ def test_stopped_process_resumes_to_the_same_file(tmp_path, long_dcd, sig):
     assert done.returncode == 0, done.stderr
     assert "resumed at frame" in done.stdout
     assert out.read_bytes() == whole.read_bytes()
+
+
+def _in_atomic_write(path: Path, then: str) -> subprocess.Popen:
+    """A process inside ``atomic_write(path)`` (its temporary file ``.<name>.<pid>.partial`` made) that then runs
+    ``then`` (Python); started once it is there."""
+    code = ("import os, signal, sys, time\nfrom backmap_plugin.io.atomic import atomic_write\n"
+            f"with atomic_write(sys.argv[1]):\n    print(flush=True)\n    {then}\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    return proc
+
+
+def _killed_while_writing(path: Path) -> Path:
+    """What a process killed with SIGKILL while it wrote ``path`` atomically leaves: its empty temporary file."""
+    proc = _in_atomic_write(path, "os.kill(os.getpid(), signal.SIGKILL)")
+    assert proc.wait() == -signal.SIGKILL
+    left = path.parent / f".{path.name}.{proc.pid}.partial"
+    assert left.exists() and left.stat().st_size == 0
+    return left
+
+
+def test_a_killed_runs_record_temporaries_are_removed_by_the_next_run(tmp_path, monkeypatch):
+    """A run killed (SIGKILL) while it rewrote its progress record left .<record>.<pid>.partial behind for good; the
+    next run of the output (a fresh start, a resume) removes those of processes that no longer run, never one of a
+    process that is writing."""
+    out = tmp_path / "out.xtc"
+    record = Path(record_path(out))
+    stale = _killed_while_writing(record)
+    live = _in_atomic_write(record, "time.sleep(600)")
+    try:
+        writing = record.parent / f".{record.name}.{live.pid}.partial"
+        with monkeypatch.context() as patch:
+            _Interrupt(patch, 1, KeyboardInterrupt())
+            with pytest.raises(KeyboardInterrupt):
+                _run(EXAMPLE_DCD, out)
+        assert not stale.exists() and writing.exists() and record.exists()
+        stale = _killed_while_writing(record)
+        assert _run(EXAMPLE_DCD, out, resume=True).resumed_from == CHUNK
+        assert not stale.exists() and writing.exists() and out.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_trajectory_cut_short_ends_the_run_with_an_error(tmp_path, monkeypatch, capfd):
+    """``backmap run`` of an .xtc cut inside its fourth frame wrote the three whole ones and exited 0, as a finished
+    run; now it writes them (and the --json summary) and ends with an error naming the file and its last whole
+    frame, status 2. Resumed after an interruption, it ends so too, with the file an uninterrupted run writes; the
+    API warns (CutShortWarning) and says so in the result."""
+    from backmap_plugin.api import CutShortWarning
+
+    data = Path(__file__).resolve().parent / "data" / "martini3"
+    cut = tmp_path / "cut.xtc"
+    cut.write_bytes((data / "md.xtc").read_bytes()[:20000])
+    args = ["run", str(cut), "--top", str(data / "md.gro"), "--method", "ideal", "--chunk", "1", "--quiet"]
+    out = tmp_path / "out.xtc"
+    status = main([*args, "-o", str(out), "--json", str(tmp_path / "run.json")])
+    err = capfd.readouterr().err.strip().splitlines()
+    message = (f"{cut}: the file is cut short (it ends inside a frame: a run killed while writing it, or one still "
+               f"writing it?): its last whole frame read is frame 2; {out} holds the 3 frame(s) read up to it")
+    assert status == 2 and err[-1] == f"backmap: error: {message}"
+    with md.formats.XTCTrajectoryFile(str(out)) as handle:
+        assert len(handle.read()[0]) == 3
+    assert json.loads((tmp_path / "run.json").read_text())["cut_short"] == message
+    resumed = tmp_path / "resumed.xtc"
+    with monkeypatch.context() as patch, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _Interrupt(patch, 1, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            backmap(str(cut), str(resumed), top=str(data / "md.gro"), method="ideal", chunk=1, progress=False)
+    assert not [w for w in caught if w.category is CutShortWarning]  # (stopped before it read to the end)
+    assert main([*args, "-o", str(resumed), "--resume"]) == 2
+    assert capfd.readouterr().err.strip().splitlines()[-1] == "backmap: error: " + message.replace(str(out),
+                                                                                                   str(resumed))
+    assert resumed.read_bytes() == out.read_bytes() and not Path(record_path(resumed)).exists()
+    assert main([*args, "-o", str(resumed), "--resume"]) == 2  # the output is there: nothing to resume
+    assert "nothing to resume" in capfd.readouterr().err
 
 
 def test_resume_through_a_linked_folder(tmp_path, monkeypatch):

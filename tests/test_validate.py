@@ -455,8 +455,8 @@ def test_a_pdb_cut_in_its_last_model_is_validated_with_a_note(nmr_models, tmp_pa
     assert backmap_main(["validate", str(path), "--no-energy", "--json"]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)
-    note = (f"{path}: read 2 whole model(s); model 3 is cut short (12 of 154 atoms): a truncated file, or one still "
-            "being written?")
+    note = (f"{path}: read 2 whole model(s) (frames 0-1); frame 2 (the MODEL on line {third + 1}) is cut short (12 of "
+            "154 atoms): a truncated file, or one still being written?")
     assert report["n_frames"] == 2 and report["notes"] == [note]
     assert f"note: {note}" in captured.err
 

@@ -96,9 +96,11 @@ def call(func, args, prog: str = "backmap") -> int:
     -------
     int
         ``func``'s status; 2 after a :func:`handled_errors` exception
-        (``PROG: error: ...`` on stderr), 130 after Ctrl-C (``PROG:
-        interrupted``), 143 after SIGTERM (``PROG: terminated``). Other
-        exceptions propagate.
+        (``PROG: error: ...`` on stderr, the flags of the Python API's
+        message as options:
+        :func:`~backmap_plugin.cli.options.in_option_words`), 130 after
+        Ctrl-C (``PROG: interrupted``), 143 after SIGTERM (``PROG:
+        terminated``). Other exceptions propagate.
     """
     try:
         return func(args)
@@ -107,7 +109,7 @@ def call(func, args, prog: str = "backmap") -> int:
             raise
         if getattr(args, "debug", False):
             traceback.print_exc()
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {options.in_option_words(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         after = _AFTER_INTERRUPT.get(getattr(args, "command", None))

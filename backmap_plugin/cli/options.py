@@ -2,13 +2,16 @@
 
 Each ``add_*`` function adds one option (or one fixed group) to an
 :class:`argparse.ArgumentParser`; its flag, type, default and help are
-written here only. The module imports nothing heavy: building every parser
-of the ``backmap`` command costs no numpy, torch or OpenMM.
+written here only. Messages of the Python API name the keyword of a flag
+(``pass overwrite=True``); :func:`in_option_words` says them as the command
+does (``pass --overwrite``). The module imports nothing heavy: building
+every parser of the ``backmap`` command costs no numpy, torch or OpenMM.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 
 __all__ = [
     "add_backmap_options",
@@ -25,6 +28,7 @@ __all__ = [
     "add_solvent",
     "add_threads",
     "add_top",
+    "in_option_words",
 ]
 
 #: Solvent models of the amber14 systems (refine, validate, the pipeline;
@@ -94,6 +98,28 @@ def add_overwrite(parser: argparse.ArgumentParser, help: str) -> None:
         What is replaced, in the subcommand's words.
     """
     parser.add_argument("--overwrite", action="store_true", help=help)
+
+
+#: The flags that messages of the Python API name by their keyword, ``NAME=True``, an option's name in
+#: parentheses after it in older messages (``overwrite=True (--overwrite)``).
+_KEYWORD_FLAGS = re.compile(r"\b(overwrite|resume)=True(?: \(--[a-z-]+\))?")
+
+
+def in_option_words(message: str) -> str:
+    """A message of the Python API as the ``backmap`` command says it: each flag's keyword as its option.
+
+    Parameters
+    ----------
+    message : str
+        E.g. ``out.pdb: output file exists; pass overwrite=True to replace it``.
+
+    Returns
+    -------
+    str
+        E.g. ``out.pdb: output file exists; pass --overwrite to replace it``
+        (``resume=True``: ``--resume``).
+    """
+    return _KEYWORD_FLAGS.sub(lambda found: f"--{found.group(1)}", message)
 
 
 def add_output(parser: argparse.ArgumentParser, help: str, required: bool = True, metavar: str | None = None) -> None:

@@ -10,7 +10,7 @@ __all__ = ["add_parser", "run"]
 
 _EXAMPLE = """example:
   backmap run examples/trpcage_ca.pdb -o trpcage_aa.pdb
-  backmap refine trpcage_aa.pdb -o trpcage_refined.pdb      # also writes trpcage_refined.json
+  backmap refine trpcage_aa.pdb -o trpcage_refined.pdb      # also writes trpcage_refined.pdb.json
   backmap refine traj_aa.pdb -o traj_refined.pdb --solvent gbn2 --tolerance 10   # implicit solvent, slower
   backmap refine traj_aa.xtc --top first_aa.pdb -o traj_refined.xtc      # a trajectory, frame by frame
   backmap refine traj_aa.xtc --top first_aa.pdb -o traj_refined.xtc --resume   # after Ctrl-C or a kill
@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
             "Complete a heavy-atom structure (missing atoms, disulfides, hydrogens at pH 7), remove clashes "
             "with a soft-core stage, then minimise with amber14 (electrostatics screened by a dielectric of 4, "
             "or an implicit solvent) under heavy-atom position restraints. Every frame of the input is refined, "
-            "one at a time; a JSON report goes next to the output."
+            "one at a time; a JSON report goes next to the output (OUTPUT.json: the output's whole name and .json)."
         ),
         epilog=_EXAMPLE,
     )
@@ -48,7 +48,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--complete-every-frame", action="store_true",
                    help="run PDBFixer and add hydrogens on every model (default: on the first model only; later "
                         "models get its hydrogens placed by their own heavy atoms)")
-    p.add_argument("--report", default=None, help="JSON report path (default: OUTPUT with extension .json)")
+    p.add_argument("--report", default=None,
+                   help="JSON report path (default: OUTPUT.json, e.g. refined.pdb.json: refining to refined.pdb and "
+                        "refined.xtc writes two reports)")
     options.add_overwrite(p, "replace an existing output (or start an unfinished run over)")
     options.add_resume(p)
     options.add_quiet(p)
@@ -117,3 +119,4 @@ def run(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     print(result.summary())
     return 0
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 
 from backmap_plugin.cli import options
 
@@ -70,32 +71,42 @@ def run(args) -> int:
     -------
     int
         The exit status, 0.
+
+    Raises
+    ------
+    BackmapInputError
+        The input is cut short (:class:`~backmap_plugin.api.CutShortWarning`):
+        raised once the output, the run summary and the notes are written,
+        naming the file and its last whole frame (the command's status 2).
     """
-    from backmap_plugin.api import backmap
+    from backmap_plugin.api import CutShortWarning, backmap
     from backmap_plugin.core.bead_fit import describe
+    from backmap_plugin.core.errors import BackmapInputError
     from backmap_plugin.io.atomic import write_json
 
     if args.json and args.json != "-":
         _check_json_path(args)  # before the run, not after it
-    result = backmap(
-        args.input,
-        args.output,
-        top=args.top,
-        mapping=args.mapping,
-        method=args.method,
-        samples=args.samples,
-        seed=args.seed,
-        device=args.device,
-        stride=args.stride,
-        chunk=args.chunk,
-        break_distance=args.break_distance,
-        progress=not args.quiet,
-        model=args.model,
-        temperature=args.temperature,
-        overwrite=args.overwrite,
-        resume=args.resume,
-        disulfides=not args.no_disulfides,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CutShortWarning)  # (said below, as the command's error)
+        result = backmap(
+            args.input,
+            args.output,
+            top=args.top,
+            mapping=args.mapping,
+            method=args.method,
+            samples=args.samples,
+            seed=args.seed,
+            device=args.device,
+            stride=args.stride,
+            chunk=args.chunk,
+            break_distance=args.break_distance,
+            progress=not args.quiet,
+            model=args.model,
+            temperature=args.temperature,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            disulfides=not args.no_disulfides,
+        )
     if args.json == "-":
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     elif args.json:
@@ -104,10 +115,12 @@ def run(args) -> int:
         print(f"mapping: {result.mapping_evidence}", file=sys.stderr)
     print(f"method: {method_line(result.method, result.model, args.model)}", file=sys.stderr)
     for line in result.report:
-        print(f"note: {line}", file=sys.stderr)
+        print(f"note: {options.in_option_words(line)}", file=sys.stderr)
     if result.bead_rmsd:
         print(f"beads: {describe(result.bead_rmsd)}", file=sys.stderr)
     print(result.summary(), file=sys.stderr if args.json == "-" else sys.stdout)
+    if result.cut_short:  # every whole frame is written; the run is not the whole trajectory
+        raise BackmapInputError(result.cut_short)
     return 0
 
 

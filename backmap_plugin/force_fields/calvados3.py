@@ -48,7 +48,7 @@ from backmap_plugin.force_fields.hps import (
     read_parameter_table,
     set_topology_box,
 )
-from backmap_plugin.io.chains import topology_to_openmm_as_read
+from backmap_plugin.io.chains import input_chain_id, topology_to_openmm_as_read
 from backmap_plugin.io.cif_atoms import read_mmcif_models
 from backmap_plugin.io.loaders import open_text
 from backmap_plugin.io.paths import MMCIF, match_extension
@@ -215,7 +215,7 @@ def _residue_beads(topology, xyz):
     of mass (nm)."""
     names, chain_index, chain_ids, residue_ids, codes, beads = [], [], [], [], [], []
     for c, chain in enumerate(topology.chains()):
-        chain_id = chain.id.strip() or string.ascii_uppercase[c % 26]
+        chain_id = chain.id.strip() or input_chain_id(c)
         for residue in chain.residues():
             std = chem.standard_residue_name(residue.name)
             atoms = list(residue.atoms())

@@ -103,6 +103,7 @@ def _read_native(pdbfile):
     and heavy atoms (nm); a PDB, mmCIF or GRO file read as ``backmap run`` reads it
     (:func:`~backmap_plugin.io.loaders.load_whole`: mmCIF chains by author id, insertion codes, each residue's
     conformer of highest occupancy)."""
+    from backmap_plugin.io.chains import input_chain_id
     from backmap_plugin.io.loaders import load_whole
     from backmap_plugin.io.mdtraj_files import load_frame
 
@@ -126,7 +127,8 @@ def _read_native(pdbfile):
             continue
         k = len(names)
         names.append(std)
-        chain_ids.append(getattr(residue.chain, "chain_id", None) or "A")
+        chain_id = (getattr(residue.chain, "chain_id", None) or "").strip()
+        chain_ids.append(chain_id or input_chain_id(residue.chain.index))
         chain_index.append(chains.setdefault(residue.chain.index, len(chains)))
         numbers.append(residue.resSeq)
         codes.append(insertion_code(residue) or "")
@@ -159,7 +161,8 @@ def create_go_system(pdbfile, epsilon=1.0, contactCutoff=CONTACT_CUTOFF):
     Returns
     -------
     topology : openmm.app.Topology
-        One residue per amino acid (three-letter names, native chain ids,
+        One residue per amino acid (three-letter names, native chain ids (blank
+        ones become A, B, ... by chain: :func:`~backmap_plugin.io.chains.input_chain_id`),
         residue numbers and insertion codes), one atom ``CA`` (element
         carbon) each; bonds between bonded beads.
     system : openmm.System

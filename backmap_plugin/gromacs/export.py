@@ -196,7 +196,7 @@ def _check_out_dir(out_dir: str, overwrite: bool) -> None:
         raise BackmapInputError(f"{out_dir}: exists and is not a directory")
     if os.path.isdir(out_dir) and not overwrite:
         raise BackmapInputError(
-            f"{out_dir}: output directory exists; pass overwrite=True (--overwrite) to replace its files"
+            f"{out_dir}: output directory exists; pass overwrite=True to replace its files"
         )
     if not os.path.isdir(parent):
         raise BackmapInputError(f"{out_dir}: cannot write output: directory {parent} does not exist")

@@ -19,7 +19,9 @@ there and is not a regular file (a character device such as a terminal or
   (``torch.save``, ``numpy.save`` by name ...): it yields the temporary path;
 * :func:`write_text` and :func:`write_json`: one call on top of them;
 * :func:`commit`: the final step alone, for a writer that keeps its
-  temporary file on failure to continue it later (``TrajectoryWriter``).
+  temporary file on failure to continue it later (``TrajectoryWriter``);
+* :func:`remove_stale_temporaries`: the temporary files that a process
+  killed while writing (``SIGKILL``: no cleanup runs) left behind.
 
 Standard library only: importing this module loads no numerical library.
 """
@@ -100,8 +102,13 @@ def hidden_path(path, suffix: str) -> str:
     directory, name = os.path.split(target_path(path))
     hidden = f".{name}{suffix}"
     if not hidden.isascii() or len(os.fsencode(hidden)) > _name_max(directory):
-        hidden = f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}{suffix}"
+        hidden = f".{_hashed(name)}{suffix}"
     return os.path.join(directory, hidden)
+
+
+def _hashed(name: str) -> str:
+    """What :func:`hidden_path` puts for a file name too long or not ASCII: the first 32 hex digits of its SHA-256."""
+    return hashlib.sha256(os.fsencode(name)).hexdigest()[:32]
 
 
 def temporary_path(path) -> str:
@@ -121,6 +128,58 @@ def temporary_path(path) -> str:
         into one folder never share one.
     """
     return hidden_path(path, f".{os.getpid()}.partial")
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (another user's too); True where that cannot be told (Windows,
+    where ``os.kill`` would end it)."""
+    if os.name == "nt" or pid <= 0 or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (PermissionError: another user's process)
+        return True
+    return True
+
+
+def remove_stale_temporaries(path) -> list:
+    """Remove the temporary files (:func:`temporary_path`) of ``path`` whose process no longer runs.
+
+    A process killed while it wrote ``path`` atomically (``SIGKILL``, the
+    machine's out-of-memory killer: no cleanup runs) leaves its
+    ``.<name>.<pid>.partial`` behind, empty or half written; the file it was
+    to replace is as it was. A temporary file whose process runs (a write
+    in progress) is never touched. Call it where no process of another
+    machine writes ``path`` (under the lock of the output it belongs to:
+    :class:`~backmap_plugin.io.lock.OutputLock`): the process ids are this
+    machine's.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file whose temporary files are looked for (links followed, as
+        :func:`temporary_path` names them).
+
+    Returns
+    -------
+    list of str
+        The files removed.
+    """
+    directory, name = os.path.split(target_path(path))
+    prefixes = {f".{name}.", f".{_hashed(name)}."}  # (the name hidden_path gives depends on its length)
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        pid = next((entry[len(p):-len(".partial")] for p in prefixes if entry.startswith(p)), "")
+        if entry.endswith(".partial") and pid.isdigit() and not _running(int(pid)):
+            _remove(os.path.join(directory, entry))
+            removed.append(os.path.join(directory, entry))
+    return removed
 
 
 def _fsync(path: str) -> None:

@@ -1,5 +1,6 @@
-"""Atoms in messages and checks of what is read or written: atom descriptions,
-element symbols, finite coordinates, duplicate atoms."""
+"""Atoms and frames in messages and checks of what is read or written: atom
+descriptions, frame labels, element symbols, finite coordinates, duplicate
+atoms, and the notes that say a file is cut short."""
 
 from __future__ import annotations
 
@@ -32,6 +33,38 @@ def describe_atom(atom) -> str:
     chain_id = residue.chain.chain_id
     chain = repr(chain_id) if chain_id else f"#{residue.chain.index}"
     return f"chain {chain} residue {residue.name}{residue_number(residue)} atom {atom.name}"
+
+
+def frame_label(frame: int, stride: int = 1) -> str:
+    """A frame read with a stride, for messages: ``frame 3``, or ``frame 3 (frame 30 of the file, stride 10)``.
+
+    Frames are counted from 0, in messages as in the output (its frame ``k`` is the input's ``k * stride``).
+
+    Parameters
+    ----------
+    frame : int
+        The frame's index among those read.
+    stride : int, optional
+        The read stride.
+
+    Returns
+    -------
+    str
+    """
+    label = f"frame {frame}"
+    return label if stride == 1 else f"{label} (frame {frame * stride} of the file, stride {stride})"
+
+
+class CutShortNote(str):
+    """A note that a file ends inside a frame (a run killed while writing it, or one still writing): its whole
+    frames before it were read, the frames after it are not there.
+
+    A ``str`` like every note; readers make their notes of a cut file of this type so that
+    :attr:`~backmap_plugin.io.frames.FrameSource.cut_short` can tell a run that read such a file from a finished
+    one. A file that may have lost atoms, not frames (one model without its end), gets a plain note.
+    """
+
+    __slots__ = ()
 
 
 def element_symbol(atom) -> str:
@@ -79,9 +112,7 @@ def check_finite(xyz: np.ndarray, topology, path: str, first_frame: int, stride:
         return
     frame, atom_index = (int(i) for i in np.argwhere(bad)[0])
     frame += first_frame
-    where = f"frame {frame}"
-    if stride != 1:
-        where += f" (frame {frame * stride} of the file, stride {stride})"
+    where = frame_label(frame, stride)
     atom = topology.atom(atom_index)
     hint = ""
     if atom.name in BEAD_NAMES:

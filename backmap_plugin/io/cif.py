@@ -153,9 +153,9 @@ class CifBackend(TextBackend):
     def check(self, xyz, topology, first_frame) -> None:
         """mmCIF has no column limits."""
 
-    def write(self, xyz: np.ndarray, first_frame: int, box=None, time=None) -> None:
-        """Append frames ``first_frame, ...`` (Angstrom), one model each, and flush (times not kept; the first
-        box written is the file's ``_cell``)."""
+    def write(self, xyz: np.ndarray, first_frame: int, box=None, time=None, step=None) -> None:
+        """Append frames ``first_frame, ...`` (Angstrom), one model each, and flush (times and steps not kept; the
+        first box written is the file's ``_cell``)."""
         if box is not None and self._cell is None:
             self._cell = box[0]
         for k, frame in enumerate(xyz):

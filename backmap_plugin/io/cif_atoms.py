@@ -33,6 +33,7 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.topology import residue_number, set_insertion_code
+from backmap_plugin.io.atoms import CutShortNote
 
 #: One CIF value: quoted ('...' or "...", closed by a quote before white space) or bare.
 _TOKEN = re.compile(r"""'(.*?)'(?=\s|$)|"(.*?)"(?=\s|$)|(\S+)""")
@@ -67,7 +68,7 @@ def whole_models(path: str, sizes: list, names: list) -> tuple[int, Optional[str
     -------
     kept : int
         Models to read, from the first.
-    note : str or None
+    note : CutShortNote or None
         Where the last model is left out, which and why.
 
     Raises
@@ -78,8 +79,9 @@ def whole_models(path: str, sizes: list, names: list) -> tuple[int, Optional[str
     if all(size == sizes[0] for size in sizes):
         return len(sizes), None
     if len(sizes) > 1 and sizes[-1] < sizes[0] and all(size == sizes[0] for size in sizes[:-1]):
-        return len(sizes) - 1, (f"{path}: read {len(sizes) - 1} whole model(s); model {names[-1]} is cut short "
-                                f"({sizes[-1]} of {sizes[0]} atoms): a truncated file, or one still being written?")
+        return len(sizes) - 1, CutShortNote(f"{path}: read {len(sizes) - 1} whole model(s); model {names[-1]} is cut "
+                                            f"short ({sizes[-1]} of {sizes[0]} atoms): a truncated file, or one still "
+                                            "being written?")
     other = next(k for k, size in enumerate(sizes) if size != sizes[0])
     raise BackmapInputError(f"{path}: model {names[other]} holds {sizes[other]} atoms, model {names[0]} {sizes[0]}: "
                             "every model must hold the same atoms")

@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from backmap_plugin.io.atoms import CutShortNote
 from backmap_plugin.io.mdtraj_files import open_file
 
 #: ps per AKMA time unit (CHARMM's, in which DCD headers give their time step).
@@ -57,7 +58,7 @@ def _byte_order(head: bytes) -> Optional[str]:
     return None if order is None or head[4:8] != b"CORD" else order
 
 
-def frames_missing(path: str) -> Optional[str]:
+def frames_missing(path: str) -> Optional[CutShortNote]:
     """A note when a DCD file holds fewer whole frames than its header announces (a truncated file), else None.
 
     Parameters
@@ -66,7 +67,7 @@ def frames_missing(path: str) -> Optional[str]:
 
     Returns
     -------
-    str or None
+    CutShortNote or None
     """
     header = read_header(path)
     if header is None:
@@ -75,7 +76,8 @@ def frames_missing(path: str) -> Optional[str]:
     with open_file(path) as handle:
         whole = len(handle)
     if 0 < whole < announced:
-        return f"{path}: {whole} whole frame(s) of the {announced} its header announces: a truncated file?"
+        return CutShortNote(f"{path}: {whole} whole frame(s) of the {announced} its header announces: a truncated "
+                            "file?")
     return None
 
 
@@ -98,6 +100,25 @@ def clock(path: str) -> Optional[tuple]:
     if (istart, nsavc, delta) == NO_CLOCK or nsavc <= 0 or not delta > 0:
         return None
     return istart * delta * AKMA_PS, nsavc * delta * AKMA_PS
+
+
+def steps(path: str) -> Optional[tuple]:
+    """``(first, between)``: the step of a DCD file's first frame (ISTART) and the steps between frames (NSAVC), from
+    its header; None for a header whose NSAVC is not positive or a file that does not start with one.
+
+    Parameters
+    ----------
+    path : str
+
+    Returns
+    -------
+    tuple of int or None
+        Frame ``i`` of the file is at step ``first + i * between`` (mdtraj's header, :data:`NO_CLOCK`: its index).
+    """
+    header = read_header(path)
+    if header is None or header[2] <= 0:
+        return None
+    return header[1], header[2]
 
 
 class EvenClock:

@@ -21,7 +21,7 @@ from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.pbc import box_lengths_and_angles
 from backmap_plugin.core.topology import residue_number
 from backmap_plugin.io import dcd
-from backmap_plugin.io.atoms import check_duplicate_atoms, check_finite
+from backmap_plugin.io.atoms import CutShortNote, check_duplicate_atoms, check_finite, frame_label
 from backmap_plugin.io.c_stdout import c_stdout_to_stderr
 from backmap_plugin.io.chains import split_chains, split_merged_residues, topology_from_openmm, topology_subset
 from backmap_plugin.io.loaders import (
@@ -34,7 +34,7 @@ from backmap_plugin.io.loaders import (
     load_whole,
     protonation_note,
 )
-from backmap_plugin.io.mdtraj_files import iterload, open_file
+from backmap_plugin.io.mdtraj_files import STEPPED, iterload, iterload_with_steps, open_file
 from backmap_plugin.io.paths import (
     LOADED_WHOLE,
     NEEDS_TOPOLOGY,
@@ -77,12 +77,17 @@ class FrameChunk(NamedTuple):
         ``(n,)`` times in ps as the file gives them (DCD: from its
         header's first step, interval and time step; frame indices for
         files without times, as mdtraj gives them), or None.
+    step : numpy.ndarray or None
+        ``(n,)`` int64 step numbers as the file gives them (XTC, TRR; DCD:
+        from its header's first step and steps between frames), else each
+        frame's index in the file (``k * stride`` for frame ``k`` read); or None.
     """
 
     start: int
     xyz: np.ndarray
     box: Optional[np.ndarray]
     time: Optional[np.ndarray] = None
+    step: Optional[np.ndarray] = None
 
 
 def _check_same_residues(own, top, path: str, top_path: str) -> None:
@@ -149,7 +154,11 @@ class FrameSource:
         Frames per chunk, and the read stride.
     notes : list of str
         What was made of the input on the way (e.g. a topology cut to the
-        protein the trajectory holds).
+        protein the trajectory holds; a file cut short:
+        :class:`~backmap_plugin.io.atoms.CutShortNote`).
+    cut_short : str or None
+        Once the frames were read to the end: where the file ends inside a
+        frame, a message naming it and its last whole frame read; else None.
     """
 
     def __init__(self, path, top=None, chunk: int = 1000, stride: int = 1):
@@ -197,9 +206,12 @@ class FrameSource:
                                         if name is not None and match_extension(name, PDB)) if note]
         self.notes += list(dict.fromkeys(loaded_notes))  # (a file given as input and as --top: once)
         self._clock = None  # (t0, dt) ps of a DCD file whose header gives times
+        self._steps = None  # (first, between) of a DCD file's header
         if self._ext == ".dcd":
             self.notes += [note for note in [dcd.frames_missing(self.path)] if note]
             self._clock = dcd.clock(self.path)
+            self._steps = dcd.steps(self.path)
+        self._frames_read = None if self._whole is None else len(self._whole[0])  # (by the last whole iteration)
         if top_topology is not None:
             if top_topology.n_atoms != n_atoms:
                 top_topology = self._protein_part(top_topology, n_atoms)
@@ -254,6 +266,22 @@ class FrameSource:
             f"but coordinates {self.path} have {n_atoms}{_mismatch_hint(topology, protein, n_atoms)}"
         )
 
+    @property
+    def cut_short(self) -> Optional[str]:
+        """Where the file ends inside a frame (a :class:`~backmap_plugin.io.atoms.CutShortNote` among
+        :attr:`notes`) and its frames were read to the end: a message naming the file and its last whole frame
+        read; else None."""
+        if not self._frames_read or not any(isinstance(note, CutShortNote) for note in self.notes):
+            return None
+        return (f"{self.path}: the file is cut short (it ends inside a frame: a run killed while writing it, or one "
+                f"still writing it?): its last whole frame read is {frame_label(self._frames_read - 1, self.stride)}")
+
+    def _step_numbers(self, start: int, n: int) -> np.ndarray:
+        """The step numbers of ``n`` frames read from frame ``start`` on of a file that gives none per frame: from
+        a DCD file's header, else each frame's index in the file."""
+        first, between = self._steps or (0, 1)
+        return first + between * self.stride * (start + np.arange(n, dtype=np.int64))
+
     def __repr__(self) -> str:
         top = "" if self.top_path is None else f", top={self.top_path!r}"
         return f"FrameSource({self.path!r}{top}, n_atoms={self.n_atoms}, chunk={self.chunk}, stride={self.stride})"
@@ -278,10 +306,10 @@ class FrameSource:
         if self._whole is not None:
             xyz, box, time = self._whole
             for start in range(0, len(xyz), self.chunk):
-                stop = start + self.chunk
-                yield FrameChunk(start, xyz[start:stop].copy(),
-                                 self._boxes(None if box is None else box[start:stop].copy(), len(xyz[start:stop])),
-                                 time[start:stop].copy())
+                stop = min(start + self.chunk, len(xyz))
+                boxes = self._boxes(None if box is None else box[start:stop].copy(), stop - start)
+                yield FrameChunk(start, xyz[start:stop].copy(), boxes, time[start:stop].copy(),
+                                 self._step_numbers(start, stop - start))
             return
         yield from self._iter_streamed()
 
@@ -313,21 +341,24 @@ class FrameSource:
         # stride each chunk must span a multiple of it to keep the phase.
         per_read = frames * self.stride if self._ext == ".h5" else frames
         start = 0
-        for traj in self._iterload(per_read):
+        for traj, steps in self._iterload(per_read):
             box = box_vectors(traj)  # not per piece: slicing the trajectory would copy its topology
             time = np.asarray(traj.time, dtype=np.float32)
             if self._clock is not None:  # (mdtraj gives DCD frames their index as time)
                 t0, dt = self._clock
                 time = (t0 + dt * self.stride * (start + np.arange(traj.n_frames))).astype(np.float32)
+            if steps is None:
+                steps = self._step_numbers(start, traj.n_frames)
             for first in range(0, traj.n_frames, frames):
                 xyz = _angstrom(traj.xyz[first:first + frames])
                 check_finite(xyz, self.topology, self.path, start, self.stride)
                 yield FrameChunk(start, xyz, self._boxes(None if box is None else box[first:first + frames], len(xyz)),
-                                 time[first:first + frames])
+                                 time[first:first + frames], steps[first:first + frames])
                 start += len(xyz)
         if start == 0:
             raise BackmapInputError(f"{self.path}: contains no frames")
         self._check_read_to_the_end(start)
+        self._frames_read = start
 
     def _check_read_to_the_end(self, yielded: int) -> None:
         """Raise where reading stopped well before the end of a DCD, XTC or TRR file's bytes: a frame damaged in
@@ -347,15 +378,15 @@ class FrameSource:
                 "frames after the damage cannot be read"
             )
 
-    def _iterload(self, per_read: int) -> Iterator[md.Trajectory]:
-        """``mdtraj.iterload`` with its exceptions wrapped; when a block fails, its whole frames are read one at a
+    def _iterload(self, per_read: int) -> Iterator[tuple]:
+        """:meth:`_chunks` with their exceptions wrapped; when a block fails, its whole frames are read one at a
         time (:meth:`_whole_frames_of`)."""
         chunks = self._chunks(per_read)
         done = 0
         while True:
             try:
                 with c_stdout_to_stderr():  # the first read opens the file
-                    traj = next(chunks)
+                    traj, steps = next(chunks)
             except StopIteration:
                 return
             except Exception as exc:
@@ -364,13 +395,18 @@ class FrameSource:
             if traj.n_frames == 0:
                 return
             done += traj.n_frames
-            yield traj
+            yield traj, steps
 
-    def _chunks(self, per_read: int) -> Iterator[md.Trajectory]:
-        return iterload(self.path, chunk=per_read, stride=self.stride,
-                           top=self.topology if self._ext in NEEDS_TOPOLOGY else None)
+    def _chunks(self, per_read: int) -> Iterator[tuple]:
+        """``(trajectory, steps)``, ``per_read`` frames at a time (``mdtraj.iterload``): the step numbers of XTC and
+        TRR frames (:func:`~backmap_plugin.io.mdtraj_files.iterload_with_steps`), else None."""
+        if self._ext in STEPPED:
+            return iterload_with_steps(self.path, per_read, self.stride, self.topology)
+        chunks = iterload(self.path, chunk=per_read, stride=self.stride,
+                          top=self.topology if self._ext in NEEDS_TOPOLOGY else None)
+        return ((traj, None) for traj in chunks)
 
-    def _whole_frames_of(self, done: int, failure: Exception) -> Iterator[md.Trajectory]:
+    def _whole_frames_of(self, done: int, failure: Exception) -> Iterator[tuple]:
         """The frames from ``done`` on that can be read, one at a time, after reading a block from there failed.
 
         A trajectory cut short (a killed run, or one still writing) ends in
@@ -383,21 +419,21 @@ class FrameSource:
         while True:
             try:
                 with c_stdout_to_stderr():
-                    traj = next(singles)
+                    single = next(singles)
             except StopIteration:
                 return
             except Exception:
                 break
             if index >= done:
-                yield traj
+                yield single
             index += 1
         if index == 0:
             raise BackmapInputError(
                 f"{self.path}: cannot be read as {self._ext} (a truncated or damaged file?): "
                 f"{type(failure).__name__}: {failure}"
             ) from failure
-        note = (f"{self.path}: read {index} whole frame(s); the next could not be read ({type(failure).__name__}: "
-                f"{failure}): a truncated file, or one still being written?")
+        note = CutShortNote(f"{self.path}: read {index} whole frame(s); the next could not be read "
+                            f"({type(failure).__name__}: {failure}): a truncated file, or one still being written?")
         if note not in self.notes:  # (the frames may be read more than once)
             self.notes.append(note)
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.io import mdtraj_files
+from backmap_plugin.io.atoms import CutShortNote
 from backmap_plugin.io.chains import set_insertion_codes
 from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL, read_mmcif
 from backmap_plugin.io.mdtraj_files import open_file
@@ -117,9 +118,11 @@ def _one_model_cut(models: list, ended: bool) -> bool:
 
 def pdb_whole_models(path: str) -> Optional[tuple]:
     """``(text, note)``: the whole models of a multi-model PDB file whose last model is cut short (no ENDMDL,
-    fewer atoms than the others, which all hold as many), and what was left out; the whole text of a file of one
-    model without ENDMDL or END (:func:`single_model_cut`: how much is missing cannot be told), and a note saying
-    so; else None.
+    fewer atoms than the others, which all hold as many), and what was left out (a
+    :class:`~backmap_plugin.io.atoms.CutShortNote`); the whole text of a file of one model without ENDMDL or END
+    (:func:`single_model_cut`: how much is missing cannot be told), and a note saying so; else None. Notes and
+    errors name the file and count models as frames, from 0 (as every message does), with the line of their
+    MODEL record.
 
     Parameters
     ----------
@@ -138,19 +141,23 @@ def pdb_whole_models(path: str) -> Optional[tuple]:
     models, ended = _pdb_models_read(path)
     if _one_model_cut(models, ended):
         with open_text(path) as handle:
-            return handle.read(), cut_model_note(models[0][2])
+            return handle.read(), f"{path}: {cut_model_note(models[0][2])}"
     if len(models) < 2 or any(m[1] is None for m in models[:-1]):
         return None
     size, last = models[0][2], models[-1]
     whole = models if last[1] is not None else models[:-1]
     other = next((k for k, m in enumerate(whole) if m[2] != size), None)
     if other is not None:
-        raise BackmapInputError(f"{path}: its models hold different numbers of atoms (model 1: {size}, model "
-                                f"{other + 1}: {models[other][2]}); the frames of a trajectory hold the same atoms")
+        raise BackmapInputError(f"{path}: its models hold different numbers of atoms (frame 0: {size}, frame {other}: "
+                                f"{models[other][2]}, the MODEL on line {models[other][0] + 1}); the frames of a "
+                                "trajectory hold the same atoms")
     if last[1] is not None or last[2] >= size:
         return None
-    note = (f"read {len(models) - 1} whole model(s); model {len(models)} is cut short ({last[2]} of {size} atoms): "
-            "a truncated file, or one still being written?")
+    n_whole = len(models) - 1
+    read = "frame 0" if n_whole == 1 else f"frames 0-{n_whole - 1}"
+    note = CutShortNote(f"{path}: read {n_whole} whole model(s) ({read}); frame {n_whole} (the MODEL on line "
+                        f"{last[0] + 1}) is cut short ({last[2]} of {size} atoms): a truncated file, or one still "
+                        "being written?")
     with open_text(path) as handle:
         return "".join(itertools.islice(handle, last[0])) + "END\n", note
 
@@ -261,7 +268,7 @@ def load_whole(path: str, ext: str, notes: Optional[list] = None) -> md.Trajecto
                         warnings.filterwarnings("ignore", message=".*two consecutive residues with same number")
                         traj = _load_pdb(cut, path, notes)
                 if notes is not None:
-                    notes.append(f"{path}: {note}")
+                    notes.append(note)
                 return traj
         except Exception:  # (the whole models hold the line cut short too: said below)
             if short is None:

@@ -25,6 +25,8 @@ from backmap_plugin.io.paths import SUPPORTED_INPUT, match_extension
 
 #: Extensions whose mdtraj code encodes file names in ASCII.
 COMPILED = (".xtc", ".trr", ".dcd")
+#: Extensions whose frames carry their step numbers (:func:`iterload_with_steps`).
+STEPPED = (".xtc", ".trr")
 
 
 @contextlib.contextmanager
@@ -126,6 +128,40 @@ def iterload(path, **kwargs) -> Iterator:
 
     with mdtraj_path(path) as alias:
         yield from md.iterload(alias, **kwargs)
+
+
+def iterload_with_steps(path, chunk: int, stride: int, top) -> Iterator[tuple]:
+    """``(trajectory, steps)`` of an XTC or TRR file (:data:`STEPPED`), ``chunk`` frames at a time: what
+    :func:`iterload` gives, and the step numbers of its frames, which ``mdtraj.iterload`` drops.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    chunk : int
+        Frames per trajectory.
+    stride : int
+        Read every ``stride``-th frame.
+    top : mdtraj.Topology
+        The frames' topology.
+
+    Yields
+    ------
+    trajectory : mdtraj.Trajectory
+        Coordinates (nm), times (ps) and boxes, as ``mdtraj.iterload`` reads them.
+    steps : numpy.ndarray
+        ``(n_frames,)`` int64 step numbers.
+    """
+    import mdtraj as md
+    import numpy as np
+
+    with mdtraj_path(path) as alias, md.open(alias) as handle:
+        while True:
+            xyz, time, step, box = handle.read(n_frames=chunk, stride=stride)[:4]  # (TRR: lambda after them)
+            if len(xyz) == 0:
+                return
+            traj = md.Trajectory(xyz, top, time=time)
+            traj.unitcell_vectors = box
+            yield traj, np.asarray(step, dtype=np.int64)
 
 
 def load_frame(path, index: int, **kwargs):

@@ -53,7 +53,8 @@ def codes_left_out(topology: md.Topology, path: str) -> list:
 class MdtrajBackend:
     """DCD (Angstrom), XTC and H5 (nm) through mdtraj's file objects.
 
-    XTC frames carry their frame index as step, and as time where no times
+    XTC frames carry the step numbers given (``backmap run``: the input's),
+    else their frame index, and their frame index as time where no times
     are given, so a file does not depend on how its frames were cut into
     writes. Periodic boxes go into all three formats, times into XTC and H5,
     and into a DCD file's header where its frames are evenly spaced
@@ -227,7 +228,7 @@ class MdtrajBackend:
             return {"xyz": found.coordinates, "time": found.time, "lengths": found.cell_lengths,
                     "angles": found.cell_angles}
         if self._ext == ".xtc":
-            return {"xyz": found[0], "time": found[1], "box": found[3]}
+            return {"xyz": found[0], "time": found[1], "step": found[2], "box": found[3]}
         time = None if clock is None else clock[0] + clock[1] * np.arange(first, first + len(found[0]))
         return {"xyz": found[0], "time": time, "lengths": found[1], "angles": found[2]}
 
@@ -239,12 +240,12 @@ class MdtrajBackend:
                 kept = self._native(handle.read(n_frames=n_frames), clock)
         except Exception as exc:
             raise BackmapInputError(f"{path}: cannot resume: partial file {partial} is unreadable ({last_line(exc)}); "
-                                    "start over with --overwrite") from exc
+                                    "start over with overwrite=True") from exc
         xyz = kept["xyz"]
         if xyz is None or len(xyz) < n_frames:
             raise BackmapInputError(
                 f"{path}: cannot resume: partial file {partial} holds {0 if xyz is None else len(xyz)} complete "
-                f"frame(s), the progress record says {n_frames}; start over with --overwrite"
+                f"frame(s), the progress record says {n_frames}; start over with overwrite=True"
             )
         return kept
 
@@ -256,9 +257,11 @@ class MdtrajBackend:
         """Binary formats have no column limits."""
 
     def write(self, xyz: np.ndarray, first_frame: int, box: Optional[np.ndarray] = None,
-              time: Optional[np.ndarray] = None) -> None:
-        """Append frames ``first_frame, ...`` (Angstrom), their boxes (Angstrom vectors) and times (ps), and flush."""
-        frames = {"xyz": xyz if self._ext == ".dcd" else xyz / np.float32(10.0), "time": time}  # DCD stores Angstrom
+              time: Optional[np.ndarray] = None, step: Optional[np.ndarray] = None) -> None:
+        """Append frames ``first_frame, ...`` (Angstrom), their boxes (Angstrom vectors), times (ps) and step
+        numbers (XTC), and flush."""
+        frames = {"xyz": xyz if self._ext == ".dcd" else xyz / np.float32(10.0), "time": time,  # DCD stores Angstrom
+                  "step": step}
         if box is not None:
             if self._ext == ".xtc":
                 frames["box"] = box / np.float32(10.0)
@@ -269,8 +272,8 @@ class MdtrajBackend:
         self._write_native(frames, first_frame)
 
     def _write_native(self, frames: dict, first_frame: int) -> None:
-        """Append ``frames`` (``xyz``, and ``time``, ``box`` or ``lengths`` / ``angles`` where present, in the
-        file's units: nm, or Angstrom for DCD) and flush."""
+        """Append ``frames`` (``xyz``, and ``time``, ``step``, ``box`` or ``lengths`` / ``angles`` where present, in
+        the file's units: nm, or Angstrom for DCD) and flush."""
         if self._ext == ".dcd":  # mdtraj writes DCD unbuffered, and its header without times
             self._file.write(frames["xyz"], cell_lengths=frames.get("lengths"), cell_angles=frames.get("angles"))
             self._clock.add(frames.get("time"), len(frames["xyz"]))
@@ -283,8 +286,9 @@ class MdtrajBackend:
                     f"frames as 1 AKMA, {dcd.AKMA_PS:.3f} ps, apart); write .xtc or .h5 to keep them"
                 )
         elif self._ext == ".xtc":
-            step = np.arange(first_frame, first_frame + len(frames["xyz"]), dtype=np.int32)
-            time = step.astype(np.float32) if frames.get("time") is None else frames["time"]
+            index = np.arange(first_frame, first_frame + len(frames["xyz"]), dtype=np.int32)
+            step = index if frames.get("step") is None else np.asarray(frames["step"], dtype=np.int32)
+            time = index.astype(np.float32) if frames.get("time") is None else frames["time"]
             self._file.write(frames["xyz"], time=time, step=step, box=frames.get("box"))
             self._file.flush()
         else:

@@ -206,7 +206,7 @@ def check_output_path(path, overwrite: bool = True, inputs=()) -> str:
         raise BackmapInputError(f"{path}: cannot write output: not a regular file (a device or FIFO); the output is "
                                 "written beside it and moved into place: give a file name")
     if os.path.exists(path) and not overwrite:
-        raise BackmapInputError(f"{path}: output file exists; pass overwrite=True (--overwrite) to replace it")
+        raise BackmapInputError(f"{path}: output file exists; pass overwrite=True to replace it")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise BackmapInputError(f"{path}: cannot write output: no permission to write in {directory}")
     return ext

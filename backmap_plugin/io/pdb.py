@@ -213,9 +213,9 @@ class PdbBackend(TextBackend):
                 lines.append(self._ter_after[i])
         return "".join(lines)
 
-    def write(self, xyz: np.ndarray, first_frame: int, box=None, time=None) -> None:
+    def write(self, xyz: np.ndarray, first_frame: int, box=None, time=None, step=None) -> None:
         """Append frames ``first_frame, ...`` (Angstrom), each a MODEL after its box's CRYST1 record (box vectors
-        in Angstrom, where given), and flush (times not kept)."""
+        in Angstrom, where given), and flush (times and steps not kept)."""
         for k, frame in enumerate(xyz):
             index = first_frame + k
             cryst1 = "" if box is None else self._cryst1(box[k], index)

@@ -8,7 +8,9 @@ frames are done and how far the partial file is complete. A run that was
 interrupted (Ctrl-C, a kill, a full disk) leaves both; resuming checks that
 the settings are the same, cuts the partial file back to the last complete
 chunk and continues from the next input frame. The record is removed when
-the output is complete.
+the output is complete. A run killed while it rewrote the record (``SIGKILL``)
+also leaves the record's temporary file, ``.<record name>.<pid>.partial``;
+the next run of the output removes it (:meth:`ProgressRecord.resume_point`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import os
 
 from backmap_plugin.core.errors import BackmapInputError
-from backmap_plugin.io.atomic import hidden_path, write_json
+from backmap_plugin.io.atomic import hidden_path, remove_stale_temporaries, write_json
 
 #: Format tag written into every record.
 RECORD_FORMAT = "backmap-progress/1"
@@ -100,7 +102,7 @@ class ProgressRecord:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BackmapInputError(
                 f"{self.output}: cannot resume: progress record {self.path} is unreadable ({exc}); "
-                "start over with --overwrite"
+                "start over with overwrite=True"
             ) from exc
         old = saved.get("settings", {})
         for key in sorted(set(old) | set(self.settings)):
@@ -110,12 +112,12 @@ class ProgressRecord:
                     f"{self.output}: cannot resume: the {key} file {now['path']} changed since the unfinished run "
                     f"(size {was.get('size')} -> {now.get('size')} bytes"
                     f"{', modified since' if was.get('mtime_ns') != now.get('mtime_ns') else ''}: a simulation "
-                    "still writing it, or a copy?); start over with --overwrite"
+                    "still writing it, or a copy?); start over with overwrite=True"
                 )
             if was != now:
                 raise BackmapInputError(
-                    f"{self.output}: cannot resume: the unfinished run used {key} = {old.get(key)!r}, "
-                    f"this one {self.settings.get(key)!r}; rerun with the same settings or start over with --overwrite"
+                    f"{self.output}: cannot resume: the unfinished run used {key} = {old.get(key)!r}, this one "
+                    f"{self.settings.get(key)!r}; rerun with the same settings or start over with overwrite=True"
                 )
         return saved
 
@@ -125,7 +127,10 @@ class ProgressRecord:
         Refuses to lose work: an unfinished run's record without ``resume``
         or ``overwrite``, an existing output without ``overwrite``.
         ``resume`` and ``overwrite`` together (for workflows): continue an
-        unfinished run made with the same settings, else start over.
+        unfinished run made with the same settings, else start over. First
+        removes the temporary files of the record that killed runs left
+        (:func:`~backmap_plugin.io.atomic.remove_stale_temporaries`; never
+        one of a process still running): call it under the output's lock.
 
         Parameters
         ----------
@@ -140,6 +145,7 @@ class ProgressRecord:
             As said, and a complete output with ``resume`` but no ``overwrite``
             (nothing to resume).
         """
+        remove_stale_temporaries(self.path)
         if self.exists():
             if resume:
                 try:
@@ -150,15 +156,14 @@ class ProgressRecord:
             elif not overwrite:
                 raise BackmapInputError(
                     f"{self.output}: an unfinished run of this output was found (progress record {self.path}): "
-                    "pass --resume to continue it or --overwrite to start over"
+                    "pass resume=True to continue it or overwrite=True to start over"
                 )
             self.remove()
         elif os.path.exists(self.output) and not overwrite:
             if resume:
                 raise BackmapInputError(f"{self.output}: nothing to resume: the output is complete (no progress "
                                         "record)")
-            raise BackmapInputError(f"{self.output}: output file exists; pass overwrite=True (--overwrite) to replace "
-                                    "it")
+            raise BackmapInputError(f"{self.output}: output file exists; pass overwrite=True to replace it")
         return None
 
     def save(self, frames_done: int, structures_written: int, writer_state: dict, tallies: dict | None = None) -> None:

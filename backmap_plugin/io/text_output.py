@@ -39,7 +39,7 @@ def open_partial_text(partial: str, encoding: str, resume: Optional[dict] = None
     if offset is None or size is None or size < offset:
         raise BackmapInputError(
             f"{partial}: cannot resume: the partial file is missing or shorter than the progress record says; "
-            "start over with --overwrite"
+            "start over with overwrite=True"
         )
     handle = open(partial, "r+", encoding=encoding, newline="\n")
     handle.seek(offset)

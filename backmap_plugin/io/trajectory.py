@@ -155,7 +155,7 @@ class TrajectoryWriter:
         if os.path.exists(self.partial_path):
             os.remove(self.partial_path)
 
-    def write(self, xyz, box=None, time=None) -> None:
+    def write(self, xyz, box=None, time=None, step=None) -> None:
         """Append frames.
 
         Parameters
@@ -171,6 +171,9 @@ class TrajectoryWriter:
             frame index where not given), and into a DCD file's header while
             all its frames are evenly spaced
             (:class:`~backmap_plugin.io.dcd.EvenClock`).
+        step : array_like, optional
+            ``(n,)`` integer step numbers, written to XTC files (default:
+            the frame index).
 
         Raises
         ------
@@ -194,8 +197,9 @@ class TrajectoryWriter:
         self._backend.check(xyz, self.topology, self.frames_written)
         box = None if box is None else np.asarray(box, dtype=np.float32).reshape(len(xyz), 3, 3)
         time = None if time is None else np.asarray(time, dtype=np.float32).reshape(len(xyz))
+        step = None if step is None else np.asarray(step, dtype=np.int64).reshape(len(xyz))
         try:
-            self._backend.write(np.ascontiguousarray(xyz), self.frames_written, box=box, time=time)
+            self._backend.write(np.ascontiguousarray(xyz), self.frames_written, box=box, time=time, step=step)
         except (OSError, RuntimeError, TypeError) as exc:  # (mdtraj: RuntimeError from XTC, TypeError from DCD)
             raise self._write_failed(exc, f"writing frame(s) {self.frames_written}-"
                                           f"{self.frames_written + len(xyz) - 1}") from exc

@@ -340,25 +340,28 @@ def _read_whole(path: str, text: str | None = None):
     return structure.topology, frames
 
 
-def _pdb_models(path: str, text: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Each model's ATOM / HETATM coordinates (N, 3) and its box (the last CRYST1 before its atoms; 3, 3), nm, of
-    the file (or of ``text``, a part of it)."""
-    rows, box, model_box = [], None, None
+def _pdb_models(path: str, text: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None, int]]:
+    """Each model's ATOM / HETATM coordinates (N, 3), its box (the last CRYST1 before its atoms; 3, 3), nm, and the
+    line (from 1) of its MODEL record (of its first atom where it has none), of the file (or of ``text``, a part of
+    it)."""
+    rows, box, model_box, model_line, start = [], None, None, None, None
     with io.StringIO(text) if text is not None else open_text(path) as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             record = line[:6]
             if record in ("ATOM  ", "HETATM"):
                 if not rows:
-                    model_box = box
+                    model_box, start = box, model_line or number
                 rows.append((line[30:38], line[38:46], line[46:54]))
-            elif record.startswith("MODEL") and rows:
-                yield np.array(rows, dtype=np.float64) / 10.0, model_box
-                rows = []
+            elif record.startswith("MODEL"):
+                if rows:
+                    yield np.array(rows, dtype=np.float64) / 10.0, model_box, start
+                    rows = []
+                model_line = number
             elif record == "CRYST1":
                 box = cryst1_box(line)
                 box = None if box is None else box / 10.0
     if rows:
-        yield np.array(rows, dtype=np.float64) / 10.0, model_box
+        yield np.array(rows, dtype=np.float64) / 10.0, model_box, start
 
 
 def _pdb(path: str) -> StructureFrames:
@@ -372,7 +375,7 @@ def _pdb(path: str) -> StructureFrames:
         if picked is not None:
             text, note = picked
             structure = _pdb_whole(path, text)
-            structure.notes.append(f"{path}: {note}")
+            structure.notes.append(note if part_of is pdb_whole_models else f"{path}: {note}")  # (the first names it)
             return structure
     first, conect, n_models, in_first = [], [], 0, True
     with open_text(path) as handle:
@@ -388,7 +391,7 @@ def _pdb(path: str) -> StructureFrames:
     n_models = max(n_models, 1)
     models = _pdb_models(path)
     try:
-        line_read, _ = next(models)
+        line_read, _, _ = next(models)
         same = line_read.shape == xyz.shape and np.allclose(line_read, xyz, atol=1e-6)
     except (ValueError, StopIteration):
         same = False
@@ -402,14 +405,14 @@ def _pdb(path: str) -> StructureFrames:
         models = _pdb_models(path)
         for index in itertools.count():
             try:
-                coords, box = next(models)
+                coords, box, line = next(models)
             except StopIteration:
                 return
             except ValueError as exc:  # (a coordinate that is no number)
                 raise BackmapInputError(f"{path}: cannot read coordinates: {exc}") from exc
             if coords.shape[0] != n_atoms:
-                raise BackmapInputError(f"{path}: model {index + 1} has {coords.shape[0]} atoms, the first "
-                                        f"{n_atoms}; every model must hold the same atoms")
+                raise BackmapInputError(f"{path}: frame {index} (the MODEL on line {line}) has {coords.shape[0]} "
+                                        f"atoms, frame 0 {n_atoms}; every model must hold the same atoms")
             yield coords, box, None
 
     return StructureFrames(path, None, topology, n_models, frames)
@@ -418,7 +421,7 @@ def _pdb(path: str) -> StructureFrames:
 def _pdb_whole(path: str, text: str | None = None) -> StructureFrames:
     """A PDB file (or ``text``, that of its atoms kept) read whole by OpenMM, every model with its box."""
     topology, frames = _read_whole(path, text)
-    boxes = [box for _, box in _pdb_models(path, text)] if len(frames) > 1 else []
+    boxes = [box for _, box, _ in _pdb_models(path, text)] if len(frames) > 1 else []
     boxes = boxes if len(boxes) == len(frames) else [None] * len(frames)
     box = _topology_box(topology)
     boxes = [b if b is not None or box is None else box for b in boxes]

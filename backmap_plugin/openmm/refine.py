@@ -509,8 +509,9 @@ def _disulfides_apart(topology, xyz_nm: np.ndarray) -> int:
 
 
 def _default_report_path(output: str) -> str:
-    root, ext = os.path.splitext(output)
-    return root + ".json"
+    """``output`` plus ``.json``: outputs that differ by their extension (``refined.pdb``, ``refined.xtc``) get reports
+    of their own."""
+    return output + ".json"
 
 
 def _check_outputs(output: str, report: str, input: str, top: str | None) -> None:
@@ -524,10 +525,10 @@ def _check_outputs(output: str, report: str, input: str, top: str | None) -> Non
 
 
 def _check_report(report: str, replace: bool) -> None:
-    """An existing report is replaced only with ``replace`` (refining to out.pdb and then out.cif shares out.json)."""
+    """An existing report is replaced only with ``replace`` (a report given twice, ``--report``)."""
     if os.path.exists(report) and not replace:
-        raise BackmapInputError(f"{report}: the report file exists; pass overwrite=True (--overwrite) to replace it, "
-                                "or another report path (--report)")
+        raise BackmapInputError(f"{report}: the report file exists; pass overwrite=True to replace it, or another "
+                                "report path (--report)")
 
 
 def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, tolerance=20.0, platform="auto",
@@ -571,8 +572,8 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
     softCore : bool, optional
         Run the soft-core clash-removal stage (default True).
     report : str, optional
-        JSON report path; default: ``output`` with the extension replaced
-        by ``.json``. Written with the output, at the end; the frames
+        JSON report path; default: ``output`` plus ``.json``
+        (``refined.pdb.json``). Written with the output, at the end; the frames
         done so far are reported in a hidden ``.<report>.partial.json``
         next to it (kept if the run stops).
     progress : bool, optional
@@ -696,7 +697,7 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
         except (OSError, ValueError, KeyError, TypeError) as exc:
             if not overwrite:
                 raise BackmapInputError(f"{output}: cannot resume: the report of the frames done, {partial_report}, "
-                                        f"is unreadable ({exc}); start over with --overwrite") from exc
+                                        f"is unreadable ({exc}); start over with overwrite=True") from exc
             record.remove()
             saved = None
     writer, done, before = None, 0, 0.0

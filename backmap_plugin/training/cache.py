@@ -511,8 +511,13 @@ def _build_entry(task) -> dict:
 
 
 def _init_worker() -> None:
+    """A parsing process: one thread, and SIGTERM (the pool's end) ends it as by default, not as the ``backmap``
+    command's handler, inherited through ``fork``, does (a traceback per process)."""
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)
 
 
@@ -844,8 +849,9 @@ def build_cache(
     ------
     BackmapInputError
         A source that does not exist, invalid settings, no structure file
-        among the sources, or no usable entry (the index and report are
-        written first; the report says why each file was skipped).
+        among the sources, or no usable entry (the message says why the
+        files were skipped; nothing is written: an existing ``cache_dir`` is
+        left as it was, one that the build created is removed).
     """
     from backmap_plugin.core.mappings import get_mapping
 
@@ -860,6 +866,7 @@ def build_cache(
     if not paths:
         raise BackmapInputError(_no_files_message(sources, notes))
     cache_dir = Path(cache_dir)
+    created = _first_missing(cache_dir / ENTRIES_DIR)
     (cache_dir / ENTRIES_DIR).mkdir(parents=True, exist_ok=True)
     settings = _settings(mapping, max_frames)
     hashes = {path: file_hash(path, settings) for path in paths}
@@ -903,6 +910,9 @@ def build_cache(
         if info and info.get("parent"):
             derived[len(entries)] = info
         entries.append(entry)
+    if not entries:
+        _leave_as_it_was(created, tasks)
+        raise BackmapInputError(_nothing_usable(cache_dir, rows, created))
     computed = sequence_clusters(unclustered) if unclustered else {}
     for entry in entries:
         if entry["cluster30"] is None:
@@ -928,11 +938,6 @@ def build_cache(
             shutil.rmtree(child, ignore_errors=True)
             removed += not child.name.startswith(".tmp-")
 
-    if not entries:
-        raise BackmapInputError(
-            f"{cache_dir}: no usable structure: all {len(paths)} file(s) were skipped, e.g. {rows[0]['source']}: "
-            f"{rows[0]['reason']}; the reason for each file is in {cache_dir / REPORT_FILE}"
-        )
     splits: dict = {}
     for entry in entries:
         splits[entry["split"]] = splits.get(entry["split"], 0) + 1
@@ -951,6 +956,38 @@ def build_cache(
         "report": str(cache_dir / REPORT_FILE),
         "notes": notes,
     }
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder on the path to ``folder`` that is not there (what making ``folder`` creates), else
+    None."""
+    missing = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+def _leave_as_it_was(created: Path | None, tasks: list) -> None:
+    """Undo a build that keeps no structure: remove the folder it created (``created``: the outermost, see
+    :func:`_first_missing`), else the entry folders its ``tasks`` wrote into the earlier build's cache."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    for task in tasks:
+        shutil.rmtree(task[2], ignore_errors=True)
+
+
+def _nothing_usable(cache_dir: Path, rows: list[dict], created: Path | None) -> str:
+    """The error of a build whose every file was skipped (``rows``: its report's), which wrote nothing: how many
+    files each kind of reason skipped, one file's reason, and what became of the folder."""
+    kinds = Counter(row["reason"].split(":")[0] for row in rows)
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in kinds.most_common())
+    made = created is not None and created != cache_dir / ENTRIES_DIR
+    kept = f"{created}, which this build created, was removed" if made else f"{cache_dir} is left as it was"
+    return (f"{cache_dir}: no usable structure: all {len(rows)} file(s) were skipped (files by reason: {reasons}), "
+            f"e.g. {rows[0]['source']}: {rows[0]['reason']}; nothing was cached: {kept}")
 
 
 def _no_files_message(sources, notes: list[str]) -> str:

@@ -171,7 +171,7 @@ sg_sg() {  # sg_sg FILE: SG-SG distances below 5 A (first model)
 }
 echo "   SG-SG, backmapped frame 0:$(sg_sg frame0_aa.pdb)"
 echo "   SG-SG, refined:           $(sg_sg frame0_refined.pdb)"
-echo "   disulfide bonds made by refine: $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["frames"][0]["disulfides"])' frame0_refined.json)"
+echo "   disulfide bonds made by refine: $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["frames"][0]["disulfides"])' frame0_refined.pdb.json)"
 
 # ------------------------------------------------------------------ 7. export for GROMACS
 step "backmap export: amber14 topology + coordinates for GROMACS (gmx_aa/)"
@@ -194,5 +194,5 @@ echo "outputs in $OUT:"
 echo "  cg.pdb, protein_0.itp, topol.top   martinize2 beads and the system topology"
 echo "  md.tpr, md.xtc, md.gro             the Martini 3 run"
 echo "  protein_aa.pdb                     backmapped heavy atoms, one model per frame"
-echo "  frame0_refined.pdb (+ .json)       frame 0 with hydrogens, minimised"
+echo "  frame0_refined.pdb (+ .pdb.json)   frame 0 with hydrogens, minimised (+ its report)"
 echo "  gmx_aa/topol.top, gmx_aa/conf.gro  amber14 system for an all-atom GROMACS run"
