@@ -437,7 +437,7 @@ def test_the_command_names_options_where_the_api_names_keywords(tmp_path, capsys
     assert call(lambda args: _prepare_run_dir(str(run_dir), False), argparse.Namespace()) == 2
     assert capsys.readouterr().err == (f"backmap: error: {run_dir}: run directory is not empty; choose a new one or "
                                        "pass --overwrite\n")
-    assert in_option_words("r.json: the report file exists; pass overwrite=True (--overwrite) to replace it") == (
+    assert in_option_words("r.json: the report file exists; pass overwrite=True to replace it") == (
         "r.json: the report file exists; pass --overwrite to replace it")
     assert in_option_words("pass resume=True to continue it or overwrite=True to start over") == (
         "pass --resume to continue it or --overwrite to start over")

@@ -155,8 +155,10 @@ def test_training_keeps_runs_and_interrupted_steps(tmp_path, fixture_cache, monk
             T.train(cfg, str(run), progress=False)
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 2
     assert "has no validation entries" in capsys.readouterr().err  # the fixture cache has no val split
-    with pytest.raises(ValueError, match="holds a training run .*checkpoint.pt.*--resume .* --overwrite"):
+    with pytest.raises(ValueError, match="holds a training run .*checkpoint.pt.*resume=True .* overwrite=True"):
         T.train(cfg, str(run), progress=False)
+    assert main(["train", "-o", str(run), "--quiet"]) == 2
+    assert "pass --resume to continue it or --overwrite to start over" in capsys.readouterr().err
     assert main(["train", "-o", str(run), "--resume", "--quiet"]) == 0
     steps = [int(line.split(",")[0]) for line in (run / "train.csv").read_text().splitlines()[1:]]
     assert steps == [1, 2, 3, 4, 5]

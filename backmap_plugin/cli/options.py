@@ -100,9 +100,8 @@ def add_overwrite(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help=help)
 
 
-#: The flags that messages of the Python API name by their keyword, ``NAME=True``, an option's name in
-#: parentheses after it in older messages (``overwrite=True (--overwrite)``).
-_KEYWORD_FLAGS = re.compile(r"\b(overwrite|resume)=True(?: \(--[a-z-]+\))?")
+#: The flags that messages of the Python API name by their keyword, ``NAME=True``.
+_KEYWORD_FLAGS = re.compile(r"\b(overwrite|resume)=True")
 
 
 def in_option_words(message: str) -> str:

@@ -376,8 +376,8 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, progress: bool =
             raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume from")
         _check_resumed_settings(cfg, run_dir)
     elif found and not overwrite:
-        raise ValueError(f"{run_dir} holds a training run ({', '.join(found)}): pass --resume to continue it "
-                         "or --overwrite to start over")
+        raise ValueError(f"{run_dir} holds a training run ({', '.join(found)}): pass resume=True to continue "
+                         "it or overwrite=True to start over")
     cache = open_cache(cfg.cache)
     model_config = ModelConfig(**cfg.model)
     beads = cache.settings.get("mapping", "ca")
@@ -448,7 +448,7 @@ def _check_resumed_settings(cfg: TrainConfig, run_dir: str) -> None:
         was = ", ".join(f"{key} {getattr(started, key)!r} (now {getattr(cfg, key)!r})" for key in changed)
         raise ValueError(f"{run_dir}: cannot resume with other settings than the run started with: {was}; resume "
                          f"without --config, change only {', '.join(sorted(RESUME_MAY_CHANGE - {'init'}))}, or start "
-                         "over with --overwrite")
+                         "over with overwrite=True")
 
 
 def _train(cfg: TrainConfig, run_dir: str, cache, model: BackmapVAE, device, summary: dict, resume: bool,
@@ -466,13 +466,13 @@ def _train(cfg: TrainConfig, run_dir: str, cache, model: BackmapVAE, device, sum
             model.load_state_dict(state["model"])
         except RuntimeError as exc:
             raise ValueError(f"{ckpt_path}: the checkpoint does not fit the model settings of {run_dir}/config.json "
-                             f"({str(exc).splitlines()[0]}); start over with --overwrite") from exc
+                             f"({str(exc).splitlines()[0]}); start over with overwrite=True") from exc
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, best = state["step"], state["best"]
         if state.get("cache_index_sha256", digest) != digest:
             raise ValueError(f"{cfg.cache} changed since {ckpt_path} was saved (rebuilt with other files or "
-                             "settings): the resumed run would go on with other data; start over with --overwrite, or "
+                             "settings): the resumed run would go on with other data; start over with overwrite=True, or "
                              f"start a new run with init {model_path}")
         torch.set_rng_state(state["rng"])
         for name in ("train.csv", "val.csv"):  # rows logged after the checkpoint are logged again
