@@ -48,7 +48,7 @@ def run_dir(tmp_path_factory) -> Path:
     (run / "backmap.json").write_text(json.dumps(info))
     # vacuum and few iterations keep it fast; the report reads whatever the files hold
     refine_structure(run / "backmapped.pdb", run / "refined.pdb", maxIterations=20, platform="CPU",
-                     solvent="vacuum", progress=False)
+                     solvent="vacuum", progress=False, report=run / "refined.json")  # (the pipeline's name)
     for name in ("backmapped", "refined"):
         checked = validate_structure(run / f"{name}.pdb", platform="CPU", solvent="vacuum")
         (run / f"validate_{name}.json").write_text(json.dumps(checked.to_dict(), allow_nan=False))

@@ -8,6 +8,8 @@
 #   bash examples/martini3/run.sh                 # writes examples/martini3/out/
 #   MARTINI3_ITP_DIR=/path/to/martini3 bash examples/martini3/run.sh
 #   bash examples/martini3/run.sh /tmp/m3         # another output folder (new or empty)
+#   AA_INPUT=protein.pdb bash examples/martini3/run.sh /tmp/mine   # another protein (.pdb or .pdb.gz; one
+#                                                                  # martinize2 molecule per chain)
 #
 # Needs on PATH: martinize2 (pip install vermouth mdtraj), gmx (GROMACS 2022 or
 # newer), backmap (this package, with its gromacs extra for the .tpr and OpenMM
@@ -19,7 +21,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 
-AA_INPUT=$REPO/tests/data/martini3/aa.pdb.gz   # 6B0S chain A, 71 residues, heavy atoms only
+AA_INPUT=${AA_INPUT:-$REPO/tests/data/martini3/aa.pdb.gz}   # 6B0S chain A, 71 residues, heavy atoms only
 NT=${NT:-${OMP_NUM_THREADS:-2}}                   # CPU threads for gmx mdrun (mdrun refuses an -ntomp other than OMP_NUM_THREADS)
 GMX=${GMX:-gmx}
 MARTINIZE2=${MARTINIZE2:-martinize2}
@@ -101,14 +103,14 @@ T_START=$(date +%s.%N)
 
 # ------------------------------------------------------------------ 1. martinize2
 step "martinize2: all-atom protein -> Martini 3 beads + topology"
-gunzip -c "$AA_INPUT" >aa.pdb
+gunzip -cf "$AA_INPUT" >aa.pdb     # (-f: a plain .pdb passes through)
 # Side-chain corrections (the old -scfix) are on by default since vermouth 0.11,
 # and vermouth 0.15 refuses the deprecated -scfix flag (a warning, fatal without
 # -maxwarn); termini are charged by default (-nt would make them neutral).
 # -dssp without a program uses mdtraj; -resid input keeps the PDB numbers (306-376).
 quiet martinize2 "$MARTINIZE2" -f aa.pdb -x cg.pdb -o martinize2.top -ff martini3001 \
     -elastic -ef 700 -el 0.5 -eu 0.9 -dssp -resid input -name protein
-echo "   $(grep -c '^ATOM' cg.pdb) beads -> cg.pdb, molecule protein_0.itp"
+echo "   $(grep -c '^ATOM' cg.pdb) beads -> cg.pdb, molecule(s) $(ls protein_*.itp | tr '\n' ' ')"
 
 # ------------------------------------------------------------------ 2. box, water, ions
 step "box, Martini water (W) and 0.15 M NaCl"
@@ -118,18 +120,21 @@ printf 'one Martini W bead\n1\n    1W        W    1   0.247   0.247   0.247\n   
 quiet genconf "$GMX" genconf -f w1.gro -o wbox.gro -nbox 12 12 12
 quiet solvate "$GMX" solvate -cp box.gro -cs wbox.gro -o solv.gro -radius 0.21
 n_w=$(awk 'NR > 2 && substr($0, 6, 5) == "W    "' solv.gro | wc -l)
+# the protein molecules as martinize2 wrote them (one protein_N.itp per chain it did not merge), in its order
+protein_itps=$(grep '^#include "protein_' martinize2.top)
+protein_molecules=$(awk '/^\[ *molecules *\]/ {on = 1; next} on && NF == 2' martinize2.top)
 cat >topol.top <<EOF
 ; Martini 3 elastic-network protein (martinize2) in Martini W water with NaCl
 #include "martini_v3.0.0.itp"
-#include "protein_0.itp"
+$protein_itps
 #include "martini_v3.0.0_solvents_v1.itp"
 #include "martini_v3.0.0_ions_v1.itp"
 
 [ system ]
-6B0S chain A, Martini 3 elastic network, W, NaCl
+protein of $(basename "$AA_INPUT"), Martini 3 elastic network, W, NaCl
 
 [ molecules ]
-protein_0    1
+$protein_molecules
 W         $n_w
 EOF
 quiet grompp_ions "$GMX" grompp -f "$HERE/cg_em.mdp" -c solv.gro -p topol.top -o ions.tpr
@@ -191,7 +196,7 @@ done
 printf '%7.1f  total\n' "$(awk -v a="$T_END" -v b="$T_START" 'BEGIN {print a - b}')"
 echo
 echo "outputs in $OUT:"
-echo "  cg.pdb, protein_0.itp, topol.top   martinize2 beads and the system topology"
+echo "  cg.pdb, protein_*.itp, topol.top  martinize2 beads and the system topology"
 echo "  md.tpr, md.xtc, md.gro             the Martini 3 run"
 echo "  protein_aa.pdb                     backmapped heavy atoms, one model per frame"
 echo "  frame0_refined.pdb (+ .pdb.json)   frame 0 with hydrogens, minimised (+ its report)"
