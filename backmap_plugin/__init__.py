@@ -19,6 +19,7 @@ _EXPORTS = {
     "BackmapReporter": "backmap_plugin.reporter",
     "BackmapInputError": "backmap_plugin.core.errors",
     "BackmapOutputError": "backmap_plugin.core.errors",
+    "CutShortWarning": "backmap_plugin.core.errors",
     "run_pipeline": "backmap_plugin.pipeline",
 }
 

@@ -29,7 +29,7 @@ from backmap_plugin.core.bead_fit import BeadFit
 from backmap_plugin.core.beads import MIN_BEAD_DISTANCE, first_close_pair, first_non_finite
 from backmap_plugin.core.detect import decide_mapping
 from backmap_plugin.core.device import select_device
-from backmap_plugin.core.errors import BackmapInputError, BeadsTooCloseError
+from backmap_plugin.core.errors import BackmapInputError, BeadsTooCloseError, CutShortWarning
 from backmap_plugin.core.mappings import COMMapping, Mapping, get_mapping, model_beads
 from backmap_plugin.core.pbc import box_matrices, make_whole
 from backmap_plugin.core.topology import (
@@ -938,14 +938,6 @@ class BackmapResult:
             f"{self.output} in {self.seconds:.2f} s ({per:.1f} ms per structure)"
             + (f"; resumed at frame {self.resumed_from}" if self.resumed_from else "")
         )
-
-
-class CutShortWarning(UserWarning):
-    """:func:`backmap` read an input that ends inside a frame (a run killed while writing it, or one still writing
-    it): every whole frame was backmapped and the output written, but it is not the whole trajectory. The message
-    names the file and its last whole frame read, as :attr:`BackmapResult.cut_short` does; ``backmap run`` then
-    exits with its input-error status, 2. ``warnings.simplefilter("error", CutShortWarning)`` makes it an
-    exception (raised once the output is written)."""
 
 
 def check_backmap_options(method: str | None, samples: int, model: str | None = None,

@@ -18,7 +18,7 @@ from backmap_plugin.cli import refine as refine_cli  # noqa: E402
 from backmap_plugin.cli import validate as validate_cli
 from backmap_plugin.cli.command import main as backmap_main  # noqa: E402
 from backmap_plugin.core import metrics  # noqa: E402
-from backmap_plugin.core.errors import BackmapInputError  # noqa: E402
+from backmap_plugin.core.errors import BackmapInputError, CutShortWarning  # noqa: E402
 from backmap_plugin.io.loaders import pdb_model_boxes  # noqa: E402
 from backmap_plugin.openmm.platforms import select_platform  # noqa: E402
 from backmap_plugin.openmm.refine import refine_structure  # noqa: E402
@@ -613,9 +613,16 @@ def test_refine_a_trajectory_with_its_topology(trajectory, tmp_path, capsys):
     (tmp_path / "cut.xtc").write_bytes(data[: len(data) - 100])  # (cut in its last frame)
     argv = ["refine", str(tmp_path / "cut.xtc"), "--top", str(first), "-o", str(tmp_path / "cut.pdb"), "--solvent",
             "vacuum", "--platform", "Reference", "--quiet"]
-    assert backmap_main(argv) == 0
-    assert "cut.xtc: 2 whole frame(s) of the 3 it holds: cut short in a frame?" in capsys.readouterr().err
+    assert backmap_main(argv) == 2  # every whole frame refined and written, then the error (the run looked finished)
+    err = capsys.readouterr().err
+    assert "note: " + str(tmp_path / "cut.xtc") + ": 2 whole frame(s) of the 3 it holds: cut short in a frame?" in err
+    assert err.strip().splitlines()[-1].endswith(f"{tmp_path / 'cut.pdb'} holds the 2 frame(s) refined")
     assert md.load(str(tmp_path / "cut.pdb")).n_frames == 2
+    assert json.loads((tmp_path / "cut.pdb.json").read_text())["cut_short"].startswith(str(tmp_path / "cut.xtc"))
+    with pytest.warns(CutShortWarning, match="cut.xtc: 2 whole frame.*holds the 2 frame"):
+        result = refine_structure(tmp_path / "cut.xtc", tmp_path / "api.pdb", top=first, solvent="vacuum",
+                                  platform="Reference", progress=False)
+    assert result.cut_short and len(result.frames) == 2
 
 
 def test_refine_says_when_completing_a_large_structure_takes_minutes(backmapped, tmp_path, capsys, monkeypatch):

@@ -70,27 +70,39 @@ def run(args) -> int:
     -------
     int
         The exit status, 0 (frames that did not converge are written anyway).
+
+    Raises
+    ------
+    BackmapInputError
+        The input is cut short (:class:`~backmap_plugin.core.errors.CutShortWarning`):
+        raised once the output, its report and the notes are written (the
+        command's status 2).
     """
+    import warnings
+
+    from backmap_plugin.core.errors import BackmapInputError, CutShortWarning
     from backmap_plugin.io.paths import match_extension
     from backmap_plugin.openmm.refine import BOND_STRAIN_LIMIT, refine_structure
 
-    result = refine_structure(
-        args.input,
-        args.output,
-        restraintK=args.restraint_k,
-        maxIterations=args.steps,
-        tolerance=args.tolerance,
-        platform=args.platform,
-        solvent=args.solvent,
-        pH=args.ph,
-        softCore=not args.no_soft_core,
-        report=args.report,
-        progress=not args.quiet,
-        template=not args.complete_every_frame,
-        overwrite=args.overwrite,
-        top=args.top,
-        resume=args.resume,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CutShortWarning)  # (said below, as the command's error)
+        result = refine_structure(
+            args.input,
+            args.output,
+            restraintK=args.restraint_k,
+            maxIterations=args.steps,
+            tolerance=args.tolerance,
+            platform=args.platform,
+            solvent=args.solvent,
+            pH=args.ph,
+            softCore=not args.no_soft_core,
+            report=args.report,
+            progress=not args.quiet,
+            template=not args.complete_every_frame,
+            overwrite=args.overwrite,
+            top=args.top,
+            resume=args.resume,
+        )
     for frame in result.frames:
         if not frame["converged"]:
             reasons = []
@@ -116,7 +128,9 @@ def run(args) -> int:
         print(f"note: {added} missing heavy atom(s) added (PDBFixer; `backmap run` builds a CG input's atoms)",
               file=sys.stderr)
     for note in result.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {options.in_option_words(note)}", file=sys.stderr)
     print(result.summary())
+    if result.cut_short:  # every whole frame is refined and written; the run is not the whole trajectory
+        raise BackmapInputError(result.cut_short)
     return 0
 

@@ -27,6 +27,14 @@ class BackmapOutputError(OSError):
         return self.strerror or super().__str__()
 
 
+class CutShortWarning(UserWarning):
+    """An input ended inside a frame (a run killed while writing it, or one still writing it): every whole frame
+    was processed and the output written, but it is not the whole trajectory. The message names the file and its
+    last whole frame read; ``backmap run`` and ``backmap refine`` then exit with their input-error status, 2.
+    ``warnings.simplefilter("error", CutShortWarning)`` makes it an exception (raised once the output is
+    written)."""
+
+
 def last_line(exc: BaseException) -> str:
     """The last line of an exception's message (HDF5's is its library's back trace, whose last line says why),
     or its type's name when the message is empty."""

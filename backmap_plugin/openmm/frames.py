@@ -31,6 +31,7 @@ from backmap_plugin.core import chemistry as chem
 from backmap_plugin.core.detect import decide_mapping
 from backmap_plugin.core.errors import BackmapInputError
 from backmap_plugin.core.pbc import image_gap
+from backmap_plugin.io.atoms import CutShortNote
 from backmap_plugin.io.chains import topology_from_openmm, topology_to_openmm_as_read
 from backmap_plugin.io.cif_atoms import PLACEHOLDER_CELL, read_mmcif_models
 from backmap_plugin.io.loaders import count_trajectory_atoms, cryst1_box, one_conformer, open_text, pdb_whole_models
@@ -148,11 +149,13 @@ class StructureFrames:
         Returns
         -------
         list of str
+            Those that say the file is cut short are
+            :class:`~backmap_plugin.io.atoms.CutShortNote`.
         """
         notes = list(self.notes)
         if self.frames_read < self.n_frames:
-            notes.append(f"{self.path}: {self.frames_read} whole frame(s) of the {self.n_frames} it holds: cut short "
-                         f"in a frame? Those were {done}")
+            notes.append(CutShortNote(f"{self.path}: {self.frames_read} whole frame(s) of the {self.n_frames} it "
+                                      f"holds: cut short in a frame? Those were {done}"))
         if self.near_images:
             notes.append(f"{self.path}: its atoms come within {NEAR_IMAGE:.0f} A of their periodic images (e.g. "
                          f"chains packed across the box's faces), and the frames were {done} without images: "

@@ -43,14 +43,16 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from backmap_plugin.core import metrics
 from backmap_plugin.core.chemistry import DISULFIDE_CUTOFF, disulfide_pairs
-from backmap_plugin.core.errors import BackmapInputError
+from backmap_plugin.core.errors import BackmapInputError, CutShortWarning
 from backmap_plugin.io.atomic import hidden_path, write_json
+from backmap_plugin.io.atoms import CutShortNote
 from backmap_plugin.io.frames import springs_from_openmm
 from backmap_plugin.openmm.platforms import create_context
 from backmap_plugin.openmm.structure import (
@@ -451,6 +453,11 @@ class RefinementResult:
         by an older version), and :attr:`seconds` is then this call's alone.
     notes : list of str
         What the user should know (an input cut short).
+    cut_short : str or None
+        Where the input ends inside a frame: the message naming the file and
+        the frames refined up to it
+        (:class:`~backmap_plugin.core.errors.CutShortWarning`); None for an
+        input read to its end.
     """
 
     output: str
@@ -461,6 +468,7 @@ class RefinementResult:
     resumed_from: int = 0
     seconds_before_resume: float | None = 0.0
     notes: list = field(default_factory=list)
+    cut_short: str | None = None
 
     @property
     def all_converged(self) -> bool:
@@ -613,6 +621,13 @@ def refine_structure(input, output, restraintK=1000.0, maxIterations=5000, toler
         Unreadable input, unwritable output, or a structure amber14 cannot
         parametrise.
 
+    Warns
+    -----
+    CutShortWarning
+        The input ends inside a frame: its whole frames are refined and the
+        output and report written before the warning
+        (:attr:`RefinementResult.cut_short`, the report's ``cut_short``).
+
     Notes
     -----
     Per-frame JSON fields: ``frame``, ``energy_before_kj_mol`` and
@@ -737,6 +752,9 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
     result.notes += source.read_notes("refined") + writer.notes
     if result.notes:
         payload["notes"] = result.notes
+    cut = next((note for note in result.notes if isinstance(note, CutShortNote)), None)
+    if cut is not None:
+        result.cut_short = payload["cut_short"] = f"{cut}; {output} holds the {len(payload['frames'])} frame(s) refined"
     writer.close()
     record.remove()
     result.frames = payload["frames"]
@@ -750,6 +768,8 @@ def _refine_frames(source, refiner: Refiner, output: str, report: str, payload: 
     payload["all_converged"] = result.all_converged
     write_json(report, payload)
     os.remove(partial_report)
+    if result.cut_short:
+        warnings.warn(result.cut_short, CutShortWarning, stacklevel=3)
     return result
 
 
